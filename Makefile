@@ -1,0 +1,37 @@
+# Two entry points for newcomers: `make demo` and `make test`. Both set everything up first.
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: setup demo test lint types unit bench vectors clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/voipgw demo
+
+lint: setup
+	$(BIN)/ruff check ratchet voipgw tests
+	$(BIN)/ruff format --check ratchet voipgw tests
+
+types: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q
+
+test: setup
+	$(BIN)/ruff check ratchet voipgw tests
+	$(BIN)/ruff format --check ratchet voipgw tests
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/voipgw bench crypto
+
+vectors: setup
+	$(PY) -m tests.vectors.generate
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

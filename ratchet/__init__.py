@@ -1,0 +1,9 @@
+"""Sans-I/O protocol core of voipgw: identities, the signed zero-RTT handshake, the media Double Ratchet,
+per-interval time keys, the frame format, safety numbers and SAS.
+
+Nothing here opens a socket, starts a thread, reads a clock or imports a SIP stack: time is always an
+argument (``now``, in seconds), bytes go in and bytes or events come out. Only ``cryptography`` and the
+standard library are imported. ``voipgw`` adapts this core to the network; never the other way round.
+"""
+
+PROTOCOL_VERSION = 1

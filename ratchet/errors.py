@@ -1,0 +1,148 @@
+"""Typed failures of the protocol core: one exception class per reason, each with a stable ``reason`` code.
+
+Callers branch on the class (or log ``reason``); messages never contain key material.
+"""
+
+from __future__ import annotations
+
+
+class RatchetError(Exception):
+    """Base class of every protocol failure."""
+
+    reason = "error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"{self.reason}: {detail}" if detail else self.reason)
+        self.detail = detail
+
+
+# --- handshake (call setup) -------------------------------------------------------------------------------
+
+
+class HandshakeError(RatchetError):
+    """The offer or answer cannot be accepted."""
+
+    reason = "handshake"
+
+
+class MalformedHandshake(HandshakeError):
+    reason = "malformed-handshake"
+
+
+class UnsupportedVersion(HandshakeError):
+    reason = "unsupported-version"
+
+
+class UnsupportedSuite(HandshakeError):
+    reason = "unsupported-suite"
+
+
+class DowngradeDetected(HandshakeError):
+    reason = "downgrade"
+
+
+class BadSignature(HandshakeError):
+    reason = "bad-signature"
+
+
+class IdentityMismatch(HandshakeError):
+    reason = "identity-mismatch"
+
+
+class StaleTimestamp(HandshakeError):
+    reason = "stale-timestamp"
+
+
+class FutureTimestamp(HandshakeError):
+    reason = "future-timestamp"
+
+
+class ReplayedNonce(HandshakeError):
+    reason = "replayed-nonce"
+
+
+class BadParameters(HandshakeError):
+    """Negotiated media parameters out of the accepted range."""
+
+    reason = "bad-parameters"
+
+
+# --- media frames -----------------------------------------------------------------------------------------
+
+
+class FrameError(RatchetError):
+    """A received frame was refused. Receiver state is unchanged."""
+
+    reason = "frame"
+
+
+class MalformedFrame(FrameError):
+    reason = "malformed-frame"
+
+
+class WrongSuite(FrameError):
+    reason = "wrong-suite"
+
+
+class ReplayedFrame(FrameError):
+    reason = "replayed"
+
+
+class StaleFrame(FrameError):
+    """The frame's time interval is older than the skew window allows."""
+
+    reason = "stale-interval"
+
+
+class FutureFrame(FrameError):
+    """The frame's time interval is further ahead than the skew window allows."""
+
+    reason = "future-interval"
+
+
+class UnknownEpoch(FrameError):
+    """The frame belongs to a ratchet epoch whose key has not been received (or has expired)."""
+
+    reason = "unknown-epoch"
+
+
+class TooFarAhead(FrameError):
+    """The frame counter jumps further than the bounded skip allows."""
+
+    reason = "too-far-ahead"
+
+
+class ExpiredKey(FrameError):
+    """A late frame whose message key was already dropped (age or count bound)."""
+
+    reason = "expired-key"
+
+
+class KeyDesync(FrameError):
+    """Authentication failed and the key-check value differs: the peers' keys disagree."""
+
+    reason = "key-desync"
+
+
+class TamperedFrame(FrameError):
+    """Authentication failed although the key-check value matched: the frame was altered."""
+
+    reason = "tampered"
+
+
+class ExtensionError(FrameError):
+    """An authenticated frame carried an invalid in-band extension (ratchet key, SAS reveal)."""
+
+    reason = "bad-extension"
+
+
+class SasCommitmentMismatch(FrameError):
+    """The offerer's SAS reveal does not match its commitment in the offer: a man in the middle, or a bug."""
+
+    reason = "sas-commitment-mismatch"
+
+
+class SealError(RatchetError):
+    """The local side cannot seal (payload too large, session closed)."""
+
+    reason = "seal"
