@@ -67,6 +67,57 @@ class BadParameters(HandshakeError):
     reason = "bad-parameters"
 
 
+class MalformedIdentityKey(MalformedHandshake):
+    """A serialized identity key has the wrong length, an unknown type byte or an invalid point."""
+
+    reason = "malformed-identity-key"
+
+
+class MalformedAor(MalformedHandshake):
+    """An AOR / SIP URI cannot be normalized, or a signed AOR is not in normal form."""
+
+    reason = "malformed-aor"
+
+
+class CallIdMismatch(HandshakeError):
+    """The offer was signed for another SIP Call-ID than the dialog it arrived in."""
+
+    reason = "call-id-mismatch"
+
+
+class OfferHashMismatch(HandshakeError):
+    """A validly signed answer that answers some other offer than ours."""
+
+    reason = "offer-hash-mismatch"
+
+
+class HandshakeClosed(HandshakeError):
+    """The offerer already completed or was closed; its ephemeral secrets are gone."""
+
+    reason = "handshake-closed"
+
+
+# --- identity files -----------------------------------------------------------------------------------------
+
+
+class IdentityFileError(RatchetError):
+    """A stored identity key cannot be loaded."""
+
+    reason = "identity-file"
+
+
+class MalformedIdentityFile(IdentityFileError):
+    reason = "malformed-identity-file"
+
+
+class PassphraseRequired(IdentityFileError):
+    reason = "passphrase-required"
+
+
+class WrongPassphrase(IdentityFileError):
+    reason = "wrong-passphrase"
+
+
 # --- media frames -----------------------------------------------------------------------------------------
 
 
