@@ -1,0 +1,118 @@
+"""One test-bed child process: output in a log file, stopped by PID (SIGTERM, then SIGKILL).
+
+Never signals anything but the PID it started; never waits without a bound.
+Pitfall: children get their own session so a Ctrl-C on pytest does not reach them before our teardown does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+LOG_TAIL_CHARS = 4000
+POLL_INTERVAL = 0.02
+
+
+class TestbedError(RuntimeError):
+    """A test-bed process failed to start, to become ready, or to do what it was asked; has its log tail."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
+def tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "<no log>"
+    return text[-chars:]
+
+
+class ManagedProcess:
+    """A started child with stdout+stderr in `log_path`; `stop()` is idempotent and bounded."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stdin: int | None = subprocess.DEVNULL,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=stdin,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        return tail(self.log_path, 1 << 30)
+
+    def failure(self, what: str) -> TestbedError:
+        rc = self.popen.poll()
+        state = "running" if rc is None else f"exited rc={rc}"
+        return TestbedError(
+            f"{self.name} ({state}): {what}\n--- {self.log_path} (tail) ---\n{tail(self.log_path)}"
+        )
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `predicate` until true; raise with the log tail on timeout or if the child dies first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return
+            if not self.alive:
+                raise self.failure(f"died while waiting for {what}")
+            if time.monotonic() >= deadline:
+                raise self.failure(f"timed out after {timeout:.1f}s waiting for {what}")
+            time.sleep(POLL_INTERVAL)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def stop(self, grace: float = 3.0, term_signals: Sequence[int] = (signal.SIGTERM,)) -> int:
+        """Send each of `term_signals` (spread over `grace`), then SIGKILL; return the exit code."""
+        if self.alive:
+            step = grace / max(1, len(term_signals))
+            for sig in term_signals:
+                self.send_signal(sig)
+                if self.wait_exit(step) is not None:
+                    break
+            if self.alive:
+                self.send_signal(signal.SIGKILL)
+                self.popen.wait(timeout=5.0)
+        if not self._log.closed:
+            self._log.close()
+        rc = self.popen.returncode
+        return rc if rc is not None else -1
