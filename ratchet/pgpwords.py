@@ -1,4 +1,4 @@
-"""The PGP word list (Juola and Zimmermann, PGPfone): 256 two-syllable "even" and 256 three-syllable "odd" words.
+"""The PGP word list (Juola, Zimmermann; PGPfone): 256 two-syllable "even" and 256 three-syllable "odd" words.
 
 Data only, used to read a SAS aloud; the tests pin its SHA-256 so a typo cannot slip in. Never edit a word.
 """
