@@ -1,0 +1,279 @@
+"""A voipgw SipStack in a child process, driven by JSON lines on stdin and reporting JSON lines on stdout.
+
+sippy's state is per process, so two stacks that talk need two processes; this is the second one.
+Never touches anything but 127.0.0.0/8; `SipPeer.stop()` ends the child by PID, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 15.0
+
+
+# --- child side ---
+
+
+async def _child_main(host: str, port: int) -> int:
+    from voipgw.sip import IncomingCall, SipCall, SipStack
+    from voipgw.sip.events import TERMINAL_EVENTS
+
+    loop = asyncio.get_running_loop()
+    stack = SipStack(host, port, loop, user_agent="voipgw-peer")
+    await stack.start()
+    out_lock = threading.Lock()
+
+    def emit(**obj: Any) -> None:
+        with out_lock:
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+
+    mode: dict[str, Any] = {"incoming": "hold"}
+    calls: dict[str, SipCall] = {}
+    current: list[SipCall] = []
+    regs: dict[str, Any] = {}
+    pumps: list[asyncio.Task[None]] = []
+    stop_evt = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_evt.set)
+
+    async def pump(call: SipCall) -> None:
+        async for ev in call:
+            data = asdict(ev)
+            emit(ev="call_event", call_id=call.call_id, type=type(ev).__name__, data=data, t=time.monotonic())
+            if isinstance(ev, TERMINAL_EVENTS):
+                break
+
+    def track(call: SipCall) -> None:
+        calls[call.call_id] = call
+        current[:] = [call]
+        if mode.get("reoffer_answer") is not None:
+            answer = mode["reoffer_answer"]
+            call.reoffer_handler = lambda sdp: answer.replace("{remote_len}", str(len(sdp)))
+        pumps.append(loop.create_task(pump(call)))
+
+    async def incoming_loop() -> None:
+        while True:
+            call: IncomingCall = await stack.incoming.get()
+            emit(
+                ev="incoming",
+                call_id=call.call_id,
+                from_aor=call.from_aor,
+                to_aor=call.to_aor,
+                from_display=call.from_display,
+                remote_sdp=call.remote_sdp,
+                source=list(call.source_addr),
+                t=time.monotonic(),
+            )
+            track(call)
+            action = mode["incoming"]
+            if action in ("ring", "answer"):
+                call.ring()
+            if action == "answer":
+                call.answer(mode["answer_sdp"])
+            elif action == "reject":
+                call.reject(mode["code"], mode["reason"], mode.get("warning"))
+
+    def pick(cmd: dict[str, Any]) -> SipCall:
+        cid = cmd.get("call_id")
+        return calls[cid] if cid else current[0]
+
+    async def handle(cmd: dict[str, Any]) -> None:
+        op = cmd["op"]
+        if op == "mode":
+            mode.update(cmd)
+        elif op == "call":
+            sdp = cmd["sdp"]
+            proxy = tuple(cmd["proxy"]) if cmd.get("proxy") else None
+            out = await stack.place_call(
+                cmd["target"],
+                cmd["from"],
+                lambda cid: sdp.replace("{call_id}", cid),
+                display_name=cmd.get("display"),
+                proxy=proxy,  # type: ignore[arg-type]
+                username=cmd.get("username"),
+                password=cmd.get("password"),
+                timeout_s=cmd.get("timeout", 30.0),
+            )
+            track(out)
+            emit(ev="placed", call_id=out.call_id, t=time.monotonic())
+        elif op == "answer":
+            call = pick(cmd)
+            assert isinstance(call, IncomingCall)
+            call.answer(cmd["sdp"])
+        elif op == "reject":
+            call = pick(cmd)
+            assert isinstance(call, IncomingCall)
+            call.reject(cmd["code"], cmd["reason"], cmd.get("warning"))
+        elif op == "hangup":
+            pick(cmd).hangup()
+        elif op == "reoffer":
+            pick(cmd).reoffer(cmd["sdp"])
+        elif op == "register":
+            reg = await stack.register(
+                tuple(cmd["registrar"]),  # type: ignore[arg-type]
+                cmd["aor"],
+                cmd.get("username"),
+                cmd.get("password"),
+                expires=cmd.get("expires", 300),
+            )
+            regs[reg.aor] = reg
+            emit(ev="registered", state=asdict(reg.state) if reg.state else None)
+        elif op == "stats":
+            emit(ev="stats", stats=asdict(stack.stats), port=stack.local_port)
+        elif op == "stop":
+            stop_evt.set()
+
+    async def stdin_loop() -> None:
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                stop_evt.set()
+                return
+            cmd = json.loads(line)
+            try:
+                await handle(cmd)
+            except Exception as exc:
+                emit(ev="error", op=cmd.get("op"), error=f"{type(exc).__name__}: {exc}")
+
+    tasks = [loop.create_task(incoming_loop()), loop.create_task(stdin_loop())]
+    emit(ev="ready", port=stack.local_port, pid=os.getpid())
+    await stop_evt.wait()
+    await stack.stop()
+    for task in tasks:
+        task.cancel()
+    emit(ev="stopped", fds=sorted(os.listdir(f"/proc/{os.getpid()}/fd")))
+    return 0
+
+
+# --- parent side ---
+
+
+class SipPeer:
+    """Start with ``SipPeer(port)``; ``send(op=...)`` commands, ``expect(ev, **match)`` reports (bounded)."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "tests.testbed.sip_peer", host, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        self._q: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stderr: list[str] = []
+        self._seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+        try:
+            ready = self.expect("ready", timeout=READY_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        self.port = int(ready["port"])
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                self._q.put(json.loads(line))
+
+    def _read_err(self) -> None:
+        assert self.popen.stderr is not None
+        for line in self.popen.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def send(self, **cmd: Any) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(cmd) + "\n")
+        self.popen.stdin.flush()
+
+    def expect(self, ev: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """Next report named ``ev`` whose fields equal ``match`` (earlier unmatched reports are kept)."""
+        for i, item in enumerate(self._seen):
+            if item.get("ev") == ev and all(item.get(k) == v for k, v in match.items()):
+                return self._seen.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"peer: no {ev} {match} within {timeout}s; stderr:\n{self.stderr[-3000:]}")
+            try:
+                item = self._q.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self.popen.poll() is not None and self._q.empty():
+                    raise RuntimeError(
+                        f"peer exited rc={self.popen.returncode}:\n{self.stderr[-3000:]}"
+                    ) from None
+                continue
+            if item.get("ev") == "error":
+                raise RuntimeError(f"peer error: {item}")
+            if item.get("ev") == ev and all(item.get(k) == v for k, v in match.items()):
+                return item
+            self._seen.append(item)
+
+    def call_event(self, type_: str, timeout: float = 10.0) -> dict[str, Any]:
+        return self.expect("call_event", timeout=timeout, type=type_)
+
+    async def aexpect(self, ev: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self.expect, ev, timeout, **match)
+
+    async def acall_event(self, type_: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await asyncio.to_thread(self.call_event, type_, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        """Signal the child by PID and wait (bounded); SIGKILL if it hangs. Returns the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5.0)
+        for stream in (self.popen.stdin,):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        return int(self.popen.returncode)
+
+    def __enter__(self) -> SipPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="peer %(name)s %(levelname)s %(message)s"
+    )
+    sys.exit(asyncio.run(_child_main(sys.argv[1], int(sys.argv[2]))))

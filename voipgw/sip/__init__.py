@@ -1,0 +1,48 @@
+"""SIP signalling for voipgw over UDP: the only package that imports sippy (the rest of voipgw imports this).
+
+It carries SDP as opaque strings; it never builds, parses or rewrites SDP and never touches media.
+"""
+
+from voipgw.sip.events import (
+    Answered,
+    CallEvent,
+    CallStateError,
+    Confirmed,
+    Ended,
+    Failed,
+    ReAnswered,
+    RegistrationFailed,
+    RegistrationState,
+    ReOffer,
+    ReOfferRejected,
+    Ringing,
+    SipError,
+    SipStackStateError,
+    Trying,
+)
+from voipgw.sip.guard import SipStats
+from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
+
+__all__ = [
+    "Answered",
+    "CallEvent",
+    "CallStateError",
+    "Confirmed",
+    "Ended",
+    "Failed",
+    "IncomingCall",
+    "OutgoingCall",
+    "ReAnswered",
+    "ReOffer",
+    "ReOfferRejected",
+    "Registration",
+    "RegistrationFailed",
+    "RegistrationState",
+    "Ringing",
+    "SipCall",
+    "SipError",
+    "SipStack",
+    "SipStackStateError",
+    "SipStats",
+    "Trying",
+]

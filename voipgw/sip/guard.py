@@ -1,0 +1,260 @@
+"""Front door for inbound SIP datagrams: vets each one before sippy sees it, counts and rate-limits the junk.
+
+Pure bytes in, verdict out (accept / reply with these bytes / drop); never touches sockets, sippy, threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, fields
+
+MIN_DATAGRAM = 32
+"""sippy silently ignores anything shorter; we count it instead."""
+LOG_INTERVAL_S = 10.0
+"""At most one log line per kind of junk per interval; the rest are only counted."""
+SUPPORTED_VERSION = "SIP/2.0"
+
+_REQUEST_LINE = re.compile(r"^([!%'*+\-.0-9A-Z_`a-z~]+) (\S+) (SIP/\d+\.\d+)$")
+_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length"}
+_ECHOED = ("via", "from", "to", "call-id", "cseq")
+
+log = logging.getLogger("voipgw.sip.guard")
+
+
+@dataclass
+class SipStats:
+    """Counters of the SIP front door; read a snapshot with ``SipStack.stats``."""
+
+    datagrams_in: int = 0
+    accepted: int = 0
+    malformed: int = 0
+    """Every datagram that was not handed to sippy (sum of the kinds below)."""
+    runt: int = 0
+    non_utf8: int = 0
+    bad_start_line: int = 0
+    bad_version: int = 0
+    bad_header: int = 0
+    bad_content_length: int = 0
+    truncated_body: int = 0
+    sippy_errors: int = 0
+    """Exceptions or complaints sippy raised on datagrams we had let through (logged, rate-limited)."""
+    replied_400: int = 0
+    replied_505: int = 0
+
+    def copy(self) -> SipStats:
+        return SipStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Hand the datagram to sippy unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Drop the request and send ``data`` (a 400 or 505) back to the source."""
+
+    data: bytes
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Discard silently (after counting)."""
+
+
+Verdict = Accept | Reply | Drop
+
+
+class RateLimitedLog:
+    """One log line per key per interval, then a count of what was suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            msg += " (%d similar suppressed in the last %.0f s)"
+            args = (*args, skipped, self._interval)
+        self._logger.log(level, msg, *args)
+
+
+class DatagramGuard:
+    """Classifies inbound datagrams per RFC 3261 §8.2/§18.3; `check()` is called on sippy's reactor thread."""
+
+    def __init__(self, agent_host: str, user_agent: str, stats: SipStats) -> None:
+        self._agent = agent_host
+        self._ua = user_agent
+        self.stats = stats
+        self.ratelog = RateLimitedLog(log)
+
+    def check(self, data: bytes, source: tuple[str, int]) -> Verdict:
+        st = self.stats
+        st.datagrams_in += 1
+        verdict = self._classify(data, source)
+        if isinstance(verdict, Accept):
+            st.accepted += 1
+        else:
+            st.malformed += 1
+            if isinstance(verdict, Reply):
+                if verdict.code == 505:
+                    st.replied_505 += 1
+                else:
+                    st.replied_400 += 1
+        return verdict
+
+    def _junk(self, kind: str, source: tuple[str, int], detail: str) -> None:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        self.ratelog(
+            kind, logging.WARNING, "malformed SIP datagram from %s:%d (%s): %s", *source, kind, detail
+        )
+
+    def _classify(self, data: bytes, source: tuple[str, int]) -> Verdict:
+        if len(data) < MIN_DATAGRAM:
+            # Also covers CRLF keep-alives (RFC 5626), which are legitimate; they are counted, never logged.
+            if data.strip(b"\r\n"):
+                self._junk("runt", source, f"{len(data)} bytes")
+            else:
+                self.stats.runt += 1
+            return Drop()
+        non_utf8 = False
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            non_utf8 = True
+            text = data.decode("latin-1")
+        head_end = data.find(b"\r\n\r\n")
+        sep = 4
+        if head_end < 0:
+            head_end, sep = data.find(b"\n\n"), 2
+        head = (data if head_end < 0 else data[:head_end]).decode("latin-1")
+        body_len = 0 if head_end < 0 else len(data) - head_end - sep
+        lines = head.replace("\r\n", "\n").split("\n")
+        start = lines[0]
+        if start.startswith("SIP/"):
+            return self._check_response(start, non_utf8, head_end < 0, lines, body_len, source)
+        m = _REQUEST_LINE.match(start)
+        if m is None:
+            self._junk("bad_start_line", source, repr(start[:60]))
+            return Drop()
+        method, version = m.group(1), m.group(3)
+        headers, bad_line = _headers(lines[1:])
+        if "via" not in headers:
+            self._junk("bad_header", source, f"{method} without Via: cannot answer")
+            return Drop()
+        reply_ok = method != "ACK"  # RFC 3261 §17.2.3: never respond to an ACK
+
+        def fail(kind: str, code: int, phrase: str, detail: str) -> Verdict:
+            self._junk(kind, source, detail)
+            if not reply_ok:
+                return Drop()
+            return Reply(self._response(code, phrase, headers, detail), code)
+
+        if version != SUPPORTED_VERSION:
+            return fail("bad_version", 505, "Version Not Supported", f"{version} in request line")
+        if non_utf8:
+            return fail("non_utf8", 400, "Bad Request", "message is not valid UTF-8")
+        if bad_line is not None:
+            return fail("bad_header", 400, "Bad Request", f"malformed header line {bad_line[:40]!r}")
+        for name in ("from", "to", "call-id", "cseq"):
+            if name not in headers:
+                return fail("bad_header", 400, "Bad Request", f"missing {name} header")
+        cseq = headers["cseq"][0].split()
+        if len(cseq) != 2 or not cseq[0].isdigit() or cseq[1] != method:
+            return fail("bad_header", 400, "Bad Request", "CSeq does not match the request")
+        if "max-forwards" in headers and not headers["max-forwards"][0].strip().isdigit():
+            return fail("bad_header", 400, "Bad Request", "Max-Forwards is not a number")
+        if head_end < 0:
+            return fail("truncated_body", 400, "Bad Request", "no empty line after the headers")
+        lengths = {v.strip() for v in headers.get("content-length", [])}
+        if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
+            return fail("bad_content_length", 400, "Bad Request", "Content-Length is not one number")
+        if lengths and int(next(iter(lengths))) > body_len:
+            # RFC 3261 §18.3: the datagram ended before the body did.
+            return fail("truncated_body", 400, "Bad Request", "body shorter than Content-Length")
+        del text
+        return Accept()
+
+    def _check_response(
+        self,
+        start: str,
+        non_utf8: bool,
+        no_blank: bool,
+        lines: list[str],
+        body_len: int,
+        source: tuple[str, int],
+    ) -> Verdict:
+        # Broken responses are always dropped silently (RFC 3261 §18.3); the transaction times out instead.
+        if not start.startswith(SUPPORTED_VERSION + " "):
+            self._junk("bad_version", source, repr(start[:40]))
+            return Drop()
+        if non_utf8:
+            self._junk("non_utf8", source, "response is not valid UTF-8")
+            return Drop()
+        parts = start.split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+            self._junk("bad_start_line", source, repr(start[:40]))
+            return Drop()
+        headers, bad_line = _headers(lines[1:])
+        if bad_line is not None or not all(h in headers for h in _ECHOED):
+            self._junk("bad_header", source, "response with malformed or missing headers")
+            return Drop()
+        if no_blank:
+            self._junk("truncated_body", source, "response without an empty line after the headers")
+            return Drop()
+        lengths = {v.strip() for v in headers.get("content-length", [])}
+        if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
+            self._junk("bad_content_length", source, "response Content-Length is not one number")
+            return Drop()
+        if lengths and int(next(iter(lengths))) > body_len:
+            self._junk("truncated_body", source, "response body shorter than Content-Length")
+            return Drop()
+        return Accept()
+
+    def _response(self, code: int, phrase: str, headers: dict[str, list[str]], detail: str) -> bytes:
+        out = [f"{SUPPORTED_VERSION} {code} {phrase}"]
+        out += [f"Via: {v}" for v in headers["via"]]
+        for name, canon in (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")):
+            for value in headers.get(name, [])[:1]:
+                if name == "to" and ";tag=" not in value.replace(" ", "").lower():
+                    value += f";tag={secrets.token_hex(8)}"
+                out.append(f"{canon}: {value}")
+        out.append(f"Server: {self._ua}")
+        safe = detail.replace('"', "'").replace("\\", "/")
+        out.append(f'Warning: 399 {self._agent} "{safe}"')
+        out.append("Content-Length: 0")
+        return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", errors="replace")
+
+
+def _headers(lines: list[str]) -> tuple[dict[str, list[str]], str | None]:
+    """Header values by lower-case full name (Via split on commas), and the first bad line, if any."""
+    out: dict[str, list[str]] = {}
+    last: str | None = None
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t" and last is not None:
+            out[last][-1] += " " + line.strip()
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or not name or " " in name:
+            return out, line
+        name = _COMPACT.get(name, name)
+        values = [v.strip() for v in value.split(",")] if name == "via" else [value.strip()]
+        out.setdefault(name, []).extend(values)
+        last = name
+    return out, None

@@ -1,0 +1,978 @@
+"""The only owner of sippy: runs its reactor in one thread and exposes calls and registrations to asyncio.
+
+sippy objects are touched only on the reactor thread (asyncio -> reactor via ``ED2.callFromThread``,
+reactor -> asyncio via ``loop.call_soon_threadsafe``). SDP bodies pass through as opaque strings.
+
+Theory of operation
+-------------------
+sippy keeps process-wide state: the ``ED2`` reactor singleton, ``SipConf`` defaults (address, port,
+User-Agent) and module-level helpers. Hence at most one ``SipStack`` runs per process at a time. ``stop()``
+hangs up every call (BYE / CANCEL / 487), unregisters, waits (bounded) for those transactions, closes every
+socket, drops the reactor's leftover timers and joins the thread, so a *new* ``SipStack`` can then be started
+in the same process (tests do this). A stopped ``SipStack`` object itself cannot be started again; two
+concurrent stacks need two processes. In a worker thread the reactor notices cross-thread calls only at its
+tick, so ``reactor_hz`` bounds the added latency (1000 Hz: about 1 ms per hop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import secrets
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from sippy.CCEvents import (
+    CCEventConnect,
+    CCEventDisconnect,
+    CCEventFail,
+    CCEventPreConnect,
+    CCEventRing,
+    CCEventTry,
+    CCEventUpdate,
+)
+from sippy.Core.EventDispatcher import ED2
+from sippy.MsgBody import MsgBody
+from sippy.SipAddress import SipAddress
+from sippy.SipCallId import SipCallId
+from sippy.SipConf import SipConf
+from sippy.SipContact import SipContact
+from sippy.SipFrom import SipFrom
+from sippy.SipHeader import SipHeader
+from sippy.SipRequest import SipRequest
+from sippy.SipTo import SipTo
+from sippy.SipTransactionManager import RINGING, TRYING, SipTransactionManager
+from sippy.SipURL import SipURL
+from sippy.SipWarning import SipWarning
+from sippy.Time.Timeout import Timeout
+from sippy.UA import UA
+
+from voipgw.sip.events import (
+    TERMINAL_EVENTS,
+    Answered,
+    CallEvent,
+    CallStateError,
+    Confirmed,
+    Ended,
+    Failed,
+    ReAnswered,
+    RegistrationFailed,
+    RegistrationState,
+    ReOffer,
+    ReOfferRejected,
+    Ringing,
+    SipStackStateError,
+    Trying,
+)
+from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
+
+log = logging.getLogger("voipgw.sip")
+wire_log = logging.getLogger("voipgw.sip.wire")
+sippy_log = logging.getLogger("voipgw.sip.sippy")
+
+DEFAULT_REACTOR_HZ = 1000.0
+DEFAULT_NO_ANSWER_S = 60.0
+SHUTDOWN_GRACE_S = 2.0
+"""How long stop() waits for the BYE/CANCEL/unREGISTER transactions to complete before closing sockets."""
+SHUTDOWN_POLL_S = 0.01
+REGISTER_REFRESH_FRACTION = 0.6
+"""Refresh a registration at this share of the granted expiry (sippy's own agent waits for 100 %)."""
+REGISTER_RETRY_S = 30.0
+REGISTER_MAX_AUTH_TRIES = 2
+THREAD_JOIN_S = 5.0
+
+_running_lock = threading.Lock()
+_running: SipStack | None = None
+
+OfferFactory = Callable[[str], str]
+ReOfferHandler = Callable[[str], str | None]
+
+
+# --- sippy's stdout output, redirected ---------------------------------------------------------------------
+
+_sippy_ratelog = RateLimitedLog(sippy_log)
+_stats_sink: list[SipStats] = []
+
+
+def _captured_dump_exception(msg: str, f: object = None, extra: object = None) -> None:
+    exc = sys.exc_info()[1]
+    if _stats_sink:
+        _stats_sink[0].sippy_errors += 1
+    _sippy_ratelog("exception", logging.WARNING, "sippy: %s: %r", msg, exc)
+    sippy_log.debug("sippy: %s", msg, exc_info=exc is not None)
+
+
+def _captured_print(*args: object, **kwargs: object) -> None:
+    text = " ".join(str(a) for a in args)
+    if _stats_sink:
+        _stats_sink[0].sippy_errors += 1
+    _sippy_ratelog("print", logging.WARNING, "sippy: %s", text[:300])
+
+
+def _redirect_sippy_output() -> None:
+    """Route each sippy module's print/dump_exception (bulk tracebacks on stdout) to rate-limited logging.
+
+    Module globals shadow builtins, so setting ``print`` on a sippy module redirects only sippy's own calls.
+    """
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("sippy") or not isinstance(mod, ModuleType):
+            continue
+        if hasattr(mod, "dump_exception"):
+            mod.dump_exception = _captured_dump_exception  # type: ignore[attr-defined]
+        if name != "sippy.Core.Exceptions":
+            mod.print = _captured_print  # type: ignore[attr-defined]
+
+
+class _WireLogger:
+    """Stands in for sippy's SipLogger: message dumps go to ``voipgw.sip.wire`` at DEBUG."""
+
+    def write(self, *args: object, **kwargs: object) -> None:
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("%s", "".join(str(a) for a in args))
+
+    def shutdown(self) -> None:
+        return None
+
+
+class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
+    """SipTransactionManager whose inbound path is vetted by DatagramGuard first."""
+
+    guard: DatagramGuard
+
+    def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
+        self.guard = guard
+        super().__init__(global_config, req_cb)
+
+    def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
+        verdict = self.guard.check(data_in, ra.address)
+        if isinstance(verdict, Reply):
+            server.send_to(verdict.data, ra.address)
+            return
+        if not isinstance(verdict, Accept):
+            return
+        super().handleIncoming(data_in, ra, server, rtime)
+
+
+class _UA(UA):  # type: ignore[misc]
+    """A sippy UA that remembers the Warning header of the last final error response (sippy drops it)."""
+
+    voipgw_core: _CallCore | None = None
+    last_warning: str | None = None
+
+    def recvResponse(self, resp: Any, tr: Any) -> None:
+        code = resp.getSCode()[0]
+        if code >= 300 and resp.countHFs("warning") > 0:
+            self.last_warning = str(resp.getHFBody("warning"))
+        super().recvResponse(resp, tr)
+
+
+class _SetupTry(CCEventTry):  # type: ignore[misc]
+    """CCEventTry that writes our exact R-URI, To and From into the UA right before the INVITE is built."""
+
+    def __init__(self, data: tuple[Any, ...], target: Any, from_url: Any, display: str | None) -> None:
+        super().__init__(data)
+        self._target = target
+        self._from_url = from_url
+        self._display = display
+
+    def onUacSetupComplete(self, ua: Any) -> None:
+        ua.rTarget = self._target.getCopy()
+        to_url = self._target.getCopy()
+        to_url.port = self._target.port
+        ua.rUri = SipTo(address=SipAddress(url=to_url, hadbrace=True))
+        ua.lUri = SipFrom(address=SipAddress(url=self._from_url.getCopy(), hadbrace=True, name=self._display))
+        ua.lUri.setTag(ua.lTag)
+
+
+def _parse_uri(uri: str) -> Any:
+    text = uri.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not text.lower().startswith("sip:"):
+        raise ValueError(f"not a sip: URI: {uri!r}")
+    return SipURL(url=text)
+
+
+def _aor(url: Any) -> str:
+    user = f"{url.username}@" if url.username else ""
+    port = f":{url.port}" if url.port else ""
+    return f"sip:{user}{url.host}{port}"
+
+
+# --- asyncio-side handles ----------------------------------------------------------------------------------
+
+
+class SipCall:
+    """One dialog as seen from asyncio: an event stream plus the actions that fit it. Methods never block."""
+
+    def __init__(self, stack: SipStack, call_id: str, outgoing: bool) -> None:
+        self._stack = stack
+        self.call_id = call_id
+        self.outgoing = outgoing
+        self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self.reoffer_handler: ReOfferHandler | None = None
+        """Called (in asyncio) with a peer's re-INVITE SDP; returns our answer SDP, or None for a 488."""
+        self.finished = False
+        self._core: _CallCore | None = None
+
+    async def next_event(self, timeout: float | None = None) -> CallEvent:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def __aiter__(self) -> AsyncIterator[CallEvent]:
+        while True:
+            ev = await self.events.get()
+            yield ev
+            if isinstance(ev, TERMINAL_EVENTS):
+                return
+
+    def _push(self, ev: CallEvent) -> None:
+        if isinstance(ev, TERMINAL_EVENTS):
+            self.finished = True
+        self.events.put_nowait(ev)
+
+    def _handle_reoffer(self, sdp: str) -> None:
+        answer: str | None = None
+        if self.reoffer_handler is not None:
+            try:
+                answer = self.reoffer_handler(sdp)
+            except Exception:
+                log.exception("re-offer handler failed for call %s; refusing with 488", self.call_id)
+                answer = None
+        self._push(ReOffer(remote_sdp=sdp, answered=answer is not None))
+        self._stack._post(self._core_call, "reply_reoffer", answer)
+
+    def _core_call(self, name: str, *args: Any) -> None:
+        core = self._core
+        if core is not None:
+            getattr(core, name)(*args)
+
+    def hangup(self) -> None:
+        """BYE if established, CANCEL (caller) or 487 (callee) while ringing; then Ended(by_remote=False)."""
+        self._stack._post(self._core_call, "hangup", "local hangup")
+
+    def reoffer(self, sdp: str) -> None:
+        """Send a re-INVITE with ``sdp``; ReAnswered or ReOfferRejected follows."""
+        self._stack._post(self._core_call, "reoffer", sdp)
+
+
+class OutgoingCall(SipCall):
+    """A call we placed with ``SipStack.place_call``."""
+
+    def cancel(self) -> None:
+        """CANCEL while not yet answered; a no-op once answered (use ``hangup``)."""
+        self._stack._post(self._core_call, "cancel")
+
+
+class IncomingCall(SipCall):
+    """An INVITE we received; answer, reject or let it ring."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        call_id: str,
+        from_aor: str,
+        to_aor: str,
+        from_display: str | None,
+        remote_sdp: str | None,
+        source_addr: tuple[str, int],
+    ) -> None:
+        super().__init__(stack, call_id, outgoing=False)
+        self.from_aor = from_aor
+        self.to_aor = to_aor
+        self.from_display = from_display
+        self.remote_sdp = remote_sdp
+        self.source_addr = source_addr
+
+    def ring(self) -> None:
+        """Send 180 Ringing."""
+        self._stack._post(self._core_call, "ring")
+
+    def answer(self, answer_sdp: str) -> None:
+        """Send 200 OK with ``answer_sdp`` (byte for byte); Confirmed follows when the ACK arrives."""
+        self._stack._post(self._core_call, "answer", answer_sdp)
+
+    def reject(self, code: int, reason: str, warning: str | None = None) -> None:
+        """Final error response; ``warning`` becomes ``Warning: 399 <our host> "<text>"`` (RFC 3261 20.43)."""
+        if not 300 <= code <= 699:
+            raise ValueError(f"reject code must be 3xx-6xx, not {code}")
+        self._stack._post(self._core_call, "reject", code, reason, warning)
+
+    def __repr__(self) -> str:
+        return f"IncomingCall({self.call_id!r}, from={self.from_aor!r}, to={self.to_aor!r})"
+
+
+# --- reactor-side state -------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _CallCore:
+    """Reactor-thread companion of a SipCall: owns the sippy UA and decides which events asyncio sees."""
+
+    stack: SipStack
+    call: SipCall
+    ua: Any = None
+    phase: str = "setup"  # setup -> answering (callee) -> up -> ended
+    reoffer_pending: bool = False
+    timer: Any = None
+
+    def emit(self, ev: CallEvent) -> None:
+        if self.phase == "ended":
+            return
+        if isinstance(ev, TERMINAL_EVENTS):
+            self.phase = "ended"
+            self._cancel_timer()
+            self.stack._cores.discard(self)
+        self.stack._deliver(self.call._push, ev)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # sippy -> us
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, CCEventRing):
+            code, _reason, body = (*event.getData(), None, None, None)[:3]
+            if code == 100:
+                self.emit(Trying())
+            elif code is not None:
+                self.emit(Ringing(code=code, remote_sdp=None if body is None else str(body)))
+        elif isinstance(event, CCEventConnect):
+            body = event.getData()[2]
+            if self.reoffer_pending:
+                self.reoffer_pending = False
+                self.emit(ReAnswered(remote_sdp="" if body is None else str(body)))
+            elif self.call.outgoing and self.phase == "setup":
+                self.phase = "up"
+                self._cancel_timer()
+                self.emit(Answered(remote_sdp="" if body is None else str(body)))
+            elif not self.call.outgoing and self.phase == "answering":
+                self.phase = "up"
+                self.emit(Confirmed())
+        elif isinstance(event, CCEventFail):
+            data = (*event.getData(), None, None)
+            code, reason = int(data[0] or 500), str(data[1] or "")
+            if self.reoffer_pending:
+                self.reoffer_pending = False
+                self.emit(ReOfferRejected(code=code, reason=reason))
+                if self.ua is not None and self.ua.isDead():
+                    self.emit(Ended(reason=f"re-INVITE failed: {code} {reason}", by_remote=True))
+            elif self.phase in ("setup", "answering"):
+                self.emit(Failed(code=code, reason=reason, warning=self.ua.last_warning if self.ua else None))
+            else:
+                self.emit(Ended(reason=f"{code} {reason}", by_remote=True))
+        elif isinstance(event, CCEventDisconnect):
+            if self.phase in ("setup", "answering"):
+                self.emit(Ended(reason="cancelled by caller", by_remote=True))
+            else:
+                self.emit(Ended(reason="remote hangup", by_remote=True))
+        elif isinstance(event, CCEventUpdate):
+            body = event.getData()
+            self.stack._deliver(self.call._handle_reoffer, "" if body is None else str(body))
+
+    # asyncio -> us
+    def reply_reoffer(self, answer: str | None) -> None:
+        if self.phase == "ended":
+            return
+        if answer is None:
+            self.ua.recvEvent(CCEventFail((488, "Not Acceptable Here")))
+        else:
+            self.ua.recvEvent(CCEventConnect((200, "OK", MsgBody(answer))))
+
+    def ring(self) -> None:
+        if self.phase == "setup" and not self.call.outgoing:
+            self.ua.recvEvent(CCEventRing((180, "Ringing", None)))
+
+    def answer(self, sdp: str) -> None:
+        if self.phase != "setup" or self.call.outgoing:
+            log.warning("answer() ignored for call %s in phase %s", self.call.call_id, self.phase)
+            return
+        self.phase = "answering"
+        self.ua.recvEvent(CCEventPreConnect((200, "OK", MsgBody(sdp))))
+
+    def reject(self, code: int, reason: str, warning: str | None) -> None:
+        if self.phase != "setup" or self.call.outgoing:
+            return
+        ev = CCEventFail((code, reason))
+        if warning is not None:
+            w = SipWarning(code=399, text=warning)
+            w.agent = self.stack.local_host
+            ev.warning = SipHeader(body=w)
+        self.ua.recvEvent(ev)
+        self.emit(Ended(reason=f"rejected: {code} {reason}", by_remote=False))
+
+    def cancel(self) -> None:
+        if self.phase == "setup" and self.call.outgoing:
+            self.hangup("cancelled")
+
+    def reoffer(self, sdp: str) -> None:
+        if self.phase != "up" or self.reoffer_pending:
+            self.stack._deliver(self.call._push, ReOfferRejected(code=491, reason="not in a stable dialog"))
+            return
+        self.reoffer_pending = True
+        self.ua.recvEvent(CCEventUpdate(MsgBody(sdp)))
+
+    def hangup(self, reason: str) -> None:
+        if self.phase == "ended":
+            return
+        if self.phase == "setup" and not self.call.outgoing:
+            self.ua.recvEvent(CCEventFail((487, "Request Terminated")))
+        else:
+            self.ua.recvEvent(CCEventDisconnect())
+        self.emit(Ended(reason=reason, by_remote=False))
+
+    def no_answer(self) -> None:
+        self.timer = None
+        if self.phase == "setup":
+            self.ua.recvEvent(CCEventDisconnect())
+            self.emit(Failed(code=408, reason="No answer", warning=None))
+
+
+class Registration:
+    """One AOR kept registered at a registrar; refreshed before expiry until ``unregister()``."""
+
+    def __init__(self, stack: SipStack, aor: str) -> None:
+        self._stack = stack
+        self.aor = aor
+        self.state: RegistrationState | None = None
+        self._core: _RegCore | None = None
+
+    async def unregister(self, timeout_s: float = 5.0) -> RegistrationState:
+        return await self._stack._unregister(self, timeout_s)
+
+
+@dataclass(eq=False)
+class _RegCore:
+    """Reactor-side REGISTER client; replaces sippy's SipRegistrationAgent (no refresh margin, 407 bug)."""
+
+    stack: SipStack
+    handle: Registration
+    rmsg: Any
+    username: str | None
+    password: str | None
+    expires: int
+    waiter: concurrent.futures.Future[RegistrationState] | None = None
+    timer: Any = None
+    auth_tries: int = 0
+    granted: int = 0
+    unregistering: bool = False
+    closed: bool = False
+
+    def send(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        contact = self.rmsg.getHFBody("contact")
+        contact.address.params["expires"] = str(0 if self.unregistering else self.expires)
+        self.stack._tm.newTransaction(self.rmsg, self.on_reply)
+        self.rmsg.getHFBody("via").genBranch()
+        self.rmsg.getHFBody("cseq").incCSeqNum()
+
+    def on_reply(self, resp: Any) -> None:
+        if self.closed:
+            return
+        code, reason = resp.getSCode()
+        if code < 200:
+            return
+        if (
+            code in (401, 407)
+            and self.username is not None
+            and self.password is not None
+            and self.auth_tries < REGISTER_MAX_AUTH_TRIES
+            and self._add_credentials(resp, code)
+        ):
+            self.auth_tries += 1
+            self.send()
+            return
+        self.auth_tries = 0
+        if 200 <= code < 300:
+            self.granted = 0 if self.unregistering else self._granted(resp)
+            state = RegistrationState(self.handle.aor, not self.unregistering, code, reason, self.granted)
+            if self.unregistering:
+                self.closed = True
+            else:
+                delay = max(1.0, self.granted * REGISTER_REFRESH_FRACTION)
+                self.timer = Timeout(self.send, delay)
+                log.info("registered %s for %d s; refreshing in %.0f s", self.handle.aor, self.granted, delay)
+            self._settle(state)
+            return
+        state = RegistrationState(self.handle.aor, False, code, reason, 0)
+        log.warning("REGISTER %s failed: %d %s", self.handle.aor, code, reason)
+        if self.unregistering:
+            self.closed = True
+        elif self.waiter is None:
+            self.timer = Timeout(self.send, REGISTER_RETRY_S)
+        self._settle(state)
+
+    def _settle(self, state: RegistrationState) -> None:
+        self.stack._deliver(setattr, self.handle, "state", state)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(state)
+
+    def _add_credentials(self, resp: Any, code: int) -> bool:
+        chn = "www-authenticate" if code == 401 else "proxy-authenticate"
+        if resp.countHFs(chn) == 0:
+            return False
+        challenge = resp.getHFBody(chn)
+        supported, qop = challenge.supportedAlgorithm()
+        if not supported:
+            return False
+        auth = challenge.genAuthHF(self.username, self.password, "REGISTER", str(self.rmsg.ruri), qop=qop)
+        for name in ("authorization", "proxy-authorization"):
+            for hf in self.rmsg.getHFs(name):
+                self.rmsg.removeHeader(hf)
+        # The header name comes from the credential class, so a 407 gets Proxy-Authorization (sippy's own
+        # registration agent sends Authorization for both).
+        self.rmsg.appendHeader(SipHeader(body=auth))
+        return True
+
+    def _granted(self, resp: Any) -> int:
+        ours = self.rmsg.getHFBody("contact").getUrl()
+        fallback: int | None = None
+        for c in resp.getHFBodys("contact") if resp.countHFs("contact") else []:
+            if c.asterisk or "expires" not in c.address.params:
+                continue
+            url = c.getUrl()
+            value = int(c.address.params["expires"])
+            if url.host == ours.host and int(url.port or 5060) == int(ours.port or 5060):
+                return value
+            fallback = value if fallback is None else fallback
+        if fallback is not None:
+            return fallback
+        if resp.countHFs("expires") > 0:
+            return int(resp.getHFBody("expires").getNum())
+        return self.expires
+
+    def start_unregister(self, waiter: concurrent.futures.Future[RegistrationState] | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.closed:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(RegistrationState(self.handle.aor, False, 0, "not registered", 0))
+            return
+        self.unregistering = True
+        self.waiter = waiter
+        self.auth_tries = 0
+        self.send()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+# --- the stack ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lifecycle:
+    ready: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+    stopped: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+
+
+class SipStack:
+    """UDP SIP user agent on ``local_host:local_port`` (0: a free port, in ``local_port`` after start)."""
+
+    def __init__(
+        self,
+        local_host: str,
+        local_port: int,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        user_agent: str = "voipgw/0.1",
+        reactor_hz: float = DEFAULT_REACTOR_HZ,
+        own_reactor_thread: bool = True,
+    ) -> None:
+        self.local_host = local_host
+        self.local_port = local_port
+        self.loop = loop
+        self.user_agent = user_agent
+        self.reactor_hz = reactor_hz
+        self.own_reactor_thread = own_reactor_thread
+        self.incoming: asyncio.Queue[IncomingCall] = asyncio.Queue()
+        self._stats = SipStats()
+        self._guard = DatagramGuard(local_host, user_agent, self._stats)
+        self._cores: set[_CallCore] = set()
+        self._regs: list[_RegCore] = []
+        self._tm: Any = None
+        self._gc: dict[str, Any] = {}
+        self._thread: threading.Thread | None = None
+        self._life = _Lifecycle()
+        self._state = "new"  # new -> starting -> running -> stopping -> stopped
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> SipStats:
+        """A snapshot of the front-door counters."""
+        return self._stats.copy()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Bind the socket and start the reactor (in its own thread unless ``own_reactor_thread=False``)."""
+        global _running
+        if self._state != "new":
+            raise SipStackStateError(f"SipStack cannot be started from state {self._state}")
+        with _running_lock:
+            if _running is not None:
+                raise SipStackStateError(
+                    "another SipStack is running in this process (sippy state is global)"
+                )
+            _running = self
+        self._state = "starting"
+        if self.own_reactor_thread:
+            self._thread = threading.Thread(target=self.run_reactor, name="sippy-reactor", daemon=True)
+            self._thread.start()
+        try:
+            self.local_port = await asyncio.wrap_future(self._life.ready)
+        except BaseException:
+            self._release()
+            raise
+        self._state = "running"
+        log.info("SIP stack listening on udp:%s:%d", self.local_host, self.local_port)
+
+    def run_reactor(self) -> None:
+        """Run sippy's reactor in the calling thread until ``stop()``; call this yourself when
+        ``own_reactor_thread=False`` (e.g. a CLI that gives the main thread to sippy for faster wake-ups)."""
+        ED2.my_ident = threading.get_ident()
+        try:
+            port = self._setup_on_reactor()
+        except BaseException as exc:
+            self._life.ready.set_exception(exc)
+            return
+        self._life.ready.set_result(port)
+        try:
+            ED2.loop(freq=self.reactor_hz)
+        finally:
+            self._after_loop()
+
+    def _setup_on_reactor(self) -> int:
+        _redirect_sippy_output()
+        _stats_sink[:] = [self._stats]
+        SipConf.my_address = self.local_host
+        SipConf.my_uaname = self.user_agent
+        gc: dict[str, Any] = {
+            "_sip_address": self.local_host,
+            "_sip_port": self.local_port,
+            "_sip_logger": _WireLogger(),
+        }
+        self._gc = gc
+        tm = _GuardedTM(gc, self._on_request, self._guard)
+        server = next(iter(tm.l4r.cache_l2s.values()))
+        port = int(server.uopts.laddress[1])
+        gc["_sip_port"] = port
+        SipConf.my_port = port
+        gc["_sip_tm"] = tm
+        self._tm = tm
+        return port
+
+    async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Hang up every call, unregister, close every socket and join the reactor thread. Idempotent."""
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        if self._state != "stopping":
+            self._state = "stopping"
+            ED2.callFromThread(self._begin_shutdown, grace_s)
+        await asyncio.wrap_future(self._life.stopped)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, THREAD_JOIN_S)
+            if self._thread.is_alive():
+                log.error("sippy reactor thread did not exit within %.0f s", THREAD_JOIN_S)
+        self._state = "stopped"
+
+    def _begin_shutdown(self, grace_s: float) -> None:
+        for core in list(self._cores):
+            try:
+                core.hangup("stack shutdown")
+            except Exception:
+                log.exception("hang-up during shutdown failed for %s", core.call.call_id)
+        for reg in self._regs:
+            if not reg.closed and reg.granted > 0:
+                reg.start_unregister(None)
+            else:
+                reg.close()
+        deadline = time.monotonic() + grace_s
+        self._poll_shutdown(deadline)
+
+    def _poll_shutdown(self, deadline: float) -> None:
+        busy = [t for t in self._tm.tclient.values() if t.state in (TRYING, RINGING)]
+        if busy and time.monotonic() < deadline:
+            Timeout(self._poll_shutdown, SHUTDOWN_POLL_S, 1, deadline)
+            return
+        if busy:
+            log.warning("closing SIP socket with %d transaction(s) unanswered", len(busy))
+        for reg in self._regs:
+            reg.close()
+        ED2.breakLoop()
+
+    def _after_loop(self) -> None:
+        try:
+            if self._tm is not None:
+                with contextlib.suppress(Exception):
+                    self._tm.cp_timer.cancel()
+                self._tm.l4r.shutdown()  # joins sippy's socket threads and closes the socket
+            # Timers of dead dialogs would fire into the next stack started in this process.
+            ED2.tlisteners = []
+            ED2.twasted = 0
+        finally:
+            self._tm = None
+            self._gc.clear()
+            self._cores.clear()
+            self._regs.clear()
+            self._release()
+            if not self._life.stopped.done():
+                self._life.stopped.set_result(None)
+
+    def _release(self) -> None:
+        global _running
+        with _running_lock:
+            if _running is self:
+                _running = None
+            _stats_sink[:] = []
+
+    # plumbing ----------------------------------------------------------------------------------------------
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """asyncio -> reactor."""
+        if self._state != "running":
+            raise SipStackStateError(f"SIP stack is {self._state}")
+        ED2.callFromThread(fn, *args)
+
+    def _deliver(self, fn: Callable[..., Any], *args: Any) -> None:
+        """reactor -> asyncio."""
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is listening any more
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise SipStackStateError(f"SIP stack is {self._state}")
+
+    def _contact(self, username: str | None) -> Any:
+        url = SipURL(username=username, host=self.local_host, port=self.local_port)
+        return SipContact(address=SipAddress(url=url))
+
+    def _on_ua_event(self, event: Any, ua: Any) -> None:
+        core = getattr(ua, "voipgw_core", None)
+        if core is None:
+            return
+        if isinstance(event, CCEventTry):
+            self._on_incoming_try(core, event)
+            return
+        core.on_event(event)
+
+    # outgoing ----------------------------------------------------------------------------------------------
+    async def place_call(
+        self,
+        target_uri: str,
+        from_aor: str,
+        offer_sdp_factory: OfferFactory,
+        *,
+        display_name: str | None = None,
+        proxy: tuple[str, int] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = DEFAULT_NO_ANSWER_S,
+    ) -> OutgoingCall:
+        """Send an INVITE. The factory gets the Call-ID first and returns the offer SDP, sent byte for byte.
+
+        Without ``proxy`` the request goes to the target URI's host:port. A 401/407 is answered with digest
+        credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
+        ``Failed(408, "No answer")``.
+        """
+        self._check_running()
+        target = _parse_uri(target_uri)
+        from_url = _parse_uri(from_aor)
+        next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
+        call_id = secrets.token_hex(16)
+        sdp = offer_sdp_factory(call_id)
+        call = OutgoingCall(self, call_id, outgoing=True)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._post(
+            self._start_outgoing, call, target, from_url, next_hop, sdp, display_name, username, password,
+            timeout_s, done,
+        )  # fmt: skip
+        await asyncio.wrap_future(done)
+        return call
+
+    def _start_outgoing(
+        self,
+        call: OutgoingCall,
+        target: Any,
+        from_url: Any,
+        next_hop: tuple[str, int],
+        sdp: str,
+        display: str | None,
+        username: str | None,
+        password: str | None,
+        timeout_s: float,
+        done: concurrent.futures.Future[None],
+    ) -> None:
+        try:
+            core = _CallCore(self, call)
+            ua = _UA(self._gc, self._on_ua_event, username=username, password=password, nh_address=next_hop)
+            ua.voipgw_core = core
+            ua.lContact = self._contact(from_url.username)
+            core.ua = ua
+            call._core = core
+            self._cores.add(core)
+            ev = _SetupTry(
+                (SipCallId(call.call_id), from_url.username, target.username, MsgBody(sdp), None, display),
+                target,
+                from_url,
+                display,
+            )
+            ua.recvEvent(ev)
+            core.timer = Timeout(core.no_answer, timeout_s)
+        except BaseException as exc:
+            done.set_exception(exc)
+            return
+        done.set_result(None)
+
+    # incoming ----------------------------------------------------------------------------------------------
+    def _on_request(self, req: Any, sip_t: Any) -> Any:
+        method = req.getMethod()
+        if method == "ACK":
+            return None
+        if req.getHFBody("to").getTag() is not None:
+            return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
+        if method == "INVITE":
+            if self._state != "running":
+                return (req.genResponse(503, "Service Unavailable"), None, None)
+            from_hf = req.getHFBody("from")
+            to_hf = req.getHFBody("to")
+            source = req.getSource()
+            src = getattr(source, "address", source)
+            call = IncomingCall(
+                self,
+                call_id=str(req.getHFBody("call-id")),
+                from_aor=_aor(from_hf.getUrl()),
+                to_aor=_aor(to_hf.getUrl()),
+                from_display=from_hf.getUri().name or None,
+                remote_sdp=None,
+                source_addr=(str(src[0]), int(src[1])),
+            )
+            core = _CallCore(self, call)
+            ua = _UA(self._gc, self._on_ua_event)
+            ua.voipgw_core = core
+            ua.lContact = self._contact(req.getRURI().username)
+            core.ua = ua
+            call._core = core
+            self._cores.add(core)
+            return ua.recvRequest(req, sip_t)
+        if method == "OPTIONS":
+            return (req.genResponse(200, "OK"), None, None)
+        return (req.genResponse(501, "Not Implemented"), None, None)
+
+    def _on_incoming_try(self, core: _CallCore, event: Any) -> None:
+        call = core.call
+        assert isinstance(call, IncomingCall)
+        body = event.getData()[3]
+        call.remote_sdp = None if body is None else str(body)
+        self._deliver(self.incoming.put_nowait, call)
+
+    # registration ------------------------------------------------------------------------------------------
+    async def register(
+        self,
+        registrar: tuple[str, int],
+        aor: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        expires: int = 300,
+        timeout_s: float = 10.0,
+    ) -> Registration:
+        """REGISTER ``aor`` (digest auth on 401/407) and keep it refreshed at 60 % of the granted expiry.
+
+        Raises RegistrationFailed if the registrar refuses or stays silent.
+        """
+        self._check_running()
+        aor_url = _parse_uri(aor)
+        handle = Registration(self, _aor(aor_url))
+        waiter: concurrent.futures.Future[RegistrationState] = concurrent.futures.Future()
+        self._post(self._start_register, handle, aor_url, registrar, username, password, expires, waiter)
+        try:
+            state = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout_s)
+        except TimeoutError:
+            self._post(self._close_reg, handle)
+            raise RegistrationFailed(408, "registrar did not answer") from None
+        handle.state = state
+        if not state.registered:
+            self._post(self._close_reg, handle)
+            raise RegistrationFailed(state.code, state.reason)
+        return handle
+
+    def _start_register(
+        self,
+        handle: Registration,
+        aor_url: Any,
+        registrar: tuple[str, int],
+        username: str | None,
+        password: str | None,
+        expires: int,
+        waiter: concurrent.futures.Future[RegistrationState],
+    ) -> None:
+        try:
+            ruri = aor_url.getCopy()
+            ruri.username = None
+            addr = SipAddress(url=aor_url.getCopy())
+            fr0m = SipFrom(address=addr.getCopy())
+            fr0m.genTag()
+            rmsg = SipRequest(
+                method="REGISTER",
+                ruri=ruri,
+                fr0m=fr0m,
+                to=SipTo(address=addr),
+                contact=self._contact(aor_url.username),
+                target=registrar,
+            )
+            core = _RegCore(self, handle, rmsg, username, password, expires, waiter=waiter)
+            handle._core = core
+            self._regs.append(core)
+            core.send()
+        except BaseException as exc:
+            waiter.set_exception(exc)
+
+    def _close_reg(self, handle: Registration) -> None:
+        if handle._core is not None:
+            handle._core.close()
+
+    async def _unregister(self, handle: Registration, timeout_s: float) -> RegistrationState:
+        self._check_running()
+        waiter: concurrent.futures.Future[RegistrationState] = concurrent.futures.Future()
+        self._post(self._start_unregister, handle, waiter)
+        try:
+            state = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout_s)
+        except TimeoutError:
+            raise RegistrationFailed(408, "registrar did not answer the unregister") from None
+        handle.state = state
+        return state
+
+    def _start_unregister(
+        self, handle: Registration, waiter: concurrent.futures.Future[RegistrationState]
+    ) -> None:
+        if handle._core is None:
+            waiter.set_result(RegistrationState(handle.aor, False, 0, "not registered", 0))
+            return
+        handle._core.start_unregister(waiter)
+
+
+__all__ = [
+    "CallStateError",
+    "IncomingCall",
+    "OutgoingCall",
+    "Registration",
+    "SipCall",
+    "SipStack",
+]
