@@ -1,0 +1,354 @@
+"""One asyncio UDP RTP endpoint per call: send/receive RTP, symmetric-RTP latching, RTCP SR/RR, counters.
+
+Payloads are opaque here; the owner decides whether a received payload is authentic (``on_payload`` returns
+True) and only an authentic packet can move the remote address. Never decrypts, decodes or blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voipgw.rtp.packet import (
+    Bye,
+    PacketError,
+    ReceiverReport,
+    ReceptionStats,
+    RtpPacket,
+    SenderReport,
+    SourceDescription,
+    build_rtcp,
+    build_rtp,
+    is_rtcp,
+    ntp_from_unix,
+    parse_rtcp,
+    parse_rtp,
+)
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+DEFAULT_PAYLOAD_TYPE = 111
+OPUS_CLOCK_RATE = 48000
+SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz: the RTP timestamp step per frame
+RTCP_INTERVAL = 5.0
+"""Mean seconds between our RTCP reports (RFC 3550 §6.2 minimum; randomized ±50% to avoid synchronization)."""
+MAX_PORT_PAIR_TRIES = 50
+"""Attempts to find an even RTP port whose port+1 is free when RTCP is not muxed."""
+
+OnPayload = Callable[[RtpPacket, Address], bool]
+"""Called for every well-formed RTP packet of our payload type; returns True iff the payload authenticated."""
+OnLatch = Callable[[Address, Address], None]
+"""Called with (old remote, new remote) when symmetric RTP moves the destination."""
+
+
+@dataclass
+class EndpointStats:
+    """Counters of one endpoint (RTP and RTCP)."""
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    """Well-formed RTP packets of our payload type handed to ``on_payload``."""
+    bytes_received: int = 0
+    malformed: int = 0
+    """Datagrams that are not valid RTP (or RTCP on the RTCP path)."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Well-formed packets refused here, by reason (``payload-type``, ``unauthenticated``)."""
+    send_errors: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    latches: int = 0
+    """Times the remote address moved to the source of an authenticated packet."""
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, handler: Callable[[bytes, Address], None]) -> None:
+        self._handler = handler
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._handler(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port-unreachable from a peer that has not bound yet (or has left) is routine on UDP.
+        log.debug("rtp socket error: %s", exc)
+
+
+def _bind_pair(host: str, port: int, need_pair: bool) -> tuple[socket.socket, socket.socket | None]:
+    """Bind the RTP socket (and RTCP on port+1 unless muxed). Port 0 picks a free even/odd pair."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    tries = MAX_PORT_PAIR_TRIES if port == 0 and need_pair else 1
+    last_error: OSError | None = None
+    for _ in range(tries):
+        rtp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            rtp.bind((host, port))
+            if not need_pair:
+                return rtp, None
+            rtp_port = rtp.getsockname()[1]
+            if rtp_port % 2 and port == 0:
+                rtp.close()
+                continue
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                rtcp.bind((host, rtp_port + 1))
+            except OSError as exc:
+                rtcp.close()
+                raise exc
+            return rtp, rtcp
+        except OSError as exc:
+            rtp.close()
+            last_error = exc
+    raise OSError(f"no free RTP/RTCP port pair on {host}: {last_error}")
+
+
+class RtpEndpoint:
+    """An RTP session over one UDP socket (plus one for RTCP unless ``rtcp_mux``).
+
+    Created with :meth:`open`; :meth:`close` releases everything. ``remote`` comes from the SDP; with
+    ``latch=True`` it follows the source of authenticated packets (symmetric RTP behind NAT or a relay).
+    """
+
+    def __init__(
+        self,
+        rtp_transport: asyncio.DatagramTransport,
+        rtcp_transport: asyncio.DatagramTransport | None,
+        *,
+        remote: Address | None,
+        payload_type: int,
+        rtcp_mux: bool,
+        latch: bool,
+        ssrc: int,
+        rtcp_interval: float,
+        cname: str,
+    ) -> None:
+        self._rtp = rtp_transport
+        self._rtcp = rtcp_transport
+        self.remote = remote
+        self.payload_type = payload_type
+        self.rtcp_mux = rtcp_mux
+        self.latch = latch
+        self.ssrc = ssrc
+        self.cname = cname
+        self.rtcp_interval = rtcp_interval
+        self.stats = EndpointStats()
+        self.reception = ReceptionStats(clock_rate=OPUS_CLOCK_RATE)
+        self.latched = False
+        """True once the remote moved to an authenticated source other than the SDP address."""
+        self.on_payload: OnPayload | None = None
+        self.on_latch: OnLatch | None = None
+        self.last_sender_report: SenderReport | None = None
+        self.last_receiver_report: ReceiverReport | None = None
+        self._seq = random.getrandbits(16)
+        self._timestamp = random.getrandbits(32)
+        self._sent_since_report = False
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        remote: Address | None = None,
+        payload_type: int = DEFAULT_PAYLOAD_TYPE,
+        rtcp_mux: bool = False,
+        latch: bool = True,
+        rtcp_interval: float = RTCP_INTERVAL,
+        ssrc: int | None = None,
+        cname: str = "voipgw",
+    ) -> RtpEndpoint:
+        """Bind the socket(s) and start the RTCP timer. ``port`` 0 picks a free port (pair)."""
+        loop = asyncio.get_running_loop()
+        rtp_sock, rtcp_sock = _bind_pair(host, port, need_pair=not rtcp_mux)
+        holder: list[RtpEndpoint] = []
+        try:
+            rtp_tr, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(lambda d, a: holder[0]._on_rtp_datagram(d, a)), sock=rtp_sock
+            )
+        except BaseException:
+            rtp_sock.close()
+            if rtcp_sock is not None:
+                rtcp_sock.close()
+            raise
+        rtcp_tr: asyncio.DatagramTransport | None = None
+        if rtcp_sock is not None:
+            try:
+                rtcp_tr, _ = await loop.create_datagram_endpoint(
+                    lambda: _Datagrams(lambda d, a: holder[0]._on_rtcp_datagram(d, a)), sock=rtcp_sock
+                )
+            except BaseException:
+                rtp_tr.close()
+                rtcp_sock.close()
+                raise
+        ep = cls(
+            rtp_tr,
+            rtcp_tr,
+            remote=remote,
+            payload_type=payload_type,
+            rtcp_mux=rtcp_mux,
+            latch=latch,
+            ssrc=random.getrandbits(32) if ssrc is None else ssrc,
+            rtcp_interval=rtcp_interval,
+            cname=cname,
+        )
+        holder.append(ep)
+        if rtcp_interval > 0:
+            ep._rtcp_task = loop.create_task(ep._rtcp_loop(), name=f"rtcp-{ep.local[1]}")
+        return ep
+
+    @property
+    def local(self) -> Address:
+        """The bound RTP address (put this in the SDP)."""
+        name = self._rtp.get_extra_info("sockname")
+        return (str(name[0]), int(name[1]))
+
+    @property
+    def remote_rtcp(self) -> Address | None:
+        if self.remote is None:
+            return None
+        return self.remote if self.rtcp_mux else (self.remote[0], self.remote[1] + 1)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --- sending ------------------------------------------------------------------------------------------
+
+    def send(self, payload: bytes, *, marker: bool = False, samples: int = SAMPLES_PER_FRAME) -> bool:
+        """Send one RTP packet to the current remote; returns False if there is nowhere to send yet."""
+        if self._closed or self.remote is None:
+            return False
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
+        data = build_rtp(self.payload_type, self._seq, self._timestamp, self.ssrc, payload, marker=marker)
+        try:
+            self._rtp.sendto(data, self.remote)
+        except OSError:
+            self.stats.send_errors += 1
+            return False
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(payload)
+        self._sent_since_report = True
+        return True
+
+    # --- receiving ----------------------------------------------------------------------------------------
+
+    def _on_rtp_datagram(self, data: bytes, addr: Address) -> None:
+        if self.rtcp_mux and is_rtcp(data):
+            self._on_rtcp_datagram(data, addr)
+            return
+        try:
+            pkt = parse_rtp(data)
+        except PacketError:
+            self.stats.malformed += 1
+            return
+        if pkt.payload_type != self.payload_type:
+            self.stats.refuse("payload-type")
+            return
+        self.stats.packets_received += 1
+        self.stats.bytes_received += len(pkt.payload)
+        self.reception.update(pkt.sequence, pkt.timestamp, pkt.ssrc, time.time())
+        handler = self.on_payload
+        authentic = handler(pkt, addr) if handler is not None else False
+        if not authentic:
+            return
+        if self.remote != addr and self.latch:
+            # Latch only after the owner authenticated this payload, so a spoofed packet can never
+            # redirect our stream; a replayed one is refused by the owner's replay window first.
+            old = self.remote
+            self.remote = addr
+            self.latched = True
+            self.stats.latches += 1
+            if self.on_latch is not None and old is not None:
+                self.on_latch(old, addr)
+
+    def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except PacketError:
+            self.stats.malformed += 1
+            return
+        self.stats.rtcp_received += 1
+        now = time.time()
+        for p in packets:
+            if isinstance(p, SenderReport):
+                self.last_sender_report = p
+                self.reception.note_sender_report(p.ntp_timestamp, now)
+            elif isinstance(p, ReceiverReport):
+                self.last_receiver_report = p
+
+    # --- RTCP ---------------------------------------------------------------------------------------------
+
+    def build_report(self, now: float) -> bytes:
+        """Our compound RTCP packet: SR if we sent since the last report, else RR; then SDES CNAME."""
+        block = self.reception.report_block(now)
+        blocks = (block,) if block is not None else ()
+        first: SenderReport | ReceiverReport
+        if self._sent_since_report:
+            first = SenderReport(
+                self.ssrc,
+                ntp_from_unix(now),
+                self._timestamp,
+                self.stats.packets_sent,
+                self.stats.bytes_sent,
+                blocks,
+            )
+        else:
+            first = ReceiverReport(self.ssrc, blocks)
+        self._sent_since_report = False
+        return build_rtcp(first) + build_rtcp(SourceDescription(((self.ssrc, self.cname),)))
+
+    def send_report(self) -> bool:
+        """Send one RTCP report now (also called by the periodic timer)."""
+        target = self.remote_rtcp
+        transport = self._rtp if self.rtcp_mux else self._rtcp
+        if self._closed or target is None or transport is None:
+            return False
+        try:
+            transport.sendto(self.build_report(time.time()), target)
+        except OSError:
+            self.stats.send_errors += 1
+            return False
+        self.stats.rtcp_sent += 1
+        return True
+
+    async def _rtcp_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.rtcp_interval * random.uniform(0.5, 1.5))
+            self.send_report()
+
+    # --- life cycle ---------------------------------------------------------------------------------------
+
+    async def close(self, *, bye: bool = True) -> None:
+        """Send RTCP BYE (best effort), stop the timer and close the sockets. Idempotent."""
+        if self._closed:
+            return
+        if bye:
+            target = self.remote_rtcp
+            transport = self._rtp if self.rtcp_mux else self._rtcp
+            if target is not None and transport is not None:
+                with contextlib.suppress(OSError):
+                    transport.sendto(self.build_report(time.time()) + build_rtcp(Bye((self.ssrc,))), target)
+        self._closed = True
+        task, self._rtcp_task = self._rtcp_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._rtp.close()
+        if self._rtcp is not None:
+            self._rtcp.close()
+        # Let the loop run the transports' connection_lost callbacks so the fds are really gone.
+        await asyncio.sleep(0)
