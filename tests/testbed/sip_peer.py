@@ -277,3 +277,29 @@ if __name__ == "__main__":
         level=logging.INFO, stream=sys.stderr, format="peer %(name)s %(levelname)s %(message)s"
     )
     sys.exit(asyncio.run(_child_main(sys.argv[1], int(sys.argv[2]))))
+
+
+# --- shared test fixtures ---
+
+LONG_ATTR = "a=voipgw:" + "Zm9v" * 400  # ~1.6 KB, like a handshake attribute
+
+
+def sdp(port: int, extra: str = "") -> str:
+    """An opus-only SDP with a long ``a=voipgw:`` attribute; tests compare it byte for byte."""
+    return (
+        "v=0\r\no=- 4242 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n{LONG_ATTR}\r\n{extra}"
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_stack(port: int = 0, **kwargs: Any) -> Any:
+    """A started voipgw SipStack on 127.0.0.1 in this process, stopped on exit."""
+    from voipgw.sip import SipStack
+
+    stack = SipStack("127.0.0.1", port, asyncio.get_running_loop(), **kwargs)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.stop()

@@ -470,7 +470,9 @@ class _RegCore:
         if self.closed:
             return
         contact = self.rmsg.getHFBody("contact")
-        contact.address.params["expires"] = str(0 if self.unregistering else self.expires)
+        # setParam, not params[...]: sippy serializes only names listed in params_order, which is why its own
+        # registration agent never sends the expiry it was given (registrars then grant their default).
+        contact.address.setParam("expires", str(0 if self.unregistering else self.expires))
         self.stack._tm.newTransaction(self.rmsg, self.on_reply)
         self.rmsg.getHFBody("via").genBranch()
         self.rmsg.getHFBody("cseq").incCSeqNum()
@@ -935,7 +937,7 @@ class SipStack:
                 fr0m=fr0m,
                 to=SipTo(address=addr),
                 contact=self._contact(aor_url.username),
-                target=registrar,
+                target=(tuple(registrar), "udp"),
             )
             core = _RegCore(self, handle, rmsg, username, password, expires, waiter=waiter)
             handle._core = core

@@ -1,0 +1,271 @@
+"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, optionally with digest auth
+(db_text) and an rtpengine hook. Owns only the kamailio it starts and stops it by PID; never leaves 127.0.0.1.
+
+Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the port is
+bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; ``-Y``/``-P`` per instance.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.proc import ManagedProcess, TestbedError
+
+KAMAILIO = "/usr/sbin/kamailio"
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+DOMAIN = "127.0.0.1"
+READY_TIMEOUT = 10.0
+PROBE_INTERVAL = 0.05
+SHM_MB = 64
+PKG_MB = 8
+
+_CFG_HEAD = """#!KAMAILIO
+debug={debug}
+log_stderror=yes
+children=2
+listen=udp:127.0.0.1:{port}
+alias="127.0.0.1:{port}"
+mpath="{mpath}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+modparam("usrloc", "db_mode", 0)
+modparam("rr", "enable_full_lr", 1)
+modparam("registrar", "max_expires", {max_expires})
+modparam("registrar", "min_expires", {min_expires})
+"""
+
+_CFG_AUTH = """loadmodule "db_text.so"
+loadmodule "auth.so"
+loadmodule "auth_db.so"
+modparam("auth_db", "db_url", "text://{dbdir}")
+modparam("auth_db", "calculate_ha1", 1)
+modparam("auth_db", "password_column", "password")
+modparam("auth_db", "use_domain", 0)
+"""
+
+_CFG_RTPENGINE = """loadmodule "rtpengine.so"
+modparam("rtpengine", "rtpengine_sock", "{ng_socket}")
+"""
+
+_CFG_ROUTE = """
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            {rtp_indialog}
+            t_relay(); exit;
+        }}
+        if (is_method("ACK")) {{ if (t_check_trans()) t_relay(); exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+    t_check_trans();
+    {auth_block}
+    if (is_method("REGISTER")) {{ if (!save("location")) sl_reply_error(); exit; }}
+    if (is_method("INVITE|SUBSCRIBE")) record_route();
+    if (uri==myself) {{
+        if (!lookup("location")) {{ sl_send_reply("404", "User Not Found"); exit; }}
+    }}
+    {rtp_initial}
+    if (!t_relay()) sl_reply_error();
+}}
+{rtp_onreply}
+"""
+
+_AUTH_BLOCK_PROXY_REGISTER = """if (is_method("REGISTER")) {
+        if (!proxy_authorize("$fd", "subscriber")) { proxy_challenge("$fd", "1"); exit; }
+        consume_credentials();
+    }
+    """
+
+_AUTH_BLOCK = """if (is_method("REGISTER|INVITE|MESSAGE|SUBSCRIBE")) {
+        if (!auth_check("$fd", "subscriber", "1")) { auth_challenge("$fd", "1"); exit; }
+        consume_credentials();
+    }"""
+
+_RTP_INITIAL = """if (is_method("INVITE") && has_body("application/sdp")) {
+        rtpengine_manage("replace-origin replace-session-connection");
+        t_on_reply("MANAGE_REPLY");
+    }"""
+_RTP_INDIALOG = """if (is_method("INVITE|UPDATE|ACK|BYE")) {
+                rtpengine_manage("replace-origin replace-session-connection");
+                if (is_method("INVITE|UPDATE")) t_on_reply("MANAGE_REPLY");
+            }"""
+_RTP_ONREPLY = """onreply_route[MANAGE_REPLY] {
+    if (has_body("application/sdp")) rtpengine_manage("replace-origin replace-session-connection");
+}"""
+
+
+def _write_dbtext(dbdir: Path, users: Mapping[str, str]) -> None:
+    dbdir.mkdir(parents=True, exist_ok=True)
+    (dbdir / "version").write_text(
+        "id(int,auto) table_name(string) table_version(int) \n0:version:1\n0:subscriber:7\n"
+    )
+    rows = "".join(f"{i}:{user}:{DOMAIN}:{pw}::\n" for i, (user, pw) in enumerate(users.items(), start=1))
+    header = (
+        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n"
+    )
+    (dbdir / "subscriber").write_text(header + rows)
+
+
+def sip_options_probe(port: int, timeout: float = 0.3) -> bool:
+    """True when something on 127.0.0.1:port answers an OPTIONS with any SIP status line."""
+    tag = secrets.token_hex(4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        lport = sock.getsockname()[1]
+        msg = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={tag}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+            f"Call-ID: probe-{tag}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(msg.encode(), ("127.0.0.1", port))
+            data = sock.recv(65535)
+        except OSError:
+            return False
+        return data.startswith(b"SIP/2.0 ")
+
+
+class Kamailio:
+    """``with Kamailio(tmp_path, users={"alice": "alicepw"}, auth=True) as k: k.port`` (registrar domain
+    127.0.0.1; register AORs as ``sip:alice@127.0.0.1`` and call ``sip:bob@127.0.0.1:{k.port}`` via ``k.addr``)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        users: Mapping[str, str] | None = None,
+        auth: bool = False,
+        rtpengine_ng: str | None = None,
+        max_expires: int = 3600,
+        min_expires: int = 1,
+        debug: int = 2,
+        register_challenge: str = "www",
+    ) -> None:
+        """``rtpengine_ng``: an ng socket such as ``udp:127.0.0.1:2223`` (testbed.rtpengine) to relay media.
+        ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path)."""
+        if auth and not users:
+            raise ValueError("auth=True needs users")
+        self.workdir = workdir
+        self.users = dict(users or {})
+        self.auth = auth
+        self.rtpengine_ng = rtpengine_ng
+        self.max_expires = max_expires
+        self.min_expires = min_expires
+        self.debug = debug
+        if register_challenge not in ("www", "proxy"):
+            raise ValueError("register_challenge is 'www' or 'proxy'")
+        self.register_challenge = register_challenge
+        self._ports: PortBlock | None = None
+        self.proc: ManagedProcess | None = None
+        self.dir: Path | None = None
+
+    @property
+    def port(self) -> int:
+        if self._ports is None:
+            raise TestbedError("kamailio not started")
+        return self._ports[0]
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def config_text(self) -> str:
+        assert self.dir is not None
+        text = _CFG_HEAD.format(
+            debug=self.debug,
+            port=self.port,
+            mpath=MODULES,
+            max_expires=self.max_expires,
+            min_expires=self.min_expires,
+        )
+        if self.auth:
+            text += _CFG_AUTH.format(dbdir=self.dir / "dbtext")
+        if self.rtpengine_ng:
+            text += _CFG_RTPENGINE.format(ng_socket=self.rtpengine_ng)
+        text += _CFG_ROUTE.format(
+            auth_block=self._auth_block(),
+            rtp_initial=_RTP_INITIAL if self.rtpengine_ng else "",
+            rtp_indialog=_RTP_INDIALOG if self.rtpengine_ng else "",
+            rtp_onreply=_RTP_ONREPLY if self.rtpengine_ng else "",
+        )
+        return text
+
+    def _auth_block(self) -> str:
+        if not self.auth:
+            return ""
+        if self.register_challenge == "proxy":
+            return _AUTH_BLOCK_PROXY_REGISTER + _AUTH_BLOCK.replace("REGISTER|", "")
+        return _AUTH_BLOCK
+
+    def start(self) -> Kamailio:
+        self._ports = reserve_block(1)
+        try:
+            self.dir = self.workdir / f"kamailio-{self.port}"
+            run = self.dir / "run"
+            run.mkdir(parents=True, exist_ok=True)
+            if self.auth:
+                _write_dbtext(self.dir / "dbtext", self.users)
+            cfg = self.dir / "kamailio.cfg"
+            cfg.write_text(self.config_text())
+            check = subprocess.run(
+                [KAMAILIO, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=20, check=False
+            )
+            if check.returncode != 0:
+                raise TestbedError(f"kamailio rejected {cfg}:\n{check.stderr[-3000:]}")
+            argv = [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", str(SHM_MB), "-M", str(PKG_MB)]
+            argv += ["-Y", str(run), "-P", str(run / "kamailio.pid")]
+            self.proc = ManagedProcess(argv, name=f"kamailio-{self.port}", log_dir=self.dir)
+            self.proc.wait_until(lambda: sip_options_probe(self.port), READY_TIMEOUT, "an OPTIONS reply")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> int:
+        rc = 0
+        if self.proc is not None:
+            rc = self.proc.stop()
+            self.proc = None
+        if self._ports is not None:
+            self._ports.release()
+        return rc
+
+    def log_text(self) -> str:
+        return self.proc.log_text() if self.proc is not None else ""
+
+    def __enter__(self) -> Kamailio:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def wait_for(predicate: object, timeout: float) -> None:
+    """Tiny bounded poll used by callers that wait on Kamailio side effects."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TestbedError(f"condition not met within {timeout}s")
+        time.sleep(PROBE_INTERVAL)
