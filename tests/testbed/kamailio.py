@@ -1,8 +1,8 @@
-"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, optionally with digest auth
-(db_text) and an rtpengine hook. Owns only the kamailio it starts and stops it by PID; never leaves 127.0.0.1.
+"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, with optional digest
+auth (db_text) and an rtpengine hook. Owns only the kamailio it starts, stops it by PID, stays on 127.0.0.1.
 
-Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the port is
-bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; ``-Y``/``-P`` per instance.
+Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the
+port is bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; own -Y/-P dirs each.
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ def sip_options_probe(port: int, timeout: float = 0.3) -> bool:
 
 
 class Kamailio:
-    """``with Kamailio(tmp_path, users={"alice": "alicepw"}, auth=True) as k: k.port`` (registrar domain
-    127.0.0.1; register AORs as ``sip:alice@127.0.0.1`` and call ``sip:bob@127.0.0.1:{k.port}`` via ``k.addr``)."""
+    """``with Kamailio(tmp_path, users={"alice": "alicepw"}, auth=True) as k: k.port``.
+
+    The domain is 127.0.0.1: register ``sip:alice@127.0.0.1`` and call ``sip:bob@127.0.0.1:{k.port}`` via
+    ``proxy=k.addr``."""
 
     def __init__(
         self,
