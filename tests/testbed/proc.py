@@ -44,7 +44,9 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdin: int | None = subprocess.DEVNULL,
+        pipe_stdout: bool = False,
     ) -> None:
+        """With `pipe_stdout`, stdout is a pipe for the caller to read (stderr still goes to the log)."""
         self.name = name
         self.argv = list(argv)
         self.log_path = log_dir / f"{name}.log"
@@ -56,8 +58,8 @@ class ManagedProcess:
         self.popen = subprocess.Popen(
             self.argv,
             stdin=stdin,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if pipe_stdout else self._log,
+            stderr=self._log if pipe_stdout else subprocess.STDOUT,
             env=full_env,
             cwd=cwd,
             start_new_session=True,
@@ -114,5 +116,9 @@ class ManagedProcess:
                 self.popen.wait(timeout=5.0)
         if not self._log.closed:
             self._log.close()
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         rc = self.popen.returncode
         return rc if rc is not None else -1
