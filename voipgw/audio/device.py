@@ -43,13 +43,13 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
-def find_device(kind: str) -> int:
-    """Index of the default ``input`` or ``output`` device; NoAudioDevice if there is none."""
+def find_device(kind: str, device: int | str | None = None) -> int:
+    """Index of ``device`` (default: the system default) for ``input`` or ``output``; NoAudioDevice if none."""
     if kind not in ("input", "output"):
         raise ValueError(kind)
     sd = _sounddevice()
     try:
-        info = sd.query_devices(kind=kind)
+        info = sd.query_devices(kind=kind) if device is None else sd.query_devices(device, kind=kind)
     except Exception as exc:  # PortAudioError or ValueError, depending on what PortAudio found
         raise NoAudioDevice(kind, str(exc) or type(exc).__name__) from None
     channels = info.get("max_input_channels" if kind == "input" else "max_output_channels", 0)
@@ -61,9 +61,9 @@ def find_device(kind: str) -> int:
 class Microphone:
     """Default input device, 48 kHz mono; ``read_frame`` returns silence when PortAudio has nothing yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | str | None = None) -> None:
         sd = _sounddevice()
-        device = find_device("input")
+        index = find_device("input", device)
         self._frames: collections.deque[Pcm] = collections.deque(maxlen=MAX_QUEUED_FRAMES)
         self._lock = threading.Lock()
         try:
@@ -72,7 +72,7 @@ class Microphone:
                 channels=1,
                 dtype="int16",
                 blocksize=FRAME_SAMPLES,
-                device=device,
+                device=index,
                 callback=self._callback,
             )
             self._stream.start()
@@ -103,9 +103,9 @@ class Microphone:
 class Speaker:
     """Default output device, 48 kHz mono; plays silence when the media loop has not delivered a frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | str | None = None) -> None:
         sd = _sounddevice()
-        device = find_device("output")
+        index = find_device("output", device)
         self._frames: collections.deque[bytes] = collections.deque(maxlen=MAX_QUEUED_FRAMES)
         self._lock = threading.Lock()
         self._silence = bytes(2 * FRAME_SAMPLES)
@@ -115,7 +115,7 @@ class Speaker:
                 channels=1,
                 dtype="int16",
                 blocksize=FRAME_SAMPLES,
-                device=device,
+                device=index,
                 callback=self._callback,
             )
             self._stream.start()
@@ -140,9 +140,9 @@ class Speaker:
         self._stream.close()
 
 
-def check_audio_devices(need_input: bool, need_output: bool) -> None:
+def check_audio_devices(need_input: bool, need_output: bool, device: int | str | None = None) -> None:
     """Raise NoAudioDevice before a call starts if a needed device is missing (the CLI's friendly path)."""
     if need_input:
-        find_device("input")
+        find_device("input", device)
     if need_output:
-        find_device("output")
+        find_device("output", device)

@@ -1,0 +1,304 @@
+"""One call's media session: RTP endpoint + frame protector + Opus + jitter buffer + audio source and sink.
+
+Never plays or decodes a payload the protector did not open, and never sends clear audio unless the caller
+explicitly allowed an insecure (opportunistic) protector. Owns no keys (the protector seals/opens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ratchet.errors import FrameError, RatchetError
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
+from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE, Address, RtpEndpoint
+from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
+from voipgw.rtp.packet import RtpPacket
+
+log = logging.getLogger(__name__)
+
+MAX_LATE_TICKS = 10
+"""If the loop falls this many ticks (200 ms) behind, skip them instead of sending a burst."""
+
+
+class FrameProtector(Protocol):
+    """The per-call sealer/opener seam (implemented by the ratchet session adapter, or PlainProtector)."""
+
+    secure: bool
+    """False for the opportunistic plain path: MediaStream refuses it unless explicitly allowed."""
+
+    def seal(self, payload: bytes, now: float) -> bytes: ...
+
+    def open(self, frame: bytes, now: float) -> bytes:
+        """The opened payload; raises ratchet.errors.FrameError (with ``.reason``) for a refused frame."""
+        ...
+
+
+class PlainProtector:
+    """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear Opus."""
+
+    secure = False
+
+    def seal(self, payload: bytes, now: float) -> bytes:
+        return payload
+
+    def open(self, frame: bytes, now: float) -> bytes:
+        return frame
+
+
+class MediaError(RuntimeError):
+    """The media stream cannot do what was asked."""
+
+
+class InsecureMediaRefused(MediaError):
+    """A ``secure=False`` protector without ``allow_insecure=True`` (the ``require`` policy)."""
+
+    reason = "insecure-media-refused"
+
+
+@dataclass
+class MediaStats:
+    """Frame counters of one stream (packet-level counters live in ``endpoint.stats``)."""
+
+    frames_sent: int = 0
+    seal_errors: int = 0
+    """Frames the protector refused to seal (not sent)."""
+    frames_received: int = 0
+    """RTP packets of our payload type offered to the protector (or refused before it was set)."""
+    frames_opened: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """Frames dropped because they did not open, by FrameError reason (or ``not-started``)."""
+    frames_played: int = 0
+    """Ticks that played a decoded, opened frame."""
+    frames_concealed: int = 0
+    """Ticks that played Opus loss concealment (a gap after audio was heard)."""
+    frames_silent: int = 0
+    """Ticks that played digital silence (nothing heard yet, or a frame libopus rejected)."""
+    decode_failures: int = 0
+    ticks_skipped: int = 0
+    """Ticks dropped because the event loop stalled for more than MAX_LATE_TICKS."""
+
+    @property
+    def frames_refused(self) -> int:
+        return sum(self.refused.values())
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class _SeqUnwrapper:
+    """Extends 16-bit RTP sequence numbers: the order for plain calls (no frame index exists)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._ext = 0
+
+    def __call__(self, seq: int) -> int:
+        if self._last is None:
+            self._ext = seq
+        else:
+            delta = (seq - self._last) & 0xFFFF
+            self._ext += delta - 0x10000 if delta >= 0x8000 else delta
+        self._last = seq
+        return self._ext
+
+
+class MediaStream:
+    """A call's bidirectional audio. Bind first (the SDP needs the port), then start once keys exist.
+
+    ``stream = await MediaStream.bind(); offer(stream.local); await stream.start(protector, remote, ...)``;
+    ``await stream.stop()`` cancels the pacing task, closes the socket(s), the source and the sink.
+    """
+
+    def __init__(self, endpoint: RtpEndpoint) -> None:
+        self.endpoint = endpoint
+        self.stats = MediaStats()
+        self.jitter = JitterBuffer()
+        self.source_finished = asyncio.Event()
+        """Set when the source is exhausted (its last frame was sent)."""
+        self.protector: FrameProtector | None = None
+        self.error: BaseException | None = None
+        """An unexpected exception that ended the pacing loop (None while healthy)."""
+        self._source: AudioSource | None = None
+        self._sink: AudioSink | None = None
+        self._encoder: OpusEncoder | None = None
+        self._decoder = OpusDecoder()
+        self._heard = False
+        self._task: asyncio.Task[None] | None = None
+        self._clock: Callable[[], float] = time.time
+        self._arrival_index = 0
+        self._unwrap = _SeqUnwrapper()
+        self._stopped = False
+        endpoint.on_payload = self._on_payload
+
+    @classmethod
+    async def bind(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        payload_type: int = DEFAULT_PAYLOAD_TYPE,
+        rtcp_mux: bool = False,
+        rtcp_interval: float = 5.0,
+        latch: bool = True,
+    ) -> MediaStream:
+        """Open the RTP socket(s); received packets are refused (``not-started``) until :meth:`start`."""
+        ep = await RtpEndpoint.open(
+            host, port, payload_type=payload_type, rtcp_mux=rtcp_mux, rtcp_interval=rtcp_interval, latch=latch
+        )
+        return cls(ep)
+
+    @property
+    def local(self) -> Address:
+        return self.endpoint.local
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(
+        self,
+        protector: FrameProtector,
+        remote: Address | None,
+        *,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        allow_insecure: bool = False,
+        jitter: JitterBuffer | None = None,
+        encoder: OpusEncoder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Start sending (20 ms pacing) and playing. ``source=None`` receives only; ``sink=None`` discards.
+
+        ``clock`` gives the ``now`` passed to the protector (wall-clock seconds, shared with the peer's
+        time-key intervals). Raises InsecureMediaRefused for a plain protector unless ``allow_insecure``.
+        """
+        if self._task is not None or self._stopped:
+            raise MediaError("a MediaStream starts once")
+        if not protector.secure and not allow_insecure:
+            raise InsecureMediaRefused(
+                "refusing to send or play clear audio: the protector is not secure and the policy is require"
+            )
+        self.protector = protector
+        self._source = source
+        self._sink = sink
+        self._clock = clock
+        if jitter is not None:
+            self.jitter = jitter
+        self._encoder = encoder or OpusEncoder()
+        if remote is not None:
+            self.endpoint.remote = remote
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"media-{self.local[1]}")
+
+    async def stop(self) -> None:
+        """Stop the pacing loop, close the sockets, then the source and sink (a WAV recorder writes now)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.endpoint.close()
+        for closer in (self._source, self._sink):
+            if closer is not None:
+                closer.close()
+
+    # --- receive path (runs inside datagram_received) ----------------------------------------------------
+
+    def _on_payload(self, pkt: RtpPacket, addr: Address) -> bool:
+        self.stats.frames_received += 1
+        protector = self.protector
+        if protector is None or self._stopped:
+            self.stats.refuse("not-started")
+            return False
+        try:
+            payload = protector.open(pkt.payload, self._clock())
+        except FrameError as exc:
+            self.stats.refuse(exc.reason)
+            return False
+        self.stats.frames_opened += 1
+        index = getattr(protector, "last_index", None)
+        if not isinstance(index, int):
+            if protector.secure:
+                # A secure protector without an index: RTP seq is unauthenticated and relay-rewritten.
+                index = self._arrival_index
+                self._arrival_index += 1
+            else:
+                # Plain calls have nothing authenticated anyway; RTP seq is the only order there is.
+                index = self._unwrap(pkt.sequence)
+        self.jitter.put(index, payload, asyncio.get_running_loop().time())
+        return True
+
+    # --- pacing loop --------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        try:
+            while True:
+                self._tick(loop.time())
+                tick += 1
+                now = loop.time()
+                behind = int((now - start) / FRAME_SECONDS) - tick
+                if behind > MAX_LATE_TICKS:
+                    tick += behind
+                    self.stats.ticks_skipped += behind
+                # Sleep until the absolute deadline so scheduling error never accumulates into drift.
+                await asyncio.sleep(max(0.0, start + tick * FRAME_SECONDS - loop.time()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = exc
+            log.exception("media loop failed")
+
+    def _tick(self, now: float) -> None:
+        self._send_one()
+        pcm = self._play_one(now)
+        if self._sink is not None:
+            self._sink.write_frame(pcm)
+
+    def _send_one(self) -> None:
+        if self._source is None or self.source_finished.is_set():
+            return
+        pcm = self._source.read_frame()
+        if pcm is None:
+            self.source_finished.set()
+            return
+        assert self._encoder is not None and self.protector is not None
+        opus = self._encoder.encode(pcm)
+        try:
+            frame = self.protector.seal(opus, self._clock())
+        except RatchetError:
+            self.stats.seal_errors += 1
+            return
+        if self.endpoint.send(frame):
+            self.stats.frames_sent += 1
+
+    def _play_one(self, now: float) -> Pcm:
+        payload = self.jitter.pop(now)
+        if payload is not None:
+            failed_before = self._decoder.failed
+            pcm = self._decoder.decode(payload)
+            if self._decoder.failed != failed_before:
+                self.stats.decode_failures += 1
+                self.stats.frames_silent += 1
+            else:
+                self._heard = True
+                self.stats.frames_played += 1
+            return pcm
+        if self._heard:
+            self.stats.frames_concealed += 1
+            return self._decoder.decode(None)
+        self.stats.frames_silent += 1
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
