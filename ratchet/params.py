@@ -48,13 +48,15 @@ MIN_INTERVAL_MS = 20
 MAX_INTERVAL_MS = 60_000
 MIN_FRAMES_PER_KEY = 1
 MAX_FRAMES_PER_KEY = 1024
+DEFAULT_INTERVAL_MS = 2000
+"""Default time-key renewal interval (the offer proposes it; see PROTOCOL.md §5.3)."""
 
 
 @dataclass(frozen=True)
 class SendParams:
     """How one side keys the frames it sends; signed in its handshake message."""
 
-    frames_per_key: int = 25
+    frames_per_key: int = 50
     """Frames sealed under one chain step (message key). 1 = the chain steps on every frame."""
     per_frame_keys: bool = False
     """Derive a distinct AEAD key for every frame from the step's message key (see PROTOCOL.md §6)."""

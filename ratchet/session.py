@@ -1,0 +1,947 @@
+"""The media Double Ratchet of one call: a FrameSealer for our direction, a FrameOpener for the peer's.
+
+Theory of operation (full rules in docs/PROTOCOL.md §5–§7):
+
+* Each direction has its own root key and a sequence of *epochs*. Epoch 0's chain comes from the handshake.
+  Epoch e ≥ 1 starts when the sender draws a fresh X25519 key x_e and computes
+  ``(root, chain) = KDF_RK(root, DH(x_e, Y_j))`` with the peer's newest ratchet public key Y_j.
+* The chain steps once per ``frames_per_key`` frames (KDF_CK); each step's message key is combined with the
+  interval's time key into the AEAD key.
+* Ratchet public keys travel in-band in an authenticated header extension, repeated on a schedule (frames
+  0-2 of an epoch, every 16th frame until frame 512, then every 128th), so losing the frames that carry them
+  delays the peer by at most one repetition and never desynchronises it. Each side's initial key X_0 is
+  announced the same way in epoch 0.
+* The opener changes nothing until a frame authenticates: epoch trials, forward chain steps and replay
+  updates are computed on the side and committed only after the AEAD tag verifies. Work per forged frame is
+  bounded (``max_skip_steps`` KDF steps, trial DH rate-limited per second).
+
+The sealer and the opener share one ``_RatchetState`` (our private ratchet keys, the peer's newest public
+key, the event queue). Nothing here reads a clock: every entry point takes ``now`` (seconds).
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ratchet.chain import kdf_ck
+from ratchet.errors import (
+    ExpiredKey,
+    ExtensionError,
+    FutureFrame,
+    KeyDesync,
+    MalformedFrame,
+    ReplayedFrame,
+    SealError,
+    StaleFrame,
+    TamperedFrame,
+    TooFarAhead,
+    UnknownEpoch,
+    WrongSuite,
+)
+from ratchet.events import Event, LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
+from ratchet.frame import (
+    COUNTER_MOD,
+    COUNTER_SHIFT,
+    EPOCH_MOD,
+    EPOCH_SHIFT,
+    HEADER_LEN,
+    INTERVAL_MASK,
+    INTERVAL_SHIFT,
+    MAX_PAYLOAD,
+    NO_PEER_EPOCH,
+    SUITE_SHIFT,
+    TAG_LEN,
+    AeadCipher,
+    Extensions,
+    RatchetKeyAnnouncement,
+    chain_id,
+    encode_extensions,
+    frame_key,
+    key_check_value,
+    make_aead,
+    nearest,
+    nonce_prefix,
+    parse_extensions,
+    per_frame_key,
+    split_frame,
+)
+from ratchet.kdf import kdf_rk
+from ratchet.params import FrameSuite, Role, SessionKeys
+from ratchet.replay import ReplayWindow
+from ratchet.sas import Sas, compute_sas, verify_sas_reveal
+from ratchet.timekeys import INTERVAL_MOD, MAX_WINDOW_INTERVALS, TimeKeySchedule
+
+# Announcement schedule (frame offsets within an epoch)
+ANNOUNCE_FIRST = 3
+ANNOUNCE_DENSE_EVERY = 16
+ANNOUNCE_DENSE_UNTIL = 512
+ANNOUNCE_SPARSE_EVERY = 128
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """Local media-ratchet settings (not negotiated; the peer need not share them)."""
+
+    dh_interval_s: float = 30.0
+    """Seconds between our DH ratchet steps (0 disables stepping)."""
+    max_skew_ms: int = 2000
+    """Accepted difference between a frame's interval and ours, either way."""
+    max_skip_steps: int = 1024
+    """Most chain steps one frame may make us derive (bounds work per forged frame)."""
+    max_stored_keys: int = 2000
+    """Most retained message keys (skipped or partly used steps) across all epochs, as libsignal."""
+    max_key_age_s: float = 5.0
+    """Retained message keys older than this are dropped: late audio is useless, and it bounds exposure."""
+    prev_chain_ttl_s: float = 5.0
+    """How long a superseded receiving epoch still opens late frames."""
+    max_recv_chains: int = 5
+    max_own_keys: int = 4
+    """How many of our past ratchet private keys we keep for the peer's steps that may still use them."""
+    replay_window: int = 256
+    max_epoch_trials_per_s: float = 20.0
+    reveal_period_s: float = 20.0
+    """How long the offerer keeps repeating its SAS reveal."""
+
+
+def _next_announce(rel: int) -> int:
+    """Smallest epoch-relative frame offset > rel that carries the ratchet-key extension."""
+    nxt = rel + 1
+    if nxt < ANNOUNCE_FIRST:
+        return nxt
+    every = ANNOUNCE_DENSE_EVERY if nxt < ANNOUNCE_DENSE_UNTIL else ANNOUNCE_SPARSE_EVERY
+    return -(-nxt // every) * every
+
+
+def announces(rel: int) -> bool:
+    """Whether the frame at epoch-relative offset ``rel`` carries the ratchet-key extension."""
+    if rel < ANNOUNCE_FIRST:
+        return True
+    return rel % (ANNOUNCE_DENSE_EVERY if rel < ANNOUNCE_DENSE_UNTIL else ANNOUNCE_SPARSE_EVERY) == 0
+
+
+def _raw_public(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _wipe(buf: bytearray | None) -> None:
+    if buf is not None:
+        buf[:] = bytes(len(buf))
+
+
+@dataclass
+class MediaStats:
+    """A snapshot of one session's counters."""
+
+    sealed: int = 0
+    opened: int = 0
+    announcements_sent: int = 0
+    overhead_bytes: int = 0
+    """Total bytes added by sealing (header + extensions + tag)."""
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    local_epoch: int = 0
+    peer_epoch: int = 0
+
+
+class _RatchetState:
+    """DH-ratchet state shared by both directions of one call."""
+
+    def __init__(self, keygen: Callable[[], X25519PrivateKey], max_own_keys: int) -> None:
+        self.keygen = keygen
+        self.max_own_keys = max_own_keys
+        self.own_keys: collections.OrderedDict[int, X25519PrivateKey] = collections.OrderedDict()
+        self.own_public: dict[int, bytes] = {}
+        self.peer_latest: tuple[int, bytes] | None = None
+        self.events: collections.deque[Event] = collections.deque()
+        self.add_own_key(0, keygen())
+
+    def add_own_key(self, index: int, key: X25519PrivateKey) -> None:
+        self.own_keys[index] = key
+        self.own_public[index] = _raw_public(key)
+        while len(self.own_keys) > self.max_own_keys:
+            old, _ = self.own_keys.popitem(last=False)
+            self.own_public.pop(old, None)
+
+    def learn_peer_key(self, index: int, public: bytes) -> None:
+        if self.peer_latest is None or index > self.peer_latest[0]:
+            self.peer_latest = (index, public)
+
+
+class FrameSealer:
+    """Seals our outgoing frames. ``seal(payload, now) -> bytes``."""
+
+    def __init__(self, keys: SessionKeys, state: _RatchetState, config: MediaConfig, now: float) -> None:
+        params = keys.send_params
+        self._suite: FrameSuite = params.frame_suite
+        self._fpk = params.frames_per_key
+        self._per_frame = params.per_frame_keys
+        self._config = config
+        self._state = state
+        self._tks = TimeKeySchedule(
+            keys.send_time_secret,
+            keys.send_stream_salt,
+            keys.call_id,
+            keys.send_direction,
+            keys.interval_ms,
+            now,
+        )
+        self._root = bytearray(keys.send_root)
+        self._reveal = bytes(keys.sas_secret) if keys.sas_secret is not None else None
+        self._reveal_until = now + config.reveal_period_s
+        self._extension_bytes = 0
+        self.announcements = 0
+        self._n = 0
+        self._interval_s = keys.interval_ms / 1000.0
+        self._fast_until_n = 0
+        self._fast_t_hi = -math.inf  # the fast path is off until the slow path arms it
+        self._fast_word = 0
+        self._fast_ext = b""
+        self._fast_mk: bytearray | None = None
+        self._fast_tk = b""
+        self._announce_n = 0
+        self._start_epoch(0, 0, now, bytearray(keys.send_chain), NO_PEER_EPOCH)
+        self.closed = False
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def _start_epoch(
+        self, epoch: int, start_n: int, now: float, chain_key: bytearray, peer_epoch: int
+    ) -> None:
+        self._epoch = epoch
+        self._epoch_start_n = start_n
+        self._epoch_started_at = now
+        self._peer_epoch_used = peer_epoch
+        self._ck = chain_key
+        self._ck_step = 0
+        self._chain_ident = chain_id(chain_key)
+        self._step = -1
+        self._mk: bytearray | None = None
+        self._interval: int | None = None
+        self._aead: AeadCipher | None = None
+        self._kcv = 0
+        self._kcv_interval: int | None = None
+        self._prefix = nonce_prefix(self._suite, epoch)
+        self._nonce_base = int.from_bytes(self._prefix, "big") << 64
+        self._nonce_len = len(self._prefix) + 8
+        self._ext_cache: tuple[bool, bytes] | None = None
+        self._hdr_base = (int(self._suite) << SUITE_SHIFT) | ((epoch % EPOCH_MOD) << EPOCH_SHIFT)
+        self._next_announce = 0
+
+    def _dh_step(self, now: float) -> None:
+        assert self._state.peer_latest is not None
+        peer_index, peer_public = self._state.peer_latest
+        private = self._state.keygen()
+        dh = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        _wipe(self._root)
+        self._root = bytearray(new_root)
+        _wipe(self._ck)
+        _wipe(self._mk)
+        epoch = self._epoch + 1
+        self._state.add_own_key(epoch, private)
+        self._start_epoch(epoch, self._n, now, bytearray(chain_key), peer_index)
+        self._state.events.append(LocalRatchetStep(epoch, now))
+
+    def _advance(self, step: int) -> None:
+        """Move the chain to ``step`` (monotonic), dropping every earlier message and chain key."""
+        mk = b""
+        ck = self._ck
+        while self._ck_step <= step:
+            mk, nxt = kdf_ck(bytes(ck))
+            _wipe(ck)
+            ck = bytearray(nxt)
+            self._ck_step += 1
+        self._ck = ck
+        _wipe(self._mk)
+        self._mk = bytearray(mk)
+        self._fast_mk = None
+        self._step = step
+        self._interval = None
+
+    def _extensions(self, now: float) -> bytes:
+        """The epoch's extension block; constant within an epoch except when the SAS reveal period ends."""
+        revealing = self._reveal is not None and now < self._reveal_until
+        self.announcements += 1
+        if self._ext_cache is not None and self._ext_cache[0] == revealing:
+            return self._ext_cache[1]
+        ratchet_key = RatchetKeyAnnouncement(
+            self._epoch, self._peer_epoch_used, self._epoch_start_n, self._state.own_public[self._epoch]
+        )
+        block = encode_extensions(Extensions(ratchet_key, self._reveal if revealing else None))
+        self._ext_cache = (revealing, block)
+        return block
+
+    def seal(self, payload: bytes, now: float) -> bytes:
+        n = self._n
+        # Fast path: same chain step and interval, no DH step due (armed by _arm_fast_path). ``now`` is
+        # non-decreasing for a sealer, so only the upper time bound needs checking. Literals instead of
+        # module constants: this runs 50 times a second per call.
+        if n < self._fast_until_n and now < self._fast_t_hi and len(payload) <= 1400:
+            word = self._fast_word | ((n & 0x1FFF) << 14)
+            if n == self._announce_n:
+                aad = (word | 0x40000000).to_bytes(4, "big") + self._fast_ext
+                self._next_announce = _next_announce(n - self._epoch_start_n)
+                self._announce_n = self._epoch_start_n + self._next_announce
+                self.announcements += 1
+                self._extension_bytes += len(self._fast_ext)
+            else:
+                aad = word.to_bytes(4, "big")
+            self._n = n + 1
+            nonce = (self._nonce_base | n).to_bytes(self._nonce_len, "big")
+            aead = (
+                self._aead
+                if self._fast_mk is None
+                else make_aead(self._suite, per_frame_key(self._fast_mk, self._fast_tk, n))
+            )
+            return aad + aead.encrypt(nonce, payload, aad)  # type: ignore[union-attr]
+        if n == self._fast_until_n and now < self._fast_t_hi:
+            self._step_forward()  # in-order step boundary: one KDF_CK step, then the fast path again
+            return self.seal(payload, now)
+        return self._seal_slow(payload, now)
+
+    def _step_forward(self) -> None:
+        interval = self._interval
+        assert interval is not None
+        self._advance(self._step + 1)
+        assert self._mk is not None
+        self._aead = make_aead(self._suite, frame_key(self._mk, self._fast_tk))
+        self._interval = interval
+        self._fast_until_n += self._fpk
+        if self._per_frame:
+            self._fast_mk = self._mk
+
+    def _seal_slow(self, payload: bytes, now: float) -> bytes:
+        if self.closed:
+            raise SealError("session closed")
+        if len(payload) > MAX_PAYLOAD:
+            raise SealError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        cfg = self._config
+        if (
+            cfg.dh_interval_s > 0
+            and now - self._epoch_started_at >= cfg.dh_interval_s
+            and self._state.peer_latest is not None
+        ):
+            self._dh_step(now)
+        n = self._n
+        rel = n - self._epoch_start_n
+        step = rel // self._fpk
+        if step != self._step:
+            self._advance(step)
+        interval = self._tks.interval_at(now)
+        if self._per_frame:
+            tk = self._tks.key(interval)
+            assert self._mk is not None
+            aead = make_aead(self._suite, per_frame_key(self._mk, tk, n))
+            if interval != self._kcv_interval:
+                self._kcv = key_check_value(self._chain_ident, tk)
+                self._kcv_interval = interval
+            if self._aead is None or interval != self._interval:
+                self._aead = make_aead(self._suite, frame_key(self._mk, tk))  # kept for _step_forward's shape
+                self._interval = interval
+        elif interval != self._interval or self._aead is None:
+            tk = self._tks.key(interval)
+            assert self._mk is not None
+            self._aead = make_aead(self._suite, frame_key(self._mk, tk))
+            self._kcv = key_check_value(self._chain_ident, tk)
+            self._interval = interval
+            aead = self._aead
+        else:
+            aead = self._aead
+        word = (
+            self._hdr_base
+            | ((n % COUNTER_MOD) << COUNTER_SHIFT)
+            | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT)
+            | self._kcv
+        )
+        if rel == self._next_announce:
+            ext = self._extensions(now)
+            aad = (word | (1 << 30)).to_bytes(HEADER_LEN, "big") + ext
+            self._extension_bytes += len(ext)
+            self._next_announce = _next_announce(rel)
+        else:
+            aad = word.to_bytes(HEADER_LEN, "big")
+        sealed = aad + aead.encrypt(self._prefix + n.to_bytes(8, "big"), payload, aad)
+        self._n = n + 1
+        self._arm_fast_path(interval, now)
+        return sealed
+
+    def _arm_fast_path(self, interval: int, now: float) -> None:
+        if self.closed:
+            self._fast_t_hi = -math.inf
+            return
+        self._fast_until_n = self._epoch_start_n + (self._step + 1) * self._fpk
+        self._announce_n = self._epoch_start_n + self._next_announce
+        self._fast_ext = self._extensions(now)
+        self.announcements -= 1  # _extensions counts a use; this was only a lookup
+        origin = self._tks.origin
+        self._fast_t_hi = origin + (interval + 1) * self._interval_s
+        if self._config.dh_interval_s > 0 and self._state.peer_latest is not None:
+            self._fast_t_hi = min(self._fast_t_hi, self._epoch_started_at + self._config.dh_interval_s)
+        if self._reveal is not None and now < self._reveal_until:
+            self._fast_t_hi = min(self._fast_t_hi, self._reveal_until)  # the cached block carries the reveal
+        self._fast_word = self._hdr_base | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT) | self._kcv
+        self._fast_mk = self._mk if self._per_frame else None
+        self._fast_tk = self._tks.key(interval)
+
+    @property
+    def sealed(self) -> int:
+        return self._n
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Bytes added by sealing so far: header and tag on every frame, plus the extension blocks."""
+        return self._n * (HEADER_LEN + TAG_LEN[self._suite]) + self._extension_bytes
+
+    def close(self) -> None:
+        self.closed = True
+        self._fast_t_hi = -math.inf
+        _wipe(self._root)
+        _wipe(self._ck)
+        _wipe(self._mk)
+        self._aead = None
+        self._fast_mk = None
+
+
+class _StepKey:
+    __slots__ = ("aeads", "created", "mk", "used")
+
+    def __init__(self, mk: bytes, created: float) -> None:
+        self.mk = bytearray(mk)
+        self.created = created
+        self.used = 0
+        self.aeads: dict[int, AeadCipher] = {}
+
+    def wipe(self) -> None:
+        _wipe(self.mk)
+        self.aeads.clear()
+
+
+class _RecvChain:
+    __slots__ = ("ck", "cur", "epoch", "ident", "kcvs", "next_step", "prefix", "start", "superseded_at")
+
+    def __init__(self, epoch: int, start: int, ck: bytes, suite: FrameSuite) -> None:
+        self.epoch = epoch
+        self.start = start
+        self.ck = bytearray(ck)
+        self.next_step = 0
+        self.cur: _StepKey | None = None
+        """Key of step next_step - 1, the newest: exempt from the age bound while the chain is live."""
+        self.ident = chain_id(ck)
+        self.prefix = nonce_prefix(suite, epoch)
+        self.superseded_at: float | None = None
+        self.kcvs: dict[int, int] = {}
+
+
+class _Pending:
+    """What one frame would change, applied only after it authenticates."""
+
+    __slots__ = ("derived", "new_ck", "new_root", "step_key", "trial_chain")
+
+    def __init__(self) -> None:
+        self.derived: list[tuple[int, bytes]] = []
+        self.new_ck: bytes | None = None
+        self.step_key: _StepKey | None = None
+        self.trial_chain: _RecvChain | None = None
+        self.new_root: bytes | None = None
+
+
+class FrameOpener:
+    """Opens the peer's frames. ``open(frame, now)`` returns the payload or raises a FrameError subclass."""
+
+    def __init__(self, keys: SessionKeys, state: _RatchetState, config: MediaConfig, now: float) -> None:
+        params = keys.recv_params
+        self._suite: FrameSuite = params.frame_suite
+        self._tag_len = TAG_LEN[self._suite]
+        self._fpk = params.frames_per_key
+        self._per_frame = params.per_frame_keys
+        self._config = config
+        self._state = state
+        self._tks = TimeKeySchedule(
+            keys.recv_time_secret,
+            keys.recv_stream_salt,
+            keys.call_id,
+            keys.recv_direction,
+            keys.interval_ms,
+            now,
+        )
+        self._window = TimeKeySchedule.window_intervals(config.max_skew_ms, keys.interval_ms)
+        self._root = bytearray(keys.recv_root)
+        self._chains: dict[int, _RecvChain] = {0: _RecvChain(0, 0, bytes(keys.recv_chain), self._suite)}
+        self._current = 0
+        self._keys: collections.OrderedDict[tuple[int, int], _StepKey] = collections.OrderedDict()
+        self._replay = ReplayWindow(config.replay_window)
+        self._trial_tokens = config.max_epoch_trials_per_s
+        self._trial_last = now
+        self._trial_cache: tuple[bytes, _RecvChain, bytes] | None = None
+        self._role = keys.role
+        self._sas_seed = bytes(keys.sas_seed)
+        self._sas_commitment = keys.sas_commitment
+        self.sas: Sas | None = None
+        self.sas_failed = False
+        self.last_index = -1
+        """Stream-wide counter of the last frame opened (monotonic per sender; for jitter buffers)."""
+        self.peer_epoch = 0
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.closed = False
+        self._interval_s = keys.interval_ms / 1000.0
+        self._opened = 0
+        self._fast_n = 0
+        self._fast_first_n = 0
+        self._fast_end_n = 0  # fast path disarmed
+        self._fast_step_end = False
+        self._fast_interval = 0
+        self._fast_word = 0
+        self._fast_t_lo = 0.0
+        self._fast_t_hi = 0.0
+        self._fast_nonce = 0
+        self._fast_nonce_len = 0
+        self._fast_mk: bytearray | None = None
+        self._fast_tk = b""
+        self._fast_ext = b"\x00"  # never matches a real block (length 0 is invalid)
+        self._fast_ext_end = HEADER_LEN + 1
+        self._fast_key: _StepKey | None = None
+        self._fast_chain: _RecvChain | None = None
+        self._fast_aead: AeadCipher | None = None
+
+    # --- chain bookkeeping -------------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        keys = self._keys
+        cfg = self._config
+        while keys:
+            first = next(iter(keys.values()))
+            if len(keys) <= cfg.max_stored_keys and now - first.created <= cfg.max_key_age_s:
+                break
+            keys.popitem(last=False)
+            first.wipe()
+        for epoch, chain in list(self._chains.items()):
+            if chain.superseded_at is not None and now - chain.superseded_at > cfg.prev_chain_ttl_s:
+                self._drop_chain(epoch)
+
+    def _drop_chain(self, epoch: int) -> None:
+        chain = self._chains.pop(epoch)
+        _wipe(chain.ck)
+        if chain.cur is not None:
+            chain.cur.wipe()
+        for key_id in [k for k in self._keys if k[0] == epoch]:
+            self._keys.pop(key_id).wipe()
+
+    def _trial_epoch(self, ann: RatchetKeyAnnouncement, now: float) -> tuple[_RecvChain, bytes]:
+        """Derive (without committing) the chain the announcement claims for our next peer epoch."""
+        cache_id = ann.public_key + ann.peer_epoch.to_bytes(2, "big") + ann.start_counter.to_bytes(4, "big")
+        if self._trial_cache is not None and hmac.compare_digest(self._trial_cache[0], cache_id):
+            return self._trial_cache[1], self._trial_cache[2]
+        rate = self._config.max_epoch_trials_per_s
+        self._trial_tokens = min(rate, self._trial_tokens + (now - self._trial_last) * rate)
+        self._trial_last = now
+        if self._trial_tokens < 1.0:
+            raise UnknownEpoch("new-epoch trials rate-limited")
+        self._trial_tokens -= 1.0
+        own = self._state.own_keys.get(ann.peer_epoch)
+        if own is None:
+            raise UnknownEpoch(f"our ratchet key {ann.peer_epoch} is gone or was never announced")
+        try:
+            dh = own.exchange(X25519PublicKey.from_public_bytes(ann.public_key))
+        except ValueError as exc:  # low-order point: all-zero shared secret
+            raise ExtensionError("invalid ratchet public key") from exc
+        new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        chain = _RecvChain(ann.epoch, ann.start_counter, chain_key, self._suite)
+        self._trial_cache = (cache_id, chain, new_root)
+        return chain, new_root
+
+    def _find_chain(
+        self, epoch_mod: int, ext: Extensions | None, n: int, now: float, pend: _Pending
+    ) -> _RecvChain:
+        for epoch in sorted(self._chains, reverse=True):
+            if epoch % EPOCH_MOD == epoch_mod:
+                return self._chains[epoch]
+        ann = ext.ratchet_key if ext is not None else None
+        if ann is None or ann.epoch != self._current + 1:
+            raise UnknownEpoch(f"epoch {epoch_mod} (mod {EPOCH_MOD}) not known; awaiting its ratchet key")
+        current = self._chains.get(self._current)
+        if current is not None and ann.start_counter <= current.start:
+            raise MalformedFrame("new epoch starts before the current one")
+        if ann.start_counter > n:
+            raise MalformedFrame("frame counter precedes its epoch start")
+        chain, new_root = self._trial_epoch(ann, now)
+        pend.trial_chain = chain
+        pend.new_root = new_root
+        return chain
+
+    def _step_key(self, chain: _RecvChain, step: int, now: float, pend: _Pending) -> _StepKey:
+        if step == chain.next_step - 1 and chain.cur is not None:
+            return chain.cur
+        if step < chain.next_step:
+            key = self._keys.get((chain.epoch, step))
+            if key is None:
+                raise ExpiredKey(f"message key for epoch {chain.epoch} step {step} already dropped")
+            return key
+        if step - chain.next_step >= self._config.max_skip_steps:
+            raise TooFarAhead(f"{step - chain.next_step} chain steps ahead")
+        ck = bytes(chain.ck)
+        mk = b""
+        for s in range(chain.next_step, step + 1):
+            mk, ck = kdf_ck(ck)
+            if s < step:
+                pend.derived.append((s, mk))
+        pend.new_ck = ck
+        pend.step_key = _StepKey(mk, now)
+        return pend.step_key
+
+    # --- the entry point ---------------------------------------------------------------------------------
+
+    def open(self, frame: bytes, now: float) -> bytes:
+        n = self._fast_n
+        # Fast path: the next in-order frame of the current step and interval, armed by _arm_fast_path.
+        # Replay-window and key-usage bookkeeping for these frames is deferred to _fold (they are simply
+        # "every counter from _fast_first_n to _fast_n - 1"), so this costs one compare and the AEAD.
+        if n < self._fast_end_n and self._fast_t_lo <= now < self._fast_t_hi:
+            word = self._fast_word | ((n & 0x1FFF) << 14)
+            hdr = word.to_bytes(4, "big")
+            if frame.startswith(hdr):
+                aad_len = 4
+            elif (
+                frame[:4] == (word | 0x40000000).to_bytes(4, "big")
+                and frame[4 : self._fast_ext_end] == self._fast_ext
+            ):
+                aad_len = self._fast_ext_end  # a repeat of an announcement we already applied
+                hdr = frame[:aad_len]
+            else:
+                return self._open_counted(frame, now)
+            aead = (
+                self._fast_aead
+                if self._fast_mk is None
+                else make_aead(self._suite, per_frame_key(self._fast_mk, self._fast_tk, n))
+            )
+            try:
+                payload: bytes = aead.decrypt(  # type: ignore[union-attr]
+                    (self._fast_nonce | n).to_bytes(self._fast_nonce_len, "big"), frame[aad_len:], hdr
+                )
+            except InvalidTag:
+                return self._open_counted(frame, now)  # the slow path classifies the failure
+            self._fast_n = n + 1
+            self.last_index = n
+            return payload
+        if n == self._fast_end_n and self._fast_step_end and self._fast_t_lo <= now < self._fast_t_hi:
+            return self._open_next_step(frame, n, now)
+        return self._open_counted(frame, now)
+
+    def _open_next_step(self, frame: bytes, n: int, now: float) -> bytes:
+        """The in-order frame that opens the next chain step: derive it, authenticate, then commit."""
+        word = self._fast_word | ((n & 0x1FFF) << 14)
+        hdr = word.to_bytes(4, "big")
+        if frame.startswith(hdr):
+            aad_len = 4
+        elif (
+            frame[:4] == (word | 0x40000000).to_bytes(4, "big")
+            and frame[4 : self._fast_ext_end] == self._fast_ext
+        ):
+            aad_len = self._fast_ext_end
+            hdr = frame[:aad_len]
+        else:
+            return self._open_counted(frame, now)
+        chain = self._fast_chain
+        assert chain is not None
+        mk, next_ck = kdf_ck(bytes(chain.ck))
+        tk = self._fast_tk
+        aead = make_aead(self._suite, per_frame_key(mk, tk, n) if self._per_frame else frame_key(mk, tk))
+        try:
+            payload: bytes = aead.decrypt(
+                (self._fast_nonce | n).to_bytes(self._fast_nonce_len, "big"), frame[aad_len:], hdr
+            )
+        except InvalidTag:
+            return self._open_counted(frame, now)
+        interval = self._fast_interval
+        self._fold()
+        key = _StepKey(mk, now)
+        key.aeads[interval] = aead
+        pend = _Pending()
+        pend.new_ck = next_ck
+        step = chain.next_step
+        self._commit(chain, step, key, pend, n, now)
+        self.last_index = n
+        self._opened += 1
+        if key.used < self._fpk:
+            self._arm_fast_path(chain, key, n, interval, aead, None)
+        return payload
+
+    def _fold(self) -> None:
+        """Apply the bookkeeping of the frames the fast path opened, then disarm it."""
+        run = self._fast_n - self._fast_first_n
+        self._fast_end_n = 0
+        self._fast_step_end = False
+        if run <= 0:
+            return
+        replay = self._replay
+        replay.bits = ((replay.bits << run) | ((1 << run) - 1)) & replay.mask
+        replay.highest = self._fast_n - 1
+        self._opened += run
+        self._fast_first_n = self._fast_n
+        key = self._fast_key
+        if key is not None:
+            key.used += run
+            if key.used >= self._fpk:
+                chain = self._fast_chain
+                if chain is not None and chain.cur is key:
+                    chain.cur = None
+                key.wipe()
+
+    @property
+    def opened(self) -> int:
+        return self._opened + (self._fast_n - self._fast_first_n if self._fast_end_n else 0)
+
+    def _arm_fast_path(
+        self,
+        chain: _RecvChain,
+        key: _StepKey,
+        n: int,
+        interval: int,
+        aead: AeadCipher,
+        ext_block: bytes | None,
+    ) -> None:
+        if n != self._replay.highest or chain.epoch != self._current or chain.cur is not key:
+            return
+        step = (n - chain.start) // self._fpk
+        step_end = chain.start + (step + 1) * self._fpk
+        wrap = (
+            n - (n % COUNTER_MOD) + COUNTER_MOD
+        )  # the truncated counter wraps: let the slow path reconstruct
+        self._fast_n = self._fast_first_n = n + 1
+        self._fast_end_n = min(step_end, wrap)
+        self._fast_step_end = step_end <= wrap
+        self._fast_interval = interval
+        self._fast_word = (
+            (int(self._suite) << SUITE_SHIFT)
+            | ((chain.epoch % EPOCH_MOD) << EPOCH_SHIFT)
+            | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT)
+            | chain.kcvs[interval]
+        )
+        origin = self._tks.origin
+        self._fast_t_lo = origin + (interval - self._window) * self._interval_s
+        self._fast_t_hi = origin + (interval + self._window + 1) * self._interval_s
+        self._fast_nonce = int.from_bytes(chain.prefix, "big") << 64
+        self._fast_nonce_len = len(chain.prefix) + 8
+        if ext_block is not None and (self.sas is not None or self.sas_failed or self._role is Role.OFFERER):
+            self._fast_ext = bytes([len(ext_block)]) + ext_block
+            self._fast_ext_end = HEADER_LEN + len(self._fast_ext)
+        self._fast_key = key
+        self._fast_chain = chain
+        self._fast_aead = aead
+        self._fast_mk = key.mk if self._per_frame else None
+        self._fast_tk = self._tks.key(interval)
+
+    def _open_counted(self, frame: bytes, now: float) -> bytes:
+        try:
+            return self._open(frame, now)
+        except Exception as exc:
+            reason = getattr(exc, "reason", "internal")
+            self.refused[reason] += 1
+            raise
+
+    def _open(self, frame: bytes, now: float) -> bytes:
+        self._fold()
+        if self.closed:
+            raise UnknownEpoch("session closed")
+        word, ext_block, aad_len = split_frame(frame)
+        if word >> SUITE_SHIFT != self._suite:
+            raise WrongSuite("frame suite differs from the negotiated one")
+        if len(frame) - aad_len < self._tag_len:
+            raise MalformedFrame("shorter than its authentication tag")
+        ext = parse_extensions(ext_block) if ext_block is not None else None
+        epoch_mod = (word >> EPOCH_SHIFT) & (EPOCH_MOD - 1)
+        if ext is not None and ext.ratchet_key is not None and ext.ratchet_key.epoch % EPOCH_MOD != epoch_mod:
+            raise MalformedFrame("ratchet-key extension names another epoch")
+        n = nearest((word >> COUNTER_SHIFT) & (COUNTER_MOD - 1), COUNTER_MOD, max(self._replay.highest, 0))
+        if n < 0:
+            n += COUNTER_MOD
+        verdict = self._replay.check(n)
+        if verdict is not None:
+            raise ReplayedFrame(verdict)
+        local_i = self._tks.interval_at(now)
+        interval = nearest((word >> INTERVAL_SHIFT) & INTERVAL_MASK, INTERVAL_MOD, local_i)
+        if interval < local_i - self._window:
+            raise StaleFrame(f"interval {interval} is {local_i - interval} behind ours")
+        if interval > local_i + self._window:
+            raise FutureFrame(f"interval {interval} is {interval - local_i} ahead of ours")
+        self._expire(now)
+        pend = _Pending()
+        chain = self._find_chain(epoch_mod, ext, n, now, pend)
+        rel = n - chain.start
+        if rel < 0:
+            raise MalformedFrame("frame counter precedes its epoch start")
+        step = rel // self._fpk
+        key = self._step_key(chain, step, now, pend)
+        tk = self._tks.key(interval)
+        kcv = chain.kcvs.get(interval)
+        if kcv is None:
+            kcv = key_check_value(chain.ident, tk)
+            if len(chain.kcvs) > 2 * MAX_WINDOW_INTERVALS:
+                chain.kcvs.clear()
+            chain.kcvs[interval] = kcv
+        if self._per_frame:
+            aead = make_aead(self._suite, per_frame_key(key.mk, tk, n))
+        else:
+            cached = key.aeads.get(interval)
+            if cached is None:
+                cached = make_aead(self._suite, frame_key(key.mk, tk))
+                key.aeads[interval] = cached
+            aead = cached
+        try:
+            payload = aead.decrypt(chain.prefix + n.to_bytes(8, "big"), frame[aad_len:], frame[:aad_len])
+        except InvalidTag:
+            if (word & 0xFF) != kcv:
+                raise KeyDesync(f"key-check value mismatch in epoch {chain.epoch}") from None
+            raise TamperedFrame("authentication tag mismatch") from None
+        self._commit(chain, step, key, pend, n, now)
+        if ext is not None:
+            self._apply_extensions(ext, chain, now)
+        self.last_index = n
+        self._opened += 1
+        if key.used < self._fpk:
+            self._arm_fast_path(chain, key, n, interval, aead, ext_block)
+        return payload
+
+    def _commit(
+        self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float
+    ) -> None:
+        self._replay.update(n)
+        if pend.trial_chain is not None:
+            assert pend.new_root is not None
+            old = self._chains.get(self._current)
+            if old is not None:
+                old.superseded_at = now
+            _wipe(self._root)
+            self._root = bytearray(pend.new_root)
+            self._chains[chain.epoch] = chain
+            self._current = chain.epoch
+            self._trial_cache = None
+            while len(self._chains) > self._config.max_recv_chains:
+                self._drop_chain(min(self._chains))
+            self.peer_epoch = chain.epoch
+            self._state.events.append(PeerRatchetStep(chain.epoch, now))
+        if pend.new_ck is not None:
+            if chain.cur is not None:  # the previous newest step becomes an ordinary retained key
+                chain.cur.created = now
+                self._keys[(chain.epoch, chain.next_step - 1)] = chain.cur
+            for s, mk in pend.derived:
+                self._keys[(chain.epoch, s)] = _StepKey(mk, now)
+            _wipe(chain.ck)
+            chain.ck = bytearray(pend.new_ck)
+            chain.next_step = step + 1
+            chain.cur = key
+            while len(self._keys) > self._config.max_stored_keys:
+                self._keys.popitem(last=False)[1].wipe()
+        key.used += 1
+        if key.used >= self._fpk:  # every frame of this step has opened: the key has no further use
+            if chain.cur is key:
+                chain.cur = None
+            else:
+                self._keys.pop((chain.epoch, step), None)
+            key.wipe()
+
+    def _apply_extensions(self, ext: Extensions, chain: _RecvChain, now: float) -> None:
+        if ext.ratchet_key is not None:
+            self._state.learn_peer_key(ext.ratchet_key.epoch, ext.ratchet_key.public_key)
+        if (
+            ext.sas_reveal is not None
+            and self._role is Role.ANSWERER
+            and self.sas is None
+            and not self.sas_failed
+        ):
+            if verify_sas_reveal(self._sas_commitment, ext.sas_reveal):
+                self.sas = compute_sas(self._sas_seed, ext.sas_reveal)
+                self._state.events.append(SasReady(self.sas))
+            else:
+                self.sas_failed = True
+                self._state.events.append(SasCommitmentFailed())
+
+    def close(self) -> None:
+        self._fold()
+        self.closed = True
+        self._fast_key = self._fast_aead = None
+        _wipe(self._root)
+        for epoch in list(self._chains):
+            self._drop_chain(epoch)
+        for key in self._keys.values():
+            key.wipe()
+        self._keys.clear()
+
+
+class MediaSession:
+    """Both directions of one call's media crypto. Build it from the handshake's SessionKeys.
+
+    The SessionKeys secrets are copied into the session and then overwritten in ``keys`` (they must not
+    outlive their use); pass a fresh SessionKeys per session.
+    """
+
+    def __init__(
+        self,
+        keys: SessionKeys,
+        now: float,
+        config: MediaConfig | None = None,
+        *,
+        keygen: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
+    ) -> None:
+        self.config = config or MediaConfig()
+        window = TimeKeySchedule.window_intervals(self.config.max_skew_ms, keys.interval_ms)
+        if window > MAX_WINDOW_INTERVALS:
+            raise ValueError(
+                f"max_skew_ms={self.config.max_skew_ms} spans {window} intervals of {keys.interval_ms} ms; "
+                f"at most {MAX_WINDOW_INTERVALS} fit the header"
+            )
+        self._state = _RatchetState(keygen, self.config.max_own_keys)
+        self.sealer = FrameSealer(keys, self._state, self.config, now)
+        self.opener = FrameOpener(keys, self._state, self.config, now)
+        self._offerer_sas: Sas | None = None
+        if keys.role is Role.OFFERER and keys.sas_secret is not None:
+            self._offerer_sas = compute_sas(bytes(keys.sas_seed), bytes(keys.sas_secret))
+            self._state.events.append(SasReady(self._offerer_sas))
+        self.role = keys.role
+        keys.wipe()
+
+        # The hot paths, bound once: a MediaSession call costs exactly one Python call.
+        self.seal: Callable[[bytes, float], bytes] = self.sealer.seal
+        self.open: Callable[[bytes, float], bytes] = self.opener.open
+
+    @property
+    def last_index(self) -> int:
+        return self.opener.last_index
+
+    @property
+    def sas(self) -> Sas | None:
+        return self._offerer_sas if self.role is Role.OFFERER else self.opener.sas
+
+    @property
+    def sas_failed(self) -> bool:
+        return self.opener.sas_failed
+
+    @property
+    def stats(self) -> MediaStats:
+        s, o = self.sealer, self.opener
+        return MediaStats(
+            sealed=s.sealed,
+            opened=o.opened,
+            announcements_sent=s.announcements,
+            overhead_bytes=s.overhead_bytes,
+            refused=collections.Counter(o.refused),
+            local_epoch=s.epoch,
+            peer_epoch=o.peer_epoch,
+        )
+
+    def next_event(self) -> Event | None:
+        return self._state.events.popleft() if self._state.events else None
+
+    def close(self) -> None:
+        self.sealer.close()
+        self.opener.close()
+        self._state.own_keys.clear()
+        self._state.own_public.clear()
