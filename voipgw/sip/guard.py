@@ -188,6 +188,18 @@ class DatagramGuard:
         del text
         return Accept()
 
+    def reject_unparsable(self, data: bytes, source: tuple[str, int], detail: str) -> Verdict:
+        """For a request that passed `check()` but that sippy cannot parse (e.g. a mangled From): 400 it."""
+        self.stats.accepted -= 1
+        self.stats.malformed += 1
+        self._junk("bad_header", source, f"unparsable request: {detail[:80]}")
+        lines = data.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")
+        if lines[0].startswith("ACK "):
+            return Drop()
+        headers, _ = _headers(lines[1:])
+        self.stats.replied_400 += 1
+        return Reply(self._response(400, "Bad Request", headers, "unparsable header"), 400)
+
     def _check_response(
         self,
         start: str,

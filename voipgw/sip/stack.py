@@ -157,6 +157,16 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             return
         if not isinstance(verdict, Accept):
             return
+        if not data_in.startswith(b"SIP/"):
+            # sippy drops requests it cannot parse without a word; parse once more here so that a mangled
+            # but well-framed request gets the 400 RFC 3261 8.2 asks for.
+            try:
+                SipRequest(data_in.decode("utf-8")).getTIds()
+            except Exception as exc:
+                verdict = self.guard.reject_unparsable(data_in, ra.address, f"{type(exc).__name__}: {exc}")
+                if isinstance(verdict, Reply):
+                    server.send_to(verdict.data, ra.address)
+                return
         super().handleIncoming(data_in, ra, server, rtime)
 
 
@@ -872,7 +882,14 @@ class SipStack:
             core.ua = ua
             call._core = core
             self._cores.add(core)
-            return ua.recvRequest(req, sip_t)
+            try:
+                return ua.recvRequest(req, sip_t)
+            except Exception as exc:
+                # sippy parses headers lazily, so a mangled Contact or Record-Route only fails here.
+                self._cores.discard(core)
+                self._stats.sippy_errors += 1
+                _sippy_ratelog("invite", logging.WARNING, "unusable INVITE from %s: %r", src, exc)
+                return (req.genResponse(400, "Bad Request"), None, None)
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         return (req.genResponse(501, "Not Implemented"), None, None)
