@@ -7,7 +7,8 @@ not loaded; when the registrar is already gone the first SIGTERM only starts un-
 is sent; the aufile source ends the call at the end of its file (from EITHER side: give the callee a long
 file); sndfile writes `dump-<date-time>-dec.wav` (received) and `-enc.wav` (sent) in `snd_path`, named to the
 second, so two calls on one instance in the same second overwrite each other; ctrl_tcp speaks JSON netstrings
-(`<len>:<json>,`) and events carry their name in "type".
+(`<len>:<json>,`) and events carry their name in "type"; the `uuid` file is pasted verbatim into the
+Contact's +sip.instance, so a trailing newline in it makes every REGISTER unparseable.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import signal
 import socket
 import threading
@@ -34,6 +36,9 @@ RTP_OFFSET = 10
 READY_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 5.0
 MODULE_PATH = "/usr/lib/baresip/modules"
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REG_OK = re.compile(r"^> \S+\s+OK\b", re.MULTILINE)
 
 CODECS = {
     "PCMU": "PCMU/8000/1",
@@ -149,7 +154,6 @@ class Baresip:
         password: str | None = None,
         answer: str = "auto",
         srate: int = 8000,
-        domain: str = "127.0.0.1",
         extra_account_params: str = "",
         regint: int = 300,
         ports: PortBlock | None = None,
@@ -166,7 +170,6 @@ class Baresip:
         self.password = password
         self.answer = answer
         self.srate = srate
-        self.domain = domain
         self.extra_account_params = extra_account_params
         self.regint = regint
         self._own_ports = ports is None
@@ -235,9 +238,9 @@ opus_sprop_stereo       no
         codec_list = ",".join(CODECS[c] for c in self.codecs)
         params = f";answermode={self.answer};audio_codecs={codec_list}"
         if self.registrar is not None:
-            aor = f"<sip:{self.user}@{self.domain};transport=udp>"
+            # The registrar's host:port is the AOR's domain: REGISTER and out-of-dialog requests go there.
+            aor = f"<sip:{self.user}@{self.registrar};transport=udp>"
             params = f";regint={self.regint}" + params
-            params += f';outbound="sip:{self.registrar};transport=udp"'
             if self.password is not None:
                 params += f";auth_pass={self.password}"
         else:
@@ -245,7 +248,8 @@ opus_sprop_stereo       no
             params = ";regint=0" + params
         (self.dir / "accounts").write_text(aor + params + self.extra_account_params + "\n")
         (self.dir / "contacts").write_text("")
-        (self.dir / "uuid").write_text(f"00000000-0000-4000-8000-{self.sip_port:012d}\n")
+        # No trailing newline: baresip pastes this verbatim into +sip.instance; a newline breaks REGISTER.
+        (self.dir / "uuid").write_text(f"00000000-0000-4000-8000-{self.sip_port:012d}")
 
     def start(self) -> Baresip:
         if self._ports is None:
@@ -339,8 +343,17 @@ opus_sprop_stereo       no
             if ev.type in types:
                 return ev
 
+    def registered(self) -> bool:
+        """True when `reginfo` shows the account as OK (the REGISTER_OK event can fire before ctrl_tcp
+        is connected, so the state is polled instead)."""
+        return _REG_OK.search(_ANSI.sub("", self.reginfo())) is not None
+
     def wait_registered(self, timeout: float = 10.0) -> None:
-        self.wait_event("REGISTER_OK", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not self.registered():
+            if time.monotonic() >= deadline:
+                raise self._failure(f"not registered within {timeout}s: {self.reginfo()!r}")
+            time.sleep(0.05)
 
     def _failure(self, what: str) -> TestbedError:
         if self.proc is None:
