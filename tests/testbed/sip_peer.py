@@ -24,6 +24,23 @@ REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 15.0
 
 
+def udp_socket_inodes(pid: int) -> set[str]:
+    """Inodes of the UDP sockets (IPv4 or IPv6) that process `pid` holds open, read from /proc."""
+    udp: set[str] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as fh:
+            next(fh)
+            udp.update(line.split()[9] for line in fh)
+    held: set[str] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"{fd_dir}/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in udp:
+                held.add(target[8:-1])
+    return held
+
+
 # --- child side ---
 
 
@@ -157,7 +174,7 @@ async def _child_main(host: str, port: int) -> int:
     await stack.stop()
     for task in tasks:
         task.cancel()
-    emit(ev="stopped", fds=sorted(os.listdir(f"/proc/{os.getpid()}/fd")))
+    emit(ev="stopped", udp_sockets=sorted(udp_socket_inodes(os.getpid())))
     return 0
 
 
