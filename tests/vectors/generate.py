@@ -1,0 +1,17 @@
+"""``make vectors`` / ``python -m tests.vectors.generate``: rewrite every committed test-vector file."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.vectors import gen_frames, gen_handshake
+
+
+def main() -> int:
+    gen_handshake.main()
+    gen_frames.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
