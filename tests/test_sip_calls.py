@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from voipgw.sip import (
 pytestmark = pytest.mark.integration
 
 EVENT_TIMEOUT = 5.0
+CALLS_IN_A_ROW = 30
 
 
 @pytest.fixture
@@ -266,5 +268,29 @@ def test_one_stack_per_process_and_restart_on_same_port() -> None:
             await again.stop()
         with pytest.raises(SipStackStateError):
             await again.start()
+
+    run(main())
+
+
+def test_many_calls_in_a_row_leave_no_call_state_or_threads(peer: SipPeer) -> None:
+    peer.send(op="mode", incoming="answer", answer_sdp=sdp(5020))
+
+    async def main() -> None:
+        async with running_stack() as stack:
+            threads_before = threading.active_count()
+            for i in range(CALLS_IN_A_ROW):
+                call = await stack.place_call(
+                    f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4020)
+                )
+                await until(call, Answered)
+                if i % 2:
+                    call.hangup()
+                else:
+                    peer.send(op="hangup", call_id=call.call_id)
+                assert isinstance(await until(call, Ended), Ended)
+                call.hangup()  # a no-op on a finished call
+            assert stack.active_calls == 0
+            assert threading.active_count() == threads_before
+            assert stack.stats.malformed == 0
 
     run(main())

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,3 +85,30 @@ def test_peer_process_signalled_mid_call_sends_bye_and_exits_clean(peer: SipPeer
     assert peer.popen.wait(timeout=5.0) == 0
     assert stopped["udp_sockets"] == []  # listed by the child itself after stop()
     assert not port_is_bound(peer.port)
+
+
+def test_reactor_on_main_thread_layout_calls_and_stops_clean() -> None:
+    """The CLI layout: sippy's reactor owns the child's main thread (fast wake-ups), asyncio a worker."""
+    with SipPeer(main_reactor=True) as peer:
+        peer.send(op="mode", incoming="answer", answer_sdp=sdp(8010))
+
+        async def main() -> None:
+            async with running_stack() as stack:
+                t0 = time.monotonic()
+                call = await stack.place_call(
+                    f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(8008)
+                )
+                while not isinstance(ev := await call.next_event(5.0), Answered):
+                    assert not isinstance(ev, Ended), ev
+                setup_ms = 1000 * (time.monotonic() - t0)
+                confirmed = await peer.acall_event("Confirmed")
+                print(
+                    f"\nmain-thread reactor callee at 100 Hz: INVITE->200 {setup_ms:.1f} ms, "
+                    f"INVITE->ACK {1000 * (confirmed['t'] - t0):.1f} ms"
+                )
+                os.kill(peer.pid, signal.SIGTERM)
+                assert await call.next_event(5.0) == Ended(reason="remote hangup", by_remote=True)
+
+        asyncio.run(asyncio.wait_for(main(), 30.0))
+        assert peer.expect("stopped", timeout=5.0)["udp_sockets"] == []
+        assert peer.popen.wait(timeout=5.0) == 0

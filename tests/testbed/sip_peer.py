@@ -44,12 +44,24 @@ def udp_socket_inodes(pid: int) -> set[str]:
 # --- child side ---
 
 
-async def _child_main(host: str, port: int) -> int:
+async def _child_main(host: str, port: int, main_reactor: threading.Event | None = None) -> int:
+    """With `main_reactor`, this coroutine runs in a worker thread and sippy's reactor gets the main thread
+    (the layout a CLI would use); the event is set once the stack exists so the main thread can run it."""
     from voipgw.sip import IncomingCall, SipCall, SipStack
     from voipgw.sip.events import TERMINAL_EVENTS
 
     loop = asyncio.get_running_loop()
-    stack = SipStack(host, port, loop, user_agent="voipgw-peer")
+    stack = SipStack(
+        host,
+        port,
+        loop,
+        user_agent="voipgw-peer",
+        own_reactor_thread=main_reactor is None,
+        reactor_hz=100.0 if main_reactor is not None else 1000.0,
+    )
+    if main_reactor is not None:
+        _MAIN_STACK.append(stack)
+        main_reactor.set()
     await stack.start()
     out_lock = threading.Lock()
 
@@ -64,8 +76,11 @@ async def _child_main(host: str, port: int) -> int:
     regs: dict[str, Any] = {}
     pumps: list[asyncio.Task[None]] = []
     stop_evt = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_evt.set)
+    if main_reactor is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_evt.set)
+    else:
+        _MAIN_STOP.append(lambda: loop.call_soon_threadsafe(stop_evt.set))
 
     async def pump(call: SipCall) -> None:
         async for ev in call:
@@ -184,11 +199,13 @@ async def _child_main(host: str, port: int) -> int:
 class SipPeer:
     """Start with ``SipPeer(port)``; ``send(op=...)`` commands, ``expect(ev, **match)`` reports (bounded)."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, main_reactor: bool = False) -> None:
+        """``main_reactor``: run sippy's reactor on the child's main thread and asyncio in a worker."""
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "tests.testbed.sip_peer", host, str(port)],
+            [sys.executable, "-m", "tests.testbed.sip_peer", host, str(port)]
+            + (["main-reactor"] if main_reactor else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -287,12 +304,39 @@ class SipPeer:
         self.stop()
 
 
+_MAIN_STACK: list[Any] = []
+_MAIN_STOP: list[Any] = []
+
+
+def _run_with_main_reactor(host: str, port: int) -> int:
+    import voipgw.sip  # noqa: F401 - sippy's reactor binds its wake-up signal to the importing thread
+
+    created = threading.Event()
+    result: list[int] = []
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(_child_main(host, port, created))))
+    worker.start()
+    if not created.wait(READY_TIMEOUT_S):
+        return 1
+
+    def on_signal(signum: int, frame: object) -> None:
+        for fn in _MAIN_STOP:
+            fn()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    _MAIN_STACK[0].run_reactor()  # returns after stop()
+    worker.join(READY_TIMEOUT_S)
+    return result[0] if result else 1
+
+
 if __name__ == "__main__":
     import logging
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="peer %(name)s %(levelname)s %(message)s"
     )
+    if len(sys.argv) > 3 and sys.argv[3] == "main-reactor":
+        sys.exit(_run_with_main_reactor(sys.argv[1], int(sys.argv[2])))
     sys.exit(asyncio.run(_child_main(sys.argv[1], int(sys.argv[2]))))
 
 
