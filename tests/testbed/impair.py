@@ -1,4 +1,4 @@
-"""A seeded UDP impairment relay for tests: loss, burst loss, reordering, duplication and jitter between two peers.
+"""A seeded UDP impairment relay for tests: loss, burst loss, reordering, duplication, jitter.
 
 Binds only loopback; every random choice comes from one seeded generator so a failure replays exactly.
 RTCP (RFC 5761 range) is forwarded unimpaired and counted apart, so frame counters can be reconciled.
