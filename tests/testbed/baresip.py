@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,10 +36,11 @@ CTRL_OFFSET = 2
 RTP_OFFSET = 10
 READY_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 5.0
+WAV_HEADER_SLACK = 256  # bytes of RIFF/fmt/other chunks around the audio data
 MODULE_PATH = "/usr/lib/baresip/modules"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_REG_OK = re.compile(r"^> \S+\s+OK\b", re.MULTILINE)
+_REG_STATE = re.compile(r"^> \S+\s+(OK|ERR)\b", re.MULTILINE)
 
 CODECS = {
     "PCMU": "PCMU/8000/1",
@@ -56,6 +58,16 @@ class BaresipEvent:
     peeruri: str
     param: str
     raw: dict[str, Any] = field(repr=False)
+
+
+def _wav_finalized(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+        with wave.open(str(path), "rb") as w:
+            data = w.getnframes() * w.getsampwidth() * w.getnchannels()
+    except (OSError, EOFError, wave.Error):
+        return False
+    return data > 0 and size - data <= WAV_HEADER_SLACK
 
 
 class _CtrlClient:
@@ -343,17 +355,24 @@ opus_sprop_stereo       no
             if ev.type in types:
                 return ev
 
+    def reg_state(self) -> str:
+        """ "OK", "ERR" (refused, e.g. a wrong password) or "" (pending/none), from `reginfo`: the
+        REGISTER_OK/FAIL events can fire before ctrl_tcp is connected, so the state is polled instead."""
+        m = _REG_STATE.search(_ANSI.sub("", self.reginfo()))
+        return m.group(1) if m else ""
+
     def registered(self) -> bool:
-        """True when `reginfo` shows the account as OK (the REGISTER_OK event can fire before ctrl_tcp
-        is connected, so the state is polled instead)."""
-        return _REG_OK.search(_ANSI.sub("", self.reginfo())) is not None
+        return self.reg_state() == "OK"
+
+    def wait_reg_state(self, state: str = "OK", timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.reg_state() != state:
+            if time.monotonic() >= deadline:
+                raise self._failure(f"registration not {state} within {timeout}s: {self.reginfo()!r}")
+            time.sleep(0.05)
 
     def wait_registered(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.registered():
-            if time.monotonic() >= deadline:
-                raise self._failure(f"not registered within {timeout}s: {self.reginfo()!r}")
-            time.sleep(0.05)
+        self.wait_reg_state("OK", timeout)
 
     def _failure(self, what: str) -> TestbedError:
         if self.proc is None:
@@ -366,11 +385,12 @@ opus_sprop_stereo       no
         return sorted(self.rec_dir.glob(f"dump-*-{kind}.wav"), key=lambda p: p.stat().st_mtime)
 
     def received_wav(self, timeout: float = 5.0) -> Path:
-        """The latest received-audio recording once its WAV header is finalized (non-empty data)."""
+        """The latest received-audio recording once sndfile has finalized it (call closed on this side):
+        the WAV header then parses and declares all the data the file holds."""
         deadline = time.monotonic() + timeout
         while True:
             recs = self.recordings("dec")
-            if recs and recs[-1].stat().st_size > 44:
+            if recs and _wav_finalized(recs[-1]):
                 return recs[-1]
             if time.monotonic() >= deadline:
                 raise self._failure(f"no received recording in {self.rec_dir} after {timeout}s")

@@ -279,6 +279,17 @@ def _g711_tables() -> tuple[np.ndarray, np.ndarray]:
 _ULAW, _ALAW = _g711_tables()
 
 
+def encode_g711(samples: audio_check.Samples, law: str) -> bytes:
+    """Nearest-code G.711 encoding of float samples (for synthetic RTP in tests; not bit-exact G.711)."""
+    table = _ULAW if law == "PCMU" else _ALAW
+    order = np.argsort(table)
+    sorted_vals = table[order]
+    idx = np.clip(np.searchsorted(sorted_vals, np.clip(samples, -1.0, 1.0)), 1, len(table) - 1)
+    left, right = sorted_vals[idx - 1], sorted_vals[idx]
+    nearest = np.where(np.abs(samples - left) <= np.abs(samples - right), idx - 1, idx)
+    return bytes(order[nearest].astype(np.uint8))
+
+
 def decode_g711(payload: bytes, law: str) -> audio_check.Samples:
     table = _ULAW if law == "PCMU" else _ALAW
     out: audio_check.Samples = table[np.frombuffer(payload, dtype=np.uint8)]

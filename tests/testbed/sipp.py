@@ -147,16 +147,20 @@ def run_uac(
     service: str = "service",
     scenario_name: str = "uac",
     timeout: float = 30.0,
+    proxy: str | None = None,
     extra: list[str] | None = None,
     ports: PortBlock | None = None,
 ) -> SippResult:
-    """Place `calls` calls to `target` ("host:port") at `rate` per second (at most `limit` at once) and wait,
-    bounded by `timeout` seconds, for sipp to exit. `duration_ms` is the pause between ACK and BYE."""
+    """Place `calls` calls to `target` ("host:port", the Request-URI) at `rate` per second (at most `limit` at
+    once) and wait, bounded by `timeout` seconds, for sipp to exit. `duration_ms` is the pause between ACK and
+    BYE. `proxy` ("host:port") sends the INVITEs there instead (sipp -rsa), e.g. a record-routing Kamailio."""
     args = ["-m", str(calls), "-r", f"{rate:g}", "-d", str(duration_ms), "-s", service,
             "-timeout", f"{int(timeout)}s", "-timeout_error",
             "-recv_timeout", "10000", "-max_retrans", "3"]  # fmt: skip
     if limit is not None:
         args += ["-l", str(limit)]
+    if proxy is not None:
+        args += ["-rsa", proxy]
     uac = _SippProcess(workdir, f"sipp-uac-{service}", scenario(scenario_name), ports, args + (extra or []))
     try:
         uac.start([target])
