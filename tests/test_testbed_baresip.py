@@ -11,6 +11,7 @@ from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.capture import Capture, RawCapture, looks_like_plain_audio
 from tests.testbed.kamailio import Kamailio
+from tests.testbed.proc import TestbedError
 from tests.testbed.rtpengine import Rtpengine
 from voipgw.audio.compare import compare_audio
 
@@ -69,6 +70,30 @@ def test_direct_pcmu_call_carries_speech_and_both_captures_see_plaintext(
         # The tone direction does not match the speech, and speech decoded as the wrong codec matches nothing.
         assert min(s.correlation for s in verdict.streams) < 0.3
         assert looks_like_plain_audio(packets, clips["speech3"], codec="opus").correlation < 0.3
+
+
+@pytest.mark.parametrize(("codec", "rate"), [("PCMA", 8000), ("G722", 16000), ("opus", 48000)])
+def test_codec_choice_is_honoured_and_dtmf_arrives(tmp_path: Path, codec: str, rate: int) -> None:
+    sent = speech.make_variant(tmp_path / f"speech{rate}.wav", rate, seconds=2.0)
+    tone = speech.make_tone(tmp_path / f"tone{rate}.wav", rate, 20.0)
+    with (
+        Baresip(tmp_path, user="bob", play=tone, codecs=(codec,), srate=rate) as bob,
+        Baresip(tmp_path, user="alice", play=sent, codecs=(codec,), srate=rate) as alice,
+    ):
+        alice.dial(bob.contact_uri)
+        alice.wait_event("CALL_ESTABLISHED")
+        bob.wait_event("CALL_RTPESTAB")
+        alice.send_dtmf("19#*")
+        alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT)
+        bob.wait_event("CALL_CLOSED")
+        assert alice.audio_codec() == bob.audio_codec() == codec
+        assert bob.received_dtmf() == "19#*"
+        _assert_received(sent, bob.received_wav(), tone)
+
+
+def test_unknown_codec_is_refused_at_start(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with pytest.raises(TestbedError, match="unknown codec"):
+        Baresip(tmp_path, user="odd", play=clips["tone"], codecs=("opus/48000/1",)).start()
 
 
 def test_registered_call_through_kamailio_with_digest_auth(tmp_path: Path, clips: dict[str, Path]) -> None:

@@ -6,7 +6,10 @@ the SIP port, so each instance gets its own port block; with stdin /dev/null the
 not loaded; when the registrar is already gone the first SIGTERM only starts un-REGISTER, so a second SIGTERM
 is sent; the aufile source ends the call at the end of its file (from EITHER side: give the callee a long
 file); sndfile writes `dump-<date-time>-dec.wav` (received) and `-enc.wav` (sent) in `snd_path`, named to the
-second, so two calls on one instance in the same second overwrite each other; ctrl_tcp speaks JSON netstrings
+second, so two calls on one instance in the same second overwrite each other (opus dumps are 48 kHz
+stereo, G.722 16 kHz: give the aufile source the codec's rate or correlation drops to ~0.93); an unknown
+`audio_codecs` entry (e.g. opus/48000/1, or opus with `opus_stereo no`) makes baresip offer ALL codecs, so
+start() fails on it; received DTMF arrives as CALL_DTMF_START events; ctrl_tcp speaks JSON netstrings
 (`<len>:<json>,`) and events carry their name in "type"; the `uuid` file is pasted verbatim into the
 Contact's +sip.instance, so a trailing newline in it makes every REGISTER unparseable.
 """
@@ -77,6 +80,7 @@ class _CtrlClient:
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=COMMAND_TIMEOUT)
         self._sock.settimeout(0.2)
         self.events: queue.Queue[BaresipEvent] = queue.Queue()
+        self.history: list[BaresipEvent] = []  # every event, also those a wait skipped
         self._responses: queue.Queue[dict[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
         self._token = 0
@@ -109,14 +113,14 @@ class _CtrlClient:
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("event"):
-            self.events.put(
-                BaresipEvent(
-                    type=str(msg.get("type", "")),
-                    peeruri=str(msg.get("peeruri", "")),
-                    param=str(msg.get("param", "")),
-                    raw=msg,
-                )
+            ev = BaresipEvent(
+                type=str(msg.get("type", "")),
+                peeruri=str(msg.get("peeruri", "")),
+                param=str(msg.get("param", "")),
+                raw=msg,
             )
+            self.history.append(ev)
+            self.events.put(ev)
         elif msg.get("response"):
             self._responses.put(msg)
 
@@ -150,7 +154,8 @@ class Baresip:
     """Context manager running one baresip UA.
 
     `user`: the account user part. `registrar`: "host:port" to REGISTER to (with `password` for digest
-    auth), or None for a direct, unregistered account. `codecs`: names from CODECS, in preference order.
+    auth), or None for a direct, unregistered account. `codecs`: names from CODECS (or full baresip
+    "name/rate/channels" strings), in preference order.
     `play`: the WAV the aufile source sends (its rate should match `srate`). `answer`: "auto" or "manual".
     `extra_account_params` are appended to the account line verbatim.
     """
@@ -171,8 +176,8 @@ class Baresip:
         ports: PortBlock | None = None,
     ) -> None:
         for c in codecs:
-            if c not in CODECS:
-                raise ValueError(f"unknown codec {c!r}; known: {sorted(CODECS)}")
+            if c not in CODECS and "/" not in c:
+                raise ValueError(f"unknown codec {c!r}: use {sorted(CODECS)} or a full name/rate/channels")
         self.user = user
         self.dir = workdir / f"baresip-{user}"
         self.rec_dir = self.dir / "rec"
@@ -243,11 +248,9 @@ module_app              menu.so
 module_app              ctrl_tcp.so
 ctrl_tcp_listen         127.0.0.1:{self.ctrl_port}
 snd_path                {self.rec_dir}
-opus_stereo             no
-opus_sprop_stereo       no
 """
         (self.dir / "config").write_text(config)
-        codec_list = ",".join(CODECS[c] for c in self.codecs)
+        codec_list = ",".join(CODECS.get(c, c) for c in self.codecs)
         params = f";answermode={self.answer};audio_codecs={codec_list}"
         if self.registrar is not None:
             # The registrar's host:port is the AOR's domain: REGISTER and out-of-dialog requests go there.
@@ -277,6 +280,9 @@ opus_sprop_stereo       no
                 "SIP and ctrl_tcp ports",
             )
             self._ctrl = _CtrlClient(self.ctrl_port)
+            if "audio codec not found" in self.proc.log_text():
+                # baresip then silently offers every codec it has; a test asking for one must not get another.
+                raise self.proc.failure(f"unknown codec in {self.codecs}")
         except BaseException:
             self.stop()
             raise
@@ -329,6 +335,16 @@ opus_sprop_stereo       no
         """Send digits as RFC 4733 telephone-events on the current call (the menu's `sndcode` command)."""
         for d in digits:
             self.command("sndcode", d)
+
+    def received_dtmf(self) -> str:
+        """Digits received as RFC 4733 telephone-events so far (CALL_DTMF_START events), in order."""
+        return "".join(e.param for e in self.ctrl.history if e.type == "CALL_DTMF_START")
+
+    def audio_codec(self) -> str:
+        """The codec of the latest call's audio, from baresip's "audio tx pipeline" log line ("" if none)."""
+        assert self.proc is not None
+        lines = [ln for ln in self.proc.log_text().splitlines() if "audio tx pipeline:" in ln]
+        return lines[-1].rsplit("--->", 1)[-1].strip() if lines else ""
 
     def reginfo(self) -> str:
         return str(self.command("reginfo").get("data", ""))
