@@ -216,3 +216,29 @@ def test_incoming_call_through_proxy_after_registration(kamailio: Kamailio) -> N
                 assert (await carol_as_bob.acall_event("Ended"))["data"]["by_remote"] is True
 
     asyncio.run(asyncio.wait_for(main(), 20.0))
+
+
+def test_stop_unregisters(kamailio: Kamailio, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=WIRE)
+
+    async def main() -> None:
+        async with running_stack() as stack:
+            await stack.register(kamailio.addr, "sip:alice@127.0.0.1", "alice", "alicepw", expires=600)
+        # the registrar forgot alice: a call to her now finds nobody
+        async with running_stack() as stack:
+            call = await stack.place_call(
+                f"sip:alice@127.0.0.1:{kamailio.port}",
+                "sip:bob@127.0.0.1",
+                lambda _: sdp(9010),
+                proxy=kamailio.addr,
+                username="bob",
+                password="bobpw",
+            )
+            ev = await call.next_event(5.0)
+            while not isinstance(ev, Failed):
+                ev = await call.next_event(5.0)
+            assert ev.code == 404
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))
+    sent = [m for m in wire_messages(caplog, "SENDING") if m.startswith("REGISTER ")]
+    assert ">;expires=0\r\n" in sent[-1]
