@@ -8,6 +8,7 @@ import pytest
 
 from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
+from tests.testbed.kamailio import Kamailio
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from tests.testbed.sipp import SippUas
 
@@ -23,9 +24,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_baresip_calls_pjsua2_which_answers_records_and_sees_the_bye(
-    tmp_path: Path, clips: dict[str, Path]
-) -> None:
+def test_baresip_calls_pjsua2_which_answers_records_and_sees_the_bye(tmp_path: Path, clips: dict[str, Path]) -> None:
     recording = tmp_path / "pjsua-received.wav"
     with (
         Pjsua2Peer(tmp_path, user="pj", record=recording) as pj,
@@ -83,3 +82,27 @@ def test_pjsua2_busy_answer_reaches_the_baresip_caller(tmp_path: Path, clips: di
         assert closed.type == "CALL_CLOSED"
         assert "486" in closed.param, closed
         assert pj.wait_event("disconnected")["code"] == 486
+
+
+def test_pjsua2_registers_with_digest_auth_and_calls_both_ways_through_kamailio(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    with Kamailio(tmp_path, users={"alice": "alicepw", "pj": "pjpw"}, auth=True) as kam:
+        registrar = f"127.0.0.1:{kam.port}"
+        with (
+            Pjsua2Peer(tmp_path, user="pj", registrar=registrar, password="pjpw") as pj,
+            Baresip(tmp_path, user="alice", play=clips["tone"], registrar=registrar, password="alicepw") as alice,
+        ):
+            assert pj.wait_event("reg", lambda e: e["code"] != 100)["code"] == 200
+            alice.wait_registered()
+            alice.dial(f"sip:pj@{registrar}")
+            alice.wait_event("CALL_ESTABLISHED")
+            assert pj.wait_state("CONFIRMED")["role"] == "callee"
+            alice.hangup()
+            assert pj.wait_event("disconnected")["reason"] == "Normal call clearing"
+            pj.call(f"sip:alice@{registrar}")  # challenged by Kamailio, retried with credentials
+            alice.wait_event("CALL_ESTABLISHED")
+            assert pj.wait_state("CONFIRMED")["role"] == "caller"
+            pj.hangup()
+            alice.wait_event("CALL_CLOSED")
+            assert pj.wait_event("disconnected")["code"] == 200
