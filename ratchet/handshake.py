@@ -219,9 +219,7 @@ def _read_header(reader: _Reader, expected_type: int) -> None:
 
 
 def _encode_flags(params: SendParams) -> int:
-    return (FLAG_PER_FRAME_KEYS if params.per_frame_keys else 0) | (
-        int(params.frame_suite) << FLAG_FRAME_SUITE_SHIFT
-    )
+    return (FLAG_PER_FRAME_KEYS if params.per_frame_keys else 0) | (int(params.frame_suite) << FLAG_FRAME_SUITE_SHIFT)
 
 
 def _decode_params(flags: int, frames_per_key: int) -> SendParams:
@@ -509,9 +507,7 @@ class NonceCache:
     under a flood of validly signed offers, but never lets a replay through.
     """
 
-    def __init__(
-        self, max_skew_s: float = DEFAULT_MAX_SKEW_S, max_entries: int = DEFAULT_NONCE_CACHE_ENTRIES
-    ):
+    def __init__(self, max_skew_s: float = DEFAULT_MAX_SKEW_S, max_entries: int = DEFAULT_NONCE_CACHE_ENTRIES):
         if max_entries < 1 or max_skew_s <= 0:
             raise ValueError("bad NonceCache bounds")
         self._ttl = 2.0 * max_skew_s
@@ -735,9 +731,7 @@ class Offerer:
             self._sas_secret[:] = bytes(len(self._sas_secret))
             self._sas_secret = None
 
-    def accept_answer(
-        self, answer_bytes: bytes, now: float, expected_remote_aor: str | None = None
-    ) -> SessionKeys:
+    def accept_answer(self, answer_bytes: bytes, now: float, expected_remote_aor: str | None = None) -> SessionKeys:
         """Check the answer and derive the session keys; the ephemeral secrets are dropped on success.
 
         ``expected_remote_aor`` defaults to the callee we offered to, unless ``accept_any_callee`` is set.
@@ -828,9 +822,7 @@ def answer_offer(
         raise UnsupportedSuite("the offer lacks the mandatory x25519 suite")
     common = offer.suite_mask & config.suite_mask
     if not common:
-        raise UnsupportedSuite(
-            f"no common suite (offer 0x{offer.suite_mask:02x}, ours 0x{config.suite_mask:02x})"
-        )
+        raise UnsupportedSuite(f"no common suite (offer 0x{offer.suite_mask:02x}, ours 0x{config.suite_mask:02x})")
     chosen = max(_suites_in(common))
     nonce_cache.check_and_add(offer.nonce, offer.timestamp_ms, now)
 
@@ -877,7 +869,5 @@ def answer_offer(
         ikm[:] = bytes(len(ikm))
         del eph
     answer = AnswerMessage.parse(answer_wire)
-    keys = _session_keys(
-        role=Role.ANSWERER, suite=chosen, offer=offer, answer=answer, derived=derived, sas_secret=None
-    )
+    keys = _session_keys(role=Role.ANSWERER, suite=chosen, offer=offer, answer=answer, derived=derived, sas_secret=None)
     return answer_wire, keys

@@ -105,13 +105,8 @@ class IdentityKey:
     def to_pem(self, passphrase: bytes | None = None) -> bytes:
         """PKCS#8 PEM; encrypted with the library's best available scheme when a passphrase is given."""
         encryption: serialization.KeySerializationEncryption
-        if passphrase:
-            encryption = serialization.BestAvailableEncryption(passphrase)
-        else:
-            encryption = serialization.NoEncryption()
-        return self._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
+        encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
     @classmethod
     def from_pem(cls, data: bytes, passphrase: bytes | None = None) -> IdentityKey:

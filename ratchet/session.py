@@ -213,9 +213,7 @@ class FrameSealer:
     def epoch(self) -> int:
         return self._epoch
 
-    def _start_epoch(
-        self, epoch: int, start_n: int, now: float, chain_key: bytearray, peer_epoch: int
-    ) -> None:
+    def _start_epoch(self, epoch: int, start_n: int, now: float, chain_key: bytearray, peer_epoch: int) -> None:
         self._epoch = epoch
         self._epoch_start_n = start_n
         self._epoch_started_at = now
@@ -558,9 +556,7 @@ class FrameOpener:
         self._trial_cache = (cache_id, chain, new_root)
         return chain, new_root
 
-    def _find_chain(
-        self, epoch_mod: int, ext: Extensions | None, n: int, now: float, pend: _Pending
-    ) -> _RecvChain:
+    def _find_chain(self, epoch_mod: int, ext: Extensions | None, n: int, now: float, pend: _Pending) -> _RecvChain:
         for epoch in sorted(self._chains, reverse=True):
             if epoch % EPOCH_MOD == epoch_mod:
                 return self._chains[epoch]
@@ -610,8 +606,7 @@ class FrameOpener:
             if frame.startswith(hdr):
                 aad_len = 4
             elif (
-                frame[:4] == (word | 0x40000000).to_bytes(4, "big")
-                and frame[4 : self._fast_ext_end] == self._fast_ext
+                frame[:4] == (word | 0x40000000).to_bytes(4, "big") and frame[4 : self._fast_ext_end] == self._fast_ext
             ):
                 aad_len = self._fast_ext_end  # a repeat of an announcement we already applied
                 hdr = frame[:aad_len]
@@ -641,10 +636,7 @@ class FrameOpener:
         hdr = word.to_bytes(4, "big")
         if frame.startswith(hdr):
             aad_len = 4
-        elif (
-            frame[:4] == (word | 0x40000000).to_bytes(4, "big")
-            and frame[4 : self._fast_ext_end] == self._fast_ext
-        ):
+        elif frame[:4] == (word | 0x40000000).to_bytes(4, "big") and frame[4 : self._fast_ext_end] == self._fast_ext:
             aad_len = self._fast_ext_end
             hdr = frame[:aad_len]
         else:
@@ -712,9 +704,7 @@ class FrameOpener:
             return
         step = (n - chain.start) // self._fpk
         step_end = chain.start + (step + 1) * self._fpk
-        wrap = (
-            n - (n % COUNTER_MOD) + COUNTER_MOD
-        )  # the truncated counter wraps: let the slow path reconstruct
+        wrap = n - (n % COUNTER_MOD) + COUNTER_MOD  # the truncated counter wraps: let the slow path reconstruct
         self._fast_n = self._fast_first_n = n + 1
         self._fast_end_n = min(step_end, wrap)
         self._fast_step_end = step_end <= wrap
@@ -810,9 +800,7 @@ class FrameOpener:
             self._arm_fast_path(chain, key, n, interval, aead, ext_block)
         return payload
 
-    def _commit(
-        self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float
-    ) -> None:
+    def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:
         self._replay.update(n)
         if pend.trial_chain is not None:
             assert pend.new_root is not None
@@ -851,12 +839,7 @@ class FrameOpener:
     def _apply_extensions(self, ext: Extensions, chain: _RecvChain, now: float) -> None:
         if ext.ratchet_key is not None:
             self._state.learn_peer_key(ext.ratchet_key.epoch, ext.ratchet_key.public_key)
-        if (
-            ext.sas_reveal is not None
-            and self._role is Role.ANSWERER
-            and self.sas is None
-            and not self.sas_failed
-        ):
+        if ext.sas_reveal is not None and self._role is Role.ANSWERER and self.sas is None and not self.sas_failed:
             if verify_sas_reveal(self._sas_commitment, ext.sas_reveal):
                 self.sas = compute_sas(self._sas_seed, ext.sas_reveal)
                 self._state.events.append(SasReady(self.sas))

@@ -19,11 +19,7 @@ def make_pair(
     call_id: str = "test-call@127.0.0.1",
     seed: bytes | None = None,
 ) -> tuple[SessionKeys, SessionKeys]:
-    rnd = (
-        (lambda n, tag: (seed + tag).ljust(n, b"\x00")[:n])
-        if seed is not None
-        else (lambda n, tag: os.urandom(n))
-    )
+    rnd = (lambda n, tag: (seed + tag).ljust(n, b"\x00")[:n]) if seed is not None else (lambda n, tag: os.urandom(n))
     o_params = offerer_params or SendParams()
     a_params = answerer_params or SendParams()
     root_o2a, root_a2o = rnd(32, b"r1"), rnd(32, b"r2")

@@ -39,9 +39,7 @@ def test_iteration_count_semantics_match_libsignal_scannable_prefix() -> None:
     for _ in range(5199):
         h = hashlib.sha512(h + SIGNAL_ALICE).digest()
     assert h[:32].hex() == "1e301a0353dce3dbe7684cb8336e85136cdc0ee96219494ada305d62a7bd61df"
-    assert side_fingerprint(SIGNAL_ALICE, b"+14152222222") == _reference_digits(
-        SIGNAL_ALICE, b"+14152222222", 5200
-    )
+    assert side_fingerprint(SIGNAL_ALICE, b"+14152222222") == _reference_digits(SIGNAL_ALICE, b"+14152222222", 5200)
 
 
 def test_our_identities_and_aors() -> None:

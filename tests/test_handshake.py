@@ -58,10 +58,7 @@ def _assert_mirrored(a: SessionKeys, b: SessionKeys) -> None:
     secrets = [a.send_root, a.recv_root, a.send_chain, a.recv_chain, a.send_time_secret, a.recv_time_secret]
     assert len({bytes(s) for s in [*secrets, a.sas_seed]}) == 7
     assert all(isinstance(s, bytearray) and len(s) == 32 for s in secrets)
-    assert (
-        a.send_direction is Direction.OFFERER_TO_ANSWERER
-        and b.send_direction is Direction.ANSWERER_TO_OFFERER
-    )
+    assert a.send_direction is Direction.OFFERER_TO_ANSWERER and b.send_direction is Direction.ANSWERER_TO_OFFERER
 
 
 @pytest.mark.parametrize(
@@ -88,9 +85,7 @@ def test_round_trip_derives_mirrored_keys(
     assert alice_keys.suite is expected
     _assert_mirrored(alice_keys, bob_keys)
     assert alice_keys.send_params == SendParams(frames_per_key=7)
-    assert (
-        bob_keys.send_params.per_frame_keys and bob_keys.send_params.frame_suite is FrameSuite.AES256_GCM_128
-    )
+    assert bob_keys.send_params.per_frame_keys and bob_keys.send_params.frame_suite is FrameSuite.AES256_GCM_128
     assert alice_keys.sas_secret is not None and bob_keys.sas_secret is None
     assert verify_sas_reveal(bob_keys.sas_commitment, alice_keys.sas_secret)
     assert compute_sas(alice_keys.sas_seed, alice_keys.sas_secret) == compute_sas(
@@ -324,17 +319,13 @@ def test_callee_aor_must_be_ours_unless_accept_any() -> None:
 def test_answerer_aor_must_match_the_callee() -> None:
     offerer = make_offerer()
     carol = fixed_identity("carol")
-    wire, _ = answer(
-        offerer.offer_bytes, identity=carol, local_aor="carol@biloxi.example", accept_any_callee=True
-    )
+    wire, _ = answer(offerer.offer_bytes, identity=carol, local_aor="carol@biloxi.example", accept_any_callee=True)
     with pytest.raises(errors.IdentityMismatch):
         offerer.accept_answer(wire, T0 + 0.2)
     with pytest.raises(errors.IdentityMismatch):
         offerer.accept_answer(wire, T0 + 0.2, expected_remote_aor="sip:dave@biloxi.example")
     forwarded = make_offerer(accept_any_callee=True)
-    wire, _ = answer(
-        forwarded.offer_bytes, identity=carol, local_aor="carol@biloxi.example", accept_any_callee=True
-    )
+    wire, _ = answer(forwarded.offer_bytes, identity=carol, local_aor="carol@biloxi.example", accept_any_callee=True)
     assert forwarded.accept_answer(wire, T0 + 0.2).remote_aor == "carol@biloxi.example"
 
 

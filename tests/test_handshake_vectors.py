@@ -116,9 +116,7 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
         assert _hkdf_expand(prk, b"voipgw-v1 time " + d.encode(), 32).hex() == case[f"time_{d}"]
     sas_seed = _hkdf_expand(prk, b"voipgw-v1 sas", 32)
     assert sas_seed.hex() == case["sas_seed"]
-    value = _hkdf_expand(
-        hmac.new(inp["sas_secret"], sas_seed, hashlib.sha256).digest(), b"voipgw-v1 sas value", 4
-    )
+    value = _hkdf_expand(hmac.new(inp["sas_secret"], sas_seed, hashlib.sha256).digest(), b"voipgw-v1 sas value", 4)
     assert value.hex() == case["sas_value"]
     assert case["offer_attribute"] == "a=voipgw:" + _b64(offer)
     assert case["answer_attribute"] == "a=voipgw:" + _b64(ans)
@@ -143,9 +141,7 @@ def test_vectors_are_accepted_by_the_api(case: dict[str, Any]) -> None:
     )
     assert offerer.offer_bytes.hex() == case["offer_wire"]
     keys = offerer.accept_answer(bytes.fromhex(case["answer_wire"]), case["accept_time"])
-    assert (
-        bytes(keys.send_chain).hex() == case["chain_o2a"] and bytes(keys.recv_root).hex() == case["root_a2o"]
-    )
+    assert bytes(keys.send_chain).hex() == case["chain_o2a"] and bytes(keys.recv_root).hex() == case["root_a2o"]
     # The answerer side accepts the recorded offer (with fresh randomness it derives different keys).
     _, bob_keys = answer_offer(
         IdentityKey.from_seed(inp["answerer_identity_seed"]),

@@ -22,9 +22,7 @@ T0 = 1_800_000_000.0
 WINDOW = 256
 
 
-def _run_schedule(
-    seed: int, loss: float, burst: float, dup: float, max_delay: int, frames: int
-) -> tuple[int, int]:
+def _run_schedule(seed: int, loss: float, burst: float, dup: float, max_delay: int, frames: int) -> tuple[int, int]:
     """Run one schedule against the model; return (frames opened, the receiver's newest peer epoch)."""
     rng = random.Random(seed)
     cfg = MediaConfig(dh_interval_s=0.4, replay_window=WINDOW)

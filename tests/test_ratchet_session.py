@@ -26,9 +26,7 @@ def sessions(
     return MediaSession(ko, T0, config), MediaSession(ka, T0, config)
 
 
-def exchange(
-    a: MediaSession, b: MediaSession, frames: int, start: float, payload: bytes = b"x" * 60
-) -> float:
+def exchange(a: MediaSession, b: MediaSession, frames: int, start: float, payload: bytes = b"x" * 60) -> float:
     """Both sides send ``frames`` frames to each other, losslessly; returns the time after the last frame."""
     now = start
     for _ in range(frames):

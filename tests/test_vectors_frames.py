@@ -37,9 +37,7 @@ def test_primitives_rederive_independently() -> None:
         )
         assert derived.hex() == expected
     fk = p["frame_key"]
-    key = hashlib.sha256(
-        b"vgw1fk" + bytes.fromhex(fk["message_key_seed"]) + bytes.fromhex(fk["time_key"])
-    ).digest()
+    key = hashlib.sha256(b"vgw1fk" + bytes.fromhex(fk["message_key_seed"]) + bytes.fromhex(fk["time_key"])).digest()
     assert key.hex() == fk["key"]
 
 

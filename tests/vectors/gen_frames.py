@@ -123,12 +123,8 @@ def generate() -> dict[str, object]:
         "primitives": _primitives(),
         "streams": {
             "ccm80_default": _stream("ccm80_default", SendParams(frames_per_key=4), 30, 0.3),
-            "ccm80_per_frame_keys": _stream(
-                "ccm80_pfk", SendParams(frames_per_key=4, per_frame_keys=True), 12, 0.1
-            ),
-            "gcm128": _stream(
-                "gcm128", SendParams(frames_per_key=2, frame_suite=FrameSuite.AES256_GCM_128), 12, 0.1
-            ),
+            "ccm80_per_frame_keys": _stream("ccm80_pfk", SendParams(frames_per_key=4, per_frame_keys=True), 12, 0.1),
+            "gcm128": _stream("gcm128", SendParams(frames_per_key=2, frame_suite=FrameSuite.AES256_GCM_128), 12, 0.1),
         },
     }
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ratchet.params import Role, SendParams, SessionKeys, Suite
+from ratchet.params import DEFAULT_INTERVAL_MS, Role, SendParams, SessionKeys, Suite
 from ratchet.sas import sas_commitment
 from ratchet.session import MediaConfig, MediaSession
 
@@ -22,7 +22,7 @@ FRAME_S = 0.02
 T0 = 1_700_000_000.0
 
 
-def _mirrored_keys(params: SendParams, interval_ms: int = 1000) -> tuple[SessionKeys, SessionKeys]:
+def _mirrored_keys(params: SendParams, interval_ms: int = DEFAULT_INTERVAL_MS) -> tuple[SessionKeys, SessionKeys]:
     r = os.urandom
     secrets = [r(32) for _ in range(6)]
     salts = [r(16), r(16)]
@@ -101,9 +101,7 @@ class _SrtpLoop:
         for _ in range(n):
             self.seq += 1
             s = self.seq
-            packets.append(
-                struct.pack("!BBHII", 0x80, 111, s & 0xFFFF, s * 960 & 0xFFFFFFFF, 0x1234) + self.payload
-            )
+            packets.append(struct.pack("!BBHII", 0x80, 111, s & 0xFFFF, s * 960 & 0xFFFFFFFF, 0x1234) + self.payload)
         protect, unprotect = self.tx.protect, self.rx.unprotect
         start = time.perf_counter()
         for packet in packets:

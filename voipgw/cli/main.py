@@ -12,7 +12,7 @@ from pathlib import Path
 from voipgw import __version__
 
 # Each command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
-_COMMAND_MODULES = ("voipgw.cli.cmd_demo", "voipgw.cli.cmd_bench")
+_COMMAND_MODULES = ("voipgw.cli.cmd_call", "voipgw.cli.cmd_demo", "voipgw.cli.cmd_bench")
 
 
 class CliError(Exception):

@@ -51,9 +51,7 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def save_identity(
-    path: Path, key: IdentityKey, passphrase: bytes | None = None, *, overwrite: bool = True
-) -> None:
+def save_identity(path: Path, key: IdentityKey, passphrase: bytes | None = None, *, overwrite: bool = True) -> None:
     """Write ``key`` as PEM to ``path`` atomically with mode 0600 (temp file, fsync, rename, fsync dir).
 
     With ``overwrite=False`` an existing file is left alone and FileExistsError is raised.

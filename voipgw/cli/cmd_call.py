@@ -1,0 +1,319 @@
+"""``voipgw call`` and ``voipgw listen``: the softphone, with a live status line and a summary at hang-up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ratchet.fingerprint import format_safety_number
+from voipgw.audio.device import NoAudioDevice
+from voipgw.audio.sources import AudioSink, AudioSource, MemorySink, SilenceSource, WavPlayer, WavRecorder
+from voipgw.audio.wav import WavError
+from voipgw.call import CallState
+from voipgw.cli.main import CliError
+from voipgw.config import ConfigError, load_phone_config, parse_hostport
+from voipgw.phone import ActiveCall, Phone, PhoneConfig
+from voipgw.store.keyfile import load_or_create_identity
+
+log = logging.getLogger("voipgw.cli")
+
+EXIT_CALL_FAILED = 1
+EXIT_NO_AUDIO = 3
+TAIL_S = 0.6
+"""After the played file ends, keep the call up this long so the last frames reach the peer's jitter buffer."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration (see config/phone.example.toml)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="SIP address to bind (default 127.0.0.1:5080)")
+    p.add_argument("--aor", help="our address of record (default: USER@HOST of --listen)")
+    p.add_argument("--policy", choices=("require", "opportunistic"), help="security policy (default require)")
+    p.add_argument("--registrar", metavar="HOST:PORT", help="register here and send calls through it")
+    p.add_argument("--username", help="digest user name")
+    p.add_argument("--password", help="digest password")
+    p.add_argument("--play", type=Path, metavar="FILE.wav", help="send this file instead of the microphone")
+    p.add_argument("--record", type=Path, metavar="FILE.wav", help="record what we hear instead of playing it")
+    p.add_argument("--summary-json", type=Path, metavar="FILE", help="write the call summary as JSON here")
+    p.add_argument("--tap-wire", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # demo: raw RTP payloads
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("call", help="place an end-to-end encrypted call")
+    c.add_argument("uri", metavar="SIP_URI", help="whom to call, e.g. sip:bob@127.0.0.1:5082")
+    c.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds")
+    _common(c)
+    c.set_defaults(func=run_call)
+    li = sub.add_parser("listen", help="wait for calls and answer them")
+    li.add_argument("--auto-answer", action="store_true", help="answer at once (otherwise ring, then answer)")
+    li.add_argument("--once", action="store_true", help="exit after the first call ends")
+    _common(li)
+    li.set_defaults(func=run_listen)
+
+
+def phone_config(args: argparse.Namespace) -> PhoneConfig:
+    overrides: dict[str, Any] = {
+        "policy": args.policy,
+        "registrar": args.registrar,
+        "username": args.username,
+        "password": args.password,
+    }
+    if args.listen:
+        try:
+            overrides["listen_host"], overrides["listen_port"] = parse_hostport(args.listen, "--listen")
+        except ConfigError as exc:
+            raise CliError(str(exc), 2) from None
+    try:
+        base_host = overrides.get("listen_host") or "127.0.0.1"
+        overrides["aor"] = args.aor or (None if args.config else f"{getpass.getuser()}@{base_host}")
+        return load_phone_config(args.config, overrides)
+    except ConfigError as exc:
+        raise CliError(f"configuration: {exc}", 2) from None
+
+
+def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
+    """Files if either --play or --record is given (the other side is silence / discarded), else devices."""
+    if args.play is None and args.record is None:
+        from voipgw.audio.device import Microphone, Speaker
+
+        try:
+            return Microphone(), Speaker()
+        except NoAudioDevice as exc:
+            raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
+    try:
+        source: AudioSource = WavPlayer(args.play) if args.play is not None else SilenceSource()
+    except (WavError, OSError) as exc:
+        raise CliError(f"--play {args.play}: {exc}", 2) from None
+    sink: AudioSink = WavRecorder(args.record) if args.record is not None else MemorySink()
+    return source, sink
+
+
+def status_line(call: ActiveCall) -> str:
+    rec = call.record
+    elapsed = time.time() - rec.started_at if rec.started_at else 0.0
+    st = call.stats()
+    sas = f"SAS {rec.sas} ({' '.join(rec.sas_words or ())})" if rec.sas else "SAS pending"
+    security = rec.security.value
+    return (
+        f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {rec.state.value if rec.state else '-'} | "
+        f"{security} | {sas} | sent {st['frames_sent']} recv {st['frames_received']} "
+        f"refused {st['frames_refused']}"
+    )
+
+
+def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
+    rec = call.record
+    out: dict[str, Any] = {
+        "call_id": rec.call_id,
+        "direction": rec.direction,
+        "local_aor": rec.local_aor,
+        "remote_aor": rec.remote_aor,
+        "state": rec.state.value if rec.state else None,
+        "security": rec.security.value,
+        "reason": rec.reason,
+        "suite": rec.suite,
+        "codec": rec.codec,
+        "sas": rec.sas,
+        "sas_words": list(rec.sas_words) if rec.sas_words else None,
+        "safety_number": rec.safety_number,
+        "remote_identity": rec.remote_identity.hex() if rec.remote_identity else None,
+        "setup_ms": rec.setup_ms,
+        "handshake_ms": rec.handshake_ms,
+        "duration_s": (rec.ended_at or time.time()) - rec.started_at if rec.started_at else 0.0,
+    }
+    out.update(call.stats())
+    return out
+
+
+def print_summary(data: dict[str, Any]) -> None:
+    print(
+        f"call {data['direction']} {data['local_aor']} -> {data['remote_aor']}: {data['state']}",
+        file=sys.stderr,
+    )
+    if data["reason"]:
+        print(f"  reason: {data['reason']}", file=sys.stderr)
+    print(f"  security: {data['security']}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
+    if data["sas"]:
+        print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
+    if data["safety_number"]:
+        print(f"  safety number: {format_safety_number(data['safety_number'])}", file=sys.stderr)
+    print(
+        f"  frames: sent {data['frames_sent']}, received {data['frames_received']}, opened {data['frames_opened']}, "
+        f"refused {data['frames_refused']} {data['refused_by_reason'] or ''}",
+        file=sys.stderr,
+    )
+
+
+class _Ui:
+    """Status output: a rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+        self._sas_told = False
+
+    def update(self, call: ActiveCall, final: bool = False) -> None:
+        rec = call.record
+        if rec.sas and not self._sas_told:
+            self._sas_told = True
+            print(
+                f"\nSAS {rec.sas} / {' '.join(rec.sas_words or ())}: read it aloud; the other side must see the same."
+                f"\nSafety number with {rec.remote_aor}: {format_safety_number(rec.safety_number or '')}",
+                file=sys.stderr,
+            )
+        now = time.monotonic()
+        if self.tty:
+            print("\r" + status_line(call).ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
+        elif final or now - self._last >= 2.0:
+            self._last = now
+            print(status_line(call), file=sys.stderr, flush=True)
+
+
+async def _follow(call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui) -> None:
+    """Run the UI until the call ends, the stop event fires, or ``until`` (monotonic) passes."""
+    media = call.media
+    while not call.done.is_set():
+        call.poll_session_events()
+        ui.update(call)
+        if stop.is_set() or (until is not None and time.monotonic() >= until):
+            call.hangup()
+            break
+        if until is None and media is not None and media.source_finished.is_set() and media.source_finished:
+            pass
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(call.done.wait(), 0.25)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(call.done.wait(), 5.0)
+    ui.update(call, final=True)
+
+
+def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[str, Any]:
+    data = summary(call, phone)
+    print_summary(data)
+    if args.summary_json is not None:
+        args.summary_json.write_text(json.dumps(data, indent=2) + "\n")
+    if args.tap_wire is not None and call.wire_tap is not None:
+        with args.tap_wire.open("wb") as fh:
+            for payload in call.wire_tap:
+                fh.write(len(payload).to_bytes(2, "big") + payload)
+    return data
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _load_identity(args: argparse.Namespace) -> Any:
+    home: Path = args.home
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return load_or_create_identity(home)
+    except Exception as exc:  # a clear line for any key-file problem (permissions, corrupt file, passphrase)
+        raise CliError(f"identity in {home}: {exc}") from None
+
+
+async def _call_main(args: argparse.Namespace) -> int:
+    config = phone_config(args)
+    identity = _load_identity(args)
+    source, sink = audio_io(args)
+    stop = asyncio.Event()
+    _install_signals(stop)
+    phone = Phone(config, identity)
+    try:
+        await phone.start()
+    except OSError as exc:
+        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+    try:
+        call = await phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+        ui = _Ui()
+        if call.record.state is CallState.ESTABLISHED:
+            until = time.monotonic() + args.duration if args.duration else None
+            if until is None and args.play is not None and call.media is not None:
+                task = asyncio.ensure_future(call.media.source_finished.wait())
+                done_or_stop = asyncio.ensure_future(call.done.wait())
+                stop_wait = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({task, done_or_stop, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                for t in (task, done_or_stop, stop_wait):
+                    t.cancel()
+                until = time.monotonic() + TAIL_S
+            await _follow(call, stop, until, ui)
+        data = _finish(call, phone, args)
+        return 0 if data["state"] == "ended" else EXIT_CALL_FAILED
+    finally:
+        await phone.stop()
+        source.close()
+        sink.close()
+
+
+async def _listen_main(args: argparse.Namespace) -> int:
+    config = phone_config(args)
+    identity = _load_identity(args)
+    stop = asyncio.Event()
+    _install_signals(stop)
+    phone = Phone(config, identity)
+    try:
+        await phone.start()
+    except OSError as exc:
+        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+    assert phone.stack is not None
+    print(
+        f"listening as {phone.aor} on sip:{config.listen_host}:{phone.stack.local_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    status = 0
+    try:
+        while not stop.is_set():
+            getter = asyncio.ensure_future(phone.next_incoming())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                break
+            incoming = getter.result()
+            print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
+            if not args.auto_answer:
+                incoming.ring()
+                await asyncio.sleep(1.0)
+            source, sink = audio_io(args)
+            call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+            if call.record.state is CallState.ESTABLISHED:
+                await _follow(call, stop, None, _Ui())
+            data = _finish(call, phone, args)
+            source.close()
+            sink.close()
+            status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
+            if args.once:
+                break
+    finally:
+        await phone.stop()
+    return status
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        return int(uvloop.run(coro))
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay usable without it
+        return int(asyncio.run(coro))
+
+
+def run_call(args: argparse.Namespace) -> int:
+    return _run(_call_main(args))
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    return _run(_listen_main(args))

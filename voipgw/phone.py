@@ -1,0 +1,519 @@
+"""The softphone role: one SIP stack and one identity; calls placed and received with the signed handshake in
+the SDP, then Opus media sealed by the ratchet session.
+
+Policy is enforced here, before any media starts: under ``require`` a call without a verified key exchange is
+refused (488 with a Warning header) or hung up, and no audio is ever sent or played in the clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ratchet.aor import normalize_aor
+from ratchet.errors import HandshakeError
+from ratchet.events import SasCommitmentFailed, SasReady
+from ratchet.fingerprint import format_safety_number, safety_number
+from ratchet.handshake import (
+    HandshakeConfig,
+    NonceCache,
+    Offerer,
+    answer_offer,
+    decode_attribute,
+    encode_attribute,
+)
+from ratchet.identity import IdentityKey
+from ratchet.params import DEFAULT_INTERVAL_MS, SUITE_NAMES, SendParams, SessionKeys, Suite
+from ratchet.session import MediaConfig, MediaSession
+from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.call import CallEvent, CallRecord, CallState, Security
+from voipgw.media import MediaStream, PlainProtector
+from voipgw.sdp import OPUS, AudioDescription, SdpError, build_sdp, opus_codec, parse_sdp
+from voipgw.sip import (
+    Answered,
+    Ended,
+    Failed,
+    IncomingCall,
+    OutgoingCall,
+    Registration,
+    Ringing,
+    SipCall,
+    SipStack,
+)
+
+log = logging.getLogger(__name__)
+
+WARN_NO_KEY_EXCHANGE = (
+    "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
+)
+
+
+class Policy(enum.Enum):
+    REQUIRE = "require"
+    OPPORTUNISTIC = "opportunistic"
+
+
+@dataclass(frozen=True)
+class PhoneConfig:
+    """Every setting of a softphone (the TOML file and CLI flags map onto this)."""
+
+    aor: str
+    """Our address of record, e.g. ``alice@example.org`` (or ``sip:alice@127.0.0.1``)."""
+    display_name: str | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 5080
+    rtp_host: str | None = None
+    """Address for RTP sockets and the SDP (default: listen_host)."""
+    policy: Policy = Policy.REQUIRE
+    registrar: tuple[str, int] | None = None
+    proxy: tuple[str, int] | None = None
+    """Outbound proxy for INVITEs (default: the registrar, if any)."""
+    username: str | None = None
+    password: str | None = None
+    register_expires: int = 300
+    no_answer_timeout_s: float = 30.0
+    suites: frozenset[Suite] = frozenset({Suite.X25519})
+    max_skew_s: float = 60.0
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    frames_per_key: int = 50
+    per_frame_keys: bool = False
+    dh_interval_s: float = 30.0
+    media_max_skew_ms: int = 2000
+    bind_call_id: bool = True
+    """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
+    accept_any_callee: bool = False
+    """Accept an answer signed by another AOR than the one called (call forwarding)."""
+
+    @property
+    def handshake(self) -> HandshakeConfig:
+        return HandshakeConfig(
+            suites=self.suites,
+            max_skew_s=self.max_skew_s,
+            send_params=SendParams(frames_per_key=self.frames_per_key, per_frame_keys=self.per_frame_keys),
+            interval_ms=self.interval_ms,
+            accept_any_callee=self.accept_any_callee,
+        )
+
+    @property
+    def media(self) -> MediaConfig:
+        return MediaConfig(dh_interval_s=self.dh_interval_s, max_skew_ms=self.media_max_skew_ms)
+
+
+class SecureProtector:
+    """Adapts a ratchet MediaSession to voipgw.media's FrameProtector seam."""
+
+    secure = True
+
+    def __init__(self, session: MediaSession) -> None:
+        self.session = session
+        self.seal = session.seal
+        self.open = session.open
+
+    @property
+    def last_index(self) -> int:
+        return self.session.last_index
+
+
+@dataclass
+class ActiveCall:
+    """A call in progress (or just finished): its record, its SIP dialog, its media."""
+
+    record: CallRecord
+    sip: SipCall | None = None
+    media: MediaStream | None = None
+    session: MediaSession | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    wire_tap: list[bytes] | None = None
+    _pump: asyncio.Task[None] | None = None
+
+    def poll_session_events(self) -> None:
+        """Fold ratchet events (SAS ready, commitment failure) into the record."""
+        if self.session is None:
+            return
+        while (ev := self.session.next_event()) is not None:
+            if isinstance(ev, SasReady):
+                self.record.sas = ev.sas.b32
+                self.record.sas_words = ev.sas.words
+                log.info("call %s: SAS %s (%s %s)", self.record.call_id, ev.sas.b32, *ev.sas.words)
+            elif isinstance(ev, SasCommitmentFailed):
+                log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
+                self.record.reason = "sas-commitment-mismatch: possible man in the middle"
+                self.hangup()
+
+    def hangup(self) -> None:
+        if self.sip is not None and not self.record.finished:
+            with contextlib.suppress(Exception):
+                self.sip.hangup()
+
+    def stats(self) -> dict[str, object]:
+        media = self.media.stats if self.media is not None else None
+        return {
+            "frames_sent": media.frames_sent if media else 0,
+            "frames_received": media.frames_received if media else 0,
+            "frames_opened": media.frames_opened if media else 0,
+            "frames_refused": media.frames_refused if media else 0,
+            "refused_by_reason": dict(media.refused) if media else {},
+            "frames_played": media.frames_played if media else 0,
+            "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
+            "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
+        }
+
+
+class Phone:
+    """A softphone on one SIP stack. ``await start()``, then ``place_call`` / ``accept``; ``await stop()``."""
+
+    def __init__(self, config: PhoneConfig, identity: IdentityKey) -> None:
+        self.config = config
+        self.identity = identity
+        self.aor = normalize_aor(config.aor)
+        self.stack: SipStack | None = None
+        self.registration: Registration | None = None
+        self.calls: list[ActiveCall] = []
+        self._nonces = NonceCache(max_skew_s=config.max_skew_s)
+
+    @property
+    def rtp_host(self) -> str:
+        return self.config.rtp_host or self.config.listen_host
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop)
+        await self.stack.start()
+        if self.config.registrar is not None:
+            self.registration = await self.stack.register(
+                self.config.registrar,
+                self.aor,
+                self.config.username or self.aor.split("@")[0],
+                self.config.password or "",
+                expires=self.config.register_expires,
+            )
+
+    async def stop(self) -> None:
+        for call in list(self.calls):
+            call.hangup()
+        for call in list(self.calls):
+            if call._pump is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(call._pump), 2.0)
+            await self._stop_media(call)
+        if self.registration is not None:
+            with contextlib.suppress(Exception):
+                await self.registration.unregister()
+        if self.stack is not None:
+            await self.stack.stop()
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    def _finish_secure(self, call: ActiveCall, keys: SessionKeys) -> MediaSession:
+        rec = call.record
+        rec.remote_identity = keys.remote_identity
+        rec.suite = SUITE_NAMES[keys.suite]
+        rec.safety_number = safety_number(
+            keys.local_identity, keys.local_aor.encode(), keys.remote_identity, keys.remote_aor.encode()
+        )
+        rec.security = Security.SECURE_UNVERIFIED
+        session = MediaSession(keys, time.monotonic(), self.config.media)
+        call.session = session
+        call.poll_session_events()
+        log.info(
+            "call %s with %s: secure (%s), unverified; safety number %s",
+            rec.call_id,
+            rec.remote_aor,
+            rec.suite,
+            format_safety_number(rec.safety_number),
+        )
+        return session
+
+    async def _start_media(
+        self,
+        call: ActiveCall,
+        remote: AudioDescription,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+    ) -> None:
+        assert call.media is not None
+        if call.session is not None:
+            protector: SecureProtector | PlainProtector = SecureProtector(call.session)
+            insecure = False
+        else:
+            protector = PlainProtector()
+            insecure = True
+        await call.media.start(
+            protector,
+            remote.rtp_address,
+            source=source,
+            sink=sink,
+            allow_insecure=insecure,
+            clock=time.monotonic,
+        )
+
+    async def _stop_media(self, call: ActiveCall) -> None:
+        if call.media is not None:
+            await call.media.stop()
+        if call.session is not None:
+            call.session.close()
+
+    def _tap(self, call: ActiveCall, stream: MediaStream) -> None:
+        """Keep a copy of every RTP payload as it arrived from the network (the demo's wire evidence)."""
+        tap: list[bytes] = []
+        call.wire_tap = tap
+        inner = stream.endpoint.on_payload
+        assert inner is not None
+
+        def tapped(pkt, addr):  # type: ignore[no-untyped-def]
+            if len(tap) < 10_000:
+                tap.append(bytes(pkt.payload))
+            return inner(pkt, addr)
+
+        stream.endpoint.on_payload = tapped
+
+    # --- outgoing ----------------------------------------------------------------------------------------
+
+    async def place_call(
+        self,
+        target_uri: str,
+        *,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        tap_wire: bool = False,
+    ) -> ActiveCall:
+        """Call ``target_uri``; returns once the call is established or has failed (see ``record.state``)."""
+        assert self.stack is not None
+        cfg = self.config
+        remote_aor = normalize_aor(target_uri)
+        rec = CallRecord(direction="outgoing", local_aor=self.aor, remote_aor=remote_aor)
+        call = ActiveCall(rec)
+        stream = await MediaStream.bind(self.rtp_host)
+        call.media = stream
+        if tap_wire:
+            self._tap(call, stream)
+        offerer: list[Offerer] = []
+        cpu = [0.0]
+
+        def offer_factory(call_id: str) -> str:
+            t = time.perf_counter()
+            o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.handshake, time.time())
+            cpu[0] += time.perf_counter() - t
+            offerer.append(o)
+            rec.call_id = call_id
+            return build_sdp(self.rtp_host, stream.local[1], [opus_codec()], handshake=encode_attribute(o.offer_bytes))
+
+        rec.apply(CallEvent.SEND_INVITE)
+        t_invite = time.monotonic()
+        try:
+            sip = await self.stack.place_call(
+                f"sip:{remote_aor}" if not target_uri.startswith("sip") else target_uri,
+                f"sip:{self.aor}",
+                offer_factory,
+                display_name=cfg.display_name,
+                proxy=cfg.proxy or cfg.registrar,
+                username=cfg.username,
+                password=cfg.password,
+                timeout_s=cfg.no_answer_timeout_s,
+            )
+        except Exception:
+            await stream.stop()
+            raise
+        call.sip = sip
+        self.calls.append(call)
+        while True:
+            ev = await sip.next_event()
+            if isinstance(ev, Ringing):
+                rec.apply(CallEvent.RINGING)
+            elif isinstance(ev, Failed):
+                rec.apply(CallEvent.REFUSED)
+                rec.reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
+                offerer[0].close()
+                break
+            elif isinstance(ev, Ended):
+                rec.apply(CallEvent.HUNG_UP)
+                rec.reason = ev.reason
+                break
+            elif isinstance(ev, Answered):
+                rec.setup_ms = (time.monotonic() - t_invite) * 1e3
+                await self._on_answer(call, offerer[0], ev.remote_sdp, cpu, source, sink)
+                break
+        if rec.finished:
+            await self._stop_media(call)
+            call.done.set()
+            self.calls.remove(call)
+        else:
+            call._pump = asyncio.get_running_loop().create_task(self._pump(call))
+        return call
+
+    async def _on_answer(
+        self,
+        call: ActiveCall,
+        offerer: Offerer,
+        answer_sdp: str,
+        cpu: list[float],
+        source: AudioSource | None,
+        sink: AudioSink | None,
+    ) -> None:
+        rec = call.record
+        try:
+            remote = parse_sdp(answer_sdp)
+        except SdpError as exc:
+            self._refuse_established(call, f"unusable answer SDP: {exc.reason}")
+            offerer.close()
+            return
+        if remote.handshake is None:
+            offerer.close()
+            if self.config.policy is Policy.REQUIRE:
+                self._refuse_established(
+                    call, "the peer answered without the voipgw key exchange; hung up (policy: require)"
+                )
+                return
+            rec.apply(CallEvent.ANSWERED)
+            rec.security = Security.NOT_SECURE
+            log.warning("call %s with %s is NOT SECURE (opportunistic policy)", rec.call_id, rec.remote_aor)
+        else:
+            try:
+                t = time.perf_counter()
+                keys = offerer.accept_answer(
+                    decode_attribute(remote.handshake),
+                    time.time(),
+                    expected_remote_aor=None if self.config.accept_any_callee else rec.remote_aor,
+                )
+                cpu[0] += time.perf_counter() - t
+            except HandshakeError as exc:
+                self._refuse_established(call, f"key exchange failed: {exc.reason}")
+                return
+            rec.handshake_ms = cpu[0] * 1e3
+            rec.apply(CallEvent.ANSWERED)
+            self._finish_secure(call, keys)
+        rec.codec = OPUS
+        rec.started_at = time.time()
+        await self._start_media(call, remote, source, sink)
+
+    def _refuse_established(self, call: ActiveCall, reason: str) -> None:
+        """The dialog exists (200 OK arrived) but policy forbids media: BYE at once, no audio ever."""
+        rec = call.record
+        rec.apply(CallEvent.REFUSED)
+        rec.security = Security.REFUSED
+        rec.reason = reason
+        log.error("call %s with %s refused: %s", rec.call_id, rec.remote_aor, reason)
+        call.hangup()
+
+    async def _pump(self, call: ActiveCall) -> None:
+        """Follow an established call's SIP events until it ends."""
+        assert call.sip is not None
+        rec = call.record
+        try:
+            while not rec.finished:
+                try:
+                    ev = await call.sip.next_event(timeout=0.2)
+                except TimeoutError:
+                    call.poll_session_events()
+                    continue
+                if isinstance(ev, Ended | Failed):
+                    rec.apply(CallEvent.HUNG_UP)
+                    if not rec.reason:
+                        rec.reason = ev.reason + (" (by peer)" if isinstance(ev, Ended) and ev.by_remote else "")
+        finally:
+            call.poll_session_events()
+            rec.ended_at = time.time()
+            await self._stop_media(call)
+            if call in self.calls:
+                self.calls.remove(call)
+            call.done.set()
+
+    # --- incoming ----------------------------------------------------------------------------------------
+
+    async def next_incoming(self) -> IncomingCall:
+        assert self.stack is not None
+        return await self.stack.incoming.get()
+
+    async def answer(
+        self,
+        incoming: IncomingCall,
+        *,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        tap_wire: bool = False,
+    ) -> ActiveCall:
+        """Verify the offer and answer (or refuse with 488 + Warning). Returns the call, established or failed."""
+        cfg = self.config
+        t_received = time.monotonic()
+        rec = CallRecord(
+            call_id=incoming.call_id,
+            direction="incoming",
+            local_aor=self.aor,
+            remote_aor=normalize_aor(incoming.from_aor),
+        )
+        rec.apply(CallEvent.RECEIVE_INVITE)
+        call = ActiveCall(rec, sip=incoming)
+        try:
+            remote = parse_sdp(incoming.remote_sdp or "")
+            if remote.find(OPUS) is None:
+                raise SdpError("no-common-codec", "the offer has no Opus")
+        except SdpError as exc:
+            return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: unusable offer: {exc.reason}")
+        keys: SessionKeys | None = None
+        answer_attr: str | None = None
+        if remote.handshake is None:
+            if cfg.policy is Policy.REQUIRE:
+                return self._reject(call, incoming, 488, "Not Acceptable Here", WARN_NO_KEY_EXCHANGE)
+        else:
+            try:
+                t = time.perf_counter()
+                answer_bytes, keys = answer_offer(
+                    self.identity,
+                    self.aor,
+                    decode_attribute(remote.handshake),
+                    cfg.handshake,
+                    time.time(),
+                    self._nonces,
+                    expected_remote_aor=rec.remote_aor,
+                    call_id=incoming.call_id if cfg.bind_call_id else None,
+                )
+                rec.handshake_ms = (time.perf_counter() - t) * 1e3
+            except HandshakeError as exc:
+                return self._reject(
+                    call, incoming, 488, "Not Acceptable Here", f"voipgw: key exchange refused: {exc.reason}"
+                )
+            answer_attr = encode_attribute(answer_bytes)
+        stream = await MediaStream.bind(self.rtp_host)
+        call.media = stream
+        if tap_wire:
+            self._tap(call, stream)
+        opus = remote.find(OPUS)
+        assert opus is not None
+        sdp = build_sdp(self.rtp_host, stream.local[1], [opus_codec(opus.payload_type)], handshake=answer_attr)
+        if keys is not None:
+            self._finish_secure(call, keys)
+        else:
+            rec.security = Security.NOT_SECURE
+            log.warning("call %s from %s is NOT SECURE (opportunistic policy)", rec.call_id, rec.remote_aor)
+        rec.codec = OPUS
+        self.calls.append(call)
+        # Media starts before the 200 OK leaves, so the first RTP packet in either direction is sealed.
+        await self._start_media(call, remote, source, sink)
+        incoming.answer(sdp)
+        rec.apply(CallEvent.ANSWERED)
+        rec.setup_ms = (time.monotonic() - t_received) * 1e3
+        rec.started_at = time.time()
+        call._pump = asyncio.get_running_loop().create_task(self._pump(call))
+        return call
+
+    def _reject(self, call: ActiveCall, incoming: IncomingCall, code: int, reason: str, warning: str) -> ActiveCall:
+        rec = call.record
+        rec.apply(CallEvent.REFUSED)
+        rec.security = Security.REFUSED
+        rec.reason = f"{code} {reason}: {warning}"
+        log.warning("refusing call %s from %s: %s", incoming.call_id, rec.remote_aor, warning)
+        incoming.reject(code, reason, warning)
+        call.done.set()
+        return call
+
+
+def wait_for_first(*events: asyncio.Event) -> Callable[[], bool]:
+    return lambda: any(e.is_set() for e in events)
+
+
+__all__ = ["ActiveCall", "CallState", "OutgoingCall", "Phone", "PhoneConfig", "Policy", "SecureProtector"]
