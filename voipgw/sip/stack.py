@@ -207,8 +207,10 @@ def _parse_uri(uri: str) -> Any:
     text = uri.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
+    if ":" not in text.split("@", 1)[0]:
+        text = "sip:" + text  # a bare "user@host[:port]" AOR
     if not text.lower().startswith("sip:"):
-        raise ValueError(f"not a sip: URI: {uri!r}")
+        raise ValueError(f"not a sip: URI (UDP only, no sips:): {uri!r}")
     return SipURL(url=text)
 
 
@@ -652,9 +654,7 @@ class SipStack:
             raise SipStackStateError(f"SipStack cannot be started from state {self._state}")
         with _running_lock:
             if _running is not None:
-                raise SipStackStateError(
-                    "another SipStack is running in this process (sippy state is global)"
-                )
+                raise SipStackStateError("another SipStack is running in this process (sippy state is global)")
             _running = self
         self._state = "starting"
         if self.own_reactor_thread:
@@ -991,9 +991,7 @@ class SipStack:
         handle.state = state
         return state
 
-    def _start_unregister(
-        self, handle: Registration, waiter: concurrent.futures.Future[RegistrationState]
-    ) -> None:
+    def _start_unregister(self, handle: Registration, waiter: concurrent.futures.Future[RegistrationState]) -> None:
         if handle._core is None:
             waiter.set_result(RegistrationState(handle.aor, False, 0, "not registered", 0))
             return
