@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import socket
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from voipgw.audio.compare import compare_audio
 from voipgw.audio.opus import OpusDecoder
 from voipgw.audio.sources import ArrayPlayer, AudioSource, MemorySink, ToneSource, WavPlayer, WavRecorder
 from voipgw.audio.wav import read_wav
-from voipgw.media import FrameProtector, InsecureMediaRefused, MediaStream, PlainProtector
+from voipgw.media import MAX_CONCEAL_TICKS, FrameProtector, InsecureMediaRefused, MediaStream, PlainProtector
 from voipgw.rtp.packet import RtpPacket, build_rtp
 
 SPEECH_SECONDS = 3.0
@@ -47,9 +48,7 @@ class XorCounterProtector:
         out = b""
         block = 0
         while len(out) < n:
-            out += hashlib.blake2s(
-                index.to_bytes(8, "big") + block.to_bytes(4, "big"), key=self._key
-            ).digest()
+            out += hashlib.blake2s(index.to_bytes(8, "big") + block.to_bytes(4, "big"), key=self._key).digest()
             block += 1
         return out[:n]
 
@@ -136,13 +135,13 @@ async def _call(
     return call, impair
 
 
-async def _finish(call: Call, impair: ImpairmentRelay | None = None) -> None:
+async def _finish(call: Call, impair: ImpairmentRelay | None = None, quiet_ticks: int = 10) -> None:
     for s in (call.a, call.b):
         if s._source is not None:
             await asyncio.wait_for(s.source_finished.wait(), CALL_TIMEOUT)
     if impair is not None:
         await impair.drain()
-    await _settle(call.a, call.b)
+    await _settle(call.a, call.b, quiet_ticks=quiet_ticks)
     await call.a.stop()
     await call.b.stop()
     if impair is not None:
@@ -187,12 +186,15 @@ def test_protected_call_correlates_and_wire_is_not_opus(speech: np.ndarray) -> N
             return original(pkt, addr)
 
         call.b.endpoint.on_payload = tap
-        await _finish(call)
-        assert call.a.stats.frames_sent == 150
+        await _finish(call, quiet_ticks=30)
+        assert call.a.stats.frames_sent == 150 == len(wire)
         assert call.b.stats.frames_opened == 150 and call.b.stats.refused == {}
         assert call.b.endpoint.stats.latches == 0
         match = compare_audio(speech, call.sink_b.pcm)
         assert match.correlation >= 0.9, match
+        # Once the peer goes quiet, concealment is bounded and the tail is digital silence.
+        assert call.b.stats.frames_concealed <= MAX_CONCEAL_TICKS + 2
+        assert not np.any(call.sink_b.pcm[-48000 // 10 :])
 
     _run(main)
     # The sealed payloads decoded as plain Opus are not the speech (the demo's wire check in miniature).
@@ -284,6 +286,60 @@ class SilenceFor:
         self._left = 0
 
 
+def test_frames_arriving_before_start_are_kept_and_opened(speech: np.ndarray) -> None:
+    """The answerer may send before the offerer has processed the 200 OK: those first frames still play."""
+    key = os.urandom(32)
+
+    async def main() -> None:
+        a = await MediaStream.bind()
+        b = await MediaStream.bind()
+        sink = MemorySink()
+        try:
+            await a.start(XorCounterProtector(key), b.local, source=ArrayPlayer(speech[:48000]), sink=None)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while b.stats.frames_received < 10 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            early = b.stats.frames_received
+            assert early >= 10 and b.stats.frames_opened == 0 and b.stats.refused == {}
+            await b.start(XorCounterProtector(key), a.local, source=None, sink=sink)
+            assert b.stats.frames_opened == early  # opened at start, in order
+            await asyncio.wait_for(a.source_finished.wait(), CALL_TIMEOUT)
+            await _settle(a, b)
+            assert b.stats.frames_opened == a.stats.frames_sent == 50
+            # The backlog beyond the target delay is trimmed (latency over completeness), the rest plays.
+            assert b.stats.frames_played + b.jitter.stats.trimmed == 50
+            assert b.jitter.stats.trimmed <= early
+        finally:
+            await a.stop()
+            await b.stop()
+
+    _run(main)
+
+
+class BuggyProtector(XorCounterProtector):
+    """Raises a non-FrameError on every other frame, like a parser bug would."""
+
+    def open(self, frame: bytes, now: float) -> bytes:
+        if frame[3] % 2:
+            raise IndexError("bug")
+        return super().open(frame, now)
+
+
+def test_protector_bug_costs_frames_not_the_stream(speech: np.ndarray) -> None:
+    key = os.urandom(32)
+
+    async def main() -> None:
+        call, _ = await _call(XorCounterProtector(key), BuggyProtector(key), ArrayPlayer(speech[:48000]), None)
+        await _finish(call)
+        b = call.b.stats
+        assert b.refused == {"protector-error": 25} and b.frames_opened == 25
+        assert call.b.error is None and b.frames_played == 25
+        assert b.frames_concealed >= 24  # the odd frames were concealed, never decoded from unopened bytes
+
+    _run(main)
+
+
 @pytest.mark.parametrize(
     "impairment",
     [
@@ -293,9 +349,7 @@ class SilenceFor:
     ],
     ids=["loss10-a", "loss10-b", "burst"],
 )
-def test_impaired_path_still_correlates_and_counters_reconcile(
-    speech: np.ndarray, impairment: Impairment
-) -> None:
+def test_impaired_path_still_correlates_and_counters_reconcile(speech: np.ndarray, impairment: Impairment) -> None:
     key = os.urandom(32)
 
     async def main() -> None:
@@ -317,10 +371,7 @@ def test_impaired_path_still_correlates_and_counters_reconcile(
         assert b.frames_opened == fwd.received - fwd.dropped
         js = call.b.jitter.stats
         assert js.received == b.frames_opened
-        assert (
-            js.received
-            == js.played + js.late + js.duplicate + js.trimmed + js.overflow + call.b.jitter.buffered
-        )
+        assert js.received == js.played + js.late + js.duplicate + js.trimmed + js.overflow + call.b.jitter.buffered
         assert b.frames_played == js.played
         assert b.frames_concealed >= fwd.dropped - js.late  # every lost frame was concealed, not skipped
         match = compare_audio(speech, call.sink_b.pcm)
@@ -345,15 +396,25 @@ def test_fifty_start_stop_cycles_leak_nothing() -> None:
         await call.b.stop()
 
     async def main() -> None:
-        await cycle()  # warm-up: first-use allocations (codec libraries, loop internals)
+        for _ in range(3):
+            await cycle()  # warm-up: first-use allocations (codec libraries, loop internals, free lists)
         gc.collect()
         fds = len(os.listdir("/proc/self/fd"))
         tasks = len(asyncio.all_tasks())
-        for _ in range(50):
-            await cycle()
-        await asyncio.sleep(0)
-        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(50):
+                await cycle()
+            await asyncio.sleep(0)
+            gc.collect()
+            growth = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
         assert len(os.listdir("/proc/self/fd")) == fds
         assert len(asyncio.all_tasks()) == tasks
+        # Each stream holds ~1 MB while running (codecs, buffers); a leak of one stream per cycle would
+        # show as tens of MB here.
+        assert growth < 512 * 1024, growth
 
     _run(main)

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 MAX_LATE_TICKS = 10
 """If the loop falls this many ticks (200 ms) behind, skip them instead of sending a burst."""
+MAX_CONCEAL_TICKS = 10
+"""Consecutive gaps concealed with Opus PLC (200 ms) before playing plain silence (the peer went quiet)."""
+MAX_EARLY_PACKETS = 50
+"""Packets kept from before start() (1 s): the answerer's first frames can beat the 200 OK to the offerer."""
 
 
 class FrameProtector(Protocol):
@@ -75,13 +79,14 @@ class MediaStats:
     """RTP packets of our payload type offered to the protector (or refused before it was set)."""
     frames_opened: int = 0
     refused: dict[str, int] = field(default_factory=dict)
-    """Frames dropped because they did not open, by FrameError reason (or ``not-started``)."""
+    """Frames dropped because they did not open, by FrameError reason. Also ``not-started`` (arrived before
+    start() beyond MAX_EARLY_PACKETS) and ``protector-error`` (the protector raised a non-FrameError)."""
     frames_played: int = 0
     """Ticks that played a decoded, opened frame."""
     frames_concealed: int = 0
     """Ticks that played Opus loss concealment (a gap after audio was heard)."""
     frames_silent: int = 0
-    """Ticks that played digital silence (nothing heard yet, or a frame libopus rejected)."""
+    """Ticks that played digital silence (nothing heard yet, a long gap, or a frame libopus rejected)."""
     decode_failures: int = 0
     ticks_skipped: int = 0
     """Ticks dropped because the event loop stalled for more than MAX_LATE_TICKS."""
@@ -132,6 +137,9 @@ class MediaStream:
         self._encoder: OpusEncoder | None = None
         self._decoder = OpusDecoder()
         self._heard = False
+        self._gap = 0
+        self._early: list[tuple[RtpPacket, Address, float]] = []
+        self._first_send = True
         self._task: asyncio.Task[None] | None = None
         self._clock: Callable[[], float] = time.time
         self._arrival_index = 0
@@ -150,7 +158,7 @@ class MediaStream:
         rtcp_interval: float = 5.0,
         latch: bool = True,
     ) -> MediaStream:
-        """Open the RTP socket(s); received packets are refused (``not-started``) until :meth:`start`."""
+        """Open the RTP socket(s). Packets that arrive before :meth:`start` are held (bounded) until then."""
         ep = await RtpEndpoint.open(
             host, port, payload_type=payload_type, rtcp_mux=rtcp_mux, rtcp_interval=rtcp_interval, latch=latch
         )
@@ -196,6 +204,10 @@ class MediaStream:
         self._encoder = encoder or OpusEncoder()
         if remote is not None:
             self.endpoint.remote = remote
+        early, self._early = self._early, []
+        for pkt, addr, arrival in early:
+            if self._open(pkt, arrival):
+                self.endpoint.confirm_source(addr)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"media-{self.local[1]}")
 
     async def stop(self) -> None:
@@ -203,6 +215,7 @@ class MediaStream:
         if self._stopped:
             return
         self._stopped = True
+        self._early.clear()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -217,14 +230,28 @@ class MediaStream:
 
     def _on_payload(self, pkt: RtpPacket, addr: Address) -> bool:
         self.stats.frames_received += 1
-        protector = self.protector
-        if protector is None or self._stopped:
-            self.stats.refuse("not-started")
+        arrival = asyncio.get_running_loop().time()
+        if self.protector is None:
+            if len(self._early) < MAX_EARLY_PACKETS and not self._stopped:
+                self._early.append((pkt, addr, arrival))
+            else:
+                self.stats.refuse("not-started")
             return False
+        return self._open(pkt, arrival)
+
+    def _open(self, pkt: RtpPacket, arrival: float) -> bool:
+        protector = self.protector
+        assert protector is not None
         try:
             payload = protector.open(pkt.payload, self._clock())
         except FrameError as exc:
             self.stats.refuse(exc.reason)
+            return False
+        except Exception:
+            # A protector bug must cost one frame, not the receive path (and never a traceback per packet).
+            if "protector-error" not in self.stats.refused:
+                log.exception("protector.open raised a non-FrameError; counting such frames as refused")
+            self.stats.refuse("protector-error")
             return False
         self.stats.frames_opened += 1
         index = getattr(protector, "last_index", None)
@@ -236,7 +263,7 @@ class MediaStream:
             else:
                 # Plain calls have nothing authenticated anyway; RTP seq is the only order there is.
                 index = self._unwrap(pkt.sequence)
-        self.jitter.put(index, payload, asyncio.get_running_loop().time())
+        self.jitter.put(index, payload, arrival)
         return True
 
     # --- pacing loop --------------------------------------------------------------------------------------
@@ -282,8 +309,10 @@ class MediaStream:
         except RatchetError:
             self.stats.seal_errors += 1
             return
-        if self.endpoint.send(frame):
+        # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
+        if self.endpoint.send(frame, marker=self._first_send):
             self.stats.frames_sent += 1
+            self._first_send = False
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)
@@ -295,9 +324,11 @@ class MediaStream:
                 self.stats.frames_silent += 1
             else:
                 self._heard = True
+                self._gap = 0
                 self.stats.frames_played += 1
             return pcm
-        if self._heard:
+        self._gap += 1
+        if self._heard and self._gap <= MAX_CONCEAL_TICKS:
             self.stats.frames_concealed += 1
             return self._decoder.decode(None)
         self.stats.frames_silent += 1

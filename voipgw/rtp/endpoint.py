@@ -261,12 +261,16 @@ class RtpEndpoint:
         self.stats.bytes_received += len(pkt.payload)
         self.reception.update(pkt.sequence, pkt.timestamp, pkt.ssrc, time.time())
         handler = self.on_payload
-        authentic = handler(pkt, addr) if handler is not None else False
-        if not authentic:
-            return
-        if self.remote != addr and self.latch:
-            # Latch only after the owner authenticated this payload, so a spoofed packet can never
-            # redirect our stream; a replayed one is refused by the owner's replay window first.
+        if handler is not None and handler(pkt, addr):
+            self.confirm_source(addr)
+
+    def confirm_source(self, addr: Address) -> None:
+        """The owner authenticated a payload from ``addr``: follow it if symmetric RTP is on.
+
+        Only authenticated sources can move the stream, so a spoofed packet can never redirect it; a replayed
+        one is refused by the owner's replay window before it gets here.
+        """
+        if self.remote != addr and self.latch and not self._closed:
             old = self.remote
             self.remote = addr
             self.latched = True
