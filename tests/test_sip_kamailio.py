@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.testbed.kamailio import Kamailio
-from tests.testbed.sip_peer import SipPeer, running_stack, sdp
+from tests.testbed.rtpengine import Rtpengine
+from tests.testbed.sip_peer import LONG_ATTR, SipPeer, running_stack, sdp
 from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall
 
 pytestmark = pytest.mark.integration
@@ -89,9 +90,7 @@ def test_register_401_then_200_refresh_before_expiry_and_unregister(
     assert ">;expires=0\r\n" in sent[-1]
 
 
-def test_register_answers_407_with_proxy_authorization(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_register_answers_407_with_proxy_authorization(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=WIRE)
 
     async def main() -> None:
@@ -154,18 +153,14 @@ def test_call_through_proxy_407_lookup_and_record_route(
     assert "\r\nProxy-Authorization: Digest " in invites[1]
     received = wire_messages(caplog, "RECEIVED")
     assert any(m.startswith("SIP/2.0 407 ") for m in received)
-    ok = next(
-        m for m in received if m.startswith("SIP/2.0 200 OK") and "INVITE" in m.split("CSeq:", 1)[1][:20]
-    )
+    ok = next(m for m in received if m.startswith("SIP/2.0 200 OK") and "INVITE" in m.split("CSeq:", 1)[1][:20])
     assert f"\r\nRecord-Route: <sip:127.0.0.1:{kamailio.port};" in ok
     if who_hangs_up == "caller":
         bye = next(m for m in wire_messages(caplog, "SENDING") if m.startswith("BYE "))
         assert f"\r\nRoute: <sip:127.0.0.1:{kamailio.port};" in bye and ";lr>" in bye
         # ... and it was sent to the proxy, not straight to bob's contact in the request line
         sent_to = [
-            r.getMessage().split("\n", 1)[0]
-            for r in caplog.records
-            if r.name == WIRE and "\nBYE " in r.getMessage()
+            r.getMessage().split("\n", 1)[0] for r in caplog.records if r.name == WIRE and "\nBYE " in r.getMessage()
         ]
         assert sent_to == [f"SENDING message to udp:127.0.0.1:{kamailio.port}:"]
         assert not bye.startswith(f"BYE sip:bob@127.0.0.1:{kamailio.port} ")
@@ -242,3 +237,35 @@ def test_stop_unregisters(kamailio: Kamailio, caplog: pytest.LogCaptureFixture) 
     asyncio.run(asyncio.wait_for(main(), 20.0))
     sent = [m for m in wire_messages(caplog, "SENDING") if m.startswith("REGISTER ")]
     assert ">;expires=0\r\n" in sent[-1]
+
+
+def test_kamailio_rtpengine_hook_rewrites_media_address_and_keeps_our_attribute(tmp_path: Path) -> None:
+    """The launcher's rtpengine option: the SDP each side gets points at the relay; a=voipgw survives."""
+    with Rtpengine(tmp_path) as relay, Kamailio(tmp_path, users=USERS, auth=True, rtpengine_ng=relay.ng_socket) as k:
+        lo, hi = relay.rtp_range
+        with SipPeer() as bob:
+            bob.send(op="mode", incoming="answer", answer_sdp=sdp(9102))
+            bob.send(op="register", registrar=list(k.addr), aor="sip:bob@127.0.0.1", username="bob", password="bobpw")
+            bob.expect("registered")
+
+            async def main() -> None:
+                async with running_stack() as stack:
+                    call = await stack.place_call(
+                        f"sip:bob@127.0.0.1:{k.port}",
+                        "sip:alice@127.0.0.1",
+                        lambda _: sdp(9100),
+                        proxy=k.addr,
+                        username="alice",
+                        password="alicepw",
+                    )
+                    answered = await until(call, Answered)
+                    assert isinstance(answered, Answered)
+                    offer_seen = (await bob.aexpect("incoming"))["remote_sdp"]
+                    for seen in (offer_seen, answered.remote_sdp):
+                        port = int(seen.split("m=audio ", 1)[1].split(" ", 1)[0])
+                        assert lo <= port <= hi, seen[:200]
+                        assert LONG_ATTR in seen
+                    call.hangup()
+                    await bob.acall_event("Ended")
+
+            asyncio.run(asyncio.wait_for(main(), 20.0))
