@@ -17,9 +17,7 @@ from voipgw.rtp.packet import RtpPacket, build_rtp
 Address = tuple[str, int]
 
 
-def _collector(
-    sink: list[Any], item: Callable[[RtpPacket, Address], Any]
-) -> Callable[[RtpPacket, Address], bool]:
+def _collector(sink: list[Any], item: Callable[[RtpPacket, Address], Any]) -> Callable[[RtpPacket, Address], bool]:
     """An on_payload handler that records ``item(packet, addr)`` and reports the packet authentic."""
 
     def handler(pkt: RtpPacket, addr: Address) -> bool:
@@ -177,5 +175,25 @@ def test_close_releases_sockets_and_is_idempotent() -> None:
             await ep.close()
             assert ep.closed and not ep.send(b"after close")
         assert len(os.listdir("/proc/self/fd")) == before
+
+    _run(main)
+
+
+@pytest.mark.parametrize("mux", [False, True])
+def test_binds_a_given_port(mux: bool) -> None:
+    async def main() -> None:
+        probe = await RtpEndpoint.open(rtcp_mux=mux, rtcp_interval=0)
+        port = probe.local[1]
+        await probe.close()
+        ep = await RtpEndpoint.open("127.0.0.1", port, rtcp_mux=mux, rtcp_interval=0)
+        try:
+            assert ep.local == ("127.0.0.1", port)
+            assert ep.remote_rtcp is None
+            ep.remote = ("127.0.0.1", 40000)
+            assert ep.remote_rtcp == ("127.0.0.1", 40000 if mux else 40001)
+            with pytest.raises(OSError):
+                await RtpEndpoint.open("127.0.0.1", port, rtcp_mux=mux, rtcp_interval=0)  # already taken
+        finally:
+            await ep.close()
 
     _run(main)
