@@ -161,9 +161,7 @@ def test_builder_rejects_invalid_fields() -> None:
 
 
 def test_rtcp_compound_round_trip() -> None:
-    block = ReportBlock(
-        ssrc=7, fraction_lost=25, cumulative_lost=-3, highest_sequence=70000, jitter=120, lsr=5
-    )
+    block = ReportBlock(ssrc=7, fraction_lost=25, cumulative_lost=-3, highest_sequence=70000, jitter=120, lsr=5)
     sr = SenderReport(1, ntp_from_unix(1_700_000_000.25), 48000, 50, 3000, (block,))
     rr = ReceiverReport(2, (block, ReportBlock(8, 0, 1 << 22, 1, 0)))
     sdes = SourceDescription(((1, "alice@voipgw"), (2, "b")))

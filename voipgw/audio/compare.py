@@ -79,9 +79,7 @@ def compare_audio(sent: npt.ArrayLike, received: npt.ArrayLike, rate: int = DEFA
         if len(region) < win:
             scores.append(0.0)
             continue
-        dots = _xcorr(region, chunk)[
-            win - 1 : len(region)
-        ]  # only lags where the chunk fits inside the region
+        dots = _xcorr(region, chunk)[win - 1 : len(region)]  # only lags where the chunk fits inside the region
         energy = np.concatenate([[0.0], np.cumsum(region * region)])
         region_norms = np.sqrt(np.maximum(energy[win:] - energy[:-win], 0.0))
         ncc = dots / np.maximum(region_norms * chunk_norm, _EPS)

@@ -79,9 +79,7 @@ class OpusDecoder:
             if not payload or len(payload) > MAX_PACKET:
                 self.failed += 1
                 return silence()
-            n = _opus_dec.libopus_decode(
-                self._dec.decoder_state, payload, len(payload), self._ptr, FRAME_SAMPLES, 0
-            )
+            n = _opus_dec.libopus_decode(self._dec.decoder_state, payload, len(payload), self._ptr, FRAME_SAMPLES, 0)
             if n != FRAME_SAMPLES:
                 # Negative = libopus error; a different length = a packet that is not one 20 ms frame.
                 # Either way the output is not trustworthy audio for this tick.

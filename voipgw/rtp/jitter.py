@@ -62,9 +62,7 @@ class JitterBuffer:
         frame_seconds: float = FRAME_SECONDS,
     ) -> None:
         if not MIN_TARGET_DELAY <= target_delay <= MAX_TARGET_DELAY:
-            raise ValueError(
-                f"target delay {target_delay} s outside [{MIN_TARGET_DELAY}, {MAX_TARGET_DELAY}]"
-            )
+            raise ValueError(f"target delay {target_delay} s outside [{MIN_TARGET_DELAY}, {MAX_TARGET_DELAY}]")
         self.frame_seconds = frame_seconds
         self.target_delay = target_delay
         self.adaptive = adaptive
