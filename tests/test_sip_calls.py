@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -138,9 +139,7 @@ def test_cancel_while_ringing(peer: SipPeer) -> None:
 
     async def main() -> None:
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4004)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4004))
             await until(call, Ringing)
             call.cancel()
             assert await call.next_event(EVENT_TIMEOUT) == Ended(reason="cancelled", by_remote=False)
@@ -156,9 +155,7 @@ def test_busy_and_decline(peer: SipPeer, code: int, reason: str) -> None:
 
     async def main() -> None:
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4006)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4006))
             failed = await until(call, Failed)
             assert failed == Failed(code=code, reason=reason, warning=None)
 
@@ -171,9 +168,7 @@ def test_488_carries_warning_header_to_the_caller(peer: SipPeer) -> None:
 
     async def main() -> None:
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4008)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4008))
             failed = await until(call, Failed)
             assert isinstance(failed, Failed)
             assert failed.code == 488
@@ -226,9 +221,7 @@ def test_reinvite_both_directions(peer: SipPeer) -> None:
 
     async def main() -> None:
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4012)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(4012))
             await until(call, Answered)
             await peer.acall_event("Confirmed")
 
@@ -292,5 +285,33 @@ def test_many_calls_in_a_row_leave_no_call_state_or_threads(peer: SipPeer) -> No
             assert stack.active_calls == 0
             assert threading.active_count() == threads_before
             assert stack.stats.malformed == 0
+
+    run(main())
+
+
+def test_redirect_is_reported_not_followed() -> None:
+    """A bare UDP responder answers 302 with a Contact: the call fails with 302, ACKed back to the responder."""
+
+    def responder(sock: socket.socket) -> bytes:
+        data, addr = sock.recvfrom(65535)
+        head = data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        keep = [h + ";tag=r1" if h.lower().startswith("to:") else h for h in keep]
+        resp = ["SIP/2.0 302 Moved Temporarily", *keep, "Contact: <sip:elsewhere@127.0.0.1:9>", "Content-Length: 0"]
+        sock.sendto(("\r\n".join(resp) + "\r\n\r\n").encode(), addr)
+        ack, _ = sock.recvfrom(65535)
+        return ack
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(EVENT_TIMEOUT)
+            port = sock.getsockname()[1]
+            async with running_stack() as stack:
+                answer = asyncio.create_task(asyncio.to_thread(responder, sock))
+                call = await stack.place_call(f"sip:bob@127.0.0.1:{port}", "sip:alice@127.0.0.1", lambda _: sdp(4030))
+                assert await until(call, Failed) == Failed(code=302, reason="Moved Temporarily", warning=None)
+                # RFC 3261 17.1.1.3: the ACK reuses the INVITE's Request-URI and destination, not the Contact
+                assert (await answer).startswith(f"ACK sip:bob@127.0.0.1:{port} SIP/2.0\r\n".encode())
 
     run(main())

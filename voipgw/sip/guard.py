@@ -118,9 +118,7 @@ class DatagramGuard:
 
     def _junk(self, kind: str, source: tuple[str, int], detail: str) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-        self.ratelog(
-            kind, logging.WARNING, "malformed SIP datagram from %s:%d (%s): %s", *source, kind, detail
-        )
+        self.ratelog(kind, logging.WARNING, "malformed SIP datagram from %s:%d (%s): %s", *source, kind, detail)
 
     def _classify(self, data: bytes, source: tuple[str, int]) -> Verdict:
         if len(data) < MIN_DATAGRAM:

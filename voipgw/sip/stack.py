@@ -36,6 +36,7 @@ from sippy.CCEvents import (
     CCEventDisconnect,
     CCEventFail,
     CCEventPreConnect,
+    CCEventRedirect,
     CCEventRing,
     CCEventTry,
     CCEventUpdate,
@@ -170,6 +171,15 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
                     server.send_to(verdict.data, ra.address)
                 return
         super().handleIncoming(data_in, ra, server, rtime)
+
+    def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
+        if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
+            # RFC 3261 17.1.1.3: the ACK of a non-2xx final response goes where the INVITE went, with the
+            # INVITE's Request-URI. sippy routes it by the response's Contact/Record-Route like a 2xx ACK, so a
+            # 486 or 302 carrying a Contact sends the ACK astray (and the peer retransmits). Hide them.
+            msg.delHFs("contact")
+            msg.delHFs("record-route")
+        super().incomingResponse(msg, t, checksum)
 
 
 class _UA(UA):  # type: ignore[misc]
@@ -376,6 +386,10 @@ class _CallCore:
             elif not self.call.outgoing and self.phase == "answering":
                 self.phase = "up"
                 self.emit(Confirmed())
+        elif isinstance(event, CCEventRedirect):
+            # We do not follow 3xx (the target would bypass the identity the handshake binds); report it.
+            data = (*event.getData(), None, None)
+            self.emit(Failed(code=int(data[0] or 300), reason=str(data[1] or "Redirect"), warning=None))
         elif isinstance(event, CCEventFail):
             data = (*event.getData(), None, None)
             code, reason = int(data[0] or 500), str(data[1] or "")
