@@ -1,0 +1,121 @@
+"""Test helper: run ``voipgw listen`` / ``voipgw call`` as real processes with their own homes and ports.
+
+Each process is stopped by PID (SIGTERM, then SIGKILL after a bounded grace); its log is kept for failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.testbed.ports import reserve_block
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH = ROOT / "voipgw" / "data" / "speech.wav"
+READY_TIMEOUT_S = 15.0
+
+
+def voipgw_argv(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), *args]
+
+
+@dataclass
+class PhoneProc:
+    name: str
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+    sip_port: int
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.workdir / f"{self.name}.json"
+
+    @property
+    def wav(self) -> Path:
+        return self.workdir / f"{self.name}.wav"
+
+    @property
+    def wire(self) -> Path:
+        return self.workdir / f"{self.name}.wire"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def summary(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.summary_path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise AssertionError(f"{self.name} wrote no summary ({exc}); log:\n{self.log()}") from None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"{self.name} did not finish within {timeout} s; log:\n{self.log()}") from None
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _spawn(name: str, workdir: Path, argv: list[str]) -> subprocess.Popen[bytes]:
+    with (workdir / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=workdir,
+        )
+
+
+def start_listener(workdir: Path, name: str, *extra: str, record: bool = True, tap: bool = True) -> PhoneProc:
+    """``voipgw listen --auto-answer --once`` as ``name@127.0.0.1`` on a free port; waits until ready."""
+    port = reserve_block(1)[0]
+    args = ["listen", "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1", "--auto-answer", "--once"]
+    args += ["--summary-json", str(workdir / f"{name}.json")]
+    if record:
+        args += ["--record", str(workdir / f"{name}.wav")]
+    if tap:
+        args += ["--tap-wire", str(workdir / f"{name}.wire")]
+    proc = PhoneProc(name, workdir, _spawn(name, workdir, voipgw_argv(workdir / f"{name}-home", *args, *extra)), port)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while "listening as" not in proc.log():
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise AssertionError(f"{name} did not start listening; log:\n{proc.log()}")
+        time.sleep(0.05)
+    return proc
+
+
+def start_caller(workdir: Path, name: str, uri: str, *extra: str, record: bool = True, tap: bool = True) -> PhoneProc:
+    port = reserve_block(1)[0]
+    args = ["call", uri, "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1"]
+    args += ["--summary-json", str(workdir / f"{name}.json")]
+    if record:
+        args += ["--record", str(workdir / f"{name}.wav")]
+    if tap:
+        args += ["--tap-wire", str(workdir / f"{name}.wire")]
+    return PhoneProc(name, workdir, _spawn(name, workdir, voipgw_argv(workdir / f"{name}-home", *args, *extra)), port)
