@@ -109,9 +109,7 @@ def test_malformed_datagrams_are_answered_counted_and_harmless(
                     break
                 await asyncio.sleep(0.05)
             # the flood must not stop a real call from working afterwards
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(7000)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(7000))
             while not isinstance(ev := await call.next_event(5.0), Answered):
                 assert not isinstance(ev, (Failed, Ended)), ev
             stats = stack.stats

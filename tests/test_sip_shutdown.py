@@ -44,9 +44,7 @@ def test_stop_with_call_up_sends_bye_and_closes_sockets(peer: SipPeer) -> None:
         stack = SipStack("127.0.0.1", 0, asyncio.get_running_loop())
         await stack.start()
         try:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(8000)
-            )
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: sdp(8000))
             while not isinstance(await call.next_event(5.0), Answered):
                 pass
             await peer.acall_event("Confirmed")

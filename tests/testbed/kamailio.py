@@ -113,13 +113,9 @@ _RTP_ONREPLY = """onreply_route[MANAGE_REPLY] {
 
 def _write_dbtext(dbdir: Path, users: Mapping[str, str]) -> None:
     dbdir.mkdir(parents=True, exist_ok=True)
-    (dbdir / "version").write_text(
-        "id(int,auto) table_name(string) table_version(int) \n0:version:1\n0:subscriber:7\n"
-    )
+    (dbdir / "version").write_text("id(int,auto) table_name(string) table_version(int) \n0:version:1\n0:subscriber:7\n")
     rows = "".join(f"{i}:{user}:{DOMAIN}:{pw}::\n" for i, (user, pw) in enumerate(users.items(), start=1))
-    header = (
-        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n"
-    )
+    header = "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n"
     (dbdir / "subscriber").write_text(header + rows)
 
 

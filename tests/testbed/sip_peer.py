@@ -261,9 +261,7 @@ class SipPeer:
                 item = self._q.get(timeout=min(left, 0.5))
             except queue.Empty:
                 if self.popen.poll() is not None and self._q.empty():
-                    raise RuntimeError(
-                        f"peer exited rc={self.popen.returncode}:\n{self.stderr[-3000:]}"
-                    ) from None
+                    raise RuntimeError(f"peer exited rc={self.popen.returncode}:\n{self.stderr[-3000:]}") from None
                 continue
             if item.get("ev") == "error":
                 raise RuntimeError(f"peer error: {item}")
@@ -332,9 +330,7 @@ def _run_with_main_reactor(host: str, port: int) -> int:
 if __name__ == "__main__":
     import logging
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="peer %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="peer %(name)s %(levelname)s %(message)s")
     if len(sys.argv) > 3 and sys.argv[3] == "main-reactor":
         sys.exit(_run_with_main_reactor(sys.argv[1], int(sys.argv[2])))
     sys.exit(asyncio.run(_child_main(sys.argv[1], int(sys.argv[2]))))
