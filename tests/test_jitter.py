@@ -120,3 +120,30 @@ def test_every_frame_is_accounted_for(arrivals: list[tuple[int, float]], target:
     # Played frames come out strictly in index order (a resync may restart at any index).
     if s.resyncs == 0:
         assert played == sorted(set(played))
+
+
+@pytest.mark.parametrize("sender_speed", [1.01, 0.99])
+def test_clock_drift_keeps_delay_bounded_without_late_drops(sender_speed: float) -> None:
+    """A sender clock 1% fast or slow for 60 s: trimming (fast) or waiting (slow) keeps delay bounded."""
+    jb = JitterBuffer(0.060, trim_frames=3)
+    frames = 3000
+    arrivals = [(i * F / sender_speed, i) for i in range(frames)]
+    pos = 0
+    now = 0.0
+    max_depth = 0
+    while pos < frames or jb.buffered:
+        while pos < frames and arrivals[pos][0] <= now:
+            jb.put(arrivals[pos][1], frame(arrivals[pos][1]), arrivals[pos][0])
+            pos += 1
+        jb.pop(now)
+        max_depth = max(max_depth, jb.buffered)
+        now += F
+        assert now < frames * F * 1.2  # bounded loop
+    s = jb.stats
+    assert s.late == 0 and s.duplicate == 0 and s.missing == 0
+    assert s.played + s.trimmed == frames
+    assert max_depth <= jb.target_frames + jb.trim_frames + 2
+    if sender_speed > 1:
+        assert 0 < s.trimmed < frames * 0.02  # only the surplus (~1%) is dropped
+    else:
+        assert s.trimmed == 0 and s.underruns > 0  # the playout point waited instead of skipping
