@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.testbed.ports import reserve_block
+from tests.testbed.ports import PortBlock, reserve_block
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "voipgw" / "data" / "speech.wav"
@@ -32,6 +32,8 @@ class PhoneProc:
     workdir: Path
     proc: subprocess.Popen[bytes]
     sip_port: int
+    ports: PortBlock | None = None
+    """Held for the process's life so parallel test runs cannot take its port."""
 
     @property
     def log_path(self) -> Path:
@@ -70,6 +72,9 @@ class PhoneProc:
             os.kill(self.proc.pid, sig)
 
     def stop(self) -> None:
+        if self.ports is not None and self.proc.poll() is not None:
+            self.ports.release()
+            self.ports = None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -93,14 +98,16 @@ def _spawn(name: str, workdir: Path, argv: list[str]) -> subprocess.Popen[bytes]
 
 def start_listener(workdir: Path, name: str, *extra: str, record: bool = True, tap: bool = True) -> PhoneProc:
     """``voipgw listen --auto-answer --once`` as ``name@127.0.0.1`` on a free port; waits until ready."""
-    port = reserve_block(1)[0]
+    block = reserve_block(1)
+    port = block[0]
     args = ["listen", "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1", "--auto-answer", "--once"]
     args += ["--summary-json", str(workdir / f"{name}.json")]
     if record:
         args += ["--record", str(workdir / f"{name}.wav")]
     if tap:
         args += ["--tap-wire", str(workdir / f"{name}.wire")]
-    proc = PhoneProc(name, workdir, _spawn(name, workdir, voipgw_argv(workdir / f"{name}-home", *args, *extra)), port)
+    argv = voipgw_argv(workdir / f"{name}-home", *args, *extra)
+    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port, block)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while "listening as" not in proc.log():
         if proc.proc.poll() is not None or time.monotonic() > deadline:
@@ -111,11 +118,13 @@ def start_listener(workdir: Path, name: str, *extra: str, record: bool = True, t
 
 
 def start_caller(workdir: Path, name: str, uri: str, *extra: str, record: bool = True, tap: bool = True) -> PhoneProc:
-    port = reserve_block(1)[0]
+    block = reserve_block(1)
+    port = block[0]
     args = ["call", uri, "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1"]
     args += ["--summary-json", str(workdir / f"{name}.json")]
     if record:
         args += ["--record", str(workdir / f"{name}.wav")]
     if tap:
         args += ["--tap-wire", str(workdir / f"{name}.wire")]
-    return PhoneProc(name, workdir, _spawn(name, workdir, voipgw_argv(workdir / f"{name}-home", *args, *extra)), port)
+    argv = voipgw_argv(workdir / f"{name}-home", *args, *extra)
+    return PhoneProc(name, workdir, _spawn(name, workdir, argv), port, block)

@@ -1,0 +1,81 @@
+"""A two-party SIP relay for tests that rewrites SDP bodies in flight: a hostile or media-rewriting middlebox.
+
+Datagrams from the caller go to the callee and everything from the callee goes back to the caller; ``on_offer``
+and ``on_answer`` may rewrite SDP bodies (Content-Length is fixed up). It runs in its own thread with a
+bounded lifetime and binds loopback only.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+SdpHook = Callable[[str], str]
+
+
+def _rewrite_body(msg: bytes, hook: SdpHook) -> bytes:
+    head, sep, body = msg.partition(b"\r\n\r\n")
+    if not sep or not body:
+        return msg
+    new_body = hook(body.decode()).encode()
+    head = re.sub(rb"(?im)^(content-length|l)\s*:\s*\d+", b"Content-Length: %d" % len(new_body), head)
+    return head + sep + new_body
+
+
+class SipMangler:
+    def __init__(
+        self,
+        callee: tuple[str, int],
+        *,
+        on_offer: SdpHook | None = None,
+        on_answer: SdpHook | None = None,
+        lifetime_s: float = 60.0,
+    ) -> None:
+        self.callee = callee
+        self.caller: tuple[str, int] | None = None
+        self.on_offer = on_offer
+        self.on_answer = on_answer
+        self.offers_rewritten = 0
+        self.answers_rewritten = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._deadline = time.monotonic() + lifetime_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sip-mangler", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def __enter__(self) -> SipMangler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            ready, _, _ = select.select([self._sock], [], [], 0.1)
+            if not ready:
+                continue
+            data, addr = self._sock.recvfrom(65535)
+            if addr == self.callee:
+                if self.caller is None:
+                    continue
+                if self.on_answer is not None and data.startswith(b"SIP/2.0 200") and b"m=audio" in data:
+                    data = _rewrite_body(data, self.on_answer)
+                    self.answers_rewritten += 1
+                self._sock.sendto(data, self.caller)
+            else:
+                self.caller = addr
+                if self.on_offer is not None and data.startswith(b"INVITE ") and b"m=audio" in data:
+                    data = _rewrite_body(data, self.on_offer)
+                    self.offers_rewritten += 1
+                self._sock.sendto(data, self.callee)
