@@ -174,6 +174,7 @@ class Phone:
         self.stack: SipStack | None = None
         self.registration: Registration | None = None
         self.calls: list[ActiveCall] = []
+        self.pending: ActiveCall | None = None
         self._nonces = NonceCache(max_skew_s=config.max_skew_s)
 
     @property
@@ -321,23 +322,11 @@ class Phone:
             raise
         call.sip = sip
         self.calls.append(call)
-        while True:
-            ev = await sip.next_event()
-            if isinstance(ev, Ringing):
-                rec.apply(CallEvent.RINGING)
-            elif isinstance(ev, Failed):
-                rec.apply(CallEvent.REFUSED)
-                rec.reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
-                offerer[0].close()
-                break
-            elif isinstance(ev, Ended):
-                rec.apply(CallEvent.HUNG_UP)
-                rec.reason = ev.reason
-                break
-            elif isinstance(ev, Answered):
-                rec.setup_ms = (time.monotonic() - t_invite) * 1e3
-                await self._on_answer(call, offerer[0], ev.remote_sdp, cpu, source, sink)
-                break
+        self.pending = call
+        try:
+            await self._await_answer(call, sip, offerer, cpu, t_invite, source, sink)
+        finally:
+            self.pending = None
         if rec.finished:
             await self._stop_media(call)
             call.done.set()
@@ -345,6 +334,47 @@ class Phone:
         else:
             call._pump = asyncio.get_running_loop().create_task(self._pump(call))
         return call
+
+    def cancel_pending(self) -> bool:
+        """Hang up the outgoing call that is still ringing (CANCEL); True if there was one."""
+        call = self.pending
+        if call is None or not isinstance(call.sip, OutgoingCall) or call.record.finished:
+            return False
+        with contextlib.suppress(Exception):
+            call.sip.cancel()
+        call.record.reason = "cancelled"
+        return True
+
+    async def _await_answer(
+        self,
+        call: ActiveCall,
+        sip: OutgoingCall,
+        offerer: list[Offerer],
+        cpu: list[float],
+        t_invite: float,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+    ) -> None:
+        rec = call.record
+        while True:
+            ev = await sip.next_event()
+            if isinstance(ev, Ringing):
+                rec.apply(CallEvent.RINGING)
+            elif isinstance(ev, Failed):
+                rec.apply(CallEvent.REFUSED)
+                reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
+                rec.reason = f"{rec.reason}: {reason}" if rec.reason == "cancelled" else reason
+                offerer[0].close()
+                return
+            elif isinstance(ev, Ended):
+                rec.apply(CallEvent.HUNG_UP)
+                rec.reason = rec.reason or ev.reason
+                offerer[0].close()
+                return
+            elif isinstance(ev, Answered):
+                rec.setup_ms = (time.monotonic() - t_invite) * 1e3
+                await self._on_answer(call, offerer[0], ev.remote_sdp, cpu, source, sink)
+                return
 
     async def _on_answer(
         self,
@@ -499,6 +529,21 @@ class Phone:
         rec.setup_ms = (time.monotonic() - t_received) * 1e3
         rec.started_at = time.time()
         call._pump = asyncio.get_running_loop().create_task(self._pump(call))
+        return call
+
+    def missed(self, incoming: IncomingCall, reason: str) -> ActiveCall:
+        """Record an incoming call that ended before we answered it (the caller cancelled)."""
+        rec = CallRecord(
+            call_id=incoming.call_id,
+            direction="incoming",
+            local_aor=self.aor,
+            remote_aor=normalize_aor(incoming.from_aor),
+        )
+        rec.apply(CallEvent.RECEIVE_INVITE)
+        rec.apply(CallEvent.HUNG_UP)
+        rec.reason = reason
+        call = ActiveCall(rec, sip=incoming)
+        call.done.set()
         return call
 
     def _reject(self, call: ActiveCall, incoming: IncomingCall, code: int, reason: str, warning: str) -> ActiveCall:

@@ -22,6 +22,7 @@ from voipgw.call import CallState
 from voipgw.cli.main import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
+from voipgw.sip import Ended, Failed
 from voipgw.store.keyfile import load_or_create_identity
 
 log = logging.getLogger("voipgw.cli")
@@ -50,17 +51,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("call", help="place an end-to-end encrypted call")
     c.add_argument("uri", metavar="SIP_URI", help="whom to call, e.g. sip:bob@127.0.0.1:5082")
     c.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds")
+    c.add_argument("--no-answer-timeout", type=float, metavar="S", help="give up ringing after S seconds")
     _common(c)
     c.set_defaults(func=run_call)
     li = sub.add_parser("listen", help="wait for calls and answer them")
     li.add_argument("--auto-answer", action="store_true", help="answer at once (otherwise ring, then answer)")
     li.add_argument("--once", action="store_true", help="exit after the first call ends")
+    li.add_argument(
+        "--answer-after",
+        type=float,
+        metavar="S",
+        help="ring S seconds before answering (default 0 with --auto-answer, else 1)",
+    )
     _common(li)
     li.set_defaults(func=run_listen)
 
 
 def phone_config(args: argparse.Namespace) -> PhoneConfig:
     overrides: dict[str, Any] = {
+        "no_answer_timeout_s": getattr(args, "no_answer_timeout", None),
         "policy": args.policy,
         "registrar": args.registrar,
         "username": args.username,
@@ -235,7 +244,15 @@ async def _call_main(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
     try:
-        call = await phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+        placing = asyncio.ensure_future(
+            phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+        )
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({placing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not placing.done():  # interrupted while ringing: CANCEL, then collect the outcome
+            phone.cancel_pending()
+        stopper.cancel()
+        call = await placing
         ui = _Ui()
         if call.record.state is CallState.ESTABLISHED:
             until = time.monotonic() + args.duration if args.duration else None
@@ -284,16 +301,24 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 break
             incoming = getter.result()
             print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
-            if not args.auto_answer:
+            delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
+            gone = None
+            if delay > 0:
                 incoming.ring()
-                await asyncio.sleep(1.0)
-            source, sink = audio_io(args)
-            call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    gone = await incoming.next_event(timeout=delay)  # the caller may CANCEL while we ring
+            source = sink = None
+            if isinstance(gone, Ended | Failed):
+                call = phone.missed(incoming, f"cancelled by the caller ({gone.reason})")
+            else:
+                source, sink = audio_io(args)
+                call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
             if call.record.state is CallState.ESTABLISHED:
                 await _follow(call, stop, None, _Ui())
             data = _finish(call, phone, args)
-            source.close()
-            sink.close()
+            for closer in (source, sink):
+                if closer is not None:
+                    closer.close()
             status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
             if args.once:
                 break
