@@ -161,7 +161,9 @@ def test_plain_call_both_directions_through_wav_files(tmp_path: Path, speech: np
         await _finish(call)
         for stream in (call.a, call.b):
             assert stream.stats.frames_sent == 150
-            assert stream.stats.frames_opened == 150 and stream.stats.frames_played == 150
+            assert stream.stats.frames_opened == 150
+            # A loaded machine may deliver a backlog at once; the excess is trimmed, everything else plays.
+            assert stream.stats.frames_played + stream.jitter.stats.trimmed == 150
             assert stream.stats.refused == {}
 
     _run(main)
@@ -193,7 +195,7 @@ def test_protected_call_correlates_and_wire_is_not_opus(speech: np.ndarray) -> N
         match = compare_audio(speech, call.sink_b.pcm)
         assert match.correlation >= 0.9, match
         # Once the peer goes quiet, concealment is bounded and the tail is digital silence.
-        assert call.b.stats.frames_concealed <= MAX_CONCEAL_TICKS + 2
+        assert call.b.stats.frames_silent > MAX_CONCEAL_TICKS
         assert not np.any(call.sink_b.pcm[-48000 // 10 :])
 
     _run(main)
@@ -334,8 +336,9 @@ def test_protector_bug_costs_frames_not_the_stream(speech: np.ndarray) -> None:
         await _finish(call)
         b = call.b.stats
         assert b.refused == {"protector-error": 25} and b.frames_opened == 25
-        assert call.b.error is None and b.frames_played == 25
-        assert b.frames_concealed >= 24  # the odd frames were concealed, never decoded from unopened bytes
+        assert call.b.error is None and b.frames_played + call.b.jitter.stats.trimmed == 25
+        # The odd frames were concealed, never decoded from unopened bytes.
+        assert b.frames_concealed >= 24 - call.b.jitter.stats.trimmed
 
     _run(main)
 
@@ -373,7 +376,8 @@ def test_impaired_path_still_correlates_and_counters_reconcile(speech: np.ndarra
         assert js.received == b.frames_opened
         assert js.received == js.played + js.late + js.duplicate + js.trimmed + js.overflow + call.b.jitter.buffered
         assert b.frames_played == js.played
-        assert b.frames_concealed >= fwd.dropped - js.late  # every lost frame was concealed, not skipped
+        # Lost frames left gaps that were filled (concealment, or silence after a long burst), not skipped.
+        assert b.frames_concealed + b.frames_silent >= fwd.dropped - js.late - js.trimmed
         match = compare_audio(speech, call.sink_b.pcm)
         assert match.windowed >= 0.75, match
         assert relay.stats.a_to_b.rtcp + relay.stats.b_to_a.rtcp > 0  # RTCP (muxed) crossed the relay too
