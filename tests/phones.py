@@ -96,11 +96,14 @@ def _spawn(name: str, workdir: Path, argv: list[str]) -> subprocess.Popen[bytes]
         )
 
 
-def start_listener(workdir: Path, name: str, *extra: str, record: bool = True, tap: bool = True) -> PhoneProc:
-    """``voipgw listen --auto-answer --once`` as ``name@127.0.0.1`` on a free port; waits until ready."""
+def start_listener(
+    workdir: Path, name: str, *extra: str, record: bool = True, tap: bool = True, once: bool = True
+) -> PhoneProc:
+    """``voipgw listen --auto-answer [--once]`` as ``name@127.0.0.1`` on a free port; waits until ready."""
     block = reserve_block(1)
     port = block[0]
-    args = ["listen", "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1", "--auto-answer", "--once"]
+    args = ["listen", "--listen", f"127.0.0.1:{port}", "--aor", f"{name}@127.0.0.1", "--auto-answer"]
+    args += ["--once"] if once else []
     args += ["--summary-json", str(workdir / f"{name}.json")]
     if record:
         args += ["--record", str(workdir / f"{name}.wav")]
