@@ -59,7 +59,7 @@ async def until(call: SipCall, kind: type[CallEvent]) -> CallEvent:
 
 def test_call_out_answer_ack_bye_from_caller_sdp_byte_for_byte(peer: SipPeer) -> None:
     answer = sdp(5002, "a=answer-side\r\n")
-    peer.send(op="mode", incoming="answer", answer_sdp=answer)
+    peer.set_mode(incoming="answer", answer_sdp=answer)
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -135,7 +135,7 @@ def test_call_in_ring_answer_confirm_then_bye(peer: SipPeer, who_hangs_up: str) 
 
 
 def test_cancel_while_ringing(peer: SipPeer) -> None:
-    peer.send(op="mode", incoming="ring")
+    peer.set_mode(incoming="ring")
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -151,7 +151,7 @@ def test_cancel_while_ringing(peer: SipPeer) -> None:
 
 @pytest.mark.parametrize(("code", "reason"), [(486, "Busy Here"), (603, "Decline")])
 def test_busy_and_decline(peer: SipPeer, code: int, reason: str) -> None:
-    peer.send(op="mode", incoming="reject", code=code, reason=reason)
+    peer.set_mode(incoming="reject", code=code, reason=reason)
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -164,7 +164,7 @@ def test_busy_and_decline(peer: SipPeer, code: int, reason: str) -> None:
 
 def test_488_carries_warning_header_to_the_caller(peer: SipPeer) -> None:
     text = 'peer requires "voipgw" encryption attributes'
-    peer.send(op="mode", incoming="reject", code=488, reason="Not Acceptable Here", warning=text)
+    peer.set_mode(incoming="reject", code=488, reason="Not Acceptable Here", warning=text)
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -201,7 +201,7 @@ def test_we_reject_with_warning_seen_by_peer(peer: SipPeer) -> None:
 
 
 def test_no_answer_timeout_cancels_and_fails_408(peer: SipPeer) -> None:
-    peer.send(op="mode", incoming="ring")
+    peer.set_mode(incoming="ring")
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -217,7 +217,7 @@ def test_no_answer_timeout_cancels_and_fails_408(peer: SipPeer) -> None:
 
 def test_reinvite_both_directions(peer: SipPeer) -> None:
     peer_reanswer = sdp(5010, "a=recvonly\r\n")
-    peer.send(op="mode", incoming="answer", answer_sdp=sdp(5008), reoffer_answer=peer_reanswer)
+    peer.set_mode(incoming="answer", answer_sdp=sdp(5008), reoffer_answer=peer_reanswer)
 
     async def main() -> None:
         async with running_stack() as stack:
@@ -266,7 +266,7 @@ def test_one_stack_per_process_and_restart_on_same_port() -> None:
 
 
 def test_many_calls_in_a_row_leave_no_call_state_or_threads(peer: SipPeer) -> None:
-    peer.send(op="mode", incoming="answer", answer_sdp=sdp(5020))
+    peer.set_mode(incoming="answer", answer_sdp=sdp(5020))
 
     async def main() -> None:
         async with running_stack() as stack:

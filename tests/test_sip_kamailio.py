@@ -31,7 +31,7 @@ def bob(kamailio: Kamailio) -> Iterator[SipPeer]:
     """A peer process registered as bob at the Kamailio, answering calls."""
     p = SipPeer()
     try:
-        p.send(op="mode", incoming="answer", answer_sdp=sdp(9002))
+        p.set_mode(incoming="answer", answer_sdp=sdp(9002))
         p.send(
             op="register",
             registrar=list(kamailio.addr),
@@ -244,7 +244,7 @@ def test_kamailio_rtpengine_hook_rewrites_media_address_and_keeps_our_attribute(
     with Rtpengine(tmp_path) as relay, Kamailio(tmp_path, users=USERS, auth=True, rtpengine_ng=relay.ng_socket) as k:
         lo, hi = relay.rtp_range
         with SipPeer() as bob:
-            bob.send(op="mode", incoming="answer", answer_sdp=sdp(9102))
+            bob.set_mode(incoming="answer", answer_sdp=sdp(9102))
             bob.send(op="register", registrar=list(k.addr), aor="sip:bob@127.0.0.1", username="bob", password="bobpw")
             bob.expect("registered")
 

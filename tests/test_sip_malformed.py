@@ -89,7 +89,7 @@ def peer() -> Iterator[SipPeer]:
 def test_malformed_datagrams_are_answered_counted_and_harmless(
     peer: SipPeer, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    peer.send(op="mode", incoming="answer", answer_sdp=sdp(7002))
+    peer.set_mode(incoming="answer", answer_sdp=sdp(7002))
 
     async def main() -> tuple[SipStats, list[tuple[str, bytes | None]]]:
         async with running_stack() as stack:

@@ -37,7 +37,7 @@ def can_bind_udp(port: int) -> bool:
 
 
 def test_stop_with_call_up_sends_bye_and_closes_sockets(peer: SipPeer) -> None:
-    peer.send(op="mode", incoming="answer", answer_sdp=sdp(8002))
+    peer.set_mode(incoming="answer", answer_sdp=sdp(8002))
     before = udp_socket_inodes(os.getpid())
 
     async def main() -> int:
@@ -88,7 +88,7 @@ def test_peer_process_signalled_mid_call_sends_bye_and_exits_clean(peer: SipPeer
 def test_reactor_on_main_thread_layout_calls_and_stops_clean() -> None:
     """The CLI layout: sippy's reactor owns the child's main thread (fast wake-ups), asyncio a worker."""
     with SipPeer(main_reactor=True) as peer:
-        peer.send(op="mode", incoming="answer", answer_sdp=sdp(8010))
+        peer.set_mode(incoming="answer", answer_sdp=sdp(8010))
 
         async def main() -> None:
             async with running_stack() as stack:

@@ -127,6 +127,7 @@ async def _child_main(host: str, port: int, main_reactor: threading.Event | None
         op = cmd["op"]
         if op == "mode":
             mode.update(cmd)
+            emit(ev="mode_set")
         elif op == "call":
             sdp = cmd["sdp"]
             proxy = tuple(cmd["proxy"]) if cmd.get("proxy") else None
@@ -246,6 +247,12 @@ class SipPeer:
         assert self.popen.stdin is not None
         self.popen.stdin.write(json.dumps(cmd) + "\n")
         self.popen.stdin.flush()
+
+    def set_mode(self, **mode: Any) -> None:
+        """How the peer treats incoming calls (incoming="hold"|"ring"|"answer"|"reject", answer_sdp, code,
+        reason, warning, reoffer_answer); returns once the child has applied it, so no INVITE can race it."""
+        self.send(op="mode", **mode)
+        self.expect("mode_set")
 
     def expect(self, ev: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
         """Next report named ``ev`` whose fields equal ``match`` (earlier unmatched reports are kept)."""
