@@ -78,6 +78,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "media_max_skew_ms": int,
     "bind_call_id": bool,
     "accept_any_callee": bool,
+    "e2e": bool,
 }
 
 
@@ -113,6 +114,8 @@ def validate(config: PhoneConfig) -> None:
     window = -(-config.media_max_skew_ms // config.interval_ms)
     if config.media_max_skew_ms < 0 or window > 31:
         raise ConfigError("media_max_skew_ms: must span at most 31 intervals of interval_ms")
+    if not config.e2e and config.policy is Policy.REQUIRE:
+        raise ConfigError('e2e = false needs policy = "opportunistic" (require refuses calls without the key exchange)')
     if not 0 <= config.listen_port <= 65535:
         raise ConfigError("listen_port: out of range")
 

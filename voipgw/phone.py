@@ -88,6 +88,8 @@ class PhoneConfig:
     """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
     accept_any_callee: bool = False
     """Accept an answer signed by another AOR than the one called (call forwarding)."""
+    e2e: bool = True
+    """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
 
     @property
     def handshake(self) -> HandshakeConfig:
@@ -486,7 +488,7 @@ class Phone:
             return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: unusable offer: {exc.reason}")
         keys: SessionKeys | None = None
         answer_attr: str | None = None
-        if remote.handshake is None:
+        if remote.handshake is None or not cfg.e2e:
             if cfg.policy is Policy.REQUIRE:
                 return self._reject(call, incoming, 488, "Not Acceptable Here", WARN_NO_KEY_EXCHANGE)
         else:

@@ -45,6 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", type=Path, metavar="FILE.wav", help="record what we hear instead of playing it")
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="write the call summary as JSON here")
     p.add_argument("--tap-wire", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # demo: raw RTP payloads
+    p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # baseline: no key exchange at all
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +75,7 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
         "registrar": args.registrar,
         "username": args.username,
         "password": args.password,
+        "e2e": False if args.plain else None,
     }
     if args.listen:
         try:
