@@ -71,6 +71,7 @@ def test_register_401_then_200_refresh_before_expiry_and_unregister(
         async with running_stack() as stack:
             reg = await stack.register(kamailio.addr, "sip:alice@127.0.0.1", "alice", "alicepw", expires=2)
             assert reg.state is not None and reg.state.registered and reg.state.granted_expires == 2
+            assert "alicepw" not in repr(reg._core) and "alicepw" not in repr(reg.state)
             # refreshed at 60 % of 2 s, so a third REGISTER (after 401 + 200) goes out well before expiry
             for _ in range(40):
                 if sum(m.startswith("REGISTER ") for m in wire_messages(caplog, "SENDING")) >= 3:

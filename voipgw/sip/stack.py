@@ -502,7 +502,7 @@ class _RegCore:
     handle: Registration
     rmsg: Any
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     expires: int
     waiter: concurrent.futures.Future[RegistrationState] | None = None
     timer: Any = None
