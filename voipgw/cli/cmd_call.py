@@ -22,7 +22,7 @@ from voipgw.call import CallState
 from voipgw.cli.main import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
-from voipgw.sip import Ended, Failed
+from voipgw.sip import Ended, Failed, RegistrationFailed
 from voipgw.store.keyfile import load_or_create_identity
 
 log = logging.getLogger("voipgw.cli")
@@ -234,17 +234,28 @@ def _load_identity(args: argparse.Namespace) -> Any:
         raise CliError(f"identity in {home}: {exc}") from None
 
 
+async def _start_phone(config: PhoneConfig, identity: Any) -> Phone:
+    """Bind and (if configured) register; a refused or silent registrar is one clear line, not a traceback."""
+    phone = Phone(config, identity)
+    try:
+        await phone.start()
+    except OSError as exc:
+        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+    except RegistrationFailed as exc:
+        await phone.stop()
+        where = f"{config.registrar[0]}:{config.registrar[1]}" if config.registrar else "the registrar"
+        hint = " (check --username/--password)" if exc.code in (401, 403, 407) else ""
+        raise CliError(f"registration of {phone.aor} at {where} failed: {exc}{hint}") from None
+    return phone
+
+
 async def _call_main(args: argparse.Namespace) -> int:
     config = phone_config(args)
     identity = _load_identity(args)
     source, sink = audio_io(args)
     stop = asyncio.Event()
     _install_signals(stop)
-    phone = Phone(config, identity)
-    try:
-        await phone.start()
-    except OSError as exc:
-        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+    phone = await _start_phone(config, identity)
     try:
         placing = asyncio.ensure_future(
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
@@ -280,11 +291,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
     identity = _load_identity(args)
     stop = asyncio.Event()
     _install_signals(stop)
-    phone = Phone(config, identity)
-    try:
-        await phone.start()
-    except OSError as exc:
-        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+    phone = await _start_phone(config, identity)
     assert phone.stack is not None
     print(
         f"listening as {phone.aor} on sip:{config.listen_host}:{phone.stack.local_port}",
