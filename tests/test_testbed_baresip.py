@@ -102,12 +102,8 @@ def test_registered_call_through_kamailio_with_digest_auth(tmp_path: Path, clips
         registrar = f"127.0.0.1:{kam.port}"
         with (
             Baresip(tmp_path, user="bob", play=clips["tone"], registrar=registrar, password="bobpw") as bob,
-            Baresip(
-                tmp_path, user="alice", play=clips["speech2"], registrar=registrar, password="alicepw"
-            ) as alice,
-            Baresip(
-                tmp_path, user="mallory", play=clips["tone"], registrar=registrar, password="wrong"
-            ) as bad,
+            Baresip(tmp_path, user="alice", play=clips["speech2"], registrar=registrar, password="alicepw") as alice,
+            Baresip(tmp_path, user="mallory", play=clips["tone"], registrar=registrar, password="wrong") as bad,
         ):
             bob.wait_registered()
             alice.wait_registered()

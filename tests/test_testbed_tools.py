@@ -103,9 +103,7 @@ def test_correlation_survives_delay_gain_and_noise_but_not_noise_alone(clips: di
 # --- RTP parsing ----------------------------------------------------------------------------------
 
 
-def _rtp(
-    pt: int, seq: int, ssrc: int, payload: bytes, *, csrc: int = 0, ext: bytes = b"", pad: int = 0
-) -> bytes:
+def _rtp(pt: int, seq: int, ssrc: int, payload: bytes, *, csrc: int = 0, ext: bytes = b"", pad: int = 0) -> bytes:
     b0 = 0x80 | csrc | (0x10 if ext else 0) | (0x20 if pad else 0)
     head = struct.pack("!BBHII", b0, pt, seq, seq * 160, ssrc) + b"\x00\x00\x00\x01" * csrc
     if ext:
@@ -146,10 +144,7 @@ def _opus_packets(path: Path) -> list[bytes]:
     assert rate == 48000
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     enc = opuslib.Encoder(48000, 1, "voip")
-    return [
-        enc.encode(pcm[i : i + FRAME_48K].tobytes(), FRAME_48K)
-        for i in range(0, len(pcm) - FRAME_48K, FRAME_48K)
-    ]
+    return [enc.encode(pcm[i : i + FRAME_48K].tobytes(), FRAME_48K) for i in range(0, len(pcm) - FRAME_48K, FRAME_48K)]
 
 
 def test_raw_capture_detects_plain_pcmu_and_opus_and_not_ciphertext(clips: dict[str, Path]) -> None:

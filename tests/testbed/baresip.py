@@ -270,9 +270,7 @@ snd_path                {self.rec_dir}
         if self._ports is None:
             self._ports = reserve_block(BLOCK_SIZE)
         self._write_config()
-        self.proc = ManagedProcess(
-            ["baresip", "-f", str(self.dir)], name=f"baresip-{self.user}", log_dir=self.dir
-        )
+        self.proc = ManagedProcess(["baresip", "-f", str(self.dir)], name=f"baresip-{self.user}", log_dir=self.dir)
         try:
             self.proc.wait_until(
                 lambda: port_is_bound(self.sip_port, "udp") and port_is_bound(self.ctrl_port, "tcp"),

@@ -269,9 +269,7 @@ def _g711_tables() -> tuple[np.ndarray, np.ndarray]:
     a = codes ^ 0x55
     seg = (a & 0x70) >> 4
     mant = (a & 0x0F) << 4
-    mag = np.where(
-        seg == 0, mant + 8, np.where(seg == 1, mant + 0x108, (mant + 0x108) << np.maximum(seg - 1, 0))
-    )
+    mag = np.where(seg == 0, mant + 8, np.where(seg == 1, mant + 0x108, (mant + 0x108) << np.maximum(seg - 1, 0)))
     alaw = np.where(a & 0x80, mag, -mag).astype(np.float64) / 32768.0
     return ulaw, alaw
 

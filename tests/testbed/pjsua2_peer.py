@@ -157,9 +157,7 @@ class Pjsua2Peer:
     def hangup(self) -> None:
         self._send({"cmd": "hangup"})
 
-    def wait_event(
-        self, name: str, predicate: Callable[[Event], bool] | None = None, timeout: float = 10.0
-    ) -> Event:
+    def wait_event(self, name: str, predicate: Callable[[Event], bool] | None = None, timeout: float = 10.0) -> Event:
         """The next event called `name` (and matching `predicate`), skipping others; bounded by `timeout`."""
         deadline = time.monotonic() + timeout
         while True:

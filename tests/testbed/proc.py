@@ -76,9 +76,7 @@ class ManagedProcess:
     def failure(self, what: str) -> TestbedError:
         rc = self.popen.poll()
         state = "running" if rc is None else f"exited rc={rc}"
-        return TestbedError(
-            f"{self.name} ({state}): {what}\n--- {self.log_path} (tail) ---\n{tail(self.log_path)}"
-        )
+        return TestbedError(f"{self.name} ({state}): {what}\n--- {self.log_path} (tail) ---\n{tail(self.log_path)}")
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll `predicate` until true; raise with the log tail on timeout or if the child dies first."""
