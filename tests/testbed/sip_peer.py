@@ -44,9 +44,9 @@ def udp_socket_inodes(pid: int) -> set[str]:
 # --- child side ---
 
 
-async def _child_main(host: str, port: int, main_reactor: threading.Event | None = None) -> int:
-    """With `main_reactor`, this coroutine runs in a worker thread and sippy's reactor gets the main thread
-    (the layout a CLI would use); the event is set once the stack exists so the main thread can run it."""
+async def _child_main(host: str, port: int, reactor: Any = None) -> int:
+    """With `reactor` (a voipgw.sip.mainthread.MainThreadReactor) this runs in its asyncio worker and sippy's
+    reactor gets the main thread, the layout a CLI would use."""
     from voipgw.sip import IncomingCall, SipCall, SipStack
     from voipgw.sip.events import TERMINAL_EVENTS
 
@@ -56,12 +56,11 @@ async def _child_main(host: str, port: int, main_reactor: threading.Event | None
         port,
         loop,
         user_agent="voipgw-peer",
-        own_reactor_thread=main_reactor is None,
-        reactor_hz=100.0 if main_reactor is not None else 1000.0,
+        own_reactor_thread=reactor is None,
+        reactor_hz=100.0 if reactor is not None else 1000.0,
     )
-    if main_reactor is not None:
-        _MAIN_STACK.append(stack)
-        main_reactor.set()
+    if reactor is not None:
+        reactor.adopt(stack)
     await stack.start()
     out_lock = threading.Lock()
 
@@ -75,12 +74,10 @@ async def _child_main(host: str, port: int, main_reactor: threading.Event | None
     current: list[SipCall] = []
     regs: dict[str, Any] = {}
     pumps: list[asyncio.Task[None]] = []
-    stop_evt = asyncio.Event()
-    if main_reactor is None:
+    stop_evt = asyncio.Event() if reactor is None else reactor.stop_requested
+    if reactor is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_evt.set)
-    else:
-        _MAIN_STOP.append(lambda: loop.call_soon_threadsafe(stop_evt.set))
 
     async def pump(call: SipCall) -> None:
         async for ev in call:
@@ -309,29 +306,12 @@ class SipPeer:
         self.stop()
 
 
-_MAIN_STACK: list[Any] = []
-_MAIN_STOP: list[Any] = []
-
-
 def _run_with_main_reactor(host: str, port: int) -> int:
     import voipgw.sip  # noqa: F401 - sippy's reactor binds its wake-up signal to the importing thread
+    from voipgw.sip.mainthread import MainThreadReactor
 
-    created = threading.Event()
-    result: list[int] = []
-    worker = threading.Thread(target=lambda: result.append(asyncio.run(_child_main(host, port, created))))
-    worker.start()
-    if not created.wait(READY_TIMEOUT_S):
-        return 1
-
-    def on_signal(signum: int, frame: object) -> None:
-        for fn in _MAIN_STOP:
-            fn()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    _MAIN_STACK[0].run_reactor()  # returns after stop()
-    worker.join(READY_TIMEOUT_S)
-    return result[0] if result else 1
+    runner: MainThreadReactor[int] = MainThreadReactor()
+    return runner.run(lambda reactor: _child_main(host, port, reactor))
 
 
 if __name__ == "__main__":

@@ -657,6 +657,8 @@ class SipStack:
         self._thread: threading.Thread | None = None
         self._life = _Lifecycle()
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
+        self._reactor_lock = threading.Lock()
+        self._reactor_entered = False
 
     # lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -697,11 +699,18 @@ class SipStack:
     def run_reactor(self) -> None:
         """Run sippy's reactor in the calling thread until ``stop()``; call this yourself when
         ``own_reactor_thread=False`` (e.g. a CLI that gives the main thread to sippy for faster wake-ups)."""
+        with self._reactor_lock:
+            if self._state == "stopped":
+                if not self._life.ready.done():
+                    self._life.ready.set_exception(SipStackStateError("stopped before the reactor ran"))
+                return
+            self._reactor_entered = True
         ED2.my_ident = threading.get_ident()
         try:
             port = self._setup_on_reactor()
         except BaseException as exc:
             self._life.ready.set_exception(exc)
+            self._after_loop()
             return
         self._life.ready.set_result(port)
         try:
@@ -731,11 +740,17 @@ class SipStack:
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Hang up every call, unregister, close every socket and join the reactor thread. Idempotent."""
-        if self._state in ("new", "stopped"):
-            self._state = "stopped"
-            return
-        if self._state != "stopping":
+        with self._reactor_lock:
+            if self._state == "stopped":
+                return
+            if not self._reactor_entered:
+                # Nobody runs (or will run) the reactor for this stack: nothing to hang up or close.
+                self._state = "stopped"
+                self._release()
+                return
+            first = self._state != "stopping"
             self._state = "stopping"
+        if first and not self._life.stopped.done():
             ED2.callFromThread(self._begin_shutdown, grace_s)
         await asyncio.wrap_future(self._life.stopped)
         if self._thread is not None:
@@ -745,6 +760,8 @@ class SipStack:
         self._state = "stopped"
 
     def _begin_shutdown(self, grace_s: float) -> None:
+        if self._tm is None:  # the reactor already wound down (e.g. setup failed)
+            return
         for core in list(self._cores):
             try:
                 core.hangup("stack shutdown")
