@@ -21,6 +21,7 @@ from voipgw.sip.events import (
     Trying,
 )
 from voipgw.sip.guard import SipStats
+from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Ended",
     "Failed",
     "IncomingCall",
+    "MainThreadReactor",
     "OutgoingCall",
     "ReAnswered",
     "ReOffer",

@@ -12,8 +12,8 @@ socket, drops the reactor's leftover timers and joins the thread, so a *new* ``S
 in the same process (tests do this). A stopped ``SipStack`` object itself cannot be started again; two
 concurrent stacks need two processes. In a worker thread the reactor notices cross-thread calls only at its
 tick, so ``reactor_hz`` bounds the added latency (1000 Hz: about 1 ms per hop, 4 % of a core when idle).
-On the main thread (``own_reactor_thread=False`` + ``run_reactor()``) sippy wakes by signal instead, so 100 Hz
-is as fast; this needs ``voipgw.sip`` imported first on that thread (sippy's ED2 binds it at import time).
+On the main thread (``own_reactor_thread=False``; see ``mainthread.MainThreadReactor``) sippy wakes by signal
+instead, so 100 Hz is as fast; ``voipgw.sip`` must be imported on that thread first (ED2 binds it at import).
 """
 
 from __future__ import annotations
