@@ -44,6 +44,7 @@ from .identity import SERIALIZED_LEN as IDENTITY_LEN
 from .identity import SIGNATURE_LEN, IdentityKey, IdentityPublicKey
 from .kdf import LABEL_CHAIN, LABEL_ROOT, LABEL_SAS, LABEL_TIME, hkdf_expand, hkdf_extract
 from .params import (
+    DEFAULT_INTERVAL_MS,
     MAX_FRAMES_PER_KEY,
     MAX_INTERVAL_MS,
     MIN_FRAMES_PER_KEY,
@@ -85,7 +86,6 @@ MAX_ATTRIBUTE_CHARS = 8192
 """Bound on the base64 text we decode (the largest legal message is under 2 KB of binary)."""
 
 DEFAULT_MAX_SKEW_S = 60.0
-DEFAULT_INTERVAL_MS = 1000
 DEFAULT_NONCE_CACHE_ENTRIES = 100_000
 
 _U64_MAX = (1 << 64) - 1

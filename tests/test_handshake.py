@@ -354,7 +354,7 @@ def test_answer_parameters_checked() -> None:
     offerer = make_offerer()
     wire, _ = answer(offerer.offer_bytes)
     with pytest.raises(errors.BadParameters):
-        offerer.accept_answer(resign_answer(wire, BOB, interval_ms=2000), T0 + 0.2)
+        offerer.accept_answer(resign_answer(wire, BOB, interval_ms=3000), T0 + 0.2)
     with pytest.raises(errors.BadParameters):
         offerer.accept_answer(resign_answer(wire, BOB, send_params=SendParams(frames_per_key=0)), T0 + 0.2)
 

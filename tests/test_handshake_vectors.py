@@ -132,7 +132,7 @@ def test_vectors_are_accepted_by_the_api(case: dict[str, Any]) -> None:
         case["offerer_aor"],
         case["answerer_aor"],
         case["call_id"],
-        HandshakeConfig(suites=suites, send_params=gen_handshake.OFFERER_PARAMS),
+        HandshakeConfig(suites=suites, send_params=gen_handshake.OFFERER_PARAMS, interval_ms=1000),
         case["offer_time"],
         ephemeral_private=inp["offerer_ephemeral_private"],
         nonce=inp["offerer_nonce"],
