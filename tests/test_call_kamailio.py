@@ -70,11 +70,12 @@ def registered_aors(sip: list[tuple[int, int, str]], registrar_port: int) -> set
     """AORs the registrar answered 200 OK to a REGISTER for, with a contact bound (seen on the wire)."""
     aors = set()
     for src, _, text in sip:
-        if src == registrar_port and text.startswith("SIP/2.0 200") and cseq_method(text) == "REGISTER":
-            if re.search(r"^(Contact|m):", text, re.MULTILINE | re.IGNORECASE):
-                to = re.search(r"^(?:To|t):.*?sip:([^>;\s]+)", text, re.MULTILINE | re.IGNORECASE)
-                assert to is not None
-                aors.add(to.group(1))
+        if not (src == registrar_port and text.startswith("SIP/2.0 200") and cseq_method(text) == "REGISTER"):
+            continue
+        if re.search(r"^(Contact|m):", text, re.MULTILINE | re.IGNORECASE):
+            to = re.search(r"^(?:To|t):.*?sip:([^>;\s]+)", text, re.MULTILINE | re.IGNORECASE)
+            assert to is not None
+            aors.add(to.group(1))
     return aors
 
 
@@ -127,10 +128,11 @@ def test_secure_call_through_kamailio_with_digest_auth(tmp_path: Path) -> None:
 def test_wrong_password_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     with Kamailio(tmp_path, users=USERS, auth=True) as k:
         for cmd in (["listen", "--auto-answer"], ["call", f"sip:alice@127.0.0.1:{k.port}"]):
+            argv = [str(VOIPGW), "--home", str(tmp_path / "bob-home"), *cmd, "--listen", "127.0.0.1:0"]
+            argv += ["--aor", "bob@127.0.0.1", "--registrar", f"127.0.0.1:{k.port}"]
+            argv += ["--username", "bob", "--password", "not-bobpw", "--record", str(tmp_path / "x.wav")]
             out = subprocess.run(
-                [str(VOIPGW), "--home", str(tmp_path / "bob-home"), *cmd, "--listen", "127.0.0.1:0"]
-                + ["--aor", "bob@127.0.0.1", "--registrar", f"127.0.0.1:{k.port}"]
-                + ["--username", "bob", "--password", "not-bobpw", "--record", str(tmp_path / "x.wav")],
+                argv,
                 capture_output=True,
                 text=True,
                 timeout=30,
