@@ -3,13 +3,15 @@ loopback, each call a few seconds of PCMU speech whose arrival is measured by co
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
-from tests.testbed.capture import Capture, RawCapture, looks_like_plain_audio
+from tests.testbed.capture import Capture, RawCapture, looks_like_plain_audio, plain_dtmf
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.proc import TestbedError
 from tests.testbed.rtpengine import Rtpengine
@@ -29,6 +31,13 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # The callee plays a long tone: an aufile source that ends hangs up the call from either side.
         "tone": speech.make_tone(d / "tone.wav", 8000, 20.0),
     }
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def _assert_received(sent: Path, recording: Path, control: Path) -> None:
@@ -80,15 +89,45 @@ def test_codec_choice_is_honoured_and_dtmf_arrives(tmp_path: Path, codec: str, r
         Baresip(tmp_path, user="bob", play=tone, codecs=(codec,), srate=rate) as bob,
         Baresip(tmp_path, user="alice", play=sent, codecs=(codec,), srate=rate) as alice,
     ):
-        alice.dial(bob.contact_uri)
-        alice.wait_event("CALL_ESTABLISHED")
-        bob.wait_event("CALL_RTPESTAB")
-        alice.send_dtmf("19#*")
-        alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT)
-        bob.wait_event("CALL_CLOSED")
+        with RawCapture(*alice.rtp_range) as cap:
+            alice.dial(bob.contact_uri)
+            alice.wait_event("CALL_ESTABLISHED")
+            bob.wait_event("CALL_RTPESTAB")
+            alice.send_dtmf("19#*")
+            alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT)
+            bob.wait_event("CALL_CLOSED")
         assert alice.audio_codec() == bob.audio_codec() == codec
         assert bob.received_dtmf() == "19#*"
+        assert plain_dtmf(cap.packets) == "19#*"  # the capture helper reads clear telephone-events
         _assert_received(sent, bob.received_wav(), tone)
+
+
+def test_cancel_while_ringing_then_answer_hold_and_resume(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with (
+        Baresip(tmp_path, user="bob", play=clips["tone"], answer="manual") as bob,
+        Baresip(tmp_path, user="alice", play=clips["tone"]) as alice,
+    ):
+        alice.dial(bob.contact_uri)
+        alice.wait_event("CALL_RINGING")
+        bob.wait_event("CALL_INCOMING")
+        alice.hangup()  # CANCEL
+        assert "reset by peer" in bob.wait_event("CALL_CLOSED").param
+        alice.wait_event("CALL_CLOSED")
+        alice.dial(bob.contact_uri)
+        bob.wait_event("CALL_INCOMING")
+        bob.accept()
+        alice.wait_event("CALL_ESTABLISHED")
+
+        def offers() -> int:
+            return sum(e.type == "CALL_REMOTE_SDP" and e.param == "offer" for e in bob.ctrl.history)
+
+        before = offers()
+        alice.hold()
+        _wait_until(lambda: offers() == before + 1)  # the hold re-INVITE
+        alice.resume()
+        _wait_until(lambda: offers() == before + 2)  # the resume re-INVITE
+        alice.hangup()
+        bob.wait_event("CALL_CLOSED")
 
 
 def test_unknown_codec_is_refused_at_start(tmp_path: Path, clips: dict[str, Path]) -> None:

@@ -334,6 +334,13 @@ snd_path                {self.rec_dir}
         for d in digits:
             self.command("sndcode", d)
 
+    def hold(self) -> None:
+        """Put the current call on hold (a re-INVITE with a sendonly offer)."""
+        self.command("hold")
+
+    def resume(self) -> None:
+        self.command("resume")
+
     def received_dtmf(self) -> str:
         """Digits received as RFC 4733 telephone-events so far (CALL_DTMF_START events), in order."""
         return "".join(e.param for e in self.ctrl.history if e.type == "CALL_DTMF_START")

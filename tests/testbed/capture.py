@@ -385,6 +385,29 @@ def looks_like_plain_audio(
     return PlaintextVerdict(correlation=best, streams=tuple(verdicts))
 
 
+DTMF_DIGITS = "0123456789*#ABCD"
+TELEPHONE_EVENT_SIZE = 4
+
+
+def plain_dtmf(packets: Iterable[CapturedPacket]) -> str:
+    """Digits readable on the wire as RFC 4733 telephone-events (dynamic payload type, 4-byte payload, event
+    0-15), one per (SSRC, event timestamp) in capture order; "" when none. Sealed frames are never 4 bytes."""
+    digits: list[str] = []
+    seen: set[tuple[int, int, int]] = set()
+    for pkt in packets:
+        rtp = pkt.rtp()
+        if rtp is None or rtp.payload_type < 96 or len(rtp.payload) != TELEPHONE_EVENT_SIZE:
+            continue
+        event, flags = rtp.payload[0], rtp.payload[1]
+        if event >= len(DTMF_DIGITS) or flags & 0x40:  # the R bit is reserved and must be zero
+            continue
+        key = (pkt.src_port, rtp.ssrc, rtp.timestamp)
+        if key not in seen:
+            seen.add(key)
+            digits.append(DTMF_DIGITS[event])
+    return "".join(digits)
+
+
 def wait_for_packets(cap: RawCapture, count: int, timeout: float) -> bool:
     """Bounded wait until the raw sniffer holds `count` packets (for tests that need traffic first)."""
     deadline = time.monotonic() + timeout
