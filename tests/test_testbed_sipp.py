@@ -47,7 +47,21 @@ def test_uac_to_uas_through_record_routing_kamailio(tmp_path: Path) -> None:
 
 def test_calls_to_nobody_are_reported_failed(tmp_path: Path) -> None:
     with reserve_block(1) as nobody:
-        result = run_uac(tmp_path, f"127.0.0.1:{nobody[0]}", calls=2, rate=20, service="nobody", timeout=3)
+        result = run_uac(tmp_path, f"127.0.0.1:{nobody[0]}", calls=2, rate=20, service="nobody", timeout=2)
     assert not result.all_ok
     assert result.returncode != 0
     assert result.successful == 0
+
+
+def test_twenty_concurrent_pcap_calls_have_their_rtp_echoed(tmp_path: Path) -> None:
+    with SippUas(tmp_path, rtp_echo=True) as uas, RawCapture(uas.media_port, uas.media_port) as cap:
+        result = run_uac(
+            tmp_path, uas.address, calls=20, rate=20, limit=20, service="bob",
+            scenario_name="uac_pcap", duration_ms=1500, timeout=30,
+        )  # fmt: skip
+        assert result.all_ok, result.log[-3000:]
+        assert result.successful == 20
+    to_uas = [p for p in cap.packets if p.dst_port == uas.media_port and p.rtp() is not None]
+    echoed = [p for p in cap.packets if p.src_port == uas.media_port and p.rtp() is not None]
+    assert len({p.src_port for p in to_uas}) == 20  # one media port per concurrent call
+    assert len(echoed) >= 0.9 * len(to_uas) > 0
