@@ -74,7 +74,7 @@ class PhoneConfig:
     proxy: tuple[str, int] | None = None
     """Outbound proxy for INVITEs (default: the registrar, if any)."""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     register_expires: int = 300
     no_answer_timeout_s: float = 30.0
     suites: frozenset[Suite] = frozenset({Suite.X25519})

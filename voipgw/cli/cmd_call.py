@@ -19,7 +19,7 @@ from voipgw.audio.device import NoAudioDevice
 from voipgw.audio.sources import AudioSink, AudioSource, MemorySink, SilenceSource, WavPlayer, WavRecorder
 from voipgw.audio.wav import WavError
 from voipgw.call import CallState
-from voipgw.cli.main import CliError
+from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
 from voipgw.sip import Ended, Failed, RegistrationFailed

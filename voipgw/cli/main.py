@@ -10,17 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from voipgw import __version__
+from voipgw.cli.errors import CliError
 
 # Each command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
 _COMMAND_MODULES = ("voipgw.cli.cmd_call", "voipgw.cli.cmd_demo", "voipgw.cli.cmd_bench")
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def default_home() -> Path:
