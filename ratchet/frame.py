@@ -7,8 +7,10 @@ rewrite SSRC, sequence numbers and timestamps, so the frame carries its own coun
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
@@ -167,6 +169,16 @@ def per_frame_key(message_key: bytes | bytearray, time_key: bytes, counter: int)
     return hashlib.sha256(
         LABEL_FRAME_KEY_PER_FRAME + bytes(message_key) + time_key + counter.to_bytes(8, "big")
     ).digest()
+
+
+def per_frame_hash(message_key: bytes | bytearray, time_key: bytes) -> hashlib._Hash:
+    """The hash state of ``per_frame_key`` before the counter: copy it and add ``u64 n`` for each frame."""
+    return hashlib.sha256(LABEL_FRAME_KEY_PER_FRAME + bytes(message_key) + time_key)
+
+
+def aead_factory(suite: FrameSuite) -> Callable[[bytes], AeadCipher]:
+    """A one-argument constructor for the suite's AEAD (avoids a branch per frame in per-frame-key mode)."""
+    return functools.partial(AESCCM, tag_length=10) if suite is FrameSuite.AES256_CCM_80 else AESGCM
 
 
 def make_aead(suite: FrameSuite, key: bytes) -> AeadCipher:

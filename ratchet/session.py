@@ -22,6 +22,7 @@ key, the event queue). Nothing here reads a clock: every entry point takes ``now
 from __future__ import annotations
 
 import collections
+import hashlib
 import hmac
 import math
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from ratchet.frame import (
     AeadCipher,
     Extensions,
     RatchetKeyAnnouncement,
+    aead_factory,
     chain_id,
     encode_extensions,
     frame_key,
@@ -70,6 +72,7 @@ from ratchet.frame import (
     nearest,
     nonce_prefix,
     parse_extensions,
+    per_frame_hash,
     per_frame_key,
     split_frame,
 )
@@ -204,6 +207,8 @@ class FrameSealer:
         self._fast_word = 0
         self._fast_ext = b""
         self._fast_mk: bytearray | None = None
+        self._fast_pf: hashlib._Hash | None = None
+        self._new_aead = aead_factory(self._suite)
         self._fast_tk = b""
         self._announce_n = 0
         self._start_epoch(0, 0, now, bytearray(keys.send_chain), NO_PEER_EPOCH)
@@ -262,6 +267,7 @@ class FrameSealer:
         _wipe(self._mk)
         self._mk = bytearray(mk)
         self._fast_mk = None
+        self._fast_pf = None
         self._step = step
         self._interval = None
 
@@ -295,11 +301,12 @@ class FrameSealer:
                 aad = word.to_bytes(4, "big")
             self._n = n + 1
             nonce = (self._nonce_base | n).to_bytes(self._nonce_len, "big")
-            aead = (
-                self._aead
-                if self._fast_mk is None
-                else make_aead(self._suite, per_frame_key(self._fast_mk, self._fast_tk, n))
-            )
+            if self._fast_pf is None:
+                aead = self._aead
+            else:  # per-frame keys: SHA-256(label ‖ mk ‖ tk ‖ u64 n) from a precomputed hash state
+                h = self._fast_pf.copy()
+                h.update(n.to_bytes(8, "big"))
+                aead = self._new_aead(h.digest())
             return aad + aead.encrypt(nonce, payload, aad)  # type: ignore[union-attr]
         if n == self._fast_until_n and now < self._fast_t_hi:
             self._step_forward()  # in-order step boundary: one KDF_CK step, then the fast path again
@@ -316,6 +323,7 @@ class FrameSealer:
         self._fast_until_n += self._fpk
         if self._per_frame:
             self._fast_mk = self._mk
+            self._fast_pf = per_frame_hash(self._mk, self._fast_tk)
 
     def _seal_slow(self, payload: bytes, now: float) -> bytes:
         if self.closed:
@@ -389,6 +397,7 @@ class FrameSealer:
         self._fast_word = self._hdr_base | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT) | self._kcv
         self._fast_mk = self._mk if self._per_frame else None
         self._fast_tk = self._tks.key(interval)
+        self._fast_pf = per_frame_hash(self._fast_mk, self._fast_tk) if self._fast_mk is not None else None
 
     @property
     def sealed(self) -> int:
@@ -503,6 +512,8 @@ class FrameOpener:
         self._fast_nonce = 0
         self._fast_nonce_len = 0
         self._fast_mk: bytearray | None = None
+        self._fast_pf: hashlib._Hash | None = None
+        self._new_aead = aead_factory(self._suite)
         self._fast_tk = b""
         self._fast_ext = b"\x00"  # never matches a real block (length 0 is invalid)
         self._fast_ext_end = HEADER_LEN + 1
@@ -612,11 +623,12 @@ class FrameOpener:
                 hdr = frame[:aad_len]
             else:
                 return self._open_counted(frame, now)
-            aead = (
-                self._fast_aead
-                if self._fast_mk is None
-                else make_aead(self._suite, per_frame_key(self._fast_mk, self._fast_tk, n))
-            )
+            if self._fast_pf is None:
+                aead = self._fast_aead
+            else:
+                h = self._fast_pf.copy()
+                h.update(n.to_bytes(8, "big"))
+                aead = self._new_aead(h.digest())
             try:
                 payload: bytes = aead.decrypt(  # type: ignore[union-attr]
                     (self._fast_nonce | n).to_bytes(self._fast_nonce_len, "big"), frame[aad_len:], hdr
@@ -728,6 +740,7 @@ class FrameOpener:
         self._fast_aead = aead
         self._fast_mk = key.mk if self._per_frame else None
         self._fast_tk = self._tks.key(interval)
+        self._fast_pf = per_frame_hash(key.mk, self._fast_tk) if self._per_frame else None
 
     def _open_counted(self, frame: bytes, now: float) -> bytes:
         try:
