@@ -262,3 +262,24 @@ def test_malformed_frames_raise_typed_errors() -> None:
         with pytest.raises(errors.FrameError):
             bob.open(junk, T0)
     assert sum(bob.stats.refused.values()) == 5
+
+
+def test_frame_of_another_suite_is_refused() -> None:
+    alice, bob = sessions()
+    frame = bytearray(alice.seal(b"s", T0))
+    frame[0] |= 0x80
+    with pytest.raises(errors.WrongSuite):
+        bob.open(bytes(frame), T0)
+
+
+def test_low_order_ratchet_key_is_a_bad_extension_and_changes_nothing() -> None:
+    from ratchet.frame import Extensions, RatchetKeyAnnouncement, encode_extensions, header_word
+
+    alice, bob = sessions()
+    exchange(alice, bob, 3, T0)
+    ext = encode_extensions(Extensions(RatchetKeyAnnouncement(1, 0, 3, bytes(32))))
+    aad = header_word(0, True, 1, 3, 0, 0).to_bytes(4, "big") + ext
+    with pytest.raises(errors.ExtensionError):
+        bob.open(aad + os.urandom(30), T0 + 0.1)
+    assert bob.stats.peer_epoch == 0 and bob.stats.refused["bad-extension"] == 1
+    exchange(alice, bob, 3, T0 + 0.2)
