@@ -23,6 +23,7 @@ from tests.testbed.capture import (
     parse_rtp,
     wait_for_packets,
 )
+from tests.testbed.proc import ManagedProcess, TestbedError
 
 FRAME_8K = 160
 FRAME_48K = 960
@@ -63,6 +64,17 @@ def test_port_is_bound_sees_a_bound_udp_socket() -> None:
             s.bind(("127.0.0.1", block[0]))
             assert ports.port_is_bound(block[0], "udp")
             assert not ports.port_is_free(block[0])
+
+
+def test_a_dying_child_fails_the_wait_with_its_log_and_a_deaf_one_is_killed(tmp_path: Path) -> None:
+    dying = ManagedProcess(["sh", "-c", "echo boom-from-child; exit 3"], name="dying", log_dir=tmp_path)
+    with pytest.raises(TestbedError, match="boom-from-child"):
+        dying.wait_until(lambda: False, 10.0, "something that never happens")
+    assert dying.stop() == 3
+    deaf = ManagedProcess(["sh", "-c", "trap '' TERM; echo up; sleep 30"], name="deaf", log_dir=tmp_path)
+    deaf.wait_until(lambda: "up" in deaf.log_text(), 10.0, "start")
+    assert deaf.stop(grace=0.2) == -9  # SIGTERM ignored, so SIGKILL
+    assert not deaf.alive
 
 
 # --- speech fixtures and correlation --------------------------------------------------------------

@@ -269,9 +269,9 @@ snd_path                {self.rec_dir}
     def start(self) -> Baresip:
         if self._ports is None:
             self._ports = reserve_block(BLOCK_SIZE)
-        self._write_config()
-        self.proc = ManagedProcess(["baresip", "-f", str(self.dir)], name=f"baresip-{self.user}", log_dir=self.dir)
         try:
+            self._write_config()
+            self.proc = ManagedProcess(["baresip", "-f", str(self.dir)], name=f"baresip-{self.user}", log_dir=self.dir)
             self.proc.wait_until(
                 lambda: port_is_bound(self.sip_port, "udp") and port_is_bound(self.ctrl_port, "tcp"),
                 READY_TIMEOUT,

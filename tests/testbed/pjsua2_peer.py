@@ -118,13 +118,13 @@ class Pjsua2Peer:
     def start(self) -> Pjsua2Peer:
         if self._ports is None:
             self._ports = reserve_block(BLOCK_SIZE)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = ManagedProcess(
-            self._argv(), name="pjsua2-ua", log_dir=self.dir, stdin=subprocess.PIPE, pipe_stdout=True
-        )
-        self._reader = threading.Thread(target=self._read_loop, name=f"pjsua2-{self.user}", daemon=True)
-        self._reader.start()
         try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.proc = ManagedProcess(
+                self._argv(), name="pjsua2-ua", log_dir=self.dir, stdin=subprocess.PIPE, pipe_stdout=True
+            )
+            self._reader = threading.Thread(target=self._read_loop, name=f"pjsua2-{self.user}", daemon=True)
+            self._reader.start()
             self.wait_event("ready", timeout=READY_TIMEOUT)
             self.proc.wait_until(lambda: port_is_bound(self.sip_port, "udp"), READY_TIMEOUT, "SIP port")
         except BaseException:

@@ -55,16 +55,25 @@ class ManagedProcess:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        self.popen = subprocess.Popen(
+        try:
+            self.popen = self._spawn(stdin, pipe_stdout, full_env, cwd)
+        except BaseException:
+            self._log.close()
+            raise
+        self.pid = self.popen.pid
+
+    def _spawn(
+        self, stdin: int | None, pipe_stdout: bool, env: dict[str, str], cwd: Path | None
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             self.argv,
             stdin=stdin,
             stdout=subprocess.PIPE if pipe_stdout else self._log,
             stderr=self._log if pipe_stdout else subprocess.STDOUT,
-            env=full_env,
+            env=env,
             cwd=cwd,
             start_new_session=True,
         )
-        self.pid = self.popen.pid
 
     @property
     def alive(self) -> bool:

@@ -163,13 +163,11 @@ delete-delay = 0
     def start(self) -> Rtpengine:
         if self._ports is None:
             self._ports = reserve_block(BLOCK_SIZE)
-        conf = self._write_config()
-        self.proc = ManagedProcess(
-            ["rtpengine", f"--config-file={conf}", "--config-section=rtpengine"],
-            name="rtpengine",
-            log_dir=self.dir,
-        )
         try:
+            conf = self._write_config()
+            self.proc = ManagedProcess(
+                ["rtpengine", f"--config-file={conf}", "--config-section=rtpengine"], name="rtpengine", log_dir=self.dir
+            )
             self.proc.wait_until(self._pong, READY_TIMEOUT, "an ng ping answered with pong")
         except BaseException:
             self.stop()

@@ -213,9 +213,9 @@ class SippUas:
         return self._p.media_port
 
     def start(self) -> SippUas:
-        self._p.start([])
-        assert self._p.proc is not None
         try:
+            self._p.start([])
+            assert self._p.proc is not None
             self._p.proc.wait_until(lambda: port_is_bound(self.sip_port, "udp"), READY_TIMEOUT, "SIP port")
         except BaseException:
             self._p.stop()
