@@ -8,6 +8,7 @@ import pytest
 
 from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
+from tests.testbed.capture import RawCapture
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from tests.testbed.sipp import SippUas
@@ -108,3 +109,19 @@ def test_pjsua2_registers_with_digest_auth_and_calls_both_ways_through_kamailio(
             pj.hangup()
             alice.wait_event("CALL_CLOSED")
             assert pj.wait_event("disconnected")["code"] == 200
+
+
+def test_plain_pjsua2_refuses_an_opus_only_offer_with_488_before_any_callback(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    # What an Opus-only voipgw offer will meet: this wheel has no Opus, and PJSIP answers before Python runs.
+    with (
+        Pjsua2Peer(tmp_path, user="pj") as pj,
+        Baresip(tmp_path, user="alice", play=clips["tone"], codecs=("opus",)) as alice,
+        RawCapture(pj.sip_port, pj.sip_port) as cap,
+    ):
+        alice.dial(pj.contact_uri)
+        assert alice.wait_event("CALL_CLOSED").param == "488 Not Acceptable Here"
+    refusal = next(p.payload.decode() for p in cap.packets if p.payload.startswith(b"SIP/2.0 488"))
+    assert "No suitable codec for remote offer" in refusal
+    assert not any(e["event"] == "incoming" for e in pj.events)

@@ -1,9 +1,12 @@
 """A plain PJSIP peer for interop tests: runs pjsua2_ua.py as a subprocess and reads its JSON-line events.
 
 Owns that subprocess (stopped by PID); never imports pjsua2 into the test process, where a lifecycle
-mistake would abort pytest itself. Pitfalls: the UA's stdout is its event channel, so pjsua's log goes to
-`pjsua.log` in the work dir; "quit" on stdin is the clean stop (BYE for live calls, then libDestroy),
-SIGTERM/SIGKILL only if that takes too long.
+mistake would abort pytest itself.
+
+Pitfalls (measured): the UA's stdout is its event channel, so pjsua's log goes to `pjsua.log` in the work
+dir; "quit" on stdin is the clean stop (BYE for live calls, then libDestroy), SIGTERM/SIGKILL only if that
+takes too long; pjsua's jitter buffer can slip a frame mid-call, so judge its audio by the windowed
+correlation (seen: global 0.67, windowed 0.9999); the wheel has no Opus, so an Opus-only offer gets 488.
 """
 
 from __future__ import annotations

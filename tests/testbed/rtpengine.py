@@ -1,12 +1,13 @@
-"""A userspace rtpengine media relay for tests (table=-1), with its ng control port and a private RTP port
-range.
+"""A userspace rtpengine media relay for tests (table=-1), with its ng control port and its own RTP ports.
 
-Owns the rtpengine process it starts and stops it by PID; never loads the kernel module or leaves
-loopback. Give Kamailio `ng_socket` ("udp:127.0.0.1:PORT") for `modparam("rtpengine", "rtpengine_sock",
-...)`. Pitfalls (measured): the `rtpengine` metapackage pulls a dkms kernel module, so only
-rtpengine-daemon is used; `table = -1` keeps forwarding in userspace; the ng port is bound a little after
-start, so readiness is an ng `ping` answered with `pong`; ng messages are "<cookie> <bencoded dict>" and
-the reply echoes the cookie.
+Owns the rtpengine process it starts and stops it by PID; never loads the kernel module or leaves loopback.
+Give Kamailio `ng_socket` ("udp:127.0.0.1:PORT") for `modparam("rtpengine", "rtpengine_sock", ...)`.
+
+Pitfalls (measured): the `rtpengine` metapackage pulls a dkms kernel module, so only rtpengine-daemon is
+used; `table = -1` keeps forwarding in userspace; the ng port is bound a little after start, so readiness
+is an ng `ping` answered with `pong`; ng messages are "<cookie> <bencoded dict>" and the reply echoes the
+cookie. With the Kamailio flags "replace-origin replace-session-connection" rtpengine 10.5 rewrites the
+addresses and ports only: SSRC, sequence numbers and timestamps pass through unchanged.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Run sipp (sip-tester) UAC and UAS scenarios on loopback and read back their call statistics.
 
 Owns the sipp processes it starts (stopped by PID); never uses sipp's default, non-loopback addresses.
+
 Pitfalls (measured): sipp binds the host's primary address unless given `-i 127.0.0.1 -mi 127.0.0.1`; its
-UDP control port defaults to 8888 for every instance, so parallel sipps clash unless `-cp` differs;
-without a tty it needs `-nostdin`; the stock scenarios break through a record-routing proxy (see
-scenarios/*.xml for the edits); exit status 0 means every call succeeded, 1 some failed, 97/99 stopped
-early, 255 fatal; the -stf CSV holds cumulative counters in its last row only after a dump, so `-fd 1` is
-set.
+UDP control port defaults to 8888 for every instance, so parallel sipps clash unless `-cp` differs; without
+a tty it needs `-nostdin`; the stock scenarios break through a record-routing proxy (see scenarios/*.xml
+for the edits); exit status 0 means every call succeeded, 1 some failed, 97/99 stopped early, 255 fatal;
+the -stf CSV holds cumulative counters in its last row, refreshed every `-fd 1` second and at exit;
+`-rtp_echo` echoes every call on the one `-mp` port, while uac_pcap gives each call its own media port.
 """
 
 from __future__ import annotations
