@@ -1,4 +1,5 @@
-"""One call's media session: RTP endpoint + frame protector + Opus + jitter buffer + audio source and sink.
+"""One call's media session: RTP endpoint + frame protector + codec (Opus by default) + jitter buffer + audio
+source and sink.
 
 Never plays or decodes a payload the protector did not open, and never sends clear audio unless the caller
 explicitly allowed an insecure (opportunistic) protector. Owns no keys (the protector seals/opens).
@@ -17,7 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from ratchet.errors import FrameError, RatchetError
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
+from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE, Address, RtpEndpoint
 from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_LATE_TICKS = 10
 """If the loop falls this many ticks (200 ms) behind, skip them instead of sending a burst."""
 MAX_CONCEAL_TICKS = 10
-"""Consecutive gaps concealed with Opus PLC (200 ms) before playing plain silence (the peer went quiet)."""
+"""Consecutive gaps concealed with the codec's PLC (200 ms) before playing plain silence (the peer went quiet)."""
 MAX_EARLY_PACKETS = 50
 """Packets kept from before start() (1 s): the answerer's first frames can beat the 200 OK to the offerer."""
 
@@ -47,7 +49,7 @@ class FrameProtector(Protocol):
 
 
 class PlainProtector:
-    """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear Opus."""
+    """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear codec frames."""
 
     secure = False
 
@@ -84,9 +86,9 @@ class MediaStats:
     frames_played: int = 0
     """Ticks that played a decoded, opened frame."""
     frames_concealed: int = 0
-    """Ticks that played Opus loss concealment (a gap after audio was heard)."""
+    """Ticks that played the codec's loss concealment (a gap after audio was heard)."""
     frames_silent: int = 0
-    """Ticks that played digital silence (nothing heard yet, a long gap, or a frame libopus rejected)."""
+    """Ticks that played digital silence (nothing heard yet, a long gap, or a frame the codec rejected)."""
     decode_failures: int = 0
     ticks_skipped: int = 0
     """Ticks dropped because the event loop stalled for more than MAX_LATE_TICKS."""
@@ -134,8 +136,10 @@ class MediaStream:
         """An unexpected exception that ended the pacing loop (None while healthy)."""
         self._source: AudioSource | None = None
         self._sink: AudioSink | None = None
-        self._encoder: OpusEncoder | None = None
-        self._decoder = OpusDecoder()
+        self.codec: CodecInfo = OPUS
+        """The codec in use (set by start(); Opus until then)."""
+        self._encoder: AudioEncoder | None = None
+        self._decoder: AudioDecoder = OpusDecoder()
         self._heard = False
         self._gap = 0
         self._early: list[tuple[RtpPacket, Address, float]] = []
@@ -181,10 +185,15 @@ class MediaStream:
         sink: AudioSink | None,
         allow_insecure: bool = False,
         jitter: JitterBuffer | None = None,
-        encoder: OpusEncoder | None = None,
+        encoder: AudioEncoder | None = None,
         clock: Callable[[], float] = time.time,
+        codec: CodecInfo = OPUS,
+        payload_type: int | None = None,
     ) -> None:
         """Start sending (20 ms pacing) and playing. ``source=None`` receives only; ``sink=None`` discards.
+
+        ``codec`` is the negotiated codec (Opus by default) and ``payload_type`` its RTP payload type in this
+        call (default: the one given to bind()); the RTP timestamp advances by the codec's clock per frame.
 
         ``clock`` gives the ``now`` passed to the protector (wall-clock seconds, shared with the peer's
         time-key intervals). Raises InsecureMediaRefused for a plain protector unless ``allow_insecure``.
@@ -201,7 +210,13 @@ class MediaStream:
         self._clock = clock
         if jitter is not None:
             self.jitter = jitter
-        self._encoder = encoder or OpusEncoder()
+        self.codec = codec
+        self._encoder = encoder or codec.new_encoder()
+        if codec is not OPUS:
+            self._decoder = codec.new_decoder()
+        if payload_type is not None:
+            self.endpoint.payload_type = payload_type
+        self.endpoint.reception.clock_rate = codec.rtp_clock_rate
         if remote is not None:
             self.endpoint.remote = remote
         early, self._early = self._early, []
@@ -303,14 +318,14 @@ class MediaStream:
             self.source_finished.set()
             return
         assert self._encoder is not None and self.protector is not None
-        opus = self._encoder.encode(pcm)
+        encoded = self._encoder.encode(pcm)
         try:
-            frame = self.protector.seal(opus, self._clock())
+            frame = self.protector.seal(encoded, self._clock())
         except RatchetError:
             self.stats.seal_errors += 1
             return
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
-        if self.endpoint.send(frame, marker=self._first_send):
+        if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
             self.stats.frames_sent += 1
             self._first_send = False
 

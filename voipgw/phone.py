@@ -1,5 +1,5 @@
 """The softphone role: one SIP stack and one identity; calls placed and received with the signed handshake in
-the SDP, then Opus media sealed by the ratchet session.
+the SDP, then Opus media sealed by the ratchet session (or, under ``opportunistic``, a plain Opus/G.711 call).
 
 Policy is enforced here, before any media starts: under ``require`` a call without a verified key exchange is
 refused (488 with a Warning header) or hung up, and no audio is ever sent or played in the clear.
@@ -30,10 +30,21 @@ from ratchet.handshake import (
 from ratchet.identity import IdentityKey
 from ratchet.params import DEFAULT_INTERVAL_MS, SUITE_NAMES, SendParams, SessionKeys, Suite
 from ratchet.session import MediaConfig, MediaSession
+from voipgw.audio.codecs import get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.call import CallEvent, CallRecord, CallState, Security
 from voipgw.media import MediaStream, PlainProtector
-from voipgw.sdp import OPUS, AudioDescription, SdpError, build_sdp, opus_codec, parse_sdp
+from voipgw.sdp import (
+    PLAIN_CODECS,
+    SECURE_CODECS,
+    AudioDescription,
+    Codec,
+    SdpError,
+    build_sdp,
+    choose_codec,
+    offer_codecs,
+    parse_sdp,
+)
 from voipgw.sip import (
     Answered,
     Ended,
@@ -51,6 +62,7 @@ log = logging.getLogger(__name__)
 WARN_NO_KEY_EXCHANGE = (
     "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
 )
+WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
 
 
 class Policy(enum.Enum):
@@ -236,6 +248,7 @@ class Phone:
         self,
         call: ActiveCall,
         remote: AudioDescription,
+        codec: Codec,
         source: AudioSource | None,
         sink: AudioSink | None,
     ) -> None:
@@ -253,6 +266,8 @@ class Phone:
             sink=sink,
             allow_insecure=insecure,
             clock=time.monotonic,
+            codec=get_codec(codec.name),
+            payload_type=codec.payload_type,
         )
 
     async def _stop_media(self, call: ActiveCall) -> None:
@@ -297,14 +312,18 @@ class Phone:
             self._tap(call, stream)
         offerer: list[Offerer] = []
         cpu = [0.0]
+        # Only a policy that may end up NOT SECURE offers G.711: a secure call is Opus only.
+        codecs = offer_codecs(SECURE_CODECS if cfg.policy is Policy.REQUIRE else PLAIN_CODECS)
 
         def offer_factory(call_id: str) -> str:
+            rec.call_id = call_id
+            if not cfg.e2e:
+                return build_sdp(self.rtp_host, stream.local[1], codecs)
             t = time.perf_counter()
             o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.handshake, time.time())
             cpu[0] += time.perf_counter() - t
             offerer.append(o)
-            rec.call_id = call_id
-            return build_sdp(self.rtp_host, stream.local[1], [opus_codec()], handshake=encode_attribute(o.offer_bytes))
+            return build_sdp(self.rtp_host, stream.local[1], codecs, handshake=encode_attribute(o.offer_bytes))
 
         rec.apply(CallEvent.SEND_INVITE)
         t_invite = time.monotonic()
@@ -357,6 +376,7 @@ class Phone:
         source: AudioSource | None,
         sink: AudioSink | None,
     ) -> None:
+        """``offerer`` holds the handshake offer (empty for a plain ``e2e = false`` offer)."""
         rec = call.record
         while True:
             ev = await sip.next_event()
@@ -366,22 +386,22 @@ class Phone:
                 rec.apply(CallEvent.REFUSED)
                 reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
                 rec.reason = f"{rec.reason}: {reason}" if rec.reason == "cancelled" else reason
-                offerer[0].close()
+                _close_all(offerer)
                 return
             elif isinstance(ev, Ended):
                 rec.apply(CallEvent.HUNG_UP)
                 rec.reason = rec.reason or ev.reason
-                offerer[0].close()
+                _close_all(offerer)
                 return
             elif isinstance(ev, Answered):
                 rec.setup_ms = (time.monotonic() - t_invite) * 1e3
-                await self._on_answer(call, offerer[0], ev.remote_sdp, cpu, source, sink)
+                await self._on_answer(call, offerer[0] if offerer else None, ev.remote_sdp, cpu, source, sink)
                 return
 
     async def _on_answer(
         self,
         call: ActiveCall,
-        offerer: Offerer,
+        offerer: Offerer | None,
         answer_sdp: str,
         cpu: list[float],
         source: AudioSource | None,
@@ -392,19 +412,36 @@ class Phone:
             remote = parse_sdp(answer_sdp)
         except SdpError as exc:
             self._refuse_established(call, f"unusable answer SDP: {exc.reason}")
-            offerer.close()
+            _close_all([offerer] if offerer else [])
             return
-        if remote.handshake is None:
-            offerer.close()
+        if remote.handshake is None or offerer is None:
+            _close_all([offerer] if offerer else [])
             if self.config.policy is Policy.REQUIRE:
                 self._refuse_established(
                     call, "the peer answered without the voipgw key exchange; hung up (policy: require)"
                 )
                 return
+            if remote.handshake is not None:
+                self._refuse_established(call, "the answer carries a voipgw key exchange we did not offer")
+                return
+            codec = choose_codec(remote.codecs, PLAIN_CODECS)
+            if codec is None:
+                self._refuse_established(call, "no common codec in the answer")
+                return
             rec.apply(CallEvent.ANSWERED)
             rec.security = Security.NOT_SECURE
-            log.warning("call %s with %s is NOT SECURE (opportunistic policy)", rec.call_id, rec.remote_aor)
+            log.warning(
+                "call %s with %s is NOT SECURE (opportunistic policy), codec %s",
+                rec.call_id,
+                rec.remote_aor,
+                codec.name,
+            )
         else:
+            codec = choose_codec(remote.codecs, SECURE_CODECS)
+            if codec is None:
+                offerer.close()
+                self._refuse_established(call, "no common codec in the answer (a secure call needs opus)")
+                return
             try:
                 t = time.perf_counter()
                 keys = offerer.accept_answer(
@@ -419,9 +456,9 @@ class Phone:
             rec.handshake_ms = cpu[0] * 1e3
             rec.apply(CallEvent.ANSWERED)
             self._finish_secure(call, keys)
-        rec.codec = OPUS
+        rec.codec = codec.name
         rec.started_at = time.time()
-        await self._start_media(call, remote, source, sink)
+        await self._start_media(call, remote, codec, source, sink)
 
     def _refuse_established(self, call: ActiveCall, reason: str) -> None:
         """The dialog exists (200 OK arrived) but policy forbids media: BYE at once, no audio ever."""
@@ -482,16 +519,20 @@ class Phone:
         call = ActiveCall(rec, sip=incoming)
         try:
             remote = parse_sdp(incoming.remote_sdp or "")
-            if remote.find(OPUS) is None:
-                raise SdpError("no-common-codec", "the offer has no Opus")
         except SdpError as exc:
             return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: unusable offer: {exc.reason}")
         keys: SessionKeys | None = None
         answer_attr: str | None = None
-        if remote.handshake is None or not cfg.e2e:
-            if cfg.policy is Policy.REQUIRE:
-                return self._reject(call, incoming, 488, "Not Acceptable Here", WARN_NO_KEY_EXCHANGE)
-        else:
+        secure = remote.handshake is not None and cfg.e2e
+        # The policy verdict comes first: a plain offer under require is refused for its missing key exchange,
+        # whatever codecs it lists.
+        if not secure and cfg.policy is Policy.REQUIRE:
+            return self._reject(call, incoming, 488, "Not Acceptable Here", WARN_NO_KEY_EXCHANGE)
+        codec = choose_codec(remote.codecs, SECURE_CODECS if secure else PLAIN_CODECS)
+        if codec is None:
+            return self._reject(call, incoming, 488, "Not Acceptable Here", WARN_NO_COMMON_CODEC)
+        if secure:
+            assert remote.handshake is not None
             try:
                 t = time.perf_counter()
                 answer_bytes, keys = answer_offer(
@@ -514,18 +555,21 @@ class Phone:
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
-        opus = remote.find(OPUS)
-        assert opus is not None
-        sdp = build_sdp(self.rtp_host, stream.local[1], [opus_codec(opus.payload_type)], handshake=answer_attr)
+        sdp = build_sdp(self.rtp_host, stream.local[1], [codec], handshake=answer_attr)
         if keys is not None:
             self._finish_secure(call, keys)
         else:
             rec.security = Security.NOT_SECURE
-            log.warning("call %s from %s is NOT SECURE (opportunistic policy)", rec.call_id, rec.remote_aor)
-        rec.codec = OPUS
+            log.warning(
+                "call %s from %s is NOT SECURE (opportunistic policy), codec %s",
+                rec.call_id,
+                rec.remote_aor,
+                codec.name,
+            )
+        rec.codec = codec.name
         self.calls.append(call)
         # Media starts before the 200 OK leaves, so the first RTP packet in either direction is sealed.
-        await self._start_media(call, remote, source, sink)
+        await self._start_media(call, remote, codec, source, sink)
         incoming.answer(sdp)
         rec.apply(CallEvent.ANSWERED)
         rec.setup_ms = (time.monotonic() - t_received) * 1e3
@@ -557,6 +601,11 @@ class Phone:
         incoming.reject(code, reason, warning)
         call.done.set()
         return call
+
+
+def _close_all(offerers: list[Offerer]) -> None:
+    for o in offerers:
+        o.close()
 
 
 def wait_for_first(*events: asyncio.Event) -> Callable[[], bool]:

@@ -189,3 +189,24 @@ def opus_codec(pt: int = DEFAULT_OPUS_PT) -> Codec:
 
 PCMU_CODEC = Codec(PCMU, 0, 8000)
 PCMA_CODEC = Codec(PCMA, 8, 8000)
+
+SECURE_CODECS = (OPUS,)
+"""A secure call carries Opus only: the ratchet's frame format seals Opus frames."""
+PLAIN_CODECS = (OPUS, PCMU, PCMA)
+"""What a NOT SECURE (opportunistic) call offers and accepts, in our order of preference."""
+
+
+def offer_codecs(names: tuple[str, ...]) -> list[Codec]:
+    """Our offer's codec list for ``names`` (SECURE_CODECS or PLAIN_CODECS), with our payload type numbers."""
+    ours = {OPUS: opus_codec(), PCMU: PCMU_CODEC, PCMA: PCMA_CODEC}
+    return [ours[n] for n in names]
+
+
+def choose_codec(offered: tuple[Codec, ...], preference: tuple[str, ...]) -> Codec | None:
+    """The first codec of ``preference`` that ``offered`` lists, with the offer's payload type number
+    (RFC 3264 §6.1: the answer reuses the offerer's numbers); None if there is no common codec."""
+    for name in preference:
+        for codec in offered:
+            if codec.name == name:
+                return codec
+    return None
