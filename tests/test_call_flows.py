@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.phones import SPEECH, start_caller, start_listener
+from tests.phones import SPEECH, PhoneProc, start_caller, start_listener
 from tests.testbed.ports import port_is_bound
 
 pytestmark = pytest.mark.integration
 
 
-def _wait_log(proc: object, text: str, timeout: float = 15.0) -> None:
+def _wait_log(proc: PhoneProc, text: str, *others: PhoneProc, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    while text not in proc.log():  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, f"never saw {text!r}:\n{proc.log()}"  # type: ignore[attr-defined]
+    while text not in proc.log():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name}:\n{p.log()}" for p in (proc, *others))
+            raise AssertionError(f"{proc.name} never logged {text!r}:\n{logs}")
         time.sleep(0.05)
 
 
@@ -25,7 +27,7 @@ def test_caller_interrupted_while_ringing_sends_cancel(tmp_path: Path) -> None:
     bob = start_listener(tmp_path, "bob", "--answer-after", "20")
     alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
     try:
-        _wait_log(bob, "incoming call from")
+        _wait_log(bob, "incoming call from", alice)
         time.sleep(0.3)
         alice.signal(signal.SIGINT)
         assert alice.wait(15) == 1
@@ -61,7 +63,7 @@ def test_shutdown_mid_call_sends_bye_and_closes_sockets(tmp_path: Path, sig: sig
         tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH), "--duration", "30"
     )
     try:
-        _wait_log(alice, "established")
+        _wait_log(alice, "established", bob)
         time.sleep(1.0)
         alice.signal(sig)
         assert alice.wait(15) == 0, alice.log()
