@@ -7,9 +7,10 @@ never receives one RTP packet from us (a raw capture on loopback is the proof).
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.phones import PhoneProc, start_caller, start_listener
@@ -36,7 +37,29 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "speech8k": speech.make_variant(d / "speech8k.wav", 8000, seconds=CLIP_SECONDS),
         "speech8k_long": speech.make_variant(d / "speech8k_long.wav", 8000),
         "speech48k": speech.make_variant(d / "speech48k.wav", 48000, seconds=CLIP_SECONDS),
+        # What we send is the speech reversed: a peer that echoed our audio back, or a side that heard itself,
+        # would then correlate with the wrong reference.
+        "ours48k": _reversed(d / "speech48k.wav", d / "ours48k.wav"),
     }
+
+
+def _reversed(src: Path, out: Path) -> Path:
+    subprocess.run(["sox", str(src), str(out), "reverse"], check=True, capture_output=True, timeout=30)
+    return out
+
+
+def _assert_directions(name: str, peer_sent: Path, we_heard: Path, peer_heard: Path, ours: Path, floor: float) -> None:
+    """Each side heard what the other sent (windowed correlation >= floor), and not its own signal."""
+    ours_heard, theirs_heard = heard(peer_sent, we_heard), heard(ours, peer_heard)
+    control = heard(ours, we_heard)
+    print(
+        f"{name}: we heard the peer {ours_heard.windowed:.3f} (global {ours_heard.correlation:.3f}), "
+        f"the peer heard us {theirs_heard.windowed:.3f} (global {theirs_heard.correlation:.3f}), "
+        f"our own signal in our recording {control.windowed:.3f}"
+    )
+    assert ours_heard.windowed >= floor, ours_heard
+    assert theirs_heard.windowed >= floor, theirs_heard
+    assert control.windowed < 0.5, control
 
 
 def heard(sent: Path, recording: Path) -> AudioMatch:
@@ -65,9 +88,23 @@ def _assert_not_secure(p: PhoneProc, codec: str) -> dict[str, object]:
     return s
 
 
-def _rtp_sent_to(packets: list[CapturedPacket], lo: int, hi: int) -> list[CapturedPacket]:
-    """RTP packets whose destination is in [lo, hi] from a port outside it (i.e. from us, not the peer)."""
-    return [p for p in packets if lo <= p.dst_port <= hi and not lo <= p.src_port <= hi and p.rtp() is not None]
+def _our_rtp_port(packets: list[CapturedPacket], peer_sip_port: int) -> int:
+    """The RTP port our INVITE's SDP announced, read off the wire."""
+    invites = [p.payload for p in packets if p.dst_port == peer_sip_port and p.payload.startswith(b"INVITE ")]
+    assert invites, "no INVITE captured"
+    m = re.search(rb"\r\nm=audio (\d+) ", invites[0])
+    assert m is not None, invites[0]
+    return int(m.group(1))
+
+
+def _no_rtp_from_us(packets: list[CapturedPacket], peer_sip_port: int, peer_rtp: tuple[int, int]) -> int:
+    """Asserts the capture holds no RTP from our RTP port, and none into the peer's RTP range from outside it;
+    returns how many RTP packets the peer sent (the sniffer's positive control, when there are any)."""
+    port = _our_rtp_port(packets, peer_sip_port)
+    lo, hi = peer_rtp
+    assert [p for p in packets if p.src_port == port and p.rtp() is not None] == []
+    assert [p for p in packets if lo <= p.dst_port <= hi and not lo <= p.src_port <= hi and p.rtp()] == []
+    return len([p for p in packets if lo <= p.src_port <= hi and p.rtp() is not None])
 
 
 # --- opportunistic ------------------------------------------------------------------------------------------
@@ -75,7 +112,7 @@ def _rtp_sent_to(packets: list[CapturedPacket], lo: int, hi: int) -> list[Captur
 
 def test_opportunistic_pjsua2_calls_us_in_pcmu(tmp_path: Path, clips: dict[str, Path]) -> None:
     recording = tmp_path / "pj-heard.wav"
-    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["speech48k"]), tap=False)
+    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
     try:
         with Pjsua2Peer(
             tmp_path, user="pj", duration=CLIP_SECONDS + 0.8, play=clips["speech8k"], record=recording
@@ -88,17 +125,16 @@ def test_opportunistic_pjsua2_calls_us_in_pcmu(tmp_path: Path, clips: dict[str, 
     finally:
         ours.stop()
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
-    ours_heard, pj_heard = heard(clips["speech8k"], ours.wav), heard(clips["speech48k"], recording)
-    print(f"pjsua2->us pcmu: we heard {ours_heard}, pjsua2 heard {pj_heard}")
-    assert ours_heard.windowed >= MIN_G711_CORRELATION, ours_heard
-    assert pj_heard.windowed >= MIN_G711_CORRELATION, pj_heard
+    _assert_directions(
+        "pjsua2->us pcmu", clips["speech8k"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION
+    )
 
 
 def test_opportunistic_we_call_pjsua2_in_pcmu(tmp_path: Path, clips: dict[str, Path]) -> None:
     recording = tmp_path / "pj-heard.wav"
     with Pjsua2Peer(tmp_path, user="pj", play=clips["speech8k_long"], record=recording) as pj:
         ours = start_caller(
-            tmp_path, "alice", pj.contact_uri, *OPPORTUNISTIC, "--play", str(clips["speech48k"]), tap=False
+            tmp_path, "alice", pj.contact_uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False
         )
         try:
             s = _assert_not_secure(ours, "pcmu")
@@ -111,14 +147,13 @@ def test_opportunistic_we_call_pjsua2_in_pcmu(tmp_path: Path, clips: dict[str, P
     assert "m=audio" in incoming["invite"] and " RTP/AVP 111 0 8" in incoming["invite"]
     assert "a=voipgw:" in incoming["invite"]
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
-    ours_heard, pj_heard = heard(clips["speech8k_long"], ours.wav), heard(clips["speech48k"], recording)
-    print(f"us->pjsua2 pcmu: we heard {ours_heard}, pjsua2 heard {pj_heard}")
-    assert ours_heard.windowed >= MIN_G711_CORRELATION, ours_heard
-    assert pj_heard.windowed >= MIN_G711_CORRELATION, pj_heard
+    _assert_directions(
+        "us->pjsua2 pcmu", clips["speech8k_long"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION
+    )
 
 
 def test_opportunistic_baresip_calls_us_in_pcma(tmp_path: Path, clips: dict[str, Path]) -> None:
-    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["speech48k"]), tap=False)
+    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
     try:
         with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMA",)) as alice:
             alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
@@ -130,10 +165,9 @@ def test_opportunistic_baresip_calls_us_in_pcma(tmp_path: Path, clips: dict[str,
     finally:
         ours.stop()
     assert s["frames_sent"] >= 100 and s["frames_opened"] >= 100
-    ours_heard, bare_heard = heard(clips["speech8k"], ours.wav), heard(clips["speech48k"], bare_rec)
-    print(f"baresip->us pcma: we heard {ours_heard}, baresip heard {bare_heard}")
-    assert ours_heard.windowed >= MIN_G711_CORRELATION, ours_heard
-    assert bare_heard.windowed >= MIN_G711_CORRELATION, bare_heard
+    _assert_directions(
+        "baresip->us pcma", clips["speech8k"], ours.wav, bare_rec, clips["ours48k"], MIN_G711_CORRELATION
+    )
 
 
 def test_opportunistic_we_call_baresip_in_opus(tmp_path: Path, clips: dict[str, Path]) -> None:
@@ -145,7 +179,7 @@ def test_opportunistic_we_call_baresip_in_opus(tmp_path: Path, clips: dict[str, 
         srate=48000,
     ) as bob:
         ours = start_caller(
-            tmp_path, "alice", bob.contact_uri, *OPPORTUNISTIC, "--play", str(clips["speech48k"]), tap=False
+            tmp_path, "alice", bob.contact_uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False
         )
         try:
             bob.wait_event("CALL_ESTABLISHED")
@@ -156,11 +190,7 @@ def test_opportunistic_we_call_baresip_in_opus(tmp_path: Path, clips: dict[str, 
         finally:
             ours.stop()
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
-    ours_heard = heard(tmp_path / "b48.wav", ours.wav)
-    bare_heard = heard(clips["speech48k"], bare_rec)
-    print(f"us->baresip opus: we heard {ours_heard}, baresip heard {bare_heard}")
-    assert ours_heard.windowed >= 0.9, ours_heard
-    assert bare_heard.windowed >= 0.9, bare_heard
+    _assert_directions("us->baresip opus", tmp_path / "b48.wav", ours.wav, bare_rec, clips["ours48k"], 0.9)
 
 
 # --- require ------------------------------------------------------------------------------------------------
@@ -208,40 +238,37 @@ def test_require_refuses_baresip_with_488_and_our_warning(tmp_path: Path, clips:
 
 
 def test_require_we_call_baresip_hang_up_at_once_and_send_no_rtp(tmp_path: Path, clips: dict[str, Path]) -> None:
-    with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("opus", "PCMU")) as bob:
-        lo, hi = bob.rtp_range
-        with RawCapture(lo, hi) as cap:
-            ours = start_caller(tmp_path, "alice", bob.contact_uri, "--play", str(clips["speech48k"]), tap=False)
-            try:
-                bob.wait_event("CALL_ESTABLISHED")
-                closed = bob.wait_event("CALL_CLOSED", timeout=10.0)
-                s = _ours(ours)
-            finally:
-                ours.stop()
-            packets = cap.packets
+    with (
+        Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("opus", "PCMU")) as bob,
+        RawCapture(1024, 65535) as cap,
+    ):
+        ours = start_caller(tmp_path, "alice", bob.contact_uri, "--play", str(clips["speech48k"]), tap=False)
+        try:
+            bob.wait_event("CALL_ESTABLISHED")  # baresip has Opus: it answers our (plain-to-it) offer
+            closed = bob.wait_event("CALL_CLOSED", timeout=10.0)
+            s = _ours(ours)
+        finally:
+            ours.stop()
+        packets, sip_port, rtp_range = cap.packets, bob.sip_port, bob.rtp_range
     assert s["state"] == "failed" and s["security"] == "refused"
     assert "answered without the voipgw key exchange" in str(s["reason"])
     assert s["frames_sent"] == 0
-    from_us = _rtp_sent_to(packets, lo, hi)
-    from_peer = [p for p in packets if lo <= p.src_port <= hi and p.rtp() is not None]
-    print(f"require us->baresip: {closed.param!r}; RTP captured from us {len(from_us)}, from baresip {len(from_peer)}")
-    assert from_us == []
+    assert closed.param == "Connection reset by peer"  # baresip's wording for a BYE received
+    from_peer = _no_rtp_from_us(packets, sip_port, rtp_range)
+    print(f"require us->baresip: RTP captured from us 0, from baresip {from_peer}")
 
 
 def test_require_we_call_pjsua2_which_cannot_answer_opus_only(tmp_path: Path, clips: dict[str, Path]) -> None:
     """A secure offer is Opus only and this pjsua2 build has no Opus: it refuses with 488 before answering, so
     the call ends with no media at all (there is nothing to hang up on)."""
-    with Pjsua2Peer(tmp_path, user="pj") as pj:
-        lo, hi = pj.rtp_range
-        with RawCapture(lo, hi) as cap:
-            ours = start_caller(tmp_path, "alice", pj.contact_uri, "--play", str(clips["speech48k"]), tap=False)
-            try:
-                s = _ours(ours)
-            finally:
-                ours.stop()
-            packets = cap.packets
-    assert s["state"] == "failed" and s["security"] in ("pending", "refused")
-    assert str(s["reason"]).startswith("488"), s["reason"]
-    assert s["frames_sent"] == 0
-    assert _rtp_sent_to(packets, lo, hi) == []
-    assert np.all([not p.rtp() for p in packets if not lo <= p.src_port <= hi])
+    with Pjsua2Peer(tmp_path, user="pj") as pj, RawCapture(1024, 65535) as cap:
+        ours = start_caller(tmp_path, "alice", pj.contact_uri, "--play", str(clips["speech48k"]), tap=False)
+        try:
+            s = _ours(ours)
+        finally:
+            ours.stop()
+        packets, sip_port, rtp_range = cap.packets, pj.sip_port, pj.rtp_range
+    assert s["state"] == "failed" and s["security"] == "pending"
+    assert str(s["reason"]).startswith("488 Not Acceptable Here"), s["reason"]
+    assert s["frames_sent"] == 0 and s["codec"] is None
+    _no_rtp_from_us(packets, sip_port, rtp_range)
