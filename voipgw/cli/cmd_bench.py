@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from voipgw.cli.errors import CliError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -13,6 +16,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.add_argument("--rounds", type=int, default=41, help="interleaved measurement rounds (median reported)")
     c.set_defaults(func=run_crypto)
+    k = bsub.add_parser("call", help="call setup time, SIP messages and CPU per call-second, secure vs plain")
+    k.add_argument("--json", action="store_true", help="print one JSON object")
+    k.add_argument("--calls", type=int, default=20, help="setup-time calls per mode, interleaved (default 20)")
+    k.add_argument("--cpu-seconds", type=float, default=5.0, help="length of each CPU-measurement call (s)")
+    k.add_argument("--cpu-rounds", type=int, default=2, help="CPU-measurement calls per mode, interleaved")
+    k.add_argument("--workdir", type=Path, help="keep logs and summaries here (default: a removed temp dir)")
+    k.set_defaults(func=run_call)
     p.set_defaults(func=lambda a: _usage(p))
 
 
@@ -49,4 +59,58 @@ def run_crypto(args: argparse.Namespace) -> int:
         goal = GOALS.get(key)
         note = f"   goal <= {goal}" if goal is not None else ""
         print(f"  {label:<66} {results[key]:>9.3f}{note}")
+    return 0
+
+
+CALL_ROWS = [
+    ("setup_ms_median_{m}", "INVITE -> 200 OK at the caller, median (ms)"),
+    ("setup_ms_p90_{m}", "INVITE -> 200 OK at the caller, p90 (ms)"),
+    ("wire_invite_to_200_ms_median_{m}", "INVITE -> 200 OK on the wire (relay), median (ms)"),
+    ("setup_messages_{m}", "SIP messages per call setup (INVITE .. ACK)"),
+    ("invite_bytes_{m}", "INVITE size on the wire (bytes)"),
+    ("ok_bytes_{m}", "200 OK size on the wire (bytes)"),
+    ("cpu_ms_per_call_s_caller_{m}", "CPU per call-second, caller (ms/s)"),
+    ("cpu_ms_per_call_s_callee_{m}", "CPU per call-second, callee (ms/s)"),
+    ("cpu_ms_per_call_s_{m}", "CPU per call-second, both ends (ms/s)"),
+]
+CALL_DIFFS = [
+    ("setup_ms_added_median", "added setup time, median (ms)", "goal_setup_ms_added"),
+    ("setup_ms_added_p90", "added setup time, p90 (ms)", None),
+    ("wire_ms_added_median", "added INVITE -> 200 OK on the wire, median (ms)", None),
+    ("extra_round_trips", "extra round trips", "goal_extra_round_trips"),
+    ("handshake_cpu_ms_median_secure", "caller's key-exchange CPU, median (ms)", None),
+    ("cpu_ratio_secure_vs_plain", "CPU per call-second, secure / plain", None),
+]
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:9.2f}"
+    if isinstance(value, list):
+        return f"{'/'.join(str(v) for v in value):>9}"
+    return f"{value!s:>9}"
+
+
+def run_call(args: argparse.Namespace) -> int:
+    from voipgw.bench import call
+
+    try:
+        results = call.run(
+            calls=args.calls, cpu_call_s=args.cpu_seconds, cpu_rounds=args.cpu_rounds, workdir=args.workdir
+        )
+    except (call.BenchError, ValueError) as exc:
+        raise CliError(f"bench call: {exc}") from None
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return 0
+    print(
+        f"voipgw bench call ({results['calls_per_mode']} calls per mode, interleaved; CPU over "
+        f"{results['cpu_rounds']} call(s) of {results['cpu_call_s_secure']:.1f} s per mode)"
+    )
+    print(f"  {'':<52} {'secure':>9} {'plain':>9}")
+    for key, label in CALL_ROWS:
+        print(f"  {label:<52} {_cell(results[key.format(m='secure')])} {_cell(results[key.format(m='plain')])}")
+    for key, label, goal_key in CALL_DIFFS:
+        goal = f"   goal <= {results[goal_key]}" if goal_key else ""
+        print(f"  {label:<52} {_cell(results[key])}{goal}")
     return 0
