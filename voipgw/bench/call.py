@@ -212,8 +212,8 @@ class _Bench:
     workdir: Path
     speech: Path
     env: dict[str, str] = field(default_factory=lambda: {**os.environ, "PYTHONUNBUFFERED": "1"})
-    listeners: dict[str, _Proc] = field(default_factory=dict)
-    taps: dict[str, SipTap] = field(default_factory=dict)
+    listeners: dict[tuple[str, str], _Proc] = field(default_factory=dict)
+    taps: dict[tuple[str, str], SipTap] = field(default_factory=dict)
     seq: int = 0
 
     def spawn(self, name: str, home: str, *args: str) -> _Proc:
@@ -223,22 +223,25 @@ class _Bench:
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         return _Proc(name, proc, log)
 
-    def start_listener(self, mode: str) -> None:
+    def start_listener(self, mode: str, purpose: str) -> None:
+        """A long-lived callee for ``mode``. For setup timing it sends silence: the CLI loads and resamples a
+        --play file per incoming call before answering (about 40 ms here), which would swamp the key exchange."""
         port = free_udp_port()
+        name = f"bob-{mode}-{purpose}"
+        audio = ["--play", str(self.speech)] if purpose == "cpu" else ["--record", str(self.workdir / f"{name}.wav")]
         p = self.spawn(
-            f"bob-{mode}",
-            f"bob-{mode}-home",
+            name,
+            f"{name}-home",
             "listen",
             "--listen",
             f"127.0.0.1:{port}",
             "--aor",
             "bob@127.0.0.1",
             "--auto-answer",
-            "--play",
-            str(self.speech),
+            *audio,
             *_mode_args(mode),
         )
-        self.listeners[mode] = p
+        self.listeners[(mode, purpose)] = p
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "listening as" not in p.log_tail():
             if p.proc.poll() is not None or time.monotonic() > deadline:
@@ -246,7 +249,7 @@ class _Bench:
             time.sleep(0.05)
         tap = SipTap(("127.0.0.1", port))
         tap.__enter__()
-        self.taps[mode] = tap
+        self.taps[(mode, purpose)] = tap
 
     def stop(self) -> None:
         for tap in self.taps.values():
@@ -254,10 +257,12 @@ class _Bench:
         for p in self.listeners.values():
             p.stop()
 
-    def call(self, mode: str, duration_s: float, on_mark: Callable[[str, str, int], None] | None = None) -> str:
-        """Place one call through ``mode``'s relay; returns the caller's summary path."""
+    def call(
+        self, mode: str, purpose: str, duration_s: float, on_mark: Callable[[str, str, int], None] | None = None
+    ) -> str:
+        """Place one call to the (mode, purpose) callee through its relay; returns the caller's summary path."""
         self.seq += 1
-        tap = self.taps[mode]
+        tap = self.taps[(mode, purpose)]
         summary = self.workdir / f"alice-{mode}-{self.seq}.json"
         p = self.spawn(
             f"alice-{mode}-{self.seq}",
@@ -292,23 +297,23 @@ class _Bench:
         return str(summary)
 
     def setup_sample(self, mode: str) -> CallSample:
-        data = json.loads(Path(self.call(mode, SETUP_CALL_S)).read_text())
+        data = json.loads(Path(self.call(mode, "setup", SETUP_CALL_S)).read_text())
         want = {Security.NOT_SECURE.value} if mode == "plain" else SECURE
         if data["security"] not in want:
             raise BenchError(f"a {mode} call ended up {data['security']!r}")
-        msgs = self.taps[mode].messages(data["call_id"])
+        msgs = self.taps[(mode, "setup")].messages(data["call_id"])
         return _setup_from_wire(mode, data, msgs)
 
     def cpu_sample(self, mode: str, call_s: float) -> CpuSample:
         marks: dict[str, tuple[float, float, float]] = {}
-        callee_pid = self.listeners[mode].proc.pid
+        callee_pid = self.listeners[(mode, "cpu")].proc.pid
 
         def mark(_cid: str, what: str, caller_pid: int) -> None:
             if what not in marks:
                 with contextlib.suppress(OSError):
                     marks[what] = (time.monotonic(), process_cpu_s(caller_pid), process_cpu_s(callee_pid))
 
-        self.call(mode, call_s, mark)
+        self.call(mode, "cpu", call_s, mark)
         if "ack" not in marks or "bye" not in marks:
             raise BenchError(f"the {mode} CPU call was not seen from ACK to BYE ({sorted(marks)})")
         (t0, a0, b0), (t1, a1, b1) = marks["ack"], marks["bye"]
@@ -357,7 +362,8 @@ def run(calls: int = 20, cpu_call_s: float = 5.0, cpu_rounds: int = 2, workdir: 
     cpu: dict[str, list[CpuSample]] = {m: [] for m in MODES}
     try:
         for mode in MODES:
-            bench.start_listener(mode)
+            for purpose in ("setup", "cpu"):
+                bench.start_listener(mode, purpose)
         for mode in MODES:  # warm-up: first-contact work, page cache, the callee's first call
             bench.setup_sample(mode)
         for i in range(calls):
