@@ -13,7 +13,13 @@ from voipgw import __version__
 from voipgw.cli.errors import CliError
 
 # Each command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
-_COMMAND_MODULES = ("voipgw.cli.cmd_call", "voipgw.cli.cmd_demo", "voipgw.cli.cmd_bench")
+_COMMAND_MODULES = (
+    "voipgw.cli.cmd_call",
+    "voipgw.cli.cmd_demo",
+    "voipgw.cli.cmd_bench",
+    "voipgw.cli.cmd_id",
+    "voipgw.cli.cmd_contacts",
+)
 
 
 def default_home() -> Path:
