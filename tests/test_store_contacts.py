@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -106,9 +107,8 @@ def test_damaged_pages_are_reported_as_corrupt(tmp_path: Path) -> None:
     for page in range(1, len(data) // 4096):  # keep the header page, smash every b-tree page after it
         data[page * 4096 + 8 : page * 4096 + 400] = b"\xa5" * 392
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptStore, match=str(path)):
-        with ContactStore(tmp_path) as store:
-            store.contacts()
+    with pytest.raises(CorruptStore, match=re.escape(str(path))), ContactStore(tmp_path) as store:
+        store.contacts()
     assert path.read_bytes() == bytes(data)
 
 
@@ -177,7 +177,7 @@ def test_import_never_overwrites_a_different_key(tmp_path: Path) -> None:
     with ContactStore(tmp_path / "b") as other:
         mine = _key()
         other.add_first_contact("bob@example.org", mine, local_aor=None, now=1.0)
-        with pytest.raises(ImportConflict, match="bob@example.org"):
+        with pytest.raises(ImportConflict, match=re.escape("bob@example.org")):
             other.import_contacts(parse_document(doc), skip_conflicts=False)
         assert [c.aor for c in other.contacts()] == ["bob@example.org"]  # nothing written
         assert other.import_contacts(parse_document(doc), skip_conflicts=True) == (1, 0, ["bob@example.org"])
