@@ -264,6 +264,9 @@ class _Bench:
         self.seq += 1
         tap = self.taps[(mode, purpose)]
         summary = self.workdir / f"alice-{mode}-{self.seq}.json"
+        caller_pid: list[int] = []
+        if on_mark is not None:  # armed before the caller exists, so no ACK can slip past
+            tap.on_mark = lambda cid, what: on_mark(cid, what, caller_pid[0]) if caller_pid else None
         p = self.spawn(
             f"alice-{mode}-{self.seq}",
             f"alice-{mode}-home",
@@ -281,8 +284,7 @@ class _Bench:
             str(summary),
             *_mode_args(mode),
         )
-        pid = p.proc.pid
-        tap.on_mark = (lambda cid, what: on_mark(cid, what, pid)) if on_mark is not None else None
+        caller_pid.append(p.proc.pid)
         try:
             rc = p.proc.wait(CALL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
