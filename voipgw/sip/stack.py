@@ -51,7 +51,7 @@ from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
-from sippy.SipTransactionManager import RINGING, TRYING, SipTransactionManager
+from sippy.SipTransactionManager import COMPLETED, RINGING, TRYING, SipTransactionManager
 from sippy.SipURL import SipURL
 from sippy.SipWarning import SipWarning
 from sippy.Time.Timeout import Timeout
@@ -777,11 +777,14 @@ class SipStack:
 
     def _poll_shutdown(self, deadline: float) -> None:
         busy = [t for t in self._tm.tclient.values() if t.state in (TRYING, RINGING)]
+        # A final response we sent (e.g. a 488 refusal) is retransmitted until its ACK arrives: closing the
+        # socket before that could leave the caller without the answer (seen under load with `listen --once`).
+        busy += [t for t in self._tm.tserver.values() if t.state is COMPLETED and getattr(t, "needack", False)]
         if busy and time.monotonic() < deadline:
             Timeout(self._poll_shutdown, SHUTDOWN_POLL_S, 1, deadline)
             return
         if busy:
-            log.warning("closing SIP socket with %d transaction(s) unanswered", len(busy))
+            log.warning("closing SIP socket with %d transaction(s) unanswered or unacknowledged", len(busy))
         for reg in self._regs:
             reg.close()
         ED2.breakLoop()
