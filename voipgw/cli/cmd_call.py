@@ -309,30 +309,44 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 getter.cancel()
                 break
             incoming = getter.result()
-            print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
-            delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
-            gone = None
-            if delay > 0:
-                incoming.ring()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    gone = await incoming.next_event(timeout=delay)  # the caller may CANCEL while we ring
-            source = sink = None
-            if isinstance(gone, Ended | Failed):
-                call = phone.missed(incoming, f"cancelled by the caller ({gone.reason})")
-            else:
-                source, sink = audio_io(args)
-                call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
-            if call.record.state is CallState.ESTABLISHED:
-                await _follow(call, stop, None, _Ui())
-            data = _finish(call, phone, args)
-            for closer in (source, sink):
-                if closer is not None:
-                    closer.close()
-            status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
+            try:
+                status = await _handle_incoming(phone, incoming, args, stop)
+            except CliError:
+                raise
+            except Exception as exc:  # one bad call must never take the listener down
+                log.error("call %s from %s failed: %s", incoming.call_id, incoming.from_aor, exc, exc_info=True)
+                with contextlib.suppress(Exception):
+                    incoming.reject(500, "Server Internal Error", f"voipgw: internal error: {type(exc).__name__}")
+                status = EXIT_CALL_FAILED
             if args.once:
                 break
     finally:
         await phone.stop()
+    return status
+
+
+async def _handle_incoming(phone: Phone, incoming: Any, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Ring, answer or refuse one incoming call and follow it to the end; returns the exit status it implies."""
+    print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
+    delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
+    gone = None
+    if delay > 0:
+        incoming.ring()
+        with contextlib.suppress(asyncio.TimeoutError):
+            gone = await incoming.next_event(timeout=delay)  # the caller may CANCEL while we ring
+    source = sink = None
+    if isinstance(gone, Ended | Failed):
+        call = phone.missed(incoming, f"cancelled by the caller ({gone.reason})")
+    else:
+        source, sink = audio_io(args)
+        call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
+    if call.record.state is CallState.ESTABLISHED:
+        await _follow(call, stop, None, _Ui())
+    data = _finish(call, phone, args)
+    for closer in (source, sink):
+        if closer is not None:
+            closer.close()
+    status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
     return status
 
 
