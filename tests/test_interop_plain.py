@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.testbed.capture import CapturedPacket, RawCapture
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
-from voipgw.phone import WARN_NO_KEY_EXCHANGE
+from voipgw.phone import WARN_NO_COMMON_CODEC, WARN_NO_KEY_EXCHANGE
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +49,11 @@ def _reversed(src: Path, out: Path) -> Path:
     return out
 
 
-def _assert_directions(name: str, peer_sent: Path, we_heard: Path, peer_heard: Path, ours: Path, floor: float) -> None:
-    """Each side heard what the other sent (windowed correlation >= floor), and not its own signal."""
+def _assert_directions(
+    name: str, peer_sent: Path, we_heard: Path, peer_heard: Path, ours: Path, floor: float, summary: dict[str, object]
+) -> None:
+    """Each side heard what the other sent (windowed correlation >= floor), and not its own signal. ``summary``
+    (ours) is shown on failure: its jitter and tick counters tell a starved test machine from a codec fault."""
     ours_heard, theirs_heard = heard(peer_sent, we_heard), heard(ours, peer_heard)
     control = heard(ours, we_heard)
     print(
@@ -57,8 +61,8 @@ def _assert_directions(name: str, peer_sent: Path, we_heard: Path, peer_heard: P
         f"the peer heard us {theirs_heard.windowed:.3f} (global {theirs_heard.correlation:.3f}), "
         f"our own signal in our recording {control.windowed:.3f}"
     )
-    assert ours_heard.windowed >= floor, ours_heard
-    assert theirs_heard.windowed >= floor, theirs_heard
+    assert ours_heard.windowed >= floor, (ours_heard, summary)
+    assert theirs_heard.windowed >= floor, (theirs_heard, summary)
     assert control.windowed < 0.5, control
 
 
@@ -73,6 +77,24 @@ def heard(sent: Path, recording: Path) -> AudioMatch:
 def _ours(p: PhoneProc) -> dict[str, object]:
     """Our side's summary, after its process ended on its own."""
     assert p.wait(PROC_TIMEOUT) in (0, 1), p.log()
+    return p.summary()
+
+
+def _refusing_listener(workdir: Path, *extra: str) -> PhoneProc:
+    """A listener for calls it will refuse. Not ``--once``: a listener that exits right after rejecting loses
+    its 488 about one time in four (measured 6/8 delivered), because the SIP stack's shutdown waits for client
+    transactions only and closes the socket before the queued final response leaves."""
+    return start_listener(workdir, "bob", *extra, tap=False, record=False, once=False)
+
+
+def _refusal_summary(p: PhoneProc) -> dict[str, object]:
+    """The summary the listener writes when it refused the call; then it is stopped (SIGTERM)."""
+    deadline = time.monotonic() + 10.0
+    while not p.summary_path.exists():
+        assert time.monotonic() < deadline and p.proc.poll() is None, p.log()
+        time.sleep(0.05)
+    time.sleep(0.1)  # the file is written in one call; let it finish before reading
+    p.stop()
     return p.summary()
 
 
@@ -126,7 +148,7 @@ def test_opportunistic_pjsua2_calls_us_in_pcmu(tmp_path: Path, clips: dict[str, 
         ours.stop()
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
     _assert_directions(
-        "pjsua2->us pcmu", clips["speech8k"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION
+        "pjsua2->us pcmu", clips["speech8k"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION, s
     )
 
 
@@ -148,7 +170,7 @@ def test_opportunistic_we_call_pjsua2_in_pcmu(tmp_path: Path, clips: dict[str, P
     assert "a=voipgw:" in incoming["invite"]
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
     _assert_directions(
-        "us->pjsua2 pcmu", clips["speech8k_long"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION
+        "us->pjsua2 pcmu", clips["speech8k_long"], ours.wav, recording, clips["ours48k"], MIN_G711_CORRELATION, s
     )
 
 
@@ -166,7 +188,7 @@ def test_opportunistic_baresip_calls_us_in_pcma(tmp_path: Path, clips: dict[str,
         ours.stop()
     assert s["frames_sent"] >= 100 and s["frames_opened"] >= 100
     _assert_directions(
-        "baresip->us pcma", clips["speech8k"], ours.wav, bare_rec, clips["ours48k"], MIN_G711_CORRELATION
+        "baresip->us pcma", clips["speech8k"], ours.wav, bare_rec, clips["ours48k"], MIN_G711_CORRELATION, s
     )
 
 
@@ -190,19 +212,19 @@ def test_opportunistic_we_call_baresip_in_opus(tmp_path: Path, clips: dict[str, 
         finally:
             ours.stop()
     assert s["frames_sent"] >= 140 and s["frames_opened"] >= 140
-    _assert_directions("us->baresip opus", tmp_path / "b48.wav", ours.wav, bare_rec, clips["ours48k"], 0.9)
+    _assert_directions("us->baresip opus", tmp_path / "b48.wav", ours.wav, bare_rec, clips["ours48k"], 0.9, s)
 
 
 # --- require ------------------------------------------------------------------------------------------------
 
 
 def test_require_refuses_pjsua2_with_488_and_our_warning(tmp_path: Path, clips: dict[str, Path]) -> None:
-    ours = start_listener(tmp_path, "bob", "--play", str(clips["speech48k"]), tap=False)
+    ours = _refusing_listener(tmp_path, "--play", str(clips["speech48k"]))
     try:
         with Pjsua2Peer(tmp_path, user="pj") as pj:
             pj.call(f"sip:bob@127.0.0.1:{ours.sip_port}")
             gone = pj.wait_event("disconnected", timeout=10.0)
-        s = _ours(ours)
+        s = _refusal_summary(ours)
     finally:
         ours.stop()
     assert gone["code"] == 488 and gone["status_line"] == "SIP/2.0 488 Not Acceptable Here"
@@ -215,7 +237,7 @@ def test_require_refuses_pjsua2_with_488_and_our_warning(tmp_path: Path, clips: 
 def test_require_refuses_baresip_with_488_and_our_warning(tmp_path: Path, clips: dict[str, Path]) -> None:
     """baresip 1.0 reports only the status line ("488 Not Acceptable Here") in its CALL_CLOSED event and log, so
     the Warning it received is read from a raw capture of the SIP response on its port."""
-    ours = start_listener(tmp_path, "bob", "--play", str(clips["speech48k"]), tap=False)
+    ours = _refusing_listener(tmp_path, "--play", str(clips["speech48k"]))
     try:
         with (
             Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("opus", "PCMU")) as alice,
@@ -224,7 +246,7 @@ def test_require_refuses_baresip_with_488_and_our_warning(tmp_path: Path, clips:
             alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
             closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
             sip_in = [p.payload for p in cap.packets if p.dst_port == alice.sip_port]
-        s = _ours(ours)
+        s = _refusal_summary(ours)
     finally:
         ours.stop()
     assert closed.param == "488 Not Acceptable Here", closed
@@ -272,3 +294,45 @@ def test_require_we_call_pjsua2_which_cannot_answer_opus_only(tmp_path: Path, cl
     assert str(s["reason"]).startswith("488 Not Acceptable Here"), s["reason"]
     assert s["frames_sent"] == 0 and s["codec"] is None
     _no_rtp_from_us(packets, sip_port, rtp_range)
+
+
+def test_opportunistic_refuses_a_plain_offer_without_a_common_codec(tmp_path: Path, clips: dict[str, Path]) -> None:
+    ours = _refusing_listener(tmp_path, *OPPORTUNISTIC, "--play", str(clips["ours48k"]))
+    try:
+        g722 = speech.make_variant(tmp_path / "g722.wav", 16000, seconds=CLIP_SECONDS)
+        with Baresip(tmp_path, user="alice", play=g722, codecs=("G722",), srate=16000) as alice:
+            alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
+            closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
+        s = _refusal_summary(ours)
+    finally:
+        ours.stop()
+    assert closed.param == "488 Not Acceptable Here", closed
+    assert s["state"] == "failed" and s["security"] == "refused"
+    assert WARN_NO_COMMON_CODEC in str(s["reason"])
+    assert s["frames_sent"] == 0
+
+
+def test_two_opportunistic_voipgw_phones_still_agree_on_a_secure_opus_call(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """Offering G.711 for plain peers must not change a call between two voipgw phones: secure, Opus."""
+    bob = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["speech48k"]), tap=False)
+    alice = start_caller(
+        tmp_path,
+        "alice",
+        f"sip:bob@127.0.0.1:{bob.sip_port}",
+        *OPPORTUNISTIC,
+        "--play",
+        str(clips["ours48k"]),
+        tap=False,
+    )
+    try:
+        a, b = _ours(alice), _ours(bob)
+    finally:
+        alice.stop()
+        bob.stop()
+    for s in (a, b):
+        assert s["state"] == "ended" and s["security"] == "secure, unverified" and s["codec"] == "opus"
+    assert a["sas"] is not None and a["sas"] == b["sas"]
+    assert heard(clips["ours48k"], bob.wav).windowed >= 0.9
+    assert heard(clips["speech48k"], alice.wav).windowed >= 0.9

@@ -173,6 +173,11 @@ class ActiveCall:
             "frames_refused": media.frames_refused if media else 0,
             "refused_by_reason": dict(media.refused) if media else {},
             "frames_played": media.frames_played if media else 0,
+            "frames_concealed": media.frames_concealed if media else 0,
+            "frames_silent": media.frames_silent if media else 0,
+            "decode_failures": media.decode_failures if media else 0,
+            "ticks_skipped": media.ticks_skipped if media else 0,
+            "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
         }
