@@ -169,6 +169,7 @@ class TrustStore:
             checked_key(remote_key)
             contact, inserted = self.store.add_first_contact(remote_aor, remote_key, local_aor=local_aor, now=now)
             if inserted:
+                self._after_own_write()
                 return self._first(remote_aor, contact, local_side)
         if remote_key == contact.identity_key:
             if contact.changed_at is None:
@@ -197,6 +198,7 @@ class TrustStore:
         neither the current nor the pending key any more."""
         contact = self.store.mark_verified(remote_aor, remote_key, method, now=now)
         self._forget_entry(contact.aor)
+        self._after_own_write()
         return contact
 
     # -- helpers for the CLI --------------------------------------------------------------------------------
@@ -232,6 +234,14 @@ class TrustStore:
         if generation != self._generation:
             self._generation = generation
             self._cache.clear()
+
+    def _after_own_write(self) -> None:
+        """Adopt the generation our own write produced, unless another process also committed meanwhile (then
+        the next ``_refresh`` compares generations as usual). Our own commits never move our data_version."""
+        with self._lock:
+            generation = self.store.trust_generation()
+            if self.store.data_version() == self._data_version:
+                self._generation = generation
 
     def _remember(self, contact: Contact) -> _Entry:
         entry = _Entry(
@@ -334,6 +344,7 @@ class TrustStore:
                 aor, key, now=now, why=f"key changed; call allowed by key_change_policy={self.policy}"
             ).key_side
         self._forget_entry(aor)
+        self._after_own_write()
         return self._changed_verdict(
             aor, local_side, new_side, contact.key_side, contact.key_first_seen, contact.verified, action
         )

@@ -268,8 +268,8 @@ class ContactStore:
             raise CorruptStore(self.path, str(exc)) from None
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchall()
+            if not mode or str(mode[0][0]).lower() != "wal":
                 raise CorruptStore(self.path, f"cannot switch to WAL mode ({mode!r})")
             db.execute("PRAGMA synchronous = FULL")  # trust decisions must survive a power cut, not only a crash
             db.execute("PRAGMA foreign_keys = ON")
@@ -290,21 +290,26 @@ class ContactStore:
         return db
 
     def _ensure_file(self) -> None:
-        """Create the file with mode 0600 ourselves (SQLite would honour the umask); refuse an exposed file."""
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(self.path, flags, FILE_MODE)
+        """Create the file with mode 0600 ourselves (SQLite would honour the umask); refuse an exposed file.
+
+        An existing file is only ``lstat``ed, never opened: closing any descriptor of a database file drops every
+        POSIX lock this process holds on it, and another process could then think it is the last user and
+        delete the WAL under our open connections (SQLite's "how to corrupt" §2.2)."""
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise InsecureStore(f"{self.path} is not a regular file")
-            if st.st_mode & 0o077:
-                raise InsecureStore(
-                    f"permissions {stat.S_IMODE(st.st_mode):04o} for {self.path} are too open (chmod 600 {self.path})"
-                )
-            if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-                raise InsecureStore(f"{self.path} is owned by another user")
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)  # a brand-new empty file: no connection of ours can hold locks on it yet
+        st = os.lstat(self.path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InsecureStore(f"{self.path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise InsecureStore(
+                f"permissions {stat.S_IMODE(st.st_mode):04o} for {self.path} are too open (chmod 600 {self.path})"
+            )
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+            raise InsecureStore(f"{self.path} is owned by another user")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -313,7 +318,7 @@ class ContactStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = self._version(db)  # again under the write lock: another process may have migrated
-            if version == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'contacts'").fetchone():
+            if version == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'contacts'").fetchall():
                 raise CorruptStore(self.path, "the schema version is missing but the tables exist")
             if version > SCHEMA_VERSION:
                 raise StoreTooNew(
@@ -329,8 +334,8 @@ class ContactStore:
             raise
 
     def _version(self, db: sqlite3.Connection) -> int:
-        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = 0 if row is None or row[0] is None else int(row[0])
+        rows = db.execute("SELECT max(version) FROM schema_version").fetchall()
+        version = 0 if not rows or rows[0][0] is None else int(rows[0][0])
         if version > SCHEMA_VERSION:
             raise StoreTooNew(
                 f"{self.path} has schema version {version}; this voipgw knows up to {SCHEMA_VERSION} (upgrade it)"
@@ -380,15 +385,16 @@ class ContactStore:
                 raise
 
     def data_version(self) -> int:
-        """SQLite's ``PRAGMA data_version``: changes when *another* connection commits (a cheap shm read)."""
+        """SQLite's ``PRAGMA data_version``: changes when *another* connection commits (a cheap shm read).
+
+        Every query here runs its cursor to the end (``fetchall``): a half-read cursor would keep a WAL read
+        snapshot open, and this connection would then neither see other processes' commits nor this change."""
         with self._read() as db:
-            row = db.execute("PRAGMA data_version").fetchone()
-            return int(row[0])
+            return int(db.execute("PRAGMA data_version").fetchall()[0][0])
 
     def trust_generation(self) -> int:
         with self._read() as db:
-            row = db.execute("SELECT value FROM trust_generation WHERE id = 1").fetchone()
-            return int(row[0])
+            return int(db.execute("SELECT value FROM trust_generation WHERE id = 1").fetchall()[0][0])
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
@@ -398,8 +404,8 @@ class ContactStore:
 
     def get(self, aor: str) -> Contact | None:
         with self._read() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM contacts WHERE aor = ?", (checked_aor(aor),)).fetchone()
-            return None if row is None else _contact(row)
+            rows = db.execute(f"SELECT {_COLUMNS} FROM contacts WHERE aor = ?", (checked_aor(aor),)).fetchall()
+            return _contact(rows[0]) if rows else None
 
     def require(self, aor: str) -> Contact:
         contact = self.get(aor)
@@ -461,8 +467,8 @@ class ContactStore:
 
     @staticmethod
     def _row(db: sqlite3.Connection, aor: str) -> Contact | None:
-        row = db.execute(f"SELECT {_COLUMNS} FROM contacts WHERE aor = ?", (aor,)).fetchone()
-        return None if row is None else _contact(row)
+        rows = db.execute(f"SELECT {_COLUMNS} FROM contacts WHERE aor = ?", (aor,)).fetchall()
+        return _contact(rows[0]) if rows else None
 
     def add_first_contact(self, aor: str, key: bytes, *, local_aor: str | None, now: float) -> tuple[Contact, bool]:
         """Trust on first use: insert ``aor`` with ``key`` unverified. Returns (the stored contact, inserted?);
