@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import getpass
 import json
 import logging
@@ -16,8 +17,9 @@ from typing import Any
 
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.device import NoAudioDevice
-from voipgw.audio.sources import AudioSink, AudioSource, MemorySink, SilenceSource, WavPlayer, WavRecorder
-from voipgw.audio.wav import WavError
+from voipgw.audio.opus import Pcm
+from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink, SilenceSource, WavRecorder
+from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallState
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
@@ -90,6 +92,15 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
         raise CliError(f"configuration: {exc}", 2) from None
 
 
+@functools.lru_cache(maxsize=4)
+def _played_pcm(path: Path) -> Pcm:
+    """Read and resample a --play file once per process (a listener answers many calls; ~40 ms each time)."""
+    try:
+        return read_wav(path)
+    except (WavError, OSError) as exc:
+        raise CliError(f"--play {path}: {exc}", 2) from None
+
+
 def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
     """Files if either --play or --record is given (the other side is silence / discarded), else devices."""
     if args.play is None and args.record is None:
@@ -99,10 +110,7 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
             return Microphone(), Speaker()
         except NoAudioDevice as exc:
             raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
-    try:
-        source: AudioSource = WavPlayer(args.play) if args.play is not None else SilenceSource()
-    except (WavError, OSError) as exc:
-        raise CliError(f"--play {args.play}: {exc}", 2) from None
+    source: AudioSource = ArrayPlayer(_played_pcm(args.play)) if args.play is not None else SilenceSource()
     sink: AudioSink = WavRecorder(args.record) if args.record is not None else MemorySink()
     return source, sink
 
@@ -289,6 +297,8 @@ async def _call_main(args: argparse.Namespace) -> int:
 async def _listen_main(args: argparse.Namespace) -> int:
     config = phone_config(args)
     identity = _load_identity(args)
+    if args.play is not None:
+        _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
     stop = asyncio.Event()
     _install_signals(stop)
     phone = await _start_phone(config, identity)
