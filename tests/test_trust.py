@@ -6,11 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ratchet.fingerprint import safety_number
 from ratchet.identity import IdentityKey
+from ratchet.params import SessionKeys
+from tests.handshake_fixtures import BOB as BOB_ID
+from tests.handshake_fixtures import BOB_AOR, MALLORY, T0, answer, make_offerer
 from voipgw.store.contacts import ContactStore, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import (
@@ -196,3 +200,36 @@ def test_bench_function_reports_the_three_paths() -> None:
         "trust_record_call_us",
     }
     assert all(value > 0 for value in numbers.values())
+
+
+def _handshake(callee: IdentityKey, now: float) -> tuple[SessionKeys, SessionKeys]:
+    offerer = make_offerer(now=now)
+    answer_bytes, callee_keys = answer(offerer.offer_bytes, now=now + 0.1, identity=callee, local_aor=BOB_AOR)
+    return offerer.accept_answer(answer_bytes, now + 0.2), callee_keys
+
+
+def _verdict(trust: TrustStore, keys: SessionKeys, now: float) -> Any:
+    """Exactly what the phone passes after the handshake verified the signatures."""
+    return trust.evaluate(keys.local_aor, keys.remote_aor, keys.remote_identity, local_key=keys.local_identity, now=now)
+
+
+def test_the_seam_with_real_handshakes_and_an_impostor(tmp_path: Path) -> None:
+    caller_keys, callee_keys = _handshake(BOB_ID, T0)
+    with TrustStore(tmp_path / "alice") as alice, TrustStore(tmp_path / "bob") as bob:
+        va, vb = _verdict(alice, caller_keys, T0), _verdict(bob, callee_keys, T0)
+        assert va.state is vb.state is TrustState.FIRST_CONTACT
+        expected = safety_number(
+            caller_keys.local_identity,
+            caller_keys.local_aor.encode(),
+            caller_keys.remote_identity,
+            caller_keys.remote_aor.encode(),
+        )
+        assert va.safety_number == vb.safety_number == expected
+        alice.mark_verified(BOB_AOR, caller_keys.remote_identity, VerifyMethod.SAS, now=T0 + 1)
+        again, _ = _handshake(BOB_ID, T0 + 60)
+        assert _verdict(alice, again, T0 + 60).verified
+        # Mallory answers as bob with her own (validly signed) key: the verified contact blocks the call
+        mitm, _ = _handshake(MALLORY, T0 + 120)
+        v = _verdict(alice, mitm, T0 + 120)
+        assert (v.state, v.action) == (TrustState.KEY_CHANGED, TrustAction.BLOCK)
+        assert v.previous_safety_number == expected and v.safety_number != expected
