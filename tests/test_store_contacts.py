@@ -8,6 +8,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from hypothesis import strategies as st
 from ratchet.identity import IdentityKey
 from voipgw.store.contacts import (
     CONTACTS_FILENAME,
+    EVENT_SAS_MISMATCH,
+    MIGRATIONS,
     SCHEMA_VERSION,
     ContactStore,
     ContactStoreError,
@@ -268,3 +272,56 @@ def test_parse_document_raises_only_malformed_export(path: list[Any], value: Any
         parse_document(doc)
     except MalformedExport:
         pass
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / CONTACTS_FILENAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    MIGRATIONS[0](db)  # exactly what a version-1 voipgw created
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    key = _key()
+    db.execute(
+        "INSERT INTO contacts (aor, identity_key, key_side, key_first_seen, first_seen, last_seen, call_count) "
+        "VALUES ('bob@example.org', ?, ?, 1, 1, 2, 7)",
+        (key, "0" * 30),
+    )
+    db.close()
+    assert SCHEMA_VERSION >= 2
+    with ContactStore(tmp_path) as store:
+        contact = store.require("bob@example.org")
+        assert (contact.identity_key, contact.call_count) == (key, 7)
+        store.add_event("bob@example.org", EVENT_SAS_MISMATCH, key=key, detail="in call x", now=5.0)
+        assert store.events("bob@example.org") == [(5.0, EVENT_SAS_MISMATCH, "in call x")]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()
+
+
+def test_many_processes_creating_the_store_at_once(tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    code = (
+        "import sys; from pathlib import Path; from voipgw.store.contacts import ContactStore; "
+        "s = ContactStore(Path(sys.argv[1])); print(s.integrity_check()); s.close()"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(home)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    try:
+        results = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, results, strict=True)] == [(0, "ok")] * 6, results
+    db = sqlite3.connect(home / CONTACTS_FILENAME)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()

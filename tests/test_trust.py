@@ -15,6 +15,7 @@ from ratchet.identity import IdentityKey
 from ratchet.params import SessionKeys
 from tests.handshake_fixtures import BOB as BOB_ID
 from tests.handshake_fixtures import BOB_AOR, MALLORY, T0, answer, make_offerer
+from voipgw.cli.main import main
 from voipgw.store.contacts import ContactStore, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import (
@@ -233,3 +234,15 @@ def test_the_seam_with_real_handshakes_and_an_impostor(tmp_path: Path) -> None:
         v = _verdict(alice, mitm, T0 + 120)
         assert (v.state, v.action) == (TrustState.KEY_CHANGED, TrustAction.BLOCK)
         assert v.previous_safety_number == expected and v.safety_number != expected
+
+
+def test_sas_mismatch_is_recorded_and_unverifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    me, bob = load_or_create_identity(tmp_path).public.serialize(), _key()
+    with TrustStore(tmp_path) as trust:
+        trust.evaluate(ALICE, BOB, bob, local_key=me, now=1.0)
+        trust.mark_verified(BOB, bob, VerifyMethod.SAFETY_NUMBER, now=2.0)
+        assert trust.evaluate(ALICE, BOB, bob, local_key=me, now=3.0).verified
+        trust.record_sas_mismatch(BOB, bob, now=4.0, detail="call abc: users read different SAS")
+        assert not trust.evaluate(ALICE, BOB, bob, local_key=me, now=5.0).verified
+    assert main(["--home", str(tmp_path), "fingerprint", BOB]) == 0
+    assert "WARNING: sas-mismatch reported on 1970-01-01 00:00 UTC: call abc" in capsys.readouterr().out

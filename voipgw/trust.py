@@ -29,7 +29,7 @@ from ratchet.aor import normalize_aor
 from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number, side_fingerprint
 from ratchet.identity import IdentityKey
-from voipgw.store.contacts import Contact, ContactStore, VerifyMethod, checked_key
+from voipgw.store.contacts import EVENT_SAS_MISMATCH, Contact, ContactStore, VerifyMethod, checked_key
 
 DEFAULT_CACHE_SIZE = 256
 """Contacts whose key and verification state stay in memory (the most-called ones are loaded at start)."""
@@ -200,6 +200,14 @@ class TrustStore:
         self._forget_entry(contact.aor)
         self._after_own_write()
         return contact
+
+    def record_sas_mismatch(self, remote_aor: str, remote_key: bytes, *, now: float, detail: str = "") -> None:
+        """The users said the SAS did not match (the call is hung up by the caller of this): the event is
+        stored for ``voipgw fingerprint`` and the key loses any verified flag."""
+        aor = normalize_aor(remote_aor)
+        self.store.add_event(aor, EVENT_SAS_MISMATCH, key=bytes(remote_key), detail=detail, now=now)
+        self._forget_entry(aor)
+        self._after_own_write()
 
     # -- helpers for the CLI --------------------------------------------------------------------------------
 

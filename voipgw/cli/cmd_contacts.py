@@ -271,6 +271,7 @@ def run_fingerprint(args: argparse.Namespace) -> int:
         ours = _local_aor(args, contact)
         number = trust.safety_number(contact, ours, me)
         pending = trust.safety_number(contact, ours, me, pending=True) if contact.pending_key else None
+        events = trust.store.events(aor)
     payload = safety_number_qr(ours, me, aor, contact.identity_key)
     if args.json:
         out = {
@@ -282,6 +283,7 @@ def run_fingerprint(args: argparse.Namespace) -> int:
             "verified": contact.verified,
             "state": contact_state(contact),
             "pending_safety_number": pending,
+            "events": [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in events],
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -293,6 +295,8 @@ def run_fingerprint(args: argparse.Namespace) -> int:
         print(f"verified ({contact.verified_method}, {fmt_time(contact.verified_at)})")
     else:
         print(f"not verified: compare it with {aor} (they run: voipgw fingerprint {ours}), then: voipgw verify {aor}")
+    for at, kind, detail in events:
+        print(f"WARNING: {kind} reported on {fmt_time(at)}{': ' + detail if detail else ''}")
     if pending:
         print(f"A CHANGED KEY was seen for {aor} and blocked; its safety number would be:")
         print(f"  {format_safety_number(pending)}")

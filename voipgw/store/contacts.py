@@ -27,6 +27,7 @@ from ratchet.identity import IdentityPublicKey
 CONTACTS_FILENAME = "contacts.db"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+EVENT_SAS_MISMATCH = "sas-mismatch"
 BUSY_TIMEOUT_MS = 10_000
 """How long a writer waits for another process's transaction (a CLI command next to a busy phone)."""
 
@@ -193,7 +194,22 @@ def _m1_initial(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO trust_generation (id, value) VALUES (1, 0)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial,)
+def _m2_events(db: sqlite3.Connection) -> None:
+    # Things the user must see later that are not a key: a SAS that did not match in a call, for instance.
+    db.execute(
+        """CREATE TABLE contact_events (
+            id INTEGER PRIMARY KEY,
+            aor TEXT NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            identity_key BLOB,
+            detail TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+    db.execute("CREATE INDEX contact_events_aor ON contact_events (aor, at)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial, _m2_events)
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``; each runs inside the opener's transaction."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -629,6 +645,31 @@ class ContactStore:
             (aor, key, now, now),
         )
 
+    def add_event(self, aor: str, kind: str, *, key: bytes | None, detail: str, now: float) -> None:
+        """Record something the user must see about ``aor`` (e.g. ``sas-mismatch``); a mismatch for the current
+        key also clears its verified flag, in the same transaction."""
+        aor = checked_aor(aor)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO contact_events (aor, at, kind, identity_key, detail) VALUES (?, ?, ?, ?, ?)",
+                (aor, now, kind, key, detail[:500]),
+            )
+            if kind == EVENT_SAS_MISMATCH and key is not None:
+                db.execute(
+                    "UPDATE contacts SET verified = 0, verified_at = NULL, verified_method = NULL "
+                    "WHERE aor = ? AND identity_key = ?",
+                    (aor, bytes(key)),
+                )
+            self._bump(db)
+
+    def events(self, aor: str) -> list[tuple[float, str, str]]:
+        """(when, kind, detail) for ``aor``, oldest first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT at, kind, detail FROM contact_events WHERE aor = ? ORDER BY at, id", (checked_aor(aor),)
+            ).fetchall()
+            return [(float(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def forget(self, aor: str) -> None:
         """Delete ``aor`` and its key history; its next call is a first contact again."""
         aor = checked_aor(aor)
@@ -636,6 +677,7 @@ class ContactStore:
             if db.execute("DELETE FROM contacts WHERE aor = ?", (aor,)).rowcount != 1:
                 raise UnknownContact(f"no contact {aor!r} in {self.path}")
             db.execute("DELETE FROM key_history WHERE aor = ?", (aor,))
+            db.execute("DELETE FROM contact_events WHERE aor = ?", (aor,))
             self._bump(db)
 
     def import_contacts(
