@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,29 @@ def test_sas_mismatch_is_recorded_and_unverifies(tmp_path: Path, capsys: pytest.
         assert not trust.evaluate(ALICE, BOB, bob, local_key=me, now=5.0).verified
     assert main(["--home", str(tmp_path), "fingerprint", BOB]) == 0
     assert "WARNING: sas-mismatch reported on 1970-01-01 00:00 UTC: call abc" in capsys.readouterr().out
+
+
+def test_one_trust_store_shared_by_threads(tmp_path: Path) -> None:
+    me = _key()
+    keys = [_key() for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(30):
+                aor = f"c{(n + i) % 8}@example.org"
+                v = trust.evaluate(ALICE, aor, keys[(n + i) % 8], local_key=me, now=float(i))
+                assert v.allowed and v.state in (TrustState.FIRST_CONTACT, TrustState.KNOWN)
+                assert trust.record_call(ALICE, aor, keys[(n + i) % 8], local_key=me, now=float(i))
+        except BaseException as exc:  # collected and re-raised by the test thread
+            errors.append(exc)
+
+    with TrustStore(tmp_path, cache_size=4) as trust:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors[0]
+        assert sum(c.call_count for c in trust.store.contacts()) == 6 * 30
+        assert len(trust.store.contacts()) == 8
