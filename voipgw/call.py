@@ -91,6 +91,11 @@ class CallRecord:
     sas_words: tuple[str, str] | None = None
     safety_number: str | None = None
     remote_identity: bytes | None = None
+    local_identity: bytes | None = None
+    trust_state: str | None = None
+    """first-contact / known / key-changed, from the contact store (None without a store)."""
+    trust_warning: str | None = None
+    """The loud key-change text (old and new safety numbers, when the old key was first seen)."""
     suite: str | None = None
     codec: str | None = None
     setup_ms: float | None = None

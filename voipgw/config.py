@@ -13,6 +13,7 @@ from typing import Any
 
 from ratchet.params import MAX_FRAMES_PER_KEY, MAX_INTERVAL_MS, MIN_FRAMES_PER_KEY, MIN_INTERVAL_MS, Suite
 from voipgw.phone import PhoneConfig, Policy
+from voipgw.trust import KeyChangePolicy
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,12 @@ def _convert(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f'{key}: expected "HOST:PORT"')
         return parse_hostport(value, key, 5060)
+    if key == "key_change_policy":
+        try:
+            return KeyChangePolicy(value)
+        except ValueError:
+            known = ", ".join(p.value for p in KeyChangePolicy)
+            raise ConfigError(f"key_change_policy: expected one of {known}, got {value!r}") from None
     if key == "policy":
         try:
             return Policy(value)
@@ -79,6 +86,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "bind_call_id": bool,
     "accept_any_callee": bool,
     "e2e": bool,
+    "key_change_policy": str,
 }
 
 

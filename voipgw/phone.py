@@ -12,13 +12,14 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from ratchet.aor import normalize_aor
 from ratchet.errors import HandshakeError
 from ratchet.events import SasCommitmentFailed, SasReady
-from ratchet.fingerprint import format_safety_number, safety_number
+from ratchet.fingerprint import safety_number
 from ratchet.handshake import (
     HandshakeConfig,
     NonceCache,
@@ -56,6 +57,7 @@ from voipgw.sip import (
     SipCall,
     SipStack,
 )
+from voipgw.trust import KeyChangePolicy, TrustState, TrustStore, TrustVerdict
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class PhoneConfig:
     """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
     accept_any_callee: bool = False
     """Accept an answer signed by another AOR than the one called (call forwarding)."""
+    key_change_policy: KeyChangePolicy = KeyChangePolicy.BLOCK_IF_VERIFIED
+    """What a changed identity key does: block, warn, or block-if-verified (the contact had been verified)."""
     e2e: bool = True
     """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
 
@@ -186,7 +190,7 @@ class ActiveCall:
 class Phone:
     """A softphone on one SIP stack. ``await start()``, then ``place_call`` / ``accept``; ``await stop()``."""
 
-    def __init__(self, config: PhoneConfig, identity: IdentityKey) -> None:
+    def __init__(self, config: PhoneConfig, identity: IdentityKey, trust: TrustStore | None = None) -> None:
         self.config = config
         self.identity = identity
         self.aor = normalize_aor(config.aor)
@@ -195,6 +199,9 @@ class Phone:
         self.calls: list[ActiveCall] = []
         self.pending: ActiveCall | None = None
         self._nonces = NonceCache(max_skew_s=config.max_skew_s)
+        self.trust = trust
+        """Contact store and key-continuity policy; None = no store (every call is secure, unverified)."""
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def rtp_host(self) -> str:
@@ -204,6 +211,7 @@ class Phone:
         loop = asyncio.get_running_loop()
         self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop)
         await self.stack.start()
+        await asyncio.to_thread(self._warm_up)
         if self.config.registrar is not None:
             self.registration = await self.stack.register(
                 self.config.registrar,
@@ -221,32 +229,79 @@ class Phone:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(call._pump), 2.0)
             await self._stop_media(call)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
         if self.registration is not None:
             with contextlib.suppress(Exception):
                 await self.registration.unregister()
         if self.stack is not None:
             await self.stack.stop()
 
+    def _warm_up(self) -> None:
+        """Run one throw-away handshake so the first real call does not pay OpenSSL's first-use costs (~3 ms)."""
+        cfg = self.config.handshake
+        now = time.time()
+        offerer = Offerer(self.identity, self.aor, "warm-up@invalid", "warm-up", cfg, now)
+        answer, _ = answer_offer(self.identity, "warm-up@invalid", offerer.offer_bytes, cfg, now, NonceCache(1.0))
+        offerer.accept_answer(answer, now).wipe()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _verdict(self, keys: SessionKeys) -> TrustVerdict | None:
+        """Key continuity for the peer (TOFU, known, changed); in a thread, since a first contact writes SQLite."""
+        if self.trust is None:
+            return None
+        return await asyncio.to_thread(
+            self.trust.evaluate,
+            keys.local_aor,
+            keys.remote_aor,
+            keys.remote_identity,
+            local_key=keys.local_identity,
+            now=time.time(),
+        )
+
+    async def _late_safety_number(self, rec: CallRecord, local: bytes, remote: bytes) -> None:
+        # 5200 SHA-512 rounds per side (~4 ms): computed after the answer is out, never on the setup path.
+        rec.safety_number = await asyncio.to_thread(
+            safety_number, local, rec.local_aor.encode(), remote, rec.remote_aor.encode()
+        )
+
+    async def _record_call(self, rec: CallRecord, local: bytes, remote: bytes) -> None:
+        if self.trust is not None:
+            try:
+                await asyncio.to_thread(
+                    self.trust.record_call, rec.local_aor, rec.remote_aor, remote, local_key=local, now=time.time()
+                )
+            except Exception as exc:  # a full disk or a read-only home must not end the call
+                log.error("could not record the call with %s in the contact store: %s", rec.remote_aor, exc)
+
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _finish_secure(self, call: ActiveCall, keys: SessionKeys) -> MediaSession:
+    def _finish_secure(self, call: ActiveCall, keys: SessionKeys, verdict: TrustVerdict | None) -> MediaSession:
         rec = call.record
         rec.remote_identity = keys.remote_identity
+        rec.local_identity = keys.local_identity
         rec.suite = SUITE_NAMES[keys.suite]
-        rec.safety_number = safety_number(
-            keys.local_identity, keys.local_aor.encode(), keys.remote_identity, keys.remote_aor.encode()
-        )
-        rec.security = Security.SECURE_UNVERIFIED
+        if verdict is None:
+            rec.security = Security.SECURE_UNVERIFIED
+            self._spawn(self._late_safety_number(rec, keys.local_identity, keys.remote_identity))
+        else:
+            rec.safety_number = verdict.safety_number
+            rec.trust_state = verdict.state.value
+            rec.trust_warning = verdict.warning
+            if verdict.state is TrustState.KEY_CHANGED:
+                rec.security = Security.KEY_CHANGED
+                log.warning("call %s: %s", rec.call_id, verdict.warning or verdict.reason)
+            else:
+                rec.security = Security.SECURE_VERIFIED if verdict.verified else Security.SECURE_UNVERIFIED
         session = MediaSession(keys, time.monotonic(), self.config.media)
         call.session = session
         call.poll_session_events()
-        log.info(
-            "call %s with %s: secure (%s), unverified; safety number %s",
-            rec.call_id,
-            rec.remote_aor,
-            rec.suite,
-            format_safety_number(rec.safety_number),
-        )
+        log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, rec.security.value, rec.suite)
+        self._spawn(self._record_call(rec, rec.local_identity, rec.remote_identity))
         return session
 
     async def _start_media(
@@ -459,8 +514,16 @@ class Phone:
                 self._refuse_established(call, f"key exchange failed: {exc.reason}")
                 return
             rec.handshake_ms = cpu[0] * 1e3
+            verdict = await self._verdict(keys)
+            if verdict is not None and not verdict.allowed:
+                keys.wipe()
+                if verdict.warning:
+                    log.error("%s", verdict.warning)
+                call.record.trust_warning = verdict.warning
+                self._refuse_established(call, verdict.reason)
+                return
             rec.apply(CallEvent.ANSWERED)
-            self._finish_secure(call, keys)
+            self._finish_secure(call, keys, verdict)
         rec.codec = codec.name
         rec.started_at = time.time()
         await self._start_media(call, remote, codec, source, sink)
@@ -527,6 +590,7 @@ class Phone:
         except SdpError as exc:
             return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: unusable offer: {exc.reason}")
         keys: SessionKeys | None = None
+        verdict: TrustVerdict | None = None
         answer_attr: str | None = None
         secure = remote.handshake is not None and cfg.e2e
         # The policy verdict comes first: a plain offer under require is refused for its missing key exchange,
@@ -556,13 +620,20 @@ class Phone:
                     call, incoming, 488, "Not Acceptable Here", f"voipgw: key exchange refused: {exc.reason}"
                 )
             answer_attr = encode_attribute(answer_bytes)
+            verdict = await self._verdict(keys)
+            if verdict is not None and not verdict.allowed:
+                keys.wipe()
+                if verdict.warning:
+                    log.error("%s", verdict.warning)
+                rec.trust_warning = verdict.warning
+                return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: {verdict.reason}")
         stream = await MediaStream.bind(self.rtp_host)
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
         sdp = build_sdp(self.rtp_host, stream.local[1], [codec], handshake=answer_attr)
         if keys is not None:
-            self._finish_secure(call, keys)
+            self._finish_secure(call, keys, verdict)
         else:
             rec.security = Security.NOT_SECURE
             log.warning(

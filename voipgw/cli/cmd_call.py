@@ -9,6 +9,7 @@ import functools
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,12 +21,14 @@ from voipgw.audio.device import NoAudioDevice
 from voipgw.audio.opus import Pcm
 from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink, SilenceSource, WavRecorder
 from voipgw.audio.wav import WavError, read_wav
-from voipgw.call import CallState
+from voipgw.call import CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
 from voipgw.sip import Ended, Failed, RegistrationFailed
+from voipgw.store.contacts import ContactStoreError, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity
+from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
 
@@ -143,6 +146,9 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "sas": rec.sas,
         "sas_words": list(rec.sas_words) if rec.sas_words else None,
         "safety_number": rec.safety_number,
+        "trust_state": rec.trust_state,
+        "trust_warning": rec.trust_warning,
+        "verified": rec.security is Security.SECURE_VERIFIED,
         "remote_identity": rec.remote_identity.hex() if rec.remote_identity else None,
         "setup_ms": rec.setup_ms,
         "handshake_ms": rec.handshake_ms,
@@ -172,22 +178,88 @@ def print_summary(data: dict[str, Any]) -> None:
 
 
 class _Ui:
-    """Status output: a rewritten line on a terminal, a line every few seconds otherwise."""
+    """Status output (a rewritten line on a terminal, a line every few seconds otherwise) and, on a terminal,
+    the in-call verification keys: ``v`` = the SAS matched, ``x`` = it did not (hang up, record a warning)."""
 
-    def __init__(self) -> None:
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
         self.tty = sys.stderr.isatty()
+        self.keys = sys.stdin.isatty() and phone.trust is not None
         self._last = 0.0
         self._sas_told = False
+        self._warned = False
+        self._saved_tty: list[Any] | None = None
+        self._call: ActiveCall | None = None
+
+    def __enter__(self) -> _Ui:
+        if self.keys:
+            import termios
+            import tty
+
+            fd = sys.stdin.fileno()
+            self._saved_tty = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            asyncio.get_running_loop().add_reader(fd, self._on_key)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved_tty is not None:
+            import termios
+
+            fd = sys.stdin.fileno()
+            asyncio.get_running_loop().remove_reader(fd)
+            termios.tcsetattr(fd, termios.TCSADRAIN, self._saved_tty)
+            self._saved_tty = None
+
+    def _on_key(self) -> None:
+        key = os.read(sys.stdin.fileno(), 1).decode(errors="replace").lower()
+        call = self._call
+        if call is None or call.record.sas is None or not call.record.secure or call.record.finished:
+            return
+        rec, trust = call.record, self.phone.trust
+        assert trust is not None and rec.remote_identity is not None
+        if key == "v":
+            try:
+                trust.mark_verified(rec.remote_aor, rec.remote_identity, VerifyMethod.SAS, now=time.time())
+            except Exception as exc:
+                print(f"\ncould not mark {rec.remote_aor} verified: {exc}", file=sys.stderr, flush=True)
+                return
+            rec.security = Security.SECURE_VERIFIED
+            print(f"\n{rec.remote_aor} marked verified (SAS {rec.sas} matched).", file=sys.stderr, flush=True)
+        elif key == "x":
+            with contextlib.suppress(Exception):
+                trust.record_sas_mismatch(rec.remote_aor, rec.remote_identity, now=time.time(), detail=f"SAS {rec.sas}")
+            rec.reason = "the SAS did not match (reported by the user): possible man in the middle"
+            print(
+                f"\nSAS mismatch with {rec.remote_aor}: hanging up. Someone may be intercepting this call; compare "
+                f"safety numbers in person (voipgw fingerprint {rec.remote_aor}) before trusting this contact.",
+                file=sys.stderr,
+                flush=True,
+            )
+            log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
+            call.hangup()
 
     def update(self, call: ActiveCall, final: bool = False) -> None:
+        self._call = call
         rec = call.record
-        if rec.sas and not self._sas_told:
+        if rec.trust_warning and not self._warned:
+            self._warned = True
+            print(f"\n*** WARNING ***\n{rec.trust_warning}\n", file=sys.stderr, flush=True)
+        if rec.sas and not self._sas_told and (rec.safety_number or final):
             self._sas_told = True
-            print(
-                f"\nSAS {rec.sas} / {' '.join(rec.sas_words or ())}: read it aloud; the other side must see the same."
-                f"\nSafety number with {rec.remote_aor}: {format_safety_number(rec.safety_number or '')}",
-                file=sys.stderr,
+            verified = rec.security is Security.SECURE_VERIFIED
+            if self.keys and not verified:
+                how = "press v if it matches, x if it does not"
+            elif verified:
+                how = "this contact is already verified"
+            else:
+                how = f"if it does not match, hang up; to verify: voipgw verify {rec.remote_aor}"
+            text = (
+                f"SAS {rec.sas} / {' '.join(rec.sas_words or ())}: read it aloud; the other side must see the same "
+                f"({how}).\nSafety number with {rec.remote_aor}: {format_safety_number(rec.safety_number or '')}"
             )
+            print("\n" + text, file=sys.stderr, flush=True)
+            log.info("call %s: %s", rec.call_id, text.replace("\n", "; "))
         now = time.monotonic()
         if self.tty:
             print("\r" + status_line(call).ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
@@ -196,17 +268,19 @@ class _Ui:
             print(status_line(call), file=sys.stderr, flush=True)
 
 
-async def _follow(call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui) -> None:
-    """Run the UI until the call ends, the stop event fires, or ``until`` (monotonic) passes."""
-    media = call.media
+async def _follow(
+    call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui, *, end_after_source: bool = False
+) -> None:
+    """Run the UI until the call ends, the stop event fires, ``until`` (monotonic) passes, or (with
+    ``end_after_source``) a short tail after the played file ran out."""
     while not call.done.is_set():
         call.poll_session_events()
         ui.update(call)
+        if end_after_source and until is None and call.media is not None and call.media.source_finished.is_set():
+            until = time.monotonic() + TAIL_S
         if stop.is_set() or (until is not None and time.monotonic() >= until):
             call.hangup()
             break
-        if until is None and media is not None and media.source_finished.is_set() and media.source_finished:
-            pass
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(call.done.wait(), 0.25)
     with contextlib.suppress(asyncio.TimeoutError):
@@ -242,9 +316,16 @@ def _load_identity(args: argparse.Namespace) -> Any:
         raise CliError(f"identity in {home}: {exc}") from None
 
 
-async def _start_phone(config: PhoneConfig, identity: Any) -> Phone:
+def _open_trust(args: argparse.Namespace, config: PhoneConfig) -> TrustStore:
+    try:
+        return TrustStore(args.home, policy=config.key_change_policy)
+    except ContactStoreError as exc:
+        raise CliError(f"contact store: {exc}") from None
+
+
+async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | None = None) -> Phone:
     """Bind and (if configured) register; a refused or silent registrar is one clear line, not a traceback."""
-    phone = Phone(config, identity)
+    phone = Phone(config, identity, trust)
     try:
         await phone.start()
     except OSError as exc:
@@ -263,7 +344,12 @@ async def _call_main(args: argparse.Namespace) -> int:
     source, sink = audio_io(args)
     stop = asyncio.Event()
     _install_signals(stop)
-    phone = await _start_phone(config, identity)
+    trust = _open_trust(args, config)
+    try:
+        phone = await _start_phone(config, identity, trust)
+    except BaseException:
+        trust.close()
+        raise
     try:
         placing = asyncio.ensure_future(
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
@@ -274,22 +360,17 @@ async def _call_main(args: argparse.Namespace) -> int:
             phone.cancel_pending()
         stopper.cancel()
         call = await placing
-        ui = _Ui()
-        if call.record.state is CallState.ESTABLISHED:
-            until = time.monotonic() + args.duration if args.duration else None
-            if until is None and args.play is not None and call.media is not None:
-                task = asyncio.ensure_future(call.media.source_finished.wait())
-                done_or_stop = asyncio.ensure_future(call.done.wait())
-                stop_wait = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({task, done_or_stop, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                for t in (task, done_or_stop, stop_wait):
-                    t.cancel()
-                until = time.monotonic() + TAIL_S
-            await _follow(call, stop, until, ui)
+        with _Ui(phone) as ui:
+            if call.record.state is CallState.ESTABLISHED:
+                until = time.monotonic() + args.duration if args.duration else None
+                await _follow(call, stop, until, ui, end_after_source=until is None and args.play is not None)
+            elif call.record.trust_warning:
+                ui.update(call, final=True)
         data = _finish(call, phone, args)
         return 0 if data["state"] == "ended" else EXIT_CALL_FAILED
     finally:
         await phone.stop()
+        trust.close()
         source.close()
         sink.close()
 
@@ -301,7 +382,12 @@ async def _listen_main(args: argparse.Namespace) -> int:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
     stop = asyncio.Event()
     _install_signals(stop)
-    phone = await _start_phone(config, identity)
+    trust = _open_trust(args, config)
+    try:
+        phone = await _start_phone(config, identity, trust)
+    except BaseException:
+        trust.close()
+        raise
     assert phone.stack is not None
     print(
         f"listening as {phone.aor} on sip:{config.listen_host}:{phone.stack.local_port}",
@@ -332,6 +418,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 break
     finally:
         await phone.stop()
+        trust.close()
     return status
 
 
@@ -351,7 +438,11 @@ async def _handle_incoming(phone: Phone, incoming: Any, args: argparse.Namespace
         source, sink = audio_io(args)
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
     if call.record.state is CallState.ESTABLISHED:
-        await _follow(call, stop, None, _Ui())
+        with _Ui(phone) as ui:
+            await _follow(call, stop, None, ui)
+    elif call.record.trust_warning:
+        with _Ui(phone) as ui:
+            ui.update(call, final=True)
     data = _finish(call, phone, args)
     for closer in (source, sink):
         if closer is not None:
