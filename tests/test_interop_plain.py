@@ -29,6 +29,7 @@ CLIP_SECONDS = 3.0
 OPPORTUNISTIC = ("--policy", "opportunistic")
 MIN_G711_CORRELATION = 0.8
 PROC_TIMEOUT = 25.0
+SNIFFER_SETTLE_S = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +82,20 @@ def _ours(p: PhoneProc) -> dict[str, object]:
 
 
 def _refusing_listener(workdir: Path, *extra: str) -> PhoneProc:
-    """A listener for calls it will refuse. Not ``--once``: a listener that exits right after rejecting loses
-    its 488 about one time in four (measured 6/8 delivered), because the SIP stack's shutdown waits for client
-    transactions only and closes the socket before the queued final response leaves."""
-    return start_listener(workdir, "bob", *extra, tap=False, record=False, once=False)
+    """``listen --once`` for a call it will refuse: it must still deliver its 488 before exiting (commit 1045cf0
+    made the SIP shutdown wait for it; before that one 488 in four was lost)."""
+    return start_listener(workdir, "bob", *extra, tap=False, record=False)
 
 
-def _refusal_summary(p: PhoneProc) -> dict[str, object]:
-    """The summary the listener writes when it refused the call; then it is stopped (SIGTERM)."""
-    deadline = time.monotonic() + 10.0
-    while not p.summary_path.exists():
-        assert time.monotonic() < deadline and p.proc.poll() is None, p.log()
-        time.sleep(0.05)
-    time.sleep(0.1)  # the file is written in one call; let it finish before reading
-    p.stop()
-    return p.summary()
+def _sip_received(cap: RawCapture, port: int, first_line: bytes) -> list[bytes]:
+    """SIP messages captured towards ``port``, once one starting with ``first_line`` is among them (bounded wait:
+    the peer can report an event before the sniffer thread has read the frame that caused it)."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        msgs = [p.payload for p in cap.packets if p.dst_port == port]
+        if any(m.startswith(first_line) for m in msgs) or time.monotonic() > deadline:
+            return msgs
+        time.sleep(0.02)
 
 
 def _assert_not_secure(p: PhoneProc, codec: str) -> dict[str, object]:
@@ -224,7 +224,7 @@ def test_require_refuses_pjsua2_with_488_and_our_warning(tmp_path: Path, clips: 
         with Pjsua2Peer(tmp_path, user="pj") as pj:
             pj.call(f"sip:bob@127.0.0.1:{ours.sip_port}")
             gone = pj.wait_event("disconnected", timeout=10.0)
-        s = _refusal_summary(ours)
+        s = _ours(ours)
     finally:
         ours.stop()
     assert gone["code"] == 488 and gone["status_line"] == "SIP/2.0 488 Not Acceptable Here"
@@ -245,8 +245,8 @@ def test_require_refuses_baresip_with_488_and_our_warning(tmp_path: Path, clips:
         ):
             alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
             closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
-            sip_in = [p.payload for p in cap.packets if p.dst_port == alice.sip_port]
-        s = _refusal_summary(ours)
+            sip_in = _sip_received(cap, alice.sip_port, b"SIP/2.0 488 ")
+        s = _ours(ours)
     finally:
         ours.stop()
     assert closed.param == "488 Not Acceptable Here", closed
@@ -271,6 +271,7 @@ def test_require_we_call_baresip_hang_up_at_once_and_send_no_rtp(tmp_path: Path,
             s = _ours(ours)
         finally:
             ours.stop()
+        time.sleep(SNIFFER_SETTLE_S)  # our process has exited: let the sniffer read what is still queued
         packets, sip_port, rtp_range = cap.packets, bob.sip_port, bob.rtp_range
     assert s["state"] == "failed" and s["security"] == "refused"
     assert "answered without the voipgw key exchange" in str(s["reason"])
@@ -289,6 +290,7 @@ def test_require_we_call_pjsua2_which_cannot_answer_opus_only(tmp_path: Path, cl
             s = _ours(ours)
         finally:
             ours.stop()
+        time.sleep(SNIFFER_SETTLE_S)  # our process has exited: let the sniffer read what is still queued
         packets, sip_port, rtp_range = cap.packets, pj.sip_port, pj.rtp_range
     assert s["state"] == "failed" and s["security"] == "pending"
     assert str(s["reason"]).startswith("488 Not Acceptable Here"), s["reason"]
@@ -303,7 +305,7 @@ def test_opportunistic_refuses_a_plain_offer_without_a_common_codec(tmp_path: Pa
         with Baresip(tmp_path, user="alice", play=g722, codecs=("G722",), srate=16000) as alice:
             alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
             closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
-        s = _refusal_summary(ours)
+        s = _ours(ours)
     finally:
         ours.stop()
     assert closed.param == "488 Not Acceptable Here", closed
