@@ -68,7 +68,8 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert "changed" in a["reason"].lower(), a["reason"]
     assert a["trust_warning"] and first_number[:5] in a["trust_warning"].replace(" ", "")
     assert "WARNING" in alice_log
-    assert b["state"] == "ended" and "by peer" in b["reason"]  # bob was hung up on, no audio reached alice
+    # bob learns why from the BYE's Reason header: the warning reaches both ends
+    assert b["state"] == "ended" and "identity key of bob@127.0.0.1 changed" in b["reason"], b["reason"]
     assert a["frames_sent"] == 0 and a["frames_opened"] == 0 and a["frames_played"] == 0
     contacts = json.loads(cli(alice_home, "contacts", "--json").stdout)
     assert contacts[0]["aor"] == "bob@127.0.0.1"

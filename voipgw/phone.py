@@ -161,12 +161,13 @@ class ActiveCall:
             elif isinstance(ev, SasCommitmentFailed):
                 log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
-                self.hangup()
+                self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
 
-    def hangup(self) -> None:
+    def hangup(self, why: str | None = None) -> None:
+        """End the call; ``why`` travels to the peer in the BYE's Reason header."""
         if self.sip is not None and not self.record.finished:
             with contextlib.suppress(Exception):
-                self.sip.hangup()
+                self.sip.hangup(why)
 
     def stats(self) -> dict[str, object]:
         media = self.media.stats if self.media is not None else None
@@ -535,7 +536,9 @@ class Phone:
         rec.security = Security.REFUSED
         rec.reason = reason
         log.error("call %s with %s refused: %s", rec.call_id, rec.remote_aor, reason)
-        call.hangup()
+        if call.sip is not None:  # the record is already terminal, so ActiveCall.hangup() would skip the BYE
+            with contextlib.suppress(Exception):
+                call.sip.hangup(f"voipgw: {reason}")
 
     async def _pump(self, call: ActiveCall) -> None:
         """Follow an established call's SIP events until it ends."""

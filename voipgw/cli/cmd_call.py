@@ -237,7 +237,7 @@ class _Ui:
                 flush=True,
             )
             log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
-            call.hangup()
+            call.hangup("voipgw: the other side reported that the SAS did not match (possible man in the middle)")
 
     def update(self, call: ActiveCall, final: bool = False) -> None:
         self._call = call

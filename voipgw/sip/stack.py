@@ -49,6 +49,7 @@ from sippy.SipConf import SipConf
 from sippy.SipContact import SipContact
 from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
+from sippy.SipReason import SipReason
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
 from sippy.SipTransactionManager import COMPLETED, RINGING, TRYING, SipTransactionManager
@@ -236,6 +237,19 @@ def _parse_uri(uri: str) -> Any:
     return SipURL(url=text)
 
 
+def _reason_text(event: Any) -> str | None:
+    """The text of an RFC 3326 Reason header on a received BYE, if any (best effort: peers vary)."""
+    reason = getattr(event, "reason_rfc3326", None)
+    if reason is None:
+        return None
+    try:
+        if not reason.parsed:
+            reason.parse()
+        return str(reason.reason) if reason.reason else None
+    except Exception:
+        return None
+
+
 def _aor(url: Any) -> str:
     user = f"{url.username}@" if url.username else ""
     port = f":{url.port}" if url.port else ""
@@ -295,9 +309,12 @@ class SipCall:
         if core is not None:
             getattr(core, name)(*args)
 
-    def hangup(self) -> None:
-        """BYE if established, CANCEL (caller) or 487 (callee) while ringing; then Ended(by_remote=False)."""
-        self._act("hangup", "local hangup")
+    def hangup(self, why: str | None = None) -> None:
+        """BYE if established, CANCEL (caller) or 487 (callee) while ringing; then Ended(by_remote=False).
+
+        ``why`` goes into the BYE as an RFC 3326 ``Reason: SIP;cause=488;text="..."`` header, so the peer can
+        show the user why (voipgw shows it; other phones log it)."""
+        self._act("hangup", "local hangup", why)
 
     def reoffer(self, sdp: str) -> None:
         """Send a re-INVITE with ``sdp``; ReAnswered or ReOfferRejected follows."""
@@ -418,7 +435,8 @@ class _CallCore:
             if self.phase in ("setup", "answering"):
                 self.emit(Ended(reason="cancelled by caller", by_remote=True))
             else:
-                self.emit(Ended(reason="remote hangup", by_remote=True))
+                why = _reason_text(event)
+                self.emit(Ended(reason=f"remote hangup: {why}" if why else "remote hangup", by_remote=True))
         elif isinstance(event, CCEventUpdate):
             body = event.getData()
             self.stack._deliver(self.call._handle_reoffer, "" if body is None else str(body))
@@ -465,13 +483,17 @@ class _CallCore:
         self.reoffer_pending = True
         self.ua.recvEvent(CCEventUpdate(MsgBody(sdp)))
 
-    def hangup(self, reason: str) -> None:
+    def hangup(self, reason: str, why: str | None = None) -> None:
         if self.phase == "ended":
             return
         if self.phase == "setup" and not self.call.outgoing:
             self.ua.recvEvent(CCEventFail((487, "Request Terminated")))
         else:
-            self.ua.recvEvent(CCEventDisconnect())
+            ev = CCEventDisconnect()
+            if why:
+                text = "".join(ch for ch in why if ch.isprintable() and ch not in '"\\')[:200]
+                ev.reason_rfc3326 = SipReason(protocol="SIP", cause=488, reason=text)
+            self.ua.recvEvent(ev)
         self.emit(Ended(reason=reason, by_remote=False))
 
     def no_answer(self) -> None:
