@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(BIN)/voipgw bench crypto
+	$(BIN)/voipgw bench call
 
 vectors: setup
 	$(PY) -m tests.vectors.generate

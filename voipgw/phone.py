@@ -445,6 +445,7 @@ class Phone:
                 rec.apply(CallEvent.RINGING)
             elif isinstance(ev, Failed):
                 rec.apply(CallEvent.REFUSED)
+                rec.security = Security.REFUSED
                 reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
                 rec.reason = f"{rec.reason}: {reason}" if rec.reason == "cancelled" else reason
                 _close_all(offerer)

@@ -416,4 +416,8 @@ def summarize(samples: dict[str, list[CallSample]], cpu: dict[str, list[CpuSampl
     out["goal_extra_round_trips"] = GOAL_EXTRA_ROUND_TRIPS
     out["meets_setup_goal"] = out["setup_ms_added_median"] <= GOAL_ADDED_MS
     out["meets_round_trip_goal"] = out["setup_messages_secure"] == out["setup_messages_plain"]
+    # Key continuity on the setup path: what the contact store adds for a cached, a known and a first contact.
+    from voipgw.trust import bench_evaluate
+
+    out.update(bench_evaluate(rounds=200))
     return out

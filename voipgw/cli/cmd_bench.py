@@ -83,6 +83,14 @@ CALL_DIFFS = [
 ]
 
 
+TRUST_ROWS = [
+    ("trust_evaluate_us_cached_known", "contact check on setup: cached known contact (µs)"),
+    ("trust_evaluate_us_known_uncached", "contact check on setup: known, not cached (µs)"),
+    ("trust_evaluate_us_first_contact", "contact check on setup: first contact, TOFU write (µs)"),
+    ("trust_record_call_us", "recording a call in the store, after setup (µs)"),
+]
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:9.2f}"
@@ -113,4 +121,6 @@ def run_call(args: argparse.Namespace) -> int:
     for key, label, goal_key in CALL_DIFFS:
         goal = f"   goal <= {results[goal_key]}" if goal_key else ""
         print(f"  {label:<52} {_cell(results[key])}{goal}")
+    for key, label in TRUST_ROWS:
+        print(f"  {label:<52} {_cell(results[key])}")
     return 0
