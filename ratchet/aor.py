@@ -15,6 +15,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*\.?$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _BAD_USER_CHARS = set('@<>"\\ \t\r\n%:')
+_OTHER_SCHEMES = frozenset({"tel", "urn", "mailto", "http", "https", "im", "pres", "fax", "modem"})
+"""Schemes refused even when followed by digits ("tel:123" is not the host "tel" on port 123)."""
 
 
 def _strip_name_addr(text: str) -> str:
@@ -66,7 +68,7 @@ def normalize_aor(uri_or_aor: str) -> str:
         scheme = m.group(1).lower()
         if scheme in ("sip", "sips"):
             text = text[m.end() :]
-        elif not _PORT.match(re.split(r"[;?]", text[m.end() :], maxsplit=1)[0]):
+        elif scheme in _OTHER_SCHEMES or not _PORT.match(re.split(r"[;?]", text[m.end() :], maxsplit=1)[0]):
             # "host:5060" looks like a scheme but is a bare host with a port.
             raise MalformedAor(f"unsupported URI scheme {scheme!r}")
     user: str | None = None

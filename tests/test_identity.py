@@ -122,3 +122,12 @@ def test_normalize_aor_is_idempotent_or_typed_error(raw: str) -> None:
     except errors.MalformedAor:
         return
     assert normalize_aor(normal) == normal
+
+
+def test_non_sip_schemes_are_refused_even_before_digits() -> None:
+    from ratchet.aor import normalize_aor
+    from ratchet.errors import MalformedAor
+
+    with pytest.raises(MalformedAor, match="scheme"):
+        normalize_aor("tel:123")
+    assert normalize_aor("host.example:5060") == "host.example"
