@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.testbed.ports import PortBlock, reserve_block
+from voipgw.audio.compare import compare_audio
+from voipgw.audio.wav import read_wav
+from voipgw.demo import decode_as_plain_opus, read_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "voipgw" / "data" / "speech.wav"
@@ -131,3 +134,26 @@ def start_caller(workdir: Path, name: str, uri: str, *extra: str, record: bool =
         args += ["--tap-wire", str(workdir / f"{name}.wire")]
     argv = voipgw_argv(workdir / f"{name}-home", *args, *extra)
     return PhoneProc(name, workdir, _spawn(name, workdir, argv), port, block)
+
+
+def assert_secure_call(alice: PhoneProc, bob: PhoneProc) -> None:
+    """Both ends ended a secure call with the same SAS and safety number; audio crossed both ways intact and
+    what each end put on the wire does not decode to the speech."""
+    a, b = alice.summary(), bob.summary()
+    assert a["state"] == b["state"] == "ended", (a, b)
+    assert a["security"] == b["security"] == "secure, unverified"
+    assert a["sas"] is not None and a["sas"] == b["sas"]
+    assert a["sas_words"] == b["sas_words"]
+    assert a["safety_number"] is not None and a["safety_number"] == b["safety_number"]
+    assert a["frames_refused"] == 0 and b["frames_refused"] == 0
+    assert b["frames_opened"] >= 0.9 * a["frames_sent"] > 0
+    assert a["frames_opened"] >= 0.9 * b["frames_sent"] > 0
+    speech = read_wav(SPEECH)
+    for heard in (bob.wav, alice.wav):
+        match = compare_audio(speech, read_wav(heard))
+        assert match.windowed >= 0.9, (heard.name, match)
+    for tap in (bob.wire, alice.wire):
+        payloads = read_wire(tap)
+        assert len(payloads) > 100
+        eavesdropped = compare_audio(speech, decode_as_plain_opus(payloads))
+        assert eavesdropped.windowed < 0.2, (tap.name, eavesdropped)

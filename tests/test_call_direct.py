@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.phones import SPEECH, start_caller, start_listener
-from voipgw.audio.compare import compare_audio
-from voipgw.audio.wav import read_wav
-from voipgw.demo import decode_as_plain_opus, read_wire
+from tests.phones import SPEECH, assert_secure_call, start_caller, start_listener
 
 pytestmark = pytest.mark.integration
 
@@ -23,23 +20,7 @@ def test_direct_call_both_directions_is_secure_and_the_wire_carries_no_audio(tmp
     finally:
         alice.stop()
         bob.stop()
-    a, b = alice.summary(), bob.summary()
-    assert a["state"] == b["state"] == "ended"
-    assert a["security"] == b["security"] == "secure, unverified"
-    assert a["sas"] is not None and a["sas"] == b["sas"]
-    assert a["sas_words"] == b["sas_words"]
-    assert a["safety_number"] is not None and a["safety_number"] == b["safety_number"]
-    assert a["frames_refused"] == 0 and b["frames_refused"] == 0
-    assert b["frames_opened"] >= 0.9 * a["frames_sent"] > 0
-    speech = read_wav(SPEECH)
-    for heard in (bob.wav, alice.wav):
-        match = compare_audio(speech, read_wav(heard))
-        assert match.windowed >= 0.9, (heard.name, match)
-    for tap in (bob.wire, alice.wire):
-        payloads = read_wire(tap)
-        assert len(payloads) > 100
-        eavesdropped = compare_audio(speech, decode_as_plain_opus(payloads))
-        assert eavesdropped.windowed < 0.2, (tap.name, eavesdropped)
+    assert_secure_call(alice, bob)
     assert "read it aloud" in alice.log() and "Safety number with bob@127.0.0.1" in alice.log()
 
 

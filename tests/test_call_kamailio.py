@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.phones import SPEECH, PhoneProc, start_caller, start_listener
+from tests.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.testbed.capture import CapturedPacket, RawCapture
 from tests.testbed.kamailio import Kamailio
-from voipgw.audio.compare import compare_audio
-from voipgw.audio.wav import read_wav
-from voipgw.demo import decode_as_plain_opus, read_wire
 
 pytestmark = pytest.mark.integration
 
@@ -41,29 +38,6 @@ def cseq_method(text: str) -> str:
     m = re.search(r"^CSeq:\s*\d+\s+(\w+)", text, re.MULTILINE | re.IGNORECASE)
     assert m is not None, text[:300]
     return m.group(1).upper()
-
-
-def assert_secure_call(alice: PhoneProc, bob: PhoneProc) -> None:
-    """Both ends ended a secure call with the same SAS and safety number; audio crossed both ways intact and
-    what each end put on the wire does not decode to the speech."""
-    a, b = alice.summary(), bob.summary()
-    assert a["state"] == b["state"] == "ended", (a, b)
-    assert a["security"] == b["security"] == "secure, unverified"
-    assert a["sas"] is not None and a["sas"] == b["sas"]
-    assert a["sas_words"] == b["sas_words"]
-    assert a["safety_number"] is not None and a["safety_number"] == b["safety_number"]
-    assert a["frames_refused"] == 0 and b["frames_refused"] == 0
-    assert b["frames_opened"] >= 0.9 * a["frames_sent"] > 0
-    assert a["frames_opened"] >= 0.9 * b["frames_sent"] > 0
-    speech = read_wav(SPEECH)
-    for heard in (bob.wav, alice.wav):
-        match = compare_audio(speech, read_wav(heard))
-        assert match.windowed >= 0.9, (heard.name, match)
-    for tap in (bob.wire, alice.wire):
-        payloads = read_wire(tap)
-        assert len(payloads) > 100
-        eavesdropped = compare_audio(speech, decode_as_plain_opus(payloads))
-        assert eavesdropped.windowed < 0.2, (tap.name, eavesdropped)
 
 
 def registered_aors(sip: list[tuple[int, int, str]], registrar_port: int) -> set[str]:

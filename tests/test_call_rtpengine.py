@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_call_kamailio import USERS, assert_secure_call, registered_aors, run_call_via, sip_messages
+from tests.phones import assert_secure_call
+from tests.test_call_kamailio import USERS, registered_aors, run_call_via, sip_messages
 from tests.testbed.capture import RawCapture, rtp_streams
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
