@@ -292,7 +292,7 @@ def test_require_we_call_pjsua2_which_cannot_answer_opus_only(tmp_path: Path, cl
             ours.stop()
         time.sleep(SNIFFER_SETTLE_S)  # our process has exited: let the sniffer read what is still queued
         packets, sip_port, rtp_range = cap.packets, pj.sip_port, pj.rtp_range
-    assert s["state"] == "failed" and s["security"] == "pending"
+    assert s["state"] == "failed" and s["security"] == "refused"
     assert str(s["reason"]).startswith("488 Not Acceptable Here"), s["reason"]
     assert s["frames_sent"] == 0 and s["codec"] is None
     _no_rtp_from_us(packets, sip_port, rtp_range)
