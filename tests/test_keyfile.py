@@ -104,3 +104,22 @@ def test_concurrent_first_runs_agree(tmp_path: Path) -> None:
         t.join(timeout=30)
     assert len(results) == 8 and len(set(results)) == 1
     assert load_identity(home / IDENTITY_FILENAME).public.serialize() == results[0]
+
+
+def test_cli_uses_the_passphrase_from_the_environment(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VOIPGW_PASSPHRASE": "correct horse"}
+    run = [sys.executable, "-m", "voipgw.cli.main", "--home", str(tmp_path), "id", "show", "--aor", "a@b.example"]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    pem = (tmp_path / "identity.pem").read_bytes()
+    assert b"ENCRYPTED" in pem  # created encrypted with the passphrase
+    again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 0 and again.stdout == first.stdout  # the same identity unlocks
+    env.pop("VOIPGW_PASSPHRASE")
+    locked = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert locked.returncode != 0 and "passphrase" in locked.stderr.lower()
+    assert "Traceback" not in locked.stderr

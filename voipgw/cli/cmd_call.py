@@ -27,7 +27,7 @@ from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
 from voipgw.sip import Ended, Failed, RegistrationFailed
 from voipgw.store.contacts import ContactStoreError, VerifyMethod
-from voipgw.store.keyfile import load_or_create_identity
+from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
@@ -311,7 +311,7 @@ def _load_identity(args: argparse.Namespace) -> Any:
     home: Path = args.home
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return load_or_create_identity(home)
+        return load_or_create_identity(home, passphrase_from_env())
     except Exception as exc:  # a clear line for any key-file problem (permissions, corrupt file, passphrase)
         raise CliError(f"identity in {home}: {exc}") from None
 

@@ -30,7 +30,7 @@ from voipgw.store.contacts import (
     parse_document,
     quarantine_corrupt,
 )
-from voipgw.store.keyfile import load_or_create_identity
+from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import (
     MalformedQrPayload,
     TrustStore,
@@ -58,7 +58,7 @@ def open_trust(args: argparse.Namespace) -> Iterator[TrustStore]:
 
 def our_identity(args: argparse.Namespace) -> IdentityKey:
     try:
-        return load_or_create_identity(args.home)
+        return load_or_create_identity(args.home, passphrase_from_env())
     except (IdentityFileError, OSError) as exc:
         raise CliError(f"identity in {args.home}: {exc}") from None
 

@@ -16,7 +16,7 @@ from ratchet.fingerprint import side_fingerprint
 from ratchet.identity import IdentityKey
 from voipgw.cli.cmd_contacts import aor_arg, confirm, fmt_time, open_trust, our_identity, print_qr
 from voipgw.cli.errors import CliError
-from voipgw.store.keyfile import IDENTITY_FILENAME, load_identity, save_identity
+from voipgw.store.keyfile import IDENTITY_FILENAME, load_identity, passphrase_from_env, save_identity
 from voipgw.trust import identity_qr
 
 
@@ -87,7 +87,7 @@ def run_new(args: argparse.Namespace) -> int:
         if not args.force:
             raise CliError(f"{path} exists; rotating it needs --force (every contact will see a changed key)")
         try:
-            load_identity(path)
+            load_identity(path, passphrase_from_env())
         except (IdentityFileError, OSError) as exc:
             raise CliError(f"cannot read the current identity {path}: {exc}; nothing changed") from None
         print("Rotating the identity key means:")
@@ -101,13 +101,13 @@ def run_new(args: argparse.Namespace) -> int:
         try:
             os.link(path, old)  # the same inode keeps its 0600 mode; replace below is atomic
             os.chmod(old, 0o600)
-            save_identity(path, IdentityKey.generate(), overwrite=True)
+            save_identity(path, IdentityKey.generate(), passphrase_from_env(), overwrite=True)
         except OSError as exc:
             raise CliError(f"rotation failed ({exc.strerror}); {path} is unchanged") from None
         print(f"old key kept as {old}")
     else:
         try:
-            save_identity(path, IdentityKey.generate(), overwrite=False)
+            save_identity(path, IdentityKey.generate(), passphrase_from_env(), overwrite=False)
         except OSError as exc:
             raise CliError(f"cannot create {path}: {exc.strerror}") from None
     key = our_identity(args).public.serialize()

@@ -96,6 +96,15 @@ def load_identity(path: Path, passphrase: bytes | None = None) -> IdentityKey:
     return IdentityKey.from_pem(b"".join(chunks), passphrase)
 
 
+PASSPHRASE_ENV = "VOIPGW_PASSPHRASE"
+
+
+def passphrase_from_env() -> bytes | None:
+    """The identity passphrase from ``$VOIPGW_PASSPHRASE`` (the CLI's way to unlock or create an encrypted key)."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
 def load_or_create_identity(
     home: Path, passphrase: bytes | None = None, *, filename: str = IDENTITY_FILENAME
 ) -> IdentityKey:
