@@ -12,7 +12,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from ratchet.params import DEFAULT_INTERVAL_MS, SUITE_NAMES, SendParams, Session
 from ratchet.session import MediaConfig, MediaSession
 from voipgw.audio.codecs import get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallEvent, CallRecord, CallState, Security
+from voipgw.call import CallEvent, CallRecord, Security
 from voipgw.media import MediaStream, PlainProtector
 from voipgw.sdp import (
     PLAIN_CODECS,
@@ -688,8 +688,4 @@ def _close_all(offerers: list[Offerer]) -> None:
         o.close()
 
 
-def wait_for_first(*events: asyncio.Event) -> Callable[[], bool]:
-    return lambda: any(e.is_set() for e in events)
-
-
-__all__ = ["ActiveCall", "CallState", "OutgoingCall", "Phone", "PhoneConfig", "Policy", "SecureProtector"]
+__all__ = ["ActiveCall", "Phone", "PhoneConfig", "Policy", "SecureProtector"]
