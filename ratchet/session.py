@@ -318,7 +318,8 @@ class FrameSealer:
         assert interval is not None
         self._advance(self._step + 1)
         assert self._mk is not None
-        self._aead = make_aead(self._suite, frame_key(self._mk, self._fast_tk))
+        if not self._per_frame:
+            self._aead = make_aead(self._suite, frame_key(self._mk, self._fast_tk))
         self._interval = interval
         self._fast_until_n += self._fpk
         if self._per_frame:
@@ -350,9 +351,7 @@ class FrameSealer:
             if interval != self._kcv_interval:
                 self._kcv = key_check_value(self._chain_ident, tk)
                 self._kcv_interval = interval
-            if self._aead is None or interval != self._interval:
-                self._aead = make_aead(self._suite, frame_key(self._mk, tk))  # kept for _step_forward's shape
-                self._interval = interval
+            self._interval = interval
         elif interval != self._interval or self._aead is None:
             tk = self._tks.key(interval)
             assert self._mk is not None
