@@ -27,6 +27,13 @@ from voipgw.rtp.packet import RtpPacket
 
 log = logging.getLogger(__name__)
 
+
+def _is_log_point(count: int) -> bool:
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
 MAX_LATE_TICKS = 10
 """If the loop falls this many ticks (200 ms) behind, skip them instead of sending a burst."""
 MAX_CONCEAL_TICKS = 10
@@ -98,7 +105,10 @@ class MediaStats:
         return sum(self.refused.values())
 
     def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+        count = self.refused.get(reason, 0) + 1
+        self.refused[reason] = count
+        if _is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
+            log.warning("frame refused: %s (%d so far)", reason, count)
 
 
 class _SeqUnwrapper:

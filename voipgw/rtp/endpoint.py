@@ -33,6 +33,13 @@ from voipgw.rtp.packet import (
 
 log = logging.getLogger(__name__)
 
+
+def _is_log_point(count: int) -> bool:
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
 Address = tuple[str, int]
 
 DEFAULT_PAYLOAD_TYPE = 111
@@ -69,7 +76,10 @@ class EndpointStats:
     """Times the remote address moved to the source of an authenticated packet."""
 
     def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+        count = self.refused.get(reason, 0) + 1
+        self.refused[reason] = count
+        if _is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
+            log.warning("RTP packet refused: %s (%d so far)", reason, count)
 
 
 class _Datagrams(asyncio.DatagramProtocol):
