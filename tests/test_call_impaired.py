@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from tests.phones import SPEECH, start_caller, start_listener
 from tests.testbed.impair import Impairment, ImpairmentRelay
-from tests.testbed.sip_mangler import SipMangler
+from tests.testbed.sip_mangler import SipMangler, redirect_media
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 
@@ -57,11 +56,8 @@ def test_secure_call_survives_loss_reordering_and_duplication(tmp_path: Path) ->
 
         def media_via_relay(sdp: str) -> str:
             # Bob must send alice's media to the relay; alice then latches onto the relay's address.
-            m = re.search(r"m=audio (\d+)", sdp)
-            assert m is not None
-            relay.peer["a"] = ("127.0.0.1", int(m.group(1)))
-            sdp = re.sub(r"m=audio \d+", f"m=audio {relay_b[1]}", sdp)
-            return re.sub(r"c=IN IP4 \S+", f"c=IN IP4 {relay_b[0]}", sdp)
+            sdp, relay.peer["a"] = redirect_media(sdp, *relay_b)
+            return sdp
 
         with SipMangler(("127.0.0.1", bob.sip_port), on_offer=media_via_relay) as mangler:
             alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{mangler.port}", "--play", str(SPEECH))

@@ -3,14 +3,13 @@ voipgw never depends on them, so nothing is refused and the audio is intact."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.phones import SPEECH, start_caller, start_listener
 from tests.testbed.rtp_rewriter import RtpRewriter
-from tests.testbed.sip_mangler import SipMangler
+from tests.testbed.sip_mangler import SipMangler, redirect_media
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 
@@ -22,12 +21,8 @@ def test_secure_call_survives_rtp_header_rewriting(tmp_path: Path) -> None:
     with RtpRewriter() as relay:
 
         def media_via_relay(sdp: str) -> str:
-            m = re.search(r"m=audio (\d+)", sdp)
-            assert m is not None
-            relay.peer_a = ("127.0.0.1", int(m.group(1)))
-            host, port = relay.addr_a
-            sdp = re.sub(r"m=audio \d+", f"m=audio {port}", sdp)
-            return re.sub(r"c=IN IP4 \S+", f"c=IN IP4 {host}", sdp)
+            sdp, relay.peer_a = redirect_media(sdp, *relay.addr_a)
+            return sdp
 
         with SipMangler(("127.0.0.1", bob.sip_port), on_offer=media_via_relay) as mangler:
             alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{mangler.port}", "--play", str(SPEECH))

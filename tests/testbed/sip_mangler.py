@@ -79,3 +79,14 @@ class SipMangler:
                     data = _rewrite_body(data, self.on_offer)
                     self.offers_rewritten += 1
                 self._sock.sendto(data, self.callee)
+
+
+def redirect_media(sdp: str, host: str, port: int) -> tuple[str, tuple[str, int]]:
+    """Point an SDP's audio at ``host:port`` (a relay); return the new SDP and the original RTP address."""
+    m = re.search(r"m=audio (\d+)", sdp)
+    c = re.search(r"c=IN IP4 (\S+)", sdp)
+    if m is None or c is None:
+        raise ValueError("no audio stream or connection line to redirect")
+    original = (c.group(1), int(m.group(1)))
+    sdp = re.sub(r"m=audio \d+", f"m=audio {port}", sdp)
+    return re.sub(r"c=IN IP4 \S+", f"c=IN IP4 {host}", sdp), original
