@@ -1,0 +1,324 @@
+"""The gateway's local control socket: a Unix socket (mode 0600) speaking one JSON object per line, plus its client
+and the ``voipgw gateway status`` table. It only reads a snapshot; it must never change call state or show key material.
+
+Protocol: the client sends ``{"cmd": "status"}\\n``; the server answers ``{"ok": true, "result": {...}}\\n`` or
+``{"ok": false, "error": "..."}\\n``. Several requests may share one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "gateway.sock"
+MAX_REQUEST_BYTES = 4096
+# A snapshot of many calls is much bigger than a request; the client still bounds what it will read.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+MAX_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 30.0
+COMMANDS = frozenset({"status", "ping"})
+
+
+class ControlError(Exception):
+    """A control-socket failure the CLI prints as one line (no gateway running, timeout, bad answer)."""
+
+
+class RequestError(ValueError):
+    """A malformed control request; its message goes back to the client as the JSON error."""
+
+
+class RegistrationStatus(TypedDict, total=False):
+    """One fronted user's outside registration, as ``Gateway.snapshot()`` reports it."""
+
+    user: str
+    aor: str
+    state: str  # "registered", "registering", "failed", "unregistered"
+    expires_in_s: float
+    last_error: str
+
+
+class CallStatus(TypedDict, total=False):
+    """One active call (both legs), as ``Gateway.snapshot()`` reports it."""
+
+    call_id: str
+    user: str
+    direction: str  # "out" (inside phone called) or "in"
+    peer: str
+    state: str  # "ringing", "active", "held", ...
+    security: str  # "E2E", "E2E verified", "NOT SECURE", "refused", ...
+    sas: str
+    codec: str  # e.g. "PCMU>opus" (transcoded) or "opus" (pass-through)
+    frames_in: int
+    frames_out: int
+    duration_s: float
+
+
+class GatewaySnapshot(TypedDict, total=False):
+    """What the status callable returns; every key is optional so the table degrades rather than fails."""
+
+    version: str
+    uptime_s: float
+    registrations: list[RegistrationStatus]
+    calls: list[CallStatus]
+
+
+SnapshotFn = Callable[[], Mapping[str, Any]]
+
+
+def _reply(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _error(message: str) -> bytes:
+    return _reply({"ok": False, "error": message})
+
+
+def parse_request(line: bytes) -> str:
+    """Return the command of one request line, or raise :class:`RequestError` saying what is wrong."""
+    if len(line) > MAX_REQUEST_BYTES:
+        raise RequestError(f"request longer than {MAX_REQUEST_BYTES} bytes")
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError("request is not UTF-8") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise RequestError("request is not JSON") from None
+    if not isinstance(obj, dict):
+        raise RequestError('request must be a JSON object such as {"cmd": "status"}')
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str):
+        raise RequestError('missing "cmd" (a string)')
+    extra = set(obj) - {"cmd"}
+    if extra:
+        raise RequestError(f"unknown field(s): {', '.join(sorted(extra))[:200]}")
+    if cmd not in COMMANDS:
+        raise RequestError(f"unknown command {cmd[:64]!r} (known: {', '.join(sorted(COMMANDS))})")
+    return cmd
+
+
+def handle_request(line: bytes, snapshot: SnapshotFn) -> bytes:
+    """Answer one request line with one response line. Never raises: every failure becomes a JSON error."""
+    try:
+        cmd = parse_request(line)
+    except RequestError as exc:
+        return _error(str(exc))
+    if cmd == "ping":
+        return _reply({"ok": True, "result": {}})
+    try:
+        result = dict(snapshot())
+        return _reply({"ok": True, "result": result})
+    except Exception as exc:  # a bug in the snapshot must not take the socket (or the gateway) down
+        log.warning("control: status snapshot failed: %s", type(exc).__name__)
+        return _error(f"status snapshot failed ({type(exc).__name__})")
+
+
+class ControlServer:
+    """Serves the control protocol on a Unix socket at ``path`` until :meth:`close`.
+
+    Refuses to start when a live gateway already answers at ``path``; a stale socket file is replaced.
+    """
+
+    def __init__(self, path: Path, snapshot: SnapshotFn) -> None:
+        self.path = path
+        self._snapshot = snapshot
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if len(os.fsencode(self.path)) > 107:
+            raise ControlError(f"control socket path {self.path} is too long for a Unix socket (max 107 bytes)")
+        _remove_stale(self.path)
+        # Bind under a restrictive umask so the socket is never world-connectable, even for an instant.
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_REQUEST_BYTES)
+        except OSError as exc:
+            raise ControlError(f"control socket {self.path}: {exc.strerror or exc}") from None
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._clients) >= MAX_CONNECTIONS:
+            writer.write(_error("too many control connections"))
+            await _close_writer(writer)
+            return
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        writer.write(handle_request(exc.partial, self._snapshot))
+                    break
+                except asyncio.LimitOverrunError:
+                    # The rest of an oversized line cannot be framed reliably: answer and hang up.
+                    writer.write(_error(f"request longer than {MAX_REQUEST_BYTES} bytes"))
+                    break
+                except (TimeoutError, ConnectionError):
+                    break
+                if line.strip():
+                    writer.write(handle_request(line, self._snapshot))
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._clients.discard(task)
+            await _close_writer(writer)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        await writer.drain()
+    writer.close()
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        await writer.wait_closed()
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"control socket path {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(os.fspath(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        return
+    except OSError as exc:
+        raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+    raise ControlError(f"another gateway is already running (control socket {path} answers)")
+
+
+def request(path: Path, cmd: str = "status", timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command to the gateway at ``path`` and return its ``result`` (blocking; for the CLI)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except FileNotFoundError:
+            raise ControlError(f"no gateway running (control socket {path} not found)") from None
+        except ConnectionRefusedError:
+            raise ControlError(f"no gateway running (control socket {path} refuses connections)") from None
+        except PermissionError:
+            raise ControlError(f"control socket {path}: permission denied (run as the gateway's user)") from None
+        sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        buf = bytearray()
+        while b"\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_RESPONSE_BYTES:
+                raise ControlError(f"gateway answer longer than {MAX_RESPONSE_BYTES} bytes")
+    except TimeoutError:
+        raise ControlError(f"gateway did not answer on {path} within {timeout:g} s") from None
+    except OSError as exc:
+        raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    line, sep, _ = bytes(buf).partition(b"\n")
+    if not sep:
+        raise ControlError("gateway closed the control connection without an answer")
+    try:
+        answer = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ControlError("gateway sent a malformed answer") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise ControlError("gateway sent a malformed answer")
+    if not answer["ok"]:
+        raise ControlError(f"gateway: {answer.get('error', 'unknown error')}")
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise ControlError("gateway sent a malformed answer")
+    return result
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    text = f"{value:.0f}" if isinstance(value, float) else str(value)
+    # SIP display names and reasons come from the network: never let them drive the operator's terminal.
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:48]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return out
+
+
+def render_status(snapshot: Mapping[str, Any]) -> str:
+    """The ``voipgw gateway status`` text: registrations, then active calls with security state and counters."""
+    lines: list[str] = []
+    head = "voipgw gateway"
+    if snapshot.get("version"):
+        head += f" {_cell(snapshot['version'])}"
+    if isinstance(snapshot.get("uptime_s"), int | float):
+        head += f", up {_cell(float(snapshot['uptime_s']))} s"
+    lines.append(head)
+    regs = [r for r in snapshot.get("registrations") or [] if isinstance(r, Mapping)]
+    lines.append("")
+    lines.append(f"Registrations ({len(regs)})")
+    if regs:
+        rows = [[_cell(r.get(k)) for k in ("user", "aor", "state", "expires_in_s", "last_error")] for r in regs]
+        lines += _table(["USER", "OUTSIDE AOR", "STATE", "EXPIRES(s)", "LAST ERROR"], rows)
+    else:
+        lines.append("  none")
+    calls = [c for c in snapshot.get("calls") or [] if isinstance(c, Mapping)]
+    lines.append("")
+    lines.append(f"Active calls ({len(calls)})")
+    if calls:
+        keys = ("call_id", "user", "direction", "peer", "state", "security", "sas", "codec", "frames_in", "frames_out")
+        rows = [[_cell(c.get(k)) for k in keys] for c in calls]
+        lines += _table(
+            ["CALL-ID", "USER", "DIR", "PEER", "STATE", "SECURITY", "SAS", "CODEC", "FRAMES IN", "FRAMES OUT"], rows
+        )
+    else:
+        lines.append("  none")
+    return "\n".join(lines) + "\n"
+
+
+def socket_path(home: Path, configured: Path | None = None) -> Path:
+    """Where the control socket lives: the configured path, else ``<home>/gateway.sock``."""
+    return configured if configured is not None else home / SOCKET_NAME
