@@ -1,0 +1,91 @@
+"""Gateway metrics: the counters move as calls and frames do, and the HTTP endpoint serves them on loopback."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from voipgw.ops.metrics import MAX_LABEL_VALUES, GatewayMetrics, MetricsError, MetricsServer
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(server: MetricsServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://{server.host}:{server.port}/metrics", timeout=10) as resp:
+        assert resp.status == 200
+        return samples(resp.read().decode())
+
+
+def test_call_and_frame_metrics_scraped_over_http() -> None:
+    m = GatewayMetrics()
+    server = MetricsServer(m, "127.0.0.1", 0)
+    try:
+        assert scrape(server)[("voipgw_frames_sealed_total", ())] == 0
+        m.call_started("E2E", transcoding=True)
+        m.call_started("E2E", transcoding=False)
+        m.call_started("NOT SECURE", transcoding=False)
+        m.call_security_changed("E2E", "E2E verified")
+        m.call_ended("E2E", transcoding=True)
+        m.handshake_failed("BadSignature")
+        m.handshake_failed("BadSignature")
+        m.handshake_failed("StaleTimestamp")
+        m.sealed(500)
+        m.opened(498)
+        m.refused("ReplayedFrame", 2)
+        m.set_registered(2)
+        got = scrape(server)
+    finally:
+        server.close()
+    assert got[("voipgw_calls_total", (("security", "e2e"),))] == 2
+    assert got[("voipgw_calls_total", (("security", "not_secure"),))] == 1
+    assert ("voipgw_calls_total", (("security", "e2e_verified"),)) not in got, "a verification is not a new call"
+    assert got[("voipgw_calls_active", (("security", "e2e"),))] == 0
+    assert got[("voipgw_calls_active", (("security", "e2e_verified"),))] == 1
+    assert got[("voipgw_calls_active", (("security", "not_secure"),))] == 1
+    assert got[("voipgw_handshake_failures_total", (("reason", "badsignature"),))] == 2
+    assert got[("voipgw_handshake_failures_total", (("reason", "staletimestamp"),))] == 1
+    assert got[("voipgw_frames_sealed_total", ())] == 500
+    assert got[("voipgw_frames_opened_total", ())] == 498
+    assert got[("voipgw_frames_refused_total", (("reason", "replayedframe"),))] == 2
+    assert got[("voipgw_transcoded_calls_total", ())] == 1
+    assert got[("voipgw_transcoding_calls_active", ())] == 0
+    assert got[("voipgw_registrations", ())] == 2
+    # Closed means closed: nothing listens on the port any more.
+    with pytest.raises(OSError), socket.create_connection((server.host, server.port), timeout=2):
+        pass
+
+
+def test_label_values_are_bounded() -> None:
+    m = GatewayMetrics()
+    for i in range(MAX_LABEL_VALUES + 10):
+        m.handshake_failed(f"reason{i}")
+    m.handshake_failed("sip:eve@evil\x00\n{}")
+    m.handshake_failed("x" * 200)
+    got = samples(m.exposition().decode())
+    reasons = {dict(k[1])["reason"] for k in got if k[0] == "voipgw_handshake_failures_total"}
+    assert len(reasons) == MAX_LABEL_VALUES + 1
+    assert got[("voipgw_handshake_failures_total", (("reason", "other"),))] == 12
+
+
+def test_two_instances_do_not_share_a_registry() -> None:
+    a, b = GatewayMetrics(), GatewayMetrics()
+    a.sealed(3)
+    assert samples(b.exposition().decode())[("voipgw_frames_sealed_total", ())] == 0
+
+
+def test_port_in_use_is_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(MetricsError, match=rf"^metrics endpoint 127\.0\.0\.1:{port}: Address already in use$"):
+            MetricsServer(GatewayMetrics(), "127.0.0.1", port)
