@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "voipgw.cli.cmd_bench",
     "voipgw.cli.cmd_id",
     "voipgw.cli.cmd_contacts",
+    "voipgw.cli.cmd_gateway",
 )
 
 

@@ -1,0 +1,143 @@
+"""The gateway as a real process between a plain baresip and a voipgw softphone, both directions, on loopback:
+audio crosses (PCMU inside, sealed Opus outside), the outside leg is secure with one SAS at both ends, and the
+inside callee's display name carries that SAS."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.phones import PhoneProc, _spawn, start_caller, start_listener, voipgw_argv
+from tests.testbed import speech
+from tests.testbed.baresip import Baresip
+from tests.testbed.ports import PortBlock, reserve_block
+from voipgw.audio.compare import AudioMatch, compare_audio
+from voipgw.audio.wav import read_wav
+
+pytestmark = pytest.mark.integration
+
+CLIP_SECONDS = 3.0
+MIN_CORRELATION = 0.9
+PROC_TIMEOUT = 25.0
+READY_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("gw-clips")
+    return {
+        "speech8k": speech.make_variant(d / "speech8k.wav", 8000, seconds=CLIP_SECONDS),
+        "speech8k_long": speech.make_variant(d / "speech8k_long.wav", 8000),
+        "speech48k": speech.make_variant(d / "speech48k.wav", 48000, seconds=CLIP_SECONDS),
+        "speech48k_long": speech.make_variant(d / "speech48k_long.wav", 48000),
+    }
+
+
+def start_gateway(workdir: Path, *args: str) -> tuple[PhoneProc, Path]:
+    block: PortBlock = reserve_block(1)
+    port = block[0]
+    snap = workdir / "gateway.json"
+    argv = voipgw_argv(
+        workdir / "gw-home", "gateway", "--listen", f"127.0.0.1:{port}", "--snapshot-json", str(snap), *args
+    )
+    proc = PhoneProc("gateway", workdir, _spawn("gateway", workdir, argv), port, block)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while "gateway listening on" not in proc.log():
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise AssertionError(f"the gateway did not start; log:\n{proc.log()}")
+        time.sleep(0.05)
+    return proc, snap
+
+
+def stop_gateway(gw: PhoneProc, snap: Path) -> dict[str, Any]:
+    gw.stop()
+    assert gw.proc.returncode == 0, gw.log()
+    return dict(json.loads(snap.read_text()))
+
+
+def heard(sent: Path, recording: Path) -> AudioMatch:
+    ref = read_wav(sent)
+    rec = read_wav(recording)
+    return compare_audio(ref[: len(rec)], rec)
+
+
+def _one_call(snapshot: dict[str, Any], gw: PhoneProc) -> dict[str, Any]:
+    assert snapshot["calls"] == [], snapshot
+    assert len(snapshot["finished"]) == 1, (snapshot, gw.log())
+    call: dict[str, Any] = snapshot["finished"][0]
+    return call
+
+
+def test_inside_baresip_calls_outside_voipgw_through_the_gateway(tmp_path: Path, clips: dict[str, Path]) -> None:
+    bob = start_listener(tmp_path, "bob", "--play", str(clips["speech48k_long"]), tap=False)
+    try:
+        with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice:
+            gw, snap = start_gateway(
+                tmp_path,
+                "--user",
+                f"alice=sip:alice@127.0.0.1:{alice.sip_port},alice@127.0.0.1",
+                "--route",
+                f"bob=sip:bob@127.0.0.1:{bob.sip_port}",
+            )
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                alice.wait_event("CALL_ESTABLISHED", timeout=10.0)
+                alice.wait_event("CALL_CLOSED", timeout=PROC_TIMEOUT)  # her file ended: she hangs up
+                alice_heard = alice.received_wav()
+                assert alice.audio_codec().startswith("PCMU"), alice.audio_codec()
+                assert bob.wait(PROC_TIMEOUT) == 0, bob.log()
+            finally:
+                snapshot = stop_gateway(gw, snap)
+    finally:
+        bob.stop()
+    b = bob.summary()
+    call = _one_call(snapshot, gw)
+    assert b["state"] == "ended" and b["security"] == "secure, unverified", b
+    assert b["remote_aor"] == "alice@127.0.0.1"
+    assert call["direction"] == "outbound" and call["state"] == "ended"
+    assert call["security"] == "secure, unverified"
+    assert call["sas"] is not None and call["sas"] == b["sas"]
+    assert call["inside_codec"] == "pcmu" and call["outside_codec"] == "opus"
+    assert call["outside_frames_refused"] == 0 and b["frames_refused"] == 0
+    assert call["reason"].startswith("inside:"), call
+    to_bob, to_alice = heard(clips["speech8k"], bob.wav), heard(clips["speech48k_long"], alice_heard)
+    print(f"alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
+    assert to_bob.windowed >= MIN_CORRELATION, to_bob
+    assert to_alice.windowed >= MIN_CORRELATION, to_alice
+
+
+def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
+        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        try:
+            carol = start_caller(
+                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
+            )
+            try:
+                established = bob.wait_event("CALL_ESTABLISHED", timeout=10.0)
+                assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
+                bob.wait_event("CALL_CLOSED", timeout=10.0)  # the gateway passed carol's BYE on
+                bob_heard = bob.received_wav()
+                events = [e.raw for e in bob.ctrl.history]
+            finally:
+                carol.stop()
+        finally:
+            snapshot = stop_gateway(gw, snap)
+    c = carol.summary()
+    call = _one_call(snapshot, gw)
+    assert [e["type"] for e in events].count("CALL_CLOSED") == 1, events
+    assert c["state"] == "ended" and c["security"] == "secure, unverified", c
+    assert call["direction"] == "inbound" and call["state"] == "ended"
+    assert call["sas"] is not None and call["sas"] == c["sas"]
+    assert call["display"] == f"carol [E2E {c['sas']}]"
+    assert established.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", established.raw
+    assert call["reason"].startswith("outside:"), call
+    to_bob, to_carol = heard(clips["speech48k"], bob_heard), heard(clips["speech8k_long"], carol.wav)
+    print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}")
+    assert to_bob.windowed >= MIN_CORRELATION, to_bob
+    assert to_carol.windowed >= MIN_CORRELATION, to_carol
