@@ -1,0 +1,226 @@
+"""The gateway TOML schema: the example loads, every key is documented, and each mistake is one clear line."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voipgw.config import ConfigError as BaseConfigError
+from voipgw.ops.config import (
+    ConfigError,
+    GatewayConfig,
+    gateway_config_from_mapping,
+    load_gateway_config,
+    preflight,
+    schema_keys,
+)
+from voipgw.ops.logs import LogFormat
+from voipgw.phone import Policy
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "gateway.example.toml"
+
+
+def minimal(**tables: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "inside": {"listen": "127.0.0.1:0"},
+        "outside": {"registrar": "127.0.0.1:5060", "listen": "127.0.0.1:0"},
+        "users": {"alice": {"outside_aor": "alice@pbx.test", "password": "outside-secret"}},
+    }
+    for name, table in tables.items():
+        data[name] = table
+    return data
+
+
+def error(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        gateway_config_from_mapping(data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_example_loads_and_documents_every_key() -> None:
+    config = load_gateway_config(EXAMPLE)
+    assert set(config.users) == {"alice", "bob"}
+    alice = config.users["alice"]
+    assert alice.outside_aor == "alice@pbx.example.org" and alice.username == "alice" and alice.display_name == "Alice"
+    assert config.users["bob"].username == "bob", "username defaults to the AOR's user part"
+    assert config.outside.registrar == ("pbx.example.org", 5060)
+    assert config.outside.identity_dir == Path("/var/lib/voipgw/identities")
+    assert config.metrics.enabled is False and config.metrics.address == ("127.0.0.1", 9464)
+    assert config.policy is Policy.REQUIRE and config.log_format is LogFormat.TEXT and config.control_socket is None
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^#?\s*\[{1,2}([a-z_]+)", text, re.M)) | set(
+        re.findall(r"^#?\s*([a-z_]+) =", text, re.M)
+    )
+    assert schema_keys() <= documented, f"undocumented keys: {sorted(schema_keys() - documented)}"
+
+
+def test_policy_resolution_order() -> None:
+    data = minimal()
+    data["users"]["bob"] = {"outside_aor": "sip:Bob@pbx.test", "policy": "opportunistic"}
+    data["destinations"] = [
+        {"match": "*@legacy.test", "policy": "opportunistic", "users": ["alice"]},
+        {"match": "ceo@*", "policy": "require"},
+    ]
+    config = gateway_config_from_mapping(data)
+    assert config.policy_for("alice", "sip:Carol@legacy.test") is Policy.OPPORTUNISTIC
+    assert config.policy_for("alice", "carol@pbx.test") is Policy.REQUIRE
+    assert config.policy_for("bob", "carol@legacy.test") is Policy.OPPORTUNISTIC, "bob's own policy"
+    assert config.policy_for("bob", "ceo@pbx.test") is Policy.REQUIRE, "a destination rule beats the user's policy"
+    assert config.user_for_outside_aor("sip:bob@PBX.test") is config.users["bob"]
+    assert config.user_for_outside_aor("nobody@pbx.test") is None
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    data = minimal(inside={"auth": True, "listen": "127.0.0.1:0"})
+    data["users"]["alice"]["inside_password"] = "inside-secret"
+    config = gateway_config_from_mapping(data)
+    assert "outside-secret" not in repr(config) and "inside-secret" not in repr(config)
+    assert config.users["alice"].password == "outside-secret"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.update(pbx={}), "unknown setting 'pbx' (see config/gateway.example.toml)"),
+        (lambda d: d["inside"].update(lisen="x"), "unknown setting 'inside.lisen' (see config/gateway.example.toml)"),
+        (lambda d: d["users"]["alice"].update(pasword="x"), "unknown setting 'users.alice.pasword'"),
+        (lambda d: d.pop("users"), "users: no fronted user (add a [users.NAME] table with outside_aor)"),
+        (lambda d: d.update(users={}), "users: no fronted user"),
+        (lambda d: d["users"]["alice"].pop("outside_aor"), "users.alice.outside_aor: missing"),
+        (
+            lambda d: d["users"].update(bob={"outside_aor": "ALICE@pbx.test"}),
+            "users.bob.outside_aor: alice@pbx.test is also users.alice's",
+        ),
+        (lambda d: d["users"].update({"bad name": {"outside_aor": "x@y"}}), "users.bad name: a user name is"),
+        (lambda d: d["users"]["alice"].update(outside_aor="alice"), "users.alice.outside_aor: 'alice' is not a SIP"),
+        (lambda d: d["outside"].pop("registrar"), "outside.registrar: missing"),
+        (lambda d: d["outside"].update(registrar="pbx:0"), "outside.registrar: port 0 is out of range (1..65535)"),
+        (lambda d: d["inside"].update(listen="127.0.0.1:70000"), "inside.listen: port 70000 is out of range"),
+        (lambda d: d["inside"].update(listen="127.0.0.1:fivek"), "inside.listen: port 'fivek' is not a number"),
+        (lambda d: d["inside"].update(listen="127.0.0.1"), "inside.listen: expected HOST:PORT, got '127.0.0.1'"),
+        (lambda d: d["inside"].update(listen=5070), 'inside.listen: expected "HOST:PORT"'),
+        (lambda d: d.update(metrics={"address": ":9464"}), "metrics.address: ':9464' has no valid host"),
+        (lambda d: d.update(metrics={"enabled": "yes"}), "metrics.enabled: expected bool, got 'yes'"),
+        (lambda d: d["outside"].update(register_expires=True), "outside.register_expires: expected int, got True"),
+        (lambda d: d["outside"].update(register_expires=10), "outside.register_expires: must be at least 60"),
+        (lambda d: d.update(gateway={"policy": "maybe"}), "gateway.policy: expected 'require' or 'opportunistic'"),
+        (lambda d: d.update(gateway={"log_format": "xml"}), "gateway.log_format: expected 'text' or 'json', got"),
+        (lambda d: d.update(inside={"auth": True}), "users.alice.inside_password: missing (inside.auth = true"),
+        (lambda d: d.update(inside=[1]), "[inside] must be a table"),
+        (
+            lambda d: d.update(destinations=[{"match": "*", "policy": "require", "users": ["carol"]}]),
+            "destinations[1].users: unknown user 'carol' (no [users.carol] table)",
+        ),
+        (lambda d: d.update(destinations=[{"match": "*"}]), "destinations[1].policy: missing"),
+        (
+            lambda d: (d["inside"].update(listen="127.0.0.1:5070"), d["outside"].update(listen="127.0.0.1:5070")),
+            "outside.listen: 127.0.0.1:5070 is also inside.listen",
+        ),
+    ],
+)
+def test_each_mistake_is_one_clear_line(mutate: Any, expected: str) -> None:
+    data = minimal()
+    mutate(data)
+    message = error(data)
+    assert message.startswith(expected), message
+
+
+def test_config_error_is_the_cli_config_error() -> None:
+    # The CLI already prints voipgw.config.ConfigError as one line; ours must be caught by the same handler.
+    assert issubclass(ConfigError, BaseConfigError)
+
+
+def test_ipv6_and_default_ports() -> None:
+    data = minimal()
+    data["outside"].update(registrar="[2001:db8::1]", proxy="sbc.test")
+    data["users"]["alice"]["inside_contact"] = "[::1]:5062"
+    config = gateway_config_from_mapping(data)
+    assert config.outside.registrar == ("2001:db8::1", 5060) and config.outside.proxy == ("sbc.test", 5060)
+    assert config.users["alice"].inside_contact == ("::1", 5062)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^config file .*nope\.toml not found$"):
+        load_gateway_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inside\nlisten = 1\n")
+    with pytest.raises(ConfigError, match=r"^config file .*bad\.toml: "):
+        load_gateway_config(bad)
+    rel = tmp_path / "rel.toml"
+    rel.write_text(
+        '[gateway]\ncontrol_socket = "run/gw.sock"\n[outside]\nregistrar = "127.0.0.1"\nidentity_dir = "ids"\n'
+        '[users.a]\noutside_aor = "a@b.test"\n'
+    )
+    config = load_gateway_config(rel)
+    assert config.control_socket == tmp_path / "run" / "gw.sock" and config.outside.identity_dir == tmp_path / "ids"
+
+
+def with_ports(inside: int, metrics: int | None = None) -> GatewayConfig:
+    data = minimal(inside={"listen": f"127.0.0.1:{inside}"})
+    if metrics is not None:
+        data["metrics"] = {"enabled": True, "address": f"127.0.0.1:{metrics}"}
+    return gateway_config_from_mapping(data)
+
+
+def test_port_in_use_udp_and_tcp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(1)
+        uport, tport = udp.getsockname()[1], tcp.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^inside\.listen: 127\.0\.0\.1:{uport} \(UDP\) is already in use"):
+            preflight(with_ports(uport))
+        with pytest.raises(ConfigError, match=rf"^metrics\.address: 127\.0\.0\.1:{tport} \(TCP\) is already in use"):
+            preflight(with_ports(0, tport))
+    # Free again: the checks pass and leave nothing bound behind them.
+    preflight(with_ports(uport, tport))
+    preflight(with_ports(uport, tport))
+
+
+def test_unusable_listen_address_and_identity_dir(tmp_path: Path) -> None:
+    data = minimal(inside={"listen": "pbx.example.org:5070"})
+    with pytest.raises(ConfigError, match=r"^inside\.listen: 'pbx\.example\.org' is not a numeric IP address"):
+        preflight(gateway_config_from_mapping(data))
+    data = minimal(inside={"listen": "192.0.2.1:5070"})
+    with pytest.raises(ConfigError, match=r"^inside\.listen: cannot listen on 192\.0\.2\.1:5070 \(UDP\): "):
+        preflight(gateway_config_from_mapping(data))
+    (tmp_path / "ids").write_text("")
+    data = minimal()
+    data["outside"]["identity_dir"] = str(tmp_path / "ids")
+    with pytest.raises(ConfigError, match=r"^outside\.identity_dir: .* exists and is not a folder$"):
+        preflight(gateway_config_from_mapping(data))
+
+
+def test_checker_prints_one_line_and_never_a_traceback(tmp_path: Path) -> None:
+    def run(text: str) -> subprocess.CompletedProcess[str]:
+        f = tmp_path / "gw.toml"
+        f.write_text(text)
+        return subprocess.run(
+            [sys.executable, "-m", "voipgw.ops.config", str(f)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+
+    ok = run(
+        '[outside]\nregistrar = "127.0.0.1"\nlisten = "127.0.0.1:0"\n[inside]\nlisten = "127.0.0.1:0"\n'
+        '[users.a]\noutside_aor = "a@b.test"\n'
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 user(s), inside 127.0.0.1:0"), ok.stderr
+    for text, line in [
+        (
+            '[outside]\nregistrar = "127.0.0.1"\n[users.a]\noutside_aor = "a@b.test"\ncolour = 1\n',
+            "unknown setting 'users.a.colour'",
+        ),
+        ('[outside]\nregistrar = "127.0.0.1"\n', "users: no fronted user"),
+        ("[outside\n", "config file"),
+    ]:
+        bad = run(text)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert bad.stderr.count("\n") == 1 and bad.stderr.startswith(f"voipgw: {line}"), bad.stderr

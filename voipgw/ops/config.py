@@ -1,0 +1,406 @@
+"""The gateway's TOML configuration (``config/gateway.example.toml`` documents every key) and its start-up checks.
+
+Every mistake (unknown key, wrong type, missing user, bad or busy port) raises :class:`ConfigError` with one line
+naming the key; nothing here may print a traceback, log a password, or keep a socket open after a check.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import re
+import socket
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voipgw.config import ConfigError as _BaseConfigError
+from voipgw.ops.logs import LogFormat
+from voipgw.phone import Policy
+
+EXAMPLE = "config/gateway.example.toml"
+DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
+DEFAULT_OUTSIDE_LISTEN = ("0.0.0.0", 5080)
+DEFAULT_METRICS = ("127.0.0.1", 9464)
+DEFAULT_REGISTER_EXPIRES = 300
+MIN_REGISTER_EXPIRES = 60
+_USER_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+_AOR_RE = re.compile(r"[A-Za-z0-9._+!~*'()&=$,;?/%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+class ConfigError(_BaseConfigError):
+    """One line naming the key at fault; the CLI prints it and exits without a traceback."""
+
+
+@dataclass(frozen=True)
+class InsideConfig:
+    listen: tuple[str, int] = DEFAULT_INSIDE_LISTEN
+    """Where the inside phones send SIP (the gateway is their registrar and outbound proxy)."""
+    rtp_host: str = ""
+    """Address for inside RTP sockets and SDP; empty = the listen host."""
+    auth: bool = False
+    """Challenge inside phones with digest auth (each user then needs ``inside_password``)."""
+    realm: str = "voipgw"
+
+
+@dataclass(frozen=True)
+class OutsideConfig:
+    registrar: tuple[str, int]
+    """The PBX or carrier that registers the fronted users and routes their calls."""
+    proxy: tuple[str, int] | None = None
+    """Outbound proxy; None = the registrar."""
+    listen: tuple[str, int] = DEFAULT_OUTSIDE_LISTEN
+    rtp_host: str = ""
+    register_expires: int = DEFAULT_REGISTER_EXPIRES
+    identity_dir: Path | None = None
+    """One identity per fronted AOR lives here; None = ``<home>/identities``."""
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    """The inside user name (the phone's extension / SIP user part)."""
+    outside_aor: str
+    username: str
+    """Digest username at the PBX (default: the user part of ``outside_aor``)."""
+    password: str = field(default="", repr=False)
+    inside_password: str = field(default="", repr=False)
+    inside_contact: tuple[str, int] | None = None
+    """A static phone's SIP address; None = the phone registers to the gateway."""
+    display_name: str = ""
+    policy: Policy | None = None
+    """Overrides the gateway's default policy for this user's calls."""
+
+
+@dataclass(frozen=True)
+class DestinationRule:
+    match: str
+    """A shell-style pattern on the far end's AOR, e.g. ``*@legacy.example.org``."""
+    policy: Policy
+    users: frozenset[str] = frozenset()
+    """Only for these inside users; empty = all."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = False
+    address: tuple[str, int] = DEFAULT_METRICS
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    inside: InsideConfig
+    outside: OutsideConfig
+    users: Mapping[str, UserConfig]
+    destinations: tuple[DestinationRule, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
+    policy: Policy = Policy.REQUIRE
+    log_format: LogFormat = LogFormat.TEXT
+    control_socket: Path | None = None
+    """None = ``<home>/gateway.sock`` (see ``voipgw.ops.control.socket_path``)."""
+
+    def policy_for(self, user: str, destination_aor: str) -> Policy:
+        """The first destination rule that matches wins, then the user's policy, then the gateway default."""
+        dest = destination_aor.removeprefix("sip:").lower()
+        for rule in self.destinations:
+            if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
+                return rule.policy
+        u = self.users.get(user)
+        if u is not None and u.policy is not None:
+            return u.policy
+        return self.policy
+
+    def user_for_outside_aor(self, aor: str) -> UserConfig | None:
+        aor = aor.removeprefix("sip:").lower()
+        return next((u for u in self.users.values() if u.outside_aor == aor), None)
+
+
+# --- parsing ---------------------------------------------------------------------------------------------------
+
+_TABLES: dict[str, frozenset[str]] = {
+    "gateway": frozenset({"policy", "log_format", "control_socket"}),
+    "inside": frozenset({"listen", "rtp_host", "auth", "realm"}),
+    "outside": frozenset({"registrar", "proxy", "listen", "rtp_host", "register_expires", "identity_dir"}),
+    "metrics": frozenset({"enabled", "address"}),
+}
+_USER_KEYS = frozenset(
+    {"outside_aor", "username", "password", "inside_password", "inside_contact", "display_name", "policy"}
+)
+_RULE_KEYS = frozenset({"match", "policy", "users"})
+
+
+def schema_keys() -> frozenset[str]:
+    """Every key name the schema accepts (the example file must document each one)."""
+    return frozenset().union(*_TABLES.values(), _USER_KEYS, _RULE_KEYS, _TABLES, {"users", "destinations"})
+
+
+def parse_hostport(
+    text: object, what: str, default_port: int | None = None, allow_zero: bool = True
+) -> tuple[str, int]:
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f'{what}: expected "HOST:PORT"')
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"{what}: {text!r} is not a valid HOST:PORT")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not port:
+        if default_port is None:
+            raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+        port = str(default_port)
+    if not port.isdigit():
+        raise ConfigError(f"{what}: port {port!r} is not a number")
+    p = int(port)
+    low = 0 if allow_zero else 1
+    if not low <= p <= 65535:
+        raise ConfigError(f"{what}: port {p} is out of range ({low}..65535)")
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"{what}: {text!r} has no valid host")
+    return host, p
+
+
+def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown setting '{where}{key}' (see {EXAMPLE})")
+
+
+def _get(table: Mapping[str, Any], key: str, want: type, where: str, default: Any = None) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}{key}: expected {want.__name__}, got {value!r}")
+    return value
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _policy(value: Any, where: str) -> Policy:
+    try:
+        return Policy(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected 'require' or 'opportunistic', got {value!r}") from None
+
+
+def _path(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def _aor(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f'{where}: expected "user@host"')
+    aor = value.removeprefix("sip:").lower()
+    if not _AOR_RE.fullmatch(aor):
+        raise ConfigError(f'{where}: {value!r} is not a SIP address of record ("user@host")')
+    return aor
+
+
+def _user(name: str, table: Any, inside_auth: bool) -> UserConfig:
+    where = f"users.{name}."
+    if not _USER_RE.fullmatch(name):
+        raise ConfigError(f"users.{name}: a user name is 1-64 of A-Z a-z 0-9 . _ + -")
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"users.{name}: must be a table")
+    _check_keys(table, _USER_KEYS, where)
+    if "outside_aor" not in table:
+        raise ConfigError(
+            f'{where}outside_aor: missing (the user\'s address at the PBX, e.g. "{name}@pbx.example.org")'
+        )
+    aor = _aor(table["outside_aor"], f"{where}outside_aor")
+    inside_password = _get(table, "inside_password", str, where, "")
+    if inside_auth and not inside_password:
+        raise ConfigError(f"{where}inside_password: missing (inside.auth = true challenges every inside phone)")
+    contact = table.get("inside_contact")
+    policy = table.get("policy")
+    return UserConfig(
+        name=name,
+        outside_aor=aor,
+        username=_get(table, "username", str, where, aor.partition("@")[0]),
+        password=_get(table, "password", str, where, ""),
+        inside_password=inside_password,
+        inside_contact=None if contact is None else parse_hostport(contact, f"{where}inside_contact", 5060, False),
+        display_name=_get(table, "display_name", str, where, ""),
+        policy=None if policy is None else _policy(policy, f"{where}policy"),
+    )
+
+
+def _rules(value: Any, users: Mapping[str, UserConfig]) -> tuple[DestinationRule, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("destinations: expected [[destinations]] tables")
+    rules = []
+    for i, rule in enumerate(value, 1):
+        where = f"destinations[{i}]."
+        if not isinstance(rule, Mapping):
+            raise ConfigError(f"destinations[{i}]: must be a table")
+        _check_keys(rule, _RULE_KEYS, where)
+        for key in ("match", "policy"):
+            if key not in rule:
+                raise ConfigError(f"{where}{key}: missing")
+        match = _get(rule, "match", str, where)
+        if not match:
+            raise ConfigError(f"{where}match: empty pattern")
+        names = _get(rule, "users", list, where, [])
+        for n in names:
+            if not isinstance(n, str):
+                raise ConfigError(f"{where}users: expected user names, got {n!r}")
+            if n not in users:
+                raise ConfigError(f"{where}users: unknown user {n!r} (no [users.{n}] table)")
+        rules.append(DestinationRule(match, _policy(rule["policy"], f"{where}policy"), frozenset(names)))
+    return tuple(rules)
+
+
+def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()) -> GatewayConfig:
+    """Validate a parsed TOML document; relative paths are taken relative to ``base_dir`` (the file's folder)."""
+    _check_keys(data, frozenset(_TABLES) | {"users", "destinations"}, "")
+    g, i, o, m = (_table(data, k) for k in ("gateway", "inside", "outside", "metrics"))
+    for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m)):
+        _check_keys(table, _TABLES[name], f"{name}.")
+
+    inside = InsideConfig(
+        listen=parse_hostport(i["listen"], "inside.listen") if "listen" in i else DEFAULT_INSIDE_LISTEN,
+        rtp_host=_get(i, "rtp_host", str, "inside.", ""),
+        auth=_get(i, "auth", bool, "inside.", False),
+        realm=_get(i, "realm", str, "inside.", "voipgw"),
+    )
+    if "registrar" not in o:
+        raise ConfigError('outside.registrar: missing (the PBX address, e.g. "pbx.example.org:5060")')
+    expires = _get(o, "register_expires", int, "outside.", DEFAULT_REGISTER_EXPIRES)
+    if expires < MIN_REGISTER_EXPIRES:
+        raise ConfigError(f"outside.register_expires: must be at least {MIN_REGISTER_EXPIRES} seconds")
+    identity_dir = _get(o, "identity_dir", str, "outside.")
+    outside = OutsideConfig(
+        registrar=parse_hostport(o["registrar"], "outside.registrar", 5060, allow_zero=False),
+        proxy=None if "proxy" not in o else parse_hostport(o["proxy"], "outside.proxy", 5060, allow_zero=False),
+        listen=parse_hostport(o["listen"], "outside.listen") if "listen" in o else DEFAULT_OUTSIDE_LISTEN,
+        rtp_host=_get(o, "rtp_host", str, "outside.", ""),
+        register_expires=expires,
+        identity_dir=None if not identity_dir else _path(identity_dir, base_dir),
+    )
+    if inside.listen[1] != 0 and inside.listen == outside.listen:
+        raise ConfigError(f"outside.listen: {_fmt(outside.listen)} is also inside.listen (the legs need two ports)")
+
+    raw_users = data.get("users")
+    if not isinstance(raw_users, Mapping) or not raw_users:
+        raise ConfigError("users: no fronted user (add a [users.NAME] table with outside_aor)")
+    users = {name: _user(name, table, inside.auth) for name, table in raw_users.items()}
+    seen: dict[str, str] = {}
+    for u in users.values():
+        if u.outside_aor in seen:
+            raise ConfigError(f"users.{u.name}.outside_aor: {u.outside_aor} is also users.{seen[u.outside_aor]}'s")
+        seen[u.outside_aor] = u.name
+
+    metrics = MetricsConfig(
+        enabled=_get(m, "enabled", bool, "metrics.", False),
+        address=parse_hostport(m["address"], "metrics.address") if "address" in m else DEFAULT_METRICS,
+    )
+    log_format = _get(g, "log_format", str, "gateway.", "text")
+    try:
+        fmt = LogFormat(log_format)
+    except ValueError:
+        raise ConfigError(f"gateway.log_format: expected 'text' or 'json', got {log_format!r}") from None
+    control = _get(g, "control_socket", str, "gateway.", "")
+    return GatewayConfig(
+        inside=inside,
+        outside=outside,
+        users=users,
+        destinations=_rules(data.get("destinations", []), users),
+        metrics=metrics,
+        policy=_policy(g.get("policy", "require"), "gateway.policy"),
+        log_format=fmt,
+        control_socket=_path(control, base_dir) if control else None,
+    )
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return gateway_config_from_mapping(data, path.parent)
+
+
+# --- start-up checks --------------------------------------------------------------------------------------------
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
+    """Raise :class:`ConfigError` unless ``addr`` can be bound now (the probe socket is closed at once)."""
+    host, port = addr
+    proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+    try:
+        infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise ConfigError(f"{what}: {host!r} is not a numeric IP address to listen on") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Match what an HTTP server does, so a socket in TIME_WAIT does not read as "in use".
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{what}: {_fmt(addr)} ({proto}) is already in use by another process") from None
+        raise ConfigError(f"{what}: cannot listen on {_fmt(addr)} ({proto}): {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+
+
+def preflight(config: GatewayConfig) -> None:
+    """The start-up checks that need the machine: ports free, identity folder usable."""
+    for addr, what in ((config.inside.listen, "inside.listen"), (config.outside.listen, "outside.listen")):
+        if addr[1] != 0:
+            check_bind(addr, socket.SOCK_DGRAM, what)
+    if config.metrics.enabled and config.metrics.address[1] != 0:
+        check_bind(config.metrics.address, socket.SOCK_STREAM, "metrics.address")
+    d = config.outside.identity_dir
+    if d is not None and d.exists() and not d.is_dir():
+        raise ConfigError(f"outside.identity_dir: {d} exists and is not a folder")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m voipgw.ops.config FILE``: check a gateway config (and its ports) and print one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m voipgw.ops.config FILE", file=sys.stderr)
+        return 2
+    try:
+        config = load_gateway_config(Path(args[0]))
+        preflight(config)
+    except ConfigError as exc:
+        print(f"voipgw: {exc}", file=sys.stderr)
+        return 2
+    metrics = _fmt(config.metrics.address) if config.metrics.enabled else "off"
+    print(
+        f"ok: {len(config.users)} user(s), inside {_fmt(config.inside.listen)}, outside {_fmt(config.outside.listen)}"
+        f" -> {_fmt(config.outside.registrar)}, metrics {metrics}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
