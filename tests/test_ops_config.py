@@ -54,6 +54,7 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.users["bob"].username == "bob", "username defaults to the AOR's user part"
     assert config.outside.registrar == ("pbx.example.org", 5060)
     assert config.outside.identity_dir == Path("/var/lib/voipgw/identities")
+    assert config.outside.bind_call_id is True
     assert config.metrics.enabled is False and config.metrics.address == ("127.0.0.1", 9464)
     assert config.policy is Policy.REQUIRE and config.log_format is LogFormat.TEXT and config.control_socket is None
     text = EXAMPLE.read_text()
@@ -111,6 +112,7 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d.update(metrics={"address": ":9464"}), "metrics.address: ':9464' has no valid host"),
         (lambda d: d.update(metrics={"enabled": "yes"}), "metrics.enabled: expected bool, got 'yes'"),
         (lambda d: d["outside"].update(register_expires=True), "outside.register_expires: expected int, got True"),
+        (lambda d: d["outside"].update(bind_call_id="no"), "outside.bind_call_id: expected bool, got 'no'"),
         (lambda d: d["outside"].update(register_expires=10), "outside.register_expires: must be at least 60"),
         (lambda d: d.update(gateway={"policy": "maybe"}), "gateway.policy: expected 'require' or 'opportunistic'"),
         (lambda d: d.update(gateway={"log_format": "xml"}), "gateway.log_format: expected 'text' or 'json', got"),

@@ -57,6 +57,8 @@ class OutsideConfig:
     register_expires: int = DEFAULT_REGISTER_EXPIRES
     identity_dir: Path | None = None
     """One identity per fronted AOR lives here; None = ``<home>/identities``."""
+    bind_call_id: bool = True
+    """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX that rewrites Call-IDs."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,9 @@ class GatewayConfig:
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket"}),
     "inside": frozenset({"listen", "rtp_host", "auth", "realm"}),
-    "outside": frozenset({"registrar", "proxy", "listen", "rtp_host", "register_expires", "identity_dir"}),
+    "outside": frozenset(
+        {"registrar", "proxy", "listen", "rtp_host", "register_expires", "identity_dir", "bind_call_id"}
+    ),
     "metrics": frozenset({"enabled", "address"}),
 }
 _USER_KEYS = frozenset(
@@ -289,6 +293,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         rtp_host=_get(o, "rtp_host", str, "outside.", ""),
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir),
+        bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
     )
     if inside.listen[1] != 0 and inside.listen == outside.listen:
         raise ConfigError(f"outside.listen: {_fmt(outside.listen)} is also inside.listen (the legs need two ports)")
