@@ -32,6 +32,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "speech8k": speech.make_variant(d / "speech8k.wav", 8000, seconds=CLIP_SECONDS),
         "speech8k_long": speech.make_variant(d / "speech8k_long.wav", 8000),
+        "speech16k_long": speech.make_variant(d / "speech16k_long.wav", 16000),
         "speech48k": speech.make_variant(d / "speech48k.wav", 48000, seconds=CLIP_SECONDS),
         "speech48k_long": speech.make_variant(d / "speech48k_long.wav", 48000),
     }
@@ -141,3 +142,119 @@ def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, 
     print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}")
     assert to_bob.windowed >= MIN_CORRELATION, to_bob
     assert to_carol.windowed >= MIN_CORRELATION, to_carol
+
+
+def _gateway_for_alice(tmp_path: Path, alice: Baresip, bob: PhoneProc) -> tuple[PhoneProc, Path]:
+    return start_gateway(
+        tmp_path,
+        "--user",
+        f"alice=sip:alice@127.0.0.1:{alice.sip_port}",
+        "--route",
+        f"bob=sip:bob@127.0.0.1:{bob.sip_port}",
+    )
+
+
+def test_a_plain_outside_answer_is_refused_and_the_inside_phone_gets_488(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """A destination without voipgw (a plain phone) answers; under require the gateway hangs that leg up at once
+    and the inside phone gets 488 with the reason, never a call whose audio would leave in the clear."""
+    bob = start_listener(
+        tmp_path, "bob", "--plain", "--policy", "opportunistic", "--play", str(clips["speech48k"]), tap=False
+    )
+    try:
+        with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice:
+            gw, snap = _gateway_for_alice(tmp_path, alice, bob)
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
+                assert "CALL_ESTABLISHED" not in [e.type for e in alice.ctrl.history]
+                bob.wait(PROC_TIMEOUT)
+            finally:
+                snapshot = stop_gateway(gw, snap)
+    finally:
+        bob.stop()
+    assert closed.param == "488 Not Acceptable Here", closed
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and call["security"] == "refused", call
+    assert call["reason"].startswith("488 ") and "without the voipgw key exchange" in call["reason"], call
+    assert call["outside_frames_sealed"] == 0 and call["inside_frames_out"] == 0
+    b = bob.summary()
+    assert b["frames_opened"] == 0 and b["frames_received"] == 0, b
+
+
+def test_cancel_from_the_inside_phone_cancels_the_ringing_outside_leg(tmp_path: Path, clips: dict[str, Path]) -> None:
+    bob = start_listener(tmp_path, "bob", "--answer-after", "20", "--play", str(clips["speech48k"]), tap=False)
+    try:
+        with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice:
+            gw, snap = _gateway_for_alice(tmp_path, alice, bob)
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                alice.wait_event("CALL_RINGING", timeout=10.0)
+                _wait_log(bob, "incoming call from sip:alice@127.0.0.1")
+                alice.hangup()
+                alice.wait_event("CALL_CLOSED", timeout=10.0)
+                assert bob.wait(PROC_TIMEOUT) == 1, bob.log()  # --once: the missed call is its only call
+            finally:
+                snapshot = stop_gateway(gw, snap)
+    finally:
+        bob.stop()
+    b = bob.summary()
+    assert b["state"] == "failed" and "cancelled by the caller" in b["reason"], b
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and call["reason"] == "cancelled by the inside phone", call
+
+
+def test_outside_hangup_while_the_inside_phone_rings_cancels_it(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
+        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        try:
+            carol = start_caller(
+                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
+            )
+            try:
+                incoming = bob.wait_event("CALL_INCOMING", timeout=10.0)
+                carol.signal(15)  # SIGTERM: carol hangs up (her leg is up while bob's phone rings)
+                assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
+                bob.wait_event("CALL_CLOSED", timeout=10.0)
+                assert "CALL_ESTABLISHED" not in [e.type for e in bob.ctrl.history]
+            finally:
+                carol.stop()
+        finally:
+            snapshot = stop_gateway(gw, snap)
+    c = carol.summary()
+    assert incoming.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", incoming.raw
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and "while the inside phone rang" in call["reason"], call
+
+
+def test_gateway_sigterm_hangs_up_both_legs(tmp_path: Path, clips: dict[str, Path]) -> None:
+    bob = start_listener(tmp_path, "bob", "--play", str(clips["speech48k_long"]), tap=False)
+    try:
+        with Baresip(tmp_path, user="alice", play=clips["speech16k_long"], codecs=("G722",), srate=16000) as alice:
+            gw, snap = _gateway_for_alice(tmp_path, alice, bob)
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                alice.wait_event("CALL_ESTABLISHED", timeout=10.0)
+                assert alice.audio_codec().startswith("G722"), alice.audio_codec()
+                time.sleep(1.0)  # let audio flow, so the counters below have something to count
+            finally:
+                snapshot = stop_gateway(gw, snap)
+            alice.wait_event("CALL_CLOSED", timeout=10.0)
+            assert bob.wait(PROC_TIMEOUT) == 0, bob.log()
+    finally:
+        bob.stop()
+    b = bob.summary()
+    assert b["state"] == "ended" and b["security"] == "secure, unverified", b
+    call = _one_call(snapshot, gw)
+    assert call["inside_codec"] == "g722" and call["sas"] == b["sas"], call
+    assert call["reason"] == "gateway shutdown", call
+    assert call["inside_frames_in"] > 0 and call["outside_frames_opened"] > 0 and b["frames_opened"] > 0
+
+
+def _wait_log(p: PhoneProc, text: str) -> None:
+    deadline = time.monotonic() + 10.0
+    while text not in p.log():
+        if p.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{p.name} never logged {text!r}; log:\n{p.log()}")
+        time.sleep(0.05)

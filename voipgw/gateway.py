@@ -347,7 +347,10 @@ class Gateway:
         outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
         try:
             await asyncio.wait({inside_gone, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
-            if inside_gone.done():
+            # A reason set already is ours (e.g. the shutdown): the legs then end because we hung them up.
+            if bridge.reason:
+                pass
+            elif inside_gone.done():
                 ev = inside_gone.result()
                 bridge.reason = f"inside: {ev.reason}" if ev is not None else "inside: ended"
             else:
