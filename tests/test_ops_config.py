@@ -54,7 +54,9 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.users["bob"].username == "bob", "username defaults to the AOR's user part"
     assert config.outside.registrar == ("pbx.example.org", 5060)
     assert config.outside.identity_dir == Path("/var/lib/voipgw/identities")
-    assert config.outside.bind_call_id is True
+    assert config.outside.bind_call_id is True and config.outside.listen == ("0.0.0.0", 5080)
+    shared = gateway_config_from_mapping({"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b"}}})
+    assert shared.outside.listen is None and shared.inside.listen == ("127.0.0.1", 5070)
     assert config.metrics.enabled is False and config.metrics.address == ("127.0.0.1", 9464)
     assert config.policy is Policy.REQUIRE and config.log_format is LogFormat.TEXT and config.control_socket is None
     text = EXAMPLE.read_text()
@@ -125,7 +127,7 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d.update(destinations=[{"match": "*"}]), "destinations[1].policy: missing"),
         (
             lambda d: (d["inside"].update(listen="127.0.0.1:5070"), d["outside"].update(listen="127.0.0.1:5070")),
-            "outside.listen: 127.0.0.1:5070 is also inside.listen",
+            "outside.listen: 127.0.0.1:5070 is also inside.listen (omit outside.listen to share one socket)",
         ),
     ],
 )

@@ -23,7 +23,6 @@ from voipgw.phone import Policy
 
 EXAMPLE = "config/gateway.example.toml"
 DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
-DEFAULT_OUTSIDE_LISTEN = ("0.0.0.0", 5080)
 DEFAULT_METRICS = ("127.0.0.1", 9464)
 DEFAULT_REGISTER_EXPIRES = 300
 MIN_REGISTER_EXPIRES = 60
@@ -52,7 +51,8 @@ class OutsideConfig:
     """The PBX or carrier that registers the fronted users and routes their calls."""
     proxy: tuple[str, int] | None = None
     """Outbound proxy; None = the registrar."""
-    listen: tuple[str, int] = DEFAULT_OUTSIDE_LISTEN
+    listen: tuple[str, int] | None = None
+    """Where the PBX sends SIP; None = the inside socket serves both legs."""
     rtp_host: str = ""
     register_expires: int = DEFAULT_REGISTER_EXPIRES
     identity_dir: Path | None = None
@@ -289,14 +289,16 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     outside = OutsideConfig(
         registrar=parse_hostport(o["registrar"], "outside.registrar", 5060, allow_zero=False),
         proxy=None if "proxy" not in o else parse_hostport(o["proxy"], "outside.proxy", 5060, allow_zero=False),
-        listen=parse_hostport(o["listen"], "outside.listen") if "listen" in o else DEFAULT_OUTSIDE_LISTEN,
+        listen=parse_hostport(o["listen"], "outside.listen") if "listen" in o else None,
         rtp_host=_get(o, "rtp_host", str, "outside.", ""),
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
     )
-    if inside.listen[1] != 0 and inside.listen == outside.listen:
-        raise ConfigError(f"outside.listen: {_fmt(outside.listen)} is also inside.listen (the legs need two ports)")
+    if outside.listen is not None and inside.listen[1] != 0 and inside.listen == outside.listen:
+        raise ConfigError(
+            f"outside.listen: {_fmt(outside.listen)} is also inside.listen (omit outside.listen to share one socket)"
+        )
 
     raw_users = data.get("users")
     if not isinstance(raw_users, Mapping) or not raw_users:
@@ -378,7 +380,7 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
 def preflight(config: GatewayConfig) -> None:
     """The start-up checks that need the machine: ports free, identity folder usable."""
     for addr, what in ((config.inside.listen, "inside.listen"), (config.outside.listen, "outside.listen")):
-        if addr[1] != 0:
+        if addr is not None and addr[1] != 0:
             check_bind(addr, socket.SOCK_DGRAM, what)
     if config.metrics.enabled and config.metrics.address[1] != 0:
         check_bind(config.metrics.address, socket.SOCK_STREAM, "metrics.address")
@@ -400,8 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"voipgw: {exc}", file=sys.stderr)
         return 2
     metrics = _fmt(config.metrics.address) if config.metrics.enabled else "off"
+    outside = "shared" if config.outside.listen is None else _fmt(config.outside.listen)
     print(
-        f"ok: {len(config.users)} user(s), inside {_fmt(config.inside.listen)}, outside {_fmt(config.outside.listen)}"
+        f"ok: {len(config.users)} user(s), inside {_fmt(config.inside.listen)}, outside {outside}"
         f" -> {_fmt(config.outside.registrar)}, metrics {metrics}"
     )
     return 0
