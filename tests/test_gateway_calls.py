@@ -74,10 +74,17 @@ def _one_call(snapshot: dict[str, Any], gw: PhoneProc) -> dict[str, Any]:
     return call
 
 
-def test_inside_baresip_calls_outside_voipgw_through_the_gateway(tmp_path: Path, clips: dict[str, Path]) -> None:
+@pytest.mark.parametrize("codec", ["PCMU", "opus"])
+def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
+    tmp_path: Path, clips: dict[str, Path], codec: str
+) -> None:
+    """PCMU is transcoded to and from Opus; an Opus inside phone's frames are sealed as they are (pass-through)."""
+    sent = clips["speech8k"] if codec == "PCMU" else clips["speech48k"]
     bob = start_listener(tmp_path, "bob", "--play", str(clips["speech48k_long"]), tap=False)
     try:
-        with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice:
+        with Baresip(
+            tmp_path, user="alice", play=sent, codecs=(codec,), srate=8000 if codec == "PCMU" else 48000
+        ) as alice:
             gw, snap = start_gateway(
                 tmp_path,
                 "--user",
@@ -90,7 +97,7 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(tmp_path: Path,
                 alice.wait_event("CALL_ESTABLISHED", timeout=10.0)
                 alice.wait_event("CALL_CLOSED", timeout=PROC_TIMEOUT)  # her file ended: she hangs up
                 alice_heard = alice.received_wav()
-                assert alice.audio_codec().startswith("PCMU"), alice.audio_codec()
+                assert alice.audio_codec().startswith(codec), alice.audio_codec()
                 assert bob.wait(PROC_TIMEOUT) == 0, bob.log()
             finally:
                 snapshot = stop_gateway(gw, snap)
@@ -103,11 +110,17 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(tmp_path: Path,
     assert call["direction"] == "outbound" and call["state"] == "ended"
     assert call["security"] == "secure, unverified"
     assert call["sas"] is not None and call["sas"] == b["sas"]
-    assert call["inside_codec"] == "pcmu" and call["outside_codec"] == "opus"
+    assert call["inside_codec"] == codec.lower() and call["outside_codec"] == "opus"
+    assert call["passthrough"] is (codec == "opus")
+    if codec == "opus":  # nearly every frame crossed as it came, both ways (the first few race the answer)
+        assert call["passthrough_frames"]["to_outside"] >= 0.9 * call["outside_frames_sealed"], call
+        assert call["passthrough_frames"]["to_inside"] >= 0.9 * call["inside_frames_out"], call
+    else:
+        assert call["passthrough_frames"] == {"to_outside": 0, "to_inside": 0}, call
     assert call["outside_frames_refused"] == 0 and b["frames_refused"] == 0
     assert call["reason"].startswith("inside:"), call
-    to_bob, to_alice = heard(clips["speech8k"], bob.wav), heard(clips["speech48k_long"], alice_heard)
-    print(f"alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
+    to_bob, to_alice = heard(sent, bob.wav), heard(clips["speech48k_long"], alice_heard)
+    print(f"{codec}: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
     assert to_bob.windowed >= MIN_CORRELATION, to_bob
     assert to_alice.windowed >= MIN_CORRELATION, to_alice
 

@@ -20,11 +20,13 @@ import numpy as np
 
 from ratchet.aor import normalize_aor
 from ratchet.identity import IdentityKey
-from voipgw.audio.codecs import get_codec
-from voipgw.audio.opus import FRAME_SAMPLES, Pcm
+from voipgw.audio.codecs import OPUS as OPUS_CODEC
+from voipgw.audio.codecs import CodecInfo, get_codec
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
+from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.call import CallState
 from voipgw.media import MediaStream, PlainProtector
-from voipgw.phone import ActiveCall, Phone, PhoneConfig, Policy
+from voipgw.phone import ActiveCall, Phone, PhoneConfig, Policy, SecureProtector
 from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, SdpError, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
 from voipgw.trust import TrustStore
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 G722 = "g722"
 INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
 """Codecs the inside leg accepts; the inside phone's own order decides among them."""
-INSIDE_OFFER = [Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000), Codec(G722, 9, 8000), opus_codec()]
-"""What the gateway offers an inside phone it rings (PCMU first: every desk phone has it)."""
+INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000)]
+"""What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
+transcoded one."""
 PIPE_MAX_FRAMES = 5
 """Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
 FINISHED_KEPT = 100
@@ -99,6 +102,8 @@ class PcmPipe:
 
     def __init__(self) -> None:
         self.open = False
+        self.outside_codec: CodecInfo | None = None
+        """Set on the pipe that feeds the outside leg: the Opus codec that leg's stream must use."""
         self.frames: collections.deque[Pcm] = collections.deque()
         self.passed = 0
         self.dropped = 0
@@ -122,6 +127,105 @@ class PcmPipe:
         """The streams close their source and sink on stop; the pipe outlives neither, so nothing to do."""
 
 
+class OpusRelay:
+    """One direction of Opus pass-through: payloads the receiving leg opened, for the other leg to seal as they
+    are (no decode, no re-encode). Bounded like PcmPipe."""
+
+    def __init__(self) -> None:
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.passed = 0
+        self.dropped = 0
+
+    def push(self, payload: bytes) -> None:
+        self.frames.append(payload)
+        if len(self.frames) > PIPE_MAX_FRAMES:
+            self.frames.popleft()
+            self.dropped += 1
+
+    def pop(self) -> bytes | None:
+        if self.frames:
+            self.passed += 1
+            return self.frames.popleft()
+        return None
+
+
+class _SwitchEncoder:
+    """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
+    that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
+
+    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+        self._relay = relay
+        self._passthrough = passthrough
+        self._encoder = OpusEncoder()
+
+    def encode(self, pcm: Pcm) -> bytes:
+        if self._passthrough[0]:
+            payload = self._relay.pop()
+            if payload is not None:
+                return payload
+        return self._encoder.encode(pcm)
+
+
+class _SwitchDecoder:
+    """Decodes Opus to PCM for the bridge, or under pass-through hands the payload on and plays silence."""
+
+    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+        self._relay = relay
+        self._passthrough = passthrough
+        self._decoder = OpusDecoder()
+        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    @property
+    def failed(self) -> int:
+        return self._decoder.failed
+
+    def decode(self, payload: bytes | None) -> Pcm:
+        if self._passthrough[0]:
+            if payload is not None:
+                self._relay.push(payload)
+            return self._silence
+        return self._decoder.decode(payload)
+
+
+def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: list[bool]) -> CodecInfo:
+    """An Opus CodecInfo for one leg of a bridge: received frames go to ``rx``, sent ones come from ``tx`` while
+    ``passthrough[0]`` is True (a shared flag: the inside codec is known only after the outside leg is up)."""
+    return CodecInfo(
+        OPUS_CODEC.name,
+        OPUS_CODEC.rtp_clock_rate,
+        None,
+        lambda: _SwitchEncoder(tx, passthrough),
+        lambda: _SwitchDecoder(rx, passthrough),
+    )
+
+
+class _GatewayPhone(Phone):
+    """A Phone whose secure media uses the bridge's switchable Opus codec (for pass-through), found on the
+    bridge's PcmPipe source. Everything else (handshake, policy, trust) is Phone's own."""
+
+    async def _start_media(
+        self,
+        call: ActiveCall,
+        remote: AudioDescription,
+        codec: Codec,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+    ) -> None:
+        info = source.outside_codec if isinstance(source, PcmPipe) else None
+        if info is None or call.session is None or call.media is None:
+            await super()._start_media(call, remote, codec, source, sink)
+            return
+        await call.media.start(
+            SecureProtector(call.session),
+            remote.rtp_address,
+            source=source,
+            sink=sink,
+            clock=time.monotonic,
+            codec=info,
+            payload_type=codec.payload_type,
+        )
+
+
 @dataclass
 class Bridge:
     """One gateway call: the inside (plain) leg, the outside (secure) leg and the two pipes between them."""
@@ -136,6 +240,10 @@ class Bridge:
     outside: ActiveCall | None = None
     to_outside: PcmPipe = field(default_factory=PcmPipe)
     to_inside: PcmPipe = field(default_factory=PcmPipe)
+    relay_out: OpusRelay = field(default_factory=OpusRelay)
+    """Opus frames from the inside phone for the outside leg (pass-through)."""
+    relay_in: OpusRelay = field(default_factory=OpusRelay)
+    passthrough: list[bool] = field(default_factory=lambda: [False])
     state: str = "setup"
     reason: str = ""
     display: str | None = None
@@ -147,6 +255,9 @@ class Bridge:
     @property
     def call_id(self) -> str:
         return self.outside.record.call_id if self.outside is not None else ""
+
+    def __post_init__(self) -> None:
+        self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
 
     def snapshot(self) -> dict[str, Any]:
         rec = self.outside.record if self.outside is not None else None
@@ -165,6 +276,9 @@ class Bridge:
             "safety_number": rec.safety_number if rec else None,
             "display": self.display,
             "inside_codec": self.inside_codec,
+            "passthrough": self.passthrough[0],
+            "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
+            "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,
             "inside_frames_in": in_media.stats.frames_opened if in_media else 0,
             "inside_frames_out": in_media.stats.frames_sent if in_media else 0,
@@ -253,7 +367,7 @@ class Gateway:
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
         )
-        phone = Phone(cfg, self.identities[user.name], self.trust.get(user.name))
+        phone = _GatewayPhone(cfg, self.identities[user.name], self.trust.get(user.name))
         phone.stack = self.stack
         answerer = self._answerers.get(user.name)
         if answerer is not None:
@@ -325,6 +439,9 @@ class Gateway:
     async def _start_inside_media(
         self, bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec
     ) -> None:
+        # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay).
+        bridge.passthrough[0] = codec.name == OPUS_CODEC.name
+        info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough[0] else None
         # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
         await stream.start(
             PlainProtector(),
@@ -333,7 +450,7 @@ class Gateway:
             sink=bridge.to_outside,
             allow_insecure=True,
             clock=time.monotonic,
-            codec=get_codec(codec.name),
+            codec=info or get_codec(codec.name),
             payload_type=codec.payload_type,
         )
         bridge.inside_codec = codec.name
