@@ -20,24 +20,21 @@ KEY = os.urandom(32)
 
 
 @pytest.fixture
-def capture() -> Iterator[tuple[io.StringIO, list[logging.Handler]]]:
+def capture() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     stream = io.StringIO()
-    installed: list[logging.Handler] = []
     try:
-        yield stream, installed
+        yield stream
     finally:
-        for h in root.handlers[:]:
-            if h not in saved[0]:
-                root.removeHandler(h)
+        root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 
 
 def test_json_lines_carry_ts_level_logger_message_and_extras(
-    capture: tuple[io.StringIO, list[logging.Handler]],
+    capture: io.StringIO,
 ) -> None:
-    stream, _ = capture
+    stream = capture
     setup_logging("json", stream=stream)
     log = logging.getLogger("voipgw.gateway")
     log.info(
@@ -58,8 +55,8 @@ def test_json_lines_carry_ts_level_logger_message_and_extras(
     assert second["level"] == "ERROR" and "ValueError: bad" in second["exc"] and second["call_id"] == "c2"
 
 
-def test_text_format_and_setup_is_idempotent(capture: tuple[io.StringIO, list[logging.Handler]]) -> None:
-    stream, _ = capture
+def test_text_format_and_setup_is_idempotent(capture: io.StringIO) -> None:
+    stream = capture
     setup_logging(LogFormat.TEXT, stream=io.StringIO())
     setup_logging(LogFormat.TEXT, stream=stream)
     logging.getLogger("voipgw.x").warning("hello", extra={"call_id": "c1", "peer": "Eve\nFAKE LINE", "e": ""})
@@ -72,8 +69,8 @@ def test_text_format_and_setup_is_idempotent(capture: tuple[io.StringIO, list[lo
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
-def test_key_material_never_reaches_the_output(capture: tuple[io.StringIO, list[logging.Handler]], fmt: str) -> None:
-    stream, _ = capture
+def test_key_material_never_reaches_the_output(capture: io.StringIO, fmt: str) -> None:
+    stream = capture
     setup_logging(fmt, stream=stream)
     secrets = [KEY.hex(), KEY.hex().upper(), base64.b64encode(KEY).decode(), base64.urlsafe_b64encode(KEY).decode()]
     log = logging.getLogger("voipgw.gateway")
@@ -148,3 +145,18 @@ def test_property_encoded_keys_are_redacted(seed: bytes, size: int, encoding: st
     assert encoded not in out
     # No 16-byte window of the key survives either.
     assert all(encoded[i : i + 32] not in out for i in range(0, len(encoded) - 32))
+
+
+def test_setup_replaces_other_root_handlers(capture: io.StringIO) -> None:
+    stream = capture
+    plain = io.StringIO()
+    logging.getLogger().addHandler(logging.StreamHandler(plain))
+    setup_logging("json", stream=stream)
+    logging.getLogger("voipgw.t").warning("once", extra={"secret": "hunter2"})
+    assert plain.getvalue() == "", "an unfiltered handler would bypass the redaction"
+    assert json.loads(stream.getvalue())["secret"] == REDACTED
+    kept = io.StringIO()
+    logging.getLogger().addHandler(logging.StreamHandler(kept))
+    setup_logging("json", stream=stream, replace=False)
+    logging.getLogger("voipgw.t").warning("twice")
+    assert "twice" in kept.getvalue()

@@ -146,9 +146,16 @@ class _OpsHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(
-    fmt: LogFormat | str = LogFormat.TEXT, level: int | str = logging.INFO, stream: TextIO | None = None
+    fmt: LogFormat | str = LogFormat.TEXT,
+    level: int | str = logging.INFO,
+    stream: TextIO | None = None,
+    replace: bool = True,
 ) -> logging.Handler:
-    """Route every logger through one redacting handler in ``fmt`` on ``stream`` (default stderr); returns it."""
+    """Route every logger through one redacting handler in ``fmt`` on ``stream`` (default stderr); returns it.
+
+    ``replace`` removes the root logger's other handlers (such as the CLI's ``basicConfig`` one): a second,
+    unfiltered handler would print every line twice and bypass the redaction.
+    """
     try:
         fmt = LogFormat(fmt)
     except ValueError:
@@ -157,7 +164,7 @@ def setup_logging(
     handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else TextFormatter())
     handler.addFilter(RedactKeyMaterialFilter())
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _OpsHandler)]:
+    for old in [h for h in root.handlers if replace or isinstance(h, _OpsHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
