@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -185,9 +186,13 @@ def test_port_in_use_udp_and_tcp() -> None:
             preflight(with_ports(uport))
         with pytest.raises(ConfigError, match=rf"^metrics\.address: 127\.0\.0\.1:{tport} \(TCP\) is already in use"):
             preflight(with_ports(0, tport))
-    # Free again: the checks pass and leave nothing bound behind them.
-    preflight(with_ports(uport, tport))
-    preflight(with_ports(uport, tport))
+        # Failed checks close their probe sockets (re-using freed ports here could race with other processes).
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            with pytest.raises(ConfigError):
+                preflight(with_ports(uport))
+        assert len(os.listdir("/proc/self/fd")) == fds
+    preflight(with_ports(0))
 
 
 def test_unusable_listen_address_and_identity_dir(tmp_path: Path) -> None:

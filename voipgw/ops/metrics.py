@@ -127,6 +127,11 @@ class MetricsServer:
         self.host = host
         self.port = int(server.server_address[1])
 
+    @property
+    def running(self) -> bool:
+        """True until :meth:`close` has stopped the thread and closed the listening socket."""
+        return self._thread.is_alive() or self._server.socket.fileno() != -1
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
