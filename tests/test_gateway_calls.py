@@ -271,3 +271,64 @@ def _wait_log(p: PhoneProc, text: str) -> None:
         if p.proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"{p.name} never logged {text!r}; log:\n{p.log()}")
         time.sleep(0.05)
+
+
+def test_inside_phone_declining_ends_the_outside_call_with_the_reason(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
+        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        try:
+            carol = start_caller(
+                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
+            )
+            try:
+                bob.wait_event("CALL_INCOMING", timeout=10.0)
+                bob.hangup()  # decline while ringing
+                carol.wait(PROC_TIMEOUT)
+            finally:
+                carol.stop()
+        finally:
+            snapshot = stop_gateway(gw, snap)
+    c = carol.summary()
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and call["reason"].startswith("inside phone: 4"), call
+    assert "the inside phone did not answer" in c["reason"], c
+
+
+def test_unknown_user_and_outside_no_answer_get_clear_sip_failures(tmp_path: Path, clips: dict[str, Path]) -> None:
+    bob = start_listener(tmp_path, "bob", "--answer-after", "20", "--play", str(clips["speech48k"]), tap=False)
+    try:
+        with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice:
+            gw, snap = start_gateway(
+                tmp_path,
+                "--no-answer-timeout",
+                "1",
+                "--user",
+                f"alice=sip:alice@127.0.0.1:{alice.sip_port}",
+                "--route",
+                f"bob=sip:bob@127.0.0.1:{bob.sip_port}",
+            )
+            try:
+                carol = start_caller(
+                    tmp_path,
+                    "carol",
+                    f"sip:nobody@127.0.0.1:{gw.sip_port}",
+                    "--play",
+                    str(clips["speech48k"]),
+                    tap=False,
+                )
+                try:
+                    assert carol.wait(PROC_TIMEOUT) != 0, carol.log()
+                finally:
+                    carol.stop()
+                alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
+            finally:
+                snapshot = stop_gateway(gw, snap)
+    finally:
+        bob.stop()
+    c = carol.summary()
+    assert c["state"] == "failed" and c["reason"].startswith("404 "), c
+    assert "no such user" in c["reason"], c
+    assert closed.param.startswith("408 "), closed
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and call["reason"].startswith("408 "), call
