@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voipgw.config import ConfigError as BaseConfigError
 from voipgw.ops.config import (
@@ -115,6 +117,11 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d.update(metrics={"address": ":9464"}), "metrics.address: ':9464' has no valid host"),
         (lambda d: d.update(metrics={"enabled": "yes"}), "metrics.enabled: expected bool, got 'yes'"),
         (lambda d: d["outside"].update(register_expires=True), "outside.register_expires: expected int, got True"),
+        (
+            lambda d: d["outside"].update(identity_dir="~nosuchuser-vg/ids"),
+            "outside.identity_dir: cannot expand ~ in '~nosuchuser-vg/ids'",
+        ),
+        (lambda d: d.update(gateway={"control_socket": "a\0b"}), "gateway.control_socket: a path cannot contain a NUL"),
         (lambda d: d["outside"].update(bind_call_id="no"), "outside.bind_call_id: expected bool, got 'no'"),
         (lambda d: d["outside"].update(register_expires=10), "outside.register_expires: must be at least 60"),
         (lambda d: d.update(gateway={"policy": "maybe"}), "gateway.policy: expected 'require' or 'opportunistic'"),
@@ -233,3 +240,48 @@ def test_checker_prints_one_line_and_never_a_traceback(tmp_path: Path) -> None:
         bad = run(text)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert bad.stderr.count("\n") == 1 and bad.stderr.startswith(f"voipgw: {line}"), bad.stderr
+
+
+_KEYS = sorted(schema_keys() | {"alice", "x"})
+_scalars = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["~", "~nosuchuser-vg", "a\0b", "\x00", "sip:", "@", "[::1", "*", "a@b:99999"]),
+    st.sampled_from(["127.0.0.1:5070", "[::1]:0", "a@b.test", "require", "opportunistic", "json", ":", "h:99999"]),
+    st.integers(-5, 70000),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _values, max_size=5))
+def test_fuzz_any_document_is_a_config_or_one_config_error(data: dict[str, Any]) -> None:
+    try:
+        config = gateway_config_from_mapping(data)
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert config.users
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    table=st.sampled_from(["gateway", "inside", "outside", "metrics", "alice", "rule", "top"]),
+    key=st.sampled_from(_KEYS),
+    value=_values,
+)
+def test_fuzz_one_bad_value_in_a_valid_document(table: str, key: str, value: Any) -> None:
+    data = minimal(destinations=[{"match": "*@x", "policy": "require", "users": ["alice"]}])
+    data.setdefault("gateway", {})
+    data.setdefault("metrics", {})
+    target = {"alice": data["users"]["alice"], "rule": data["destinations"][0], "top": data}.get(table)
+    (target if target is not None else data[table])[key] = value
+    try:
+        gateway_config_from_mapping(data)
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)

@@ -199,8 +199,13 @@ def _policy(value: Any, where: str) -> Policy:
         raise ConfigError(f"{where}: expected 'require' or 'opportunistic', got {value!r}") from None
 
 
-def _path(value: str, base_dir: Path) -> Path:
-    p = Path(value).expanduser()
+def _path(value: str, base_dir: Path, where: str) -> Path:
+    if "\0" in value:
+        raise ConfigError(f"{where}: a path cannot contain a NUL character")
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{where}: cannot expand ~ in {value!r} (unknown user or no home directory)") from None
     return p if p.is_absolute() else base_dir / p
 
 
@@ -292,7 +297,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         listen=parse_hostport(o["listen"], "outside.listen") if "listen" in o else None,
         rtp_host=_get(o, "rtp_host", str, "outside.", ""),
         register_expires=expires,
-        identity_dir=None if not identity_dir else _path(identity_dir, base_dir),
+        identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
     )
     if outside.listen is not None and inside.listen[1] != 0 and inside.listen == outside.listen:
@@ -328,7 +333,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         metrics=metrics,
         policy=_policy(g.get("policy", "require"), "gateway.policy"),
         log_format=fmt,
-        control_socket=_path(control, base_dir) if control else None,
+        control_socket=_path(control, base_dir, "gateway.control_socket") if control else None,
     )
 
 
