@@ -285,3 +285,14 @@ def test_fuzz_one_bad_value_in_a_valid_document(table: str, key: str, value: Any
         gateway_config_from_mapping(data)
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def test_unresolvable_pbx_is_one_line() -> None:
+    # A 64-character label can never resolve, and fails before any DNS query (no network needed).
+    data = minimal()
+    data["outside"]["proxy"] = "a" * 64 + ".test"
+    with pytest.raises(ConfigError, match=r"^outside\.proxy: cannot resolve 'a{64}\.test' \(not a valid host name\)$"):
+        preflight(gateway_config_from_mapping(data))
+    preflight(gateway_config_from_mapping(data), resolve=False)
+    data["outside"]["proxy"] = "localhost:5061"
+    preflight(gateway_config_from_mapping(data))

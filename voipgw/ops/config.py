@@ -382,8 +382,19 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
         sock.close()
 
 
-def preflight(config: GatewayConfig) -> None:
-    """The start-up checks that need the machine: ports free, identity folder usable."""
+def check_resolves(addr: tuple[str, int], what: str) -> None:
+    """Raise :class:`ConfigError` unless ``addr``'s host resolves now (a PBX that does not answer is not an error
+    here: registration retries with backoff and the status shows it)."""
+    host, port = addr
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        detail = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(f"{what}: cannot resolve {host!r} ({detail})") from None
+
+
+def preflight(config: GatewayConfig, resolve: bool = True) -> None:
+    """The start-up checks that need the machine: ports free, identity folder usable, PBX name resolvable."""
     for addr, what in ((config.inside.listen, "inside.listen"), (config.outside.listen, "outside.listen")):
         if addr is not None and addr[1] != 0:
             check_bind(addr, socket.SOCK_DGRAM, what)
@@ -392,6 +403,10 @@ def preflight(config: GatewayConfig) -> None:
     d = config.outside.identity_dir
     if d is not None and d.exists() and not d.is_dir():
         raise ConfigError(f"outside.identity_dir: {d} exists and is not a folder")
+    if resolve:
+        check_resolves(config.outside.registrar, "outside.registrar")
+        if config.outside.proxy is not None:
+            check_resolves(config.outside.proxy, "outside.proxy")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
