@@ -86,16 +86,18 @@ def raw_exchange(path: Path, payload: bytes, answers: int) -> list[dict[str, Any
 
 
 def test_status_round_trip_and_socket_is_private(home: Path) -> None:
-    path = socket_path(home)
+    path = socket_path(home / "state")
+    assert path == home / "state" / "gateway.sock" and socket_path(home, Path("/x.sock")) == Path("/x.sock")
     got: dict[str, Any] = {}
 
     async def body() -> None:
         got["mode"] = stat.S_IMODE(path.stat().st_mode)
+        got["dir_mode"] = stat.S_IMODE(path.parent.stat().st_mode)
         got["status"] = await asyncio.to_thread(request, path)
         got["ping"] = await asyncio.to_thread(request, path, "ping")
 
     serve(path, lambda: SNAPSHOT, body)
-    assert got["mode"] == 0o600
+    assert got["mode"] == 0o600 and got["dir_mode"] == 0o700
     assert got["status"] == SNAPSHOT
     assert got["ping"] == {}
     assert not path.exists(), "close() removes the socket file"
