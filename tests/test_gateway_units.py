@@ -1,0 +1,119 @@
+"""The gateway's pure pieces, in process: the bridge pipes, the Opus pass-through codec, labels, SIP mapping and
+the command line's one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder, Pcm
+from voipgw.cli.cmd_gateway import gateway_config
+from voipgw.cli.errors import CliError
+from voipgw.gateway import (
+    PIPE_MAX_FRAMES,
+    Gateway,
+    GatewayConfig,
+    InsideUser,
+    OpusRelay,
+    PcmPipe,
+    _code_of,
+    _uri_hostport,
+    _user_part,
+    security_label,
+    switch_codec,
+)
+
+
+def _tone(value: int) -> Pcm:
+    return np.full(FRAME_SAMPLES, value, dtype=np.int16)
+
+
+def test_a_closed_pipe_drops_audio_and_never_ends() -> None:
+    pipe = PcmPipe()
+    pipe.write_frame(_tone(7))
+    frame = pipe.read_frame()
+    assert frame is not None and not frame.any()  # silence, never None (None would stop the stream for good)
+    pipe.open = True
+    pipe.write_frame(_tone(7))
+    frame = pipe.read_frame()
+    assert frame is not None and int(frame[0]) == 7 and pipe.passed == 1
+
+
+def test_an_open_pipe_is_bounded_and_keeps_the_newest() -> None:
+    pipe = PcmPipe()
+    pipe.open = True
+    for i in range(PIPE_MAX_FRAMES + 3):
+        pipe.write_frame(_tone(i))
+    assert pipe.dropped == 3 and len(pipe.frames) == PIPE_MAX_FRAMES
+    first = pipe.read_frame()
+    assert first is not None and int(first[0]) == 3
+
+
+def test_switch_codec_passes_opus_through_untouched_only_when_asked() -> None:
+    rx, tx, flag = OpusRelay(), OpusRelay(), [False]
+    codec = switch_codec(rx, tx, flag)
+    enc, dec = codec.new_encoder(), codec.new_decoder()
+    payload = OpusEncoder().encode(_tone(1000))
+    assert dec.decode(payload).any() and not rx.frames  # transcoding: decoded, nothing relayed
+    tx.push(b"not-encoded")
+    assert enc.encode(_tone(0)) != b"not-encoded"  # transcoding: the PCM is encoded, the relay ignored
+    flag[0] = True
+    assert not dec.decode(payload).any() and list(rx.frames) == [payload]
+    assert enc.encode(_tone(0)) == b"not-encoded" and tx.passed == 1
+    assert len(enc.encode(_tone(0))) > 0  # nothing relayed yet: encoded silence keeps the stream paced
+
+
+def test_security_label_and_sip_mapping() -> None:
+    assert security_label("4xj9", True) == "[E2E 4xj9]"
+    assert security_label(None, True) == "[E2E]"
+    assert security_label("4xj9", False) == "[NOT SECURE]"
+    assert _code_of("486 Busy Here") == 486
+    assert _code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
+    assert _code_of("200 OK") == 488
+    assert _uri_hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
+    assert _uri_hostport("bob@example.org") == ("example.org", 5060)
+    assert _user_part("sip:bob@127.0.0.1:5070") == "bob" and _user_part("example.org") == ""
+
+
+def test_gateway_needs_an_identity_per_user(tmp_path: Path) -> None:
+    user = InsideUser("alice", "sip:alice@127.0.0.1:5062", "alice@127.0.0.1")
+    with pytest.raises(ValueError, match="alice"):
+        Gateway(GatewayConfig(home=tmp_path, users=(user,)), identities={})
+
+
+def _args(
+    tmp_path: Path, *users: str, route: tuple[str, ...] = (), listen: str = "127.0.0.1:5070"
+) -> argparse.Namespace:
+    return argparse.Namespace(
+        home=tmp_path, listen=listen, user=list(users), route=list(route), proxy=None, no_answer_timeout=30.0
+    )
+
+
+def test_cli_flags_map_onto_the_config(tmp_path: Path) -> None:
+    cfg = gateway_config(
+        _args(tmp_path, "alice=sip:alice@127.0.0.1:5062", "bob=sip:bob@127.0.0.1:5064,bob@example.org",
+              route=("carol=sip:carol@127.0.0.1:5090",))
+    )  # fmt: skip
+    assert [u.outside_aor for u in cfg.users] == ["alice@127.0.0.1", "bob@example.org"]
+    assert cfg.routes == {"carol": "sip:carol@127.0.0.1:5090"} and cfg.listen_port == 5070
+
+
+@pytest.mark.parametrize(
+    ("users", "route", "listen", "message"),
+    [
+        ((), (), "127.0.0.1:5070", "no inside users"),
+        (("alice",), (), "127.0.0.1:5070", "expected NAME=sip:CONTACT"),
+        (("alice=sip:a@h:1", "alice=sip:a@h:2"), (), "127.0.0.1:5070", "given twice"),
+        (("alice=sip:a@h:1",), ("carol",), "127.0.0.1:5070", "expected NAME=sip:URI"),
+        (("alice=sip:a@h:1",), (), "127.0.0.1:port", "not a number"),
+    ],
+)
+def test_cli_mistakes_are_one_line_errors(
+    tmp_path: Path, users: tuple[str, ...], route: tuple[str, ...], listen: str, message: str
+) -> None:
+    with pytest.raises(CliError, match=message) as err:
+        gateway_config(_args(tmp_path, *users, route=route, listen=listen))
+    assert err.value.code == 2 and "\n" not in str(err.value)
