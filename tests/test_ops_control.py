@@ -292,3 +292,43 @@ def test_render_status_empty_and_hostile_values() -> None:
     text = render_status(evil)
     assert "\x1b" not in text and "\x07" not in text
     assert "?[2J" in text and "NOT SECURE" in text and "Registrations (0)" in text
+
+
+def test_render_status_reads_the_gateway_core_snapshot_shape() -> None:
+    # The shape Gateway.snapshot() returns (voipgw/gateway.py), written out here so this test does not depend on it.
+    call = {
+        "user": "alice",
+        "direction": "out",
+        "remote_aor": "bob@pbx.test",
+        "state": "active",
+        "reason": None,
+        "outside_call_id": "out-1@gw",
+        "inside_call_id": "in-1@phone",
+        "security": "secure, unverified",
+        "sas": "d7d3",
+        "inside_codec": "PCMU",
+        "outside_codec": "opus",
+        "passthrough": False,
+        "outside_frames_sealed": 250,
+        "outside_frames_opened": 249,
+        "outside_frames_refused": 1,
+    }
+    snap = {
+        "listen": "127.0.0.1:5070",
+        "users": [{"name": "alice", "outside_aor": "alice@pbx.test", "contact": "127.0.0.1:5062"}],
+        "calls": [call, {**call, "outside_call_id": "out-2@gw", "inside_codec": "opus", "passthrough": True}],
+        "finished": [
+            {**call, "outside_call_id": "out-0@gw", "state": "ended", "reason": "busy", "security": "refused"}
+        ],
+    }
+    lines = render_status(snap).splitlines()
+    assert lines[0] == "voipgw gateway on 127.0.0.1:5070"
+    assert "Users (1)" in lines and "Active calls (2)" in lines and "Recently finished (1)" in lines
+    assert "alice@pbx.test" in next(line for line in lines if line.startswith("alice"))
+    one = next(line for line in lines if line.startswith("out-1@gw"))
+    for cell in ("bob@pbx.test", "secure, unverified", "d7d3", "PCMU>opus", "249", "250"):
+        assert cell in one
+    assert one.split()[-3:] == ["249", "250", "1"]
+    assert "opus (pass-through)" in next(line for line in lines if line.startswith("out-2@gw"))
+    ended = next(line for line in lines if line.startswith("out-0@gw"))
+    assert ended.split()[-1] == "busy" and "refused" in ended

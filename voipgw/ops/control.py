@@ -60,7 +60,9 @@ class CallStatus(TypedDict, total=False):
     codec: str  # e.g. "PCMU>opus" (transcoded) or "opus" (pass-through)
     frames_in: int
     frames_out: int
+    frames_refused: int
     duration_s: float
+    reason: str  # why a finished call ended
 
 
 class GatewaySnapshot(TypedDict, total=False):
@@ -70,6 +72,7 @@ class GatewaySnapshot(TypedDict, total=False):
     uptime_s: float
     registrations: list[RegistrationStatus]
     calls: list[CallStatus]
+    finished: list[CallStatus]
 
 
 SnapshotFn = Callable[[], Mapping[str, Any]]
@@ -288,34 +291,89 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _first(row: Mapping[str, Any], *keys: str) -> Any:
+    return next((row[k] for k in keys if row.get(k) not in (None, "")), None)
+
+
+def _codec(call: Mapping[str, Any]) -> Any:
+    if call.get("codec"):
+        return call["codec"]
+    inside, outside = call.get("inside_codec"), call.get("outside_codec")
+    if call.get("passthrough") and outside:
+        return f"{outside} (pass-through)"
+    if inside and outside and inside != outside:
+        return f"{inside}>{outside}"
+    return inside or outside
+
+
+def _call_row(call: Mapping[str, Any]) -> list[str]:
+    # Reads both the names documented in CallStatus and those of Gateway.snapshot() (remote_aor, outside_call_id,
+    # inside_codec/outside_codec/passthrough, outside_frames_*), so either shape renders.
+    return [
+        _cell(v)
+        for v in (
+            _first(call, "call_id", "outside_call_id", "inside_call_id"),
+            call.get("user"),
+            call.get("direction"),
+            _first(call, "peer", "remote_aor"),
+            call.get("state"),
+            call.get("security"),
+            call.get("sas"),
+            _codec(call),
+            _first(call, "frames_in", "outside_frames_opened"),
+            _first(call, "frames_out", "outside_frames_sealed"),
+            _first(call, "frames_refused", "outside_frames_refused"),
+        )
+    ]
+
+
+_CALL_HEADERS = ["CALL-ID", "USER", "DIR", "PEER", "STATE", "SECURITY", "SAS", "CODEC", "FRAMES IN", "FRAMES OUT"]
+
+
+def _rows(snapshot: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = snapshot.get(key)
+    return [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
+
+
 def render_status(snapshot: Mapping[str, Any]) -> str:
-    """The ``voipgw gateway status`` text: registrations, then active calls with security state and counters."""
+    """The ``voipgw gateway status`` text: registrations (or users), active calls with security state, SAS, codec
+    and frame counters, then recently finished calls with their reason."""
     lines: list[str] = []
     head = "voipgw gateway"
     if snapshot.get("version"):
         head += f" {_cell(snapshot['version'])}"
+    if snapshot.get("listen"):
+        head += f" on {_cell(snapshot['listen'])}"
     if isinstance(snapshot.get("uptime_s"), int | float):
         head += f", up {_cell(float(snapshot['uptime_s']))} s"
     lines.append(head)
-    regs = [r for r in snapshot.get("registrations") or [] if isinstance(r, Mapping)]
-    lines.append("")
-    lines.append(f"Registrations ({len(regs)})")
-    if regs:
-        rows = [[_cell(r.get(k)) for k in ("user", "aor", "state", "expires_in_s", "last_error")] for r in regs]
-        lines += _table(["USER", "OUTSIDE AOR", "STATE", "EXPIRES(s)", "LAST ERROR"], rows)
+    users = _rows(snapshot, "users")
+    if users and "registrations" not in snapshot:
+        lines += ["", f"Users ({len(users)})"]
+        rows = [
+            [_cell(_first(u, "name", "user")), _cell(_first(u, "outside_aor", "aor")), _cell(u.get("contact"))]
+            for u in users
+        ]
+        lines += _table(["USER", "OUTSIDE AOR", "INSIDE CONTACT"], rows)
     else:
-        lines.append("  none")
-    calls = [c for c in snapshot.get("calls") or [] if isinstance(c, Mapping)]
-    lines.append("")
-    lines.append(f"Active calls ({len(calls)})")
+        regs = _rows(snapshot, "registrations")
+        lines += ["", f"Registrations ({len(regs)})"]
+        if regs:
+            rows = [[_cell(r.get(k)) for k in ("user", "aor", "state", "expires_in_s", "last_error")] for r in regs]
+            lines += _table(["USER", "OUTSIDE AOR", "STATE", "EXPIRES(s)", "LAST ERROR"], rows)
+        else:
+            lines.append("  none")
+    calls = _rows(snapshot, "calls")
+    lines += ["", f"Active calls ({len(calls)})"]
     if calls:
-        keys = ("call_id", "user", "direction", "peer", "state", "security", "sas", "codec", "frames_in", "frames_out")
-        rows = [[_cell(c.get(k)) for k in keys] for c in calls]
-        lines += _table(
-            ["CALL-ID", "USER", "DIR", "PEER", "STATE", "SECURITY", "SAS", "CODEC", "FRAMES IN", "FRAMES OUT"], rows
-        )
+        lines += _table([*_CALL_HEADERS, "REFUSED"], [_call_row(c) for c in calls])
     else:
         lines.append("  none")
+    finished = _rows(snapshot, "finished")
+    if finished:
+        lines += ["", f"Recently finished ({len(finished)})"]
+        rows = [[*_call_row(c)[:8], _cell(c.get("reason"))] for c in finished]
+        lines += _table([*_CALL_HEADERS[:8], "REASON"], rows)
     return "\n".join(lines) + "\n"
 
 
