@@ -56,7 +56,7 @@ def test_example_loads_and_documents_every_key() -> None:
     assert alice.outside_aor == "alice@pbx.example.org" and alice.username == "alice" and alice.display_name == "Alice"
     assert config.users["bob"].username == "bob", "username defaults to the AOR's user part"
     assert config.outside.registrar == ("pbx.example.org", 5060)
-    assert config.outside.identity_dir == Path("/var/lib/voipgw/identities")
+    assert config.outside.identity_dir == Path("/var/lib/voipgw/users")
     assert config.outside.bind_call_id is True and config.outside.listen == ("0.0.0.0", 5080)
     shared = gateway_config_from_mapping({"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b"}}})
     assert shared.outside.listen is None and shared.inside.listen == ("127.0.0.1", 5070)

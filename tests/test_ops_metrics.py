@@ -31,11 +31,11 @@ def test_call_and_frame_metrics_scraped_over_http() -> None:
     assert server.running
     try:
         assert scrape(server)[("voipgw_frames_sealed_total", ())] == 0
-        m.call_started("E2E", transcoding=True)
-        m.call_started("E2E", transcoding=False)
+        m.call_started("secure, unverified", transcoding=True)
+        m.call_started("secure, unverified", transcoding=False)
         m.call_started("NOT SECURE", transcoding=False)
-        m.call_security_changed("E2E", "E2E verified")
-        m.call_ended("E2E", transcoding=True)
+        m.call_security_changed("secure, unverified", "secure, verified")
+        m.call_ended("secure, unverified", transcoding=True)
         m.handshake_failed("BadSignature")
         m.handshake_failed("BadSignature")
         m.handshake_failed("StaleTimestamp")
@@ -46,11 +46,11 @@ def test_call_and_frame_metrics_scraped_over_http() -> None:
         got = scrape(server)
     finally:
         server.close()
-    assert got[("voipgw_calls_total", (("security", "e2e"),))] == 2
+    assert got[("voipgw_calls_total", (("security", "secure_unverified"),))] == 2
     assert got[("voipgw_calls_total", (("security", "not_secure"),))] == 1
-    assert ("voipgw_calls_total", (("security", "e2e_verified"),)) not in got, "a verification is not a new call"
-    assert got[("voipgw_calls_active", (("security", "e2e"),))] == 0
-    assert got[("voipgw_calls_active", (("security", "e2e_verified"),))] == 1
+    assert ("voipgw_calls_total", (("security", "secure_verified"),)) not in got, "a verification is not a new call"
+    assert got[("voipgw_calls_active", (("security", "secure_unverified"),))] == 0
+    assert got[("voipgw_calls_active", (("security", "secure_verified"),))] == 1
     assert got[("voipgw_calls_active", (("security", "not_secure"),))] == 1
     assert got[("voipgw_handshake_failures_total", (("reason", "badsignature"),))] == 2
     assert got[("voipgw_handshake_failures_total", (("reason", "staletimestamp"),))] == 1

@@ -56,7 +56,8 @@ class OutsideConfig:
     rtp_host: str = ""
     register_expires: int = DEFAULT_REGISTER_EXPIRES
     identity_dir: Path | None = None
-    """One identity per fronted AOR lives here; None = ``<home>/identities``."""
+    """One folder per fronted user (``<identity_dir>/<name>/``: identity key and contact store); None = ``<home>/users``
+    (where ``voipgw.gateway`` keeps them today)."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX that rewrites Call-IDs."""
 

@@ -46,7 +46,8 @@ class _Labels:
 class GatewayMetrics:
     """The gateway's counters and gauges. Thread-safe; call the frame methods with batched counts on hot paths.
 
-    Security states are labels such as ``e2e``, ``e2e_verified``, ``not_secure`` (any text is normalised).
+    Security states are ``voipgw.call.Security`` values, normalised to labels: ``"secure, unverified"`` becomes
+    ``secure_unverified``, ``"NOT SECURE"`` becomes ``not_secure``.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
