@@ -17,6 +17,7 @@ from tests.testbed.baresip import Baresip
 from tests.testbed.ports import PortBlock, reserve_block
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
+from voipgw.phone import WARN_NO_KEY_EXCHANGE
 
 pytestmark = pytest.mark.integration
 
@@ -332,3 +333,36 @@ def test_unknown_user_and_outside_no_answer_get_clear_sip_failures(tmp_path: Pat
     assert closed.param.startswith("408 "), closed
     call = _one_call(snapshot, gw)
     assert call["state"] == "failed" and call["reason"].startswith("408 "), call
+
+
+def test_a_plain_outside_caller_is_refused_before_the_inside_phone_rings(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
+        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        try:
+            carol = start_caller(
+                tmp_path,
+                "carol",
+                f"sip:bob@127.0.0.1:{gw.sip_port}",
+                "--plain",
+                "--policy",
+                "opportunistic",
+                "--play",
+                str(clips["speech48k"]),
+                tap=False,
+            )
+            try:
+                assert carol.wait(PROC_TIMEOUT) != 0, carol.log()
+            finally:
+                carol.stop()
+            history = [e.type for e in bob.ctrl.history]
+        finally:
+            snapshot = stop_gateway(gw, snap)
+    c = carol.summary()
+    assert c["state"] == "failed" and c["reason"].startswith("488 "), c
+    assert WARN_NO_KEY_EXCHANGE in c["reason"], c
+    assert c["frames_sent"] == 0 and c["frames_received"] == 0, c
+    assert history == [], history  # the inside phone never rang
+    call = _one_call(snapshot, gw)
+    assert call["state"] == "failed" and call["security"] == "refused", call

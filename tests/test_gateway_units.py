@@ -88,7 +88,13 @@ def _args(
     tmp_path: Path, *users: str, route: tuple[str, ...] = (), listen: str = "127.0.0.1:5070"
 ) -> argparse.Namespace:
     return argparse.Namespace(
-        home=tmp_path, listen=listen, user=list(users), route=list(route), proxy=None, no_answer_timeout=30.0
+        home=tmp_path,
+        listen=listen,
+        user=list(users),
+        route=list(route),
+        proxy=None,
+        no_answer_timeout=30.0,
+        no_bind_call_id=False,
     )
 
 

@@ -85,6 +85,8 @@ class GatewayConfig:
     no_answer_timeout_s: float = 30.0
     sas_wait_s: float = 3.0
     """How long an inbound call waits for the outside caller's SAS reveal before ringing inside without it."""
+    bind_call_id: bool = True
+    """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
 
 
 def security_label(sas: str | None, secure: bool) -> str:
@@ -291,7 +293,23 @@ class Bridge:
 
 
 class Gateway:
-    """``await start()``; incoming INVITEs are routed by who sent them; ``snapshot()``; ``await stop()``."""
+    """``await start()``; incoming INVITEs are routed by who sent them; ``snapshot()``; ``await stop()``.
+
+    Routing: an INVITE from a configured inside phone's address (and From user) is outbound; any other INVITE is
+    inbound, for the inside user named in its To.
+
+    Outbound (inside phone -> outside): 180 to the phone at once, then the secure outside INVITE; the phone's
+    200 OK follows the outside 200 OK (and its SAS, which the offerer knows at once). An outside failure, or an
+    answer without the key exchange, becomes the phone's final response (488 + Warning with the reason).
+
+    Inbound (outside -> inside phone): the outside leg is verified and ANSWERED FIRST, then the gateway waits
+    (up to ``sas_wait_s``) for the caller's SAS reveal, which only travels in the caller's first media frames,
+    and only then rings the inside phone with ``From: "Name [E2E sas]"``. Unmodified phones show the From display
+    name while ringing and cannot update it later, so this is the only order that puts the SAS on their screen.
+    The price: the outside caller sees the call answered while the inside phone rings (it hears silence, and what
+    it says meanwhile is dropped); a decline or no-answer inside then ends the outside call with a BYE whose
+    Reason says so.
+    """
 
     def __init__(
         self,
@@ -366,6 +384,7 @@ class Gateway:
             policy=Policy.REQUIRE,
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
+            bind_call_id=self.config.bind_call_id,
         )
         phone = _GatewayPhone(cfg, self.identities[user.name], self.trust.get(user.name))
         phone.stack = self.stack

@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--route", action="append", default=[], metavar="NAME=URI", help="outside destination for a dialled user"
     )
     g.add_argument("--proxy", metavar="HOST:PORT", help="send outside calls through this proxy (the PBX)")
+    g.add_argument(
+        "--no-bind-call-id",
+        action="store_true",
+        help="accept a signed Call-ID other than the SIP one (behind a B2BUA PBX that renames Call-IDs)",
+    )
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
@@ -77,6 +82,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         outside_proxy=proxy,
         routes=routes,
         no_answer_timeout_s=args.no_answer_timeout,
+        bind_call_id=not args.no_bind_call_id,
     )
 
 
