@@ -234,6 +234,12 @@ def test_client_errors_are_one_line(home: Path) -> None:
             request(home / "mute.sock", timeout=0.3)
 
 
+def test_deeply_nested_json_is_an_error_not_a_recursion_crash() -> None:
+    for line in (b"[" * 2000 + b"]" * 2000, b'{"cmd":' * 500 + b"1" + b"}" * 500):
+        answer = json.loads(handle_request(line, lambda: SNAPSHOT))
+        assert answer["ok"] is False and answer["error"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=MAX_REQUEST_BYTES + 64))
 def test_fuzz_raw_bytes_always_get_one_json_line(line: bytes) -> None:
