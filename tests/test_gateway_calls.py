@@ -39,14 +39,14 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def start_gateway(workdir: Path, *args: str) -> tuple[PhoneProc, Path]:
+def start_gateway(workdir: Path, *args: str, name: str = "gateway") -> tuple[PhoneProc, Path]:
     block: PortBlock = reserve_block(1)
     port = block[0]
-    snap = workdir / "gateway.json"
+    snap = workdir / f"{name}.json"
     argv = voipgw_argv(
-        workdir / "gw-home", "gateway", "--listen", f"127.0.0.1:{port}", "--snapshot-json", str(snap), *args
+        workdir / f"{name}-home", "gateway", "--listen", f"127.0.0.1:{port}", "--snapshot-json", str(snap), *args
     )
-    proc = PhoneProc("gateway", workdir, _spawn("gateway", workdir, argv), port, block)
+    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port, block)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while "gateway listening on" not in proc.log():
         if proc.proc.poll() is not None or time.monotonic() > deadline:
@@ -366,3 +366,40 @@ def test_a_plain_outside_caller_is_refused_before_the_inside_phone_rings(
     assert history == [], history  # the inside phone never rang
     call = _one_call(snapshot, gw)
     assert call["state"] == "failed" and call["security"] == "refused", call
+
+
+def test_two_gateways_back_to_back_bridge_two_plain_phones_end_to_end(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """baresip alice - gateway A - sealed Opus - gateway B - baresip bob: the issue's topology without the PBX."""
+    with (
+        Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob,
+        Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMU",)) as alice,
+    ):
+        gw_b, snap_b = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}", name="gw-b")
+        try:
+            gw_a, snap_a = start_gateway(
+                tmp_path,
+                "--user",
+                f"alice=sip:alice@127.0.0.1:{alice.sip_port}",
+                "--route",
+                f"bob=sip:bob@127.0.0.1:{gw_b.sip_port}",
+                name="gw-a",
+            )
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{gw_a.sip_port}")
+                rang = bob.wait_event("CALL_ESTABLISHED", timeout=10.0)
+                alice.wait_event("CALL_CLOSED", timeout=PROC_TIMEOUT)  # her file ended: she hangs up
+                bob.wait_event("CALL_CLOSED", timeout=10.0)
+                alice_heard, bob_heard = alice.received_wav(), bob.received_wav()
+            finally:
+                a = stop_gateway(gw_a, snap_a)
+        finally:
+            b = stop_gateway(gw_b, snap_b)
+    out, inn = _one_call(a, gw_a), _one_call(b, gw_b)
+    assert out["direction"] == "outbound" and inn["direction"] == "inbound"
+    assert out["security"] == inn["security"] == "secure, unverified"
+    assert out["sas"] is not None and out["sas"] == inn["sas"]
+    assert rang.raw["peerdisplayname"] == f"alice [E2E {out['sas']}]", rang.raw
+    to_bob, to_alice = heard(clips["speech8k"], bob_heard), heard(clips["speech8k_long"], alice_heard)
+    print(f"gateway to gateway: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
+    assert to_bob.windowed >= MIN_CORRELATION, to_bob
+    assert to_alice.windowed >= MIN_CORRELATION, to_alice
