@@ -120,6 +120,7 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
         assert call["passthrough_frames"] == {"to_outside": 0, "to_inside": 0}, call
     assert call["outside_frames_refused"] == 0 and b["frames_refused"] == 0
     assert call["reason"].startswith("inside:"), call
+    assert f"secure, unverified, outside x25519 codec opus SAS {b['sas']}" in gw.log(), gw.log()
     to_bob, to_alice = heard(sent, bob.wav), heard(clips["speech48k_long"], alice_heard)
     print(f"{codec}: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
     assert to_bob.windowed >= MIN_CORRELATION, to_bob
@@ -151,6 +152,7 @@ def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, 
     assert call["sas"] is not None and call["sas"] == c["sas"]
     assert call["display"] == f"carol [E2E {c['sas']}]"
     assert established.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", established.raw
+    assert f"shown as 'carol [E2E {c['sas']}]'" in gw.log(), gw.log()
     assert call["reason"].startswith("outside:"), call
     to_bob, to_carol = heard(clips["speech48k"], bob_heard), heard(clips["speech8k_long"], carol.wav)
     print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}")

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, Trus
 
 async def _main(args: argparse.Namespace) -> int:
     config = gateway_config(args)
+    if not args.verbose:
+        # Each call's security state and SAS is what an operator runs the gateway to see: shown by default.
+        logging.getLogger("voipgw.gateway").setLevel(logging.INFO)
     identities, trust = _load(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
