@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder, Pcm
+from voipgw.call import Security
 from voipgw.cli.cmd_gateway import gateway_config
 from voipgw.cli.errors import CliError
 from voipgw.gateway import (
@@ -67,9 +68,12 @@ def test_switch_codec_passes_opus_through_untouched_only_when_asked() -> None:
 
 
 def test_security_label_and_sip_mapping() -> None:
-    assert security_label("4xj9", True) == "[E2E 4xj9]"
-    assert security_label(None, True) == "[E2E]"
-    assert security_label("4xj9", False) == "[NOT SECURE]"
+    assert security_label("4xj9", Security.SECURE_UNVERIFIED) == "[E2E 4xj9]"
+    assert security_label("4xj9", Security.SECURE_VERIFIED) == "[E2E 4xj9]"
+    assert security_label(None, Security.SECURE_UNVERIFIED) == "[E2E]"
+    assert security_label("4xj9", Security.KEY_CHANGED) == "[KEY CHANGED 4xj9]"
+    assert security_label("4xj9", Security.NOT_SECURE) == "[NOT SECURE]"
+    assert security_label(None, Security.PENDING) == "[NOT SECURE]"
     assert _code_of("486 Busy Here") == 486
     assert _code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
     assert _code_of("200 OK") == 488

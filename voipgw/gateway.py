@@ -24,7 +24,7 @@ from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo, get_codec
 from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallState
+from voipgw.call import CallState, Security
 from voipgw.media import MediaStream, PlainProtector
 from voipgw.phone import ActiveCall, Phone, PhoneConfig, Policy, SecureProtector
 from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, SdpError, build_sdp, opus_codec, parse_sdp
@@ -89,11 +89,16 @@ class GatewayConfig:
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
 
 
-def security_label(sas: str | None, secure: bool) -> str:
-    """What an unmodified phone shows after the name: ``[E2E 4XJ9]``, ``[E2E]`` or ``[NOT SECURE]``."""
-    if not secure:
+def security_label(sas: str | None, security: Security) -> str:
+    """What an unmodified phone shows after the name: ``[E2E 4xj9]`` (``[E2E]`` before the SAS is known),
+    ``[KEY CHANGED 4xj9]`` when the peer's identity key changed (warn policy), else ``[NOT SECURE]``."""
+    if security in (Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED):
+        tag = "E2E"
+    elif security is Security.KEY_CHANGED:
+        tag = "KEY CHANGED"
+    else:
         return "[NOT SECURE]"
-    return f"[E2E {sas}]" if sas else "[E2E]"
+    return f"[{tag} {sas}]" if sas else f"[{tag}]"
 
 
 class PcmPipe:
@@ -612,7 +617,7 @@ class Gateway:
             bridge.reason = f"outside leg: {rec.reason}"
             return
         name = incoming.from_display or _user_part(rec.remote_aor) or rec.remote_aor
-        bridge.display = f"{name} {security_label(rec.sas, rec.secure)}"
+        bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
         stream = await MediaStream.bind(self.config.listen_host)
         bridge.inside_media = stream
         port = stream.local[1]
