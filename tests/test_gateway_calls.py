@@ -122,7 +122,8 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
     assert call["reason"].startswith("inside:"), call
     assert f"secure, unverified, outside x25519 codec opus SAS {b['sas']}" in gw.log(), gw.log()
     to_bob, to_alice = heard(sent, bob.wav), heard(clips["speech48k_long"], alice_heard)
-    print(f"{codec}: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
+    print(f"{codec}: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}, "
+          f"outside setup {call['outside_setup_ms']} ms")  # fmt: skip
     assert to_bob.windowed >= MIN_CORRELATION, to_bob
     assert to_alice.windowed >= MIN_CORRELATION, to_alice
 
@@ -155,7 +156,7 @@ def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, 
     assert f"shown as 'carol [E2E {c['sas']}]'" in gw.log(), gw.log()
     assert call["reason"].startswith("outside:"), call
     to_bob, to_carol = heard(clips["speech48k"], bob_heard), heard(clips["speech8k_long"], carol.wav)
-    print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}")
+    print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}, SAS after {call['sas_wait_ms']} ms")
     assert to_bob.windowed >= MIN_CORRELATION, to_bob
     assert to_carol.windowed >= MIN_CORRELATION, to_carol
 

@@ -255,6 +255,8 @@ class Bridge:
     reason: str = ""
     display: str | None = None
     """The display name the inside phone was shown (inbound calls)."""
+    sas_wait_ms: float | None = None
+    """Inbound: from the outside answer to the SAS reveal (the inside phone rings only after it)."""
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -287,6 +289,8 @@ class Bridge:
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,
+            "outside_setup_ms": rec.setup_ms if rec else None,
+            "sas_wait_ms": self.sas_wait_ms,
             "inside_frames_in": in_media.stats.frames_opened if in_media else 0,
             "inside_frames_out": in_media.stats.frames_sent if in_media else 0,
             "outside_frames_sealed": out_media.stats.frames_sent if out_media else 0,
@@ -608,10 +612,12 @@ class Gateway:
             bridge.state = "failed"
             bridge.reason = f"outside leg: {rec.reason}"
             return
-        deadline = time.monotonic() + self.config.sas_wait_s
+        t_answered = time.monotonic()
+        deadline = t_answered + self.config.sas_wait_s
         while rec.sas is None and not rec.finished and time.monotonic() < deadline:
             out.poll_session_events()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
+        bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
         if rec.finished:
             bridge.state = "failed"
             bridge.reason = f"outside leg: {rec.reason}"
