@@ -245,6 +245,8 @@ class Bridge:
     inside_media: MediaStream | None = None
     inside_codec: str | None = None
     outside: ActiveCall | None = None
+    phone: Phone | None = None
+    """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
     to_outside: PcmPipe = field(default_factory=PcmPipe)
     to_inside: PcmPipe = field(default_factory=PcmPipe)
     relay_out: OpusRelay = field(default_factory=OpusRelay)
@@ -367,6 +369,8 @@ class Gateway:
             self._end(bridge, "gateway shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
+        for phone in self._answerers.values():
+            await _settle(phone)
         if self.stack is not None:
             await self.stack.stop()
 
@@ -511,6 +515,8 @@ class Gateway:
         if bridge.inside_media is not None:
             await bridge.inside_media.stop()
         self._finish(bridge, reason)
+        # The Phone records the call in the contact store in the background: done before the store may close.
+        await _settle(bridge.phone)
 
     # --- inside phone -> outside ---------------------------------------------------------------------------
 
@@ -543,6 +549,7 @@ class Gateway:
         bridge.inside_media = stream
         incoming.ring()
         phone = self._phone(user)
+        bridge.phone = phone
         placing = asyncio.ensure_future(phone.place_call(target, source=bridge.to_outside, sink=bridge.to_inside))
         cancelled = asyncio.ensure_future(_wait_terminal(incoming))
         await asyncio.wait({placing, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -672,6 +679,12 @@ class Gateway:
             return
         await self._start_inside_media(bridge, stream, remote, codec)
         bridge.state = "answered"
+
+
+async def _settle(phone: Phone | None) -> None:
+    """Wait (bounded) for a Phone's background work: contact-store writes and the late safety number."""
+    if phone is not None and phone._background:
+        await asyncio.wait(set(phone._background), timeout=5.0)
 
 
 async def _wait_terminal(sip: SipCall) -> Ended | Failed | None:
