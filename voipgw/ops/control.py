@@ -26,6 +26,8 @@ MAX_REQUEST_BYTES = 4096
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_CONNECTIONS = 16
 IDLE_TIMEOUT_S = 30.0
+BUSY_READ_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 5.0
 COMMANDS = frozenset({"status", "ping"})
 
 
@@ -135,7 +137,7 @@ class ControlServer:
         self.path = path
         self._snapshot = snapshot
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -155,9 +157,14 @@ class ControlServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for task in list(self._clients):
-                task.cancel()
-            await asyncio.gather(*self._clients, return_exceptions=True)
+            # Close the clients' transports rather than cancel their tasks: each handler then sees EOF and ends
+            # normally (a cancelled handler makes Python 3.11's stream machinery log a spurious error).
+            for writer in list(self._clients.values()):
+                writer.close()
+            if self._clients:
+                _, stuck = await asyncio.wait(list(self._clients), timeout=CLOSE_TIMEOUT_S)
+                for task in stuck:
+                    task.cancel()
             await self._server.wait_closed()
             self._server = None
             with contextlib.suppress(FileNotFoundError):
@@ -173,40 +180,48 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._clients) >= MAX_CONNECTIONS:
-            writer.write(_error("too many control connections"))
-            await _close_writer(writer)
-            return
-        self._clients.add(task)
+        busy = len(self._clients) >= MAX_CONNECTIONS
+        # Every handler is tracked, refused ones too, so close() can end them all before the loop goes away.
+        self._clients[task] = writer
         try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial.strip():
-                        writer.write(handle_request(exc.partial, self._snapshot))
-                    break
-                except asyncio.LimitOverrunError:
-                    # The rest of an oversized line cannot be framed reliably: answer and hang up.
-                    writer.write(_error(f"request longer than {MAX_REQUEST_BYTES} bytes"))
-                    break
-                except (TimeoutError, ConnectionError):
-                    break
-                if line.strip():
-                    writer.write(handle_request(line, self._snapshot))
-                    await writer.drain()
+            if busy:
+                # Read the request first: closing on a client that is still sending makes its send fail with
+                # EPIPE instead of showing this answer.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader.readuntil(b"\n"), BUSY_READ_TIMEOUT_S)
+                writer.write(_error("too many control connections"))
+                return
+            await self._requests(reader, writer)
         except ConnectionError:
             pass
         finally:
-            self._clients.discard(task)
             await _close_writer(writer)
+            self._clients.pop(task, None)
+
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    writer.write(handle_request(exc.partial, self._snapshot))
+                return
+            except asyncio.LimitOverrunError:
+                # The rest of an oversized line cannot be framed reliably: answer and hang up.
+                writer.write(_error(f"request longer than {MAX_REQUEST_BYTES} bytes"))
+                return
+            except (TimeoutError, ConnectionError):
+                return
+            if line.strip():
+                writer.write(handle_request(line, self._snapshot))
+                await writer.drain()
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+    with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()
-    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+    with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
 
 
