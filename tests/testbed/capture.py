@@ -115,10 +115,14 @@ class RawCapture:
     def _loop(self) -> None:
         assert self._sock is not None
         try:
-            while not self._stop.is_set():
+            while True:
                 try:
                     frame, addr = self._sock.recvfrom(65535)
                 except TimeoutError:
+                    # Stop only once the socket is drained: on loopback a frame is queued here the moment it is
+                    # sent, so everything sent before stop() is still read (a test's last packets included).
+                    if self._stop.is_set():
+                        break
                     continue
                 if addr[2] == PACKET_OUTGOING:
                     continue
