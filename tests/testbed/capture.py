@@ -90,6 +90,10 @@ def _in_ports(pkt: CapturedPacket, lo: int, hi: int) -> bool:
     return lo <= pkt.src_port <= hi or lo <= pkt.dst_port <= hi
 
 
+DRAIN_S = 0.3
+"""How long a stopping capture keeps reading frames already queued (bounded: loopback is shared)."""
+
+
 class RawCapture:
     """AF_PACKET sniffer thread on `lo` (needs root/CAP_NET_RAW) keeping UDP datagrams whose source or
     destination port is in [port_lo, port_hi]."""
@@ -115,7 +119,14 @@ class RawCapture:
     def _loop(self) -> None:
         assert self._sock is not None
         try:
+            drain_until: float | None = None
             while True:
+                if self._stop.is_set():
+                    # other loopback traffic may never pause: drain for a bounded time only
+                    if drain_until is None:
+                        drain_until = time.monotonic() + DRAIN_S
+                    elif time.monotonic() > drain_until:
+                        break
                 try:
                     frame, addr = self._sock.recvfrom(65535)
                 except TimeoutError:
