@@ -156,6 +156,10 @@ class ControlServer:
 
     async def close(self) -> None:
         if self._server is not None:
+            # A connection accepted in the last loop step is still being set up; closing the server under it
+            # makes Python 3.11 drop it with an AssertionError and leak its socket. Let it reach _serve first.
+            for _ in range(5):
+                await asyncio.sleep(0)
             self._server.close()
             # Close the clients' transports rather than cancel their tasks: each handler then sees EOF and ends
             # normally (a cancelled handler makes Python 3.11's stream machinery log a spurious error).
