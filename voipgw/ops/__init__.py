@@ -1,4 +1,2 @@
 """Operations building blocks for ``voipgw gateway``: config schema, control socket, metrics, structured logs.
-
-Each module is usable on its own; none of them touches SIP, RTP or key material.
-"""
+Each module is usable on its own; none of them touches SIP, RTP or key material."""

@@ -1,8 +1,6 @@
 """The gateway's TOML configuration (``config/gateway.example.toml`` documents every key) and its start-up checks.
-
-Every mistake (unknown key, wrong type, missing user, bad or busy port) raises :class:`ConfigError` with one line
-naming the key; nothing here may print a traceback, log a password, or keep a socket open after a check.
-"""
+Every mistake raises :class:`ConfigError` with one line naming the key; nothing here may print a traceback, log a
+password, or keep a socket open after a check."""
 
 from __future__ import annotations
 

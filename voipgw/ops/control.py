@@ -1,9 +1,6 @@
-"""The gateway's local control socket: a Unix socket (mode 0600) speaking one JSON object per line, plus its client
-and the ``voipgw gateway status`` table. It only reads a snapshot; it must never change call state or show key material.
-
-Protocol: the client sends ``{"cmd": "status"}\\n``; the server answers ``{"ok": true, "result": {...}}\\n`` or
-``{"ok": false, "error": "..."}\\n``. Several requests may share one connection.
-"""
+"""The gateway's local control socket (Unix, mode 0600; ``{"cmd": "status"}`` in, ``{"ok": ..., "result"|"error": ...}``
+out, one JSON object per line), its client, and the ``voipgw gateway status`` table. It only reads a snapshot: it
+must never change call state or show key material."""
 
 from __future__ import annotations
 
