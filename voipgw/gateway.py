@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -520,19 +521,23 @@ class Gateway:
 
     # --- inside phone -> outside ---------------------------------------------------------------------------
 
-    async def _outbound(self, user: InsideUser, incoming: IncomingCall) -> None:
-        bridge = Bridge(user, "outbound", normalize_aor(incoming.to_aor), inside_sip=incoming)
+    async def _supervise(self, bridge: Bridge, setup: Coroutine[Any, Any, None]) -> None:
+        """Run one bridge from setup to the end; any failure ends this call only, never the gateway."""
         self._begin(bridge)
         try:
-            await self._outbound_setup(bridge, user, incoming)
+            await setup
             if bridge.state == "answered":
                 await self._follow(bridge)
         except Exception as exc:
-            log.error("gateway call from %s failed: %s", user.name, exc, exc_info=True)
+            log.error("gateway %s call of %s failed: %s", bridge.direction, bridge.user.name, exc, exc_info=True)
             bridge.state = "failed"
             self._end(bridge, f"internal error: {type(exc).__name__}")
         finally:
             await self._close(bridge, "ended")
+
+    async def _outbound(self, user: InsideUser, incoming: IncomingCall) -> None:
+        bridge = Bridge(user, "outbound", normalize_aor(incoming.to_aor), inside_sip=incoming)
+        await self._supervise(bridge, self._outbound_setup(bridge, user, incoming))
 
     async def _outbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
         try:
@@ -595,17 +600,7 @@ class Gateway:
 
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))
-        self._begin(bridge)
-        try:
-            await self._inbound_setup(bridge, user, incoming)
-            if bridge.state == "answered":
-                await self._follow(bridge)
-        except Exception as exc:
-            log.error("gateway call to %s failed: %s", user.name, exc, exc_info=True)
-            bridge.state = "failed"
-            self._end(bridge, f"internal error: {type(exc).__name__}")
-        finally:
-            await self._close(bridge, "ended")
+        await self._supervise(bridge, self._inbound_setup(bridge, user, incoming))
 
     async def _inbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
         assert self.stack is not None

@@ -58,6 +58,18 @@ def find_device(kind: str, device: int | str | None = None) -> int:
     return int(info["index"])
 
 
+def _open_stream(factory: Any, kind: str, index: int, callback: Any) -> Any:
+    """Open and start a 48 kHz mono int16 PortAudio stream of 20 ms blocks; failure is NoAudioDevice."""
+    try:
+        stream = factory(
+            samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=FRAME_SAMPLES, device=index, callback=callback
+        )
+        stream.start()
+    except Exception as exc:
+        raise NoAudioDevice(kind, str(exc)) from None
+    return stream
+
+
 class Microphone:
     """Default input device, 48 kHz mono; ``read_frame`` returns silence when PortAudio has nothing yet."""
 
@@ -66,18 +78,7 @@ class Microphone:
         index = find_device("input", device)
         self._frames: collections.deque[Pcm] = collections.deque(maxlen=MAX_QUEUED_FRAMES)
         self._lock = threading.Lock()
-        try:
-            self._stream = sd.RawInputStream(
-                samplerate=SAMPLE_RATE,
-                channels=1,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                device=index,
-                callback=self._callback,
-            )
-            self._stream.start()
-        except Exception as exc:
-            raise NoAudioDevice("input", str(exc)) from None
+        self._stream = _open_stream(sd.RawInputStream, "input", index, self._callback)
         self.overruns = 0
 
     def _callback(self, indata: Any, frames: int, _time: Any, status: Any) -> None:
@@ -109,18 +110,7 @@ class Speaker:
         self._frames: collections.deque[bytes] = collections.deque(maxlen=MAX_QUEUED_FRAMES)
         self._lock = threading.Lock()
         self._silence = bytes(2 * FRAME_SAMPLES)
-        try:
-            self._stream = sd.RawOutputStream(
-                samplerate=SAMPLE_RATE,
-                channels=1,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                device=index,
-                callback=self._callback,
-            )
-            self._stream.start()
-        except Exception as exc:
-            raise NoAudioDevice("output", str(exc)) from None
+        self._stream = _open_stream(sd.RawOutputStream, "output", index, self._callback)
         self.underruns = 0
 
     def _callback(self, outdata: Any, frames: int, _time: Any, status: Any) -> None:
