@@ -1,9 +1,5 @@
-"""The gateway role: a B2BUA that bridges plain inside phones (PCMU/PCMA/G.722/Opus) to secure voipgw calls
-outside, on one SIP stack, with one identity per fronted user.
-
-It never sends an inside phone's audio outside unless the outside leg is a verified, sealed voipgw call
-(policy ``require``): the inside leg is answered only after the outside one is secure.
-"""
+"""The gateway's B2BUA: routes each INVITE to an outbound or inbound bridge, drives both legs from setup to
+BYE, and never lets inside audio out unless the outside leg is a sealed voipgw call (policy ``require``)."""
 
 from __future__ import annotations
 
@@ -13,21 +9,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ratchet.aor import normalize_aor
 from ratchet.identity import IdentityKey
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
-from voipgw.audio.codecs import CodecInfo, get_codec
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
-from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallState, Security
+from voipgw.audio.codecs import get_codec
+from voipgw.call import CallState
+from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
+from voipgw.gateway.pipes import _GatewayPhone, switch_codec
 from voipgw.media import MediaStream, PlainProtector
-from voipgw.phone import ActiveCall, Phone, PhoneConfig, Policy, SecureProtector
+from voipgw.phone import Phone, PhoneConfig, Policy
 from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, SdpError, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
 from voipgw.trust import TrustStore
@@ -40,8 +32,6 @@ INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
 INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000)]
 """What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
 transcoded one."""
-PIPE_MAX_FRAMES = 5
-"""Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
 FINISHED_KEPT = 100
 SIP_PHRASES = {
     403: "Forbidden",
@@ -57,251 +47,6 @@ SIP_PHRASES = {
     600: "Busy Everywhere",
     603: "Decline",
 }
-
-
-@dataclass(frozen=True)
-class InsideUser:
-    """A static inside phone and the outside identity the gateway holds for it."""
-
-    name: str
-    """The inside user part (``alice``): inside phones dial as it, outside callers reach it by it."""
-    contact: str
-    """Where the inside phone listens, e.g. ``sip:alice@127.0.0.1:5062``."""
-    outside_aor: str
-    """The AOR the gateway signs for on the outside leg, e.g. ``alice@example.org``."""
-    display_name: str | None = None
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    home: Path
-    """Identities and contact stores live in ``<home>/users/<name>/``."""
-    users: tuple[InsideUser, ...]
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 5070
-    outside_proxy: tuple[str, int] | None = None
-    """Next hop for outside INVITEs (the PBX); None sends them to the target URI's host:port."""
-    routes: dict[str, str] = field(default_factory=dict)
-    """Outside destination user -> URI, for calls the inside phone dialled at the gateway itself."""
-    no_answer_timeout_s: float = 30.0
-    sas_wait_s: float = 3.0
-    """How long an inbound call waits for the outside caller's SAS reveal before ringing inside without it."""
-    bind_call_id: bool = True
-    """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
-
-
-def security_label(sas: str | None, security: Security) -> str:
-    """What an unmodified phone shows after the name: ``[E2E 4xj9]`` (``[E2E]`` before the SAS is known),
-    ``[KEY CHANGED 4xj9]`` when the peer's identity key changed (warn policy), else ``[NOT SECURE]``."""
-    if security in (Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED):
-        tag = "E2E"
-    elif security is Security.KEY_CHANGED:
-        tag = "KEY CHANGED"
-    else:
-        return "[NOT SECURE]"
-    return f"[{tag} {sas}]" if sas else f"[{tag}]"
-
-
-class PcmPipe:
-    """One direction of the bridge: the sink of one leg's MediaStream and the source of the other's.
-
-    Closed (until both legs are up) it drops what it is given and yields silence; it never ends (a None frame
-    would stop the reading stream for good)."""
-
-    def __init__(self) -> None:
-        self.open = False
-        self.outside_codec: CodecInfo | None = None
-        """Set on the pipe that feeds the outside leg: the Opus codec that leg's stream must use."""
-        self.frames: collections.deque[Pcm] = collections.deque()
-        self.passed = 0
-        self.dropped = 0
-        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-    def write_frame(self, pcm: Pcm) -> None:
-        if not self.open:
-            return
-        self.frames.append(pcm)
-        if len(self.frames) > PIPE_MAX_FRAMES:
-            self.frames.popleft()
-            self.dropped += 1
-
-    def read_frame(self) -> Pcm | None:
-        if self.frames:
-            self.passed += 1
-            return self.frames.popleft()
-        return self._silence
-
-    def close(self) -> None:
-        """The streams close their source and sink on stop; the pipe outlives neither, so nothing to do."""
-
-
-class OpusRelay:
-    """One direction of Opus pass-through: payloads the receiving leg opened, for the other leg to seal as they
-    are (no decode, no re-encode). Bounded like PcmPipe."""
-
-    def __init__(self) -> None:
-        self.frames: collections.deque[bytes] = collections.deque()
-        self.passed = 0
-        self.dropped = 0
-
-    def push(self, payload: bytes) -> None:
-        self.frames.append(payload)
-        if len(self.frames) > PIPE_MAX_FRAMES:
-            self.frames.popleft()
-            self.dropped += 1
-
-    def pop(self) -> bytes | None:
-        if self.frames:
-            self.passed += 1
-            return self.frames.popleft()
-        return None
-
-
-class _SwitchEncoder:
-    """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
-    that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
-
-    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
-        self._relay = relay
-        self._passthrough = passthrough
-        self._encoder = OpusEncoder()
-
-    def encode(self, pcm: Pcm) -> bytes:
-        if self._passthrough[0]:
-            payload = self._relay.pop()
-            if payload is not None:
-                return payload
-        return self._encoder.encode(pcm)
-
-
-class _SwitchDecoder:
-    """Decodes Opus to PCM for the bridge, or under pass-through hands the payload on and plays silence."""
-
-    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
-        self._relay = relay
-        self._passthrough = passthrough
-        self._decoder = OpusDecoder()
-        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-    @property
-    def failed(self) -> int:
-        return self._decoder.failed
-
-    def decode(self, payload: bytes | None) -> Pcm:
-        if self._passthrough[0]:
-            if payload is not None:
-                self._relay.push(payload)
-            return self._silence
-        return self._decoder.decode(payload)
-
-
-def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: list[bool]) -> CodecInfo:
-    """An Opus CodecInfo for one leg of a bridge: received frames go to ``rx``, sent ones come from ``tx`` while
-    ``passthrough[0]`` is True (a shared flag: the inside codec is known only after the outside leg is up)."""
-    return CodecInfo(
-        OPUS_CODEC.name,
-        OPUS_CODEC.rtp_clock_rate,
-        None,
-        lambda: _SwitchEncoder(tx, passthrough),
-        lambda: _SwitchDecoder(rx, passthrough),
-    )
-
-
-class _GatewayPhone(Phone):
-    """A Phone whose secure media uses the bridge's switchable Opus codec (for pass-through), found on the
-    bridge's PcmPipe source. Everything else (handshake, policy, trust) is Phone's own."""
-
-    async def _start_media(
-        self,
-        call: ActiveCall,
-        remote: AudioDescription,
-        codec: Codec,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-    ) -> None:
-        info = source.outside_codec if isinstance(source, PcmPipe) else None
-        if info is None or call.session is None or call.media is None:
-            await super()._start_media(call, remote, codec, source, sink)
-            return
-        await call.media.start(
-            SecureProtector(call.session),
-            remote.rtp_address,
-            source=source,
-            sink=sink,
-            clock=time.monotonic,
-            codec=info,
-            payload_type=codec.payload_type,
-        )
-
-
-@dataclass
-class Bridge:
-    """One gateway call: the inside (plain) leg, the outside (secure) leg and the two pipes between them."""
-
-    user: InsideUser
-    direction: str
-    """``outbound`` (inside phone -> outside) or ``inbound`` (outside -> inside phone)."""
-    remote_aor: str
-    inside_sip: SipCall | None = None
-    inside_media: MediaStream | None = None
-    inside_codec: str | None = None
-    outside: ActiveCall | None = None
-    phone: Phone | None = None
-    """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
-    to_outside: PcmPipe = field(default_factory=PcmPipe)
-    to_inside: PcmPipe = field(default_factory=PcmPipe)
-    relay_out: OpusRelay = field(default_factory=OpusRelay)
-    """Opus frames from the inside phone for the outside leg (pass-through)."""
-    relay_in: OpusRelay = field(default_factory=OpusRelay)
-    passthrough: list[bool] = field(default_factory=lambda: [False])
-    state: str = "setup"
-    reason: str = ""
-    display: str | None = None
-    """The display name the inside phone was shown (inbound calls)."""
-    sas_wait_ms: float | None = None
-    """Inbound: from the outside answer to the SAS reveal (the inside phone rings only after it)."""
-    started_at: float = field(default_factory=time.time)
-    ended_at: float | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def call_id(self) -> str:
-        return self.outside.record.call_id if self.outside is not None else ""
-
-    def __post_init__(self) -> None:
-        self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
-
-    def snapshot(self) -> dict[str, Any]:
-        rec = self.outside.record if self.outside is not None else None
-        out_media = self.outside.media if self.outside is not None else None
-        in_media = self.inside_media
-        return {
-            "user": self.user.name,
-            "direction": self.direction,
-            "remote_aor": self.remote_aor,
-            "state": self.state,
-            "reason": self.reason,
-            "outside_call_id": rec.call_id if rec else None,
-            "inside_call_id": self.inside_sip.call_id if self.inside_sip is not None else None,
-            "security": rec.security.value if rec else "pending",
-            "sas": rec.sas if rec else None,
-            "safety_number": rec.safety_number if rec else None,
-            "display": self.display,
-            "inside_codec": self.inside_codec,
-            "passthrough": self.passthrough[0],
-            "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
-            "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
-            "outside_codec": rec.codec if rec else None,
-            "outside_setup_ms": rec.setup_ms if rec else None,
-            "sas_wait_ms": self.sas_wait_ms,
-            "inside_frames_in": in_media.stats.frames_opened if in_media else 0,
-            "inside_frames_out": in_media.stats.frames_sent if in_media else 0,
-            "outside_frames_sealed": out_media.stats.frames_sent if out_media else 0,
-            "outside_frames_opened": out_media.stats.frames_opened if out_media else 0,
-            "outside_frames_refused": out_media.stats.frames_refused if out_media else 0,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-        }
 
 
 class Gateway:
@@ -722,6 +467,3 @@ def _uri_hostport(uri: str) -> tuple[str, int]:
     text = text.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
     host, _, port = text.partition(":")
     return host, int(port) if port.isdigit() else 5060
-
-
-__all__ = ["Bridge", "Gateway", "GatewayConfig", "InsideUser", "PcmPipe", "security_label"]

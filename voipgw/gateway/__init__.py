@@ -1,0 +1,22 @@
+"""The gateway role: a B2BUA that bridges plain inside phones (PCMU/PCMA/G.722/Opus) to secure voipgw calls
+outside, on one SIP stack, with one identity per fronted user. It never sends an inside phone's audio outside unless
+the outside leg is a verified, sealed voipgw call (policy ``require``)."""
+
+from voipgw.gateway.b2bua import Gateway, _code_of, _uri_hostport, _user_part
+from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
+from voipgw.gateway.pipes import PIPE_MAX_FRAMES, OpusRelay, PcmPipe, switch_codec
+
+__all__ = [
+    "PIPE_MAX_FRAMES",
+    "Bridge",
+    "Gateway",
+    "GatewayConfig",
+    "InsideUser",
+    "OpusRelay",
+    "PcmPipe",
+    "_code_of",
+    "_uri_hostport",
+    "_user_part",
+    "security_label",
+    "switch_codec",
+]

@@ -1,0 +1,129 @@
+"""What a gateway call is: the configuration of fronted users, one Bridge per call (both legs, its pipes, its
+counters) and how its security state is shown to an unmodified phone. Data and formatting only: no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voipgw.call import Security
+from voipgw.gateway.pipes import OpusRelay, PcmPipe, switch_codec
+from voipgw.media import MediaStream
+from voipgw.phone import ActiveCall, Phone
+from voipgw.sip import SipCall
+
+
+@dataclass(frozen=True)
+class InsideUser:
+    """A static inside phone and the outside identity the gateway holds for it."""
+
+    name: str
+    """The inside user part (``alice``): inside phones dial as it, outside callers reach it by it."""
+    contact: str
+    """Where the inside phone listens, e.g. ``sip:alice@127.0.0.1:5062``."""
+    outside_aor: str
+    """The AOR the gateway signs for on the outside leg, e.g. ``alice@example.org``."""
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    home: Path
+    """Identities and contact stores live in ``<home>/users/<name>/``."""
+    users: tuple[InsideUser, ...]
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 5070
+    outside_proxy: tuple[str, int] | None = None
+    """Next hop for outside INVITEs (the PBX); None sends them to the target URI's host:port."""
+    routes: dict[str, str] = field(default_factory=dict)
+    """Outside destination user -> URI, for calls the inside phone dialled at the gateway itself."""
+    no_answer_timeout_s: float = 30.0
+    sas_wait_s: float = 3.0
+    """How long an inbound call waits for the outside caller's SAS reveal before ringing inside without it."""
+    bind_call_id: bool = True
+    """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
+
+
+def security_label(sas: str | None, security: Security) -> str:
+    """What an unmodified phone shows after the name: ``[E2E 4xj9]`` (``[E2E]`` before the SAS is known),
+    ``[KEY CHANGED 4xj9]`` when the peer's identity key changed (warn policy), else ``[NOT SECURE]``."""
+    if security in (Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED):
+        tag = "E2E"
+    elif security is Security.KEY_CHANGED:
+        tag = "KEY CHANGED"
+    else:
+        return "[NOT SECURE]"
+    return f"[{tag} {sas}]" if sas else f"[{tag}]"
+
+
+@dataclass
+class Bridge:
+    """One gateway call: the inside (plain) leg, the outside (secure) leg and the two pipes between them."""
+
+    user: InsideUser
+    direction: str
+    """``outbound`` (inside phone -> outside) or ``inbound`` (outside -> inside phone)."""
+    remote_aor: str
+    inside_sip: SipCall | None = None
+    inside_media: MediaStream | None = None
+    inside_codec: str | None = None
+    outside: ActiveCall | None = None
+    phone: Phone | None = None
+    """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
+    to_outside: PcmPipe = field(default_factory=PcmPipe)
+    to_inside: PcmPipe = field(default_factory=PcmPipe)
+    relay_out: OpusRelay = field(default_factory=OpusRelay)
+    """Opus frames from the inside phone for the outside leg (pass-through)."""
+    relay_in: OpusRelay = field(default_factory=OpusRelay)
+    passthrough: list[bool] = field(default_factory=lambda: [False])
+    state: str = "setup"
+    reason: str = ""
+    display: str | None = None
+    """The display name the inside phone was shown (inbound calls)."""
+    sas_wait_ms: float | None = None
+    """Inbound: from the outside answer to the SAS reveal (the inside phone rings only after it)."""
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def call_id(self) -> str:
+        return self.outside.record.call_id if self.outside is not None else ""
+
+    def __post_init__(self) -> None:
+        self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
+
+    def snapshot(self) -> dict[str, Any]:
+        rec = self.outside.record if self.outside is not None else None
+        out_media = self.outside.media if self.outside is not None else None
+        in_media = self.inside_media
+        return {
+            "user": self.user.name,
+            "direction": self.direction,
+            "remote_aor": self.remote_aor,
+            "state": self.state,
+            "reason": self.reason,
+            "outside_call_id": rec.call_id if rec else None,
+            "inside_call_id": self.inside_sip.call_id if self.inside_sip is not None else None,
+            "security": rec.security.value if rec else "pending",
+            "sas": rec.sas if rec else None,
+            "safety_number": rec.safety_number if rec else None,
+            "display": self.display,
+            "inside_codec": self.inside_codec,
+            "passthrough": self.passthrough[0],
+            "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
+            "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
+            "outside_codec": rec.codec if rec else None,
+            "outside_setup_ms": rec.setup_ms if rec else None,
+            "sas_wait_ms": self.sas_wait_ms,
+            "inside_frames_in": in_media.stats.frames_opened if in_media else 0,
+            "inside_frames_out": in_media.stats.frames_sent if in_media else 0,
+            "outside_frames_sealed": out_media.stats.frames_sent if out_media else 0,
+            "outside_frames_opened": out_media.stats.frames_opened if out_media else 0,
+            "outside_frames_refused": out_media.stats.frames_refused if out_media else 0,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }

@@ -1,0 +1,151 @@
+"""The media between a gateway call's two legs: bounded PCM pipes, Opus pass-through relays and the switchable
+Opus codec. No SIP here, and nothing that decides policy."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+
+from voipgw.audio.codecs import OPUS as OPUS_CODEC
+from voipgw.audio.codecs import CodecInfo
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
+from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.phone import ActiveCall, Phone, SecureProtector
+from voipgw.sdp import AudioDescription, Codec
+
+PIPE_MAX_FRAMES = 5
+"""Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
+
+
+class PcmPipe:
+    """One direction of the bridge: the sink of one leg's MediaStream and the source of the other's.
+
+    Closed (until both legs are up) it drops what it is given and yields silence; it never ends (a None frame
+    would stop the reading stream for good)."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.outside_codec: CodecInfo | None = None
+        """Set on the pipe that feeds the outside leg: the Opus codec that leg's stream must use."""
+        self.frames: collections.deque[Pcm] = collections.deque()
+        self.passed = 0
+        self.dropped = 0
+        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def write_frame(self, pcm: Pcm) -> None:
+        if not self.open:
+            return
+        self.frames.append(pcm)
+        if len(self.frames) > PIPE_MAX_FRAMES:
+            self.frames.popleft()
+            self.dropped += 1
+
+    def read_frame(self) -> Pcm | None:
+        if self.frames:
+            self.passed += 1
+            return self.frames.popleft()
+        return self._silence
+
+    def close(self) -> None:
+        """The streams close their source and sink on stop; the pipe outlives neither, so nothing to do."""
+
+
+class OpusRelay:
+    """One direction of Opus pass-through: payloads the receiving leg opened, for the other leg to seal as they
+    are (no decode, no re-encode). Bounded like PcmPipe."""
+
+    def __init__(self) -> None:
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.passed = 0
+        self.dropped = 0
+
+    def push(self, payload: bytes) -> None:
+        self.frames.append(payload)
+        if len(self.frames) > PIPE_MAX_FRAMES:
+            self.frames.popleft()
+            self.dropped += 1
+
+    def pop(self) -> bytes | None:
+        if self.frames:
+            self.passed += 1
+            return self.frames.popleft()
+        return None
+
+
+class _SwitchEncoder:
+    """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
+    that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
+
+    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+        self._relay = relay
+        self._passthrough = passthrough
+        self._encoder = OpusEncoder()
+
+    def encode(self, pcm: Pcm) -> bytes:
+        if self._passthrough[0]:
+            payload = self._relay.pop()
+            if payload is not None:
+                return payload
+        return self._encoder.encode(pcm)
+
+
+class _SwitchDecoder:
+    """Decodes Opus to PCM for the bridge, or under pass-through hands the payload on and plays silence."""
+
+    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+        self._relay = relay
+        self._passthrough = passthrough
+        self._decoder = OpusDecoder()
+        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    @property
+    def failed(self) -> int:
+        return self._decoder.failed
+
+    def decode(self, payload: bytes | None) -> Pcm:
+        if self._passthrough[0]:
+            if payload is not None:
+                self._relay.push(payload)
+            return self._silence
+        return self._decoder.decode(payload)
+
+
+def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: list[bool]) -> CodecInfo:
+    """An Opus CodecInfo for one leg of a bridge: received frames go to ``rx``, sent ones come from ``tx`` while
+    ``passthrough[0]`` is True (a shared flag: the inside codec is known only after the outside leg is up)."""
+    return CodecInfo(
+        OPUS_CODEC.name,
+        OPUS_CODEC.rtp_clock_rate,
+        None,
+        lambda: _SwitchEncoder(tx, passthrough),
+        lambda: _SwitchDecoder(rx, passthrough),
+    )
+
+
+class _GatewayPhone(Phone):
+    """A Phone whose secure media uses the bridge's switchable Opus codec (for pass-through), found on the
+    bridge's PcmPipe source. Everything else (handshake, policy, trust) is Phone's own."""
+
+    async def _start_media(
+        self,
+        call: ActiveCall,
+        remote: AudioDescription,
+        codec: Codec,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+    ) -> None:
+        info = source.outside_codec if isinstance(source, PcmPipe) else None
+        if info is None or call.session is None or call.media is None:
+            await super()._start_media(call, remote, codec, source, sink)
+            return
+        await call.media.start(
+            SecureProtector(call.session),
+            remote.rtp_address,
+            source=source,
+            sink=sink,
+            clock=time.monotonic,
+            codec=info,
+            payload_type=codec.payload_type,
+        )
