@@ -6,15 +6,48 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+
+from ratchet import errors as _errors
+from voipgw.call import Security
 
 # Label values come from typed exception names and security states, but a bug (or a peer's string leaking into a
 # reason) must not create unbounded time series: unknown shapes and values past the cap become "other".
 MAX_LABEL_VALUES = 32
 _LABEL_RE = re.compile(r"[a-z0-9_]{1,48}")
 OTHER = "other"
+# The typed reasons of ratchet/errors.py that a refused key exchange can carry, longest first so that
+# "malformed-identity-key" is not read as "malformed-..." of another.
+HANDSHAKE_REASONS = tuple(
+    sorted(
+        {c.reason for c in vars(_errors).values() if isinstance(c, type) and issubclass(c, _errors.HandshakeError)}
+        - {"handshake"},
+        key=len,
+        reverse=True,
+    )
+)
+NO_KEY_EXCHANGE = "no_key_exchange"
+LiveCalls = Callable[[], Iterable[tuple[str, bool]]]
+"""Active calls as (security state, transcoding) pairs, read when the metrics are scraped."""
+
+
+def handshake_failure_reason(text: str) -> str:
+    """The typed reason in a refused call's reason text (``bad-signature``...), ``no_key_exchange`` when the
+    other side sent none (no gateway there, or a PBX stripped ``a=voipgw``), else ``other``."""
+    low = text.lower()
+    for reason in HANDSHAKE_REASONS:
+        if reason in low:
+            return reason
+    if "key exchange" in low and ("no voipgw" in low or "without" in low or "carries no" in low):
+        return NO_KEY_EXCHANGE
+    if "sas" in low and "mismatch" in low:
+        return "sas_commitment_mismatch"
+    if "key" in low and "changed" in low:
+        return "key_changed"
+    return OTHER
 
 
 class MetricsError(Exception):
@@ -93,6 +126,42 @@ class GatewayMetrics:
         self.calls_active.labels(security=self._security(security)).dec()
         if transcoding:
             self.transcoding_active.dec()
+
+    def track_active(self, live: LiveCalls) -> None:
+        """Serve ``voipgw_calls_active`` and ``voipgw_transcoding_calls_active`` from the gateway's live calls at
+        scrape time (instead of :meth:`call_started`/:meth:`call_ended`); every security state is exported, 0 too."""
+
+        def counter(label: str) -> Callable[[], float]:
+            return lambda: sum(1 for sec, _ in live() if self._security(sec) == label)
+
+        for state in Security:
+            label = self._security(state.value)
+            self.calls_active.labels(security=label).set_function(counter(label))
+        self.transcoding_active.set_function(lambda: sum(1 for _, transcoding in live() if transcoding))
+
+    def call_finished(
+        self,
+        security: str,
+        transcoded: bool,
+        sealed: int,
+        opened: int,
+        refused: Mapping[str, int],
+        handshake_failure: str | None = None,
+    ) -> None:
+        """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
+        its outside frames, and the reason its key exchange failed, if it did."""
+        self.calls_total.labels(security=self._security(security)).inc()
+        if transcoded:
+            self.transcoded_total.inc()
+        if sealed:
+            self.frames_sealed.inc(sealed)
+        if opened:
+            self.frames_opened.inc(opened)
+        for reason, n in refused.items():
+            if n:
+                self.refused(reason, n)
+        if handshake_failure is not None:
+            self.handshake_failed(handshake_failure)
 
     def handshake_failed(self, reason: str) -> None:
         """``reason`` is a short name such as the typed error's class (``BadSignature``, ``StaleTimestamp``)."""
