@@ -45,10 +45,13 @@ from ratchet.errors import (
     TamperedFrame,
     TooFarAhead,
     UnknownEpoch,
+    WrongContent,
     WrongSuite,
 )
 from ratchet.events import Event, LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
 from ratchet.frame import (
+    CONTENT_AUDIO,
+    CONTENT_TELEPHONE_EVENT,
     COUNTER_MOD,
     COUNTER_SHIFT,
     EPOCH_MOD,
@@ -75,6 +78,7 @@ from ratchet.frame import (
     per_frame_hash,
     per_frame_key,
     split_frame,
+    with_content_type,
 )
 from ratchet.kdf import kdf_rk
 from ratchet.params import FrameSuite, Role, SessionKeys
@@ -313,6 +317,11 @@ class FrameSealer:
             return self.seal(payload, now)
         return self._seal_slow(payload, now)
 
+    def seal_event(self, payload: bytes, now: float) -> bytes:
+        """Seal a telephone-event payload (§B.11): the next frame of the same counter sequence as the audio,
+        with a CONTENT_TYPE extension in its authenticated block. Always the general path (events are rare)."""
+        return self._seal_slow(payload, now, CONTENT_TELEPHONE_EVENT)
+
     def _step_forward(self) -> None:
         interval = self._interval
         assert interval is not None
@@ -326,7 +335,7 @@ class FrameSealer:
             self._fast_mk = self._mk
             self._fast_pf = per_frame_hash(self._mk, self._fast_tk)
 
-    def _seal_slow(self, payload: bytes, now: float) -> bytes:
+    def _seal_slow(self, payload: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         if self.closed:
             raise SealError("session closed")
         if len(payload) > MAX_PAYLOAD:
@@ -367,11 +376,15 @@ class FrameSealer:
             | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT)
             | self._kcv
         )
-        if rel == self._next_announce:
-            ext = self._extensions(now)
+        announce = rel == self._next_announce
+        if announce or content != CONTENT_AUDIO:
+            ext = self._extensions(now) if announce else b""
+            if content != CONTENT_AUDIO:
+                ext = with_content_type(ext, content)
             aad = (word | (1 << 30)).to_bytes(HEADER_LEN, "big") + ext
             self._extension_bytes += len(ext)
-            self._next_announce = _next_announce(rel)
+            if announce:
+                self._next_announce = _next_announce(rel)
         else:
             aad = word.to_bytes(HEADER_LEN, "big")
         sealed = aad + aead.encrypt(self._prefix + n.to_bytes(8, "big"), payload, aad)
@@ -741,15 +754,20 @@ class FrameOpener:
         self._fast_tk = self._tks.key(interval)
         self._fast_pf = per_frame_hash(key.mk, self._fast_tk) if self._per_frame else None
 
-    def _open_counted(self, frame: bytes, now: float) -> bytes:
+    def open_event(self, frame: bytes, now: float) -> bytes:
+        """Open a frame that arrived as a telephone event: only a frame sealed by ``seal_event`` opens here
+        (an audio frame is WrongContent), and ``open`` refuses event frames the same way."""
+        return self._open_counted(frame, now, CONTENT_TELEPHONE_EVENT)
+
+    def _open_counted(self, frame: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         try:
-            return self._open(frame, now)
+            return self._open(frame, now, content)
         except Exception as exc:
             reason = getattr(exc, "reason", "internal")
             self.refused[reason] += 1
             raise
 
-    def _open(self, frame: bytes, now: float) -> bytes:
+    def _open(self, frame: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         self._fold()
         if self.closed:
             raise UnknownEpoch("session closed")
@@ -759,6 +777,11 @@ class FrameOpener:
         if len(frame) - aad_len < self._tag_len:
             raise MalformedFrame("shorter than its authentication tag")
         ext = parse_extensions(ext_block) if ext_block is not None else None
+        # The content type is authenticated (it is in the AAD), so checking it before decryption is sound: a
+        # forged or stripped type fails the tag anyway, and a relabelled frame costs no AEAD call.
+        got = ext.content_type if ext is not None and ext.content_type is not None else CONTENT_AUDIO
+        if got != content:
+            raise WrongContent(f"content type {got} where {content} was expected")
         epoch_mod = (word >> EPOCH_SHIFT) & (EPOCH_MOD - 1)
         if ext is not None and ext.ratchet_key is not None and ext.ratchet_key.epoch % EPOCH_MOD != epoch_mod:
             raise MalformedFrame("ratchet-key extension names another epoch")
@@ -809,7 +832,9 @@ class FrameOpener:
         self.last_index = n
         self._opened += 1
         if key.used < self._fpk:
-            self._arm_fast_path(chain, key, n, interval, aead, ext_block)
+            # Only audio blocks are cached as repeatable: a cached event block would let the audio fast path
+            # open an event frame.
+            self._arm_fast_path(chain, key, n, interval, aead, ext_block if got == CONTENT_AUDIO else None)
         return payload
 
     def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:
@@ -906,6 +931,10 @@ class MediaSession:
         # The hot paths, bound once: a MediaSession call costs exactly one Python call.
         self.seal: Callable[[bytes, float], bytes] = self.sealer.seal
         self.open: Callable[[bytes, float], bytes] = self.opener.open
+        self.seal_event: Callable[[bytes, float], bytes] = self.sealer.seal_event
+        """Seal a telephone-event payload in the audio's frame sequence (§B.11)."""
+        self.open_event: Callable[[bytes, float], bytes] = self.opener.open_event
+        """Open a frame that arrived with the telephone-event payload type (§B.11)."""
 
     @property
     def last_index(self) -> int:
