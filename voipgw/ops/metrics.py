@@ -34,20 +34,23 @@ LiveCalls = Callable[[], Iterable[tuple[str, bool]]]
 """Active calls as (security state, transcoding) pairs, read when the metrics are scraped."""
 
 
-def handshake_failure_reason(text: str) -> str:
+def handshake_failure_reason(text: str) -> str | None:
     """The typed reason in a refused call's reason text (``bad-signature``...), ``no_key_exchange`` when the
-    other side sent none (no gateway there, or a PBX stripped ``a=voipgw``), else ``other``."""
+    other side sent none (no gateway there, or a PBX stripped ``a=voipgw``), ``other`` for another key-exchange
+    failure, None when the call failed for a reason that is not the key exchange (busy, no codec, 404...)."""
     low = text.lower()
     for reason in HANDSHAKE_REASONS:
         if reason in low:
             return reason
-    if "key exchange" in low and ("no voipgw" in low or "without" in low or "carries no" in low):
-        return NO_KEY_EXCHANGE
     if "sas" in low and "mismatch" in low:
         return "sas_commitment_mismatch"
-    if "key" in low and "changed" in low:
+    if "key exchange" in low or "a=voipgw" in low:
+        if "no voipgw" in low or "without" in low or "carries no" in low or "a=voipgw" in low:
+            return NO_KEY_EXCHANGE
+        return OTHER
+    if "identity key" in low and "changed" in low:
         return "key_changed"
-    return OTHER
+    return None
 
 
 class MetricsError(Exception):
