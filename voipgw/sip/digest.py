@@ -30,7 +30,11 @@ ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "SHA-256": hashlib.sha256,
     "MD5": hashlib.md5,
 }
-"""Offered in this order (RFC 8760: the strongest first); ``-sess`` variants and userhash are not offered."""
+"""What we can verify; ``-sess`` variants and userhash are not supported."""
+DEFAULT_ALGORITHMS = ("MD5",)
+"""Offered by default. Measured: baresip 1.0 (libre) fails the whole REGISTER ("Function not implemented") if
+ANY challenge names SHA-256, even next to an MD5 one, so offering both (RFC 8760 order) locks such phones out.
+Pass ``algorithms=("SHA-256", "MD5")`` for phones that pick the challenge they support."""
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _REQUIRED = ("username", "realm", "nonce", "uri", "response")
@@ -196,7 +200,7 @@ class DigestAuthenticator:
         realm: str,
         password_for: Callable[[str], str | None],
         *,
-        algorithms: tuple[str, ...] = tuple(ALGORITHMS),
+        algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
         nonce_ttl_s: float = NONCE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
@@ -339,6 +343,8 @@ def _response_ok(alg: str, cred: DigestCredentials, password: str, method: str) 
 
 
 __all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ALGORITHMS",
     "AuthVerdict",
     "Authenticated",
     "Challenge",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from voipgw.sip.digest import ALGORITHMS, Authenticated, Challenge, DigestAuthenticator, Forbidden
+from voipgw.sip.digest import DEFAULT_ALGORITHMS, Authenticated, Challenge, DigestAuthenticator, Forbidden
 
 DEFAULT_EXPIRES = 3600
 """Granted when a REGISTER names no expiry (then clamped to [min_expires, max_expires])."""
@@ -91,7 +91,7 @@ class Registrar:
         max_expires: int = 3600,
         clock: Callable[[], float] = time.monotonic,
         *,
-        algorithms: tuple[str, ...] = tuple(ALGORITHMS),
+        algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
     ) -> None:
         if not 0 < min_expires <= max_expires:
             raise ValueError("need 0 < min_expires <= max_expires")

@@ -1187,6 +1187,8 @@ class SipStack:
             self._stats.register_ok += 1
         elif reply.code == 401:
             self._stats.auth_challenged += 1
+        elif reply.code == 400:
+            self._stats.register_malformed += 1
         elif reply.code == 403:
             self._stats.auth_refused += 1
             log.warning("REGISTER for %r from %s:%d refused (403)", parsed.user, *parsed.source)
