@@ -34,8 +34,10 @@ from ratchet.session import MediaConfig, MediaSession
 from voipgw.audio.codecs import get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.call import CallEvent, CallRecord, Security
-from voipgw.media import MediaStream, PlainProtector
+from voipgw.media import MediaError, MediaStream, PlainProtector
+from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
 from voipgw.sdp import (
+    DEFAULT_TELEPHONE_EVENT_PT,
     PLAIN_CODECS,
     SECURE_CODECS,
     AudioDescription,
@@ -131,6 +133,8 @@ class SecureProtector:
         self.session = session
         self.seal = session.seal
         self.open = session.open
+        self.seal_event = session.seal_event
+        self.open_event = session.open_event
 
     @property
     def last_index(self) -> int:
@@ -163,6 +167,15 @@ class ActiveCall:
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
                 self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
 
+    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
+        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
+
+        Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
+        the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""
+        if self.media is None:
+            raise MediaError("the call has no media")
+        self.media.send_dtmf(digits, duration_ms)
+
     def hangup(self, why: str | None = None) -> None:
         """End the call; ``why`` travels to the peer in the BYE's Reason header."""
         if self.sip is not None and not self.record.finished:
@@ -182,6 +195,8 @@ class ActiveCall:
             "frames_silent": media.frames_silent if media else 0,
             "decode_failures": media.decode_failures if media else 0,
             "ticks_skipped": media.ticks_skipped if media else 0,
+            "dtmf_in": media.dtmf_in if media else 0,
+            "dtmf_out": media.dtmf_out if media else 0,
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
@@ -329,6 +344,7 @@ class Phone:
             clock=time.monotonic,
             codec=get_codec(codec.name),
             payload_type=codec.payload_type,
+            telephone_event_pt=_dtmf_pt(remote, codec),
         )
 
     async def _stop_media(self, call: ActiveCall) -> None:
@@ -379,12 +395,18 @@ class Phone:
         def offer_factory(call_id: str) -> str:
             rec.call_id = call_id
             if not cfg.e2e:
-                return build_sdp(self.rtp_host, stream.local[1], codecs)
+                return build_sdp(self.rtp_host, stream.local[1], codecs, telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT)
             t = time.perf_counter()
             o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.handshake, time.time())
             cpu[0] += time.perf_counter() - t
             offerer.append(o)
-            return build_sdp(self.rtp_host, stream.local[1], codecs, handshake=encode_attribute(o.offer_bytes))
+            return build_sdp(
+                self.rtp_host,
+                stream.local[1],
+                codecs,
+                handshake=encode_attribute(o.offer_bytes),
+                telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT,
+            )
 
         rec.apply(CallEvent.SEND_INVITE)
         t_invite = time.monotonic()
@@ -635,7 +657,10 @@ class Phone:
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
-        sdp = build_sdp(self.rtp_host, stream.local[1], [codec], handshake=answer_attr)
+        # RFC 3264: the answer echoes the offerer's telephone-event payload type (or leaves DTMF out).
+        sdp = build_sdp(
+            self.rtp_host, stream.local[1], [codec], handshake=answer_attr, telephone_event_pt=_dtmf_pt(remote, codec)
+        )
         if keys is not None:
             self._finish_secure(call, keys, verdict)
         else:
@@ -681,6 +706,14 @@ class Phone:
         incoming.reject(code, reason, warning)
         call.done.set()
         return call
+
+
+def _dtmf_pt(remote: AudioDescription, codec: Codec) -> int | None:
+    """The peer's telephone-event payload type if it is usable with ``codec`` (dynamic, not the audio's)."""
+    te = remote.telephone_event
+    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
+        return None
+    return te.payload_type
 
 
 def _close_all(offerers: list[Offerer]) -> None:
