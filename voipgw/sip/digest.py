@@ -26,6 +26,7 @@ NONCE_TTL_S = 300.0
 MAX_TRACKED_NONCES = 4096
 """Nonces whose highest ``nc`` we remember (oldest forgotten first); an untracked nonce must start at nc=1."""
 NONCE_MAC_LEN = 16
+NONCE_SALT_LEN = 8
 ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "SHA-256": hashlib.sha256,
     "MD5": hashlib.md5,
@@ -226,7 +227,9 @@ class DigestAuthenticator:
 
     # nonces ------------------------------------------------------------------------------------------------
     def new_nonce(self) -> str:
-        stamp = struct.pack(">d", self._clock())
+        """base64url(timestamp || salt || HMAC(secret, timestamp || salt || realm)): verifiable without a
+        table; the salt keeps two challenges issued at the same instant apart (their nc counts are separate)."""
+        stamp = struct.pack(">d", self._clock()) + secrets.token_bytes(NONCE_SALT_LEN)
         mac = hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:NONCE_MAC_LEN]
         return base64.urlsafe_b64encode(stamp + mac).decode("ascii").rstrip("=")
 
@@ -238,13 +241,13 @@ class DigestAuthenticator:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, TypeError):
             return None
-        if len(raw) != 8 + NONCE_MAC_LEN:
+        if len(raw) != 8 + NONCE_SALT_LEN + NONCE_MAC_LEN:
             return None
-        stamp, mac = raw[:8], raw[8:]
+        stamp, mac = raw[: 8 + NONCE_SALT_LEN], raw[8 + NONCE_SALT_LEN :]
         want = hmac.new(self._secret, stamp + self.realm.encode(), hashlib.sha256).digest()[:NONCE_MAC_LEN]
         if not hmac.compare_digest(mac, want):
             return None
-        return float(self._clock() - struct.unpack(">d", stamp)[0])
+        return float(self._clock() - struct.unpack(">d", stamp[:8])[0])
 
     def challenge(self, *, stale: bool = False, reason: str = "no credentials") -> Challenge:
         nonce = self.new_nonce()
