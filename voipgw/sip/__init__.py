@@ -1,8 +1,9 @@
 """SIP signalling for voipgw over UDP: the only package that imports sippy (the rest of voipgw imports this).
 
-It carries SDP as opaque strings; it never builds, parses or rewrites SDP and never touches media.
+Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
 """
 
+from voipgw.sip.digest import DigestError, DigestParseError
 from voipgw.sip.events import (
     Answered,
     CallEvent,
@@ -22,21 +23,27 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
-from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
+from voipgw.sip.registrar import Binding, Registrar
+from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
 
 __all__ = [
     "Answered",
+    "Binding",
     "CallEvent",
     "CallStateError",
     "Confirmed",
+    "DigestError",
+    "DigestParseError",
     "Ended",
     "Failed",
     "IncomingCall",
+    "InviteAuthPredicate",
     "MainThreadReactor",
     "OutgoingCall",
     "ReAnswered",
     "ReOffer",
     "ReOfferRejected",
+    "Registrar",
     "Registration",
     "RegistrationFailed",
     "RegistrationState",

@@ -14,6 +14,15 @@ concurrent stacks need two processes. In a worker thread the reactor notices cro
 tick, so ``reactor_hz`` bounds the added latency (1000 Hz: about 1 ms per hop, 4 % of a core when idle).
 On the main thread (``own_reactor_thread=False``; see ``mainthread.MainThreadReactor``) sippy wakes by signal
 instead, so 100 Hz is as fast; ``voipgw.sip`` must be imported on that thread first (ED2 binds it at import).
+
+Registrar and INVITE auth: pass ``SipStack(..., registrar=Registrar(...))`` (the constructor argument, also
+readable as ``stack.registrar``; do not swap it after ``start()``). REGISTER is then answered by it (405
+without one), and ``authenticate_invites(predicate)`` challenges chosen INVITEs with the registrar's digest
+authenticator before any dialog state exists, so a challenged INVITE never reaches ``incoming``.
+Registrations (``register``) retry refused or unanswered attempts with jittered exponential backoff once
+granted (and from the start with ``keep_trying=True``); each attempt has its own deadline instead of sippy's
+32 s Timer F. sippy bad-input workarounds live here too: Authorization headers are checked by
+``voipgw.sip.digest`` and stripped before sippy's UAS parses them, and a half-set-up UA is unregistered.
 """
 
 from __future__ import annotations
@@ -1346,6 +1355,7 @@ class SipStack:
 __all__ = [
     "CallStateError",
     "IncomingCall",
+    "InviteAuthPredicate",
     "OutgoingCall",
     "Registration",
     "SipCall",
