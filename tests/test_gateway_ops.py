@@ -94,7 +94,7 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     snap_a = gwa.wait_registered()
     gwb.wait_registered()
     reg = snap_a["registrations"][0]
-    assert reg["user"] == "alice" and reg["aor"] == "alice@127.0.0.1" and 0 < reg["expires_in_s"] <= 60, reg
+    assert reg["user"] == "alice" and reg["aor"] == "alice@127.0.0.1" and reg["granted_s"] == 60, reg
     # The PBX's location table now routes each user to its gateway (which answers OPTIONS itself).
     assert options_status(pbx.addr, "alice") == 200 and options_status(pbx.addr, "bob") == 200
 
@@ -116,6 +116,7 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     assert inbound["direction"] == "inbound" and inbound["remote_aor"] == "alice@127.0.0.1"
     assert inbound["sas"] == live["sas"]
     alice.hangup()
+    alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     wait_idle(gwa, 1)
 
@@ -126,6 +127,7 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     assert back["direction"] == "outbound" and back["security"] == "secure, unverified", back
     assert shown.raw["peerdisplayname"] == f"Bob [E2E {back['sas']}]", shown.raw
     bob.hangup()
+    bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     done = wait_idle(gwa, 2)
     assert [c["direction"] for c in done["finished"]] == ["outbound", "inbound"], done["finished"]
@@ -275,3 +277,69 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def test_phones_register_to_their_gateway_with_digest_auth(tmp_path: Path, clip: Path) -> None:
+    """No static contacts: baresip alice and bob REGISTER to their own gateway (inside.auth, so REGISTER and
+    INVITE are challenged), and alice's call reaches bob through both gateways and the PBX. A wrong inside
+    password is refused; a call to a phone that has unregistered gets 480."""
+    inside_pw = {"alice": "alice-inside-pw", "bob": "bob-inside-pw"}
+    auth = {"inside": {"auth": True, "realm": "office"}}
+    with Kamailio(tmp_path, users=PASSWORDS, auth=True) as pbx:
+        gws: list[GatewayProc] = []
+        try:
+            for gw_name, name in (("gwa", "alice"), ("gwb", "bob")):
+                table = {
+                    "outside_aor": f"{name}@127.0.0.1",
+                    "password": PASSWORDS[name],
+                    "inside_password": inside_pw[name],
+                }
+                gws.append(start_gateway(tmp_path, gw_name, pbx.addr, {name: table}, extra=auth))
+            gwa, gwb = gws
+            assert gwa.status_json()["inside"] == [{"user": "alice", "state": "not registered"}]
+            with (
+                Baresip(
+                    tmp_path,
+                    user="alice",
+                    play=clip,
+                    registrar=f"127.0.0.1:{gwa.sip_port}",
+                    password=inside_pw["alice"],
+                ) as alice,
+                Baresip(
+                    tmp_path, user="bob", play=clip, registrar=f"127.0.0.1:{gwb.sip_port}", password=inside_pw["bob"]
+                ) as bob,
+            ):
+                alice.wait_registered()
+                bob.wait_registered()
+                phone = gwa.status_json()["inside"][0]
+                assert phone["state"] == "registered" and phone["source"] == f"127.0.0.1:{alice.sip_port}", phone
+                assert "Inside phones (1)" in gwa.status().stdout
+                gwa.wait_registered()
+                gwb.wait_registered()
+                alice.dial(f"sip:bob@127.0.0.1:{gwa.sip_port}")
+                shown = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
+                live = wait_live_call(gwa)
+                assert live["security"] == "secure, unverified", live
+                assert shown.raw["peerdisplayname"] == f"alice [E2E {live['sas']}]", shown.raw
+                alice.hangup()
+                alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
+                bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
+                wait_idle(gwa, 1)
+                wrong_dir = tmp_path / "wrong"
+                wrong_dir.mkdir()
+                with Baresip(
+                    wrong_dir, user="alice", play=clip, registrar=f"127.0.0.1:{gwa.sip_port}", password="guess"
+                ) as mallory:
+                    mallory.wait_reg_state("ERR", timeout=15.0)
+                bob.stop()  # baresip un-REGISTERs as it quits
+                deadline = time.monotonic() + 15
+                while gwb.status_json()["inside"][0]["state"] != "not registered":
+                    assert time.monotonic() < deadline, gwb.status_json()["inside"]
+                    time.sleep(0.2)
+                alice.dial(f"sip:bob@127.0.0.1:{gwa.sip_port}")
+                closed = alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
+                assert closed.param.startswith("480 "), closed
+            assert "auth_challenged" not in gwa.log()  # nothing odd logged about the challenges themselves
+        finally:
+            for gw in gws:
+                gw.stop()

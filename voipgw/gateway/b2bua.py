@@ -131,8 +131,13 @@ class Gateway:
         return self.stack.local_port
 
     async def start(self) -> None:
-        self.stack = SipStack(self.config.listen_host, self.config.listen_port, asyncio.get_running_loop())
+        registrar = self.hooks.inside_registrar() if self.hooks is not None else None
+        self.stack = SipStack(
+            self.config.listen_host, self.config.listen_port, asyncio.get_running_loop(), registrar=registrar
+        )
         await self.stack.start()
+        if self.hooks is not None:
+            self.hooks.stack_started(self.stack)
         for user in self.config.users:
             self._answerers[user.name] = self._phone(user)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())

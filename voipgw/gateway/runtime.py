@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from voipgw.ops.config import GatewayConfig as OpsConfig
 from voipgw.ops.metrics import GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
 from voipgw.phone import PhoneConfig
-from voipgw.sip import IncomingCall
+from voipgw.sip import IncomingCall, SipStack
+from voipgw.sip.registrar import Registrar
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
@@ -89,6 +91,15 @@ def load_users(config: OpsConfig, home: Path) -> tuple[dict[str, IdentityKey], d
     return identities, trust
 
 
+def _addresses(addr: tuple[str, int]) -> set[tuple[str, int]]:
+    """Every (IP, port) ``addr`` resolves to (the PBX's SIP packets come from one of these)."""
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return set()
+    return {(str(info[4][0]), int(info[4][1])) for info in infos}
+
+
 class GatewayHooks:
     """What the configuration adds to the B2BUA's routing and accounting (called by Gateway on its loop)."""
 
@@ -97,6 +108,27 @@ class GatewayHooks:
         self.gateway = gateway
         self.metrics = metrics
         self._by_outside_user = {_user_part(u.outside_aor): u.name for u in config.users.values()}
+        self.registrar = Registrar(
+            {u.name: u.inside_password or None for u in config.users.values()},
+            realm=config.inside.realm,
+            auth=config.inside.auth,
+        )
+        self._pbx_addrs = _addresses(config.outside.registrar) | (
+            _addresses(config.outside.proxy) if config.outside.proxy is not None else set()
+        )
+
+    def inside_registrar(self) -> Registrar:
+        """The phones' registrar on the gateway's SIP socket (REGISTER as the user NAME, digest when inside.auth)."""
+        return self.registrar
+
+    def stack_started(self, stack: SipStack) -> None:
+        if self.config.inside.auth:
+            stack.authenticate_invites(self._must_authenticate)
+
+    def _must_authenticate(self, source: tuple[str, int], from_user: str) -> bool:
+        """An INVITE that claims to come from an inside user, and not from the PBX, must prove it (reactor thread).
+        Calls from the PBX (or another gateway) are authenticated by the end-to-end key exchange instead."""
+        return from_user in self.config.users and source not in self._pbx_addrs
 
     def phone_config(self, user: InsideUser, cfg: PhoneConfig) -> PhoneConfig:
         """The outside leg answers the PBX's digest challenges with the user's credentials."""
@@ -104,8 +136,18 @@ class GatewayHooks:
         return dataclasses.replace(cfg, username=u.username, password=u.password or None)
 
     def inside_caller(self, incoming: IncomingCall) -> InsideUser | None:
-        """The configured user a call from a phone registered to the gateway comes from (none without one)."""
-        return None
+        """The user a call from a phone registered to the gateway comes from: with inside.auth, the user whose
+        credentials it carried; without, the From user whose registration came from the INVITE's address."""
+        name = _user_part(incoming.from_aor)
+        user = self.gateway.users.get(name)
+        if user is None:
+            return None
+        if self.config.inside.auth:
+            return user if incoming.authenticated_user == name else None
+        binding = self.registrar.lookup(name)
+        if binding is None or binding.source != incoming.source_addr:
+            return None
+        return dataclasses.replace(user, contact=binding.contact_uri)
 
     def dial_plan(self, inside: InsideUser, incoming: IncomingCall) -> None:
         """A user dialled at the gateway itself (``bob@<gateway>``) is called at the PBX, in the caller's outside
@@ -126,7 +168,37 @@ class GatewayHooks:
         if user is None:
             name = self._by_outside_user.get(_user_part(incoming.to_aor))
             user = self.gateway.users.get(name) if name is not None else None
+        if user is not None and not user.contact:
+            binding = self.registrar.lookup(user.name)
+            if binding is not None:
+                user = dataclasses.replace(user, contact=binding.contact_uri)
         return user
+
+    def inside_status(self) -> list[dict[str, Any]]:
+        """Each fronted user's inside phone: static, or registered (contact, source, seconds left), or not."""
+        now = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        for u in self.config.users.values():
+            if u.inside_contact is not None:
+                rows.append(
+                    {"user": u.name, "state": "static", "contact": f"sip:{u.name}@{_hostport(u.inside_contact)}"}
+                )
+                continue
+            b = self.registrar.lookup(u.name)
+            if b is None:
+                rows.append({"user": u.name, "state": "not registered"})
+            else:
+                rows.append(
+                    {
+                        "user": u.name,
+                        "state": "registered",
+                        "contact": b.contact_uri,
+                        "source": _hostport(b.source),
+                        "expires_in_s": max(0.0, round(b.expires_at - now, 1)),
+                        "user_agent": b.user_agent,
+                    }
+                )
+        return rows
 
     def call_finished(self, bridge: Bridge) -> None:
         snap = bridge.snapshot()
@@ -250,4 +322,6 @@ class GatewayRuntime:
         snap["version"] = __version__
         snap["uptime_s"] = round(time.monotonic() - self._started_at, 1)
         snap["registrations"] = self.registrations.status() if self.registrations is not None else []
+        hooks = self.gateway.hooks if self.gateway is not None else None
+        snap["inside"] = hooks.inside_status() if hooks is not None else []
         return snap
