@@ -260,6 +260,8 @@ def test_raw_invite_challenged_refused_then_accepted_on_the_same_call_id() -> No
                 text = await asyncio.to_thread(exchange, invite(port, lport, call_id, 2, auth_hf("wrong", 1)))
                 assert text.startswith("SIP/2.0 403 "), text
                 assert stack.incoming.empty() and stack.active_calls == 0
+                # the challenged and the refused INVITE left no dialog behind for this Call-ID
+                assert call_id not in stack._tm.req_consumers
                 s.sendto(invite(port, lport, call_id, 3, auth_hf("pw", 1)), ("127.0.0.1", port))
                 call = await asyncio.wait_for(stack.incoming.get(), WAIT_S)
                 assert isinstance(call, IncomingCall)

@@ -136,6 +136,8 @@ def test_raw_registers_bind_refresh_remove_and_get_the_right_4xx() -> None:
                     ("<sip:alice@>", None),
                     ("<sip:alice@127.0.0.1:7001>;expires=soon", None),
                     ("<sip:alice@127.0.0.1:7001>", "-1"),
+                    ("<sip:alice@127.0.0.1:7001>", "soon"),
+                    ("<mailto:alice@example.org>", None),
                     ("*", None),  # Contact: * without Expires: 0
                     ("*, <sip:alice@127.0.0.1:7001>", "0"),
                 ]:
@@ -149,7 +151,7 @@ def test_raw_registers_bind_refresh_remove_and_get_the_right_4xx() -> None:
                 code, text = await asyncio.to_thread(reg, "*", expires="0")
                 assert code == 200 and header_values(text, "Contact") == [] and header_values(text, "Expires") == ["0"]
                 assert registrar.lookup("alice") is None and registrar.bindings() == []
-                assert stack.stats.register_malformed == 5
+                assert stack.stats.register_malformed == 7
                 # OPTIONS keep-alives from phones are answered 200
                 assert (await asyncio.to_thread(phone.options)).startswith("SIP/2.0 200 ")
             finally:

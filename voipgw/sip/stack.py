@@ -1215,7 +1215,7 @@ class SipStack:
         if req.countHFs("expires"):
             text = str(req.getHFs("expires")[0].body).strip()
             if not text.isdigit() or len(text) > 10:
-                raise _BadRegister("Expires is not a number")
+                raise _BadRegister("Expires is not a number of seconds")
             expires = int(text)
         contacts: list[ContactSpec] = []
         wildcard = False
