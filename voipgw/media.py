@@ -55,7 +55,7 @@ MAX_CONCEAL_TICKS = 10
 MAX_EARLY_PACKETS = 50
 """Packets kept from before start() (1 s): the answerer's first frames can beat the 200 OK to the offerer."""
 DTMF_QUEUE = 64
-"""Received digits waiting in ``MediaStream.dtmf``; more are refused (``dtmf-queue-full``), never buffered."""
+"""Received digits waiting in ``MediaStream.dtmf``; beyond that the oldest is dropped (``dtmf-queue-full``)."""
 MAX_PENDING_DTMF = 256
 """Digits queued by send_dtmf and not yet sent."""
 MAX_EVENT_COUNTERS = 64
@@ -196,8 +196,10 @@ class MediaStream:
         self.telephone_event_pt: int | None = None
         """The negotiated RFC 4733 payload type (None: no DTMF in this call). See set_telephone_event."""
         self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=DTMF_QUEUE)
-        """Received digits, each press once ("0"-"9", "*", "#", "A"-"D")."""
+        """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full."""
         self.on_dtmf: Callable[[str], None] | None = None
+        self.relay: Callable[[bytes], object] | None = None
+        """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
         """Called with each received digit too (the gateway relays them without polling the queue)."""
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_pending: collections.deque[tuple[str, int]] = collections.deque()
@@ -205,6 +207,7 @@ class MediaStream:
         self._dtmf_idle = asyncio.Event()
         self._dtmf_idle.set()
         self._last_event: tuple[int, int] | None = None
+        self._early_events: list[tuple[RtpPacket, Address]] = []
         self._event_indexes: list[int] = []
         self._event_base = 0
         endpoint.on_payload = self._on_payload
@@ -287,7 +290,16 @@ class MediaStream:
         for pkt, addr, arrival in early:
             if self._open(pkt, arrival):
                 self.endpoint.confirm_source(addr)
+        early_events, self._early_events = self._early_events, []
+        for pkt, addr in early_events:
+            if self._on_event(pkt, addr):
+                self.endpoint.confirm_source(addr)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"media-{self.local[1]}")
+        for part in (self._encoder, self._decoder):
+            # A codec that relays instead of coding (the gateway's pass-through) learns which stream it serves.
+            attach = getattr(part, "attach_stream", None)
+            if attach is not None:
+                attach(self)
 
     async def stop(self) -> None:
         """Stop the pacing loop, close the sockets, then the source and sink (a WAV recorder writes now)."""
@@ -295,6 +307,7 @@ class MediaStream:
             return
         self._stopped = True
         self._early.clear()
+        self._early_events.clear()
         for task in (self._task, self._dtmf_task):
             if task is not None:
                 task.cancel()
@@ -336,6 +349,9 @@ class MediaStream:
             self.stats.refuse("protector-error")
             return False
         self.stats.frames_opened += 1
+        if self.relay is not None:
+            self.relay(payload)
+            return True
         index = getattr(protector, "last_index", None)
         if not isinstance(index, int):
             if protector.secure:
@@ -441,8 +457,12 @@ class MediaStream:
     def _on_event(self, pkt: RtpPacket, addr: Address) -> bool:
         """A telephone-event packet (runs inside datagram_received). True if it authenticated (latching)."""
         protector = self.protector
-        if protector is None or self.telephone_event_pt is None:
-            self.stats.refuse("not-started")
+        if protector is None:
+            # The answerer's first digits can beat its 200 OK to us, like its first audio frames.
+            if len(self._early_events) < MAX_EARLY_PACKETS and not self._stopped:
+                self._early_events.append((pkt, addr))
+            else:
+                self.stats.refuse("not-started")
             return False
         authentic = False
         try:
@@ -473,12 +493,12 @@ class MediaStream:
         return authentic
 
     def _deliver_digit(self, digit: str) -> None:
-        try:
-            self.dtmf.put_nowait(digit)
-        except asyncio.QueueFull:
-            self.stats.refuse("dtmf-queue-full")
-            return
         self.stats.dtmf_in += 1
+        if self.dtmf.full():
+            # Nobody is reading the queue (on_dtmf users need not): keep the newest digits, count the loss.
+            self.dtmf.get_nowait()
+            self.stats.refuse("dtmf-queue-full")
+        self.dtmf.put_nowait(digit)
         if self.on_dtmf is not None:
             try:
                 self.on_dtmf(digit)
@@ -521,17 +541,29 @@ class MediaStream:
         if pcm is None:
             self.source_finished.set()
             return
-        assert self._encoder is not None and self.protector is not None
-        encoded = self._encoder.encode(pcm)
+        assert self._encoder is not None
+        self.send_payload(self._encoder.encode(pcm))
+
+    def send_payload(self, payload: bytes) -> bool:
+        """Seal and send one encoded frame now: the pacing loop's, or a pass-through relay's (see ``relay``)."""
+        assert self.protector is not None
         try:
-            frame = self.protector.seal(encoded, self._clock())
+            frame = self.protector.seal(payload, self._clock())
         except RatchetError:
             self.stats.seal_errors += 1
-            return
+            return False
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
         if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
             self.stats.frames_sent += 1
             self._first_send = False
+            return True
+        return False
+
+    def stop_pacing(self) -> None:
+        """End the 20 ms loop: from now on frames leave only through send_payload and nothing is played (a
+        pass-through leg, whose frames are paced by the phone at the other end). ``stop()`` is still needed."""
+        if self._task is not None:
+            self._task.cancel()
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)

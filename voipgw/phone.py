@@ -141,6 +141,9 @@ class SecureProtector:
         return self.session.last_index
 
 
+MAX_RECORDED_DTMF = 1000
+
+
 @dataclass
 class ActiveCall:
     """A call in progress (or just finished): its record, its SIP dialog, its media."""
@@ -151,6 +154,8 @@ class ActiveCall:
     session: MediaSession | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     wire_tap: list[bytes] | None = None
+    dtmf_received: list[str] = field(default_factory=list)
+    """Every DTMF digit received in this call, in order (also on ``media.dtmf`` as they arrive)."""
     _pump: asyncio.Task[None] | None = None
 
     def poll_session_events(self) -> None:
@@ -166,6 +171,10 @@ class ActiveCall:
                 log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
                 self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
+
+    def note_dtmf(self, digit: str) -> None:
+        if len(self.dtmf_received) < MAX_RECORDED_DTMF:  # a peer sending digits forever cannot grow this
+            self.dtmf_received.append(digit)
 
     def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
         """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
@@ -196,6 +205,7 @@ class ActiveCall:
             "decode_failures": media.decode_failures if media else 0,
             "ticks_skipped": media.ticks_skipped if media else 0,
             "dtmf_in": media.dtmf_in if media else 0,
+            "dtmf_received": "".join(self.dtmf_received),
             "dtmf_out": media.dtmf_out if media else 0,
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
@@ -329,6 +339,8 @@ class Phone:
         sink: AudioSink | None,
     ) -> None:
         assert call.media is not None
+        call.media.on_dtmf = call.note_dtmf
+        call.media.set_telephone_event(_dtmf_pt(remote, codec))
         if call.session is not None:
             protector: SecureProtector | PlainProtector = SecureProtector(call.session)
             insecure = False
@@ -344,7 +356,6 @@ class Phone:
             clock=time.monotonic,
             codec=get_codec(codec.name),
             payload_type=codec.payload_type,
-            telephone_event_pt=_dtmf_pt(remote, codec),
         )
 
     async def _stop_media(self, call: ActiveCall) -> None:
@@ -384,6 +395,9 @@ class Phone:
         rec = CallRecord(direction="outgoing", local_aor=self.aor, remote_aor=remote_aor)
         call = ActiveCall(rec)
         stream = await MediaStream.bind(self.rtp_host)
+        # Accept our offered telephone-event PT before the answer arrives: the answerer's first digits may
+        # come before its 200 OK (the answer then confirms or clears it).
+        stream.set_telephone_event(DEFAULT_TELEPHONE_EVENT_PT)
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
