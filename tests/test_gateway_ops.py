@@ -17,6 +17,7 @@ import pytest
 
 from tests.gateway_ops_helpers import GatewayProc, options_status, start_gateway, write_config
 from tests.phones import voipgw_argv
+from tests.test_sip_register_recovery import RestartableKamailio
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.kamailio import Kamailio
@@ -343,3 +344,52 @@ def test_phones_register_to_their_gateway_with_digest_auth(tmp_path: Path, clip:
         finally:
             for gw in gws:
                 gw.stop()
+
+
+def wait_registration_state(gw: GatewayProc, state: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        reg = dict(gw.status_json()["registrations"][0])
+        if reg["state"] == state:
+            return reg
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{gw.name} registration never {state}: {reg}\n{gw.log()[-3000:]}")
+        time.sleep(0.1)
+
+
+def test_the_registrations_recover_after_a_pbx_outage_and_calls_work_again(tmp_path: Path, clip: Path) -> None:
+    """The PBX grants 4 s (refreshed every 2.4 s), goes down (its location table is lost), and comes back on the
+    same port: the gateways show the failure, re-register with backoff, and a new call goes through."""
+    pbx = RestartableKamailio(tmp_path, users=PASSWORDS, auth=True, max_expires=4)
+    pbx.start()
+    gws: list[GatewayProc] = []
+    try:
+        with (
+            Baresip(tmp_path, user="alice", play=clip) as alice,
+            Baresip(tmp_path, user="bob", play=clip) as bob,
+        ):
+            gws.append(start_gateway(tmp_path, "gwa", pbx.addr, {"alice": user("alice", alice)}, metrics=True))
+            gws.append(start_gateway(tmp_path, "gwb", pbx.addr, {"bob": user("bob", bob)}))
+            gwa, gwb = gws
+            assert gwa.wait_registered()["registrations"][0]["granted_s"] == 4
+            gwb.wait_registered()
+            pbx.halt()
+            failed = wait_registration_state(gwa, "failed", timeout=20.0)
+            assert failed["last_error"].startswith("408 "), failed
+            assert gwa.metrics()["voipgw_registrations"] == 0
+            t_up = time.monotonic()
+            pbx.start()  # same port, empty location table
+            wait_registration_state(gwa, "registered", timeout=20.0)
+            wait_registration_state(gwb, "registered", timeout=20.0)
+            print(f"both gateways registered again {time.monotonic() - t_up:.1f} s after the PBX came back")
+            assert gwa.metrics()["voipgw_registrations"] == 1
+            assert options_status(pbx.addr, "bob") == 200
+            alice.dial(f"sip:bob@127.0.0.1:{gwa.sip_port}")
+            bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
+            assert wait_live_call(gwa)["security"] == "secure, unverified"
+            alice.hangup()
+            bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
+    finally:
+        for gw in gws:
+            gw.stop()
+        pbx.stop()
