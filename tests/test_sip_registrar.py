@@ -345,3 +345,29 @@ def test_authenticate_invites_needs_an_auth_registrar() -> None:
             SipStack("127.0.0.1", 0, loop, registrar=Registrar({"a": None})).authenticate_invites(lambda s, u: True)
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE", "OPTIONS"])
+def test_a_to_uri_sippy_cannot_read_gets_400_not_silence(method: str) -> None:
+    """sippy parses To lazily, outside its error handling: a tel: To used to leave the sender unanswered."""
+    registrar = Registrar({"alice": None})
+
+    async def main() -> None:
+        async with running_stack(registrar=registrar) as stack:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(REPLY_WAIT)
+                lport = s.getsockname()[1]
+                msg = (
+                    f"{method} sip:alice@127.0.0.1:{stack.local_port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+                    f"From: <sip:alice@127.0.0.1>;tag=t1\r\nTo: <tel:+14155550100>\r\n"
+                    f"Call-ID: {secrets.token_hex(6)}\r\nCSeq: 1 {method}\r\nContact: <sip:alice@127.0.0.1:{lport}>\r\n"
+                    "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                )
+                s.sendto(msg.encode(), ("127.0.0.1", stack.local_port))
+                reply = await asyncio.to_thread(s.recv, 65535)
+                assert reply.startswith(b"SIP/2.0 400 "), reply
+                assert stack.stats.replied_400 == 1 and registrar.bindings() == []
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))

@@ -199,7 +199,11 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             # sippy drops requests it cannot parse without a word; parse once more here so that a mangled
             # but well-framed request gets the 400 RFC 3261 8.2 asks for.
             try:
-                SipRequest(data_in.decode("utf-8")).getTIds()
+                probe = SipRequest(data_in.decode("utf-8"))
+                probe.getTIds()
+                # getTIds() leaves To unparsed; sippy's request handlers parse it later, outside any error
+                # handling, so a To it cannot read (e.g. a tel: URI) would otherwise get no answer at all.
+                probe.getHFBody("to").getUrl()
             except Exception as exc:
                 verdict = self.guard.reject_unparsable(data_in, ra.address, f"{type(exc).__name__}: {exc}")
                 if isinstance(verdict, Reply):
