@@ -16,7 +16,7 @@ from tests.testbed.baresip import Baresip
 from tests.testbed.sip_peer import running_stack
 from voipgw.sip import IncomingCall, SipStack
 from voipgw.sip.digest import digest_response
-from voipgw.sip.registrar import Binding, ContactSpec, RegisterRequest, Registrar
+from voipgw.sip.registrar import Binding, ContactSpec, RegisterReply, RegisterRequest, Registrar
 
 WAIT_S = 15.0
 REPLY_WAIT = 2.0
@@ -369,5 +369,23 @@ def test_a_to_uri_sippy_cannot_read_gets_400_not_silence(method: str) -> None:
                 reply = await asyncio.to_thread(s.recv, 65535)
                 assert reply.startswith(b"SIP/2.0 400 "), reply
                 assert stack.stats.replied_400 == 1 and registrar.bindings() == []
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))
+
+
+def test_a_failing_registrar_answers_500_and_the_stack_keeps_serving() -> None:
+    class Broken(Registrar):
+        def handle_register(self, req: RegisterRequest) -> RegisterReply:
+            raise RuntimeError("disk full")
+
+    async def main() -> None:
+        async with running_stack(registrar=Broken({"alice": None})) as stack:
+            phone = RawPhone(stack.local_port)
+            try:
+                code, _ = await asyncio.to_thread(phone.register, "<sip:alice@127.0.0.1:7001>")
+                assert code == 500 and stack.stats.sippy_errors == 1
+                assert (await asyncio.to_thread(phone.options)).startswith("SIP/2.0 200 ")
+            finally:
+                phone.close()
 
     asyncio.run(asyncio.wait_for(main(), 20.0))

@@ -1105,6 +1105,20 @@ class SipStack:
 
     # incoming ----------------------------------------------------------------------------------------------
     def _on_request(self, req: Any, sip_t: Any) -> Any:
+        # sippy calls this without error handling of its own: an exception would leave the sender unanswered.
+        try:
+            return self._handle_request(req, sip_t)
+        except Exception as exc:
+            self._stats.sippy_errors += 1
+            _sippy_ratelog("request", logging.ERROR, "failed to handle a %s: %r", req.getMethod(), exc)
+            log.debug("request handling failed", exc_info=True)
+            if req.getMethod() == "ACK":
+                return None
+            with contextlib.suppress(Exception):
+                return (req.genResponse(500, "Server Internal Error"), None, None)
+            return None
+
+    def _handle_request(self, req: Any, sip_t: Any) -> Any:
         method = req.getMethod()
         if method == "ACK":
             return None
