@@ -13,7 +13,7 @@ import pytest
 
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
-from tests.testbed.sip_peer import running_stack
+from tests.testbed.sip_peer import SipPeer, running_stack
 from voipgw.sip import IncomingCall, SipStack
 from voipgw.sip.digest import digest_response
 from voipgw.sip.registrar import Binding, ContactSpec, RegisterReply, RegisterRequest, Registrar
@@ -389,3 +389,30 @@ def test_a_failing_registrar_answers_500_and_the_stack_keeps_serving() -> None:
                 phone.close()
 
     asyncio.run(asyncio.wait_for(main(), 20.0))
+
+
+@pytest.mark.integration
+def test_a_sipstack_registers_to_a_sipstack_registrar_sha256_and_follows_423() -> None:
+    """Our REGISTER client against our registrar (two processes): SHA-256 digest, and a 423 is followed."""
+    registrar = Registrar({"alice": "pw"}, auth=True, min_expires=120, algorithms=("SHA-256", "MD5"))
+
+    async def main() -> None:
+        async with running_stack(registrar=registrar) as stack:
+            with SipPeer() as peer:
+                peer.send(
+                    op="register", registrar=["127.0.0.1", stack.local_port], aor="sip:alice@127.0.0.1",
+                    username="alice", password="pw", expires=60,
+                )  # fmt: skip
+                state = (await peer.aexpect("registered", WAIT_S))["state"]
+                assert state["registered"] and state["code"] == 200 and state["granted_expires"] == 120
+                b = registrar.lookup("alice")
+                assert b is not None and b.contact_uri == f"sip:alice@127.0.0.1:{peer.port}"
+                assert b.user_agent == "voipgw-peer"
+                peer.send(
+                    op="register", registrar=["127.0.0.1", stack.local_port], aor="sip:alice@127.0.0.1",
+                    username="alice", password="bad", expires=300,
+                )  # fmt: skip
+                with pytest.raises(RuntimeError, match=r"RegistrationFailed.*403"):
+                    await peer.aexpect("registered", WAIT_S)
+
+    asyncio.run(asyncio.wait_for(main(), 40.0))
