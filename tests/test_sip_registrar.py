@@ -416,3 +416,26 @@ def test_a_sipstack_registers_to_a_sipstack_registrar_sha256_and_follows_423() -
                     await peer.aexpect("registered", WAIT_S)
 
     asyncio.run(asyncio.wait_for(main(), 40.0))
+
+
+def test_a_reordered_register_cannot_undo_a_later_one() -> None:
+    registrar = Registrar({"alice": None}, min_expires=60)
+
+    def req(cseq: int, expires: int, call_id: str = "c1", wildcard: bool = False) -> RegisterRequest:
+        contacts = () if wildcard else (ContactSpec("sip:alice@127.0.0.1:7001", expires),)
+        return RegisterRequest(
+            user="alice", contacts=contacts, wildcard=wildcard, expires_header=0 if wildcard else None,
+            authorization=(), source=("127.0.0.1", 7001), user_agent=None, call_id=call_id, cseq=cseq,
+        )  # fmt: skip
+
+    assert registrar.handle_register(req(5, 120)).code == 200
+    assert registrar.handle_register(req(6, 0)).code == 200  # the phone unregisters ...
+    late = registrar.handle_register(req(4, 120))  # ... and an older refresh arrives late
+    assert late.code == 500 and registrar.lookup("alice") is None
+    assert registrar.handle_register(req(6, 120)).code == 500  # same CSeq: also not newer
+    assert registrar.handle_register(req(7, 120)).code == 200 and registrar.lookup("alice") is not None
+    assert registrar.handle_register(req(8, 0, wildcard=True)).code == 200
+    assert registrar.handle_register(req(7, 120)).code == 500 and registrar.lookup("alice") is None
+    # another Call-ID (a restarted phone) starts its own sequence
+    assert registrar.handle_register(req(1, 120, call_id="c2")).code == 200
+    assert registrar.lookup("alice") is not None

@@ -56,6 +56,9 @@ class RegisterRequest:
     source: tuple[str, int]
     user_agent: str | None
     method: str = "REGISTER"
+    call_id: str = ""
+    cseq: int = 0
+    """With ``call_id``, orders REGISTERs of one phone (RFC 3261 §10.3 step 7): an older one is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class RegisterReply:
 @dataclass
 class _UserState:
     bindings: dict[str, Binding] = field(default_factory=dict)
+    order: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Contact URI -> (Call-ID, CSeq) of the REGISTER that last changed it."""
 
 
 class Registrar:
@@ -158,7 +163,11 @@ class Registrar:
                     400, "Bad Request", headers=(("Warning", '399 voipgw "Contact: * needs Expires: 0"'),)
                 )
             with self._lock:
-                self._state.pop(req.user, None)
+                st = self._state.setdefault(req.user, _UserState())
+                if req.call_id:
+                    for uri in st.bindings:
+                        st.order[uri] = (req.call_id, req.cseq)
+                st.bindings.clear()
             return RegisterReply(200, "OK", authenticated_user=authenticated)
         wanted: list[tuple[str, int]] = []
         for c in req.contacts:
@@ -173,7 +182,14 @@ class Registrar:
         now = self._clock()
         with self._lock:
             st = self._state.setdefault(req.user, _UserState())
+            if req.call_id and any(
+                st.order.get(uri, ("", -1))[0] == req.call_id and req.cseq <= st.order[uri][1] for uri, _ in wanted
+            ):
+                # A late, reordered REGISTER (e.g. an old refresh arriving after the phone's unregister).
+                return RegisterReply(500, "Server Internal Error", headers=(("Retry-After", "1"),))
             for uri, secs in wanted:
+                if req.call_id:
+                    st.order[uri] = (req.call_id, req.cseq)
                 if secs == 0:
                     st.bindings.pop(uri, None)
                 else:
@@ -183,9 +199,9 @@ class Registrar:
             while len(st.bindings) > MAX_CONTACTS_PER_USER:
                 oldest = min(st.bindings.values(), key=lambda b: b.expires_at)
                 del st.bindings[oldest.contact_uri]
+            for uri in [u for u in st.order if u not in st.bindings][: -MAX_CONTACTS_PER_USER or None]:
+                del st.order[uri]
             current = tuple((b.contact_uri, max(0, round(b.expires_at - now))) for b in st.bindings.values())
-            if not st.bindings:
-                del self._state[req.user]
         return RegisterReply(200, "OK", contacts=current, authenticated_user=authenticated)
 
 

@@ -1267,6 +1267,8 @@ class SipStack:
             authorization=tuple(_auth_values(req)),
             source=source,
             user_agent=agent,
+            call_id=str(req.getHFBody("call-id")),
+            cseq=int(req.getHFBody("cseq").getCSeqNum()),
         )
 
     def _on_incoming_try(self, core: _CallCore, event: Any) -> None:
