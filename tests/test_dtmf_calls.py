@@ -87,6 +87,9 @@ def test_two_phones_exchange_sealed_digits_and_the_wire_shows_none(tmp_path: Pat
     sizes = {len(r.payload) for r in events}
     assert SEALED_EVENT_BYTES in sizes and min(sizes) == SEALED_EVENT_BYTES, sizes
     assert plain_dtmf(between) == ""
+    # An RFC 4733 decoder reading the first byte as the event (as Wireshark's rtpevent does for PT 101) sees a
+    # code >= 64: the header's X bit is set in every event frame, so it is never a digit 0-15.
+    assert min(r.payload[0] for r in events) >= 0x40
     # No packet carries any RFC 4733 payload of the digits sent, anywhere in its bytes.
     clear = {pkt.event.encode() for d in "159*4#" for pkt in digit_train(d)}
     assert not [p for p in between for c in clear if c in p.payload]
@@ -122,3 +125,17 @@ def test_baresip_and_a_plain_voipgw_exchange_standard_rfc4733(tmp_path: Path) ->
     assert got_by_baresip == "9#"
     # Plain is plain: both directions' digits are readable on the wire (the capture can see digits at all).
     assert sorted(plain_dtmf(packets)) == sorted("37*9#")
+
+
+def test_bad_send_dtmf_digits_are_refused_before_any_call(tmp_path: Path) -> None:
+    from tests.phones import voipgw_argv
+
+    out = subprocess.run(
+        voipgw_argv(tmp_path / "home", "call", "sip:bob@127.0.0.1:9", "--play", str(SPEECH), "--send-dtmf", "12E"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "--send-dtmf" in out.stderr and "dtmf-bad-digit" in out.stderr

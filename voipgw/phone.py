@@ -339,8 +339,6 @@ class Phone:
         sink: AudioSink | None,
     ) -> None:
         assert call.media is not None
-        call.media.on_dtmf = call.note_dtmf
-        call.media.set_telephone_event(_dtmf_pt(remote, codec))
         if call.session is not None:
             protector: SecureProtector | PlainProtector = SecureProtector(call.session)
             insecure = False
@@ -564,6 +562,7 @@ class Phone:
             self._finish_secure(call, keys, verdict)
         rec.codec = codec.name
         rec.started_at = time.time()
+        _wire_dtmf(call, remote, codec)
         await self._start_media(call, remote, codec, source, sink)
 
     def _refuse_established(self, call: ActiveCall, reason: str) -> None:
@@ -688,6 +687,7 @@ class Phone:
         rec.codec = codec.name
         self.calls.append(call)
         # Media starts before the 200 OK leaves, so the first RTP packet in either direction is sealed.
+        _wire_dtmf(call, remote, codec)
         await self._start_media(call, remote, codec, source, sink)
         incoming.answer(sdp)
         rec.apply(CallEvent.ANSWERED)
@@ -720,6 +720,14 @@ class Phone:
         incoming.reject(code, reason, warning)
         call.done.set()
         return call
+
+
+def _wire_dtmf(call: ActiveCall, remote: AudioDescription, codec: Codec) -> None:
+    """The negotiated telephone-event PT and the received-digit record, set before ``_start_media`` so that a
+    subclass overriding it (the gateway's) gets DTMF too."""
+    assert call.media is not None
+    call.media.on_dtmf = call.note_dtmf
+    call.media.set_telephone_event(_dtmf_pt(remote, codec))
 
 
 def _dtmf_pt(remote: AudioDescription, codec: Codec) -> int | None:
