@@ -5,6 +5,7 @@ SIGTERM hangs up and unregisters. Start-up mistakes are one line and exit status
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -155,6 +156,8 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     assert options_status(pbx.addr, "alice") == 404, "alice is still registered after SIGTERM"
     assert options_status(pbx.addr, "bob") == 200
     log = gwa.log()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]  # --log-format json: every line
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records), log
     assert "registration of alice@127.0.0.1: unregistered (200 OK)" in log, log
     assert "gateway shutdown" in log and '"gateway stopped"' in log, log
     assert not gwa.sock.exists(), "the control socket outlived the gateway"

@@ -140,6 +140,10 @@ def test_secrets_stay_out_of_repr() -> None:
         ),
         (lambda d: d.update(destinations=[{"match": "*"}]), "destinations[1].policy: missing"),
         (
+            lambda d: d["inside"].update(listen="0.0.0.0:5070"),
+            "inside.listen: 0.0.0.0 is not an address the PBX and the phones can send to",
+        ),
+        (
             lambda d: d["outside"].update(listen="0.0.0.0:5080"),
             "unknown setting 'outside.listen' (see config/gateway.example.toml)",
         ),

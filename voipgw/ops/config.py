@@ -274,6 +274,13 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m)):
         _check_keys(table, _TABLES[name], f"{name}.")
 
+    if "listen" in i:
+        host = parse_hostport(i["listen"], "inside.listen")[0]
+        if host in ("0.0.0.0", "::", "[::]"):
+            raise ConfigError(
+                f"inside.listen: {host} is not an address the PBX and the phones can send to (it is registered as"
+                " each user's contact); give the interface's address"
+            )
     inside = InsideConfig(
         listen=parse_hostport(i["listen"], "inside.listen") if "listen" in i else DEFAULT_INSIDE_LISTEN,
         auth=_get(i, "auth", bool, "inside.", False),
