@@ -588,6 +588,11 @@ class Registration:
         return f"Registration({self.aor!r}, registered={self.registered}, code={self._state.code})"
 
 
+def _challenge_is_stale(resp: Any, code: int) -> bool:
+    name = "www-authenticate" if code == 401 else "proxy-authenticate"
+    return any("stale=true" in str(hf.body).lower().replace(" ", "").replace('"', "") for hf in resp.getHFs(name))
+
+
 def _backoff_delay(step: int) -> float:
     """Retry delay after ``step`` consecutive failures: 1 s doubling to the cap, +-20 % jitter."""
     base = min(REGISTER_BACKOFF_CAP_S, REGISTER_BACKOFF_FIRST_S * (2.0 ** min(step, 30)))
@@ -676,6 +681,8 @@ class _RegCore:
             and self.username is not None
             and self.password is not None
             and self.auth_tries < REGISTER_MAX_AUTH_TRIES
+            # Credentials refused without stale=true: the password is wrong, another try cannot help.
+            and (self.auth_tries == 0 or _challenge_is_stale(resp, code))
             and self._add_credentials(resp, code)
         ):
             self.auth_tries += 1
