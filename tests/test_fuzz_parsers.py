@@ -6,6 +6,8 @@ frame leaves a live receiver able to open the next genuine one. ``make fuzz`` ru
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,8 @@ from tests.fuzz.strategies import inputs
 from tests.fuzz.targets import TARGETS, run, seeds
 
 SEEDS = seeds()
-EXAMPLES = 150
+EXAMPLES = int(os.environ.get("VOIPGW_FUZZ_EXAMPLES", "150"))
+"""Per property; make fuzz raises it for a long run."""
 
 
 def test_every_target_has_a_seed() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from voipgw.ops.config import ConfigError as GatewayConfigError
 from voipgw.ops.config import gateway_config_from_mapping
 from voipgw.store.contacts import ContactStore, MalformedExport, export_document, parse_document
 
-EXAMPLES = 150
+EXAMPLES = int(os.environ.get("VOIPGW_FUZZ_EXAMPLES", "150"))
+"""Per property; make fuzz raises it for a long run."""
 LOW_ORDER_X25519 = [
     bytes(32),
     (1).to_bytes(32, "little"),
