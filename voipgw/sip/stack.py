@@ -1319,7 +1319,10 @@ class SipStack:
                 return handle
             self._post(self._close_reg, handle)
             raise RegistrationFailed(408, "registrar did not answer") from None
-        handle._update(state)
+        if handle.state.code == 0:
+            # Normally already applied: the reactor queues the update before it resolves the waiter. Never
+            # overwrite a newer outcome with this first one.
+            handle._update(state)
         if not state.registered and not keep_trying:
             self._post(self._close_reg, handle)
             raise RegistrationFailed(state.code, state.reason)
