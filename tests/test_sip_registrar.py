@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
@@ -439,3 +441,37 @@ def test_a_reordered_register_cannot_undo_a_later_one() -> None:
     # another Call-ID (a restarted phone) starts its own sequence
     assert registrar.handle_register(req(1, 120, call_id="c2")).code == 200
     assert registrar.lookup("alice") is not None
+
+
+_uris = st.sampled_from(["sip:alice@127.0.0.1:7001", "sip:alice@127.0.0.1:7002", "sip:x@h"])
+_secs = st.one_of(st.none(), st.integers(min_value=-5, max_value=10**7))
+_requests = st.builds(
+    RegisterRequest,
+    user=st.sampled_from(["alice", "bob", "", "mallory"]),
+    contacts=st.lists(st.builds(ContactSpec, _uris, _secs), max_size=4).map(tuple),
+    wildcard=st.booleans(),
+    expires_header=_secs,
+    authorization=st.lists(st.text(max_size=40), max_size=2).map(tuple),
+    source=st.just(("127.0.0.1", 7001)),
+    user_agent=st.none(),
+    call_id=st.sampled_from(["", "c1", "c2"]),
+    cseq=st.integers(min_value=0, max_value=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_requests, min_size=1, max_size=8), st.booleans())
+def test_registrar_answers_any_register_sequence_with_a_known_code(reqs: list[RegisterRequest], auth: bool) -> None:
+    now = [100.0]
+    registrar = Registrar(
+        {"alice": "pw", "bob": "pw2"}, auth=auth, min_expires=60, max_expires=600, clock=lambda: now[0]
+    )
+    for r in reqs:
+        reply = registrar.handle_register(r)
+        assert reply.code in ({200, 400, 403, 423, 500} | ({401} if auth else set()))
+        assert all(0 < secs <= 600 for _, secs in reply.contacts)
+        if auth:
+            assert reply.code != 200  # no request here carries valid credentials
+        now[0] += 7
+    assert all(b.user in ("alice", "bob") for b in registrar.bindings())
+    assert len(registrar.bindings()) <= 2 * 3

@@ -6,6 +6,7 @@ Never stores or logs passwords beyond the ``users`` mapping it was given.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -201,7 +202,7 @@ class Registrar:
                 del st.bindings[oldest.contact_uri]
             for uri in [u for u in st.order if u not in st.bindings][: -MAX_CONTACTS_PER_USER or None]:
                 del st.order[uri]
-            current = tuple((b.contact_uri, max(0, round(b.expires_at - now))) for b in st.bindings.values())
+            current = tuple((b.contact_uri, max(1, math.ceil(b.expires_at - now))) for b in st.bindings.values())
         return RegisterReply(200, "OK", contacts=current, authenticated_user=authenticated)
 
 
