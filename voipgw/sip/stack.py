@@ -626,8 +626,6 @@ class _RegCore:
     ever_registered: bool = False
     unregistering: bool = False
     closed: bool = False
-    sent: int = 0
-    """REGISTER requests sent (first transmissions only): tests count them to rule out retry storms."""
 
     def send(self) -> None:
         self.timer = None
@@ -642,7 +640,6 @@ class _RegCore:
         gen = self.gen
         self.tx = self.stack._tm.newTransaction(self.rmsg, lambda resp: self.on_reply(resp, gen))
         self.deadline = Timeout(self._attempt_timed_out, REGISTER_ATTEMPT_TIMEOUT_S, 1, gen)
-        self.sent += 1
         self.rmsg.getHFBody("via").genBranch()
         self.rmsg.getHFBody("cseq").incCSeqNum()
 
@@ -1163,8 +1160,9 @@ class SipStack:
                         log.warning("INVITE from %s:%d as %r refused: %s", *src_addr, from_user, verdict.reason)
                         return (self._reply(req, 403, "Forbidden"), None, None)
                     authenticated = verdict.user
-            # Credentials were checked above (or are not ours to check): sippy's own parser of the header
-            # raises on valid quoted commas, after it has already registered the dialog (see _on_request docs).
+            # Credentials were checked above (or are not ours to check). sippy's UAS would parse the header
+            # itself, after sending 100 and registering the dialog, and its parser raises on valid input
+            # (a quoted comma): the INVITE then failed with a dialog left registered for its Call-ID.
             req.delHFs("authorization")
             call = IncomingCall(
                 self,
