@@ -79,7 +79,8 @@ class Registrations:
                 keep_trying=True,
                 on_change=functools.partial(self._changed, entry),
             )
-            self._log(entry, entry.handle.state)
+            if entry.handle.state.code == 0:  # on_change reported any answer already
+                self._log(entry, entry.handle.state)
 
         await asyncio.gather(*(one(e) for e in self._entries.values()))
         self._notify()
