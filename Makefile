@@ -30,6 +30,7 @@ test: setup
 bench: setup
 	$(BIN)/voipgw bench crypto
 	$(BIN)/voipgw bench call
+	$(BIN)/voipgw bench gateway
 
 vectors: setup
 	$(PY) -m tests.vectors.generate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import time
+import weakref
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.media import MediaStream
 from voipgw.phone import ActiveCall, Phone, SecureProtector
 from voipgw.sdp import AudioDescription, Codec
 
@@ -54,12 +56,43 @@ class PcmPipe:
 
 class OpusRelay:
     """One direction of Opus pass-through: payloads the receiving leg opened, for the other leg to seal as they
-    are (no decode, no re-encode). Bounded like PcmPipe."""
+    are (no decode, no re-encode).
+
+    Once both legs' streams have started under pass-through, each opened frame is sealed and sent by the other
+    leg at once, inside the receive callback (no jitter buffer, no pacing loop: the phone at the far end paces
+    and de-jitters). Until then frames wait here, bounded like PcmPipe."""
 
     def __init__(self) -> None:
         self.frames: collections.deque[bytes] = collections.deque()
         self.passed = 0
         self.dropped = 0
+        self.receiver: MediaStream | None = None
+        """The leg whose decoder pushes here (it received the frames)."""
+        self.sender: MediaStream | None = None
+        """The leg whose encoder pops from here (it sends them on)."""
+        self.direct = False
+
+    def attach(self, stream: MediaStream, *, receiving: bool, passthrough: list[bool]) -> None:
+        if receiving:
+            self.receiver = stream
+        else:
+            self.sender = stream
+        receiver, sender = self.receiver, self.sender
+        if not passthrough[0] or receiver is None or sender is None or self.direct:
+            return
+        self.direct = True
+        send = sender.send_payload
+
+        def forward(payload: bytes) -> None:
+            self.passed += 1
+            send(payload)
+
+        receiver.relay = forward
+        _FED.add(sender)
+        for leg in (receiver, sender):
+            # A leg that both relays what it hears and is fed by the other leg has nothing left to pace.
+            if leg.relay is not None and leg in _FED:
+                leg.stop_pacing()
 
     def push(self, payload: bytes) -> None:
         self.frames.append(payload)
@@ -74,6 +107,10 @@ class OpusRelay:
         return None
 
 
+_FED: weakref.WeakSet[MediaStream] = weakref.WeakSet()
+"""Streams whose outgoing frames come from a direct relay."""
+
+
 class _SwitchEncoder:
     """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
     that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
@@ -82,6 +119,9 @@ class _SwitchEncoder:
         self._relay = relay
         self._passthrough = passthrough
         self._encoder = OpusEncoder()
+
+    def attach_stream(self, stream: MediaStream) -> None:
+        self._relay.attach(stream, receiving=False, passthrough=self._passthrough)
 
     def encode(self, pcm: Pcm) -> bytes:
         if self._passthrough[0]:
@@ -103,6 +143,9 @@ class _SwitchDecoder:
     @property
     def failed(self) -> int:
         return self._decoder.failed
+
+    def attach_stream(self, stream: MediaStream) -> None:
+        self._relay.attach(stream, receiving=True, passthrough=self._passthrough)
 
     def decode(self, payload: bytes | None) -> Pcm:
         if self._passthrough[0]:
