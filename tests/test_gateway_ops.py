@@ -150,6 +150,7 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     live_metrics = gwa.metrics()
     assert live_metrics['voipgw_calls_active{security="secure_unverified"}'] == 1, live_metrics
     assert live_metrics["voipgw_transcoding_calls_active"] == 1
+    assert live_metrics["voipgw_frames_sealed_total"] > sealed, "a call in progress is counted while it runs"
     assert gwa.terminate() == 0, gwa.log()
     alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)

@@ -139,3 +139,30 @@ def test_live_gauges_are_read_at_scrape_time_and_finished_calls_counted_once() -
 )  # fmt: skip
 def test_handshake_failure_reason_reads_the_typed_reason(text: str, reason: str | None) -> None:
     assert handshake_failure_reason(text) == reason
+
+
+def test_frames_of_calls_in_progress_count_at_scrape_time_and_never_twice() -> None:
+    m = GatewayMetrics()
+    live: dict[object, tuple[int, int, dict[str, int]]] = {"c1": (100, 90, {"tampered": 1})}
+    m.track_frames(lambda: list(live.items()))
+
+    def totals() -> tuple[float, float, float]:
+        got = samples(m.exposition().decode())
+        return (
+            got[("voipgw_frames_sealed_total", ())],
+            got[("voipgw_frames_opened_total", ())],
+            got.get(("voipgw_frames_refused_total", (("reason", "tampered"),)), 0.0),
+        )
+
+    assert totals() == (100, 90, 1)
+    assert totals() == (100, 90, 1), "a second scrape adds nothing new"
+    live["c1"] = (250, 240, {"tampered": 2})
+    live["c2"] = (10, 0, {})
+    assert totals() == (260, 240, 2)
+    del live["c1"]  # the call ended: gone from the live list before its final count arrives
+    assert totals() == (260, 240, 2), "counters never go backwards"
+    m.call_finished("secure, unverified", False, sealed=300, opened=290, refused={"tampered": 2}, key="c1")
+    assert totals() == (310, 290, 2)
+    m.call_finished("NOT SECURE", False, sealed=20, opened=0, refused={}, key="c2")
+    del live["c2"]
+    assert totals() == (320, 290, 2)

@@ -18,7 +18,7 @@ from voipgw.gateway.model import Bridge, DestinationRule, GatewayConfig, InsideU
 from voipgw.gateway.registrations import OutsideAccount, Registrations
 from voipgw.ops.config import ConfigError, check_pbx, preflight
 from voipgw.ops.config import GatewayConfig as OpsConfig
-from voipgw.ops.metrics import GatewayMetrics, handshake_failure_reason
+from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
 from voipgw.phone import PhoneConfig
 from voipgw.sip import IncomingCall, SipStack
@@ -215,7 +215,18 @@ class GatewayHooks:
             opened=stats.frames_opened if stats else 0,
             refused=dict(stats.refused) if stats else {},
             handshake_failure=failure,
+            key=id(bridge),
         )
+
+    def live_frames(self) -> list[tuple[object, FrameCounts]]:
+        """Outside frames of each active call so far, for the metrics (read from the metrics thread)."""
+        out: list[tuple[object, FrameCounts]] = []
+        for bridge in list(self.gateway.bridges):
+            media = bridge.outside.media if bridge.outside is not None else None
+            if media is not None:
+                st = media.stats
+                out.append((id(bridge), (st.frames_sent, st.frames_opened, dict(st.refused))))
+        return out
 
     def live_calls(self) -> list[tuple[str, bool]]:
         """(security, transcoding) of each active call, for the metrics (read from the metrics thread)."""
@@ -276,6 +287,7 @@ class GatewayRuntime:
         hooks = GatewayHooks(self.config, gateway, self.metrics)
         gateway.hooks = hooks
         self.metrics.track_active(hooks.live_calls)
+        self.metrics.track_frames(hooks.live_frames)
         self.gateway = gateway
         try:
             await gateway.start()

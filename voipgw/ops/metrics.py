@@ -32,6 +32,21 @@ HANDSHAKE_REASONS = tuple(
 NO_KEY_EXCHANGE = "no_key_exchange"
 LiveCalls = Callable[[], Iterable[tuple[str, bool]]]
 """Active calls as (security state, transcoding) pairs, read when the metrics are scraped."""
+FrameCounts = tuple[int, int, Mapping[str, int]]
+"""One call's outside frames so far: sealed, opened, refused by reason."""
+LiveFrames = Callable[[], Iterable[tuple[object, FrameCounts]]]
+"""Active calls' frame counts, each under a key that ``call_finished`` repeats when the call ends."""
+
+
+class _BeforeScrape:
+    """A collector that exports nothing and runs ``fn`` first at each scrape (registered before the counters)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def collect(self) -> list[object]:
+        self.fn()
+        return []
 
 
 def handshake_failure_reason(text: str) -> str | None:
@@ -89,6 +104,12 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Frames of calls in progress are added at scrape time; what a scrape added is remembered per call, so
+        # the end of the call adds only the rest and the counters never go backwards.
+        self._live_frames: LiveFrames | None = None
+        self._reported: dict[object, tuple[int, int, dict[str, int]]] = {}
+        self._frames_lock = threading.Lock()
+        r.register(_BeforeScrape(self._sync_live_frames))  # type: ignore[arg-type]
         self._security = _Labels()
         self._hs_reason = _Labels()
         self._refuse_reason = _Labels()
@@ -142,6 +163,36 @@ class GatewayMetrics:
             self.calls_active.labels(security=label).set_function(counter(label))
         self.transcoding_active.set_function(lambda: sum(1 for _, transcoding in live() if transcoding))
 
+    def track_frames(self, live: LiveFrames) -> None:
+        """Add the frames of calls in progress to ``voipgw_frames_*_total`` at each scrape (with the same keys
+        given to :meth:`call_finished`), so long calls show up while they run."""
+        self._live_frames = live
+
+    def _sync_live_frames(self) -> None:
+        live = self._live_frames
+        if live is None:
+            return
+        try:
+            calls = list(live())
+        except RuntimeError:  # a call's counters changed size under us (another thread): next scrape
+            return
+        with self._frames_lock:
+            for key, counts in calls:
+                self._add_frames(key, counts, keep=True)
+
+    def _add_frames(self, key: object, counts: FrameCounts, keep: bool) -> None:
+        sealed, opened, refused = counts
+        old_sealed, old_opened, old_refused = self._reported.pop(key, (0, 0, {}))
+        if sealed > old_sealed:
+            self.frames_sealed.inc(sealed - old_sealed)
+        if opened > old_opened:
+            self.frames_opened.inc(opened - old_opened)
+        for reason, n in refused.items():
+            if n > old_refused.get(reason, 0):
+                self.refused(reason, n - old_refused.get(reason, 0))
+        if keep:
+            self._reported[key] = (max(sealed, old_sealed), max(opened, old_opened), {**old_refused, **refused})
+
     def call_finished(
         self,
         security: str,
@@ -150,19 +201,16 @@ class GatewayMetrics:
         opened: int,
         refused: Mapping[str, int],
         handshake_failure: str | None = None,
+        key: object | None = None,
     ) -> None:
         """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
-        its outside frames, and the reason its key exchange failed, if it did."""
+        its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), and the
+        reason its key exchange failed, if it did."""
         self.calls_total.labels(security=self._security(security)).inc()
         if transcoded:
             self.transcoded_total.inc()
-        if sealed:
-            self.frames_sealed.inc(sealed)
-        if opened:
-            self.frames_opened.inc(opened)
-        for reason, n in refused.items():
-            if n:
-                self.refused(reason, n)
+        with self._frames_lock:
+            self._add_frames(key if key is not None else object(), (sealed, opened, dict(refused)), keep=False)
         if handshake_failure is not None:
             self.handshake_failed(handshake_failure)
 
