@@ -167,15 +167,30 @@ def options_status(registrar: tuple[str, int], user: str, timeout: float = 5.0) 
     """Send ``OPTIONS sip:user@<registrar>`` to the PBX: 200 when its location table routes ``user`` to a live
     gateway (which answers OPTIONS), 404 when ``user`` is not registered there. Returns the final status code."""
     host, port = registrar
+    return sip_request((host, port), "OPTIONS", f"sip:{user}@{host}:{port}", "probe", timeout)
+
+
+def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, timeout: float = 5.0) -> int:
+    """Send one out-of-dialog request (an INVITE carries a minimal PCMU offer) from a fresh loopback port and
+    return its final status code; a final response to an INVITE is acknowledged, as RFC 3261 wants."""
+    host, port = addr
     tag = secrets.token_hex(6)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         lport = sock.getsockname()[1]
+        via = f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
+        frm = f"From: <sip:{from_user}@127.0.0.1:{lport}>;tag={tag}\r\n"
+        body = (
+            f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {lport + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            if method == "INVITE"
+            else ""
+        )
         msg = (
-            f"OPTIONS sip:{user}@{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
-            f"From: <sip:probe@127.0.0.1:{lport}>;tag={tag}\r\nTo: <sip:{user}@{host}:{port}>\r\n"
-            f"Call-ID: probe-{tag}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            f"{method} {ruri} SIP/2.0\r\n{via}{frm}To: <{ruri}>\r\nCall-ID: probe-{tag}\r\n"
+            f"CSeq: 1 {method}\r\nContact: <sip:{from_user}@127.0.0.1:{lport}>\r\nMax-Forwards: 70\r\n"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body)}\r\n\r\n{body}"
         )
         sock.settimeout(0.5)
         deadline = time.monotonic() + timeout
@@ -185,8 +200,16 @@ def options_status(registrar: tuple[str, int], user: str, timeout: float = 5.0) 
                 while True:
                     data = sock.recv(65535).decode(errors="replace")
                     code = int(data.split(" ", 2)[1])
-                    if code >= 200 and f"probe-{tag}" in data:
-                        return code
+                    if code < 200 or f"probe-{tag}" not in data:
+                        continue
+                    if method == "INVITE":
+                        to = next(line for line in data.split("\r\n") if line.lower().startswith(("to:", "t:")))
+                        ack = (
+                            f"ACK {ruri} SIP/2.0\r\n{via}{frm}{to}\r\nCall-ID: probe-{tag}\r\nCSeq: 1 ACK\r\n"
+                            f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                        )
+                        sock.sendto(ack.encode(), (host, port))
+                    return code
             except TimeoutError:
                 continue
-    raise AssertionError(f"no final answer to OPTIONS sip:{user}@{host}:{port}")
+    raise AssertionError(f"no final answer to {method} {ruri}")

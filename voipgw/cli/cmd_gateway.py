@@ -84,7 +84,7 @@ def _users(args: argparse.Namespace, host: str) -> tuple[InsideUser, ...]:
             raise CliError(f"--user {name!r} given twice", 2)
         users.append(InsideUser(name=name, contact=contact, outside_aor=aor or f"{name}@{host}"))
     if not users:
-        raise CliError("no inside users: give at least one --user NAME=sip:CONTACT", 2)
+        raise CliError("no inside users: give --config FILE, or at least one --user NAME=sip:CONTACT", 2)
     return tuple(users)
 
 
