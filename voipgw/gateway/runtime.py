@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -318,14 +319,25 @@ class GatewayRuntime:
         if self._stopped:
             return
         self._stopped = True
+        # Each stage runs even if an earlier one failed: the SIP socket, the control socket file and the contact
+        # stores must never be left behind.
+        stages: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if self.registrations is not None and self.gateway is not None and self.gateway.stack is not None:
-            await self.registrations.stop()
+            stages.append(("removing the registrations", self.registrations.stop))
         if self.gateway is not None and self.gateway.stack is not None:
-            await self.gateway.stop()
+            stages.append(("hanging up and closing SIP", self.gateway.stop))
         if self.ops is not None:
-            await self.ops.close()
+            stages.append(("closing the control socket and metrics", self.ops.close))
+        for what, stage in stages:
+            try:
+                await stage()
+            except Exception:
+                log.exception("gateway shutdown: %s failed", what)
         for store in self._trust.values():
-            store.close()
+            try:
+                store.close()
+            except Exception:
+                log.exception("gateway shutdown: closing a contact store failed")
         self._trust = {}
 
     def snapshot(self) -> dict[str, Any]:
