@@ -218,3 +218,33 @@ def test_garbled_plain_events_are_counted_not_delivered() -> None:
             await b.stop()
 
     _run(main)
+
+
+class _BuggyEvents(SecureProtector):
+    """A real secure protector whose event opener has a bug (raises something that is not a FrameError)."""
+
+    def __init__(self, session: MediaSession) -> None:
+        super().__init__(session)
+
+        def broken(frame: bytes, now: float) -> bytes:
+            raise RuntimeError("bug")
+
+        self.open_event = broken
+
+
+def test_a_protector_bug_in_open_event_costs_the_event_not_the_stream() -> None:
+    async def main() -> None:
+        a, b = await MediaStream.bind(), await MediaStream.bind()
+        pa, pb = _secure_pair()
+        try:
+            await _start(a, b, pa, _BuggyEvents(pb.session), b.local, a.local)
+            a.send_dtmf("1")
+            await a.dtmf_sent()
+            await asyncio.sleep(0.2)
+            assert b.stats.refused == {"protector-error": 4} and b.stats.dtmf_in == 0
+            assert b.stats.frames_opened > 10 and b.running  # audio kept flowing
+        finally:
+            await a.stop()
+            await b.stop()
+
+    _run(main)

@@ -488,6 +488,11 @@ class MediaStream:
         except (FrameError, DtmfError) as exc:
             self.stats.refuse(exc.reason)
             return authentic
+        except Exception:
+            if "protector-error" not in self.stats.refused:
+                log.exception("protector.open_event raised a non-FrameError; counting such events as refused")
+            self.stats.refuse("protector-error")
+            return False
         if digit is not None:
             self._deliver_digit(digit)
         return authentic
