@@ -134,6 +134,16 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     done = wait_idle(gwa, 2)
     assert [c["direction"] for c in done["finished"]] == ["outbound", "inbound"], done["finished"]
 
+    # Each fronted user has its own identity and contact store, which the ordinary CLI reads.
+    alice_dir = gwa.home / "users" / "alice"
+    assert (alice_dir / "identity.pem").stat().st_mode & 0o777 == 0o600
+    assert (gwa.home / "users").stat().st_mode & 0o777 == 0o700
+    contacts = subprocess.run(
+        voipgw_argv(alice_dir, "contacts", "--json"), capture_output=True, text=True, timeout=30, check=True
+    )
+    (known,) = json.loads(contacts.stdout)
+    assert known["aor"] == "bob@127.0.0.1" and known["local_aor"] == "alice@127.0.0.1" and known["calls"] == 2, known
+
     m = gwa.metrics()
     assert m['voipgw_calls_total{security="secure_unverified"}'] == 2, m
     assert m['voipgw_calls_active{security="secure_unverified"}'] == 0

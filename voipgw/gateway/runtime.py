@@ -73,6 +73,11 @@ def load_users(config: OpsConfig, home: Path) -> tuple[dict[str, IdentityKey], d
     """Each fronted user's identity (created on first start) and contact store; one ConfigError line on failure."""
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
+    base = config.outside.identity_dir or home / "users"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"outside.identity_dir: cannot create {base}: {exc.strerror or exc}") from None
     try:
         for name in config.users:
             d = user_dir(config, home, name)
