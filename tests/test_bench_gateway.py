@@ -20,13 +20,15 @@ MODE_KEYS = {
 STEP_KEYS = {
     "calls", "window_s", "frames_sent", "frames_received", "frames_lost", "frames_late", "late_or_lost_pct", "ok",
     "latency_ms_p50", "latency_ms_p99", "gateway_a_cpu_s", "gateway_a_cpu_pct", "packets_through_a_per_cpu_s",
-    "gateway_a_rss_kb",
+    "gateway_a_rss_kb", "gateway_a_event_loop_cpu_s", "windows_late_or_lost_pct",
 }  # fmt: skip
 TOP_KEYS = {
     "quick", "window_s", "late_slack_ms", "max_late_or_lost_pct", "passthrough", "transcode", "forwarder",
     "ratio_calls", "packets_per_cpu_s_gateway", "packets_per_cpu_s_forwarder", "ratio_gateway_vs_forwarder",
     "goal_ratio", "meets_ratio_goal", "added_latency_ms_p50_per_gateway", "added_latency_ms_p99_per_gateway",
     "passthrough_calls_per_core_projected", "memory_kb_per_call", "all_calls_carried_audio", "elapsed_s",
+    "packets_per_cpu_s_gateway_event_loop", "ratio_gateway_event_loop_vs_forwarder", "gateway_a_sip_thread_cpu_share",
+    "load_average_1min", "load_average_1min_at_start", "cpus",
 }  # fmt: skip
 
 

@@ -144,6 +144,9 @@ GATEWAY_ROWS = [
     ("packets_per_cpu_s_gateway", "packets per CPU-second, gateway A (pass-through)"),
     ("packets_per_cpu_s_forwarder", "packets per CPU-second, bare uvloop forwarder"),
     ("ratio_gateway_vs_forwarder", "ratio gateway / forwarder (same calls, same run)"),
+    ("packets_per_cpu_s_gateway_event_loop", "packets per CPU-second, gateway A's event loop only"),
+    ("ratio_gateway_event_loop_vs_forwarder", "ratio event loop / forwarder (without the SIP thread)"),
+    ("gateway_a_sip_thread_cpu_share", "share of gateway A's CPU in its SIP reactor thread"),
     ("added_latency_ms_p50_per_gateway", "added one-way latency per gateway, p50 (ms)"),
     ("added_latency_ms_p99_per_gateway", "added one-way latency per gateway, p99 (ms)"),
     ("passthrough_calls_per_core_projected", "pass-through calls per core, projected from A's CPU"),
@@ -177,7 +180,8 @@ def run_gateway(args: argparse.Namespace) -> int:
         goal = f"   goal >= {results['goal_ratio']}" if key == "ratio_gateway_vs_forwarder" else ""
         print(f"  {label:<58} {_cell(results[key])}{goal}")
     print(
-        f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; "
-        f"run took {results['elapsed_s']:.0f} s)"
+        f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; run took "
+        f"{results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "
+        f"{results['load_average_1min']:.1f} at end on {results['cpus']} CPUs shared by A, B and the phones)"
     )
     return 0

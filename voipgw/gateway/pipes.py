@@ -90,9 +90,12 @@ class OpusRelay:
         receiver.relay = forward
         _FED.add(sender)
         for leg in (receiver, sender):
-            # A leg that both relays what it hears and is fed by the other leg has nothing left to pace.
+            # A leg that both relays what it hears and is fed by the other leg has nothing left to pace, and
+            # its codec states (about 60 KB of libopus per leg) nothing left to code.
             if leg.relay is not None and leg in _FED:
                 leg.stop_pacing()
+                for part in _PARTS.pop(leg, ()):
+                    part.release()
 
     def push(self, payload: bytes) -> None:
         self.frames.append(payload)
@@ -109,6 +112,8 @@ class OpusRelay:
 
 _FED: weakref.WeakSet[MediaStream] = weakref.WeakSet()
 """Streams whose outgoing frames come from a direct relay."""
+_PARTS: weakref.WeakKeyDictionary[MediaStream, list[_SwitchEncoder | _SwitchDecoder]] = weakref.WeakKeyDictionary()
+"""The switchable coders each stream uses, released once its frames are relayed directly."""
 
 
 class _SwitchEncoder:
@@ -118,16 +123,23 @@ class _SwitchEncoder:
     def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
         self._relay = relay
         self._passthrough = passthrough
-        self._encoder = OpusEncoder()
+        self._encoder: OpusEncoder | None = None
+        """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
 
     def attach_stream(self, stream: MediaStream) -> None:
+        _PARTS.setdefault(stream, []).append(self)
         self._relay.attach(stream, receiving=False, passthrough=self._passthrough)
+
+    def release(self) -> None:
+        self._encoder = None
 
     def encode(self, pcm: Pcm) -> bytes:
         if self._passthrough[0]:
             payload = self._relay.pop()
             if payload is not None:
                 return payload
+        if self._encoder is None:
+            self._encoder = OpusEncoder()
         return self._encoder.encode(pcm)
 
 
@@ -137,21 +149,30 @@ class _SwitchDecoder:
     def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
         self._relay = relay
         self._passthrough = passthrough
-        self._decoder = OpusDecoder()
+        self._decoder: OpusDecoder | None = None
+        """Made on first use, like _SwitchEncoder's."""
+        self._failed_before = 0
         self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     @property
     def failed(self) -> int:
-        return self._decoder.failed
+        return self._failed_before + (self._decoder.failed if self._decoder is not None else 0)
 
     def attach_stream(self, stream: MediaStream) -> None:
+        _PARTS.setdefault(stream, []).append(self)
         self._relay.attach(stream, receiving=True, passthrough=self._passthrough)
+
+    def release(self) -> None:
+        self._failed_before = self.failed
+        self._decoder = None
 
     def decode(self, payload: bytes | None) -> Pcm:
         if self._passthrough[0]:
             if payload is not None:
                 self._relay.push(payload)
             return self._silence
+        if self._decoder is None:
+            self._decoder = OpusDecoder()
         return self._decoder.decode(payload)
 
 
