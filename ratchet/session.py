@@ -36,6 +36,7 @@ from ratchet.chain import kdf_ck
 from ratchet.errors import (
     ExpiredKey,
     ExtensionError,
+    FrameError,
     FutureFrame,
     KeyDesync,
     MalformedFrame,
@@ -85,6 +86,10 @@ from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.replay import ReplayWindow
 from ratchet.sas import Sas, compute_sas, verify_sas_reveal
 from ratchet.timekeys import INTERVAL_MOD, MAX_WINDOW_INTERVALS, TimeKeySchedule
+
+START_LEARNING_S = 5.0
+"""After the first frame opens, how long a frame ahead of the skew window may still move the interval reference
+(if it authenticates): covers the early frames buffered before our keys existed and a slow call setup."""
 
 # Announcement schedule (frame offsets within an epoch)
 ANNOUNCE_FIRST = 3
@@ -493,6 +498,11 @@ class FrameOpener:
             now,
         )
         self._window = TimeKeySchedule.window_intervals(config.max_skew_ms, keys.interval_ms)
+        self._offset = 0
+        """Sender's interval minus ours: 0, or learnt from authenticated frames in the call's first seconds when the
+        two ends started their media sessions further apart than the window (PROTOCOL.md, "Start offset")."""
+        self._learn_until: float | None = None
+        """None until the first frame opens; then the end of the start-offset learning phase."""
         self._root = bytearray(keys.recv_root)
         self._chains: dict[int, _RecvChain] = {0: _RecvChain(0, 0, bytes(keys.recv_chain), self._suite)}
         self._current = 0
@@ -740,8 +750,8 @@ class FrameOpener:
             | chain.kcvs[interval]
         )
         origin = self._tks.origin
-        self._fast_t_lo = origin + (interval - self._window) * self._interval_s
-        self._fast_t_hi = origin + (interval + self._window + 1) * self._interval_s
+        self._fast_t_lo = origin + (interval - self._offset - self._window) * self._interval_s
+        self._fast_t_hi = origin + (interval - self._offset + self._window + 1) * self._interval_s
         self._fast_nonce = int.from_bytes(chain.prefix, "big") << 64
         self._fast_nonce_len = len(chain.prefix) + 8
         if ext_block is not None and (self.sas is not None or self.sas_failed or self._role is Role.OFFERER):
@@ -791,12 +801,45 @@ class FrameOpener:
         verdict = self._replay.check(n)
         if verdict is not None:
             raise ReplayedFrame(verdict)
-        local_i = self._tks.interval_at(now)
+        raw_i = self._tks.interval_at(now)
+        local_i = raw_i + self._offset
         interval = nearest((word >> INTERVAL_SHIFT) & INTERVAL_MASK, INTERVAL_MOD, local_i)
+        skew: FrameError | None = None
         if interval < local_i - self._window:
-            raise StaleFrame(f"interval {interval} is {local_i - interval} behind ours")
-        if interval > local_i + self._window:
-            raise FutureFrame(f"interval {interval} is {interval - local_i} ahead of ours")
+            skew = StaleFrame(f"interval {interval} is {local_i - interval} behind ours")
+        elif interval > local_i + self._window:
+            skew = FutureFrame(f"interval {interval} is {interval - local_i} ahead of ours")
+        args = (frame, now, word, ext, ext_block, aad_len, n, epoch_mod, interval, got)
+        if skew is None:
+            return self._open_in_window(*args)
+        # The ends start their media sessions at different moments (the 200 OK's transit; seconds when it is
+        # retransmitted), and the first frames opened may be old ones buffered before our keys existed. So until
+        # START_LEARNING_S after the first open, a frame outside the window that authenticates moves the reference
+        # to its interval. Then the window is strict around it.
+        if self._learn_until is not None and now >= self._learn_until:
+            raise skew
+        before = self._offset
+        self._offset = interval - raw_i  # set first: the fast path armed on success is placed with it
+        try:
+            return self._open_in_window(*args)
+        except FrameError:
+            self._offset = before
+            raise skew from None
+
+    def _open_in_window(
+        self,
+        frame: bytes,
+        now: float,
+        word: int,
+        ext: Extensions | None,
+        ext_block: bytes | None,
+        aad_len: int,
+        n: int,
+        epoch_mod: int,
+        interval: int,
+        got: int,
+    ) -> bytes:
+        """The rest of ``_open`` once the frame's interval is accepted: keys, AEAD, then commit."""
         self._expire(now)
         pend = _Pending()
         chain = self._find_chain(epoch_mod, ext, n, now, pend)
@@ -827,6 +870,8 @@ class FrameOpener:
                 raise KeyDesync(f"key-check value mismatch in epoch {chain.epoch}") from None
             raise TamperedFrame("authentication tag mismatch") from None
         self._commit(chain, step, key, pend, n, now)
+        if self._learn_until is None:
+            self._learn_until = now + START_LEARNING_S
         if ext is not None:
             self._apply_extensions(ext, chain, now)
         self.last_index = n

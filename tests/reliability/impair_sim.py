@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ratchet.errors import FrameError
 from ratchet.session import MediaConfig, MediaSession
-from ratchet.timekeys import TimeKeySchedule
+from ratchet.timekeys import MAX_WINDOW_INTERVALS, TimeKeySchedule
 from tests.ratchet_pairs import make_pair
 
 T0 = 1_767_225_600.0
@@ -132,6 +132,7 @@ def run_profile(profile: Profile) -> Result:
     paths = {"a": _Path(profile, profile.seed * 2), "b": _Path(profile, profile.seed * 2 + 1)}
     results = {"a": DirectionResult(), "b": DirectionResult()}  # keyed by sender
     seen: dict[str, set[bytes]] = {"a": set(), "b": set()}
+    reference: dict[str, int] = {}
     queue: list[tuple[float, int, str, bytes, float]] = []  # (arrival, order, sender, frame, sent at)
     order = 0
     ticks = int(profile.seconds / FRAME_S)
@@ -150,7 +151,15 @@ def run_profile(profile: Profile) -> Result:
             # the sender's session clock) is within the skew window of the receiver's, and it is not too old.
             sent_interval = math.floor((sent_at - start[sender]) * 1000 / profile.interval_ms)
             recv_interval = math.floor((arrival - start[receiver]) * 1000 / profile.interval_ms)
-            in_window = first and abs(sent_interval - recv_interval) <= window and arrival - sent_at < 1.0
+            # The receiver takes the first frame's interval offset as the call's reference (the ends start their
+            # sessions at different moments); the 6-bit interval index can only tell offsets up to 31 apart.
+            ref = reference.setdefault(sender, sent_interval - recv_interval)
+            in_window = (
+                first
+                and abs(ref) <= MAX_WINDOW_INTERVALS
+                and abs(sent_interval - recv_interval - ref) <= window
+                and arrival - sent_at < 1.0
+            )
             if first:
                 res.arrived += 1
                 res.in_window += in_window
@@ -203,9 +212,16 @@ PROFILES = [
     Profile("2 s outage mid-call", seconds=20.0, outage=(9.0, 11.0)),
     Profile("30 s, DH every 5 s, 5% loss, 40 ms jitter", seconds=30.0, loss=0.05, jitter_s=0.04),
     Profile("30 s, DH every 2 s, 30% bursty loss", seconds=30.0, dh_interval_s=2.0, loss=0.3, burst_enter=0.02),
-    Profile("start offset +1.5 s (inside 2 s window)", start_offset_s=1.5),
-    Profile("start offset -1.5 s (inside 2 s window)", start_offset_s=-1.5),
-    Profile("start offset +5 s (outside 2 s window)", start_offset_s=5.0),
+    Profile("start offset +1.5 s", start_offset_s=1.5),
+    Profile("start offset -1.5 s", start_offset_s=-1.5),
+    Profile("start offset +3.5 s (a 200 OK lost three times)", seconds=15.0, start_offset_s=3.5),
+    Profile("start offset -3.5 s", start_offset_s=-3.5),
+    Profile(
+        "start offset +8 s with 200 ms intervals (outside what the 6-bit interval index tells)",
+        seconds=20.0,
+        start_offset_s=8.0,
+        interval_ms=200,
+    ),
     Profile(
         "everything: 30% bursty loss, 100 ms jitter, reorder, dup, 2 s outage, DH 3 s",
         seconds=30.0,
