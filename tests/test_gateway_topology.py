@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.gateway_node import write_config
@@ -348,3 +349,150 @@ def test_hold_and_resume_pass_through_both_gateways(direct: Topology, tmp_path: 
     assert out["hold"]["reinvites"] == inn["hold"]["reinvites"] == 4, (out, inn)
     assert out["outside_frames_refused"] == inn["outside_frames_refused"] == 0
     assert "holds; passing it to the outside leg" in a.log() and "holds; passing it to the inside leg" in b.log()
+
+
+def _band_share(recording: Path, *bands: tuple[float, float]) -> list[float]:
+    """The share of the recording's energy in each (low Hz, high Hz) band."""
+    pcm = read_wav(recording).astype(np.float64)
+    power = np.abs(np.fft.rfft(pcm)) ** 2
+    freqs = np.fft.rfftfreq(len(pcm), 1 / 48000)
+    total = float(power.sum()) or 1.0
+    return [float(power[(freqs >= lo) & (freqs <= hi)].sum()) / total for lo, hi in bands]
+
+
+def _sip_final(packets: list[capture.CapturedPacket], code: int) -> str:
+    """The first SIP response with ``code`` seen on the wire (as text), or ""."""
+    head = f"SIP/2.0 {code} ".encode()
+    return next((p.payload.decode(errors="replace") for p in packets if p.payload.startswith(head)), "")
+
+
+def test_ringing_the_caller_hears_the_cue_and_sealed_ringback_and_hanging_up_cancels(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """Early media, as the gateways define it: bob's phone rings; alice hears A's security cue (two rising
+    beeps) and then the ringback B makes and seals (425 Hz), never audio from an unverified party. When alice
+    hangs up, bob's ringing phone is cancelled and both gateways record why."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"], answer="manual") as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        incoming = bob.wait_event("CALL_INCOMING", timeout=CALL_TIMEOUT)
+        _wait(lambda: _active(b)["ringback_frames"] >= 75, "1.5 s of ringback")
+        alice.hangup()
+        _closed(alice)
+        _closed(bob)
+        heard_by_alice = alice.received_wav()
+        bob_saw = _types(bob)
+    out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert "CALL_ESTABLISHED" not in bob_saw
+    assert incoming.raw["peerdisplayname"] == f"alice [E2E {out['sas']}]", incoming.raw
+    assert inn["state"] == "failed" and "while the inside phone rang" in inn["reason"], inn
+    assert out["reason"].startswith("inside:"), out
+    ringback, cue_low, cue_high = _band_share(heard_by_alice, (415, 435), (650, 670), (870, 890))
+    print(f"alice heard: ringback {ringback:.2f}, cue {cue_low:.2f} + {cue_high:.2f} of the energy")
+    assert ringback > 0.4 and cue_low > 0.02 and cue_high > 0.02, (ringback, cue_low, cue_high)
+
+
+def test_a_destination_without_a_gateway_is_refused_under_require(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """carol is a plain phone (no gateway): alice's call to her is refused with 488 and a Warning that says why,
+    carol's answered leg is hung up at once with the reason; carol's call to bob never rings bob's phone."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    alice_sip, carol_sip = direct.phones["alice"][0], direct.phones["carol"][0]
+    with (
+        direct.phone(tmp_path, "carol", clips["opus-long"], "opus") as carol,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+        capture.RawCapture(carol_sip, carol_sip) as carol_wire,
+    ):
+        alice.dial(f"sip:carol@127.0.0.1:{a.port}")
+        refused = _closed(alice)
+        _closed(carol)
+        carol.dial(f"sip:bob@127.0.0.1:{b.port}")
+        refused_carol = _closed(carol)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+        alice_saw, bob_saw = _types(alice), _types(bob)
+    assert refused.param == refused_carol.param == "488 Not Acceptable Here", (refused, refused_carol)
+    assert "CALL_ESTABLISHED" not in alice_saw and bob_saw == []
+    to_alice = _sip_final(alice_wire.packets, 488)
+    assert "Warning: 399" in to_alice and "without the voipgw key exchange" in to_alice, to_alice
+    to_carol = _sip_final(carol_wire.packets, 488)
+    assert "Warning: 399" in to_carol and "requires" not in to_carol and "key exchange" in to_carol, to_carol
+    bye = next((p.payload.decode() for p in carol_wire.packets if p.payload.startswith(b"BYE ")), "")
+    assert "Reason: SIP; cause=488" in bye and "without the voipgw key exchange" in bye, bye
+    assert out["policy"] == inn["policy"] == "require"
+    assert out["state"] == inn["state"] == "failed" and out["security"] == inn["security"] == "refused"
+    assert out["outside_frames_sealed"] == 0 and out["inside_frames_out"] == 0
+
+
+def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportunistic(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """dave (a plain phone) matches an ``opportunistic`` destination rule on both gateways: alice's call to him
+    and his call to bob go through in the clear, marked NOT SECURE (the cue, the display, the logs, the
+    snapshot), with audio both ways."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with direct.phone(tmp_path / "out", "dave", clips["PCMU-long"]) as dave:
+        with direct.phone(tmp_path / "out", "alice", clips["PCMU"]) as alice:
+            alice.dial(f"sip:dave@127.0.0.1:{a.port}")
+            dave.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+            _closed(alice)
+            _closed(dave)
+            alice_heard, dave_heard = alice.received_wav(), dave.received_wav()
+        out = a.finished_after(n_a)
+    with direct.phone(tmp_path / "in", "dave", clips["PCMU"]) as dave:
+        with direct.phone(tmp_path / "in", "bob", clips["PCMU-long"]) as bob:
+            dave.dial(f"sip:bob@127.0.0.1:{b.port}")
+            shown = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+            _closed(dave)
+            _closed(bob)
+            bob_heard, dave_heard_in = bob.received_wav(), dave.received_wav()
+        inn = b.finished_after(n_b)
+    assert out["policy"] == inn["policy"] == "opportunistic"
+    assert out["security"] == inn["security"] == "NOT SECURE", (out, inn)
+    assert out["sas"] is None and inn["sas"] is None
+    assert out["cue"] == "not secure"
+    assert inn["display"] == "dave [NOT SECURE]" and shown.raw["peerdisplayname"] == "dave [NOT SECURE]"
+    assert "[NOT SECURE]" in a.log() and "'dave [NOT SECURE]'" in b.log()
+    matches = [
+        heard(clips["PCMU"], dave_heard),
+        heard(clips["PCMU-long"], alice_heard),
+        heard(clips["PCMU"], bob_heard),
+        heard(clips["PCMU-long"], dave_heard_in),
+    ]
+    print("NOT SECURE calls:", ", ".join(f"{m.windowed:.3f}" for m in matches))
+    assert all(m.windowed >= MIN_CORRELATION for m in matches), matches
+
+
+def test_a_pbx_that_rewrites_the_handshake_gets_the_call_refused_at_both_ends(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """The PBX flips a bit of the offer's key exchange: gateway B refuses (488, bad signature), bob's phone
+    never rings, and alice's phone gets 488 with the reason in its Warning."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    rewritten = direct.mangler.offers_rewritten
+    alice_sip = direct.phones["alice"][0]
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+    ):
+        alice.dial(f"sip:mallory@127.0.0.1:{a.port}")  # routed to bob through the tampering PBX
+        refused = _closed(alice)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+        bob_saw = _types(bob)
+    assert direct.mangler.offers_rewritten > rewritten
+    assert refused.param == "488 Not Acceptable Here", refused
+    assert bob_saw == []
+    to_alice = _sip_final(alice_wire.packets, 488)
+    assert "Warning: 399" in to_alice and "bad-signature" in to_alice, to_alice
+    assert out["state"] == inn["state"] == "failed", (out, inn)
+    assert "bad-signature" in out["reason"] and "bad-signature" in inn["reason"], (out, inn)
