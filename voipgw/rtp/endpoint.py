@@ -67,6 +67,14 @@ class EndpointStats:
     bytes_received: int = 0
     malformed: int = 0
     """Datagrams that are not valid RTP (or RTCP on the RTCP path)."""
+    malformed_by_reason: dict[str, int] = field(default_factory=dict)
+    """The same, by PacketError reason (``too-short``, ``bad-version``, ``truncated-csrc``...)."""
+
+    def reject(self, reason: str) -> None:
+        """Count a datagram that is not RTP/RTCP at all; never logged (a flood of junk must not reach the log)."""
+        self.malformed += 1
+        self.malformed_by_reason[reason] = self.malformed_by_reason.get(reason, 0) + 1
+
     refused: dict[str, int] = field(default_factory=dict)
     """Well-formed packets refused here, by reason (``payload-type``, ``unauthenticated``)."""
     send_errors: int = 0
@@ -286,8 +294,8 @@ class RtpEndpoint:
             return
         try:
             pkt = parse_rtp(data)
-        except PacketError:
-            self.stats.malformed += 1
+        except PacketError as exc:
+            self.stats.reject(exc.reason)
             return
         if pkt.payload_type != self.payload_type:
             if pkt.payload_type == self.event_payload_type and self.on_event is not None:
@@ -323,8 +331,8 @@ class RtpEndpoint:
     def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
         try:
             packets = parse_rtcp(data)
-        except PacketError:
-            self.stats.malformed += 1
+        except PacketError as exc:
+            self.stats.reject(exc.reason)
             return
         self.stats.rtcp_received += 1
         now = time.time()
