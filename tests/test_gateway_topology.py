@@ -496,3 +496,37 @@ def test_a_pbx_that_rewrites_the_handshake_gets_the_call_refused_at_both_ends(
     assert "Warning: 399" in to_alice and "bad-signature" in to_alice, to_alice
     assert out["state"] == inn["state"] == "failed", (out, inn)
     assert "bad-signature" in out["reason"] and "bad-signature" in inn["reason"], (out, inn)
+
+
+def test_dtmf_crosses_both_gateways_sealed_through_rtpengine(
+    relayed: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """alice's RFC 4733 digits reach bob's phone as the same digits, and bob's reach alice; on the PBX side
+    (rtpengine's ports) no telephone-event is readable, and no audio decodes."""
+    a, b = relayed.gw_a, relayed.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    assert relayed.rtpengine is not None
+    sent_ab, sent_ba = "159#*0", "27D"
+    with (
+        relayed.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        relayed.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(*relayed.rtpengine.rtp_range) as pbx_side,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        time.sleep(0.6)  # past the security cue: the call is in its steady state
+        alice.send_dtmf(sent_ab)
+        _wait(lambda: len(bob.received_dtmf()) >= len(sent_ab), "alice's digits at bob")
+        bob.send_dtmf(sent_ba)
+        _wait(lambda: len(alice.received_dtmf()) >= len(sent_ba), "bob's digits at alice")
+        got_ab, got_ba = bob.received_dtmf(), alice.received_dtmf()
+        alice.hangup()
+        _closed(alice)
+        _closed(bob)
+    out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert (got_ab, got_ba) == (sent_ab, sent_ba)
+    assert out["dtmf"] == {"to_outside": len(sent_ab), "to_inside": len(sent_ba), "dropped": 0}, out
+    assert inn["dtmf"] == {"to_outside": len(sent_ba), "to_inside": len(sent_ab), "dropped": 0}, inn
+    assert sum(1 for p in pbx_side.packets if p.rtp() is not None) > 100
+    assert capture.plain_dtmf(pbx_side.packets) == ""
