@@ -265,11 +265,12 @@ class Gateway:
     def _end(self, bridge: Bridge, why: str) -> None:
         """Hang up both legs (BYE, or CANCEL/487 while ringing)."""
         bridge.reason = bridge.reason or why
+        text = None if why == "gateway shutdown" else f"voipgw gateway: {why}"
         if bridge.outside is not None:
-            bridge.outside.hangup(None if why == "gateway shutdown" else f"voipgw gateway: {why}")
+            bridge.outside.hangup(text)
         if bridge.inside_sip is not None:
             with contextlib.suppress(Exception):
-                bridge.inside_sip.hangup()
+                bridge.inside_sip.hangup(text)  # the inside phone learns why too (BYE Reason)
 
     async def _start_inside_media(
         self, bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec
