@@ -28,11 +28,12 @@ from voipgw.sdp import (
     INACTIVE,
     PCMA,
     PCMU,
+    RECVONLY,
     SENDONLY,
+    SENDRECV,
     AudioDescription,
     Codec,
     SdpError,
-    answer_direction,
     build_sdp,
     hold_direction,
     opus_codec,
@@ -405,7 +406,14 @@ class Gateway:
                 bridge.call_id, leg, "holds" if holds else "resumes", other,
             )  # fmt: skip
             self._reoffer(bridge, other, hold_direction(local_hold=holds, remote_hold=other_holds))
-        return self._leg_sdp(bridge, leg, codec, answer_direction(remote.direction, local_hold=other_holds))
+        # We send what the other side says whenever this peer listens; we listen to this peer only while the other
+        # side does (a held party hears nobody, so its media need not cross).
+        send = remote.direction in (SENDRECV, RECVONLY)
+        recv = remote.direction in (SENDRECV, SENDONLY) and not other_holds
+        direction = {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get(
+            (send, recv), INACTIVE
+        )
+        return self._leg_sdp(bridge, leg, codec, direction)
 
     def _leg_codec(self, bridge: Bridge, leg: str) -> Codec | None:
         if leg == "inside":
