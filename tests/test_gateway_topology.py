@@ -280,6 +280,9 @@ def _call(
     ):
         dialler.dial(f"sip:{callee}@127.0.0.1:{gw_out.port}")
         answerer.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        connected = dialler.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        # What the caller's screen shows: only what it dialled (hence the in-band cue; docs/OPERATIONS.md).
+        assert "[" not in connected.raw.get("peerdisplayname", ""), connected.raw
         _closed(dialler)  # its clip ended: it hangs up
         _closed(answerer)
         assert dialler.audio_codec().startswith(codec) and answerer.audio_codec().startswith(codec)
