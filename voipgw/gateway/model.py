@@ -65,9 +65,9 @@ class GatewayConfig:
     """``require``: a far end without a voipgw gateway is refused with the reason; ``opportunistic``: such a
     call goes through in the clear, marked ``[NOT SECURE]``."""
     destinations: tuple[DestinationRule, ...] = ()
-    media_timeout_s: float = 10.0
-    """An answered call whose legs both stay silent on the network this long (not on hold) is ended with the
-    reason, never left as a dead call."""
+    media_timeout_s: float = 30.0
+    """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
+    never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
 
     def policy_for(self, user: str, destination_aor: str) -> Policy:
         """The first matching destination rule, then the user's own policy, then the default (as ops.config)."""
