@@ -34,10 +34,10 @@ LOUD_RMS = 0.02
 """A 20 ms frame this loud (-34 dBFS) is speech; the gateways' silence and Opus comfort noise are far below."""
 MIN_LOUD_FRAMES = 25
 """Half a second of the three seconds of speech, back at the UAC, per call."""
-MIN_MEDIAN_CORRELATION = 0.5
-"""Median over the calls of the windowed correlation with the speech played: measured 0.6-0.87 per call after
-PCMU -> Opus -> PCMA -> echo and back (the gateway's security cue opens what the UAC hears; a loaded machine
-stretches the jitter buffers); a tone or noise scores near 0."""
+MIN_MEDIAN_CORRELATION = 0.3
+"""Median over the calls of the windowed correlation with the speech played: measured 0.62-0.88 per call after
+PCMU -> Opus -> PCMA -> echo and back (the gateway's security cue opens what the UAC hears), down to 0.23 for
+single calls while other test suites loaded both cores; a tone or noise scores about 0.02."""
 
 
 def _gateway(workdir: Path, name: str, *args: str) -> tuple[PhoneProc, Path]:
