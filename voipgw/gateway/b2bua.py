@@ -89,17 +89,25 @@ class Gateway:
     Routing: an INVITE from a configured inside phone's address (and From user) is outbound; any other INVITE is
     inbound, for the inside user named in its To.
 
-    Outbound (inside phone -> outside): 180 to the phone at once, then the secure outside INVITE; the phone's
-    200 OK follows the outside 200 OK (and its SAS, which the offerer knows at once). An outside failure, or an
-    answer without the key exchange, becomes the phone's final response (488 + Warning with the reason).
+    Policy: ``config.policy_for(user, far AOR)``. Under ``require`` a far end without the key exchange is refused
+    with the reason; under ``opportunistic`` the call goes through in the clear, marked NOT SECURE everywhere.
+
+    Outbound (inside phone -> outside): 180 to the phone at once (it plays its own ringback; outside early media
+    is never relayed), then the outside INVITE; the phone's 200 OK follows the outside 200 OK (and its SAS, which
+    the offerer knows at once), and the phone then hears a short cue: two rising beeps when sealed, three low ones
+    when NOT SECURE (it cannot show a display name change). An outside failure, or an answer without the key
+    exchange under ``require``, becomes the phone's final response (488 + Warning with the reason).
 
     Inbound (outside -> inside phone): the outside leg is verified and ANSWERED FIRST, then the gateway waits
     (up to ``sas_wait_s``) for the caller's SAS reveal, which only travels in the caller's first media frames,
     and only then rings the inside phone with ``From: "Name [E2E sas]"``. Unmodified phones show the From display
     name while ringing and cannot update it later, so this is the only order that puts the SAS on their screen.
-    The price: the outside caller sees the call answered while the inside phone rings (it hears silence, and what
-    it says meanwhile is dropped); a decline or no-answer inside then ends the outside call with a BYE whose
-    Reason says so.
+    The price: the outside caller sees the call answered while the inside phone rings (it hears a ringback we
+    generate and seal, and what it says meanwhile is dropped); a decline or no-answer inside then ends the
+    outside call with a BYE whose Reason says so.
+
+    Up: hold/resume re-INVITEs are answered per leg and passed to the other (no new handshake outside), RFC 4733
+    digits cross both ways, and a leg without RTP for ``media_timeout_s`` (nobody holding) ends the call.
     """
 
     hooks: GatewayHooks | None = None
