@@ -319,6 +319,7 @@ def test_call_through_the_pbx_carries_audio_both_ways_sealed(
             for as_codec in ("PCMU", "opus"):
                 verdict = capture.looks_like_plain_audio(packets, sent, as_codec)
                 assert verdict.streams, "no RTP stream through rtpengine"
+                print(f"  PBX side decoded as {as_codec}: {[round(v.correlation, 3) for v in verdict.streams]}")
                 assert max(v.correlation for v in verdict.streams) < MAX_EAVESDROP_CORRELATION, (as_codec, verdict)
                 assert max(v.windowed_correlation for v in verdict.streams) < MAX_EAVESDROP_WINDOWED, verdict
         assert capture.plain_dtmf(packets) == ""
