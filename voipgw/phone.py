@@ -13,7 +13,7 @@ import enum
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ratchet.aor import normalize_aor
@@ -56,6 +56,7 @@ from voipgw.sip import (
     Ringing,
     SipCall,
     SipStack,
+    TcpOptions,
 )
 from voipgw.trust import KeyChangePolicy, TrustState, TrustStore, TrustVerdict
 
@@ -65,6 +66,10 @@ WARN_NO_KEY_EXCHANGE = (
     "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
 )
 WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
+
+
+TRANSPORTS = ("auto", "udp", "tcp")
+"""PhoneConfig.transport values: UDP+TCP with automatic choice, UDP only, TCP only."""
 
 
 class Policy(enum.Enum):
@@ -106,6 +111,17 @@ class PhoneConfig:
     """What a changed identity key does: block, warn, or block-if-verified (the contact had been verified)."""
     e2e: bool = True
     """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
+    transport: str = "auto"
+    """SIP transport: "auto" (UDP and TCP; over 1300 bytes or ``;transport=tcp`` goes TCP), "tcp" or "udp"."""
+
+    @property
+    def offer_handshake(self) -> HandshakeConfig:
+        """The handshake we offer: over UDP only, without the hybrid suite, whose ~3.5 KB INVITE a UDP path
+        would IP-fragment (RFC 3261 18.1.1); the answering side still accepts every configured suite."""
+        config = self.handshake
+        if self.transport == "udp" and Suite.X25519_MLKEM768 in config.suites:
+            return replace(config, suites=frozenset({Suite.X25519}))
+        return config
 
     @property
     def handshake(self) -> HandshakeConfig:
@@ -210,7 +226,8 @@ class Phone:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop)
+        tcp = TcpOptions() if self.config.transport != "udp" else None
+        self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop, tcp=tcp)
         await self.stack.start()
         await asyncio.to_thread(self._warm_up)
         if self.config.registrar is not None:
@@ -220,6 +237,7 @@ class Phone:
                 self.config.username or self.aor.split("@")[0],
                 self.config.password or "",
                 expires=self.config.register_expires,
+                transport="tcp" if self.config.transport == "tcp" else "udp",
             )
 
     async def stop(self) -> None:
@@ -381,7 +399,7 @@ class Phone:
             if not cfg.e2e:
                 return build_sdp(self.rtp_host, stream.local[1], codecs)
             t = time.perf_counter()
-            o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.handshake, time.time())
+            o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.offer_handshake, time.time())
             cpu[0] += time.perf_counter() - t
             offerer.append(o)
             return build_sdp(self.rtp_host, stream.local[1], codecs, handshake=encode_attribute(o.offer_bytes))
@@ -398,6 +416,7 @@ class Phone:
                 username=cfg.username,
                 password=cfg.password,
                 timeout_s=cfg.no_answer_timeout_s,
+                transport="tcp" if cfg.transport == "tcp" else None,
             )
         except Exception:
             await stream.stop()

@@ -1,5 +1,6 @@
-"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, with optional digest
-auth (db_text) and an rtpengine hook. Owns only the kamailio it starts, stops it by PID, stays on 127.0.0.1.
+"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, listening on UDP and TCP
+(one port number), with optional digest auth (db_text) and an rtpengine hook. Owns only the kamailio it starts,
+stops it by PID, stays on 127.0.0.1.
 
 Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the
 port is bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; own -Y/-P dirs each.
@@ -31,7 +32,9 @@ debug={debug}
 log_stderror=yes
 children=2
 listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
 alias="127.0.0.1:{port}"
+tcp_connection_lifetime=3605
 mpath="{mpath}"
 loadmodule "tm.so"
 loadmodule "sl.so"

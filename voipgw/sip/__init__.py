@@ -1,4 +1,4 @@
-"""SIP signalling for voipgw over UDP: the only package that imports sippy (the rest of voipgw imports this).
+"""SIP signalling for voipgw over UDP and TCP: the only package that imports sippy (the rest of voipgw imports this).
 
 It carries SDP as opaque strings; it never builds, parses or rewrites SDP and never touches media.
 """
@@ -23,6 +23,7 @@ from voipgw.sip.events import (
 from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
+from voipgw.sip.tcp import TcpOptions, TcpStats
 
 __all__ = [
     "Answered",
@@ -46,5 +47,7 @@ __all__ = [
     "SipStack",
     "SipStackStateError",
     "SipStats",
+    "TcpOptions",
+    "TcpStats",
     "Trying",
 ]

@@ -77,6 +77,7 @@ from voipgw.sip.events import (
     Trying,
 )
 from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
+from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
 
 log = logging.getLogger("voipgw.sip")
 wire_log = logging.getLogger("voipgw.sip.wire")
@@ -161,6 +162,7 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
 
     guard: DatagramGuard
     model_udp_server = (Udp_server, _OrderedUdpOpts)
+    stream: TcpTransport | None = None
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
@@ -193,6 +195,37 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             msg.delHFs("contact")
             msg.delHFs("record-route")
         super().incomingResponse(msg, t, checksum)
+
+    # SIP over TCP (voipgw.sip.tcp) -------------------------------------------------------------------------
+    def newTransaction(self, msg: Any, resp_cb: Any = None, laddress: Any = None, userv: Any = None,
+                       *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        if userv is None and self.stream is not None:
+            address, transport = msg.getTarget()
+            name = str(transport).lower()
+            # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
+            if name == "tcp" or (
+                name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
+            ):
+                userv = self.stream
+        return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
+
+    def timerA(self, t: Any) -> None:
+        if getattr(t.userv, "reliable", False) and self.tclient.get(t.tid) is t:
+            t.teA = None  # RFC 3261 17.1.1.2: no request retransmissions over a reliable transport
+            return
+        super().timerA(t)
+
+    def transport_failed(self, data: bytes, address: tuple[str, int], reason: str) -> None:
+        """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once."""
+        for t in list(self.tclient.values()):
+            if t.state is not TRYING or t.resp_cb is None or not isinstance(t.data, str):
+                continue
+            if t.data.encode("utf-8") != data:
+                continue
+            if t.teB is not None:
+                t.teB.cancel()
+            t.r408.setSCode(503, f"Service Unavailable (TCP {reason})")
+            self.timerB(t)
 
 
 class _UA(UA):  # type: ignore[misc]
@@ -662,7 +695,12 @@ class SipStack:
         user_agent: str = "voipgw/0.1",
         reactor_hz: float = DEFAULT_REACTOR_HZ,
         own_reactor_thread: bool = True,
+        tcp: TcpOptions | None = None,
     ) -> None:
+        """``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over
+        1300 bytes, or to a ``;transport=tcp`` target, then go over TCP."""
+        self.tcp_options = tcp
+        self._tcp: TcpTransport | None = None
         self.local_host = local_host
         self.local_port = local_port
         self.loop = loop
@@ -687,6 +725,11 @@ class SipStack:
     def stats(self) -> SipStats:
         """A snapshot of the front-door counters."""
         return self._stats.copy()
+
+    @property
+    def tcp_stats(self) -> TcpStats | None:
+        """A snapshot of the TCP transport's counters (None without TCP)."""
+        return self._tcp.stats if self._tcp is not None else None
 
     @property
     def active_calls(self) -> int:
@@ -751,13 +794,27 @@ class SipStack:
             "_sip_logger": _WireLogger(),
         }
         self._gc = gc
-        tm = _GuardedTM(gc, self._on_request, self._guard)
+        stream_sock = None
+        if self.tcp_options is not None:
+            stream_sock = bind_listener(self.local_host, self.local_port)
+            gc["_sip_port"] = stream_sock.getsockname()[1]
+        try:
+            tm = _GuardedTM(gc, self._on_request, self._guard)
+        except BaseException:
+            if stream_sock is not None:
+                stream_sock.close()
+            raise
         server = next(iter(tm.l4r.cache_l2s.values()))
         port = int(server.uopts.laddress[1])
         gc["_sip_port"] = port
         SipConf.my_port = port
         gc["_sip_tm"] = tm
         self._tm = tm
+        if self.tcp_options is not None:
+            self._tcp = TcpTransport(
+                (self.local_host, port), tm.handleIncoming, self.tcp_options, tm.transport_failed, stream_sock
+            )
+            tm.stream = self._tcp
         return port
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -816,6 +873,8 @@ class SipStack:
             if self._tm is not None:
                 with contextlib.suppress(Exception):
                     self._tm.cp_timer.cancel()
+                if self._tcp is not None:
+                    self._tcp.shutdown()
                 self._tm.l4r.shutdown()  # joins sippy's socket threads and closes the socket
             # Timers of dead dialogs would fire into the next stack started in this process.
             ED2.tlisteners = []
@@ -853,7 +912,8 @@ class SipStack:
             raise SipStackStateError(f"SIP stack is {self._state}")
 
     def _contact(self, username: str | None) -> Any:
-        url = SipURL(username=username, host=self.local_host, port=self.local_port)
+        # SipConf.my_transport prints as ";transport=tcp" in messages sent over TCP and as nothing over UDP.
+        url = SipURL(username=username, host=self.local_host, port=self.local_port, transport=SipConf.my_transport)
         return SipContact(address=SipAddress(url=url))
 
     def _on_ua_event(self, event: Any, ua: Any) -> None:
@@ -877,24 +937,27 @@ class SipStack:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = DEFAULT_NO_ANSWER_S,
+        transport: str | None = None,
     ) -> OutgoingCall:
         """Send an INVITE. The factory gets the Call-ID first and returns the offer SDP, sent byte for byte.
 
         Without ``proxy`` the request goes to the target URI's host:port. A 401/407 is answered with digest
         credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
-        ``Failed(408, "No answer")``.
+        ``Failed(408, "No answer")``. ``transport="tcp"`` (or a ``;transport=tcp`` target) sends the INVITE
+        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes.
         """
         self._check_running()
         target = _parse_uri(target_uri)
         from_url = _parse_uri(from_aor)
         next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
+        nh_transport = self._pick_transport(transport, target)
         call_id = secrets.token_hex(16)
         sdp = offer_sdp_factory(call_id)
         call = OutgoingCall(self, call_id, outgoing=True)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._post(
-            self._start_outgoing, call, target, from_url, next_hop, sdp, display_name, username, password,
-            timeout_s, done,
+            self._start_outgoing, call, target, from_url, (next_hop, nh_transport), sdp, display_name, username,
+            password, timeout_s, done,
         )  # fmt: skip
         await asyncio.wrap_future(done)
         return call
@@ -904,7 +967,7 @@ class SipStack:
         call: OutgoingCall,
         target: Any,
         from_url: Any,
-        next_hop: tuple[str, int],
+        next_hop: tuple[tuple[str, int], str],
         sdp: str,
         display: str | None,
         username: str | None,
@@ -914,7 +977,10 @@ class SipStack:
     ) -> None:
         try:
             core = _CallCore(self, call)
-            ua = _UA(self._gc, self._on_ua_event, username=username, password=password, nh_address=next_hop)
+            ua = _UA(
+                self._gc, self._on_ua_event, username=username, password=password, nh_address=next_hop[0],
+                nh_transport=next_hop[1],
+            )  # fmt: skip
             ua.voipgw_core = core
             ua.lContact = self._contact(from_url.username)
             core.ua = ua
@@ -932,6 +998,14 @@ class SipStack:
             done.set_exception(exc)
             return
         done.set_result(None)
+
+    def _pick_transport(self, transport: str | None, target: Any) -> str:
+        wanted = (transport or str(target.transport or "udp")).lower()
+        if wanted not in ("udp", "tcp"):
+            raise ValueError(f"unsupported SIP transport {wanted!r} (udp or tcp)")
+        if wanted == "tcp" and self._tcp is None:
+            raise SipStackStateError("SIP over TCP is not enabled on this stack (SipStack(..., tcp=TcpOptions()))")
+        return wanted
 
     # incoming ----------------------------------------------------------------------------------------------
     def _on_request(self, req: Any, sip_t: Any) -> Any:
@@ -992,6 +1066,7 @@ class SipStack:
         *,
         expires: int = 300,
         timeout_s: float = 10.0,
+        transport: str = "udp",
     ) -> Registration:
         """REGISTER ``aor`` (digest auth on 401/407) and keep it refreshed at 60 % of the granted expiry.
 
@@ -999,9 +1074,12 @@ class SipStack:
         """
         self._check_running()
         aor_url = _parse_uri(aor)
+        reg_transport = self._pick_transport(transport, aor_url)
         handle = Registration(self, _aor(aor_url))
         waiter: concurrent.futures.Future[RegistrationState] = concurrent.futures.Future()
-        self._post(self._start_register, handle, aor_url, registrar, username, password, expires, waiter)
+        self._post(
+            self._start_register, handle, aor_url, (registrar, reg_transport), username, password, expires, waiter
+        )
         try:
             state = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout_s)
         except TimeoutError:
@@ -1017,7 +1095,7 @@ class SipStack:
         self,
         handle: Registration,
         aor_url: Any,
-        registrar: tuple[str, int],
+        registrar: tuple[tuple[str, int], str],
         username: str | None,
         password: str | None,
         expires: int,
@@ -1035,7 +1113,7 @@ class SipStack:
                 fr0m=fr0m,
                 to=SipTo(address=addr),
                 contact=self._contact(aor_url.username),
-                target=(tuple(registrar), "udp"),
+                target=(tuple(registrar[0]), registrar[1]),
             )
             core = _RegCore(self, handle, rmsg, username, password, expires, waiter=waiter)
             handle._core = core
