@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -66,7 +67,7 @@ def test_framing_is_independent_of_how_the_stream_is_cut(
     framer = StreamFramer()
     got: list[Message | Ping] = []
     edges = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         got += framer.feed(stream[a:b])
     assert got == expected
     assert not framer.in_message
