@@ -197,9 +197,10 @@ def test_large_invite_goes_over_tcp_by_itself_and_the_connection_is_reused(tcp_p
                 inc.hangup()
                 assert await inc.next_event(EVENT_TIMEOUT) == Ended(reason="local hangup", by_remote=False)
                 assert (await tcp_peer.acall_event("Ended"))["data"]["by_remote"] is True
+            # Every message the stack handled came over TCP (the guard sees both transports; TCP counts first).
+            await wait_stats(stack, lambda s: s.messages_in == stack.stats.datagrams_in)
             ours = stack.tcp_stats
-            assert ours is not None
-            assert stack.stats.datagrams_in == ours.messages_in >= 4  # INVITE + ACK per call, nothing over UDP
+            assert ours is not None and ours.messages_in >= 4  # INVITE + ACK per call, 200 to our BYE
             tcp_peer.send(op="stats")
             theirs = (await tcp_peer.aexpect("stats"))["tcp"]
             assert theirs["connected"] == 1 and theirs["connect_failures"] == 0
@@ -323,3 +324,22 @@ def test_garbage_and_idle_floods_on_the_tcp_port_stay_within_limits_and_calls_ke
                     s.close()
 
     asyncio.run(asyncio.wait_for(main(), 120.0))
+
+
+# --- configuration: which suites a transport may offer -----------------------------------------------------
+
+
+def test_transport_setting_gates_the_hybrid_offer() -> None:
+    from ratchet.params import Suite
+    from voipgw.config import ConfigError, phone_config_from_mapping
+
+    both = ["x25519", "x25519-mlkem768"]
+    auto = phone_config_from_mapping({"aor": "a@b", "suites": both})
+    assert auto.transport == "auto" and Suite.X25519_MLKEM768 in auto.offer_handshake.suites
+    tcp = phone_config_from_mapping({"aor": "a@b", "suites": both, "transport": "tcp"})
+    assert Suite.X25519_MLKEM768 in tcp.offer_handshake.suites
+    udp = phone_config_from_mapping({"aor": "a@b", "suites": both, "transport": "udp"})
+    assert udp.offer_handshake.suites == frozenset({Suite.X25519})
+    assert Suite.X25519_MLKEM768 in udp.handshake.suites  # a hybrid offer that arrives is still answered
+    with pytest.raises(ConfigError, match="transport: expected one of"):
+        phone_config_from_mapping({"aor": "a@b", "transport": "sctp"})

@@ -266,7 +266,7 @@ def _parse_uri(uri: str) -> Any:
     if ":" not in text.split("@", 1)[0]:
         text = "sip:" + text  # a bare "user@host[:port]" AOR
     if not text.lower().startswith("sip:"):
-        raise ValueError(f"not a sip: URI (UDP only, no sips:): {uri!r}")
+        raise ValueError(f"not a sip: URI (UDP or TCP, no sips:): {uri!r}")
     return SipURL(url=text)
 
 
@@ -684,7 +684,8 @@ class _Lifecycle:
 
 
 class SipStack:
-    """UDP SIP user agent on ``local_host:local_port`` (0: a free port, in ``local_port`` after start)."""
+    """SIP user agent on UDP (and TCP with ``tcp=``) at ``local_host:local_port`` (0: a free port, in ``local_port``
+    after start)."""
 
     def __init__(
         self,
