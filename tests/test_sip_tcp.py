@@ -343,3 +343,39 @@ def test_transport_setting_gates_the_hybrid_offer() -> None:
     assert Suite.X25519_MLKEM768 in udp.handshake.suites  # a hybrid offer that arrives is still answered
     with pytest.raises(ConfigError, match="transport: expected one of"):
         phone_config_from_mapping({"aor": "a@b", "transport": "sctp"})
+
+
+THOUSAND = 1000
+
+
+@pytest.mark.integration
+def test_a_thousand_idle_connections_fit_under_the_default_cap_and_the_next_ones_evict(tcp_peer: SipPeer) -> None:
+    opts = TcpOptions()  # the defaults a phone runs with: cap 1024
+    extra = opts.max_connections - THOUSAND + 50
+
+    async def main() -> None:
+        async with running_stack(tcp=opts) as stack:
+            port = stack.local_port
+            idle = await asyncio.to_thread(lambda: [connect(port) for _ in range(THOUSAND)])
+            try:
+                await wait_stats(stack, lambda s: s.open_inbound == THOUSAND)
+                idle += await asyncio.to_thread(lambda: [connect(port) for _ in range(extra)])
+                await wait_stats(stack, lambda s: s.accepted == THOUSAND + extra)
+                stats = stack.tcp_stats
+                assert stats is not None and stats.open_inbound == opts.max_connections, stats
+                assert stats.evicted == THOUSAND + extra - opts.max_connections, stats
+                offer = sdp(6200)
+                tcp_peer.send(op="call", target=f"sip:carol@127.0.0.1:{port}", sdp=offer,
+                              **{"from": "sip:dave@127.0.0.1"})  # fmt: skip
+                inc = await asyncio.wait_for(stack.incoming.get(), EVENT_TIMEOUT)
+                assert isinstance(inc, IncomingCall) and inc.remote_sdp == offer
+                inc.answer(sdp(7200))
+                assert isinstance(await inc.next_event(EVENT_TIMEOUT), Confirmed)
+                inc.hangup()
+                assert (await tcp_peer.acall_event("Ended"))["data"]["by_remote"] is True
+            finally:
+                for s in idle:
+                    s.close()
+            await wait_stats(stack, lambda s: s.open_inbound <= 1)
+
+    asyncio.run(asyncio.wait_for(main(), 120.0))
