@@ -1,4 +1,5 @@
-"""SIP signalling for voipgw over UDP and TCP: the only package that imports sippy (the rest of voipgw imports this).
+"""SIP signalling for voipgw over UDP, TCP and TLS: the only package that imports sippy (the rest of voipgw
+imports this).
 
 It carries SDP as opaque strings; it never builds, parses or rewrites SDP and never touches media.
 """
@@ -24,6 +25,7 @@ from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
 from voipgw.sip.tcp import TcpOptions, TcpStats
+from voipgw.sip.tls import TlsConfigError, TlsOptions
 
 __all__ = [
     "Answered",
@@ -49,5 +51,7 @@ __all__ = [
     "SipStats",
     "TcpOptions",
     "TcpStats",
+    "TlsConfigError",
+    "TlsOptions",
     "Trying",
 ]

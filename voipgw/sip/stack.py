@@ -45,7 +45,7 @@ from sippy.Core.EventDispatcher import ED2
 from sippy.MsgBody import MsgBody
 from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
-from sippy.SipConf import SipConf
+from sippy.SipConf import MyPort, SipConf
 from sippy.SipContact import SipContact
 from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
@@ -78,6 +78,7 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
 from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
+from voipgw.sip.tls import TlsOptions, client_context, server_context
 
 log = logging.getLogger("voipgw.sip")
 wire_log = logging.getLogger("voipgw.sip.wire")
@@ -162,10 +163,11 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
 
     guard: DatagramGuard
     model_udp_server = (Udp_server, _OrderedUdpOpts)
-    stream: TcpTransport | None = None
+    streams: dict[str, TcpTransport]
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
+        self.streams = {}
         super().__init__(global_config, req_cb)
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
@@ -196,17 +198,17 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             msg.delHFs("record-route")
         super().incomingResponse(msg, t, checksum)
 
-    # SIP over TCP (voipgw.sip.tcp) -------------------------------------------------------------------------
+    # SIP over TCP and TLS (voipgw.sip.tcp) -----------------------------------------------------------------
     def newTransaction(self, msg: Any, resp_cb: Any = None, laddress: Any = None, userv: Any = None,
                        *args: Any, **kwargs: Any) -> Any:  # fmt: skip
-        if userv is None and self.stream is not None:
+        if userv is None and self.streams:
             address, transport = msg.getTarget()
             name = str(transport).lower()
+            userv = self.streams.get(name)
             # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
-            if name == "tcp" or (
-                name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
-            ):
-                userv = self.stream
+            big = name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
+            if big and "tcp" in self.streams:
+                userv = self.streams["tcp"]
         return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
 
     def timerA(self, t: Any) -> None:
@@ -224,7 +226,7 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 continue
             if t.teB is not None:
                 t.teB.cancel()
-            t.r408.setSCode(503, f"Service Unavailable (TCP {reason})")
+            t.r408.setSCode(503, f"Service Unavailable ({reason})")
             self.timerB(t)
 
 
@@ -697,11 +699,15 @@ class SipStack:
         reactor_hz: float = DEFAULT_REACTOR_HZ,
         own_reactor_thread: bool = True,
         tcp: TcpOptions | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         """``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over
-        1300 bytes, or to a ``;transport=tcp`` target, then go over TCP."""
+        1300 bytes, or to a ``;transport=tcp`` target, then go over TCP. ``tls``: SIP over TLS for
+        ``;transport=tls`` targets (same limits), listening on ``tls.port`` when it has a certificate."""
         self.tcp_options = tcp
+        self.tls_options = tls
         self._tcp: TcpTransport | None = None
+        self._tls: TcpTransport | None = None
         self.local_host = local_host
         self.local_port = local_port
         self.loop = loop
@@ -731,6 +737,15 @@ class SipStack:
     def tcp_stats(self) -> TcpStats | None:
         """A snapshot of the TCP transport's counters (None without TCP)."""
         return self._tcp.stats if self._tcp is not None else None
+
+    @property
+    def tls_stats(self) -> TcpStats | None:
+        return self._tls.stats if self._tls is not None else None
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listening port once started (None without a TLS listener)."""
+        return self._tls.port if self._tls is not None and self.tls_options and self.tls_options.cert_file else None
 
     @property
     def active_calls(self) -> int:
@@ -815,7 +830,16 @@ class SipStack:
             self._tcp = TcpTransport(
                 (self.local_host, port), tm.handleIncoming, self.tcp_options, tm.transport_failed, stream_sock
             )
-            tm.stream = self._tcp
+            tm.streams["tcp"] = self._tcp
+        if self.tls_options is not None:
+            self._tls = TcpTransport(
+                (self.local_host, self.tls_options.port if self.tls_options.cert_file else port), tm.handleIncoming,
+                self.tcp_options or TcpOptions(),
+                tm.transport_failed, tls_server=server_context(self.tls_options),
+                tls_client=client_context(self.tls_options), tls_pin=self.tls_options.pin,
+                listen=self.tls_options.cert_file is not None,
+            )  # fmt: skip
+            tm.streams["tls"] = self._tls
         return port
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -874,8 +898,9 @@ class SipStack:
             if self._tm is not None:
                 with contextlib.suppress(Exception):
                     self._tm.cp_timer.cancel()
-                if self._tcp is not None:
-                    self._tcp.shutdown()
+                for stream in (self._tcp, self._tls):
+                    if stream is not None:
+                        stream.shutdown()
                 self._tm.l4r.shutdown()  # joins sippy's socket threads and closes the socket
             # Timers of dead dialogs would fire into the next stack started in this process.
             ED2.tlisteners = []
@@ -913,8 +938,11 @@ class SipStack:
             raise SipStackStateError(f"SIP stack is {self._state}")
 
     def _contact(self, username: str | None) -> Any:
-        # SipConf.my_transport prints as ";transport=tcp" in messages sent over TCP and as nothing over UDP.
-        url = SipURL(username=username, host=self.local_host, port=self.local_port, transport=SipConf.my_transport)
+        # The "my" placeholders print as the sending transport's name (";transport=tcp", nothing over UDP) and
+        # listening port (the TLS port differs from the UDP/TCP one).
+        url = SipURL(
+            username=username, host=self.local_host, port=MyPort(self.local_port), transport=SipConf.my_transport
+        )
         return SipContact(address=SipAddress(url=url))
 
     def _on_ua_event(self, event: Any, ua: Any) -> None:
@@ -1002,10 +1030,12 @@ class SipStack:
 
     def _pick_transport(self, transport: str | None, target: Any) -> str:
         wanted = (transport or str(target.transport or "udp")).lower()
-        if wanted not in ("udp", "tcp"):
-            raise ValueError(f"unsupported SIP transport {wanted!r} (udp or tcp)")
-        if wanted == "tcp" and self._tcp is None:
-            raise SipStackStateError("SIP over TCP is not enabled on this stack (SipStack(..., tcp=TcpOptions()))")
+        if wanted not in ("udp", "tcp", "tls"):
+            raise ValueError(f"unsupported SIP transport {wanted!r} (udp, tcp or tls)")
+        if (wanted == "tcp" and self._tcp is None) or (wanted == "tls" and self._tls is None):
+            raise SipStackStateError(
+                f"SIP over {wanted.upper()} is not enabled on this stack (SipStack(..., {wanted}=))"
+            )
         return wanted
 
     # incoming ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""SIP over TCP for sippy (RFC 3261 §18): one listener plus outbound connections, behind sippy's server interface.
-
-Owns the TCP sockets and their limits; never parses SIP beyond framing and the top Via branch, never touches
+"""SIP over TCP or TLS for sippy (RFC 3261 §18, §26): a listener plus outbound connections, behind sippy's server
+interface.
+Owns the stream sockets and their limits; never parses SIP beyond framing and the top Via branch, never touches
 sippy objects off the reactor thread.
 
 Theory of operation
@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from voipgw.sip.framing import (
     top_via_branch,
 )
 from voipgw.sip.guard import RateLimitedLog
+from voipgw.sip.tls import describe_failure, fingerprint_matches
 
 log = logging.getLogger("voipgw.sip.tcp")
 
@@ -193,9 +195,8 @@ class _Conn(asyncio.Protocol):
 
 
 class TcpTransport:
-    """sippy-compatible SIP-over-TCP server/client; create it on the reactor thread, then pass it as ``userv``."""
+    """sippy-compatible SIP-over-TCP (or TLS) server/client; create it on the reactor thread, pass it as ``userv``."""
 
-    transport = "tcp"
     reliable = True
     """Requests sent through this transport are not retransmitted (RFC 3261 §17.1.1.2: no timer A)."""
 
@@ -206,23 +207,37 @@ class TcpTransport:
         options: TcpOptions | None = None,
         on_send_failure: Callable[[bytes, tuple[str, int], str], None] | None = None,
         sock: socket.socket | None = None,
+        *,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+        tls_pin: bytes | None = None,
+        listen: bool = True,
     ) -> None:
         """Binds ``laddress`` now (so a busy port raises here), then serves from its own thread.
+
+        With ``tls_client`` this is the TLS transport: outbound connections use that context (and, with
+        ``tls_pin``, must present a certificate with that SHA-256); it listens only with ``tls_server``.
 
         ``on_send_failure(data, address, reason)`` runs on the reactor thread when a message could not be sent
         (no connection could be opened): the transaction layer turns that into a 503 (RFC 3261 §8.1.3.1).
         """
         self.options = options or TcpOptions()
+        self.transport = "tls" if tls_client is not None else "tcp"
+        self._tls_server = tls_server
+        self._tls_client = tls_client
+        self._tls_pin = tls_pin
         self.uopts = _TcpOpts(laddress, data_callback)
         self._on_send_failure = on_send_failure
         self._stats = TcpStats()
         self._ratelog = RateLimitedLog(log)
-        if sock is None:
-            sock = bind_listener(laddress[0], laddress[1])
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-        self._sock = sock
-        self.uopts.laddress = (laddress[0], int(sock.getsockname()[1]))
+        self._sock: socket.socket | None = None
+        if listen:
+            if sock is None:
+                sock = bind_listener(laddress[0], laddress[1])
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            self._sock = sock
+            self.uopts.laddress = (laddress[0], int(sock.getsockname()[1]))
         self._conns: set[_Conn] = set()
         self._by_key: dict[tuple[str, int], _Conn] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
@@ -271,9 +286,15 @@ class TcpTransport:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(
-                self._loop.create_server(lambda: _Conn(self, outbound=False), sock=self._sock)
-            )
+            if self._sock is not None:
+                self._server = self._loop.run_until_complete(
+                    self._loop.create_server(
+                        lambda: _Conn(self, outbound=False),
+                        sock=self._sock,
+                        ssl=self._tls_server,
+                        ssl_handshake_timeout=self.options.message_timeout_s if self._tls_server else None,
+                    )
+                )
             self._loop.call_later(self.options.sweep_interval_s, self._sweep)
             self._ready.set()
             self._loop.run_forever()
@@ -285,8 +306,9 @@ class TcpTransport:
                 conn.abort()
             with contextlib.suppress(Exception):
                 self._loop.run_until_complete(asyncio.sleep(0))
-            with contextlib.suppress(Exception):
-                self._sock.close()
+            if self._sock is not None:
+                with contextlib.suppress(Exception):
+                    self._sock.close()
             self._loop.close()
 
     def _stop(self) -> None:
@@ -314,9 +336,6 @@ class TcpTransport:
         self._conns.add(conn)
         assert conn.key is not None
         self._by_key[conn.key] = conn
-        if conn.outbound:
-            for data in self._connecting.pop(conn.key, []):
-                self._write(conn, data)
 
     def _inbound_count(self) -> int:
         return sum(1 for c in self._conns if not c.outbound)
@@ -393,15 +412,15 @@ class TcpTransport:
                 conn = self._by_branch.get(branch)
                 if conn is not None and conn.closed:
                     conn = None
+        if conn is None and dest in self._connecting:  # queued behind the handshake (and the pin check)
+            self._connecting[dest].append(data)
+            return
         if conn is None:
             conn = self._by_key.get(dest)
         if conn is None:
             conn = next((c for c in self._conns if c.peer == dest and not c.closed), None)
         if conn is not None:
             self._write(conn, data)
-            return
-        if dest in self._connecting:
-            self._connecting[dest].append(data)
             return
         if self._stats.open_outbound + len(self._connecting) >= self.options.max_outbound:
             self._fail(data, dest, "too many outbound connections")
@@ -416,22 +435,45 @@ class TcpTransport:
             self._fail(data, conn.peer, "connection closed")
 
     async def _connect(self, dest: tuple[str, int]) -> None:
+        reason: str | None = None
+        conn: _Conn | None = None
         try:
-            await asyncio.wait_for(
-                self._loop.create_connection(lambda: _Conn(self, outbound=True, key=dest), dest[0], dest[1]),
+            tls: dict[str, Any] = {}
+            if self._tls_client is not None:
+                tls = {"ssl": self._tls_client, "server_hostname": dest[0]}
+                tls["ssl_handshake_timeout"] = self.options.connect_timeout_s
+            _, proto = await asyncio.wait_for(
+                self._loop.create_connection(lambda: _Conn(self, outbound=True, key=dest), dest[0], dest[1], **tls),
                 self.options.connect_timeout_s,
             )
-        except (OSError, TimeoutError) as exc:
-            self._stats.connect_failures += 1
-            reason = "connect timed out" if isinstance(exc, TimeoutError) else f"connect failed: {exc.strerror}"
-            self._ratelog("connect", logging.WARNING, "SIP over TCP to %s:%d: %s", *dest, reason)
-            for data in self._connecting.pop(dest, []):
-                self._fail(data, dest, reason)
+            assert isinstance(proto, _Conn)
+            conn = proto
+            if self._tls_pin is not None:
+                ssl_object = conn.transport.get_extra_info("ssl_object") if conn.transport else None
+                der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+                if not fingerprint_matches(der, self._tls_pin):
+                    reason = "certificate rejected: its SHA-256 fingerprint is not the pinned one"
+                    conn.abort()
+                    self._forget(conn)
+        except TimeoutError:
+            reason = "connect timed out"
+        except OSError as exc:
+            reason = describe_failure(exc)
+        pending = self._connecting.pop(dest, [])
+        if reason is None and conn is not None and not conn.closed:
+            for data in pending:
+                self._write(conn, data)
+            return
+        reason = reason or "connection closed during set-up"
+        self._stats.connect_failures += 1
+        self._ratelog("connect", logging.WARNING, "SIP over %s to %s:%d: %s", self.transport.upper(), *dest, reason)
+        for data in pending:
+            self._fail(data, dest, reason)
 
     def _fail(self, data: bytes, dest: tuple[str, int], reason: str) -> None:
         self._stats.send_failures += 1
         if self._on_send_failure is not None:
-            ED2.callFromThread(self._on_send_failure, data, dest, reason)
+            ED2.callFromThread(self._on_send_failure, data, dest, f"{self.transport.upper()} {reason}")
 
     def _sweep(self) -> None:
         now = time.monotonic()
