@@ -52,6 +52,25 @@ modparam("registrar", "max_expires", {max_expires})
 modparam("registrar", "min_expires", {min_expires})
 """
 
+_CFG_TLS = """enable_tls=yes
+listen=tls:127.0.0.1:{tls_port}
+loadmodule "tls.so"
+modparam("tls", "config", "{tls_cfg}")
+"""
+
+_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = {key}
+certificate = {cert}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
+
 _CFG_AUTH = """loadmodule "db_text.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
@@ -160,9 +179,12 @@ class Kamailio:
         min_expires: int = 1,
         debug: int = 2,
         register_challenge: str = "www",
+        tls_cert: tuple[Path, Path] | None = None,
     ) -> None:
         """``rtpengine_ng``: an ng socket such as ``udp:127.0.0.1:2223`` (testbed.rtpengine) to relay media.
-        ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path)."""
+        ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path).
+        ``tls_cert=(cert.pem, key.pem)`` also listens for TLS on ``tls_port`` (kamailio-tls-modules)."""
+        self.tls_cert = tls_cert
         if auth and not users:
             raise ValueError("auth=True needs users")
         self.workdir = workdir
@@ -186,6 +208,12 @@ class Kamailio:
         return self._ports[0]
 
     @property
+    def tls_port(self) -> int:
+        if self._ports is None or self.tls_cert is None:
+            raise TestbedError("kamailio not started with TLS")
+        return self._ports[1]
+
+    @property
     def addr(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
@@ -198,6 +226,8 @@ class Kamailio:
             max_expires=self.max_expires,
             min_expires=self.min_expires,
         )
+        if self.tls_cert is not None:
+            text += _CFG_TLS.format(tls_port=self.tls_port, tls_cfg=self.dir / "tls.cfg")
         if self.auth:
             text += _CFG_AUTH.format(dbdir=self.dir / "dbtext")
         if self.rtpengine_ng:
@@ -218,13 +248,16 @@ class Kamailio:
         return _AUTH_BLOCK
 
     def start(self) -> Kamailio:
-        self._ports = reserve_block(1)
+        self._ports = reserve_block(2 if self.tls_cert is not None else 1)
         try:
             self.dir = self.workdir / f"kamailio-{self.port}"
             run = self.dir / "run"
             run.mkdir(parents=True, exist_ok=True)
             if self.auth:
                 _write_dbtext(self.dir / "dbtext", self.users)
+            if self.tls_cert is not None:
+                cert, key = self.tls_cert
+                (self.dir / "tls.cfg").write_text(_TLS_CFG.format(cert=cert, key=key))
             cfg = self.dir / "kamailio.cfg"
             cfg.write_text(self.config_text())
             check = subprocess.run(

@@ -823,7 +823,7 @@ class SipStack:
         server = next(iter(tm.l4r.cache_l2s.values()))
         port = int(server.uopts.laddress[1])
         gc["_sip_port"] = port
-        SipConf.my_port = port
+        SipConf.my_port = MyPort(port)  # printed as the sending transport's port (TLS listens elsewhere)
         gc["_sip_tm"] = tm
         self._tm = tm
         if self.tcp_options is not None:
