@@ -188,3 +188,12 @@ def test_certificate_for_another_name_is_refused_with_the_reason(tmp_path: Path,
         mismatch = asyncio.run(asyncio.wait_for(call(k, TlsOptions(ca_file=str(pki.ca))), 30.0))
     assert mismatch.code == 503, mismatch
     assert "TLS certificate rejected: IP address mismatch, certificate is not valid for '127.0.0.1'" in mismatch.reason
+
+
+def test_sips_uri_means_tls_and_needs_it_enabled() -> None:
+    async def main() -> None:
+        async with running_stack() as stack:
+            with pytest.raises(Exception, match="SIP over TLS is not enabled"):
+                await stack.place_call("sips:bob@127.0.0.1:5061", "sip:alice@127.0.0.1", lambda _: "")
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))

@@ -92,6 +92,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "e2e": bool,
     "key_change_policy": str,
     "transport": str,
+    "tls_ca_file": str,
+    "tls_pinned_sha256": str,
+    "tls_cert_file": str,
+    "tls_key_file": str,
+    "tls_port": int,
 }
 
 

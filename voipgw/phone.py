@@ -57,6 +57,7 @@ from voipgw.sip import (
     SipCall,
     SipStack,
     TcpOptions,
+    TlsOptions,
 )
 from voipgw.trust import KeyChangePolicy, TrustState, TrustStore, TrustVerdict
 
@@ -68,8 +69,8 @@ WARN_NO_KEY_EXCHANGE = (
 WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
 
 
-TRANSPORTS = ("auto", "udp", "tcp")
-"""PhoneConfig.transport values: UDP+TCP with automatic choice, UDP only, TCP only."""
+TRANSPORTS = ("auto", "udp", "tcp", "tls")
+"""PhoneConfig.transport values: UDP+TCP with automatic choice, UDP only, TCP only, TLS only."""
 
 
 class Policy(enum.Enum):
@@ -112,7 +113,35 @@ class PhoneConfig:
     e2e: bool = True
     """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
     transport: str = "auto"
-    """SIP transport: "auto" (UDP and TCP; over 1300 bytes or ``;transport=tcp`` goes TCP), "tcp" or "udp"."""
+    """SIP transport: "auto" (UDP and TCP; over 1300 bytes or ``;transport=tcp`` goes TCP), "tcp", "tls" or "udp"."""
+    tls_ca_file: str | None = None
+    """CA bundle (PEM) that TLS servers must chain to (default: the system's); see voipgw.sip.TlsOptions."""
+    tls_pinned_sha256: str | None = None
+    """Hex SHA-256 of the TLS server's certificate; replaces CA verification."""
+    tls_cert_file: str | None = None
+    """Our TLS certificate chain (PEM): needed to listen for TLS; also our client certificate."""
+    tls_key_file: str | None = field(default=None, repr=False)
+    tls_port: int = 0
+    """TLS listening port (0: any free port)."""
+
+    @property
+    def tls(self) -> TlsOptions | None:
+        """TLS settings when TLS is used or configured, else None (no TLS transport at all)."""
+        wanted = (self.tls_ca_file, self.tls_pinned_sha256, self.tls_cert_file)
+        if self.transport != "tls" and all(v is None for v in wanted):
+            return None
+        return TlsOptions(
+            ca_file=self.tls_ca_file,
+            pinned_sha256=self.tls_pinned_sha256,
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            port=self.tls_port,
+        )
+
+    @property
+    def sip_transport(self) -> str | None:
+        """The transport forced on our requests (None: per request, by size and target URI)."""
+        return self.transport if self.transport in ("tcp", "tls") else None
 
     @property
     def offer_handshake(self) -> HandshakeConfig:
@@ -226,8 +255,9 @@ class Phone:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        tcp = TcpOptions() if self.config.transport != "udp" else None
-        self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop, tcp=tcp)
+        cfg = self.config
+        tcp = TcpOptions() if cfg.transport in ("auto", "tcp") else None
+        self.stack = SipStack(cfg.listen_host, cfg.listen_port, loop, tcp=tcp, tls=cfg.tls)
         await self.stack.start()
         await asyncio.to_thread(self._warm_up)
         if self.config.registrar is not None:
@@ -237,7 +267,7 @@ class Phone:
                 self.config.username or self.aor.split("@")[0],
                 self.config.password or "",
                 expires=self.config.register_expires,
-                transport="tcp" if self.config.transport == "tcp" else "udp",
+                transport=self.config.sip_transport or "udp",
             )
 
     async def stop(self) -> None:
@@ -416,7 +446,7 @@ class Phone:
                 username=cfg.username,
                 password=cfg.password,
                 timeout_s=cfg.no_answer_timeout_s,
-                transport="tcp" if cfg.transport == "tcp" else None,
+                transport=cfg.sip_transport,
             )
         except Exception:
             await stream.stop()

@@ -46,8 +46,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registrar", metavar="HOST:PORT", help="register here and send calls through it")
     p.add_argument(
         "--transport",
-        choices=("auto", "udp", "tcp"),
-        help="SIP transport (default auto: TCP for requests over 1300 bytes; tcp: TCP only)",
+        choices=("auto", "udp", "tcp", "tls"),
+        help="SIP transport (default auto: TCP for requests over 1300 bytes; tcp or tls: only that one)",
     )
     p.add_argument("--username", help="digest user name")
     p.add_argument("--password", help="digest password")

@@ -267,8 +267,8 @@ def _parse_uri(uri: str) -> Any:
         text = text[1:-1]
     if ":" not in text.split("@", 1)[0]:
         text = "sip:" + text  # a bare "user@host[:port]" AOR
-    if not text.lower().startswith("sip:"):
-        raise ValueError(f"not a sip: URI (UDP or TCP, no sips:): {uri!r}")
+    if not text.lower().startswith(("sip:", "sips:")):
+        raise ValueError(f"not a sip: or sips: URI: {uri!r}")
     return SipURL(url=text)
 
 
@@ -1029,7 +1029,8 @@ class SipStack:
         done.set_result(None)
 
     def _pick_transport(self, transport: str | None, target: Any) -> str:
-        wanted = (transport or str(target.transport or "udp")).lower()
+        default = "tls" if getattr(target, "scheme", "sip") == "sips" else str(target.transport or "udp")
+        wanted = (transport or default).lower()
         if wanted not in ("udp", "tcp", "tls"):
             raise ValueError(f"unsupported SIP transport {wanted!r} (udp, tcp or tls)")
         if (wanted == "tcp" and self._tcp is None) or (wanted == "tls" and self._tls is None):
