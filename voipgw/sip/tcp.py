@@ -118,7 +118,9 @@ def bind_listener(host: str, port: int, attempts: int = 20) -> socket.socket:
     """A TCP socket bound to ``host:port``; for port 0, to a port number that is free for UDP as well, so the
     UDP socket and the TCP listener share one number (one Contact serves both transports)."""
     for _ in range(attempts if port == 0 else 1):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio turns Nagle off only on sockets whose proto says TCP, and accepted
+        # sockets inherit the listener's (with 0, a 200 OK waited ~40 ms for the ACK of the 100 Trying).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -165,6 +167,10 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         if self.key is None:
