@@ -30,9 +30,21 @@ test: setup
 bench: setup
 	$(BIN)/voipgw bench crypto
 	$(BIN)/voipgw bench call
+	$(BIN)/voipgw bench gateway
 
 vectors: setup
 	$(PY) -m tests.vectors.generate
+
+# Hardening (docs/RELIABILITY.md). fuzz: atheris on every parser target, then hypothesis with a large budget.
+.PHONY: fuzz reliability
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(BIN)/pip install -q -e '.[fuzz]'
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+	VOIPGW_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz_parsers.py tests/test_fuzz_structured.py
+
+reliability: setup
+	$(PY) -m tests.reliability.impair_report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -187,6 +187,13 @@ class ExtensionError(FrameError):
     reason = "bad-extension"
 
 
+class WrongContent(FrameError):
+    """The frame's authenticated content type is not the one its RTP payload type announced (audio relabelled as
+    telephone-event or the reverse): refused before decryption so that relabelling never changes its meaning."""
+
+    reason = "wrong-content"
+
+
 class SasCommitmentMismatch(FrameError):
     """The offerer's SAS reveal does not match its commitment in the offer: a man in the middle, or a bug."""
 

@@ -39,8 +39,15 @@ MAX_PAYLOAD = 1400  # one frame per RTP packet; larger is a bug or an attack
 # Extension TLV types
 EXT_RATCHET_KEY = 0x01
 EXT_SAS_REVEAL = 0x02
+EXT_CONTENT_TYPE = 0x03
 RATCHET_KEY_LEN = 2 + 2 + 4 + 32
 SAS_REVEAL_LEN = 16
+CONTENT_TYPE_LEN = 1
+
+# Content types (docs/PROTOCOL.md §B.11). Audio is the absence of the CONTENT_TYPE extension, so audio frames
+# are sealed exactly as before; any other content names itself inside the authenticated extension block.
+CONTENT_AUDIO = 0
+CONTENT_TELEPHONE_EVENT = 1
 NO_PEER_EPOCH = 0xFFFF
 
 AeadCipher = AESCCM | AESGCM
@@ -63,6 +70,8 @@ class RatchetKeyAnnouncement:
 class Extensions:
     ratchet_key: RatchetKeyAnnouncement | None = None
     sas_reveal: bytes | None = None
+    content_type: int | None = None
+    """None for audio; CONTENT_TELEPHONE_EVENT (or a later type) otherwise. Never CONTENT_AUDIO on the wire."""
 
 
 def encode_extensions(ext: Extensions) -> bytes:
@@ -74,7 +83,21 @@ def encode_extensions(ext: Extensions) -> bytes:
         body += struct.pack(">HHI", rk.epoch, rk.peer_epoch, rk.start_counter) + rk.public_key
     if ext.sas_reveal is not None:
         body += bytes([EXT_SAS_REVEAL, SAS_REVEAL_LEN]) + ext.sas_reveal
+    if ext.content_type is not None:
+        if not 0 < ext.content_type <= 0xFF:
+            raise ValueError("content type must be 1..255 (audio is the absence of the extension)")
+        body += bytes([EXT_CONTENT_TYPE, CONTENT_TYPE_LEN, ext.content_type])
     if not body or len(body) > 255:
+        raise ValueError("extension block must hold 1..255 bytes")
+    return bytes([len(body)]) + body
+
+
+def with_content_type(block: bytes, content_type: int) -> bytes:
+    """``block`` (an encoded extension block, or b"" for none) with a CONTENT_TYPE TLV appended."""
+    if not 0 < content_type <= 0xFF:
+        raise ValueError("content type must be 1..255 (audio is the absence of the extension)")
+    body = block[1:] + bytes([EXT_CONTENT_TYPE, CONTENT_TYPE_LEN, content_type])
+    if len(body) > 255:
         raise ValueError("extension block must hold 1..255 bytes")
     return bytes([len(body)]) + body
 
@@ -83,6 +106,7 @@ def parse_extensions(block: bytes) -> Extensions:
     """Parse TLVs (the length byte already stripped). Unknown types are skipped; duplicates are malformed."""
     ratchet_key: RatchetKeyAnnouncement | None = None
     sas: bytes | None = None
+    content: int | None = None
     pos = 0
     seen: set[int] = set()
     while pos < len(block):
@@ -106,7 +130,11 @@ def parse_extensions(block: bytes) -> Extensions:
             if ln != SAS_REVEAL_LEN:
                 raise MalformedFrame("SAS-reveal extension has the wrong length")
             sas = bytes(value)
-    return Extensions(ratchet_key, sas)
+        elif typ == EXT_CONTENT_TYPE:
+            if ln != CONTENT_TYPE_LEN or value[0] == CONTENT_AUDIO:
+                raise MalformedFrame("content-type extension has the wrong length or names audio")
+            content = value[0]
+    return Extensions(ratchet_key, sas, content)
 
 
 def split_frame(frame: bytes) -> tuple[int, bytes | None, int]:

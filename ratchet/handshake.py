@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import heapq
+import math
 import os
 import re
 import struct
@@ -123,8 +124,8 @@ class HandshakeConfig:
     def __post_init__(self) -> None:
         if Suite.X25519 not in self.suites:
             raise ValueError("the x25519 suite is mandatory")
-        if not self.max_skew_s > 0:
-            raise ValueError("max_skew_s must be positive")
+        if not 0 < self.max_skew_s < math.inf:  # also refuses nan, which would pass every freshness comparison
+            raise ValueError("max_skew_s must be positive and finite")
         _check_send_params(self.send_params)
         _check_interval(self.interval_ms)
 
@@ -508,7 +509,7 @@ class NonceCache:
     """
 
     def __init__(self, max_skew_s: float = DEFAULT_MAX_SKEW_S, max_entries: int = DEFAULT_NONCE_CACHE_ENTRIES):
-        if max_entries < 1 or max_skew_s <= 0:
+        if max_entries < 1 or not 0 < max_skew_s < math.inf:
             raise ValueError("bad NonceCache bounds")
         self._ttl = 2.0 * max_skew_s
         self._max = max_entries

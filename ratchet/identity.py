@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -119,7 +119,9 @@ class IdentityKey:
             raise WrongPassphrase("a passphrase was given but the identity key is not encrypted")
         try:
             key = serialization.load_pem_private_key(data, password=passphrase or None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:
+            # InternalError: OpenSSL refuses some well-formed PKCS#8 wrappers around bad key bytes (fuzzer
+            # corpus identity/x25519-oid-bad-key.pem); to the user that is just another corrupt file.
             if encrypted:
                 raise WrongPassphrase("cannot decrypt the identity key (wrong passphrase?)") from exc
             raise MalformedIdentityFile("not a PEM private key") from exc

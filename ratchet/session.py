@@ -36,6 +36,7 @@ from ratchet.chain import kdf_ck
 from ratchet.errors import (
     ExpiredKey,
     ExtensionError,
+    FrameError,
     FutureFrame,
     KeyDesync,
     MalformedFrame,
@@ -45,10 +46,13 @@ from ratchet.errors import (
     TamperedFrame,
     TooFarAhead,
     UnknownEpoch,
+    WrongContent,
     WrongSuite,
 )
 from ratchet.events import Event, LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
 from ratchet.frame import (
+    CONTENT_AUDIO,
+    CONTENT_TELEPHONE_EVENT,
     COUNTER_MOD,
     COUNTER_SHIFT,
     EPOCH_MOD,
@@ -75,12 +79,17 @@ from ratchet.frame import (
     per_frame_hash,
     per_frame_key,
     split_frame,
+    with_content_type,
 )
 from ratchet.kdf import kdf_rk
 from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.replay import ReplayWindow
 from ratchet.sas import Sas, compute_sas, verify_sas_reveal
 from ratchet.timekeys import INTERVAL_MOD, MAX_WINDOW_INTERVALS, TimeKeySchedule
+
+START_LEARNING_S = 5.0
+"""After the first frame opens, how long a frame ahead of the skew window may still move the interval reference
+(if it authenticates): covers the early frames buffered before our keys existed and a slow call setup."""
 
 # Announcement schedule (frame offsets within an epoch)
 ANNOUNCE_FIRST = 3
@@ -313,6 +322,11 @@ class FrameSealer:
             return self.seal(payload, now)
         return self._seal_slow(payload, now)
 
+    def seal_event(self, payload: bytes, now: float) -> bytes:
+        """Seal a telephone-event payload (§B.11): the next frame of the same counter sequence as the audio,
+        with a CONTENT_TYPE extension in its authenticated block. Always the general path (events are rare)."""
+        return self._seal_slow(payload, now, CONTENT_TELEPHONE_EVENT)
+
     def _step_forward(self) -> None:
         interval = self._interval
         assert interval is not None
@@ -326,7 +340,7 @@ class FrameSealer:
             self._fast_mk = self._mk
             self._fast_pf = per_frame_hash(self._mk, self._fast_tk)
 
-    def _seal_slow(self, payload: bytes, now: float) -> bytes:
+    def _seal_slow(self, payload: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         if self.closed:
             raise SealError("session closed")
         if len(payload) > MAX_PAYLOAD:
@@ -367,11 +381,15 @@ class FrameSealer:
             | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT)
             | self._kcv
         )
-        if rel == self._next_announce:
-            ext = self._extensions(now)
+        announce = rel == self._next_announce
+        if announce or content != CONTENT_AUDIO:
+            ext = self._extensions(now) if announce else b""
+            if content != CONTENT_AUDIO:
+                ext = with_content_type(ext, content)
             aad = (word | (1 << 30)).to_bytes(HEADER_LEN, "big") + ext
             self._extension_bytes += len(ext)
-            self._next_announce = _next_announce(rel)
+            if announce:
+                self._next_announce = _next_announce(rel)
         else:
             aad = word.to_bytes(HEADER_LEN, "big")
         sealed = aad + aead.encrypt(self._prefix + n.to_bytes(8, "big"), payload, aad)
@@ -480,6 +498,11 @@ class FrameOpener:
             now,
         )
         self._window = TimeKeySchedule.window_intervals(config.max_skew_ms, keys.interval_ms)
+        self._offset = 0
+        """Sender's interval minus ours: 0, or learnt from authenticated frames in the call's first seconds when the
+        two ends started their media sessions further apart than the window (PROTOCOL.md, "Start offset")."""
+        self._learn_until: float | None = None
+        """None until the first frame opens; then the end of the start-offset learning phase."""
         self._root = bytearray(keys.recv_root)
         self._chains: dict[int, _RecvChain] = {0: _RecvChain(0, 0, bytes(keys.recv_chain), self._suite)}
         self._current = 0
@@ -727,8 +750,8 @@ class FrameOpener:
             | chain.kcvs[interval]
         )
         origin = self._tks.origin
-        self._fast_t_lo = origin + (interval - self._window) * self._interval_s
-        self._fast_t_hi = origin + (interval + self._window + 1) * self._interval_s
+        self._fast_t_lo = origin + (interval - self._offset - self._window) * self._interval_s
+        self._fast_t_hi = origin + (interval - self._offset + self._window + 1) * self._interval_s
         self._fast_nonce = int.from_bytes(chain.prefix, "big") << 64
         self._fast_nonce_len = len(chain.prefix) + 8
         if ext_block is not None and (self.sas is not None or self.sas_failed or self._role is Role.OFFERER):
@@ -741,15 +764,20 @@ class FrameOpener:
         self._fast_tk = self._tks.key(interval)
         self._fast_pf = per_frame_hash(key.mk, self._fast_tk) if self._per_frame else None
 
-    def _open_counted(self, frame: bytes, now: float) -> bytes:
+    def open_event(self, frame: bytes, now: float) -> bytes:
+        """Open a frame that arrived as a telephone event: only a frame sealed by ``seal_event`` opens here
+        (an audio frame is WrongContent), and ``open`` refuses event frames the same way."""
+        return self._open_counted(frame, now, CONTENT_TELEPHONE_EVENT)
+
+    def _open_counted(self, frame: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         try:
-            return self._open(frame, now)
+            return self._open(frame, now, content)
         except Exception as exc:
             reason = getattr(exc, "reason", "internal")
             self.refused[reason] += 1
             raise
 
-    def _open(self, frame: bytes, now: float) -> bytes:
+    def _open(self, frame: bytes, now: float, content: int = CONTENT_AUDIO) -> bytes:
         self._fold()
         if self.closed:
             raise UnknownEpoch("session closed")
@@ -759,6 +787,11 @@ class FrameOpener:
         if len(frame) - aad_len < self._tag_len:
             raise MalformedFrame("shorter than its authentication tag")
         ext = parse_extensions(ext_block) if ext_block is not None else None
+        # The content type is authenticated (it is in the AAD), so checking it before decryption is sound: a
+        # forged or stripped type fails the tag anyway, and a relabelled frame costs no AEAD call.
+        got = ext.content_type if ext is not None and ext.content_type is not None else CONTENT_AUDIO
+        if got != content:
+            raise WrongContent(f"content type {got} where {content} was expected")
         epoch_mod = (word >> EPOCH_SHIFT) & (EPOCH_MOD - 1)
         if ext is not None and ext.ratchet_key is not None and ext.ratchet_key.epoch % EPOCH_MOD != epoch_mod:
             raise MalformedFrame("ratchet-key extension names another epoch")
@@ -768,12 +801,45 @@ class FrameOpener:
         verdict = self._replay.check(n)
         if verdict is not None:
             raise ReplayedFrame(verdict)
-        local_i = self._tks.interval_at(now)
+        raw_i = self._tks.interval_at(now)
+        local_i = raw_i + self._offset
         interval = nearest((word >> INTERVAL_SHIFT) & INTERVAL_MASK, INTERVAL_MOD, local_i)
+        skew: FrameError | None = None
         if interval < local_i - self._window:
-            raise StaleFrame(f"interval {interval} is {local_i - interval} behind ours")
-        if interval > local_i + self._window:
-            raise FutureFrame(f"interval {interval} is {interval - local_i} ahead of ours")
+            skew = StaleFrame(f"interval {interval} is {local_i - interval} behind ours")
+        elif interval > local_i + self._window:
+            skew = FutureFrame(f"interval {interval} is {interval - local_i} ahead of ours")
+        args = (frame, now, word, ext, ext_block, aad_len, n, epoch_mod, interval, got)
+        if skew is None:
+            return self._open_in_window(*args)
+        # The ends start their media sessions at different moments (the 200 OK's transit; seconds when it is
+        # retransmitted), and the first frames opened may be old ones buffered before our keys existed. So until
+        # START_LEARNING_S after the first open, a frame outside the window that authenticates moves the reference
+        # to its interval. Then the window is strict around it.
+        if self._learn_until is not None and now >= self._learn_until:
+            raise skew
+        before = self._offset
+        self._offset = interval - raw_i  # set first: the fast path armed on success is placed with it
+        try:
+            return self._open_in_window(*args)
+        except FrameError:
+            self._offset = before
+            raise skew from None
+
+    def _open_in_window(
+        self,
+        frame: bytes,
+        now: float,
+        word: int,
+        ext: Extensions | None,
+        ext_block: bytes | None,
+        aad_len: int,
+        n: int,
+        epoch_mod: int,
+        interval: int,
+        got: int,
+    ) -> bytes:
+        """The rest of ``_open`` once the frame's interval is accepted: keys, AEAD, then commit."""
         self._expire(now)
         pend = _Pending()
         chain = self._find_chain(epoch_mod, ext, n, now, pend)
@@ -804,12 +870,16 @@ class FrameOpener:
                 raise KeyDesync(f"key-check value mismatch in epoch {chain.epoch}") from None
             raise TamperedFrame("authentication tag mismatch") from None
         self._commit(chain, step, key, pend, n, now)
+        if self._learn_until is None:
+            self._learn_until = now + START_LEARNING_S
         if ext is not None:
             self._apply_extensions(ext, chain, now)
         self.last_index = n
         self._opened += 1
         if key.used < self._fpk:
-            self._arm_fast_path(chain, key, n, interval, aead, ext_block)
+            # Only audio blocks are cached as repeatable: a cached event block would let the audio fast path
+            # open an event frame.
+            self._arm_fast_path(chain, key, n, interval, aead, ext_block if got == CONTENT_AUDIO else None)
         return payload
 
     def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:
@@ -906,6 +976,10 @@ class MediaSession:
         # The hot paths, bound once: a MediaSession call costs exactly one Python call.
         self.seal: Callable[[bytes, float], bytes] = self.sealer.seal
         self.open: Callable[[bytes, float], bytes] = self.opener.open
+        self.seal_event: Callable[[bytes, float], bytes] = self.sealer.seal_event
+        """Seal a telephone-event payload in the audio's frame sequence (§B.11)."""
+        self.open_event: Callable[[bytes, float], bytes] = self.opener.open_event
+        """Open a frame that arrived with the telephone-event payload type (§B.11)."""
 
     @property
     def last_index(self) -> int:

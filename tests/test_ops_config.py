@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from voipgw.config import ConfigError as BaseConfigError
 from voipgw.ops.config import (
     ConfigError,
     GatewayConfig,
+    check_pbx_answers,
     gateway_config_from_mapping,
     load_gateway_config,
     preflight,
@@ -33,7 +37,7 @@ EXAMPLE = ROOT / "config" / "gateway.example.toml"
 def minimal(**tables: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "inside": {"listen": "127.0.0.1:0"},
-        "outside": {"registrar": "127.0.0.1:5060", "listen": "127.0.0.1:0"},
+        "outside": {"registrar": "127.0.0.1:5060"},
         "users": {"alice": {"outside_aor": "alice@pbx.test", "password": "outside-secret"}},
     }
     for name, table in tables.items():
@@ -57,9 +61,11 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.users["bob"].username == "bob", "username defaults to the AOR's user part"
     assert config.outside.registrar == ("pbx.example.org", 5060)
     assert config.outside.identity_dir == Path("/var/lib/voipgw/users")
-    assert config.outside.bind_call_id is True and config.outside.listen == ("0.0.0.0", 5080)
-    shared = gateway_config_from_mapping({"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b"}}})
-    assert shared.outside.listen is None and shared.inside.listen == ("127.0.0.1", 5070)
+    assert config.outside.bind_call_id is True and config.inside.listen == ("127.0.0.1", 5070)
+    default = gateway_config_from_mapping(
+        {"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b"}}}
+    )
+    assert default.inside.listen == ("127.0.0.1", 5070)
     assert config.metrics.enabled is False and config.metrics.address == ("127.0.0.1", 9464)
     assert config.policy is Policy.REQUIRE and config.log_format is LogFormat.TEXT and config.control_socket is None
     text = EXAMPLE.read_text()
@@ -134,8 +140,12 @@ def test_secrets_stay_out_of_repr() -> None:
         ),
         (lambda d: d.update(destinations=[{"match": "*"}]), "destinations[1].policy: missing"),
         (
-            lambda d: (d["inside"].update(listen="127.0.0.1:5070"), d["outside"].update(listen="127.0.0.1:5070")),
-            "outside.listen: 127.0.0.1:5070 is also inside.listen (omit outside.listen to share one socket)",
+            lambda d: d["inside"].update(listen="0.0.0.0:5070"),
+            "inside.listen: 0.0.0.0 is not an address the PBX and the phones can send to",
+        ),
+        (
+            lambda d: d["outside"].update(listen="0.0.0.0:5080"),
+            "unknown setting 'outside.listen' (see config/gateway.example.toml)",
         ),
     ],
 )
@@ -216,6 +226,46 @@ def test_unusable_listen_address_and_identity_dir(tmp_path: Path) -> None:
         preflight(gateway_config_from_mapping(data))
 
 
+@contextlib.contextmanager
+def fake_pbx() -> Iterator[int]:
+    """A UDP port that answers every SIP request with 200 OK (echoing its Call-ID), on a thread, until the block
+    ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                data, addr = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            call_id = next((ln for ln in data.decode(errors="replace").split("\r\n") if ln.startswith("Call-ID")), "")
+            sock.sendto(f"SIP/2.0 200 OK\r\n{call_id}\r\nContent-Length: 0\r\n\r\n".encode(), addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        done.set()
+        thread.join(5)
+        sock.close()
+
+
+def test_pbx_probe_answered_refused_and_silent() -> None:
+    with fake_pbx() as port:
+        check_pbx_answers(("127.0.0.1", port), "outside.registrar")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^outside\.registrar: 127\.0\.0\.1:{port} does not answer SIP"):
+            check_pbx_answers(("127.0.0.1", port), "outside.registrar", timeout_s=1.0)
+    with pytest.raises(ConfigError, match=rf"^outside\.proxy: nothing listens on 127\.0\.0\.1:{port} "):
+        check_pbx_answers(("127.0.0.1", port), "outside.proxy")
+
+
 def test_checker_prints_one_line_and_never_a_traceback(tmp_path: Path) -> None:
     def run(text: str) -> subprocess.CompletedProcess[str]:
         f = tmp_path / "gw.toml"
@@ -224,11 +274,12 @@ def test_checker_prints_one_line_and_never_a_traceback(tmp_path: Path) -> None:
             [sys.executable, "-m", "voipgw.ops.config", str(f)], capture_output=True, text=True, timeout=60, cwd=ROOT
         )
 
-    ok = run(
-        '[outside]\nregistrar = "127.0.0.1"\nlisten = "127.0.0.1:0"\n[inside]\nlisten = "127.0.0.1:0"\n'
-        '[users.a]\noutside_aor = "a@b.test"\n'
-    )
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 user(s), inside 127.0.0.1:0"), ok.stderr
+    with fake_pbx() as pbx:
+        ok = run(
+            f'[outside]\nregistrar = "127.0.0.1:{pbx}"\n[inside]\nlisten = "127.0.0.1:0"\n'
+            '[users.a]\noutside_aor = "a@b.test"\n'
+        )
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 user(s), SIP on 127.0.0.1:0"), ok.stderr
     for text, line in [
         (
             '[outside]\nregistrar = "127.0.0.1"\n[users.a]\noutside_aor = "a@b.test"\ncolour = 1\n',

@@ -8,7 +8,14 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from voipgw.ops.metrics import MAX_LABEL_VALUES, GatewayMetrics, MetricsError, MetricsServer
+from voipgw.ops.metrics import (
+    MAX_LABEL_VALUES,
+    NO_KEY_EXCHANGE,
+    GatewayMetrics,
+    MetricsError,
+    MetricsServer,
+    handshake_failure_reason,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,3 +95,74 @@ def test_port_in_use_is_one_line() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(MetricsError, match=rf"^metrics endpoint 127\.0\.0\.1:{port}: Address already in use$"):
             MetricsServer(GatewayMetrics(), "127.0.0.1", port)
+
+
+def test_live_gauges_are_read_at_scrape_time_and_finished_calls_counted_once() -> None:
+    m = GatewayMetrics()
+    live: list[tuple[str, bool]] = [("secure, unverified", True), ("secure, unverified", False), ("NOT SECURE", False)]
+    m.track_active(lambda: list(live))
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_active", (("security", "secure_unverified"),))] == 2
+    assert got[("voipgw_calls_active", (("security", "not_secure"),))] == 1
+    assert got[("voipgw_calls_active", (("security", "refused"),))] == 0, "every state is exported, 0 too"
+    assert got[("voipgw_transcoding_calls_active", ())] == 1
+    live.pop(0)
+    m.call_finished("secure, unverified", True, sealed=300, opened=290, refused={"tampered": 3, "replayed": 0})
+    m.call_finished("refused", False, sealed=0, opened=0, refused={}, handshake_failure="bad-signature")
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_active", (("security", "secure_unverified"),))] == 1
+    assert got[("voipgw_transcoding_calls_active", ())] == 0
+    assert got[("voipgw_calls_total", (("security", "secure_unverified"),))] == 1
+    assert got[("voipgw_calls_total", (("security", "refused"),))] == 1
+    assert got[("voipgw_transcoded_calls_total", ())] == 1
+    assert got[("voipgw_frames_sealed_total", ())] == 300 and got[("voipgw_frames_opened_total", ())] == 290
+    assert got[("voipgw_frames_refused_total", (("reason", "tampered"),))] == 3
+    assert ("voipgw_frames_refused_total", (("reason", "replayed"),)) not in got
+    assert got[("voipgw_handshake_failures_total", (("reason", "bad_signature"),))] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("488 voipgw gateway: outside leg: 488 Not Acceptable Here (voipgw: key exchange refused: bad-signature)",
+         "bad-signature"),
+        ("key exchange refused: malformed-identity-key", "malformed-identity-key"),
+        ("outside: call-id-mismatch", "call-id-mismatch"),
+        ("voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)",
+         NO_KEY_EXCHANGE),
+        ("488 voipgw gateway: outside leg: answered without the voipgw key exchange", NO_KEY_EXCHANGE),
+        ("sas-commitment-mismatch: possible man in the middle", "sas_commitment_mismatch"),
+        ("key exchange refused: something new", "other"),
+        ("486 Busy Here", None),
+        ("488 voipgw gateway: outside leg: 488 Not Acceptable Here", None),
+    ],
+)  # fmt: skip
+def test_handshake_failure_reason_reads_the_typed_reason(text: str, reason: str | None) -> None:
+    assert handshake_failure_reason(text) == reason
+
+
+def test_frames_of_calls_in_progress_count_at_scrape_time_and_never_twice() -> None:
+    m = GatewayMetrics()
+    live: dict[object, tuple[int, int, dict[str, int]]] = {"c1": (100, 90, {"tampered": 1})}
+    m.track_frames(lambda: list(live.items()))
+
+    def totals() -> tuple[float, float, float]:
+        got = samples(m.exposition().decode())
+        return (
+            got[("voipgw_frames_sealed_total", ())],
+            got[("voipgw_frames_opened_total", ())],
+            got.get(("voipgw_frames_refused_total", (("reason", "tampered"),)), 0.0),
+        )
+
+    assert totals() == (100, 90, 1)
+    assert totals() == (100, 90, 1), "a second scrape adds nothing new"
+    live["c1"] = (250, 240, {"tampered": 2})
+    live["c2"] = (10, 0, {})
+    assert totals() == (260, 240, 2)
+    del live["c1"]  # the call ended: gone from the live list before its final count arrives
+    assert totals() == (260, 240, 2), "counters never go backwards"
+    m.call_finished("secure, unverified", False, sealed=300, opened=290, refused={"tampered": 2}, key="c1")
+    assert totals() == (310, 290, 2)
+    m.call_finished("NOT SECURE", False, sealed=20, opened=0, refused={}, key="c2")
+    del live["c2"]
+    assert totals() == (320, 290, 2)

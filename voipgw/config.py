@@ -6,6 +6,7 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -125,6 +126,10 @@ def validate(config: PhoneConfig) -> None:
         raise ConfigError(f"interval_ms: must be within {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}")
     if not MIN_FRAMES_PER_KEY <= config.frames_per_key <= MAX_FRAMES_PER_KEY:
         raise ConfigError(f"frames_per_key: must be within {MIN_FRAMES_PER_KEY}..{MAX_FRAMES_PER_KEY}")
+    # TOML allows nan and inf, which pass every comparison below unnoticed (a nan skew disables the freshness check)
+    for name in ("dh_interval_s", "max_skew_s", "no_answer_timeout_s"):
+        if not math.isfinite(getattr(config, name)):
+            raise ConfigError(f"{name}: must be a finite number")
     if config.dh_interval_s < 0:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:

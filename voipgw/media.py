@@ -8,6 +8,8 @@ explicitly allowed an insecure (opportunistic) protector. Owns no keys (the prot
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import contextlib
 import logging
 import time
@@ -21,6 +23,18 @@ from ratchet.errors import FrameError, RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.rtp.dtmf import (
+    CLOCK_RATE,
+    DEFAULT_DURATION_MS,
+    GAP_MS,
+    DtmfError,
+    DtmfReceiver,
+    TelephoneEvent,
+    check_digits,
+    decode_sealed,
+    digit_train,
+    encode_sealed,
+)
 from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE, Address, RtpEndpoint
 from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
 from voipgw.rtp.packet import RtpPacket
@@ -40,6 +54,12 @@ MAX_CONCEAL_TICKS = 10
 """Consecutive gaps concealed with the codec's PLC (200 ms) before playing plain silence (the peer went quiet)."""
 MAX_EARLY_PACKETS = 50
 """Packets kept from before start() (1 s): the answerer's first frames can beat the 200 OK to the offerer."""
+DTMF_QUEUE = 64
+"""Received digits waiting in ``MediaStream.dtmf``; beyond that the oldest is dropped (``dtmf-queue-full``)."""
+MAX_PENDING_DTMF = 256
+"""Digits queued by send_dtmf and not yet sent."""
+MAX_EVENT_COUNTERS = 64
+"""Frame indexes of received events remembered to keep the audio's playout index dense (see _audio_index)."""
 
 
 class FrameProtector(Protocol):
@@ -53,6 +73,14 @@ class FrameProtector(Protocol):
     def open(self, frame: bytes, now: float) -> bytes:
         """The opened payload; raises ratchet.errors.FrameError (with ``.reason``) for a refused frame."""
         ...
+
+
+class EventProtector(FrameProtector, Protocol):
+    """A secure protector that also seals telephone events in the audio's frame sequence (§B.11)."""
+
+    def seal_event(self, payload: bytes, now: float) -> bytes: ...
+
+    def open_event(self, frame: bytes, now: float) -> bytes: ...
 
 
 class PlainProtector:
@@ -99,6 +127,12 @@ class MediaStats:
     decode_failures: int = 0
     ticks_skipped: int = 0
     """Ticks dropped because the event loop stalled for more than MAX_LATE_TICKS."""
+    dtmf_in: int = 0
+    """Digits received and put on ``MediaStream.dtmf`` (each press once, however many packets carried it)."""
+    dtmf_out: int = 0
+    """Digits whose whole packet train was sent."""
+    events_received: int = 0
+    """Telephone-event packets that opened/parsed (repeats included)."""
 
     @property
     def frames_refused(self) -> int:
@@ -159,7 +193,25 @@ class MediaStream:
         self._arrival_index = 0
         self._unwrap = _SeqUnwrapper()
         self._stopped = False
+        self.telephone_event_pt: int | None = None
+        """The negotiated RFC 4733 payload type (None: no DTMF in this call). See set_telephone_event."""
+        self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=DTMF_QUEUE)
+        """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full."""
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.relay: Callable[[bytes], object] | None = None
+        """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
+        """Called with each received digit too (the gateway relays them without polling the queue)."""
+        self._dtmf_rx = DtmfReceiver()
+        self._dtmf_pending: collections.deque[tuple[str, int]] = collections.deque()
+        self._dtmf_task: asyncio.Task[None] | None = None
+        self._dtmf_idle = asyncio.Event()
+        self._dtmf_idle.set()
+        self._last_event: tuple[int, int] | None = None
+        self._early_events: list[tuple[RtpPacket, Address]] = []
+        self._event_indexes: list[int] = []
+        self._event_base = 0
         endpoint.on_payload = self._on_payload
+        endpoint.on_event = self._on_event
 
     @classmethod
     async def bind(
@@ -199,8 +251,11 @@ class MediaStream:
         clock: Callable[[], float] = time.time,
         codec: CodecInfo = OPUS,
         payload_type: int | None = None,
+        telephone_event_pt: int | None = None,
     ) -> None:
         """Start sending (20 ms pacing) and playing. ``source=None`` receives only; ``sink=None`` discards.
+
+        ``telephone_event_pt`` is the negotiated RFC 4733 payload type (None: no DTMF either way).
 
         ``codec`` is the negotiated codec (Opus by default) and ``payload_type`` its RTP payload type in this
         call (default: the one given to bind()); the RTP timestamp advances by the codec's clock per frame.
@@ -226,6 +281,8 @@ class MediaStream:
             self._decoder = codec.new_decoder()
         if payload_type is not None:
             self.endpoint.payload_type = payload_type
+        if telephone_event_pt is not None:
+            self.set_telephone_event(telephone_event_pt)
         self.endpoint.reception.clock_rate = codec.rtp_clock_rate
         if remote is not None:
             self.endpoint.remote = remote
@@ -233,7 +290,16 @@ class MediaStream:
         for pkt, addr, arrival in early:
             if self._open(pkt, arrival):
                 self.endpoint.confirm_source(addr)
+        early_events, self._early_events = self._early_events, []
+        for pkt, addr in early_events:
+            if self._on_event(pkt, addr):
+                self.endpoint.confirm_source(addr)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"media-{self.local[1]}")
+        for part in (self._encoder, self._decoder):
+            # A codec that relays instead of coding (the gateway's pass-through) learns which stream it serves.
+            attach = getattr(part, "attach_stream", None)
+            if attach is not None:
+                attach(self)
 
     async def stop(self) -> None:
         """Stop the pacing loop, close the sockets, then the source and sink (a WAV recorder writes now)."""
@@ -241,11 +307,15 @@ class MediaStream:
             return
         self._stopped = True
         self._early.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._early_events.clear()
+        for task in (self._task, self._dtmf_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._dtmf_task = None
+        self._dtmf_pending.clear()
+        self._dtmf_idle.set()
         await self.endpoint.close()
         for closer in (self._source, self._sink):
             if closer is not None:
@@ -279,6 +349,9 @@ class MediaStream:
             self.stats.refuse("protector-error")
             return False
         self.stats.frames_opened += 1
+        if self.relay is not None:
+            self.relay(payload)
+            return True
         index = getattr(protector, "last_index", None)
         if not isinstance(index, int):
             if protector.secure:
@@ -288,8 +361,154 @@ class MediaStream:
             else:
                 # Plain calls have nothing authenticated anyway; RTP seq is the only order there is.
                 index = self._unwrap(pkt.sequence)
+        if self._event_indexes or self._event_base:
+            index = self._audio_index(index)
         self.jitter.put(index, payload, arrival)
         return True
+
+    def _audio_index(self, index: int) -> int:
+        """Telephone events use numbers of the audio's sequence (frame counter, or RTP seq on plain calls):
+        without this the jitter buffer would play each one as a lost frame (a PLC tick per event packet)."""
+        return index - self._event_base - bisect.bisect_left(self._event_indexes, index)
+
+    def _note_event_index(self, index: int) -> None:
+        bisect.insort(self._event_indexes, index)
+        if len(self._event_indexes) > MAX_EVENT_COUNTERS:
+            self._event_indexes.pop(0)
+            self._event_base += 1
+
+    # --- DTMF (RFC 4733; sealed like audio on secure calls, docs/PROTOCOL.md §B.11) ------------------------
+
+    def set_telephone_event(self, payload_type: int | None) -> None:
+        """Use ``payload_type`` for telephone events from now on (None: stop sending and accepting them)."""
+        if payload_type is not None and not 96 <= payload_type <= 127:
+            raise MediaError(f"telephone-event payload type {payload_type} is not dynamic (96-127)")
+        self.telephone_event_pt = payload_type
+        self.endpoint.event_payload_type = payload_type
+
+    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
+        """Queue ``digits`` (0-9 * # A-D) to be sent as RFC 4733 events, one after the other, while the audio
+        keeps flowing. Raises DtmfError for a bad digit or duration (nothing is queued then) and MediaError
+        if the call negotiated no telephone-event, has not started, or its protector cannot seal events."""
+        digits = check_digits(digits)
+        digit_train("0", duration_ms)  # validates the duration before anything is queued
+        if self.telephone_event_pt is None:
+            raise MediaError("the peer did not negotiate telephone-event")
+        protector = self.protector
+        if protector is None or self._stopped:
+            raise MediaError("the media stream is not running")
+        if protector.secure and not callable(getattr(protector, "seal_event", None)):
+            raise MediaError("this secure protector cannot seal telephone events")
+        if len(self._dtmf_pending) + len(digits) > MAX_PENDING_DTMF:
+            raise MediaError(f"more than {MAX_PENDING_DTMF} digits waiting to be sent")
+        if not digits:
+            return
+        self._dtmf_pending.extend((d, duration_ms) for d in digits)
+        self._dtmf_idle.clear()
+        if self._dtmf_task is None or self._dtmf_task.done():
+            self._dtmf_task = asyncio.get_running_loop().create_task(self._send_dtmf_loop(), name="dtmf-send")
+
+    async def dtmf_sent(self) -> None:
+        """Wait until every queued digit has been sent (or the stream stopped)."""
+        await self._dtmf_idle.wait()
+
+    def _event_timestamp(self, duration_ms: int) -> int:
+        """The event's RTP timestamp: the audio's current one, but never reusing the previous event's (a stream
+        with no audio source does not advance its timestamp, and receivers tell presses apart by it)."""
+        ts = self.endpoint.timestamp
+        if self._last_event is not None:
+            last, span = self._last_event
+            if (ts - last) & 0xFFFFFFFF < span:
+                ts = (last + span) & 0xFFFFFFFF
+        self._last_event = (ts, max(1, (duration_ms + GAP_MS) * CLOCK_RATE // 1000))
+        return ts
+
+    async def _send_dtmf_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._dtmf_pending:
+                digit, duration_ms = self._dtmf_pending.popleft()
+                ts = self._event_timestamp(duration_ms)
+                start = loop.time()
+                sent = 0
+                for pkt in digit_train(digit, duration_ms):
+                    await asyncio.sleep(max(0.0, start + pkt.offset_ms / 1000 - loop.time()))
+                    sent += self._send_event(pkt.event, ts, pkt.marker)
+                if sent:
+                    self.stats.dtmf_out += 1
+                await asyncio.sleep(GAP_MS / 1000)
+        finally:
+            if not self._dtmf_pending:
+                self._dtmf_idle.set()
+
+    def _send_event(self, event: TelephoneEvent, ts: int, marker: bool) -> bool:
+        protector, pt = self.protector, self.telephone_event_pt
+        if protector is None or pt is None:
+            return False
+        payload = event.encode()
+        if protector.secure:
+            try:
+                payload = protector.seal_event(encode_sealed(ts, event), self._clock())  # type: ignore[attr-defined]
+            except RatchetError:
+                self.stats.seal_errors += 1
+                return False
+        return self.endpoint.send_event(payload, payload_type=pt, timestamp=ts, marker=marker)
+
+    def _on_event(self, pkt: RtpPacket, addr: Address) -> bool:
+        """A telephone-event packet (runs inside datagram_received). True if it authenticated (latching)."""
+        protector = self.protector
+        if protector is None:
+            # The answerer's first digits can beat its 200 OK to us, like its first audio frames.
+            if len(self._early_events) < MAX_EARLY_PACKETS and not self._stopped:
+                self._early_events.append((pkt, addr))
+            else:
+                self.stats.refuse("not-started")
+            return False
+        authentic = False
+        try:
+            if protector.secure:
+                opener = getattr(protector, "open_event", None)
+                if opener is None:
+                    self.stats.refuse("dtmf-unsupported")
+                    return False
+                # Decided by the authenticated content type, never by the RTP payload type: an audio frame
+                # relabelled as an event is refused here (wrong-content), and an event frame relabelled as
+                # audio is refused by open().
+                plaintext = opener(pkt.payload, self._clock())
+                authentic = True
+                index = getattr(protector, "last_index", None)
+                if isinstance(index, int):
+                    self._note_event_index(index)
+                event_id, event = decode_sealed(plaintext)
+            else:
+                self._note_event_index(self._unwrap(pkt.sequence))
+                event_id, event = pkt.timestamp, TelephoneEvent.decode(pkt.payload)
+            self.stats.events_received += 1
+            digit = self._dtmf_rx.feed(event_id, event)
+        except (FrameError, DtmfError) as exc:
+            self.stats.refuse(exc.reason)
+            return authentic
+        except Exception:
+            if "protector-error" not in self.stats.refused:
+                log.exception("protector.open_event raised a non-FrameError; counting such events as refused")
+            self.stats.refuse("protector-error")
+            return False
+        if digit is not None:
+            self._deliver_digit(digit)
+        return authentic
+
+    def _deliver_digit(self, digit: str) -> None:
+        self.stats.dtmf_in += 1
+        if self.dtmf.full():
+            # Nobody is reading the queue (on_dtmf users need not): keep the newest digits, count the loss.
+            self.dtmf.get_nowait()
+            self.stats.refuse("dtmf-queue-full")
+        self.dtmf.put_nowait(digit)
+        if self.on_dtmf is not None:
+            try:
+                self.on_dtmf(digit)
+            except Exception:
+                log.exception("on_dtmf callback failed")
 
     # --- pacing loop --------------------------------------------------------------------------------------
 
@@ -327,17 +546,29 @@ class MediaStream:
         if pcm is None:
             self.source_finished.set()
             return
-        assert self._encoder is not None and self.protector is not None
-        encoded = self._encoder.encode(pcm)
+        assert self._encoder is not None
+        self.send_payload(self._encoder.encode(pcm))
+
+    def send_payload(self, payload: bytes) -> bool:
+        """Seal and send one encoded frame now: the pacing loop's, or a pass-through relay's (see ``relay``)."""
+        assert self.protector is not None
         try:
-            frame = self.protector.seal(encoded, self._clock())
+            frame = self.protector.seal(payload, self._clock())
         except RatchetError:
             self.stats.seal_errors += 1
-            return
+            return False
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
         if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
             self.stats.frames_sent += 1
             self._first_send = False
+            return True
+        return False
+
+    def stop_pacing(self) -> None:
+        """End the 20 ms loop: from now on frames leave only through send_payload and nothing is played (a
+        pass-through leg, whose frames are paced by the phone at the other end). ``stop()`` is still needed."""
+        if self._task is not None:
+            self._task.cancel()
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)

@@ -34,8 +34,10 @@ from ratchet.session import MediaConfig, MediaSession
 from voipgw.audio.codecs import get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.call import CallEvent, CallRecord, Security
-from voipgw.media import MediaStream, PlainProtector
+from voipgw.media import MediaError, MediaStream, PlainProtector
+from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
 from voipgw.sdp import (
+    DEFAULT_TELEPHONE_EVENT_PT,
     PLAIN_CODECS,
     SECURE_CODECS,
     AudioDescription,
@@ -176,10 +178,15 @@ class SecureProtector:
         self.session = session
         self.seal = session.seal
         self.open = session.open
+        self.seal_event = session.seal_event
+        self.open_event = session.open_event
 
     @property
     def last_index(self) -> int:
         return self.session.last_index
+
+
+MAX_RECORDED_DTMF = 1000
 
 
 @dataclass
@@ -192,6 +199,8 @@ class ActiveCall:
     session: MediaSession | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     wire_tap: list[bytes] | None = None
+    dtmf_received: list[str] = field(default_factory=list)
+    """Every DTMF digit received in this call, in order (also on ``media.dtmf`` as they arrive)."""
     _pump: asyncio.Task[None] | None = None
 
     def poll_session_events(self) -> None:
@@ -207,6 +216,19 @@ class ActiveCall:
                 log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
                 self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
+
+    def note_dtmf(self, digit: str) -> None:
+        if len(self.dtmf_received) < MAX_RECORDED_DTMF:  # a peer sending digits forever cannot grow this
+            self.dtmf_received.append(digit)
+
+    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
+        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
+
+        Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
+        the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""
+        if self.media is None:
+            raise MediaError("the call has no media")
+        self.media.send_dtmf(digits, duration_ms)
 
     def hangup(self, why: str | None = None) -> None:
         """End the call; ``why`` travels to the peer in the BYE's Reason header."""
@@ -227,6 +249,9 @@ class ActiveCall:
             "frames_silent": media.frames_silent if media else 0,
             "decode_failures": media.decode_failures if media else 0,
             "ticks_skipped": media.ticks_skipped if media else 0,
+            "dtmf_in": media.dtmf_in if media else 0,
+            "dtmf_received": "".join(self.dtmf_received),
+            "dtmf_out": media.dtmf_out if media else 0,
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
@@ -416,6 +441,9 @@ class Phone:
         rec = CallRecord(direction="outgoing", local_aor=self.aor, remote_aor=remote_aor)
         call = ActiveCall(rec)
         stream = await MediaStream.bind(self.rtp_host)
+        # Accept our offered telephone-event PT before the answer arrives: the answerer's first digits may
+        # come before its 200 OK (the answer then confirms or clears it).
+        stream.set_telephone_event(DEFAULT_TELEPHONE_EVENT_PT)
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
@@ -427,12 +455,18 @@ class Phone:
         def offer_factory(call_id: str) -> str:
             rec.call_id = call_id
             if not cfg.e2e:
-                return build_sdp(self.rtp_host, stream.local[1], codecs)
+                return build_sdp(self.rtp_host, stream.local[1], codecs, telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT)
             t = time.perf_counter()
             o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.offer_handshake, time.time())
             cpu[0] += time.perf_counter() - t
             offerer.append(o)
-            return build_sdp(self.rtp_host, stream.local[1], codecs, handshake=encode_attribute(o.offer_bytes))
+            return build_sdp(
+                self.rtp_host,
+                stream.local[1],
+                codecs,
+                handshake=encode_attribute(o.offer_bytes),
+                telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT,
+            )
 
         rec.apply(CallEvent.SEND_INVITE)
         t_invite = time.monotonic()
@@ -577,6 +611,7 @@ class Phone:
             self._finish_secure(call, keys, verdict)
         rec.codec = codec.name
         rec.started_at = time.time()
+        _wire_dtmf(call, remote, codec)
         await self._start_media(call, remote, codec, source, sink)
 
     def _refuse_established(self, call: ActiveCall, reason: str) -> None:
@@ -684,7 +719,10 @@ class Phone:
         call.media = stream
         if tap_wire:
             self._tap(call, stream)
-        sdp = build_sdp(self.rtp_host, stream.local[1], [codec], handshake=answer_attr)
+        # RFC 3264: the answer echoes the offerer's telephone-event payload type (or leaves DTMF out).
+        sdp = build_sdp(
+            self.rtp_host, stream.local[1], [codec], handshake=answer_attr, telephone_event_pt=_dtmf_pt(remote, codec)
+        )
         if keys is not None:
             self._finish_secure(call, keys, verdict)
         else:
@@ -698,6 +736,7 @@ class Phone:
         rec.codec = codec.name
         self.calls.append(call)
         # Media starts before the 200 OK leaves, so the first RTP packet in either direction is sealed.
+        _wire_dtmf(call, remote, codec)
         await self._start_media(call, remote, codec, source, sink)
         incoming.answer(sdp)
         rec.apply(CallEvent.ANSWERED)
@@ -730,6 +769,22 @@ class Phone:
         incoming.reject(code, reason, warning)
         call.done.set()
         return call
+
+
+def _wire_dtmf(call: ActiveCall, remote: AudioDescription, codec: Codec) -> None:
+    """The negotiated telephone-event PT and the received-digit record, set before ``_start_media`` so that a
+    subclass overriding it (the gateway's) gets DTMF too."""
+    assert call.media is not None
+    call.media.on_dtmf = call.note_dtmf
+    call.media.set_telephone_event(_dtmf_pt(remote, codec))
+
+
+def _dtmf_pt(remote: AudioDescription, codec: Codec) -> int | None:
+    """The peer's telephone-event payload type if it is usable with ``codec`` (dynamic, not the audio's)."""
+    te = remote.telephone_event
+    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
+        return None
+    return te.payload_type
 
 
 def _close_all(offerers: list[Offerer]) -> None:

@@ -19,6 +19,16 @@ TELEPHONE_EVENT = "telephone-event"
 STATIC_PT = {0: (PCMU, 8000), 8: (PCMA, 8000)}
 DEFAULT_OPUS_PT = 111
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+SENDRECV = "sendrecv"
+SENDONLY = "sendonly"
+RECVONLY = "recvonly"
+INACTIVE = "inactive"
+DEFAULT_TELEPHONE_EVENT_PT = 101
+TELEPHONE_EVENT_RATE = 8000
+TELEPHONE_EVENT_FMTP = "0-16"
+"""The events we send and accept: DTMF digits 0-9 * # A-D (RFC 4733 §3.2)."""
+HOLD_ADDRESSES = ("0.0.0.0", "::")
+"""RFC 2543 hold: a null connection address means "do not send to me" (read as our peer being sendonly)."""
 
 
 class SdpError(ValueError):
@@ -46,12 +56,31 @@ class AudioDescription:
     port: int
     codecs: tuple[Codec, ...]
     direction: str
+    """The peer's stream direction (sendrecv, sendonly, recvonly, inactive): the media-level attribute wins over
+    the session-level one; an RFC 2543 hold (``c=0.0.0.0``) reads as sendonly (recvonly becomes inactive)."""
     handshake: str | None
     """The raw value of the ``a=voipgw:`` attribute, if present (validated by ratchet.handshake)."""
     lines: tuple[str, ...] = field(repr=False, default=())
 
     def find(self, name: str) -> Codec | None:
         return next((c for c in self.codecs if c.name == name), None)
+
+    @property
+    def telephone_event(self) -> Codec | None:
+        """The peer's RFC 4733 event payload type at 8000 Hz (other clock rates are ignored), or None."""
+        return next(
+            (c for c in self.codecs if c.name == TELEPHONE_EVENT and c.clock_rate == TELEPHONE_EVENT_RATE), None
+        )
+
+    @property
+    def sends(self) -> bool:
+        """Whether the peer will send media (the ``send`` half of its direction)."""
+        return self.direction in (SENDRECV, SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        """Whether the peer wants media sent to it."""
+        return self.direction in (SENDRECV, RECVONLY)
 
     @property
     def rtp_address(self) -> tuple[str, int]:
@@ -70,7 +99,8 @@ def parse_sdp(text: str) -> AudioDescription:
     port: int | None = None
     pts: list[int] = []
     rtpmaps: dict[int, tuple[str, int]] = {}
-    direction = "sendrecv"
+    session_direction = SENDRECV
+    media_direction: str | None = None
     handshake: str | None = None
     in_audio = False
     seen_audio = False
@@ -109,7 +139,7 @@ def parse_sdp(text: str) -> AudioDescription:
                 handshake = attr
             elif not in_audio:
                 if name in DIRECTIONS and not seen_audio:
-                    direction = name
+                    session_direction = name
                 continue
             elif name == "rtpmap":
                 pt_text, _, enc = attr.partition(" ")
@@ -121,12 +151,15 @@ def parse_sdp(text: str) -> AudioDescription:
                     raise SdpError("sdp-malformed", f"bad rtpmap {attr[:40]!r}") from None
                 rtpmaps[pt] = (enc_parts[0].lower(), rate)
             elif name in DIRECTIONS:
-                direction = name
+                media_direction = name
     if port is None:
         raise SdpError("sdp-no-audio", "no m=audio stream")
     address = media_host or session_host
     if address is None:
         raise SdpError("sdp-malformed", "no connection address")
+    direction = media_direction or session_direction
+    if address in HOLD_ADDRESSES:
+        direction = {SENDRECV: SENDONLY, RECVONLY: INACTIVE}.get(direction, direction)
     codecs: list[Codec] = []
     for pt in pts:
         known = rtpmaps.get(pt) or STATIC_PT.get(pt)
@@ -156,8 +189,23 @@ def build_sdp(
     direction: str = "sendrecv",
     session_id: int | None = None,
     version: int = 1,
+    telephone_event_pt: int | None = None,
 ) -> str:
-    """Render a one-stream audio SDP. ``handshake`` is the base64url value of the ``a=voipgw:`` line."""
+    """Render a one-stream audio SDP. ``handshake`` is the base64url value of the ``a=voipgw:`` line.
+
+    ``telephone_event_pt`` adds RFC 4733 DTMF (``telephone-event/8000``, events 0-16) after the audio codecs.
+    ``a=<direction>`` is always written, ``a=sendrecv`` included: baresip and Linphone both accept it, and the
+    output with the default arguments stays byte-identical to earlier versions.
+    """
+    if direction not in DIRECTIONS:
+        raise SdpError("sdp-bad-direction", direction[:20])
+    if telephone_event_pt is not None and not 96 <= telephone_event_pt <= 127:
+        raise SdpError("sdp-bad-payload-type", f"telephone-event payload type {telephone_event_pt}")
+    pts = [c.payload_type for c in codecs]
+    if any(c.payload_type == telephone_event_pt and c.name != TELEPHONE_EVENT for c in codecs):
+        raise SdpError("sdp-bad-payload-type", f"payload type {telephone_event_pt} is already an audio codec")
+    if telephone_event_pt is not None and telephone_event_pt not in pts:
+        pts.append(telephone_event_pt)
     ip_ver = "IP6" if ":" in host else "IP4"
     sid = session_id if session_id is not None else secrets.randbelow(1 << 62)
     lines = [
@@ -166,7 +214,7 @@ def build_sdp(
         "s=voipgw",
         f"c=IN {ip_ver} {host}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(str(c.payload_type) for c in codecs)}",
+        f"m=audio {port} RTP/AVP {' '.join(str(pt) for pt in pts)}",
     ]
     for c in codecs:
         if c.name == OPUS:
@@ -174,13 +222,36 @@ def build_sdp(
             lines.append(f"a=fmtp:{c.payload_type} minptime=20;useinbandfec=0")
         elif c.name == TELEPHONE_EVENT:
             lines.append(f"a=rtpmap:{c.payload_type} telephone-event/{c.clock_rate}")
+            if c.payload_type == telephone_event_pt:
+                lines.append(f"a=fmtp:{c.payload_type} {TELEPHONE_EVENT_FMTP}")
         elif c.payload_type >= 96:
             lines.append(f"a=rtpmap:{c.payload_type} {c.name.upper()}/{c.clock_rate}")
+    if telephone_event_pt is not None and not any(c.payload_type == telephone_event_pt for c in codecs):
+        lines.append(f"a=rtpmap:{telephone_event_pt} telephone-event/{TELEPHONE_EVENT_RATE}")
+        lines.append(f"a=fmtp:{telephone_event_pt} {TELEPHONE_EVENT_FMTP}")
     lines.append("a=ptime:20")
     lines.append(f"a={direction}")
     if handshake is not None:
         lines.append(f"a=voipgw:{handshake}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def answer_direction(offered: str, *, local_hold: bool = False) -> str:
+    """Our answer's direction for an offer's (RFC 3264 §6.1), optionally putting our side on hold too."""
+    send = offered in (SENDRECV, RECVONLY) and not local_hold
+    recv = offered in (SENDRECV, SENDONLY)
+    return {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get((send, recv), INACTIVE)
+
+
+def hold_direction(local_hold: bool, remote_hold: bool = False) -> str:
+    """The direction to offer when we (and/or the peer, as last seen) hold the call: RFC 6337 §5.3 style."""
+    # We hold: the peer must stop sending to us (sendonly). The peer holds us: we must not send (recvonly).
+    send, recv = not remote_hold, not local_hold
+    return {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get((send, recv), INACTIVE)
+
+
+def telephone_event_codec(pt: int = DEFAULT_TELEPHONE_EVENT_PT) -> Codec:
+    return Codec(TELEPHONE_EVENT, pt, TELEPHONE_EVENT_RATE)
 
 
 def opus_codec(pt: int = DEFAULT_OPUS_PT) -> Codec:

@@ -13,9 +13,12 @@ the -stf CSV holds cumulative counters in its last row, refreshed every `-fd 1` 
 from __future__ import annotations
 
 import csv
+import re
 import signal
+import struct
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +40,41 @@ def scenario(name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(path)
     return path
+
+
+def render_scenario(name: str, out: Path, **values: str) -> Path:
+    """A bundled scenario with its ``@KEY@`` placeholders filled in (e.g. uac_pcap_pcmu's ``@PCAP@``, which
+    must be absolute: sipp resolves play_pcap_audio against its own working directory)."""
+    text = scenario(name).read_text(encoding="iso-8859-1")
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.search(r"@[A-Z_]+@", text)
+    if left is not None:
+        raise ValueError(f"scenario {name}: {left.group(0)} is not filled in")
+    out.write_text(text, encoding="iso-8859-1")
+    return out
+
+
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_PCAP_RECORD = struct.Struct("<IIII")
+
+
+def write_rtp_pcap(
+    out: Path, payloads: Sequence[bytes], *, payload_type: int, samples_per_frame: int = 160, frame_ms: int = 20
+) -> Path:
+    """An Ethernet/IPv4/UDP pcap of one RTP stream, one packet per payload every ``frame_ms``: what sipp's
+    play_pcap_audio replays (it rewrites addresses and ports, and keeps RTP header and spacing)."""
+    records = []
+    for i, payload in enumerate(payloads):
+        rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if i == 0 else 0), i, i * samples_per_frame, 0x1234)
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(rtp) + len(payload), 0) + rtp + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        t_us = i * frame_ms * 1000
+        records.append(_PCAP_RECORD.pack(t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame)) + frame)
+    out.write_bytes(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,10 +189,12 @@ def run_uac(
     proxy: str | None = None,
     extra: list[str] | None = None,
     ports: PortBlock | None = None,
+    scenario_file: Path | None = None,
 ) -> SippResult:
     """Place `calls` calls to `target` ("host:port", the Request-URI) at `rate` per second (at most `limit` at
     once) and wait, bounded by `timeout` seconds, for sipp to exit. `duration_ms` is the pause between ACK and
-    BYE. `proxy` ("host:port") sends the INVITEs there instead (sipp -rsa), e.g. a record-routing Kamailio."""
+    BYE. `proxy` ("host:port") sends the INVITEs there instead (sipp -rsa), e.g. a record-routing Kamailio.
+    `scenario_file` (e.g. from render_scenario) replaces the bundled `scenario_name`."""
     args = ["-m", str(calls), "-r", f"{rate:g}", "-d", str(duration_ms), "-s", service,
             "-timeout", f"{int(timeout)}s", "-timeout_error",
             "-recv_timeout", "10000", "-max_retrans", "3"]  # fmt: skip
@@ -162,7 +202,8 @@ def run_uac(
         args += ["-l", str(limit)]
     if proxy is not None:
         args += ["-rsa", proxy]
-    uac = _SippProcess(workdir, f"sipp-uac-{service}", scenario(scenario_name), ports, args + (extra or []))
+    path = scenario_file if scenario_file is not None else scenario(scenario_name)
+    uac = _SippProcess(workdir, f"sipp-uac-{service}", path, ports, args + (extra or []))
     try:
         uac.start([target])
         assert uac.proc is not None

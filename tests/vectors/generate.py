@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from tests.vectors import gen_frames, gen_handshake
+from tests.vectors import gen_dtmf, gen_frames, gen_handshake
 
 
 def main() -> int:
-    gen_handshake.main()
+    gen_handshake.write()
     gen_frames.main()
+    gen_dtmf.main()
     return 0
 
 

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("--cpu-rounds", type=int, default=2, help="CPU-measurement calls per mode, interleaved")
     k.add_argument("--workdir", type=Path, help="keep logs and summaries here (default: a removed temp dir)")
     k.set_defaults(func=run_call)
+    g = bsub.add_parser("gateway", help="gateway capacity, relay cost against a bare uvloop forwarder, latency, memory")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--quick", action="store_true", help="a few calls per mode, 1 s windows (a smoke run, not a figure)")
+    g.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
+    g.set_defaults(func=run_gateway)
     p.set_defaults(func=lambda a: _usage(p))
 
 
@@ -123,4 +128,60 @@ def run_call(args: argparse.Namespace) -> int:
         print(f"  {label:<52} {_cell(results[key])}{goal}")
     for key, label in TRUST_ROWS:
         print(f"  {label:<52} {_cell(results[key])}")
+    return 0
+
+
+GATEWAY_MODE_ROWS = [
+    ("max_calls", "max concurrent calls, < 1 % late or lost frames"),
+    ("latency_ms_p50", "one-way latency alice -> bob through A and B, p50 (ms)"),
+    ("latency_ms_p99", "one-way latency alice -> bob through A and B, p99 (ms)"),
+    ("gateway_a_cpu_ms_per_call_s", "gateway A CPU per call-second (ms/s)"),
+    ("memory_kb_per_call", "gateway A memory per call, RSS delta / calls (KB)"),
+    ("calls_with_audio_both_ways", "calls that carried audio both ways"),
+    ("calls_total", "calls placed"),
+]
+GATEWAY_ROWS = [
+    ("packets_per_cpu_s_gateway", "packets per CPU-second, gateway A (pass-through)"),
+    ("packets_per_cpu_s_forwarder", "packets per CPU-second, bare uvloop forwarder"),
+    ("ratio_gateway_vs_forwarder", "ratio gateway / forwarder (same calls, same run)"),
+    ("packets_per_cpu_s_gateway_event_loop", "packets per CPU-second, gateway A's event loop only"),
+    ("ratio_gateway_event_loop_vs_forwarder", "ratio event loop / forwarder (without the SIP thread)"),
+    ("gateway_a_sip_thread_cpu_share", "share of gateway A's CPU in its SIP reactor thread"),
+    ("added_latency_ms_p50_per_gateway", "added one-way latency per gateway, p50 (ms)"),
+    ("added_latency_ms_p99_per_gateway", "added one-way latency per gateway, p99 (ms)"),
+    ("passthrough_calls_per_core_projected", "pass-through calls per core, projected from A's CPU"),
+]
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    import sys
+
+    from voipgw.bench import gateway
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        results = gateway.run(quick=args.quick, workdir=args.workdir, log=progress)
+    except gateway.BenchError as exc:
+        raise CliError(f"bench gateway: {exc}") from None
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return 0
+    print(
+        f"voipgw bench gateway (gateways A and B back to back on loopback, {results['window_s']:.0f} s windows; "
+        f"late = {results['late_slack_ms']:.0f} ms past the unloaded median)"
+    )
+    print(f"  {'':<58} {'pass-thru':>9} {'transcode':>9}")
+    for key, label in GATEWAY_MODE_ROWS:
+        print(f"  {label:<58} {_cell(results['passthrough'][key])} {_cell(results['transcode'][key])}")
+    for key, label in GATEWAY_ROWS:
+        goal = f"   goal >= {results['goal_ratio']}" if key == "ratio_gateway_vs_forwarder" else ""
+        print(f"  {label:<58} {_cell(results[key])}{goal}")
+    print(
+        f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; run took "
+        f"{results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "
+        f"{results['load_average_1min']:.1f} at end on {results['cpus']} CPUs shared by A, B and the phones)"
+    )
     return 0

@@ -24,7 +24,9 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, load_phone_config, parse_hostport
+from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
+from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
 from voipgw.sip import Ended, Failed, RegistrationFailed
 from voipgw.store.contacts import ContactStoreError, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
@@ -56,6 +58,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="write the call summary as JSON here")
     p.add_argument("--tap-wire", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # demo: raw RTP payloads
     p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # baseline: no key exchange at all
+    p.add_argument("--send-dtmf", metavar="DIGITS", help="send these DTMF digits (0-9 * # A-D) once the call is up")
+    p.add_argument("--dtmf-duration", type=int, default=DEFAULT_DURATION_MS, metavar="MS", help=argparse.SUPPRESS)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -196,6 +200,7 @@ class _Ui:
         self._warned = False
         self._saved_tty: list[Any] | None = None
         self._call: ActiveCall | None = None
+        self._dtmf_shown = 0
 
     def __enter__(self) -> _Ui:
         if self.keys:
@@ -248,6 +253,10 @@ class _Ui:
     def update(self, call: ActiveCall, final: bool = False) -> None:
         self._call = call
         rec = call.record
+        for digit in call.dtmf_received[self._dtmf_shown :]:
+            line = f"dtmf: {digit}"
+            print("\r" + line.ljust(100) if self.tty else line, file=sys.stderr, flush=True)
+        self._dtmf_shown = len(call.dtmf_received)
         if rec.trust_warning and not self._warned:
             self._warned = True
             print(f"\n*** WARNING ***\n{rec.trust_warning}\n", file=sys.stderr, flush=True)
@@ -306,6 +315,27 @@ def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[st
     return data
 
 
+def check_dtmf_args(args: argparse.Namespace) -> None:
+    """Refuse bad --send-dtmf digits or duration before any call is placed (exit status 2)."""
+    if args.send_dtmf is None:
+        return
+    try:
+        args.send_dtmf = check_digits(args.send_dtmf)
+        digit_train("0", args.dtmf_duration)
+    except DtmfError as exc:
+        raise CliError(f"--send-dtmf: {exc}", 2) from None
+
+
+def send_dtmf(call: ActiveCall, args: argparse.Namespace) -> None:
+    """Queue --send-dtmf on an established call; a peer without telephone-event costs a line, not the call."""
+    if not args.send_dtmf:
+        return
+    try:
+        call.send_dtmf(args.send_dtmf, args.dtmf_duration)
+    except MediaError as exc:
+        print(f"cannot send DTMF: {exc}", file=sys.stderr, flush=True)
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -346,6 +376,7 @@ async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | N
 
 async def _call_main(args: argparse.Namespace) -> int:
     config = phone_config(args)
+    check_dtmf_args(args)
     identity = _load_identity(args)
     source, sink = audio_io(args)
     stop = asyncio.Event()
@@ -368,6 +399,7 @@ async def _call_main(args: argparse.Namespace) -> int:
         call = await placing
         with _Ui(phone) as ui:
             if call.record.state is CallState.ESTABLISHED:
+                send_dtmf(call, args)
                 until = time.monotonic() + args.duration if args.duration else None
                 await _follow(call, stop, until, ui, end_after_source=until is None and args.play is not None)
             elif call.record.trust_warning:
@@ -383,6 +415,7 @@ async def _call_main(args: argparse.Namespace) -> int:
 
 async def _listen_main(args: argparse.Namespace) -> int:
     config = phone_config(args)
+    check_dtmf_args(args)
     identity = _load_identity(args)
     if args.play is not None:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
@@ -444,6 +477,7 @@ async def _handle_incoming(phone: Phone, incoming: Any, args: argparse.Namespace
         source, sink = audio_io(args)
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
     if call.record.state is CallState.ESTABLISHED:
+        send_dtmf(call, args)
         with _Ui(phone) as ui:
             await _follow(call, stop, None, ui)
     elif call.record.trust_warning:

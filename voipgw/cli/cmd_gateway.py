@@ -1,7 +1,6 @@
-"""``voipgw gateway``: run the B2BUA in the foreground from command-line flags until SIGTERM/SIGINT.
-
-Parses flags and loads one identity per inside user; the bridging itself lives in voipgw.gateway.
-"""
+"""``voipgw gateway``: run the B2BUA in the foreground (from ``--config FILE``, or from flags) until SIGTERM/SIGINT;
+``voipgw gateway status`` asks a running one over its control socket. Parsing and wiring only: the bridging lives
+in voipgw.gateway, the operations pieces in voipgw.ops; a configuration mistake is one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -13,19 +12,35 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import Gateway, GatewayConfig, InsideUser
+from voipgw.ops import config as ops_config
+from voipgw.ops.control import ControlError, render_status, socket_path
+from voipgw.ops.control import request as control_request
+from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    g = sub.add_parser("gateway", help="run the gateway: plain inside phones <-> end-to-end encrypted calls outside")
-    g.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:5070", help="SIP address (both legs)")
+    g = sub.add_parser(
+        "gateway",
+        help="run the gateway: plain inside phones <-> end-to-end encrypted calls outside",
+        description="Run the gateway in the foreground from --config FILE (see config/gateway.example.toml), "
+        "or from the flags below for a quick test; `voipgw gateway status` asks a running one.",
+    )
+    g.add_argument("--config", type=Path, metavar="FILE", help="the gateway's TOML configuration")
+    g.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        help="log lines as text or one JSON object per line (default: gateway.log_format of --config, else text)",
+    )
+    g.add_argument("--listen", metavar="HOST:PORT", help="SIP address (both legs; default 127.0.0.1:5070)")
     g.add_argument(
         "--user",
         action="append",
@@ -46,6 +61,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
+    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status}")
+    st = gsub.add_parser("status", help="registrations and active calls of the running gateway")
+    st.add_argument("--json", action="store_true", help="the raw status object")
+    where = st.add_mutually_exclusive_group()
+    where.add_argument("--socket", type=Path, metavar="PATH", help="control socket (default: <home>/gateway.sock)")
+    where.add_argument(
+        "--config", dest="status_config", type=Path, metavar="FILE", help="read gateway.control_socket from here"
+    )
+    st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="how long to wait for the answer")
+    st.set_defaults(func=run_status)
 
 
 def _users(args: argparse.Namespace, host: str) -> tuple[InsideUser, ...]:
@@ -59,13 +84,16 @@ def _users(args: argparse.Namespace, host: str) -> tuple[InsideUser, ...]:
             raise CliError(f"--user {name!r} given twice", 2)
         users.append(InsideUser(name=name, contact=contact, outside_aor=aor or f"{name}@{host}"))
     if not users:
-        raise CliError("no inside users: give at least one --user NAME=sip:CONTACT", 2)
+        raise CliError("no inside users: give --config FILE, or at least one --user NAME=sip:CONTACT", 2)
     return tuple(users)
+
+
+FLAG_ONLY = ("listen", "user", "route", "proxy", "no_bind_call_id")
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
     try:
-        host, port = parse_hostport(args.listen, "--listen")
+        host, port = parse_hostport(args.listen or "127.0.0.1:5070", "--listen")
         proxy = parse_hostport(args.proxy, "--proxy", 5060) if args.proxy else None
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
@@ -109,8 +137,14 @@ def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, Trus
     return identities, trust
 
 
+def _log_level(args: argparse.Namespace) -> int:
+    return logging.DEBUG if args.verbose >= 2 else logging.INFO
+
+
 async def _main(args: argparse.Namespace) -> int:
     config = gateway_config(args)
+    if args.log_format is not None:
+        setup_logging(args.log_format, _log_level(args))
     if not args.verbose:
         # Each call's security state and SAS is what an operator runs the gateway to see: shown by default.
         logging.getLogger("voipgw.gateway").setLevel(logging.INFO)
@@ -125,7 +159,9 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             await gateway.start()
         except OSError as exc:
-            raise CliError(f"cannot bind SIP on {args.listen}: {exc.strerror}") from None
+            raise CliError(
+                f"--listen: cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}", 2
+            ) from None
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users)
         print(f"gateway listening on sip:{config.listen_host}:{gateway.port} for {users}", file=sys.stderr, flush=True)
         await stop.wait()
@@ -138,7 +174,69 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _main_config(args: argparse.Namespace) -> int:
+    from voipgw.gateway.runtime import GatewayRuntime
+
+    try:
+        config = ops_config.load_gateway_config(args.config)
+    except ops_config.ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+    setup_logging(args.log_format or config.log_format, _log_level(args))
+    log = logging.getLogger("voipgw.gateway")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runtime = GatewayRuntime(config, args.home, no_answer_timeout_s=args.no_answer_timeout)
+    try:
+        try:
+            await runtime.start()
+        except ops_config.ConfigError as exc:
+            raise CliError(str(exc), 2) from None
+        users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users.values())
+        assert runtime.ops is not None
+        log.info(
+            "gateway listening on sip:%s:%d for %s; PBX %s; control socket %s; metrics %s",
+            config.inside.listen[0], runtime.port, users, ops_config._fmt(config.outside.registrar),
+            runtime.ops.control.path,
+            f"http://{ops_config._fmt((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"
+            if runtime.ops.metrics_server is not None else "off",
+        )  # fmt: skip
+        await stop.wait()
+        log.info("gateway stopping: removing registrations, hanging up %d call(s)", len(runtime.snapshot()["calls"]))
+    finally:
+        await runtime.stop()
+        if args.snapshot_json is not None and runtime.gateway is not None:
+            args.snapshot_json.write_text(json.dumps(runtime.snapshot(), indent=2, default=str))
+    log.info("gateway stopped")
+    return 0
+
+
 def run_gateway(args: argparse.Namespace) -> int:
     import uvloop
 
+    if args.config is not None:
+        given = [f"--{name.replace('_', '-')}" for name in FLAG_ONLY if getattr(args, name)]
+        if given:
+            raise CliError(f"{', '.join(given)}: not with --config (set it in the config file)", 2)
+        return int(uvloop.run(_main_config(args)))
     return int(uvloop.run(_main(args)))
+
+
+def run_status(args: argparse.Namespace) -> int:
+    path = args.socket
+    if path is None and args.status_config is not None:
+        try:
+            path = ops_config.load_gateway_config(args.status_config).control_socket
+        except ops_config.ConfigError as exc:
+            raise CliError(str(exc), 2) from None
+    try:
+        result: dict[str, Any] = control_request(socket_path(args.home, path), "status", args.timeout)
+    except ControlError as exc:
+        raise CliError(str(exc), 1) from None
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        sys.stdout.write(render_status(result))
+    return 0

@@ -9,20 +9,39 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ratchet.aor import normalize_aor
 from ratchet.identity import IdentityKey
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import get_codec
-from voipgw.call import CallState
+from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from voipgw.call import CallState, Security
 from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
-from voipgw.gateway.pipes import _GatewayPhone, switch_codec
+from voipgw.gateway.pipes import PcmPipe, _GatewayPhone, switch_codec
 from voipgw.media import MediaStream, PlainProtector
 from voipgw.phone import Phone, PhoneConfig, Policy
-from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, SdpError, build_sdp, opus_codec, parse_sdp
+from voipgw.sdp import (
+    INACTIVE,
+    PCMA,
+    PCMU,
+    SENDONLY,
+    AudioDescription,
+    Codec,
+    SdpError,
+    answer_direction,
+    build_sdp,
+    hold_direction,
+    opus_codec,
+    parse_sdp,
+)
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
 from voipgw.trust import TrustStore
+
+if TYPE_CHECKING:
+    from voipgw.gateway.runtime import GatewayHooks
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +52,17 @@ INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(
 """What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
 transcoded one."""
 FINISHED_KEPT = 100
+SECURE_CUE = ((660.0, 0.12), (0.0, 0.06), (880.0, 0.12), (0.0, 0.1))
+"""What an inside caller hears at the answer of a sealed call: two short rising beeps (tone Hz, seconds)."""
+NOT_SECURE_CUE = ((350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1))
+"""...and of a NOT SECURE (opportunistic) one: three low beeps, unlike any ringback or busy tone."""
+RINGBACK_HZ = 425.0
+RINGBACK_ON_S, RINGBACK_OFF_S = 1.0, 4.0
+"""The ringback (ETSI style) an inbound outside caller hears, sealed, while the inside phone rings."""
+TONE_LEVEL = 8000
+TONE_QUEUE = 3
+"""Frames a generated tone keeps queued ahead of the pacing loop that reads them (60 ms)."""
+MEDIA_POLL_S = 1.0
 SIP_PHRASES = {
     403: "Forbidden",
     404: "Not Found",
@@ -68,6 +98,9 @@ class Gateway:
     Reason says so.
     """
 
+    hooks: GatewayHooks | None = None
+    """Operations hooks (voipgw.gateway.runtime): metrics, PBX credentials, registered inside phones."""
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -98,8 +131,13 @@ class Gateway:
         return self.stack.local_port
 
     async def start(self) -> None:
-        self.stack = SipStack(self.config.listen_host, self.config.listen_port, asyncio.get_running_loop())
+        registrar = self.hooks.inside_registrar() if self.hooks is not None else None
+        self.stack = SipStack(
+            self.config.listen_host, self.config.listen_port, asyncio.get_running_loop(), registrar=registrar
+        )
         await self.stack.start()
+        if self.hooks is not None:
+            self.hooks.stack_started(self.stack)
         for user in self.config.users:
             self._answerers[user.name] = self._phone(user)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
@@ -133,18 +171,20 @@ class Gateway:
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
-    def _phone(self, user: InsideUser) -> Phone:
+    def _phone(self, user: InsideUser, policy: Policy = Policy.REQUIRE) -> Phone:
         """A Phone for ``user`` on the gateway's shared stack (never started or stopped itself)."""
         cfg = PhoneConfig(
             aor=user.outside_aor,
             display_name=user.display_name or user.name,
             listen_host=self.config.listen_host,
             listen_port=self.port,
-            policy=Policy.REQUIRE,
+            policy=policy,
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
             bind_call_id=self.config.bind_call_id,
         )
+        if self.hooks is not None:
+            cfg = self.hooks.phone_config(user, cfg)
         phone = _GatewayPhone(cfg, self.identities[user.name], self.trust.get(user.name))
         phone.stack = self.stack
         answerer = self._answerers.get(user.name)
@@ -169,15 +209,26 @@ class Gateway:
                     incoming.reject(500, "Server Internal Error", f"voipgw gateway: {type(exc).__name__}")
 
     def _route(self, incoming: IncomingCall) -> None:
+        hooks = self.hooks
         inside = self._inside_addrs.get(incoming.source_addr)
+        if inside is None and hooks is not None:
+            inside = hooks.inside_caller(incoming)  # a phone registered to the gateway
         from_user = _user_part(incoming.from_aor)
         if inside is not None and from_user == inside.name:
+            if hooks is not None:
+                hooks.dial_plan(inside, incoming)
             self._spawn(self._outbound(inside, incoming))
             return
         user = self.users.get(_user_part(incoming.to_aor))
+        if hooks is not None:
+            user = hooks.inbound_user(user, incoming)
         if user is None:
             log.warning("call %s to %s: no such inside user", incoming.call_id, incoming.to_aor)
             incoming.reject(404, "Not Found", "voipgw gateway: no such user here")
+            return
+        if not user.contact:
+            log.warning("call %s to %s: the inside phone is not registered", incoming.call_id, user.name)
+            incoming.reject(480, "Temporarily Unavailable", "voipgw gateway: the inside phone is not registered")
             return
         self._spawn(self._inbound(user, incoming))
 
@@ -199,11 +250,14 @@ class Gateway:
             bridge.reason = bridge.reason or reason
             if bridge.state != "failed":
                 bridge.state = "ended"
-        if bridge in self.bridges:
+        counted = bridge in self.bridges
+        if counted:
             self.bridges.remove(bridge)
             self.finished.append(bridge)
         bridge.done.set()
         log.info("gateway call %s (%s, %s) over: %s", bridge.call_id, bridge.user.name, bridge.direction, bridge.reason)
+        if counted and self.hooks is not None:
+            self.hooks.call_finished(bridge)
 
     def _end(self, bridge: Bridge, why: str) -> None:
         """Hang up both legs (BYE, or CANCEL/487 while ringing)."""
@@ -217,8 +271,10 @@ class Gateway:
     async def _start_inside_media(
         self, bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec
     ) -> None:
-        # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay).
-        bridge.passthrough[0] = codec.name == OPUS_CODEC.name
+        # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
+        # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
+        sealed = bridge.outside is not None and bridge.outside.session is not None
+        bridge.passthrough[0] = codec.name == OPUS_CODEC.name and sealed
         info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough[0] else None
         # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
         await stream.start(
@@ -232,19 +288,26 @@ class Gateway:
             payload_type=codec.payload_type,
         )
         bridge.inside_codec = codec.name
+        bridge.inside_payload = codec
         bridge.to_inside.open = bridge.to_outside.open = True
 
     async def _follow(self, bridge: Bridge) -> None:
-        """Both legs are up: wait until either ends, then end the other."""
+        """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
+        either leg ends, then end the other."""
         assert bridge.inside_sip is not None and bridge.outside is not None
         bridge.state = "up"
+        self._bridge_reoffers(bridge)
         inside_gone = asyncio.ensure_future(_wait_terminal(bridge.inside_sip))
         outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
+        media_dead = asyncio.ensure_future(self._watch_media(bridge))
         try:
-            await asyncio.wait({inside_gone, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({inside_gone, outside_gone, media_dead}, return_when=asyncio.FIRST_COMPLETED)
             # A reason set already is ours (e.g. the shutdown): the legs then end because we hung them up.
             if bridge.reason:
                 pass
+            elif media_dead.done() and not (inside_gone.done() or outside_gone.done()):
+                bridge.reason = media_dead.result()
+                log.warning("gateway call %s (%s): %s", bridge.call_id, bridge.user.name, bridge.reason)
             elif inside_gone.done():
                 ev = inside_gone.result()
                 bridge.reason = f"inside: {ev.reason}" if ev is not None else "inside: ended"
@@ -256,6 +319,89 @@ class Gateway:
         finally:
             inside_gone.cancel()
             outside_gone.cancel()
+            media_dead.cancel()
+
+    async def _watch_media(self, bridge: Bridge) -> str:
+        """Return (with the reason) once a leg has received no RTP for ``media_timeout_s`` while nobody holds:
+        a call whose media path is gone must end with a reason, never stay up silent."""
+        legs = {"inside": bridge.inside_media, "outside": bridge.outside.media if bridge.outside else None}
+        last = {name: -1 for name in legs}
+        quiet_since = {name: time.monotonic() for name in legs}
+        while True:
+            await asyncio.sleep(MEDIA_POLL_S)
+            now = time.monotonic()
+            for name, media in legs.items():
+                got = media.stats.frames_received if media is not None else 0
+                if got != last[name] or bridge.inside_hold or bridge.outside_hold:
+                    last[name], quiet_since[name] = got, now
+                elif now - quiet_since[name] >= self.config.media_timeout_s:
+                    return f"no media from the {name} leg for {self.config.media_timeout_s:g} s"
+
+    # --- hold and resume ------------------------------------------------------------------------------------
+
+    def _bridge_reoffers(self, bridge: Bridge) -> None:
+        """Answer each leg's re-INVITE ourselves and pass its hold state to the other leg as our own re-INVITE.
+        The outside leg's re-offers carry no handshake: the sealed session and its keys stay as they are."""
+        assert bridge.inside_sip is not None and bridge.outside is not None and bridge.outside.sip is not None
+        inside_sip, outside_sip = bridge.inside_sip, bridge.outside.sip
+
+        def on_inside(sdp: str) -> str | None:
+            return self._on_reoffer(bridge, "inside", sdp)
+
+        def on_outside(sdp: str) -> str | None:
+            return self._on_reoffer(bridge, "outside", sdp)
+
+        inside_sip.reoffer_handler = on_inside
+        outside_sip.reoffer_handler = on_outside
+
+    def _on_reoffer(self, bridge: Bridge, leg: str, sdp: str) -> str | None:
+        try:
+            remote = parse_sdp(sdp)
+        except SdpError as exc:
+            log.warning("gateway call %s: unusable %s re-offer (%s): 488", bridge.call_id, leg, exc.reason)
+            return None
+        codec = self._leg_codec(bridge, leg)
+        if codec is None or not any(c.name == codec.name for c in remote.codecs):
+            log.warning("gateway call %s: the %s re-offer drops our codec: 488", bridge.call_id, leg)
+            return None
+        codec = next(c for c in remote.codecs if c.name == codec.name)
+        holds = remote.direction in (SENDONLY, INACTIVE)
+        other_holds = bridge.outside_hold if leg == "inside" else bridge.inside_hold
+        if holds != (bridge.inside_hold if leg == "inside" else bridge.outside_hold):
+            if leg == "inside":
+                bridge.inside_hold = holds
+            else:
+                bridge.outside_hold = holds
+            bridge.holds += 1
+            other = "outside" if leg == "inside" else "inside"
+            log.info(
+                "gateway call %s: the %s side %s; passing it to the %s leg",
+                bridge.call_id, leg, "holds" if holds else "resumes", other,
+            )  # fmt: skip
+            self._reoffer(bridge, other, hold_direction(local_hold=holds, remote_hold=other_holds))
+        return self._leg_sdp(bridge, leg, codec, answer_direction(remote.direction, local_hold=other_holds))
+
+    def _leg_codec(self, bridge: Bridge, leg: str) -> Codec | None:
+        if leg == "inside":
+            return bridge.inside_payload
+        name = bridge.outside.record.codec if bridge.outside is not None else None
+        return {OPUS_CODEC.name: opus_codec(), PCMU: Codec(PCMU, 0, 8000), PCMA: Codec(PCMA, 8, 8000)}.get(name or "")
+
+    def _leg_sdp(self, bridge: Bridge, leg: str, codec: Codec, direction: str) -> str:
+        media = bridge.inside_media if leg == "inside" else bridge.outside.media if bridge.outside else None
+        assert media is not None
+        ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
+        ids[1] += 1
+        return build_sdp(
+            self.config.listen_host, media.local[1], [codec], direction=direction, session_id=ids[0], version=ids[1]
+        )
+
+    def _reoffer(self, bridge: Bridge, leg: str, direction: str) -> None:
+        codec = self._leg_codec(bridge, leg)
+        sip = bridge.inside_sip if leg == "inside" else bridge.outside.sip if bridge.outside else None
+        if codec is None or sip is None:
+            return
+        sip.reoffer(self._leg_sdp(bridge, leg, codec, direction))
 
     async def _close(self, bridge: Bridge, reason: str) -> None:
         if bridge.inside_media is not None:
@@ -295,10 +441,14 @@ class Gateway:
         target = self._outside_target(incoming.to_aor)
         if target is None:
             return self._reject(bridge, incoming, 404, "voipgw gateway: no route to the dialled user")
+        policy = self.config.policy_for(user.name, normalize_aor(target))
+        bridge.policy = policy.value
         stream = await MediaStream.bind(self.config.listen_host)
         bridge.inside_media = stream
+        # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
+        # is never relayed: it would be clear audio from a party nobody has verified yet.
         incoming.ring()
-        phone = self._phone(user)
+        phone = self._phone(user, policy)
         bridge.phone = phone
         placing = asyncio.ensure_future(phone.place_call(target, source=bridge.to_outside, sink=bridge.to_inside))
         cancelled = asyncio.ensure_future(_wait_terminal(incoming))
@@ -327,12 +477,21 @@ class Gateway:
             bridge.state = "failed"
             self._end(bridge, "cancelled by the inside phone")
             return
-        log.info(
-            "gateway call %s: %s -> %s %s, outside %s codec %s SAS %s",
-            rec.call_id, user.name, rec.remote_aor, rec.security.value, rec.suite, rec.codec, rec.sas,
+        log.log(
+            logging.WARNING if rec.security is Security.NOT_SECURE else logging.INFO,
+            "gateway call %s: %s -> %s %s%s, outside %s codec %s SAS %s",
+            rec.call_id, user.name, rec.remote_aor, rec.security.value,
+            " [NOT SECURE] (policy opportunistic: the far end has no voipgw gateway)"
+            if rec.security is Security.NOT_SECURE else "",
+            rec.suite, rec.codec, rec.sas,
         )  # fmt: skip
         await self._start_inside_media(bridge, stream, remote, codec)
-        incoming.answer(build_sdp(self.config.listen_host, stream.local[1], [codec]))
+        # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
+        secure = rec.security is not Security.NOT_SECURE
+        bridge.cue = "secure" if secure else "not secure"
+        bridge.to_inside.open = False
+        self._spawn(_play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+        incoming.answer(build_sdp(self.config.listen_host, stream.local[1], [codec], session_id=bridge.inside_sdp[0]))
         bridge.state = "answered"
 
     def _reject(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
@@ -350,9 +509,15 @@ class Gateway:
     async def _inbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
         assert self.stack is not None
         incoming.ring()
+        policy = self.config.policy_for(user.name, normalize_aor(incoming.from_aor))
+        bridge.policy = policy.value
+        answerer = self._answerers[user.name]
+        if policy is not Policy.REQUIRE:
+            answerer = self._phone(user, policy)  # shares the user's replay cache
+            bridge.phone = answerer
         # The outside leg is answered first: the SAS exists for the answerer only after the caller's reveal,
         # which travels in its first media frames, and the inside phone must see the SAS in the INVITE's From.
-        out = await self._answerers[user.name].answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
+        out = await answerer.answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
         bridge.outside = out
         rec = out.record
         if rec.state is not CallState.ESTABLISHED:
@@ -361,7 +526,8 @@ class Gateway:
             return
         t_answered = time.monotonic()
         deadline = t_answered + self.config.sas_wait_s
-        while rec.sas is None and not rec.finished and time.monotonic() < deadline:
+        secure = rec.security is not Security.NOT_SECURE
+        while secure and rec.sas is None and not rec.finished and time.monotonic() < deadline:
             out.poll_session_events()
             await asyncio.sleep(0.005)
         bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
@@ -374,18 +540,31 @@ class Gateway:
         stream = await MediaStream.bind(self.config.listen_host)
         bridge.inside_media = stream
         port = stream.local[1]
-        inside = await self.stack.place_call(
-            user.contact,
-            f"sip:{rec.remote_aor}",
-            lambda _call_id: build_sdp(self.config.listen_host, port, INSIDE_OFFER),
-            display_name=bridge.display,
-            timeout_s=self.config.no_answer_timeout_s,
-        )
-        bridge.inside_sip = inside
-        log.info("gateway call %s: %s -> %s shown as %r", rec.call_id, rec.remote_aor, user.name, bridge.display)
-        answered = asyncio.ensure_future(_wait_answer(inside))
-        outside_gone = asyncio.ensure_future(out.done.wait())
-        await asyncio.wait({answered, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
+        sid = bridge.inside_sdp[0]
+        # The outside caller hears a ringback we make (sealed like any audio) while the inside phone rings:
+        # its call is answered already, and silence would sound like a dead line.
+        ringing = asyncio.Event()
+        ringback = asyncio.ensure_future(_play_ringback(bridge, ringing))
+        try:
+            inside = await self.stack.place_call(
+                user.contact,
+                f"sip:{rec.remote_aor}",
+                lambda _call_id: build_sdp(self.config.listen_host, port, INSIDE_OFFER, session_id=sid),
+                display_name=bridge.display,
+                timeout_s=self.config.no_answer_timeout_s,
+            )
+            bridge.inside_sip = inside
+            log.log(
+                logging.WARNING if not secure else logging.INFO,
+                "gateway call %s: %s -> %s shown as %r", rec.call_id, rec.remote_aor, user.name, bridge.display,
+            )  # fmt: skip
+            answered = asyncio.ensure_future(_wait_answer(inside))
+            outside_gone = asyncio.ensure_future(out.done.wait())
+            await asyncio.wait({answered, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ringing.set()
+            await ringback
+            bridge.to_outside.frames.clear()
         if not answered.done():
             bridge.state = "failed"
             bridge.reason = f"outside: {rec.reason or 'caller hung up'} while the inside phone rang"
@@ -419,6 +598,48 @@ class Gateway:
             return
         await self._start_inside_media(bridge, stream, remote, codec)
         bridge.state = "answered"
+
+
+def _tone_frames(pattern: tuple[tuple[float, float], ...]) -> list[Pcm]:
+    """20 ms frames of ``(Hz, seconds)`` tones (0 Hz = a pause), the last one padded with silence."""
+    parts = []
+    for hz, seconds in pattern:
+        t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        parts.append(TONE_LEVEL * np.sin(2 * np.pi * hz * t) if hz else np.zeros(len(t)))
+    pcm = np.concatenate(parts)
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES)]).astype(np.int16)
+    return list(pcm.reshape(-1, FRAME_SAMPLES))
+
+
+async def _feed(pipe: PcmPipe, frame: Pcm) -> bool:
+    """Queue one generated frame once the reading stream has room (False if it stopped reading)."""
+    deadline = time.monotonic() + 1.0
+    while len(pipe.frames) >= TONE_QUEUE:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    pipe.frames.append(frame)
+    return True
+
+
+async def _play_cue(pipe: PcmPipe, pattern: tuple[tuple[float, float], ...]) -> None:
+    """Play a short cue into a closed pipe (the other leg's audio is dropped meanwhile), then open it."""
+    try:
+        for frame in _tone_frames(pattern):
+            if not await _feed(pipe, frame):
+                return
+    finally:
+        pipe.open = True
+
+
+async def _play_ringback(bridge: Bridge, stop: asyncio.Event) -> None:
+    """Ringback cadence into the (still closed) pipe to the outside leg until ``stop`` is set."""
+    cycle = _tone_frames(((RINGBACK_HZ, RINGBACK_ON_S), (0.0, RINGBACK_OFF_S)))
+    while not stop.is_set():
+        for frame in cycle:
+            if stop.is_set() or not await _feed(bridge.to_outside, frame):
+                return
+            bridge.ringback_frames += 1
 
 
 async def _settle(phone: Phone | None) -> None:

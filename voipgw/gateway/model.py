@@ -4,6 +4,8 @@ counters) and how its security state is shown to an unmodified phone. Data and f
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,8 @@ from typing import Any
 from voipgw.call import Security
 from voipgw.gateway.pipes import OpusRelay, PcmPipe, switch_codec
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Phone
+from voipgw.phone import ActiveCall, Phone, Policy
+from voipgw.sdp import Codec
 from voipgw.sip import SipCall
 
 
@@ -27,6 +30,19 @@ class InsideUser:
     outside_aor: str
     """The AOR the gateway signs for on the outside leg, e.g. ``alice@example.org``."""
     display_name: str | None = None
+    policy: Policy | None = None
+    """Overrides the gateway's default policy for this user's calls (None: the default)."""
+
+
+@dataclass(frozen=True)
+class DestinationRule:
+    """A policy for far ends whose AOR matches ``match`` (shell-style, e.g. ``*@legacy.example.org``); the same
+    shape as ``voipgw.ops.config.DestinationRule``."""
+
+    match: str
+    policy: Policy
+    users: frozenset[str] = frozenset()
+    """Only for these inside users; empty = all."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,24 @@ class GatewayConfig:
     """How long an inbound call waits for the outside caller's SAS reveal before ringing inside without it."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
+    policy: Policy = Policy.REQUIRE
+    """``require``: a far end without a voipgw gateway is refused with the reason; ``opportunistic``: such a
+    call goes through in the clear, marked ``[NOT SECURE]``."""
+    destinations: tuple[DestinationRule, ...] = ()
+    media_timeout_s: float = 10.0
+    """An answered call whose legs both stay silent on the network this long (not on hold) is ended with the
+    reason, never left as a dead call."""
+
+    def policy_for(self, user: str, destination_aor: str) -> Policy:
+        """The first matching destination rule, then the user's own policy, then the default (as ops.config)."""
+        dest = destination_aor.removeprefix("sip:").lower()
+        for rule in self.destinations:
+            if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
+                return rule.policy
+        inside = next((u for u in self.users if u.name == user), None)
+        if inside is not None and inside.policy is not None:
+            return inside.policy
+        return self.policy
 
 
 def security_label(sas: str | None, security: Security) -> str:
@@ -70,6 +104,8 @@ class Bridge:
     inside_sip: SipCall | None = None
     inside_media: MediaStream | None = None
     inside_codec: str | None = None
+    inside_payload: Codec | None = None
+    """The inside leg's negotiated codec (kept for re-INVITE answers)."""
     outside: ActiveCall | None = None
     phone: Phone | None = None
     """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
@@ -81,8 +117,26 @@ class Bridge:
     passthrough: list[bool] = field(default_factory=lambda: [False])
     state: str = "setup"
     reason: str = ""
+    policy: str = "require"
+    """The policy this call was placed or answered under (per user and destination)."""
     display: str | None = None
     """The display name the inside phone was shown (inbound calls)."""
+    cue: str | None = None
+    """The in-band tone the inside caller heard at the answer (outbound calls): ``secure`` or ``not secure``."""
+    ringback_frames: int = 0
+    """Inbound: locally generated ringback frames sent (sealed) to the outside caller while the inside phone rang."""
+    inside_hold: bool = False
+    """The inside phone put the call on hold (its re-INVITE offered sendonly or inactive)."""
+    outside_hold: bool = False
+    """The far end put the call on hold (re-INVITE on the outside leg)."""
+    holds: int = 0
+    """Hold and resume re-INVITEs passed from one leg to the other."""
+    dtmf_to_outside: int = 0
+    """DTMF digits relayed (counted, never recorded: they may be PINs)."""
+    dtmf_to_inside: int = 0
+    inside_sdp: list[int] = field(default_factory=lambda: [secrets.randbelow(1 << 62), 1])
+    """The o= session id and version of our SDP on the inside leg (a re-INVITE bumps the version)."""
+    outside_sdp: list[int] = field(default_factory=lambda: [secrets.randbelow(1 << 62), 1])
     sas_wait_ms: float | None = None
     """Inbound: from the outside answer to the SAS reveal (the inside phone rings only after it)."""
     started_at: float = field(default_factory=time.time)
@@ -112,6 +166,11 @@ class Bridge:
             "sas": rec.sas if rec else None,
             "safety_number": rec.safety_number if rec else None,
             "display": self.display,
+            "policy": self.policy,
+            "cue": self.cue,
+            "ringback_frames": self.ringback_frames,
+            "hold": {"inside": self.inside_hold, "outside": self.outside_hold, "reinvites": self.holds},
+            "dtmf": {"to_outside": self.dtmf_to_outside, "to_inside": self.dtmf_to_inside},
             "inside_codec": self.inside_codec,
             "passthrough": self.passthrough[0],
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import time
+import weakref
 
 import numpy as np
 
@@ -12,18 +13,25 @@ from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.media import MediaStream
 from voipgw.phone import ActiveCall, Phone, SecureProtector
 from voipgw.sdp import AudioDescription, Codec
 
 PIPE_MAX_FRAMES = 5
 """Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
+IDLE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+"""What an open pipe with nothing queued yields, and a pass-through decoder's output: silence that says "nothing
+of our own to play" (identity-compared; never written to)."""
+CLOSED: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+"""What a closed pipe with nothing queued yields: silence in the middle of something (a cue between two frames)."""
 
 
 class PcmPipe:
     """One direction of the bridge: the sink of one leg's MediaStream and the source of the other's.
 
     Closed (until both legs are up) it drops what it is given and yields silence; it never ends (a None frame
-    would stop the reading stream for good)."""
+    would stop the reading stream for good). The gateway may queue frames of its own (a cue, ringback) while it
+    is closed."""
 
     def __init__(self) -> None:
         self.open = False
@@ -32,7 +40,6 @@ class PcmPipe:
         self.frames: collections.deque[Pcm] = collections.deque()
         self.passed = 0
         self.dropped = 0
-        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     def write_frame(self, pcm: Pcm) -> None:
         if not self.open:
@@ -46,7 +53,7 @@ class PcmPipe:
         if self.frames:
             self.passed += 1
             return self.frames.popleft()
-        return self._silence
+        return IDLE if self.open else CLOSED
 
     def close(self) -> None:
         """The streams close their source and sink on stop; the pipe outlives neither, so nothing to do."""
@@ -54,12 +61,57 @@ class PcmPipe:
 
 class OpusRelay:
     """One direction of Opus pass-through: payloads the receiving leg opened, for the other leg to seal as they
-    are (no decode, no re-encode). Bounded like PcmPipe."""
+    are (no decode, no re-encode).
+
+    Until both legs' streams have started under pass-through, frames wait here (bounded like PcmPipe) for the
+    sending leg's pacing loop. Then the relay turns direct: the sending leg plays out what it still has of its
+    own (the caller's security cue, ringback; the other leg's frames are dropped meanwhile, as a closed pipe
+    would), and at its first idle tick it stops pacing and each opened frame is sealed and sent at once, inside
+    the receive callback (no jitter buffer, no pacing loop: the phone at the far end paces and de-jitters)."""
 
     def __init__(self) -> None:
         self.frames: collections.deque[bytes] = collections.deque()
         self.passed = 0
         self.dropped = 0
+        self.receiver: MediaStream | None = None
+        """The leg whose decoder pushes here (it received the frames)."""
+        self.sender: MediaStream | None = None
+        """The leg whose encoder pops from here (it sends them on)."""
+        self.direct = False
+        """Both legs are up under pass-through: the receiving leg hands its frames over in its receive path."""
+        self.flowing = False
+        """The sending leg has stopped pacing: handed-over frames go straight out."""
+
+    def attach(self, stream: MediaStream, *, receiving: bool, passthrough: list[bool]) -> None:
+        if receiving:
+            self.receiver = stream
+        else:
+            self.sender = stream
+        if passthrough[0] and self.receiver is not None and self.sender is not None and not self.direct:
+            self.direct = True
+            self.receiver.relay = self._hold
+
+    def _hold(self, payload: bytes) -> None:
+        self.dropped += 1
+
+    def idle_tick(self) -> None:
+        """The sending leg's pacing loop had nothing of its own to play: let frames through directly, and stop
+        its pacing if its own receive path is direct too (then its codec states are released: ~60 KB)."""
+        sender, receiver = self.sender, self.receiver
+        assert sender is not None and receiver is not None
+        if not self.flowing:
+            self.flowing = True
+            send = sender.send_payload
+
+            def forward(payload: bytes) -> None:
+                self.passed += 1
+                send(payload)
+
+            receiver.relay = forward
+        if sender.relay is not None:
+            sender.stop_pacing()
+            for part in _PARTS.pop(sender, ()):
+                part.release()
 
     def push(self, payload: bytes) -> None:
         self.frames.append(payload)
@@ -74,6 +126,10 @@ class OpusRelay:
         return None
 
 
+_PARTS: weakref.WeakKeyDictionary[MediaStream, list[_SwitchEncoder | _SwitchDecoder]] = weakref.WeakKeyDictionary()
+"""The switchable coders each stream uses, released once its frames are relayed directly."""
+
+
 class _SwitchEncoder:
     """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
     that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
@@ -81,13 +137,30 @@ class _SwitchEncoder:
     def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
         self._relay = relay
         self._passthrough = passthrough
-        self._encoder = OpusEncoder()
+        self._encoder: OpusEncoder | None = None
+        """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
+
+    def attach_stream(self, stream: MediaStream) -> None:
+        _PARTS.setdefault(stream, []).append(self)
+        self._relay.attach(stream, receiving=False, passthrough=self._passthrough)
+
+    def release(self) -> None:
+        self._encoder = None
 
     def encode(self, pcm: Pcm) -> bytes:
+        relay = self._relay
         if self._passthrough[0]:
-            payload = self._relay.pop()
-            if payload is not None:
-                return payload
+            if relay.direct:
+                # Under pass-through the other leg only ever writes silence here (IDLE, or the zeros a stream
+                # plays before it hears anything): only the gateway's own cue or ringback is worth pacing.
+                if pcm is IDLE or (pcm is not CLOSED and not pcm.any()):
+                    relay.idle_tick()  # this tick still sends (silence): the loop expects a frame
+            else:
+                payload = relay.pop()
+                if payload is not None:
+                    return payload
+        if self._encoder is None:
+            self._encoder = OpusEncoder()
         return self._encoder.encode(pcm)
 
 
@@ -97,18 +170,29 @@ class _SwitchDecoder:
     def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
         self._relay = relay
         self._passthrough = passthrough
-        self._decoder = OpusDecoder()
-        self._silence: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._decoder: OpusDecoder | None = None
+        """Made on first use, like _SwitchEncoder's."""
+        self._failed_before = 0
 
     @property
     def failed(self) -> int:
-        return self._decoder.failed
+        return self._failed_before + (self._decoder.failed if self._decoder is not None else 0)
+
+    def attach_stream(self, stream: MediaStream) -> None:
+        _PARTS.setdefault(stream, []).append(self)
+        self._relay.attach(stream, receiving=True, passthrough=self._passthrough)
+
+    def release(self) -> None:
+        self._failed_before = self.failed
+        self._decoder = None
 
     def decode(self, payload: bytes | None) -> Pcm:
         if self._passthrough[0]:
             if payload is not None:
                 self._relay.push(payload)
-            return self._silence
+            return IDLE
+        if self._decoder is None:
+            self._decoder = OpusDecoder()
         return self._decoder.decode(payload)
 
 

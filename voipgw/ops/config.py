@@ -7,8 +7,10 @@ from __future__ import annotations
 import errno
 import fnmatch
 import re
+import secrets
 import socket
 import sys
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +37,8 @@ class ConfigError(_BaseConfigError):
 @dataclass(frozen=True)
 class InsideConfig:
     listen: tuple[str, int] = DEFAULT_INSIDE_LISTEN
-    """Where the inside phones send SIP (the gateway is their registrar and outbound proxy)."""
-    rtp_host: str = ""
-    """Address for inside RTP sockets and SDP; empty = the listen host."""
+    """Where the phones and the PBX send SIP: one socket serves both legs (the gateway is the phones' registrar
+    and outbound proxy). RTP sockets and SDP use its host."""
     auth: bool = False
     """Challenge inside phones with digest auth (each user then needs ``inside_password``)."""
     realm: str = "voipgw"
@@ -49,9 +50,6 @@ class OutsideConfig:
     """The PBX or carrier that registers the fronted users and routes their calls."""
     proxy: tuple[str, int] | None = None
     """Outbound proxy; None = the registrar."""
-    listen: tuple[str, int] | None = None
-    """Where the PBX sends SIP; None = the inside socket serves both legs."""
-    rtp_host: str = ""
     register_expires: int = DEFAULT_REGISTER_EXPIRES
     identity_dir: Path | None = None
     """One folder per fronted user (``<identity_dir>/<name>/``: identity key and contact store); None = ``<home>/users``
@@ -123,10 +121,8 @@ class GatewayConfig:
 
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket"}),
-    "inside": frozenset({"listen", "rtp_host", "auth", "realm"}),
-    "outside": frozenset(
-        {"registrar", "proxy", "listen", "rtp_host", "register_expires", "identity_dir", "bind_call_id"}
-    ),
+    "inside": frozenset({"listen", "auth", "realm"}),
+    "outside": frozenset({"registrar", "proxy", "register_expires", "identity_dir", "bind_call_id"}),
     "metrics": frozenset({"enabled", "address"}),
 }
 _USER_KEYS = frozenset(
@@ -278,9 +274,15 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m)):
         _check_keys(table, _TABLES[name], f"{name}.")
 
+    if "listen" in i:
+        host = parse_hostport(i["listen"], "inside.listen")[0]
+        if host in ("0.0.0.0", "::", "[::]"):
+            raise ConfigError(
+                f"inside.listen: {host} is not an address the PBX and the phones can send to (it is registered as"
+                " each user's contact); give the interface's address"
+            )
     inside = InsideConfig(
         listen=parse_hostport(i["listen"], "inside.listen") if "listen" in i else DEFAULT_INSIDE_LISTEN,
-        rtp_host=_get(i, "rtp_host", str, "inside.", ""),
         auth=_get(i, "auth", bool, "inside.", False),
         realm=_get(i, "realm", str, "inside.", "voipgw"),
     )
@@ -293,16 +295,10 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     outside = OutsideConfig(
         registrar=parse_hostport(o["registrar"], "outside.registrar", 5060, allow_zero=False),
         proxy=None if "proxy" not in o else parse_hostport(o["proxy"], "outside.proxy", 5060, allow_zero=False),
-        listen=parse_hostport(o["listen"], "outside.listen") if "listen" in o else None,
-        rtp_host=_get(o, "rtp_host", str, "outside.", ""),
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
     )
-    if outside.listen is not None and inside.listen[1] != 0 and inside.listen == outside.listen:
-        raise ConfigError(
-            f"outside.listen: {_fmt(outside.listen)} is also inside.listen (omit outside.listen to share one socket)"
-        )
 
     raw_users = data.get("users")
     if not isinstance(raw_users, Mapping) or not raw_users:
@@ -392,11 +388,64 @@ def check_resolves(addr: tuple[str, int], what: str) -> None:
         raise ConfigError(f"{what}: cannot resolve {host!r} ({detail})") from None
 
 
+PBX_PROBE_TIMEOUT_S = 4.0
+
+
+def check_pbx_answers(addr: tuple[str, int], what: str, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
+    """Raise :class:`ConfigError` unless something at ``addr`` answers a SIP OPTIONS with any SIP response
+    within ``timeout_s`` (retransmitted at 0.5, 1, 2 s). Once the gateway runs, a PBX that goes away is retried
+    with backoff instead; at start-up, no answer at all is almost always a wrong address or port."""
+    host, port = addr
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        detail = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(f"{what}: cannot resolve {host!r} ({detail})") from None
+    family, _, _, _, sockaddr = infos[0]
+    tag = secrets.token_hex(6)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(sockaddr)  # connected: an ICMP port unreachable comes back as ECONNREFUSED
+            lhost, lport = sock.getsockname()[:2]
+            target = f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"
+            via = f"[{lhost}]:{lport}" if family == socket.AF_INET6 else f"{lhost}:{lport}"
+            msg = (
+                f"OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{tag};rport\r\n"
+                f"From: <sip:voipgw-probe@{via}>;tag={tag}\r\nTo: <sip:{target}>\r\nCall-ID: probe-{tag}\r\n"
+                f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            deadline = time.monotonic() + timeout_s
+            wait = 0.5
+            while (left := deadline - time.monotonic()) > 0:
+                sock.send(msg)
+                sock.settimeout(min(wait, left))
+                wait *= 2
+                try:
+                    while True:
+                        data = sock.recv(65535)
+                        if data.startswith(b"SIP/2.0 ") and f"probe-{tag}".encode() in data:
+                            return
+                except TimeoutError:
+                    continue
+        except ConnectionRefusedError:
+            raise ConfigError(f"{what}: nothing listens on {_fmt(addr)} (UDP port unreachable)") from None
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot reach {_fmt(addr)}: {exc.strerror or exc}") from None
+    raise ConfigError(f"{what}: {_fmt(addr)} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
+
+
+def check_pbx(config: GatewayConfig, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
+    """:func:`check_pbx_answers` on the gateway's next hop to the PBX (the outbound proxy, else the registrar)."""
+    if config.outside.proxy is not None:
+        check_pbx_answers(config.outside.proxy, "outside.proxy", timeout_s)
+    else:
+        check_pbx_answers(config.outside.registrar, "outside.registrar", timeout_s)
+
+
 def preflight(config: GatewayConfig, resolve: bool = True) -> None:
     """The start-up checks that need the machine: ports free, identity folder usable, PBX name resolvable."""
-    for addr, what in ((config.inside.listen, "inside.listen"), (config.outside.listen, "outside.listen")):
-        if addr is not None and addr[1] != 0:
-            check_bind(addr, socket.SOCK_DGRAM, what)
+    if config.inside.listen[1] != 0:
+        check_bind(config.inside.listen, socket.SOCK_DGRAM, "inside.listen")
     if config.metrics.enabled and config.metrics.address[1] != 0:
         check_bind(config.metrics.address, socket.SOCK_STREAM, "metrics.address")
     d = config.outside.identity_dir
@@ -417,14 +466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_gateway_config(Path(args[0]))
         preflight(config)
+        check_pbx(config)
     except ConfigError as exc:
         print(f"voipgw: {exc}", file=sys.stderr)
         return 2
     metrics = _fmt(config.metrics.address) if config.metrics.enabled else "off"
-    outside = "shared" if config.outside.listen is None else _fmt(config.outside.listen)
     print(
-        f"ok: {len(config.users)} user(s), inside {_fmt(config.inside.listen)}, outside {outside}"
-        f" -> {_fmt(config.outside.registrar)}, metrics {metrics}"
+        f"ok: {len(config.users)} user(s), SIP on {_fmt(config.inside.listen)}"
+        f" -> PBX {_fmt(config.outside.registrar)}, metrics {metrics}"
     )
     return 0
 

@@ -37,12 +37,14 @@ class RequestError(ValueError):
 
 
 class RegistrationStatus(TypedDict, total=False):
-    """One fronted user's outside registration, as ``Gateway.snapshot()`` reports it."""
+    """One fronted user's outside registration, as ``GatewayRuntime.snapshot()`` reports it."""
 
     user: str
     aor: str
-    state: str  # "registered", "registering", "failed", "unregistered"
-    expires_in_s: float
+    state: str  # "registering", "registered", "failed" (retrying with backoff), "unregistered", "stopped"
+    granted_s: int  # what the PBX granted; the gateway refreshes at 60 % of it
+    since_s: float  # seconds since the state last changed
+    expires_in_s: float  # older snapshots: seconds left
     last_error: str
 
 
@@ -375,10 +377,25 @@ def render_status(snapshot: Mapping[str, Any]) -> str:
         regs = _rows(snapshot, "registrations")
         lines += ["", f"Registrations ({len(regs)})"]
         if regs:
-            rows = [[_cell(r.get(k)) for k in ("user", "aor", "state", "expires_in_s", "last_error")] for r in regs]
-            lines += _table(["USER", "OUTSIDE AOR", "STATE", "EXPIRES(s)", "LAST ERROR"], rows)
+            rows = [
+                [
+                    _cell(r.get("user")),
+                    _cell(r.get("aor")),
+                    _cell(r.get("state")),
+                    _cell(_first(r, "granted_s", "expires_in_s")),
+                    _cell(r.get("since_s")),
+                    _cell(r.get("last_error")),
+                ]
+                for r in regs
+            ]
+            lines += _table(["USER", "OUTSIDE AOR", "STATE", "GRANTED(s)", "SINCE(s)", "LAST ERROR"], rows)
         else:
             lines.append("  none")
+    inside = _rows(snapshot, "inside")
+    if inside:
+        lines += ["", f"Inside phones ({len(inside)})"]
+        rows = [[_cell(p.get(k)) for k in ("user", "state", "contact", "source", "expires_in_s")] for p in inside]
+        lines += _table(["USER", "STATE", "CONTACT", "SOURCE", "EXPIRES(s)"], rows)
     calls = _rows(snapshot, "calls")
     lines += ["", f"Active calls ({len(calls)})"]
     if calls:

@@ -6,15 +6,66 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+
+from ratchet import errors as _errors
+from voipgw.call import Security
 
 # Label values come from typed exception names and security states, but a bug (or a peer's string leaking into a
 # reason) must not create unbounded time series: unknown shapes and values past the cap become "other".
 MAX_LABEL_VALUES = 32
 _LABEL_RE = re.compile(r"[a-z0-9_]{1,48}")
 OTHER = "other"
+# The typed reasons of ratchet/errors.py that a refused key exchange can carry, longest first so that
+# "malformed-identity-key" is not read as "malformed-..." of another.
+HANDSHAKE_REASONS = tuple(
+    sorted(
+        {c.reason for c in vars(_errors).values() if isinstance(c, type) and issubclass(c, _errors.HandshakeError)}
+        - {"handshake"},
+        key=len,
+        reverse=True,
+    )
+)
+NO_KEY_EXCHANGE = "no_key_exchange"
+LiveCalls = Callable[[], Iterable[tuple[str, bool]]]
+"""Active calls as (security state, transcoding) pairs, read when the metrics are scraped."""
+FrameCounts = tuple[int, int, Mapping[str, int]]
+"""One call's outside frames so far: sealed, opened, refused by reason."""
+LiveFrames = Callable[[], Iterable[tuple[object, FrameCounts]]]
+"""Active calls' frame counts, each under a key that ``call_finished`` repeats when the call ends."""
+
+
+class _BeforeScrape:
+    """A collector that exports nothing and runs ``fn`` first at each scrape (registered before the counters)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def collect(self) -> list[object]:
+        self.fn()
+        return []
+
+
+def handshake_failure_reason(text: str) -> str | None:
+    """The typed reason in a refused call's reason text (``bad-signature``...), ``no_key_exchange`` when the
+    other side sent none (no gateway there, or a PBX stripped ``a=voipgw``), ``other`` for another key-exchange
+    failure, None when the call failed for a reason that is not the key exchange (busy, no codec, 404...)."""
+    low = text.lower()
+    for reason in HANDSHAKE_REASONS:
+        if reason in low:
+            return reason
+    if "sas" in low and "mismatch" in low:
+        return "sas_commitment_mismatch"
+    if "key exchange" in low or "a=voipgw" in low:
+        if "no voipgw" in low or "without" in low or "carries no" in low or "a=voipgw" in low:
+            return NO_KEY_EXCHANGE
+        return OTHER
+    if "identity key" in low and "changed" in low:
+        return "key_changed"
+    return None
 
 
 class MetricsError(Exception):
@@ -53,6 +104,12 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Frames of calls in progress are added at scrape time; what a scrape added is remembered per call, so
+        # the end of the call adds only the rest and the counters never go backwards.
+        self._live_frames: LiveFrames | None = None
+        self._reported: dict[object, tuple[int, int, dict[str, int]]] = {}
+        self._frames_lock = threading.Lock()
+        r.register(_BeforeScrape(self._sync_live_frames))  # type: ignore[arg-type]
         self._security = _Labels()
         self._hs_reason = _Labels()
         self._refuse_reason = _Labels()
@@ -93,6 +150,69 @@ class GatewayMetrics:
         self.calls_active.labels(security=self._security(security)).dec()
         if transcoding:
             self.transcoding_active.dec()
+
+    def track_active(self, live: LiveCalls) -> None:
+        """Serve ``voipgw_calls_active`` and ``voipgw_transcoding_calls_active`` from the gateway's live calls at
+        scrape time (instead of :meth:`call_started`/:meth:`call_ended`); every security state is exported, 0 too."""
+
+        def counter(label: str) -> Callable[[], float]:
+            return lambda: sum(1 for sec, _ in live() if self._security(sec) == label)
+
+        for state in Security:
+            label = self._security(state.value)
+            self.calls_active.labels(security=label).set_function(counter(label))
+        self.transcoding_active.set_function(lambda: sum(1 for _, transcoding in live() if transcoding))
+
+    def track_frames(self, live: LiveFrames) -> None:
+        """Add the frames of calls in progress to ``voipgw_frames_*_total`` at each scrape (with the same keys
+        given to :meth:`call_finished`), so long calls show up while they run."""
+        self._live_frames = live
+
+    def _sync_live_frames(self) -> None:
+        live = self._live_frames
+        if live is None:
+            return
+        try:
+            calls = list(live())
+        except RuntimeError:  # a call's counters changed size under us (another thread): next scrape
+            return
+        with self._frames_lock:
+            for key, counts in calls:
+                self._add_frames(key, counts, keep=True)
+
+    def _add_frames(self, key: object, counts: FrameCounts, keep: bool) -> None:
+        sealed, opened, refused = counts
+        old_sealed, old_opened, old_refused = self._reported.pop(key, (0, 0, {}))
+        if sealed > old_sealed:
+            self.frames_sealed.inc(sealed - old_sealed)
+        if opened > old_opened:
+            self.frames_opened.inc(opened - old_opened)
+        for reason, n in refused.items():
+            if n > old_refused.get(reason, 0):
+                self.refused(reason, n - old_refused.get(reason, 0))
+        if keep:
+            self._reported[key] = (max(sealed, old_sealed), max(opened, old_opened), {**old_refused, **refused})
+
+    def call_finished(
+        self,
+        security: str,
+        transcoded: bool,
+        sealed: int,
+        opened: int,
+        refused: Mapping[str, int],
+        handshake_failure: str | None = None,
+        key: object | None = None,
+    ) -> None:
+        """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
+        its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), and the
+        reason its key exchange failed, if it did."""
+        self.calls_total.labels(security=self._security(security)).inc()
+        if transcoded:
+            self.transcoded_total.inc()
+        with self._frames_lock:
+            self._add_frames(key if key is not None else object(), (sealed, opened, dict(refused)), keep=False)
+        if handshake_failure is not None:
+            self.handshake_failed(handshake_failure)
 
     def handshake_failed(self, reason: str) -> None:
         """``reason`` is a short name such as the typed error's class (``BadSignature``, ``StaleTimestamp``)."""

@@ -67,6 +67,14 @@ class EndpointStats:
     bytes_received: int = 0
     malformed: int = 0
     """Datagrams that are not valid RTP (or RTCP on the RTCP path)."""
+    malformed_by_reason: dict[str, int] = field(default_factory=dict)
+    """The same, by PacketError reason (``too-short``, ``bad-version``, ``truncated-csrc``...)."""
+
+    def reject(self, reason: str) -> None:
+        """Count a datagram that is not RTP/RTCP at all; never logged (a flood of junk must not reach the log)."""
+        self.malformed += 1
+        self.malformed_by_reason[reason] = self.malformed_by_reason.get(reason, 0) + 1
+
     refused: dict[str, int] = field(default_factory=dict)
     """Well-formed packets refused here, by reason (``payload-type``, ``unauthenticated``)."""
     send_errors: int = 0
@@ -156,6 +164,9 @@ class RtpEndpoint:
         self.latched = False
         """True once the remote moved to an authenticated source other than the SDP address."""
         self.on_payload: OnPayload | None = None
+        self.event_payload_type: int | None = None
+        """The negotiated RFC 4733 telephone-event payload type; its packets go to ``on_event``, not ``on_payload``."""
+        self.on_event: OnPayload | None = None
         self.on_latch: OnLatch | None = None
         self.last_sender_report: SenderReport | None = None
         self.last_receiver_report: ReceiverReport | None = None
@@ -253,6 +264,28 @@ class RtpEndpoint:
         self._sent_since_report = True
         return True
 
+    @property
+    def timestamp(self) -> int:
+        """The RTP timestamp of the last audio packet sent (an RFC 4733 event starting now is stamped with it)."""
+        return self._timestamp
+
+    def send_event(self, payload: bytes, *, payload_type: int, timestamp: int, marker: bool = False) -> bool:
+        """Send one telephone-event packet: its own payload type and the event's start timestamp, which every
+        packet of one event repeats (RFC 4733 §2.5.1); the audio timestamp does not advance."""
+        if self._closed or self.remote is None:
+            return False
+        self._seq = (self._seq + 1) & 0xFFFF
+        data = build_rtp(payload_type, self._seq, timestamp & 0xFFFFFFFF, self.ssrc, payload, marker=marker)
+        try:
+            self._rtp.sendto(data, self.remote)
+        except OSError:
+            self.stats.send_errors += 1
+            return False
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(payload)
+        self._sent_since_report = True
+        return True
+
     # --- receiving ----------------------------------------------------------------------------------------
 
     def _on_rtp_datagram(self, data: bytes, addr: Address) -> None:
@@ -261,10 +294,17 @@ class RtpEndpoint:
             return
         try:
             pkt = parse_rtp(data)
-        except PacketError:
-            self.stats.malformed += 1
+        except PacketError as exc:
+            self.stats.reject(exc.reason)
             return
         if pkt.payload_type != self.payload_type:
+            if pkt.payload_type == self.event_payload_type and self.on_event is not None:
+                # Events carry their own timestamps (an event's start, repeated): kept out of the jitter estimate.
+                self.stats.packets_received += 1
+                self.stats.bytes_received += len(pkt.payload)
+                if self.on_event(pkt, addr):
+                    self.confirm_source(addr)
+                return
             self.stats.refuse("payload-type")
             return
         self.stats.packets_received += 1
@@ -291,8 +331,8 @@ class RtpEndpoint:
     def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
         try:
             packets = parse_rtcp(data)
-        except PacketError:
-            self.stats.malformed += 1
+        except PacketError as exc:
+            self.stats.reject(exc.reason)
             return
         self.stats.rtcp_received += 1
         now = time.time()

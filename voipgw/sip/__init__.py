@@ -1,9 +1,10 @@
 """SIP signalling for voipgw over UDP, TCP and TLS: the only package that imports sippy (the rest of voipgw
 imports this).
 
-It carries SDP as opaque strings; it never builds, parses or rewrites SDP and never touches media.
+Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
 """
 
+from voipgw.sip.digest import DigestError, DigestParseError
 from voipgw.sip.events import (
     Answered,
     CallEvent,
@@ -23,23 +24,29 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
-from voipgw.sip.stack import IncomingCall, OutgoingCall, Registration, SipCall, SipStack
+from voipgw.sip.registrar import Binding, Registrar
+from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
 from voipgw.sip.tcp import TcpOptions, TcpStats
 from voipgw.sip.tls import TlsConfigError, TlsOptions
 
 __all__ = [
     "Answered",
+    "Binding",
     "CallEvent",
     "CallStateError",
     "Confirmed",
+    "DigestError",
+    "DigestParseError",
     "Ended",
     "Failed",
     "IncomingCall",
+    "InviteAuthPredicate",
     "MainThreadReactor",
     "OutgoingCall",
     "ReAnswered",
     "ReOffer",
     "ReOfferRejected",
+    "Registrar",
     "Registration",
     "RegistrationFailed",
     "RegistrationState",

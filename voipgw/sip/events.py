@@ -90,6 +90,7 @@ class RegistrationState:
     aor: str
     registered: bool
     code: int
+    """The registrar's final status code; 408 when it did not answer in time, 0 while the first is pending."""
     reason: str
     granted_expires: int
     """Seconds the registrar granted (0 after an unregister or a failure)."""

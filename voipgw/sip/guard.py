@@ -43,6 +43,14 @@ class SipStats:
     """Exceptions or complaints sippy raised on datagrams we had let through (logged, rate-limited)."""
     replied_400: int = 0
     replied_505: int = 0
+    register_ok: int = 0
+    """REGISTERs our registrar accepted (200)."""
+    register_malformed: int = 0
+    """REGISTERs answered 400 for a malformed Contact or Expires."""
+    auth_challenged: int = 0
+    """REGISTERs and INVITEs answered 401 (no, stale or unusable credentials)."""
+    auth_refused: int = 0
+    """REGISTERs and INVITEs answered 403 (unknown user, wrong password, someone else's credentials)."""
 
     def copy(self) -> SipStats:
         return SipStats(**{f.name: getattr(self, f.name) for f in fields(self)})

@@ -14,6 +14,15 @@ concurrent stacks need two processes. In a worker thread the reactor notices cro
 tick, so ``reactor_hz`` bounds the added latency (1000 Hz: about 1 ms per hop, 4 % of a core when idle).
 On the main thread (``own_reactor_thread=False``; see ``mainthread.MainThreadReactor``) sippy wakes by signal
 instead, so 100 Hz is as fast; ``voipgw.sip`` must be imported on that thread first (ED2 binds it at import).
+
+Registrar and INVITE auth: pass ``SipStack(..., registrar=Registrar(...))`` (the constructor argument, also
+readable as ``stack.registrar``; do not swap it after ``start()``). REGISTER is then answered by it (405
+without one), and ``authenticate_invites(predicate)`` challenges chosen INVITEs with the registrar's digest
+authenticator before any dialog state exists, so a challenged INVITE never reaches ``incoming``.
+Registrations (``register``) retry refused or unanswered attempts with jittered exponential backoff once
+granted (and from the start with ``keep_trying=True``); each attempt has its own deadline instead of sippy's
+32 s Timer F. sippy bad-input workarounds live here too: Authorization headers are checked by
+``voipgw.sip.digest`` and stripped before sippy's UAS parses them, and a half-set-up UA is unregistered.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import random
 import secrets
 import sys
 import threading
@@ -59,6 +69,7 @@ from sippy.Time.Timeout import Timeout
 from sippy.UA import UA
 from sippy.Udp_server import Udp_server, Udp_server_opts
 
+from voipgw.sip.digest import Authenticated, Challenge
 from voipgw.sip.events import (
     TERMINAL_EVENTS,
     Answered,
@@ -77,6 +88,7 @@ from voipgw.sip.events import (
     Trying,
 )
 from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
+from voipgw.sip.registrar import ContactSpec, RegisterReply, RegisterRequest, Registrar
 from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
 from voipgw.sip.tls import TlsOptions, client_context, server_context
 
@@ -91,14 +103,24 @@ SHUTDOWN_GRACE_S = 2.0
 SHUTDOWN_POLL_S = 0.01
 REGISTER_REFRESH_FRACTION = 0.6
 """Refresh a registration at this share of the granted expiry (sippy's own agent waits for 100 %)."""
-REGISTER_RETRY_S = 30.0
 REGISTER_MAX_AUTH_TRIES = 2
+REGISTER_ATTEMPT_TIMEOUT_S = 8.0
+"""Give up on one REGISTER transaction after this (sippy's own Timer F is 32 s) and go to the backoff."""
+REGISTER_BACKOFF_FIRST_S = 1.0
+REGISTER_BACKOFF_CAP_S = 60.0
+REGISTER_BACKOFF_JITTER = 0.2
+"""Retries after a refused or unanswered REGISTER wait 1 s, 2 s, 4 s ... 60 s, each +-20 %."""
+REGISTER_MAX_MIN_EXPIRES = 86400
+"""A 423's Min-Expires above this is not followed (a registrar asking for days is misconfigured)."""
 THREAD_JOIN_S = 5.0
 
 _running_lock = threading.Lock()
 _running: SipStack | None = None
+_jitter = random.Random()
 
 OfferFactory = Callable[[str], str]
+InviteAuthPredicate = Callable[[tuple[str, int], str], bool]
+"""(source address, From user) -> True when that INVITE must carry valid digest credentials for the user."""
 ReOfferHandler = Callable[[str], str | None]
 
 
@@ -181,7 +203,11 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             # sippy drops requests it cannot parse without a word; parse once more here so that a mangled
             # but well-framed request gets the 400 RFC 3261 8.2 asks for.
             try:
-                SipRequest(data_in.decode("utf-8")).getTIds()
+                probe = SipRequest(data_in.decode("utf-8"))
+                probe.getTIds()
+                # getTIds() leaves To unparsed; sippy's request handlers parse it later, outside any error
+                # handling, so a To it cannot read (e.g. a tel: URI) would otherwise get no answer at all.
+                probe.getHFBody("to").getUrl()
             except Exception as exc:
                 verdict = self.guard.reject_unparsable(data_in, ra.address, f"{type(exc).__name__}: {exc}")
                 if isinstance(verdict, Reply):
@@ -285,6 +311,18 @@ def _reason_text(event: Any) -> str | None:
         return None
 
 
+class _BadRegister(ValueError):
+    """A REGISTER whose Contact or Expires cannot be understood (answered 400)."""
+
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+
+
+def _auth_values(req: Any) -> list[str]:
+    """The raw Authorization values of a request, read without sippy's parser (it splits quoted commas)."""
+    return [str(hf.body) for hf in req.getHFs("authorization")]
+
+
 def _aor(url: Any) -> str:
     user = f"{url.username}@" if url.username else ""
     port = f":{url.port}" if url.port else ""
@@ -376,6 +414,7 @@ class IncomingCall(SipCall):
         from_display: str | None,
         remote_sdp: str | None,
         source_addr: tuple[str, int],
+        authenticated_user: str | None = None,
     ) -> None:
         super().__init__(stack, call_id, outgoing=False)
         self.from_aor = from_aor
@@ -383,10 +422,13 @@ class IncomingCall(SipCall):
         self.from_display = from_display
         self.remote_sdp = remote_sdp
         self.source_addr = source_addr
+        self.authenticated_user = authenticated_user
+        """The user whose digest credentials this INVITE carried (``authenticate_invites``), else None."""
 
-    def ring(self) -> None:
-        """Send 180 Ringing."""
-        self._act("ring")
+    def ring(self, sdp: str | None = None) -> None:
+        """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (early media; not reliable,
+        RFC 3262 is not used). The 200 answer may then carry the same or another SDP."""
+        self._act("ring", sdp)
 
     def answer(self, answer_sdp: str) -> None:
         """Send 200 OK with ``answer_sdp`` (byte for byte); Confirmed follows when the ACK arrives."""
@@ -485,9 +527,12 @@ class _CallCore:
         else:
             self.ua.recvEvent(CCEventConnect((200, "OK", MsgBody(answer))))
 
-    def ring(self) -> None:
+    def ring(self, sdp: str | None = None) -> None:
         if self.phase == "setup" and not self.call.outgoing:
-            self.ua.recvEvent(CCEventRing((180, "Ringing", None)))
+            if sdp is None:
+                self.ua.recvEvent(CCEventRing((180, "Ringing", None)))
+            else:
+                self.ua.recvEvent(CCEventRing((183, "Session Progress", MsgBody(sdp))))
 
     def answer(self, sdp: str) -> None:
         if self.phase != "setup" or self.call.outgoing:
@@ -539,21 +584,63 @@ class _CallCore:
 
 
 class Registration:
-    """One AOR kept registered at a registrar; refreshed before expiry until ``unregister()``."""
+    """One AOR kept registered at a registrar; refreshed before expiry until ``unregister()``.
 
-    def __init__(self, stack: SipStack, aor: str) -> None:
+    ``state`` is the latest outcome (``code`` 0 and ``reason`` "pending" before the first reply). A refused or
+    unanswered attempt is retried with backoff (see ``SipStack.register``); ``on_change`` runs on the asyncio
+    loop whenever ``registered`` flips or the status code changes.
+    """
+
+    def __init__(self, stack: SipStack, aor: str, on_change: Callable[[RegistrationState], None] | None = None) -> None:
         self._stack = stack
         self.aor = aor
-        self.state: RegistrationState | None = None
+        self.on_change = on_change
+        self._state = RegistrationState(aor, False, 0, "pending", 0)
         self._core: _RegCore | None = None
+
+    @property
+    def state(self) -> RegistrationState:
+        return self._state
+
+    @property
+    def registered(self) -> bool:
+        return self._state.registered
+
+    def _update(self, state: RegistrationState) -> None:
+        """asyncio side: record ``state`` and tell ``on_change`` if it differs in a way callers act on."""
+        old, self._state = self._state, state
+        if self.on_change is None or (old.registered, old.code) == (state.registered, state.code):
+            return
+        try:
+            self.on_change(state)
+        except Exception:
+            log.exception("registration on_change callback failed for %s", self.aor)
 
     async def unregister(self, timeout_s: float = 5.0) -> RegistrationState:
         return await self._stack._unregister(self, timeout_s)
 
+    def __repr__(self) -> str:
+        return f"Registration({self.aor!r}, registered={self.registered}, code={self._state.code})"
+
+
+def _challenge_is_stale(resp: Any, code: int) -> bool:
+    name = "www-authenticate" if code == 401 else "proxy-authenticate"
+    return any("stale=true" in str(hf.body).lower().replace(" ", "").replace('"', "") for hf in resp.getHFs(name))
+
+
+def _backoff_delay(step: int) -> float:
+    """Retry delay after ``step`` consecutive failures: 1 s doubling to the cap, +-20 % jitter."""
+    base = min(REGISTER_BACKOFF_CAP_S, REGISTER_BACKOFF_FIRST_S * (2.0 ** min(step, 30)))
+    return base * _jitter.uniform(1.0 - REGISTER_BACKOFF_JITTER, 1.0 + REGISTER_BACKOFF_JITTER)
+
 
 @dataclass(eq=False)
 class _RegCore:
-    """Reactor-side REGISTER client; replaces sippy's SipRegistrationAgent (no refresh margin, 407 bug)."""
+    """Reactor-side REGISTER client; replaces sippy's SipRegistrationAgent (no refresh margin, 407 bug).
+
+    Each attempt is one sippy client transaction plus our own deadline (sippy's Timer F is 32 s); replies to
+    an attempt that is no longer current (``gen``) are ignored, so an unregister can overtake a refresh.
+    """
 
     stack: SipStack
     handle: Registration
@@ -561,10 +648,17 @@ class _RegCore:
     username: str | None
     password: str | None = field(repr=False)
     expires: int
+    keep_trying: bool = False
     waiter: concurrent.futures.Future[RegistrationState] | None = None
     timer: Any = None
+    deadline: Any = None
+    tx: Any = None
+    gen: int = 0
     auth_tries: int = 0
+    interval_tries: int = 0
+    failures: int = 0
     granted: int = 0
+    ever_registered: bool = False
     unregistering: bool = False
     closed: bool = False
 
@@ -572,63 +666,125 @@ class _RegCore:
         self.timer = None
         if self.closed:
             return
+        self._end_attempt()
         contact = self.rmsg.getHFBody("contact")
         # setParam, not params[...]: sippy serializes only names listed in params_order, which is why its own
         # registration agent never sends the expiry it was given (registrars then grant their default).
         contact.address.setParam("expires", str(0 if self.unregistering else self.expires))
-        self.stack._tm.newTransaction(self.rmsg, self.on_reply)
+        self.gen += 1
+        gen = self.gen
+        self.tx = self.stack._tm.newTransaction(self.rmsg, lambda resp: self.on_reply(resp, gen))
+        self.deadline = Timeout(self._attempt_timed_out, REGISTER_ATTEMPT_TIMEOUT_S, 1, gen)
         self.rmsg.getHFBody("via").genBranch()
         self.rmsg.getHFBody("cseq").incCSeqNum()
 
-    def on_reply(self, resp: Any) -> None:
-        if self.closed:
+    def _end_attempt(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        tx, self.tx = self.tx, None
+        if tx is not None and getattr(tx, "teB", None) is not None and tx.state in (TRYING, RINGING):
+            self.gen += 1  # the 408 that timerB hands to the callback below is then recognised as stale
+            # Stop sippy retransmitting a request we gave up on.
+            tx.teB.cancel()
+            tx.teB = None
+            with contextlib.suppress(Exception):
+                self.stack._tm.timerB(tx)
+
+    def _attempt_timed_out(self, gen: int) -> None:
+        self.deadline = None
+        if gen != self.gen or self.closed:
+            return
+        self._end_attempt()
+        self._failed(408, "registrar did not answer")
+
+    def on_reply(self, resp: Any, gen: int) -> None:
+        if self.closed or gen != self.gen:
             return
         code, reason = resp.getSCode()
         if code < 200:
             return
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.tx = None
         if (
             code in (401, 407)
             and self.username is not None
             and self.password is not None
             and self.auth_tries < REGISTER_MAX_AUTH_TRIES
+            # Credentials refused without stale=true: the password is wrong, another try cannot help.
+            and (self.auth_tries == 0 or _challenge_is_stale(resp, code))
             and self._add_credentials(resp, code)
         ):
             self.auth_tries += 1
             self.send()
             return
+        if code == 423 and not self.unregistering and self.interval_tries < 1 and self._raise_expires(resp):
+            self.interval_tries += 1
+            self.send()
+            return
         self.auth_tries = 0
+        self.interval_tries = 0
         if 200 <= code < 300:
+            self.failures = 0
             self.granted = 0 if self.unregistering else self._granted(resp)
             state = RegistrationState(self.handle.aor, not self.unregistering, code, reason, self.granted)
             if self.unregistering:
                 self.closed = True
             else:
+                self.ever_registered = True
                 delay = max(1.0, self.granted * REGISTER_REFRESH_FRACTION)
                 self.timer = Timeout(self.send, delay)
                 log.info("registered %s for %d s; refreshing in %.0f s", self.handle.aor, self.granted, delay)
             self._settle(state)
             return
+        self._failed(code, reason)
+
+    def _failed(self, code: int, reason: str) -> None:
+        self.auth_tries = 0
+        self.granted = 0
         state = RegistrationState(self.handle.aor, False, code, reason, 0)
-        log.warning("REGISTER %s failed: %d %s", self.handle.aor, code, reason)
         if self.unregistering:
             self.closed = True
-        elif self.waiter is None:
-            self.timer = Timeout(self.send, REGISTER_RETRY_S)
+            log.warning("un-REGISTER %s failed: %d %s", self.handle.aor, code, reason)
+        elif self.keep_trying or self.ever_registered:
+            delay = _backoff_delay(self.failures)
+            self.failures += 1
+            self.timer = Timeout(self.send, delay)
+            log.warning("REGISTER %s failed: %d %s; retrying in %.1f s", self.handle.aor, code, reason, delay)
+        else:
+            log.warning("REGISTER %s failed: %d %s", self.handle.aor, code, reason)
         self._settle(state)
 
     def _settle(self, state: RegistrationState) -> None:
-        self.stack._deliver(setattr, self.handle, "state", state)
+        self.stack._deliver(self.handle._update, state)
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(state)
+
+    def _raise_expires(self, resp: Any) -> bool:
+        """423 Interval Too Brief: ask again with the registrar's Min-Expires (once)."""
+        for hf in resp.getHFs("min-expires"):
+            text = str(hf.body).strip()
+            if text.isdigit() and self.expires < int(text) <= REGISTER_MAX_MIN_EXPIRES:
+                self.expires = int(text)
+                return True
+        return False
 
     def _add_credentials(self, resp: Any, code: int) -> bool:
         chn = "www-authenticate" if code == 401 else "proxy-authenticate"
         if resp.countHFs(chn) == 0:
             return False
-        challenge = resp.getHFBody(chn)
-        supported, qop = challenge.supportedAlgorithm()
-        if not supported:
+        challenge = None
+        qop = None
+        for i in range(resp.countHFs(chn)):
+            candidate = resp.getHFBody(chn, i)
+            supported, qop = candidate.supportedAlgorithm()
+            if supported:
+                challenge = candidate
+                break
+        if challenge is None:
             return False
         auth = challenge.genAuthHF(self.username, self.password, "REGISTER", str(self.rmsg.ruri), qop=qop)
         for name in ("authorization", "proxy-authorization"):
@@ -671,9 +827,11 @@ class _RegCore:
 
     def close(self) -> None:
         self.closed = True
+        self.gen += 1
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._end_attempt()
 
 
 # --- the stack ----------------------------------------------------------------------------------------------
@@ -698,6 +856,7 @@ class SipStack:
         user_agent: str = "voipgw/0.1",
         reactor_hz: float = DEFAULT_REACTOR_HZ,
         own_reactor_thread: bool = True,
+        registrar: Registrar | None = None,
         tcp: TcpOptions | None = None,
         tls: TlsOptions | None = None,
     ) -> None:
@@ -708,6 +867,9 @@ class SipStack:
         self.tls_options = tls
         self._tcp: TcpTransport | None = None
         self._tls: TcpTransport | None = None
+        self.registrar = registrar
+        """Answers REGISTER (see ``voipgw.sip.registrar``); None: REGISTER gets 405. Fixed once started."""
+        self._invite_auth: InviteAuthPredicate | None = None
         self.local_host = local_host
         self.local_port = local_port
         self.loop = loop
@@ -726,6 +888,18 @@ class SipStack:
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
         self._reactor_lock = threading.Lock()
         self._reactor_entered = False
+
+    def authenticate_invites(self, predicate: InviteAuthPredicate | None) -> None:
+        """Demand digest credentials on new INVITEs for which ``predicate(source, from_user)`` is True.
+
+        Uses the registrar's authenticator (so needs ``registrar`` with ``auth=True``). A challenged INVITE
+        gets 401 inside the stack and never reaches ``incoming``; the re-sent INVITE with valid credentials
+        for that From user arrives with ``IncomingCall.authenticated_user`` set; wrong ones get 403. The
+        predicate runs on the reactor thread: keep it quick and thread-safe. None turns the check off.
+        """
+        if predicate is not None and (self.registrar is None or self.registrar.authenticator is None):
+            raise ValueError("authenticate_invites needs SipStack(registrar=Registrar(..., auth=True))")
+        self._invite_auth = predicate
 
     # lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -1041,11 +1215,29 @@ class SipStack:
 
     # incoming ----------------------------------------------------------------------------------------------
     def _on_request(self, req: Any, sip_t: Any) -> Any:
+        # sippy calls this without error handling of its own: an exception would leave the sender unanswered.
+        try:
+            return self._handle_request(req, sip_t)
+        except Exception as exc:
+            self._stats.sippy_errors += 1
+            _sippy_ratelog("request", logging.ERROR, "failed to handle a %s: %r", req.getMethod(), exc)
+            log.debug("request handling failed", exc_info=True)
+            if req.getMethod() == "ACK":
+                return None
+            with contextlib.suppress(Exception):
+                return (req.genResponse(500, "Server Internal Error"), None, None)
+            return None
+
+    def _handle_request(self, req: Any, sip_t: Any) -> Any:
         method = req.getMethod()
         if method == "ACK":
             return None
         if req.getHFBody("to").getTag() is not None:
             return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
+        if method == "REGISTER":
+            if self.registrar is None:
+                return (self._reply(req, 405, "Method Not Allowed", (("Allow", ALLOW),)), None, None)
+            return (self._on_register(req, self.registrar), None, None)
         if method == "INVITE":
             if self._state != "running":
                 return (req.genResponse(503, "Service Unavailable"), None, None)
@@ -1053,6 +1245,31 @@ class SipStack:
             to_hf = req.getHFBody("to")
             source = req.getSource()
             src = getattr(source, "address", source)
+            src_addr = (str(src[0]), int(src[1]))
+            authenticated: str | None = None
+            from_user = str(from_hf.getUrl().username or "")
+            pred = self._invite_auth
+            if pred is not None and self.registrar is not None and self.registrar.authenticator is not None:
+                try:
+                    must = pred(src_addr, from_user)
+                except Exception:
+                    log.exception("authenticate_invites predicate failed; challenging the INVITE")
+                    must = True
+                if must:
+                    verdict = self.registrar.authenticator.verify(_auth_values(req), "INVITE", from_user)
+                    if isinstance(verdict, Challenge):
+                        self._stats.auth_challenged += 1
+                        extra = tuple(("WWW-Authenticate", h) for h in verdict.headers)
+                        return (self._reply(req, 401, "Unauthorized", extra), None, None)
+                    if not isinstance(verdict, Authenticated):
+                        self._stats.auth_refused += 1
+                        log.warning("INVITE from %s:%d as %r refused: %s", *src_addr, from_user, verdict.reason)
+                        return (self._reply(req, 403, "Forbidden"), None, None)
+                    authenticated = verdict.user
+            # Credentials were checked above (or are not ours to check). sippy's UAS would parse the header
+            # itself, after sending 100 and registering the dialog, and its parser raises on valid input
+            # (a quoted comma): the INVITE then failed with a dialog left registered for its Call-ID.
+            req.delHFs("authorization")
             call = IncomingCall(
                 self,
                 call_id=str(req.getHFBody("call-id")),
@@ -1060,7 +1277,8 @@ class SipStack:
                 to_aor=_aor(to_hf.getUrl()),
                 from_display=from_hf.getUri().name or None,
                 remote_sdp=None,
-                source_addr=(str(src[0]), int(src[1])),
+                source_addr=src_addr,
+                authenticated_user=authenticated,
             )
             core = _CallCore(self, call)
             ua = _UA(self._gc, self._on_ua_event)
@@ -1072,7 +1290,11 @@ class SipStack:
             try:
                 return ua.recvRequest(req, sip_t)
             except Exception as exc:
-                # sippy parses headers lazily, so a mangled Contact or Record-Route only fails here.
+                # sippy parses headers lazily, so a mangled Contact or Record-Route only fails here, possibly
+                # after the UA registered itself for this Call-ID: drop that, or the caller's next INVITE with
+                # the same Call-ID would be fed to this dead UA.
+                with contextlib.suppress(Exception):
+                    self._tm.unregConsumer(ua, call.call_id)
                 self._cores.discard(core)
                 self._stats.sippy_errors += 1
                 _sippy_ratelog("invite", logging.WARNING, "unusable INVITE from %s: %r", src, exc)
@@ -1080,6 +1302,85 @@ class SipStack:
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         return (req.genResponse(501, "Not Implemented"), None, None)
+
+    def _reply(self, req: Any, code: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Any:
+        resp = req.genResponse(code, reason, server=None)
+        for name, value in headers:
+            resp.appendHeader(SipHeader(name=name.lower(), bodys=value))
+        return resp
+
+    def _on_register(self, req: Any, registrar: Registrar) -> Any:
+        """Parse a REGISTER into a RegisterRequest (400 if its Contact/Expires are malformed) and answer it."""
+        source = req.getSource()
+        src = getattr(source, "address", source)
+        try:
+            parsed = self._register_request(req, (str(src[0]), int(src[1])))
+        except _BadRegister as exc:
+            self._stats.register_malformed += 1
+            _sippy_ratelog("register", logging.WARNING, "malformed REGISTER from %s: %s", src, exc)
+            warning = str(exc).replace('"', "'")[:120]
+            return self._reply(req, 400, "Bad Request", (("Warning", f'399 {self.local_host} "{warning}"'),))
+        reply: RegisterReply = registrar.handle_register(parsed)
+        if reply.code == 200:
+            self._stats.register_ok += 1
+        elif reply.code == 401:
+            self._stats.auth_challenged += 1
+        elif reply.code == 400:
+            self._stats.register_malformed += 1
+        elif reply.code == 403:
+            self._stats.auth_refused += 1
+            log.warning("REGISTER for %r from %s:%d refused (403)", parsed.user, *parsed.source)
+        headers = list(reply.headers)
+        headers += [("Contact", f"<{uri}>;expires={secs}") for uri, secs in reply.contacts]
+        if reply.code == 200 and not reply.contacts:
+            headers.append(("Expires", "0"))
+        return self._reply(req, reply.code, reply.reason, tuple(headers))
+
+    def _register_request(self, req: Any, source: tuple[str, int]) -> RegisterRequest:
+        user = req.getHFBody("to").getUrl().username
+        if not user:
+            raise _BadRegister("To has no user part")
+        expires: int | None = None
+        if req.countHFs("expires"):
+            text = str(req.getHFs("expires")[0].body).strip()
+            if not text.isdigit() or len(text) > 10:
+                raise _BadRegister("Expires is not a number of seconds")
+            expires = int(text)
+        contacts: list[ContactSpec] = []
+        wildcard = False
+        for hf in req.getHFs("contact"):
+            try:
+                body = hf.getBody()
+                if body.asterisk:
+                    wildcard = True
+                    continue
+                url = body.getUrl()
+                if url is None or not url.host:
+                    raise ValueError("no host")
+                value = body.address.params.get("expires")
+                uri = str(url)
+            except Exception as exc:
+                raise _BadRegister(f"unparsable Contact: {type(exc).__name__}") from None
+            c_exp: int | None = None
+            if value is not None:
+                if not str(value).isdigit() or len(str(value)) > 10:
+                    raise _BadRegister("Contact expires is not a number")
+                c_exp = int(value)
+            contacts.append(ContactSpec(uri, c_exp))
+        if wildcard and contacts:
+            raise _BadRegister("Contact: * mixed with other contacts")
+        agent = str(req.getHFs("user-agent")[0].body)[:200] if req.countHFs("user-agent") else None
+        return RegisterRequest(
+            user=str(user),
+            contacts=tuple(contacts),
+            wildcard=wildcard,
+            expires_header=expires,
+            authorization=tuple(_auth_values(req)),
+            source=source,
+            user_agent=agent,
+            call_id=str(req.getHFBody("call-id")),
+            cseq=int(req.getHFBody("cseq").getCSeqNum()),
+        )
 
     def _on_incoming_try(self, core: _CallCore, event: Any) -> None:
         call = core.call
@@ -1098,27 +1399,40 @@ class SipStack:
         *,
         expires: int = 300,
         timeout_s: float = 10.0,
+        keep_trying: bool = False,
+        on_change: Callable[[RegistrationState], None] | None = None,
         transport: str = "udp",
     ) -> Registration:
         """REGISTER ``aor`` (digest auth on 401/407) and keep it refreshed at 60 % of the granted expiry.
 
-        Raises RegistrationFailed if the registrar refuses or stays silent.
+        Waits up to ``timeout_s`` for the first outcome. Without ``keep_trying`` a refused or unanswered first
+        attempt raises RegistrationFailed; with it, register() never raises for that: it returns the handle
+        (``state`` shows the outcome so far) and retries in the background with backoff (1 s doubling to 60 s,
+        +-20 %). Once granted, a failed refresh (timeout, 5xx, 403...) goes to that backoff in both modes, so a
+        restarted registrar that lost its location table is re-populated by the next refresh or retry.
+        ``on_change(state)`` runs on this loop whenever ``registered`` flips or the status code changes.
         """
         self._check_running()
         aor_url = _parse_uri(aor)
         reg_transport = self._pick_transport(transport, aor_url)
-        handle = Registration(self, _aor(aor_url))
+        handle = Registration(self, _aor(aor_url), on_change)
         waiter: concurrent.futures.Future[RegistrationState] = concurrent.futures.Future()
         self._post(
-            self._start_register, handle, aor_url, (registrar, reg_transport), username, password, expires, waiter
-        )
+            self._start_register, handle, aor_url, (registrar, reg_transport), username, password, expires,
+            keep_trying, waiter,
+        )  # fmt: skip
         try:
-            state = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout_s)
+            state = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(waiter)), timeout_s)
         except TimeoutError:
+            if keep_trying:
+                return handle
             self._post(self._close_reg, handle)
             raise RegistrationFailed(408, "registrar did not answer") from None
-        handle.state = state
-        if not state.registered:
+        if handle.state.code == 0:
+            # Normally already applied: the reactor queues the update before it resolves the waiter. Never
+            # overwrite a newer outcome with this first one.
+            handle._update(state)
+        if not state.registered and not keep_trying:
             self._post(self._close_reg, handle)
             raise RegistrationFailed(state.code, state.reason)
         return handle
@@ -1131,6 +1445,7 @@ class SipStack:
         username: str | None,
         password: str | None,
         expires: int,
+        keep_trying: bool,
         waiter: concurrent.futures.Future[RegistrationState],
     ) -> None:
         try:
@@ -1147,7 +1462,7 @@ class SipStack:
                 contact=self._contact(aor_url.username),
                 target=(tuple(registrar[0]), registrar[1]),
             )
-            core = _RegCore(self, handle, rmsg, username, password, expires, waiter=waiter)
+            core = _RegCore(self, handle, rmsg, username, password, expires, keep_trying=keep_trying, waiter=waiter)
             handle._core = core
             self._regs.append(core)
             core.send()
@@ -1166,7 +1481,7 @@ class SipStack:
             state = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout_s)
         except TimeoutError:
             raise RegistrationFailed(408, "registrar did not answer the unregister") from None
-        handle.state = state
+        handle._update(state)
         return state
 
     def _start_unregister(self, handle: Registration, waiter: concurrent.futures.Future[RegistrationState]) -> None:
@@ -1179,6 +1494,7 @@ class SipStack:
 __all__ = [
     "CallStateError",
     "IncomingCall",
+    "InviteAuthPredicate",
     "OutgoingCall",
     "Registration",
     "SipCall",

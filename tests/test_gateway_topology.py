@@ -1,0 +1,498 @@
+"""The issue's topology on loopback: baresip alice - gateway A - Kamailio (the PBX, optionally with rtpengine) -
+gateway B - baresip bob. Audio both ways in both directions (PCMU, G.722, Opus pass-through), what the PBX side
+carries (sealed only), DTMF, hold/resume, cancel while ringing, non-gateway destinations under both policies and
+a tampering PBX. The PBX, the gateways and the proxies are started once per module; phones once per test."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.gateway_node import write_config
+from tests.phones import ROOT, PhoneProc
+from tests.testbed import capture, speech
+from tests.testbed.baresip import Baresip, BaresipEvent
+from tests.testbed.kamailio import Kamailio
+from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.rtpengine import Rtpengine
+from tests.testbed.sip_mangler import SipMangler
+from voipgw.audio.compare import AudioMatch, compare_audio
+from voipgw.audio.wav import read_wav
+
+pytestmark = pytest.mark.integration
+
+CLIP_SECONDS = 3.0
+MIN_CORRELATION = 0.9
+MAX_EAVESDROP_CORRELATION = 0.3
+MAX_EAVESDROP_WINDOWED = 0.6
+"""Random bytes decoded as Opus reach ~0.35 on the windowed median of a 3 s stream (it searches a lag per
+window); plaintext scores > 0.9 on both figures (the inside-leg control below)."""
+CALL_TIMEOUT = 20.0
+READY_TIMEOUT_S = 20.0
+SNAPSHOT_TIMEOUT_S = 10.0
+BARESIP_BLOCK = 50
+EPHEMERAL_OFFSET = 100  # inside the offer's x25519 ephemeral key (PROTOCOL.md §3.2)
+RATES = {"PCMU": 8000, "G722": 16000, "opus": 48000}
+
+
+@dataclass
+class Node:
+    """One gateway process (tests.gateway_node) and its on-demand snapshot."""
+
+    proc: PhoneProc
+    snapshot_path: Path
+
+    @property
+    def port(self) -> int:
+        return self.proc.sip_port
+
+    def log(self) -> str:
+        return self.proc.log()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A fresh snapshot (SIGUSR1 makes the gateway write one, numbered)."""
+        before = self._seq()
+        self.proc.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
+        while self._seq() <= before:
+            if time.monotonic() > deadline or self.proc.proc.poll() is not None:
+                raise AssertionError(f"no snapshot from the gateway; log:\n{self.log()}")
+            time.sleep(0.02)
+        return dict(json.loads(self.snapshot_path.read_text()))
+
+    def _seq(self) -> int:
+        try:
+            return int(json.loads(self.snapshot_path.read_text())["seq"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def finished_after(self, count: int, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """The first call that finished after ``count`` others had (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if len(snap["finished"]) > count:
+                call: dict[str, Any] = snap["finished"][count]
+                return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no call finished (snapshot {snap}); log:\n{self.log()}")
+            time.sleep(0.1)
+
+    def finished_count(self) -> int:
+        return len(self.snapshot()["finished"])
+
+    def active(self) -> list[dict[str, Any]]:
+        return list(self.snapshot()["calls"])
+
+
+@dataclass
+class Topology:
+    pbx: Kamailio
+    rtpengine: Rtpengine | None
+    gw_a: Node
+    gw_b: Node
+    mangler: SipMangler
+    phones: dict[str, PortBlock]
+    """Port blocks of the phones (alice behind A, bob behind B, carol and dave: plain phones, no gateway)."""
+
+    def phone(self, workdir: Path, user: str, play: Path, codec: str = "PCMU", **kw: Any) -> Baresip:
+        return Baresip(
+            workdir, user=user, play=play, codecs=(codec,), srate=RATES[codec], ports=self.phones[user], **kw
+        )
+
+    def contact(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.phones[user][0]}"
+
+
+def _start_node(workdir: Path, name: str, block: PortBlock, **config: Any) -> Node:
+    snap = workdir / f"{name}.json"
+    cfg = write_config(
+        workdir / f"{name}-config.json", home=workdir / f"{name}-home", port=block[0], snapshot=snap, **config
+    )
+    argv = [sys.executable, "-m", "tests.gateway_node", str(cfg)]
+    with (workdir / f"{name}.log").open("wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+            cwd=workdir,
+        )
+    proc = PhoneProc(name, workdir, popen, block[0], block)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while "gateway listening on" not in proc.log():
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
+        time.sleep(0.05)
+    return Node(proc, snap)
+
+
+def swap_ephemeral(sdp: str) -> str:
+    """What a tampering PBX does: flip one bit of the offer's ephemeral key in the handshake attribute."""
+
+    def flip(m: re.Match[str]) -> str:
+        raw = bytearray(base64.urlsafe_b64decode(m.group(1) + "=" * (-len(m.group(1)) % 4)))
+        raw[EPHEMERAL_OFFSET] ^= 0x40
+        return "a=voipgw:" + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+    return re.sub(r"a=voipgw:([A-Za-z0-9_-]+)", flip, sdp)
+
+
+def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    phones = {u: reserve_block(BARESIP_BLOCK) for u in ("alice", "bob", "carol", "dave")}
+    blocks = {n: reserve_block(1) for n in ("gw-a", "gw-b")}
+    rtp = Rtpengine(workdir).start() if with_rtpengine else None
+    pbx = Kamailio(workdir, rtpengine_ng=rtp.ng_socket if rtp else None)
+    nodes: list[Node] = []
+    mangler = SipMangler(("127.0.0.1", blocks["gw-b"][0]), on_offer=swap_ephemeral, lifetime_s=900.0)
+    try:
+        pbx.start()
+        mangler.__enter__()
+        via_pbx = ["127.0.0.1", pbx.port]
+        phone = {u: f"sip:{u}@127.0.0.1:{b[0]}" for u, b in phones.items()}
+        a = _start_node(
+            workdir,
+            "gw-a",
+            blocks["gw-a"],
+            users=[{"name": "alice", "contact": phone["alice"], "outside_aor": "alice@127.0.0.1"}],
+            proxy=via_pbx,
+            routes={
+                "bob": f"sip:bob@127.0.0.1:{blocks['gw-b'][0]}",
+                "carol": phone["carol"],
+                "dave": phone["dave"],
+                "mallory": f"sip:bob@127.0.0.1:{mangler.port}",
+            },
+            destinations=[{"match": "dave@*", "policy": "opportunistic"}],
+        )
+        nodes.append(a)
+        b = _start_node(
+            workdir,
+            "gw-b",
+            blocks["gw-b"],
+            users=[{"name": "bob", "contact": phone["bob"], "outside_aor": "bob@127.0.0.1"}],
+            proxy=via_pbx,
+            routes={"alice": f"sip:alice@127.0.0.1:{blocks['gw-a'][0]}"},
+            destinations=[{"match": "dave@*", "policy": "opportunistic"}],
+        )
+        nodes.append(b)
+        yield Topology(pbx, rtp, a, b, mangler, phones)
+    finally:
+        for node in nodes:
+            node.proc.stop()
+        mangler.__exit__(None, None, None)
+        pbx.stop()
+        if rtp is not None:
+            rtp.stop()
+        for block in (*phones.values(), *blocks.values()):
+            block.release()
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Kamailio relays the signalling; media flows gateway to gateway."""
+    yield from _topology(tmp_path_factory.mktemp("topo-direct"), with_rtpengine=False)
+
+
+@pytest.fixture(scope="module")
+def relayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Kamailio with rtpengine: the PBX relays the media too, rewriting addresses and ports."""
+    yield from _topology(tmp_path_factory.mktemp("topo-rtpengine"), with_rtpengine=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("topo-clips")
+    out: dict[str, Path] = {}
+    for codec, rate in RATES.items():
+        out[codec] = speech.make_variant(d / f"speech{rate}.wav", rate, seconds=CLIP_SECONDS)
+        out[f"{codec}-long"] = speech.make_variant(d / f"speech{rate}_long.wav", rate)
+    return out
+
+
+def heard(sent: Path, recording: Path) -> AudioMatch:
+    ref = read_wav(sent)
+    rec = read_wav(recording)
+    return compare_audio(ref[: len(rec)], rec)
+
+
+def _types(phone: Baresip) -> list[str]:
+    return [e.type for e in phone.ctrl.history]
+
+
+def _closed(phone: Baresip, timeout: float = CALL_TIMEOUT) -> BaresipEvent:
+    return phone.wait_event("CALL_CLOSED", timeout=timeout)
+
+
+def _call(
+    topo: Topology, workdir: Path, clips: dict[str, Path], codec: str, caller: str
+) -> tuple[
+    dict[str, Any], dict[str, Any], AudioMatch, AudioMatch, list[capture.CapturedPacket], list[capture.CapturedPacket]
+]:
+    """One call from ``caller`` (alice or bob) to the other through both gateways; the caller's clip ends it.
+    Returns both gateways' records of it, what each phone heard of the other, and the packets on the PBX side
+    (rtpengine's ports; none without it) and on the caller's inside leg."""
+    callee = "bob" if caller == "alice" else "alice"
+    gw_out, gw_in = (topo.gw_a, topo.gw_b) if caller == "alice" else (topo.gw_b, topo.gw_a)
+    n_out, n_in = gw_out.finished_count(), gw_in.finished_count()
+    lo, hi = topo.rtpengine.rtp_range if topo.rtpengine is not None else (0, -1)
+    with (
+        topo.phone(workdir, callee, clips[f"{codec}-long"], codec) as answerer,
+        topo.phone(workdir, caller, clips[codec], codec) as dialler,
+        capture.RawCapture(lo, hi) as cap,
+        capture.RawCapture(*dialler.rtp_range) as inside_cap,
+    ):
+        dialler.dial(f"sip:{callee}@127.0.0.1:{gw_out.port}")
+        answerer.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        _closed(dialler)  # its clip ended: it hangs up
+        _closed(answerer)
+        assert dialler.audio_codec().startswith(codec) and answerer.audio_codec().startswith(codec)
+        to_callee = heard(clips[codec], answerer.received_wav())
+        to_caller = heard(clips[f"{codec}-long"], dialler.received_wav())
+    calls = gw_out.finished_after(n_out), gw_in.finished_after(n_in)
+    return *calls, to_callee, to_caller, cap.packets, inside_cap.packets
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "G722", "opus"])
+@pytest.mark.parametrize("caller", ["alice", "bob"])
+@pytest.mark.parametrize("pbx", ["direct", "relayed"])
+def test_call_through_the_pbx_carries_audio_both_ways_sealed(
+    request: pytest.FixtureRequest, tmp_path: Path, clips: dict[str, Path], pbx: str, caller: str, codec: str
+) -> None:
+    topo: Topology = request.getfixturevalue(pbx)
+    out, inn, to_callee, to_caller, packets, inside = _call(topo, tmp_path, clips, codec, caller)
+    print(f"{pbx} {codec} {caller} calls: to callee {to_callee.windowed:.3f}, to caller {to_caller.windowed:.3f}")
+    assert out["direction"] == "outbound" and inn["direction"] == "inbound", (out, inn)
+    assert out["security"] == inn["security"] == "secure, unverified", (out, inn)
+    assert out["sas"] is not None and out["sas"] == inn["sas"]
+    assert inn["display"] == f"{caller} [E2E {out['sas']}]"
+    assert out["cue"] == "secure"
+    assert out["inside_codec"] == inn["inside_codec"] == codec.lower()
+    assert out["outside_codec"] == inn["outside_codec"] == "opus"
+    assert out["passthrough"] is inn["passthrough"] is (codec == "opus")
+    assert out["outside_frames_refused"] == inn["outside_frames_refused"] == 0
+    assert to_callee.windowed >= MIN_CORRELATION, to_callee
+    assert to_caller.windowed >= MIN_CORRELATION, to_caller
+    if topo.rtpengine is not None:
+        # What the PBX relayed: RTP, and none of it decodes (as G.711 or Opus) to either phone's speech.
+        assert sum(1 for p in packets if p.rtp() is not None) > 100, len(packets)
+        for sent in (clips[codec], clips[f"{codec}-long"]):
+            for as_codec in ("PCMU", "opus"):
+                verdict = capture.looks_like_plain_audio(packets, sent, as_codec)
+                assert verdict.streams, "no RTP stream through rtpengine"
+                assert max(v.correlation for v in verdict.streams) < MAX_EAVESDROP_CORRELATION, (as_codec, verdict)
+                assert max(v.windowed_correlation for v in verdict.streams) < MAX_EAVESDROP_WINDOWED, verdict
+        assert capture.plain_dtmf(packets) == ""
+    if codec == "PCMU":  # the control: the same detector reads the plain inside leg as the caller's speech
+        assert capture.looks_like_plain_audio(inside, clips[codec], "PCMU").correlation >= MIN_CORRELATION
+
+
+def _wait(predicate: Any, what: str, timeout: float = CALL_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _active(node: Node) -> dict[str, Any]:
+    calls = node.active()
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+def test_hold_and_resume_pass_through_both_gateways(direct: Topology, tmp_path: Path, clips: dict[str, Path]) -> None:
+    """alice holds: gateway A re-INVITEs the outside leg (no new handshake), gateway B re-INVITEs bob's phone
+    (sendonly); resume undoes it; then bob holds and resumes from his side. Audio flows again after each."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        sas = _active(a)["sas"]
+        for holder, node, far in ((alice, a, b), (bob, b, a)):
+            holder.hold()
+            _wait(lambda n=node: _active(n)["hold"]["inside"], f"{holder.user}'s hold at its gateway")
+            _wait(lambda n=far: _active(n)["hold"]["outside"], f"{holder.user}'s hold at the far gateway")
+            holder.resume()
+            _wait(lambda n=node: not _active(n)["hold"]["inside"], f"{holder.user}'s resume at its gateway")
+            _wait(lambda n=far: not _active(n)["hold"]["outside"], f"{holder.user}'s resume at the far gateway")
+        before = _active(b)["outside_frames_opened"], _active(a)["outside_frames_opened"]
+        time.sleep(1.0)
+        after = _active(b)["outside_frames_opened"], _active(a)["outside_frames_opened"]
+        alice.hangup()
+        _closed(alice)
+        _closed(bob)
+        reinvited = [p.proc.log_text().count("call: got re-INVITE") for p in (alice, bob) if p.proc is not None]
+    out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert reinvited == [2, 2], reinvited  # each phone saw the other's hold and resume as a re-INVITE
+    assert after[0] > before[0] + 25 and after[1] > before[1] + 25, (before, after)
+    assert out["sas"] == inn["sas"] == sas  # the same sealed session throughout
+    assert out["hold"]["reinvites"] == inn["hold"]["reinvites"] == 4, (out, inn)
+    assert out["outside_frames_refused"] == inn["outside_frames_refused"] == 0
+    assert "holds; passing it to the outside leg" in a.log() and "holds; passing it to the inside leg" in b.log()
+
+
+def _band_share(recording: Path, *bands: tuple[float, float]) -> list[float]:
+    """The share of the recording's energy in each (low Hz, high Hz) band."""
+    pcm = read_wav(recording).astype(np.float64)
+    power = np.abs(np.fft.rfft(pcm)) ** 2
+    freqs = np.fft.rfftfreq(len(pcm), 1 / 48000)
+    total = float(power.sum()) or 1.0
+    return [float(power[(freqs >= lo) & (freqs <= hi)].sum()) / total for lo, hi in bands]
+
+
+def _sip_final(packets: list[capture.CapturedPacket], code: int) -> str:
+    """The first SIP response with ``code`` seen on the wire (as text), or ""."""
+    head = f"SIP/2.0 {code} ".encode()
+    return next((p.payload.decode(errors="replace") for p in packets if p.payload.startswith(head)), "")
+
+
+def test_ringing_the_caller_hears_the_cue_and_sealed_ringback_and_hanging_up_cancels(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """Early media, as the gateways define it: bob's phone rings; alice hears A's security cue (two rising
+    beeps) and then the ringback B makes and seals (425 Hz), never audio from an unverified party. When alice
+    hangs up, bob's ringing phone is cancelled and both gateways record why."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"], answer="manual") as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        incoming = bob.wait_event("CALL_INCOMING", timeout=CALL_TIMEOUT)
+        _wait(lambda: _active(b)["ringback_frames"] >= 75, "1.5 s of ringback")
+        alice.hangup()
+        _closed(alice)
+        _closed(bob)
+        heard_by_alice = alice.received_wav()
+        bob_saw = _types(bob)
+    out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert "CALL_ESTABLISHED" not in bob_saw
+    assert incoming.raw["peerdisplayname"] == f"alice [E2E {out['sas']}]", incoming.raw
+    assert inn["state"] == "failed" and "while the inside phone rang" in inn["reason"], inn
+    assert out["reason"].startswith("inside:"), out
+    ringback, cue_low, cue_high = _band_share(heard_by_alice, (415, 435), (650, 670), (870, 890))
+    print(f"alice heard: ringback {ringback:.2f}, cue {cue_low:.2f} + {cue_high:.2f} of the energy")
+    assert ringback > 0.4 and cue_low > 0.02 and cue_high > 0.02, (ringback, cue_low, cue_high)
+
+
+def test_a_destination_without_a_gateway_is_refused_under_require(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """carol is a plain phone (no gateway): alice's call to her is refused with 488 and a Warning that says why,
+    carol's answered leg is hung up at once with the reason; carol's call to bob never rings bob's phone."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    alice_sip, carol_sip = direct.phones["alice"][0], direct.phones["carol"][0]
+    with (
+        direct.phone(tmp_path, "carol", clips["opus-long"], "opus") as carol,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+        capture.RawCapture(carol_sip, carol_sip) as carol_wire,
+    ):
+        alice.dial(f"sip:carol@127.0.0.1:{a.port}")
+        refused = _closed(alice)
+        _closed(carol)
+        carol.dial(f"sip:bob@127.0.0.1:{b.port}")
+        refused_carol = _closed(carol)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+        alice_saw, bob_saw = _types(alice), _types(bob)
+    assert refused.param == refused_carol.param == "488 Not Acceptable Here", (refused, refused_carol)
+    assert "CALL_ESTABLISHED" not in alice_saw and bob_saw == []
+    to_alice = _sip_final(alice_wire.packets, 488)
+    assert "Warning: 399" in to_alice and "without the voipgw key exchange" in to_alice, to_alice
+    to_carol = _sip_final(carol_wire.packets, 488)
+    assert "Warning: 399" in to_carol and "requires" not in to_carol and "key exchange" in to_carol, to_carol
+    bye = next((p.payload.decode() for p in carol_wire.packets if p.payload.startswith(b"BYE ")), "")
+    assert "Reason: SIP; cause=488" in bye and "without the voipgw key exchange" in bye, bye
+    assert out["policy"] == inn["policy"] == "require"
+    assert out["state"] == inn["state"] == "failed" and out["security"] == inn["security"] == "refused"
+    assert out["outside_frames_sealed"] == 0 and out["inside_frames_out"] == 0
+
+
+def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportunistic(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """dave (a plain phone) matches an ``opportunistic`` destination rule on both gateways: alice's call to him
+    and his call to bob go through in the clear, marked NOT SECURE (the cue, the display, the logs, the
+    snapshot), with audio both ways."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with direct.phone(tmp_path / "out", "dave", clips["PCMU-long"]) as dave:
+        with direct.phone(tmp_path / "out", "alice", clips["PCMU"]) as alice:
+            alice.dial(f"sip:dave@127.0.0.1:{a.port}")
+            dave.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+            _closed(alice)
+            _closed(dave)
+            alice_heard, dave_heard = alice.received_wav(), dave.received_wav()
+        out = a.finished_after(n_a)
+    with direct.phone(tmp_path / "in", "dave", clips["PCMU"]) as dave:
+        with direct.phone(tmp_path / "in", "bob", clips["PCMU-long"]) as bob:
+            dave.dial(f"sip:bob@127.0.0.1:{b.port}")
+            shown = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+            _closed(dave)
+            _closed(bob)
+            bob_heard, dave_heard_in = bob.received_wav(), dave.received_wav()
+        inn = b.finished_after(n_b)
+    assert out["policy"] == inn["policy"] == "opportunistic"
+    assert out["security"] == inn["security"] == "NOT SECURE", (out, inn)
+    assert out["sas"] is None and inn["sas"] is None
+    assert out["cue"] == "not secure"
+    assert inn["display"] == "dave [NOT SECURE]" and shown.raw["peerdisplayname"] == "dave [NOT SECURE]"
+    assert "[NOT SECURE]" in a.log() and "'dave [NOT SECURE]'" in b.log()
+    matches = [
+        heard(clips["PCMU"], dave_heard),
+        heard(clips["PCMU-long"], alice_heard),
+        heard(clips["PCMU"], bob_heard),
+        heard(clips["PCMU-long"], dave_heard_in),
+    ]
+    print("NOT SECURE calls:", ", ".join(f"{m.windowed:.3f}" for m in matches))
+    assert all(m.windowed >= MIN_CORRELATION for m in matches), matches
+
+
+def test_a_pbx_that_rewrites_the_handshake_gets_the_call_refused_at_both_ends(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """The PBX flips a bit of the offer's key exchange: gateway B refuses (488, bad signature), bob's phone
+    never rings, and alice's phone gets 488 with the reason in its Warning."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    rewritten = direct.mangler.offers_rewritten
+    alice_sip = direct.phones["alice"][0]
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+    ):
+        alice.dial(f"sip:mallory@127.0.0.1:{a.port}")  # routed to bob through the tampering PBX
+        refused = _closed(alice)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+        bob_saw = _types(bob)
+    assert direct.mangler.offers_rewritten > rewritten
+    assert refused.param == "488 Not Acceptable Here", refused
+    assert bob_saw == []
+    to_alice = _sip_final(alice_wire.packets, 488)
+    assert "Warning: 399" in to_alice and "bad-signature" in to_alice, to_alice
+    assert out["state"] == inn["state"] == "failed", (out, inn)
+    assert "bad-signature" in out["reason"] and "bad-signature" in inn["reason"], (out, inn)

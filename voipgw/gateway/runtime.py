@@ -1,0 +1,356 @@
+"""Runs a gateway from its TOML configuration: maps it onto the B2BUA, loads each fronted user's identity and
+contact store, starts the Gateway, its PBX registrations and the ops endpoints, and stops them in order. Every
+start-up mistake is a one-line ConfigError; it never handles media and never logs a password."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ratchet.identity import IdentityKey
+from voipgw import __version__
+from voipgw.gateway.b2bua import Gateway, _uri_hostport, _user_part
+from voipgw.gateway.model import Bridge, DestinationRule, GatewayConfig, InsideUser
+from voipgw.gateway.registrations import OutsideAccount, Registrations
+from voipgw.ops.config import ConfigError, check_pbx, preflight
+from voipgw.ops.config import GatewayConfig as OpsConfig
+from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
+from voipgw.ops.service import OpsServices
+from voipgw.phone import PhoneConfig
+from voipgw.sip import IncomingCall, SipStack
+from voipgw.sip.registrar import Registrar
+from voipgw.store.contacts import ContactStoreError
+from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
+from voipgw.trust import TrustStore
+
+log = logging.getLogger(__name__)
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.0) -> GatewayConfig:
+    """The voipgw.gateway configuration for ``config``: one SIP socket (inside.listen) serves both legs, and
+    outside calls go through the outbound proxy, else the registrar."""
+    host, port = config.inside.listen
+    users = tuple(
+        InsideUser(
+            name=u.name,
+            # A phone that registers gets its contact from the inside registrar, per call.
+            contact=f"sip:{u.name}@{_hostport(u.inside_contact)}" if u.inside_contact is not None else "",
+            outside_aor=u.outside_aor,
+            display_name=u.display_name or None,
+            policy=u.policy,
+        )
+        for u in config.users.values()
+    )
+    return GatewayConfig(
+        home=home,
+        users=users,
+        listen_host=host,
+        listen_port=port,
+        outside_proxy=config.outside.proxy or config.outside.registrar,
+        no_answer_timeout_s=no_answer_timeout_s,
+        bind_call_id=config.outside.bind_call_id,
+        policy=config.policy,
+        destinations=tuple(DestinationRule(r.match, r.policy, r.users) for r in config.destinations),
+    )
+
+
+def user_dir(config: OpsConfig, home: Path, user: str) -> Path:
+    """Where one fronted user's identity key and contact store live."""
+    return (config.outside.identity_dir or home / "users") / user
+
+
+def load_users(config: OpsConfig, home: Path) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
+    """Each fronted user's identity (created on first start) and contact store; one ConfigError line on failure."""
+    identities: dict[str, IdentityKey] = {}
+    trust: dict[str, TrustStore] = {}
+    base = config.outside.identity_dir or home / "users"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"outside.identity_dir: cannot create {base}: {exc.strerror or exc}") from None
+    try:
+        for name in config.users:
+            d = user_dir(config, home, name)
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                identities[name] = load_or_create_identity(d, passphrase_from_env())
+            except Exception as exc:  # one clear line for any key-file problem
+                raise ConfigError(f"users.{name}: identity in {d}: {exc}") from None
+            try:
+                trust[name] = TrustStore(d)
+            except ContactStoreError as exc:
+                raise ConfigError(f"users.{name}: contact store in {d}: {exc}") from None
+    except BaseException:
+        for store in trust.values():
+            store.close()
+        raise
+    return identities, trust
+
+
+def _addresses(addr: tuple[str, int]) -> set[tuple[str, int]]:
+    """Every (IP, port) ``addr`` resolves to (the PBX's SIP packets come from one of these)."""
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return set()
+    return {(str(info[4][0]), int(info[4][1])) for info in infos}
+
+
+class GatewayHooks:
+    """What the configuration adds to the B2BUA's routing and accounting (called by Gateway on its loop)."""
+
+    def __init__(self, config: OpsConfig, gateway: Gateway, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self._by_outside_user = {_user_part(u.outside_aor): u.name for u in config.users.values()}
+        self.registrar = Registrar(
+            {u.name: u.inside_password or None for u in config.users.values()},
+            realm=config.inside.realm,
+            auth=config.inside.auth,
+        )
+        self._pbx_addrs = _addresses(config.outside.registrar) | (
+            _addresses(config.outside.proxy) if config.outside.proxy is not None else set()
+        )
+
+    def inside_registrar(self) -> Registrar:
+        """The phones' registrar on the gateway's SIP socket (REGISTER as the user NAME, digest when inside.auth)."""
+        return self.registrar
+
+    def stack_started(self, stack: SipStack) -> None:
+        if self.config.inside.auth:
+            stack.authenticate_invites(self._must_authenticate)
+
+    def _must_authenticate(self, source: tuple[str, int], from_user: str) -> bool:
+        """An INVITE that claims to come from an inside user, and not from the PBX, must prove it (reactor thread).
+        Calls from the PBX (or another gateway) are authenticated by the end-to-end key exchange instead."""
+        return from_user in self.config.users and source not in self._pbx_addrs
+
+    def phone_config(self, user: InsideUser, cfg: PhoneConfig) -> PhoneConfig:
+        """The outside leg answers the PBX's digest challenges with the user's credentials."""
+        u = self.config.users[user.name]
+        return dataclasses.replace(cfg, username=u.username, password=u.password or None)
+
+    def inside_caller(self, incoming: IncomingCall) -> InsideUser | None:
+        """The user a call from a phone registered to the gateway comes from: with inside.auth, the user whose
+        credentials it carried; without, the From user whose registration came from the INVITE's address."""
+        name = _user_part(incoming.from_aor)
+        user = self.gateway.users.get(name)
+        if user is None:
+            return None
+        if self.config.inside.auth:
+            return user if incoming.authenticated_user == name else None
+        binding = self.registrar.lookup(name)
+        if binding is None or binding.source != incoming.source_addr:
+            return None
+        return dataclasses.replace(user, contact=binding.contact_uri)
+
+    def dial_plan(self, inside: InsideUser, incoming: IncomingCall) -> None:
+        """A user dialled at the gateway itself (``bob@<gateway>``) is called at the PBX, in the caller's outside
+        domain (``bob@pbx.example.org``), so the PBX routes it by its own location table."""
+        host, port = _uri_hostport(incoming.to_aor)
+        gw_host, _ = self.gateway.config.listen_host, self.gateway.config.listen_port
+        dialled = _user_part(incoming.to_aor)
+        if not dialled or port != self.gateway.port or host not in (gw_host, "localhost"):
+            return
+        domain = self.config.users[inside.name].outside_aor.partition("@")[2]
+        reg_host, reg_port = self.config.outside.registrar
+        if ":" not in domain and domain == reg_host:
+            domain = f"{domain}:{reg_port}"  # the PBX's own address, so it sees the request as its own domain
+        incoming.to_aor = f"{dialled}@{domain}"
+
+    def inbound_user(self, user: InsideUser | None, incoming: IncomingCall) -> InsideUser | None:
+        """The inside user a call from outside is for: by inside name, else by the user part of its outside AOR."""
+        if user is None:
+            name = self._by_outside_user.get(_user_part(incoming.to_aor))
+            user = self.gateway.users.get(name) if name is not None else None
+        if user is not None and not user.contact:
+            binding = self.registrar.lookup(user.name)
+            if binding is not None:
+                user = dataclasses.replace(user, contact=binding.contact_uri)
+        return user
+
+    def inside_status(self) -> list[dict[str, Any]]:
+        """Each fronted user's inside phone: static, or registered (contact, source, seconds left), or not."""
+        now = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        for u in self.config.users.values():
+            if u.inside_contact is not None:
+                rows.append(
+                    {"user": u.name, "state": "static", "contact": f"sip:{u.name}@{_hostport(u.inside_contact)}"}
+                )
+                continue
+            b = self.registrar.lookup(u.name)
+            if b is None:
+                rows.append({"user": u.name, "state": "not registered"})
+            else:
+                rows.append(
+                    {
+                        "user": u.name,
+                        "state": "registered",
+                        "contact": b.contact_uri,
+                        "source": _hostport(b.source),
+                        "expires_in_s": max(0.0, round(b.expires_at - now, 1)),
+                        "user_agent": b.user_agent,
+                    }
+                )
+        return rows
+
+    def call_finished(self, bridge: Bridge) -> None:
+        snap = bridge.snapshot()
+        security = str(snap["security"])
+        stats = bridge.outside.media.stats if bridge.outside is not None and bridge.outside.media else None
+        failure = None
+        if security == "refused":
+            rec = bridge.outside.record if bridge.outside is not None else None
+            failure = handshake_failure_reason(f"{bridge.reason} {rec.reason if rec else ''}")
+        self.metrics.call_finished(
+            security,
+            transcoded=bool(bridge.inside_codec) and not bridge.passthrough[0],
+            sealed=stats.frames_sent if stats else 0,
+            opened=stats.frames_opened if stats else 0,
+            refused=dict(stats.refused) if stats else {},
+            handshake_failure=failure,
+            key=id(bridge),
+        )
+
+    def live_frames(self) -> list[tuple[object, FrameCounts]]:
+        """Outside frames of each active call so far, for the metrics (read from the metrics thread)."""
+        out: list[tuple[object, FrameCounts]] = []
+        for bridge in list(self.gateway.bridges):
+            media = bridge.outside.media if bridge.outside is not None else None
+            if media is not None:
+                st = media.stats
+                out.append((id(bridge), (st.frames_sent, st.frames_opened, dict(st.refused))))
+        return out
+
+    def live_calls(self) -> list[tuple[str, bool]]:
+        """(security, transcoding) of each active call, for the metrics (read from the metrics thread)."""
+        out = []
+        for bridge in list(self.gateway.bridges):
+            rec = bridge.outside.record if bridge.outside is not None else None
+            security = rec.security.value if rec is not None else "pending"
+            out.append((security, bool(bridge.inside_codec) and not bridge.passthrough[0]))
+        return out
+
+
+class GatewayRuntime:
+    """``await start()`` (raises ConfigError with one line), serve, ``await stop()`` (idempotent).
+
+    Start: checks (ports free, PBX resolvable and answering), identities, the B2BUA's SIP socket, the control
+    socket and metrics, then the registrations (in the background: a PBX that refuses is retried with backoff).
+    Stop: registrations removed, every call hung up (BYE/CANCEL), SIP socket closed, control socket removed.
+    """
+
+    def __init__(
+        self,
+        config: OpsConfig,
+        home: Path,
+        *,
+        no_answer_timeout_s: float = 30.0,
+        check_pbx: bool = True,
+    ) -> None:
+        self.config = config
+        self.home = home
+        self.check_pbx = check_pbx
+        self.gw_config = b2bua_config(config, home, no_answer_timeout_s)
+        self.metrics = GatewayMetrics()
+        self.gateway: Gateway | None = None
+        self.registrations: Registrations | None = None
+        self.ops: OpsServices | None = None
+        self._trust: dict[str, TrustStore] = {}
+        self._started_at = time.monotonic()
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.port
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        preflight(self.config)
+        if self.check_pbx:
+            check_pbx(self.config)
+        identities, self._trust = load_users(self.config, self.home)
+        gateway = Gateway(self.gw_config, identities, self._trust)
+        hooks = GatewayHooks(self.config, gateway, self.metrics)
+        gateway.hooks = hooks
+        self.metrics.track_active(hooks.live_calls)
+        self.metrics.track_frames(hooks.live_frames)
+        self.gateway = gateway
+        try:
+            await gateway.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"inside.listen: cannot listen on {_hostport(self.config.inside.listen)} (UDP): {exc.strerror or exc}"
+            ) from None
+        self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
+        await self.ops.start()
+        assert gateway.stack is not None
+        accounts = [OutsideAccount(u.name, u.outside_aor, u.username, u.password) for u in self.config.users.values()]
+        self.registrations = Registrations(
+            gateway.stack,
+            self.config.outside.registrar,
+            accounts,
+            expires=self.config.outside.register_expires,
+            on_change=self._registrations_changed,
+        )
+        self.metrics.set_registered(0)
+        await self.registrations.start()
+        self._started_at = time.monotonic()
+
+    def _registrations_changed(self) -> None:
+        if self.registrations is not None:
+            self.metrics.set_registered(self.registrations.registered_count())
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        # Each stage runs even if an earlier one failed: the SIP socket, the control socket file and the contact
+        # stores must never be left behind.
+        stages: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.registrations is not None and self.gateway is not None and self.gateway.stack is not None:
+            stages.append(("removing the registrations", self.registrations.stop))
+        if self.gateway is not None and self.gateway.stack is not None:
+            stages.append(("hanging up and closing SIP", self.gateway.stop))
+        if self.ops is not None:
+            stages.append(("closing the control socket and metrics", self.ops.close))
+        for what, stage in stages:
+            try:
+                await stage()
+            except Exception:
+                log.exception("gateway shutdown: %s failed", what)
+        for store in self._trust.values():
+            try:
+                store.close()
+            except Exception:
+                log.exception("gateway shutdown: closing a contact store failed")
+        self._trust = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``voipgw gateway status`` shows: the B2BUA's calls plus registrations, version and uptime."""
+        snap: dict[str, Any] = self.gateway.snapshot() if self.gateway is not None else {}
+        snap["version"] = __version__
+        snap["uptime_s"] = round(time.monotonic() - self._started_at, 1)
+        snap["registrations"] = self.registrations.status() if self.registrations is not None else []
+        hooks = self.gateway.hooks if self.gateway is not None else None
+        snap["inside"] = hooks.inside_status() if hooks is not None else []
+        return snap
