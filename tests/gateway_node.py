@@ -1,5 +1,6 @@
-"""Test helper: one gateway process built straight from a JSON GatewayConfig (policies, destination rules, proxy),
-so the flow tests do not depend on the CLI's flags. Runs until SIGTERM, then writes its snapshot; loopback only.
+"""Test helper: one gateway process, either as operators run it (a TOML file: GatewayRuntime, registering its
+users to the PBX) or built straight from JSON (static routes), plus test-only overrides (routes, media timeout)
+and a snapshot written on SIGUSR1 and at exit. Runs until SIGTERM; loopback only.
 
 ``python -m tests.gateway_node CONFIG.json``: see ``write_config`` for the keys.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -18,14 +20,17 @@ from typing import Any
 from ratchet.identity import IdentityKey
 from voipgw.gateway import Gateway, GatewayConfig, InsideUser
 from voipgw.gateway.model import DestinationRule
+from voipgw.gateway.runtime import GatewayRuntime
+from voipgw.ops.config import load_gateway_config
 from voipgw.phone import Policy
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 
 
 def write_config(path: Path, **keys: Any) -> Path:
-    """``home``, ``port``, ``users`` ([{name, contact, outside_aor, policy?}]), ``proxy`` ([host, port]?),
-    ``routes`` ({user: uri}), ``policy``, ``destinations`` ([{match, policy, users?}]), ``snapshot`` (path),
+    """``home``, ``snapshot`` (path), and either ``toml`` (a gateway TOML file; then ``routes`` and
+    ``media_timeout_s`` are applied on top) or ``port``, ``users`` ([{name, contact, outside_aor, policy?}]),
+    ``proxy`` ([host, port]?), ``routes`` ({user: uri}), ``policy``, ``destinations`` ([{match, policy, users?}]),
     ``no_answer_timeout_s``, ``media_timeout_s``, ``bind_call_id``."""
     path.write_text(json.dumps(keys, default=str))
     return path
@@ -71,8 +76,41 @@ def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, Trus
     return identities, trust
 
 
+async def run_runtime(data: dict[str, Any]) -> int:
+    """The TOML mode: GatewayRuntime (registrations with digest auth, control socket), as ``voipgw gateway``."""
+    runtime = GatewayRuntime(load_gateway_config(Path(data["toml"])), Path(data["home"]))
+    overrides: dict[str, Any] = {"routes": dict(data.get("routes", {}))}
+    if "media_timeout_s" in data:
+        overrides["media_timeout_s"] = float(data["media_timeout_s"])
+    runtime.gw_config = dataclasses.replace(runtime.gw_config, **overrides)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    snapshot = Path(data["snapshot"])
+    seq = [0]
+
+    def dump() -> None:
+        seq[0] += 1
+        tmp = snapshot.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"seq": seq[0], **runtime.snapshot()}, indent=2, default=str))
+        tmp.replace(snapshot)
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)
+    try:
+        await runtime.start()
+        print(f"gateway listening on {runtime.port}", file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        dump()
+    return 0
+
+
 async def run(config_path: Path) -> int:
     data = json.loads(config_path.read_text())
+    if "toml" in data:
+        return await run_runtime(data)
     config = config_from(data)
     identities, trust = _load(config)
     stop = asyncio.Event()

@@ -9,9 +9,11 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ SNAPSHOT_TIMEOUT_S = 10.0
 BARESIP_BLOCK = 50
 EPHEMERAL_OFFSET = 100  # inside the offer's x25519 ephemeral key (PROTOCOL.md §3.2)
 RATES = {"PCMU": 8000, "G722": 16000, "opus": 48000}
+PASSWORDS = {"alice": "alice-pbx-pw", "bob": "bob-pbx-pw", "carol": "carol-pbx-pw", "dave": "dave-pbx-pw"}
 
 
 @dataclass
@@ -113,8 +116,12 @@ class Topology:
             workdir, user=user, play=play, codecs=(codec,), srate=RATES[codec], ports=self.phones[user], **kw
         )
 
-    def contact(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.phones[user][0]}"
+    def plain_phone(self, workdir: Path, user: str, play: Path, codec: str = "PCMU") -> Baresip:
+        """carol or dave: an ordinary phone registered to the PBX, with no gateway (start it, then wait for
+        ``wait_registered()``)."""
+        return self.phone(
+            workdir, user, play, codec, registrar=f"127.0.0.1:{self.pbx.port}", password=PASSWORDS[user], regint=60
+        )
 
 
 def _start_node(workdir: Path, name: str, block: PortBlock, **config: Any) -> Node:
@@ -153,45 +160,49 @@ def swap_ephemeral(sdp: str) -> str:
     return re.sub(r"a=voipgw:([A-Za-z0-9_-]+)", flip, sdp)
 
 
+def _gateway_toml(path: Path, port: int, pbx: Kamailio, user: str, phone: PortBlock, sockdir: Path) -> Path:
+    """The operator's TOML for one gateway fronting ``user`` (a static baresip), registering to ``pbx``."""
+    path.write_text(
+        f"""[gateway]
+control_socket = "{sockdir / (path.stem + ".sock")}"
+[inside]
+listen = "127.0.0.1:{port}"
+[outside]
+registrar = "127.0.0.1:{pbx.port}"
+register_expires = 60
+[users.{user}]
+outside_aor = "{user}@127.0.0.1"
+password = "{PASSWORDS[user]}"
+inside_contact = "127.0.0.1:{phone[0]}"
+[[destinations]]
+match = "dave@*"
+policy = "opportunistic"
+"""
+    )
+    return path
+
+
 def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
+    """Kamailio with digest auth; each gateway registers its user from its TOML file and routes by the PBX's
+    location table (only ``mallory``, the tampering path, is a static route); carol and dave register too."""
     workdir.mkdir(parents=True, exist_ok=True)
     phones = {u: reserve_block(BARESIP_BLOCK) for u in ("alice", "bob", "carol", "dave")}
     blocks = {n: reserve_block(1) for n in ("gw-a", "gw-b")}
+    sockdir = Path(tempfile.mkdtemp(prefix="vgtopo", dir="/tmp"))  # Unix socket paths: 107 bytes at most
     rtp = Rtpengine(workdir).start() if with_rtpengine else None
-    pbx = Kamailio(workdir, rtpengine_ng=rtp.ng_socket if rtp else None)
+    pbx = Kamailio(workdir, users=PASSWORDS, auth=True, rtpengine_ng=rtp.ng_socket if rtp else None)
     nodes: list[Node] = []
     mangler = SipMangler(("127.0.0.1", blocks["gw-b"][0]), on_offer=swap_ephemeral, lifetime_s=900.0)
     try:
         pbx.start()
         mangler.__enter__()
-        via_pbx = ["127.0.0.1", pbx.port]
-        phone = {u: f"sip:{u}@127.0.0.1:{b[0]}" for u, b in phones.items()}
-        a = _start_node(
-            workdir,
-            "gw-a",
-            blocks["gw-a"],
-            users=[{"name": "alice", "contact": phone["alice"], "outside_aor": "alice@127.0.0.1"}],
-            proxy=via_pbx,
-            routes={
-                "bob": f"sip:bob@127.0.0.1:{blocks['gw-b'][0]}",
-                "carol": phone["carol"],
-                "dave": phone["dave"],
-                "mallory": f"sip:bob@127.0.0.1:{mangler.port}",
-            },
-            destinations=[{"match": "dave@*", "policy": "opportunistic"}],
-        )
-        nodes.append(a)
-        b = _start_node(
-            workdir,
-            "gw-b",
-            blocks["gw-b"],
-            users=[{"name": "bob", "contact": phone["bob"], "outside_aor": "bob@127.0.0.1"}],
-            proxy=via_pbx,
-            routes={"alice": f"sip:alice@127.0.0.1:{blocks['gw-a'][0]}"},
-            destinations=[{"match": "dave@*", "policy": "opportunistic"}],
-        )
-        nodes.append(b)
-        yield Topology(pbx, rtp, a, b, mangler, phones)
+        for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
+            toml = _gateway_toml(workdir / f"{name}.toml", blocks[name][0], pbx, user, phones[user], sockdir)
+            routes = {"mallory": f"sip:bob@127.0.0.1:{mangler.port}"} if user == "alice" else {}
+            nodes.append(_start_node(workdir, name, blocks[name], toml=toml, routes=routes))
+        for node in nodes:
+            _wait(lambda n=node: _registered(n), f"{node.proc.name}'s registration", READY_TIMEOUT_S)
+        yield Topology(pbx, rtp, nodes[0], nodes[1], mangler, phones)
     finally:
         for node in nodes:
             node.proc.stop()
@@ -201,6 +212,12 @@ def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
             rtp.stop()
         for block in (*phones.values(), *blocks.values()):
             block.release()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _registered(node: Node) -> bool:
+    regs = node.snapshot()["registrations"]
+    return bool(regs) and all(r["state"] == "registered" for r in regs)
 
 
 @pytest.fixture(scope="module")
@@ -405,16 +422,17 @@ def test_a_destination_without_a_gateway_is_refused_under_require(
     n_a, n_b = a.finished_count(), b.finished_count()
     alice_sip, carol_sip = direct.phones["alice"][0], direct.phones["carol"][0]
     with (
-        direct.phone(tmp_path, "carol", clips["opus-long"], "opus") as carol,
+        direct.plain_phone(tmp_path, "carol", clips["opus-long"], "opus") as carol,
         direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
         direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
         capture.RawCapture(alice_sip, alice_sip) as alice_wire,
         capture.RawCapture(carol_sip, carol_sip) as carol_wire,
     ):
+        carol.wait_registered()
         alice.dial(f"sip:carol@127.0.0.1:{a.port}")
         refused = _closed(alice)
         _closed(carol)
-        carol.dial(f"sip:bob@127.0.0.1:{b.port}")
+        carol.dial(f"sip:bob@127.0.0.1:{direct.pbx.port}")
         refused_carol = _closed(carol)
         out, inn = a.finished_after(n_a), b.finished_after(n_b)
         alice_saw, bob_saw = _types(alice), _types(bob)
@@ -439,7 +457,8 @@ def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportu
     snapshot), with audio both ways."""
     a, b = direct.gw_a, direct.gw_b
     n_a, n_b = a.finished_count(), b.finished_count()
-    with direct.phone(tmp_path / "out", "dave", clips["PCMU-long"]) as dave:
+    with direct.plain_phone(tmp_path / "out", "dave", clips["PCMU-long"]) as dave:
+        dave.wait_registered()
         with direct.phone(tmp_path / "out", "alice", clips["PCMU"]) as alice:
             alice.dial(f"sip:dave@127.0.0.1:{a.port}")
             dave.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
@@ -447,9 +466,10 @@ def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportu
             _closed(dave)
             alice_heard, dave_heard = alice.received_wav(), dave.received_wav()
         out = a.finished_after(n_a)
-    with direct.phone(tmp_path / "in", "dave", clips["PCMU"]) as dave:
+    with direct.plain_phone(tmp_path / "in", "dave", clips["PCMU"]) as dave:
+        dave.wait_registered()
         with direct.phone(tmp_path / "in", "bob", clips["PCMU-long"]) as bob:
-            dave.dial(f"sip:bob@127.0.0.1:{b.port}")
+            dave.dial(f"sip:bob@127.0.0.1:{direct.pbx.port}")
             shown = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
             _closed(dave)
             _closed(bob)
@@ -496,3 +516,37 @@ def test_a_pbx_that_rewrites_the_handshake_gets_the_call_refused_at_both_ends(
     assert "Warning: 399" in to_alice and "bad-signature" in to_alice, to_alice
     assert out["state"] == inn["state"] == "failed", (out, inn)
     assert "bad-signature" in out["reason"] and "bad-signature" in inn["reason"], (out, inn)
+
+
+def test_dtmf_crosses_both_gateways_sealed_through_rtpengine(
+    relayed: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """alice's RFC 4733 digits reach bob's phone as the same digits, and bob's reach alice; on the PBX side
+    (rtpengine's ports) no telephone-event is readable, and no audio decodes."""
+    a, b = relayed.gw_a, relayed.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    assert relayed.rtpengine is not None
+    sent_ab, sent_ba = "159#*0", "27D"
+    with (
+        relayed.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        relayed.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(*relayed.rtpengine.rtp_range) as pbx_side,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        time.sleep(0.6)  # past the security cue: the call is in its steady state
+        alice.send_dtmf(sent_ab)
+        _wait(lambda: len(bob.received_dtmf()) >= len(sent_ab), "alice's digits at bob")
+        bob.send_dtmf(sent_ba)
+        _wait(lambda: len(alice.received_dtmf()) >= len(sent_ba), "bob's digits at alice")
+        got_ab, got_ba = bob.received_dtmf(), alice.received_dtmf()
+        alice.hangup()
+        _closed(alice)
+        _closed(bob)
+    out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert (got_ab, got_ba) == (sent_ab, sent_ba)
+    assert out["dtmf"] == {"to_outside": len(sent_ab), "to_inside": len(sent_ba), "dropped": 0}, out
+    assert inn["dtmf"] == {"to_outside": len(sent_ba), "to_inside": len(sent_ab), "dropped": 0}, inn
+    assert sum(1 for p in pbx_side.packets if p.rtp() is not None) > 100
+    assert capture.plain_dtmf(pbx_side.packets) == ""

@@ -12,7 +12,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -101,13 +101,38 @@ request_route {{
     if (is_method("REGISTER")) {{ if (!save("location")) sl_reply_error(); exit; }}
     if (is_method("INVITE|SUBSCRIBE")) record_route();
     if (uri==myself) {{
+        {dispatch}
         if (!lookup("location")) {{ sl_send_reply("404", "User Not Found"); exit; }}
     }}
     {rtp_initial}
     if (!t_relay()) sl_reply_error();
 }}
 {rtp_onreply}
+{dispatch_failure}
 """
+
+_CFG_DISPATCHER = """loadmodule "dispatcher.so"
+modparam("dispatcher", "list_file", "{list_file}")
+modparam("dispatcher", "flags", 2)
+modparam("tm", "fr_timer", {fr_timer_ms})
+"""
+# INVITEs for the PBX's own domain go to dispatcher set 1 (not the location table); a gateway that answers 408/5xx
+# or nothing within fr_timer is skipped for the next one in the set (ds_next_dst), so a dead process costs one
+# timeout, not the call.
+_DISPATCH = """if (is_method("INVITE")) {
+            if (!ds_select_dst("1", "{algorithm}")) { sl_send_reply("503", "No Gateway"); exit; }
+            t_on_failure("DS_NEXT");
+            if (!t_relay()) sl_reply_error();
+            exit;
+        }"""
+_DISPATCH_FAILURE = """failure_route[DS_NEXT] {
+    if (t_is_canceled()) exit;
+    if ((t_check_status("408|5[0-9][0-9]") || t_branch_timeout()) && ds_next_dst()) {
+        t_on_failure("DS_NEXT");
+        t_relay();
+    }
+}"""
+DS_ROUND_ROBIN = 4
 
 _AUTH_BLOCK_PROXY_REGISTER = """if (is_method("REGISTER")) {
         if (!proxy_authorize("$fd", "subscriber")) { proxy_challenge("$fd", "1"); exit; }
@@ -139,6 +164,11 @@ def _write_dbtext(dbdir: Path, users: Mapping[str, str]) -> None:
     rows = "".join(f"{i}:{user}:{DOMAIN}:{pw}::\n" for i, (user, pw) in enumerate(users.items(), start=1))
     header = "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n"
     (dbdir / "subscriber").write_text(header + rows)
+
+
+def write_dispatcher_list(path: Path, destinations: Sequence[str]) -> None:
+    """Kamailio's dispatcher list file: every destination in set 1 (``setid uri``, one a line)."""
+    path.write_text("".join(f"1 {uri}\n" for uri in destinations))
 
 
 def sip_options_probe(port: int, timeout: float = 0.3) -> bool:
@@ -179,10 +209,16 @@ class Kamailio:
         min_expires: int = 1,
         debug: int = 2,
         register_challenge: str = "www",
+        dispatcher: Sequence[str] = (),
+        dispatcher_algorithm: int = DS_ROUND_ROBIN,
+        fr_timer_ms: int = 3000,
         tls_cert: tuple[Path, Path] | None = None,
     ) -> None:
         """``rtpengine_ng``: an ng socket such as ``udp:127.0.0.1:2223`` (testbed.rtpengine) to relay media.
         ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path).
+        ``dispatcher``: SIP URIs (``sip:127.0.0.1:5071``) of a dispatcher set: every INVITE for the PBX's own
+        domain goes to one of them (round robin by default), failing over to the next on 408/5xx or silence for
+        ``fr_timer_ms``; other requests use the location table as before.
         ``tls_cert=(cert.pem, key.pem)`` also listens for TLS on ``tls_port`` (kamailio-tls-modules)."""
         self.tls_cert = tls_cert
         if auth and not users:
@@ -197,6 +233,9 @@ class Kamailio:
         if register_challenge not in ("www", "proxy"):
             raise ValueError("register_challenge is 'www' or 'proxy'")
         self.register_challenge = register_challenge
+        self.dispatcher = tuple(dispatcher)
+        self.dispatcher_algorithm = dispatcher_algorithm
+        self.fr_timer_ms = fr_timer_ms
         self._ports: PortBlock | None = None
         self.proc: ManagedProcess | None = None
         self.dir: Path | None = None
@@ -232,7 +271,11 @@ class Kamailio:
             text += _CFG_AUTH.format(dbdir=self.dir / "dbtext")
         if self.rtpengine_ng:
             text += _CFG_RTPENGINE.format(ng_socket=self.rtpengine_ng)
+        if self.dispatcher:
+            text += _CFG_DISPATCHER.format(list_file=self.dir / "dispatcher.list", fr_timer_ms=self.fr_timer_ms)
         text += _CFG_ROUTE.format(
+            dispatch=_DISPATCH.replace("{algorithm}", str(self.dispatcher_algorithm)) if self.dispatcher else "",
+            dispatch_failure=_DISPATCH_FAILURE if self.dispatcher else "",
             auth_block=self._auth_block(),
             rtp_initial=_RTP_INITIAL if self.rtpengine_ng else "",
             rtp_indialog=_RTP_INDIALOG if self.rtpengine_ng else "",
@@ -258,6 +301,8 @@ class Kamailio:
             if self.tls_cert is not None:
                 cert, key = self.tls_cert
                 (self.dir / "tls.cfg").write_text(_TLS_CFG.format(cert=cert, key=key))
+            if self.dispatcher:
+                write_dispatcher_list(self.dir / "dispatcher.list", self.dispatcher)
             cfg = self.dir / "kamailio.cfg"
             cfg.write_text(self.config_text())
             check = subprocess.run(

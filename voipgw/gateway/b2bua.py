@@ -21,8 +21,9 @@ from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
 from voipgw.call import CallState, Security
 from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
 from voipgw.gateway.pipes import PcmPipe, _GatewayPhone, switch_codec
-from voipgw.media import MediaStream, PlainProtector
+from voipgw.media import MediaError, MediaStream, PlainProtector
 from voipgw.phone import Phone, PhoneConfig, Policy
+from voipgw.rtp.dtmf import DtmfError
 from voipgw.sdp import (
     INACTIVE,
     PCMA,
@@ -51,6 +52,8 @@ INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
 INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000)]
 """What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
 transcoded one."""
+INSIDE_EVENT_PT = 101
+"""The telephone-event payload type the gateway offers an inside phone it rings (DTMF is bridged both ways)."""
 FINISHED_KEPT = 100
 SECURE_CUE = ((660.0, 0.12), (0.0, 0.06), (880.0, 0.12), (0.0, 0.1))
 """What an inside caller hears at the answer of a sealed call: two short rising beeps (tone Hz, seconds)."""
@@ -286,10 +289,32 @@ class Gateway:
             clock=time.monotonic,
             codec=info or get_codec(codec.name),
             payload_type=codec.payload_type,
+            telephone_event_pt=_event_pt(remote, codec),
         )
         bridge.inside_codec = codec.name
         bridge.inside_payload = codec
+        self._bridge_dtmf(bridge, stream)
         bridge.to_inside.open = bridge.to_outside.open = True
+
+    def _bridge_dtmf(self, bridge: Bridge, inside: MediaStream) -> None:
+        """Each RFC 4733 digit one leg receives is sent on the other (sealed like audio on the outside leg)."""
+        outside = bridge.outside.media if bridge.outside is not None else None
+        if outside is None:
+            return
+        noted = outside.on_dtmf
+
+        def to_inside(digit: str) -> None:
+            if noted is not None:
+                noted(digit)
+            if _send_dtmf(bridge, inside, digit, "inside"):
+                bridge.dtmf_to_inside += 1
+
+        def to_outside(digit: str) -> None:
+            if _send_dtmf(bridge, outside, digit, "outside"):
+                bridge.dtmf_to_outside += 1
+
+        outside.on_dtmf = to_inside
+        inside.on_dtmf = to_outside
 
     async def _follow(self, bridge: Bridge) -> None:
         """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
@@ -393,7 +418,13 @@ class Gateway:
         ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
         ids[1] += 1
         return build_sdp(
-            self.config.listen_host, media.local[1], [codec], direction=direction, session_id=ids[0], version=ids[1]
+            self.config.listen_host,
+            media.local[1],
+            [codec],
+            direction=direction,
+            session_id=ids[0],
+            version=ids[1],
+            telephone_event_pt=media.telephone_event_pt,
         )
 
     def _reoffer(self, bridge: Bridge, leg: str, direction: str) -> None:
@@ -491,7 +522,15 @@ class Gateway:
         bridge.cue = "secure" if secure else "not secure"
         bridge.to_inside.open = False
         self._spawn(_play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
-        incoming.answer(build_sdp(self.config.listen_host, stream.local[1], [codec], session_id=bridge.inside_sdp[0]))
+        incoming.answer(
+            build_sdp(
+                self.config.listen_host,
+                stream.local[1],
+                [codec],
+                session_id=bridge.inside_sdp[0],
+                telephone_event_pt=_event_pt(remote, codec),
+            )
+        )
         bridge.state = "answered"
 
     def _reject(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
@@ -549,7 +588,9 @@ class Gateway:
             inside = await self.stack.place_call(
                 user.contact,
                 f"sip:{rec.remote_aor}",
-                lambda _call_id: build_sdp(self.config.listen_host, port, INSIDE_OFFER, session_id=sid),
+                lambda _call_id: build_sdp(
+                    self.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
+                ),
                 display_name=bridge.display,
                 timeout_s=self.config.no_answer_timeout_s,
             )
@@ -598,6 +639,26 @@ class Gateway:
             return
         await self._start_inside_media(bridge, stream, remote, codec)
         bridge.state = "answered"
+
+
+def _event_pt(remote: AudioDescription, codec: Codec) -> int | None:
+    """The peer's telephone-event payload type when usable beside ``codec`` (dynamic, not the audio's)."""
+    te = remote.telephone_event
+    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
+        return None
+    return te.payload_type
+
+
+def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> bool:
+    try:
+        stream.send_dtmf(digit)
+    except (MediaError, DtmfError) as exc:
+        # Counted, never logged digit by digit (digits may be PINs); the first failure says why.
+        if not bridge.dtmf_dropped:
+            log.warning("gateway call %s: DTMF cannot cross to the %s leg: %s", bridge.call_id, leg, exc)
+        bridge.dtmf_dropped += 1
+        return False
+    return True
 
 
 def _tone_frames(pattern: tuple[tuple[float, float], ...]) -> list[Pcm]:

@@ -134,6 +134,8 @@ class Bridge:
     dtmf_to_outside: int = 0
     """DTMF digits relayed (counted, never recorded: they may be PINs)."""
     dtmf_to_inside: int = 0
+    dtmf_dropped: int = 0
+    """Digits that could not cross (the other leg negotiated no telephone-event)."""
     inside_sdp: list[int] = field(default_factory=lambda: [secrets.randbelow(1 << 62), 1])
     """The o= session id and version of our SDP on the inside leg (a re-INVITE bumps the version)."""
     outside_sdp: list[int] = field(default_factory=lambda: [secrets.randbelow(1 << 62), 1])
@@ -170,7 +172,11 @@ class Bridge:
             "cue": self.cue,
             "ringback_frames": self.ringback_frames,
             "hold": {"inside": self.inside_hold, "outside": self.outside_hold, "reinvites": self.holds},
-            "dtmf": {"to_outside": self.dtmf_to_outside, "to_inside": self.dtmf_to_inside},
+            "dtmf": {
+                "to_outside": self.dtmf_to_outside,
+                "to_inside": self.dtmf_to_inside,
+                "dropped": self.dtmf_dropped,
+            },
             "inside_codec": self.inside_codec,
             "passthrough": self.passthrough[0],
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},

@@ -1,0 +1,134 @@
+"""Scale-out: two gateway processes for the same user behind Kamailio's dispatcher (round robin). A sipp UAC inside
+gateway A places calls to bob through the PBX; the dispatcher spreads them over gateways B1 and B2 (one identity,
+one contact store shared by both processes); every call completes sealed, and when B2 is SIGKILLed the PBX fails
+its calls over to B1 (one fr_timer each) so none is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.phones import PhoneProc, _spawn, voipgw_argv
+from tests.testbed import speech
+from tests.testbed.kamailio import Kamailio
+from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.sipp import BLOCK_SIZE, SippUas, render_scenario, run_uac, write_rtp_pcap
+from voipgw.audio.g711 import ulaw_encode
+from voipgw.audio.wav import read_wav
+
+pytestmark = pytest.mark.integration
+
+CALLS = 12
+"""Spread over the two B gateways: 6 each under exact round robin."""
+FAILOVER_CALLS = 4
+CALL_MS = 2500
+SPEECH_S = 1.5
+SIPP_TIMEOUT_S = 90.0
+READY_TIMEOUT_S = 20.0
+FR_TIMER_MS = 2000
+"""How long the PBX waits for a provisional answer before it tries the next gateway of the set."""
+
+
+def _gateway(workdir: Path, name: str, home: Path, port: PortBlock, *args: str) -> tuple[PhoneProc, Path]:
+    snap = workdir / f"{name}.json"
+    argv = voipgw_argv(home, "gateway", "--listen", f"127.0.0.1:{port[0]}", "--snapshot-json", str(snap), *args)
+    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port[0], port)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while "gateway listening on" not in proc.log():
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
+        time.sleep(0.05)
+    return proc, snap
+
+
+def _snapshot(gw: PhoneProc, snap: Path) -> dict[str, Any]:
+    gw.stop()
+    assert gw.proc.returncode == 0, gw.log()[-3000:]
+    return dict(json.loads(snap.read_text()))
+
+
+def _check_inbound(calls: list[dict[str, Any]]) -> None:
+    for call in calls:
+        assert call["direction"] == "inbound" and call["state"] == "ended", call
+        assert call["security"] == "secure, unverified" and call["outside_codec"] == "opus", call
+        assert call["outside_frames_opened"] > 0 and call["outside_frames_refused"] == 0, call
+
+
+def test_two_gateways_behind_the_dispatcher_share_the_calls_and_fail_over(tmp_path: Path) -> None:
+    pcm = read_wav(speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=SPEECH_S), 8000)
+    frames = [ulaw_encode(pcm[i : i + 160]) for i in range(0, len(pcm) - 159, 160)]
+    pcap = write_rtp_pcap(tmp_path / "speech-pcmu.pcap", frames, payload_type=0)
+    scenario = render_scenario("uac_pcap_pcmu", tmp_path / "uac_pcap_pcmu.xml", PCAP=str(pcap))
+    uac_ports = reserve_block(BLOCK_SIZE)
+    b_ports = [reserve_block(1), reserve_block(1)]
+    shared_home = tmp_path / "b-home"  # both B processes: one identity for bob, one contact store
+    gws: list[PhoneProc] = []
+    try:
+        with (
+            SippUas(tmp_path, rtp_echo=True, scenario_name="uas_lower_transport") as uas,
+            Kamailio(tmp_path, dispatcher=[f"sip:127.0.0.1:{p[0]}" for p in b_ports], fr_timer_ms=FR_TIMER_MS) as pbx,
+        ):
+            bob = ("--user", f"bob=sip:bob@127.0.0.1:{uas.sip_port}")
+            b1, snap_b1 = _gateway(tmp_path, "gateway-b1", shared_home, b_ports[0], *bob)
+            gws.append(b1)
+            b2, _ = _gateway(tmp_path, "gateway-b2", shared_home, b_ports[1], *bob)
+            gws.append(b2)
+            a_port = reserve_block(1)
+            gw_a, snap_a = _gateway(
+                tmp_path, "gateway-a", tmp_path / "a-home", a_port,
+                "--user", f"sipp=sip:sipp@127.0.0.1:{uac_ports[0]}",
+                "--route", f"bob=sip:bob@127.0.0.1:{pbx.port}",
+            )  # fmt: skip
+            gws.append(gw_a)
+            spread = run_uac(
+                tmp_path, f"127.0.0.1:{gw_a.sip_port}", calls=CALLS, rate=4, limit=CALLS, service="bob",
+                duration_ms=CALL_MS, timeout=SIPP_TIMEOUT_S, ports=uac_ports, scenario_file=scenario,
+            )  # fmt: skip
+            assert spread.all_ok and spread.successful == CALLS, spread.log[-3000:]
+
+            # One of the two dies without a word: the PBX times it out once per call and takes the other.
+            killed_at = time.time()
+            b2.proc.kill()
+            b2.proc.wait(10)
+            failover = run_uac(
+                tmp_path, f"127.0.0.1:{gw_a.sip_port}", calls=FAILOVER_CALLS, rate=2, limit=FAILOVER_CALLS,
+                service="bob", duration_ms=CALL_MS, timeout=SIPP_TIMEOUT_S, ports=uac_ports, scenario_file=scenario,
+            )  # fmt: skip
+            assert failover.all_ok and failover.successful == FAILOVER_CALLS, failover.log[-3000:]
+            a, s1 = _snapshot(gw_a, snap_a), _snapshot(b1, snap_b1)
+    finally:
+        for gw in gws:
+            gw.stop()
+        uac_ports.release()
+        for p in b_ports:
+            p.release()
+
+    assert a["calls"] == [] and len(a["finished"]) == CALLS + FAILOVER_CALLS, a
+    assert all(c["security"] == "secure, unverified" for c in a["finished"]), a["finished"]
+    # B2 was killed, so it wrote no snapshot: what it carried is what A placed minus what B1 took.
+    assert s1["calls"] == []
+    _check_inbound(s1["finished"])
+    before = [c for c in s1["finished"] if c["started_at"] < killed_at]
+    after = [c for c in s1["finished"] if c["started_at"] >= killed_at]
+    on_b2 = CALLS - len(before)
+    print(f"dispatcher: {len(before)} calls on B1, {on_b2} on B2 of {CALLS}; after B2 died {len(after)} on B1")
+    assert len(after) == FAILOVER_CALLS, after
+    # Round robin: each process took a fair share (exactly half when the PBX's counter is not raced).
+    assert CALLS // 3 <= on_b2 <= CALLS - CALLS // 3, (len(before), on_b2)
+
+    # Both processes wrote the same contact store: the caller is one contact, every call counted.
+    contacts = subprocess.run(
+        voipgw_argv(shared_home / "users" / "bob", "contacts", "--json"),
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    (known,) = json.loads(contacts.stdout)
+    assert known["aor"] == "sipp@127.0.0.1" and known["calls"] == CALLS + FAILOVER_CALLS, known
+    sas_numbers = {c["safety_number"] for c in a["finished"]}
+    assert len(sas_numbers) == 1, "one identity behind both processes: one safety number"
