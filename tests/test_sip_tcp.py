@@ -241,6 +241,32 @@ def test_outgoing_tcp_call_by_uri_parameter_and_a_dead_tcp_target_fails_fast(tcp
     asyncio.run(asyncio.wait_for(main(), 60.0))
 
 
+@pytest.mark.integration
+def test_a_large_request_goes_back_to_udp_when_the_peer_refuses_tcp() -> None:
+    """RFC 3261 18.1.1: TCP was chosen only for the size, so a refused connection means retry over UDP."""
+    answer = sdp(5004, "a=udp-only\r\n")
+
+    async def main(peer: SipPeer) -> None:
+        async with running_stack(tcp=TcpOptions()) as stack:
+            offer = sdp(4010)
+            assert len(offer) > 1300
+            call = await stack.place_call(f"sip:bob@127.0.0.1:{peer.port}", "sip:alice@127.0.0.1", lambda _: offer)
+            ev = None
+            while not isinstance(ev, Answered):
+                ev = await call.next_event(EVENT_TIMEOUT)
+                assert not isinstance(ev, Failed | Ended), ev
+            assert ev.remote_sdp == answer
+            assert (await peer.aexpect("incoming"))["remote_sdp"] == offer
+            stats = stack.tcp_stats
+            assert stats is not None and stats.connect_failures == 1 and stats.messages_out == 0, stats
+            call.hangup()
+            await peer.acall_event("Ended")
+
+    with SipPeer() as udp_only:  # no TCP listener: the connection is refused
+        udp_only.set_mode(incoming="answer", answer_sdp=answer)
+        asyncio.run(asyncio.wait_for(main(udp_only), 60.0))
+
+
 def test_tcp_transport_must_be_enabled_to_be_asked_for() -> None:
     async def main() -> None:
         async with running_stack() as stack:

@@ -234,7 +234,9 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
             big = name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
             if big and "tcp" in self.streams:
-                userv = self.streams["tcp"]
+                t = super().newTransaction(msg, resp_cb, laddress, self.streams["tcp"], *args, **kwargs)
+                t.voipgw_udp_fallback = msg  # TCP only for its size: UDP again if TCP is refused (18.1.1)
+                return t
         return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
 
     def timerA(self, t: Any) -> None:
@@ -243,12 +245,23 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             return
         super().timerA(t)
 
-    def transport_failed(self, data: bytes, address: tuple[str, int], reason: str) -> None:
-        """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once."""
+    def transport_failed(self, data: bytes, address: tuple[str, int], reason: str, refused: bool) -> None:
+        """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once; one sent over
+        TCP only because of its size is sent over UDP instead when the peer refused TCP (18.1.1)."""
         for t in list(self.tclient.values()):
             if t.state is not TRYING or t.resp_cb is None or not isinstance(t.data, str):
                 continue
             if t.data.encode("utf-8") != data:
+                continue
+            msg = getattr(t, "voipgw_udp_fallback", None)
+            if refused and msg is not None:
+                log.info("%s; sending the %d-byte request over UDP instead", reason, len(data))
+                t.voipgw_udp_fallback = None
+                t.userv = self.l4r.getServer(t.address)
+                t.data = msg.localStr(t.userv.getSIPaddr(), compact=t.compact)
+                self.transmitData(t.userv, t.data, t.address)
+                t.tout = 0.5
+                t.teA = Timeout(self.timerA, t.tout, 1, t)
                 continue
             if t.teB is not None:
                 t.teB.cancel()

@@ -211,7 +211,7 @@ class TcpTransport:
         laddress: tuple[str, int],
         data_callback: Callable[..., Any],
         options: TcpOptions | None = None,
-        on_send_failure: Callable[[bytes, tuple[str, int], str], None] | None = None,
+        on_send_failure: Callable[[bytes, tuple[str, int], str, bool], None] | None = None,
         sock: socket.socket | None = None,
         *,
         tls_server: ssl.SSLContext | None = None,
@@ -224,8 +224,9 @@ class TcpTransport:
         With ``tls_client`` this is the TLS transport: outbound connections use that context (and, with
         ``tls_pin``, must present a certificate with that SHA-256); it listens only with ``tls_server``.
 
-        ``on_send_failure(data, address, reason)`` runs on the reactor thread when a message could not be sent
-        (no connection could be opened): the transaction layer turns that into a 503 (RFC 3261 §8.1.3.1).
+        ``on_send_failure(data, address, reason, refused)`` runs on the reactor thread when a message could not be
+        sent (no connection could be opened; ``refused``: the peer refused or reset it, so it has no TCP there):
+        the transaction layer retries over UDP or turns it into a 503 (RFC 3261 §18.1.1, §8.1.3.1).
         """
         self.options = options or TcpOptions()
         self.transport = "tls" if tls_client is not None else "tcp"
@@ -442,6 +443,7 @@ class TcpTransport:
 
     async def _connect(self, dest: tuple[str, int]) -> None:
         reason: str | None = None
+        refused = False
         conn: _Conn | None = None
         try:
             tls: dict[str, Any] = {}
@@ -465,6 +467,7 @@ class TcpTransport:
             reason = "connect timed out"
         except OSError as exc:
             reason = describe_failure(exc)
+            refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError)
         pending = self._connecting.pop(dest, [])
         if reason is None and conn is not None and not conn.closed:
             for data in pending:
@@ -474,12 +477,12 @@ class TcpTransport:
         self._stats.connect_failures += 1
         self._ratelog("connect", logging.WARNING, "SIP over %s to %s:%d: %s", self.transport.upper(), *dest, reason)
         for data in pending:
-            self._fail(data, dest, reason)
+            self._fail(data, dest, reason, refused)
 
-    def _fail(self, data: bytes, dest: tuple[str, int], reason: str) -> None:
+    def _fail(self, data: bytes, dest: tuple[str, int], reason: str, refused: bool = False) -> None:
         self._stats.send_failures += 1
         if self._on_send_failure is not None:
-            ED2.callFromThread(self._on_send_failure, data, dest, f"{self.transport.upper()} {reason}")
+            ED2.callFromThread(self._on_send_failure, data, dest, f"{self.transport.upper()} {reason}", refused)
 
     def _sweep(self) -> None:
         now = time.monotonic()
