@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import hashlib
 import ipaddress
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,3 +198,23 @@ def test_sips_uri_means_tls_and_needs_it_enabled() -> None:
                 await stack.place_call("sips:bob@127.0.0.1:5061", "sip:alice@127.0.0.1", lambda _: "")
 
     asyncio.run(asyncio.wait_for(main(), 20.0))
+
+
+def test_unusable_tls_settings_fail_with_one_clear_line(tmp_path: Path, pki: Pki) -> None:
+    from voipgw.sip import TlsConfigError
+    from voipgw.sip.tls import client_context, server_context
+
+    with pytest.raises(TlsConfigError, match="32 bytes"):
+        client_context(TlsOptions(pinned_sha256="abcd"))
+    with pytest.raises(TlsConfigError, match="not a hex"):
+        client_context(TlsOptions(pinned_sha256="zz" * 32))
+    with pytest.raises(TlsConfigError, match="cannot load the CA bundle"):
+        client_context(TlsOptions(ca_file=str(tmp_path / "missing.pem")))
+    with pytest.raises(TlsConfigError, match="cannot load the TLS certificate"):
+        server_context(TlsOptions(cert_file=str(pki.phone[0]), key_file=str(pki.kamailio[1])))
+    with pytest.raises(TlsConfigError, match="verify_clients needs ca_file"):
+        server_context(TlsOptions(cert_file=str(pki.phone[0]), key_file=str(pki.phone[1]), verify_clients=True))
+    ctx = server_context(TlsOptions(cert_file=str(pki.phone[0]), key_file=str(pki.phone[1])))
+    assert ctx is not None and ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    pinned = client_context(TlsOptions(pinned_sha256=":".join(["ab"] * 32)))
+    assert pinned.verify_mode is ssl.CERT_NONE  # the pin is checked after the handshake instead
