@@ -48,6 +48,8 @@ SNAPSHOT_TIMEOUT_S = 10.0
 BARESIP_BLOCK = 50
 EPHEMERAL_OFFSET = 100  # inside the offer's x25519 ephemeral key (PROTOCOL.md §3.2)
 RATES = {"PCMU": 8000, "G722": 16000, "opus": 48000}
+MEDIA_TIMEOUT_S = 3.0
+"""Each gateway ends a call whose leg has received no RTP this long (short here, so the test of it is too)."""
 PASSWORDS = {"alice": "alice-pbx-pw", "bob": "bob-pbx-pw", "carol": "carol-pbx-pw", "dave": "dave-pbx-pw"}
 
 
@@ -199,7 +201,9 @@ def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
         for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
             toml = _gateway_toml(workdir / f"{name}.toml", blocks[name][0], pbx, user, phones[user], sockdir)
             routes = {"mallory": f"sip:bob@127.0.0.1:{mangler.port}"} if user == "alice" else {}
-            nodes.append(_start_node(workdir, name, blocks[name], toml=toml, routes=routes))
+            nodes.append(
+                _start_node(workdir, name, blocks[name], toml=toml, routes=routes, media_timeout_s=MEDIA_TIMEOUT_S)
+            )
         for node in nodes:
             _wait(lambda n=node: _registered(n), f"{node.proc.name}'s registration", READY_TIMEOUT_S)
         yield Topology(pbx, rtp, nodes[0], nodes[1], mangler, phones)
@@ -276,6 +280,9 @@ def _call(
     ):
         dialler.dial(f"sip:{callee}@127.0.0.1:{gw_out.port}")
         answerer.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        connected = dialler.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        # What the caller's screen shows: only what it dialled (hence the in-band cue; docs/OPERATIONS.md).
+        assert "[" not in connected.raw.get("peerdisplayname", ""), connected.raw
         _closed(dialler)  # its clip ended: it hangs up
         _closed(answerer)
         assert dialler.audio_codec().startswith(codec) and answerer.audio_codec().startswith(codec)
@@ -550,3 +557,34 @@ def test_dtmf_crosses_both_gateways_sealed_through_rtpengine(
     assert inn["dtmf"] == {"to_outside": len(sent_ba), "to_inside": len(sent_ab), "dropped": 0}, inn
     assert sum(1 for p in pbx_side.packets if p.rtp() is not None) > 100
     assert capture.plain_dtmf(pbx_side.packets) == ""
+
+
+def test_a_call_whose_media_dies_is_ended_with_the_reason(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """Never a dead, silent call: gateway B freezes (SIGSTOP) mid-call, so A's outside leg receives nothing;
+    A ends the call after its media timeout, telling alice's phone why (BYE Reason); when B thaws it ends
+    bob's leg too."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    alice_sip = direct.phones["alice"][0]
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+    ):
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        _wait(lambda: _active(a)["outside_frames_opened"] > 25, "media on the outside leg")
+        b.proc.signal(signal.SIGSTOP)
+        try:
+            _closed(alice, timeout=MEDIA_TIMEOUT_S + CALL_TIMEOUT)
+        finally:
+            b.proc.signal(signal.SIGCONT)
+        _closed(bob)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    reason = f"no media from the outside leg for {MEDIA_TIMEOUT_S:g} s"
+    assert out["reason"] == reason, out
+    bye = next((p.payload.decode() for p in alice_wire.packets if p.payload.startswith(b"BYE ")), "")
+    assert "cause=488" in bye and reason in bye, bye
+    assert reason in inn["reason"], inn

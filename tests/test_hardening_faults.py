@@ -5,16 +5,25 @@ disk full and a vanishing PBX are not built yet: docs/RELIABILITY.md.)
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.hardening import live_secure_call
 from tests.phones import SPEECH, assert_secure_call, start_caller, start_listener, voipgw_argv
+from voipgw.audio.compare import compare_audio
+from voipgw.audio.wav import read_wav
+from voipgw.demo import decode_as_plain_opus
+from voipgw.rtp.packet import parse_rtp
+from voipgw.store.contacts import ContactStore
 
 pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT_S = 30.0
+ALICE_END_S = 90.0
+"""Her file (15 s) ends, she sends BYE to a dead peer, and the BYE transaction times out."""
 
 
 def voipgw(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,3 +81,32 @@ def test_a_corrupt_store_is_refused_clearly_kept_and_the_phone_recovers(tmp_path
         bob.stop()
     assert_secure_call(alice, bob)
     assert store.exists() and kept.read_bytes() == broken
+
+
+def test_a_phone_killed_mid_call_keeps_its_store_and_never_let_clear_audio_out(tmp_path: Path) -> None:
+    """SIGKILL bob in the middle of a secure call: alice's call ends on its own (bounded), nothing alice sent
+    after (or before) decodes as speech, bob's store is intact, and bob restarted takes a new secure call."""
+    with live_secure_call(tmp_path) as call:
+        call.wait_media(100, timeout=30)
+        call.bob.signal(signal.SIGKILL)
+        assert call.bob.proc.wait(10) == -signal.SIGKILL
+        killed_at = len(call.relay.recorded)
+        assert call.alice.wait(ALICE_END_S) in (0, 1), call.alice.log()
+        sent_by_alice = [parse_rtp(d).payload for d in call.relay.recorded]
+    assert len(sent_by_alice) > killed_at  # alice kept sending after bob died: sealed, as ever
+    eavesdropped = compare_audio(read_wav(SPEECH), decode_as_plain_opus(sent_by_alice))
+    assert eavesdropped.windowed < 0.2, eavesdropped
+
+    home = tmp_path / "bob-home"
+    with ContactStore(home) as store:
+        assert store.integrity_check() == "ok"
+        assert store.get("alice@127.0.0.1") is not None  # the call was recorded before the kill
+    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))  # the same home
+    alice = start_caller(tmp_path, "alice2", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
+    try:
+        assert alice.wait(40) == 0, alice.log()
+        assert bob.wait(15) == 0, bob.log()
+    finally:
+        alice.stop()
+        bob.stop()
+    assert_secure_call(alice, bob)

@@ -5,6 +5,7 @@ inside baresip): the same battery, floods, replay and foreign frames as at a pho
 from __future__ import annotations
 
 import random
+import signal
 import socket
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from ratchet.frame import COUNTER_MOD, COUNTER_SHIFT
 from tests.hardening import RelayThread, collect_responses, udp_burst
 from tests.phones import SPEECH, start_caller
-from tests.test_gateway_calls import start_gateway, stop_gateway
+from tests.test_gateway_calls import PROC_TIMEOUT, start_gateway, stop_gateway
 from tests.test_hardening_rtp import foreign_frames
 from tests.test_hardening_sip import FINAL_ERROR, PLAIN_SDP, cases, finals, sip
 from tests.testbed import speech
@@ -25,7 +26,9 @@ from tests.testbed.sip_mangler import SipMangler, redirect_media
 from tests.testbed.sipp import run_uac
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav, write_wav
+from voipgw.demo import decode_as_plain_opus, read_wire
 from voipgw.rtp.packet import build_rtp, parse_rtp
+from voipgw.store.contacts import ContactStore
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +150,46 @@ def test_hostile_sip_and_rtp_at_a_gateway_during_a_secure_call(tmp_path: Path) -
     # one by one (two lines each: see docs/RELIABILITY.md)
     assert sum(("refused" in line and "RTP" in line) or "frame refused" in line for line in log.splitlines()) <= 40
     print(f"gateway log: {len(log.splitlines())} lines")
+
+
+def test_a_gateway_killed_mid_call_keeps_its_store_and_takes_the_next_call(tmp_path: Path) -> None:
+    """SIGKILL the gateway in the middle of carol's secure call: nothing it sent carol decodes as speech, the
+    user's contact store is intact, and the restarted gateway (same home) carries a new secure call."""
+    long48 = tmp_path / "speech48k-long.wav"
+    write_wav(long48, np.tile(read_wav(SPEECH), 2))
+    long8 = speech.make_variant(tmp_path / "speech8k-long.wav", 8000, src=long48)
+    with Baresip(tmp_path, user="bob", play=long8, codecs=("PCMU",)) as bob:
+        gw, _snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        carol = start_caller(tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(long48))
+        try:
+            bob.wait_event("CALL_ESTABLISHED", timeout=15.0)
+            time.sleep(2.0)  # media flowing both ways
+            gw.signal(signal.SIGKILL)
+            assert gw.proc.wait(10) == -signal.SIGKILL
+            assert carol.wait(90) in (0, 1), carol.log()
+        finally:
+            carol.stop()
+            gw.stop()
+    c = carol.summary()
+    assert c["security"] == "secure, unverified" and c["frames_opened"] > 50
+    eavesdropped = compare_audio(read_wav(SPEECH), decode_as_plain_opus(read_wire(carol.wire)))
+    assert eavesdropped.windowed < 0.2, eavesdropped
+
+    store_home = tmp_path / "gateway-home" / "users" / "bob"
+    with ContactStore(store_home) as store:
+        assert store.integrity_check() == "ok"
+        assert store.get("carol@127.0.0.1") is not None
+
+    with Baresip(tmp_path, user="bob2", play=long8, codecs=("PCMU",)) as bob2:
+        gw2, snap2 = start_gateway(tmp_path, "--user", f"bob=sip:bob2@127.0.0.1:{bob2.sip_port}")
+        carol2 = start_caller(tmp_path, "carol2", f"sip:bob@127.0.0.1:{gw2.sip_port}", "--play", str(SPEECH))
+        try:
+            bob2.wait_event("CALL_ESTABLISHED", timeout=15.0)
+            assert carol2.wait(PROC_TIMEOUT) == 0, carol2.log()
+        finally:
+            carol2.stop()
+            snapshot = stop_gateway(gw2, snap2)
+    c2 = carol2.summary()
+    (call,) = snapshot["finished"]
+    assert c2["state"] == "ended" and c2["security"] == "secure, unverified"
+    assert call["security"] == "secure, unverified" and call["sas"] == c2["sas"]

@@ -45,6 +45,7 @@ from voipgw.config import load_phone_config
 from voipgw.ops.config import ConfigError as GatewayConfigError
 from voipgw.ops.config import load_gateway_config
 from voipgw.ops.control import RequestError, handle_request, parse_request
+from voipgw.rtp.dtmf import SEALED_LEN, DtmfError, DtmfReceiver, TelephoneEvent, decode_sealed, encode_sealed
 from voipgw.rtp.packet import (
     PacketError,
     ReceiverReport,
@@ -57,6 +58,14 @@ from voipgw.rtp.packet import (
     parse_rtp,
 )
 from voipgw.sdp import SdpError, build_sdp, opus_codec, parse_sdp
+from voipgw.sip.digest import (
+    Authenticated,
+    Challenge,
+    DigestAuthenticator,
+    DigestParseError,
+    Forbidden,
+    parse_authorization,
+)
 from voipgw.sip.guard import Accept, DatagramGuard, Drop, Reply, SipStats
 from voipgw.store.contacts import ContactStoreError, MalformedExport, parse_document
 
@@ -322,6 +331,50 @@ def sip_guard(data: bytes) -> None:
         raise Finding("datagram not counted exactly once")
 
 
+# --- DTMF events and SIP digest credentials (added this session by the DTMF and SIP owners) -------------------
+
+_AUTH = DigestAuthenticator("voipgw", lambda user: "secret" if user == "alice" else None)
+AUTH_SEED = (
+    f'Digest username="alice", realm="voipgw", nonce="{_AUTH.new_nonce()}", uri="sip:bob@127.0.0.1", '
+    'response="0123456789abcdef0123456789abcdef", algorithm=MD5, qop=auth, nc=00000001, cnonce="c1"'
+)
+
+
+def dtmf(data: bytes) -> None:
+    """RFC 4733 payloads, and a stream of sealed events (8 bytes each) into one receiver."""
+    try:
+        TelephoneEvent.decode(data)
+    except DtmfError as exc:
+        if not str(exc):
+            raise Finding("DtmfError without a message") from exc
+    receiver = DtmfReceiver()
+    reported = []
+    for i in range(0, len(data) - len(data) % SEALED_LEN, SEALED_LEN):
+        try:
+            digit = receiver.feed(*decode_sealed(data[i : i + SEALED_LEN]))
+        except DtmfError:
+            continue
+        if digit is not None:
+            reported.append(digit)
+    if len(reported) != receiver.reported:
+        raise Finding("reported digits do not match the receiver's count")
+
+
+def sip_digest(data: bytes) -> None:
+    """An Authorization header value: parsed, then verified (every outcome is a verdict, never an exception)."""
+    text = data.decode("utf-8", "replace")
+    try:
+        parse_authorization(text)
+    except DigestParseError as exc:
+        if not str(exc):
+            raise Finding("DigestParseError without a message") from exc
+    verdict = _AUTH.verify([text], "INVITE", "alice")
+    if not isinstance(verdict, Authenticated | Challenge | Forbidden):
+        raise Finding(f"verdict {verdict!r}")
+    if isinstance(verdict, Authenticated):
+        raise Finding("a fuzzed credential authenticated")
+
+
 TARGETS: dict[str, Target] = {
     "handshake_offer": handshake_offer,
     "handshake_answer": handshake_answer,
@@ -338,6 +391,8 @@ TARGETS: dict[str, Target] = {
     "contacts_import": contacts_import,
     "identity": identity,
     "sip_guard": sip_guard,
+    "dtmf": dtmf,
+    "sip_digest": sip_digest,
 }
 
 
@@ -415,4 +470,9 @@ def seeds() -> dict[str, list[bytes]]:
         "contacts_import": [_contacts_doc()],
         "identity": [IdentityKey.from_seed(b"\x02" * 32).to_pem(), public.serialize(), b"sip:bob@Example.ORG:5060"],
         "sip_guard": [_sip_request()],
+        "dtmf": [
+            TelephoneEvent(5, False, 10, 160).encode(),
+            encode_sealed(7, TelephoneEvent(1, False, 10, 160)) + encode_sealed(7, TelephoneEvent(1, True, 10, 800)),
+        ],
+        "sip_digest": [AUTH_SEED.encode()],
     }

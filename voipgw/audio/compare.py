@@ -17,6 +17,8 @@ WINDOW_SECONDS = 0.5
 SEARCH_SECONDS = 0.150
 QUIET_FRACTION = 0.1
 """Windows of the sent signal quieter than this fraction of its overall RMS are skipped (speech pauses)."""
+SILENT_RATIO = 1e-3
+"""A stretch of ``received`` 60 dB below the sent window it is compared with counts as silence."""
 _EPS = 1e-12
 
 
@@ -82,8 +84,11 @@ def compare_audio(sent: npt.ArrayLike, received: npt.ArrayLike, rate: int = DEFA
         dots = _xcorr(region, chunk)[win - 1 : len(region)]  # only lags where the chunk fits inside the region
         energy = np.concatenate([[0.0], np.cumsum(region * region)])
         region_norms = np.sqrt(np.maximum(energy[win:] - energy[:-win], 0.0))
-        ncc = dots / np.maximum(region_norms * chunk_norm, _EPS)
-        scores.append(float(np.max(ncc)))
+        # A near-silent stretch of ``received`` makes both the dot products (FFT rounding noise) and the norms tiny:
+        # their ratio is noise that can exceed 1, so such lags score 0 and no score exceeds Cauchy-Schwarz's 1.
+        audible = region_norms > SILENT_RATIO * chunk_norm
+        ncc = np.where(audible, dots / np.maximum(region_norms * chunk_norm, _EPS), 0.0)
+        scores.append(min(1.0, float(np.max(ncc))))
     windowed = float(np.median(scores)) if scores else 0.0
     return AudioMatch(
         correlation=correlation,

@@ -136,7 +136,7 @@ GATEWAY_MODE_ROWS = [
     ("latency_ms_p50", "one-way latency alice -> bob through A and B, p50 (ms)"),
     ("latency_ms_p99", "one-way latency alice -> bob through A and B, p99 (ms)"),
     ("gateway_a_cpu_ms_per_call_s", "gateway A CPU per call-second (ms/s)"),
-    ("memory_kb_per_call", "gateway A memory per call, RSS delta / calls (KB)"),
+    ("memory_kb_per_call", "gateway A memory per call, RSS slope over the steps (KB)"),
     ("calls_with_audio_both_ways", "calls that carried audio both ways"),
     ("calls_total", "calls placed"),
 ]

@@ -28,11 +28,12 @@ from voipgw.sdp import (
     INACTIVE,
     PCMA,
     PCMU,
+    RECVONLY,
     SENDONLY,
+    SENDRECV,
     AudioDescription,
     Codec,
     SdpError,
-    answer_direction,
     build_sdp,
     hold_direction,
     opus_codec,
@@ -265,11 +266,12 @@ class Gateway:
     def _end(self, bridge: Bridge, why: str) -> None:
         """Hang up both legs (BYE, or CANCEL/487 while ringing)."""
         bridge.reason = bridge.reason or why
+        text = None if why == "gateway shutdown" else f"voipgw gateway: {why}"
         if bridge.outside is not None:
-            bridge.outside.hangup(None if why == "gateway shutdown" else f"voipgw gateway: {why}")
+            bridge.outside.hangup(text)
         if bridge.inside_sip is not None:
             with contextlib.suppress(Exception):
-                bridge.inside_sip.hangup()
+                bridge.inside_sip.hangup(text)  # the inside phone learns why too (BYE Reason)
 
     async def _start_inside_media(
         self, bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec
@@ -404,7 +406,14 @@ class Gateway:
                 bridge.call_id, leg, "holds" if holds else "resumes", other,
             )  # fmt: skip
             self._reoffer(bridge, other, hold_direction(local_hold=holds, remote_hold=other_holds))
-        return self._leg_sdp(bridge, leg, codec, answer_direction(remote.direction, local_hold=other_holds))
+        # We send what the other side says whenever this peer listens; we listen to this peer only while the other
+        # side does (a held party hears nobody, so its media need not cross).
+        send = remote.direction in (SENDRECV, RECVONLY)
+        recv = remote.direction in (SENDRECV, SENDONLY) and not other_holds
+        direction = {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get(
+            (send, recv), INACTIVE
+        )
+        return self._leg_sdp(bridge, leg, codec, direction)
 
     def _leg_codec(self, bridge: Bridge, leg: str) -> Codec | None:
         if leg == "inside":

@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from ratchet.errors import IdentityFileError
+from ratchet.errors import IdentityFileError, MalformedIdentityFile
 from ratchet.identity import IdentityKey
 
 IDENTITY_FILENAME = "identity.pem"
@@ -93,7 +93,14 @@ def load_identity(path: Path, passphrase: bytes | None = None) -> IdentityKey:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return IdentityKey.from_pem(b"".join(chunks), passphrase)
+    try:
+        return IdentityKey.from_pem(b"".join(chunks), passphrase)
+    except MalformedIdentityFile as exc:
+        # Name the file and say it is kept: a damaged key must never be replaced by a new identity on its own.
+        raise MalformedIdentityFile(
+            f"{path}: {exc.detail or 'unreadable'}; the file was left untouched (restore it from a backup; moving "
+            f"it aside creates a new identity, which every contact will see as a key change)"
+        ) from None
 
 
 PASSPHRASE_ENV = "VOIPGW_PASSPHRASE"
