@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   libopus0 libportaudio2          # codec and audio-device libraries used through ctypes
   kamailio                        # PBX / registrar / proxy in the integration tests
+  kamailio-tls-modules            # Kamailio listening on SIP over TLS in the tests
   baresip-core                    # unmodified softphone peer
   sip-tester                      # sipp
   rtpengine-daemon                # RTP relay that rewrites headers

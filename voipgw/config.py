@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.params import MAX_FRAMES_PER_KEY, MAX_INTERVAL_MS, MIN_FRAMES_PER_KEY, MIN_INTERVAL_MS, Suite
-from voipgw.phone import PhoneConfig, Policy
+from voipgw.phone import TRANSPORTS, PhoneConfig, Policy
 from voipgw.trust import KeyChangePolicy
 
 
@@ -55,6 +55,10 @@ def _convert(key: str, value: Any) -> Any:
             return Policy(value)
         except ValueError:
             raise ConfigError(f"policy: expected 'require' or 'opportunistic', got {value!r}") from None
+    if key == "transport":
+        if value not in TRANSPORTS:
+            raise ConfigError(f"transport: expected one of {', '.join(TRANSPORTS)}, got {value!r}")
+        return value
     if key == "suites":
         if not isinstance(value, list) or not value:
             raise ConfigError('suites: expected a non-empty list such as ["x25519"]')
@@ -88,6 +92,12 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "accept_any_callee": bool,
     "e2e": bool,
     "key_change_policy": str,
+    "transport": str,
+    "tls_ca_file": str,
+    "tls_pinned_sha256": str,
+    "tls_cert_file": str,
+    "tls_key_file": str,
+    "tls_port": int,
 }
 
 

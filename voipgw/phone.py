@@ -13,7 +13,7 @@ import enum
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ratchet.aor import normalize_aor
@@ -58,6 +58,8 @@ from voipgw.sip import (
     Ringing,
     SipCall,
     SipStack,
+    TcpOptions,
+    TlsOptions,
 )
 from voipgw.trust import KeyChangePolicy, TrustState, TrustStore, TrustVerdict
 
@@ -67,6 +69,10 @@ WARN_NO_KEY_EXCHANGE = (
     "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
 )
 WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
+
+
+TRANSPORTS = ("auto", "udp", "tcp", "tls")
+"""PhoneConfig.transport values: UDP+TCP with automatic choice, UDP only, TCP only, TLS only."""
 
 
 class Policy(enum.Enum):
@@ -108,6 +114,45 @@ class PhoneConfig:
     """What a changed identity key does: block, warn, or block-if-verified (the contact had been verified)."""
     e2e: bool = True
     """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
+    transport: str = "auto"
+    """SIP transport: "auto" (UDP and TCP; over 1300 bytes or ``;transport=tcp`` goes TCP), "tcp", "tls" or "udp"."""
+    tls_ca_file: str | None = None
+    """CA bundle (PEM) that TLS servers must chain to (default: the system's); see voipgw.sip.TlsOptions."""
+    tls_pinned_sha256: str | None = None
+    """Hex SHA-256 of the TLS server's certificate; replaces CA verification."""
+    tls_cert_file: str | None = None
+    """Our TLS certificate chain (PEM): needed to listen for TLS; also our client certificate."""
+    tls_key_file: str | None = field(default=None, repr=False)
+    tls_port: int = 0
+    """TLS listening port (0: any free port)."""
+
+    @property
+    def tls(self) -> TlsOptions | None:
+        """TLS settings when TLS is used or configured, else None (no TLS transport at all)."""
+        wanted = (self.tls_ca_file, self.tls_pinned_sha256, self.tls_cert_file)
+        if self.transport != "tls" and all(v is None for v in wanted):
+            return None
+        return TlsOptions(
+            ca_file=self.tls_ca_file,
+            pinned_sha256=self.tls_pinned_sha256,
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            port=self.tls_port,
+        )
+
+    @property
+    def sip_transport(self) -> str | None:
+        """The transport forced on our requests (None: per request, by size and target URI)."""
+        return self.transport if self.transport in ("tcp", "tls") else None
+
+    @property
+    def offer_handshake(self) -> HandshakeConfig:
+        """The handshake we offer: over UDP only, without the hybrid suite, whose ~3.5 KB INVITE a UDP path
+        would IP-fragment (RFC 3261 18.1.1); the answering side still accepts every configured suite."""
+        config = self.handshake
+        if self.transport == "udp" and Suite.X25519_MLKEM768 in config.suites:
+            return replace(config, suites=frozenset({Suite.X25519}))
+        return config
 
     @property
     def handshake(self) -> HandshakeConfig:
@@ -235,7 +280,9 @@ class Phone:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.stack = SipStack(self.config.listen_host, self.config.listen_port, loop)
+        cfg = self.config
+        tcp = TcpOptions() if cfg.transport in ("auto", "tcp") else None
+        self.stack = SipStack(cfg.listen_host, cfg.listen_port, loop, tcp=tcp, tls=cfg.tls)
         await self.stack.start()
         await asyncio.to_thread(self._warm_up)
         if self.config.registrar is not None:
@@ -245,6 +292,7 @@ class Phone:
                 self.config.username or self.aor.split("@")[0],
                 self.config.password or "",
                 expires=self.config.register_expires,
+                transport=self.config.sip_transport or "udp",
             )
 
     async def stop(self) -> None:
@@ -409,7 +457,7 @@ class Phone:
             if not cfg.e2e:
                 return build_sdp(self.rtp_host, stream.local[1], codecs, telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT)
             t = time.perf_counter()
-            o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.handshake, time.time())
+            o = Offerer(self.identity, self.aor, remote_aor, call_id, cfg.offer_handshake, time.time())
             cpu[0] += time.perf_counter() - t
             offerer.append(o)
             return build_sdp(
@@ -432,6 +480,7 @@ class Phone:
                 username=cfg.username,
                 password=cfg.password,
                 timeout_s=cfg.no_answer_timeout_s,
+                transport=cfg.sip_transport,
             )
         except Exception:
             await stream.stop()

@@ -1,5 +1,6 @@
-"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, with optional digest
-auth (db_text) and an rtpengine hook. Owns only the kamailio it starts, stops it by PID, stays on 127.0.0.1.
+"""Kamailio (Debian package) as a loopback registrar + record-routing proxy for tests, listening on UDP and TCP
+(one port number), with optional digest auth (db_text) and an rtpengine hook. Owns only the kamailio it starts,
+stops it by PID, stays on 127.0.0.1.
 
 Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the
 port is bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; own -Y/-P dirs each.
@@ -31,7 +32,9 @@ debug={debug}
 log_stderror=yes
 children=2
 listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
 alias="127.0.0.1:{port}"
+tcp_connection_lifetime=3605
 mpath="{mpath}"
 loadmodule "tm.so"
 loadmodule "sl.so"
@@ -47,6 +50,25 @@ modparam("usrloc", "db_mode", 0)
 modparam("rr", "enable_full_lr", 1)
 modparam("registrar", "max_expires", {max_expires})
 modparam("registrar", "min_expires", {min_expires})
+"""
+
+_CFG_TLS = """enable_tls=yes
+listen=tls:127.0.0.1:{tls_port}
+loadmodule "tls.so"
+modparam("tls", "config", "{tls_cfg}")
+"""
+
+_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = {key}
+certificate = {cert}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
 """
 
 _CFG_AUTH = """loadmodule "db_text.so"
@@ -190,12 +212,15 @@ class Kamailio:
         dispatcher: Sequence[str] = (),
         dispatcher_algorithm: int = DS_ROUND_ROBIN,
         fr_timer_ms: int = 3000,
+        tls_cert: tuple[Path, Path] | None = None,
     ) -> None:
         """``rtpengine_ng``: an ng socket such as ``udp:127.0.0.1:2223`` (testbed.rtpengine) to relay media.
         ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path).
         ``dispatcher``: SIP URIs (``sip:127.0.0.1:5071``) of a dispatcher set: every INVITE for the PBX's own
         domain goes to one of them (round robin by default), failing over to the next on 408/5xx or silence for
-        ``fr_timer_ms``; other requests use the location table as before."""
+        ``fr_timer_ms``; other requests use the location table as before.
+        ``tls_cert=(cert.pem, key.pem)`` also listens for TLS on ``tls_port`` (kamailio-tls-modules)."""
+        self.tls_cert = tls_cert
         if auth and not users:
             raise ValueError("auth=True needs users")
         self.workdir = workdir
@@ -222,6 +247,12 @@ class Kamailio:
         return self._ports[0]
 
     @property
+    def tls_port(self) -> int:
+        if self._ports is None or self.tls_cert is None:
+            raise TestbedError("kamailio not started with TLS")
+        return self._ports[1]
+
+    @property
     def addr(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
@@ -234,6 +265,8 @@ class Kamailio:
             max_expires=self.max_expires,
             min_expires=self.min_expires,
         )
+        if self.tls_cert is not None:
+            text += _CFG_TLS.format(tls_port=self.tls_port, tls_cfg=self.dir / "tls.cfg")
         if self.auth:
             text += _CFG_AUTH.format(dbdir=self.dir / "dbtext")
         if self.rtpengine_ng:
@@ -258,13 +291,16 @@ class Kamailio:
         return _AUTH_BLOCK
 
     def start(self) -> Kamailio:
-        self._ports = reserve_block(1)
+        self._ports = reserve_block(2 if self.tls_cert is not None else 1)
         try:
             self.dir = self.workdir / f"kamailio-{self.port}"
             run = self.dir / "run"
             run.mkdir(parents=True, exist_ok=True)
             if self.auth:
                 _write_dbtext(self.dir / "dbtext", self.users)
+            if self.tls_cert is not None:
+                cert, key = self.tls_cert
+                (self.dir / "tls.cfg").write_text(_TLS_CFG.format(cert=cert, key=key))
             if self.dispatcher:
                 write_dispatcher_list(self.dir / "dispatcher.list", self.dispatcher)
             cfg = self.dir / "kamailio.cfg"

@@ -47,7 +47,7 @@ def udp_socket_inodes(pid: int) -> set[str]:
 async def _child_main(host: str, port: int, reactor: Any = None) -> int:
     """With `reactor` (a voipgw.sip.mainthread.MainThreadReactor) this runs in its asyncio worker and sippy's
     reactor gets the main thread, the layout a CLI would use."""
-    from voipgw.sip import IncomingCall, SipCall, SipStack
+    from voipgw.sip import IncomingCall, SipCall, SipStack, TcpOptions
     from voipgw.sip.events import TERMINAL_EVENTS
 
     loop = asyncio.get_running_loop()
@@ -58,6 +58,7 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
         user_agent="voipgw-peer",
         own_reactor_thread=reactor is None,
         reactor_hz=100.0 if reactor is not None else 1000.0,
+        tcp=TcpOptions() if os.environ.get("VOIPGW_PEER_TCP") == "1" else None,
     )
     if reactor is not None:
         reactor.adopt(stack)
@@ -137,6 +138,7 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
                 username=cmd.get("username"),
                 password=cmd.get("password"),
                 timeout_s=cmd.get("timeout", 30.0),
+                transport=cmd.get("transport"),
             )
             track(out)
             emit(ev="placed", call_id=out.call_id, t=time.monotonic())
@@ -159,11 +161,13 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
                 cmd.get("username"),
                 cmd.get("password"),
                 expires=cmd.get("expires", 300),
+                transport=cmd.get("transport", "udp"),
             )
             regs[reg.aor] = reg
             emit(ev="registered", state=asdict(reg.state) if reg.state else None)
         elif op == "stats":
-            emit(ev="stats", stats=asdict(stack.stats), port=stack.local_port)
+            tcp = stack.tcp_stats
+            emit(ev="stats", stats=asdict(stack.stats), port=stack.local_port, tcp=asdict(tcp) if tcp else None)
         elif op == "stop":
             stop_evt.set()
 
@@ -197,9 +201,13 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
 class SipPeer:
     """Start with ``SipPeer(port)``; ``send(op=...)`` commands, ``expect(ev, **match)`` reports (bounded)."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, main_reactor: bool = False) -> None:
-        """``main_reactor``: run sippy's reactor on the child's main thread and asyncio in a worker."""
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", *, main_reactor: bool = False, tcp: bool = False
+    ) -> None:
+        """``main_reactor``: run sippy's reactor on the child's main thread and asyncio in a worker.
+        ``tcp``: the child's stack also speaks SIP over TCP (``call`` and ``register`` take ``transport``)."""
         env = dict(os.environ)
+        env["VOIPGW_PEER_TCP"] = "1" if tcp else "0"
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "tests.testbed.sip_peer", host, str(port)]

@@ -46,6 +46,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aor", help="our address of record (default: USER@HOST of --listen)")
     p.add_argument("--policy", choices=("require", "opportunistic"), help="security policy (default require)")
     p.add_argument("--registrar", metavar="HOST:PORT", help="register here and send calls through it")
+    p.add_argument(
+        "--transport",
+        choices=("auto", "udp", "tcp", "tls"),
+        help="SIP transport (default auto: TCP for requests over 1300 bytes; tcp or tls: only that one)",
+    )
     p.add_argument("--username", help="digest user name")
     p.add_argument("--password", help="digest password")
     p.add_argument("--play", type=Path, metavar="FILE.wav", help="send this file instead of the microphone")
@@ -85,6 +90,7 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
         "username": args.username,
         "password": args.password,
         "e2e": False if args.plain else None,
+        "transport": args.transport,
     }
     if args.listen:
         try:

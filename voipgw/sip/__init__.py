@@ -1,4 +1,5 @@
-"""SIP signalling for voipgw over UDP: the only package that imports sippy (the rest of voipgw imports this).
+"""SIP signalling for voipgw over UDP, TCP and TLS: the only package that imports sippy (the rest of voipgw
+imports this).
 
 Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
 """
@@ -25,6 +26,8 @@ from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.registrar import Binding, Registrar
 from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
+from voipgw.sip.tcp import TcpOptions, TcpStats
+from voipgw.sip.tls import TlsConfigError, TlsOptions
 
 __all__ = [
     "Answered",
@@ -53,5 +56,9 @@ __all__ = [
     "SipStack",
     "SipStackStateError",
     "SipStats",
+    "TcpOptions",
+    "TcpStats",
+    "TlsConfigError",
+    "TlsOptions",
     "Trying",
 ]

@@ -55,7 +55,7 @@ from sippy.Core.EventDispatcher import ED2
 from sippy.MsgBody import MsgBody
 from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
-from sippy.SipConf import SipConf
+from sippy.SipConf import MyPort, SipConf
 from sippy.SipContact import SipContact
 from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
@@ -89,6 +89,8 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
 from voipgw.sip.registrar import ContactSpec, RegisterReply, RegisterRequest, Registrar
+from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
+from voipgw.sip.tls import TlsOptions, client_context, server_context
 
 log = logging.getLogger("voipgw.sip")
 wire_log = logging.getLogger("voipgw.sip.wire")
@@ -183,9 +185,11 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
 
     guard: DatagramGuard
     model_udp_server = (Udp_server, _OrderedUdpOpts)
+    streams: dict[str, TcpTransport]
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
+        self.streams = {}
         super().__init__(global_config, req_cb)
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
@@ -219,6 +223,50 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
             msg.delHFs("contact")
             msg.delHFs("record-route")
         super().incomingResponse(msg, t, checksum)
+
+    # SIP over TCP and TLS (voipgw.sip.tcp) -----------------------------------------------------------------
+    def newTransaction(self, msg: Any, resp_cb: Any = None, laddress: Any = None, userv: Any = None,
+                       *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        if userv is None and self.streams:
+            address, transport = msg.getTarget()
+            name = str(transport).lower()
+            userv = self.streams.get(name)
+            # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
+            big = name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
+            if big and "tcp" in self.streams:
+                t = super().newTransaction(msg, resp_cb, laddress, self.streams["tcp"], *args, **kwargs)
+                t.voipgw_udp_fallback = msg  # TCP only for its size: UDP again if TCP is refused (18.1.1)
+                return t
+        return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
+
+    def timerA(self, t: Any) -> None:
+        if getattr(t.userv, "reliable", False) and self.tclient.get(t.tid) is t:
+            t.teA = None  # RFC 3261 17.1.1.2: no request retransmissions over a reliable transport
+            return
+        super().timerA(t)
+
+    def transport_failed(self, data: bytes, address: tuple[str, int], reason: str, refused: bool) -> None:
+        """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once; one sent over
+        TCP only because of its size is sent over UDP instead when the peer refused TCP (18.1.1)."""
+        for t in list(self.tclient.values()):
+            if t.state is not TRYING or t.resp_cb is None or not isinstance(t.data, str):
+                continue
+            if t.data.encode("utf-8") != data:
+                continue
+            msg = getattr(t, "voipgw_udp_fallback", None)
+            if refused and msg is not None:
+                log.info("%s; sending the %d-byte request over UDP instead", reason, len(data))
+                t.voipgw_udp_fallback = None
+                t.userv = self.l4r.getServer(t.address)
+                t.data = msg.localStr(t.userv.getSIPaddr(), compact=t.compact)
+                self.transmitData(t.userv, t.data, t.address)
+                t.tout = 0.5
+                t.teA = Timeout(self.timerA, t.tout, 1, t)
+                continue
+            if t.teB is not None:
+                t.teB.cancel()
+            t.r408.setSCode(503, f"Service Unavailable ({reason})")
+            self.timerB(t)
 
 
 class _UA(UA):  # type: ignore[misc]
@@ -258,8 +306,8 @@ def _parse_uri(uri: str) -> Any:
         text = text[1:-1]
     if ":" not in text.split("@", 1)[0]:
         text = "sip:" + text  # a bare "user@host[:port]" AOR
-    if not text.lower().startswith("sip:"):
-        raise ValueError(f"not a sip: URI (UDP only, no sips:): {uri!r}")
+    if not text.lower().startswith(("sip:", "sips:")):
+        raise ValueError(f"not a sip: or sips: URI: {uri!r}")
     return SipURL(url=text)
 
 
@@ -809,7 +857,8 @@ class _Lifecycle:
 
 
 class SipStack:
-    """UDP SIP user agent on ``local_host:local_port`` (0: a free port, in ``local_port`` after start)."""
+    """SIP user agent on UDP (and TCP with ``tcp=``) at ``local_host:local_port`` (0: a free port, in ``local_port``
+    after start)."""
 
     def __init__(
         self,
@@ -821,7 +870,16 @@ class SipStack:
         reactor_hz: float = DEFAULT_REACTOR_HZ,
         own_reactor_thread: bool = True,
         registrar: Registrar | None = None,
+        tcp: TcpOptions | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
+        """``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over
+        1300 bytes, or to a ``;transport=tcp`` target, then go over TCP. ``tls``: SIP over TLS for
+        ``;transport=tls`` targets (same limits), listening on ``tls.port`` when it has a certificate."""
+        self.tcp_options = tcp
+        self.tls_options = tls
+        self._tcp: TcpTransport | None = None
+        self._tls: TcpTransport | None = None
         self.registrar = registrar
         """Answers REGISTER (see ``voipgw.sip.registrar``); None: REGISTER gets 405. Fixed once started."""
         self._invite_auth: InviteAuthPredicate | None = None
@@ -861,6 +919,20 @@ class SipStack:
     def stats(self) -> SipStats:
         """A snapshot of the front-door counters."""
         return self._stats.copy()
+
+    @property
+    def tcp_stats(self) -> TcpStats | None:
+        """A snapshot of the TCP transport's counters (None without TCP)."""
+        return self._tcp.stats if self._tcp is not None else None
+
+    @property
+    def tls_stats(self) -> TcpStats | None:
+        return self._tls.stats if self._tls is not None else None
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listening port once started (None without a TLS listener)."""
+        return self._tls.port if self._tls is not None and self.tls_options and self.tls_options.cert_file else None
 
     @property
     def active_calls(self) -> int:
@@ -925,13 +997,36 @@ class SipStack:
             "_sip_logger": _WireLogger(),
         }
         self._gc = gc
-        tm = _GuardedTM(gc, self._on_request, self._guard)
+        stream_sock = None
+        if self.tcp_options is not None:
+            stream_sock = bind_listener(self.local_host, self.local_port)
+            gc["_sip_port"] = stream_sock.getsockname()[1]
+        try:
+            tm = _GuardedTM(gc, self._on_request, self._guard)
+        except BaseException:
+            if stream_sock is not None:
+                stream_sock.close()
+            raise
         server = next(iter(tm.l4r.cache_l2s.values()))
         port = int(server.uopts.laddress[1])
         gc["_sip_port"] = port
-        SipConf.my_port = port
+        SipConf.my_port = MyPort(port)  # printed as the sending transport's port (TLS listens elsewhere)
         gc["_sip_tm"] = tm
         self._tm = tm
+        if self.tcp_options is not None:
+            self._tcp = TcpTransport(
+                (self.local_host, port), tm.handleIncoming, self.tcp_options, tm.transport_failed, stream_sock
+            )
+            tm.streams["tcp"] = self._tcp
+        if self.tls_options is not None:
+            self._tls = TcpTransport(
+                (self.local_host, self.tls_options.port if self.tls_options.cert_file else port), tm.handleIncoming,
+                self.tcp_options or TcpOptions(),
+                tm.transport_failed, tls_server=server_context(self.tls_options),
+                tls_client=client_context(self.tls_options), tls_pin=self.tls_options.pin,
+                listen=self.tls_options.cert_file is not None,
+            )  # fmt: skip
+            tm.streams["tls"] = self._tls
         return port
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -990,6 +1085,9 @@ class SipStack:
             if self._tm is not None:
                 with contextlib.suppress(Exception):
                     self._tm.cp_timer.cancel()
+                for stream in (self._tcp, self._tls):
+                    if stream is not None:
+                        stream.shutdown()
                 self._tm.l4r.shutdown()  # joins sippy's socket threads and closes the socket
             # Timers of dead dialogs would fire into the next stack started in this process.
             ED2.tlisteners = []
@@ -1027,7 +1125,11 @@ class SipStack:
             raise SipStackStateError(f"SIP stack is {self._state}")
 
     def _contact(self, username: str | None) -> Any:
-        url = SipURL(username=username, host=self.local_host, port=self.local_port)
+        # The "my" placeholders print as the sending transport's name (";transport=tcp", nothing over UDP) and
+        # listening port (the TLS port differs from the UDP/TCP one).
+        url = SipURL(
+            username=username, host=self.local_host, port=MyPort(self.local_port), transport=SipConf.my_transport
+        )
         return SipContact(address=SipAddress(url=url))
 
     def _on_ua_event(self, event: Any, ua: Any) -> None:
@@ -1051,17 +1153,20 @@ class SipStack:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = DEFAULT_NO_ANSWER_S,
+        transport: str | None = None,
     ) -> OutgoingCall:
         """Send an INVITE. The factory gets the Call-ID first and returns the offer SDP, sent byte for byte.
 
         Without ``proxy`` the request goes to the target URI's host:port. A 401/407 is answered with digest
         credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
-        ``Failed(408, "No answer")``.
+        ``Failed(408, "No answer")``. ``transport="tcp"`` (or a ``;transport=tcp`` target) sends the INVITE
+        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes.
         """
         self._check_running()
         target = _parse_uri(target_uri)
         from_url = _parse_uri(from_aor)
         next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
+        nh_transport = self._pick_transport(transport, target)
         # 120 random bits in 30 hex digits: unique enough, and below the 32-digit runs the log redactor takes for
         # key material, so operators can grep logs by Call-ID.
         call_id = secrets.token_hex(15)
@@ -1069,8 +1174,8 @@ class SipStack:
         call = OutgoingCall(self, call_id, outgoing=True)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._post(
-            self._start_outgoing, call, target, from_url, next_hop, sdp, display_name, username, password,
-            timeout_s, done,
+            self._start_outgoing, call, target, from_url, (next_hop, nh_transport), sdp, display_name, username,
+            password, timeout_s, done,
         )  # fmt: skip
         await asyncio.wrap_future(done)
         return call
@@ -1080,7 +1185,7 @@ class SipStack:
         call: OutgoingCall,
         target: Any,
         from_url: Any,
-        next_hop: tuple[str, int],
+        next_hop: tuple[tuple[str, int], str],
         sdp: str,
         display: str | None,
         username: str | None,
@@ -1090,7 +1195,10 @@ class SipStack:
     ) -> None:
         try:
             core = _CallCore(self, call)
-            ua = _UA(self._gc, self._on_ua_event, username=username, password=password, nh_address=next_hop)
+            ua = _UA(
+                self._gc, self._on_ua_event, username=username, password=password, nh_address=next_hop[0],
+                nh_transport=next_hop[1],
+            )  # fmt: skip
             ua.voipgw_core = core
             ua.lContact = self._contact(from_url.username)
             core.ua = ua
@@ -1108,6 +1216,17 @@ class SipStack:
             done.set_exception(exc)
             return
         done.set_result(None)
+
+    def _pick_transport(self, transport: str | None, target: Any) -> str:
+        default = "tls" if getattr(target, "scheme", "sip") == "sips" else str(target.transport or "udp")
+        wanted = (transport or default).lower()
+        if wanted not in ("udp", "tcp", "tls"):
+            raise ValueError(f"unsupported SIP transport {wanted!r} (udp, tcp or tls)")
+        if (wanted == "tcp" and self._tcp is None) or (wanted == "tls" and self._tls is None):
+            raise SipStackStateError(
+                f"SIP over {wanted.upper()} is not enabled on this stack (SipStack(..., {wanted}=))"
+            )
+        return wanted
 
     # incoming ----------------------------------------------------------------------------------------------
     def _on_request(self, req: Any, sip_t: Any) -> Any:
@@ -1297,6 +1416,7 @@ class SipStack:
         timeout_s: float = 10.0,
         keep_trying: bool = False,
         on_change: Callable[[RegistrationState], None] | None = None,
+        transport: str = "udp",
     ) -> Registration:
         """REGISTER ``aor`` (digest auth on 401/407) and keep it refreshed at 60 % of the granted expiry.
 
@@ -1309,9 +1429,13 @@ class SipStack:
         """
         self._check_running()
         aor_url = _parse_uri(aor)
+        reg_transport = self._pick_transport(transport, aor_url)
         handle = Registration(self, _aor(aor_url), on_change)
         waiter: concurrent.futures.Future[RegistrationState] = concurrent.futures.Future()
-        self._post(self._start_register, handle, aor_url, registrar, username, password, expires, keep_trying, waiter)
+        self._post(
+            self._start_register, handle, aor_url, (registrar, reg_transport), username, password, expires,
+            keep_trying, waiter,
+        )  # fmt: skip
         try:
             state = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(waiter)), timeout_s)
         except TimeoutError:
@@ -1332,7 +1456,7 @@ class SipStack:
         self,
         handle: Registration,
         aor_url: Any,
-        registrar: tuple[str, int],
+        registrar: tuple[tuple[str, int], str],
         username: str | None,
         password: str | None,
         expires: int,
@@ -1351,7 +1475,7 @@ class SipStack:
                 fr0m=fr0m,
                 to=SipTo(address=addr),
                 contact=self._contact(aor_url.username),
-                target=(tuple(registrar), "udp"),
+                target=(tuple(registrar[0]), registrar[1]),
             )
             core = _RegCore(self, handle, rmsg, username, password, expires, keep_trying=keep_trying, waiter=waiter)
             handle._core = core
