@@ -589,3 +589,33 @@ def test_a_call_whose_media_dies_is_ended_with_the_reason(
     bye = next((p.payload.decode() for p in alice_wire.packets if p.payload.startswith(b"BYE ")), "")
     assert "cause=488" in bye and reason in bye, bye
     assert reason in inn["reason"], inn
+
+
+def test_cancel_while_the_outside_leg_rings_cancels_it_through_the_pbx(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """alice gives up before the far side answered (gateway B is frozen, so the outside INVITE only rings at the
+    PBX): her CANCEL becomes gateway A's CANCEL of the outside leg, and bob's phone never gets a call."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a = a.finished_count()
+    with (
+        direct.phone(tmp_path, "bob", clips["PCMU-long"]) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+    ):
+        b.proc.signal(signal.SIGSTOP)
+        try:
+            alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+            alice.wait_event("CALL_RINGING", timeout=CALL_TIMEOUT)
+            _wait(lambda: bool(a.active()), "the outside INVITE")
+            alice.hangup()
+            closed = _closed(alice)
+            out = a.finished_after(n_a)
+        finally:
+            b.proc.signal(signal.SIGCONT)
+        _wait(lambda: not b.active(), "gateway B to settle")
+        time.sleep(0.5)  # B has read the INVITE and the CANCEL by now: bob's phone must stay quiet
+        bob_saw = _types(bob)
+    assert closed.type == "CALL_CLOSED"
+    assert out["state"] == "failed" and out["reason"] == "cancelled by the inside phone", out
+    assert out["outside_frames_sealed"] == 0 and out["inside_frames_out"] == 0, out
+    assert "CALL_ESTABLISHED" not in bob_saw and "CALL_INCOMING" not in bob_saw, bob_saw
