@@ -80,7 +80,7 @@ def test_twenty_concurrent_sipp_calls_through_two_gateways_echo_the_speech(tmp_p
     media_lo, media_hi = uac_ports[MEDIA_OFFSET], uac_ports[BLOCK_SIZE - 1]
     gw_a = gw_b = None
     try:
-        with SippUas(tmp_path, rtp_echo=True, calls=CALLS, scenario_name="uas_lower_transport") as uas:
+        with SippUas(tmp_path, rtp_echo=True, calls=CALLS) as uas:  # its Contact says transport=UDP
             gw_b, snap_b = _gateway(tmp_path, "gateway-b", "--user", f"bob=sip:bob@127.0.0.1:{uas.sip_port}")
             gw_a, snap_a = _gateway(
                 tmp_path,

@@ -237,6 +237,12 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 t = super().newTransaction(msg, resp_cb, laddress, self.streams["tcp"], *args, **kwargs)
                 t.voipgw_udp_fallback = msg  # TCP only for its size: UDP again if TCP is refused (18.1.1)
                 return t
+        if userv is None:
+            address, transport = msg.getTarget()
+            if str(transport) != "udp" and str(transport).lower() == "udp":
+                # Transport parameters are case-insensitive (RFC 3261 25.1) but sippy only knows "udp": a peer whose
+                # Contact says transport=UDP (sipp, some desk phones) would never get its BYE.
+                userv = self.l4r.getServer(address) if laddress is None else self.l4r.getServer(laddress, is_local=True)
         return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
 
     def timerA(self, t: Any) -> None:
