@@ -52,6 +52,19 @@ class CorruptStore(ContactStoreError):
         self.path = path
 
 
+class StoreUnwritable(ContactStoreError):
+    """The file system refused a write (disk full, read-only home, I/O error): nothing was changed. The process
+    keeps running; what it could not record (a first contact, a call count) is missing from the store."""
+
+    reason = "store-unwritable"
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"cannot write {path}: {detail}; nothing was changed (free some space or make {path.parent} writable)"
+        )
+        self.path = path
+
+
 class StoreTooNew(ContactStoreError):
     """The file was written by a newer voipgw (a schema version we do not know)."""
 
@@ -259,6 +272,20 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     return not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError)
 
 
+_UNWRITABLE_CODES = frozenset({8, 10, 13, 14})
+"""SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the file system, not the file, is the problem."""
+
+
+def _is_unwritable(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _UNWRITABLE_CODES
+    text = str(exc).lower()
+    return "disk is full" in text or "readonly" in text or "disk i/o" in text
+
+
 class ContactStore:
     """A connection to ``<home>/contacts.db``. Thread-safe (one lock); one transaction per public operation.
 
@@ -300,6 +327,8 @@ class ContactStore:
             db.close()
             if _is_corruption(exc):
                 raise CorruptStore(self.path, str(exc)) from None
+            if _is_unwritable(exc):
+                raise StoreUnwritable(self.path, str(exc)) from None
             raise
         except BaseException:
             db.close()
@@ -390,6 +419,8 @@ class ContactStore:
             except sqlite3.DatabaseError as exc:
                 if _is_corruption(exc):
                     raise CorruptStore(self.path, str(exc)) from None
+                if _is_unwritable(exc):
+                    raise StoreUnwritable(self.path, str(exc)) from None
                 raise
             try:
                 yield self._db
@@ -399,6 +430,8 @@ class ContactStore:
                     self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
                     raise CorruptStore(self.path, str(exc)) from None
+                if _is_unwritable(exc):
+                    raise StoreUnwritable(self.path, str(exc)) from None
                 raise
 
     def data_version(self) -> int:
