@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults_helpers import spawn_gateway, stop_with_snapshot, udp_ports, wait_until
-from tests.phones import PhoneProc, start_caller
+from tests.phones import PhoneProc, start_caller, voipgw_argv
 from tests.test_faults_kill import contacts, long_speech
 from tests.testbed import capture
 from tests.testbed.baresip import Baresip
@@ -34,7 +34,7 @@ FLOW_PACKETS = 100
 
 @contextlib.contextmanager
 def small_tmpfs(path: Path) -> Iterator[Path]:
-    path.mkdir(mode=0o700)
+    path.mkdir(mode=0o700, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(path)], check=True)
     try:
         yield path
@@ -178,3 +178,27 @@ def test_a_running_call_survives_a_full_or_read_only_home(
             if gw is not None:
                 gw.stop()
             port.release()
+
+
+def test_a_read_only_or_full_home_at_start_up_is_one_line(tmp_path: Path) -> None:
+    """The same faults before the gateway starts: it refuses with one line that names what it cannot write."""
+    home = tmp_path / "home"
+    argv = voipgw_argv(home, "gateway", "--listen", "127.0.0.1:0", "--user", "bob=sip:bob@127.0.0.1:9")
+    with small_tmpfs(home):
+        spawn = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: (home / "users" / "bob" / "contacts.db").exists(), "the first start's store", 20)
+        finally:
+            spawn.terminate()
+            spawn.wait(20)
+        subprocess.run(["mount", "-o", "remount,ro", str(home)], check=True, timeout=30)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        print("read-only home:", out.stderr.strip())
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(f"voipgw: contact store of bob: cannot write {home}/users/bob/contacts.db: ")
+    with small_tmpfs(home):
+        fill(home)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        print("full home:", out.stderr.strip())
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip() == f"voipgw: identity of bob in {home}/users/bob: [Errno 28] No space left on device"
