@@ -18,11 +18,13 @@ from tests.test_faults_kill import long_speech
 from tests.test_gateway_ops import PASSWORDS, user, wait_idle, wait_live_call
 from tests.test_sip_register_recovery import RestartableKamailio
 from tests.testbed.baresip import Baresip
+from voipgw.gateway.model import GatewayConfig
 
 pytestmark = pytest.mark.integration
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = 10.0
+MEDIA_TIMEOUT_S = float(GatewayConfig.__dataclass_fields__["media_timeout_s"].default)
+"""The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 OUTAGE_FRAMES = 100
 """Frames each gateway must open while the PBX is down (2 s of 20 ms frames)."""
 
