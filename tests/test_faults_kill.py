@@ -27,7 +27,7 @@ from voipgw.gateway.model import GatewayConfig
 pytestmark = pytest.mark.integration
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = float(GatewayConfig.__dataclass_fields__["media_timeout_s"].default)
+MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s
 """The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 NOTICE_TIMEOUT_S = MEDIA_TIMEOUT_S + 20.0
 MIN_SEALED_PACKETS = 50

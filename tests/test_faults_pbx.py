@@ -23,7 +23,7 @@ from voipgw.gateway.model import GatewayConfig
 pytestmark = pytest.mark.integration
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = float(GatewayConfig.__dataclass_fields__["media_timeout_s"].default)
+MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s
 """The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 OUTAGE_FRAMES = 100
 """Frames each gateway must open while the PBX is down (2 s of 20 ms frames)."""
