@@ -114,11 +114,13 @@ request_route {{
 _CFG_DISPATCHER = """loadmodule "dispatcher.so"
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "ds_ping_interval", 1)
+modparam("dispatcher", "ds_probing_mode", 0)
 modparam("tm", "fr_timer", {fr_timer_ms})
 """
 # INVITEs for the PBX's own domain go to dispatcher set 1 (not the location table); a gateway that answers 408/5xx
 # or nothing within fr_timer is skipped for the next one in the set (ds_next_dst), so a dead process costs one
-# timeout, not the call.
+# timeout, not the call; it is then marked inactive and probed with OPTIONS every second until it answers again.
 _DISPATCH = """if (is_method("INVITE")) {
             if (!ds_select_dst("1", "{algorithm}")) { sl_send_reply("503", "No Gateway"); exit; }
             t_on_failure("DS_NEXT");
@@ -127,6 +129,7 @@ _DISPATCH = """if (is_method("INVITE")) {
         }"""
 _DISPATCH_FAILURE = """failure_route[DS_NEXT] {
     if (t_is_canceled()) exit;
+    if (t_check_status("408|5[0-9][0-9]") || t_branch_timeout()) ds_mark_dst("ip");
     if ((t_check_status("408|5[0-9][0-9]") || t_branch_timeout()) && ds_next_dst()) {
         t_on_failure("DS_NEXT");
         t_relay();
