@@ -92,7 +92,7 @@ def test_a_killed_gateway_restarts_with_its_store_and_the_peer_ends_the_call(tmp
             alice.wait_event("CALL_CLOSED", timeout=NOTICE_TIMEOUT_S)
             noticed = time.monotonic() - killed
             print(f"gateway A ended the call {noticed:.1f} s after gateway B was SIGKILLed")
-            bob.hangup()  # bob's own phone has no media timeout; its BYE goes to the dead gateway's port
+            bob.hangup()  # before his own media timeout (60 s): his BYE goes to the dead gateway's port
             bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
 
             # At rest after the kill: the WAL is recovered by the next opener, the database is intact.

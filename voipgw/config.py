@@ -82,6 +82,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "password": str,
     "register_expires": int,
     "no_answer_timeout_s": (int, float),
+    "media_timeout_s": (int, float),
     "max_skew_s": (int, float),
     "interval_ms": int,
     "frames_per_key": int,
@@ -127,9 +128,11 @@ def validate(config: PhoneConfig) -> None:
     if not MIN_FRAMES_PER_KEY <= config.frames_per_key <= MAX_FRAMES_PER_KEY:
         raise ConfigError(f"frames_per_key: must be within {MIN_FRAMES_PER_KEY}..{MAX_FRAMES_PER_KEY}")
     # TOML allows nan and inf, which pass every comparison below unnoticed (a nan skew disables the freshness check)
-    for name in ("dh_interval_s", "max_skew_s", "no_answer_timeout_s"):
+    for name in ("dh_interval_s", "max_skew_s", "no_answer_timeout_s", "media_timeout_s"):
         if not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{name}: must be a finite number")
+    if config.media_timeout_s < 0:
+        raise ConfigError("media_timeout_s: must be >= 0 (0 never hangs up a silent call)")
     if config.dh_interval_s < 0:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:

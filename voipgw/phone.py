@@ -99,6 +99,9 @@ class PhoneConfig:
     password: str | None = field(default=None, repr=False)
     register_expires: int = 300
     no_answer_timeout_s: float = 30.0
+    media_timeout_s: float = 60.0
+    """Hang up an established call after this long without an authenticated frame from the peer (0: never), so a
+    peer that died without a BYE does not leave us sealing audio into the void forever."""
     suites: frozenset[Suite] = frozenset({Suite.X25519})
     max_skew_s: float = 60.0
     interval_ms: int = DEFAULT_INTERVAL_MS
@@ -629,13 +632,25 @@ class Phone:
         """Follow an established call's SIP events until it ends."""
         assert call.sip is not None
         rec = call.record
+        heard, quiet_since = -1, time.monotonic()
         try:
             while not rec.finished:
                 try:
                     ev = await call.sip.next_event(timeout=0.2)
                 except TimeoutError:
                     call.poll_session_events()
+                    opened = call.media.stats.frames_opened if call.media is not None else 0
+                    now = time.monotonic()
+                    if opened != heard:
+                        heard, quiet_since = opened, now
+                    elif self.config.media_timeout_s and now - quiet_since >= self.config.media_timeout_s:
+                        why = f"no media from the peer for {self.config.media_timeout_s:g} s"
+                        log.warning("call %s: %s; hanging up", rec.call_id, why)
+                        rec.reason = rec.reason or why
+                        call.hangup(f"voipgw: {why}")
+                        quiet_since = now
                     continue
+                quiet_since = time.monotonic()  # a re-INVITE (hold) or any dialog event: the peer is alive
                 if isinstance(ev, Ended | Failed):
                     rec.apply(CallEvent.HUNG_UP)
                     if not rec.reason:
