@@ -70,7 +70,7 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.policy is Policy.REQUIRE and config.log_format is LogFormat.TEXT and config.control_socket is None
     text = EXAMPLE.read_text()
     documented = set(re.findall(r"^#?\s*\[{1,2}([a-z_]+)", text, re.M)) | set(
-        re.findall(r"^#?\s*([a-z_]+) =", text, re.M)
+        re.findall(r"^#?\s*([a-z0-9_]+) =", text, re.M)
     )
     assert schema_keys() <= documented, f"undocumented keys: {sorted(schema_keys() - documented)}"
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ratchet.aor import normalize_aor
 from ratchet.identity import IdentityKey
+from ratchet.params import Suite
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import get_codec
 from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
@@ -39,7 +40,18 @@ from voipgw.sdp import (
     opus_codec,
     parse_sdp,
 )
-from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
+from voipgw.sip import (
+    Answered,
+    Ended,
+    Failed,
+    IncomingCall,
+    OutgoingCall,
+    Ringing,
+    SipCall,
+    SipStack,
+    TcpOptions,
+    TlsOptions,
+)
 from voipgw.trust import TrustStore
 
 if TYPE_CHECKING:
@@ -144,8 +156,14 @@ class Gateway:
 
     async def start(self) -> None:
         registrar = self.hooks.inside_registrar() if self.hooks is not None else None
+        transport = self.config.outside_transport
         self.stack = SipStack(
-            self.config.listen_host, self.config.listen_port, asyncio.get_running_loop(), registrar=registrar
+            self.config.listen_host,
+            self.config.listen_port,
+            asyncio.get_running_loop(),
+            registrar=registrar,
+            tcp=TcpOptions() if transport in ("auto", "tcp") else None,
+            tls=(self.config.outside_tls or TlsOptions()) if transport == "tls" else None,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -153,7 +171,10 @@ class Gateway:
         for user in self.config.users:
             self._answerers[user.name] = self._phone(user)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
-        log.info("gateway listening on udp:%s:%d for %d user(s)", self.config.listen_host, self.port, len(self.users))
+        log.info(
+            "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
+            self.config.listen_host, self.port, len(self.users), self.config.outside_transport,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """BYE (or CANCEL) every call on both legs, then close the SIP stack."""
@@ -194,6 +215,7 @@ class Gateway:
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
             bind_call_id=self.config.bind_call_id,
+            **_outside_transport(self.config),
         )
         if self.hooks is not None:
             cfg = self.hooks.phone_config(user, cfg)
@@ -766,3 +788,21 @@ def _uri_hostport(uri: str) -> tuple[str, int]:
     text = text.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
     host, _, port = text.partition(":")
     return host, int(port) if port.isdigit() else 5060
+
+
+def _outside_transport(config: GatewayConfig) -> dict[str, Any]:
+    """PhoneConfig settings for the outside leg's transport: a stream transport carries the hybrid suite's
+    ~2.8 KB INVITE, so it is offered there (PhoneConfig leaves it out of UDP offers itself)."""
+    tls = config.outside_tls
+    values: dict[str, Any] = {"transport": config.outside_transport}
+    if config.outside_transport in ("tcp", "tls"):
+        values["suites"] = frozenset({Suite.X25519, Suite.X25519_MLKEM768})
+    if tls is not None:
+        values.update(
+            tls_ca_file=tls.ca_file,
+            tls_pinned_sha256=tls.pinned_sha256,
+            tls_cert_file=tls.cert_file,
+            tls_key_file=tls.key_file,
+            tls_port=tls.port,
+        )
+    return values

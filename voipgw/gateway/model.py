@@ -16,7 +16,7 @@ from voipgw.gateway.pipes import OpusRelay, PcmPipe, switch_codec
 from voipgw.media import MediaStream
 from voipgw.phone import ActiveCall, Phone, Policy
 from voipgw.sdp import Codec
-from voipgw.sip import SipCall
+from voipgw.sip import SipCall, TlsOptions
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class GatewayConfig:
     """``require``: a far end without a voipgw gateway is refused with the reason; ``opportunistic``: such a
     call goes through in the clear, marked ``[NOT SECURE]``."""
     destinations: tuple[DestinationRule, ...] = ()
+    outside_transport: str = "udp"
+    """SIP transport toward the PBX: "udp", "tcp", "tls" or "auto" (UDP, and TCP for requests over 1300 bytes).
+    The inside leg is always UDP. Over "tcp" and "tls" the post-quantum hybrid suite is offered too."""
+    outside_tls: TlsOptions | None = None
+    """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
@@ -182,6 +187,7 @@ class Bridge:
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,
+            "outside_suite": rec.suite if rec else None,
             "outside_setup_ms": rec.setup_ms if rec else None,
             "sas_wait_ms": self.sas_wait_ms,
             "inside_frames_in": in_media.stats.frames_opened if in_media else 0,

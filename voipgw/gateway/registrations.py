@@ -58,12 +58,14 @@ class Registrations:
         *,
         expires: int = 300,
         on_change: Callable[[], None] | None = None,
+        transport: str = "udp",
         first_wait_s: float = FIRST_WAIT_S,
     ) -> None:
         self.stack = stack
         self.registrar = registrar
         self.expires = expires
         self.on_change = on_change
+        self.transport = transport
         self.first_wait_s = first_wait_s
         self._entries = {a.user: _Entry(a) for a in accounts}
 
@@ -78,6 +80,7 @@ class Registrations:
                 timeout_s=self.first_wait_s,
                 keep_trying=True,
                 on_change=functools.partial(self._changed, entry),
+                transport=self.transport,
             )
             if entry.handle.state.code == 0:  # on_change reported any answer already
                 self._log(entry, entry.handle.state)

@@ -22,7 +22,7 @@ from voipgw.ops.config import GatewayConfig as OpsConfig
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
 from voipgw.phone import PhoneConfig
-from voipgw.sip import IncomingCall, SipStack
+from voipgw.sip import IncomingCall, SipStack, TlsOptions
 from voipgw.sip.registrar import Registrar
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
@@ -59,8 +59,22 @@ def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.
         outside_proxy=config.outside.proxy or config.outside.registrar,
         no_answer_timeout_s=no_answer_timeout_s,
         bind_call_id=config.outside.bind_call_id,
+        outside_transport=config.outside.transport,
+        outside_tls=_tls(config),
         policy=config.policy,
         destinations=tuple(DestinationRule(r.match, r.policy, r.users) for r in config.destinations),
+    )
+
+
+def _tls(config: OpsConfig) -> TlsOptions | None:
+    o = config.outside
+    if o.transport != "tls" and not (o.tls_ca_file or o.tls_pinned_sha256 or o.tls_cert_file):
+        return None
+    return TlsOptions(
+        ca_file=str(o.tls_ca_file) if o.tls_ca_file else None,
+        pinned_sha256=o.tls_pinned_sha256,
+        cert_file=str(o.tls_cert_file) if o.tls_cert_file else None,
+        key_file=str(o.tls_key_file) if o.tls_key_file else None,
     )
 
 
@@ -311,6 +325,7 @@ class GatewayRuntime:
             accounts,
             expires=self.config.outside.register_expires,
             on_change=self._registrations_changed,
+            transport="udp" if self.config.outside.transport == "auto" else self.config.outside.transport,
         )
         self.metrics.set_registered(0)
         await self.registrations.start()

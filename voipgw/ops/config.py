@@ -56,6 +56,12 @@ class OutsideConfig:
     (where ``voipgw.gateway`` keeps them today)."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX that rewrites Call-IDs."""
+    transport: str = "udp"
+    """SIP toward the PBX: "udp", "tcp", "tls" or "auto" (UDP; TCP for requests over 1300 bytes)."""
+    tls_ca_file: Path | None = None
+    tls_pinned_sha256: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,20 @@ class GatewayConfig:
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket"}),
     "inside": frozenset({"listen", "auth", "realm"}),
-    "outside": frozenset({"registrar", "proxy", "register_expires", "identity_dir", "bind_call_id"}),
+    "outside": frozenset(
+        {
+            "registrar",
+            "proxy",
+            "register_expires",
+            "identity_dir",
+            "bind_call_id",
+            "transport",
+            "tls_ca_file",
+            "tls_pinned_sha256",
+            "tls_cert_file",
+            "tls_key_file",
+        }
+    ),
     "metrics": frozenset({"enabled", "address"}),
 }
 _USER_KEYS = frozenset(
@@ -298,6 +317,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
+        **_outside_tls(o, base_dir),
     )
 
     raw_users = data.get("users")
@@ -434,8 +454,55 @@ def check_pbx_answers(addr: tuple[str, int], what: str, timeout_s: float = PBX_P
     raise ConfigError(f"{what}: {_fmt(addr)} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
 
 
+OUTSIDE_TRANSPORTS = ("udp", "tcp", "tls", "auto")
+
+
+def _outside_tls(o: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The ``outside.transport`` and ``outside.tls_*`` keys: files must exist now, not at the first call."""
+    transport = _get(o, "transport", str, "outside.", "udp")
+    if transport not in OUTSIDE_TRANSPORTS:
+        raise ConfigError(f"outside.transport: {transport!r} is not one of {', '.join(OUTSIDE_TRANSPORTS)}")
+    values: dict[str, Any] = {"transport": transport}
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        raw = _get(o, key, str, "outside.")
+        if raw:
+            path = _path(raw, base_dir, f"outside.{key}")
+            if not path.is_file():
+                raise ConfigError(f"outside.{key}: {path} does not exist")
+            values[key] = path
+    pin = _get(o, "tls_pinned_sha256", str, "outside.")
+    if pin:
+        hexpin = pin.replace(":", "").strip().lower()
+        if len(hexpin) != 64 or any(c not in "0123456789abcdef" for c in hexpin):
+            raise ConfigError("outside.tls_pinned_sha256: not a hex SHA-256 fingerprint (64 hex digits)")
+        values["tls_pinned_sha256"] = pin
+    if ("tls_cert_file" in values) != ("tls_key_file" in values):
+        raise ConfigError("outside.tls_cert_file and outside.tls_key_file go together")
+    return values
+
+
+def check_pbx_connects(addr: tuple[str, int], what: str, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
+    """For SIP over TCP or TLS: raise :class:`ConfigError` unless ``addr`` accepts a TCP connection (the TLS
+    certificate is checked by the first real request, which fails with the reason)."""
+    try:
+        with socket.create_connection(addr, timeout=timeout_s):
+            return
+    except (socket.gaierror, UnicodeError):
+        raise ConfigError(f"{what}: cannot resolve {addr[0]!r}") from None
+    except ConnectionRefusedError:
+        raise ConfigError(f"{what}: nothing accepts TCP connections on {_fmt(addr)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot reach {_fmt(addr)} over TCP: {exc.strerror or exc}") from None
+
+
 def check_pbx(config: GatewayConfig, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
-    """:func:`check_pbx_answers` on the gateway's next hop to the PBX (the outbound proxy, else the registrar)."""
+    """:func:`check_pbx_answers` on the gateway's next hop to the PBX (the outbound proxy, else the registrar);
+    over TCP or TLS, :func:`check_pbx_connects` on each."""
+    if config.outside.transport in ("tcp", "tls"):
+        for addr, what in ((config.outside.registrar, "outside.registrar"), (config.outside.proxy, "outside.proxy")):
+            if addr is not None:
+                check_pbx_connects(addr, what, timeout_s)
+        return
     if config.outside.proxy is not None:
         check_pbx_answers(config.outside.proxy, "outside.proxy", timeout_s)
     else:
