@@ -28,12 +28,13 @@ PER_MODE = (
 
 def test_bench_call_json_is_complete_and_sane(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "voipgw.cli.main", "bench", "call", "--json"]
-    argv += ["--calls", "2", "--cpu-seconds", "1", "--cpu-rounds", "1", "--workdir", str(tmp_path)]
+    argv += ["--calls", "2", "--cpu-seconds", "1", "--cpu-rounds", "1", "--transport-rounds", "1"]
+    argv += ["--workdir", str(tmp_path)]
     out = subprocess.run(
         argv,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -60,3 +61,11 @@ def test_bench_call_json_is_complete_and_sane(tmp_path: Path) -> None:
     assert data["goal_setup_ms_added"] == 3.0 and data["goal_extra_round_trips"] == 0
     for key in ("cached_known", "known_uncached", "first_contact"):
         assert data[f"trust_evaluate_us_{key}"] > 0, key
+    # setup over each SIP transport: every offered combination measured, hybrid over UDP explained instead
+    table = data["setup_by_transport"]
+    offered = {"udp/x25519", "tcp/x25519", "tcp/x25519-mlkem768", "tls/x25519", "tls/x25519-mlkem768"}
+    assert set(table) == offered | {"udp/x25519-mlkem768"}
+    for combo in offered:
+        assert table[combo]["setup_ms_median"] > 0 and table[combo]["ratio_vs_udp_x25519"] > 0, (combo, table[combo])
+    assert table["udp/x25519"]["ratio_vs_udp_x25519"] == 1.0
+    assert table["udp/x25519-mlkem768"]["setup_ms_median"] is None and "UDP" in table["udp/x25519-mlkem768"]["why"]

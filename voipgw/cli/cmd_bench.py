@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("--cpu-seconds", type=float, default=5.0, help="length of each CPU-measurement call (s)")
     k.add_argument("--cpu-rounds", type=int, default=2, help="CPU-measurement calls per mode, interleaved")
     k.add_argument("--workdir", type=Path, help="keep logs and summaries here (default: a removed temp dir)")
+    k.add_argument(
+        "--transport-rounds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="setup-time calls per transport and suite (UDP, TCP, TLS x classical, hybrid); 0 skips them",
+    )
     k.set_defaults(func=run_call)
     g = bsub.add_parser("gateway", help="gateway capacity, relay cost against a bare uvloop forwarder, latency, memory")
     g.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,13 +112,15 @@ def _cell(value: object) -> str:
 
 
 def run_call(args: argparse.Namespace) -> int:
-    from voipgw.bench import call
+    from voipgw.bench import call, transports
 
     try:
         results = call.run(
             calls=args.calls, cpu_call_s=args.cpu_seconds, cpu_rounds=args.cpu_rounds, workdir=args.workdir
         )
-    except (call.BenchError, ValueError) as exc:
+        if args.transport_rounds > 0:
+            results.update(transports.run(rounds=args.transport_rounds))
+    except (call.BenchError, transports.TransportBenchError, ValueError) as exc:
         raise CliError(f"bench call: {exc}") from None
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
@@ -128,6 +137,16 @@ def run_call(args: argparse.Namespace) -> int:
         print(f"  {label:<52} {_cell(results[key])}{goal}")
     for key, label in TRUST_ROWS:
         print(f"  {label:<52} {_cell(results[key])}")
+    by_transport = results.get("setup_by_transport")
+    if by_transport:
+        print(f"  setup over each SIP transport, secure, fresh connection per call ({results['rounds']} calls each):")
+        for combo, row in by_transport.items():
+            if row["setup_ms_median"] is None:
+                print(f"    {combo:<24} n/a: {row['why']}")
+            else:
+                print(
+                    f"    {combo:<24} {row['setup_ms_median']:>7.2f} ms  {row['ratio_vs_udp_x25519']:.2f}x udp/x25519"
+                )
     return 0
 
 
