@@ -163,6 +163,8 @@ def test_a_running_call_survives_a_full_or_read_only_home(
             carol = finished(call(tmp_path, "carol", port[0], clip, 3))
             print(f"{kind}: first contact: rc {carol['rc']}, {carol['state']}, {carol['security']}, {carol['reason']}")
             assert carol["rc"] != 0 and carol["security"] != "secure, unverified", carol
+            # ... and at once: a final 503 that says why, not ringing until the caller's own timeout.
+            assert carol["reason"].startswith("503") and "contact store: store-unwritable" in carol["reason"], carol
             assert f"cannot write {store / 'contacts.db'}" in gw.log().split("carol@127.0.0.1")[-1], gw.log()[-3000:]
             assert gw.proc.poll() is None, gw.log()
 

@@ -52,6 +52,7 @@ from voipgw.sip import (
     TcpOptions,
     TlsOptions,
 )
+from voipgw.store.contacts import ContactStoreError
 from voipgw.trust import TrustStore
 
 if TYPE_CHECKING:
@@ -482,17 +483,27 @@ class Gateway:
 
     # --- inside phone -> outside ---------------------------------------------------------------------------
 
-    async def _supervise(self, bridge: Bridge, setup: Coroutine[Any, Any, None]) -> None:
-        """Run one bridge from setup to the end; any failure ends this call only, never the gateway."""
+    async def _supervise(
+        self, bridge: Bridge, setup: Coroutine[Any, Any, None], pending: IncomingCall | None = None
+    ) -> None:
+        """Run one bridge from setup to the end; any failure ends this call only, never the gateway. ``pending``
+        (an inbound INVITE) gets a final response if setup fails before it was answered, so the caller never
+        rings on until its own timeout."""
         self._begin(bridge)
         try:
             await setup
             if bridge.state == "answered":
                 await self._follow(bridge)
         except Exception as exc:
-            log.error("gateway %s call of %s failed: %s", bridge.direction, bridge.user.name, exc, exc_info=True)
+            # A store the file system refuses is an operations problem with a clear message, not a code bug.
+            known = isinstance(exc, ContactStoreError)
+            log.error("gateway %s call of %s failed: %s", bridge.direction, bridge.user.name, exc, exc_info=not known)
             bridge.state = "failed"
-            self._end(bridge, f"internal error: {type(exc).__name__}")
+            why = f"contact store: {exc.reason}" if isinstance(exc, ContactStoreError) else type(exc).__name__
+            if pending is not None and bridge.outside is None:
+                with contextlib.suppress(Exception):
+                    pending.reject(503 if known else 500, SIP_PHRASES[503 if known else 500], f"voipgw gateway: {why}")
+            self._end(bridge, f"internal error: {why}")
         finally:
             await self._close(bridge, "ended")
 
@@ -582,7 +593,7 @@ class Gateway:
 
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))
-        await self._supervise(bridge, self._inbound_setup(bridge, user, incoming))
+        await self._supervise(bridge, self._inbound_setup(bridge, user, incoming), pending=incoming)
 
     async def _inbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
         assert self.stack is not None
