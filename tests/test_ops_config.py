@@ -347,3 +347,26 @@ def test_unresolvable_pbx_is_one_line() -> None:
     preflight(gateway_config_from_mapping(data), resolve=False)
     data["outside"]["proxy"] = "localhost:5061"
     preflight(gateway_config_from_mapping(data))
+
+
+def test_media_timeout_register_and_outside_transport_reach_the_b2bua(tmp_path: Path) -> None:
+    from voipgw.gateway.runtime import b2bua_config
+
+    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": {"a": {"outside_aor": "a@b"}}}
+    default = gateway_config_from_mapping(base)
+    assert default.media_timeout_s == 30.0 and default.outside.register is True and default.outside.transport == "udp"
+    cfg = gateway_config_from_mapping(
+        {
+            "gateway": {"media_timeout_s": 12},
+            "outside": {"registrar": "127.0.0.1:5061", "register": False, "transport": "tls"},
+            "users": {"a": {"outside_aor": "a@b"}},
+        }
+    )
+    b2bua = b2bua_config(cfg, tmp_path)
+    assert b2bua.media_timeout_s == 12.0 and cfg.outside.register is False
+    assert b2bua.outside_transport == "tls" and b2bua.outside_tls is not None
+    for bad in (0, 4, 3601, True, "30"):
+        with pytest.raises(ConfigError, match=r"gateway\.media_timeout_s"):
+            gateway_config_from_mapping({**base, "gateway": {"media_timeout_s": bad}})
+    with pytest.raises(ConfigError, match=r"outside\.register"):
+        gateway_config_from_mapping({**base, "outside": {"registrar": "127.0.0.1", "register": "no"}})

@@ -58,6 +58,7 @@ def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.
         listen_port=port,
         outside_proxy=config.outside.proxy or config.outside.registrar,
         no_answer_timeout_s=no_answer_timeout_s,
+        media_timeout_s=config.media_timeout_s,
         bind_call_id=config.outside.bind_call_id,
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),
@@ -318,7 +319,9 @@ class GatewayRuntime:
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
         assert gateway.stack is not None
-        accounts = [OutsideAccount(u.name, u.outside_aor, u.username, u.password) for u in self.config.users.values()]
+        # register = false: a process behind a dispatcher; the PBX routes the users to the dispatcher set instead.
+        users = self.config.users.values() if self.config.outside.register else ()
+        accounts = [OutsideAccount(u.name, u.outside_aor, u.username, u.password) for u in users]
         self.registrations = Registrations(
             gateway.stack,
             self.config.outside.registrar,

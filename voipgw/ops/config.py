@@ -56,6 +56,8 @@ class OutsideConfig:
     (where ``voipgw.gateway`` keeps them today)."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX that rewrites Call-IDs."""
+    register: bool = True
+    """False: do not REGISTER the users (the PBX routes to this gateway statically, e.g. through a dispatcher)."""
     transport: str = "udp"
     """SIP toward the PBX: "udp", "tcp", "tls" or "auto" (UDP; TCP for requests over 1300 bytes)."""
     tls_ca_file: Path | None = None
@@ -106,6 +108,8 @@ class GatewayConfig:
     log_format: LogFormat = LogFormat.TEXT
     control_socket: Path | None = None
     """None = ``<home>/gateway.sock`` (see ``voipgw.ops.control.socket_path``)."""
+    media_timeout_s: float = 30.0
+    """End an answered call one of whose legs has received no RTP this long (nobody holding)."""
 
     def policy_for(self, user: str, destination_aor: str) -> Policy:
         """The first destination rule that matches wins, then the user's policy, then the gateway default."""
@@ -126,7 +130,7 @@ class GatewayConfig:
 # --- parsing ---------------------------------------------------------------------------------------------------
 
 _TABLES: dict[str, frozenset[str]] = {
-    "gateway": frozenset({"policy", "log_format", "control_socket"}),
+    "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s"}),
     "inside": frozenset({"listen", "auth", "realm"}),
     "outside": frozenset(
         {
@@ -135,6 +139,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "register_expires",
             "identity_dir",
             "bind_call_id",
+            "register",
             "transport",
             "tls_ca_file",
             "tls_pinned_sha256",
@@ -317,6 +322,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
+        register=_get(o, "register", bool, "outside.", True),
         **_outside_tls(o, base_dir),
     )
 
@@ -340,6 +346,9 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     except ValueError:
         raise ConfigError(f"gateway.log_format: expected 'text' or 'json', got {log_format!r}") from None
     control = _get(g, "control_socket", str, "gateway.", "")
+    media_timeout = g.get("media_timeout_s", 30.0)
+    if isinstance(media_timeout, bool) or not isinstance(media_timeout, int | float) or not 5 <= media_timeout <= 3600:
+        raise ConfigError(f"gateway.media_timeout_s: expected seconds between 5 and 3600, got {media_timeout!r}")
     return GatewayConfig(
         inside=inside,
         outside=outside,
@@ -349,6 +358,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         policy=_policy(g.get("policy", "require"), "gateway.policy"),
         log_format=fmt,
         control_socket=_path(control, base_dir, "gateway.control_socket") if control else None,
+        media_timeout_s=float(media_timeout),
     )
 
 
