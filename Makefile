@@ -50,7 +50,7 @@ reliability: setup
 # file descriptors; fails on a lost call, a sample over 1 % late/lost, or growth. Default: 80 % of the capacity
 # measured here (docs/RELIABILITY.md), for 30 minutes. Not in CI.
 .PHONY: soak
-SOAK_CALLS ?= 40
+SOAK_CALLS ?= 120
 SOAK_SECONDS ?= 1800
 soak: setup
 	$(BIN)/voipgw bench soak --calls $(SOAK_CALLS) --duration $(SOAK_SECONDS) --out soak.json
