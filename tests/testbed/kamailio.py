@@ -115,12 +115,15 @@ _CFG_DISPATCHER = """loadmodule "dispatcher.so"
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("dispatcher", "flags", 2)
 modparam("dispatcher", "ds_ping_interval", 1)
-modparam("dispatcher", "ds_probing_mode", 0)
+modparam("dispatcher", "ds_probing_mode", 1)
 modparam("tm", "fr_timer", {fr_timer_ms})
 """
 # INVITEs for the PBX's own domain go to dispatcher set 1 (not the location table); a gateway that answers 408/5xx
 # or nothing within fr_timer is skipped for the next one in the set (ds_next_dst), so a dead process costs one
 # timeout, not the call; it is then marked inactive and probed with OPTIONS every second until it answers again.
+# Every destination is probed (ds_probing_mode 1), not only those marked probing (mode 0): in Kamailio 5.6 a
+# probe that times out under mode 0 sets the destination inactive *without* the probing flag, so it is never
+# pinged again and a process restarted after that moment would never be taken back (kamailio issue #2100).
 _DISPATCH = """if (is_method("INVITE")) {
             if (!ds_select_dst("1", "{algorithm}")) { sl_send_reply("503", "No Gateway"); exit; }
             t_on_failure("DS_NEXT");
