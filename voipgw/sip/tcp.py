@@ -61,6 +61,7 @@ transport; above this many bytes (or when the target says ``;transport=tcp``) re
 BRANCH_MEMORY = 4096
 """How many recent inbound request branches remember their connection (for the responses)."""
 PONG = b"\r\n"
+PING = b"\r\n\r\n"
 LISTEN_BACKLOG = 512
 THREAD_JOIN_S = 5.0
 
@@ -75,7 +76,16 @@ class TcpOptions:
     max_outbound: int = 64
     """Connections we open ourselves (one per next hop is the norm)."""
     idle_timeout_s: float = 120.0
-    """A connection with no traffic either way for this long is closed (RFC 5626 keep-alives reset it)."""
+    """An inbound connection with no traffic either way for this long is closed (RFC 5626 keep-alives reset it);
+    an outbound one when the peer has sent nothing, not even a pong to our keep-alives, for this long."""
+    keepalive_interval_s: float = 30.0
+    """An outbound connection that has received nothing for this long sends a CRLFCRLF ping (RFC 5626 §4.4.1),
+    so the flow a registration rides on (the PBX sends its INVITEs back on it) outlives the idle timeouts of both
+    ends and of middleboxes, however long the registration interval. Below ``idle_timeout_s``, so a live peer
+    answers in time; Kamailio's default ``tcp_connection_lifetime`` is 120 s as well."""
+    outbound_idle_timeout_s: float = 3900.0
+    """An outbound connection that has carried no SIP message either way for this long is closed although it
+    answers keep-alives: longer than the largest registration interval (3600 s), so only unused flows go."""
     unproven_timeout_s: float = 30.0
     """An inbound connection that has not delivered one whole SIP message by then is closed."""
     message_timeout_s: float = 10.0
@@ -87,6 +97,10 @@ class TcpOptions:
     """A peer that does not read what we send is dropped once this many bytes are queued for it."""
     sweep_interval_s: float = 0.5
     """How often the timeouts above are checked."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keepalive_interval_s < self.idle_timeout_s:
+            raise ValueError("keepalive_interval_s must be positive and below idle_timeout_s")
 
 
 @dataclass
@@ -108,6 +122,7 @@ class TcpStats:
     messages_in: int = 0
     messages_out: int = 0
     pings_answered: int = 0
+    pings_sent: int = 0
     send_failures: int = 0
 
     def copy(self) -> TcpStats:
@@ -160,6 +175,9 @@ class _Conn(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.last_activity = time.monotonic()
         self.opened = self.last_activity
+        self.last_received = self.last_activity
+        self.last_message = self.last_activity
+        self.last_ping = self.last_activity
         self.message_started: float | None = None
         self.proven = outbound
         self.closed = False
@@ -375,6 +393,7 @@ class TcpTransport:
     def _on_data(self, conn: _Conn, data: bytes) -> None:
         now = time.monotonic()
         conn.last_activity = now
+        conn.last_received = now
         try:
             frames = conn.framer.feed(data)
         except FramingError as exc:
@@ -391,6 +410,7 @@ class TcpTransport:
     def _deliver(self, conn: _Conn, data: bytes) -> None:
         self._stats.messages_in += 1
         conn.proven = True
+        conn.last_message = time.monotonic()
         if not data.startswith(b"SIP/"):
             branch = top_via_branch(data)
             if branch is not None:
@@ -438,6 +458,7 @@ class TcpTransport:
     def _write(self, conn: _Conn, data: bytes) -> None:
         if conn.send(data):
             self._stats.messages_out += 1
+            conn.last_message = time.monotonic()
         else:
             self._fail(data, conn.peer, "connection closed")
 
@@ -492,9 +513,22 @@ class TcpTransport:
                 self._close(conn, "closed_slow", f"message incomplete after {opt.message_timeout_s:.0f} s")
             elif not conn.proven and now - conn.opened > opt.unproven_timeout_s:
                 self._close(conn, "closed_unproven", "no SIP message")
+            elif conn.outbound:
+                self._sweep_outbound(conn, now)
             elif now - conn.last_activity > opt.idle_timeout_s:
                 self._close(conn, "closed_idle", "idle")
         self._loop.call_later(opt.sweep_interval_s, self._sweep)
+
+    def _sweep_outbound(self, conn: _Conn, now: float) -> None:
+        opt = self.options
+        if now - conn.last_received > opt.idle_timeout_s:
+            self._close(conn, "closed_idle", f"no answer to keep-alives for {opt.idle_timeout_s:.0f} s")
+        elif now - conn.last_message > opt.outbound_idle_timeout_s:
+            self._close(conn, "closed_idle", f"no SIP message for {opt.outbound_idle_timeout_s:.0f} s")
+        elif now - conn.last_received > opt.keepalive_interval_s and now - conn.last_ping > opt.keepalive_interval_s:
+            conn.last_ping = now
+            if conn.send(PING):
+                self._stats.pings_sent += 1
 
 
 __all__ = ["UDP_MTU_BUDGET", "TcpOptions", "TcpStats", "TcpTransport", "bind_listener"]
