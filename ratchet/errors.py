@@ -37,6 +37,12 @@ class UnsupportedSuite(HandshakeError):
     reason = "unsupported-suite"
 
 
+class HybridRequired(UnsupportedSuite):
+    """Local policy requires the post-quantum hybrid suite and the peer did not offer or choose it."""
+
+    reason = "hybrid-required"
+
+
 class DowngradeDetected(HandshakeError):
     reason = "downgrade"
 

@@ -32,6 +32,7 @@ from .errors import (
     DowngradeDetected,
     FutureTimestamp,
     HandshakeClosed,
+    HybridRequired,
     IdentityMismatch,
     MalformedAor,
     MalformedHandshake,
@@ -120,10 +121,15 @@ class HandshakeConfig:
     """Time-key renewal interval proposed in our offers (an answerer adopts the offer's)."""
     accept_any_callee: bool = False
     """Accept a peer whose signed AOR differs from the one we called/are (call forwarding, gateways)."""
+    require_hybrid: bool = False
+    """Refuse a session on x25519 alone: the peer must offer (as offerer) or choose (as answerer) X25519_MLKEM768.
+    x25519 is still offered, as the wire format demands; this is local policy, invisible on the wire."""
 
     def __post_init__(self) -> None:
         if Suite.X25519 not in self.suites:
             raise ValueError("the x25519 suite is mandatory")
+        if self.require_hybrid and Suite.X25519_MLKEM768 not in self.suites:
+            raise ValueError("require_hybrid needs the X25519_MLKEM768 suite in suites")
         if not 0 < self.max_skew_s < math.inf:  # also refuses nan, which would pass every freshness comparison
             raise ValueError("max_skew_s must be positive and finite")
         _check_send_params(self.send_params)
@@ -760,6 +766,8 @@ class Offerer:
                 f"answer chose {answer.chosen_suite.name} from offer 0x{offer_mask:02x} and "
                 f"answerer 0x{answer.supported_mask:02x}"
             )
+        if self.config.require_hybrid and answer.chosen_suite is not Suite.X25519_MLKEM768:
+            raise HybridRequired(f"the answerer chose {answer.chosen_suite.name}; this side requires X25519_MLKEM768")
         ikm = _x25519(self._eph, answer.x25519)
         try:
             if answer.chosen_suite is Suite.X25519_MLKEM768:
@@ -825,6 +833,8 @@ def answer_offer(
     if not common:
         raise UnsupportedSuite(f"no common suite (offer 0x{offer.suite_mask:02x}, ours 0x{config.suite_mask:02x})")
     chosen = max(_suites_in(common))
+    if config.require_hybrid and chosen is not Suite.X25519_MLKEM768:
+        raise HybridRequired(f"the offer has no X25519_MLKEM768 (0x{offer.suite_mask:02x}); this side requires it")
     nonce_cache.check_and_add(offer.nonce, offer.timestamp_ms, now)
 
     eph = (
