@@ -108,3 +108,32 @@ def test_keepalive_interval_must_be_below_the_idle_timeout() -> None:
         TcpOptions(keepalive_interval_s=120.0, idle_timeout_s=120.0)
     with pytest.raises(ValueError, match="keepalive_interval_s"):
         TcpOptions(keepalive_interval_s=0.0)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("says_sip", [False, True], ids=["never-proven", "proven-then-idle"])
+def test_inbound_connections_are_closed_when_unproven_or_idle(says_sip: bool) -> None:
+    """An inbound connection that never delivers a SIP message is closed after ``unproven_timeout_s``; one that did,
+    after ``idle_timeout_s`` of silence either way (we never ping inbound flows: keeping them is the client's job)."""
+    opts = TcpOptions(unproven_timeout_s=0.5, idle_timeout_s=1.0, keepalive_interval_s=0.3, sweep_interval_s=0.05)
+    t = TcpTransport(("127.0.0.1", 0), lambda *a, **k: None, options=opts)
+    try:
+        with socket.create_connection(("127.0.0.1", t.port), timeout=DEADLINE_S) as sock:
+            sock.settimeout(0.05)
+            if says_sip:
+                sock.sendall(REGISTER)
+                wait_for(lambda: t.stats.messages_in == 1, "the REGISTER was not delivered")
+            wait_for(lambda: _closed_by_server(sock), "the server never closed the connection")
+        stats = t.stats
+        assert (stats.closed_unproven, stats.closed_idle) == ((0, 1) if says_sip else (1, 0)), stats
+        assert stats.pings_sent == 0 and stats.open_inbound == 0, stats
+    finally:
+        t.shutdown()

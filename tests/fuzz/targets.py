@@ -66,6 +66,7 @@ from voipgw.sip.digest import (
     Forbidden,
     parse_authorization,
 )
+from voipgw.sip.framing import FramingError, Message, Ping, StreamFramer
 from voipgw.sip.guard import Accept, DatagramGuard, Drop, Reply, SipStats
 from voipgw.store.contacts import ContactStoreError, MalformedExport, parse_document
 
@@ -375,6 +376,46 @@ def sip_digest(data: bytes) -> None:
         raise Finding("a fuzzed credential authenticated")
 
 
+STREAM_MAX_HEADER = 512
+STREAM_MAX_BODY = 1024
+"""Small limits, so fuzzed streams reach them."""
+
+
+def _frame_stream(chunks: list[bytes]) -> tuple[list[Message | Ping], str | None]:
+    framer = StreamFramer(STREAM_MAX_HEADER, STREAM_MAX_BODY)
+    frames: list[Message | Ping] = []
+    for chunk in chunks:
+        try:
+            frames += framer.feed(chunk)
+        except FramingError as exc:
+            if type(exc) is FramingError or not exc.detail:
+                raise Finding(f"unspecific framing error {exc!r}") from exc
+            try:
+                framer.feed(b"INVITE")
+            except FramingError:
+                return frames, exc.kind
+            raise Finding("a framer accepted bytes after a framing error") from exc
+    return frames, None
+
+
+def sip_stream(data: bytes) -> None:
+    """A SIP-over-TCP/TLS byte stream (RFC 3261 §18.3 framing, RFC 5626 pings), as one read and as many reads cut
+    where the first byte says: the frames and the verdict must not depend on how the stream was cut."""
+    step = 1 + (data[0] if data else 0) % 97
+    whole, whole_error = _frame_stream([data])
+    cut, cut_error = _frame_stream([data[i : i + step] for i in range(0, len(data), step)])
+    if whole_error != cut_error:
+        raise Finding(f"verdict depends on the cuts: {whole_error} whole, {cut_error} cut every {step} bytes")
+    if whole_error is None and whole != cut:
+        raise Finding(f"frames depend on the cuts (every {step} bytes)")
+    framed = sum(len(f.data) if isinstance(f, Message) else 4 for f in cut)
+    if framed > len(data):
+        raise Finding("more bytes framed than fed")
+    for f in cut:
+        if isinstance(f, Message) and len(f.data) > STREAM_MAX_HEADER + STREAM_MAX_BODY:
+            raise Finding("a message over the limits was delivered")
+
+
 TARGETS: dict[str, Target] = {
     "handshake_offer": handshake_offer,
     "handshake_answer": handshake_answer,
@@ -393,6 +434,7 @@ TARGETS: dict[str, Target] = {
     "sip_guard": sip_guard,
     "dtmf": dtmf,
     "sip_digest": sip_digest,
+    "sip_stream": sip_stream,
 }
 
 
@@ -475,4 +517,5 @@ def seeds() -> dict[str, list[bytes]]:
             encode_sealed(7, TelephoneEvent(1, False, 10, 160)) + encode_sealed(7, TelephoneEvent(1, True, 10, 800)),
         ],
         "sip_digest": [AUTH_SEED.encode()],
+        "sip_stream": [b"\r\n\r\n" + _sip_request() + b"\r\n\r\n" + _sip_request()],
     }
