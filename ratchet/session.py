@@ -91,11 +91,20 @@ START_LEARNING_S = 5.0
 """After the first frame opens, how long a frame ahead of the skew window may still move the interval reference
 (if it authenticates): covers the early frames buffered before our keys existed and a slow call setup."""
 
-# Announcement schedule (frame offsets within an epoch)
+# Announcement schedule (frame offsets within an epoch): every frame at first, then ever sparser. The first
+# 2.5 s announce every 4th frame so that an outage or burst that swallows the first announcements of a new epoch
+# costs at most 3 frames (60 ms) once audio flows again (it cost up to 15 with every 16th; docs/RELIABILITY.md).
 ANNOUNCE_FIRST = 3
-ANNOUNCE_DENSE_EVERY = 16
-ANNOUNCE_DENSE_UNTIL = 512
+ANNOUNCE_TIERS = ((128, 4), (512, 16))
+"""(until offset, every): below ``until``, every ``every``-th frame announces."""
 ANNOUNCE_SPARSE_EVERY = 128
+
+
+def _announce_every(rel: int) -> int:
+    for until, every in ANNOUNCE_TIERS:
+        if rel < until:
+            return every
+    return ANNOUNCE_SPARSE_EVERY
 
 
 @dataclass(frozen=True)
@@ -128,15 +137,15 @@ def _next_announce(rel: int) -> int:
     nxt = rel + 1
     if nxt < ANNOUNCE_FIRST:
         return nxt
-    every = ANNOUNCE_DENSE_EVERY if nxt < ANNOUNCE_DENSE_UNTIL else ANNOUNCE_SPARSE_EVERY
-    return -(-nxt // every) * every
+    every = _announce_every(nxt)
+    return -(-nxt // every) * every  # each tier boundary is a multiple of the next tier's period
 
 
 def announces(rel: int) -> bool:
     """Whether the frame at epoch-relative offset ``rel`` carries the ratchet-key extension."""
     if rel < ANNOUNCE_FIRST:
         return True
-    return rel % (ANNOUNCE_DENSE_EVERY if rel < ANNOUNCE_DENSE_UNTIL else ANNOUNCE_SPARSE_EVERY) == 0
+    return rel % _announce_every(rel) == 0
 
 
 def _raw_public(key: X25519PrivateKey) -> bytes:
