@@ -8,9 +8,9 @@ Theory of operation (full rules in docs/PROTOCOL.md §5–§7):
 * The chain steps once per ``frames_per_key`` frames (KDF_CK); each step's message key is combined with the
   interval's time key into the AEAD key.
 * Ratchet public keys travel in-band in an authenticated header extension, repeated on a schedule (frames
-  0-2 of an epoch, every 16th frame until frame 512, then every 128th), so losing the frames that carry them
-  delays the peer by at most one repetition and never desynchronises it. Each side's initial key X_0 is
-  announced the same way in epoch 0.
+  0-2 of an epoch, every 4th frame until frame 128, every 16th until 512, then every 128th), so losing the
+  frames that carry them delays the peer by at most one repetition and never desynchronises it. Each side's
+  initial key X_0 is announced the same way in epoch 0.
 * The opener changes nothing until a frame authenticates: epoch trials, forward chain steps and replay
   updates are computed on the side and committed only after the AEAD tag verifies. Work per forged frame is
   bounded (``max_skip_steps`` KDF steps, trial DH rate-limited per second).
