@@ -1,7 +1,8 @@
 """The issue's topology on loopback: baresip alice - gateway A - Kamailio (the PBX, optionally with rtpengine) -
-gateway B - baresip bob. Audio both ways in both directions (PCMU, G.722, Opus pass-through), what the PBX side
-carries (sealed only), DTMF, hold/resume, cancel while ringing, non-gateway destinations under both policies and
-a tampering PBX. The PBX, the gateways and the proxies are started once per module; phones once per test."""
+gateway B - baresip bob. Audio both ways in both directions (PCMU, PCMA, G.722, Opus pass-through), what the PBX side
+carries (sealed only), DTMF, hold/resume, cancel while ringing, a busy far phone, non-gateway destinations under
+both policies and a tampering PBX. The PBX, the gateways and the proxies are started once per module; phones once
+per test. (Key changes, which restart a gateway with a new identity, have their own in test_gateway_more.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ READY_TIMEOUT_S = 20.0
 SNAPSHOT_TIMEOUT_S = 10.0
 BARESIP_BLOCK = 50
 EPHEMERAL_OFFSET = 100  # inside the offer's x25519 ephemeral key (PROTOCOL.md §3.2)
-RATES = {"PCMU": 8000, "G722": 16000, "opus": 48000}
+RATES = {"PCMU": 8000, "PCMA": 8000, "G722": 16000, "opus": 48000}
 MEDIA_TIMEOUT_S = 3.0
 """Each gateway ends a call whose leg has received no RTP this long (short here, so the test of it is too)."""
 PASSWORDS = {"alice": "alice-pbx-pw", "bob": "bob-pbx-pw", "carol": "carol-pbx-pw", "dave": "dave-pbx-pw"}
@@ -112,6 +113,32 @@ class Topology:
     mangler: SipMangler
     phones: dict[str, PortBlock]
     """Port blocks of the phones (alice behind A, bob behind B, carol and dave: plain phones, no gateway)."""
+    workdir: Path
+    configs: dict[str, dict[str, Any]]
+    """How each gateway ("gw-a", "gw-b") was started (``_start_node`` keywords), to start it again."""
+    started: list[Node]
+    """Every gateway process started, restarted ones too: the fixture stops them all."""
+
+    def restart_gateway(self, name: str, meanwhile: Callable[[], None] = lambda: None) -> Node:
+        """Stop gateway ``name`` ("gw-a" or "gw-b") with SIGTERM (as an operator would), run ``meanwhile`` while it
+        is down (e.g. rotate an identity in its home), start it again on the same port with the same config, and
+        wait until it is registered at the PBX again. Its snapshot starts afresh (no finished calls)."""
+        old = self.gw_a if name == "gw-a" else self.gw_b
+        ports = old.proc.ports
+        assert ports is not None
+        old.proc.stop()  # the process was running, so its port block stays reserved for the new one
+        assert old.proc.proc.returncode == 0, old.log()
+        meanwhile()
+        (self.workdir / f"{name}.log").replace(self.workdir / f"{name}.log.{len(self.started)}")
+        old.snapshot_path.unlink(missing_ok=True)  # the new process numbers its snapshots from 1 again
+        node = _start_node(self.workdir, name, ports, **self.configs[name])
+        self.started.append(node)
+        if name == "gw-a":
+            self.gw_a = node
+        else:
+            self.gw_b = node
+        _wait(lambda: _registered(node), f"{name}'s registration after its restart", READY_TIMEOUT_S)
+        return node
 
     def phone(self, workdir: Path, user: str, play: Path, codec: str = "PCMU", **kw: Any) -> Baresip:
         return Baresip(
@@ -194,6 +221,7 @@ def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
     rtp = Rtpengine(workdir).start() if with_rtpengine else None
     pbx = Kamailio(workdir, users=PASSWORDS, auth=True, rtpengine_ng=rtp.ng_socket if rtp else None)
     nodes: list[Node] = []
+    configs: dict[str, dict[str, Any]] = {}
     mangler = SipMangler(("127.0.0.1", blocks["gw-b"][0]), on_offer=swap_ephemeral, lifetime_s=900.0)
     try:
         pbx.start()
@@ -201,14 +229,13 @@ def _topology(workdir: Path, with_rtpengine: bool) -> Iterator[Topology]:
         for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
             toml = _gateway_toml(workdir / f"{name}.toml", blocks[name][0], pbx, user, phones[user], sockdir)
             routes = {"mallory": f"sip:bob@127.0.0.1:{mangler.port}"} if user == "alice" else {}
-            nodes.append(
-                _start_node(workdir, name, blocks[name], toml=toml, routes=routes, media_timeout_s=MEDIA_TIMEOUT_S)
-            )
+            configs[name] = {"toml": toml, "routes": routes, "media_timeout_s": MEDIA_TIMEOUT_S}
+            nodes.append(_start_node(workdir, name, blocks[name], **configs[name]))
         for node in nodes:
             _wait(lambda n=node: _registered(n), f"{node.proc.name}'s registration", READY_TIMEOUT_S)
-        yield Topology(pbx, rtp, nodes[0], nodes[1], mangler, phones)
+        yield Topology(pbx, rtp, nodes[0], nodes[1], mangler, phones, workdir, configs, nodes)
     finally:
-        for node in nodes:
+        for node in reversed(nodes):  # restarted ones first: an old node's stop releases the shared port block
             node.proc.stop()
         mangler.__exit__(None, None, None)
         pbx.stop()
@@ -241,8 +268,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("topo-clips")
     out: dict[str, Path] = {}
     for codec, rate in RATES.items():
-        out[codec] = speech.make_variant(d / f"speech{rate}.wav", rate, seconds=CLIP_SECONDS)
-        out[f"{codec}-long"] = speech.make_variant(d / f"speech{rate}_long.wav", rate)
+        out[codec] = speech.make_variant(d / f"speech-{codec}.wav", rate, seconds=CLIP_SECONDS)
+        out[f"{codec}-long"] = speech.make_variant(d / f"speech-{codec}_long.wav", rate)
     return out
 
 
@@ -292,9 +319,19 @@ def _call(
     return *calls, to_callee, to_caller, cap.packets, inside_cap.packets
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "G722", "opus"])
-@pytest.mark.parametrize("caller", ["alice", "bob"])
-@pytest.mark.parametrize("pbx", ["direct", "relayed"])
+AUDIO_CASES = [
+    (pbx, caller, codec)
+    for pbx in ("direct", "relayed")
+    for caller in ("alice", "bob")
+    for codec in ("PCMU", "PCMA", "G722", "opus")
+    if not (codec == "PCMA" and pbx == "relayed")
+]
+"""PCMA only without rtpengine: the codec lives on the inside legs, and what rtpengine relays (sealed Opus) is the
+same for PCMA as for PCMU, which is tested through it; this keeps CI time (and exposure to a starved baresip on a
+loaded machine) down."""
+
+
+@pytest.mark.parametrize(("pbx", "caller", "codec"), AUDIO_CASES, ids=["-".join(case) for case in AUDIO_CASES])
 def test_call_through_the_pbx_carries_audio_both_ways_sealed(
     request: pytest.FixtureRequest, tmp_path: Path, clips: dict[str, Path], pbx: str, caller: str, codec: str
 ) -> None:
@@ -323,8 +360,11 @@ def test_call_through_the_pbx_carries_audio_both_ways_sealed(
                 assert max(v.correlation for v in verdict.streams) < MAX_EAVESDROP_CORRELATION, (as_codec, verdict)
                 assert max(v.windowed_correlation for v in verdict.streams) < MAX_EAVESDROP_WINDOWED, verdict
         assert capture.plain_dtmf(packets) == ""
-    if codec == "PCMU":  # the control: the same detector reads the plain inside leg as the caller's speech
-        assert capture.looks_like_plain_audio(inside, clips[codec], "PCMU").correlation >= MIN_CORRELATION
+    if codec in ("PCMU", "PCMA"):  # the control: the same detector reads the plain inside leg as the caller's
+        # speech, decoded as the codec the phone was given (so a PCMA phone really sent A-law, not mu-law)
+        assert capture.looks_like_plain_audio(inside, clips[codec], codec).correlation >= MIN_CORRELATION
+        other = "PCMA" if codec == "PCMU" else "PCMU"
+        assert capture.looks_like_plain_audio(inside, clips[codec], other).correlation < MIN_CORRELATION
 
 
 def _wait(predicate: Any, what: str, timeout: float = CALL_TIMEOUT) -> None:
@@ -497,6 +537,67 @@ def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportu
     ]
     print("NOT SECURE calls:", ", ".join(f"{m.windowed:.3f}" for m in matches))
     assert all(m.windowed >= MIN_CORRELATION for m in matches), matches
+
+
+class OneCallBaresip(Baresip):
+    """baresip that takes one call at a time (``call_max_calls 1``): while it talks, a new INVITE gets 486."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with (self.dir / "config").open("a") as config:
+            config.write("call_max_calls          1\n")
+
+
+def test_a_busy_far_phone_ends_the_call_with_486_in_the_reason_at_both_gateways(
+    direct: Topology, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """bob is busy: he talks to dave (a plain phone, opportunistic) and his phone takes one call at a time, so
+    alice's call through both gateways and the PBX meets his 486. Gateway B answered the outside leg before
+    ringing bob (docs/OPERATIONS.md: the SAS must be on bob's screen), so alice's phone sees a connected call
+    that B ends at once: her BYE's Reason names the 486. Both gateways record it, bob's call with dave goes on,
+    and nothing is left behind."""
+    a, b = direct.gw_a, direct.gw_b
+    n_a, n_b = a.finished_count(), b.finished_count()
+    alice_sip = direct.phones["alice"][0]
+    with (
+        direct.plain_phone(tmp_path, "dave", clips["PCMU-long"]) as dave,
+        OneCallBaresip(
+            tmp_path, user="bob", play=clips["PCMU-long"], codecs=("PCMU",), srate=8000, ports=direct.phones["bob"]
+        ) as bob,
+        direct.phone(tmp_path, "alice", clips["PCMU-long"]) as alice,
+        capture.RawCapture(alice_sip, alice_sip) as alice_wire,
+    ):
+        dave.wait_registered()
+        bob.dial(f"sip:dave@127.0.0.1:{b.port}")
+        dave.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        alice.dial(f"sip:bob@127.0.0.1:{a.port}")
+        closed = _closed(alice)
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+        talking = _active(b)  # bob's call with dave, still up
+        alice_saw, bob_saw, dave_saw = _types(alice), _types(bob), _types(dave)
+        bob_log = bob.proc.log_text() if bob.proc is not None else ""
+        bob.hangup()
+        _closed(bob)
+        _closed(dave)
+    _wait(lambda: not a.active() and not b.active(), "both gateways to have no call left")
+    print(f"alice's phone: {closed.param!r}; A: {out['reason']!r}; B: {inn['reason']!r}")
+    assert "rejected call" in bob_log and "maximum 1 calls" in bob_log, bob_log  # baresip answered 486 Max Calls
+    # while alice's call came and went, bob's own call stayed up and his phone never rang
+    assert "CALL_INCOMING" not in bob_saw and "CALL_CLOSED" not in bob_saw, bob_saw
+    assert "CALL_ESTABLISHED" in dave_saw and "CALL_CLOSED" not in dave_saw, dave_saw
+    # B had answered the outside leg to put the SAS on bob's screen, so alice's phone was connected (and heard
+    # the cue and B's ringback) before the 486: it learns of it from the BYE, never as a final response
+    assert "CALL_ESTABLISHED" in alice_saw and alice_saw.count("CALL_CLOSED") == 1, alice_saw
+    assert inn["direction"] == "inbound" and inn["remote_aor"] == "alice@127.0.0.1", inn
+    assert inn["state"] == "failed" and inn["reason"] == "inside phone: 486 Max Calls", inn
+    assert inn["inside_frames_in"] == 0, inn
+    assert out["direction"] == "outbound" and "486 Max Calls" in out["reason"], out
+    assert out["reason"].startswith("outside:") and "did not answer" in out["reason"], out
+    assert out["security"] == inn["security"] == "secure, unverified", (out, inn)
+    bye = next((p.payload.decode(errors="replace") for p in alice_wire.packets if p.payload.startswith(b"BYE ")), "")
+    assert "Reason: SIP; cause=488" in bye and "486 Max Calls" in bye, bye
+    assert talking["remote_aor"] == "dave@127.0.0.1" and talking["security"] == "NOT SECURE", talking
 
 
 def test_a_pbx_that_rewrites_the_handshake_gets_the_call_refused_at_both_ends(
