@@ -55,5 +55,15 @@ SOAK_SECONDS ?= 1800
 soak: setup
 	$(BIN)/voipgw bench soak --calls $(SOAK_CALLS) --duration $(SOAK_SECONDS) --out soak.json
 
+# Churn: sipp places PCMU calls (INVITE, key exchange, transcoded audio, BYE) through the two gateways at rising rates
+# beside CHURN_BACKGROUND measured calls; reports the largest rate held (0 failed calls, < 1 % late/lost), then runs it
+# for CHURN_CONFIRM seconds. Not in CI.
+.PHONY: churn
+CHURN_BACKGROUND ?= 60
+CHURN_HOLD ?= 10
+CHURN_CONFIRM ?= 300
+churn: setup
+	$(BIN)/voipgw bench churn --background $(CHURN_BACKGROUND) --hold $(CHURN_HOLD) --confirm $(CHURN_CONFIRM) --out churn.json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

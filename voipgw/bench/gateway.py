@@ -435,12 +435,16 @@ class GatewayBench:
         self._bob_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self.baseline_ms: dict[str, float] = {}
+        self.extra_args: dict[str, list[str]] = {"a": [], "b": []}
+        """More ``voipgw gateway`` flags for A and B (``bench churn`` adds its sipp users and route)."""
 
     # --- processes ---------------------------------------------------------------------------------------
 
     def start_gateways(self) -> None:
         me = f"sip:{{}}@127.0.0.1:{self.sip_port}"
-        self.b = _gateway(self.workdir, "gateway-b", self.b_port, "--user", "bob=" + me.format("bob"))
+        self.b = _gateway(
+            self.workdir, "gateway-b", self.b_port, "--user", "bob=" + me.format("bob"), *self.extra_args["b"]
+        )
         self.a = _gateway(
             self.workdir,
             "gateway-a",
@@ -449,6 +453,7 @@ class GatewayBench:
             "alice=" + me.format("alice"),
             "--route",
             f"bob=sip:bob@127.0.0.1:{self.b_port}",
+            *self.extra_args["a"],
         )
         for p in (self.a, self.b):
             p.wait_for("gateway listening on", READY_TIMEOUT_S)

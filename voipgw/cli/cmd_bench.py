@@ -41,6 +41,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     s.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
     s.set_defaults(func=run_soak)
+    ch = bsub.add_parser("churn", help="largest sipp call rate (INVITE, media, BYE) one gateway holds beside N calls")
+    ch.add_argument("--json", action="store_true", help="print one JSON object (every step)")
+    ch.add_argument("--rates", default="1,2,4,6,8,12,16,20,25,30", help="sipp call rates to try, calls/s, ascending")
+    ch.add_argument("--hold", type=float, default=10.0, metavar="S", help="each sipp call's length (default 10)")
+    ch.add_argument("--step-s", type=float, default=30.0, metavar="S", help="calls are placed this long per rate (30)")
+    ch.add_argument("--background", type=int, default=60, metavar="N", help="measured pass-through calls (60)")
+    ch.add_argument("--window", type=float, default=2.0, metavar="S", help="background measurement window (2 s)")
+    ch.add_argument("--confirm", type=float, default=0.0, metavar="S", help="then run the best rate for S s (e.g. 300)")
+    ch.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
+    ch.add_argument("--workdir", type=Path, help="keep gateway and sipp logs here (default: a removed temp dir)")
+    ch.set_defaults(func=run_churn)
     g = bsub.add_parser("gateway", help="gateway capacity, relay cost against a bare uvloop forwarder, latency, memory")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--quick", action="store_true", help="a few calls per mode, 1 s windows (a smoke run, not a figure)")
@@ -246,3 +257,26 @@ def run_soak(args: argparse.Namespace) -> int:
             f"fds {results['fds_growth_per_min']}/min)"
         )
     return 0 if results["holds"] and not results["grows"] else 1
+
+
+def run_churn(args: argparse.Namespace) -> int:
+    """Exit status 0 when at least the lowest rate held (and the confirmation, when asked), 1 otherwise."""
+    import sys
+
+    from voipgw.bench import churn, gateway
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        results = churn.run(
+            churn.parse_rates(args.rates), args.hold, args.step_s, args.background, args.window, args.confirm,
+            args.workdir, progress,
+        )  # fmt: skip
+    except (gateway.BenchError, ValueError) as exc:
+        raise CliError(f"bench churn: {exc}") from None
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(json.dumps(results, indent=2, sort_keys=True) if args.json else churn.format_table(results))
+    return 0 if results["max_rate_held_per_s"] > 0 and results["confirmed"] in (None, True) else 1

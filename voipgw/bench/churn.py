@@ -1,0 +1,902 @@
+"""``voipgw bench churn``: the call rate one gateway process holds. A real sipp UAC places PCMU calls (INVITE, key
+exchange between the gateways, transcoded audio, BYE) through gateways A and B to a sipp UAS that echoes the RTP, at
+rising rates, while N measured pass-through calls run alongside with exact late/lost accounting.
+
+Built on ``voipgw.bench.gateway`` (the same gateway processes, synthetic phones and frame accounting). The sipp
+scenarios and the audio pcap are generated here rather than taken from ``tests/testbed``: ``voipgw`` must not import
+``tests`` (it ships without them), and the pcap must last as long as each run's hold time. Loopback only; every
+process it starts (gateways, sipp) is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voipgw.audio.g711 import ulaw_encode
+from voipgw.audio.wav import read_wav
+from voipgw.bench.call import process_cpu_s
+from voipgw.bench.gateway import (
+    LATE_SLACK_MS,
+    MAX_LOSS_PCT,
+    SETTLE_S,
+    BenchError,
+    GatewayBench,
+    LoadGen,
+    Step,
+    percentile,
+)
+from voipgw.demo import speech_sample
+
+# How the figures are made:
+# - Gateway A fronts "alice" (the synthetic phones of ``bench gateway``) and "sipp" (the sipp UAC); gateway B
+#   fronts "bob" (the synthetic phones again) and "echo" (the sipp UAS, which echoes every call's RTP). A routes
+#   bob and echo straight to B. sipp offers PCMU only, so both gateways transcode PCMU <-> Opus on the sipp calls.
+# - First the N background calls are set up and measured alone (the reference: it also fixes the unloaded latency
+#   that "late" is judged against). Then, per rate R, one sipp UAC places R*step_s calls at R calls/s, each held
+#   H seconds, and exits when its last call has ended; the background is measured in back-to-back windows meanwhile.
+# - A step is judged on the windows in its steady state (after the first H seconds, when R*H sipp calls are up,
+#   until the last call is placed); it holds when sipp saw no failed or unfinished call, no background call dropped,
+#   and the background's late + lost frames stay under 1 %. The search stops at the first step that does not hold.
+
+DEFAULT_RATES = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0)
+DEFAULT_HOLD_S = 10.0
+DEFAULT_STEP_S = 30.0
+DEFAULT_BACKGROUND = 60
+DEFAULT_WINDOW_S = 2.0
+REFERENCE_WINDOWS = 2
+SERVICE = "echo"
+"""The user sipp dials at A; A routes it to B, which fronts the sipp UAS as this user."""
+SIPP_USER = "sipp"
+"""The inside user A knows the sipp UAC as (the scenario's From user)."""
+RECV_TIMEOUT_MS = 10_000
+"""sipp fails a call that waits this long for an answer or for the BYE's 200 (a setup failure)."""
+EXIT_MARGIN_S = 45.0
+"""After the last call's hold: retransmissions and receive timeouts end every call well within this."""
+LIMIT_MARGIN_S = 10.0
+"""sipp's open-call limit is R * (H + this) + 10: high enough that it never throttles the rate by itself."""
+READY_TIMEOUT_S = 10.0
+STOP_GRACE_S = 4.0
+MEDIA_PORT_STRIDE = 4
+MEDIA_PORT_WRAP = 10_000
+"""sipp's [auto_media_port] is -mp + 4 * (call - 1) % 10000 (sipp 3.6 call.cpp)."""
+PORT_POOL = (12_000, 32_700)
+"""Below the kernel's ephemeral range, where the gateways' and the phones' own sockets are."""
+FRAME_MS = 20
+PCMU_FRAME = 160
+
+
+# --- scenarios and audio ------------------------------------------------------------------------------------
+
+_GPL = "<!-- Derived from SIPp's built-in uac_pcap and uas scenarios (sipp -sd ...; GPL-2.0-or-later). -->"
+
+UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+{gpl}
+<!-- voipgw bench churn: offer PCMU only, play the speech pcap for the call's length (-d), then BYE. -->
+<scenario name="voipgw churn UAC">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:{user}@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Subject: voipgw bench churn
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[local_ip_type] [local_ip]
+      t=0 0
+      m=audio [auto_media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"></recv>
+  <recv response="180" optional="true"></recv>
+  <recv response="183" optional="true"></recv>
+  <recv response="200" rtd="true" crlf="true" rrs="true"></recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      [routes]
+      CSeq: 1 ACK
+      Contact: sip:{user}@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec play_pcap_audio="{pcap}"/>
+    </action>
+  </nop>
+  <pause/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {user} <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      [routes]
+      CSeq: 2 BYE
+      Contact: sip:{user}@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"></recv>
+  <ResponseTimeRepartition value="10, 20, 30, 40, 50, 100, 150, 200, 500, 1000"/>
+  <CallLengthRepartition value="1000, 5000, 10000, 30000, 60000"/>
+</scenario>
+"""
+
+UAS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+{gpl}
+<!-- voipgw bench churn: answer PCMU (sipp -rtp_echo sends every call's RTP back), wait for the BYE. -->
+<scenario name="voipgw churn UAS">
+  <recv request="INVITE" crlf="true"></recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Record-Route:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Record-Route:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv request="ACK" optional="true" rtd="true" crlf="true"></recv>
+  <recv request="BYE"></recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <timewait milliseconds="500"/>
+</scenario>
+"""
+
+
+def write_uac_scenario(out: Path, pcap: Path) -> Path:
+    """The UAC scenario playing ``pcap`` (absolute: sipp resolves it against its own working directory)."""
+    out.write_text(UAC_SCENARIO.format(gpl=_GPL, user=SIPP_USER, pcap=pcap.resolve()), encoding="iso-8859-1")
+    return out
+
+
+def write_uas_scenario(out: Path) -> Path:
+    out.write_text(UAS_SCENARIO.format(gpl=_GPL), encoding="iso-8859-1")
+    return out
+
+
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_PCAP_RECORD = struct.Struct("<IIII")
+
+
+def write_pcmu_pcap(out: Path, seconds: float) -> Path:
+    """The bundled speech sample, looped to ``seconds``, as one PCMU RTP stream in an Ethernet/IPv4/UDP pcap with a
+    packet every 20 ms: what sipp's play_pcap_audio replays (it rewrites addresses and ports, keeps the spacing)."""
+    pcm = read_wav(speech_sample(), 8000)
+    frames = max(1, math.ceil(seconds * 1000 / FRAME_MS))
+    needed = frames * PCMU_FRAME
+    reps = -(-needed // len(pcm))
+    looped = np.tile(pcm, reps)[:needed]
+    records = []
+    for i in range(frames):
+        payload = ulaw_encode(looped[i * PCMU_FRAME : (i + 1) * PCMU_FRAME])
+        rtp = struct.pack("!BBHII", 0x80, 0x80 if i == 0 else 0, i & 0xFFFF, (i * PCMU_FRAME) & 0xFFFFFFFF, 0xC4A1)
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(rtp) + len(payload), 0) + rtp + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        t_us = i * FRAME_MS * 1000
+        records.append(_PCAP_RECORD.pack(t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame)) + frame)
+    out.write_bytes(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+    return out
+
+
+# --- sipp's output -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SippStats:
+    """Cumulative counters from sipp's ``-trace_stat`` CSV (its last row), plus what the periodic rows show."""
+
+    created: int = 0
+    successful: int = 0
+    failed: int = 0
+    concurrent_max: int = 0
+    """Most calls open at once, over the ``-fd`` rows (sipp's CurrentCall)."""
+    retransmissions: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    """Non-zero ``Failed...(C)`` counters by cause (e.g. ``TimeoutOnRecv``, ``CallRejected``)."""
+    response_time_ms_mean: float | None = None
+    """sipp's own mean INVITE -> 200 OK (``ResponseTime1(C)``)."""
+    rows: int = 0
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(float(value or 0))
+    except ValueError:
+        return 0
+
+
+def _duration_ms(value: str | None) -> float | None:
+    """sipp's ``HH:MM:SS:uuuuuu`` (or ``...:mmm``) durations, in ms."""
+    if not value:
+        return None
+    parts = value.strip().split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    h, m, s, frac = parts
+    return (int(h) * 3600 + int(m) * 60 + int(s)) * 1000.0 + int(frac) / 10.0 ** (len(frac) - 3)
+
+
+def parse_stat_csv(text: str) -> SippStats:
+    """Parse sipp's ``-stf`` statistics CSV (``;``-separated, a header row, then one cumulative row per dump)."""
+    rows = [r for r in csv.reader(text.splitlines(), delimiter=";") if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        return SippStats()
+    header = [h.strip() for h in rows[0]]
+    data = [dict(zip(header, (c.strip() for c in r), strict=False)) for r in rows[1:]]
+    last = data[-1]
+    failures = {
+        key[len("Failed") : -len("(C)")]: _int(value)
+        for key, value in last.items()
+        if key.startswith("Failed") and key.endswith("(C)") and key != "FailedCall(C)" and _int(value) > 0
+    }
+    return SippStats(
+        created=_int(last.get("TotalCallCreated")),
+        successful=_int(last.get("SuccessfulCall(C)")),
+        failed=_int(last.get("FailedCall(C)")),
+        concurrent_max=max(_int(r.get("CurrentCall")) for r in data),
+        retransmissions=_int(last.get("Retransmissions(C)")),
+        failures=failures,
+        response_time_ms_mean=_duration_ms(last.get("ResponseTime1(C)")) or None,  # 0 when no call was answered
+        rows=len(data),
+    )
+
+
+def parse_rtt_csv(text: str) -> list[float]:
+    """Response times (ms) from sipp's ``-trace_rtt`` CSV: ``Date_ms;response_time_ms;rtd_no`` rows."""
+    out: list[float] = []
+    for row in csv.reader(text.splitlines(), delimiter=";"):
+        if len(row) < 2:
+            continue
+        try:
+            out.append(float(row[1]))
+        except ValueError:
+            continue  # the header
+    return out
+
+
+# --- processes and ports -------------------------------------------------------------------------------------
+
+
+class _Sipp:
+    """One sipp process: output in ``sipp.log`` in its own directory, stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path) -> None:
+        self.name = name
+        self.cwd = cwd
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.log = cwd / "sipp.log"
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        """SIGUSR1 (sipp's "dump the statistics and quit"), then SIGTERM, then SIGKILL; the exit status."""
+        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(STOP_GRACE_S)
+        return self.proc.wait(STOP_GRACE_S)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        text = ""
+        for path in (self.log, self.cwd / "errors.log"):
+            with contextlib.suppress(OSError):
+                text += f"--- {path.name} ---\n" + path.read_text(errors="replace")[-chars:]
+        return text
+
+
+def udp_ports_bound() -> set[int]:
+    """Every UDP port some process has bound (IPv4 and IPv6), from /proc; no side effects."""
+    ports: set[int] = set()
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(path, encoding="ascii") as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 1:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_span(span: int, avoid: set[int], rng: random.Random) -> int:
+    """An even port such that ``[port, port + span)`` lies in ``PORT_POOL``, has nothing bound and misses ``avoid``."""
+    lo, hi = PORT_POOL
+    if span > hi - lo:
+        raise BenchError(f"no room for {span} ports in {lo}-{hi}")
+    for _ in range(200):
+        base = rng.randrange(lo, hi - span) & ~1
+        taken = udp_ports_bound() | avoid
+        clear = not any(p in taken for p in range(base, base + span))
+        if clear and all(_bindable(base + i) for i in range(min(span, 4))):
+            return base
+    raise BenchError(f"no free block of {span} UDP ports in {lo}-{hi}")
+
+
+def sipp_check() -> str:
+    """sipp's version line; a clear error when it is missing or cannot play pcap audio."""
+    if shutil.which("sipp") is None:
+        raise BenchError("sipp not found on PATH: install it (Debian/Ubuntu: apt-get install sip-tester)")
+    out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=10, check=False)
+    text = (out.stdout + out.stderr).strip()
+    version = next((line.strip() for line in text.splitlines() if "SIPp" in line), text[:80])
+    if "PCAP" not in version:
+        raise BenchError(f"this sipp ({version}) was built without pcap play, which the calls' audio needs")
+    return version
+
+
+# --- a step ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    rates: Sequence[float]
+    hold_s: float
+    step_s: float
+    background: int
+    window_s: float
+    confirm_s: float
+
+
+@dataclass
+class ChurnStep:
+    rate: float
+    step_s: float
+    hold_s: float
+    background: int
+    sipp: SippStats
+    sipp_exit: int
+    unfinished: int
+    setup_ms: list[float]
+    windows: list[tuple[float, float, Step]]
+    """(start, end) seconds after sipp started, and the background's figures, for every window."""
+    judged: list[Step]
+    background_dropped: int
+    gw_a_cpu_s_step: float
+    gw_b_cpu_s_step: float
+    wall_s: float
+
+    @property
+    def sent(self) -> int:
+        return sum(s.sent for s in self.judged)
+
+    @property
+    def bad(self) -> int:
+        return sum(s.lost + s.late for s in self.judged)
+
+    @property
+    def bad_pct(self) -> float:
+        return 100.0 * self.bad / self.sent if self.sent else 100.0
+
+    @property
+    def why_not(self) -> list[str]:
+        why = []
+        if self.sipp.created == 0:
+            why.append("sipp placed no call")
+        if self.sipp.failed:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(self.sipp.failures.items()))
+            why.append(f"{self.sipp.failed} sipp call(s) failed ({causes or 'cause not given'})")
+        if self.unfinished:
+            why.append(f"{self.unfinished} sipp call(s) unfinished when sipp was stopped")
+        if self.background_dropped:
+            why.append(f"{self.background_dropped} background call(s) dropped")
+        if self.bad_pct >= MAX_LOSS_PCT:
+            why.append(f"background {self.bad_pct:.2f} % late or lost")
+        return why
+
+    @property
+    def holds(self) -> bool:
+        return not self.why_not
+
+    def as_dict(self) -> dict[str, Any]:
+        j = self.judged
+        lat = [x for s in j for x in (s.latency_ms_p99,) if x is not None]
+        cpu_pct = [100.0 * s.gw_cpu_s / s.window_s for s in j]
+        p50s = [s.latency_ms_p50 for s in j if s.latency_ms_p50 is not None]
+        wall = self.wall_s or 1.0
+        return {
+            "rate_per_s": self.rate,
+            "step_s": self.step_s,
+            "hold_s": self.hold_s,
+            "concurrency_implied": round(self.rate * self.hold_s + self.background, 1),
+            "sipp_calls_attempted": self.sipp.created,
+            "sipp_calls_successful": self.sipp.successful,
+            "sipp_calls_failed": self.sipp.failed,
+            "sipp_calls_unfinished": self.unfinished,
+            "sipp_failures": self.sipp.failures,
+            "sipp_retransmissions": self.sipp.retransmissions,
+            "sipp_concurrent_max": self.sipp.concurrent_max,
+            "sipp_exit_status": self.sipp_exit,
+            "setup_ms_p50": _r(percentile(self.setup_ms, 50)),
+            "setup_ms_p99": _r(percentile(self.setup_ms, 99)),
+            "setup_ms_samples": len(self.setup_ms),
+            "setup_ms_mean_sipp": _r(self.sipp.response_time_ms_mean),
+            "background_frames_sent": self.sent,
+            "background_frames_received": sum(s.received for s in j),
+            "background_frames_lost": sum(s.lost for s in j),
+            "background_frames_late": sum(s.late for s in j),
+            "background_late_or_lost_pct": round(self.bad_pct, 3),
+            "background_worst_window_pct": round(max((s.bad_pct for s in j), default=100.0), 3),
+            "background_latency_ms_p50": _r(percentile(p50s, 50)),
+            "background_latency_ms_p99_worst_window": _r(max(lat, default=None)),
+            "background_calls_dropped": self.background_dropped,
+            "windows_judged": len(j),
+            "windows_total": len(self.windows),
+            "gateway_a_cpu_pct": round(sum(cpu_pct) / len(cpu_pct), 1) if cpu_pct else None,
+            "gateway_a_cpu_pct_max": round(max(cpu_pct), 1) if cpu_pct else None,
+            "gateway_a_cpu_pct_whole_step": round(100.0 * self.gw_a_cpu_s_step / wall, 1),
+            "gateway_b_cpu_pct_whole_step": round(100.0 * self.gw_b_cpu_s_step / wall, 1),
+            "gateway_a_rss_kb": j[-1].rss_kb if j else None,
+            "wall_s": round(self.wall_s, 1),
+            "holds": self.holds,
+            "why_not": self.why_not,
+        }
+
+
+def _r(x: float | None, nd: int = 2) -> float | None:
+    return round(float(x), nd) if x is not None else None
+
+
+class ChurnBench:
+    """The sipp side of the benchmark; the gateways and the background come from ``GatewayBench``."""
+
+    def __init__(self, workdir: Path, cfg: Config, log: Callable[[str], None]) -> None:
+        self.workdir = workdir
+        self.cfg = cfg
+        self.log = log
+        self.rng = random.Random()
+        self.bench = GatewayBench(workdir, quick=False, log=log)
+        self.bench.window_s = cfg.window_s
+        taken: set[int] = set()
+        self.uac_port = free_port_span(2, taken, self.rng)  # SIP, control
+        taken |= {self.uac_port, self.uac_port + 1}
+        self.uas_port = free_port_span(2, taken, self.rng)
+        taken |= {self.uas_port, self.uas_port + 1}
+        self.uas_media = free_port_span(4, taken, self.rng)  # -rtp_echo binds audio and video (+2)
+        self.taken = taken | set(range(self.uas_media, self.uas_media + 4))
+        self.snapshot_a = workdir / "gateway-a-snapshot.json"
+        self.bench.extra_args["a"] += [
+            "--user", f"{SIPP_USER}=sip:{SIPP_USER}@127.0.0.1:{self.uac_port}",
+            "--route", f"{SERVICE}=sip:{SERVICE}@127.0.0.1:{self.bench.b_port}",
+            "--snapshot-json", str(self.snapshot_a),
+        ]  # fmt: skip
+        self.bench.extra_args["b"] += ["--user", f"{SERVICE}=sip:{SERVICE}@127.0.0.1:{self.uas_port}"]
+        self.pcap = write_pcmu_pcap(workdir / "speech-pcmu.pcap", cfg.hold_s)
+        self.uas: _Sipp | None = None
+
+    def start(self) -> None:
+        scen = write_uas_scenario(self.workdir / "uas.xml")
+        argv = [*self._argv(scen, self.uas_port, self.uas_media), "-rtp_echo"]
+        self.uas = _Sipp("sipp-uas", argv, self.workdir / "uas")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self.uas_port not in udp_ports_bound():
+            if not self.uas.alive or time.monotonic() > deadline:
+                raise BenchError(f"the sipp UAS did not start:\n{self.uas.log_tail()}")
+            time.sleep(0.05)
+        self.bench.start_gateways()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sipp's UAS and the gateways; the UAS's totals."""
+        out: dict[str, Any] = {}
+        if self.uas is not None:
+            rc = self.uas.stop()
+            stats = parse_stat_csv(_read(self.uas.cwd / "stats.csv"))
+            out = {"exit_status": rc, "calls": stats.created, "successful": stats.successful, "failed": stats.failed}
+        self.bench.stop_processes()
+        return out
+
+    @staticmethod
+    def _argv(scenario: Path, port: int, media: int) -> list[str]:
+        return [
+            "sipp", "-sf", str(scenario),
+            "-i", "127.0.0.1", "-mi", "127.0.0.1",
+            "-p", str(port), "-cp", str(port + 1), "-mp", str(media),
+            "-nostdin",
+            "-trace_stat", "-stf", "stats.csv", "-fd", "1",
+            "-trace_err", "-error_file", "errors.log",
+        ]  # fmt: skip
+
+    async def step(self, index: int, rate: float, step_s: float) -> ChurnStep:
+        bench, cfg = self.bench, self.cfg
+        assert bench.a is not None and bench.b is not None
+        calls = max(1, round(rate * step_s))
+        span = min(MEDIA_PORT_WRAP, MEDIA_PORT_STRIDE * calls) + MEDIA_PORT_STRIDE
+        media = free_port_span(span, self.taken, self.rng)
+        cwd = self.workdir / f"uac-{index:02d}-{rate:g}cps"
+        cwd.mkdir(parents=True, exist_ok=True)
+        scen = write_uac_scenario(cwd / "uac.xml", self.pcap)
+        limit = math.ceil(rate * (cfg.hold_s + LIMIT_MARGIN_S)) + 10
+        wait_s = step_s + cfg.hold_s + EXIT_MARGIN_S
+        argv = [*self._argv(scen, self.uac_port, media), f"127.0.0.1:{bench.a_port}", "-s", SERVICE]
+        argv += ["-r", f"{rate:g}", "-m", str(calls), "-l", str(limit), "-d", str(int(cfg.hold_s * 1000))]
+        argv += ["-recv_timeout", str(RECV_TIMEOUT_MS), "-timeout", f"{math.ceil(wait_s)}s", "-timeout_error"]
+        argv += ["-trace_rtt", "-rtt_freq", "1"]
+        dropped0 = sum(1 for c in bench.calls if c.ended)
+        a0, b0 = process_cpu_s(bench.a.proc.pid), process_cpu_s(bench.b.proc.pid)
+        t0 = time.monotonic()
+        uac = _Sipp(f"sipp-uac-{index}", argv, cwd)
+        windows: list[tuple[float, float, Step]] = []
+        try:
+            while uac.alive and time.monotonic() - t0 < wait_s:
+                start = time.monotonic() - t0
+                s = await bench._window(cfg.background)
+                windows.append((round(start, 2), round(start + cfg.window_s, 2), s))
+        finally:
+            rc = uac.proc.poll()
+            if rc is None:
+                rc = uac.stop()
+        wall = time.monotonic() - t0
+        a_cpu, b_cpu = process_cpu_s(bench.a.proc.pid) - a0, process_cpu_s(bench.b.proc.pid) - b0
+        stats = parse_stat_csv(_read(cwd / "stats.csv"))
+        if stats.created == 0 and rc != 0:
+            raise BenchError(f"sipp UAC exited with status {rc} before placing a call:\n{uac.log_tail()}")
+        setup: list[float] = []
+        for path in sorted(cwd.glob("*_rtt.csv")):
+            setup += parse_rtt_csv(_read(path))
+        steady = [s for (a, b, s) in windows if a >= cfg.hold_s + SETTLE_S and b <= step_s + 0.5]
+        judged = steady or [s for (_a, _b, s) in windows]
+        return ChurnStep(
+            rate=rate,
+            step_s=step_s,
+            hold_s=cfg.hold_s,
+            background=cfg.background,
+            sipp=stats,
+            sipp_exit=rc,
+            unfinished=max(0, stats.created - stats.successful - stats.failed),
+            setup_ms=setup,
+            windows=windows,
+            judged=judged,
+            background_dropped=sum(1 for c in bench.calls if c.ended) - dropped0,
+            gw_a_cpu_s_step=a_cpu,
+            gw_b_cpu_s_step=b_cpu,
+            wall_s=wall,
+        )
+
+    async def reference(self) -> dict[str, Any]:
+        """The background alone (this also fixes the unloaded latency that "late" is measured from)."""
+        steps = [await self.bench._window(self.cfg.background) for _ in range(REFERENCE_WINDOWS)]
+        sent = sum(s.sent for s in steps)
+        bad = sum(s.lost + s.late for s in steps)
+        return {
+            "background_calls": self.cfg.background,
+            "background_frames_sent": sent,
+            "background_late_or_lost_pct": round(100.0 * bad / sent, 3) if sent else 100.0,
+            "background_latency_ms_p50": _r(steps[-1].latency_ms_p50),
+            "background_latency_ms_p99": _r(steps[-1].latency_ms_p99),
+            "gateway_a_cpu_pct": round(100.0 * sum(s.gw_cpu_s for s in steps) / (len(steps) * self.cfg.window_s), 1),
+            "ok": sent > 0 and 100.0 * bad / sent < MAX_LOSS_PCT,
+        }
+
+    async def main(self) -> dict[str, Any]:
+        from voipgw.sip import SipStack
+
+        bench, cfg = self.bench, self.cfg
+        bench.stack = SipStack("127.0.0.1", bench.sip_port, asyncio.get_running_loop())
+        await bench.stack.start()
+        bench._bob_task = asyncio.get_running_loop().create_task(bench._bob_loop())
+        bench.gen = LoadGen("passthrough")
+        bench.gen.start()
+        steps: list[ChurnStep] = []
+        confirm: ChurnStep | None = None
+        stopped = ""
+        try:
+            await bench.grow(cfg.background)
+            await asyncio.sleep(SETTLE_S)
+            up = sum(1 for c in bench.calls if not c.ended)
+            ref = await self.reference()
+            self.log(
+                f"  background alone: {up} calls, {ref['background_late_or_lost_pct']:.2f} % late/lost, "
+                f"p50 {ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %"
+            )
+            if ref["ok"] and up == cfg.background:
+                for i, rate in enumerate(cfg.rates):
+                    st = await self.step(i, rate, cfg.step_s)
+                    steps.append(st)
+                    self.log(_line(st))
+                    if not st.holds:
+                        stopped = f"{rate:g} calls/s did not hold"
+                        break
+                held = [s for s in steps if s.holds]
+                if cfg.confirm_s > 0 and held:
+                    self.log(f"  confirming {held[-1].rate:g} calls/s for {cfg.confirm_s:g} s")
+                    confirm = await self.step(len(steps), held[-1].rate, cfg.confirm_s)
+                    self.log(_line(confirm))
+            else:
+                stopped = "the background did not hold on its own, or not every background call was set up"
+            with_audio = sum(1 for c in bench.calls if c.alice.audio_frames > 0)
+        finally:
+            await bench.hang_up_all()
+            await bench.gen.stop()
+            bench._bob_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bench._bob_task
+            await bench.stack.stop()
+        held = [s for s in steps if s.holds]
+        best = held[-1] if held else None
+        return {
+            "background_calls": cfg.background,
+            "background_calls_established": up,
+            "background_calls_with_audio": with_audio,
+            "reference": ref,
+            "steps": [s.as_dict() for s in steps],
+            "max_rate_held_per_s": best.rate if best else 0.0,
+            "concurrency_at_max_rate": round(best.rate * cfg.hold_s + cfg.background, 1) if best else None,
+            "sipp_concurrent_max_at_max_rate": best.sipp.concurrent_max if best else None,
+            "gateway_a_cpu_pct_at_max_rate": best.as_dict()["gateway_a_cpu_pct"] if best else None,
+            "first_failing_step": steps[-1].as_dict() if steps and not steps[-1].holds else None,
+            "confirm": confirm.as_dict() if confirm is not None else None,
+            "confirmed": confirm.holds if confirm is not None else None,
+            "stopped_because": stopped or "every rate held",
+        }
+
+
+def _line(st: ChurnStep) -> str:
+    d = st.as_dict()
+    verdict = "holds" if st.holds else "FAILS: " + "; ".join(st.why_not)
+    return (
+        f"  {st.rate:>5g} calls/s x {st.hold_s:g} s: sipp {d['sipp_calls_successful']}/{d['sipp_calls_attempted']} ok, "
+        f"{d['sipp_calls_failed']} failed, up to {d['sipp_concurrent_max']} at once, setup p50/p99 "
+        f"{d['setup_ms_p50']}/{d['setup_ms_p99']} ms; background {d['background_late_or_lost_pct']:.2f} % late/lost "
+        f"(worst window {d['background_worst_window_pct']:.2f} %); A CPU {d['gateway_a_cpu_pct']} %: {verdict}"
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def summarize_snapshot(path: Path) -> dict[str, Any]:
+    """What gateway A's exit snapshot says about the last sipp calls it finished (it keeps the last 100 calls)."""
+    try:
+        snap = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"available": False}
+    calls = [c for c in snap.get("finished", []) if c.get("user") == SIPP_USER]
+    return {
+        "available": True,
+        "sipp_calls_in_snapshot": len(calls),
+        "secure": sum(1 for c in calls if str(c.get("security", "")).startswith("secure")),
+        "inside_codec_pcmu": sum(1 for c in calls if c.get("inside_codec") == "pcmu"),
+        "outside_codec_opus": sum(1 for c in calls if c.get("outside_codec") == "opus"),
+        "with_audio_from_sipp": sum(1 for c in calls if int(c.get("inside_frames_in") or 0) > 0),
+        "with_audio_back_through_b": sum(1 for c in calls if int(c.get("outside_frames_opened") or 0) > 0),
+        "outside_frames_sealed": sum(int(c.get("outside_frames_sealed") or 0) for c in calls),
+        "outside_frames_opened": sum(int(c.get("outside_frames_opened") or 0) for c in calls),
+        "outside_frames_refused": sum(int(c.get("outside_frames_refused") or 0) for c in calls),
+    }
+
+
+def parse_rates(text: str) -> list[float]:
+    """``"1,2,4"`` -> ``[1.0, 2.0, 4.0]`` (positive, ascending, no duplicates)."""
+    rates = sorted({float(x) for x in text.replace(" ", "").split(",") if x})
+    if not rates or rates[0] <= 0:
+        raise ValueError("rates must be positive numbers, e.g. 1,2,4,8")
+    return rates
+
+
+def run(
+    rates: Sequence[float] = DEFAULT_RATES,
+    hold_s: float = DEFAULT_HOLD_S,
+    step_s: float = DEFAULT_STEP_S,
+    background: int = DEFAULT_BACKGROUND,
+    window_s: float = DEFAULT_WINDOW_S,
+    confirm_s: float = 0.0,
+    workdir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Search the largest sipp call rate that gateway A holds beside ``background`` measured calls; JSON-ready."""
+    import uvloop
+
+    if not rates or min(rates) <= 0:
+        raise ValueError("rates must be positive")
+    if hold_s <= 0 or step_s <= 0 or window_s <= 0 or background < 1 or confirm_s < 0:
+        raise ValueError("hold, step and window must be positive, and at least one background call")
+    version = sipp_check()
+    say = log or (lambda _m: None)
+    tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="voipgw-bench-churn-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = Config(sorted(rates), hold_s, step_s, background, window_s, confirm_s)
+    t0 = time.monotonic()
+    load0 = os.getloadavg()[0]
+    churn = ChurnBench(tmp, cfg, say)
+    uas: dict[str, Any] = {}
+    try:
+        churn.start()
+        out = dict(uvloop.run(churn.main()))
+    finally:
+        uas = churn.stop()
+        snapshot = summarize_snapshot(churn.snapshot_a)
+        if workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out.update(
+        {
+            "rates_tried": list(cfg.rates),
+            "hold_s": hold_s,
+            "step_s": step_s,
+            "window_s": window_s,
+            "late_slack_ms": LATE_SLACK_MS,
+            "max_late_or_lost_pct": MAX_LOSS_PCT,
+            "sipp_uas": uas,
+            "gateway_a_snapshot": snapshot,
+            "sipp_version": version,
+            "elapsed_s": round(time.monotonic() - t0, 1),
+            "load_average_1min_at_start": round(load0, 2),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+        }
+    )
+    return out
+
+
+TABLE_COLUMNS = (
+    ("rate_per_s", "calls/s", "{:g}"),
+    ("concurrency_implied", "R*H+N", "{:g}"),
+    ("sipp_calls_successful", "sipp ok", "{}"),
+    ("sipp_calls_failed", "failed", "{}"),
+    ("sipp_concurrent_max", "up max", "{}"),
+    ("setup_ms_p50", "setup p50", "{}"),
+    ("setup_ms_p99", "setup p99", "{}"),
+    ("background_late_or_lost_pct", "bg bad %", "{:.2f}"),
+    ("background_worst_window_pct", "worst %", "{:.2f}"),
+    ("background_latency_ms_p99_worst_window", "bg p99 ms", "{}"),
+    ("gateway_a_cpu_pct", "A CPU %", "{}"),
+    ("holds", "holds", "{}"),
+)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The steps as a table, then the verdict (what ``voipgw bench churn`` prints without ``--json``)."""
+    ref = results["reference"]
+    lines = [
+        f"voipgw bench churn: sipp PCMU calls (INVITE, key exchange, transcoded audio, BYE) through gateways A and B, "
+        f"held {results['hold_s']:g} s, each rate placed for {results['step_s']:g} s, beside "
+        f"{results['background_calls']} measured pass-through calls (late = {results['late_slack_ms']:.0f} ms past "
+        f"the unloaded median; a step holds with 0 failed sipp calls and < {results['max_late_or_lost_pct']:g} % "
+        f"late/lost)",
+        f"  background alone: {ref['background_late_or_lost_pct']:.2f} % late/lost, p50 "
+        f"{ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %",
+        "  " + " ".join(f"{title:>9}" for _k, title, _f in TABLE_COLUMNS),
+    ]
+    rows = list(results["steps"])
+    if results.get("confirm"):
+        rows.append(results["confirm"])
+    for row in rows:
+        cells = [fmt.format(row[k]) if row[k] is not None else "-" for k, _t, fmt in TABLE_COLUMNS]
+        lines.append("  " + " ".join(f"{c:>9}" for c in cells))
+        if not row["holds"]:
+            lines.append(f"  {'':>9} why not: {'; '.join(row['why_not'])}")
+    best = results["max_rate_held_per_s"]
+    if best:
+        lines.append(
+            f"  largest rate held: {best:g} calls/s x {results['hold_s']:g} s + {results['background_calls']} "
+            f"background = {results['concurrency_at_max_rate']:g} concurrent calls (sipp saw up to "
+            f"{results['sipp_concurrent_max_at_max_rate']} of its own at once); gateway A CPU "
+            f"{results['gateway_a_cpu_pct_at_max_rate']} %"
+        )
+    else:
+        lines.append(f"  no rate held ({results.get('stopped_because') or 'see the steps'})")
+    if results.get("confirm"):
+        c = results["confirm"]
+        lines.append(f"  confirmation, {c['rate_per_s']:g} calls/s for {c['step_s']:g} s: holds = {c['holds']}")
+    snap = results["gateway_a_snapshot"]
+    if snap.get("available"):
+        lines.append(
+            f"  gateway A's last {snap['sipp_calls_in_snapshot']} sipp calls: {snap['secure']} secure, "
+            f"{snap['with_audio_from_sipp']} with sipp's audio in, {snap['with_audio_back_through_b']} with the echo "
+            f"back through B, {snap['outside_frames_refused']} frames refused"
+        )
+    lines.append(
+        f"  ({results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "
+        f"{results['load_average_1min']:.1f} at end on {results['cpus']} CPUs shared by A, B, sipp and the phones; "
+        f"{results['sipp_version']})"
+    )
+    return "\n".join(lines)
