@@ -33,7 +33,7 @@ import numpy as np
 
 from voipgw.audio.g711 import ulaw_encode
 from voipgw.audio.wav import read_wav
-from voipgw.bench.call import process_cpu_s
+from voipgw.bench.call import CLK_TCK, process_cpu_s
 from voipgw.bench.gateway import (
     LATE_SLACK_MS,
     MAX_LOSS_PCT,
@@ -419,6 +419,20 @@ def free_port_span(span: int, avoid: set[int], rng: random.Random) -> int:
     raise BenchError(f"no free block of {span} UDP ports in {lo}-{hi}")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        f = [int(x) for x in fh.readline().split()[1:9]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK
+
+
+def _cpu_s(pid: int, default: float = 0.0) -> float:
+    try:
+        return process_cpu_s(pid)
+    except (OSError, ValueError, IndexError):
+        return default  # the process has just exited
+
+
 def sipp_check() -> str:
     """sipp's version line; a clear error when it is missing or cannot play pcap audio."""
     if shutil.which("sipp") is None:
@@ -461,6 +475,13 @@ class ChurnStep:
     gw_a_cpu_s_step: float
     gw_b_cpu_s_step: float
     wall_s: float
+    sipp_cpu_s_step: float = 0.0
+    """sipp UAC + UAS (the UAC's as last sampled before it exited)."""
+    loadgen_cpu_s_step: float = 0.0
+    """This process: the background's phones and their SIP stack."""
+    others_cpu_s_step: float = 0.0
+    """Every other process on the machine (other tests, builds): what the step competed with."""
+    load_average: float = 0.0
 
     @property
     def sent(self) -> int:
@@ -526,12 +547,26 @@ class ChurnStep:
             "background_latency_ms_p50": _r(percentile(p50s, 50)),
             "background_latency_ms_p99_worst_window": _r(max(lat, default=None)),
             "background_calls_dropped": self.background_dropped,
+            "windows": [
+                {
+                    "t_s": a,
+                    "late_or_lost_pct": round(s.bad_pct, 3),
+                    "latency_ms_p99": _r(s.latency_ms_p99),
+                    "gateway_a_cpu_pct": round(100.0 * s.gw_cpu_s / s.window_s, 1),
+                    "judged": any(s is x for x in j),
+                }
+                for a, _b, s in self.windows
+            ],
             "windows_judged": len(j),
             "windows_total": len(self.windows),
             "gateway_a_cpu_pct": round(sum(cpu_pct) / len(cpu_pct), 1) if cpu_pct else None,
             "gateway_a_cpu_pct_max": round(max(cpu_pct), 1) if cpu_pct else None,
             "gateway_a_cpu_pct_whole_step": round(100.0 * self.gw_a_cpu_s_step / wall, 1),
             "gateway_b_cpu_pct_whole_step": round(100.0 * self.gw_b_cpu_s_step / wall, 1),
+            "sipp_cpu_pct_whole_step": round(100.0 * self.sipp_cpu_s_step / wall, 1),
+            "load_generator_cpu_pct_whole_step": round(100.0 * self.loadgen_cpu_s_step / wall, 1),
+            "other_processes_cpu_pct_whole_step": round(100.0 * self.others_cpu_s_step / wall, 1),
+            "load_average_1min_at_end": round(self.load_average, 2),
             "gateway_a_rss_kb": j[-1].rss_kb if j else None,
             "wall_s": round(self.wall_s, 1),
             "holds": self.holds,
@@ -618,21 +653,28 @@ class ChurnBench:
         argv += ["-recv_timeout", str(RECV_TIMEOUT_MS), "-timeout", f"{math.ceil(wait_s)}s", "-timeout_error"]
         argv += ["-trace_rtt", "-rtt_freq", "1"]
         dropped0 = sum(1 for c in bench.calls if c.ended)
-        a0, b0 = process_cpu_s(bench.a.proc.pid), process_cpu_s(bench.b.proc.pid)
+        assert self.uas is not None
+        pids = (bench.a.proc.pid, bench.b.proc.pid, os.getpid(), self.uas.proc.pid)
+        cpu0 = [_cpu_s(pid) for pid in pids]
+        busy0 = machine_busy_s()
         t0 = time.monotonic()
         uac = _Sipp(f"sipp-uac-{index}", argv, cwd)
+        uac_cpu = 0.0
         windows: list[tuple[float, float, Step]] = []
         try:
             while uac.alive and time.monotonic() - t0 < wait_s:
                 start = time.monotonic() - t0
                 s = await bench._window(cfg.background)
                 windows.append((round(start, 2), round(start + cfg.window_s, 2), s))
+                uac_cpu = _cpu_s(uac.proc.pid, uac_cpu)
         finally:
             rc = uac.proc.poll()
             if rc is None:
+                uac_cpu = _cpu_s(uac.proc.pid, uac_cpu)
                 rc = uac.stop()
         wall = time.monotonic() - t0
-        a_cpu, b_cpu = process_cpu_s(bench.a.proc.pid) - a0, process_cpu_s(bench.b.proc.pid) - b0
+        a_cpu, b_cpu, me_cpu, uas_cpu = (_cpu_s(pid, c) - c for pid, c in zip(pids, cpu0, strict=True))
+        others = max(0.0, machine_busy_s() - busy0 - a_cpu - b_cpu - me_cpu - uas_cpu - uac_cpu)
         stats = parse_stat_csv(_read(cwd / "stats.csv"))
         if stats.created == 0 and rc != 0:
             raise BenchError(f"sipp UAC exited with status {rc} before placing a call:\n{uac.log_tail()}")
@@ -656,11 +698,21 @@ class ChurnBench:
             gw_a_cpu_s_step=a_cpu,
             gw_b_cpu_s_step=b_cpu,
             wall_s=wall,
+            sipp_cpu_s_step=uac_cpu + uas_cpu,
+            loadgen_cpu_s_step=me_cpu,
+            others_cpu_s_step=others,
+            load_average=os.getloadavg()[0],
         )
 
     async def reference(self) -> dict[str, Any]:
         """The background alone (this also fixes the unloaded latency that "late" is measured from)."""
-        steps = [await self.bench._window(self.cfg.background) for _ in range(REFERENCE_WINDOWS)]
+        bench = self.bench
+        assert bench.a is not None and bench.b is not None and self.uas is not None
+        pids = (bench.a.proc.pid, bench.b.proc.pid, os.getpid(), self.uas.proc.pid)
+        ours0, busy0, t0 = sum(_cpu_s(p) for p in pids), machine_busy_s(), time.monotonic()
+        steps = [await bench._window(self.cfg.background) for _ in range(REFERENCE_WINDOWS)]
+        others = machine_busy_s() - busy0 - (sum(_cpu_s(p) for p in pids) - ours0)
+        wall = time.monotonic() - t0
         sent = sum(s.sent for s in steps)
         bad = sum(s.lost + s.late for s in steps)
         return {
@@ -670,6 +722,8 @@ class ChurnBench:
             "background_latency_ms_p50": _r(steps[-1].latency_ms_p50),
             "background_latency_ms_p99": _r(steps[-1].latency_ms_p99),
             "gateway_a_cpu_pct": round(100.0 * sum(s.gw_cpu_s for s in steps) / (len(steps) * self.cfg.window_s), 1),
+            "other_processes_cpu_pct": round(100.0 * max(0.0, others) / wall, 1),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "ok": sent > 0 and 100.0 * bad / sent < MAX_LOSS_PCT,
         }
 
@@ -692,7 +746,8 @@ class ChurnBench:
             ref = await self.reference()
             self.log(
                 f"  background alone: {up} calls, {ref['background_late_or_lost_pct']:.2f} % late/lost, "
-                f"p50 {ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %"
+                f"p50 {ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %, "
+                f"other processes {ref['other_processes_cpu_pct']} %"
             )
             if ref["ok"] and up == cfg.background:
                 for i, rate in enumerate(cfg.rates):
@@ -743,7 +798,8 @@ def _line(st: ChurnStep) -> str:
         f"  {st.rate:>5g} calls/s x {st.hold_s:g} s: sipp {d['sipp_calls_successful']}/{d['sipp_calls_attempted']} ok, "
         f"{d['sipp_calls_failed']} failed, up to {d['sipp_concurrent_max']} at once, setup p50/p99 "
         f"{d['setup_ms_p50']}/{d['setup_ms_p99']} ms; background {d['background_late_or_lost_pct']:.2f} % late/lost "
-        f"(worst window {d['background_worst_window_pct']:.2f} %); A CPU {d['gateway_a_cpu_pct']} %: {verdict}"
+        f"(worst window {d['background_worst_window_pct']:.2f} %); A CPU {d['gateway_a_cpu_pct']} %, other "
+        f"processes {d['other_processes_cpu_pct_whole_step']} %: {verdict}"
     )
 
 
@@ -849,6 +905,7 @@ TABLE_COLUMNS = (
     ("background_worst_window_pct", "worst %", "{:.2f}"),
     ("background_latency_ms_p99_worst_window", "bg p99 ms", "{}"),
     ("gateway_a_cpu_pct", "A CPU %", "{}"),
+    ("other_processes_cpu_pct_whole_step", "others %", "{}"),
     ("holds", "holds", "{}"),
 )
 
@@ -863,7 +920,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"the unloaded median; a step holds with 0 failed sipp calls and < {results['max_late_or_lost_pct']:g} % "
         f"late/lost)",
         f"  background alone: {ref['background_late_or_lost_pct']:.2f} % late/lost, p50 "
-        f"{ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %",
+        f"{ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %, other processes "
+        f"{ref['other_processes_cpu_pct']} % ('others %' below: CPU of processes outside the benchmark, % of one core)",
         "  " + " ".join(f"{title:>9}" for _k, title, _f in TABLE_COLUMNS),
     ]
     rows = list(results["steps"])
