@@ -13,6 +13,9 @@ from dataclasses import dataclass, fields
 
 MIN_DATAGRAM = 32
 """sippy silently ignores anything shorter; we count it instead."""
+MAX_DATAGRAM = 8192
+"""A SIP datagram larger than this is refused: 513 Message Too Large when it can be answered (RFC 3261 §21.5.14),
+else dropped. UDP SIP should stay under 1300 bytes anyway (§18.1.1); larger requests go over TCP."""
 LOG_INTERVAL_S = 10.0
 """At most one log line per kind of junk per interval; the rest are only counted."""
 SUPPORTED_VERSION = "SIP/2.0"
@@ -39,10 +42,13 @@ class SipStats:
     bad_header: int = 0
     bad_content_length: int = 0
     truncated_body: int = 0
+    oversized: int = 0
+    """Datagrams over MAX_DATAGRAM bytes (513 when the request can be answered, else dropped)."""
     sippy_errors: int = 0
     """Exceptions or complaints sippy raised on datagrams we had let through (logged, rate-limited)."""
     replied_400: int = 0
     replied_505: int = 0
+    replied_513: int = 0
     register_ok: int = 0
     """REGISTERs our registrar accepted (200)."""
     register_malformed: int = 0
@@ -55,6 +61,24 @@ class SipStats:
     def copy(self) -> SipStats:
         return SipStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
+    def malformed_by_reason(self) -> dict[str, int]:
+        """The non-zero malformed counters by kind (``runt``, ``bad_header``, ``oversized``...), summing to
+        ``malformed``; sippy's own complaints and malformed REGISTERs are separate counters."""
+        return {kind: n for kind in MALFORMED_KINDS if (n := getattr(self, kind))}
+
+
+MALFORMED_KINDS = (
+    "runt",
+    "non_utf8",
+    "bad_start_line",
+    "bad_version",
+    "bad_header",
+    "bad_content_length",
+    "truncated_body",
+    "oversized",
+)
+"""The kinds of junk the guard tells apart (each a SipStats counter)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Accept:
@@ -63,7 +87,7 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Drop the request and send ``data`` (a 400 or 505) back to the source."""
+    """Drop the request and send ``data`` (a 400, 505 or 513) back to the source."""
 
     data: bytes
     code: int
@@ -109,10 +133,15 @@ class DatagramGuard:
         self.stats = stats
         self.ratelog = RateLimitedLog(log)
 
-    def check(self, data: bytes, source: tuple[str, int]) -> Verdict:
+    def check(self, data: bytes, source: tuple[str, int], max_size: int | None = MAX_DATAGRAM) -> Verdict:
+        """The verdict on one inbound message; ``max_size`` None for a stream transport (framed with its own
+        limits), else the datagram size limit."""
         st = self.stats
         st.datagrams_in += 1
-        verdict = self._classify(data, source)
+        if max_size is not None and len(data) > max_size:
+            verdict = self._oversized(data, source, max_size)
+        else:
+            verdict = self._classify(data, source)
         if isinstance(verdict, Accept):
             st.accepted += 1
         else:
@@ -120,9 +149,33 @@ class DatagramGuard:
             if isinstance(verdict, Reply):
                 if verdict.code == 505:
                     st.replied_505 += 1
+                elif verdict.code == 513:
+                    st.replied_513 += 1
                 else:
                     st.replied_400 += 1
         return verdict
+
+    def _oversized(self, data: bytes, source: tuple[str, int], max_size: int) -> Verdict:
+        """RFC 3261 §21.5.14: 513 Message Too Large to a request whose Via we can read; anything else is dropped
+        (a response, an ACK, a request without a readable start line or Via), with the reason logged."""
+        head_end = data.find(b"\r\n\r\n")
+        head = (data if head_end < 0 else data[:head_end]).decode("latin-1")
+        lines = head.replace("\r\n", "\n").split("\n")
+        start = lines[0]
+        size = f"{len(data)} bytes, over the {max_size}-byte limit"
+        m = _REQUEST_LINE.match(start)
+        if start.startswith("SIP/") or m is None:
+            what = "response" if start.startswith("SIP/") else "datagram without a request line"
+            self._junk("oversized", source, f"{what}, {size}: dropped")
+            return Drop()
+        method = m.group(1)
+        headers, _ = _headers(lines[1:])
+        if "via" not in headers or method == "ACK":
+            why = "an ACK is never answered" if method == "ACK" else "no Via: cannot answer"
+            self._junk("oversized", source, f"{method}, {size}: dropped ({why})")
+            return Drop()
+        self._junk("oversized", source, f"{method}, {size}: 513")
+        return Reply(self._response(513, "Message Too Large", headers, f"message too large ({size})"), 513)
 
     def _junk(self, kind: str, source: tuple[str, int], detail: str) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)

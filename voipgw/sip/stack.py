@@ -30,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import random
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -53,6 +55,7 @@ from sippy.CCEvents import (
 )
 from sippy.Core.EventDispatcher import ED2
 from sippy.MsgBody import MsgBody
+from sippy.Network_server import Remote_address
 from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import MyPort, SipConf
@@ -65,9 +68,10 @@ from sippy.SipTo import SipTo
 from sippy.SipTransactionManager import COMPLETED, RINGING, TRYING, SipTransactionManager
 from sippy.SipURL import SipURL
 from sippy.SipWarning import SipWarning
+from sippy.Time.MonoTime import MonoTime
 from sippy.Time.Timeout import Timeout
 from sippy.UA import UA
-from sippy.Udp_server import Udp_server, Udp_server_opts
+from sippy.Udp_server import AsyncSender, Udp_server, Udp_server_opts
 
 from voipgw.sip.digest import Authenticated, Challenge
 from voipgw.sip.events import (
@@ -87,7 +91,7 @@ from voipgw.sip.events import (
     SipStackStateError,
     Trying,
 )
-from voipgw.sip.guard import Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
+from voipgw.sip.guard import MAX_DATAGRAM, Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
 from voipgw.sip.registrar import ContactSpec, RegisterReply, RegisterRequest, Registrar
 from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
 from voipgw.sip.tls import TlsOptions, client_context, server_context
@@ -113,6 +117,11 @@ REGISTER_BACKOFF_JITTER = 0.2
 REGISTER_MAX_MIN_EXPIRES = 86400
 """A 423's Min-Expires above this is not followed (a registrar asking for days is misconfigured)."""
 THREAD_JOIN_S = 5.0
+UDP_RECEIVE_BUFFER = 4 << 20
+"""SO_RCVBUF asked for on the SIP UDP socket: a burst of INVITEs waits in the kernel instead of being dropped
+(the default, about 208 KiB, holds fewer than 100 small datagrams). Linux caps it at net.core.rmem_max."""
+UDP_READ_BYTES = 65535
+"""Read whole datagrams (sippy reads 8192 and silently truncates), so the guard can refuse an oversized one."""
 
 _running_lock = threading.Lock()
 _running: SipStack | None = None
@@ -171,20 +180,76 @@ class _WireLogger:
 
 
 class _OrderedUdpOpts(Udp_server_opts):  # type: ignore[misc]
-    """One receiver and one sender thread instead of sippy's three each.
+    """One receiver and one sender thread instead of sippy's three each (_GuardedUdpServer starts them).
 
     With three, back-to-back messages leave (and are handed to the reactor) out of order: measured, a 180 sent
     right before a 200 arrived after it in about one call in ten on loopback. One worker keeps order.
     """
 
-    nworkers = 1
+    nworkers = 0  # sippy's own workers; _GuardedUdpServer adds exactly one pair of its own
+
+
+class _WholeDatagramReceiver(threading.Thread):
+    """sippy's AsyncReceiver, reading up to 64 KiB instead of 8192 bytes (sippy truncates larger datagrams, so
+    an oversized request reached the parser cut short and got a misleading 400 instead of 513)."""
+
+    daemon = True
+
+    def __init__(self, userv: Any) -> None:
+        super().__init__(name="sip-udp-receiver")
+        self.userv = userv
+        self.start()
+
+    def run(self) -> None:
+        userv = self.userv
+        empty_left = 100
+        while True:
+            try:
+                data, address = userv.skt.recvfrom(UDP_READ_BYTES)
+            except OSError as exc:
+                if exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.EBADF):
+                    break
+                if exc.errno == errno.EINTR:
+                    continue
+                _sippy_ratelog("recv", logging.WARNING, "SIP UDP receive failed: %r", exc)
+                time.sleep(0.01)
+                continue
+            if not data and address is None:
+                # As sippy: a socket shut down under us on Linux returns empty reads without an address.
+                empty_left -= 1
+                if empty_left == 0:
+                    break
+                continue
+            empty_left = 100
+            if userv.uopts.family == socket.AF_INET6:
+                address = (f"[{address[0]}]", address[1])
+            ED2.callFromThread(userv.handle_read, data, Remote_address(address, userv.transport), MonoTime())
+        self.userv = None
+
+
+class _GuardedUdpServer(Udp_server):  # type: ignore[misc]
+    """sippy's Udp_server with a larger receive buffer and a receiver that reads whole datagrams."""
+
+    def __init__(self, global_config: Any, uopts: Any) -> None:
+        super().__init__(global_config, uopts)  # binds; starts no workers (_OrderedUdpOpts.nworkers = 0)
+        try:
+            self.skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        except OSError as exc:
+            log.debug("SIP UDP socket: SO_RCVBUF %d refused: %s", UDP_RECEIVE_BUFFER, exc)
+        self.receive_buffer = int(self.skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        log.debug(
+            "SIP UDP socket %s:%s: receive buffer %d bytes (asked for %d)",
+            *self.uopts.laddress[:2], self.receive_buffer, UDP_RECEIVE_BUFFER,
+        )  # fmt: skip
+        self.asenders.append(AsyncSender(self))
+        self.areceivers.append(_WholeDatagramReceiver(self))
 
 
 class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
     """SipTransactionManager whose inbound path is vetted by DatagramGuard first."""
 
     guard: DatagramGuard
-    model_udp_server = (Udp_server, _OrderedUdpOpts)
+    model_udp_server = (_GuardedUdpServer, _OrderedUdpOpts)
     streams: dict[str, TcpTransport]
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
@@ -193,7 +258,9 @@ class _GuardedTM(SipTransactionManager):  # type: ignore[misc]
         super().__init__(global_config, req_cb)
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
-        verdict = self.guard.check(data_in, ra.address)
+        # A stream transport frames messages with its own limits (voipgw.sip.framing); datagrams have ours.
+        max_size = None if getattr(server, "reliable", False) else MAX_DATAGRAM
+        verdict = self.guard.check(data_in, ra.address, max_size)
         if isinstance(verdict, Reply):
             server.send_to(verdict.data, ra.address)
             return
@@ -901,6 +968,7 @@ class SipStack:
         self._cores: set[_CallCore] = set()
         self._regs: list[_RegCore] = []
         self._tm: Any = None
+        self._udp: Any = None
         self._gc: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
         self._life = _Lifecycle()
@@ -925,6 +993,14 @@ class SipStack:
     def stats(self) -> SipStats:
         """A snapshot of the front-door counters."""
         return self._stats.copy()
+
+    @property
+    def udp_receive_buffer(self) -> int | None:
+        """The SIP UDP socket's effective SO_RCVBUF, read back from the socket (None before start)."""
+        server = self._udp
+        if server is None or server.skt is None:
+            return None
+        return int(server.skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     @property
     def tcp_stats(self) -> TcpStats | None:
@@ -1014,6 +1090,7 @@ class SipStack:
                 stream_sock.close()
             raise
         server = next(iter(tm.l4r.cache_l2s.values()))
+        self._udp = server
         port = int(server.uopts.laddress[1])
         gc["_sip_port"] = port
         SipConf.my_port = MyPort(port)  # printed as the sending transport's port (TLS listens elsewhere)
