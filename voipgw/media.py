@@ -219,12 +219,15 @@ class MediaStream:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        payload_type: int = DEFAULT_PAYLOAD_TYPE,
+        payload_type: int | None = DEFAULT_PAYLOAD_TYPE,
         rtcp_mux: bool = False,
         rtcp_interval: float = 5.0,
         latch: bool = True,
     ) -> MediaStream:
-        """Open the RTP socket(s). Packets that arrive before :meth:`start` are held (bounded) until then."""
+        """Open the RTP socket(s). Packets that arrive before :meth:`start` are held (bounded) until then.
+
+        ``payload_type`` None: not known yet (we offered several codecs and the answer will pick one); packets of
+        every payload type are held until :meth:`start` names it, and those of another type are refused then."""
         ep = await RtpEndpoint.open(
             host, port, payload_type=payload_type, rtcp_mux=rtcp_mux, rtcp_interval=rtcp_interval, latch=latch
         )
@@ -265,6 +268,8 @@ class MediaStream:
         """
         if self._task is not None or self._stopped:
             raise MediaError("a MediaStream starts once")
+        if payload_type is None and self.endpoint.payload_type is None:
+            raise MediaError("no payload type: bound without one, start() must name the negotiated one")
         if not protector.secure and not allow_insecure:
             raise InsecureMediaRefused(
                 "refusing to send or play clear audio: the protector is not secure and the policy is require"
@@ -288,6 +293,13 @@ class MediaStream:
             self.endpoint.remote = remote
         early, self._early = self._early, []
         for pkt, addr, arrival in early:
+            if pkt.payload_type != self.endpoint.payload_type:
+                # Held while the payload type was not known yet (bind(payload_type=None)): not ours after all.
+                self.stats.frames_received -= 1
+                self.endpoint.stats.packets_received -= 1
+                self.endpoint.stats.bytes_received -= len(pkt.payload)
+                self.endpoint.stats.refuse("payload-type")
+                continue
             if self._open(pkt, arrival):
                 self.endpoint.confirm_source(addr)
         early_events, self._early_events = self._early_events, []

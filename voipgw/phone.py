@@ -54,6 +54,7 @@ from voipgw.sip import (
     Failed,
     IncomingCall,
     OutgoingCall,
+    RateLimitedLog,
     Registration,
     Ringing,
     SipCall,
@@ -64,6 +65,8 @@ from voipgw.sip import (
 from voipgw.trust import KeyChangePolicy, TrustState, TrustStore, TrustVerdict
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log)
+"""Refused INVITEs: a flood must not flood the log (one line per kind per interval; the call records count each)."""
 
 WARN_NO_KEY_EXCHANGE = (
     "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
@@ -727,7 +730,7 @@ class Phone:
             if verdict is not None and not verdict.allowed:
                 keys.wipe()
                 if verdict.warning:
-                    log.error("%s", verdict.warning)
+                    _refusals("identity", logging.ERROR, "%s", verdict.warning)
                 rec.trust_warning = verdict.warning
                 return self._reject(call, incoming, 488, "Not Acceptable Here", f"voipgw: {verdict.reason}")
         stream = await MediaStream.bind(self.rtp_host)
@@ -780,7 +783,8 @@ class Phone:
         rec.apply(CallEvent.REFUSED)
         rec.security = Security.REFUSED
         rec.reason = f"{code} {reason}: {warning}"
-        log.warning("refusing call %s from %s: %s", incoming.call_id, rec.remote_aor, warning)
+        _refusals(f"refuse-{code}", logging.WARNING, "refusing call %s from %s: %s", incoming.call_id, rec.remote_aor,
+                  warning)  # fmt: skip
         incoming.reject(code, reason, warning)
         call.done.set()
         return call

@@ -27,15 +27,26 @@ from voipgw.config import ConfigError, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, Phone, PhoneConfig
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
-from voipgw.sip import Ended, Failed, RegistrationFailed
+from voipgw.sip import Ended, Failed, IncomingCall, RateLimitedLog, RegistrationFailed
 from voipgw.store.contacts import ContactStoreError, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
+_busy_log = RateLimitedLog(log)
+"""INVITEs refused while busy: one line per interval, however many arrive."""
 
 EXIT_CALL_FAILED = 1
+"""The command ran and failed: the call was refused, failed or ended abnormally; the registrar refused us."""
+EXIT_USAGE = 2
+"""The command could not start: bad arguments or configuration, an unusable identity or contact store, an address
+that cannot be bound (argparse's own usage errors are 2 as well)."""
 EXIT_NO_AUDIO = 3
+EXIT_CODES_EPILOG = (
+    "exit status: 0 the call(s) ended normally; 1 a call failed or was refused, or the registrar refused us; "
+    "2 usage or configuration error (bad arguments, configuration, identity, contact store, or an address that "
+    "cannot be bound: nothing was attempted); 3 no audio device (use --play/--record)"
+)
 TAIL_S = 0.6
 """After the played file ends, keep the call up this long so the last frames reach the peer's jitter buffer."""
 
@@ -63,13 +74,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("call", help="place an end-to-end encrypted call")
+    c = sub.add_parser("call", help="place an end-to-end encrypted call", epilog=EXIT_CODES_EPILOG)
     c.add_argument("uri", metavar="SIP_URI", help="whom to call, e.g. sip:bob@127.0.0.1:5082")
     c.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds")
     c.add_argument("--no-answer-timeout", type=float, metavar="S", help="give up ringing after S seconds")
     _common(c)
     c.set_defaults(func=run_call)
-    li = sub.add_parser("listen", help="wait for calls and answer them")
+    li = sub.add_parser("listen", help="wait for calls and answer them", epilog=EXIT_CODES_EPILOG)
     li.add_argument("--auto-answer", action="store_true", help="answer at once (otherwise ring, then answer)")
     li.add_argument("--once", action="store_true", help="exit after the first call ends")
     li.add_argument(
@@ -96,13 +107,13 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
         try:
             overrides["listen_host"], overrides["listen_port"] = parse_hostport(args.listen, "--listen")
         except ConfigError as exc:
-            raise CliError(str(exc), 2) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
     try:
         base_host = overrides.get("listen_host") or "127.0.0.1"
         overrides["aor"] = args.aor or (None if args.config else f"{getpass.getuser()}@{base_host}")
         return load_phone_config(args.config, overrides)
     except ConfigError as exc:
-        raise CliError(f"configuration: {exc}", 2) from None
+        raise CliError(f"configuration: {exc}", EXIT_USAGE) from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,7 +122,7 @@ def _played_pcm(path: Path) -> Pcm:
     try:
         return read_wav(path)
     except (WavError, OSError) as exc:
-        raise CliError(f"--play {path}: {exc}", 2) from None
+        raise CliError(f"--play {path}: {exc}", EXIT_USAGE) from None
 
 
 def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
@@ -323,7 +334,7 @@ def check_dtmf_args(args: argparse.Namespace) -> None:
         args.send_dtmf = check_digits(args.send_dtmf)
         digit_train("0", args.dtmf_duration)
     except DtmfError as exc:
-        raise CliError(f"--send-dtmf: {exc}", 2) from None
+        raise CliError(f"--send-dtmf: {exc}", EXIT_USAGE) from None
 
 
 def send_dtmf(call: ActiveCall, args: argparse.Namespace) -> None:
@@ -349,14 +360,14 @@ def _load_identity(args: argparse.Namespace) -> Any:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         return load_or_create_identity(home, passphrase_from_env())
     except Exception as exc:  # a clear line for any key-file problem (permissions, corrupt file, passphrase)
-        raise CliError(f"identity in {home}: {exc}") from None
+        raise CliError(f"identity in {home}: {exc}", EXIT_USAGE) from None
 
 
 def _open_trust(args: argparse.Namespace, config: PhoneConfig) -> TrustStore:
     try:
         return TrustStore(args.home, policy=config.key_change_policy)
     except ContactStoreError as exc:
-        raise CliError(f"contact store: {exc}") from None
+        raise CliError(f"contact store: {exc}", EXIT_USAGE) from None
 
 
 async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | None = None) -> Phone:
@@ -365,7 +376,9 @@ async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | N
     try:
         await phone.start()
     except OSError as exc:
-        raise CliError(f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+        raise CliError(
+            f"cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}", EXIT_USAGE
+        ) from None
     except RegistrationFailed as exc:
         await phone.stop()
         where = f"{config.registrar[0]}:{config.registrar[1]}" if config.registrar else "the registrar"
@@ -434,6 +447,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
         flush=True,
     )
     status = 0
+    busy: asyncio.Future[None] | None = None
     try:
         while not stop.is_set():
             getter = asyncio.ensure_future(phone.next_incoming())
@@ -444,6 +458,9 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 getter.cancel()
                 break
             incoming = getter.result()
+            # One call at a time: any INVITE arriving meanwhile is answered 486 Busy Here at once (RFC 3261
+            # 21.4.24), never left queued until the call ends. With --once the listener stays busy until it exits.
+            busy = asyncio.ensure_future(_refuse_while_busy(phone))
             try:
                 status = await _handle_incoming(phone, incoming, args, stop)
             except CliError:
@@ -453,12 +470,47 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 with contextlib.suppress(Exception):
                     incoming.reject(500, "Server Internal Error", f"voipgw: internal error: {type(exc).__name__}")
                 status = EXIT_CALL_FAILED
+            finally:
+                if not args.once:
+                    busy.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await busy
             if args.once:
                 break
     finally:
+        if busy is not None and args.once:
+            _refuse_queued(phone)
         await phone.stop()
+        if busy is not None:
+            busy.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await busy
         trust.close()
     return status
+
+
+BUSY_WARNING = "voipgw: busy in another call"
+
+
+def _refuse_busy(incoming: IncomingCall) -> None:
+    _busy_log("busy", logging.INFO, "call %s from %s refused: 486 Busy Here (in a call)", incoming.call_id,
+              incoming.from_aor)  # fmt: skip
+    incoming.reject(486, "Busy Here", BUSY_WARNING)
+
+
+async def _refuse_while_busy(phone: Phone) -> None:
+    """Answer 486 Busy Here to every new INVITE until cancelled (while the listener is in a call)."""
+    while True:
+        _refuse_busy(await phone.next_incoming())
+
+
+def _refuse_queued(phone: Phone) -> None:
+    """At exit: the INVITEs still queued get 486 too (the stack would end them with 487 as it stops)."""
+    if phone.stack is None:
+        return
+    queue = phone.stack.incoming
+    while not queue.empty():
+        _refuse_busy(queue.get_nowait())
 
 
 async def _handle_incoming(phone: Phone, incoming: Any, args: argparse.Namespace, stop: asyncio.Event) -> int:

@@ -19,12 +19,23 @@ from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import Gateway, GatewayConfig, InsideUser
 from voipgw.ops import config as ops_config
-from voipgw.ops.control import ControlError, render_status, socket_path
+from voipgw.ops.control import ControlError, refusal_summary, render_status, socket_path
 from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
+
+EXIT_FAILED = 1
+"""It ran and failed (``status``: no gateway answers)."""
+EXIT_USAGE = 2
+"""It could not start: bad arguments or configuration (either mode), an unusable identity or contact store, an
+address in use, a PBX that does not resolve or answer at start-up. Nothing is left running."""
+EXIT_CODES_EPILOG = (
+    "exit status: 0 stopped by SIGTERM/SIGINT after running; 1 a runtime failure (status: no gateway answers); "
+    "2 usage or configuration error, with --config or with flags (arguments, configuration, identity, contact "
+    "store, an address in use, an unreachable PBX at start-up: nothing is left running)"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the gateway: plain inside phones <-> end-to-end encrypted calls outside",
         description="Run the gateway in the foreground from --config FILE (see config/gateway.example.toml), "
         "or from the flags below for a quick test; `voipgw gateway status` asks a running one.",
+        epilog=EXIT_CODES_EPILOG,
     )
     g.add_argument("--config", type=Path, metavar="FILE", help="the gateway's TOML configuration")
     g.add_argument(
@@ -79,12 +91,12 @@ def _users(args: argparse.Namespace, host: str) -> tuple[InsideUser, ...]:
         name, sep, rest = spec.partition("=")
         contact, _, aor = rest.partition(",")
         if not sep or not name or not contact.startswith("sip:"):
-            raise CliError(f"--user {spec!r}: expected NAME=sip:CONTACT[,AOR]", 2)
+            raise CliError(f"--user {spec!r}: expected NAME=sip:CONTACT[,AOR]", EXIT_USAGE)
         if any(u.name == name for u in users):
-            raise CliError(f"--user {name!r} given twice", 2)
+            raise CliError(f"--user {name!r} given twice", EXIT_USAGE)
         users.append(InsideUser(name=name, contact=contact, outside_aor=aor or f"{name}@{host}"))
     if not users:
-        raise CliError("no inside users: give --config FILE, or at least one --user NAME=sip:CONTACT", 2)
+        raise CliError("no inside users: give --config FILE, or at least one --user NAME=sip:CONTACT", EXIT_USAGE)
     return tuple(users)
 
 
@@ -96,12 +108,12 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         host, port = parse_hostport(args.listen or "127.0.0.1:5070", "--listen")
         proxy = parse_hostport(args.proxy, "--proxy", 5060) if args.proxy else None
     except ConfigError as exc:
-        raise CliError(str(exc), 2) from None
+        raise CliError(str(exc), EXIT_USAGE) from None
     routes: dict[str, str] = {}
     for spec in args.route:
         name, sep, uri = spec.partition("=")
         if not sep or not name or not uri.startswith("sip:"):
-            raise CliError(f"--route {spec!r}: expected NAME=sip:URI", 2)
+            raise CliError(f"--route {spec!r}: expected NAME=sip:URI", EXIT_USAGE)
         routes[name] = uri
     return GatewayConfig(
         home=args.home,
@@ -125,11 +137,11 @@ def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, Trus
                 home.mkdir(parents=True, exist_ok=True, mode=0o700)
                 identities[user.name] = load_or_create_identity(home, passphrase_from_env())
             except Exception as exc:  # one clear line for any key-file problem
-                raise CliError(f"identity of {user.name} in {home}: {exc}") from None
+                raise CliError(f"identity of {user.name} in {home}: {exc}", EXIT_USAGE) from None
             try:
                 trust[user.name] = TrustStore(home)
             except ContactStoreError as exc:
-                raise CliError(f"contact store of {user.name}: {exc}") from None
+                raise CliError(f"contact store of {user.name}: {exc}", EXIT_USAGE) from None
     except BaseException:
         for store in trust.values():
             store.close()
@@ -160,13 +172,15 @@ async def _main(args: argparse.Namespace) -> int:
             await gateway.start()
         except OSError as exc:
             raise CliError(
-                f"--listen: cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}", 2
+                f"--listen: cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}", EXIT_USAGE
             ) from None
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users)
         print(f"gateway listening on sip:{config.listen_host}:{gateway.port} for {users}", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         await gateway.stop()
+        if gateway.stack is not None:
+            logging.getLogger("voipgw.gateway").info("gateway summary: %s", refusal_summary(gateway.snapshot()))
         if args.snapshot_json is not None:
             args.snapshot_json.write_text(json.dumps(gateway.snapshot(), indent=2, default=str))
         for store in trust.values():
@@ -180,7 +194,7 @@ async def _main_config(args: argparse.Namespace) -> int:
     try:
         config = ops_config.load_gateway_config(args.config)
     except ops_config.ConfigError as exc:
-        raise CliError(str(exc), 2) from None
+        raise CliError(str(exc), EXIT_USAGE) from None
     setup_logging(args.log_format or config.log_format, _log_level(args))
     log = logging.getLogger("voipgw.gateway")
     stop = asyncio.Event()
@@ -193,7 +207,7 @@ async def _main_config(args: argparse.Namespace) -> int:
         try:
             await runtime.start()
         except ops_config.ConfigError as exc:
-            raise CliError(str(exc), 2) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users.values())
         assert runtime.ops is not None
         log.info(
@@ -207,6 +221,8 @@ async def _main_config(args: argparse.Namespace) -> int:
         log.info("gateway stopping: removing registrations, hanging up %d call(s)", len(runtime.snapshot()["calls"]))
     finally:
         await runtime.stop()
+        if runtime.gateway is not None and runtime.gateway.stack is not None:
+            log.info("gateway summary: %s", refusal_summary(runtime.snapshot()))
         if args.snapshot_json is not None and runtime.gateway is not None:
             args.snapshot_json.write_text(json.dumps(runtime.snapshot(), indent=2, default=str))
     log.info("gateway stopped")
@@ -219,7 +235,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     if args.config is not None:
         given = [f"--{name.replace('_', '-')}" for name in FLAG_ONLY if getattr(args, name)]
         if given:
-            raise CliError(f"{', '.join(given)}: not with --config (set it in the config file)", 2)
+            raise CliError(f"{', '.join(given)}: not with --config (set it in the config file)", EXIT_USAGE)
         return int(uvloop.run(_main_config(args)))
     return int(uvloop.run(_main(args)))
 
@@ -230,11 +246,11 @@ def run_status(args: argparse.Namespace) -> int:
         try:
             path = ops_config.load_gateway_config(args.status_config).control_socket
         except ops_config.ConfigError as exc:
-            raise CliError(str(exc), 2) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
     try:
         result: dict[str, Any] = control_request(socket_path(args.home, path), "status", args.timeout)
     except ControlError as exc:
-        raise CliError(str(exc), 1) from None
+        raise CliError(str(exc), EXIT_FAILED) from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -46,6 +46,7 @@ from voipgw.sip import (
     Failed,
     IncomingCall,
     OutgoingCall,
+    RateLimitedLog,
     Ringing,
     SipCall,
     SipStack,
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from voipgw.gateway.runtime import GatewayHooks
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log)
+"""Refused INVITEs are logged through this (one line per kind per interval) and counted in ``refused_invites``:
+a flood of INVITEs to an unknown user, or refused by policy, must not flood the log."""
 
 G722 = "g722"
 INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
@@ -145,7 +149,11 @@ class Gateway:
         self._answerers: dict[str, Phone] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept: asyncio.Task[None] | None = None
+        self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
+        """RTP malformed-by-reason of every finished call (its media sockets are closed; the counts stay)."""
         self._inside_addrs: dict[tuple[str, int], InsideUser] = {}
+        self.refused_invites: collections.Counter[int] = collections.Counter()
+        """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
         for u in config.users:
             host, port = _uri_hostport(u.contact)
             self._inside_addrs[(host, port)] = u
@@ -201,7 +209,19 @@ class Gateway:
             ],
             "calls": [b.snapshot() for b in self.bridges],
             "finished": [b.snapshot() for b in self.finished],
+            "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
+            "malformed_by_reason": self.malformed_by_reason(),
         }
+
+    def malformed_by_reason(self) -> dict[str, dict[str, int]]:
+        """What was refused before it reached a call: malformed SIP at the SIP socket (the guard's kinds) and
+        datagrams that are not RTP at all at each call's media sockets (active and recently finished calls, both
+        legs), by reason; kinds never seen are left out."""
+        sip = self.stack.stats.malformed_by_reason() if self.stack is not None else {}
+        rtp: collections.Counter[str] = collections.Counter(self._rtp_malformed_done)
+        for bridge in self.bridges:
+            rtp.update(bridge.rtp_malformed())
+        return {"sip": sip, "rtp": dict(sorted(rtp.items()))}
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
@@ -258,11 +278,15 @@ class Gateway:
         if hooks is not None:
             user = hooks.inbound_user(user, incoming)
         if user is None:
-            log.warning("call %s to %s: no such inside user", incoming.call_id, incoming.to_aor)
+            self.refused_invites[404] += 1
+            _refusals("404", logging.WARNING, "call %s to %s: no such inside user (404)", incoming.call_id,
+                      incoming.to_aor)  # fmt: skip
             incoming.reject(404, "Not Found", "voipgw gateway: no such user here")
             return
         if not user.contact:
-            log.warning("call %s to %s: the inside phone is not registered", incoming.call_id, user.name)
+            self.refused_invites[480] += 1
+            _refusals("480", logging.WARNING, "call %s to %s: the inside phone is not registered (480)",
+                      incoming.call_id, user.name)  # fmt: skip
             incoming.reject(480, "Temporarily Unavailable", "voipgw gateway: the inside phone is not registered")
             return
         self._spawn(self._inbound(user, incoming))
@@ -290,7 +314,13 @@ class Gateway:
             self.bridges.remove(bridge)
             self.finished.append(bridge)
         bridge.done.set()
-        log.info("gateway call %s (%s, %s) over: %s", bridge.call_id, bridge.user.name, bridge.direction, bridge.reason)
+        if counted:
+            self._rtp_malformed_done.update(bridge.rtp_malformed())
+        # A refused INVITE was logged (rate-limited) where it was refused: its end is no news.
+        log.log(
+            logging.DEBUG if bridge.refused else logging.INFO,
+            "gateway call %s (%s, %s) over: %s", bridge.call_id, bridge.user.name, bridge.direction, bridge.reason,
+        )  # fmt: skip
         if counted and self.hooks is not None:
             self.hooks.call_finished(bridge)
 
@@ -586,7 +616,10 @@ class Gateway:
     def _reject(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
         bridge.state = "failed"
         bridge.reason = f"{code} {warning}"
-        log.warning("gateway refuses call %s from %s: %d %s", incoming.call_id, bridge.user.name, code, warning)
+        bridge.refused = True
+        self.refused_invites[code] += 1
+        _refusals(f"refuse-{code}", logging.WARNING, "gateway refuses call %s from %s: %d %s", incoming.call_id,
+                  bridge.user.name, code, warning)  # fmt: skip
         incoming.reject(code, SIP_PHRASES.get(code, "Call Failed"), warning)
 
     # --- outside -> inside phone ---------------------------------------------------------------------------
@@ -612,6 +645,9 @@ class Gateway:
         if rec.state is not CallState.ESTABLISHED:
             bridge.state = "failed"
             bridge.reason = f"outside leg: {rec.reason}"
+            if rec.security is Security.REFUSED:  # the Phone refused the INVITE (and logged it, rate-limited)
+                bridge.refused = True
+                self.refused_invites[_code_of(rec.reason)] += 1
             return
         t_answered = time.monotonic()
         deadline = t_answered + self.config.sas_wait_s
@@ -626,7 +662,9 @@ class Gateway:
             return
         name = incoming.from_display or _user_part(rec.remote_aor) or rec.remote_aor
         bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
-        stream = await MediaStream.bind(self.config.listen_host)
+        # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
+        # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
+        stream = await MediaStream.bind(self.config.listen_host, payload_type=None)
         bridge.inside_media = stream
         port = stream.local[1]
         sid = bridge.inside_sdp[0]

@@ -146,6 +146,8 @@ class Bridge:
     outside_sdp: list[int] = field(default_factory=lambda: [secrets.randbelow(1 << 62), 1])
     sas_wait_ms: float | None = None
     """Inbound: from the outside answer to the SAS reveal (the inside phone rings only after it)."""
+    refused: bool = False
+    """The INVITE was refused at setup (by policy, key exchange, routing): logged once, rate-limited, where refused."""
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,6 +155,15 @@ class Bridge:
     @property
     def call_id(self) -> str:
         return self.outside.record.call_id if self.outside is not None else ""
+
+    def rtp_malformed(self) -> dict[str, int]:
+        """Datagrams at this call's media sockets (both legs) that were not RTP at all, by reason."""
+        out: dict[str, int] = {}
+        for media in (self.inside_media, self.outside.media if self.outside is not None else None):
+            if media is not None:
+                for reason, n in media.endpoint.stats.malformed_by_reason.items():
+                    out[reason] = out.get(reason, 0) + n
+        return out
 
     def __post_init__(self) -> None:
         self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)

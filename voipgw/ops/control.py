@@ -66,6 +66,13 @@ class CallStatus(TypedDict, total=False):
     reason: str  # why a finished call ended
 
 
+class MalformedByReason(TypedDict, total=False):
+    """Input refused before it reached any call, by reason (only reasons seen so far)."""
+
+    sip: dict[str, int]  # at the SIP socket: runt, non_utf8, bad_start_line, bad_header, oversized, ...
+    rtp: dict[str, int]  # at the calls' media sockets, not RTP at all: too-short, bad-version, truncated-csrc, ...
+
+
 class GatewaySnapshot(TypedDict, total=False):
     """What the status callable returns; every key is optional so the table degrades rather than fails."""
 
@@ -74,6 +81,8 @@ class GatewaySnapshot(TypedDict, total=False):
     registrations: list[RegistrationStatus]
     calls: list[CallStatus]
     finished: list[CallStatus]
+    refused_invites: dict[str, int]  # status code -> INVITEs refused with it (unknown user, policy, key exchange)
+    malformed_by_reason: MalformedByReason
 
 
 SnapshotFn = Callable[[], Mapping[str, Any]]
@@ -353,6 +362,24 @@ def _rows(snapshot: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
 
 
+def _counts(value: Any, sep: str = " ") -> str | None:
+    if not isinstance(value, Mapping):
+        return None
+    items = [(k, v) for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return ", ".join(f"{_cell(k)}{sep}{v}" for k, v in sorted(items, key=lambda kv: str(kv[0]))) or None
+
+
+def refusal_summary(snapshot: Mapping[str, Any]) -> str:
+    """One line: INVITEs refused by status code, malformed SIP and RTP by reason (``none`` for each empty one)."""
+    malformed = snapshot.get("malformed_by_reason")
+    malformed = malformed if isinstance(malformed, Mapping) else {}
+    return (
+        f"refused INVITEs: {_counts(snapshot.get('refused_invites'), ' x') or 'none'}; "
+        f"malformed SIP: {_counts(malformed.get('sip')) or 'none'}; "
+        f"malformed RTP: {_counts(malformed.get('rtp')) or 'none'}"
+    )
+
+
 def render_status(snapshot: Mapping[str, Any]) -> str:
     """The ``voipgw gateway status`` text: registrations (or users), active calls with security state, SAS, codec
     and frame counters, then recently finished calls with their reason."""
@@ -407,6 +434,8 @@ def render_status(snapshot: Mapping[str, Any]) -> str:
         lines += ["", f"Recently finished ({len(finished)})"]
         rows = [[*_call_row(c)[:8], _cell(c.get("reason"))] for c in finished]
         lines += _table([*_CALL_HEADERS[:8], "REASON"], rows)
+    if "refused_invites" in snapshot or "malformed_by_reason" in snapshot:
+        lines += ["", "Refused since start", "  " + refusal_summary(snapshot).replace("; ", "\n  ")]
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,8 @@ MAX_PORT_PAIR_TRIES = 50
 """Attempts to find an even RTP port whose port+1 is free when RTCP is not muxed."""
 
 OnPayload = Callable[[RtpPacket, Address], bool]
-"""Called for every well-formed RTP packet of our payload type; returns True iff the payload authenticated."""
+"""Called for every well-formed RTP packet of our payload type (of any type while ``payload_type`` is None);
+returns True iff the payload authenticated."""
 OnLatch = Callable[[Address, Address], None]
 """Called with (old remote, new remote) when symmetric RTP moves the destination."""
 
@@ -143,7 +144,7 @@ class RtpEndpoint:
         rtcp_transport: asyncio.DatagramTransport | None,
         *,
         remote: Address | None,
-        payload_type: int,
+        payload_type: int | None,
         rtcp_mux: bool,
         latch: bool,
         ssrc: int,
@@ -154,6 +155,8 @@ class RtpEndpoint:
         self._rtcp = rtcp_transport
         self.remote = remote
         self.payload_type = payload_type
+        """Our audio payload type; None while not negotiated yet (an offer that lists several codecs): then every
+        well-formed RTP packet goes to ``on_payload`` (the owner holds it until it knows) and nothing is sent."""
         self.rtcp_mux = rtcp_mux
         self.latch = latch
         self.ssrc = ssrc
@@ -183,7 +186,7 @@ class RtpEndpoint:
         port: int = 0,
         *,
         remote: Address | None = None,
-        payload_type: int = DEFAULT_PAYLOAD_TYPE,
+        payload_type: int | None = DEFAULT_PAYLOAD_TYPE,
         rtcp_mux: bool = False,
         latch: bool = True,
         rtcp_interval: float = RTCP_INTERVAL,
@@ -248,8 +251,8 @@ class RtpEndpoint:
     # --- sending ------------------------------------------------------------------------------------------
 
     def send(self, payload: bytes, *, marker: bool = False, samples: int = SAMPLES_PER_FRAME) -> bool:
-        """Send one RTP packet to the current remote; returns False if there is nowhere to send yet."""
-        if self._closed or self.remote is None:
+        """Send one RTP packet to the current remote; returns False if there is nowhere (or no payload type) yet."""
+        if self._closed or self.remote is None or self.payload_type is None:
             return False
         self._seq = (self._seq + 1) & 0xFFFF
         self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
@@ -305,8 +308,9 @@ class RtpEndpoint:
                 if self.on_event(pkt, addr):
                     self.confirm_source(addr)
                 return
-            self.stats.refuse("payload-type")
-            return
+            if self.payload_type is not None:
+                self.stats.refuse("payload-type")
+                return
         self.stats.packets_received += 1
         self.stats.bytes_received += len(pkt.payload)
         self.reception.update(pkt.sequence, pkt.timestamp, pkt.ssrc, time.time())

@@ -22,7 +22,7 @@ from voipgw.sip.events import (
     SipStackStateError,
     Trying,
 )
-from voipgw.sip.guard import SipStats
+from voipgw.sip.guard import RateLimitedLog, SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.registrar import Binding, Registrar
 from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
@@ -43,6 +43,7 @@ __all__ = [
     "InviteAuthPredicate",
     "MainThreadReactor",
     "OutgoingCall",
+    "RateLimitedLog",
     "ReAnswered",
     "ReOffer",
     "ReOfferRejected",
