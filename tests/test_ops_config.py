@@ -370,3 +370,26 @@ def test_media_timeout_register_and_outside_transport_reach_the_b2bua(tmp_path: 
             gateway_config_from_mapping({**base, "gateway": {"media_timeout_s": bad}})
     with pytest.raises(ConfigError, match=r"outside\.register"):
         gateway_config_from_mapping({**base, "outside": {"registrar": "127.0.0.1", "register": "no"}})
+
+
+def test_outside_require_hybrid_reaches_the_outside_leg_and_needs_a_stream_transport(tmp_path: Path) -> None:
+    from voipgw.gateway.b2bua import _outside_transport
+    from voipgw.gateway.runtime import b2bua_config
+    from voipgw.phone import PhoneConfig
+
+    users = {"a": {"outside_aor": "a@b"}}
+    cfg = gateway_config_from_mapping(
+        {"outside": {"registrar": "127.0.0.1:5060", "transport": "tcp", "require_hybrid": True}, "users": users}
+    )
+    assert cfg.outside.require_hybrid is True
+    leg = PhoneConfig(aor="a@b", **_outside_transport(b2bua_config(cfg, tmp_path)))
+    assert leg.handshake.require_hybrid is True and leg.offer_handshake.require_hybrid is True
+    plain = gateway_config_from_mapping({"outside": {"registrar": "127.0.0.1", "transport": "tcp"}, "users": users})
+    assert PhoneConfig(aor="a@b", **_outside_transport(b2bua_config(plain, tmp_path))).handshake.require_hybrid is False
+    for transport in ("udp", "auto"):
+        with pytest.raises(ConfigError, match=r"outside\.require_hybrid: needs outside\.transport"):
+            gateway_config_from_mapping(
+                {"outside": {"registrar": "127.0.0.1", "transport": transport, "require_hybrid": True}, "users": users}
+            )
+    with pytest.raises(ConfigError, match=r"outside\.require_hybrid: expected bool"):
+        gateway_config_from_mapping({"outside": {"registrar": "127.0.0.1", "require_hybrid": 1}, "users": users})

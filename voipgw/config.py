@@ -91,6 +91,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "media_max_skew_ms": int,
     "bind_call_id": bool,
     "accept_any_callee": bool,
+    "require_hybrid": bool,
     "e2e": bool,
     "key_change_policy": str,
     "transport": str,
@@ -144,6 +145,13 @@ def validate(config: PhoneConfig) -> None:
         raise ConfigError('e2e = false needs policy = "opportunistic" (require refuses calls without the key exchange)')
     if not 0 <= config.listen_port <= 65535:
         raise ConfigError("listen_port: out of range")
+    if config.require_hybrid:
+        if Suite.X25519_MLKEM768 not in config.suites:
+            raise ConfigError('require_hybrid: add "x25519-mlkem768" to suites')
+        if config.transport == "udp":
+            # The hybrid INVITE (2.6-2.8 KB) is never offered over UDP (it would be IP-fragmented), so every
+            # call would be refused.
+            raise ConfigError('require_hybrid: needs transport "auto", "tcp" or "tls" (no hybrid offers over UDP)')
 
 
 def load_phone_config(path: Path | None, overrides: dict[str, Any]) -> PhoneConfig:

@@ -106,6 +106,9 @@ class PhoneConfig:
     """Hang up an established call after this long without an authenticated frame from the peer (0: never), so a
     peer that died without a BYE does not leave us sealing audio into the void forever."""
     suites: frozenset[Suite] = frozenset({Suite.X25519})
+    require_hybrid: bool = False
+    """Refuse a call whose key exchange settles on x25519 alone (either role): the peer must speak the
+    post-quantum hybrid. Needs the hybrid in ``suites`` and a stream-capable ``transport`` (not "udp")."""
     max_skew_s: float = 60.0
     interval_ms: int = DEFAULT_INTERVAL_MS
     frames_per_key: int = 50
@@ -168,6 +171,7 @@ class PhoneConfig:
             send_params=SendParams(frames_per_key=self.frames_per_key, per_frame_keys=self.per_frame_keys),
             interval_ms=self.interval_ms,
             accept_any_callee=self.accept_any_callee,
+            require_hybrid=self.require_hybrid,
         )
 
     @property

@@ -846,6 +846,7 @@ def _outside_transport(config: GatewayConfig) -> dict[str, Any]:
     values: dict[str, Any] = {"transport": config.outside_transport}
     if config.outside_transport in ("tcp", "tls"):
         values["suites"] = frozenset({Suite.X25519, Suite.X25519_MLKEM768})
+        values["require_hybrid"] = config.outside_require_hybrid
     if tls is not None:
         values.update(
             tls_ca_file=tls.ca_file,

@@ -69,6 +69,8 @@ class GatewayConfig:
     """SIP transport toward the PBX: "udp", "tcp", "tls" or "auto" (UDP, and TCP for requests over 1300 bytes).
     The inside leg is always UDP. Over "tcp" and "tls" the post-quantum hybrid suite is offered too."""
     outside_tls: TlsOptions | None = None
+    outside_require_hybrid: bool = False
+    """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
     """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,

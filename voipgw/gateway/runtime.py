@@ -62,6 +62,7 @@ def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.
         bind_call_id=config.outside.bind_call_id,
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),
+        outside_require_hybrid=config.outside.require_hybrid,
         policy=config.policy,
         destinations=tuple(DestinationRule(r.match, r.policy, r.users) for r in config.destinations),
     )

@@ -60,6 +60,9 @@ class OutsideConfig:
     """False: do not REGISTER the users (the PBX routes to this gateway statically, e.g. through a dispatcher)."""
     transport: str = "udp"
     """SIP toward the PBX: "udp", "tcp", "tls" or "auto" (UDP; TCP for requests over 1300 bytes)."""
+    require_hybrid: bool = False
+    """Refuse outside calls whose key exchange is x25519 alone: the far gateway must speak the post-quantum hybrid
+    (offered over "tcp" and "tls" only, so it needs one of them)."""
     tls_ca_file: Path | None = None
     tls_pinned_sha256: str | None = None
     tls_cert_file: Path | None = None
@@ -141,6 +144,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "bind_call_id",
             "register",
             "transport",
+            "require_hybrid",
             "tls_ca_file",
             "tls_pinned_sha256",
             "tls_cert_file",
@@ -473,6 +477,12 @@ def _outside_tls(o: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     if transport not in OUTSIDE_TRANSPORTS:
         raise ConfigError(f"outside.transport: {transport!r} is not one of {', '.join(OUTSIDE_TRANSPORTS)}")
     values: dict[str, Any] = {"transport": transport}
+    if _get(o, "require_hybrid", bool, "outside.", False):
+        if transport not in ("tcp", "tls"):
+            raise ConfigError(
+                'outside.require_hybrid: needs outside.transport "tcp" or "tls" (the hybrid is offered over those only)'
+            )
+        values["require_hybrid"] = True
     for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
         raw = _get(o, key, str, "outside.")
         if raw:
