@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import wait_for_call
 from tests.phones import SPEECH, start_caller, start_listener
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
@@ -71,17 +72,13 @@ class OkDropper:
 
 def test_a_200_ok_lost_three_times_costs_no_frame_after_setup(tmp_path: Path) -> None:
     bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    alice = None
     try:
         with OkDropper(("127.0.0.1", bob.sip_port), DROPPED_OKS) as dropper:
             alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{dropper.port}", "--play", str(SPEECH))
-            assert alice.wait(60) == 0, alice.log()
-            assert bob.wait(20) == 0, bob.log()
-        assert dropper.dropped == DROPPED_OKS
+            wait_for_call(alice, bob, 60, 20)
     finally:
-        if alice is not None:
-            alice.stop()
         bob.stop()
+    assert dropper.dropped == DROPPED_OKS
     a, b = alice.summary(), bob.summary()
     assert a["state"] == b["state"] == "ended" and a["sas"] == b["sas"] is not None
     # bob's keys existed before alice sent anything: every frame opens
