@@ -4,17 +4,16 @@ through both gateways and the UAS's RTP echo."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.phones import PhoneProc, _spawn, voipgw_argv
+from tests.phones import PhoneProc
 from tests.testbed import speech
 from tests.testbed.capture import RawCapture, decode_g711
+from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
 from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, render_scenario, run_uac, write_rtp_pcap
 from voipgw.audio.compare import compare_audio
@@ -41,25 +40,8 @@ single calls while other test suites loaded both cores; a tone or noise scores a
 
 
 def _gateway(workdir: Path, name: str, *args: str) -> tuple[PhoneProc, Path]:
-    block = reserve_block(1)
-    snap = workdir / f"{name}.json"
-    argv = voipgw_argv(
-        workdir / f"{name}-home", "gateway", "--listen", f"127.0.0.1:{block[0]}", "--snapshot-json", str(snap), *args
-    )
-    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), block[0], block)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while "gateway listening on" not in proc.log():
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
-        time.sleep(0.05)
-    return proc, snap
-
-
-def _snapshot(gw: PhoneProc, snap: Path) -> dict[str, Any]:
-    gw.stop()
-    assert gw.proc.returncode == 0, gw.log()[-3000:]
-    return dict(json.loads(snap.read_text()))
+    home, port = workdir / f"{name}-home", reserve_block(1)
+    return spawn_gateway(workdir, name, home, port, *args, owns_port=True, ready_timeout_s=READY_TIMEOUT_S)
 
 
 def _most_at_once(calls: list[dict[str, Any]]) -> int:
@@ -96,7 +78,7 @@ def test_twenty_concurrent_sipp_calls_through_two_gateways_echo_the_speech(tmp_p
                     duration_ms=CALL_MS, timeout=SIPP_TIMEOUT_S, ports=uac_ports, scenario_file=scenario,
                 )  # fmt: skip
             uas_result = uas.wait(UAS_EXIT_TIMEOUT_S)  # it exits once B's BYE ended its 20th call
-            a, b = _snapshot(gw_a, snap_a), _snapshot(gw_b, snap_b)
+            a, b = stop_with_snapshot(gw_a, snap_a), stop_with_snapshot(gw_b, snap_b)
     finally:
         for gw in (gw_a, gw_b):
             if gw is not None:
