@@ -57,6 +57,18 @@ def _one_call(snapshot: dict[str, Any], gw: PhoneProc) -> dict[str, Any]:
     return call
 
 
+def _gateway_for_bob(tmp_path: Path, bob: Baresip) -> tuple[PhoneProc, Path]:
+    """A gateway for the inside phone bob, reached from outside."""
+    return start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+
+
+def _carol_calls_bob(tmp_path: Path, gw: PhoneProc, clips: dict[str, Path], *extra: str) -> PhoneProc:
+    """carol, an outside voipgw phone, calls bob at the gateway playing the short 48 kHz clip (wire not tapped)."""
+    return start_caller(
+        tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", *extra, "--play", str(clips["speech48k"]), tap=False
+    )
+
+
 @pytest.mark.parametrize("codec", ["PCMU", "opus"])
 def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
     tmp_path: Path, clips: dict[str, Path], codec: str
@@ -112,11 +124,9 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
 
 def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 established = bob.wait_event("CALL_ESTABLISHED", timeout=10.0)
                 assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
@@ -206,11 +216,9 @@ def test_cancel_from_the_inside_phone_cancels_the_ringing_outside_leg(tmp_path: 
 
 def test_outside_hangup_while_the_inside_phone_rings_cancels_it(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 incoming = bob.wait_event("CALL_INCOMING", timeout=10.0)
                 carol.signal(15)  # SIGTERM: carol hangs up (her leg is up while bob's phone rings)
@@ -261,11 +269,9 @@ def _wait_log(p: PhoneProc, text: str) -> None:
 
 def test_inside_phone_declining_ends_the_outside_call_with_the_reason(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 bob.wait_event("CALL_INCOMING", timeout=10.0)
                 bob.hangup()  # decline while ringing
@@ -324,19 +330,9 @@ def test_a_plain_outside_caller_is_refused_before_the_inside_phone_rings(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path,
-                "carol",
-                f"sip:bob@127.0.0.1:{gw.sip_port}",
-                "--plain",
-                "--policy",
-                "opportunistic",
-                "--play",
-                str(clips["speech48k"]),
-                tap=False,
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips, "--plain", "--policy", "opportunistic")
             try:
                 assert carol.wait(PROC_TIMEOUT) != 0, carol.log()
             finally:
