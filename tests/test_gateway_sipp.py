@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from tests.phones import PhoneProc
-from tests.testbed import speech
 from tests.testbed.capture import RawCapture, decode_g711
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
-from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, render_scenario, run_uac, write_rtp_pcap
+from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, run_uac
+from tests.testbed.sipp_speech import pcmu_speech_scenario
 from voipgw.audio.compare import compare_audio
-from voipgw.audio.g711 import ulaw_encode
-from voipgw.audio.wav import read_wav
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +52,7 @@ def _most_at_once(calls: list[dict[str, Any]]) -> int:
 
 
 def test_twenty_concurrent_sipp_calls_through_two_gateways_echo_the_speech(tmp_path: Path) -> None:
-    pcm = read_wav(speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=SPEECH_S), 8000)
-    frames = [ulaw_encode(pcm[i : i + 160]) for i in range(0, len(pcm) - 159, 160)]
-    pcap = write_rtp_pcap(tmp_path / "speech-pcmu.pcap", frames, payload_type=0)
-    scenario = render_scenario("uac_pcap_pcmu", tmp_path / "uac_pcap_pcmu.xml", PCAP=str(pcap))
+    pcm, scenario = pcmu_speech_scenario(tmp_path, SPEECH_S)
     uac_ports = reserve_block(BLOCK_SIZE)
     media_lo, media_hi = uac_ports[MEDIA_OFFSET], uac_ports[BLOCK_SIZE - 1]
     gw_a = gw_b = None

@@ -16,14 +16,12 @@ from typing import Any
 import pytest
 
 from tests.phones import PhoneProc, voipgw_argv
-from tests.testbed import speech
 from tests.testbed.capture import RawCapture
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import PortBlock, reserve_block
-from tests.testbed.sipp import BLOCK_SIZE, SippUas, render_scenario, run_uac, write_rtp_pcap
-from voipgw.audio.g711 import ulaw_encode
-from voipgw.audio.wav import read_wav
+from tests.testbed.sipp import BLOCK_SIZE, SippUas, run_uac
+from tests.testbed.sipp_speech import pcmu_speech_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +55,7 @@ def _check_inbound(calls: list[dict[str, Any]]) -> None:
 
 
 def test_two_gateways_behind_the_dispatcher_share_the_calls_and_fail_over(tmp_path: Path) -> None:
-    pcm = read_wav(speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=SPEECH_S), 8000)
-    frames = [ulaw_encode(pcm[i : i + 160]) for i in range(0, len(pcm) - 159, 160)]
-    pcap = write_rtp_pcap(tmp_path / "speech-pcmu.pcap", frames, payload_type=0)
-    scenario = render_scenario("uac_pcap_pcmu", tmp_path / "uac_pcap_pcmu.xml", PCAP=str(pcap))
+    _, scenario = pcmu_speech_scenario(tmp_path, SPEECH_S)
     uac_ports = reserve_block(BLOCK_SIZE)
     b_ports = [reserve_block(1), reserve_block(1)]
     shared_home = tmp_path / "b-home"  # both B processes: one identity for bob, one contact store
