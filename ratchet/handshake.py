@@ -21,6 +21,7 @@ import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -213,6 +214,12 @@ class _Reader:
         if self._pos != len(self._data):
             raise MalformedHandshake("trailing bytes after the signature")
 
+    def signature(self) -> bytes:
+        """The closing signature, which must end the message."""
+        signature = self.take(SIGNATURE_LEN)
+        self.finish()
+        return signature
+
 
 def _read_header(reader: _Reader, expected_type: int) -> None:
     if not reader._data:
@@ -223,6 +230,21 @@ def _read_header(reader: _Reader, expected_type: int) -> None:
     msg_type = reader.u8()
     if msg_type != expected_type:
         raise MalformedHandshake(f"unexpected message type 0x{msg_type:02x}")
+
+
+def _open_message(data: bytes, expected_type: int) -> _Reader:
+    """A reader over ``data`` positioned after a checked version and message type."""
+    reader = _Reader(bytes(data))
+    _read_header(reader, expected_type)
+    return reader
+
+
+def _read_keying(reader: _Reader) -> tuple[SendParams, int, int, bytes]:
+    """The fields both messages carry after their suite bytes: send parameters, interval, timestamp, nonce."""
+    flags = reader.u8()
+    frames_per_key = reader.u16()
+    params = _decode_params(flags, frames_per_key)
+    return params, reader.u32(), reader.u64(), reader.take(NONCE_LEN)
 
 
 def _encode_flags(params: SendParams) -> int:
@@ -256,12 +278,71 @@ def _suites_in(mask: int) -> list[Suite]:
     return [s for s in Suite if mask & int(s)]
 
 
+def _pack_fixed(
+    msg_type: int, suite_bytes: tuple[int, ...], params: SendParams, interval_ms: int, timestamp_ms: int
+) -> bytes:
+    """The fixed-size head of a message: version, type, its suite byte(s), flags, frames per key, interval, time."""
+    return struct.pack(
+        f">BB{'B' * len(suite_bytes)}BHIQ",
+        VERSION,
+        msg_type,
+        *suite_bytes,
+        _encode_flags(params),
+        params.frames_per_key,
+        interval_ms,
+        timestamp_ms,
+    )
+
+
+def _join_body(*parts: bytes, trailer: bytes | None) -> bytes:
+    """The signed body: ``parts`` then the optional ML-KEM value."""
+    return b"".join(parts if trailer is None else (*parts, trailer))
+
+
+def _ephemeral_x25519(private: bytes | None) -> X25519PrivateKey:
+    """The injected ephemeral key (test vectors), else a fresh one."""
+    return X25519PrivateKey.from_private_bytes(private) if private is not None else X25519PrivateKey.generate()
+
+
+def _own_nonce(nonce: bytes | None) -> bytes:
+    """The injected nonce (test vectors), else a fresh random one."""
+    nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+    if len(nonce) != NONCE_LEN:
+        raise ValueError("nonce must be 16 bytes")
+    return nonce
+
+
 # --- messages -----------------------------------------------------------------------------------------------
 
 
+class _SignedMessage:
+    """What the offer and the answer share: a body signed by the sender's identity under a context string."""
+
+    _SIG_CONTEXT: ClassVar[bytes]
+    identity: bytes
+    signature: bytes
+
+    def body(self) -> bytes:
+        """Every byte before the signature."""
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return self.body() + self.signature
+
+    def sign(self, identity: IdentityKey) -> bytes:
+        """``identity``'s signature over this message's body."""
+        return identity.sign(self._SIG_CONTEXT + self.body())
+
+    def verify_signature(self) -> None:
+        """Raise BadSignature unless the embedded identity signed this message."""
+        IdentityPublicKey.from_bytes(self.identity).verify(self.signature, self._SIG_CONTEXT + self.body())
+
+
 @dataclass(frozen=True, repr=False)
-class OfferMessage:
+class OfferMessage(_SignedMessage):
     """The offer, as on the wire (all public values; the signature covers every field before it)."""
+
+    _SIG_CONTEXT: ClassVar[bytes] = OFFER_SIG_CONTEXT
 
     suite_mask: int
     send_params: SendParams
@@ -282,17 +363,8 @@ class OfferMessage:
         hybrid = bool(self.suite_mask & int(Suite.X25519_MLKEM768))
         if hybrid != (self.mlkem_ek is not None):
             raise ValueError("ML-KEM encapsulation key present iff the hybrid bit is set")
-        parts = [
-            struct.pack(
-                ">BBBBHIQ",
-                VERSION,
-                TYPE_OFFER,
-                self.suite_mask,
-                _encode_flags(self.send_params),
-                self.send_params.frames_per_key,
-                self.interval_ms,
-                self.timestamp_ms,
-            ),
+        return _join_body(
+            _pack_fixed(TYPE_OFFER, (self.suite_mask,), self.send_params, self.interval_ms, self.timestamp_ms),
             self.nonce,
             self.sas_commitment,
             self.identity,
@@ -300,31 +372,19 @@ class OfferMessage:
             _text_field(self.offerer_aor, "offerer AOR"),
             _text_field(self.callee_aor, "callee AOR"),
             _text_field(self.call_id, "Call-ID"),
-        ]
-        if self.mlkem_ek is not None:
-            parts.append(self.mlkem_ek)
-        return b"".join(parts)
-
-    def to_bytes(self) -> bytes:
-        return self.body() + self.signature
+            trailer=self.mlkem_ek,
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> OfferMessage:
         """Structural parse only (no signature, freshness or policy check)."""
-        data = bytes(data)
-        r = _Reader(data)
-        _read_header(r, TYPE_OFFER)
+        r = _open_message(data, TYPE_OFFER)
         suite_mask = r.u8()
         if suite_mask & ~KNOWN_SUITES_MASK:
             raise MalformedHandshake("unknown suite bits set in the offer")
         if not suite_mask:
             raise MalformedHandshake("empty suite mask")
-        flags = r.u8()
-        frames_per_key = r.u16()
-        params = _decode_params(flags, frames_per_key)
-        interval_ms = r.u32()
-        timestamp_ms = r.u64()
-        nonce = r.take(NONCE_LEN)
+        params, interval_ms, timestamp_ms, nonce = _read_keying(r)
         commitment = r.take(SAS_COMMITMENT_LEN)
         identity = r.identity()
         x25519 = r.take(X25519_LEN)
@@ -332,8 +392,7 @@ class OfferMessage:
         callee_aor = r.aor("callee AOR")
         call_id = r.text("Call-ID")
         ek = r.take(MLKEM_EK_LEN) if suite_mask & int(Suite.X25519_MLKEM768) else None
-        signature = r.take(SIGNATURE_LEN)
-        r.finish()
+        signature = r.signature()
         return cls(
             suite_mask=suite_mask,
             send_params=params,
@@ -350,10 +409,6 @@ class OfferMessage:
             signature=signature,
         )
 
-    def verify_signature(self) -> None:
-        """Raise BadSignature unless the embedded identity signed this offer."""
-        IdentityPublicKey.from_bytes(self.identity).verify(self.signature, OFFER_SIG_CONTEXT + self.body())
-
     def __repr__(self) -> str:
         return (
             f"OfferMessage(suites=0x{self.suite_mask:02x}, from={self.offerer_aor!r}, "
@@ -362,8 +417,10 @@ class OfferMessage:
 
 
 @dataclass(frozen=True, repr=False)
-class AnswerMessage:
+class AnswerMessage(_SignedMessage):
     """The answer, as on the wire; ``offer_hash`` binds it to exactly one offer."""
+
+    _SIG_CONTEXT: ClassVar[bytes] = ANSWER_SIG_CONTEXT
 
     chosen_suite: Suite
     supported_mask: int
@@ -382,15 +439,11 @@ class AnswerMessage:
         hybrid = self.chosen_suite is Suite.X25519_MLKEM768
         if hybrid != (self.mlkem_ct is not None):
             raise ValueError("ML-KEM ciphertext present iff the hybrid suite is chosen")
-        parts = [
-            struct.pack(
-                ">BBBBBHIQ",
-                VERSION,
+        return _join_body(
+            _pack_fixed(
                 TYPE_ANSWER,
-                int(self.chosen_suite),
-                self.supported_mask,
-                _encode_flags(self.send_params),
-                self.send_params.frames_per_key,
+                (int(self.chosen_suite), self.supported_mask),
+                self.send_params,
                 self.interval_ms,
                 self.timestamp_ms,
             ),
@@ -399,19 +452,12 @@ class AnswerMessage:
             self.identity,
             self.x25519,
             _text_field(self.answerer_aor, "answerer AOR"),
-        ]
-        if self.mlkem_ct is not None:
-            parts.append(self.mlkem_ct)
-        return b"".join(parts)
-
-    def to_bytes(self) -> bytes:
-        return self.body() + self.signature
+            trailer=self.mlkem_ct,
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> AnswerMessage:
-        data = bytes(data)
-        r = _Reader(data)
-        _read_header(r, TYPE_ANSWER)
+        r = _open_message(data, TYPE_ANSWER)
         chosen_raw = r.u8()
         if chosen_raw & ~KNOWN_SUITES_MASK or bin(chosen_raw).count("1") != 1:
             raise MalformedHandshake("the answer must choose exactly one known suite")
@@ -419,19 +465,13 @@ class AnswerMessage:
         supported = r.u8()
         if supported & ~KNOWN_SUITES_MASK:
             raise MalformedHandshake("unknown suite bits set in the answer")
-        flags = r.u8()
-        frames_per_key = r.u16()
-        params = _decode_params(flags, frames_per_key)
-        interval_ms = r.u32()
-        timestamp_ms = r.u64()
-        nonce = r.take(NONCE_LEN)
+        params, interval_ms, timestamp_ms, nonce = _read_keying(r)
         offer_hash = r.take(OFFER_HASH_LEN)
         identity = r.identity()
         x25519 = r.take(X25519_LEN)
         answerer_aor = r.aor("answerer AOR")
         ct = r.take(MLKEM_CT_LEN) if chosen is Suite.X25519_MLKEM768 else None
-        signature = r.take(SIGNATURE_LEN)
-        r.finish()
+        signature = r.signature()
         return cls(
             chosen_suite=chosen,
             supported_mask=supported,
@@ -446,9 +486,6 @@ class AnswerMessage:
             mlkem_ct=ct,
             signature=signature,
         )
-
-    def verify_signature(self) -> None:
-        IdentityPublicKey.from_bytes(self.identity).verify(self.signature, ANSWER_SIG_CONTEXT + self.body())
 
     def __repr__(self) -> str:
         return f"AnswerMessage(suite={self.chosen_suite.name}, from={self.answerer_aor!r})"
@@ -684,11 +721,7 @@ class Offerer:
         self.remote_aor = normalize_aor(remote_aor)
         self.call_id = call_id
         hybrid = Suite.X25519_MLKEM768 in config.suites
-        self._eph: X25519PrivateKey | None = (
-            X25519PrivateKey.from_private_bytes(ephemeral_private)
-            if ephemeral_private is not None
-            else X25519PrivateKey.generate()
-        )
+        self._eph: X25519PrivateKey | None = _ephemeral_x25519(ephemeral_private)
         self._mlkem: MLKEM768PrivateKey | None = None
         if hybrid:
             self._mlkem = (
@@ -700,15 +733,13 @@ class Offerer:
         if len(secret) != SAS_SECRET_LEN:
             raise ValueError("sas_secret must be 16 bytes")
         self._sas_secret: bytearray | None = secret
-        nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-        if len(nonce) != NONCE_LEN:
-            raise ValueError("nonce must be 16 bytes")
+        own_nonce = _own_nonce(nonce)
         unsigned = OfferMessage(
             suite_mask=config.suite_mask,
             send_params=config.send_params,
             interval_ms=config.interval_ms,
             timestamp_ms=_timestamp_ms(now),
-            nonce=bytes(nonce),
+            nonce=bytes(own_nonce),
             sas_commitment=sas_commitment(secret),
             identity=identity.public.serialize(),
             x25519=self._eph.public_key().public_bytes_raw(),
@@ -717,8 +748,7 @@ class Offerer:
             call_id=call_id,
             mlkem_ek=self._mlkem.public_key().public_bytes_raw() if self._mlkem is not None else None,
         )
-        body = unsigned.body()
-        self.offer = replace(unsigned, signature=identity.sign(OFFER_SIG_CONTEXT + body))
+        self.offer = replace(unsigned, signature=unsigned.sign(identity))
         self.offer_bytes = self.offer.to_bytes()
         self._offer_hash = hashlib.sha256(self.offer_bytes).digest()
 
@@ -837,11 +867,7 @@ def answer_offer(
         raise HybridRequired(f"the offer has no X25519_MLKEM768 (0x{offer.suite_mask:02x}); this side requires it")
     nonce_cache.check_and_add(offer.nonce, offer.timestamp_ms, now)
 
-    eph = (
-        X25519PrivateKey.from_private_bytes(ephemeral_private)
-        if ephemeral_private is not None
-        else X25519PrivateKey.generate()
-    )
+    eph = _ephemeral_x25519(ephemeral_private)
     ikm = _x25519(eph, offer.x25519)
     ct: bytes | None = None
     try:
@@ -857,9 +883,7 @@ def answer_offer(
                 shared, ct = ek.encapsulate()
             ikm += shared
             del shared
-        own_nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-        if len(own_nonce) != NONCE_LEN:
-            raise ValueError("nonce must be 16 bytes")
+        own_nonce = _own_nonce(nonce)
         unsigned = AnswerMessage(
             chosen_suite=chosen,
             supported_mask=config.suite_mask,
@@ -874,7 +898,7 @@ def answer_offer(
             mlkem_ct=ct,
         )
         body = unsigned.body()
-        answer_wire = body + identity.sign(ANSWER_SIG_CONTEXT + body)
+        answer_wire = body + unsigned.sign(identity)
         derived = derive_keys(ikm, bytes(offer_bytes), answer_wire)
     finally:
         ikm[:] = bytes(len(ikm))

@@ -6,20 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.phones import SPEECH, assert_secure_call, start_caller, start_listener
+from tests.phone_calls import direct_call
+from tests.phones import assert_secure_call
 
 pytestmark = pytest.mark.integration
 
 
 def test_direct_call_both_directions_is_secure_and_the_wire_carries_no_audio(tmp_path: Path) -> None:
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
-    try:
-        assert alice.wait(40) == 0, alice.log()
-        assert bob.wait(15) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    alice, bob = direct_call(tmp_path)
     assert_secure_call(alice, bob)
     assert "read it aloud" in alice.log() and "Safety number with bob@127.0.0.1" in alice.log()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import wait_for_call
 from tests.phones import SPEECH, start_caller, start_listener
 from tests.testbed.impair import Impairment, ImpairmentRelay
 from tests.testbed.sip_mangler import SipMangler, redirect_media
@@ -61,12 +62,7 @@ def test_secure_call_survives_loss_reordering_and_duplication(tmp_path: Path) ->
 
         with SipMangler(("127.0.0.1", bob.sip_port), on_offer=media_via_relay) as mangler:
             alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{mangler.port}", "--play", str(SPEECH))
-            try:
-                assert alice.wait(40) == 0, alice.log()
-                assert bob.wait(15) == 0, bob.log()
-            finally:
-                alice.stop()
-                bob.stop()
+            wait_for_call(alice, bob)
         stats = relay.stats
     a, b = alice.summary(), bob.summary()
     assert a["security"] == b["security"] == "secure, unverified"

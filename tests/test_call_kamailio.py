@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import wait_for_call
 from tests.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.testbed.capture import CapturedPacket, RawCapture
 from tests.testbed.kamailio import Kamailio
@@ -68,12 +69,7 @@ def run_call_via(tmp_path: Path, registrar_port: int) -> tuple[PhoneProc, PhoneP
         "--password",
         "alicepw",
     )
-    try:
-        assert alice.wait(40) == 0, alice.log()
-        assert bob.wait(15) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    wait_for_call(alice, bob)
     return alice, bob
 
 

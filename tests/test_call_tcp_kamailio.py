@@ -14,6 +14,7 @@ from types import TracebackType
 
 import pytest
 
+from tests.phone_calls import hostile_connections, wait_for_call
 from tests.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.testbed.capture import CapturedPacket, looks_like_plain_audio, rtp_streams
 from tests.testbed.kamailio import Kamailio
@@ -116,12 +117,7 @@ def run_hybrid_call(tmp_path: Path, k: Kamailio, bob_extra: list[str] | None = N
         tmp_path, "alice", f"sip:bob@127.0.0.1:{k.port}", "--play", str(SPEECH), *reg,
         "--username", "alice", "--password", "alicepw",
     )  # fmt: skip
-    try:
-        assert alice.wait(60) == 0, alice.log()
-        assert bob.wait(20) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    wait_for_call(alice, bob, 60, 20)
     return alice, bob
 
 
@@ -167,6 +163,7 @@ def test_hybrid_suite_call_over_tcp_through_kamailio(tmp_path: Path) -> None:
 
 
 HOSTILE_IDLE = 200
+JUNK = (b"\x00\xff" * 4000, b"INVITE sip:x SIP/2.0\r\nX: " + b"a" * 20000, b"GET / HTTP/1.1\r\n")
 
 
 def test_garbage_on_the_phone_tcp_port_leaves_it_taking_calls(tmp_path: Path) -> None:
@@ -179,26 +176,15 @@ def test_garbage_on_the_phone_tcp_port_leaves_it_taking_calls(tmp_path: Path) ->
             tmp_path, "bob", "--play", str(SPEECH), *reg, "--username", "bob", "--password", "bobpw",
             "--transport", "tcp",
         )  # fmt: skip
-        idle: list[socket.socket] = []
         try:
-            target = ("127.0.0.1", bob.sip_port)
-            for junk in (b"\x00\xff" * 4000, b"INVITE sip:x SIP/2.0\r\nX: " + b"a" * 20000, b"GET / HTTP/1.1\r\n"):
-                with socket.create_connection(target, timeout=5) as s:
-                    s.sendall(junk)
-            idle += [socket.create_connection(target, timeout=5) for _ in range(HOSTILE_IDLE)]
-            assert bob.proc.poll() is None, bob.log()
-            alice = start_caller(
-                tmp_path, "alice", f"sip:bob@127.0.0.1:{k.port}", "--play", str(SPEECH), *reg,
-                "--username", "alice", "--password", "alicepw", "--transport", "tcp",
-            )  # fmt: skip
-            try:
-                assert alice.wait(60) == 0, alice.log()
-                assert bob.wait(20) == 0, bob.log()
-            finally:
-                alice.stop()
+            with hostile_connections(bob.sip_port, JUNK, HOSTILE_IDLE):
+                assert bob.proc.poll() is None, bob.log()
+                alice = start_caller(
+                    tmp_path, "alice", f"sip:bob@127.0.0.1:{k.port}", "--play", str(SPEECH), *reg,
+                    "--username", "alice", "--password", "alicepw", "--transport", "tcp",
+                )  # fmt: skip
+                wait_for_call(alice, bob, 60, 20)
         finally:
-            for s in idle:
-                s.close()
             bob.stop()
     assert_secure_call(alice, bob)
     assert "Traceback" not in bob.log()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import hostile_connections, wait_for_call
 from tests.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.test_call_tcp_kamailio import USERS, LoopbackSniffer, tcp_streams
 from tests.test_sip_tls import Pki, make_pki
@@ -25,6 +26,7 @@ from voipgw.sip.framing import Message, StreamFramer
 pytestmark = pytest.mark.integration
 
 HOSTILE_IDLE = 200
+JUNK = (b"\x16\x03\x01\x02\x00" + b"\x00" * 600, b"INVITE sip:x SIP/2.0\r\n\r\n", b"\x00" * 70000)
 
 
 def tls_config(tmp_path: Path, pki: Pki, name: str, listen: bool, port: int = 0) -> Path:
@@ -49,29 +51,16 @@ def run_tls_call(tmp_path: Path, k: Kamailio, pki: Pki, harass: bool = False) ->
         )  # fmt: skip
     finally:
         block.release()
-    idle: list[socket.socket] = []
     try:
-        if harass:
-            for junk in (b"\x16\x03\x01\x02\x00" + b"\x00" * 600, b"INVITE sip:x SIP/2.0\r\n\r\n", b"\x00" * 70000):
-                with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as s:
-                    try:
-                        s.sendall(junk)
-                    except OSError:
-                        pass  # the stack may already have dropped the connection
-            idle += [socket.create_connection(("127.0.0.1", tls_port), timeout=5) for _ in range(HOSTILE_IDLE)]
-        alice = start_caller(
-            tmp_path, "alice", f"sip:bob@127.0.0.1:{k.port}", "--play", str(SPEECH), *reg,
-            "--username", "alice", "--password", "alicepw",
-            "--config", str(tls_config(tmp_path, pki, "alice", listen=True)),
-        )  # fmt: skip
-        try:
-            assert alice.wait(60) == 0, alice.log()
-            assert bob.wait(20) == 0, bob.log()
-        finally:
-            alice.stop()
+        # send_may_fail: the stack may already have dropped a junk connection when its bytes go out
+        with hostile_connections(tls_port, JUNK if harass else (), HOSTILE_IDLE if harass else 0, send_may_fail=True):
+            alice = start_caller(
+                tmp_path, "alice", f"sip:bob@127.0.0.1:{k.port}", "--play", str(SPEECH), *reg,
+                "--username", "alice", "--password", "alicepw",
+                "--config", str(tls_config(tmp_path, pki, "alice", listen=True)),
+            )  # fmt: skip
+            wait_for_call(alice, bob, 60, 20)
     finally:
-        for s in idle:
-            s.close()
         bob.stop()
     return alice, bob
 

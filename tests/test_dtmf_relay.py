@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import wait_for_call
 from tests.phones import SPEECH, start_caller, start_listener
 from tests.test_call_kamailio import USERS
 from tests.testbed.capture import RawCapture, plain_dtmf
@@ -43,12 +44,7 @@ def test_sealed_digits_cross_rtpengine_both_ways(tmp_path: Path) -> None:
                 "*72#",
                 tap=False,
             )
-            try:
-                assert alice.wait(40) == 0, alice.log()
-                assert bob.wait(15) == 0, bob.log()
-            finally:
-                alice.stop()
-                bob.stop()
+            wait_for_call(alice, bob)
     a, b = alice.summary(), bob.summary()
     assert a["security"] == b["security"] == "secure, unverified"
     assert b["dtmf_received"] == "*72#" and a["dtmf_received"] == "0A"

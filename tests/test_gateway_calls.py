@@ -4,17 +4,17 @@ inside callee's display name carries that SAS."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.phones import PhoneProc, _spawn, start_caller, start_listener, voipgw_argv
+from tests.phones import PhoneProc, start_caller, start_listener
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
-from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
+from tests.testbed.ports import reserve_block
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
 from voipgw.phone import WARN_NO_KEY_EXCHANGE
@@ -40,26 +40,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def start_gateway(workdir: Path, *args: str, name: str = "gateway") -> tuple[PhoneProc, Path]:
-    block: PortBlock = reserve_block(1)
-    port = block[0]
-    snap = workdir / f"{name}.json"
-    argv = voipgw_argv(
-        workdir / f"{name}-home", "gateway", "--listen", f"127.0.0.1:{port}", "--snapshot-json", str(snap), *args
-    )
-    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port, block)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while "gateway listening on" not in proc.log():
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"the gateway did not start; log:\n{proc.log()}")
-        time.sleep(0.05)
-    return proc, snap
-
-
-def stop_gateway(gw: PhoneProc, snap: Path) -> dict[str, Any]:
-    gw.stop()
-    assert gw.proc.returncode == 0, gw.log()
-    return dict(json.loads(snap.read_text()))
+    home, port = workdir / f"{name}-home", reserve_block(1)
+    return spawn_gateway(workdir, name, home, port, *args, owns_port=True, ready_timeout_s=READY_TIMEOUT_S)
 
 
 def heard(sent: Path, recording: Path) -> AudioMatch:
@@ -73,6 +55,18 @@ def _one_call(snapshot: dict[str, Any], gw: PhoneProc) -> dict[str, Any]:
     assert len(snapshot["finished"]) == 1, (snapshot, gw.log())
     call: dict[str, Any] = snapshot["finished"][0]
     return call
+
+
+def _gateway_for_bob(tmp_path: Path, bob: Baresip) -> tuple[PhoneProc, Path]:
+    """A gateway for the inside phone bob, reached from outside."""
+    return start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+
+
+def _carol_calls_bob(tmp_path: Path, gw: PhoneProc, clips: dict[str, Path], *extra: str) -> PhoneProc:
+    """carol, an outside voipgw phone, calls bob at the gateway playing the short 48 kHz clip (wire not tapped)."""
+    return start_caller(
+        tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", *extra, "--play", str(clips["speech48k"]), tap=False
+    )
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "opus"])
@@ -101,7 +95,7 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
                 assert alice.audio_codec().startswith(codec), alice.audio_codec()
                 assert bob.wait(PROC_TIMEOUT) == 0, bob.log()
             finally:
-                snapshot = stop_gateway(gw, snap)
+                snapshot = stop_with_snapshot(gw, snap)
     finally:
         bob.stop()
     b = bob.summary()
@@ -130,11 +124,9 @@ def test_inside_baresip_calls_outside_voipgw_through_the_gateway(
 
 def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 established = bob.wait_event("CALL_ESTABLISHED", timeout=10.0)
                 assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
@@ -144,7 +136,7 @@ def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, 
             finally:
                 carol.stop()
         finally:
-            snapshot = stop_gateway(gw, snap)
+            snapshot = stop_with_snapshot(gw, snap)
     c = carol.summary()
     call = _one_call(snapshot, gw)
     assert [e["type"] for e in events].count("CALL_CLOSED") == 1, events
@@ -188,7 +180,7 @@ def test_a_plain_outside_answer_is_refused_and_the_inside_phone_gets_488(
                 assert "CALL_ESTABLISHED" not in [e.type for e in alice.ctrl.history]
                 bob.wait(PROC_TIMEOUT)
             finally:
-                snapshot = stop_gateway(gw, snap)
+                snapshot = stop_with_snapshot(gw, snap)
     finally:
         bob.stop()
     assert closed.param == "488 Not Acceptable Here", closed
@@ -213,7 +205,7 @@ def test_cancel_from_the_inside_phone_cancels_the_ringing_outside_leg(tmp_path: 
                 alice.wait_event("CALL_CLOSED", timeout=10.0)
                 assert bob.wait(PROC_TIMEOUT) == 1, bob.log()  # --once: the missed call is its only call
             finally:
-                snapshot = stop_gateway(gw, snap)
+                snapshot = stop_with_snapshot(gw, snap)
     finally:
         bob.stop()
     b = bob.summary()
@@ -224,11 +216,9 @@ def test_cancel_from_the_inside_phone_cancels_the_ringing_outside_leg(tmp_path: 
 
 def test_outside_hangup_while_the_inside_phone_rings_cancels_it(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 incoming = bob.wait_event("CALL_INCOMING", timeout=10.0)
                 carol.signal(15)  # SIGTERM: carol hangs up (her leg is up while bob's phone rings)
@@ -238,7 +228,7 @@ def test_outside_hangup_while_the_inside_phone_rings_cancels_it(tmp_path: Path, 
             finally:
                 carol.stop()
         finally:
-            snapshot = stop_gateway(gw, snap)
+            snapshot = stop_with_snapshot(gw, snap)
     c = carol.summary()
     assert incoming.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", incoming.raw
     call = _one_call(snapshot, gw)
@@ -256,7 +246,7 @@ def test_gateway_sigterm_hangs_up_both_legs(tmp_path: Path, clips: dict[str, Pat
                 assert alice.audio_codec().startswith("G722"), alice.audio_codec()
                 time.sleep(1.0)  # let audio flow, so the counters below have something to count
             finally:
-                snapshot = stop_gateway(gw, snap)
+                snapshot = stop_with_snapshot(gw, snap)
             alice.wait_event("CALL_CLOSED", timeout=10.0)
             assert bob.wait(PROC_TIMEOUT) == 0, bob.log()
     finally:
@@ -279,11 +269,9 @@ def _wait_log(p: PhoneProc, text: str) -> None:
 
 def test_inside_phone_declining_ends_the_outside_call_with_the_reason(tmp_path: Path, clips: dict[str, Path]) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",), answer="manual") as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path, "carol", f"sip:bob@127.0.0.1:{gw.sip_port}", "--play", str(clips["speech48k"]), tap=False
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips)
             try:
                 bob.wait_event("CALL_INCOMING", timeout=10.0)
                 bob.hangup()  # decline while ringing: baresip 1.0 answers "486 Rejected" (it has no 603)
@@ -291,7 +279,7 @@ def test_inside_phone_declining_ends_the_outside_call_with_the_reason(tmp_path: 
             finally:
                 carol.stop()
         finally:
-            snapshot = stop_gateway(gw, snap)
+            snapshot = stop_with_snapshot(gw, snap)
     c = carol.summary()
     call = _one_call(snapshot, gw)
     assert call["state"] == "failed" and call["reason"] == "inside phone: 486 Rejected", call
@@ -327,7 +315,7 @@ def test_unknown_user_and_outside_no_answer_get_clear_sip_failures(tmp_path: Pat
                 alice.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
                 closed = alice.wait_event("CALL_CLOSED", timeout=10.0)
             finally:
-                snapshot = stop_gateway(gw, snap)
+                snapshot = stop_with_snapshot(gw, snap)
     finally:
         bob.stop()
     c = carol.summary()
@@ -342,26 +330,16 @@ def test_a_plain_outside_caller_is_refused_before_the_inside_phone_rings(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     with Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("PCMU",)) as bob:
-        gw, snap = start_gateway(tmp_path, "--user", f"bob=sip:bob@127.0.0.1:{bob.sip_port}")
+        gw, snap = _gateway_for_bob(tmp_path, bob)
         try:
-            carol = start_caller(
-                tmp_path,
-                "carol",
-                f"sip:bob@127.0.0.1:{gw.sip_port}",
-                "--plain",
-                "--policy",
-                "opportunistic",
-                "--play",
-                str(clips["speech48k"]),
-                tap=False,
-            )
+            carol = _carol_calls_bob(tmp_path, gw, clips, "--plain", "--policy", "opportunistic")
             try:
                 assert carol.wait(PROC_TIMEOUT) != 0, carol.log()
             finally:
                 carol.stop()
             history = [e.type for e in bob.ctrl.history]
         finally:
-            snapshot = stop_gateway(gw, snap)
+            snapshot = stop_with_snapshot(gw, snap)
     c = carol.summary()
     assert c["state"] == "failed" and c["reason"].startswith("488 "), c
     assert WARN_NO_KEY_EXCHANGE in c["reason"], c
@@ -394,9 +372,9 @@ def test_two_gateways_back_to_back_bridge_two_plain_phones_end_to_end(tmp_path: 
                 bob.wait_event("CALL_CLOSED", timeout=10.0)
                 alice_heard, bob_heard = alice.received_wav(), bob.received_wav()
             finally:
-                a = stop_gateway(gw_a, snap_a)
+                a = stop_with_snapshot(gw_a, snap_a)
         finally:
-            b = stop_gateway(gw_b, snap_b)
+            b = stop_with_snapshot(gw_b, snap_b)
     out, inn = _one_call(a, gw_a), _one_call(b, gw_b)
     assert out["direction"] == "outbound" and inn["direction"] == "inbound"
     assert out["security"] == inn["security"] == "secure, unverified"

@@ -4,22 +4,19 @@ through both gateways and the UAS's RTP echo."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.phones import PhoneProc, _spawn, voipgw_argv
-from tests.testbed import speech
+from tests.phones import PhoneProc
 from tests.testbed.capture import RawCapture, decode_g711
+from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
-from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, render_scenario, run_uac, write_rtp_pcap
+from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, run_uac
+from tests.testbed.sipp_speech import pcmu_speech_scenario
 from voipgw.audio.compare import compare_audio
-from voipgw.audio.g711 import ulaw_encode
-from voipgw.audio.wav import read_wav
 
 pytestmark = pytest.mark.integration
 
@@ -41,25 +38,8 @@ single calls while other test suites loaded both cores; a tone or noise scores a
 
 
 def _gateway(workdir: Path, name: str, *args: str) -> tuple[PhoneProc, Path]:
-    block = reserve_block(1)
-    snap = workdir / f"{name}.json"
-    argv = voipgw_argv(
-        workdir / f"{name}-home", "gateway", "--listen", f"127.0.0.1:{block[0]}", "--snapshot-json", str(snap), *args
-    )
-    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), block[0], block)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while "gateway listening on" not in proc.log():
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
-        time.sleep(0.05)
-    return proc, snap
-
-
-def _snapshot(gw: PhoneProc, snap: Path) -> dict[str, Any]:
-    gw.stop()
-    assert gw.proc.returncode == 0, gw.log()[-3000:]
-    return dict(json.loads(snap.read_text()))
+    home, port = workdir / f"{name}-home", reserve_block(1)
+    return spawn_gateway(workdir, name, home, port, *args, owns_port=True, ready_timeout_s=READY_TIMEOUT_S)
 
 
 def _most_at_once(calls: list[dict[str, Any]]) -> int:
@@ -72,10 +52,7 @@ def _most_at_once(calls: list[dict[str, Any]]) -> int:
 
 
 def test_twenty_concurrent_sipp_calls_through_two_gateways_echo_the_speech(tmp_path: Path) -> None:
-    pcm = read_wav(speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=SPEECH_S), 8000)
-    frames = [ulaw_encode(pcm[i : i + 160]) for i in range(0, len(pcm) - 159, 160)]
-    pcap = write_rtp_pcap(tmp_path / "speech-pcmu.pcap", frames, payload_type=0)
-    scenario = render_scenario("uac_pcap_pcmu", tmp_path / "uac_pcap_pcmu.xml", PCAP=str(pcap))
+    pcm, scenario = pcmu_speech_scenario(tmp_path, SPEECH_S)
     uac_ports = reserve_block(BLOCK_SIZE)
     media_lo, media_hi = uac_ports[MEDIA_OFFSET], uac_ports[BLOCK_SIZE - 1]
     gw_a = gw_b = None
@@ -96,7 +73,7 @@ def test_twenty_concurrent_sipp_calls_through_two_gateways_echo_the_speech(tmp_p
                     duration_ms=CALL_MS, timeout=SIPP_TIMEOUT_S, ports=uac_ports, scenario_file=scenario,
                 )  # fmt: skip
             uas_result = uas.wait(UAS_EXIT_TIMEOUT_S)  # it exits once B's BYE ended its 20th call
-            a, b = _snapshot(gw_a, snap_a), _snapshot(gw_b, snap_b)
+            a, b = stop_with_snapshot(gw_a, snap_a), stop_with_snapshot(gw_b, snap_b)
     finally:
         for gw in (gw_a, gw_b):
             if gw is not None:

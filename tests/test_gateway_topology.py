@@ -28,6 +28,7 @@ from tests.gateway_node import write_config
 from tests.phones import ROOT, PhoneProc
 from tests.testbed import capture, speech
 from tests.testbed.baresip import Baresip, BaresipEvent
+from tests.testbed.gateway_proc import wait_listening
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import PortBlock, reserve_block
 from tests.testbed.rtpengine import Rtpengine
@@ -169,12 +170,7 @@ def _start_node(workdir: Path, name: str, block: PortBlock, **config: Any) -> No
             cwd=workdir,
         )
     proc = PhoneProc(name, workdir, popen, block[0], block)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while "gateway listening on" not in proc.log():
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
-        time.sleep(0.05)
+    wait_listening(proc, name, READY_TIMEOUT_S)
     return Node(proc, snap)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.hardening import live_secure_call
-from tests.phones import SPEECH, assert_secure_call, start_caller, start_listener, voipgw_argv
+from tests.phone_calls import direct_call
+from tests.phones import SPEECH, assert_secure_call, voipgw_argv
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 from voipgw.demo import decode_as_plain_opus
@@ -34,14 +35,7 @@ def voipgw(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def a_real_store(tmp_path: Path) -> bytes:
     """The contacts.db a listener writes after one secure call."""
-    bob = start_listener(tmp_path, "seed-bob", "--play", str(SPEECH), record=False, tap=False)
-    alice = start_caller(tmp_path, "seed-alice", f"sip:seed-bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
-    try:
-        assert alice.wait(40) == 0, alice.log()
-        assert bob.wait(15) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    direct_call(tmp_path, "seed-alice", "seed-bob", record=False, tap=False)
     return (tmp_path / "seed-bob-home" / "contacts.db").read_bytes()
 
 
@@ -71,14 +65,7 @@ def test_a_corrupt_store_is_refused_clearly_kept_and_the_phone_recovers(tmp_path
     assert kept.read_bytes() == broken  # the backup is the damaged file itself, byte for byte
     assert not store.exists()
 
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
-    try:
-        assert alice.wait(40) == 0, alice.log()
-        assert bob.wait(15) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    alice, bob = direct_call(tmp_path)
     assert_secure_call(alice, bob)
     assert store.exists() and kept.read_bytes() == broken
 
@@ -101,12 +88,5 @@ def test_a_phone_killed_mid_call_keeps_its_store_and_never_let_clear_audio_out(t
     with ContactStore(home) as store:
         assert store.integrity_check() == "ok"
         assert store.get("alice@127.0.0.1") is not None  # the call was recorded before the kill
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))  # the same home
-    alice = start_caller(tmp_path, "alice2", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH))
-    try:
-        assert alice.wait(40) == 0, alice.log()
-        assert bob.wait(15) == 0, bob.log()
-    finally:
-        alice.stop()
-        bob.stop()
+    alice, bob = direct_call(tmp_path, "alice2")  # bob in the same home
     assert_secure_call(alice, bob)

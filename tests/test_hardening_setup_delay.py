@@ -7,81 +7,46 @@ alice 162 as future-interval, in a call both reported as ended normally.
 
 from __future__ import annotations
 
-import select
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.phone_calls import wait_for_call
 from tests.phones import SPEECH, start_caller, start_listener
+from tests.testbed.sip_mangler import SipMangler
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 
 pytestmark = pytest.mark.integration
 
 DROPPED_OKS = 3
-LIFETIME_S = 60.0
 
 
 class OkDropper:
-    """A loopback SIP relay between one caller and ``callee`` that drops the callee's first N 200 OKs to INVITE."""
+    """A SipMangler hook (``on_from_callee``) that drops the callee's first ``drop`` 200 OKs to INVITE."""
 
-    def __init__(self, callee: tuple[str, int], drop: int) -> None:
-        self.callee = callee
+    def __init__(self, drop: int) -> None:
         self.drop = drop
         self.dropped = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ok-dropper", daemon=True)
 
-    @property
-    def port(self) -> int:
-        return int(self._sock.getsockname()[1])
-
-    def _run(self) -> None:
-        caller: tuple[str, int] | None = None
-        deadline = time.monotonic() + LIFETIME_S
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if not select.select([self._sock], [], [], 0.1)[0]:
-                continue
-            data, addr = self._sock.recvfrom(65535)
-            if addr != self.callee:
-                caller = addr
-                self._sock.sendto(data, self.callee)
-                continue
-            cseq = data.partition(b"\r\nCSeq:")[2][:40]
-            if data.startswith(b"SIP/2.0 200 ") and b"INVITE" in cseq and self.dropped < self.drop:
-                self.dropped += 1
-                continue
-            if caller is not None:
-                self._sock.sendto(data, caller)
-
-    def __enter__(self) -> OkDropper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
+    def __call__(self, data: bytes) -> bytes | None:
+        cseq = data.partition(b"\r\nCSeq:")[2][:40]
+        if data.startswith(b"SIP/2.0 200 ") and b"INVITE" in cseq and self.dropped < self.drop:
+            self.dropped += 1
+            return None
+        return data
 
 
 def test_a_200_ok_lost_three_times_costs_no_frame_after_setup(tmp_path: Path) -> None:
     bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    alice = None
     try:
-        with OkDropper(("127.0.0.1", bob.sip_port), DROPPED_OKS) as dropper:
-            alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{dropper.port}", "--play", str(SPEECH))
-            assert alice.wait(60) == 0, alice.log()
-            assert bob.wait(20) == 0, bob.log()
-        assert dropper.dropped == DROPPED_OKS
+        dropper = OkDropper(DROPPED_OKS)
+        with SipMangler(("127.0.0.1", bob.sip_port), on_from_callee=dropper) as relay:
+            alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", "--play", str(SPEECH))
+            wait_for_call(alice, bob, 60, 20)
     finally:
-        if alice is not None:
-            alice.stop()
         bob.stop()
+    assert dropper.dropped == DROPPED_OKS
     a, b = alice.summary(), bob.summary()
     assert a["state"] == b["state"] == "ended" and a["sas"] == b["sas"] is not None
     # bob's keys existed before alice sent anything: every frame opens

@@ -81,6 +81,16 @@ def _ours(p: PhoneProc) -> dict[str, object]:
     return p.summary()
 
 
+def _opportunistic_listener(workdir: Path, clips: dict[str, Path]) -> PhoneProc:
+    """Our phone as bob under the opportunistic policy, sending the reversed speech (wire not tapped)."""
+    return start_listener(workdir, "bob", *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
+
+
+def _opportunistic_caller(workdir: Path, uri: str, clips: dict[str, Path]) -> PhoneProc:
+    """Our phone as alice calling ``uri`` under the opportunistic policy, sending the reversed speech."""
+    return start_caller(workdir, "alice", uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
+
+
 def _refusing_listener(workdir: Path, *extra: str) -> PhoneProc:
     """``listen --once`` for a call it will refuse: it must still deliver its 488 before exiting (commit 1045cf0
     made the SIP shutdown wait for it; before that one 488 in four was lost)."""
@@ -134,7 +144,7 @@ def _no_rtp_from_us(packets: list[CapturedPacket], peer_sip_port: int, peer_rtp:
 
 def test_opportunistic_pjsua2_calls_us_in_pcmu(tmp_path: Path, clips: dict[str, Path]) -> None:
     recording = tmp_path / "pj-heard.wav"
-    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
+    ours = _opportunistic_listener(tmp_path, clips)
     try:
         with Pjsua2Peer(
             tmp_path, user="pj", duration=CLIP_SECONDS + 0.8, play=clips["speech8k"], record=recording
@@ -155,9 +165,7 @@ def test_opportunistic_pjsua2_calls_us_in_pcmu(tmp_path: Path, clips: dict[str, 
 def test_opportunistic_we_call_pjsua2_in_pcmu(tmp_path: Path, clips: dict[str, Path]) -> None:
     recording = tmp_path / "pj-heard.wav"
     with Pjsua2Peer(tmp_path, user="pj", play=clips["speech8k_long"], record=recording) as pj:
-        ours = start_caller(
-            tmp_path, "alice", pj.contact_uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False
-        )
+        ours = _opportunistic_caller(tmp_path, pj.contact_uri, clips)
         try:
             s = _assert_not_secure(ours, "pcmu")
         finally:
@@ -175,7 +183,7 @@ def test_opportunistic_we_call_pjsua2_in_pcmu(tmp_path: Path, clips: dict[str, P
 
 
 def test_opportunistic_baresip_calls_us_in_pcma(tmp_path: Path, clips: dict[str, Path]) -> None:
-    ours = start_listener(tmp_path, "bob", *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
+    ours = _opportunistic_listener(tmp_path, clips)
     try:
         with Baresip(tmp_path, user="alice", play=clips["speech8k"], codecs=("PCMA",)) as alice:
             alice.dial(f"sip:bob@127.0.0.1:{ours.sip_port}")
@@ -200,9 +208,7 @@ def test_opportunistic_we_call_baresip_in_opus(tmp_path: Path, clips: dict[str, 
         codecs=("opus", "PCMU"),
         srate=48000,
     ) as bob:
-        ours = start_caller(
-            tmp_path, "alice", bob.contact_uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False
-        )
+        ours = _opportunistic_caller(tmp_path, bob.contact_uri, clips)
         try:
             bob.wait_event("CALL_ESTABLISHED")
             bob.wait_event("CALL_CLOSED", timeout=PROC_TIMEOUT)  # our BYE once our file ended

@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.phones import PhoneProc, _spawn, voipgw_argv
-from tests.testbed import speech
+from tests.phones import PhoneProc, voipgw_argv
 from tests.testbed.capture import RawCapture
+from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import PortBlock, reserve_block
-from tests.testbed.sipp import BLOCK_SIZE, SippUas, render_scenario, run_uac, write_rtp_pcap
-from voipgw.audio.g711 import ulaw_encode
-from voipgw.audio.wav import read_wav
+from tests.testbed.sipp import BLOCK_SIZE, SippUas, run_uac
+from tests.testbed.sipp_speech import pcmu_speech_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +33,12 @@ PROBE_TIMEOUT_S = 15.0
 CALL_MS = 2500
 SPEECH_S = 1.5
 SIPP_TIMEOUT_S = 90.0
-READY_TIMEOUT_S = 20.0
 FR_TIMER_MS = 2000
 """How long the PBX waits for a provisional answer before it tries the next gateway of the set."""
 
 
 def _gateway(workdir: Path, name: str, home: Path, port: PortBlock, *args: str) -> tuple[PhoneProc, Path]:
-    snap = workdir / f"{name}.json"
-    argv = voipgw_argv(home, "gateway", "--listen", f"127.0.0.1:{port[0]}", "--snapshot-json", str(snap), *args)
-    proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port[0], port)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while "gateway listening on" not in proc.log():
-        if proc.proc.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"{name} did not start; log:\n{proc.log()}")
-        time.sleep(0.05)
-    return proc, snap
-
-
-def _snapshot(gw: PhoneProc, snap: Path) -> dict[str, Any]:
-    gw.stop()
-    assert gw.proc.returncode == 0, gw.log()[-3000:]
-    return dict(json.loads(snap.read_text()))
+    return spawn_gateway(workdir, name, home, port, *args, owns_port=True)
 
 
 def _probe_answered(payload: bytes, pbx_port: int) -> bool:
@@ -72,10 +55,7 @@ def _check_inbound(calls: list[dict[str, Any]]) -> None:
 
 
 def test_two_gateways_behind_the_dispatcher_share_the_calls_and_fail_over(tmp_path: Path) -> None:
-    pcm = read_wav(speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=SPEECH_S), 8000)
-    frames = [ulaw_encode(pcm[i : i + 160]) for i in range(0, len(pcm) - 159, 160)]
-    pcap = write_rtp_pcap(tmp_path / "speech-pcmu.pcap", frames, payload_type=0)
-    scenario = render_scenario("uac_pcap_pcmu", tmp_path / "uac_pcap_pcmu.xml", PCAP=str(pcap))
+    _, scenario = pcmu_speech_scenario(tmp_path, SPEECH_S)
     uac_ports = reserve_block(BLOCK_SIZE)
     b_ports = [reserve_block(1), reserve_block(1)]
     shared_home = tmp_path / "b-home"  # both B processes: one identity for bob, one contact store
@@ -129,7 +109,11 @@ def test_two_gateways_behind_the_dispatcher_share_the_calls_and_fail_over(tmp_pa
                 service="bob", duration_ms=CALL_MS, timeout=SIPP_TIMEOUT_S, ports=uac_ports, scenario_file=scenario,
             )  # fmt: skip
             assert shared.all_ok and shared.successful == BACK_CALLS, shared.log[-3000:]
-            a, s1, s2 = _snapshot(gw_a, snap_a), _snapshot(b1, snap_b1), _snapshot(b2, snap_b2)
+            a, s1, s2 = (
+                stop_with_snapshot(gw_a, snap_a),
+                stop_with_snapshot(b1, snap_b1),
+                stop_with_snapshot(b2, snap_b2),
+            )
     finally:
         for gw in gws:
             gw.stop()

@@ -6,7 +6,6 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,15 +31,6 @@ pytestmark = pytest.mark.integration
 
 EVENT_TIMEOUT = 5.0
 CALLS_IN_A_ROW = 30
-
-
-@pytest.fixture
-def peer() -> Iterator[SipPeer]:
-    p = SipPeer()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def run(coro: Any) -> Any:

@@ -12,7 +12,7 @@ import pytest
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 from tests.testbed.sip_peer import LONG_ATTR, SipPeer, running_stack, sdp
-from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall
+from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipStack
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,26 @@ async def until(call: SipCall, kind: type[CallEvent]) -> CallEvent:
         if isinstance(ev, kind):
             return ev
         assert not isinstance(ev, (Failed, Ended)), ev
+
+
+async def failure(call: SipCall) -> Failed:
+    """The call's Failed event, whatever comes before it."""
+    ev = await call.next_event(5.0)
+    while not isinstance(ev, Failed):
+        ev = await call.next_event(5.0)
+    return ev
+
+
+async def call_through(stack: SipStack, k: Kamailio, caller: str, callee: str, offer: str) -> SipCall:
+    """``caller`` calls ``callee`` through the proxy, answering its challenge with the caller's credentials."""
+    return await stack.place_call(
+        f"sip:{callee}@127.0.0.1:{k.port}",
+        f"sip:{caller}@127.0.0.1",
+        lambda _: offer,
+        proxy=k.addr,
+        username=caller,
+        password=USERS[caller],
+    )
 
 
 def test_register_401_then_200_refresh_before_expiry_and_unregister(
@@ -126,14 +146,7 @@ def test_call_through_proxy_407_lookup_and_record_route(
     async def main() -> None:
         async with running_stack() as stack:
             await stack.register(kamailio.addr, "sip:alice@127.0.0.1", "alice", "alicepw")
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{kamailio.port}",
-                "sip:alice@127.0.0.1",
-                lambda _: offer,
-                proxy=kamailio.addr,
-                username="alice",
-                password="alicepw",
-            )
+            call = await call_through(stack, kamailio, "alice", "bob", offer)
             answered = await until(call, Answered)
             assert isinstance(answered, Answered) and answered.remote_sdp == sdp(9002)
             inc = await bob.aexpect("incoming")
@@ -173,18 +186,8 @@ def test_call_through_proxy_407_lookup_and_record_route(
 def test_call_to_unregistered_user_gets_404(kamailio: Kamailio) -> None:
     async def main() -> None:
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:bob@127.0.0.1:{kamailio.port}",
-                "sip:alice@127.0.0.1",
-                lambda _: sdp(9004),
-                proxy=kamailio.addr,
-                username="alice",
-                password="alicepw",
-            )
-            failed = await call.next_event(5.0)
-            while not isinstance(failed, Failed):
-                failed = await call.next_event(5.0)
-            assert failed.code == 404
+            call = await call_through(stack, kamailio, "alice", "bob", sdp(9004))
+            assert (await failure(call)).code == 404
 
     asyncio.run(asyncio.wait_for(main(), 20.0))
 
@@ -222,18 +225,8 @@ def test_stop_unregisters(kamailio: Kamailio, caplog: pytest.LogCaptureFixture) 
             await stack.register(kamailio.addr, "sip:alice@127.0.0.1", "alice", "alicepw", expires=600)
         # the registrar forgot alice: a call to her now finds nobody
         async with running_stack() as stack:
-            call = await stack.place_call(
-                f"sip:alice@127.0.0.1:{kamailio.port}",
-                "sip:bob@127.0.0.1",
-                lambda _: sdp(9010),
-                proxy=kamailio.addr,
-                username="bob",
-                password="bobpw",
-            )
-            ev = await call.next_event(5.0)
-            while not isinstance(ev, Failed):
-                ev = await call.next_event(5.0)
-            assert ev.code == 404
+            call = await call_through(stack, kamailio, "bob", "alice", sdp(9010))
+            assert (await failure(call)).code == 404
 
     asyncio.run(asyncio.wait_for(main(), 20.0))
     sent = [m for m in wire_messages(caplog, "SENDING") if m.startswith("REGISTER ")]
@@ -251,14 +244,7 @@ def test_kamailio_rtpengine_hook_rewrites_media_address_and_keeps_our_attribute(
 
             async def main() -> None:
                 async with running_stack() as stack:
-                    call = await stack.place_call(
-                        f"sip:bob@127.0.0.1:{k.port}",
-                        "sip:alice@127.0.0.1",
-                        lambda _: sdp(9100),
-                        proxy=k.addr,
-                        username="alice",
-                        password="alicepw",
-                    )
+                    call = await call_through(stack, k, "alice", "bob", sdp(9100))
                     answered = await until(call, Answered)
                     assert isinstance(answered, Answered)
                     offer_seen = (await bob.aexpect("incoming"))["remote_sdp"]

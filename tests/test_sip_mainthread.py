@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,15 +12,6 @@ from tests.testbed.ports import port_is_bound
 from tests.testbed.sip_peer import SipPeer, sdp, udp_socket_inodes
 from voipgw.sip import Answered, Ended, SipStack, SipStackStateError
 from voipgw.sip.mainthread import MainThreadReactor
-
-
-@pytest.fixture
-def peer() -> Iterator[SipPeer]:
-    p = SipPeer()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.mark.integration

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from tests.testbed.sip_peer import SipPeer, running_stack, sdp, udp_socket_inode
 from voipgw.sip import Answered, Confirmed, Ended, SipStack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def peer() -> Iterator[SipPeer]:
-    p = SipPeer()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def can_bind_udp(port: int) -> bool:

@@ -19,6 +19,7 @@ from ratchet.errors import FrameError
 from ratchet.session import MediaConfig, MediaSession
 from ratchet.timekeys import MAX_WINDOW_INTERVALS, TimeKeySchedule
 from tests.ratchet_pairs import make_pair
+from tests.testbed.impair import next_burst_state
 
 T0 = 1_767_225_600.0
 FRAME_S = 0.020
@@ -103,11 +104,7 @@ class _Path:
     def fate(self, t: float) -> list[float]:
         """Arrival delays of the copies of a packet sent at call time ``t`` (empty: lost)."""
         p, rng = self.p, self.rng
-        if self.burst:
-            if rng.random() < p.burst_exit:
-                self.burst = False
-        elif p.burst_enter and rng.random() < p.burst_enter:
-            self.burst = True
+        self.burst = next_burst_state(self.burst, p.burst_enter, p.burst_exit, rng)
         if self.burst or (p.loss and rng.random() < p.loss):
             return []
         if p.outage is not None and p.outage[0] <= t < p.outage[1]:

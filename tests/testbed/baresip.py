@@ -27,10 +27,10 @@ import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tests.testbed.ports import PortBlock, port_is_bound, reserve_block
+from tests.testbed.ported import PortedProcess
+from tests.testbed.ports import PortBlock, port_is_bound
 from tests.testbed.proc import ManagedProcess, TestbedError
 
 # Block layout: SIP on +0 (UDP/TCP), TLS on +1, ctrl_tcp on +2, RTP from +10 to the end.
@@ -150,7 +150,7 @@ class _CtrlClient:
         self._thread.join(timeout=2.0)
 
 
-class Baresip:
+class Baresip(PortedProcess):
     """Context manager running one baresip UA.
 
     `user`: the account user part. `registrar`: "host:port" to REGISTER to (with `password` for digest
@@ -159,6 +159,10 @@ class Baresip:
     `play`: the WAV the aufile source sends (its rate should match `srate`). `answer`: "auto" or "manual".
     `extra_account_params` are appended to the account line verbatim.
     """
+
+    NAME = "baresip"
+    BLOCK_SIZE = BLOCK_SIZE
+    RTP_OFFSET = RTP_OFFSET
 
     def __init__(
         self,
@@ -189,18 +193,11 @@ class Baresip:
         self.srate = srate
         self.extra_account_params = extra_account_params
         self.regint = regint
-        self._own_ports = ports is None
-        self._ports = ports
+        super().__init__(ports)
         self.proc: ManagedProcess | None = None
         self._ctrl: _CtrlClient | None = None
 
     # --- ports and URIs -------------------------------------------------------------------------------------
-    @property
-    def ports(self) -> PortBlock:
-        if self._ports is None:
-            raise TestbedError("baresip not started")
-        return self._ports
-
     @property
     def sip_port(self) -> int:
         return self.ports[0]
@@ -208,10 +205,6 @@ class Baresip:
     @property
     def ctrl_port(self) -> int:
         return self.ports[CTRL_OFFSET]
-
-    @property
-    def rtp_range(self) -> tuple[int, int]:
-        return self.ports.span(RTP_OFFSET, self.ports.count - RTP_OFFSET)
 
     @property
     def contact_uri(self) -> str:
@@ -267,8 +260,7 @@ snd_path                {self.rec_dir}
         (self.dir / "uuid").write_text(f"00000000-0000-4000-8000-{self.sip_port:012d}")
 
     def start(self) -> Baresip:
-        if self._ports is None:
-            self._ports = reserve_block(BLOCK_SIZE)
+        self._reserve_ports()
         try:
             self._write_config()
             self.proc = ManagedProcess(["baresip", "-f", str(self.dir)], name=f"baresip-{self.user}", log_dir=self.dir)
@@ -294,18 +286,8 @@ snd_path                {self.rec_dir}
             self._ctrl = None
         if self.proc is not None:
             rc = self.proc.stop(grace=3.0, term_signals=(signal.SIGTERM, signal.SIGTERM))
-        if self._own_ports and self._ports is not None:
-            self._ports.release()
-            self._ports = None
+        self._release_ports()
         return rc
-
-    def __enter__(self) -> Baresip:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- control -----------------------------------------------------------------------------------------
     @property

@@ -53,6 +53,14 @@ class RelayStats:
     b_to_a: DirectionStats = field(default_factory=DirectionStats)
 
 
+def next_burst_state(in_burst: bool, enter: float, leave: float, rng: random.Random) -> bool:
+    """One packet's step of the Gilbert-Elliott loss model: whether the path is in its lossy burst state now.
+    Draws from ``rng`` only as needed (none while ``enter`` is 0 in the good state), so seeded runs replay."""
+    if in_burst:
+        return not rng.random() < leave
+    return bool(enter) and rng.random() < enter
+
+
 def _is_rtcp(data: bytes) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
@@ -127,11 +135,7 @@ class ImpairmentRelay:
         stats.received += 1
         imp = self.impairment
         rng = self._rng
-        if self._burst[side]:
-            if rng.random() < imp.burst_exit:
-                self._burst[side] = False
-        elif imp.burst_enter and rng.random() < imp.burst_enter:
-            self._burst[side] = True
+        self._burst[side] = next_burst_state(self._burst[side], imp.burst_enter, imp.burst_exit, rng)
         lose = imp.burst_loss if self._burst[side] else imp.loss
         if lose and rng.random() < lose:
             stats.dropped += 1

@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tests.testbed.ports import PortBlock, port_is_bound, reserve_block
+from tests.testbed.ported import PortedProcess
+from tests.testbed.ports import PortBlock, port_is_bound
 from tests.testbed.proc import ManagedProcess, TestbedError
 
 UA_SCRIPT = Path(__file__).resolve().parent / "pjsua2_ua.py"
@@ -36,7 +36,7 @@ QUIT_GRACE = 4.0
 Event = dict[str, Any]
 
 
-class Pjsua2Peer:
+class Pjsua2Peer(PortedProcess):
     """Context manager for one pjsua2 UA subprocess.
 
     `answer_code`: the final answer to incoming INVITEs (200 answers; 486 busy, 603 decline...). `call`: a URI
@@ -44,6 +44,10 @@ class Pjsua2Peer:
     `password`: register there with digest auth and send calls through it. `play`/`record`: WAV files (8 kHz
     mono 16-bit is the UA's native rate). Events are dicts with an "event" key: ready, reg, incoming, state,
     media, disconnected, error, stopped."""
+
+    NAME = "pjsua2 peer"
+    BLOCK_SIZE = BLOCK_SIZE
+    RTP_OFFSET = RTP_OFFSET
 
     def __init__(
         self,
@@ -63,8 +67,7 @@ class Pjsua2Peer:
     ) -> None:
         self.user = user
         self.dir = workdir / f"pjsua2-{user}"
-        self._own_ports = ports is None
-        self._ports = ports
+        super().__init__(ports)
         self._opts = dict(
             answer_code=answer_code,
             call=call,
@@ -82,18 +85,8 @@ class Pjsua2Peer:
         self._reader: threading.Thread | None = None
 
     @property
-    def ports(self) -> PortBlock:
-        if self._ports is None:
-            raise TestbedError("pjsua2 peer not started")
-        return self._ports
-
-    @property
     def sip_port(self) -> int:
         return self.ports[0]
-
-    @property
-    def rtp_range(self) -> tuple[int, int]:
-        return self.ports.span(RTP_OFFSET, self.ports.count - RTP_OFFSET)
 
     @property
     def contact_uri(self) -> str:
@@ -119,8 +112,7 @@ class Pjsua2Peer:
         return argv
 
     def start(self) -> Pjsua2Peer:
-        if self._ports is None:
-            self._ports = reserve_block(BLOCK_SIZE)
+        self._reserve_ports()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.proc = ManagedProcess(
@@ -204,15 +196,5 @@ class Pjsua2Peer:
         if self._reader is not None:
             self._reader.join(timeout=2.0)
             self._reader = None
-        if self._own_ports and self._ports is not None:
-            self._ports.release()
-            self._ports = None
+        self._release_ports()
         return rc
-
-    def __enter__(self) -> Pjsua2Peer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -17,11 +17,11 @@ import secrets
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tests.testbed.ports import PortBlock, reserve_block
-from tests.testbed.proc import ManagedProcess, TestbedError
+from tests.testbed.ported import PortedProcess
+from tests.testbed.ports import PortBlock
+from tests.testbed.proc import ManagedProcess
 
 # Block layout: ng +0, cli +1, RTP from +10 to the end (rtpengine wants an even start).
 BLOCK_SIZE = 200
@@ -109,21 +109,18 @@ def ng_request(port: int, command: dict[str, Any], timeout: float = NG_TIMEOUT) 
                 return reply
 
 
-class Rtpengine:
+class Rtpengine(PortedProcess):
     """Context manager running one userspace rtpengine; `ng_port`, `ng_socket` and `rtp_range` describe it."""
+
+    NAME = "rtpengine"
+    BLOCK_SIZE = BLOCK_SIZE
+    RTP_OFFSET = RTP_OFFSET
 
     def __init__(self, workdir: Path, *, ports: PortBlock | None = None, log_level: int = 6) -> None:
         self.dir = workdir / "rtpengine"
-        self._own_ports = ports is None
-        self._ports = ports
+        super().__init__(ports)
         self.log_level = log_level
         self.proc: ManagedProcess | None = None
-
-    @property
-    def ports(self) -> PortBlock:
-        if self._ports is None:
-            raise TestbedError("rtpengine not started")
-        return self._ports
 
     @property
     def ng_port(self) -> int:
@@ -133,10 +130,6 @@ class Rtpengine:
     def ng_socket(self) -> str:
         """The value for Kamailio's `modparam("rtpengine", "rtpengine_sock", ...)`."""
         return f"udp:127.0.0.1:{self.ng_port}"
-
-    @property
-    def rtp_range(self) -> tuple[int, int]:
-        return self.ports.span(RTP_OFFSET, self.ports.count - RTP_OFFSET)
 
     def _write_config(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +155,7 @@ delete-delay = 0
         return conf
 
     def start(self) -> Rtpengine:
-        if self._ports is None:
-            self._ports = reserve_block(BLOCK_SIZE)
+        self._reserve_ports()
         try:
             conf = self._write_config()
             self.proc = ManagedProcess(
@@ -194,15 +186,5 @@ delete-delay = 0
             pidfile = self.dir / "rtpengine.pid"
             if pidfile.exists():
                 os.unlink(pidfile)
-        if self._own_ports and self._ports is not None:
-            self._ports.release()
-            self._ports = None
+        self._release_ports()
         return rc
-
-    def __enter__(self) -> Rtpengine:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -1,8 +1,8 @@
 """A two-party SIP relay for tests that rewrites SDP bodies in flight: a hostile or media-rewriting middlebox.
 
 Datagrams from the caller go to the callee and everything from the callee goes back to the caller; ``on_offer``
-and ``on_answer`` may rewrite SDP bodies (Content-Length is fixed up). It runs in its own thread with a
-bounded lifetime and binds loopback only.
+and ``on_answer`` may rewrite SDP bodies (Content-Length is fixed up), and ``on_from_callee`` may drop what the
+callee sends. It runs in its own thread with a bounded lifetime and binds loopback only.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 
 SdpHook = Callable[[str], str]
+DatagramHook = Callable[[bytes], bytes | None]
+"""Sees a datagram before it is relayed: returns what to relay, or None to drop it."""
 
 
 def _rewrite_body(msg: bytes, hook: SdpHook) -> bytes:
@@ -33,12 +35,14 @@ class SipMangler:
         *,
         on_offer: SdpHook | None = None,
         on_answer: SdpHook | None = None,
+        on_from_callee: DatagramHook | None = None,
         lifetime_s: float = 60.0,
     ) -> None:
         self.callee = callee
         self.caller: tuple[str, int] | None = None
         self.on_offer = on_offer
         self.on_answer = on_answer
+        self.on_from_callee = on_from_callee
         self.offers_rewritten = 0
         self.answers_rewritten = 0
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -67,6 +71,11 @@ class SipMangler:
                 continue
             data, addr = self._sock.recvfrom(65535)
             if addr == self.callee:
+                if self.on_from_callee is not None:
+                    kept = self.on_from_callee(data)
+                    if kept is None:
+                        continue
+                    data = kept
                 if self.caller is None:
                     continue
                 if self.on_answer is not None and data.startswith(b"SIP/2.0 200") and b"m=audio" in data:
