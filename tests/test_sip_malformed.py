@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -74,15 +73,6 @@ CASES: list[tuple[str, bytes, int | None]] = [
     ("response with a bad body length is dropped", b"SIP/2.0 200 OK\r\n" + request()[30:], None),
     ("no Via: cannot answer", request().replace(b"Via:", b"Xia:"), None),
 ]
-
-
-@pytest.fixture
-def peer() -> Iterator[SipPeer]:
-    p = SipPeer()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.mark.integration
