@@ -122,7 +122,7 @@ def run_hybrid_call(tmp_path: Path, k: Kamailio, bob_extra: list[str] | None = N
 
 
 def test_hybrid_suite_call_over_tcp_through_kamailio(tmp_path: Path) -> None:
-    """Alice (transport auto) sends the ~3.5 KB hybrid INVITE over TCP on her own; Bob registered over TCP."""
+    """Alice (transport auto) sends the ~2.7 KB hybrid INVITE over TCP on her own; Bob registered over TCP."""
     with Kamailio(tmp_path, users=USERS, auth=True) as k, LoopbackSniffer() as sniff:
         alice, bob = run_hybrid_call(tmp_path, k)
     assert_secure_call(alice, bob)

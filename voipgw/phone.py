@@ -156,7 +156,7 @@ class PhoneConfig:
 
     @property
     def offer_handshake(self) -> HandshakeConfig:
-        """The handshake we offer: over UDP only, without the hybrid suite, whose ~3.5 KB INVITE a UDP path
+        """The handshake we offer: over UDP only, without the hybrid suite, whose ~2.7 KB INVITE a UDP path
         would IP-fragment (RFC 3261 18.1.1); the answering side still accepts every configured suite."""
         config = self.handshake
         if self.transport == "udp" and Suite.X25519_MLKEM768 in config.suites:
