@@ -16,11 +16,12 @@ import pytest
 from ratchet.frame import COUNTER_MOD, COUNTER_SHIFT
 from tests.hardening import RelayThread, collect_responses, udp_burst
 from tests.phones import SPEECH, start_caller
-from tests.test_gateway_calls import PROC_TIMEOUT, start_gateway, stop_gateway
+from tests.test_gateway_calls import PROC_TIMEOUT, start_gateway
 from tests.test_hardening_rtp import foreign_frames
 from tests.test_hardening_sip import FINAL_ERROR, PLAIN_SDP, cases, finals, sip
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
+from tests.testbed.gateway_proc import stop_with_snapshot as stop_gateway
 from tests.testbed.impair import Impairment
 from tests.testbed.sip_mangler import SipMangler, redirect_media
 from tests.testbed.sipp import run_uac

@@ -27,11 +27,12 @@ from hypothesis import strategies as st
 from ratchet.identity import IdentityKey
 from tests.hardening import collect_responses
 from tests.phones import SPEECH, start_caller, start_listener, voipgw_argv
-from tests.test_gateway_calls import start_gateway, stop_gateway
+from tests.test_gateway_calls import start_gateway
 from tests.test_hardening_sip import PLAIN_SDP, finals, sip
 from tests.test_sip_malformed import request
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
+from tests.testbed.gateway_proc import stop_with_snapshot as stop_gateway
 from tests.testbed.ports import reserve_block
 from tests.testbed.sip_peer import running_stack
 from voipgw.audio.codecs import get_codec
@@ -147,7 +148,8 @@ def test_malformed_rtp_by_reason_reaches_the_snapshot_and_the_control_socket() -
 
 
 @pytest.mark.integration
-def test_listen_answers_an_invite_during_its_call_with_486(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["listener", "caller"])
+def test_a_phone_answers_an_invite_during_its_call_with_486(tmp_path: Path, target: str) -> None:
     bob = start_listener(tmp_path, "bob", tap=False)
     alice = None
     try:
@@ -160,8 +162,9 @@ def test_listen_answers_an_invite_during_its_call_with_486(tmp_path: Path) -> No
             s.bind(("127.0.0.1", 0))
             me = s.getsockname()[1]
             ids = ["busy-plain", "busy-nosdp"]
-            s.sendto(sip("INVITE", ids[0], me, body=PLAIN_SDP, sdp=True), ("127.0.0.1", bob.sip_port))
-            s.sendto(sip("INVITE", ids[1], me), ("127.0.0.1", bob.sip_port))
+            port = bob.sip_port if target == "listener" else alice.sip_port
+            s.sendto(sip("INVITE", ids[0], me, body=PLAIN_SDP, sdp=True), ("127.0.0.1", port))
+            s.sendto(sip("INVITE", ids[1], me), ("127.0.0.1", port))
             codes = _collect_finals(s, ids, timeout=10)
             call_still_up = alice.proc.poll() is None
         assert alice.wait(60) == 0, alice.log()

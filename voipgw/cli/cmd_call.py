@@ -400,6 +400,9 @@ async def _call_main(args: argparse.Namespace) -> int:
     except BaseException:
         trust.close()
         raise
+    # A caller takes no calls: any INVITE reaching its port is answered 486 Busy Here at once, never queued
+    # until exit (where the stack would end it with 487, a status RFC 3261 keeps for CANCELled requests).
+    busy = asyncio.ensure_future(_refuse_while_busy(phone))
     try:
         placing = asyncio.ensure_future(
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
@@ -420,6 +423,10 @@ async def _call_main(args: argparse.Namespace) -> int:
         data = _finish(call, phone, args)
         return 0 if data["state"] == "ended" else EXIT_CALL_FAILED
     finally:
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await busy
+        _refuse_queued(phone)
         await phone.stop()
         trust.close()
         source.close()
