@@ -43,6 +43,7 @@ from voipgw.bench.gateway import (
     LoadGen,
     Step,
     percentile,
+    rss_kb,
 )
 from voipgw.demo import speech_sample
 
@@ -482,6 +483,7 @@ class ChurnStep:
     others_cpu_s_step: float = 0.0
     """Every other process on the machine (other tests, builds): what the step competed with."""
     load_average: float = 0.0
+    rss_kb_start: int = 0
 
     @property
     def sent(self) -> int:
@@ -553,6 +555,8 @@ class ChurnStep:
                     "late_or_lost_pct": round(s.bad_pct, 3),
                     "latency_ms_p99": _r(s.latency_ms_p99),
                     "gateway_a_cpu_pct": round(100.0 * s.gw_cpu_s / s.window_s, 1),
+                    "gateway_a_event_loop_cpu_pct": round(100.0 * s.gw_loop_cpu_s / s.window_s, 1),
+                    "gateway_a_rss_kb": s.rss_kb,
                     "judged": any(s is x for x in j),
                 }
                 for a, _b, s in self.windows
@@ -561,13 +565,20 @@ class ChurnStep:
             "windows_total": len(self.windows),
             "gateway_a_cpu_pct": round(sum(cpu_pct) / len(cpu_pct), 1) if cpu_pct else None,
             "gateway_a_cpu_pct_max": round(max(cpu_pct), 1) if cpu_pct else None,
+            "gateway_a_event_loop_cpu_pct": round(
+                100.0 * sum(s.gw_loop_cpu_s for s in j) / sum(s.window_s for s in j), 1
+            )
+            if j
+            else None,
             "gateway_a_cpu_pct_whole_step": round(100.0 * self.gw_a_cpu_s_step / wall, 1),
             "gateway_b_cpu_pct_whole_step": round(100.0 * self.gw_b_cpu_s_step / wall, 1),
             "sipp_cpu_pct_whole_step": round(100.0 * self.sipp_cpu_s_step / wall, 1),
             "load_generator_cpu_pct_whole_step": round(100.0 * self.loadgen_cpu_s_step / wall, 1),
             "other_processes_cpu_pct_whole_step": round(100.0 * self.others_cpu_s_step / wall, 1),
             "load_average_1min_at_end": round(self.load_average, 2),
+            "gateway_a_rss_kb_at_start": self.rss_kb_start,
             "gateway_a_rss_kb": j[-1].rss_kb if j else None,
+            "gateway_a_rss_kb_at_end": self.windows[-1][2].rss_kb if self.windows else None,
             "wall_s": round(self.wall_s, 1),
             "holds": self.holds,
             "why_not": self.why_not,
@@ -656,6 +667,7 @@ class ChurnBench:
         assert self.uas is not None
         pids = (bench.a.proc.pid, bench.b.proc.pid, os.getpid(), self.uas.proc.pid)
         cpu0 = [_cpu_s(pid) for pid in pids]
+        rss0 = rss_kb(bench.a.proc.pid)
         busy0 = machine_busy_s()
         t0 = time.monotonic()
         uac = _Sipp(f"sipp-uac-{index}", argv, cwd)
@@ -702,6 +714,7 @@ class ChurnBench:
             loadgen_cpu_s_step=me_cpu,
             others_cpu_s_step=others,
             load_average=os.getloadavg()[0],
+            rss_kb_start=rss0,
         )
 
     async def reference(self) -> dict[str, Any]:
@@ -905,6 +918,7 @@ TABLE_COLUMNS = (
     ("background_worst_window_pct", "worst %", "{:.2f}"),
     ("background_latency_ms_p99_worst_window", "bg p99 ms", "{}"),
     ("gateway_a_cpu_pct", "A CPU %", "{}"),
+    ("gateway_a_event_loop_cpu_pct", "A loop %", "{}"),
     ("other_processes_cpu_pct_whole_step", "others %", "{}"),
     ("holds", "holds", "{}"),
 )
