@@ -58,7 +58,7 @@ from voipgw.demo import speech_sample
 #   until the last call is placed); it holds when sipp saw no failed or unfinished call, no background call dropped,
 #   and the background's late + lost frames stay under 1 %. The search stops at the first step that does not hold.
 
-DEFAULT_RATES = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 30.0)
+DEFAULT_RATES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
 DEFAULT_HOLD_S = 10.0
 DEFAULT_STEP_S = 30.0
 DEFAULT_BACKGROUND = 60
