@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from voipgw.cli.errors import CliError
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _interrupt(_sig: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stoppable(run: Runner) -> Runner:
+    """SIGTERM stops a benchmark the way Ctrl-C does: its ``finally`` blocks stop every gateway, sipp and forwarder
+    process it started (by PID) before it exits 130. Without this, SIGTERM (``kill``, ``timeout``, a CI runner)
+    killed the benchmark alone and left its children running."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return run(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="setup-time calls per transport and suite (UDP, TCP, TLS x classical, hybrid); 0 skips them",
     )
-    k.set_defaults(func=run_call)
+    k.set_defaults(func=stoppable(run_call))
     s = bsub.add_parser(
         "soak", help="hold N calls through two gateways for a long time; record loss, latency, memory, fds over time"
     )
@@ -40,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--sample", type=float, default=5.0, metavar="S", help="sample period (default 5 s)")
     s.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     s.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
-    s.set_defaults(func=run_soak)
+    s.set_defaults(func=stoppable(run_soak))
     ch = bsub.add_parser("churn", help="largest sipp call rate (INVITE, media, BYE) one gateway holds beside N calls")
     ch.add_argument("--json", action="store_true", help="print one JSON object (every step)")
     ch.add_argument("--rates", default="0.5,1,1.5,2,3,4,6,8,10,12,16,20", help="sipp call rates to try (calls/s)")
@@ -51,12 +77,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ch.add_argument("--confirm", type=float, default=0.0, metavar="S", help="then run the best rate for S s (e.g. 300)")
     ch.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     ch.add_argument("--workdir", type=Path, help="keep gateway and sipp logs here (default: a removed temp dir)")
-    ch.set_defaults(func=run_churn)
+    ch.set_defaults(func=stoppable(run_churn))
     g = bsub.add_parser("gateway", help="gateway capacity, relay cost against a bare uvloop forwarder, latency, memory")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--quick", action="store_true", help="a few calls per mode, 1 s windows (a smoke run, not a figure)")
     g.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
-    g.set_defaults(func=run_gateway)
+    g.set_defaults(func=stoppable(run_gateway))
     p.set_defaults(func=lambda a: _usage(p))
 
 
