@@ -127,3 +127,31 @@ def test_cli_mistakes_are_one_line_errors(
     with pytest.raises(CliError, match=message) as err:
         gateway_config(_args(tmp_path, *users, route=route, listen=listen))
     assert err.value.code == 2 and "\n" not in str(err.value)
+
+
+def test_a_transcoded_bridges_streams_die_with_it() -> None:
+    """The switchable coders must not outlive their streams: a module-level WeakKeyDictionary whose values (the
+    coders, their relays) referred back to its keys kept every transcoded call's object graph alive, about 170 KB
+    a call at the gateway (found by ``voipgw bench churn``: RSS grew without bound under call churn)."""
+    import asyncio
+    import gc
+    import weakref
+
+    from voipgw.media import MediaStream
+
+    async def one_bridge() -> list[weakref.ref[MediaStream]]:
+        inside, outside = await MediaStream.bind(), await MediaStream.bind()
+        to_outside, to_inside, flag = OpusRelay(), OpusRelay(), [False]  # transcoding: pass-through stays off
+        for stream, (rx, tx) in ((outside, (to_inside, to_outside)), (inside, (to_outside, to_inside))):
+            codec = switch_codec(rx, tx, flag)
+            codec.new_encoder().attach_stream(stream)  # type: ignore[attr-defined]
+            codec.new_decoder().attach_stream(stream)  # type: ignore[attr-defined]
+        assert len(inside.codec_parts) == len(outside.codec_parts) == 2
+        refs = [weakref.ref(inside), weakref.ref(outside)]
+        await inside.stop()
+        await outside.stop()
+        return refs
+
+    refs = asyncio.run(one_bridge())
+    gc.collect()
+    assert [r() for r in refs] == [None, None], "a finished call's media streams are still alive"

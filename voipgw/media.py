@@ -162,6 +162,10 @@ class _SeqUnwrapper:
         return self._ext
 
 
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
 class MediaStream:
     """A call's bidirectional audio. Bind first (the SDP needs the port), then start once keys exist.
 
@@ -198,9 +202,12 @@ class MediaStream:
         self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=DTMF_QUEUE)
         """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full."""
         self.on_dtmf: Callable[[str], None] | None = None
+        """Called with each received digit too (the gateway relays them without polling the queue)."""
         self.relay: Callable[[bytes], object] | None = None
         """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
-        """Called with each received digit too (the gateway relays them without polling the queue)."""
+        self.codec_parts: list[Releasable] = []
+        """This stream's codec objects that pass-through may release once the stream stops pacing (the gateway).
+        Kept on the stream, so they die with it."""
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_pending: collections.deque[tuple[str, int]] = collections.deque()
         self._dtmf_task: asyncio.Task[None] | None = None

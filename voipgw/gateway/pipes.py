@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import time
-import weakref
 
 import numpy as np
 
@@ -110,7 +109,8 @@ class OpusRelay:
             receiver.relay = forward
         if sender.relay is not None:
             sender.stop_pacing()
-            for part in _PARTS.pop(sender, ()):
+            parts, sender.codec_parts = sender.codec_parts, []
+            for part in parts:
                 part.release()
 
     def push(self, payload: bytes) -> None:
@@ -126,10 +126,6 @@ class OpusRelay:
         return None
 
 
-_PARTS: weakref.WeakKeyDictionary[MediaStream, list[_SwitchEncoder | _SwitchDecoder]] = weakref.WeakKeyDictionary()
-"""The switchable coders each stream uses, released once its frames are relayed directly."""
-
-
 class _SwitchEncoder:
     """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
     that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
@@ -141,7 +137,9 @@ class _SwitchEncoder:
         """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
 
     def attach_stream(self, stream: MediaStream) -> None:
-        _PARTS.setdefault(stream, []).append(self)
+        # On the stream, not in a module-level registry: a WeakKeyDictionary whose value (this coder, its relay)
+        # refers back to its key kept every transcoded call's whole object graph alive (~170 KB a call).
+        stream.codec_parts.append(self)
         self._relay.attach(stream, receiving=False, passthrough=self._passthrough)
 
     def release(self) -> None:
@@ -179,7 +177,7 @@ class _SwitchDecoder:
         return self._failed_before + (self._decoder.failed if self._decoder is not None else 0)
 
     def attach_stream(self, stream: MediaStream) -> None:
-        _PARTS.setdefault(stream, []).append(self)
+        stream.codec_parts.append(self)
         self._relay.attach(stream, receiving=True, passthrough=self._passthrough)
 
     def release(self) -> None:
