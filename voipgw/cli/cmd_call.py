@@ -455,19 +455,24 @@ async def _listen_main(args: argparse.Namespace) -> int:
     )
     status = 0
     busy: asyncio.Future[None] | None = None
+    next_calls: list[IncomingCall] = []
     try:
         while not stop.is_set():
-            getter = asyncio.ensure_future(phone.next_incoming())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not getter.done():
-                getter.cancel()
-                break
-            incoming = getter.result()
+            if next_calls:
+                incoming = next_calls.pop(0)
+            else:
+                getter = asyncio.ensure_future(phone.next_incoming())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    break
+                incoming = getter.result()
             # One call at a time: any INVITE arriving meanwhile is answered 486 Busy Here at once (RFC 3261
-            # 21.4.24), never left queued until the call ends. With --once the listener stays busy until it exits.
-            busy = asyncio.ensure_future(_refuse_while_busy(phone))
+            # 21.4.24), never left queued until the call ends. With --once the listener stays busy until it exits;
+            # otherwise an INVITE that arrives once this call is over (while it is being cleaned up) is the next call.
+            busy = asyncio.ensure_future(_refuse_while_busy(phone, incoming, None if args.once else next_calls))
             try:
                 status = await _handle_incoming(phone, incoming, args, stop)
             except CliError:
@@ -505,10 +510,18 @@ def _refuse_busy(incoming: IncomingCall) -> None:
     incoming.reject(486, "Busy Here", BUSY_WARNING)
 
 
-async def _refuse_while_busy(phone: Phone) -> None:
-    """Answer 486 Busy Here to every new INVITE until cancelled (while the listener is in a call)."""
+async def _refuse_while_busy(
+    phone: Phone, current: IncomingCall | None = None, next_calls: list[IncomingCall] | None = None
+) -> None:
+    """Answer 486 Busy Here to every new INVITE until cancelled (while the listener is in a call). With
+    ``next_calls``, an INVITE that arrives after ``current`` has ended goes there instead, and refusing stops: the
+    listener is free again, only still cleaning up."""
     while True:
-        _refuse_busy(await phone.next_incoming())
+        incoming = await phone.next_incoming()
+        if next_calls is not None and current is not None and current.finished:
+            next_calls.append(incoming)
+            return
+        _refuse_busy(incoming)
 
 
 def _refuse_queued(phone: Phone) -> None:
