@@ -41,7 +41,7 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	$(BIN)/pip install -q -e '.[fuzz]'
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
-	VOIPGW_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz_parsers.py tests/test_fuzz_structured.py
+	VOIPGW_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q -p no:cacheprovider tests/fuzz/test_parsers.py tests/fuzz/test_structured.py
 
 reliability: setup
 	$(PY) -m tests.reliability.impair_report

@@ -3,7 +3,7 @@
     python -m tests.fuzz.run [--seconds S] [TARGET ...]
 
 Each target starts from its valid seeds (tests/fuzz/targets.py) plus the regression corpus, runs S seconds,
-and writes any crasher to tests/fuzz/corpus/<target>/crash-<sha1>; tests/test_fuzz_corpus.py replays those.
+and writes any crasher to tests/fuzz/corpus/<target>/crash-<sha1>; tests/fuzz/test_corpus.py replays those.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from ratchet.frame import (
 from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute, encode_attribute, from_sdp_attributes
 from ratchet.identity import IdentityKey, IdentityPublicKey
 from ratchet.session import MediaSession
-from tests.handshake_fixtures import CLASSICAL, HYBRID, T0, answer, make_offerer
-from tests.ratchet_pairs import make_pair
+from tests.support.handshake_fixtures import CLASSICAL, HYBRID, T0, answer, make_offerer
+from tests.support.ratchet_pairs import make_pair
 from voipgw.config import ConfigError as PhoneConfigError
 from voipgw.config import load_phone_config
 from voipgw.ops.config import ConfigError as GatewayConfigError

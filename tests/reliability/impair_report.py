@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from ratchet.errors import HandshakeError
-from tests.handshake_fixtures import T0, answer, make_offerer
 from tests.reliability.impair_sim import AWAITING_KEY, PROFILES, DirectionResult, run_profile
+from tests.support.handshake_fixtures import T0, answer, make_offerer
 
 HANDSHAKE_SKEWS_S = (-90.0, -59.0, -30.0, 0.0, 30.0, 59.0, 90.0)
 """Answerer clock minus offerer clock; the default window (max_skew_s) is 60 s."""

@@ -4,7 +4,7 @@ Both ends seal a 20 ms frame each tick on their own clocks; each frame's fate (l
 an outage, jitter, reordering, duplication) comes from one seeded generator per direction, and it is opened at
 its arrival time on the receiver's clock. No sockets and no sleeping: a 30 s call runs in well under a second,
 and a failure replays exactly. The figures it reports are what the protocol itself achieves; the live relay
-test (tests/test_call_impaired.py) checks the same with real phones, codecs and jitter buffers.
+test (tests/phone/test_call_impaired.py) checks the same with real phones, codecs and jitter buffers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ratchet.errors import FrameError
 from ratchet.session import MediaConfig, MediaSession
 from ratchet.timekeys import MAX_WINDOW_INTERVALS, TimeKeySchedule
-from tests.ratchet_pairs import make_pair
+from tests.support.ratchet_pairs import make_pair
 from tests.testbed.impair import next_burst_state
 
 T0 = 1_767_225_600.0

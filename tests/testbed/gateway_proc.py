@@ -1,7 +1,7 @@
 """Test helper: a flag-mode ``voipgw gateway`` as a real process on a port block the caller reserved, waited for
 (bounded) until it listens, then stopped by PID with the call snapshot it writes on the way out. Loopback only.
 
-``wait_listening`` also serves gateways started another way (tests/gateway_node.py).
+``wait_listening`` also serves gateways started another way (tests/testbed/gateway_node.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.phones import PhoneProc, _spawn, voipgw_argv
-from tests.testbed.ports import PortBlock
+from tests.support.phones import PhoneProc, _spawn, voipgw_argv
+from tests.testbed.ports import PortBlock, reserve_block
 
 READY_TIMEOUT_S = 20.0
 READY_LINE = "gateway listening on"
@@ -60,6 +60,22 @@ def spawn_gateway(
     if wait:
         wait_listening(proc, name, ready_timeout_s)
     return proc, snap
+
+
+def start_gateway(
+    workdir: Path, *args: str, name: str = "gateway", ready_timeout_s: float = 15.0
+) -> tuple[PhoneProc, Path]:
+    """A flag-mode gateway with its own home (``<workdir>/<name>-home``) on a port it holds and releases when
+    stopped; returns the process and its snapshot path."""
+    return spawn_gateway(
+        workdir,
+        name,
+        workdir / f"{name}-home",
+        reserve_block(1),
+        *args,
+        owns_port=True,
+        ready_timeout_s=ready_timeout_s,
+    )
 
 
 def stop_with_snapshot(gw: PhoneProc, snap: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 
 from ratchet.params import SendParams
 from ratchet.session import MediaConfig, MediaSession
-from tests.ratchet_pairs import make_pair
+from tests.support.ratchet_pairs import make_pair
 from tests.vectors.gen_frames import FRAME_S, T0, VECTOR_DIR, _keygen
 from voipgw.rtp.dtmf import digit_train, encode_sealed
 

@@ -20,7 +20,7 @@ from ratchet.kdf import hkdf_extract, kdf_rk
 from ratchet.params import Direction, FrameSuite, SendParams
 from ratchet.session import MediaConfig, MediaSession
 from ratchet.timekeys import stream_metadata, time_key
-from tests.ratchet_pairs import make_pair
+from tests.support.ratchet_pairs import make_pair
 
 VECTOR_DIR = Path(__file__).resolve().parent
 FILE = "frames.json"

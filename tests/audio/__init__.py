@@ -1,0 +1,1 @@
+"""Tests of voipgw.audio: codecs, WAV files, devices and the audio comparison."""

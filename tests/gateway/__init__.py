@@ -1,0 +1,1 @@
+"""Tests of voipgw.gateway: units, call flows, the gateway as a process, topologies and faults."""

@@ -1,0 +1,1 @@
+"""Tests of voipgw.ops: configuration, control socket, logs, metrics, service."""

@@ -1,0 +1,1 @@
+"""Tests of the softphone: whole calls between real processes, call flows, configuration."""

@@ -1,0 +1,1 @@
+"""Tests of ratchet/: handshake, session, SAS, fingerprints, identities and their vectors."""

@@ -1,0 +1,1 @@
+"""Tests of voipgw.sip: the stack, dialogs, registration, transports, digest auth, malformed input."""

@@ -1,0 +1,1 @@
+"""Tests of voipgw.store and voipgw.trust: contacts, key files, the trust policy."""
