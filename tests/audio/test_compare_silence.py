@@ -7,10 +7,13 @@ because FFT rounding noise was divided by a near-zero norm; a silent call could 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.support.phones import SPEECH
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
+
+pytestmark = pytest.mark.hardening
 
 
 def test_a_silent_or_near_silent_recording_scores_zero() -> None:

@@ -200,6 +200,7 @@ def test_resampling_in_frames_equals_resampling_in_one_block() -> None:
     assert 0.97 <= _rms(whole[200:]) / _rms(low) <= 1.03
 
 
+@pytest.mark.integration  # takes seconds
 def test_a_media_stream_pair_carries_pcmu_with_payload_type_0_and_160_sample_steps() -> None:
     speech = read_wav(speech_path())[: 48000 * 2]
     wire: list[RtpPacket] = []

@@ -171,6 +171,7 @@ def test_export_import_between_homes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "not valid JSON" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # starts processes
 def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.fuzz.targets import TARGETS, run
 
+pytestmark = pytest.mark.hardening
+
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CASES = sorted(p for p in CORPUS.glob("*/*") if p.is_file() and p.name != "README.md")
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from tests.fuzz.strategies import inputs
 from tests.fuzz.targets import TARGETS, run, seeds
 
+pytestmark = pytest.mark.hardening
+
 SEEDS = seeds()
 EXAMPLES = int(os.environ.get("VOIPGW_FUZZ_EXAMPLES", "150"))
 """Per property; make fuzz raises it for a long run."""

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,8 @@ from voipgw.config import phone_config_from_mapping
 from voipgw.ops.config import ConfigError as GatewayConfigError
 from voipgw.ops.config import gateway_config_from_mapping
 from voipgw.store.contacts import ContactStore, MalformedExport, export_document, parse_document
+
+pytestmark = pytest.mark.hardening
 
 EXAMPLES = int(os.environ.get("VOIPGW_FUZZ_EXAMPLES", "150"))
 """Per property; make fuzz raises it for a long run."""
@@ -117,6 +120,7 @@ def _finite_floats_only(config: Any) -> None:
         assert math.isfinite(value) and value >= 0, f"{name}={value} accepted"
 
 
+@pytest.mark.integration  # takes seconds
 @settings(max_examples=EXAMPLES * 2, deadline=None)
 @given(st.dictionaries(st.sampled_from(PHONE_KEYS), TOML_VALUES, max_size=8))
 @example({"max_skew_s": math.nan})  # TOML has nan and inf: found by this test (freshness check disabled)
@@ -161,6 +165,7 @@ GATEWAY_PATHS = [
 ]
 
 
+@pytest.mark.integration  # takes seconds
 @settings(max_examples=EXAMPLES * 2, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(GATEWAY_PATHS), TOML_VALUES), max_size=5))
 def test_gateway_config_mapping_is_valid_or_a_config_error(edits: list[tuple[tuple[str, str | None], Any]]) -> None:

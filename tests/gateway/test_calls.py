@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.phones import PhoneProc, start_caller, start_listener
+from tests.support.requires import requires
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import start_gateway, stop_with_snapshot
@@ -18,7 +19,7 @@ from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
 from voipgw.phone import WARN_NO_KEY_EXCHANGE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox")]
 
 CLIP_SECONDS = 3.0
 MIN_CORRELATION = 0.9

@@ -18,10 +18,11 @@ import pytest
 
 from tests.support.config_gateway import write_config
 from tests.support.phones import voipgw_argv
+from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import reserve_block
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio")]
 
 RUN_TIMEOUT_S = 60.0
 

@@ -17,12 +17,13 @@ import pytest
 
 from tests.support.faults import contacts, long_speech, udp_ports, wait_until
 from tests.support.phones import PhoneProc, start_caller, voipgw_argv
+from tests.support.requires import requires
 from tests.testbed import capture
 from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("baresip")]
 
 TMPFS_SIZE = "1m"
 CALL_TIMEOUT_S = 40.0

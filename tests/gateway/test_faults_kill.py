@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.faults import contacts, long_speech, udp_ports, wait_until
+from tests.support.requires import requires
 from tests.testbed import capture
 from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
 from voipgw.gateway.model import GatewayConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("baresip")]
 
 CALL_TIMEOUT_S = 30.0
 MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s

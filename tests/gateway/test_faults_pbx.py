@@ -22,11 +22,12 @@ from tests.support.config_gateway import (
     wait_live_call,
 )
 from tests.support.faults import long_speech, wait_until
+from tests.support.requires import requires
 from tests.support.restartable_kamailio import RestartableKamailio
 from tests.testbed.baresip import Baresip
 from voipgw.gateway.model import GatewayConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio", "baresip")]
 
 CALL_TIMEOUT_S = 30.0
 MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s

@@ -29,13 +29,14 @@ from tests.support.config_gateway import (
     write_config,
 )
 from tests.support.phones import voipgw_argv
+from tests.support.requires import requires
 from tests.support.restartable_kamailio import RestartableKamailio
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import reserve_block
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "sox")]
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +359,7 @@ def wait_registration_state(gw: GatewayProc, state: str, timeout: float) -> dict
         time.sleep(0.1)
 
 
+@pytest.mark.faults
 def test_the_registrations_recover_after_a_pbx_outage_and_calls_work_again(tmp_path: Path, clip: Path) -> None:
     """The PBX grants 4 s (refreshed every 2.4 s), goes down (its location table is lost), and comes back on the
     same port: the gateways show the failure, re-register with backoff, and a new call goes through."""

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from ratchet.identity import IdentityKey
 from tests.support.live_call import collect_responses
 from tests.support.phones import SPEECH, start_caller, start_listener, voipgw_argv
+from tests.support.requires import requires
 from tests.support.sip_probe import PLAIN_SDP, finals, request, sip
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
@@ -42,6 +43,8 @@ from voipgw.ops.control import request as control_request
 from voipgw.rtp.packet import build_rtp
 from voipgw.sip import SipStats
 from voipgw.sip.guard import MAX_DATAGRAM, DatagramGuard, Drop, Reply
+
+pytestmark = pytest.mark.hardening
 
 REFUSED = 40
 """INVITEs of each kind sent at the gateway: far more than the log may show."""
@@ -367,6 +370,8 @@ def test_a_stream_bound_before_its_payload_type_is_known_holds_early_packets_of_
     assert default == {"payload-type": 2}, default
 
 
+@pytest.mark.interop
+@requires("baresip", "sox")
 @pytest.mark.integration
 def test_an_inbound_gateway_call_refuses_no_rtp_packet_of_the_inside_phone(tmp_path: Path) -> None:
     clip = speech.make_variant(tmp_path / "speech8k.wav", 8000, seconds=3.0)

@@ -16,6 +16,7 @@ import pytest
 from ratchet.frame import COUNTER_MOD, COUNTER_SHIFT
 from tests.support.live_call import RelayThread, collect_responses, foreign_frames, udp_burst
 from tests.support.phones import SPEECH, start_caller
+from tests.support.requires import requires
 from tests.support.sip_probe import FINAL_ERROR, PLAIN_SDP, cases, finals, sip
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
@@ -30,7 +31,7 @@ from voipgw.demo import decode_as_plain_opus, read_wire
 from voipgw.rtp.packet import build_rtp, parse_rtp
 from voipgw.store.contacts import ContactStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening, pytest.mark.interop, requires("baresip", "sipp", "sox")]
 
 PROC_TIMEOUT = 25.0
 
@@ -154,6 +155,7 @@ def test_hostile_sip_and_rtp_at_a_gateway_during_a_secure_call(tmp_path: Path) -
     print(f"gateway log: {len(log.splitlines())} lines")
 
 
+@pytest.mark.faults
 def test_a_gateway_killed_mid_call_keeps_its_store_and_takes_the_next_call(tmp_path: Path) -> None:
     """SIGKILL the gateway in the middle of carol's secure call: nothing it sent carol decodes as speech, the
     user's contact store is intact, and the restarted gateway (same home) carries a new secure call."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.requires import requires
 from tests.support.topology import (
     CLIP_SECONDS,
     MIN_CORRELATION,
@@ -28,7 +29,7 @@ from tests.support.topology import (
 )
 from tests.testbed import capture, speech
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "sox")]
 
 ALICE = "alice@127.0.0.1"
 CLI_TIMEOUT_S = 60.0

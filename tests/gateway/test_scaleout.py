@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.phones import PhoneProc, voipgw_argv
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.kamailio import Kamailio
@@ -23,7 +24,7 @@ from tests.testbed.ports import PortBlock, reserve_block
 from tests.testbed.sipp import BLOCK_SIZE, SippUas, run_uac
 from tests.testbed.sipp_speech import pcmu_speech_scenario
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio", "sipp")]
 
 CALLS = 12
 """Spread over the two B gateways: 6 each under exact round robin."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.support.phones import PhoneProc
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture, decode_g711
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
@@ -18,7 +19,7 @@ from tests.testbed.sipp import BLOCK_SIZE, MEDIA_OFFSET, SippUas, run_uac
 from tests.testbed.sipp_speech import pcmu_speech_scenario
 from voipgw.audio.compare import compare_audio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("sipp")]
 
 CALLS = 20
 SPEECH_S = 3.0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.requires import requires
 from tests.support.topology import (
     CALL_TIMEOUT,
     CLIP_SECONDS,
@@ -35,7 +36,7 @@ from tests.testbed.baresip import Baresip
 from voipgw.audio.compare import AudioMatch
 from voipgw.audio.wav import read_wav
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "rtpengine", "sox")]
 
 MAX_EAVESDROP_CORRELATION = 0.3
 MAX_EAVESDROP_WINDOWED = 0.6

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.phones import ROOT
 from tests.support.pki import Pki, make_pki
+from tests.support.requires import requires
 from tests.support.sniffer import LoopbackSniffer, tcp_streams
 from tests.support.topology import (
     CALL_TIMEOUT,
@@ -36,7 +37,7 @@ from tests.testbed.baresip import Baresip
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import PortBlock, reserve_block
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "sox")]
 
 BARESIP_BLOCK = 50
 USERS = {"alice": PASSWORDS["alice"], "bob": PASSWORDS["bob"]}

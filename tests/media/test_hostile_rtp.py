@@ -14,7 +14,7 @@ from ratchet.frame import COUNTER_MOD, COUNTER_SHIFT
 from tests.support.live_call import foreign_frames, live_secure_call, udp_burst
 from voipgw.rtp.packet import build_rtp, parse_rtp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening]
 
 RANDOM_DATAGRAMS = 500
 """Random bytes: almost all are not RTP at all (counted by the endpoint, not by the call summary)."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ratchet.errors import KeyDesync, MalformedFrame, ReplayedFrame, TamperedFrame
+from tests.support.requires import requires
 from tests.testbed.impair import Impairment, ImpairmentRelay
 from tests.testbed.speech import make_variant, speech_path
 from voipgw.audio.compare import compare_audio
@@ -148,6 +149,8 @@ async def _finish(call: Call, impair: ImpairmentRelay | None = None, quiet_ticks
         await impair.close()
 
 
+@pytest.mark.integration  # takes seconds
+@requires("sox")
 def test_plain_call_both_directions_through_wav_files(tmp_path: Path, speech: np.ndarray) -> None:
     """A user-level run: a 16 kHz WAV file in each direction, each side records a WAV file."""
     clip = make_variant(tmp_path / "in16k.wav", 16000, seconds=SPEECH_SECONDS)
@@ -173,6 +176,7 @@ def test_plain_call_both_directions_through_wav_files(tmp_path: Path, speech: np
         assert match.correlation >= 0.9, (name, match)
 
 
+@pytest.mark.integration  # takes seconds
 def test_protected_call_correlates_and_wire_is_not_opus(speech: np.ndarray) -> None:
     key = os.urandom(32)
     wire: list[bytes] = []
@@ -205,6 +209,7 @@ def test_protected_call_correlates_and_wire_is_not_opus(speech: np.ndarray) -> N
     assert compare_audio(speech, as_opus).correlation < 0.3
 
 
+@pytest.mark.integration  # takes seconds
 def test_refused_frames_play_pure_silence_and_are_counted(speech: np.ndarray) -> None:
     key = os.urandom(32)
 
@@ -240,6 +245,7 @@ def test_require_policy_refuses_plain_protector_and_sends_nothing() -> None:
     _run(main)
 
 
+@pytest.mark.integration  # takes seconds
 def test_latches_to_authenticated_source_only(speech: np.ndarray) -> None:
     key = os.urandom(32)
 
@@ -343,6 +349,7 @@ def test_protector_bug_costs_frames_not_the_stream(speech: np.ndarray) -> None:
     _run(main)
 
 
+@pytest.mark.integration  # takes seconds
 @pytest.mark.parametrize(
     "impairment",
     [
@@ -385,6 +392,7 @@ def test_impaired_path_still_correlates_and_counters_reconcile(speech: np.ndarra
     _run(main)
 
 
+@pytest.mark.integration  # takes seconds
 def test_fifty_start_stop_cycles_leak_nothing() -> None:
     key = os.urandom(32)
 

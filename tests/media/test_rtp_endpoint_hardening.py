@@ -11,6 +11,8 @@ import pytest
 from voipgw.rtp.endpoint import RtpEndpoint
 from voipgw.rtp.packet import RtpPacket, build_rtp
 
+pytestmark = pytest.mark.hardening
+
 JUNK = {
     "too-short": [b"\x80", b"\x80\x6f\x00"],
     "bad-version": [b"\x40" + bytes(20), b"\x00" + bytes(30)],

@@ -9,10 +9,11 @@ import pytest
 
 from tests.support.kamailio_calls import USERS, cseq_method, registered_aors, run_call_via, sip_messages
 from tests.support.phones import assert_secure_call
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture
 from tests.testbed.kamailio import Kamailio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio")]
 
 VOIPGW = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "voipgw"
 UDP_SIP_BUDGET = 1300

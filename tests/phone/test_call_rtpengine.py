@@ -15,11 +15,12 @@ import pytest
 
 from tests.support.kamailio_calls import USERS, registered_aors, run_call_via, sip_messages
 from tests.support.phones import assert_secure_call
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture, rtp_streams
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "rtpengine")]
 
 MIN_LEG_PACKETS = 100
 

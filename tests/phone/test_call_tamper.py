@@ -11,7 +11,7 @@ import pytest
 from tests.support.phones import SPEECH, start_caller, start_listener
 from tests.testbed.sip_mangler import SipMangler
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening]
 
 EPHEMERAL_OFFSET = 100  # inside the offer's x25519 ephemeral key (PROTOCOL.md §3.2)
 

@@ -10,12 +10,13 @@ import pytest
 
 from tests.support.phone_calls import hostile_connections, wait_for_call
 from tests.support.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
+from tests.support.requires import requires
 from tests.support.sniffer import MAX_PACKETS, LoopbackSniffer, tcp_streams
 from tests.testbed.capture import CapturedPacket, looks_like_plain_audio, rtp_streams
 from tests.testbed.kamailio import Kamailio
 from voipgw.sip.framing import Message, StreamFramer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio")]
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
 UDP_SIP_BUDGET = 1300

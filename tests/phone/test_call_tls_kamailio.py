@@ -15,6 +15,7 @@ from tests.support.kamailio_calls import USERS
 from tests.support.phone_calls import hostile_connections, wait_for_call
 from tests.support.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.support.pki import Pki, make_pki
+from tests.support.requires import requires
 from tests.support.sniffer import LoopbackSniffer, tcp_streams
 from tests.testbed.capture import CapturedPacket, looks_like_plain_audio, parse_rtp
 from tests.testbed.kamailio import Kamailio
@@ -24,7 +25,7 @@ from voipgw.demo import read_wire
 from voipgw.sip import TlsOptions
 from voipgw.sip.framing import Message, StreamFramer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio")]
 
 HOSTILE_IDLE = 200
 JUNK = (b"\x16\x03\x01\x02\x00" + b"\x00" * 600, b"INVITE sip:x SIP/2.0\r\n\r\n", b"\x00" * 70000)

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.phones import SPEECH, PhoneProc, start_caller, start_listener
+from tests.support.requires import requires
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.capture import CapturedPacket, RawCapture, plain_dtmf
 from voipgw.rtp.dtmf import digit_train
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox")]
 
 PROC_TIMEOUT = 40.0
 TE_PT = 101

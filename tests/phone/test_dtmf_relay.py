@@ -11,11 +11,12 @@ import pytest
 from tests.support.kamailio_calls import USERS
 from tests.support.phone_calls import wait_for_call
 from tests.support.phones import SPEECH, start_caller, start_listener
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture, plain_dtmf
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "rtpengine")]
 
 TE_PT = 101
 

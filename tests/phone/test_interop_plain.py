@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.phones import PhoneProc, start_caller, start_listener
+from tests.support.requires import requires
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.capture import CapturedPacket, RawCapture
@@ -23,7 +24,7 @@ from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
 from voipgw.phone import WARN_NO_COMMON_CODEC, WARN_NO_KEY_EXCHANGE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "pjsua2", "sox")]
 
 CLIP_SECONDS = 3.0
 OPPORTUNISTIC = ("--policy", "opportunistic")

@@ -17,7 +17,7 @@ from tests.testbed.sip_mangler import SipMangler
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening]
 
 DROPPED_OKS = 3
 

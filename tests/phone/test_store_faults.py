@@ -20,7 +20,7 @@ from voipgw.demo import decode_as_plain_opus
 from voipgw.rtp.packet import parse_rtp
 from voipgw.store.contacts import ContactStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening, pytest.mark.faults]
 
 RUN_TIMEOUT_S = 30.0
 ALICE_END_S = 90.0

@@ -11,6 +11,8 @@ from ratchet.errors import FutureTimestamp, StaleTimestamp
 from tests.reliability.impair_report import handshake_skew, impairment_table
 from tests.reliability.impair_sim import AWAITING_KEY, PROFILES, Profile, run_profile
 
+pytestmark = pytest.mark.hardening
+
 OUTSIDE = {p.name for p in PROFILES if "outside" in p.name}
 ANNOUNCEMENTS_MAY_BE_LOST = {p.name for p in PROFILES if p.outage is not None or p.burst_enter >= 0.02}
 """Profiles where a burst or an outage can swallow all of a new epoch's first announcements (see the report)."""

@@ -13,6 +13,8 @@ from ratchet import errors
 from ratchet.session import START_LEARNING_S, MediaConfig, MediaSession
 from tests.support.ratchet_pairs import make_pair
 
+pytestmark = pytest.mark.hardening
+
 T0 = 1_767_225_600.0
 FRAME_S = 0.02
 CONFIG = MediaConfig(max_skew_ms=2000)

@@ -225,6 +225,7 @@ def final_reply(sock: socket.socket) -> str:
             return text
 
 
+@pytest.mark.integration  # takes seconds
 def test_raw_invite_challenged_refused_then_accepted_on_the_same_call_id() -> None:
     registrar = Registrar({"alice": "pw"}, auth=True)
 
@@ -283,6 +284,7 @@ def test_raw_invite_challenged_refused_then_accepted_on_the_same_call_id() -> No
     asyncio.run(asyncio.wait_for(main(), 30.0))
 
 
+@pytest.mark.integration  # takes seconds
 def test_invite_after_a_bad_one_on_the_same_call_id_is_a_fresh_call() -> None:
     """An INVITE that sippy rejects mid-parse (mangled Contact) must leave no dialog state behind."""
 

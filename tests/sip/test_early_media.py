@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.sip_peer import SipPeer, running_stack, sdp
 from voipgw.sip import Confirmed, Ended, IncomingCall
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox")]
 
 WAIT_S = 15.0
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.live_call import collect_responses, live_secure_call
+from tests.support.requires import requires
 from tests.support.sip_probe import FINAL_ERROR, PLAIN_SDP, cases, finals, sip
 from tests.testbed.sipp import run_uac
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hardening, pytest.mark.interop, requires("sipp")]
 
 FLOOD = 200
 SIPP_CALLS = 100

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 from tests.testbed.sip_peer import LONG_ATTR, SipPeer, running_stack, sdp
 from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipStack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "rtpengine")]
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
 WIRE = "voipgw.sip.wire"

@@ -15,6 +15,8 @@ from tests.testbed.sip_peer import SipPeer, running_stack, sdp
 from voipgw.sip import Answered, Ended, Failed, SipStack, SipStats
 from voipgw.sip.guard import Accept, DatagramGuard, Drop, Reply
 
+pytestmark = pytest.mark.hardening
+
 REPLY_WAIT = 1.0
 FLOOD = 500
 FLOOD_BATCH = 50

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 import voipgw.sip.stack as sip_stack
+from tests.support.requires import requires
 from tests.support.restartable_kamailio import RestartableKamailio
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.sip_peer import running_stack
 from voipgw.sip import Registration, RegistrationState
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio")]
 
 USERS = {"alice": "alicepw"}
 AOR = "sip:alice@127.0.0.1"

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.requires import requires
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.sip_peer import SipPeer, running_stack
@@ -252,6 +253,8 @@ def test_raw_register_digest_round_trip_wrong_password_and_replay() -> None:
 # --- baresip ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
+@requires("baresip")
 @pytest.mark.integration
 @pytest.mark.parametrize("auth", [False, True], ids=["open", "digest"])
 def test_baresip_registers_binding_appears_and_unregister_removes_it(tmp_path: Path, clip: Path, auth: bool) -> None:
@@ -287,6 +290,8 @@ def test_baresip_registers_binding_appears_and_unregister_removes_it(tmp_path: P
     asyncio.run(asyncio.wait_for(main(), 40.0))
 
 
+@pytest.mark.interop
+@requires("baresip")
 @pytest.mark.integration
 def test_baresip_with_a_wrong_password_is_refused(tmp_path: Path, clip: Path) -> None:
     registrar = Registrar({"alice": "alicepw"}, auth=True)
@@ -303,6 +308,8 @@ def test_baresip_with_a_wrong_password_is_refused(tmp_path: Path, clip: Path) ->
     asyncio.run(asyncio.wait_for(main(), 40.0))
 
 
+@pytest.mark.interop
+@requires("baresip")
 @pytest.mark.integration
 def test_baresip_invite_is_challenged_then_accepted_with_its_user(tmp_path: Path, clip: Path) -> None:
     registrar = Registrar({"alice": "alicepw"}, auth=True)

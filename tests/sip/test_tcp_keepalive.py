@@ -85,6 +85,7 @@ def wait_for(cond: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.integration  # takes seconds
 @pytest.mark.parametrize("pong", [True, False], ids=["peer-answers", "peer-silent"])
 def test_outbound_flow_is_kept_alive_while_the_peer_answers_and_closed_when_it_does_not(pong: bool) -> None:
     peer = Peer(pong)

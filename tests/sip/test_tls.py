@@ -14,11 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.pki import Pki, make_pki
+from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.sip_peer import SipPeer, running_stack, sdp
 from voipgw.sip import Answered, Ended, Failed, RegistrationFailed, TlsOptions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio")]
 
 EVENT_TIMEOUT = 10.0
 

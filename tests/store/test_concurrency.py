@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ratchet.identity import IdentityKey
 from voipgw.store.contacts import ContactStore
 
@@ -61,6 +63,7 @@ def _prepare(home: Path) -> bytes:
     return shared
 
 
+@pytest.mark.integration  # starts processes
 def test_parallel_writers_lose_nothing(tmp_path: Path) -> None:
     shared = _prepare(tmp_path)
     writers, count = 4, 40
@@ -83,6 +86,8 @@ def test_parallel_writers_lose_nothing(tmp_path: Path) -> None:
         assert all(len(store.history(f"w{w}-{count - 1}@example.org")) == 20 for w in range(1, writers + 1))
 
 
+@pytest.mark.integration  # starts processes
+@pytest.mark.faults
 def test_sigkill_mid_transaction_keeps_every_committed_write(tmp_path: Path) -> None:
     shared = _prepare(tmp_path)
     rng = random.Random(4)

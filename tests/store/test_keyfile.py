@@ -106,6 +106,7 @@ def test_concurrent_first_runs_agree(tmp_path: Path) -> None:
     assert load_identity(home / IDENTITY_FILENAME).public.serialize() == results[0]
 
 
+@pytest.mark.integration  # starts processes
 def test_cli_uses_the_passphrase_from_the_environment(tmp_path: Path) -> None:
     import os
     import subprocess

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 from tests.support.phones import _spawn, voipgw_argv
 from tests.testbed.baresip import Baresip
 from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.proc import stop_group
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -77,14 +77,9 @@ class GatewayProc:
             return parse_metrics(resp.read().decode())
 
     def terminate(self) -> int:
-        """SIGTERM and wait (bounded); SIGKILL only if it hangs (then the test fails on the return code)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM to its process group and wait (bounded); SIGKILL only if it hangs (then the test fails on the
+        return code)."""
+        stop_group(self.proc, grace=STOP_TIMEOUT_S)
         return int(self.proc.returncode)
 
     def stop(self) -> None:

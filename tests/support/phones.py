@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.testbed.ports import PortBlock, reserve_block
+from tests.testbed.proc import stop_group
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 from voipgw.demo import decode_as_plain_opus, read_wire
@@ -78,13 +78,7 @@ class PhoneProc:
         if self.ports is not None and self.proc.poll() is not None:
             self.ports.release()
             self.ports = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_group(self.proc, grace=5.0)  # SIGTERM to its process group, SIGKILL after 5 s
 
 
 def _spawn(name: str, workdir: Path, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -96,6 +90,7 @@ def _spawn(name: str, workdir: Path, argv: list[str]) -> subprocess.Popen[bytes]
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             cwd=workdir,
+            start_new_session=True,  # its own process group, stopped whole (tests.testbed.proc.stop_group)
         )
 
 

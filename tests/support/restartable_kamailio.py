@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.requires import KAMAILIO, need
 from tests.testbed.kamailio import READY_TIMEOUT, Kamailio, sip_options_probe
 from tests.testbed.ports import reserve_block
 from tests.testbed.proc import ManagedProcess
@@ -17,6 +18,7 @@ class RestartableKamailio(Kamailio):
         return self.addr
 
     def start(self) -> RestartableKamailio:
+        need("kamailio")
         self.reserve()
         self.dir = self.workdir / f"kamailio-{self.port}"
         run = self.dir / "run"
@@ -27,7 +29,7 @@ class RestartableKamailio(Kamailio):
             _write_dbtext(self.dir / "dbtext", self.users)
         cfg = self.dir / "kamailio.cfg"
         cfg.write_text(self.config_text())
-        argv = ["/usr/sbin/kamailio", "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8"]
+        argv = [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8"]
         argv += ["-Y", str(run), "-P", str(run / "kamailio.pid")]
         self.proc = ManagedProcess(argv, name=f"kamailio-{self.port}", log_dir=self.dir)
         try:

@@ -157,6 +157,7 @@ def start_node(workdir: Path, name: str, block: PortBlock, **config: Any) -> Nod
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             cwd=workdir,
+            start_new_session=True,  # stopped with its process group (PhoneProc.stop)
         )
     proc = PhoneProc(name, workdir, popen, block[0], block)
     wait_listening(proc, name, READY_TIMEOUT_S)

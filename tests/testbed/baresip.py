@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.requires import need
 from tests.testbed.ported import PortedProcess
 from tests.testbed.ports import PortBlock, port_is_bound
 from tests.testbed.proc import ManagedProcess, TestbedError
@@ -260,6 +261,7 @@ snd_path                {self.rec_dir}
         (self.dir / "uuid").write_text(f"00000000-0000-4000-8000-{self.sip_port:012d}")
 
     def start(self) -> Baresip:
+        need("baresip")
         self._reserve_ports()
         try:
             self._write_config()

@@ -28,6 +28,7 @@ from types import TracebackType
 
 import numpy as np
 
+from tests.support.requires import need
 from tests.testbed import audio_check
 from tests.testbed.proc import ManagedProcess, TestbedError
 
@@ -202,6 +203,7 @@ class TsharkCapture:
         return shutil.which("tshark") is not None
 
     def start(self) -> TsharkCapture:
+        need("tshark")
         self.workdir.mkdir(parents=True, exist_ok=True)
         bpf = f"udp portrange {self.port_lo}-{self.port_hi}"
         self.proc = ManagedProcess(

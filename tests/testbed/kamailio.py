@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.requires import KAMAILIO, need
 from tests.testbed.ports import PortBlock, reserve_block
 from tests.testbed.proc import ManagedProcess, TestbedError
 
-KAMAILIO = "/usr/sbin/kamailio"
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DOMAIN = "127.0.0.1"
 READY_TIMEOUT = 10.0
@@ -297,6 +297,7 @@ class Kamailio:
         return _AUTH_BLOCK
 
     def start(self) -> Kamailio:
+        need("kamailio")
         self._ports = reserve_block(2 if self.tls_cert is not None else 1)
         try:
             self.dir = self.workdir / f"kamailio-{self.port}"

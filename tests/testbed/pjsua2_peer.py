@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.requires import need
 from tests.testbed.ported import PortedProcess
 from tests.testbed.ports import PortBlock, port_is_bound
 from tests.testbed.proc import ManagedProcess, TestbedError
@@ -112,6 +113,7 @@ class Pjsua2Peer(PortedProcess):
         return argv
 
     def start(self) -> Pjsua2Peer:
+        need("pjsua2")
         self._reserve_ports()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""One test-bed child process: output in a log file, stopped by PID (SIGTERM, then SIGKILL).
+"""One test-bed child process: output in a log file, stopped with its whole process group (SIGTERM, then SIGKILL).
 
-Never signals anything but the PID it started; never waits without a bound.
-Pitfall: children get their own session so a Ctrl-C on pytest does not reach them before our teardown does.
+Never signals anything but the process group it started; never waits without a bound.
+Pitfall: children get their own session (so a Ctrl-C on pytest does not reach them before our teardown does), and
+that session's process group is what we stop: Kamailio and tshark fork workers that outlive a killed main PID.
 """
 
 from __future__ import annotations
@@ -13,9 +14,41 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_CHARS = 4000
 POLL_INTERVAL = 0.02
+KILL_WAIT_S = 5.0
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    if pgid == os.getpgrp():  # never our own group: only a child started with start_new_session=True qualifies
+        raise ValueError(f"refusing to signal the test runner's own process group {pgid}")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def stop_group(
+    popen: subprocess.Popen[Any], grace: float = 3.0, term_signals: Sequence[int] = (signal.SIGTERM,)
+) -> int | None:
+    """Stop a child started with ``start_new_session=True`` and everything it forked: send each of
+    ``term_signals`` to its process group (spread over ``grace``, until the child exits), then SIGKILL the group,
+    which also reaps workers the child left behind. Returns the child's exit code (None if it would not die)."""
+    pgid = popen.pid  # a session leader's process group id is its PID
+    if popen.poll() is None:
+        step = grace / max(1, len(term_signals))
+        for sig in term_signals:
+            _signal_group(pgid, sig)
+            try:
+                popen.wait(timeout=step)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    _signal_group(pgid, signal.SIGKILL)
+    try:
+        return popen.wait(timeout=KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 class TestbedError(RuntimeError):
@@ -111,16 +144,9 @@ class ManagedProcess:
                 os.kill(self.pid, sig)
 
     def stop(self, grace: float = 3.0, term_signals: Sequence[int] = (signal.SIGTERM,)) -> int:
-        """Send each of `term_signals` (spread over `grace`), then SIGKILL; return the exit code."""
-        if self.alive:
-            step = grace / max(1, len(term_signals))
-            for sig in term_signals:
-                self.send_signal(sig)
-                if self.wait_exit(step) is not None:
-                    break
-            if self.alive:
-                self.send_signal(signal.SIGKILL)
-                self.popen.wait(timeout=5.0)
+        """Send each of `term_signals` to the process group (spread over `grace`), then SIGKILL it; return the
+        exit code."""
+        stop_group(self.popen, grace, term_signals)
         if not self._log.closed:
             self._log.close()
         for pipe in (self.popen.stdin, self.popen.stdout):

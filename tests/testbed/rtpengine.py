@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.requires import need
 from tests.testbed.ported import PortedProcess
 from tests.testbed.ports import PortBlock
 from tests.testbed.proc import ManagedProcess
@@ -155,6 +156,7 @@ delete-delay = 0
         return conf
 
     def start(self) -> Rtpengine:
+        need("rtpengine")
         self._reserve_ports()
         try:
             conf = self._write_config()

@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tests.testbed.proc import stop_group
+
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 15.0
 
@@ -291,16 +293,8 @@ class SipPeer:
         return await asyncio.to_thread(self.call_event, type_, timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
-        """Signal the child by PID and wait (bounded); SIGKILL if it hangs. Returns the exit code."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=5.0)
+        """Signal the child's process group and wait (bounded); SIGKILL if it hangs. Returns the exit code."""
+        stop_group(self.popen, grace=timeout, term_signals=(sig,))
         for stream in (self.popen.stdin,):
             if stream is not None:
                 with contextlib.suppress(OSError):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.requires import need
 from tests.testbed.ports import PortBlock, port_is_bound, reserve_block
 from tests.testbed.proc import ManagedProcess, TestbedError
 
@@ -149,6 +150,7 @@ class _SippProcess:
         ]  # fmt: skip
 
     def start(self, target: list[str]) -> None:
+        need("sipp")
         self.proc = ManagedProcess(self.argv(target), name=self.name, log_dir=self.workdir, cwd=self.workdir)
 
     def result(self, rc: int) -> SippResult:

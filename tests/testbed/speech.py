@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.support.requires import need
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_SPEECH = REPO_ROOT / "voipgw" / "data" / "speech.wav"
 BUNDLED_RATE = 16000
@@ -22,6 +24,7 @@ TOOL_TIMEOUT = 30.0
 
 
 def _run(argv: list[str]) -> None:
+    need(argv[0])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed rc={proc.returncode}: {proc.stderr.strip()}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.capture import Capture, RawCapture, looks_like_plain_audio, plain_dtmf
@@ -17,7 +18,7 @@ from tests.testbed.proc import TestbedError
 from tests.testbed.rtpengine import Rtpengine
 from voipgw.audio.compare import compare_audio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "rtpengine", "sox")]
 
 CALL_TIMEOUT = 15.0
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed import audio_check, speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.capture import RawCapture
@@ -13,7 +14,7 @@ from tests.testbed.kamailio import Kamailio
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from tests.testbed.sipp import SippUas
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "baresip", "sipp", "pjsua2", "sox")]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed.rtpengine import Rtpengine, bdecode, bencode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("rtpengine")]
 
 OFFER_SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

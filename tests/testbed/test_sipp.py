@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requires import requires
 from tests.testbed.capture import RawCapture
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.ports import reserve_block
 from tests.testbed.sipp import SippUas, run_uac
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "sipp")]
 
 
 def test_uac_to_uas_five_calls_all_succeed(tmp_path: Path) -> None:
