@@ -1,1 +1,1 @@
-"""Fuzz targets shared by the CI property tests (tests/test_fuzz_*.py) and the long runs (``make fuzz``)."""
+"""Fuzz targets shared by the CI property tests (tests/fuzz/test_*.py) and the long runs (``make fuzz``)."""

@@ -2,7 +2,7 @@
 
 A target swallows exactly the parser's typed rejections (checking each names a specific reason) and raises
 anything else: an unexpected exception class, a generic reason, or a broken invariant is a finding.
-Used by tests/test_fuzz_*.py (hypothesis, bounded) and tests/fuzz/run.py (atheris, ``make fuzz``).
+Used by tests/fuzz/test_*.py (hypothesis, bounded) and tests/fuzz/run.py (atheris, ``make fuzz``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Faults at rest: a corrupt or truncated contact store stops a phone with one clear line, is never modified,
 is kept when moved aside, and the phone then takes a secure call; and SIGKILL of a phone mid-call. (Faults under
-a running gateway, disk full and a vanishing PBX: tests/test_faults_*.py.)
+a running gateway, disk full and a vanishing PBX: tests/gateway/test_faults_*.py.)
 """
 
 from __future__ import annotations
