@@ -150,7 +150,7 @@ def test_hostile_sip_and_rtp_at_a_gateway_during_a_secure_call(tmp_path: Path) -
     log = gw.log()
     assert "Traceback" not in log
     # per-reason log points (1st, 10th, 100th...) for 1600 hostile datagrams; refused INVITEs are rate-limited
-    # too (tests/gateway/test_hardening_small.py counts those lines)
+    # too (tests/gateway/test_refusals_and_malformed.py counts those lines)
     assert sum(("refused" in line and "RTP" in line) or "frame refused" in line for line in log.splitlines()) <= 40
     print(f"gateway log: {len(log.splitlines())} lines")
 

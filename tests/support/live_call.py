@@ -20,6 +20,7 @@ import numpy as np
 from ratchet.session import MediaSession
 from tests.support.phones import SPEECH, PhoneProc, start_caller, start_listener
 from tests.support.ratchet_pairs import make_pair
+from tests.support.sip_probe import finals
 from tests.testbed.impair import Address, Impairment, ImpairmentRelay
 from tests.testbed.sip_mangler import SipMangler, redirect_media
 from voipgw.audio.compare import AudioMatch, compare_audio
@@ -168,6 +169,11 @@ def collect_responses(
         call_id = next((h.split(":", 1)[1].strip() for h in head[1:] if h.lower().startswith(("call-id:", "i:"))), "")
         codes.setdefault(call_id, []).append(int(head[0].split()[1]))
     return codes
+
+
+def collect_finals(sock: socket.socket, call_ids: list[str], timeout: float) -> dict[str, list[int]]:
+    """Status codes by Call-ID until each of ``call_ids`` has a final response, or ``timeout``."""
+    return collect_responses(sock, lambda c: all(finals(c.get(cid, [])) for cid in call_ids), timeout=timeout)
 
 
 INTERVAL_MS = 2000  # the phones' default time-key interval (config/phone.example.toml)
