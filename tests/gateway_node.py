@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.identity import IdentityKey
+from voipgw.config import Policy
 from voipgw.gateway import Gateway, GatewayConfig, InsideUser
 from voipgw.gateway.model import DestinationRule
 from voipgw.gateway.runtime import GatewayRuntime
 from voipgw.ops.config import load_gateway_config
-from voipgw.phone import Policy
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 

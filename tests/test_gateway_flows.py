@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from voipgw.call import CallRecord
+from voipgw.config import Policy
 from voipgw.gateway import Bridge, Gateway, GatewayConfig, InsideUser
-from voipgw.gateway.b2bua import NOT_SECURE_CUE, RINGBACK_HZ, SECURE_CUE, _event_pt, _tone_frames
+from voipgw.gateway.b2bua import NOT_SECURE_CUE, RINGBACK_HZ, SECURE_CUE, _tone_frames
 from voipgw.gateway.model import DestinationRule
+from voipgw.leg import ActiveCall
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Policy
+from voipgw.negotiate import telephone_event_pt
 from voipgw.sdp import PCMU, Codec, build_sdp, opus_codec, parse_sdp, telephone_event_codec
 
 ALICE = InsideUser("alice", "sip:alice@127.0.0.1:5062", "alice@example.org")
@@ -57,10 +59,10 @@ def test_the_cues_and_the_ringback_are_the_tones_they_claim() -> None:
 
 def test_dtmf_is_bridged_at_the_phones_own_telephone_event_payload_type() -> None:
     offer = parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC], telephone_event_pt=98))
-    assert _event_pt(offer, PCMU_CODEC) == 98
-    assert _event_pt(parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC])), PCMU_CODEC) is None
+    assert telephone_event_pt(offer, PCMU_CODEC) == 98
+    assert telephone_event_pt(parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC])), PCMU_CODEC) is None
     clash = parse_sdp(build_sdp("127.0.0.1", 4000, [Codec("opus", 98, 48000), telephone_event_codec(98)]))
-    assert _event_pt(clash, Codec("opus", 98, 48000)) is None
+    assert telephone_event_pt(clash, Codec("opus", 98, 48000)) is None
 
 
 def test_a_hold_re_invite_is_answered_and_passed_to_the_other_leg_without_a_new_handshake() -> None:

@@ -26,6 +26,7 @@ from voipgw.gateway import (
     security_label,
     switch_codec,
 )
+from voipgw.gateway.pipes import Passthrough
 
 
 def _tone(value: int) -> Pcm:
@@ -54,14 +55,14 @@ def test_an_open_pipe_is_bounded_and_keeps_the_newest() -> None:
 
 
 def test_switch_codec_passes_opus_through_untouched_only_when_asked() -> None:
-    rx, tx, flag = OpusRelay(), OpusRelay(), [False]
+    rx, tx, flag = OpusRelay(), OpusRelay(), Passthrough()
     codec = switch_codec(rx, tx, flag)
     enc, dec = codec.new_encoder(), codec.new_decoder()
     payload = OpusEncoder().encode(_tone(1000))
     assert dec.decode(payload).any() and not rx.frames  # transcoding: decoded, nothing relayed
     tx.push(b"not-encoded")
     assert enc.encode(_tone(0)) != b"not-encoded"  # transcoding: the PCM is encoded, the relay ignored
-    flag[0] = True
+    flag.on = True
     assert not dec.decode(payload).any() and list(rx.frames) == [payload]
     assert enc.encode(_tone(0)) == b"not-encoded" and tx.passed == 1
     assert len(enc.encode(_tone(0))) > 0  # nothing relayed yet: encoded silence keeps the stream paced
@@ -141,7 +142,7 @@ def test_a_transcoded_bridges_streams_die_with_it() -> None:
 
     async def one_bridge() -> list[weakref.ref[MediaStream]]:
         inside, outside = await MediaStream.bind(), await MediaStream.bind()
-        to_outside, to_inside, flag = OpusRelay(), OpusRelay(), [False]  # transcoding: pass-through stays off
+        to_outside, to_inside, flag = OpusRelay(), OpusRelay(), Passthrough()  # transcoding: pass-through stays off
         for stream, (rx, tx) in ((outside, (to_inside, to_outside)), (inside, (to_outside, to_inside))):
             codec = switch_codec(rx, tx, flag)
             codec.new_encoder().attach_stream(stream)  # type: ignore[attr-defined]

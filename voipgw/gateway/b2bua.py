@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ratchet.aor import normalize_aor
+from ratchet.handshake import NonceCache
 from ratchet.identity import IdentityKey
 from ratchet.params import Suite
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
-from voipgw.audio.codecs import get_codec
+from voipgw.audio.codecs import CodecInfo, get_codec
 from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
-from voipgw.call import CallState, Security
+from voipgw.call import BridgeState, CallEvent, CallRecord, CallState, Security
+from voipgw.config import PhoneConfig, Policy
 from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
-from voipgw.gateway.pipes import PcmPipe, _GatewayPhone, switch_codec
+from voipgw.gateway.pipes import PcmPipe, switch_codec
+from voipgw.leg import Leg, LegContext, incoming_record
 from voipgw.media import MediaError, MediaStream, PlainProtector
-from voipgw.phone import Phone, PhoneConfig, Policy
+from voipgw.negotiate import telephone_event_pt
 from voipgw.rtp.dtmf import DtmfError
 from voipgw.sdp import (
     INACTIVE,
@@ -146,7 +149,8 @@ class Gateway:
         self.stack: SipStack | None = None
         self.bridges: list[Bridge] = []
         self.finished: collections.deque[Bridge] = collections.deque(maxlen=FINISHED_KEPT)
-        self._answerers: dict[str, Phone] = {}
+        self._nonces: dict[str, NonceCache] = {}
+        """One replay cache per identity, shared by all that user's outside legs."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept: asyncio.Task[None] | None = None
         self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
@@ -178,7 +182,7 @@ class Gateway:
         if self.hooks is not None:
             self.hooks.stack_started(self.stack)
         for user in self.config.users:
-            self._answerers[user.name] = self._phone(user)
+            self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
             "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
@@ -195,8 +199,6 @@ class Gateway:
             self._end(bridge, "gateway shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
-        for phone in self._answerers.values():
-            await _settle(phone)
         if self.stack is not None:
             await self.stack.stop()
 
@@ -225,8 +227,7 @@ class Gateway:
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
-    def _phone(self, user: InsideUser, policy: Policy = Policy.REQUIRE) -> Phone:
-        """A Phone for ``user`` on the gateway's shared stack (never started or stopped itself)."""
+    def _phone_config(self, user: InsideUser, policy: Policy) -> PhoneConfig:
         cfg = PhoneConfig(
             aor=user.outside_aor,
             display_name=user.display_name or user.name,
@@ -240,12 +241,27 @@ class Gateway:
         )
         if self.hooks is not None:
             cfg = self.hooks.phone_config(user, cfg)
-        phone = _GatewayPhone(cfg, self.identities[user.name], self.trust.get(user.name))
-        phone.stack = self.stack
-        answerer = self._answerers.get(user.name)
-        if answerer is not None:
-            phone._nonces = answerer._nonces  # one replay cache per identity
-        return phone
+        return cfg
+
+    def _leg(self, bridge: Bridge, user: InsideUser, policy: Policy) -> Leg:
+        """The outside leg of ``bridge``: ``user``'s identity and replay cache on the gateway's shared stack, its
+        sealed media through the bridge's switchable Opus codec (for pass-through)."""
+        assert self.stack is not None
+        cfg = self._phone_config(user, policy)
+        context = LegContext(
+            self.stack,
+            self.identities[user.name],
+            normalize_aor(cfg.aor),
+            cfg,
+            self._nonces[user.name],
+            self.trust.get(user.name),
+        )
+        bridged = bridge.to_outside.outside_codec
+
+        def outside_codec(codec: Codec, secure: bool) -> CodecInfo:
+            return bridged if secure and bridged is not None else get_codec(codec.name)
+
+        return Leg(context, bridge.background, outside_codec)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -305,10 +321,11 @@ class Gateway:
 
     def _finish(self, bridge: Bridge, reason: str) -> None:
         if bridge.ended_at is None:
-            bridge.ended_at = time.time()
+            inside = bridge.inside
+            if inside.state is not None and not inside.finished:
+                inside.apply(CallEvent.HUNG_UP)  # by us or by it: the inside dialog is over with the bridge
             bridge.reason = bridge.reason or reason
-            if bridge.state != "failed":
-                bridge.state = "ended"
+            bridge.ended_at = time.time()  # the bridge is now ENDED, or FAILED if it or a leg failed
         counted = bridge in self.bridges
         if counted:
             self.bridges.remove(bridge)
@@ -340,8 +357,8 @@ class Gateway:
         # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
         # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
         sealed = bridge.outside is not None and bridge.outside.session is not None
-        bridge.passthrough[0] = codec.name == OPUS_CODEC.name and sealed
-        info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough[0] else None
+        bridge.passthrough.on = codec.name == OPUS_CODEC.name and sealed
+        info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough.on else None
         # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
         await stream.start(
             PlainProtector(),
@@ -352,7 +369,7 @@ class Gateway:
             clock=time.monotonic,
             codec=info or get_codec(codec.name),
             payload_type=codec.payload_type,
-            telephone_event_pt=_event_pt(remote, codec),
+            telephone_event_pt=telephone_event_pt(remote, codec),
         )
         bridge.inside_codec = codec.name
         bridge.inside_payload = codec
@@ -383,7 +400,6 @@ class Gateway:
         """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
         either leg ends, then end the other."""
         assert bridge.inside_sip is not None and bridge.outside is not None
-        bridge.state = "up"
         self._bridge_reoffers(bridge)
         inside_gone = asyncio.ensure_future(_wait_terminal(bridge.inside_sip))
         outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
@@ -508,8 +524,8 @@ class Gateway:
         if bridge.inside_media is not None:
             await bridge.inside_media.stop()
         self._finish(bridge, reason)
-        # The Phone records the call in the contact store in the background: done before the store may close.
-        await _settle(bridge.phone)
+        # The outside leg records the call in the contact store in the background: done before the store may close.
+        await bridge.background.settle()
 
     # --- inside phone -> outside ---------------------------------------------------------------------------
 
@@ -522,13 +538,13 @@ class Gateway:
         self._begin(bridge)
         try:
             await setup
-            if bridge.state == "answered":
+            if bridge.state is BridgeState.BRIDGED:
                 await self._follow(bridge)
         except Exception as exc:
             # A store the file system refuses is an operations problem with a clear message, not a code bug.
             known = isinstance(exc, ContactStoreError)
             log.error("gateway %s call of %s failed: %s", bridge.direction, bridge.user.name, exc, exc_info=not known)
-            bridge.state = "failed"
+            bridge.fail()
             why = f"contact store: {exc.reason}" if isinstance(exc, ContactStoreError) else type(exc).__name__
             if pending is not None and bridge.outside is None:
                 with contextlib.suppress(Exception):
@@ -538,7 +554,8 @@ class Gateway:
             await self._close(bridge, "ended")
 
     async def _outbound(self, user: InsideUser, incoming: IncomingCall) -> None:
-        bridge = Bridge(user, "outbound", normalize_aor(incoming.to_aor), inside_sip=incoming)
+        local_aor = normalize_aor(incoming.to_aor)
+        bridge = Bridge(user, "outbound", local_aor, inside=incoming_record(incoming, local_aor), inside_sip=incoming)
         await self._supervise(bridge, self._outbound_setup(bridge, user, incoming))
 
     async def _outbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
@@ -559,16 +576,16 @@ class Gateway:
         # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
         # is never relayed: it would be clear audio from a party nobody has verified yet.
         incoming.ring()
-        phone = self._phone(user, policy)
-        bridge.phone = phone
-        placing = asyncio.ensure_future(phone.place_call(target, source=bridge.to_outside, sink=bridge.to_inside))
+        bridge.inside.apply(CallEvent.RINGING)
+        leg = self._leg(bridge, user, policy)
+        placing = asyncio.ensure_future(leg.place(target, source=bridge.to_outside, sink=bridge.to_inside))
         cancelled = asyncio.ensure_future(_wait_terminal(incoming))
         await asyncio.wait({placing, cancelled}, return_when=asyncio.FIRST_COMPLETED)
         if cancelled.done() and not placing.done():
             bridge.reason = "cancelled by the inside phone"
             # place_call may still be sending the INVITE: retry the CANCEL until its call is pending.
             while not placing.done():
-                if phone.cancel_pending():
+                if leg.cancel():
                     break
                 await asyncio.sleep(0.02)
         out = await placing
@@ -576,8 +593,10 @@ class Gateway:
         cancelled.cancel()
         bridge.outside = out
         rec = out.record
+        if inside_gone:
+            bridge.inside.apply(CallEvent.HUNG_UP)
         if rec.state is not CallState.ESTABLISHED:
-            bridge.state = "failed"
+            bridge.fail()
             if inside_gone:
                 bridge.reason = bridge.reason or "cancelled by the inside phone"
                 return
@@ -585,7 +604,7 @@ class Gateway:
             return self._reject(bridge, incoming, code, f"voipgw gateway: outside leg: {rec.reason}")
         if inside_gone:
             # The inside phone gave up just as the outside answered.
-            bridge.state = "failed"
+            bridge.fail()
             self._end(bridge, "cancelled by the inside phone")
             return
         log.log(
@@ -608,14 +627,14 @@ class Gateway:
                 stream.local[1],
                 [codec],
                 session_id=bridge.inside_sdp[0],
-                telephone_event_pt=_event_pt(remote, codec),
+                telephone_event_pt=telephone_event_pt(remote, codec),
             )
         )
-        bridge.state = "answered"
+        bridge.inside.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)
 
     def _reject(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
-        bridge.state = "failed"
-        bridge.reason = f"{code} {warning}"
+        bridge.fail(f"{code} {warning}")
+        bridge.inside.apply(CallEvent.REFUSED)
         bridge.refused = True
         self.refused_invites[code] += 1
         _refusals(f"refuse-{code}", logging.WARNING, "gateway refuses call %s from %s: %d %s", incoming.call_id,
@@ -633,19 +652,15 @@ class Gateway:
         incoming.ring()
         policy = self.config.policy_for(user.name, normalize_aor(incoming.from_aor))
         bridge.policy = policy.value
-        answerer = self._answerers[user.name]
-        if policy is not Policy.REQUIRE:
-            answerer = self._phone(user, policy)  # shares the user's replay cache
-            bridge.phone = answerer
+        leg = self._leg(bridge, user, policy)
         # The outside leg is answered first: the SAS exists for the answerer only after the caller's reveal,
         # which travels in its first media frames, and the inside phone must see the SAS in the INVITE's From.
-        out = await answerer.answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
+        out = await leg.answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
         bridge.outside = out
         rec = out.record
         if rec.state is not CallState.ESTABLISHED:
-            bridge.state = "failed"
-            bridge.reason = f"outside leg: {rec.reason}"
-            if rec.security is Security.REFUSED:  # the Phone refused the INVITE (and logged it, rate-limited)
+            bridge.fail(f"outside leg: {rec.reason}")
+            if rec.security is Security.REFUSED:  # the leg refused the INVITE (and logged it, rate-limited)
                 bridge.refused = True
                 self.refused_invites[_code_of(rec.reason)] += 1
             return
@@ -657,8 +672,7 @@ class Gateway:
             await asyncio.sleep(0.005)
         bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
         if rec.finished:
-            bridge.state = "failed"
-            bridge.reason = f"outside leg: {rec.reason}"
+            bridge.fail(f"outside leg: {rec.reason}")
             return
         name = incoming.from_display or _user_part(rec.remote_aor) or rec.remote_aor
         bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
@@ -672,13 +686,21 @@ class Gateway:
         # its call is answered already, and silence would sound like a dead line.
         ringing = asyncio.Event()
         ringback = asyncio.ensure_future(_play_ringback(bridge, ringing))
+        inside_rec = bridge.inside
+        inside_rec.local_aor, inside_rec.remote_aor = rec.remote_aor, user.contact
+
+        def offer(call_id: str) -> str:
+            inside_rec.call_id = call_id
+            return build_sdp(
+                self.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
+            )
+
+        inside_rec.apply(CallEvent.SEND_INVITE)
         try:
             inside = await self.stack.place_call(
                 user.contact,
                 f"sip:{rec.remote_aor}",
-                lambda _call_id: build_sdp(
-                    self.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
-                ),
+                offer,
                 display_name=bridge.display,
                 timeout_s=self.config.no_answer_timeout_s,
             )
@@ -687,7 +709,7 @@ class Gateway:
                 logging.WARNING if not secure else logging.INFO,
                 "gateway call %s: %s -> %s shown as %r", rec.call_id, rec.remote_aor, user.name, bridge.display,
             )  # fmt: skip
-            answered = asyncio.ensure_future(_wait_answer(inside))
+            answered = asyncio.ensure_future(_wait_answer(inside, inside_rec))
             outside_gone = asyncio.ensure_future(out.done.wait())
             await asyncio.wait({answered, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -695,8 +717,7 @@ class Gateway:
             await ringback
             bridge.to_outside.frames.clear()
         if not answered.done():
-            bridge.state = "failed"
-            bridge.reason = f"outside: {rec.reason or 'caller hung up'} while the inside phone rang"
+            bridge.fail(f"outside: {rec.reason or 'caller hung up'} while the inside phone rang")
             inside.hangup()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(answered, 2.0)
@@ -705,9 +726,8 @@ class Gateway:
         outside_gone.cancel()
         ev = answered.result()
         if not isinstance(ev, Answered):
-            bridge.state = "failed"
             what = f"{ev.code} {ev.reason}" if isinstance(ev, Failed) else ev.reason
-            bridge.reason = f"inside phone: {what}"
+            bridge.fail(f"inside phone: {what}")
             out.hangup(f"voipgw gateway: the inside phone did not answer ({what})")
             return
         try:
@@ -717,24 +737,14 @@ class Gateway:
             why = f"unusable answer from the inside phone: {exc.reason}"
         codec = _pick_inside_codec(remote.codecs) if remote is not None else None
         if remote is None or codec is None:
-            bridge.state = "failed"
-            bridge.reason = why if remote is None else "no common codec with the inside phone"
+            bridge.fail(why if remote is None else "no common codec with the inside phone")
             self._end(bridge, bridge.reason)
             return
         if out.record.finished:
-            bridge.state = "failed"
+            bridge.fail()
             self._end(bridge, "outside: caller hung up as the inside phone answered")
             return
         await self._start_inside_media(bridge, stream, remote, codec)
-        bridge.state = "answered"
-
-
-def _event_pt(remote: AudioDescription, codec: Codec) -> int | None:
-    """The peer's telephone-event payload type when usable beside ``codec`` (dynamic, not the audio's)."""
-    te = remote.telephone_event
-    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
-        return None
-    return te.payload_type
 
 
 def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> bool:
@@ -791,12 +801,6 @@ async def _play_ringback(bridge: Bridge, stop: asyncio.Event) -> None:
             bridge.ringback_frames += 1
 
 
-async def _settle(phone: Phone | None) -> None:
-    """Wait (bounded) for a Phone's background work: contact-store writes and the late safety number."""
-    if phone is not None and phone._background:
-        await asyncio.wait(set(phone._background), timeout=5.0)
-
-
 async def _wait_terminal(sip: SipCall) -> Ended | Failed | None:
     """The leg's terminal event (its other events are of no interest while we wait)."""
     while True:
@@ -805,12 +809,21 @@ async def _wait_terminal(sip: SipCall) -> Ended | Failed | None:
             return ev
 
 
-async def _wait_answer(sip: OutgoingCall) -> Answered | Ended | Failed:
+async def _wait_answer(sip: OutgoingCall, record: CallRecord) -> Answered | Ended | Failed:
+    """The inside leg's final answer, moving its record (ringing, answered, refused, or given up)."""
     while True:
         ev = await sip.next_event()
-        if isinstance(ev, Answered | Ended | Failed):
+        if isinstance(ev, Answered):
+            record.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)
+            return ev
+        if isinstance(ev, Failed):
+            record.apply(CallEvent.REFUSED)
+            return ev
+        if isinstance(ev, Ended):
+            record.apply(CallEvent.HUNG_UP)
             return ev
         if isinstance(ev, Ringing):
+            record.apply(CallEvent.RINGING)
             log.debug("inside leg %s ringing", sip.call_id)
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voipgw.call import Security
-from voipgw.gateway.pipes import OpusRelay, PcmPipe, switch_codec
+from voipgw.call import BridgeState, CallRecord, Security, bridge_state
+from voipgw.config import Policy
+from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
+from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Phone, Policy
 from voipgw.sdp import Codec
 from voipgw.sip import SipCall, TlsOptions
 
@@ -113,16 +114,20 @@ class Bridge:
     inside_codec: str | None = None
     inside_payload: Codec | None = None
     """The inside leg's negotiated codec (kept for re-INVITE answers)."""
+    inside: CallRecord = field(default_factory=CallRecord)
+    """The inside (plain) leg's record: incoming for an outbound bridge, outgoing for an inbound one."""
     outside: ActiveCall | None = None
-    phone: Phone | None = None
-    """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
+    background: Spawner = field(default_factory=Spawner)
+    """The outside leg's background work (contact-store writes), awaited before the bridge is closed."""
     to_outside: PcmPipe = field(default_factory=PcmPipe)
     to_inside: PcmPipe = field(default_factory=PcmPipe)
     relay_out: OpusRelay = field(default_factory=OpusRelay)
     """Opus frames from the inside phone for the outside leg (pass-through)."""
     relay_in: OpusRelay = field(default_factory=OpusRelay)
-    passthrough: list[bool] = field(default_factory=lambda: [False])
-    state: str = "setup"
+    passthrough: Passthrough = field(default_factory=Passthrough)
+    failed: bool = False
+    """The bridge as a whole did not do its job (refused, cancelled, given up, internal error), whatever its legs
+    say; set through :meth:`fail`."""
     reason: str = ""
     policy: str = "require"
     """The policy this call was placed or answered under (per user and destination)."""
@@ -155,6 +160,17 @@ class Bridge:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def state(self) -> BridgeState:
+        """Derived from the two legs' records (see ``voipgw.call.bridge_state``)."""
+        outside = self.outside.record if self.outside is not None else None
+        return bridge_state(self.inside, outside, failed=self.failed, over=self.ended_at is not None)
+
+    def fail(self, reason: str | None = None) -> None:
+        self.failed = True
+        if reason is not None:
+            self.reason = reason
+
+    @property
     def call_id(self) -> str:
         return self.outside.record.call_id if self.outside is not None else ""
 
@@ -168,6 +184,7 @@ class Bridge:
         return out
 
     def __post_init__(self) -> None:
+        self.inside.direction = "incoming" if self.direction == "outbound" else "outgoing"
         self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
 
     def snapshot(self) -> dict[str, Any]:
@@ -178,7 +195,7 @@ class Bridge:
             "user": self.user.name,
             "direction": self.direction,
             "remote_aor": self.remote_aor,
-            "state": self.state,
+            "state": self.state.status,
             "reason": self.reason,
             "outside_call_id": rec.call_id if rec else None,
             "inside_call_id": self.inside_sip.call_id if self.inside_sip is not None else None,
@@ -196,7 +213,7 @@ class Bridge:
                 "dropped": self.dtmf_dropped,
             },
             "inside_codec": self.inside_codec,
-            "passthrough": self.passthrough[0],
+            "passthrough": self.passthrough.on,
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,

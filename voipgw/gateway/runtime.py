@@ -14,6 +14,7 @@ from typing import Any
 
 from ratchet.identity import IdentityKey
 from voipgw import __version__
+from voipgw.config import PhoneConfig
 from voipgw.gateway.b2bua import Gateway, _uri_hostport, _user_part
 from voipgw.gateway.model import Bridge, DestinationRule, GatewayConfig, InsideUser
 from voipgw.gateway.registrations import OutsideAccount, Registrations
@@ -21,7 +22,6 @@ from voipgw.ops.config import ConfigError, check_pbx, preflight
 from voipgw.ops.config import GatewayConfig as OpsConfig
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
-from voipgw.phone import PhoneConfig
 from voipgw.sip import IncomingCall, SipStack, TlsOptions
 from voipgw.sip.registrar import Registrar
 from voipgw.store.contacts import ContactStoreError
@@ -232,7 +232,7 @@ class GatewayHooks:
             failure = handshake_failure_reason(f"{bridge.reason} {rec.reason if rec else ''}")
         self.metrics.call_finished(
             security,
-            transcoded=bool(bridge.inside_codec) and not bridge.passthrough[0],
+            transcoded=bool(bridge.inside_codec) and not bridge.passthrough.on,
             sealed=stats.frames_sent if stats else 0,
             opened=stats.frames_opened if stats else 0,
             refused=dict(stats.refused) if stats else {},
@@ -256,7 +256,7 @@ class GatewayHooks:
         for bridge in list(self.gateway.bridges):
             rec = bridge.outside.record if bridge.outside is not None else None
             security = rec.security.value if rec is not None else "pending"
-            out.append((security, bool(bridge.inside_codec) and not bridge.passthrough[0]))
+            out.append((security, bool(bridge.inside_codec) and not bridge.passthrough.on))
         return out
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from voipgw.config import ConfigError as _BaseConfigError
+from voipgw.config import Policy
 from voipgw.ops.logs import LogFormat
-from voipgw.phone import Policy
 
 EXAMPLE = "config/gateway.example.toml"
 DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
