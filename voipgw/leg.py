@@ -62,6 +62,7 @@ CodecFactory = Callable[[Codec, bool], CodecInfo]
 
 
 def default_codec(codec: Codec, secure: bool) -> CodecInfo:
+    """The registry's codec for the negotiated one (a softphone's media, sealed or not)."""
     return get_codec(codec.name)
 
 
@@ -366,7 +367,7 @@ class Leg:
                 return
             rec.apply(CallEvent.ANSWERED, security=outcome)
             self._note_keys(rec, keys, verdict)
-            self._open_session(call, keys)
+            self._open_session(call, keys, outcome)
         rec.codec = decision.codec.name
         rec.started_at = time.time()
         await self._start_media(call, decision.remote, decision.codec, source, sink)
@@ -534,14 +535,13 @@ class Leg:
         if verdict.state is TrustState.KEY_CHANGED:
             log.warning("call %s: %s", rec.call_id, verdict.warning or verdict.reason)
 
-    def _open_session(self, call: ActiveCall, keys: SessionKeys, security: Security | None = None) -> None:
-        """The sealed media session; ``security`` is the one the call is about to be answered with (default: the
-        record's, already applied)."""
+    def _open_session(self, call: ActiveCall, keys: SessionKeys, security: Security) -> None:
+        """The sealed media session of a call answered (or about to be answered) under ``security``."""
         rec = call.record
         session = MediaSession(keys, time.monotonic(), self.context.config.media)
         call.session = session
         call.poll_session_events()
-        log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, (security or rec.security).value, rec.suite)
+        log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, security.value, rec.suite)
         assert rec.local_identity is not None and rec.remote_identity is not None
         self.background.spawn(self._record_call(rec, rec.local_identity, rec.remote_identity))
 
