@@ -55,7 +55,7 @@ _refusals = RateLimitedLog(log)
 """Refused INVITEs: a flood must not flood the log (one line per kind per interval; the call records count each)."""
 
 MAX_RECORDED_DTMF = 1000
-PUMP_STOP_WAIT_S = 2.0
+FOLLOW_STOP_WAIT_S = 2.0
 
 CodecFactory = Callable[[Codec, bool], CodecInfo]
 """The media codec for a negotiated SDP codec and whether the call is sealed (the gateway's pass-through codec)."""
@@ -226,7 +226,7 @@ class Leg:
         self.call: ActiveCall | None = None
         self.live = False
         self.ringing = False
-        self._pump: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
 
     # --- outgoing ----------------------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Leg:
             self.live = False
             call.done.set()
         else:
-            self._pump = asyncio.get_running_loop().create_task(self._follow(call))
+            self._following = asyncio.get_running_loop().create_task(self._follow(call))
         return call
 
     def cancel(self) -> bool:
@@ -448,7 +448,7 @@ class Leg:
         rec.apply(CallEvent.ANSWERED, security=security)
         rec.setup_ms = (time.monotonic() - t_received) * 1e3
         rec.started_at = time.time()
-        self._pump = asyncio.get_running_loop().create_task(self._follow(call))
+        self._following = asyncio.get_running_loop().create_task(self._follow(call))
         return call
 
     def _reject(self, call: ActiveCall, incoming: IncomingCall, refusal: Refusal) -> ActiveCall:
@@ -500,9 +500,9 @@ class Leg:
 
     async def close(self) -> None:
         """After a hang-up: wait (bounded) for the call to follow itself to its end, and stop its media."""
-        if self._pump is not None:
+        if self._following is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._pump), PUMP_STOP_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(self._following), FOLLOW_STOP_WAIT_S)
         if self.call is not None:
             await self._stop_media(self.call)
 
