@@ -4,6 +4,7 @@ imports this).
 Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
 """
 
+from voipgw.logutil import RateLimitedLog
 from voipgw.sip.digest import DigestError, DigestParseError
 from voipgw.sip.events import (
     Answered,
@@ -22,7 +23,7 @@ from voipgw.sip.events import (
     SipStackStateError,
     Trying,
 )
-from voipgw.sip.guard import RateLimitedLog, SipStats
+from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.registrar import Binding, Registrar
 from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack

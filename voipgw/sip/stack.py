@@ -73,6 +73,7 @@ from sippy.Time.Timeout import Timeout
 from sippy.UA import UA
 from sippy.Udp_server import AsyncSender, Udp_server, Udp_server_opts
 
+from voipgw.logutil import RateLimitedLog
 from voipgw.sip.digest import Authenticated, Challenge
 from voipgw.sip.events import (
     TERMINAL_EVENTS,
@@ -91,7 +92,7 @@ from voipgw.sip.events import (
     SipStackStateError,
     Trying,
 )
-from voipgw.sip.guard import MAX_DATAGRAM, Accept, DatagramGuard, RateLimitedLog, Reply, SipStats
+from voipgw.sip.guard import MAX_DATAGRAM, Accept, DatagramGuard, Reply, SipStats
 from voipgw.sip.registrar import ContactSpec, RegisterReply, RegisterRequest, Registrar
 from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpOptions, TcpStats, TcpTransport, bind_listener
 from voipgw.sip.tls import TlsOptions, client_context, server_context
