@@ -8,7 +8,6 @@ from voipgw.logutil import RateLimitedLog
 from voipgw.sip.digest import DigestError, DigestParseError
 from voipgw.sip.events import (
     Answered,
-    CallEvent,
     CallStateError,
     Confirmed,
     Ended,
@@ -20,6 +19,7 @@ from voipgw.sip.events import (
     ReOfferRejected,
     Ringing,
     SipError,
+    SipEvent,
     SipStackStateError,
     Trying,
 )
@@ -33,7 +33,6 @@ from voipgw.sip.tls import TlsConfigError, TlsOptions
 __all__ = [
     "Answered",
     "Binding",
-    "CallEvent",
     "CallStateError",
     "Confirmed",
     "DigestError",
@@ -55,6 +54,7 @@ __all__ = [
     "Ringing",
     "SipCall",
     "SipError",
+    "SipEvent",
     "SipStack",
     "SipStackStateError",
     "SipStats",
