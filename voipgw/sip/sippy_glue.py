@@ -7,7 +7,8 @@ The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging
 ``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
 requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); the
-Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``).
+Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
+values read raw, as sippy's parser splits quoted commas (``auth_values``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sippy.Core.EventDispatcher import ED2
 from sippy.Network_server import Remote_address
 from sippy.SipAddress import SipAddress
 from sippy.SipFrom import SipFrom
+from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
 from sippy.SipTransactionManager import TRYING, SipTransactionManager
@@ -301,3 +303,16 @@ class SetupTry(CCEventTry):  # type: ignore[misc]
         ua.rUri = SipTo(address=SipAddress(url=to_url, hadbrace=True))
         ua.lUri = SipFrom(address=SipAddress(url=self._from_url.getCopy(), hadbrace=True, name=self._display))
         ua.lUri.setTag(ua.lTag)
+
+
+def response_to(req: Any, code: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Any:
+    """A response to ``req`` with extra headers, and without sippy's Server header."""
+    resp = req.genResponse(code, reason, server=None)
+    for name, value in headers:
+        resp.appendHeader(SipHeader(name=name.lower(), bodys=value))
+    return resp
+
+
+def auth_values(req: Any) -> list[str]:
+    """The raw Authorization values of a request, read without sippy's parser (it splits quoted commas)."""
+    return [str(hf.body) for hf in req.getHFs("authorization")]

@@ -1,7 +1,9 @@
-"""The only owner of sippy: runs its reactor in one thread and exposes calls and registrations to asyncio.
+"""The SIP stack: owns sippy's reactor thread and its sockets, starts and stops them, and dispatches requests.
 
 sippy objects are touched only on the reactor thread (asyncio -> reactor via ``ED2.callFromThread``,
-reactor -> asyncio via ``loop.call_soon_threadsafe``). SDP bodies pass through as opaque strings.
+reactor -> asyncio via ``loop.call_soon_threadsafe``). SDP bodies pass through as opaque strings. The rest of
+the package: dialogs in ``dialog.py``, client registration in ``registration.py`` (both reach this module only
+through the ``Reactor`` protocol in ``reactor.py``), sippy workarounds in ``sippy_glue.py``, URIs in ``uri.py``.
 
 Theory of operation
 -------------------
@@ -21,8 +23,8 @@ without one), and ``authenticate_invites(predicate)`` challenges chosen INVITEs 
 authenticator before any dialog state exists, so a challenged INVITE never reaches ``incoming``.
 Registrations (``register``) retry refused or unanswered attempts with jittered exponential backoff once
 granted (and from the start with ``keep_trying=True``); each attempt has its own deadline instead of sippy's
-32 s Timer F. sippy bad-input workarounds live here too: Authorization headers are checked by
-``voipgw.sip.digest`` and stripped before sippy's UAS parses them, and a half-set-up UA is unregistered.
+32 s Timer F. Request dispatch works around sippy's bad-input handling too: Authorization headers are checked
+by ``voipgw.sip.digest`` and stripped before sippy's UAS parses them, and a half-set-up UA is unregistered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import secrets
 import socket
@@ -46,7 +49,6 @@ from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import MyPort, SipConf
 from sippy.SipContact import SipContact
-from sippy.SipHeader import SipHeader
 from sippy.SipTransactionManager import COMPLETED, RINGING, TRYING
 from sippy.SipURL import SipURL
 from sippy.Time.Timeout import Timeout
@@ -55,7 +57,8 @@ from voipgw.sip.dialog import CallCore, IncomingCall, OutgoingCall, SipCall
 from voipgw.sip.digest import Authenticated, Challenge
 from voipgw.sip.events import CallStateError, RegistrationState, SipStackStateError
 from voipgw.sip.guard import DatagramGuard, SipStats
-from voipgw.sip.registrar import ContactSpec, RegisterReply, RegisterRequest, Registrar
+from voipgw.sip.register_uas import answer_register
+from voipgw.sip.registrar import Registrar
 from voipgw.sip.registration import RegCore, Registration
 from voipgw.sip.registration import register as _register
 from voipgw.sip.sippy_glue import (
@@ -63,9 +66,11 @@ from voipgw.sip.sippy_glue import (
     SetupTry,
     WarningUA,
     WireLogger,
+    auth_values,
     count_sippy_errors_in,
     parse_sip_url,
     redirect_sippy_output,
+    response_to,
     sippy_ratelog,
 )
 from voipgw.sip.tcp import TcpOptions, TcpStats, TcpTransport, bind_listener
@@ -89,10 +94,6 @@ InviteAuthPredicate = Callable[[tuple[str, int], str], bool]
 """(source address, From user) -> True when that INVITE must carry valid digest credentials for the user."""
 
 
-class _BadRegister(ValueError):
-    """A REGISTER whose Contact or Expires cannot be understood (answered 400)."""
-
-
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
 
@@ -100,12 +101,17 @@ def _aor_of(url: Any) -> str:
     return aor(url.username, url.host, url.port)
 
 
-def _auth_values(req: Any) -> list[str]:
-    """The raw Authorization values of a request, read without sippy's parser (it splits quoted commas)."""
-    return [str(hf.body) for hf in req.getHFs("authorization")]
-
-
 # --- the stack ----------------------------------------------------------------------------------------------
+
+
+class _StackState(enum.Enum):
+    """new -> starting -> running -> stopping -> stopped (or new -> stopped when no reactor ever ran)."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 @dataclass
@@ -157,7 +163,7 @@ class SipStack:
         self._gc: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
         self._life = _Lifecycle()
-        self._state = "new"  # new -> starting -> running -> stopping -> stopped
+        self._state = _StackState.NEW
         self._reactor_lock = threading.Lock()
         self._reactor_entered = False
 
@@ -208,18 +214,18 @@ class SipStack:
 
     @property
     def running(self) -> bool:
-        return self._state == "running"
+        return self._state is _StackState.RUNNING
 
     async def start(self) -> None:
         """Bind the socket and start the reactor (in its own thread unless ``own_reactor_thread=False``)."""
         global _running
-        if self._state != "new":
-            raise SipStackStateError(f"SipStack cannot be started from state {self._state}")
+        if self._state is not _StackState.NEW:
+            raise SipStackStateError(f"SipStack cannot be started from state {self._state.value}")
         with _running_lock:
             if _running is not None:
                 raise SipStackStateError("another SipStack is running in this process (sippy state is global)")
             _running = self
-        self._state = "starting"
+        self._state = _StackState.STARTING
         if self.own_reactor_thread:
             self._thread = threading.Thread(target=self.run_reactor, name="sippy-reactor", daemon=True)
             self._thread.start()
@@ -228,14 +234,14 @@ class SipStack:
         except BaseException:
             self._release()
             raise
-        self._state = "running"
+        self._state = _StackState.RUNNING
         log.info("SIP stack listening on udp:%s:%d", self.local_host, self.local_port)
 
     def run_reactor(self) -> None:
         """Run sippy's reactor in the calling thread until ``stop()``; call this yourself when
         ``own_reactor_thread=False`` (e.g. a CLI that gives the main thread to sippy for faster wake-ups)."""
         with self._reactor_lock:
-            if self._state == "stopped":
+            if self._state is _StackState.STOPPED:
                 if not self._life.ready.done():
                     self._life.ready.set_exception(SipStackStateError("stopped before the reactor ran"))
                 return
@@ -300,15 +306,15 @@ class SipStack:
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Hang up every call, unregister, close every socket and join the reactor thread. Idempotent."""
         with self._reactor_lock:
-            if self._state == "stopped":
+            if self._state is _StackState.STOPPED:
                 return
             if not self._reactor_entered:
                 # Nobody runs (or will run) the reactor for this stack: nothing to hang up or close.
-                self._state = "stopped"
+                self._state = _StackState.STOPPED
                 self._release()
                 return
-            first = self._state != "stopping"
-            self._state = "stopping"
+            first = self._state is not _StackState.STOPPING
+            self._state = _StackState.STOPPING
         if first and not self._life.stopped.done():
             ED2.callFromThread(self._begin_shutdown, grace_s)
         await asyncio.wrap_future(self._life.stopped)
@@ -316,7 +322,7 @@ class SipStack:
             await asyncio.to_thread(self._thread.join, THREAD_JOIN_S)
             if self._thread.is_alive():
                 log.error("sippy reactor thread did not exit within %.0f s", THREAD_JOIN_S)
-        self._state = "stopped"
+        self._state = _StackState.STOPPED
 
     def _begin_shutdown(self, grace_s: float) -> None:
         if self._tm is None:  # the reactor already wound down (e.g. setup failed)
@@ -379,8 +385,7 @@ class SipStack:
     # the Reactor protocol (voipgw.sip.reactor): what dialogs and registrations use; not for applications ------
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """asyncio -> reactor."""
-        if self._state != "running":
-            raise SipStackStateError(f"SIP stack is {self._state}")
+        self._check_running()
         ED2.callFromThread(fn, *args)
 
     def deliver(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -420,8 +425,8 @@ class SipStack:
         self._regs.append(core)
 
     def _check_running(self) -> None:
-        if self._state != "running":
-            raise SipStackStateError(f"SIP stack is {self._state}")
+        if self._state is not _StackState.RUNNING:
+            raise SipStackStateError(f"SIP stack is {self._state.value}")
 
     def _on_ua_event(self, event: Any, ua: Any) -> None:
         core = getattr(ua, "voipgw_core", None)
@@ -530,10 +535,10 @@ class SipStack:
             return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
         if method == "REGISTER":
             if self.registrar is None:
-                return (self._reply(req, 405, "Method Not Allowed", (("Allow", ALLOW),)), None, None)
-            return (self._on_register(req, self.registrar), None, None)
+                return (response_to(req, 405, "Method Not Allowed", (("Allow", ALLOW),)), None, None)
+            return (answer_register(req, self.registrar, self._stats, self.local_host), None, None)
         if method == "INVITE":
-            if self._state != "running":
+            if self._state is not _StackState.RUNNING:
                 return (req.genResponse(503, "Service Unavailable"), None, None)
             from_hf = req.getHFBody("from")
             to_hf = req.getHFBody("to")
@@ -550,15 +555,15 @@ class SipStack:
                     log.exception("authenticate_invites predicate failed; challenging the INVITE")
                     must = True
                 if must:
-                    verdict = self.registrar.authenticator.verify(_auth_values(req), "INVITE", from_user)
+                    verdict = self.registrar.authenticator.verify(auth_values(req), "INVITE", from_user)
                     if isinstance(verdict, Challenge):
                         self._stats.auth_challenged += 1
                         extra = tuple(("WWW-Authenticate", h) for h in verdict.headers)
-                        return (self._reply(req, 401, "Unauthorized", extra), None, None)
+                        return (response_to(req, 401, "Unauthorized", extra), None, None)
                     if not isinstance(verdict, Authenticated):
                         self._stats.auth_refused += 1
                         log.warning("INVITE from %s:%d as %r refused: %s", *src_addr, from_user, verdict.reason)
-                        return (self._reply(req, 403, "Forbidden"), None, None)
+                        return (response_to(req, 403, "Forbidden"), None, None)
                     authenticated = verdict.user
             # Credentials were checked above (or are not ours to check). sippy's UAS would parse the header
             # itself, after sending 100 and registering the dialog, and its parser raises on valid input
@@ -595,85 +600,6 @@ class SipStack:
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         return (req.genResponse(501, "Not Implemented"), None, None)
-
-    def _reply(self, req: Any, code: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Any:
-        resp = req.genResponse(code, reason, server=None)
-        for name, value in headers:
-            resp.appendHeader(SipHeader(name=name.lower(), bodys=value))
-        return resp
-
-    def _on_register(self, req: Any, registrar: Registrar) -> Any:
-        """Parse a REGISTER into a RegisterRequest (400 if its Contact/Expires are malformed) and answer it."""
-        source = req.getSource()
-        src = getattr(source, "address", source)
-        try:
-            parsed = self._register_request(req, (str(src[0]), int(src[1])))
-        except _BadRegister as exc:
-            self._stats.register_malformed += 1
-            sippy_ratelog("register", logging.WARNING, "malformed REGISTER from %s: %s", src, exc)
-            warning = str(exc).replace('"', "'")[:120]
-            return self._reply(req, 400, "Bad Request", (("Warning", f'399 {self.local_host} "{warning}"'),))
-        reply: RegisterReply = registrar.handle_register(parsed)
-        if reply.code == 200:
-            self._stats.register_ok += 1
-        elif reply.code == 401:
-            self._stats.auth_challenged += 1
-        elif reply.code == 400:
-            self._stats.register_malformed += 1
-        elif reply.code == 403:
-            self._stats.auth_refused += 1
-            log.warning("REGISTER for %r from %s:%d refused (403)", parsed.user, *parsed.source)
-        headers = list(reply.headers)
-        headers += [("Contact", f"<{uri}>;expires={secs}") for uri, secs in reply.contacts]
-        if reply.code == 200 and not reply.contacts:
-            headers.append(("Expires", "0"))
-        return self._reply(req, reply.code, reply.reason, tuple(headers))
-
-    def _register_request(self, req: Any, source: tuple[str, int]) -> RegisterRequest:
-        user = req.getHFBody("to").getUrl().username
-        if not user:
-            raise _BadRegister("To has no user part")
-        expires: int | None = None
-        if req.countHFs("expires"):
-            text = str(req.getHFs("expires")[0].body).strip()
-            if not text.isdigit() or len(text) > 10:
-                raise _BadRegister("Expires is not a number of seconds")
-            expires = int(text)
-        contacts: list[ContactSpec] = []
-        wildcard = False
-        for hf in req.getHFs("contact"):
-            try:
-                body = hf.getBody()
-                if body.asterisk:
-                    wildcard = True
-                    continue
-                url = body.getUrl()
-                if url is None or not url.host:
-                    raise ValueError("no host")
-                value = body.address.params.get("expires")
-                uri = str(url)
-            except Exception as exc:
-                raise _BadRegister(f"unparsable Contact: {type(exc).__name__}") from None
-            c_exp: int | None = None
-            if value is not None:
-                if not str(value).isdigit() or len(str(value)) > 10:
-                    raise _BadRegister("Contact expires is not a number")
-                c_exp = int(value)
-            contacts.append(ContactSpec(uri, c_exp))
-        if wildcard and contacts:
-            raise _BadRegister("Contact: * mixed with other contacts")
-        agent = str(req.getHFs("user-agent")[0].body)[:200] if req.countHFs("user-agent") else None
-        return RegisterRequest(
-            user=str(user),
-            contacts=tuple(contacts),
-            wildcard=wildcard,
-            expires_header=expires,
-            authorization=tuple(_auth_values(req)),
-            source=source,
-            user_agent=agent,
-            call_id=str(req.getHFBody("call-id")),
-            cseq=int(req.getHFBody("cseq").getCSeqNum()),
-        )
 
     def _on_incoming_try(self, core: CallCore, event: Any) -> None:
         call = core.call
