@@ -1,6 +1,6 @@
 """sippy glue: each subclass or patch of sippy that voipgw needs, named after the workaround and saying why.
 
-Only the stack (and the dialog/registration modules it drives) import this. Nothing here knows about calls or
+Only stack.py, registration.py and register_uas.py import this. Nothing here knows about calls or
 registrations, and nothing here runs outside sippy's reactor thread except the UDP receiver it starts.
 
 The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
