@@ -23,6 +23,7 @@ from ratchet.errors import FrameError, RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.logutil import is_log_point
 from voipgw.rtp.dtmf import (
     CLOCK_RATE,
     DEFAULT_DURATION_MS,
@@ -40,12 +41,6 @@ from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
 from voipgw.rtp.packet import RtpPacket
 
 log = logging.getLogger(__name__)
-
-
-def _is_log_point(count: int) -> bool:
-    while count % 10 == 0:
-        count //= 10
-    return count == 1
 
 
 MAX_LATE_TICKS = 10
@@ -141,7 +136,7 @@ class MediaStats:
     def refuse(self, reason: str) -> None:
         count = self.refused.get(reason, 0) + 1
         self.refused[reason] = count
-        if _is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
+        if is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
             log.warning("frame refused: %s (%d so far)", reason, count)
 
 
