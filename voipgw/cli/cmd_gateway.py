@@ -113,8 +113,9 @@ FLAG_ONLY = ("listen", "user", "route", "proxy", "no_bind_call_id")
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
-    """The flags as the one gateway configuration type (the file's): no PBX to register at, static phones only;
-    no key of a file's gets a value here that the file would not give it."""
+    """The flags as the one gateway configuration type (the file's; ``b2bua_config`` translates both alike): static
+    phones, ``--route``s, and no PBX (``outside.registrar`` None: nothing registers, outside calls go to --proxy,
+    else to the dialled URI)."""
     try:
         host, port = parse_hostport(args.listen or "127.0.0.1:5070", "--listen")
         proxy = parse_hostport(args.proxy, "--proxy", 5060) if args.proxy else None
@@ -222,9 +223,9 @@ async def _main_config(args: argparse.Namespace) -> int:
         log.info(
             "gateway listening on sip:%s:%d for %s; PBX %s; control socket %s; metrics %s",
             config.inside.listen[0], runtime.port, users,
-            ops_config._fmt(config.outside.registrar) if config.outside.registrar else "none",
+            ops_config.format_hostport(config.outside.registrar) if config.outside.registrar else "none",
             runtime.ops.control.path,
-            f"http://{ops_config._fmt((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"
+            f"http://{ops_config.format_hostport((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"
             if runtime.ops.metrics_server is not None else "off",
         )  # fmt: skip
         await stop.wait()

@@ -19,7 +19,7 @@ from voipgw.gateway.b2bua import Gateway
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.registrations import OutsideAccount, Registrations
 from voipgw.gateway.routing import InsideRegistrar
-from voipgw.ops.config import ConfigError, GatewayConfig, check_pbx, preflight
+from voipgw.ops.config import ConfigError, GatewayConfig, check_pbx, format_hostport, preflight
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
 from voipgw.phone import PhoneConfig
@@ -30,11 +30,6 @@ from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 log = logging.getLogger(__name__)
-
-
-def _hostport(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float = 30.0) -> B2buaSettings:
@@ -181,7 +176,7 @@ class GatewayHooks:
                         "user": u.name,
                         "state": "registered",
                         "contact": b.contact_uri,
-                        "source": _hostport(b.source),
+                        "source": format_hostport(b.source),
                         "expires_in_s": max(0.0, round(b.expires_at - now, 1)),
                         "user_agent": b.user_agent,
                     }
@@ -284,9 +279,8 @@ class GatewayRuntime:
         try:
             await gateway.start()
         except OSError as exc:
-            raise ConfigError(
-                f"inside.listen: cannot listen on {_hostport(self.config.inside.listen)} (UDP): {exc.strerror or exc}"
-            ) from None
+            where = format_hostport(self.config.inside.listen)
+            raise ConfigError(f"inside.listen: cannot listen on {where} (UDP): {exc.strerror or exc}") from None
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
         assert gateway.stack is not None

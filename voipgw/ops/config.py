@@ -89,7 +89,7 @@ class UserConfig:
         """Where the static phone is called (a SIP URI); "" for a phone that registers to the gateway."""
         if self.inside_uri:
             return self.inside_uri
-        return f"sip:{self.name}@{_fmt(self.inside_contact)}" if self.inside_contact is not None else ""
+        return f"sip:{self.name}@{format_hostport(self.inside_contact)}" if self.inside_contact is not None else ""
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,8 @@ def load_gateway_config(path: Path) -> GatewayConfig:
 # --- start-up checks --------------------------------------------------------------------------------------------
 
 
-def _fmt(addr: tuple[str, int]) -> str:
+def format_hostport(addr: tuple[str, int]) -> str:
+    """``host:port``, with an IPv6 host in brackets (as in a SIP URI)."""
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -406,6 +407,7 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
     """Raise :class:`ConfigError` unless ``addr`` can be bound now (the probe socket is closed at once)."""
     host, port = addr
     proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+    where = format_hostport(addr)
     try:
         infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
     except socket.gaierror:
@@ -419,8 +421,8 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
         sock.bind(sockaddr)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"{what}: {_fmt(addr)} ({proto}) is already in use by another process") from None
-        raise ConfigError(f"{what}: cannot listen on {_fmt(addr)} ({proto}): {exc.strerror or exc}") from None
+            raise ConfigError(f"{what}: {where} ({proto}) is already in use by another process") from None
+        raise ConfigError(f"{what}: cannot listen on {where} ({proto}): {exc.strerror or exc}") from None
     finally:
         sock.close()
 
@@ -476,10 +478,11 @@ def check_pbx_answers(addr: tuple[str, int], what: str, timeout_s: float = PBX_P
                 except TimeoutError:
                     continue
         except ConnectionRefusedError:
-            raise ConfigError(f"{what}: nothing listens on {_fmt(addr)} (UDP port unreachable)") from None
+            raise ConfigError(f"{what}: nothing listens on {format_hostport(addr)} (UDP port unreachable)") from None
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot reach {_fmt(addr)}: {exc.strerror or exc}") from None
-    raise ConfigError(f"{what}: {_fmt(addr)} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
+            raise ConfigError(f"{what}: cannot reach {format_hostport(addr)}: {exc.strerror or exc}") from None
+    where = format_hostport(addr)
+    raise ConfigError(f"{what}: {where} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
 
 
 OUTSIDE_TRANSPORTS = ("udp", "tcp", "tls", "auto")
@@ -524,9 +527,9 @@ def check_pbx_connects(addr: tuple[str, int], what: str, timeout_s: float = PBX_
     except (socket.gaierror, UnicodeError):
         raise ConfigError(f"{what}: cannot resolve {addr[0]!r}") from None
     except ConnectionRefusedError:
-        raise ConfigError(f"{what}: nothing accepts TCP connections on {_fmt(addr)}") from None
+        raise ConfigError(f"{what}: nothing accepts TCP connections on {format_hostport(addr)}") from None
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot reach {_fmt(addr)} over TCP: {exc.strerror or exc}") from None
+        raise ConfigError(f"{what}: cannot reach {format_hostport(addr)} over TCP: {exc.strerror or exc}") from None
 
 
 def check_pbx(config: GatewayConfig, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
@@ -571,11 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voipgw: {exc}", file=sys.stderr)
         return 2
-    metrics = _fmt(config.metrics.address) if config.metrics.enabled else "off"
+    metrics = format_hostport(config.metrics.address) if config.metrics.enabled else "off"
     assert config.outside.registrar is not None  # the file requires it
     print(
-        f"ok: {len(config.users)} user(s), SIP on {_fmt(config.inside.listen)}"
-        f" -> PBX {_fmt(config.outside.registrar)}, metrics {metrics}"
+        f"ok: {len(config.users)} user(s), SIP on {format_hostport(config.inside.listen)}"
+        f" -> PBX {format_hostport(config.outside.registrar)}, metrics {metrics}"
     )
     return 0
 
