@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voipgw.gateway.model import DestinationRule
 from voipgw.gateway.runtime import b2bua_config, user_dir
-from voipgw.ops.config import gateway_config_from_mapping
+from voipgw.ops.config import DestinationRule, gateway_config_from_mapping
 from voipgw.phone import Policy
 
 
