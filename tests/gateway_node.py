@@ -20,7 +20,6 @@ from typing import Any
 
 from ratchet.identity import IdentityKey
 from voipgw.gateway import B2buaSettings, Gateway
-from voipgw.gateway.routing import uri_hostport
 from voipgw.gateway.runtime import GatewayRuntime, b2bua_config
 from voipgw.ops.config import (
     DestinationRule,
@@ -31,6 +30,7 @@ from voipgw.ops.config import (
     load_gateway_config,
 )
 from voipgw.phone import Policy
+from voipgw.sip.uri import hostport
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 
@@ -50,7 +50,7 @@ def config_from(data: dict[str, Any]) -> B2buaSettings:
             name=u["name"],
             outside_aor=u["outside_aor"],
             username=u["outside_aor"].partition("@")[0],
-            inside_contact=uri_hostport(u["contact"]),
+            inside_contact=hostport(u["contact"]),
             inside_uri=u["contact"],
             policy=Policy(u["policy"]) if u.get("policy") else None,
         )

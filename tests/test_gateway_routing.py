@@ -20,8 +20,6 @@ from voipgw.gateway.routing import (
     Route,
     RoutePlan,
     route,
-    uri_hostport,
-    user_part,
 )
 
 GW = ("127.0.0.1", 5070)
@@ -233,14 +231,6 @@ ROWS: list[tuple[str, RoutePlan, Invite, Route]] = [
 @pytest.mark.parametrize(("plan", "invite", "expected"), [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
 def test_routing_decides_where_an_invite_goes(plan: RoutePlan, invite: Invite, expected: Route) -> None:
     assert route(invite, plan) == expected
-
-
-def test_the_uri_readers() -> None:
-    assert user_part("sip:bob@127.0.0.1:5070") == "bob" and user_part("sips:bob@h") == "bob"
-    assert user_part("bob@example.org") == "bob" and user_part("example.org") == ""
-    assert uri_hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
-    assert uri_hostport("<sip:alice@h:5062;transport=udp>") == ("h", 5062)
-    assert uri_hostport("bob@example.org") == ("example.org", 5060)
 
 
 def test_the_b2bua_never_imports_its_runtime() -> None:

@@ -23,10 +23,10 @@ from voipgw.gateway import (
     security_label,
     switch_codec,
 )
-from voipgw.gateway.routing import uri_hostport, user_part
 from voipgw.gateway.runtime import b2bua_config
 from voipgw.gateway.statuses import code_of
 from voipgw.ops.config import GatewayConfig
+from voipgw.sip.uri import hostport, user_part
 
 
 def _tone(value: int) -> Pcm:
@@ -78,8 +78,8 @@ def test_security_label_and_sip_mapping() -> None:
     assert code_of("486 Busy Here") == 486
     assert code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
     assert code_of("200 OK") == 488
-    assert uri_hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
-    assert uri_hostport("bob@example.org") == ("example.org", 5060)
+    assert hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
+    assert hostport("bob@example.org") == ("example.org", 5060)
     assert user_part("sip:bob@127.0.0.1:5070") == "bob" and user_part("example.org") == ""
 
 

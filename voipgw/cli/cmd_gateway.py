@@ -18,12 +18,12 @@ from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import B2buaSettings, Gateway
-from voipgw.gateway.routing import uri_hostport
 from voipgw.ops import config as ops_config
 from voipgw.ops.config import GatewayConfig, InsideConfig, OutsideConfig, UserConfig
 from voipgw.ops.control import ControlError, refusal_summary, render_status, socket_path
 from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
+from voipgw.sip.uri import hostport
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
@@ -101,7 +101,7 @@ def _users(args: argparse.Namespace, host: str) -> dict[str, UserConfig]:
             name=name,
             outside_aor=aor,
             username=aor.partition("@")[0],
-            inside_contact=uri_hostport(contact),
+            inside_contact=hostport(contact),
             inside_uri=contact,  # called as given (its user part may differ from NAME)
         )
     if not users:

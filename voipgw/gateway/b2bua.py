@@ -20,7 +20,7 @@ from voipgw.call import CallState, Security
 from voipgw.gateway.hooks import B2buaHooks
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser, security_label
 from voipgw.gateway.pipes import _GatewayPhone, switch_codec
-from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route, user_part
+from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
 from voipgw.gateway.statuses import SIP_PHRASES, code_of
 from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue, play_ringback
 from voipgw.media import MediaError, MediaStream, PlainProtector
@@ -54,6 +54,7 @@ from voipgw.sip import (
     TcpOptions,
     TlsOptions,
 )
+from voipgw.sip.uri import user_part
 from voipgw.store.contacts import ContactStoreError
 from voipgw.trust import TrustStore
 

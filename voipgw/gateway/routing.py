@@ -11,6 +11,7 @@ from typing import Protocol
 
 from voipgw.gateway.model import InsideUser
 from voipgw.gateway.statuses import SIP_PHRASES
+from voipgw.sip.uri import hostport, user_part
 
 
 class InviteFacts(Protocol):
@@ -65,7 +66,7 @@ class RoutePlan:
     by_outside_user: Mapping[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        static = {uri_hostport(u.contact): u for u in self.users.values() if u.contact}
+        static = {hostport(u.contact): u for u in self.users.values() if u.contact}
         object.__setattr__(self, "by_address", static)
         object.__setattr__(self, "by_outside_user", {user_part(u.outside_aor): u.name for u in self.users.values()})
 
@@ -142,7 +143,7 @@ def _dial_plan(caller: InsideUser, to_aor: str, plan: RoutePlan) -> str:
     """A user dialled at the gateway itself (``bob@<gateway>``) is called at the PBX, in the caller's outside domain
     (``bob@pbx.example.org``), so the PBX routes it by its own location table."""
     assert plan.registrar is not None
-    host, port = uri_hostport(to_aor)
+    host, port = hostport(to_aor)
     dialled = user_part(to_aor)
     if not dialled or port != plan.listen[1] or host not in (plan.listen[0], "localhost"):
         return to_aor
@@ -159,7 +160,7 @@ def _outside_target(to_aor: str, plan: RoutePlan) -> str | None:
     user = user_part(to_aor)
     if user in plan.routes:
         return plan.routes[user]
-    host, port = uri_hostport(to_aor)
+    host, port = hostport(to_aor)
     if port in (plan.listen[1], 0) and host == plan.listen[0] and plan.outside_proxy is None:
         return None
     return to_aor if to_aor.startswith("sip") else f"sip:{to_aor}"
@@ -182,20 +183,3 @@ def _inbound(to_aor: str, plan: RoutePlan) -> Inbound | Refuse:
     if not user.contact:
         return _refuse(480, "the inside phone is not registered", f"to {user.name}: the inside phone is not registered")
     return Inbound(user)
-
-
-# Until voipgw.sip.uri lands (user_part, hostport): the gateway's two URI readers, shared by b2bua and runtime.
-
-
-def user_part(aor: str) -> str:
-    """``bob`` of ``sip:bob@host:port`` (or of ``bob@host``); "" without a user part."""
-    text = aor.split(":", 1)[1] if aor.startswith(("sip:", "sips:")) else aor
-    return text.split("@", 1)[0] if "@" in text else ""
-
-
-def uri_hostport(uri: str) -> tuple[str, int]:
-    """The host and port of a SIP URI or AOR (5060 when it names none)."""
-    text = uri.split(":", 1)[1] if uri.startswith(("sip:", "sips:")) else uri
-    text = text.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
-    host, _, port = text.partition(":")
-    return host, int(port) if port.isdigit() else 5060
