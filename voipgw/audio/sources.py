@@ -41,10 +41,6 @@ class ArrayPlayer:
         self.loop = loop
         self._pos = 0
 
-    @property
-    def frames_total(self) -> int:
-        return -(-len(self.pcm) // FRAME_SAMPLES)
-
     def read_frame(self) -> Pcm | None:
         if self._pos >= len(self.pcm):
             if not self.loop or len(self.pcm) == 0:
