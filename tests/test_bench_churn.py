@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from voipgw.audio.g711 import ulaw_decode
-from voipgw.bench.churn import free_port_span, parse_rates, udp_ports_bound
+from voipgw.bench.churn import parse_rates
+from voipgw.bench.common import free_port_span, udp_ports_bound
 from voipgw.bench.sipp import SippStats, parse_rtt_csv, parse_stat_csv, write_pcmu_pcap, write_uac_scenario
 
 BACKGROUND = 3

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder
+from voipgw.audio.pcm import Pcm
 from voipgw.call import Security
 from voipgw.cli.cmd_gateway import gateway_config
 from voipgw.cli.errors import CliError

@@ -21,7 +21,8 @@ import numpy as np
 
 from ratchet.errors import FrameError, RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder
+from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.logutil import is_log_point
 from voipgw.rtp.dtmf import (

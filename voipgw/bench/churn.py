@@ -17,7 +17,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from voipgw.bench.call import CLK_TCK, process_cpu_s
+from voipgw.bench.common import BenchError, free_port_span, udp_ports_bound
 from voipgw.bench.gateway import (
     LATE_SLACK_MS,
     MAX_LOSS_PCT,
     SETTLE_S,
-    BenchError,
     GatewayBench,
     LoadGen,
     Step,
@@ -79,47 +78,9 @@ READY_TIMEOUT_S = 10.0
 MEDIA_PORT_STRIDE = 4
 MEDIA_PORT_WRAP = 10_000
 """sipp's [auto_media_port] is -mp + 4 * (call - 1) % 10000 (sipp 3.6 call.cpp)."""
-PORT_POOL = (12_000, 32_700)
-"""Below the kernel's ephemeral range, where the gateways' and the phones' own sockets are."""
 
 
 # --- processes and ports -------------------------------------------------------------------------------------
-
-
-def udp_ports_bound() -> set[int]:
-    """Every UDP port some process has bound (IPv4 and IPv6), from /proc; no side effects."""
-    ports: set[int] = set()
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        with contextlib.suppress(OSError), open(path, encoding="ascii") as fh:
-            next(fh, None)
-            for line in fh:
-                fields = line.split()
-                if len(fields) > 1:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_span(span: int, avoid: set[int], rng: random.Random) -> int:
-    """An even port such that ``[port, port + span)`` lies in ``PORT_POOL``, has nothing bound and misses ``avoid``."""
-    lo, hi = PORT_POOL
-    if span > hi - lo:
-        raise BenchError(f"no room for {span} ports in {lo}-{hi}")
-    for _ in range(200):
-        base = rng.randrange(lo, hi - span) & ~1
-        taken = udp_ports_bound() | avoid
-        clear = not any(p in taken for p in range(base, base + span))
-        if clear and all(_bindable(base + i) for i in range(min(span, 4))):
-            return base
-    raise BenchError(f"no free block of {span} UDP ports in {lo}-{hi}")
 
 
 def machine_busy_s() -> float:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from voipgw.audio.g711 import ulaw_encode
+from voipgw.audio.sources import speech_sample
 from voipgw.audio.wav import read_wav
-from voipgw.bench.gateway import BenchError
-from voipgw.demo import speech_sample
+from voipgw.bench.common import BenchError
 
 STOP_GRACE_S = 4.0
 """SIGUSR1, then SIGTERM, then SIGKILL: each gets this long to end sipp."""

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from voipgw.audio.sources import speech_sample
+from voipgw.bench.common import BenchError, free_udp_port
 from voipgw.call import Security
-from voipgw.demo import free_udp_port, speech_sample
 
 CLASSICAL = "x25519"
 HYBRID = "x25519-mlkem768"
@@ -40,10 +41,6 @@ READY_TIMEOUT_S = 15.0
 CALL_TIMEOUT_S = 30.0
 SETUP_CALL_S = 0.2
 SECURE = {Security.SECURE_UNVERIFIED.value, Security.SECURE_VERIFIED.value}
-
-
-class TransportBenchError(RuntimeError):
-    """A listener did not start or a benchmark call failed."""
 
 
 @dataclass
@@ -132,7 +129,7 @@ class _Run:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "listening as" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise TransportBenchError(f"the {transport} callee did not start:\n{_tail(log)}")
+                raise BenchError(f"the {transport} callee did not start:\n{_tail(log)}")
             time.sleep(0.05)
 
     def call(self, transport: str, suite: str) -> dict[str, Any]:
@@ -164,12 +161,12 @@ class _Run:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-            raise TransportBenchError(f"{transport}/{suite} call did not finish:\n{_tail(log)}") from None
+            raise BenchError(f"{transport}/{suite} call did not finish:\n{_tail(log)}") from None
         if rc != 0:
-            raise TransportBenchError(f"{transport}/{suite} call failed (exit {rc}):\n{_tail(log)}")
+            raise BenchError(f"{transport}/{suite} call failed (exit {rc}):\n{_tail(log)}")
         data: dict[str, Any] = json.loads(summary.read_text())
         if data.get("security") not in SECURE or data.get("suite") != suite or data.get("setup_ms") is None:
-            raise TransportBenchError(f"{transport}/{suite} call ended {data.get('security')!r} {data.get('suite')!r}")
+            raise BenchError(f"{transport}/{suite} call ended {data.get('security')!r} {data.get('suite')!r}")
         return data
 
     def stop(self) -> None:

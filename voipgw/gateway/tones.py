@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE
+from voipgw.audio.pcm import Pcm
 from voipgw.gateway.model import Bridge
 from voipgw.gateway.pipes import PcmPipe
 
