@@ -213,11 +213,7 @@ class _Bench:
             *_mode_args(mode),
         )
         self.listeners[(mode, purpose)] = p
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "listening as" not in p.log_tail():
-            if p.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the {mode} callee did not start:\n{p.log_tail()}")
-            time.sleep(0.05)
+        p.wait_for("listening as", READY_TIMEOUT_S, f"the {mode} callee")
         tap = SipTap(("127.0.0.1", port))
         tap.__enter__()
         self.taps[(mode, purpose)] = tap

@@ -68,12 +68,13 @@ class BenchProcess:
         except OSError:
             return "<no log>"
 
-    def wait_for(self, text: str, timeout: float) -> None:
-        """Wait until ``text`` shows in the log tail; BenchError if the process exits or ``timeout`` passes first."""
+    def wait_for(self, text: str, timeout: float, what: str | None = None) -> None:
+        """Wait until ``text`` shows in the log tail; BenchError ("<what, or the name> did not start") if the
+        process exits or ``timeout`` passes first."""
         deadline = time.monotonic() + timeout
         while text not in self.log_tail():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"{self.name} did not start:\n{self.log_tail()}")
+                raise BenchError(f"{what or self.name} did not start:\n{self.log_tail()}")
             time.sleep(0.05)
 
 
