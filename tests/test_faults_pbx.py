@@ -18,12 +18,12 @@ from tests.test_faults_kill import long_speech
 from tests.test_gateway_ops import PASSWORDS, user, wait_idle, wait_live_call
 from tests.test_sip_register_recovery import RestartableKamailio
 from tests.testbed.baresip import Baresip
-from voipgw.gateway.model import GatewayConfig
+from voipgw.gateway.model import B2buaSettings
 
 pytestmark = pytest.mark.integration
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s
+MEDIA_TIMEOUT_S = B2buaSettings(home=Path(), users=()).media_timeout_s
 """The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 OUTAGE_FRAMES = 100
 """Frames each gateway must open while the PBX is down (2 s of 20 ms frames)."""

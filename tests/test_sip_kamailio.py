@@ -12,7 +12,7 @@ import pytest
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 from tests.testbed.sip_peer import LONG_ATTR, SipPeer, running_stack, sdp
-from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipStack
+from voipgw.sip import Answered, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipEvent, SipStack
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def wire_messages(caplog: pytest.LogCaptureFixture, direction: str) -> list[str]
     ]
 
 
-async def until(call: SipCall, kind: type[CallEvent]) -> CallEvent:
+async def until(call: SipCall, kind: type[SipEvent]) -> SipEvent:
     while True:
         ev = await call.next_event(5.0)
         if isinstance(ev, kind):

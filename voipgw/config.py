@@ -138,7 +138,7 @@ class PhoneConfig:
 
 
 class ConfigError(ValueError):
-    pass
+    """One line naming the key at fault (phone or gateway configuration); the CLI prints it, never a traceback."""
 
 
 def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:

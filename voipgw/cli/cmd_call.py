@@ -18,7 +18,7 @@ from typing import Any
 
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.device import NoAudioDevice
-from voipgw.audio.opus import Pcm
+from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink, SilenceSource, WavRecorder
 from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallState, Security

@@ -9,9 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from ratchet.aor import normalize_aor
 from ratchet.handshake import NonceCache
@@ -19,11 +17,14 @@ from ratchet.identity import IdentityKey
 from ratchet.params import Suite
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo, get_codec
-from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
 from voipgw.call import BridgeState, CallEvent, CallRecord, CallState, Security
 from voipgw.config import PhoneConfig, Policy
-from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
-from voipgw.gateway.pipes import PcmPipe, switch_codec
+from voipgw.gateway.hooks import B2buaHooks
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser, security_label
+from voipgw.gateway.pipes import switch_codec
+from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
+from voipgw.gateway.statuses import SIP_PHRASES, code_of
+from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue, play_ringback
 from voipgw.leg import Leg, LegContext, incoming_record
 from voipgw.media import MediaError, MediaStream, PlainProtector
 from voipgw.negotiate import telephone_event_pt
@@ -56,11 +57,9 @@ from voipgw.sip import (
     TcpOptions,
     TlsOptions,
 )
+from voipgw.sip.uri import user_part
 from voipgw.store.contacts import ContactStoreError
 from voipgw.trust import TrustStore
-
-if TYPE_CHECKING:
-    from voipgw.gateway.runtime import GatewayHooks
 
 log = logging.getLogger(__name__)
 _refusals = RateLimitedLog(log)
@@ -76,38 +75,14 @@ transcoded one."""
 INSIDE_EVENT_PT = 101
 """The telephone-event payload type the gateway offers an inside phone it rings (DTMF is bridged both ways)."""
 FINISHED_KEPT = 100
-SECURE_CUE = ((660.0, 0.12), (0.0, 0.06), (880.0, 0.12), (0.0, 0.1))
-"""What an inside caller hears at the answer of a sealed call: two short rising beeps (tone Hz, seconds)."""
-NOT_SECURE_CUE = ((350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1))
-"""...and of a NOT SECURE (opportunistic) one: three low beeps, unlike any ringback or busy tone."""
-RINGBACK_HZ = 425.0
-RINGBACK_ON_S, RINGBACK_OFF_S = 1.0, 4.0
-"""The ringback (ETSI style) an inbound outside caller hears, sealed, while the inside phone rings."""
-TONE_LEVEL = 8000
-TONE_QUEUE = 3
-"""Frames a generated tone keeps queued ahead of the pacing loop that reads them (60 ms)."""
 MEDIA_POLL_S = 1.0
-SIP_PHRASES = {
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    480: "Temporarily Unavailable",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    500: "Server Internal Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    600: "Busy Everywhere",
-    603: "Decline",
-}
 
 
 class Gateway:
     """``await start()``; incoming INVITEs are routed by who sent them; ``snapshot()``; ``await stop()``.
 
-    Routing: an INVITE from a configured inside phone's address (and From user) is outbound; any other INVITE is
-    inbound, for the inside user named in its To.
+    Routing (``voipgw.gateway.routing.route``): an INVITE from an inside phone's address (and From user) is
+    outbound; any other INVITE is inbound, for the inside user named in its To.
 
     Policy: ``config.policy_for(user, far AOR)``. Under ``require`` a far end without the key exchange is refused
     with the reason; under ``opportunistic`` the call goes through in the clear, marked NOT SECURE everywhere.
@@ -130,12 +105,12 @@ class Gateway:
     digits cross both ways, and a leg without RTP for ``media_timeout_s`` (nobody holding) ends the call.
     """
 
-    hooks: GatewayHooks | None = None
-    """Operations hooks (voipgw.gateway.runtime): metrics, PBX credentials, registered inside phones."""
+    hooks: B2buaHooks | None = None
+    """Operations hooks (voipgw.gateway.hooks): metrics, PBX credentials, registered inside phones."""
 
     def __init__(
         self,
-        config: GatewayConfig,
+        config: B2buaSettings,
         identities: dict[str, IdentityKey],
         trust: dict[str, TrustStore] | None = None,
     ) -> None:
@@ -155,12 +130,9 @@ class Gateway:
         self._accept: asyncio.Task[None] | None = None
         self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
         """RTP malformed-by-reason of every finished call (its media sockets are closed; the counts stay)."""
-        self._inside_addrs: dict[tuple[str, int], InsideUser] = {}
+        self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
-        for u in config.users:
-            host, port = _uri_hostport(u.contact)
-            self._inside_addrs[(host, port)] = u
 
     @property
     def port(self) -> int:
@@ -183,6 +155,8 @@ class Gateway:
             self.hooks.stack_started(self.stack)
         for user in self.config.users:
             self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
+        cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
+        self._routing = RoutePlan(self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
             "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
@@ -280,41 +254,18 @@ class Gateway:
                     incoming.reject(500, "Server Internal Error", f"voipgw gateway: {type(exc).__name__}")
 
     def _route(self, incoming: IncomingCall) -> None:
-        hooks = self.hooks
-        inside = self._inside_addrs.get(incoming.source_addr)
-        if inside is None and hooks is not None:
-            inside = hooks.inside_caller(incoming)  # a phone registered to the gateway
-        from_user = _user_part(incoming.from_aor)
-        if inside is not None and from_user == inside.name:
-            if hooks is not None:
-                hooks.dial_plan(inside, incoming)
-            self._spawn(self._outbound(inside, incoming))
-            return
-        user = self.users.get(_user_part(incoming.to_aor))
-        if hooks is not None:
-            user = hooks.inbound_user(user, incoming)
-        if user is None:
-            self.refused_invites[404] += 1
-            _refusals("404", logging.WARNING, "call %s to %s: no such inside user (404)", incoming.call_id,
-                      incoming.to_aor)  # fmt: skip
-            incoming.reject(404, "Not Found", "voipgw gateway: no such user here")
-            return
-        if not user.contact:
-            self.refused_invites[480] += 1
-            _refusals("480", logging.WARNING, "call %s to %s: the inside phone is not registered (480)",
-                      incoming.call_id, user.name)  # fmt: skip
-            incoming.reject(480, "Temporarily Unavailable", "voipgw gateway: the inside phone is not registered")
-            return
-        self._spawn(self._inbound(user, incoming))
-
-    def _outside_target(self, to_aor: str) -> str | None:
-        user = _user_part(to_aor)
-        if user in self.config.routes:
-            return self.config.routes[user]
-        host, port = _uri_hostport(to_aor)
-        if (port in (self.port, 0) and host == self.config.listen_host) and self.config.outside_proxy is None:
-            return None  # dialled at the gateway itself, with nowhere to send it
-        return to_aor if to_aor.startswith("sip") else f"sip:{to_aor}"
+        assert self._routing is not None
+        decision = route(incoming, self._routing)
+        if isinstance(decision, Outbound):
+            incoming.to_aor = decision.dialled  # the bridge and the outside INVITE go where the dial plan says
+            self._spawn(self._outbound(decision.user, incoming, decision.target))
+        elif isinstance(decision, Inbound):
+            self._spawn(self._inbound(decision.user, incoming))
+        else:
+            self.refused_invites[decision.code] += 1
+            _refusals(str(decision.code), logging.WARNING, "call %s %s (%d)", incoming.call_id, decision.detail,
+                      decision.code)  # fmt: skip
+            incoming.reject(decision.code, decision.phrase, f"voipgw gateway: {decision.why}")
 
     def _begin(self, bridge: Bridge) -> None:
         self.bridges.append(bridge)
@@ -553,12 +504,14 @@ class Gateway:
         finally:
             await self._close(bridge, "ended")
 
-    async def _outbound(self, user: InsideUser, incoming: IncomingCall) -> None:
+    async def _outbound(self, user: InsideUser, incoming: IncomingCall, target: str | Refuse) -> None:
         local_aor = normalize_aor(incoming.to_aor)
         bridge = Bridge(user, "outbound", local_aor, inside=incoming_record(incoming, local_aor), inside_sip=incoming)
-        await self._supervise(bridge, self._outbound_setup(bridge, user, incoming))
+        await self._supervise(bridge, self._outbound_setup(bridge, user, incoming, target))
 
-    async def _outbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
+    async def _outbound_setup(
+        self, bridge: Bridge, user: InsideUser, incoming: IncomingCall, target: str | Refuse
+    ) -> None:
         try:
             remote = parse_sdp(incoming.remote_sdp or "")
         except SdpError as exc:
@@ -566,9 +519,8 @@ class Gateway:
         codec = _pick_inside_codec(remote.codecs)
         if codec is None:
             return self._reject(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
-        target = self._outside_target(incoming.to_aor)
-        if target is None:
-            return self._reject(bridge, incoming, 404, "voipgw gateway: no route to the dialled user")
+        if isinstance(target, Refuse):
+            return self._reject(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
         policy = self.config.policy_for(user.name, normalize_aor(target))
         bridge.policy = policy.value
         stream = await MediaStream.bind(self.config.listen_host)
@@ -600,7 +552,7 @@ class Gateway:
             if inside_gone:
                 bridge.reason = bridge.reason or "cancelled by the inside phone"
                 return
-            code = _code_of(rec.reason)
+            code = code_of(rec.reason)
             return self._reject(bridge, incoming, code, f"voipgw gateway: outside leg: {rec.reason}")
         if inside_gone:
             # The inside phone gave up just as the outside answered.
@@ -620,7 +572,7 @@ class Gateway:
         secure = rec.security is not Security.NOT_SECURE
         bridge.cue = "secure" if secure else "not secure"
         bridge.to_inside.open = False
-        self._spawn(_play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+        self._spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
         incoming.answer(
             build_sdp(
                 self.config.listen_host,
@@ -662,7 +614,7 @@ class Gateway:
             bridge.fail(f"outside leg: {rec.reason}")
             if rec.security is Security.REFUSED:  # the leg refused the INVITE (and logged it, rate-limited)
                 bridge.refused = True
-                self.refused_invites[_code_of(rec.reason)] += 1
+                self.refused_invites[code_of(rec.reason)] += 1
             return
         t_answered = time.monotonic()
         deadline = t_answered + self.config.sas_wait_s
@@ -674,7 +626,7 @@ class Gateway:
         if rec.finished:
             bridge.fail(f"outside leg: {rec.reason}")
             return
-        name = incoming.from_display or _user_part(rec.remote_aor) or rec.remote_aor
+        name = incoming.from_display or user_part(rec.remote_aor) or rec.remote_aor
         bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
         # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
         # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
@@ -685,7 +637,7 @@ class Gateway:
         # The outside caller hears a ringback we make (sealed like any audio) while the inside phone rings:
         # its call is answered already, and silence would sound like a dead line.
         ringing = asyncio.Event()
-        ringback = asyncio.ensure_future(_play_ringback(bridge, ringing))
+        ringback = asyncio.ensure_future(play_ringback(bridge, ringing))
         inside_rec = bridge.inside
         inside_rec.local_aor, inside_rec.remote_aor = rec.remote_aor, user.contact
 
@@ -759,48 +711,6 @@ def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> boo
     return True
 
 
-def _tone_frames(pattern: tuple[tuple[float, float], ...]) -> list[Pcm]:
-    """20 ms frames of ``(Hz, seconds)`` tones (0 Hz = a pause), the last one padded with silence."""
-    parts = []
-    for hz, seconds in pattern:
-        t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        parts.append(TONE_LEVEL * np.sin(2 * np.pi * hz * t) if hz else np.zeros(len(t)))
-    pcm = np.concatenate(parts)
-    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES)]).astype(np.int16)
-    return list(pcm.reshape(-1, FRAME_SAMPLES))
-
-
-async def _feed(pipe: PcmPipe, frame: Pcm) -> bool:
-    """Queue one generated frame once the reading stream has room (False if it stopped reading)."""
-    deadline = time.monotonic() + 1.0
-    while len(pipe.frames) >= TONE_QUEUE:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    pipe.frames.append(frame)
-    return True
-
-
-async def _play_cue(pipe: PcmPipe, pattern: tuple[tuple[float, float], ...]) -> None:
-    """Play a short cue into a closed pipe (the other leg's audio is dropped meanwhile), then open it."""
-    try:
-        for frame in _tone_frames(pattern):
-            if not await _feed(pipe, frame):
-                return
-    finally:
-        pipe.open = True
-
-
-async def _play_ringback(bridge: Bridge, stop: asyncio.Event) -> None:
-    """Ringback cadence into the (still closed) pipe to the outside leg until ``stop`` is set."""
-    cycle = _tone_frames(((RINGBACK_HZ, RINGBACK_ON_S), (0.0, RINGBACK_OFF_S)))
-    while not stop.is_set():
-        for frame in cycle:
-            if stop.is_set() or not await _feed(bridge.to_outside, frame):
-                return
-            bridge.ringback_frames += 1
-
-
 async def _wait_terminal(sip: SipCall) -> Ended | Failed | None:
     """The leg's terminal event (its other events are of no interest while we wait)."""
     while True:
@@ -832,27 +742,7 @@ def _pick_inside_codec(offered: tuple[Codec, ...]) -> Codec | None:
     return next((c for c in offered if c.name in INSIDE_CODECS), None)
 
 
-def _code_of(reason: str) -> int:
-    """The SIP status an outside failure maps to for the inside phone (488 for a policy refusal)."""
-    head = reason[:3]
-    if head.isdigit() and 400 <= int(head) <= 699:
-        return int(head)
-    return 488
-
-
-def _user_part(aor: str) -> str:
-    text = aor.split(":", 1)[1] if aor.startswith(("sip:", "sips:")) else aor
-    return text.split("@", 1)[0] if "@" in text else ""
-
-
-def _uri_hostport(uri: str) -> tuple[str, int]:
-    text = uri.split(":", 1)[1] if uri.startswith(("sip:", "sips:")) else uri
-    text = text.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
-    host, _, port = text.partition(":")
-    return host, int(port) if port.isdigit() else 5060
-
-
-def _outside_transport(config: GatewayConfig) -> dict[str, Any]:
+def _outside_transport(config: B2buaSettings) -> dict[str, Any]:
     """PhoneConfig settings for the outside leg's transport: a stream transport carries the hybrid suite's
     ~2.8 KB INVITE, so it is offered there (PhoneConfig leaves it out of UDP offers itself)."""
     tls = config.outside_tls

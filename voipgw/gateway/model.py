@@ -1,10 +1,10 @@
-"""What a gateway call is: the configuration of fronted users, one Bridge per call (both legs, its pipes, its
-counters) and how its security state is shown to an unmodified phone. Data and formatting only: no I/O."""
+"""What a gateway call is: the B2BUA's settings (translated from the one gateway configuration,
+``voipgw.ops.config.GatewayConfig``), one Bridge per call (both legs, its pipes, its counters) and how its security
+state is shown to an unmodified phone. Data and formatting only: no I/O."""
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from voipgw.config import Policy
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
+from voipgw.ops.config import DestinationRule, choose_policy
 from voipgw.sdp import Codec
 from voipgw.sip import SipCall, TlsOptions
 
@@ -36,18 +37,10 @@ class InsideUser:
 
 
 @dataclass(frozen=True)
-class DestinationRule:
-    """A policy for far ends whose AOR matches ``match`` (shell-style, e.g. ``*@legacy.example.org``); the same
-    shape as ``voipgw.ops.config.DestinationRule``."""
+class B2buaSettings:
+    """What the B2BUA runs with; ``voipgw.gateway.runtime.b2bua_config`` is the one translation from the gateway
+    configuration (the TOML file's, which flag mode builds too)."""
 
-    match: str
-    policy: Policy
-    users: frozenset[str] = frozenset()
-    """Only for these inside users; empty = all."""
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
     home: Path
     """Identities and contact stores live in ``<home>/users/<name>/``."""
     users: tuple[InsideUser, ...]
@@ -70,23 +63,17 @@ class GatewayConfig:
     """SIP transport toward the PBX: "udp", "tcp", "tls" or "auto" (UDP, and TCP for requests over 1300 bytes).
     The inside leg is always UDP. Over "tcp" and "tls" the post-quantum hybrid suite is offered too."""
     outside_tls: TlsOptions | None = None
+    """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     outside_require_hybrid: bool = False
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
-    """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
 
     def policy_for(self, user: str, destination_aor: str) -> Policy:
-        """The first matching destination rule, then the user's own policy, then the default (as ops.config)."""
-        dest = destination_aor.removeprefix("sip:").lower()
-        for rule in self.destinations:
-            if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
-                return rule.policy
+        """The first matching destination rule, then the user's own policy, then the default."""
         inside = next((u for u in self.users if u.name == user), None)
-        if inside is not None and inside.policy is not None:
-            return inside.policy
-        return self.policy
+        return choose_policy(self.destinations, user, destination_aor, inside.policy if inside else None, self.policy)
 
 
 def security_label(sas: str | None, security: Security) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder
+from voipgw.audio.pcm import Pcm
 from voipgw.media import MediaStream
 
 PIPE_MAX_FRAMES = 5
