@@ -200,12 +200,6 @@ class WrongContent(FrameError):
     reason = "wrong-content"
 
 
-class SasCommitmentMismatch(FrameError):
-    """The offerer's SAS reveal does not match its commitment in the offer: a man in the middle, or a bug."""
-
-    reason = "sas-commitment-mismatch"
-
-
 class SealError(RatchetError):
     """The local side cannot seal (payload too large, session closed)."""
 

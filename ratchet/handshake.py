@@ -19,7 +19,6 @@ import math
 import os
 import re
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -83,8 +82,6 @@ OFFER_SIG_CONTEXT = b"voipgw-v1 offer\x00"
 ANSWER_SIG_CONTEXT = b"voipgw-v1 answer\x00"
 TRANSCRIPT_LABEL = b"voipgw-v1 transcript"
 
-SDP_ATTRIBUTE = "voipgw"
-SDP_PREFIX = f"a={SDP_ATTRIBUTE}:"
 MAX_ATTRIBUTE_CHARS = 8192
 """Bound on the base64 text we decode (the largest legal message is under 2 KB of binary)."""
 
@@ -491,17 +488,12 @@ class AnswerMessage(_SignedMessage):
         return f"AnswerMessage(suite={self.chosen_suite.name}, from={self.answerer_aor!r})"
 
 
-# --- SDP rendering ------------------------------------------------------------------------------------------
+# --- the a=voipgw attribute value (voipgw/sdp.py finds the line) --------------------------------------------
 
 
 def encode_attribute(wire: bytes) -> str:
     """The attribute value: base64url without padding."""
     return base64.urlsafe_b64encode(wire).rstrip(b"=").decode("ascii")
-
-
-def to_sdp_attribute(wire: bytes) -> str:
-    """One SDP line (without line terminator): ``a=voipgw:<base64url>``."""
-    return SDP_PREFIX + encode_attribute(wire)
 
 
 def decode_attribute(value: str) -> bytes:
@@ -516,27 +508,6 @@ def decode_attribute(value: str) -> bytes:
     if encode_attribute(raw) != value:
         raise MalformedHandshake("non-canonical base64url (stray low bits)")
     return raw
-
-
-def find_handshake_attribute(sdp_lines: Iterable[str]) -> str | None:
-    """The value of the single ``a=voipgw:`` line in an SDP (session or media level), or None.
-
-    Two such lines are ambiguous, hence MalformedHandshake.
-    """
-    found: str | None = None
-    for line in sdp_lines:
-        line = line.rstrip("\r\n")
-        if line.startswith(SDP_PREFIX):
-            if found is not None:
-                raise MalformedHandshake("more than one a=voipgw line")
-            found = line[len(SDP_PREFIX) :]
-    return found
-
-
-def from_sdp_attributes(sdp_lines: Iterable[str]) -> bytes | None:
-    """Wire bytes of the handshake message in an SDP, or None when the peer sent none (no voipgw)."""
-    value = find_handshake_attribute(sdp_lines)
-    return None if value is None else decode_attribute(value)
 
 
 # --- replay protection --------------------------------------------------------------------------------------
@@ -755,10 +726,6 @@ class Offerer:
     @property
     def closed(self) -> bool:
         return self._eph is None
-
-    def to_sdp_attributes(self) -> list[str]:
-        """The ``a=`` lines to put in the INVITE's SDP."""
-        return [to_sdp_attribute(self.offer_bytes)]
 
     def close(self) -> None:
         """Drop the ephemeral secrets (call failed or cancelled). Idempotent."""

@@ -158,7 +158,7 @@ def _wipe(buf: bytearray | None) -> None:
 
 
 @dataclass
-class MediaStats:
+class RatchetStats:
     """A snapshot of one session's counters."""
 
     sealed: int = 0
@@ -1003,9 +1003,9 @@ class MediaSession:
         return self.opener.sas_failed
 
     @property
-    def stats(self) -> MediaStats:
+    def stats(self) -> RatchetStats:
         s, o = self.sealer, self.opener
-        return MediaStats(
+        return RatchetStats(
             sealed=s.sealed,
             opened=o.opened,
             announcements_sent=s.announcements,

@@ -1,10 +1,15 @@
-"""The life cycle of one call, in one place: states, the events that move them, and the security state.
+"""The life cycle of every call leg, in one place: states, the events that move them, the security state each
+state allows, and the state of a gateway bridge derived from its two legs. Pure data: no I/O, no clock.
 
-Theory of operation. A call is driven by three kinds of input: SIP events (from ``voipgw.sip``), the
-handshake verdict (from ``ratchet.handshake``) and local actions (hang up, timeout). Every transition is in
-``TRANSITIONS``; anything else raises :class:`CallTransitionError` naming the state and the event, so a bug
-shows up as a clear error instead of a call in a strange state. This module does not know whether it is a
-softphone leg or a gateway leg, and it does no I/O.
+Theory of operation. A leg (a softphone call, a gateway's outside leg, a gateway's inside leg) is driven by
+three kinds of input: SIP events (from ``voipgw.sip``), the handshake and trust verdicts (``voipgw.negotiate``)
+and local actions (hang up, timeout). Every transition is in ``TRANSITIONS``; anything else raises
+:class:`CallTransitionError` naming the state and the event. The security state changes only through the record
+(``apply(event, security=...)`` or ``secure_as``), checked against ``ALLOWED_SECURITY``, so a combination such as
+an established call that is "refused" cannot be represented. This module does not know which role a leg plays.
+
+Extending it (an early dialog: 183 with SDP and the key exchange before the 200) means one new state, its rows
+in ``TRANSITIONS`` and its line in ``ALLOWED_SECURITY``; nothing else here changes.
 """
 
 from __future__ import annotations
@@ -66,13 +71,34 @@ TRANSITIONS: dict[tuple[CallState | None, CallEvent], CallState] = {
     (_S.ESTABLISHED, _E.REFUSED): _S.ENDED,  # e.g. the SAS reveal contradicted its commitment
 }
 TERMINAL = frozenset({CallState.ENDED, CallState.FAILED})
+ANSWERED_STATES = frozenset({CallState.ESTABLISHED, CallState.ENDED})
+"""A leg in one of these was answered (it may have ended since)."""
+
+SETTLED = frozenset({Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED, Security.KEY_CHANGED, Security.NOT_SECURE})
+"""What an answered leg's media runs under."""
+ALLOWED_SECURITY: dict[CallState | None, frozenset[Security]] = {
+    None: frozenset({Security.PENDING}),
+    _S.CALLING: frozenset({Security.PENDING}),
+    _S.INCOMING: frozenset({Security.PENDING}),
+    _S.RINGING: frozenset({Security.PENDING}),
+    _S.ESTABLISHED: SETTLED,
+    _S.ENDED: SETTLED | {Security.REFUSED},  # REFUSED: refused after the answer (e.g. the SAS reveal)
+    _S.FAILED: frozenset({Security.PENDING, Security.REFUSED}),
+}
+"""The security states each call state can hold; ``CallRecord`` refuses any other pair."""
 
 
 class CallTransitionError(RuntimeError):
-    def __init__(self, state: CallState | None, event: CallEvent) -> None:
-        super().__init__(f"event {event.value!r} is not allowed in state {state.value if state else 'new'!r}")
+    def __init__(self, state: CallState | None, event: CallEvent, security: Security | None = None) -> None:
+        what = f" with security {security.value!r}" if security is not None else ""
+        super().__init__(f"event {event.value!r}{what} is not allowed in state {state.value if state else 'new'!r}")
         self.state = state
         self.event = event
+        self.security = security
+
+
+class CallSecurityError(CallTransitionError):
+    """A security change the call's state does not allow (e.g. REFUSED on an established call)."""
 
 
 @dataclass
@@ -84,7 +110,9 @@ class CallRecord:
     local_aor: str = ""
     remote_aor: str = ""
     state: CallState | None = None
+    """Changed only by :meth:`apply`."""
     security: Security = Security.PENDING
+    """Changed only by :meth:`apply` and :meth:`secure_as` (checked against ``ALLOWED_SECURITY``)."""
     reason: str = ""
     """Why the call failed or ended (SIP code and text, or a handshake/policy reason)."""
     sas: str | None = None
@@ -106,13 +134,35 @@ class CallRecord:
     ended_at: float | None = None
     history: list[tuple[CallState, CallEvent]] = field(default_factory=list)
 
-    def apply(self, event: CallEvent) -> CallState:
+    def apply(self, event: CallEvent, security: Security | None = None) -> CallState:
+        """Move by ``event`` (a REFUSED event makes the security REFUSED; ``security`` sets it with the move,
+        e.g. the answer's). Raises CallTransitionError, and changes nothing, if the table has no such move."""
         new = TRANSITIONS.get((self.state, event))
         if new is None:
             raise CallTransitionError(self.state, event)
-        self.state = new
+        if event is CallEvent.REFUSED:
+            if security not in (None, Security.REFUSED):
+                raise CallSecurityError(self.state, event, security)
+            security = Security.REFUSED
+        elif security is Security.REFUSED:
+            raise CallSecurityError(self.state, event, security)
+        sec = self.security if security is None else security
+        if sec not in ALLOWED_SECURITY[new]:
+            raise CallSecurityError(self.state, event, sec)
+        self.state, self.security = new, sec
         self.history.append((new, event))
         return new
+
+    def secure_as(self, security: Security) -> None:
+        """Change the security of an answered call (the user verified the SAS); never to or from REFUSED."""
+        if self.state is not CallState.ESTABLISHED or security not in SETTLED:
+            raise CallSecurityError(self.state, CallEvent.ANSWERED, security)
+        self.security = security
+
+    @property
+    def answered(self) -> bool:
+        """Established, or ended after being established."""
+        return self.state in ANSWERED_STATES
 
     @property
     def finished(self) -> bool:
@@ -121,3 +171,33 @@ class CallRecord:
     @property
     def secure(self) -> bool:
         return self.security in (Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED, Security.KEY_CHANGED)
+
+
+class BridgeState(enum.Enum):
+    """A gateway call as a whole, derived from its two legs' records (see :func:`bridge_state`)."""
+
+    SETUP = "setup"
+    ONE_LEG_UP = "one leg up"
+    """One leg answered, the other not yet (inbound: the inside phone rings after the outside answer)."""
+    BRIDGED = "up"
+    ENDED = "ended"
+    FAILED = "failed"
+
+    @property
+    def status(self) -> str:
+        """The state string of the status table and snapshot (ONE_LEG_UP shows as setup, as it always has)."""
+        return BridgeState.SETUP.value if self is BridgeState.ONE_LEG_UP else self.value
+
+
+def bridge_state(inside: CallRecord, outside: CallRecord | None, *, failed: bool, over: bool) -> BridgeState:
+    """The bridge's state from its legs' records and two bridge-level facts: ``failed`` (refused, cancelled,
+    given up, or an internal error: the bridge as a whole did not do its job) and ``over`` (it is finished)."""
+    legs = (inside,) if outside is None else (inside, outside)
+    if failed or any(r.state is CallState.FAILED for r in legs):
+        return BridgeState.FAILED
+    if over:
+        return BridgeState.ENDED
+    answered = sum(r.answered for r in legs)
+    if answered == 2:
+        return BridgeState.BRIDGED
+    return BridgeState.ONE_LEG_UP if answered else BridgeState.SETUP

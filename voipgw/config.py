@@ -1,4 +1,5 @@
-"""Phone configuration from TOML (``config/phone.example.toml`` documents every key) plus CLI overrides.
+"""Phone configuration: the settings type (:class:`PhoneConfig`, :class:`Policy`), read from TOML
+(``config/phone.example.toml`` documents every key) plus CLI overrides. Pure data: it never loads the SIP stack.
 
 Unknown keys, wrong types and bad values raise :class:`ConfigError` with one line naming the key, so a typo
 never silently falls back to a default.
@@ -6,19 +7,138 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import enum
 import math
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ratchet.params import MAX_FRAMES_PER_KEY, MAX_INTERVAL_MS, MIN_FRAMES_PER_KEY, MIN_INTERVAL_MS, Suite
-from voipgw.phone import TRANSPORTS, PhoneConfig, Policy
+from ratchet.handshake import HandshakeConfig
+from ratchet.params import (
+    DEFAULT_INTERVAL_MS,
+    MAX_FRAMES_PER_KEY,
+    MAX_INTERVAL_MS,
+    MIN_FRAMES_PER_KEY,
+    MIN_INTERVAL_MS,
+    SendParams,
+    Suite,
+)
+from ratchet.session import MediaConfig
 from voipgw.trust import KeyChangePolicy
+
+if TYPE_CHECKING:
+    from voipgw.sip.tls import TlsOptions
+
+TRANSPORTS = ("auto", "udp", "tcp", "tls")
+"""PhoneConfig.transport values: UDP+TCP with automatic choice, UDP only, TCP only, TLS only."""
+
+
+class Policy(enum.Enum):
+    REQUIRE = "require"
+    OPPORTUNISTIC = "opportunistic"
+
+
+@dataclass(frozen=True)
+class PhoneConfig:
+    """Every setting of a softphone (the TOML file and CLI flags map onto this)."""
+
+    aor: str
+    """Our address of record, e.g. ``alice@example.org`` (or ``sip:alice@127.0.0.1``)."""
+    display_name: str | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 5080
+    rtp_host: str | None = None
+    """Address for RTP sockets and the SDP (default: listen_host)."""
+    policy: Policy = Policy.REQUIRE
+    registrar: tuple[str, int] | None = None
+    proxy: tuple[str, int] | None = None
+    """Outbound proxy for INVITEs (default: the registrar, if any)."""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    register_expires: int = 300
+    no_answer_timeout_s: float = 30.0
+    media_timeout_s: float = 60.0
+    """Hang up an established call after this long without an authenticated frame from the peer (0: never), so a
+    peer that died without a BYE does not leave us sealing audio into the void forever."""
+    suites: frozenset[Suite] = frozenset({Suite.X25519})
+    require_hybrid: bool = False
+    """Refuse a call whose key exchange settles on x25519 alone (either role): the peer must speak the
+    post-quantum hybrid. Needs the hybrid in ``suites`` and a stream-capable ``transport`` (not "udp")."""
+    max_skew_s: float = 60.0
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    frames_per_key: int = 50
+    per_frame_keys: bool = False
+    dh_interval_s: float = 30.0
+    media_max_skew_ms: int = 2000
+    bind_call_id: bool = True
+    """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
+    accept_any_callee: bool = False
+    """Accept an answer signed by another AOR than the one called (call forwarding)."""
+    key_change_policy: KeyChangePolicy = KeyChangePolicy.BLOCK_IF_VERIFIED
+    """What a changed identity key does: block, warn, or block-if-verified (the contact had been verified)."""
+    e2e: bool = True
+    """Offer the voipgw key exchange. False only for baselines and tests (a plain SIP phone); needs opportunistic."""
+    transport: str = "auto"
+    """SIP transport: "auto" (UDP and TCP; over 1300 bytes or ``;transport=tcp`` goes TCP), "tcp", "tls" or "udp"."""
+    tls_ca_file: str | None = None
+    """CA bundle (PEM) that TLS servers must chain to (default: the system's); see voipgw.sip.TlsOptions."""
+    tls_pinned_sha256: str | None = None
+    """Hex SHA-256 of the TLS server's certificate; replaces CA verification."""
+    tls_cert_file: str | None = None
+    """Our TLS certificate chain (PEM): needed to listen for TLS; also our client certificate."""
+    tls_key_file: str | None = field(default=None, repr=False)
+    tls_port: int = 0
+    """TLS listening port (0: any free port)."""
+
+    @property
+    def tls(self) -> TlsOptions | None:
+        """TLS settings when TLS is used or configured, else None (no TLS transport at all)."""
+        from voipgw.sip.tls import TlsOptions  # here, not at the top: loading the settings must not load SIP
+
+        wanted = (self.tls_ca_file, self.tls_pinned_sha256, self.tls_cert_file)
+        if self.transport != "tls" and all(v is None for v in wanted):
+            return None
+        return TlsOptions(
+            ca_file=self.tls_ca_file,
+            pinned_sha256=self.tls_pinned_sha256,
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            port=self.tls_port,
+        )
+
+    @property
+    def sip_transport(self) -> str | None:
+        """The transport forced on our requests (None: per request, by size and target URI)."""
+        return self.transport if self.transport in ("tcp", "tls") else None
+
+    @property
+    def offer_handshake(self) -> HandshakeConfig:
+        """The handshake we offer: over UDP only, without the hybrid suite, whose ~2.7 KB INVITE a UDP path
+        would IP-fragment (RFC 3261 18.1.1); the answering side still accepts every configured suite."""
+        config = self.handshake
+        if self.transport == "udp" and Suite.X25519_MLKEM768 in config.suites:
+            return replace(config, suites=frozenset({Suite.X25519}))
+        return config
+
+    @property
+    def handshake(self) -> HandshakeConfig:
+        return HandshakeConfig(
+            suites=self.suites,
+            max_skew_s=self.max_skew_s,
+            send_params=SendParams(frames_per_key=self.frames_per_key, per_frame_keys=self.per_frame_keys),
+            interval_ms=self.interval_ms,
+            accept_any_callee=self.accept_any_callee,
+            require_hybrid=self.require_hybrid,
+        )
+
+    @property
+    def media(self) -> MediaConfig:
+        return MediaConfig(dh_interval_s=self.dh_interval_s, max_skew_ms=self.media_max_skew_ms)
 
 
 class ConfigError(ValueError):
-    pass
+    """One line naming the key at fault (phone or gateway configuration); the CLI prints it, never a traceback."""
 
 
 def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:

@@ -11,13 +11,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +24,15 @@ import numpy as np
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.opus import OpusDecoder
+from voipgw.audio.sources import speech_sample
 from voipgw.audio.wav import read_wav
+from voipgw.bench.common import free_udp_port
 
 READY_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 25.0
 MIN_AUDIO_CORRELATION = 0.9
 MAX_WIRE_CORRELATION = 0.2
 MIN_OPENED_FRACTION = 0.9
-
-
-def speech_sample() -> Path:
-    with resources.as_file(resources.files("voipgw") / "data" / "speech.wav") as path:
-        return Path(path)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

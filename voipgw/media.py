@@ -15,14 +15,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ratchet.errors import FrameError, RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder
+from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.logutil import is_log_point
 from voipgw.rtp.dtmf import (
     CLOCK_RATE,
     DEFAULT_DURATION_MS,
@@ -40,12 +42,6 @@ from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
 from voipgw.rtp.packet import RtpPacket
 
 log = logging.getLogger(__name__)
-
-
-def _is_log_point(count: int) -> bool:
-    while count % 10 == 0:
-        count //= 10
-    return count == 1
 
 
 MAX_LATE_TICKS = 10
@@ -68,6 +64,12 @@ class FrameProtector(Protocol):
     secure: bool
     """False for the opportunistic plain path: MediaStream refuses it unless explicitly allowed."""
 
+    @property
+    def last_index(self) -> int | None:
+        """The authenticated frame counter of the frame that last opened (the playout order); None when there is
+        none (plain calls, or nothing opened yet)."""
+        ...
+
     def seal(self, payload: bytes, now: float) -> bytes: ...
 
     def open(self, frame: bytes, now: float) -> bytes:
@@ -75,8 +77,11 @@ class FrameProtector(Protocol):
         ...
 
 
+@runtime_checkable
 class EventProtector(FrameProtector, Protocol):
-    """A secure protector that also seals telephone events in the audio's frame sequence (§B.11)."""
+    """A secure protector that also seals telephone events in the audio's frame sequence (§B.11).
+
+    A secure protector without these methods still carries audio, but no DTMF (MediaStream checks at start)."""
 
     def seal_event(self, payload: bytes, now: float) -> bytes: ...
 
@@ -87,6 +92,8 @@ class PlainProtector:
     """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear codec frames."""
 
     secure = False
+    last_index: int | None = None
+    """Never set: plain frames carry no authenticated counter (MediaStream orders them by RTP sequence)."""
 
     def seal(self, payload: bytes, now: float) -> bytes:
         return payload
@@ -141,7 +148,7 @@ class MediaStats:
     def refuse(self, reason: str) -> None:
         count = self.refused.get(reason, 0) + 1
         self.refused[reason] = count
-        if _is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
+        if is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
             log.warning("frame refused: %s (%d so far)", reason, count)
 
 
@@ -180,6 +187,8 @@ class MediaStream:
         self.source_finished = asyncio.Event()
         """Set when the source is exhausted (its last frame was sent)."""
         self.protector: FrameProtector | None = None
+        self._events: EventProtector | None = None
+        """The protector again when it can seal telephone events (None: plain, or a secure one without DTMF)."""
         self.error: BaseException | None = None
         """An unexpected exception that ended the pacing loop (None while healthy)."""
         self._source: AudioSource | None = None
@@ -193,7 +202,7 @@ class MediaStream:
         self._early: list[tuple[RtpPacket, Address, float]] = []
         self._first_send = True
         self._task: asyncio.Task[None] | None = None
-        self._clock: Callable[[], float] = time.time
+        self._clock: Callable[[], float] = time.monotonic
         self._arrival_index = 0
         self._unwrap = _SeqUnwrapper()
         self._stopped = False
@@ -258,7 +267,7 @@ class MediaStream:
         allow_insecure: bool = False,
         jitter: JitterBuffer | None = None,
         encoder: AudioEncoder | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         codec: CodecInfo = OPUS,
         payload_type: int | None = None,
         telephone_event_pt: int | None = None,
@@ -270,8 +279,9 @@ class MediaStream:
         ``codec`` is the negotiated codec (Opus by default) and ``payload_type`` its RTP payload type in this
         call (default: the one given to bind()); the RTP timestamp advances by the codec's clock per frame.
 
-        ``clock`` gives the ``now`` passed to the protector (wall-clock seconds, shared with the peer's
-        time-key intervals). Raises InsecureMediaRefused for a plain protector unless ``allow_insecure``.
+        ``clock`` gives the ``now`` passed to the protector: the call clock, in seconds, on which the media session
+        was created (``time.monotonic`` by default; never wall-clock time, see ratchet/timekeys.py). Raises
+        InsecureMediaRefused for a plain protector unless ``allow_insecure``.
         """
         if self._task is not None or self._stopped:
             raise MediaError("a MediaStream starts once")
@@ -282,6 +292,7 @@ class MediaStream:
                 "refusing to send or play clear audio: the protector is not secure and the policy is require"
             )
         self.protector = protector
+        self._events = protector if isinstance(protector, EventProtector) else None
         self._source = source
         self._sink = sink
         self._clock = clock
@@ -371,8 +382,8 @@ class MediaStream:
         if self.relay is not None:
             self.relay(payload)
             return True
-        index = getattr(protector, "last_index", None)
-        if not isinstance(index, int):
+        index = protector.last_index
+        if index is None:
             if protector.secure:
                 # A secure protector without an index: RTP seq is unauthenticated and relay-rewritten.
                 index = self._arrival_index
@@ -416,7 +427,7 @@ class MediaStream:
         protector = self.protector
         if protector is None or self._stopped:
             raise MediaError("the media stream is not running")
-        if protector.secure and not callable(getattr(protector, "seal_event", None)):
+        if protector.secure and self._events is None:
             raise MediaError("this secure protector cannot seal telephone events")
         if len(self._dtmf_pending) + len(digits) > MAX_PENDING_DTMF:
             raise MediaError(f"more than {MAX_PENDING_DTMF} digits waiting to be sent")
@@ -466,8 +477,10 @@ class MediaStream:
             return False
         payload = event.encode()
         if protector.secure:
+            if self._events is None:  # send_dtmf refused to queue digits for it
+                return False
             try:
-                payload = protector.seal_event(encode_sealed(ts, event), self._clock())  # type: ignore[attr-defined]
+                payload = self._events.seal_event(encode_sealed(ts, event), self._clock())
             except RatchetError:
                 self.stats.seal_errors += 1
                 return False
@@ -486,17 +499,16 @@ class MediaStream:
         authentic = False
         try:
             if protector.secure:
-                opener = getattr(protector, "open_event", None)
-                if opener is None:
+                if self._events is None:
                     self.stats.refuse("dtmf-unsupported")
                     return False
                 # Decided by the authenticated content type, never by the RTP payload type: an audio frame
                 # relabelled as an event is refused here (wrong-content), and an event frame relabelled as
                 # audio is refused by open().
-                plaintext = opener(pkt.payload, self._clock())
+                plaintext = self._events.open_event(pkt.payload, self._clock())
                 authentic = True
-                index = getattr(protector, "last_index", None)
-                if isinstance(index, int):
+                index = protector.last_index
+                if index is not None:
                     self._note_event_index(index)
                 event_id, event = decode_sealed(plaintext)
             else:

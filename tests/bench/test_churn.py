@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 
 from voipgw.audio.g711 import ulaw_decode
-from voipgw.bench.churn import (
-    SippStats,
-    free_port_span,
-    parse_rates,
-    parse_rtt_csv,
-    parse_stat_csv,
-    udp_ports_bound,
-    write_pcmu_pcap,
-    write_uac_scenario,
-)
+from voipgw.bench.churn import parse_rates
+from voipgw.bench.common import free_port_span, udp_ports_bound
+from voipgw.bench.sipp import SippStats, parse_rtt_csv, parse_stat_csv, write_pcmu_pcap, write_uac_scenario
 
 BACKGROUND = 3
 HOLD_S = 2
@@ -97,7 +90,7 @@ def test_pcap_is_the_speech_as_pcmu_every_20_ms(tmp_path: Path) -> None:
 
 def test_uac_scenario_plays_an_absolute_pcap(tmp_path: Path) -> None:
     pcap = tmp_path / "x.pcap"
-    text = write_uac_scenario(tmp_path / "uac.xml", pcap).read_text(encoding="iso-8859-1")
+    text = write_uac_scenario(tmp_path / "uac.xml", pcap, "sipp").read_text(encoding="iso-8859-1")
     assert f'play_pcap_audio="{pcap.resolve()}"' in text
     assert "From: sipp <sip:sipp@" in text and "m=audio [auto_media_port] RTP/AVP 0" in text
     assert "{" not in text

@@ -35,7 +35,7 @@ from ratchet.frame import (
     parse_extensions,
     split_frame,
 )
-from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute, encode_attribute, from_sdp_attributes
+from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute, encode_attribute
 from ratchet.identity import IdentityKey, IdentityPublicKey
 from ratchet.session import MediaSession
 from tests.support.handshake_fixtures import CLASSICAL, HYBRID, T0, answer, make_offerer
@@ -128,8 +128,16 @@ def sdp_attribute(data: bytes) -> None:
         decode_attribute(text)
     except HandshakeError as exc:
         _typed(exc, HandshakeError)
+    # The production path: voipgw.sdp finds the line (or refuses the SDP), ratchet decodes the value.
     try:
-        from_sdp_attributes(["v=0", "a=voipgw:" + text])
+        found = parse_sdp(build_sdp("127.0.0.1", 4000, [opus_codec()], handshake=text)).handshake
+    except SdpError as exc:
+        _coded(exc)
+        return
+    if found is None:
+        return
+    try:
+        decode_attribute(found)
     except HandshakeError as exc:
         _typed(exc, HandshakeError)
 
@@ -143,8 +151,10 @@ def sdp(data: bytes) -> None:
         return
     if not 0 <= desc.port <= 65535:
         raise Finding(f"port {desc.port} out of range accepted")
+    if desc.handshake is None:
+        return
     try:
-        from_sdp_attributes(desc.lines)
+        decode_attribute(desc.handshake)
     except HandshakeError as exc:
         _typed(exc, HandshakeError)
 

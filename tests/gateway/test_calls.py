@@ -17,7 +17,7 @@ from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import start_gateway, stop_with_snapshot
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
-from voipgw.phone import WARN_NO_KEY_EXCHANGE
+from voipgw.negotiate import WARN_NO_KEY_EXCHANGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox")]
 

@@ -20,12 +20,12 @@ from tests.testbed import capture
 from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import spawn_gateway, stop_with_snapshot
 from tests.testbed.ports import reserve_block
-from voipgw.gateway.model import GatewayConfig
+from voipgw.gateway.model import B2buaSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("baresip")]
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s
+MEDIA_TIMEOUT_S = B2buaSettings(home=Path(), users=()).media_timeout_s
 """The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 NOTICE_TIMEOUT_S = MEDIA_TIMEOUT_S + 20.0
 MIN_SEALED_PACKETS = 50

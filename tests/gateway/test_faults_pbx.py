@@ -25,12 +25,12 @@ from tests.support.faults import long_speech, wait_until
 from tests.support.requires import requires
 from tests.support.restartable_kamailio import RestartableKamailio
 from tests.testbed.baresip import Baresip
-from voipgw.gateway.model import GatewayConfig
+from voipgw.gateway.model import B2buaSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio", "baresip")]
 
 CALL_TIMEOUT_S = 30.0
-MEDIA_TIMEOUT_S = GatewayConfig(home=Path(), users=()).media_timeout_s
+MEDIA_TIMEOUT_S = B2buaSettings(home=Path(), users=()).media_timeout_s
 """The gateway's dead-media timeout (its default: neither the TOML file nor the flags set it)."""
 OUTAGE_FRAMES = 100
 """Frames each gateway must open while the PBX is down (2 s of 20 ms frames)."""

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from voipgw.call import CallRecord
-from voipgw.gateway import Bridge, Gateway, GatewayConfig, InsideUser
-from voipgw.gateway.b2bua import NOT_SECURE_CUE, RINGBACK_HZ, SECURE_CUE, _event_pt, _tone_frames
-from voipgw.gateway.model import DestinationRule
+from voipgw.config import Policy
+from voipgw.gateway import B2buaSettings, Bridge, Gateway, InsideUser
+from voipgw.gateway.tones import NOT_SECURE_CUE, RINGBACK_HZ, SECURE_CUE, tone_frames
+from voipgw.leg import ActiveCall
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Policy
+from voipgw.negotiate import telephone_event_pt
+from voipgw.ops.config import DestinationRule
 from voipgw.sdp import PCMU, Codec, build_sdp, opus_codec, parse_sdp, telephone_event_codec
 
 ALICE = InsideUser("alice", "sip:alice@127.0.0.1:5062", "alice@example.org")
@@ -21,8 +23,8 @@ BOB = InsideUser("bob", "sip:bob@127.0.0.1:5064", "bob@example.org", policy=Poli
 PCMU_CODEC = Codec(PCMU, 0, 8000)
 
 
-def _config(**kw: object) -> GatewayConfig:
-    return GatewayConfig(home=Path("/nonexistent"), users=(ALICE, BOB), **kw)  # type: ignore[arg-type]
+def _config(**kw: object) -> B2buaSettings:
+    return B2buaSettings(home=Path("/nonexistent"), users=(ALICE, BOB), **kw)  # type: ignore[arg-type]
 
 
 def test_policy_is_the_first_matching_rule_then_the_user_then_the_default() -> None:
@@ -46,21 +48,21 @@ def _dominant_hz(frames: list[np.ndarray]) -> float:
 
 
 def test_the_cues_and_the_ringback_are_the_tones_they_claim() -> None:
-    secure = _tone_frames(SECURE_CUE)
+    secure = tone_frames(SECURE_CUE)
     assert all(f.shape == (960,) and f.dtype == np.int16 for f in secure)
     assert len(secure) == 20  # 0.4 s: short enough to cost the caller nothing
     assert abs(_dominant_hz(secure[:6]) - 660) < 10 and abs(_dominant_hz(secure[9:15]) - 880) < 10
-    assert abs(_dominant_hz(_tone_frames(NOT_SECURE_CUE)) - 350) < 10
-    ring = _tone_frames(((RINGBACK_HZ, 1.0),))
+    assert abs(_dominant_hz(tone_frames(NOT_SECURE_CUE)) - 350) < 10
+    ring = tone_frames(((RINGBACK_HZ, 1.0),))
     assert len(ring) == 50 and abs(_dominant_hz(ring) - RINGBACK_HZ) < 5
 
 
 def test_dtmf_is_bridged_at_the_phones_own_telephone_event_payload_type() -> None:
     offer = parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC], telephone_event_pt=98))
-    assert _event_pt(offer, PCMU_CODEC) == 98
-    assert _event_pt(parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC])), PCMU_CODEC) is None
+    assert telephone_event_pt(offer, PCMU_CODEC) == 98
+    assert telephone_event_pt(parse_sdp(build_sdp("127.0.0.1", 4000, [PCMU_CODEC])), PCMU_CODEC) is None
     clash = parse_sdp(build_sdp("127.0.0.1", 4000, [Codec("opus", 98, 48000), telephone_event_codec(98)]))
-    assert _event_pt(clash, Codec("opus", 98, 48000)) is None
+    assert telephone_event_pt(clash, Codec("opus", 98, 48000)) is None
 
 
 def test_a_hold_re_invite_is_answered_and_passed_to_the_other_leg_without_a_new_handshake() -> None:

@@ -29,7 +29,7 @@ from tests.testbed.baresip import Baresip
 from tests.testbed.gateway_proc import start_gateway
 from tests.testbed.gateway_proc import stop_with_snapshot as stop_gateway
 from tests.testbed.ports import reserve_block
-from voipgw.gateway import Bridge, Gateway, GatewayConfig, InsideUser
+from voipgw.gateway import B2buaSettings, Bridge, Gateway, InsideUser
 from voipgw.media import MediaStream
 from voipgw.ops.control import ControlServer, refusal_summary, render_status
 from voipgw.ops.control import request as control_request
@@ -99,7 +99,7 @@ def test_malformed_rtp_by_reason_reaches_the_snapshot_and_the_control_socket() -
     async def main() -> tuple[dict[str, Any], dict[str, Any], str]:
         home = Path(tempfile.mkdtemp(prefix="vgsmall", dir="/tmp"))  # short: a Unix socket path
         user = InsideUser("bob", "sip:bob@127.0.0.1:9", "bob@127.0.0.1")
-        gateway = Gateway(GatewayConfig(home=home, users=(user,)), {"bob": IdentityKey.generate()})
+        gateway = Gateway(B2buaSettings(home=home, users=(user,)), {"bob": IdentityKey.generate()})
         bridge = Bridge(user, "inbound", "carol@127.0.0.1")
         bridge.inside_media = await MediaStream.bind("127.0.0.1")
         gateway.bridges.append(bridge)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voipgw.gateway.model import DestinationRule
+from voipgw.config import Policy
 from voipgw.gateway.runtime import b2bua_config, user_dir
-from voipgw.ops.config import gateway_config_from_mapping
-from voipgw.phone import Policy
+from voipgw.ops.config import DestinationRule, gateway_config_from_mapping
 
 
 def test_the_config_maps_onto_the_b2bua() -> None:

@@ -9,23 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder
+from voipgw.audio.pcm import Pcm
 from voipgw.call import Security
 from voipgw.cli.cmd_gateway import gateway_config
 from voipgw.cli.errors import CliError
 from voipgw.gateway import (
     PIPE_MAX_FRAMES,
+    B2buaSettings,
     Gateway,
-    GatewayConfig,
     InsideUser,
     OpusRelay,
     PcmPipe,
-    _code_of,
-    _uri_hostport,
-    _user_part,
     security_label,
     switch_codec,
 )
+from voipgw.gateway.pipes import Passthrough
+from voipgw.gateway.runtime import b2bua_config
+from voipgw.gateway.statuses import code_of
+from voipgw.ops.config import GatewayConfig
+from voipgw.sip.uri import hostport, user_part
 
 
 def _tone(value: int) -> Pcm:
@@ -54,14 +57,14 @@ def test_an_open_pipe_is_bounded_and_keeps_the_newest() -> None:
 
 
 def test_switch_codec_passes_opus_through_untouched_only_when_asked() -> None:
-    rx, tx, flag = OpusRelay(), OpusRelay(), [False]
+    rx, tx, flag = OpusRelay(), OpusRelay(), Passthrough()
     codec = switch_codec(rx, tx, flag)
     enc, dec = codec.new_encoder(), codec.new_decoder()
     payload = OpusEncoder().encode(_tone(1000))
     assert dec.decode(payload).any() and not rx.frames  # transcoding: decoded, nothing relayed
     tx.push(b"not-encoded")
     assert enc.encode(_tone(0)) != b"not-encoded"  # transcoding: the PCM is encoded, the relay ignored
-    flag[0] = True
+    flag.on = True
     assert not dec.decode(payload).any() and list(rx.frames) == [payload]
     assert enc.encode(_tone(0)) == b"not-encoded" and tx.passed == 1
     assert len(enc.encode(_tone(0))) > 0  # nothing relayed yet: encoded silence keeps the stream paced
@@ -74,18 +77,18 @@ def test_security_label_and_sip_mapping() -> None:
     assert security_label("4xj9", Security.KEY_CHANGED) == "[KEY CHANGED 4xj9]"
     assert security_label("4xj9", Security.NOT_SECURE) == "[NOT SECURE]"
     assert security_label(None, Security.PENDING) == "[NOT SECURE]"
-    assert _code_of("486 Busy Here") == 486
-    assert _code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
-    assert _code_of("200 OK") == 488
-    assert _uri_hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
-    assert _uri_hostport("bob@example.org") == ("example.org", 5060)
-    assert _user_part("sip:bob@127.0.0.1:5070") == "bob" and _user_part("example.org") == ""
+    assert code_of("486 Busy Here") == 486
+    assert code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
+    assert code_of("200 OK") == 488
+    assert hostport("sip:alice@127.0.0.1:5062") == ("127.0.0.1", 5062)
+    assert hostport("bob@example.org") == ("example.org", 5060)
+    assert user_part("sip:bob@127.0.0.1:5070") == "bob" and user_part("example.org") == ""
 
 
 def test_gateway_needs_an_identity_per_user(tmp_path: Path) -> None:
     user = InsideUser("alice", "sip:alice@127.0.0.1:5062", "alice@127.0.0.1")
     with pytest.raises(ValueError, match="alice"):
-        Gateway(GatewayConfig(home=tmp_path, users=(user,)), identities={})
+        Gateway(B2buaSettings(home=tmp_path, users=(user,)), identities={})
 
 
 def _args(
@@ -107,8 +110,12 @@ def test_cli_flags_map_onto_the_config(tmp_path: Path) -> None:
         _args(tmp_path, "alice=sip:alice@127.0.0.1:5062", "bob=sip:bob@127.0.0.1:5064,bob@example.org",
               route=("carol=sip:carol@127.0.0.1:5090",))
     )  # fmt: skip
-    assert [u.outside_aor for u in cfg.users] == ["alice@127.0.0.1", "bob@example.org"]
-    assert cfg.routes == {"carol": "sip:carol@127.0.0.1:5090"} and cfg.listen_port == 5070
+    assert isinstance(cfg, GatewayConfig), "flag mode builds the configuration file's type"
+    b2bua = b2bua_config(cfg, tmp_path, no_answer_timeout_s=30.0)  # the one translation, as for a file
+    assert [u.outside_aor for u in b2bua.users] == ["alice@127.0.0.1", "bob@example.org"]
+    assert [u.contact for u in b2bua.users] == ["sip:alice@127.0.0.1:5062", "sip:bob@127.0.0.1:5064"]
+    assert b2bua.routes == {"carol": "sip:carol@127.0.0.1:5090"} and b2bua.listen_port == 5070
+    assert b2bua.outside_proxy is None and b2bua.bind_call_id and b2bua.home == tmp_path
 
 
 @pytest.mark.parametrize(
@@ -141,7 +148,7 @@ def test_a_transcoded_bridges_streams_die_with_it() -> None:
 
     async def one_bridge() -> list[weakref.ref[MediaStream]]:
         inside, outside = await MediaStream.bind(), await MediaStream.bind()
-        to_outside, to_inside, flag = OpusRelay(), OpusRelay(), [False]  # transcoding: pass-through stays off
+        to_outside, to_inside, flag = OpusRelay(), OpusRelay(), Passthrough()  # transcoding: pass-through stays off
         for stream, (rx, tx) in ((outside, (to_inside, to_outside)), (inside, (to_outside, to_inside))):
             codec = switch_codec(rx, tx, flag)
             codec.new_encoder().attach_stream(stream)  # type: ignore[attr-defined]

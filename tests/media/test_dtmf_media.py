@@ -15,8 +15,8 @@ import pytest
 from ratchet.session import MediaConfig, MediaSession
 from tests.support.ratchet_pairs import make_pair
 from voipgw.audio.sources import MemorySink, ToneSource
+from voipgw.leg import SecureProtector
 from voipgw.media import MediaError, MediaStream, PlainProtector
-from voipgw.phone import SecureProtector
 from voipgw.rtp.dtmf import BadDigit, BadDuration, TelephoneEvent
 from voipgw.rtp.packet import parse_rtp
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voipgw.config import ConfigError as BaseConfigError
+from voipgw.config import Policy
 from voipgw.ops.config import (
     ConfigError,
     GatewayConfig,
@@ -28,7 +29,6 @@ from voipgw.ops.config import (
     schema_keys,
 )
 from voipgw.ops.logs import LogFormat
-from voipgw.phone import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "gateway.example.toml"
@@ -373,9 +373,9 @@ def test_media_timeout_register_and_outside_transport_reach_the_b2bua(tmp_path: 
 
 
 def test_outside_require_hybrid_reaches_the_outside_leg_and_needs_a_stream_transport(tmp_path: Path) -> None:
+    from voipgw.config import PhoneConfig
     from voipgw.gateway.b2bua import _outside_transport
     from voipgw.gateway.runtime import b2bua_config
-    from voipgw.phone import PhoneConfig
 
     users = {"a": {"outside_aor": "a@b"}}
     cfg = gateway_config_from_mapping(

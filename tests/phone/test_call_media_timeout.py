@@ -13,8 +13,8 @@ from ratchet.identity import IdentityKey
 from tests.support.phones import SPEECH, start_listener
 from voipgw.audio.sources import MemorySink, ToneSource
 from voipgw.call import CallState
-from voipgw.config import ConfigError, phone_config_from_mapping
-from voipgw.phone import Phone, PhoneConfig
+from voipgw.config import ConfigError, PhoneConfig, phone_config_from_mapping
+from voipgw.phone import Phone
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from voipgw.config import ConfigError, load_phone_config
-from voipgw.phone import PhoneConfig, Policy
+from voipgw.config import ConfigError, PhoneConfig, Policy, load_phone_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "phone.example.toml"
 

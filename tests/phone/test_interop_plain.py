@@ -22,7 +22,7 @@ from tests.testbed.capture import CapturedPacket, RawCapture
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
-from voipgw.phone import WARN_NO_COMMON_CODEC, WARN_NO_KEY_EXCHANGE
+from voipgw.negotiate import WARN_NO_COMMON_CODEC, WARN_NO_KEY_EXCHANGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "pjsua2", "sox")]
 

@@ -16,8 +16,6 @@ from ratchet.handshake import (
     answer_offer,
     decode_attribute,
     encode_attribute,
-    find_handshake_attribute,
-    from_sdp_attributes,
 )
 from ratchet.params import Direction, FrameSuite, Role, SendParams, SessionKeys, Suite
 from ratchet.sas import compute_sas, verify_sas_reveal
@@ -37,6 +35,7 @@ from tests.support.handshake_fixtures import (
     resign_answer,
     resign_offer,
 )
+from voipgw.sdp import SdpError, build_sdp, opus_codec, parse_sdp
 
 
 def _assert_mirrored(a: SessionKeys, b: SessionKeys) -> None:
@@ -105,16 +104,18 @@ def test_independent_calls_get_independent_keys() -> None:
 
 
 def test_sdp_rendering_round_trip() -> None:
+    # Through the SDP code production runs: voipgw.sdp finds the a=voipgw line, ratchet decodes its value.
     offerer = make_offerer(HYBRID)
-    lines = offerer.to_sdp_attributes()
-    assert len(lines) == 1 and lines[0].startswith("a=voipgw:")
-    assert "=" not in lines[0][len("a=voipgw:") :]
-    sdp = ["v=0", "m=audio 4000 RTP/AVP 96", "a=rtpmap:96 opus/48000/2", lines[0] + "\r\n", "a=sendrecv"]
-    assert from_sdp_attributes(sdp) == offerer.offer_bytes
-    assert find_handshake_attribute(["v=0", "a=sendrecv"]) is None
-    assert from_sdp_attributes(["v=0"]) is None
-    with pytest.raises(errors.MalformedHandshake):
-        find_handshake_attribute([lines[0], lines[0]])
+    value = encode_attribute(offerer.offer_bytes)
+    assert "=" not in value
+    sdp = build_sdp("127.0.0.1", 4000, [opus_codec(96)], handshake=value)
+    assert sdp.count("a=voipgw:") == 1 and f"\r\na=voipgw:{value}\r\n" in sdp
+    found = parse_sdp(sdp).handshake
+    assert found is not None and decode_attribute(found) == offerer.offer_bytes
+    assert parse_sdp(build_sdp("127.0.0.1", 4000, [opus_codec(96)])).handshake is None
+    with pytest.raises(SdpError) as exc:
+        parse_sdp(f"{sdp}a=voipgw:{value}\r\n")
+    assert exc.value.reason == "sdp-duplicate-handshake"
 
 
 @pytest.mark.parametrize("value", ["AQ==", "AQ*B", "A", "AR", "AQI=", "A Q", "x" * 9000])

@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ratchet.errors import HandshakeError
-from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute, from_sdp_attributes
+from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute
 from ratchet.params import Suite
 from tests.support.handshake_fixtures import CLASSICAL, HYBRID, T0, answer, flip_bit, make_offerer
+from voipgw.sdp import SdpError, build_sdp, opus_codec, parse_sdp
 
 pytestmark = pytest.mark.hardening
 
@@ -81,7 +82,10 @@ def test_random_attribute_text_raises_only_handshake_errors(text: str) -> None:
         decode_attribute(text)
     except HandshakeError:
         pass
+    # The production path: voipgw.sdp finds the line (or refuses the SDP), ratchet decodes the value.
     try:
-        from_sdp_attributes(["v=0", "a=voipgw:" + text])
-    except HandshakeError:
+        found = parse_sdp(build_sdp("127.0.0.1", 4000, [opus_codec()], handshake=text)).handshake
+        if found is not None:
+            decode_attribute(found)
+    except (SdpError, HandshakeError):
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratchet.handshake import to_sdp_attribute
+from ratchet.handshake import encode_attribute
 from tests.support.handshake_fixtures import ALICE_AOR, BOB_AOR, CALL_ID, CLASSICAL, HYBRID, answer, make_offerer
 
 UDP_LIMIT = 1300
@@ -78,9 +78,9 @@ def ok_200(attribute: str) -> bytes:
 
 def measure(suites: frozenset[object]) -> dict[str, int]:
     offerer = make_offerer(suites)  # type: ignore[arg-type]
-    offer_line = offerer.to_sdp_attributes()[0]
+    offer_line = f"a=voipgw:{encode_attribute(offerer.offer_bytes)}"  # as voipgw.sdp.build_sdp writes it
     answer_wire, _ = answer(offerer.offer_bytes)
-    answer_line = to_sdp_attribute(answer_wire)
+    answer_line = f"a=voipgw:{encode_attribute(answer_wire)}"
     return {
         "offer_bytes": len(offerer.offer_bytes),
         "offer_line": len(offer_line) + 2,  # with CRLF

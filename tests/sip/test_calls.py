@@ -13,7 +13,6 @@ import pytest
 from tests.testbed.sip_peer import SipPeer, running_stack, sdp
 from voipgw.sip import (
     Answered,
-    CallEvent,
     Confirmed,
     Ended,
     Failed,
@@ -22,6 +21,7 @@ from voipgw.sip import (
     ReOffer,
     Ringing,
     SipCall,
+    SipEvent,
     SipStack,
     SipStackStateError,
     Trying,
@@ -37,7 +37,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30.0))
 
 
-async def until(call: SipCall, kind: type[CallEvent]) -> CallEvent:
+async def until(call: SipCall, kind: type[SipEvent]) -> SipEvent:
     """Skip provisional events until `kind`; fail on any terminal event that is not `kind`."""
     while True:
         ev = await call.next_event(EVENT_TIMEOUT)

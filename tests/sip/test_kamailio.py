@@ -13,7 +13,7 @@ from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 from tests.testbed.sip_peer import LONG_ATTR, SipPeer, running_stack, sdp
-from voipgw.sip import Answered, CallEvent, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipStack
+from voipgw.sip import Answered, Confirmed, Ended, Failed, RegistrationFailed, SipCall, SipEvent, SipStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "rtpengine")]
 
@@ -55,7 +55,7 @@ def wire_messages(caplog: pytest.LogCaptureFixture, direction: str) -> list[str]
     ]
 
 
-async def until(call: SipCall, kind: type[CallEvent]) -> CallEvent:
+async def until(call: SipCall, kind: type[SipEvent]) -> SipEvent:
     while True:
         ev = await call.next_event(5.0)
         if isinstance(ev, kind):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import voipgw.sip.stack as sip_stack
+import voipgw.sip.registration as sip_registration
 from tests.support.requires import requires
 from tests.support.restartable_kamailio import RestartableKamailio
 from tests.testbed.kamailio import Kamailio
@@ -79,13 +79,13 @@ class Changes:
 
 def test_backoff_doubles_from_one_second_to_a_sixty_second_cap_with_jitter() -> None:
     for step, base in [(0, 1.0), (1, 2.0), (2, 4.0), (5, 32.0), (6, 60.0), (40, 60.0), (10**6, 60.0)]:
-        delays = [sip_stack._backoff_delay(step) for _ in range(200)]
+        delays = [sip_registration._backoff_delay(step) for _ in range(200)]
         assert all(base * 0.8 <= d <= base * 1.2 for d in delays), (step, min(delays), max(delays))
         assert max(delays) - min(delays) > base * 0.1  # jittered, so a fleet of phones does not retry in step
 
 
 def test_keep_trying_registers_once_the_pbx_comes_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sip_stack, "REGISTER_ATTEMPT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sip_registration, "REGISTER_ATTEMPT_TIMEOUT_S", 1.0)
     pbx = RestartableKamailio(tmp_path, users=USERS, auth=True)
 
     async def main() -> None:
@@ -113,7 +113,7 @@ def test_keep_trying_registers_once_the_pbx_comes_up(tmp_path: Path, monkeypatch
 def test_pbx_restart_loses_the_location_table_and_the_refresh_restores_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sip_stack, "REGISTER_ATTEMPT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sip_registration, "REGISTER_ATTEMPT_TIMEOUT_S", 1.0)
     pbx = RestartableKamailio(tmp_path, users=USERS, auth=True)
     pbx.start()
 

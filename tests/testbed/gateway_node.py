@@ -1,6 +1,7 @@
 """Test helper: one gateway process, either as operators run it (a TOML file: GatewayRuntime, registering its
-users to the PBX) or built straight from JSON (static routes), plus test-only overrides (routes, media timeout)
-and a snapshot written on SIGUSR1 and at exit. Runs until SIGTERM; loopback only.
+users to the PBX) or built straight from JSON (static routes, as flag mode does), plus test-only overrides (routes,
+media timeout) and a snapshot written on SIGUSR1 and at exit. Both build the one gateway configuration type, which
+``b2bua_config`` translates for the B2BUA. Runs until SIGTERM; loopback only.
 
 ``python -m tests.testbed.gateway_node CONFIG.json``: see ``write_config`` for the keys.
 """
@@ -18,11 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.identity import IdentityKey
-from voipgw.gateway import Gateway, GatewayConfig, InsideUser
-from voipgw.gateway.model import DestinationRule
-from voipgw.gateway.runtime import GatewayRuntime
-from voipgw.ops.config import load_gateway_config
-from voipgw.phone import Policy
+from voipgw.config import Policy
+from voipgw.gateway import B2buaSettings, Gateway
+from voipgw.gateway.runtime import GatewayRuntime, b2bua_config
+from voipgw.ops.config import (
+    DestinationRule,
+    GatewayConfig,
+    InsideConfig,
+    OutsideConfig,
+    UserConfig,
+    load_gateway_config,
+)
+from voipgw.sip.uri import hostport
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 
@@ -36,36 +44,41 @@ def write_config(path: Path, **keys: Any) -> Path:
     return path
 
 
-def config_from(data: dict[str, Any]) -> GatewayConfig:
-    users = tuple(
-        InsideUser(
+def config_from(data: dict[str, Any]) -> B2buaSettings:
+    users = {
+        u["name"]: UserConfig(
             name=u["name"],
-            contact=u["contact"],
             outside_aor=u["outside_aor"],
+            username=u["outside_aor"].partition("@")[0],
+            inside_contact=hostport(u["contact"]),
+            inside_uri=u["contact"],
             policy=Policy(u["policy"]) if u.get("policy") else None,
         )
         for u in data["users"]
-    )
+    }
     rules = tuple(
         DestinationRule(r["match"], Policy(r["policy"]), frozenset(r.get("users", ())))
         for r in data.get("destinations", ())
     )
     proxy = data.get("proxy")
-    return GatewayConfig(
-        home=Path(data["home"]),
+    config = GatewayConfig(
+        inside=InsideConfig(listen=("127.0.0.1", int(data["port"]))),
+        outside=OutsideConfig(
+            registrar=None,
+            proxy=(proxy[0], int(proxy[1])) if proxy else None,
+            bind_call_id=bool(data.get("bind_call_id", True)),
+            register=False,
+        ),
         users=users,
-        listen_port=int(data["port"]),
-        outside_proxy=(proxy[0], int(proxy[1])) if proxy else None,
-        routes=dict(data.get("routes", {})),
-        no_answer_timeout_s=float(data.get("no_answer_timeout_s", 30.0)),
-        media_timeout_s=float(data.get("media_timeout_s", 10.0)),
-        bind_call_id=bool(data.get("bind_call_id", True)),
-        policy=Policy(data.get("policy", "require")),
         destinations=rules,
+        policy=Policy(data.get("policy", "require")),
+        media_timeout_s=float(data.get("media_timeout_s", 10.0)),
+        routes=dict(data.get("routes", {})),
     )
+    return b2bua_config(config, Path(data["home"]), float(data.get("no_answer_timeout_s", 30.0)))
 
 
-def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
+def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
     for user in config.users:
@@ -78,11 +91,11 @@ def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, Trus
 
 async def run_runtime(data: dict[str, Any]) -> int:
     """The TOML mode: GatewayRuntime (registrations with digest auth, control socket), as ``voipgw gateway``."""
-    runtime = GatewayRuntime(load_gateway_config(Path(data["toml"])), Path(data["home"]))
     overrides: dict[str, Any] = {"routes": dict(data.get("routes", {}))}
     if "media_timeout_s" in data:
-        overrides["media_timeout_s"] = float(data["media_timeout_s"])
-    runtime.gw_config = dataclasses.replace(runtime.gw_config, **overrides)
+        overrides["media_timeout_s"] = float(data["media_timeout_s"])  # may be under the file's 5 s minimum
+    config = dataclasses.replace(load_gateway_config(Path(data["toml"])), **overrides)
+    runtime = GatewayRuntime(config, Path(data["home"]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,7 +8,8 @@ from pathlib import Path
 from tests.testbed import speech
 from tests.testbed.sipp import render_scenario, write_rtp_pcap
 from voipgw.audio.g711 import ulaw_encode
-from voipgw.audio.wav import Pcm, read_wav
+from voipgw.audio.pcm import Pcm
+from voipgw.audio.wav import read_wav
 
 RATE = 8000
 FRAME = 160

@@ -16,6 +16,7 @@ from G722 import G722  # type: ignore[import-not-found]
 
 from voipgw.audio import g711
 from voipgw.audio.opus import OpusDecoder, OpusEncoder
+from voipgw.audio.pcm import Floats, Pcm
 
 PCM_RATE = 48000
 FRAME_MS = 20
@@ -27,9 +28,6 @@ CUTOFF = 0.90
 """Passband edge as a fraction of the low rate's Nyquist frequency (3.6 kHz for 8 kHz)."""
 G722_BITRATE = 64000
 G722_SAMPLE_RATE = 16000
-
-Pcm = npt.NDArray[np.int16]
-Floats = npt.NDArray[np.float64]
 
 
 class AudioEncoder(Protocol):
@@ -124,7 +122,8 @@ class Upsampler:
         return out
 
 
-def to_int16(x: Floats) -> Pcm:
+def clip_to_int16(x: Floats) -> Pcm:
+    """Round and clip samples already on the int16 scale (a resampler's output)."""
     return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
@@ -138,7 +137,7 @@ class ResamplingEncoder:
     def encode(self, pcm: Pcm) -> bytes:
         if pcm.shape != (FRAME_SAMPLES,):
             raise ValueError(f"expected {FRAME_SAMPLES} samples, got {pcm.shape}")
-        return self._inner.encode(to_int16(self._down.process(pcm)))
+        return self._inner.encode(clip_to_int16(self._down.process(pcm)))
 
 
 class ResamplingDecoder:
@@ -154,7 +153,7 @@ class ResamplingDecoder:
         return self._inner.failed
 
     def decode(self, payload: bytes | None) -> Pcm:
-        return to_int16(self._up.process(self._inner.decode(payload)))
+        return clip_to_int16(self._up.process(self._inner.decode(payload)))
 
 
 class G722Encoder:

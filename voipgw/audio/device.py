@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE
+from voipgw.audio.pcm import Pcm
 
 MAX_QUEUED_FRAMES = 10
 """Frames buffered between PortAudio and the media loop (200 ms); older frames are dropped beyond that."""

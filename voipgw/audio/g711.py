@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from voipgw.audio.pcm import Pcm
+
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160
 """20 ms at 8 kHz: also the payload size in bytes and the RTP timestamp step."""
@@ -18,7 +20,6 @@ long gap fades instead of buzzing a 50 Hz loop."""
 ULAW_CLIP = 8159
 """Largest 14-bit magnitude μ-law codes (G.711 §A: 8159 + bias 33 = 0x2000)."""
 
-Pcm = npt.NDArray[np.int16]
 Codes = npt.NDArray[np.uint8]
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-import numpy.typing as npt
 import opuslib
 import opuslib.api.ctl as _opus_ctl
 import opuslib.api.decoder as _opus_dec
 import opuslib.api.encoder as _opus_enc
+
+from voipgw.audio.pcm import Pcm
 
 SAMPLE_RATE = 48000
 CHANNELS = 1
@@ -21,8 +22,6 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 DEFAULT_BITRATE = 24000
 MAX_PACKET = 1275
 """Largest Opus packet for one frame (RFC 6716 §3.4 R2)."""
-
-Pcm = npt.NDArray[np.int16]
 
 
 def silence() -> Pcm:

@@ -7,13 +7,21 @@ Devices (``device.py``) follow the same protocols. Never blocks the loop (no fil
 from __future__ import annotations
 
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE
+from voipgw.audio.pcm import Pcm
 from voipgw.audio.wav import read_wav, write_wav
+
+
+def speech_sample() -> Path:
+    """The speech clip shipped with voipgw (``voipgw/data/speech.wav``): the demo's and the benchmarks' audio."""
+    with resources.as_file(resources.files("voipgw") / "data" / "speech.wav") as path:
+        return Path(path)
 
 
 class AudioSource(Protocol):
@@ -40,10 +48,6 @@ class ArrayPlayer:
         self.pcm = np.concatenate([lead, np.asarray(pcm, dtype=np.int16)])
         self.loop = loop
         self._pos = 0
-
-    @property
-    def frames_total(self) -> int:
-        return -(-len(self.pcm) // FRAME_SAMPLES)
 
     def read_frame(self) -> Pcm | None:
         if self._pos >= len(self.pcm):

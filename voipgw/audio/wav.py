@@ -10,7 +10,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
+
+from voipgw.audio.pcm import Floats, Pcm
 
 TARGET_RATE = 48000
 ZERO_CROSSINGS = 24
@@ -26,9 +27,6 @@ _FLOAT = 0x0003
 _ALAW = 0x0006
 _ULAW = 0x0007
 _EXTENSIBLE = 0xFFFE
-
-Pcm = npt.NDArray[np.int16]
-Floats = npt.NDArray[np.float64]
 
 
 class WavError(ValueError):
@@ -153,7 +151,8 @@ def resample(x: Floats, rate_in: int, rate_out: int = TARGET_RATE) -> Floats:
     return out
 
 
-def to_int16(x: Floats) -> Pcm:
+def float_to_int16(x: Floats) -> Pcm:
+    """Scale samples in [-1, 1) to int16 (x 32768), rounding and clipping."""
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
@@ -161,7 +160,7 @@ def read_wav(path: str | Path, rate: int = TARGET_RATE) -> Pcm:
     """Read a WAV of any common format, downmix to mono (channel mean) and resample to ``rate``."""
     samples, rate_in = read_wav_raw(path)
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    return to_int16(resample(mono, rate_in, rate))
+    return float_to_int16(resample(mono, rate_in, rate))
 
 
 def write_wav(path: str | Path, pcm: Pcm, rate: int = TARGET_RATE) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -26,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voipgw.audio.sources import speech_sample
+from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
 from voipgw.call import Security
-from voipgw.demo import free_udp_port, speech_sample
 
 MODES = ("secure", "plain")
 SECURE = {Security.SECURE_UNVERIFIED.value, Security.SECURE_VERIFIED.value}
@@ -43,10 +43,6 @@ GOAL_EXTRA_ROUND_TRIPS = 0
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _CSEQ = re.compile(rb"^cseq[ \t]*:[ \t]*\d+[ \t]+(\w+)", re.IGNORECASE | re.MULTILINE)
 _TO_TAG = re.compile(rb"^(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag=", re.IGNORECASE | re.MULTILINE)
-
-
-class BenchError(RuntimeError):
-    """A benchmark call did not happen as planned (a process failed to start, or a call failed)."""
 
 
 @dataclass(frozen=True)
@@ -173,28 +169,6 @@ class CpuSample:
     callee_cpu_s: float
 
 
-@dataclass
-class _Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "<no log>"
-
-
 def _mode_args(mode: str) -> list[str]:
     return ["--plain", "--policy", "opportunistic"] if mode == "plain" else []
 
@@ -212,16 +186,13 @@ class _Bench:
     workdir: Path
     speech: Path
     env: dict[str, str] = field(default_factory=lambda: {**os.environ, "PYTHONUNBUFFERED": "1"})
-    listeners: dict[tuple[str, str], _Proc] = field(default_factory=dict)
+    listeners: dict[tuple[str, str], BenchProcess] = field(default_factory=dict)
     taps: dict[tuple[str, str], SipTap] = field(default_factory=dict)
     seq: int = 0
 
-    def spawn(self, name: str, home: str, *args: str) -> _Proc:
-        log = self.workdir / f"{name}.log"
+    def spawn(self, name: str, home: str, *args: str) -> BenchProcess:
         argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(self.workdir / home), *args]
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
-        return _Proc(name, proc, log)
+        return BenchProcess.spawn(name, argv, self.workdir / f"{name}.log", self.env)
 
     def start_listener(self, mode: str, purpose: str) -> None:
         """A long-lived callee for ``mode``. For setup timing it sends silence: the CLI loads and resamples a
@@ -242,11 +213,7 @@ class _Bench:
             *_mode_args(mode),
         )
         self.listeners[(mode, purpose)] = p
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "listening as" not in p.log_tail():
-            if p.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the {mode} callee did not start:\n{p.log_tail()}")
-            time.sleep(0.05)
+        p.wait_for("listening as", READY_TIMEOUT_S, f"the {mode} callee")
         tap = SipTap(("127.0.0.1", port))
         tap.__enter__()
         self.taps[(mode, purpose)] = tap

@@ -11,7 +11,6 @@ import statistics
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ratchet.params import DEFAULT_INTERVAL_MS, Role, SendParams, SessionKeys, Suite
 from ratchet.sas import sas_commitment
@@ -107,11 +106,6 @@ class _SrtpLoop:
         for packet in packets:
             unprotect(protect(packet))
         return (time.perf_counter() - start) / n * 1e6
-
-
-@dataclass
-class CryptoBench:
-    results: dict[str, float]
 
 
 def _handshake_ms(hybrid: bool, rounds: int) -> float:

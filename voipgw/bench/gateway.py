@@ -13,7 +13,6 @@ import shutil
 import signal
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np
 
 from voipgw.audio.g711 import ulaw_decode, ulaw_encode
 from voipgw.bench.call import CLK_TCK, process_cpu_s
-from voipgw.demo import free_udp_port
+from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
 from voipgw.sdp import PCMU, AudioDescription, Codec, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, SipStack
 
@@ -76,10 +75,6 @@ QUICK_WINDOWS = 1
 DEFAULT_BUDGET_S = {"passthrough": 45.0, "transcode": 40.0}
 QUICK_BUDGET_S = {"passthrough": 20.0, "transcode": 15.0}
 """A mode stops ramping once it has used this much time (the default run must end within two minutes)."""
-
-
-class BenchError(RuntimeError):
-    """A process did not start or calls could not be set up."""
 
 
 def _tone_frames() -> tuple[bytes, bytes]:
@@ -283,44 +278,19 @@ class LoadGen:
 # --- processes ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "<no log>"
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log_tail():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"{self.name} did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
+PROCESS_STOP_S = 10.0
+"""How long a gateway or the forwarder gets to exit on SIGTERM before SIGKILL."""
+PROCESS_LOG_TAIL = 3000
 
 
-def _spawn(workdir: Path, name: str, argv: list[str]) -> _Proc:
-    log = workdir / f"{name}.log"
+def _spawn(workdir: Path, name: str, argv: list[str]) -> BenchProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    return _Proc(name, proc, log)
+    return BenchProcess.spawn(
+        name, argv, workdir / f"{name}.log", env, stop_timeout_s=PROCESS_STOP_S, tail_chars=PROCESS_LOG_TAIL
+    )
 
 
-def _gateway(workdir: Path, name: str, port: int, *args: str) -> _Proc:
+def _gateway(workdir: Path, name: str, port: int, *args: str) -> BenchProcess:
     argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(workdir / f"{name}-home"), "gateway"]
     argv += ["--listen", f"127.0.0.1:{port}", *args]
     return _spawn(workdir, name, argv)
@@ -426,8 +396,8 @@ class GatewayBench:
         self.sip_port = free_udp_port()
         self.a_port = free_udp_port()
         self.b_port = free_udp_port()
-        self.a: _Proc | None = None
-        self.b: _Proc | None = None
+        self.a: BenchProcess | None = None
+        self.b: BenchProcess | None = None
         self.stack: SipStack | None = None
         self.gen: LoadGen | None = None
         self.calls: list[BenchCall] = []

@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from voipgw.audio.sources import speech_sample
+from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
 from voipgw.call import Security
-from voipgw.demo import free_udp_port, speech_sample
 
 CLASSICAL = "x25519"
 HYBRID = "x25519-mlkem768"
@@ -42,15 +42,9 @@ SETUP_CALL_S = 0.2
 SECURE = {Security.SECURE_UNVERIFIED.value, Security.SECURE_VERIFIED.value}
 
 
-class TransportBenchError(RuntimeError):
-    """A listener did not start or a benchmark call failed."""
-
-
 @dataclass
 class _Listener:
-    transport: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    process: BenchProcess
     uri: str
 
 
@@ -92,12 +86,9 @@ class _Run:
         self.listeners: dict[str, _Listener] = {}
         self.seq = 0
 
-    def _spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-        log = self.workdir / f"{name}.log"
+    def _spawn(self, name: str, *args: str) -> BenchProcess:
         argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(self.workdir / f"{name}-home"), *args]
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
-        return proc, log
+        return BenchProcess.spawn(name, argv, self.workdir / f"{name}.log", self.env)
 
     def start(self, transport: str) -> None:
         """One callee per transport, accepting both suites (the caller's offer decides)."""
@@ -111,7 +102,7 @@ class _Run:
             tls_port = free_udp_port()
             lines += [f'tls_cert_file = "{self.cert}"', f'tls_key_file = "{self.key}"', f"tls_port = {tls_port}"]
         cfg = _toml(self.workdir / f"bob-{transport}.toml", ['aor = "bob@127.0.0.1"', *lines])
-        proc, log = self._spawn(
+        process = self._spawn(
             f"bob-{transport}",
             "listen",
             "--config",
@@ -127,13 +118,8 @@ class _Run:
             "tcp": f"sip:bob@127.0.0.1:{port};transport=tcp",
             "tls": f"sip:bob@127.0.0.1:{tls_port};transport=tls",
         }[transport]
-        listener = _Listener(transport, proc, log, uri)
-        self.listeners[transport] = listener
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "listening as" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise TransportBenchError(f"the {transport} callee did not start:\n{_tail(log)}")
-            time.sleep(0.05)
+        self.listeners[transport] = _Listener(process, uri)
+        process.wait_for("listening as", READY_TIMEOUT_S, f"the {transport} callee")
 
     def call(self, transport: str, suite: str) -> dict[str, Any]:
         self.seq += 1
@@ -144,7 +130,7 @@ class _Run:
             lines.append(f'tls_pinned_sha256 = "{self.pin}"')
         cfg = _toml(self.workdir / f"alice-{self.seq}.toml", lines)
         summary = self.workdir / f"alice-{self.seq}.json"
-        proc, log = self._spawn(
+        caller = self._spawn(
             f"alice-{transport}",
             "call",
             listener.uri,
@@ -160,34 +146,21 @@ class _Run:
             str(summary),
         )
         try:
-            rc = proc.wait(CALL_TIMEOUT_S)
+            rc = caller.proc.wait(CALL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise TransportBenchError(f"{transport}/{suite} call did not finish:\n{_tail(log)}") from None
+            caller.proc.kill()
+            caller.proc.wait(5)
+            raise BenchError(f"{transport}/{suite} call did not finish:\n{caller.log_tail()}") from None
         if rc != 0:
-            raise TransportBenchError(f"{transport}/{suite} call failed (exit {rc}):\n{_tail(log)}")
+            raise BenchError(f"{transport}/{suite} call failed (exit {rc}):\n{caller.log_tail()}")
         data: dict[str, Any] = json.loads(summary.read_text())
         if data.get("security") not in SECURE or data.get("suite") != suite or data.get("setup_ms") is None:
-            raise TransportBenchError(f"{transport}/{suite} call ended {data.get('security')!r} {data.get('suite')!r}")
+            raise BenchError(f"{transport}/{suite} call ended {data.get('security')!r} {data.get('suite')!r}")
         return data
 
     def stop(self) -> None:
         for listener in self.listeners.values():
-            if listener.proc.poll() is None:
-                listener.proc.terminate()
-                try:
-                    listener.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    listener.proc.kill()
-                    listener.proc.wait(5)
-
-
-def _tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-2000:]
-    except OSError:
-        return "<no log>"
+            listener.process.stop()
 
 
 def run(rounds: int = 5, workdir: Path | None = None) -> dict[str, Any]:

@@ -161,6 +161,7 @@ def _cell(value: object) -> str:
 
 def run_call(args: argparse.Namespace) -> int:
     from voipgw.bench import call, transports
+    from voipgw.bench.common import BenchError
 
     try:
         results = call.run(
@@ -168,7 +169,7 @@ def run_call(args: argparse.Namespace) -> int:
         )
         if args.transport_rounds > 0:
             results.update(transports.run(rounds=args.transport_rounds))
-    except (call.BenchError, transports.TransportBenchError, ValueError) as exc:
+    except (BenchError, ValueError) as exc:
         raise CliError(f"bench call: {exc}") from None
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
@@ -224,6 +225,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     import sys
 
     from voipgw.bench import gateway
+    from voipgw.bench.common import BenchError
 
     def progress(line: str) -> None:
         if not args.json:
@@ -231,7 +233,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     try:
         results = gateway.run(quick=args.quick, workdir=args.workdir, log=progress)
-    except gateway.BenchError as exc:
+    except BenchError as exc:
         raise CliError(f"bench gateway: {exc}") from None
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
@@ -258,7 +260,8 @@ def run_soak(args: argparse.Namespace) -> int:
     """Exit status 0 when the calls held and nothing grew, 1 otherwise (so ``make soak`` fails on a leak)."""
     import sys
 
-    from voipgw.bench import gateway, soak
+    from voipgw.bench import soak
+    from voipgw.bench.common import BenchError
 
     def progress(line: str) -> None:
         if not args.json:
@@ -266,7 +269,7 @@ def run_soak(args: argparse.Namespace) -> int:
 
     try:
         results = soak.run(args.mode, args.calls, args.duration, args.sample, args.workdir, progress)
-    except (gateway.BenchError, ValueError) as exc:
+    except (BenchError, ValueError) as exc:
         raise CliError(f"bench soak: {exc}") from None
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
@@ -289,7 +292,8 @@ def run_churn(args: argparse.Namespace) -> int:
     """Exit status 0 when at least the lowest rate held (and the confirmation, when asked), 1 otherwise."""
     import sys
 
-    from voipgw.bench import churn, gateway
+    from voipgw.bench import churn
+    from voipgw.bench.common import BenchError
 
     def progress(line: str) -> None:
         if not args.json:
@@ -300,7 +304,7 @@ def run_churn(args: argparse.Namespace) -> int:
             churn.parse_rates(args.rates), args.hold, args.step_s, args.background, args.window, args.confirm,
             args.workdir, progress,
         )  # fmt: skip
-    except (gateway.BenchError, ValueError) as exc:
+    except (BenchError, ValueError) as exc:
         raise CliError(f"bench churn: {exc}") from None
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -18,23 +18,20 @@ from typing import Any
 
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.device import NoAudioDevice
-from voipgw.audio.opus import Pcm
+from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink, SilenceSource, WavRecorder
 from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallState, Security
 from voipgw.cli.errors import CliError
-from voipgw.config import ConfigError, load_phone_config, parse_hostport
+from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
-from voipgw.phone import ActiveCall, Phone, PhoneConfig
+from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
-from voipgw.sip import Ended, Failed, IncomingCall, RateLimitedLog, RegistrationFailed
 from voipgw.store.contacts import ContactStoreError, VerifyMethod
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
-_busy_log = RateLimitedLog(log)
-"""INVITEs refused while busy: one line per interval, however many arrive."""
 
 EXIT_CALL_FAILED = 1
 """The command ran and failed: the call was refused, failed or ended abnormally; the registrar refused us."""
@@ -246,7 +243,7 @@ class _Ui:
             except Exception as exc:
                 print(f"\ncould not mark {rec.remote_aor} verified: {exc}", file=sys.stderr, flush=True)
                 return
-            rec.security = Security.SECURE_VERIFIED
+            rec.secure_as(Security.SECURE_VERIFIED)
             print(f"\n{rec.remote_aor} marked verified (SAS {rec.sas} matched).", file=sys.stderr, flush=True)
         elif key == "x":
             with contextlib.suppress(Exception):
@@ -402,7 +399,7 @@ async def _call_main(args: argparse.Namespace) -> int:
         raise
     # A caller takes no calls: any INVITE reaching its port is answered 486 Busy Here at once, never queued
     # until exit (where the stack would end it with 487, a status RFC 3261 keeps for CANCELled requests).
-    busy = asyncio.ensure_future(_refuse_while_busy(phone))
+    busy = asyncio.ensure_future(phone.refuse_while_busy())
     try:
         placing = asyncio.ensure_future(
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
@@ -426,7 +423,7 @@ async def _call_main(args: argparse.Namespace) -> int:
         busy.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await busy
-        _refuse_queued(phone)
+        phone.refuse_queued()
         await phone.stop()
         trust.close()
         source.close()
@@ -472,7 +469,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
             # One call at a time: any INVITE arriving meanwhile is answered 486 Busy Here at once (RFC 3261
             # 21.4.24), never left queued until the call ends. With --once the listener stays busy until it exits;
             # otherwise an INVITE that arrives once this call is over (while it is being cleaned up) is the next call.
-            busy = asyncio.ensure_future(_refuse_while_busy(phone, incoming, None if args.once else next_calls))
+            busy = asyncio.ensure_future(phone.refuse_while_busy(incoming, None if args.once else next_calls))
             try:
                 status = await _handle_incoming(phone, incoming, args, stop)
             except CliError:
@@ -491,7 +488,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
                 break
     finally:
         if busy is not None and args.once:
-            _refuse_queued(phone)
+            phone.refuse_queued()
         await phone.stop()
         if busy is not None:
             busy.cancel()
@@ -501,50 +498,14 @@ async def _listen_main(args: argparse.Namespace) -> int:
     return status
 
 
-BUSY_WARNING = "voipgw: busy in another call"
-
-
-def _refuse_busy(incoming: IncomingCall) -> None:
-    _busy_log("busy", logging.INFO, "call %s from %s refused: 486 Busy Here (in a call)", incoming.call_id,
-              incoming.from_aor)  # fmt: skip
-    incoming.reject(486, "Busy Here", BUSY_WARNING)
-
-
-async def _refuse_while_busy(
-    phone: Phone, current: IncomingCall | None = None, next_calls: list[IncomingCall] | None = None
-) -> None:
-    """Answer 486 Busy Here to every new INVITE until cancelled (while the listener is in a call). With
-    ``next_calls``, an INVITE that arrives after ``current`` has ended goes there instead, and refusing stops: the
-    listener is free again, only still cleaning up."""
-    while True:
-        incoming = await phone.next_incoming()
-        if next_calls is not None and current is not None and current.finished:
-            next_calls.append(incoming)
-            return
-        _refuse_busy(incoming)
-
-
-def _refuse_queued(phone: Phone) -> None:
-    """At exit: the INVITEs still queued get 486 too (the stack would end them with 487 as it stops)."""
-    if phone.stack is None:
-        return
-    queue = phone.stack.incoming
-    while not queue.empty():
-        _refuse_busy(queue.get_nowait())
-
-
-async def _handle_incoming(phone: Phone, incoming: Any, args: argparse.Namespace, stop: asyncio.Event) -> int:
+async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Ring, answer or refuse one incoming call and follow it to the end; returns the exit status it implies."""
     print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
     delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
-    gone = None
-    if delay > 0:
-        incoming.ring()
-        with contextlib.suppress(asyncio.TimeoutError):
-            gone = await incoming.next_event(timeout=delay)  # the caller may CANCEL while we ring
+    gone = await phone.ring(incoming, delay) if delay > 0 else None  # the caller may CANCEL while we ring
     source = sink = None
-    if isinstance(gone, Ended | Failed):
-        call = phone.missed(incoming, f"cancelled by the caller ({gone.reason})")
+    if gone is not None:
+        call = phone.missed(incoming, f"cancelled by the caller ({gone})")
     else:
         source, sink = audio_io(args)
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)

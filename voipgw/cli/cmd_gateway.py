@@ -17,11 +17,13 @@ from typing import Any
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, parse_hostport
-from voipgw.gateway import Gateway, GatewayConfig, InsideUser
+from voipgw.gateway import B2buaSettings, Gateway
 from voipgw.ops import config as ops_config
+from voipgw.ops.config import GatewayConfig, InsideConfig, OutsideConfig, UserConfig
 from voipgw.ops.control import ControlError, refusal_summary, render_status, socket_path
 from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
+from voipgw.sip.uri import hostport
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
@@ -85,25 +87,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.set_defaults(func=run_status)
 
 
-def _users(args: argparse.Namespace, host: str) -> tuple[InsideUser, ...]:
-    users: list[InsideUser] = []
+def _users(args: argparse.Namespace, host: str) -> dict[str, UserConfig]:
+    users: dict[str, UserConfig] = {}
     for spec in args.user:
         name, sep, rest = spec.partition("=")
         contact, _, aor = rest.partition(",")
         if not sep or not name or not contact.startswith("sip:"):
             raise CliError(f"--user {spec!r}: expected NAME=sip:CONTACT[,AOR]", EXIT_USAGE)
-        if any(u.name == name for u in users):
+        if name in users:
             raise CliError(f"--user {name!r} given twice", EXIT_USAGE)
-        users.append(InsideUser(name=name, contact=contact, outside_aor=aor or f"{name}@{host}"))
+        aor = aor or f"{name}@{host}"
+        users[name] = UserConfig(
+            name=name,
+            outside_aor=aor,
+            username=aor.partition("@")[0],
+            inside_contact=hostport(contact),
+            inside_uri=contact,  # called as given (its user part may differ from NAME)
+        )
     if not users:
         raise CliError("no inside users: give --config FILE, or at least one --user NAME=sip:CONTACT", EXIT_USAGE)
-    return tuple(users)
+    return users
 
 
 FLAG_ONLY = ("listen", "user", "route", "proxy", "no_bind_call_id")
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
+    """The flags as the one gateway configuration type (the file's; ``b2bua_config`` translates both alike): static
+    phones, ``--route``s, and no PBX (``outside.registrar`` None: nothing registers, outside calls go to --proxy,
+    else to the dialled URI)."""
     try:
         host, port = parse_hostport(args.listen or "127.0.0.1:5070", "--listen")
         proxy = parse_hostport(args.proxy, "--proxy", 5060) if args.proxy else None
@@ -116,18 +128,14 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
             raise CliError(f"--route {spec!r}: expected NAME=sip:URI", EXIT_USAGE)
         routes[name] = uri
     return GatewayConfig(
-        home=args.home,
+        inside=InsideConfig(listen=(host, port)),
+        outside=OutsideConfig(registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False),
         users=_users(args, host),
-        listen_host=host,
-        listen_port=port,
-        outside_proxy=proxy,
         routes=routes,
-        no_answer_timeout_s=args.no_answer_timeout,
-        bind_call_id=not args.no_bind_call_id,
     )
 
 
-def _load(config: GatewayConfig) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
+def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
     try:
@@ -154,7 +162,9 @@ def _log_level(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    config = gateway_config(args)
+    from voipgw.gateway.runtime import b2bua_config
+
+    config = b2bua_config(gateway_config(args), args.home, args.no_answer_timeout)
     if args.log_format is not None:
         setup_logging(args.log_format, _log_level(args))
     if not args.verbose:
@@ -212,9 +222,10 @@ async def _main_config(args: argparse.Namespace) -> int:
         assert runtime.ops is not None
         log.info(
             "gateway listening on sip:%s:%d for %s; PBX %s; control socket %s; metrics %s",
-            config.inside.listen[0], runtime.port, users, ops_config._fmt(config.outside.registrar),
+            config.inside.listen[0], runtime.port, users,
+            ops_config.format_hostport(config.outside.registrar) if config.outside.registrar else "none",
             runtime.ops.control.path,
-            f"http://{ops_config._fmt((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"
+            f"http://{ops_config.format_hostport((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"
             if runtime.ops.metrics_server is not None else "off",
         )  # fmt: skip
         await stop.wait()

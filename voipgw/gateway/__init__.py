@@ -2,21 +2,18 @@
 outside, on one SIP stack, with one identity per fronted user. It never sends an inside phone's audio outside unless
 the outside leg is a verified, sealed voipgw call (policy ``require``)."""
 
-from voipgw.gateway.b2bua import Gateway, _code_of, _uri_hostport, _user_part
-from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
+from voipgw.gateway.b2bua import Gateway
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser, security_label
 from voipgw.gateway.pipes import PIPE_MAX_FRAMES, OpusRelay, PcmPipe, switch_codec
 
 __all__ = [
     "PIPE_MAX_FRAMES",
+    "B2buaSettings",
     "Bridge",
     "Gateway",
-    "GatewayConfig",
     "InsideUser",
     "OpusRelay",
     "PcmPipe",
-    "_code_of",
-    "_uri_hostport",
-    "_user_part",
     "security_label",
     "switch_codec",
 ]

@@ -1,5 +1,6 @@
-"""The gateway's B2BUA: routes each INVITE to an outbound or inbound bridge, drives both legs from setup to
-BYE, and never lets inside audio out unless the outside leg is a sealed voipgw call (policy ``require``)."""
+"""The gateway's B2BUA: routes each INVITE to an outbound or inbound bridge, runs each bridge from setup
+(``outbound.py``, ``inbound.py``) through the bridged call (``bridged.py``) to its end, and keeps the books. It never
+lets inside audio out unless the outside leg is a sealed voipgw call (policy ``require``)."""
 
 from __future__ import annotations
 
@@ -9,102 +10,42 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from ratchet.aor import normalize_aor
+from ratchet.handshake import NonceCache
 from ratchet.identity import IdentityKey
 from ratchet.params import Suite
-from voipgw.audio.codecs import OPUS as OPUS_CODEC
-from voipgw.audio.codecs import get_codec
-from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE, Pcm
-from voipgw.call import CallState, Security
-from voipgw.gateway.model import Bridge, GatewayConfig, InsideUser, security_label
-from voipgw.gateway.pipes import PcmPipe, _GatewayPhone, switch_codec
-from voipgw.media import MediaError, MediaStream, PlainProtector
-from voipgw.phone import Phone, PhoneConfig, Policy
-from voipgw.rtp.dtmf import DtmfError
-from voipgw.sdp import (
-    INACTIVE,
-    PCMA,
-    PCMU,
-    RECVONLY,
-    SENDONLY,
-    SENDRECV,
-    AudioDescription,
-    Codec,
-    SdpError,
-    build_sdp,
-    hold_direction,
-    opus_codec,
-    parse_sdp,
-)
-from voipgw.sip import (
-    Answered,
-    Ended,
-    Failed,
-    IncomingCall,
-    OutgoingCall,
-    RateLimitedLog,
-    Ringing,
-    SipCall,
-    SipStack,
-    TcpOptions,
-    TlsOptions,
-)
+from voipgw.audio.codecs import CodecInfo, get_codec
+from voipgw.call import BridgeState, CallEvent
+from voipgw.config import PhoneConfig, Policy
+from voipgw.gateway.bridged import follow, on_reoffer
+from voipgw.gateway.hooks import B2buaHooks
+from voipgw.gateway.inbound import inbound_setup
+from voipgw.gateway.legs import end_bridge
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
+from voipgw.gateway.outbound import outbound_setup
+from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
+from voipgw.gateway.statuses import SIP_PHRASES
+from voipgw.leg import Leg, LegContext, incoming_record
+from voipgw.sdp import Codec
+from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
 from voipgw.store.contacts import ContactStoreError
 from voipgw.trust import TrustStore
-
-if TYPE_CHECKING:
-    from voipgw.gateway.runtime import GatewayHooks
 
 log = logging.getLogger(__name__)
 _refusals = RateLimitedLog(log)
 """Refused INVITEs are logged through this (one line per kind per interval) and counted in ``refused_invites``:
 a flood of INVITEs to an unknown user, or refused by policy, must not flood the log."""
 
-G722 = "g722"
-INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
-"""Codecs the inside leg accepts; the inside phone's own order decides among them."""
-INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000)]
-"""What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
-transcoded one."""
-INSIDE_EVENT_PT = 101
-"""The telephone-event payload type the gateway offers an inside phone it rings (DTMF is bridged both ways)."""
 FINISHED_KEPT = 100
-SECURE_CUE = ((660.0, 0.12), (0.0, 0.06), (880.0, 0.12), (0.0, 0.1))
-"""What an inside caller hears at the answer of a sealed call: two short rising beeps (tone Hz, seconds)."""
-NOT_SECURE_CUE = ((350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1))
-"""...and of a NOT SECURE (opportunistic) one: three low beeps, unlike any ringback or busy tone."""
-RINGBACK_HZ = 425.0
-RINGBACK_ON_S, RINGBACK_OFF_S = 1.0, 4.0
-"""The ringback (ETSI style) an inbound outside caller hears, sealed, while the inside phone rings."""
-TONE_LEVEL = 8000
-TONE_QUEUE = 3
-"""Frames a generated tone keeps queued ahead of the pacing loop that reads them (60 ms)."""
-MEDIA_POLL_S = 1.0
-SIP_PHRASES = {
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    480: "Temporarily Unavailable",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    500: "Server Internal Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    600: "Busy Everywhere",
-    603: "Decline",
-}
 
 
 class Gateway:
     """``await start()``; incoming INVITEs are routed by who sent them; ``snapshot()``; ``await stop()``.
 
-    Routing: an INVITE from a configured inside phone's address (and From user) is outbound; any other INVITE is
-    inbound, for the inside user named in its To.
+    Routing (``voipgw.gateway.routing.route``): an INVITE from an inside phone's address (and From user) is
+    outbound; any other INVITE is inbound, for the inside user named in its To.
 
     Policy: ``config.policy_for(user, far AOR)``. Under ``require`` a far end without the key exchange is refused
     with the reason; under ``opportunistic`` the call goes through in the clear, marked NOT SECURE everywhere.
@@ -127,12 +68,12 @@ class Gateway:
     digits cross both ways, and a leg without RTP for ``media_timeout_s`` (nobody holding) ends the call.
     """
 
-    hooks: GatewayHooks | None = None
-    """Operations hooks (voipgw.gateway.runtime): metrics, PBX credentials, registered inside phones."""
+    hooks: B2buaHooks | None = None
+    """Operations hooks (voipgw.gateway.hooks): metrics, PBX credentials, registered inside phones."""
 
     def __init__(
         self,
-        config: GatewayConfig,
+        config: B2buaSettings,
         identities: dict[str, IdentityKey],
         trust: dict[str, TrustStore] | None = None,
     ) -> None:
@@ -146,17 +87,15 @@ class Gateway:
         self.stack: SipStack | None = None
         self.bridges: list[Bridge] = []
         self.finished: collections.deque[Bridge] = collections.deque(maxlen=FINISHED_KEPT)
-        self._answerers: dict[str, Phone] = {}
+        self._nonces: dict[str, NonceCache] = {}
+        """One replay cache per identity, shared by all that user's outside legs."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept: asyncio.Task[None] | None = None
         self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
         """RTP malformed-by-reason of every finished call (its media sockets are closed; the counts stay)."""
-        self._inside_addrs: dict[tuple[str, int], InsideUser] = {}
+        self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
-        for u in config.users:
-            host, port = _uri_hostport(u.contact)
-            self._inside_addrs[(host, port)] = u
 
     @property
     def port(self) -> int:
@@ -178,7 +117,9 @@ class Gateway:
         if self.hooks is not None:
             self.hooks.stack_started(self.stack)
         for user in self.config.users:
-            self._answerers[user.name] = self._phone(user)
+            self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
+        cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
+        self._routing = RoutePlan(self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
             "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
@@ -192,11 +133,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accept
         for bridge in list(self.bridges):
-            self._end(bridge, "gateway shutdown")
+            end_bridge(bridge, "gateway shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
-        for phone in self._answerers.values():
-            await _settle(phone)
         if self.stack is not None:
             await self.stack.stop()
 
@@ -225,8 +164,7 @@ class Gateway:
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
-    def _phone(self, user: InsideUser, policy: Policy = Policy.REQUIRE) -> Phone:
-        """A Phone for ``user`` on the gateway's shared stack (never started or stopped itself)."""
+    def _phone_config(self, user: InsideUser, policy: Policy) -> PhoneConfig:
         cfg = PhoneConfig(
             aor=user.outside_aor,
             display_name=user.display_name or user.name,
@@ -240,14 +178,32 @@ class Gateway:
         )
         if self.hooks is not None:
             cfg = self.hooks.phone_config(user, cfg)
-        phone = _GatewayPhone(cfg, self.identities[user.name], self.trust.get(user.name))
-        phone.stack = self.stack
-        answerer = self._answerers.get(user.name)
-        if answerer is not None:
-            phone._nonces = answerer._nonces  # one replay cache per identity
-        return phone
+        return cfg
 
-    def _spawn(self, coro: Any) -> None:
+    def outside_leg(self, bridge: Bridge, user: InsideUser, policy: Policy) -> Leg:
+        """The outside leg of ``bridge``: ``user``'s identity and replay cache on the gateway's shared stack, its
+        sealed media through the bridge's switchable Opus codec (for pass-through)."""
+        assert self.stack is not None
+        cfg = self._phone_config(user, policy)
+        context = LegContext(
+            self.stack,
+            self.identities[user.name],
+            normalize_aor(cfg.aor),
+            cfg,
+            self._nonces[user.name],
+            self.trust.get(user.name),
+        )
+        bridged = bridge.to_outside.outside_codec
+
+        def outside_codec(codec: Codec, secure: bool) -> CodecInfo:
+            return bridged if secure and bridged is not None else get_codec(codec.name)
+
+        return Leg(context, bridge.background, outside_codec)
+
+    def count_refused(self, code: int) -> None:
+        self.refused_invites[code] += 1
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -264,51 +220,29 @@ class Gateway:
                     incoming.reject(500, "Server Internal Error", f"voipgw gateway: {type(exc).__name__}")
 
     def _route(self, incoming: IncomingCall) -> None:
-        hooks = self.hooks
-        inside = self._inside_addrs.get(incoming.source_addr)
-        if inside is None and hooks is not None:
-            inside = hooks.inside_caller(incoming)  # a phone registered to the gateway
-        from_user = _user_part(incoming.from_aor)
-        if inside is not None and from_user == inside.name:
-            if hooks is not None:
-                hooks.dial_plan(inside, incoming)
-            self._spawn(self._outbound(inside, incoming))
-            return
-        user = self.users.get(_user_part(incoming.to_aor))
-        if hooks is not None:
-            user = hooks.inbound_user(user, incoming)
-        if user is None:
-            self.refused_invites[404] += 1
-            _refusals("404", logging.WARNING, "call %s to %s: no such inside user (404)", incoming.call_id,
-                      incoming.to_aor)  # fmt: skip
-            incoming.reject(404, "Not Found", "voipgw gateway: no such user here")
-            return
-        if not user.contact:
-            self.refused_invites[480] += 1
-            _refusals("480", logging.WARNING, "call %s to %s: the inside phone is not registered (480)",
-                      incoming.call_id, user.name)  # fmt: skip
-            incoming.reject(480, "Temporarily Unavailable", "voipgw gateway: the inside phone is not registered")
-            return
-        self._spawn(self._inbound(user, incoming))
-
-    def _outside_target(self, to_aor: str) -> str | None:
-        user = _user_part(to_aor)
-        if user in self.config.routes:
-            return self.config.routes[user]
-        host, port = _uri_hostport(to_aor)
-        if (port in (self.port, 0) and host == self.config.listen_host) and self.config.outside_proxy is None:
-            return None  # dialled at the gateway itself, with nowhere to send it
-        return to_aor if to_aor.startswith("sip") else f"sip:{to_aor}"
+        assert self._routing is not None
+        decision = route(incoming, self._routing)
+        if isinstance(decision, Outbound):
+            incoming.to_aor = decision.dialled  # the bridge and the outside INVITE go where the dial plan says
+            self.spawn(self._outbound(decision.user, incoming, decision.target))
+        elif isinstance(decision, Inbound):
+            self.spawn(self._inbound(decision.user, incoming))
+        else:
+            self.refused_invites[decision.code] += 1
+            _refusals(str(decision.code), logging.WARNING, "call %s %s (%d)", incoming.call_id, decision.detail,
+                      decision.code)  # fmt: skip
+            incoming.reject(decision.code, decision.phrase, f"voipgw gateway: {decision.why}")
 
     def _begin(self, bridge: Bridge) -> None:
         self.bridges.append(bridge)
 
     def _finish(self, bridge: Bridge, reason: str) -> None:
         if bridge.ended_at is None:
-            bridge.ended_at = time.time()
+            inside = bridge.inside
+            if inside.state is not None and not inside.finished:
+                inside.apply(CallEvent.HUNG_UP)  # by us or by it: the inside dialog is over with the bridge
             bridge.reason = bridge.reason or reason
-            if bridge.state != "failed":
-                bridge.state = "ended"
+            bridge.ended_at = time.time()  # the bridge is now ENDED, or FAILED if it or a leg failed
         counted = bridge in self.bridges
         if counted:
             self.bridges.remove(bridge)
@@ -324,194 +258,18 @@ class Gateway:
         if counted and self.hooks is not None:
             self.hooks.call_finished(bridge)
 
-    def _end(self, bridge: Bridge, why: str) -> None:
-        """Hang up both legs (BYE, or CANCEL/487 while ringing)."""
-        bridge.reason = bridge.reason or why
-        text = None if why == "gateway shutdown" else f"voipgw gateway: {why}"
-        if bridge.outside is not None:
-            bridge.outside.hangup(text)
-        if bridge.inside_sip is not None:
-            with contextlib.suppress(Exception):
-                bridge.inside_sip.hangup(text)  # the inside phone learns why too (BYE Reason)
-
-    async def _start_inside_media(
-        self, bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec
-    ) -> None:
-        # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
-        # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
-        sealed = bridge.outside is not None and bridge.outside.session is not None
-        bridge.passthrough[0] = codec.name == OPUS_CODEC.name and sealed
-        info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough[0] else None
-        # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
-        await stream.start(
-            PlainProtector(),
-            remote.rtp_address,
-            source=bridge.to_inside,
-            sink=bridge.to_outside,
-            allow_insecure=True,
-            clock=time.monotonic,
-            codec=info or get_codec(codec.name),
-            payload_type=codec.payload_type,
-            telephone_event_pt=_event_pt(remote, codec),
-        )
-        bridge.inside_codec = codec.name
-        bridge.inside_payload = codec
-        self._bridge_dtmf(bridge, stream)
-        bridge.to_inside.open = bridge.to_outside.open = True
-
-    def _bridge_dtmf(self, bridge: Bridge, inside: MediaStream) -> None:
-        """Each RFC 4733 digit one leg receives is sent on the other (sealed like audio on the outside leg)."""
-        outside = bridge.outside.media if bridge.outside is not None else None
-        if outside is None:
-            return
-        noted = outside.on_dtmf
-
-        def to_inside(digit: str) -> None:
-            if noted is not None:
-                noted(digit)
-            if _send_dtmf(bridge, inside, digit, "inside"):
-                bridge.dtmf_to_inside += 1
-
-        def to_outside(digit: str) -> None:
-            if _send_dtmf(bridge, outside, digit, "outside"):
-                bridge.dtmf_to_outside += 1
-
-        outside.on_dtmf = to_inside
-        inside.on_dtmf = to_outside
-
-    async def _follow(self, bridge: Bridge) -> None:
-        """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
-        either leg ends, then end the other."""
-        assert bridge.inside_sip is not None and bridge.outside is not None
-        bridge.state = "up"
-        self._bridge_reoffers(bridge)
-        inside_gone = asyncio.ensure_future(_wait_terminal(bridge.inside_sip))
-        outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
-        media_dead = asyncio.ensure_future(self._watch_media(bridge))
-        try:
-            await asyncio.wait({inside_gone, outside_gone, media_dead}, return_when=asyncio.FIRST_COMPLETED)
-            # A reason set already is ours (e.g. the shutdown): the legs then end because we hung them up.
-            if bridge.reason:
-                pass
-            elif media_dead.done() and not (inside_gone.done() or outside_gone.done()):
-                bridge.reason = media_dead.result()
-                log.warning("gateway call %s (%s): %s", bridge.call_id, bridge.user.name, bridge.reason)
-            elif inside_gone.done():
-                ev = inside_gone.result()
-                bridge.reason = f"inside: {ev.reason}" if ev is not None else "inside: ended"
-            else:
-                bridge.reason = f"outside: {bridge.outside.record.reason or 'ended'}"
-            self._end(bridge, bridge.reason)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(bridge.outside.done.wait(), 5.0)
-        finally:
-            inside_gone.cancel()
-            outside_gone.cancel()
-            media_dead.cancel()
-
-    async def _watch_media(self, bridge: Bridge) -> str:
-        """Return (with the reason) once a leg has received no RTP for ``media_timeout_s`` while nobody holds:
-        a call whose media path is gone must end with a reason, never stay up silent."""
-        legs = {"inside": bridge.inside_media, "outside": bridge.outside.media if bridge.outside else None}
-        last = {name: -1 for name in legs}
-        quiet_since = {name: time.monotonic() for name in legs}
-        while True:
-            await asyncio.sleep(MEDIA_POLL_S)
-            now = time.monotonic()
-            for name, media in legs.items():
-                got = media.stats.frames_received if media is not None else 0
-                if got != last[name] or bridge.inside_hold or bridge.outside_hold:
-                    last[name], quiet_since[name] = got, now
-                elif now - quiet_since[name] >= self.config.media_timeout_s:
-                    return f"no media from the {name} leg for {self.config.media_timeout_s:g} s"
-
-    # --- hold and resume ------------------------------------------------------------------------------------
-
-    def _bridge_reoffers(self, bridge: Bridge) -> None:
-        """Answer each leg's re-INVITE ourselves and pass its hold state to the other leg as our own re-INVITE.
-        The outside leg's re-offers carry no handshake: the sealed session and its keys stay as they are."""
-        assert bridge.inside_sip is not None and bridge.outside is not None and bridge.outside.sip is not None
-        inside_sip, outside_sip = bridge.inside_sip, bridge.outside.sip
-
-        def on_inside(sdp: str) -> str | None:
-            return self._on_reoffer(bridge, "inside", sdp)
-
-        def on_outside(sdp: str) -> str | None:
-            return self._on_reoffer(bridge, "outside", sdp)
-
-        inside_sip.reoffer_handler = on_inside
-        outside_sip.reoffer_handler = on_outside
-
     def _on_reoffer(self, bridge: Bridge, leg: str, sdp: str) -> str | None:
-        try:
-            remote = parse_sdp(sdp)
-        except SdpError as exc:
-            log.warning("gateway call %s: unusable %s re-offer (%s): 488", bridge.call_id, leg, exc.reason)
-            return None
-        codec = self._leg_codec(bridge, leg)
-        if codec is None or not any(c.name == codec.name for c in remote.codecs):
-            log.warning("gateway call %s: the %s re-offer drops our codec: 488", bridge.call_id, leg)
-            return None
-        codec = next(c for c in remote.codecs if c.name == codec.name)
-        holds = remote.direction in (SENDONLY, INACTIVE)
-        other_holds = bridge.outside_hold if leg == "inside" else bridge.inside_hold
-        if holds != (bridge.inside_hold if leg == "inside" else bridge.outside_hold):
-            if leg == "inside":
-                bridge.inside_hold = holds
-            else:
-                bridge.outside_hold = holds
-            bridge.holds += 1
-            other = "outside" if leg == "inside" else "inside"
-            log.info(
-                "gateway call %s: the %s side %s; passing it to the %s leg",
-                bridge.call_id, leg, "holds" if holds else "resumes", other,
-            )  # fmt: skip
-            self._reoffer(bridge, other, hold_direction(local_hold=holds, remote_hold=other_holds))
-        # We send what the other side says whenever this peer listens; we listen to this peer only while the other
-        # side does (a held party hears nobody, so its media need not cross).
-        send = remote.direction in (SENDRECV, RECVONLY)
-        recv = remote.direction in (SENDRECV, SENDONLY) and not other_holds
-        direction = {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get(
-            (send, recv), INACTIVE
-        )
-        return self._leg_sdp(bridge, leg, codec, direction)
-
-    def _leg_codec(self, bridge: Bridge, leg: str) -> Codec | None:
-        if leg == "inside":
-            return bridge.inside_payload
-        name = bridge.outside.record.codec if bridge.outside is not None else None
-        return {OPUS_CODEC.name: opus_codec(), PCMU: Codec(PCMU, 0, 8000), PCMA: Codec(PCMA, 8, 8000)}.get(name or "")
-
-    def _leg_sdp(self, bridge: Bridge, leg: str, codec: Codec, direction: str) -> str:
-        media = bridge.inside_media if leg == "inside" else bridge.outside.media if bridge.outside else None
-        assert media is not None
-        ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
-        ids[1] += 1
-        return build_sdp(
-            self.config.listen_host,
-            media.local[1],
-            [codec],
-            direction=direction,
-            session_id=ids[0],
-            version=ids[1],
-            telephone_event_pt=media.telephone_event_pt,
-        )
-
-    def _reoffer(self, bridge: Bridge, leg: str, direction: str) -> None:
-        codec = self._leg_codec(bridge, leg)
-        sip = bridge.inside_sip if leg == "inside" else bridge.outside.sip if bridge.outside else None
-        if codec is None or sip is None:
-            return
-        sip.reoffer(self._leg_sdp(bridge, leg, codec, direction))
+        """Our answer to a bridged call's re-offer on ``leg`` (None: 488); see ``voipgw.gateway.bridged``."""
+        return on_reoffer(bridge, leg, sdp, self.config.listen_host)
 
     async def _close(self, bridge: Bridge, reason: str) -> None:
         if bridge.inside_media is not None:
             await bridge.inside_media.stop()
         self._finish(bridge, reason)
-        # The Phone records the call in the contact store in the background: done before the store may close.
-        await _settle(bridge.phone)
+        # The outside leg records the call in the contact store in the background: done before the store may close.
+        await bridge.background.settle()
 
-    # --- inside phone -> outside ---------------------------------------------------------------------------
+    # --- one bridge, from setup to the end ----------------------------------------------------------------
 
     async def _supervise(
         self, bridge: Bridge, setup: Coroutine[Any, Any, None], pending: IncomingCall | None = None
@@ -522,324 +280,42 @@ class Gateway:
         self._begin(bridge)
         try:
             await setup
-            if bridge.state == "answered":
-                await self._follow(bridge)
+            if bridge.state is BridgeState.BRIDGED:
+                await follow(bridge, self.config)
         except Exception as exc:
             # A store the file system refuses is an operations problem with a clear message, not a code bug.
             known = isinstance(exc, ContactStoreError)
             log.error("gateway %s call of %s failed: %s", bridge.direction, bridge.user.name, exc, exc_info=not known)
-            bridge.state = "failed"
+            bridge.fail()
             why = f"contact store: {exc.reason}" if isinstance(exc, ContactStoreError) else type(exc).__name__
             if pending is not None and bridge.outside is None:
                 with contextlib.suppress(Exception):
                     pending.reject(503 if known else 500, SIP_PHRASES[503 if known else 500], f"voipgw gateway: {why}")
-            self._end(bridge, f"internal error: {why}")
+            end_bridge(bridge, f"internal error: {why}")
         finally:
             await self._close(bridge, "ended")
 
-    async def _outbound(self, user: InsideUser, incoming: IncomingCall) -> None:
-        bridge = Bridge(user, "outbound", normalize_aor(incoming.to_aor), inside_sip=incoming)
-        await self._supervise(bridge, self._outbound_setup(bridge, user, incoming))
+    async def _outbound(self, user: InsideUser, incoming: IncomingCall, target: str | Refuse) -> None:
+        local_aor = normalize_aor(incoming.to_aor)
+        bridge = Bridge(user, "outbound", local_aor, inside=incoming_record(incoming, local_aor), inside_sip=incoming)
+        await self._supervise(bridge, outbound_setup(self, bridge, user, incoming, target))
 
-    async def _outbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
-        try:
-            remote = parse_sdp(incoming.remote_sdp or "")
-        except SdpError as exc:
-            return self._reject(bridge, incoming, 488, f"voipgw gateway: unusable offer: {exc.reason}")
-        codec = _pick_inside_codec(remote.codecs)
-        if codec is None:
-            return self._reject(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
-        target = self._outside_target(incoming.to_aor)
-        if target is None:
-            return self._reject(bridge, incoming, 404, "voipgw gateway: no route to the dialled user")
-        policy = self.config.policy_for(user.name, normalize_aor(target))
-        bridge.policy = policy.value
-        stream = await MediaStream.bind(self.config.listen_host)
-        bridge.inside_media = stream
-        # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
-        # is never relayed: it would be clear audio from a party nobody has verified yet.
-        incoming.ring()
-        phone = self._phone(user, policy)
-        bridge.phone = phone
-        placing = asyncio.ensure_future(phone.place_call(target, source=bridge.to_outside, sink=bridge.to_inside))
-        cancelled = asyncio.ensure_future(_wait_terminal(incoming))
-        await asyncio.wait({placing, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-        if cancelled.done() and not placing.done():
-            bridge.reason = "cancelled by the inside phone"
-            # place_call may still be sending the INVITE: retry the CANCEL until its call is pending.
-            while not placing.done():
-                if phone.cancel_pending():
-                    break
-                await asyncio.sleep(0.02)
-        out = await placing
-        inside_gone = cancelled.done()
-        cancelled.cancel()
-        bridge.outside = out
-        rec = out.record
-        if rec.state is not CallState.ESTABLISHED:
-            bridge.state = "failed"
-            if inside_gone:
-                bridge.reason = bridge.reason or "cancelled by the inside phone"
-                return
-            code = _code_of(rec.reason)
-            return self._reject(bridge, incoming, code, f"voipgw gateway: outside leg: {rec.reason}")
-        if inside_gone:
-            # The inside phone gave up just as the outside answered.
-            bridge.state = "failed"
-            self._end(bridge, "cancelled by the inside phone")
-            return
-        log.log(
-            logging.WARNING if rec.security is Security.NOT_SECURE else logging.INFO,
-            "gateway call %s: %s -> %s %s%s, outside %s codec %s SAS %s",
-            rec.call_id, user.name, rec.remote_aor, rec.security.value,
-            " [NOT SECURE] (policy opportunistic: the far end has no voipgw gateway)"
-            if rec.security is Security.NOT_SECURE else "",
-            rec.suite, rec.codec, rec.sas,
-        )  # fmt: skip
-        await self._start_inside_media(bridge, stream, remote, codec)
-        # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
-        secure = rec.security is not Security.NOT_SECURE
-        bridge.cue = "secure" if secure else "not secure"
-        bridge.to_inside.open = False
-        self._spawn(_play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
-        incoming.answer(
-            build_sdp(
-                self.config.listen_host,
-                stream.local[1],
-                [codec],
-                session_id=bridge.inside_sdp[0],
-                telephone_event_pt=_event_pt(remote, codec),
-            )
-        )
-        bridge.state = "answered"
-
-    def _reject(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
-        bridge.state = "failed"
-        bridge.reason = f"{code} {warning}"
+    def refuse(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
+        """Refuse the inside phone's INVITE of an outbound bridge (counted; logged once per kind and interval)."""
+        bridge.fail(f"{code} {warning}")
+        bridge.inside.apply(CallEvent.REFUSED)
         bridge.refused = True
         self.refused_invites[code] += 1
         _refusals(f"refuse-{code}", logging.WARNING, "gateway refuses call %s from %s: %d %s", incoming.call_id,
                   bridge.user.name, code, warning)  # fmt: skip
         incoming.reject(code, SIP_PHRASES.get(code, "Call Failed"), warning)
 
-    # --- outside -> inside phone ---------------------------------------------------------------------------
-
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))
-        await self._supervise(bridge, self._inbound_setup(bridge, user, incoming), pending=incoming)
-
-    async def _inbound_setup(self, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
-        assert self.stack is not None
-        incoming.ring()
-        policy = self.config.policy_for(user.name, normalize_aor(incoming.from_aor))
-        bridge.policy = policy.value
-        answerer = self._answerers[user.name]
-        if policy is not Policy.REQUIRE:
-            answerer = self._phone(user, policy)  # shares the user's replay cache
-            bridge.phone = answerer
-        # The outside leg is answered first: the SAS exists for the answerer only after the caller's reveal,
-        # which travels in its first media frames, and the inside phone must see the SAS in the INVITE's From.
-        out = await answerer.answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
-        bridge.outside = out
-        rec = out.record
-        if rec.state is not CallState.ESTABLISHED:
-            bridge.state = "failed"
-            bridge.reason = f"outside leg: {rec.reason}"
-            if rec.security is Security.REFUSED:  # the Phone refused the INVITE (and logged it, rate-limited)
-                bridge.refused = True
-                self.refused_invites[_code_of(rec.reason)] += 1
-            return
-        t_answered = time.monotonic()
-        deadline = t_answered + self.config.sas_wait_s
-        secure = rec.security is not Security.NOT_SECURE
-        while secure and rec.sas is None and not rec.finished and time.monotonic() < deadline:
-            out.poll_session_events()
-            await asyncio.sleep(0.005)
-        bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
-        if rec.finished:
-            bridge.state = "failed"
-            bridge.reason = f"outside leg: {rec.reason}"
-            return
-        name = incoming.from_display or _user_part(rec.remote_aor) or rec.remote_aor
-        bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
-        # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
-        # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
-        stream = await MediaStream.bind(self.config.listen_host, payload_type=None)
-        bridge.inside_media = stream
-        port = stream.local[1]
-        sid = bridge.inside_sdp[0]
-        # The outside caller hears a ringback we make (sealed like any audio) while the inside phone rings:
-        # its call is answered already, and silence would sound like a dead line.
-        ringing = asyncio.Event()
-        ringback = asyncio.ensure_future(_play_ringback(bridge, ringing))
-        try:
-            inside = await self.stack.place_call(
-                user.contact,
-                f"sip:{rec.remote_aor}",
-                lambda _call_id: build_sdp(
-                    self.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
-                ),
-                display_name=bridge.display,
-                timeout_s=self.config.no_answer_timeout_s,
-            )
-            bridge.inside_sip = inside
-            log.log(
-                logging.WARNING if not secure else logging.INFO,
-                "gateway call %s: %s -> %s shown as %r", rec.call_id, rec.remote_aor, user.name, bridge.display,
-            )  # fmt: skip
-            answered = asyncio.ensure_future(_wait_answer(inside))
-            outside_gone = asyncio.ensure_future(out.done.wait())
-            await asyncio.wait({answered, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ringing.set()
-            await ringback
-            bridge.to_outside.frames.clear()
-        if not answered.done():
-            bridge.state = "failed"
-            bridge.reason = f"outside: {rec.reason or 'caller hung up'} while the inside phone rang"
-            inside.hangup()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(answered, 2.0)
-            outside_gone.cancel()
-            return
-        outside_gone.cancel()
-        ev = answered.result()
-        if not isinstance(ev, Answered):
-            bridge.state = "failed"
-            what = f"{ev.code} {ev.reason}" if isinstance(ev, Failed) else ev.reason
-            bridge.reason = f"inside phone: {what}"
-            out.hangup(f"voipgw gateway: the inside phone did not answer ({what})")
-            return
-        try:
-            remote = parse_sdp(ev.remote_sdp)
-        except SdpError as exc:
-            remote = None
-            why = f"unusable answer from the inside phone: {exc.reason}"
-        codec = _pick_inside_codec(remote.codecs) if remote is not None else None
-        if remote is None or codec is None:
-            bridge.state = "failed"
-            bridge.reason = why if remote is None else "no common codec with the inside phone"
-            self._end(bridge, bridge.reason)
-            return
-        if out.record.finished:
-            bridge.state = "failed"
-            self._end(bridge, "outside: caller hung up as the inside phone answered")
-            return
-        await self._start_inside_media(bridge, stream, remote, codec)
-        bridge.state = "answered"
+        await self._supervise(bridge, inbound_setup(self, bridge, user, incoming), pending=incoming)
 
 
-def _event_pt(remote: AudioDescription, codec: Codec) -> int | None:
-    """The peer's telephone-event payload type when usable beside ``codec`` (dynamic, not the audio's)."""
-    te = remote.telephone_event
-    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
-        return None
-    return te.payload_type
-
-
-def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> bool:
-    try:
-        stream.send_dtmf(digit)
-    except (MediaError, DtmfError) as exc:
-        # Counted, never logged digit by digit (digits may be PINs); the first failure says why.
-        if not bridge.dtmf_dropped:
-            log.warning("gateway call %s: DTMF cannot cross to the %s leg: %s", bridge.call_id, leg, exc)
-        bridge.dtmf_dropped += 1
-        return False
-    return True
-
-
-def _tone_frames(pattern: tuple[tuple[float, float], ...]) -> list[Pcm]:
-    """20 ms frames of ``(Hz, seconds)`` tones (0 Hz = a pause), the last one padded with silence."""
-    parts = []
-    for hz, seconds in pattern:
-        t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        parts.append(TONE_LEVEL * np.sin(2 * np.pi * hz * t) if hz else np.zeros(len(t)))
-    pcm = np.concatenate(parts)
-    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES)]).astype(np.int16)
-    return list(pcm.reshape(-1, FRAME_SAMPLES))
-
-
-async def _feed(pipe: PcmPipe, frame: Pcm) -> bool:
-    """Queue one generated frame once the reading stream has room (False if it stopped reading)."""
-    deadline = time.monotonic() + 1.0
-    while len(pipe.frames) >= TONE_QUEUE:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    pipe.frames.append(frame)
-    return True
-
-
-async def _play_cue(pipe: PcmPipe, pattern: tuple[tuple[float, float], ...]) -> None:
-    """Play a short cue into a closed pipe (the other leg's audio is dropped meanwhile), then open it."""
-    try:
-        for frame in _tone_frames(pattern):
-            if not await _feed(pipe, frame):
-                return
-    finally:
-        pipe.open = True
-
-
-async def _play_ringback(bridge: Bridge, stop: asyncio.Event) -> None:
-    """Ringback cadence into the (still closed) pipe to the outside leg until ``stop`` is set."""
-    cycle = _tone_frames(((RINGBACK_HZ, RINGBACK_ON_S), (0.0, RINGBACK_OFF_S)))
-    while not stop.is_set():
-        for frame in cycle:
-            if stop.is_set() or not await _feed(bridge.to_outside, frame):
-                return
-            bridge.ringback_frames += 1
-
-
-async def _settle(phone: Phone | None) -> None:
-    """Wait (bounded) for a Phone's background work: contact-store writes and the late safety number."""
-    if phone is not None and phone._background:
-        await asyncio.wait(set(phone._background), timeout=5.0)
-
-
-async def _wait_terminal(sip: SipCall) -> Ended | Failed | None:
-    """The leg's terminal event (its other events are of no interest while we wait)."""
-    while True:
-        ev = await sip.next_event()
-        if isinstance(ev, Ended | Failed):
-            return ev
-
-
-async def _wait_answer(sip: OutgoingCall) -> Answered | Ended | Failed:
-    while True:
-        ev = await sip.next_event()
-        if isinstance(ev, Answered | Ended | Failed):
-            return ev
-        if isinstance(ev, Ringing):
-            log.debug("inside leg %s ringing", sip.call_id)
-
-
-def _pick_inside_codec(offered: tuple[Codec, ...]) -> Codec | None:
-    """The inside phone's first codec that we transcode (its order, not ours: it knows its network)."""
-    return next((c for c in offered if c.name in INSIDE_CODECS), None)
-
-
-def _code_of(reason: str) -> int:
-    """The SIP status an outside failure maps to for the inside phone (488 for a policy refusal)."""
-    head = reason[:3]
-    if head.isdigit() and 400 <= int(head) <= 699:
-        return int(head)
-    return 488
-
-
-def _user_part(aor: str) -> str:
-    text = aor.split(":", 1)[1] if aor.startswith(("sip:", "sips:")) else aor
-    return text.split("@", 1)[0] if "@" in text else ""
-
-
-def _uri_hostport(uri: str) -> tuple[str, int]:
-    text = uri.split(":", 1)[1] if uri.startswith(("sip:", "sips:")) else uri
-    text = text.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
-    host, _, port = text.partition(":")
-    return host, int(port) if port.isdigit() else 5060
-
-
-def _outside_transport(config: GatewayConfig) -> dict[str, Any]:
+def _outside_transport(config: B2buaSettings) -> dict[str, Any]:
     """PhoneConfig settings for the outside leg's transport: a stream transport carries the hybrid suite's
     ~2.8 KB INVITE, so it is offered there (PhoneConfig leaves it out of UDP offers itself)."""
     tls = config.outside_tls

@@ -1,20 +1,22 @@
-"""What a gateway call is: the configuration of fronted users, one Bridge per call (both legs, its pipes, its
-counters) and how its security state is shown to an unmodified phone. Data and formatting only: no I/O."""
+"""What a gateway call is: the B2BUA's settings (translated from the one gateway configuration,
+``voipgw.ops.config.GatewayConfig``), one Bridge per call (both legs, its pipes, its counters) and how its security
+state is shown to an unmodified phone. Data and formatting only: no I/O."""
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voipgw.call import Security
-from voipgw.gateway.pipes import OpusRelay, PcmPipe, switch_codec
+from voipgw.call import BridgeState, CallRecord, Security, bridge_state
+from voipgw.config import Policy
+from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
+from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Phone, Policy
+from voipgw.ops.config import DestinationRule, choose_policy
 from voipgw.sdp import Codec
 from voipgw.sip import SipCall, TlsOptions
 
@@ -35,18 +37,10 @@ class InsideUser:
 
 
 @dataclass(frozen=True)
-class DestinationRule:
-    """A policy for far ends whose AOR matches ``match`` (shell-style, e.g. ``*@legacy.example.org``); the same
-    shape as ``voipgw.ops.config.DestinationRule``."""
+class B2buaSettings:
+    """What the B2BUA runs with; ``voipgw.gateway.runtime.b2bua_config`` is the one translation from the gateway
+    configuration (the TOML file's, which flag mode builds too)."""
 
-    match: str
-    policy: Policy
-    users: frozenset[str] = frozenset()
-    """Only for these inside users; empty = all."""
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
     home: Path
     """Identities and contact stores live in ``<home>/users/<name>/``."""
     users: tuple[InsideUser, ...]
@@ -69,23 +63,17 @@ class GatewayConfig:
     """SIP transport toward the PBX: "udp", "tcp", "tls" or "auto" (UDP, and TCP for requests over 1300 bytes).
     The inside leg is always UDP. Over "tcp" and "tls" the post-quantum hybrid suite is offered too."""
     outside_tls: TlsOptions | None = None
+    """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     outside_require_hybrid: bool = False
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
-    """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
 
     def policy_for(self, user: str, destination_aor: str) -> Policy:
-        """The first matching destination rule, then the user's own policy, then the default (as ops.config)."""
-        dest = destination_aor.removeprefix("sip:").lower()
-        for rule in self.destinations:
-            if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
-                return rule.policy
+        """The first matching destination rule, then the user's own policy, then the default."""
         inside = next((u for u in self.users if u.name == user), None)
-        if inside is not None and inside.policy is not None:
-            return inside.policy
-        return self.policy
+        return choose_policy(self.destinations, user, destination_aor, inside.policy if inside else None, self.policy)
 
 
 def security_label(sas: str | None, security: Security) -> str:
@@ -113,16 +101,20 @@ class Bridge:
     inside_codec: str | None = None
     inside_payload: Codec | None = None
     """The inside leg's negotiated codec (kept for re-INVITE answers)."""
+    inside: CallRecord = field(default_factory=CallRecord)
+    """The inside (plain) leg's record: incoming for an outbound bridge, outgoing for an inbound one."""
     outside: ActiveCall | None = None
-    phone: Phone | None = None
-    """The Phone that owns the outside leg (one per outbound call; the user's answerer for inbound ones)."""
+    background: Spawner = field(default_factory=Spawner)
+    """The outside leg's background work (contact-store writes), awaited before the bridge is closed."""
     to_outside: PcmPipe = field(default_factory=PcmPipe)
     to_inside: PcmPipe = field(default_factory=PcmPipe)
     relay_out: OpusRelay = field(default_factory=OpusRelay)
     """Opus frames from the inside phone for the outside leg (pass-through)."""
     relay_in: OpusRelay = field(default_factory=OpusRelay)
-    passthrough: list[bool] = field(default_factory=lambda: [False])
-    state: str = "setup"
+    passthrough: Passthrough = field(default_factory=Passthrough)
+    failed: bool = False
+    """The bridge as a whole did not do its job (refused, cancelled, given up, internal error), whatever its legs
+    say; set through :meth:`fail`."""
     reason: str = ""
     policy: str = "require"
     """The policy this call was placed or answered under (per user and destination)."""
@@ -155,6 +147,17 @@ class Bridge:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def state(self) -> BridgeState:
+        """Derived from the two legs' records (see ``voipgw.call.bridge_state``)."""
+        outside = self.outside.record if self.outside is not None else None
+        return bridge_state(self.inside, outside, failed=self.failed, over=self.ended_at is not None)
+
+    def fail(self, reason: str | None = None) -> None:
+        self.failed = True
+        if reason is not None:
+            self.reason = reason
+
+    @property
     def call_id(self) -> str:
         return self.outside.record.call_id if self.outside is not None else ""
 
@@ -168,6 +171,7 @@ class Bridge:
         return out
 
     def __post_init__(self) -> None:
+        self.inside.direction = "incoming" if self.direction == "outbound" else "outgoing"
         self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
 
     def snapshot(self) -> dict[str, Any]:
@@ -178,7 +182,7 @@ class Bridge:
             "user": self.user.name,
             "direction": self.direction,
             "remote_aor": self.remote_aor,
-            "state": self.state,
+            "state": self.state.status,
             "reason": self.reason,
             "outside_call_id": rec.call_id if rec else None,
             "inside_call_id": self.inside_sip.call_id if self.inside_sip is not None else None,
@@ -196,7 +200,7 @@ class Bridge:
                 "dropped": self.dtmf_dropped,
             },
             "inside_codec": self.inside_codec,
-            "passthrough": self.passthrough[0],
+            "passthrough": self.passthrough.on,
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,

@@ -4,17 +4,14 @@ Opus codec. No SIP here, and nothing that decides policy."""
 from __future__ import annotations
 
 import collections
-import time
 
 import numpy as np
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, Pcm
-from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder
+from voipgw.audio.pcm import Pcm
 from voipgw.media import MediaStream
-from voipgw.phone import ActiveCall, Phone, SecureProtector
-from voipgw.sdp import AudioDescription, Codec
 
 PIPE_MAX_FRAMES = 5
 """Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
@@ -23,6 +20,15 @@ IDLE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 of our own to play" (identity-compared; never written to)."""
 CLOSED: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 """What a closed pipe with nothing queued yields: silence in the middle of something (a cue between two frames)."""
+
+
+class Passthrough:
+    """Whether a bridge relays Opus frames untouched (an Opus inside phone and a sealed outside leg). One per
+    bridge, shared by its relays and switchable codecs: it is decided once the outside leg is up, after the outside
+    leg's codec was made."""
+
+    def __init__(self) -> None:
+        self.on = False
 
 
 class PcmPipe:
@@ -81,12 +87,12 @@ class OpusRelay:
         self.flowing = False
         """The sending leg has stopped pacing: handed-over frames go straight out."""
 
-    def attach(self, stream: MediaStream, *, receiving: bool, passthrough: list[bool]) -> None:
+    def attach(self, stream: MediaStream, *, receiving: bool, passthrough: Passthrough) -> None:
         if receiving:
             self.receiver = stream
         else:
             self.sender = stream
-        if passthrough[0] and self.receiver is not None and self.sender is not None and not self.direct:
+        if passthrough.on and self.receiver is not None and self.sender is not None and not self.direct:
             self.direct = True
             self.receiver.relay = self._hold
 
@@ -130,7 +136,7 @@ class _SwitchEncoder:
     """Encodes the PCM the pacing loop reads, unless pass-through is on and the other leg sent an Opus frame:
     that frame goes out as it came (the PCM is then silence from a closed pipe, or unused)."""
 
-    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+    def __init__(self, relay: OpusRelay, passthrough: Passthrough) -> None:
         self._relay = relay
         self._passthrough = passthrough
         self._encoder: OpusEncoder | None = None
@@ -147,7 +153,7 @@ class _SwitchEncoder:
 
     def encode(self, pcm: Pcm) -> bytes:
         relay = self._relay
-        if self._passthrough[0]:
+        if self._passthrough.on:
             if relay.direct:
                 # Under pass-through the other leg only ever writes silence here (IDLE, or the zeros a stream
                 # plays before it hears anything): only the gateway's own cue or ringback is worth pacing.
@@ -165,7 +171,7 @@ class _SwitchEncoder:
 class _SwitchDecoder:
     """Decodes Opus to PCM for the bridge, or under pass-through hands the payload on and plays silence."""
 
-    def __init__(self, relay: OpusRelay, passthrough: list[bool]) -> None:
+    def __init__(self, relay: OpusRelay, passthrough: Passthrough) -> None:
         self._relay = relay
         self._passthrough = passthrough
         self._decoder: OpusDecoder | None = None
@@ -185,7 +191,7 @@ class _SwitchDecoder:
         self._decoder = None
 
     def decode(self, payload: bytes | None) -> Pcm:
-        if self._passthrough[0]:
+        if self._passthrough.on:
             if payload is not None:
                 self._relay.push(payload)
             return IDLE
@@ -194,9 +200,9 @@ class _SwitchDecoder:
         return self._decoder.decode(payload)
 
 
-def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: list[bool]) -> CodecInfo:
+def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: Passthrough) -> CodecInfo:
     """An Opus CodecInfo for one leg of a bridge: received frames go to ``rx``, sent ones come from ``tx`` while
-    ``passthrough[0]`` is True (a shared flag: the inside codec is known only after the outside leg is up)."""
+    ``passthrough.on`` is True (a shared flag: the inside codec is known only after the outside leg is up)."""
     return CodecInfo(
         OPUS_CODEC.name,
         OPUS_CODEC.rtp_clock_rate,
@@ -204,30 +210,3 @@ def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: list[bool]) -> Codec
         lambda: _SwitchEncoder(tx, passthrough),
         lambda: _SwitchDecoder(rx, passthrough),
     )
-
-
-class _GatewayPhone(Phone):
-    """A Phone whose secure media uses the bridge's switchable Opus codec (for pass-through), found on the
-    bridge's PcmPipe source. Everything else (handshake, policy, trust) is Phone's own."""
-
-    async def _start_media(
-        self,
-        call: ActiveCall,
-        remote: AudioDescription,
-        codec: Codec,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-    ) -> None:
-        info = source.outside_codec if isinstance(source, PcmPipe) else None
-        if info is None or call.session is None or call.media is None:
-            await super()._start_media(call, remote, codec, source, sink)
-            return
-        await call.media.start(
-            SecureProtector(call.session),
-            remote.rtp_address,
-            source=source,
-            sink=sink,
-            clock=time.monotonic,
-            codec=info,
-            payload_type=codec.payload_type,
-        )

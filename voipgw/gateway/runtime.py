@@ -1,6 +1,7 @@
-"""Runs a gateway from its TOML configuration: maps it onto the B2BUA, loads each fronted user's identity and
-contact store, starts the Gateway, its PBX registrations and the ops endpoints, and stops them in order. Every
-start-up mistake is a one-line ConfigError; it never handles media and never logs a password."""
+"""Runs a gateway from its TOML configuration: maps it onto the B2BUA (``b2bua_config``, the one translation, flag
+mode's too), loads each fronted user's identity and contact store, starts the Gateway with its hooks, its PBX
+registrations and the ops endpoints, and stops them in order. Every start-up mistake is a one-line ConfigError; it
+never handles media and never logs a password."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ from typing import Any
 
 from ratchet.identity import IdentityKey
 from voipgw import __version__
-from voipgw.gateway.b2bua import Gateway, _uri_hostport, _user_part
-from voipgw.gateway.model import Bridge, DestinationRule, GatewayConfig, InsideUser
+from voipgw.config import PhoneConfig
+from voipgw.gateway.b2bua import Gateway
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.registrations import OutsideAccount, Registrations
-from voipgw.ops.config import ConfigError, check_pbx, preflight
-from voipgw.ops.config import GatewayConfig as OpsConfig
+from voipgw.gateway.routing import InsideRegistrar
+from voipgw.ops.config import ConfigError, GatewayConfig, check_pbx, format_hostport, preflight
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
-from voipgw.phone import PhoneConfig
-from voipgw.sip import IncomingCall, SipStack, TlsOptions
+from voipgw.sip import SipStack, TlsOptions
 from voipgw.sip.registrar import Registrar
 from voipgw.store.contacts import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
@@ -31,32 +32,28 @@ from voipgw.trust import TrustStore
 log = logging.getLogger(__name__)
 
 
-def _hostport(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.0) -> GatewayConfig:
-    """The voipgw.gateway configuration for ``config``: one SIP socket (inside.listen) serves both legs, and
-    outside calls go through the outbound proxy, else the registrar."""
+def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float = 30.0) -> B2buaSettings:
+    """The B2BUA's settings for ``config``: one SIP socket (inside.listen) serves both legs, and outside calls go
+    through the outbound proxy, else the registrar (flag mode may have neither: then to the dialled URI)."""
     host, port = config.inside.listen
     users = tuple(
         InsideUser(
             name=u.name,
             # A phone that registers gets its contact from the inside registrar, per call.
-            contact=f"sip:{u.name}@{_hostport(u.inside_contact)}" if u.inside_contact is not None else "",
+            contact=u.contact,
             outside_aor=u.outside_aor,
             display_name=u.display_name or None,
             policy=u.policy,
         )
         for u in config.users.values()
     )
-    return GatewayConfig(
+    return B2buaSettings(
         home=home,
         users=users,
         listen_host=host,
         listen_port=port,
         outside_proxy=config.outside.proxy or config.outside.registrar,
+        routes=dict(config.routes),
         no_answer_timeout_s=no_answer_timeout_s,
         media_timeout_s=config.media_timeout_s,
         bind_call_id=config.outside.bind_call_id,
@@ -64,11 +61,11 @@ def b2bua_config(config: OpsConfig, home: Path, no_answer_timeout_s: float = 30.
         outside_tls=_tls(config),
         outside_require_hybrid=config.outside.require_hybrid,
         policy=config.policy,
-        destinations=tuple(DestinationRule(r.match, r.policy, r.users) for r in config.destinations),
+        destinations=config.destinations,
     )
 
 
-def _tls(config: OpsConfig) -> TlsOptions | None:
+def _tls(config: GatewayConfig) -> TlsOptions | None:
     o = config.outside
     if o.transport != "tls" and not (o.tls_ca_file or o.tls_pinned_sha256 or o.tls_cert_file):
         return None
@@ -80,12 +77,12 @@ def _tls(config: OpsConfig) -> TlsOptions | None:
     )
 
 
-def user_dir(config: OpsConfig, home: Path, user: str) -> Path:
+def user_dir(config: GatewayConfig, home: Path, user: str) -> Path:
     """Where one fronted user's identity key and contact store live."""
     return (config.outside.identity_dir or home / "users") / user
 
 
-def load_users(config: OpsConfig, home: Path) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
+def load_users(config: GatewayConfig, home: Path) -> tuple[dict[str, IdentityKey], dict[str, TrustStore]]:
     """Each fronted user's identity (created on first start) and contact store; one ConfigError line on failure."""
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
@@ -123,21 +120,21 @@ def _addresses(addr: tuple[str, int]) -> set[tuple[str, int]]:
 
 
 class GatewayHooks:
-    """What the configuration adds to the B2BUA's routing and accounting (called by Gateway on its loop)."""
+    """What the configuration adds to the B2BUA's routing and accounting: implements
+    ``voipgw.gateway.hooks.B2buaHooks`` (called by Gateway on its loop)."""
 
-    def __init__(self, config: OpsConfig, gateway: Gateway, metrics: GatewayMetrics) -> None:
+    def __init__(self, config: GatewayConfig, gateway: Gateway, metrics: GatewayMetrics) -> None:
         self.config = config
         self.gateway = gateway
         self.metrics = metrics
-        self._by_outside_user = {_user_part(u.outside_aor): u.name for u in config.users.values()}
         self.registrar = Registrar(
             {u.name: u.inside_password or None for u in config.users.values()},
             realm=config.inside.realm,
             auth=config.inside.auth,
         )
-        self._pbx_addrs = _addresses(config.outside.registrar) | (
-            _addresses(config.outside.proxy) if config.outside.proxy is not None else set()
-        )
+        self._pbx_addrs = {
+            a for addr in (config.outside.registrar, config.outside.proxy) if addr is not None for a in _addresses(addr)
+        }
 
     def inside_registrar(self) -> Registrar:
         """The phones' registrar on the gateway's SIP socket (REGISTER as the user NAME, digest when inside.auth)."""
@@ -157,44 +154,10 @@ class GatewayHooks:
         u = self.config.users[user.name]
         return dataclasses.replace(cfg, username=u.username, password=u.password or None)
 
-    def inside_caller(self, incoming: IncomingCall) -> InsideUser | None:
-        """The user a call from a phone registered to the gateway comes from: with inside.auth, the user whose
-        credentials it carried; without, the From user whose registration came from the INVITE's address."""
-        name = _user_part(incoming.from_aor)
-        user = self.gateway.users.get(name)
-        if user is None:
-            return None
-        if self.config.inside.auth:
-            return user if incoming.authenticated_user == name else None
-        binding = self.registrar.lookup(name)
-        if binding is None or binding.source != incoming.source_addr:
-            return None
-        return dataclasses.replace(user, contact=binding.contact_uri)
-
-    def dial_plan(self, inside: InsideUser, incoming: IncomingCall) -> None:
-        """A user dialled at the gateway itself (``bob@<gateway>``) is called at the PBX, in the caller's outside
-        domain (``bob@pbx.example.org``), so the PBX routes it by its own location table."""
-        host, port = _uri_hostport(incoming.to_aor)
-        gw_host, _ = self.gateway.config.listen_host, self.gateway.config.listen_port
-        dialled = _user_part(incoming.to_aor)
-        if not dialled or port != self.gateway.port or host not in (gw_host, "localhost"):
-            return
-        domain = self.config.users[inside.name].outside_aor.partition("@")[2]
-        reg_host, reg_port = self.config.outside.registrar
-        if ":" not in domain and domain == reg_host:
-            domain = f"{domain}:{reg_port}"  # the PBX's own address, so it sees the request as its own domain
-        incoming.to_aor = f"{dialled}@{domain}"
-
-    def inbound_user(self, user: InsideUser | None, incoming: IncomingCall) -> InsideUser | None:
-        """The inside user a call from outside is for: by inside name, else by the user part of its outside AOR."""
-        if user is None:
-            name = self._by_outside_user.get(_user_part(incoming.to_aor))
-            user = self.gateway.users.get(name) if name is not None else None
-        if user is not None and not user.contact:
-            binding = self.registrar.lookup(user.name)
-            if binding is not None:
-                user = dataclasses.replace(user, contact=binding.contact_uri)
-        return user
+    def inside_routing(self) -> InsideRegistrar:
+        """Registered phones (recognised by their credentials with inside.auth, else by their address), outside
+        user names, and the PBX a user dialled at the gateway is called at."""
+        return InsideRegistrar(self.config.inside.auth, self.registrar.lookup, self.config.outside.registrar)
 
     def inside_status(self) -> list[dict[str, Any]]:
         """Each fronted user's inside phone: static, or registered (contact, source, seconds left), or not."""
@@ -202,9 +165,7 @@ class GatewayHooks:
         rows: list[dict[str, Any]] = []
         for u in self.config.users.values():
             if u.inside_contact is not None:
-                rows.append(
-                    {"user": u.name, "state": "static", "contact": f"sip:{u.name}@{_hostport(u.inside_contact)}"}
-                )
+                rows.append({"user": u.name, "state": "static", "contact": u.contact})
                 continue
             b = self.registrar.lookup(u.name)
             if b is None:
@@ -215,7 +176,7 @@ class GatewayHooks:
                         "user": u.name,
                         "state": "registered",
                         "contact": b.contact_uri,
-                        "source": _hostport(b.source),
+                        "source": format_hostport(b.source),
                         "expires_in_s": max(0.0, round(b.expires_at - now, 1)),
                         "user_agent": b.user_agent,
                     }
@@ -232,7 +193,7 @@ class GatewayHooks:
             failure = handshake_failure_reason(f"{bridge.reason} {rec.reason if rec else ''}")
         self.metrics.call_finished(
             security,
-            transcoded=bool(bridge.inside_codec) and not bridge.passthrough[0],
+            transcoded=bool(bridge.inside_codec) and not bridge.passthrough.on,
             sealed=stats.frames_sent if stats else 0,
             opened=stats.frames_opened if stats else 0,
             refused=dict(stats.refused) if stats else {},
@@ -256,7 +217,7 @@ class GatewayHooks:
         for bridge in list(self.gateway.bridges):
             rec = bridge.outside.record if bridge.outside is not None else None
             security = rec.security.value if rec is not None else "pending"
-            out.append((security, bool(bridge.inside_codec) and not bridge.passthrough[0]))
+            out.append((security, bool(bridge.inside_codec) and not bridge.passthrough.on))
         return out
 
 
@@ -270,7 +231,7 @@ class GatewayRuntime:
 
     def __init__(
         self,
-        config: OpsConfig,
+        config: GatewayConfig,
         home: Path,
         *,
         no_answer_timeout_s: float = 30.0,
@@ -282,6 +243,7 @@ class GatewayRuntime:
         self.gw_config = b2bua_config(config, home, no_answer_timeout_s)
         self.metrics = GatewayMetrics()
         self.gateway: Gateway | None = None
+        self.hooks: GatewayHooks | None = None
         self.registrations: Registrations | None = None
         self.ops: OpsServices | None = None
         self._trust: dict[str, TrustStore] = {}
@@ -301,22 +263,24 @@ class GatewayRuntime:
             raise
 
     async def _start(self) -> None:
+        registrar = self.config.outside.registrar
+        if registrar is None:  # only flag mode has none, and it runs without registrations
+            raise ConfigError('outside.registrar: missing (the PBX address, e.g. "pbx.example.org:5060")')
         preflight(self.config)
         if self.check_pbx:
             check_pbx(self.config)
         identities, self._trust = load_users(self.config, self.home)
         gateway = Gateway(self.gw_config, identities, self._trust)
         hooks = GatewayHooks(self.config, gateway, self.metrics)
-        gateway.hooks = hooks
+        gateway.hooks = self.hooks = hooks
         self.metrics.track_active(hooks.live_calls)
         self.metrics.track_frames(hooks.live_frames)
         self.gateway = gateway
         try:
             await gateway.start()
         except OSError as exc:
-            raise ConfigError(
-                f"inside.listen: cannot listen on {_hostport(self.config.inside.listen)} (UDP): {exc.strerror or exc}"
-            ) from None
+            where = format_hostport(self.config.inside.listen)
+            raise ConfigError(f"inside.listen: cannot listen on {where} (UDP): {exc.strerror or exc}") from None
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
         assert gateway.stack is not None
@@ -325,7 +289,7 @@ class GatewayRuntime:
         accounts = [OutsideAccount(u.name, u.outside_aor, u.username, u.password) for u in users]
         self.registrations = Registrations(
             gateway.stack,
-            self.config.outside.registrar,
+            registrar,
             accounts,
             expires=self.config.outside.register_expires,
             on_change=self._registrations_changed,
@@ -370,6 +334,5 @@ class GatewayRuntime:
         snap["version"] = __version__
         snap["uptime_s"] = round(time.monotonic() - self._started_at, 1)
         snap["registrations"] = self.registrations.status() if self.registrations is not None else []
-        hooks = self.gateway.hooks if self.gateway is not None else None
-        snap["inside"] = hooks.inside_status() if hooks is not None else []
+        snap["inside"] = self.hooks.inside_status() if self.hooks is not None else []
         return snap

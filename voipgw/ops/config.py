@@ -1,6 +1,6 @@
-"""The gateway's TOML configuration (``config/gateway.example.toml`` documents every key) and its start-up checks.
-Every mistake raises :class:`ConfigError` with one line naming the key; nothing here may print a traceback, log a
-password, or keep a socket open after a check."""
+"""The gateway's one configuration type: the TOML file's (``config/gateway.example.toml`` documents every key), which
+flag mode builds too, and its start-up checks. Every mistake raises :class:`ConfigError` with one line naming the
+key; nothing here may print a traceback, log a password, or keep a socket open after a check."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voipgw.config import ConfigError as _BaseConfigError
+from voipgw.config import ConfigError as ConfigError  # the one ConfigError: the CLI catches both configs' alike
+from voipgw.config import Policy
 from voipgw.ops.logs import LogFormat
-from voipgw.phone import Policy
 
 EXAMPLE = "config/gateway.example.toml"
 DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
@@ -28,10 +28,6 @@ DEFAULT_REGISTER_EXPIRES = 300
 MIN_REGISTER_EXPIRES = 60
 _USER_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 _AOR_RE = re.compile(r"[A-Za-z0-9._+!~*'()&=$,;?/%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-
-
-class ConfigError(_BaseConfigError):
-    """One line naming the key at fault; the CLI prints it and exits without a traceback."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +42,9 @@ class InsideConfig:
 
 @dataclass(frozen=True)
 class OutsideConfig:
-    registrar: tuple[str, int]
-    """The PBX or carrier that registers the fronted users and routes their calls."""
+    registrar: tuple[str, int] | None
+    """The PBX or carrier that registers the fronted users and routes their calls. Required in the file; None only
+    in flag mode (no PBX: outside calls go to the proxy, else straight to the dialled URI)."""
     proxy: tuple[str, int] | None = None
     """Outbound proxy; None = the registrar."""
     register_expires: int = DEFAULT_REGISTER_EXPIRES
@@ -83,6 +80,16 @@ class UserConfig:
     display_name: str = ""
     policy: Policy | None = None
     """Overrides the gateway's default policy for this user's calls."""
+    inside_uri: str = ""
+    """A static phone's own SIP URI when flag mode gave one (``--user NAME=sip:CONTACT``); "" = ``sip:NAME@`` its
+    ``inside_contact``."""
+
+    @property
+    def contact(self) -> str:
+        """Where the static phone is called (a SIP URI); "" for a phone that registers to the gateway."""
+        if self.inside_uri:
+            return self.inside_uri
+        return f"sip:{self.name}@{format_hostport(self.inside_contact)}" if self.inside_contact is not None else ""
 
 
 @dataclass(frozen=True)
@@ -113,21 +120,28 @@ class GatewayConfig:
     """None = ``<home>/gateway.sock`` (see ``voipgw.ops.control.socket_path``)."""
     media_timeout_s: float = 30.0
     """End an answered call one of whose legs has received no RTP this long (nobody holding)."""
+    routes: Mapping[str, str] = field(default_factory=dict)
+    """Dialled user -> outside URI, for calls an inside phone dials at the gateway itself: flag mode's ``--route``
+    (the file has no such key: there, the PBX routes)."""
 
     def policy_for(self, user: str, destination_aor: str) -> Policy:
-        """The first destination rule that matches wins, then the user's policy, then the gateway default."""
-        dest = destination_aor.removeprefix("sip:").lower()
-        for rule in self.destinations:
-            if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
-                return rule.policy
         u = self.users.get(user)
-        if u is not None and u.policy is not None:
-            return u.policy
-        return self.policy
+        return choose_policy(self.destinations, user, destination_aor, u.policy if u else None, self.policy)
 
     def user_for_outside_aor(self, aor: str) -> UserConfig | None:
         aor = aor.removeprefix("sip:").lower()
         return next((u for u in self.users.values() if u.outside_aor == aor), None)
+
+
+def choose_policy(
+    rules: Sequence[DestinationRule], user: str, destination_aor: str, user_policy: Policy | None, default: Policy
+) -> Policy:
+    """The first destination rule that matches wins, then the user's policy, then the gateway default."""
+    dest = destination_aor.removeprefix("sip:").lower()
+    for rule in rules:
+        if (not rule.users or user in rule.users) and fnmatch.fnmatchcase(dest, rule.match.lower()):
+            return rule.policy
+    return user_policy if user_policy is not None else default
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------
@@ -383,7 +397,8 @@ def load_gateway_config(path: Path) -> GatewayConfig:
 # --- start-up checks --------------------------------------------------------------------------------------------
 
 
-def _fmt(addr: tuple[str, int]) -> str:
+def format_hostport(addr: tuple[str, int]) -> str:
+    """``host:port``, with an IPv6 host in brackets (as in a SIP URI)."""
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -392,6 +407,7 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
     """Raise :class:`ConfigError` unless ``addr`` can be bound now (the probe socket is closed at once)."""
     host, port = addr
     proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+    where = format_hostport(addr)
     try:
         infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
     except socket.gaierror:
@@ -405,8 +421,8 @@ def check_bind(addr: tuple[str, int], kind: int, what: str) -> None:
         sock.bind(sockaddr)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"{what}: {_fmt(addr)} ({proto}) is already in use by another process") from None
-        raise ConfigError(f"{what}: cannot listen on {_fmt(addr)} ({proto}): {exc.strerror or exc}") from None
+            raise ConfigError(f"{what}: {where} ({proto}) is already in use by another process") from None
+        raise ConfigError(f"{what}: cannot listen on {where} ({proto}): {exc.strerror or exc}") from None
     finally:
         sock.close()
 
@@ -462,10 +478,11 @@ def check_pbx_answers(addr: tuple[str, int], what: str, timeout_s: float = PBX_P
                 except TimeoutError:
                     continue
         except ConnectionRefusedError:
-            raise ConfigError(f"{what}: nothing listens on {_fmt(addr)} (UDP port unreachable)") from None
+            raise ConfigError(f"{what}: nothing listens on {format_hostport(addr)} (UDP port unreachable)") from None
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot reach {_fmt(addr)}: {exc.strerror or exc}") from None
-    raise ConfigError(f"{what}: {_fmt(addr)} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
+            raise ConfigError(f"{what}: cannot reach {format_hostport(addr)}: {exc.strerror or exc}") from None
+    where = format_hostport(addr)
+    raise ConfigError(f"{what}: {where} does not answer SIP (no reply to OPTIONS within {timeout_s:g} s)")
 
 
 OUTSIDE_TRANSPORTS = ("udp", "tcp", "tls", "auto")
@@ -510,9 +527,9 @@ def check_pbx_connects(addr: tuple[str, int], what: str, timeout_s: float = PBX_
     except (socket.gaierror, UnicodeError):
         raise ConfigError(f"{what}: cannot resolve {addr[0]!r}") from None
     except ConnectionRefusedError:
-        raise ConfigError(f"{what}: nothing accepts TCP connections on {_fmt(addr)}") from None
+        raise ConfigError(f"{what}: nothing accepts TCP connections on {format_hostport(addr)}") from None
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot reach {_fmt(addr)} over TCP: {exc.strerror or exc}") from None
+        raise ConfigError(f"{what}: cannot reach {format_hostport(addr)} over TCP: {exc.strerror or exc}") from None
 
 
 def check_pbx(config: GatewayConfig, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> None:
@@ -525,7 +542,7 @@ def check_pbx(config: GatewayConfig, timeout_s: float = PBX_PROBE_TIMEOUT_S) -> 
         return
     if config.outside.proxy is not None:
         check_pbx_answers(config.outside.proxy, "outside.proxy", timeout_s)
-    else:
+    elif config.outside.registrar is not None:
         check_pbx_answers(config.outside.registrar, "outside.registrar", timeout_s)
 
 
@@ -538,7 +555,7 @@ def preflight(config: GatewayConfig, resolve: bool = True) -> None:
     d = config.outside.identity_dir
     if d is not None and d.exists() and not d.is_dir():
         raise ConfigError(f"outside.identity_dir: {d} exists and is not a folder")
-    if resolve:
+    if resolve and config.outside.registrar is not None:
         check_resolves(config.outside.registrar, "outside.registrar")
         if config.outside.proxy is not None:
             check_resolves(config.outside.proxy, "outside.proxy")
@@ -557,10 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voipgw: {exc}", file=sys.stderr)
         return 2
-    metrics = _fmt(config.metrics.address) if config.metrics.enabled else "off"
+    metrics = format_hostport(config.metrics.address) if config.metrics.enabled else "off"
+    assert config.outside.registrar is not None  # the file requires it
     print(
-        f"ok: {len(config.users)} user(s), SIP on {_fmt(config.inside.listen)}"
-        f" -> PBX {_fmt(config.outside.registrar)}, metrics {metrics}"
+        f"ok: {len(config.users)} user(s), SIP on {format_hostport(config.inside.listen)}"
+        f" -> PBX {format_hostport(config.outside.registrar)}, metrics {metrics}"
     )
     return 0
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from voipgw.logutil import is_log_point
 from voipgw.rtp.packet import (
     Bye,
     PacketError,
@@ -32,12 +33,6 @@ from voipgw.rtp.packet import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _is_log_point(count: int) -> bool:
-    while count % 10 == 0:
-        count //= 10
-    return count == 1
 
 
 Address = tuple[str, int]
@@ -87,7 +82,7 @@ class EndpointStats:
     def refuse(self, reason: str) -> None:
         count = self.refused.get(reason, 0) + 1
         self.refused[reason] = count
-        if _is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
+        if is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
             log.warning("RTP packet refused: %s (%d so far)", reason, count)
 
 

@@ -4,10 +4,10 @@ imports this).
 Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
 """
 
+from voipgw.logutil import RateLimitedLog
 from voipgw.sip.digest import DigestError, DigestParseError
 from voipgw.sip.events import (
     Answered,
-    CallEvent,
     CallStateError,
     Confirmed,
     Ended,
@@ -19,10 +19,11 @@ from voipgw.sip.events import (
     ReOfferRejected,
     Ringing,
     SipError,
+    SipEvent,
     SipStackStateError,
     Trying,
 )
-from voipgw.sip.guard import RateLimitedLog, SipStats
+from voipgw.sip.guard import SipStats
 from voipgw.sip.mainthread import MainThreadReactor
 from voipgw.sip.registrar import Binding, Registrar
 from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
@@ -32,7 +33,6 @@ from voipgw.sip.tls import TlsConfigError, TlsOptions
 __all__ = [
     "Answered",
     "Binding",
-    "CallEvent",
     "CallStateError",
     "Confirmed",
     "DigestError",
@@ -54,6 +54,7 @@ __all__ = [
     "Ringing",
     "SipCall",
     "SipError",
+    "SipEvent",
     "SipStack",
     "SipStackStateError",
     "SipStats",

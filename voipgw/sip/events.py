@@ -79,7 +79,8 @@ class ReOfferRejected:
     reason: str
 
 
-CallEvent = Trying | Ringing | Answered | Confirmed | Failed | Ended | ReOffer | ReAnswered | ReOfferRejected
+SipEvent = Trying | Ringing | Answered | Confirmed | Failed | Ended | ReOffer | ReAnswered | ReOfferRejected
+"""Everything a SipCall reports (named apart from ``voipgw.call.CallEvent``, the life-cycle table's input)."""
 TERMINAL_EVENTS = (Failed, Ended)
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from dataclasses import dataclass, fields
+
+from voipgw.logutil import RateLimitedLog
 
 MIN_DATAGRAM = 32
 """sippy silently ignores anything shorter; we count it instead."""
 MAX_DATAGRAM = 8192
 """A SIP datagram larger than this is refused: 513 Message Too Large when it can be answered (RFC 3261 §21.5.14),
 else dropped. UDP SIP should stay under 1300 bytes anyway (§18.1.1); larger requests go over TCP."""
-LOG_INTERVAL_S = 10.0
-"""At most one log line per kind of junk per interval; the rest are only counted."""
 SUPPORTED_VERSION = "SIP/2.0"
 
 _REQUEST_LINE = re.compile(r"^([!%'*+\-.0-9A-Z_`a-z~]+) (\S+) (SIP/\d+\.\d+)$")
@@ -99,29 +98,6 @@ class Drop:
 
 
 Verdict = Accept | Reply | Drop
-
-
-class RateLimitedLog:
-    """One log line per key per interval, then a count of what was suppressed."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S) -> None:
-        self._logger = logger
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, key: str, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        skipped = self._suppressed.pop(key, 0)
-        if skipped:
-            msg += " (%d similar suppressed in the last %.0f s)"
-            args = (*args, skipped, self._interval)
-        self._logger.log(level, msg, *args)
 
 
 class DatagramGuard:

@@ -41,6 +41,7 @@ from sippy.Core.EventDispatcher import ED2
 from sippy.Network_server import Remote_address
 from sippy.Time.MonoTime import MonoTime
 
+from voipgw.logutil import RateLimitedLog
 from voipgw.sip.framing import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
@@ -50,7 +51,6 @@ from voipgw.sip.framing import (
     StreamFramer,
     top_via_branch,
 )
-from voipgw.sip.guard import RateLimitedLog
 from voipgw.sip.tls import describe_failure, fingerprint_matches
 
 log = logging.getLogger("voipgw.sip.tcp")

@@ -667,10 +667,6 @@ class ContactStore:
                 self._note_local(db, local_aor, local_key, now)
             return cur.rowcount == 1
 
-    def note_local_aor(self, aor: str, key: bytes, *, now: float) -> None:
-        with self.transaction() as db:
-            self._note_local(db, checked_aor(aor), checked_key(key), now)
-
     @staticmethod
     def _note_local(db: sqlite3.Connection, aor: str, key: bytes, now: float) -> None:
         db.execute(

@@ -1,0 +1,191 @@
+"""voipgw.negotiate's decisions as tables, without sockets or clocks: the callee's answer or refusal (code and
+Warning), the caller's verdict on an answer, and what a trust verdict makes of a call."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ratchet.handshake import NonceCache, Offerer, encode_attribute
+from ratchet.identity import IdentityKey
+from voipgw.call import Security
+from voipgw.config import PhoneConfig, Policy
+from voipgw.negotiate import (
+    WARN_NO_COMMON_CODEC,
+    WARN_NO_KEY_EXCHANGE,
+    Accepted,
+    Answer,
+    Refusal,
+    Rejected,
+    TrustRefusal,
+    decide_answer,
+    decide_offer,
+    telephone_event_pt,
+    trust_outcome,
+)
+from voipgw.sdp import Codec, build_sdp, opus_codec, parse_sdp, telephone_event_codec
+from voipgw.trust import TrustAction, TrustState, TrustVerdict
+
+NOW = 1_800_000_000.0
+ALICE, BOB = "alice@example.org", "bob@example.org"
+CALL_ID = "c1@example.org"
+PCMU = Codec("pcmu", 0, 8000)
+G722 = Codec("g722", 9, 8000)
+KEYS = {ALICE: IdentityKey.generate(), BOB: IdentityKey.generate()}
+REQUIRE = PhoneConfig(aor=BOB)
+OPPORTUNISTIC = PhoneConfig(aor=BOB, policy=Policy.OPPORTUNISTIC)
+
+
+def _offerer(to: str = BOB, call_id: str = CALL_ID) -> Offerer:
+    return Offerer(KEYS[ALICE], ALICE, to, call_id, PhoneConfig(aor=ALICE).offer_handshake, NOW)
+
+
+def _sdp(codecs: list[Codec], handshake: bytes | None = None, te: int | None = 101) -> str:
+    attr = encode_attribute(handshake) if handshake is not None else None
+    return build_sdp("192.0.2.1", 4000, codecs, handshake=attr, telephone_event_pt=te)
+
+
+def _offer(sdp: str, config: PhoneConfig = REQUIRE, nonces: NonceCache | None = None, **kw: str) -> Answer | Refusal:
+    cache = nonces if nonces is not None else NonceCache(max_skew_s=60)
+    call_id = kw.get("call_id", CALL_ID)
+    return decide_offer(sdp, config, KEYS[BOB], BOB, kw.get("caller", ALICE), call_id, cache, NOW)
+
+
+# --- the callee: offer -> answer or refusal ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "sdp", "warning"),
+    [
+        (REQUIRE, "not sdp", "voipgw: unusable offer: "),
+        (REQUIRE, _sdp([PCMU]), WARN_NO_KEY_EXCHANGE),
+        (REQUIRE, _sdp([G722]), WARN_NO_KEY_EXCHANGE),  # policy first, whatever the codecs
+        (replace(REQUIRE, e2e=False), _sdp([opus_codec()], _offerer().offer_bytes), WARN_NO_KEY_EXCHANGE),
+        (OPPORTUNISTIC, _sdp([G722]), WARN_NO_COMMON_CODEC),
+        (REQUIRE, _sdp([PCMU], _offerer().offer_bytes), WARN_NO_COMMON_CODEC),  # sealed means opus
+        (REQUIRE, _sdp([opus_codec()], _offerer(to="carol@example.org").offer_bytes), "voipgw: key exchange refused: "),
+    ],
+    ids=[
+        "garbage",
+        "plain-require",
+        "plain-require-no-codec",
+        "e2e-off",
+        "no-plain-codec",
+        "secure-no-opus",
+        "other-callee",
+    ],
+)
+def test_the_callee_refuses_with_488_and_todays_warning(config: PhoneConfig, sdp: str, warning: str) -> None:
+    decision = _offer(sdp, config)
+    assert isinstance(decision, Refusal), decision
+    assert (decision.code, decision.phrase) == (488, "Not Acceptable Here")
+    assert decision.warning.startswith(warning), decision.warning
+
+
+def test_a_secure_offer_is_answered_with_keys_and_the_offer_telephone_event() -> None:
+    decision = _offer(_sdp([opus_codec(), PCMU], _offerer().offer_bytes, te=98))
+    assert isinstance(decision, Answer), decision
+    assert decision.codec.name == "opus" and decision.keys is not None and decision.answer_attribute
+    assert decision.telephone_event_pt == 98 and decision.keys.remote_aor == ALICE
+
+
+def test_a_replayed_offer_and_a_call_id_mismatch_are_refused() -> None:
+    nonces = NonceCache(max_skew_s=60)
+    offer = _sdp([opus_codec()], _offerer().offer_bytes)
+    assert isinstance(_offer(offer, nonces=nonces), Answer)
+    replayed = _offer(offer, nonces=nonces)
+    assert isinstance(replayed, Refusal) and "key exchange refused" in replayed.warning
+    moved = _offer(_sdp([opus_codec()], _offerer().offer_bytes), call_id="rewritten@pbx")
+    assert isinstance(moved, Refusal) and "key exchange refused" in moved.warning
+    unbound = _offer(_sdp([opus_codec()], _offerer().offer_bytes), replace(REQUIRE, bind_call_id=False),
+                     call_id="rewritten@pbx")  # fmt: skip
+    assert isinstance(unbound, Answer)
+
+
+def test_a_plain_offer_under_opportunistic_is_answered_in_the_clear() -> None:
+    decision = _offer(_sdp([G722, PCMU], te=None), OPPORTUNISTIC)
+    assert isinstance(decision, Answer) and decision.codec.name == "pcmu"
+    assert decision.keys is None and decision.answer_attribute is None and decision.telephone_event_pt is None
+    off = _offer(_sdp([opus_codec()], _offerer().offer_bytes), replace(OPPORTUNISTIC, e2e=False))
+    assert isinstance(off, Answer) and off.keys is None  # e2e off: the key exchange is ignored
+
+
+# --- the caller: answer -> accepted or hung up --------------------------------------------------------------
+
+
+def _answer_to(offerer: Offerer, codecs: list[Codec]) -> str:
+    decision = _offer(_sdp([opus_codec()], offerer.offer_bytes))
+    assert isinstance(decision, Answer) and decision.answer_attribute is not None
+    return build_sdp("192.0.2.2", 4002, codecs, handshake=decision.answer_attribute)
+
+
+CALLER_REQUIRE = PhoneConfig(aor=ALICE)
+CALLER_OPPORTUNISTIC = PhoneConfig(aor=ALICE, policy=Policy.OPPORTUNISTIC)
+
+
+@pytest.mark.parametrize(
+    ("config", "sdp", "secure", "reason"),
+    [
+        (CALLER_REQUIRE, "v=0", True, "unusable answer SDP: "),
+        (CALLER_REQUIRE, _sdp([opus_codec()]), True, "the peer answered without the voipgw key exchange; hung up"),
+        (CALLER_OPPORTUNISTIC, _sdp([G722]), False, "no common codec in the answer"),
+        (CALLER_OPPORTUNISTIC, "answer-with-handshake", False, "the answer carries a voipgw key exchange we did not"),
+        (CALLER_REQUIRE, "answer-pcmu", True, "no common codec in the answer (a secure call needs opus)"),
+        (CALLER_REQUIRE, "answer-tampered", True, "key exchange failed: "),
+    ],
+    ids=["garbage", "plain-answer-require", "no-plain-codec", "unexpected-handshake", "secure-no-opus", "tampered"],
+)
+def test_the_caller_hangs_up_with_todays_reason(config: PhoneConfig, sdp: str, secure: bool, reason: str) -> None:
+    offerer = _offerer()
+    if sdp == "answer-with-handshake":
+        sdp = _answer_to(_offerer(), [opus_codec()])
+    elif sdp == "answer-pcmu":
+        sdp = _answer_to(offerer, [PCMU])
+    elif sdp == "answer-tampered":
+        sdp = _answer_to(_offerer(), [opus_codec()])  # signed for another offer
+    decision = decide_answer(sdp, config, offerer if secure else None, BOB, NOW)
+    assert isinstance(decision, Rejected), decision
+    assert decision.reason.startswith(reason), decision.reason
+
+
+def test_the_caller_accepts_a_sealed_answer_and_a_plain_one_under_opportunistic() -> None:
+    offerer = _offerer()
+    sealed = decide_answer(_answer_to(offerer, [opus_codec()]), CALLER_REQUIRE, offerer, BOB, NOW)
+    assert isinstance(sealed, Accepted) and sealed.keys is not None and sealed.codec.name == "opus"
+    assert offerer.closed  # the settled exchange dropped its secrets
+    plain = decide_answer(_sdp([PCMU]), CALLER_OPPORTUNISTIC, None, BOB, NOW)
+    assert isinstance(plain, Accepted) and plain.keys is None and plain.codec.name == "pcmu"
+
+
+# --- trust verdicts and DTMF ---------------------------------------------------------------------------
+
+
+def _verdict(state: TrustState, *, verified: bool = False, allow: bool = True) -> TrustVerdict:
+    action = TrustAction.ALLOW if allow else TrustAction.BLOCK
+    warning = "the key changed" if state is TrustState.KEY_CHANGED else None
+    return TrustVerdict(BOB, state, verified, action, "0" * 60, None, None, "why", warning)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "outcome"),
+    [
+        (None, Security.SECURE_UNVERIFIED),
+        (_verdict(TrustState.FIRST_CONTACT), Security.SECURE_UNVERIFIED),
+        (_verdict(TrustState.KNOWN), Security.SECURE_UNVERIFIED),
+        (_verdict(TrustState.KNOWN, verified=True), Security.SECURE_VERIFIED),
+        (_verdict(TrustState.KEY_CHANGED), Security.KEY_CHANGED),
+        (_verdict(TrustState.KEY_CHANGED, allow=False), TrustRefusal("why", "the key changed")),
+    ],
+)
+def test_trust_outcome(verdict: TrustVerdict | None, outcome: Security | TrustRefusal) -> None:
+    assert trust_outcome(verdict) == outcome
+
+
+@pytest.mark.parametrize(
+    ("te", "codec", "expected"),
+    [(101, PCMU, 101), (None, PCMU, None), (98, Codec("opus", 98, 48000), None), (13, PCMU, None)],
+)
+def test_telephone_event_pt_is_the_peers_when_usable(te: int | None, codec: Codec, expected: int | None) -> None:
+    codecs = [codec] + ([telephone_event_codec(te)] if te is not None else [])
+    assert telephone_event_pt(parse_sdp(build_sdp("192.0.2.1", 4000, codecs)), codec) == expected

@@ -1,0 +1,162 @@
+"""A bridged gateway call, both legs up: hold and resume re-INVITEs are answered per leg and passed to the other
+(no new handshake outside), a leg whose media died ends the call, and when either leg ends the other is hung up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from voipgw.audio.codecs import OPUS as OPUS_CODEC
+from voipgw.gateway.legs import end_bridge, wait_terminal
+from voipgw.gateway.model import B2buaSettings, Bridge
+from voipgw.sdp import (
+    INACTIVE,
+    PCMA,
+    PCMU,
+    RECVONLY,
+    SENDONLY,
+    SENDRECV,
+    Codec,
+    SdpError,
+    build_sdp,
+    hold_direction,
+    opus_codec,
+    parse_sdp,
+)
+
+log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
+
+MEDIA_POLL_S = 1.0
+
+
+async def follow(bridge: Bridge, settings: B2buaSettings) -> None:
+    """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
+    either leg ends, then end the other."""
+    assert bridge.inside_sip is not None and bridge.outside is not None
+    _bridge_reoffers(bridge, settings.listen_host)
+    inside_gone = asyncio.ensure_future(wait_terminal(bridge.inside_sip))
+    outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
+    media_dead = asyncio.ensure_future(_watch_media(bridge, settings.media_timeout_s))
+    try:
+        await asyncio.wait({inside_gone, outside_gone, media_dead}, return_when=asyncio.FIRST_COMPLETED)
+        # A reason set already is ours (e.g. the shutdown): the legs then end because we hung them up.
+        if bridge.reason:
+            pass
+        elif media_dead.done() and not (inside_gone.done() or outside_gone.done()):
+            bridge.reason = media_dead.result()
+            log.warning("gateway call %s (%s): %s", bridge.call_id, bridge.user.name, bridge.reason)
+        elif inside_gone.done():
+            ev = inside_gone.result()
+            bridge.reason = f"inside: {ev.reason}" if ev is not None else "inside: ended"
+        else:
+            bridge.reason = f"outside: {bridge.outside.record.reason or 'ended'}"
+        end_bridge(bridge, bridge.reason)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(bridge.outside.done.wait(), 5.0)
+    finally:
+        inside_gone.cancel()
+        outside_gone.cancel()
+        media_dead.cancel()
+
+
+async def _watch_media(bridge: Bridge, timeout_s: float) -> str:
+    """Return (with the reason) once a leg has received no RTP for ``timeout_s`` while nobody holds: a call whose
+    media path is gone must end with a reason, never stay up silent."""
+    legs = {"inside": bridge.inside_media, "outside": bridge.outside.media if bridge.outside else None}
+    last = {name: -1 for name in legs}
+    quiet_since = {name: time.monotonic() for name in legs}
+    while True:
+        await asyncio.sleep(MEDIA_POLL_S)
+        now = time.monotonic()
+        for name, media in legs.items():
+            got = media.stats.frames_received if media is not None else 0
+            if got != last[name] or bridge.inside_hold or bridge.outside_hold:
+                last[name], quiet_since[name] = got, now
+            elif now - quiet_since[name] >= timeout_s:
+                return f"no media from the {name} leg for {timeout_s:g} s"
+
+
+# --- hold and resume ------------------------------------------------------------------------------------
+
+
+def _bridge_reoffers(bridge: Bridge, host: str) -> None:
+    """Answer each leg's re-INVITE ourselves and pass its hold state to the other leg as our own re-INVITE.
+    The outside leg's re-offers carry no handshake: the sealed session and its keys stay as they are."""
+    assert bridge.inside_sip is not None and bridge.outside is not None and bridge.outside.sip is not None
+    inside_sip, outside_sip = bridge.inside_sip, bridge.outside.sip
+
+    def on_inside(sdp: str) -> str | None:
+        return on_reoffer(bridge, "inside", sdp, host)
+
+    def on_outside(sdp: str) -> str | None:
+        return on_reoffer(bridge, "outside", sdp, host)
+
+    inside_sip.reoffer_handler = on_inside
+    outside_sip.reoffer_handler = on_outside
+
+
+def on_reoffer(bridge: Bridge, leg: str, sdp: str, host: str) -> str | None:
+    """Our answer to ``leg``'s re-offer (None: 488), passing a hold or resume to the other leg."""
+    try:
+        remote = parse_sdp(sdp)
+    except SdpError as exc:
+        log.warning("gateway call %s: unusable %s re-offer (%s): 488", bridge.call_id, leg, exc.reason)
+        return None
+    codec = _leg_codec(bridge, leg)
+    if codec is None or not any(c.name == codec.name for c in remote.codecs):
+        log.warning("gateway call %s: the %s re-offer drops our codec: 488", bridge.call_id, leg)
+        return None
+    codec = next(c for c in remote.codecs if c.name == codec.name)
+    holds = remote.direction in (SENDONLY, INACTIVE)
+    other_holds = bridge.outside_hold if leg == "inside" else bridge.inside_hold
+    if holds != (bridge.inside_hold if leg == "inside" else bridge.outside_hold):
+        if leg == "inside":
+            bridge.inside_hold = holds
+        else:
+            bridge.outside_hold = holds
+        bridge.holds += 1
+        other = "outside" if leg == "inside" else "inside"
+        log.info(
+            "gateway call %s: the %s side %s; passing it to the %s leg",
+            bridge.call_id, leg, "holds" if holds else "resumes", other,
+        )  # fmt: skip
+        _reoffer(bridge, other, hold_direction(local_hold=holds, remote_hold=other_holds), host)
+    # We send what the other side says whenever this peer listens; we listen to this peer only while the other
+    # side does (a held party hears nobody, so its media need not cross).
+    send = remote.direction in (SENDRECV, RECVONLY)
+    recv = remote.direction in (SENDRECV, SENDONLY) and not other_holds
+    direction = {(True, True): SENDRECV, (True, False): SENDONLY, (False, True): RECVONLY}.get((send, recv), INACTIVE)
+    return _leg_sdp(bridge, leg, codec, direction, host)
+
+
+def _leg_codec(bridge: Bridge, leg: str) -> Codec | None:
+    if leg == "inside":
+        return bridge.inside_payload
+    name = bridge.outside.record.codec if bridge.outside is not None else None
+    return {OPUS_CODEC.name: opus_codec(), PCMU: Codec(PCMU, 0, 8000), PCMA: Codec(PCMA, 8, 8000)}.get(name or "")
+
+
+def _leg_sdp(bridge: Bridge, leg: str, codec: Codec, direction: str, host: str) -> str:
+    media = bridge.inside_media if leg == "inside" else bridge.outside.media if bridge.outside else None
+    assert media is not None
+    ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
+    ids[1] += 1
+    return build_sdp(
+        host,
+        media.local[1],
+        [codec],
+        direction=direction,
+        session_id=ids[0],
+        version=ids[1],
+        telephone_event_pt=media.telephone_event_pt,
+    )
+
+
+def _reoffer(bridge: Bridge, leg: str, direction: str, host: str) -> None:
+    codec = _leg_codec(bridge, leg)
+    sip = bridge.inside_sip if leg == "inside" else bridge.outside.sip if bridge.outside else None
+    if codec is None or sip is None:
+        return
+    sip.reoffer(_leg_sdp(bridge, leg, codec, direction, host))

@@ -1,0 +1,133 @@
+"""An inbound gateway call (outside -> inside phone): the outside leg is verified and answered first, the gateway
+waits for the caller's SAS reveal, then rings the inside phone with ``From: "Name [E2E sas]"`` while the caller
+hears a sealed ringback. A decline or no-answer inside ends the outside call with a BYE that says why."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ratchet.aor import normalize_aor
+from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.legs import (
+    INSIDE_EVENT_PT,
+    INSIDE_OFFER,
+    Switchboard,
+    end_bridge,
+    pick_inside_codec,
+    start_inside_media,
+    wait_answer,
+)
+from voipgw.gateway.model import Bridge, InsideUser, security_label
+from voipgw.gateway.statuses import code_of
+from voipgw.gateway.tones import play_ringback
+from voipgw.media import MediaStream
+from voipgw.sdp import SdpError, build_sdp, parse_sdp
+from voipgw.sip import Answered, Failed, IncomingCall
+from voipgw.sip.uri import user_part
+
+log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
+
+
+async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
+    """Answer the outside caller (verified), wait for its SAS, then ring the inside phone showing it; the bridge is
+    then up, or failed (the outside call ended with the reason)."""
+    assert board.stack is not None
+    incoming.ring()
+    policy = board.config.policy_for(user.name, normalize_aor(incoming.from_aor))
+    bridge.policy = policy.value
+    leg = board.outside_leg(bridge, user, policy)
+    # The outside leg is answered first: the SAS exists for the answerer only after the caller's reveal,
+    # which travels in its first media frames, and the inside phone must see the SAS in the INVITE's From.
+    out = await leg.answer(incoming, source=bridge.to_outside, sink=bridge.to_inside)
+    bridge.outside = out
+    rec = out.record
+    if rec.state is not CallState.ESTABLISHED:
+        bridge.fail(f"outside leg: {rec.reason}")
+        if rec.security is Security.REFUSED:  # the leg refused the INVITE (and logged it, rate-limited)
+            bridge.refused = True
+            board.count_refused(code_of(rec.reason))
+        return
+    t_answered = time.monotonic()
+    deadline = t_answered + board.config.sas_wait_s
+    secure = rec.security is not Security.NOT_SECURE
+    while secure and rec.sas is None and not rec.finished and time.monotonic() < deadline:
+        out.poll_session_events()
+        await asyncio.sleep(0.005)
+    bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
+    if rec.finished:
+        bridge.fail(f"outside leg: {rec.reason}")
+        return
+    name = incoming.from_display or user_part(rec.remote_aor) or rec.remote_aor
+    bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
+    # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
+    # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
+    stream = await MediaStream.bind(board.config.listen_host, payload_type=None)
+    bridge.inside_media = stream
+    port = stream.local[1]
+    sid = bridge.inside_sdp[0]
+    # The outside caller hears a ringback we make (sealed like any audio) while the inside phone rings:
+    # its call is answered already, and silence would sound like a dead line.
+    ringing = asyncio.Event()
+    ringback = asyncio.ensure_future(play_ringback(bridge, ringing))
+    inside_rec = bridge.inside
+    inside_rec.local_aor, inside_rec.remote_aor = rec.remote_aor, user.contact
+
+    def offer(call_id: str) -> str:
+        inside_rec.call_id = call_id
+        return build_sdp(
+            board.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
+        )
+
+    inside_rec.apply(CallEvent.SEND_INVITE)
+    try:
+        inside = await board.stack.place_call(
+            user.contact,
+            f"sip:{rec.remote_aor}",
+            offer,
+            display_name=bridge.display,
+            timeout_s=board.config.no_answer_timeout_s,
+        )
+        bridge.inside_sip = inside
+        log.log(
+            logging.WARNING if not secure else logging.INFO,
+            "gateway call %s: %s -> %s shown as %r", rec.call_id, rec.remote_aor, user.name, bridge.display,
+        )  # fmt: skip
+        answered = asyncio.ensure_future(wait_answer(inside, inside_rec))
+        outside_gone = asyncio.ensure_future(out.done.wait())
+        await asyncio.wait({answered, outside_gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ringing.set()
+        await ringback
+        bridge.to_outside.frames.clear()
+    if not answered.done():
+        bridge.fail(f"outside: {rec.reason or 'caller hung up'} while the inside phone rang")
+        inside.hangup()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(answered, 2.0)
+        outside_gone.cancel()
+        return
+    outside_gone.cancel()
+    ev = answered.result()
+    if not isinstance(ev, Answered):
+        what = f"{ev.code} {ev.reason}" if isinstance(ev, Failed) else ev.reason
+        bridge.fail(f"inside phone: {what}")
+        out.hangup(f"voipgw gateway: the inside phone did not answer ({what})")
+        return
+    try:
+        remote = parse_sdp(ev.remote_sdp)
+    except SdpError as exc:
+        remote = None
+        why = f"unusable answer from the inside phone: {exc.reason}"
+    codec = pick_inside_codec(remote.codecs) if remote is not None else None
+    if remote is None or codec is None:
+        bridge.fail(why if remote is None else "no common codec with the inside phone")
+        end_bridge(bridge, bridge.reason)
+        return
+    if out.record.finished:
+        bridge.fail()
+        end_bridge(bridge, "outside: caller hung up as the inside phone answered")
+        return
+    await start_inside_media(bridge, stream, remote, codec)

@@ -1,0 +1,158 @@
+"""What the gateway's two call flows share: the inside leg's codecs and offer, its media start and the DTMF
+bridge, waiting on a leg's SIP events, hanging a bridge up, and the ``Switchboard``: the little the flows need from
+the B2BUA that runs them (owned here, by its consumers). No routing and no bookkeeping of bridges."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from voipgw.audio.codecs import OPUS as OPUS_CODEC
+from voipgw.audio.codecs import get_codec
+from voipgw.call import CallEvent, CallRecord, Security
+from voipgw.config import Policy
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
+from voipgw.gateway.pipes import switch_codec
+from voipgw.leg import Leg
+from voipgw.media import MediaError, MediaStream, PlainProtector
+from voipgw.negotiate import telephone_event_pt
+from voipgw.rtp.dtmf import DtmfError
+from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, opus_codec
+from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
+
+log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
+
+G722 = "g722"
+INSIDE_CODECS = (PCMU, PCMA, G722, "opus")
+"""Codecs the inside leg accepts; the inside phone's own order decides among them."""
+INSIDE_OFFER = [opus_codec(), Codec(G722, 9, 8000), Codec(PCMU, 0, 8000), Codec(PCMA, 8, 8000)]
+"""What the gateway offers an inside phone it rings: Opus first (passed through untouched), then the best
+transcoded one."""
+INSIDE_EVENT_PT = 101
+"""The telephone-event payload type the gateway offers an inside phone it rings (DTMF is bridged both ways)."""
+
+
+class Switchboard(Protocol):
+    """What a call flow needs from the B2BUA running it (``voipgw.gateway.b2bua.Gateway``)."""
+
+    config: B2buaSettings
+    stack: SipStack | None
+
+    def outside_leg(self, bridge: Bridge, user: InsideUser, policy: Policy) -> Leg:
+        """A new outside leg for ``bridge``, as ``user`` under ``policy``."""
+        ...
+
+    def refuse(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
+        """Refuse the inside phone's INVITE (counted, logged rate-limited)."""
+        ...
+
+    def count_refused(self, code: int) -> None:
+        """An INVITE refused elsewhere (by the outside leg's key exchange or policy)."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, awaited (bounded) when the gateway stops."""
+        ...
+
+
+async def start_inside_media(bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec) -> None:
+    """Start the inside leg's (plain) media toward ``remote`` with ``codec``, then open the pipes between the legs."""
+    # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
+    # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
+    sealed = bridge.outside is not None and bridge.outside.session is not None
+    bridge.passthrough.on = codec.name == OPUS_CODEC.name and sealed
+    info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough.on else None
+    # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
+    await stream.start(
+        PlainProtector(),
+        remote.rtp_address,
+        source=bridge.to_inside,
+        sink=bridge.to_outside,
+        allow_insecure=True,
+        clock=time.monotonic,
+        codec=info or get_codec(codec.name),
+        payload_type=codec.payload_type,
+        telephone_event_pt=telephone_event_pt(remote, codec),
+    )
+    bridge.inside_codec = codec.name
+    bridge.inside_payload = codec
+    _bridge_dtmf(bridge, stream)
+    bridge.to_inside.open = bridge.to_outside.open = True
+
+
+def _bridge_dtmf(bridge: Bridge, inside: MediaStream) -> None:
+    """Each RFC 4733 digit one leg receives is sent on the other (sealed like audio on the outside leg)."""
+    outside = bridge.outside.media if bridge.outside is not None else None
+    if outside is None:
+        return
+    noted = outside.on_dtmf
+
+    def to_inside(digit: str) -> None:
+        if noted is not None:
+            noted(digit)
+        if _send_dtmf(bridge, inside, digit, "inside"):
+            bridge.dtmf_to_inside += 1
+
+    def to_outside(digit: str) -> None:
+        if _send_dtmf(bridge, outside, digit, "outside"):
+            bridge.dtmf_to_outside += 1
+
+    outside.on_dtmf = to_inside
+    inside.on_dtmf = to_outside
+
+
+def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> bool:
+    try:
+        stream.send_dtmf(digit)
+    except (MediaError, DtmfError) as exc:
+        # Counted, never logged digit by digit (digits may be PINs); the first failure says why.
+        if not bridge.dtmf_dropped:
+            log.warning("gateway call %s: DTMF cannot cross to the %s leg: %s", bridge.call_id, leg, exc)
+        bridge.dtmf_dropped += 1
+        return False
+    return True
+
+
+def end_bridge(bridge: Bridge, why: str) -> None:
+    """Hang up both legs (BYE, or CANCEL/487 while ringing)."""
+    bridge.reason = bridge.reason or why
+    text = None if why == "gateway shutdown" else f"voipgw gateway: {why}"
+    if bridge.outside is not None:
+        bridge.outside.hangup(text)
+    if bridge.inside_sip is not None:
+        with contextlib.suppress(Exception):
+            bridge.inside_sip.hangup(text)  # the inside phone learns why too (BYE Reason)
+
+
+async def wait_terminal(sip: SipCall) -> Ended | Failed | None:
+    """The leg's terminal event (its other events are of no interest while we wait)."""
+    while True:
+        ev = await sip.next_event()
+        if isinstance(ev, Ended | Failed):
+            return ev
+
+
+async def wait_answer(sip: OutgoingCall, record: CallRecord) -> Answered | Ended | Failed:
+    """The inside leg's final answer, moving its record (ringing, answered, refused, or given up)."""
+    while True:
+        ev = await sip.next_event()
+        if isinstance(ev, Answered):
+            record.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)
+            return ev
+        if isinstance(ev, Failed):
+            record.apply(CallEvent.REFUSED)
+            return ev
+        if isinstance(ev, Ended):
+            record.apply(CallEvent.HUNG_UP)
+            return ev
+        if isinstance(ev, Ringing):
+            record.apply(CallEvent.RINGING)
+            log.debug("inside leg %s ringing", sip.call_id)
+
+
+def pick_inside_codec(offered: tuple[Codec, ...]) -> Codec | None:
+    """The inside phone's first codec that we transcode (its order, not ours: it knows its network)."""
+    return next((c for c in offered if c.name in INSIDE_CODECS), None)

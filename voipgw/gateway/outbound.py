@@ -1,0 +1,100 @@
+"""An outbound gateway call (inside phone -> outside): 180 to the phone at once, the outside INVITE, and the
+phone's 200 OK only after the outside 200 OK (sealed, or NOT SECURE under ``opportunistic``), followed by an audible
+cue of the call's state. An outside failure becomes the phone's final response, with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ratchet.aor import normalize_aor
+from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.legs import Switchboard, end_bridge, pick_inside_codec, start_inside_media, wait_terminal
+from voipgw.gateway.model import Bridge, InsideUser
+from voipgw.gateway.routing import Refuse
+from voipgw.gateway.statuses import code_of
+from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
+from voipgw.media import MediaStream
+from voipgw.negotiate import telephone_event_pt
+from voipgw.sdp import SdpError, build_sdp, parse_sdp
+from voipgw.sip import IncomingCall
+
+log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
+
+
+async def outbound_setup(
+    board: Switchboard, bridge: Bridge, user: InsideUser, incoming: IncomingCall, target: str | Refuse
+) -> None:
+    """Answer the inside phone once the outside call to ``target`` is up (and sealed, under ``require``), or
+    refuse its INVITE with the outside leg's reason; the bridge is then up, or failed."""
+    try:
+        remote = parse_sdp(incoming.remote_sdp or "")
+    except SdpError as exc:
+        return board.refuse(bridge, incoming, 488, f"voipgw gateway: unusable offer: {exc.reason}")
+    codec = pick_inside_codec(remote.codecs)
+    if codec is None:
+        return board.refuse(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
+    if isinstance(target, Refuse):
+        return board.refuse(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
+    policy = board.config.policy_for(user.name, normalize_aor(target))
+    bridge.policy = policy.value
+    stream = await MediaStream.bind(board.config.listen_host)
+    bridge.inside_media = stream
+    # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
+    # is never relayed: it would be clear audio from a party nobody has verified yet.
+    incoming.ring()
+    bridge.inside.apply(CallEvent.RINGING)
+    leg = board.outside_leg(bridge, user, policy)
+    placing = asyncio.ensure_future(leg.place(target, source=bridge.to_outside, sink=bridge.to_inside))
+    cancelled = asyncio.ensure_future(wait_terminal(incoming))
+    await asyncio.wait({placing, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    if cancelled.done() and not placing.done():
+        bridge.reason = "cancelled by the inside phone"
+        # place_call may still be sending the INVITE: retry the CANCEL until its call is pending.
+        while not placing.done():
+            if leg.cancel():
+                break
+            await asyncio.sleep(0.02)
+    out = await placing
+    inside_gone = cancelled.done()
+    cancelled.cancel()
+    bridge.outside = out
+    rec = out.record
+    if inside_gone:
+        bridge.inside.apply(CallEvent.HUNG_UP)
+    if rec.state is not CallState.ESTABLISHED:
+        bridge.fail()
+        if inside_gone:
+            bridge.reason = bridge.reason or "cancelled by the inside phone"
+            return
+        code = code_of(rec.reason)
+        return board.refuse(bridge, incoming, code, f"voipgw gateway: outside leg: {rec.reason}")
+    if inside_gone:
+        # The inside phone gave up just as the outside answered.
+        bridge.fail()
+        end_bridge(bridge, "cancelled by the inside phone")
+        return
+    log.log(
+        logging.WARNING if rec.security is Security.NOT_SECURE else logging.INFO,
+        "gateway call %s: %s -> %s %s%s, outside %s codec %s SAS %s",
+        rec.call_id, user.name, rec.remote_aor, rec.security.value,
+        " [NOT SECURE] (policy opportunistic: the far end has no voipgw gateway)"
+        if rec.security is Security.NOT_SECURE else "",
+        rec.suite, rec.codec, rec.sas,
+    )  # fmt: skip
+    await start_inside_media(bridge, stream, remote, codec)
+    # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
+    secure = rec.security is not Security.NOT_SECURE
+    bridge.cue = "secure" if secure else "not secure"
+    bridge.to_inside.open = False
+    board.spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+    incoming.answer(
+        build_sdp(
+            board.config.listen_host,
+            stream.local[1],
+            [codec],
+            session_id=bridge.inside_sdp[0],
+            telephone_event_pt=telephone_event_pt(remote, codec),
+        )
+    )
+    bridge.inside.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)

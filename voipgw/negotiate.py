@@ -1,0 +1,167 @@
+"""The call's decisions, sans I/O: the callee's answer to an offer, the caller's verdict on an answer, and what a
+trust verdict means for the call. Pure functions of SDP text, configuration, identity, replay cache and ``now``:
+no asyncio, no sockets, no clock of their own. ``voipgw.leg`` carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ratchet.errors import HandshakeError
+from ratchet.handshake import NonceCache, Offerer, answer_offer, decode_attribute, encode_attribute
+from ratchet.identity import IdentityKey
+from ratchet.params import SessionKeys
+from voipgw.call import Security
+from voipgw.config import PhoneConfig, Policy
+from voipgw.sdp import PLAIN_CODECS, SECURE_CODECS, AudioDescription, Codec, SdpError, choose_codec, parse_sdp
+from voipgw.trust import TrustState, TrustVerdict
+
+WARN_NO_KEY_EXCHANGE = (
+    "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
+)
+WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
+NOT_ACCEPTABLE = (488, "Not Acceptable Here")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The callee answers: media with ``codec``, sealed with ``keys`` (None: a plain call)."""
+
+    remote: AudioDescription
+    """The offer, parsed (its RTP address and telephone-event)."""
+    codec: Codec
+    keys: SessionKeys | None
+    answer_attribute: str | None
+    """Our ``a=voipgw`` value for the answer SDP (None for a plain call)."""
+    telephone_event_pt: int | None
+    """The offer's telephone-event payload type echoed in the answer (RFC 3264), or None: no DTMF."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The callee refuses the INVITE with this final response and Warning text."""
+
+    code: int
+    phrase: str
+    warning: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The caller accepts the answer: media with ``codec``, sealed with ``keys`` (None: NOT SECURE, plain)."""
+
+    remote: AudioDescription
+    codec: Codec
+    keys: SessionKeys | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The caller refuses the answer (the dialog exists: it hangs up at once, with ``reason``)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrustRefusal:
+    """The contact store blocks the peer's key."""
+
+    reason: str
+    warning: str | None
+    """The loud key-change text, if any (logged and kept on the call record)."""
+
+
+def telephone_event_pt(remote: AudioDescription, codec: Codec) -> int | None:
+    """The peer's telephone-event payload type if it is usable beside ``codec`` (dynamic, not the audio's)."""
+    te = remote.telephone_event
+    if te is None or not 96 <= te.payload_type <= 127 or te.payload_type == codec.payload_type:
+        return None
+    return te.payload_type
+
+
+def decide_offer(
+    offer_sdp: str,
+    config: PhoneConfig,
+    identity: IdentityKey,
+    local_aor: str,
+    remote_aor: str,
+    call_id: str,
+    nonces: NonceCache,
+    now: float,
+) -> Answer | Refusal:
+    """Policy, then codec, then the key exchange (verify the offer, make the answer). The trust verdict on the
+    resulting keys comes after (:func:`trust_outcome`): it may need the contact store."""
+    try:
+        remote = parse_sdp(offer_sdp)
+    except SdpError as exc:
+        return Refusal(*NOT_ACCEPTABLE, f"voipgw: unusable offer: {exc.reason}")
+    secure = remote.handshake is not None and config.e2e
+    # The policy verdict comes first: a plain offer under require is refused for its missing key exchange,
+    # whatever codecs it lists.
+    if not secure and config.policy is Policy.REQUIRE:
+        return Refusal(*NOT_ACCEPTABLE, WARN_NO_KEY_EXCHANGE)
+    codec = choose_codec(remote.codecs, SECURE_CODECS if secure else PLAIN_CODECS)
+    if codec is None:
+        return Refusal(*NOT_ACCEPTABLE, WARN_NO_COMMON_CODEC)
+    keys: SessionKeys | None = None
+    attribute: str | None = None
+    if secure:
+        assert remote.handshake is not None
+        try:
+            answer_bytes, keys = answer_offer(
+                identity,
+                local_aor,
+                decode_attribute(remote.handshake),
+                config.handshake,
+                now,
+                nonces,
+                expected_remote_aor=remote_aor,
+                call_id=call_id if config.bind_call_id else None,
+            )
+        except HandshakeError as exc:
+            return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
+        attribute = encode_attribute(answer_bytes)
+    return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec))
+
+
+def decide_answer(
+    answer_sdp: str, config: PhoneConfig, offerer: Offerer | None, remote_aor: str, now: float
+) -> Accepted | Rejected:
+    """The caller's verdict on a 200 OK's SDP; ``offerer`` is our key-exchange offer (None: a plain offer).
+    The caller closes the offerer afterwards whatever the verdict (closing is idempotent)."""
+    try:
+        remote = parse_sdp(answer_sdp)
+    except SdpError as exc:
+        return Rejected(f"unusable answer SDP: {exc.reason}")
+    if remote.handshake is None or offerer is None:
+        if config.policy is Policy.REQUIRE:
+            return Rejected("the peer answered without the voipgw key exchange; hung up (policy: require)")
+        if remote.handshake is not None:
+            return Rejected("the answer carries a voipgw key exchange we did not offer")
+        codec = choose_codec(remote.codecs, PLAIN_CODECS)
+        if codec is None:
+            return Rejected("no common codec in the answer")
+        return Accepted(remote, codec, None)
+    codec = choose_codec(remote.codecs, SECURE_CODECS)
+    if codec is None:
+        return Rejected("no common codec in the answer (a secure call needs opus)")
+    try:
+        keys = offerer.accept_answer(
+            decode_attribute(remote.handshake),
+            now,
+            expected_remote_aor=None if config.accept_any_callee else remote_aor,
+        )
+    except HandshakeError as exc:
+        return Rejected(f"key exchange failed: {exc.reason}")
+    return Accepted(remote, codec, keys)
+
+
+def trust_outcome(verdict: TrustVerdict | None) -> Security | TrustRefusal:
+    """The security a sealed call runs under, or the contact store's refusal (``verdict`` None: no store)."""
+    if verdict is None:
+        return Security.SECURE_UNVERIFIED
+    if not verdict.allowed:
+        return TrustRefusal(verdict.reason, verdict.warning)
+    if verdict.state is TrustState.KEY_CHANGED:
+        return Security.KEY_CHANGED
+    return Security.SECURE_VERIFIED if verdict.verified else Security.SECURE_UNVERIFIED

@@ -1,0 +1,318 @@
+"""sippy glue: each subclass or patch of sippy that voipgw needs, named after the workaround and saying why.
+
+Only stack.py, registration.py and register_uas.py import this. Nothing here knows about calls or
+registrations, and nothing here runs outside sippy's reactor thread except the UDP receiver it starts.
+
+The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
+``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
+larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
+requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); the
+Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
+values read raw, as sippy's parser splits quoted commas (``auth_values``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+from sippy.CCEvents import CCEventTry
+from sippy.Core.EventDispatcher import ED2
+from sippy.Network_server import Remote_address
+from sippy.SipAddress import SipAddress
+from sippy.SipFrom import SipFrom
+from sippy.SipHeader import SipHeader
+from sippy.SipRequest import SipRequest
+from sippy.SipTo import SipTo
+from sippy.SipTransactionManager import TRYING, SipTransactionManager
+from sippy.SipURL import SipURL
+from sippy.Time.MonoTime import MonoTime
+from sippy.Time.Timeout import Timeout
+from sippy.UA import UA
+from sippy.Udp_server import AsyncSender, Udp_server, Udp_server_opts
+
+from voipgw.logutil import RateLimitedLog
+from voipgw.sip.guard import MAX_DATAGRAM, Accept, DatagramGuard, Reply, SipStats
+from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpTransport
+from voipgw.sip.uri import sip_uri
+
+log = logging.getLogger("voipgw.sip")
+wire_log = logging.getLogger("voipgw.sip.wire")
+sippy_log = logging.getLogger("voipgw.sip.sippy")
+
+UDP_RECEIVE_BUFFER = 4 << 20
+"""SO_RCVBUF asked for on the SIP UDP socket: a burst of INVITEs waits in the kernel instead of being dropped
+(the default, about 208 KiB, holds fewer than 100 small datagrams). Linux caps it at net.core.rmem_max."""
+UDP_READ_BYTES = 65535
+"""Read whole datagrams (sippy reads 8192 and silently truncates), so the guard can refuse an oversized one."""
+
+
+def parse_sip_url(uri: str) -> Any:
+    """A sippy SipURL for a sip:/sips: URI or a bare user@host AOR (UriError for other schemes)."""
+    return SipURL(url=sip_uri(uri))
+
+
+# --- sippy's stdout output, redirected ---------------------------------------------------------------------
+
+sippy_ratelog = RateLimitedLog(sippy_log)
+_stats_sink: list[SipStats] = []
+"""The running stack's counters, so sippy's complaints count as ``sippy_errors`` (sippy state is process-wide)."""
+
+
+def count_sippy_errors_in(stats: SipStats | None) -> None:
+    """Count sippy's redirected complaints into ``stats`` from now on (None: stop counting)."""
+    _stats_sink[:] = [] if stats is None else [stats]
+
+
+def _captured_dump_exception(msg: str, f: object = None, extra: object = None) -> None:
+    exc = sys.exc_info()[1]
+    if _stats_sink:
+        _stats_sink[0].sippy_errors += 1
+    sippy_ratelog("exception", logging.WARNING, "sippy: %s: %r", msg, exc)
+    sippy_log.debug("sippy: %s", msg, exc_info=exc is not None)
+
+
+def _captured_print(*args: object, **kwargs: object) -> None:
+    text = " ".join(str(a) for a in args)
+    if _stats_sink:
+        _stats_sink[0].sippy_errors += 1
+    sippy_ratelog("print", logging.WARNING, "sippy: %s", text[:300])
+
+
+def redirect_sippy_output() -> None:
+    """Route each sippy module's print/dump_exception (bulk tracebacks on stdout) to rate-limited logging.
+
+    Module globals shadow builtins, so setting ``print`` on a sippy module redirects only sippy's own calls.
+    """
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("sippy") or not isinstance(mod, ModuleType):
+            continue
+        if hasattr(mod, "dump_exception"):
+            mod.dump_exception = _captured_dump_exception  # type: ignore[attr-defined]
+        if name != "sippy.Core.Exceptions":
+            mod.print = _captured_print  # type: ignore[attr-defined]
+
+
+class WireLogger:
+    """Stands in for sippy's SipLogger: message dumps go to ``voipgw.sip.wire`` at DEBUG."""
+
+    def write(self, *args: object, **kwargs: object) -> None:
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("%s", "".join(str(a) for a in args))
+
+    def shutdown(self) -> None:
+        return None
+
+
+class OrderedUdpOpts(Udp_server_opts):  # type: ignore[misc]
+    """One receiver and one sender thread instead of sippy's three each (GuardedUdpServer starts them).
+
+    With three, back-to-back messages leave (and are handed to the reactor) out of order: measured, a 180 sent
+    right before a 200 arrived after it in about one call in ten on loopback. One worker keeps order.
+    """
+
+    nworkers = 0  # sippy's own workers; GuardedUdpServer adds exactly one pair of its own
+
+
+class WholeDatagramReceiver(threading.Thread):
+    """sippy's AsyncReceiver, reading up to 64 KiB instead of 8192 bytes (sippy truncates larger datagrams, so
+    an oversized request reached the parser cut short and got a misleading 400 instead of 513)."""
+
+    daemon = True
+
+    def __init__(self, userv: Any) -> None:
+        super().__init__(name="sip-udp-receiver")
+        self.userv = userv
+        self.start()
+
+    def run(self) -> None:
+        userv = self.userv
+        empty_left = 100
+        while True:
+            try:
+                data, address = userv.skt.recvfrom(UDP_READ_BYTES)
+            except OSError as exc:
+                if exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.EBADF):
+                    break
+                if exc.errno == errno.EINTR:
+                    continue
+                sippy_ratelog("recv", logging.WARNING, "SIP UDP receive failed: %r", exc)
+                time.sleep(0.01)
+                continue
+            if not data and address is None:
+                # As sippy: a socket shut down under us on Linux returns empty reads without an address.
+                empty_left -= 1
+                if empty_left == 0:
+                    break
+                continue
+            empty_left = 100
+            if userv.uopts.family == socket.AF_INET6:
+                address = (f"[{address[0]}]", address[1])
+            ED2.callFromThread(userv.handle_read, data, Remote_address(address, userv.transport), MonoTime())
+        self.userv = None
+
+
+class GuardedUdpServer(Udp_server):  # type: ignore[misc]
+    """sippy's Udp_server with a larger receive buffer and a receiver that reads whole datagrams."""
+
+    def __init__(self, global_config: Any, uopts: Any) -> None:
+        super().__init__(global_config, uopts)  # binds; starts no workers (OrderedUdpOpts.nworkers = 0)
+        try:
+            self.skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        except OSError as exc:
+            log.debug("SIP UDP socket: SO_RCVBUF %d refused: %s", UDP_RECEIVE_BUFFER, exc)
+        self.receive_buffer = int(self.skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        log.debug(
+            "SIP UDP socket %s:%s: receive buffer %d bytes (asked for %d)",
+            *self.uopts.laddress[:2], self.receive_buffer, UDP_RECEIVE_BUFFER,
+        )  # fmt: skip
+        self.asenders.append(AsyncSender(self))
+        self.areceivers.append(WholeDatagramReceiver(self))
+
+
+class GuardedTM(SipTransactionManager):  # type: ignore[misc]
+    """SipTransactionManager whose inbound path is vetted by DatagramGuard first."""
+
+    guard: DatagramGuard
+    model_udp_server = (GuardedUdpServer, OrderedUdpOpts)
+    streams: dict[str, TcpTransport]
+
+    def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
+        self.guard = guard
+        self.streams = {}
+        super().__init__(global_config, req_cb)
+
+    def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
+        # A stream transport frames messages with its own limits (voipgw.sip.framing); datagrams have ours.
+        max_size = None if getattr(server, "reliable", False) else MAX_DATAGRAM
+        verdict = self.guard.check(data_in, ra.address, max_size)
+        if isinstance(verdict, Reply):
+            server.send_to(verdict.data, ra.address)
+            return
+        if not isinstance(verdict, Accept):
+            return
+        if not data_in.startswith(b"SIP/"):
+            # sippy drops requests it cannot parse without a word; parse once more here so that a mangled
+            # but well-framed request gets the 400 RFC 3261 8.2 asks for.
+            try:
+                probe = SipRequest(data_in.decode("utf-8"))
+                probe.getTIds()
+                # getTIds() leaves To unparsed; sippy's request handlers parse it later, outside any error
+                # handling, so a To it cannot read (e.g. a tel: URI) would otherwise get no answer at all.
+                probe.getHFBody("to").getUrl()
+            except Exception as exc:
+                verdict = self.guard.reject_unparsable(data_in, ra.address, f"{type(exc).__name__}: {exc}")
+                if isinstance(verdict, Reply):
+                    server.send_to(verdict.data, ra.address)
+                return
+        super().handleIncoming(data_in, ra, server, rtime)
+
+    def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
+        if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
+            # RFC 3261 17.1.1.3: the ACK of a non-2xx final response goes where the INVITE went, with the
+            # INVITE's Request-URI. sippy routes it by the response's Contact/Record-Route like a 2xx ACK, so a
+            # 486 or 302 carrying a Contact sends the ACK astray (and the peer retransmits). Hide them.
+            msg.delHFs("contact")
+            msg.delHFs("record-route")
+        super().incomingResponse(msg, t, checksum)
+
+    # SIP over TCP and TLS (voipgw.sip.tcp) -----------------------------------------------------------------
+    def newTransaction(self, msg: Any, resp_cb: Any = None, laddress: Any = None, userv: Any = None,
+                       *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        if userv is None and self.streams:
+            address, transport = msg.getTarget()
+            name = str(transport).lower()
+            userv = self.streams.get(name)
+            # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
+            big = name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
+            if big and "tcp" in self.streams:
+                t = super().newTransaction(msg, resp_cb, laddress, self.streams["tcp"], *args, **kwargs)
+                t.voipgw_udp_fallback = msg  # TCP only for its size: UDP again if TCP is refused (18.1.1)
+                return t
+        if userv is None:
+            address, transport = msg.getTarget()
+            if str(transport) != "udp" and str(transport).lower() == "udp":
+                # Transport parameters are case-insensitive (RFC 3261 25.1) but sippy only knows "udp": a peer whose
+                # Contact says transport=UDP (sipp, some desk phones) would never get its BYE.
+                userv = self.l4r.getServer(address) if laddress is None else self.l4r.getServer(laddress, is_local=True)
+        return super().newTransaction(msg, resp_cb, laddress, userv, *args, **kwargs)
+
+    def timerA(self, t: Any) -> None:
+        if getattr(t.userv, "reliable", False) and self.tclient.get(t.tid) is t:
+            t.teA = None  # RFC 3261 17.1.1.2: no request retransmissions over a reliable transport
+            return
+        super().timerA(t)
+
+    def transport_failed(self, data: bytes, address: tuple[str, int], reason: str, refused: bool) -> None:
+        """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once; one sent over
+        TCP only because of its size is sent over UDP instead when the peer refused TCP (18.1.1)."""
+        for t in list(self.tclient.values()):
+            if t.state is not TRYING or t.resp_cb is None or not isinstance(t.data, str):
+                continue
+            if t.data.encode("utf-8") != data:
+                continue
+            msg = getattr(t, "voipgw_udp_fallback", None)
+            if refused and msg is not None:
+                log.info("%s; sending the %d-byte request over UDP instead", reason, len(data))
+                t.voipgw_udp_fallback = None
+                t.userv = self.l4r.getServer(t.address)
+                t.data = msg.localStr(t.userv.getSIPaddr(), compact=t.compact)
+                self.transmitData(t.userv, t.data, t.address)
+                t.tout = 0.5
+                t.teA = Timeout(self.timerA, t.tout, 1, t)
+                continue
+            if t.teB is not None:
+                t.teB.cancel()
+            t.r408.setSCode(503, f"Service Unavailable ({reason})")
+            self.timerB(t)
+
+
+class WarningUA(UA):  # type: ignore[misc]
+    """A sippy UA that remembers the Warning header of the last final error response (sippy drops it)."""
+
+    voipgw_core: Any = None
+    """The dialog's CallCore (voipgw.sip.dialog), set by the stack; typed loosely so glue never imports dialogs."""
+    last_warning: str | None = None
+
+    def recvResponse(self, resp: Any, tr: Any) -> None:
+        code = resp.getSCode()[0]
+        if code >= 300 and resp.countHFs("warning") > 0:
+            self.last_warning = str(resp.getHFBody("warning"))
+        super().recvResponse(resp, tr)
+
+
+class SetupTry(CCEventTry):  # type: ignore[misc]
+    """CCEventTry that writes our exact R-URI, To and From into the UA right before the INVITE is built."""
+
+    def __init__(self, data: tuple[Any, ...], target: Any, from_url: Any, display: str | None) -> None:
+        super().__init__(data)
+        self._target = target
+        self._from_url = from_url
+        self._display = display
+
+    def onUacSetupComplete(self, ua: Any) -> None:
+        ua.rTarget = self._target.getCopy()
+        to_url = self._target.getCopy()
+        to_url.port = self._target.port
+        ua.rUri = SipTo(address=SipAddress(url=to_url, hadbrace=True))
+        ua.lUri = SipFrom(address=SipAddress(url=self._from_url.getCopy(), hadbrace=True, name=self._display))
+        ua.lUri.setTag(ua.lTag)
+
+
+def response_to(req: Any, code: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Any:
+    """A response to ``req`` with extra headers, and without sippy's Server header."""
+    resp = req.genResponse(code, reason, server=None)
+    for name, value in headers:
+        resp.appendHeader(SipHeader(name=name.lower(), bodys=value))
+    return resp
+
+
+def auth_values(req: Any) -> list[str]:
+    """The raw Authorization values of a request, read without sippy's parser (it splits quoted commas)."""
+    return [str(hf.body) for hf in req.getHFs("authorization")]
