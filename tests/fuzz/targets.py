@@ -68,7 +68,8 @@ from voipgw.sip.digest import (
 )
 from voipgw.sip.framing import FramingError, Message, Ping, StreamFramer
 from voipgw.sip.guard import Accept, DatagramGuard, Drop, Reply, SipStats
-from voipgw.store.contacts import ContactStoreError, MalformedExport, parse_document
+from voipgw.store.errors import ContactStoreError
+from voipgw.store.export import MalformedExport, parse_document
 
 Target = Callable[[bytes], None]
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,8 @@ from voipgw.config import ConfigError as PhoneConfigError
 from voipgw.config import phone_config_from_mapping
 from voipgw.ops.config import ConfigError as GatewayConfigError
 from voipgw.ops.config import gateway_config_from_mapping
-from voipgw.store.contacts import ContactStore, MalformedExport, export_document, parse_document
+from voipgw.store.contacts import ContactStore
+from voipgw.store.export import MalformedExport, export_document, parse_document
 
 pytestmark = pytest.mark.hardening
 

@@ -236,7 +236,7 @@ def test_routing_decides_where_an_invite_goes(plan: RoutePlan, invite: Invite, e
 def test_the_b2bua_never_imports_its_runtime() -> None:
     """The hooks contract is owned by the B2BUA (gateway/hooks.py): the runtime implements it, and no module the
     B2BUA imports reaches back to the runtime (not even for types)."""
-    gateway = Path(__file__).resolve().parents[1] / "voipgw" / "gateway"
+    gateway = Path(__file__).resolve().parents[2] / "voipgw" / "gateway"
     for name in ("b2bua", "hooks", "routing", "tones", "statuses", "model", "pipes"):
         tree = ast.parse((gateway / f"{name}.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -24,19 +24,19 @@ from voipgw.store.contacts import (
     MIGRATIONS,
     SCHEMA_VERSION,
     ContactStore,
+    VerifyMethod,
+    quarantine_corrupt,
+)
+from voipgw.store.errors import (
     ContactStoreError,
     CorruptStore,
     ImportConflict,
     InsecureStore,
     KeyMismatch,
-    MalformedExport,
     StoreTooNew,
     UnknownContact,
-    VerifyMethod,
-    export_document,
-    parse_document,
-    quarantine_corrupt,
 )
+from voipgw.store.export import MalformedExport, export_document, parse_document
 
 
 def _key() -> bytes:

@@ -27,7 +27,8 @@ from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hos
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
-from voipgw.store.contacts import ContactStoreError, VerifyMethod
+from voipgw.store.contacts import VerifyMethod
+from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 

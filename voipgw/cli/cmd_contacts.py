@@ -21,15 +21,9 @@ from ratchet.errors import IdentityFileError, MalformedAor
 from ratchet.fingerprint import format_safety_number
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
-from voipgw.store.contacts import (
-    MAX_IMPORT_BYTES,
-    Contact,
-    ContactStoreError,
-    VerifyMethod,
-    export_document,
-    parse_document,
-    quarantine_corrupt,
-)
+from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
+from voipgw.store.errors import ContactStoreError
+from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import (
     MalformedQrPayload,

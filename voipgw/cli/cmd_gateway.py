@@ -24,7 +24,7 @@ from voipgw.ops.control import ControlError, refusal_summary, render_status, soc
 from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.sip.uri import hostport
-from voipgw.store.contacts import ContactStoreError
+from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 

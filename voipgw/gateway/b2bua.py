@@ -30,7 +30,7 @@ from voipgw.gateway.statuses import SIP_PHRASES
 from voipgw.leg import Leg, LegContext, incoming_record
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
-from voipgw.store.contacts import ContactStoreError
+from voipgw.store.errors import ContactStoreError
 from voipgw.trust import TrustStore
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_re
 from voipgw.ops.service import OpsServices
 from voipgw.sip import SipStack, TlsOptions
 from voipgw.sip.registrar import Registrar
-from voipgw.store.contacts import ContactStoreError
+from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
