@@ -55,6 +55,9 @@ _refusals = RateLimitedLog(log)
 """Refused INVITEs: a flood must not flood the log (one line per kind per interval; the call records count each)."""
 
 MAX_RECORDED_DTMF = 1000
+ANSWER_REFUSED = "voipgw: answer refused: "
+"""Starts the BYE Reason of an offerer that refused our answer (its key exchange, trust or policy): the answerer
+then records the call as refused, not as a secure call that merely ended."""
 FOLLOW_STOP_WAIT_S = 2.0
 
 CodecFactory = Callable[[Codec, bool], CodecInfo]
@@ -380,7 +383,7 @@ class Leg:
         log.error("call %s with %s refused: %s", rec.call_id, rec.remote_aor, reason)
         if call.sip is not None:  # the record is already terminal, so ActiveCall.hangup() would skip the BYE
             with contextlib.suppress(Exception):
-                call.sip.hangup(f"voipgw: {reason}")
+                call.sip.hangup(f"{ANSWER_REFUSED}{reason}")
 
     # --- incoming ----------------------------------------------------------------------------------------
 
@@ -488,7 +491,10 @@ class Leg:
                     continue
                 quiet_since = time.monotonic()  # a re-INVITE (hold) or any dialog event: the peer is alive
                 if isinstance(ev, Ended | Failed):
-                    rec.apply(CallEvent.HUNG_UP)
+                    refused = _answer_refused(call, ev)
+                    rec.apply(CallEvent.REFUSED if refused else CallEvent.HUNG_UP)
+                    if refused:
+                        log.warning("call %s with %s refused by the peer: %s", rec.call_id, rec.remote_aor, ev.reason)
                     if not rec.reason:
                         rec.reason = ev.reason + (" (by peer)" if isinstance(ev, Ended) and ev.by_remote else "")
         finally:
@@ -586,6 +592,13 @@ class Leg:
             await call.media.stop()
         if call.session is not None:
             call.session.close()
+
+
+def _answer_refused(call: ActiveCall, ev: Ended | Failed) -> bool:
+    """The peer hung up because it refused our answer (tampered on the way, a key it blocks): it says so in the
+    BYE, and no frame of it ever opened here. A forged BYE can only end the call, which any BYE can."""
+    opened = call.media.stats.frames_opened if call.media is not None else 0
+    return isinstance(ev, Ended) and ev.by_remote and ANSWER_REFUSED in ev.reason and opened == 0
 
 
 async def _late_safety_number(rec: CallRecord, local: bytes, remote: bytes) -> None:

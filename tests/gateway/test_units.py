@@ -11,7 +11,6 @@ import pytest
 
 from voipgw.audio.opus import FRAME_SAMPLES, OpusEncoder
 from voipgw.audio.pcm import Pcm
-from voipgw.call import Security
 from voipgw.cli.cmd_gateway import gateway_config
 from voipgw.cli.errors import CliError
 from voipgw.gateway import (
@@ -21,7 +20,6 @@ from voipgw.gateway import (
     InsideUser,
     OpusRelay,
     PcmPipe,
-    security_label,
     switch_codec,
 )
 from voipgw.gateway.pipes import Passthrough
@@ -70,13 +68,7 @@ def test_switch_codec_passes_opus_through_untouched_only_when_asked() -> None:
     assert len(enc.encode(_tone(0))) > 0  # nothing relayed yet: encoded silence keeps the stream paced
 
 
-def test_security_label_and_sip_mapping() -> None:
-    assert security_label("4xj9", Security.SECURE_UNVERIFIED) == "[E2E 4xj9]"
-    assert security_label("4xj9", Security.SECURE_VERIFIED) == "[E2E 4xj9]"
-    assert security_label(None, Security.SECURE_UNVERIFIED) == "[E2E]"
-    assert security_label("4xj9", Security.KEY_CHANGED) == "[KEY CHANGED 4xj9]"
-    assert security_label("4xj9", Security.NOT_SECURE) == "[NOT SECURE]"
-    assert security_label(None, Security.PENDING) == "[NOT SECURE]"
+def test_sip_mapping() -> None:
     assert code_of("486 Busy Here") == 486
     assert code_of("the peer answered without the voipgw key exchange; hung up (policy: require)") == 488
     assert code_of("200 OK") == 488

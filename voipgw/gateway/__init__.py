@@ -3,7 +3,8 @@ outside, on one SIP stack, with one identity per fronted user. It never sends an
 the outside leg is a verified, sealed voipgw call (policy ``require``)."""
 
 from voipgw.gateway.b2bua import Gateway
-from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser, security_label
+from voipgw.gateway.labels import LabelKind, shown_for
+from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.pipes import PIPE_MAX_FRAMES, OpusRelay, PcmPipe, switch_codec
 
 __all__ = [
@@ -12,8 +13,9 @@ __all__ = [
     "Bridge",
     "Gateway",
     "InsideUser",
+    "LabelKind",
     "OpusRelay",
     "PcmPipe",
-    "security_label",
+    "shown_for",
     "switch_codec",
 ]

@@ -1,6 +1,8 @@
 """An inbound gateway call (outside -> inside phone): the outside leg is verified and answered first, the gateway
-waits for the caller's SAS reveal, then rings the inside phone with ``From: "Name [E2E sas]"`` while the caller
-hears a sealed ringback. A decline or no-answer inside ends the outside call with a BYE that says why."""
+waits for the caller's SAS reveal, then rings the inside phone with the label first (``From: "[NEW 4xj9] alice"``,
+the same in P-Asserted-Identity / Remote-Party-ID; ``voipgw.gateway.labels``) while the caller hears a sealed
+ringback. A reveal that does not come in time rings ``[NO SAS]`` (logged, counted). A decline or no-answer inside
+ends the outside call with a BYE that says why; a far end that refused our key exchange is recorded as refused."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.labels import LabelKind, identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
     INSIDE_EVENT_PT,
     INSIDE_OFFER,
@@ -20,15 +23,19 @@ from voipgw.gateway.legs import (
     start_inside_media,
     wait_answer,
 )
-from voipgw.gateway.model import Bridge, InsideUser, security_label
+from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import play_ringback
+from voipgw.logutil import RateLimitedLog
 from voipgw.media import MediaStream
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
 from voipgw.sip import Answered, Failed, IncomingCall
-from voipgw.sip.uri import user_part
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
+_unverifiable = RateLimitedLog(log)
+"""A withheld SAS reveal is an attack a far end or the PBX can repeat per call: one line per interval."""
+PEER_REFUSED_CODE = 488
+"""How a call whose key exchange the far end refused after our answer is counted (its BYE's Reason cause)."""
 
 
 async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, incoming: IncomingCall) -> None:
@@ -59,9 +66,17 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
     if rec.finished:
         bridge.fail(f"outside leg: {rec.reason}")
+        if rec.security is Security.REFUSED:  # the caller refused our answer (tampered, or a key it blocks)
+            bridge.refused = True
+            board.count_refused(PEER_REFUSED_CODE)
         return
-    name = incoming.from_display or user_part(rec.remote_aor) or rec.remote_aor
-    bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
+    # Never the From display name: the caller chose it, the PBX may rewrite it, and nothing signs it.
+    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor)
+    bridge.display, bridge.label = shown.text, shown.kind.value
+    if shown.kind is LabelKind.UNVERIFIABLE:
+        _unverifiable("no-sas", logging.WARNING,
+                      "gateway call %s: no SAS reveal from %s within %g s: ringing %s as unverifiable %r",
+                      rec.call_id, rec.remote_aor, board.config.sas_wait_s, user.name, shown.text)  # fmt: skip
     # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
     # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
     stream = await MediaStream.bind(board.config.listen_host, payload_type=None)
@@ -89,6 +104,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             offer,
             display_name=bridge.display,
             timeout_s=board.config.no_answer_timeout_s,
+            headers=identity_headers(bridge.display, rec.remote_aor, "calling"),
         )
         bridge.inside_sip = inside
         log.log(

@@ -1,6 +1,6 @@
 """What a gateway call is: the B2BUA's settings (translated from the one gateway configuration,
 ``voipgw.ops.config.GatewayConfig``), one Bridge per call (both legs, its pipes, its counters) and how its security
-state is shown to an unmodified phone. Data and formatting only: no I/O."""
+state was shown to an unmodified phone (what is shown: ``voipgw.gateway.labels``). Data only: no I/O."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voipgw.call import BridgeState, CallRecord, Security, bridge_state
+from voipgw.call import BridgeState, CallRecord, bridge_state
 from voipgw.config import Policy
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.leg import ActiveCall, Spawner
@@ -52,7 +52,8 @@ class B2buaSettings:
     """Outside destination user -> URI, for calls the inside phone dialled at the gateway itself."""
     no_answer_timeout_s: float = 30.0
     sas_wait_s: float = 3.0
-    """How long an inbound call waits for the outside caller's SAS reveal before ringing inside without it."""
+    """How long an inbound call waits for the outside caller's SAS reveal; past it the inside phone rings with
+    the ``[NO SAS]`` (unverifiable) label, never a plain E2E one."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
     policy: Policy = Policy.REQUIRE
@@ -74,18 +75,6 @@ class B2buaSettings:
         """The first matching destination rule, then the user's own policy, then the default."""
         inside = next((u for u in self.users if u.name == user), None)
         return choose_policy(self.destinations, user, destination_aor, inside.policy if inside else None, self.policy)
-
-
-def security_label(sas: str | None, security: Security) -> str:
-    """What an unmodified phone shows after the name: ``[E2E 4xj9]`` (``[E2E]`` before the SAS is known),
-    ``[KEY CHANGED 4xj9]`` when the peer's identity key changed (warn policy), else ``[NOT SECURE]``."""
-    if security in (Security.SECURE_UNVERIFIED, Security.SECURE_VERIFIED):
-        tag = "E2E"
-    elif security is Security.KEY_CHANGED:
-        tag = "KEY CHANGED"
-    else:
-        return "[NOT SECURE]"
-    return f"[{tag} {sas}]" if sas else f"[{tag}]"
 
 
 @dataclass
@@ -119,7 +108,11 @@ class Bridge:
     policy: str = "require"
     """The policy this call was placed or answered under (per user and destination)."""
     display: str | None = None
-    """The display name the inside phone was shown (inbound calls)."""
+    """What the inside phone was shown (``voipgw.gateway.labels``): the From display name of the INVITE ringing it
+    (inbound), or the P-Asserted-Identity/Remote-Party-ID of the 200 OK answering it (outbound)."""
+    label: str | None = None
+    """The kind of that label (a ``LabelKind`` value: verified, known, first-contact, key-changed, not-secure,
+    unverifiable)."""
     cue: str | None = None
     """The in-band tone the inside caller heard at the answer (outbound calls): ``secure`` or ``not secure``."""
     ringback_frames: int = 0
@@ -190,6 +183,7 @@ class Bridge:
             "sas": rec.sas if rec else None,
             "safety_number": rec.safety_number if rec else None,
             "display": self.display,
+            "label": self.label,
             "policy": self.policy,
             "cue": self.cue,
             "ringback_frames": self.ringback_frames,

@@ -1,6 +1,8 @@
 """An outbound gateway call (inside phone -> outside): 180 to the phone at once, the outside INVITE, and the
 phone's 200 OK only after the outside 200 OK (sealed, or NOT SECURE under ``opportunistic``), followed by an audible
-cue of the call's state. An outside failure becomes the phone's final response, with the reason."""
+cue of the call's state; desk phones also see the label (``voipgw.gateway.labels``) in the 200 OK's
+P-Asserted-Identity / Remote-Party-ID. An outside failure becomes the phone's final response, with the reason (a
+far end without voipgw is named as such)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import logging
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.labels import identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import Switchboard, end_bridge, pick_inside_codec, start_inside_media, wait_terminal
 from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
-from voipgw.gateway.statuses import code_of
+from voipgw.gateway.statuses import code_of, outside_failure_warning
 from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
 from voipgw.media import MediaStream
 from voipgw.negotiate import telephone_event_pt
@@ -67,8 +70,7 @@ async def outbound_setup(
         if inside_gone:
             bridge.reason = bridge.reason or "cancelled by the inside phone"
             return
-        code = code_of(rec.reason)
-        return board.refuse(bridge, incoming, code, f"voipgw gateway: outside leg: {rec.reason}")
+        return board.refuse(bridge, incoming, code_of(rec.reason), outside_failure_warning(rec.reason))
     if inside_gone:
         # The inside phone gave up just as the outside answered.
         bridge.fail()
@@ -88,6 +90,9 @@ async def outbound_setup(
     bridge.cue = "secure" if secure else "not secure"
     bridge.to_inside.open = False
     board.spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+    # Phones that show the answering party (P-Asserted-Identity / Remote-Party-ID) see the label too.
+    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor)
+    bridge.display, bridge.label = shown.text, shown.kind.value
     incoming.answer(
         build_sdp(
             board.config.listen_host,
@@ -95,6 +100,7 @@ async def outbound_setup(
             [codec],
             session_id=bridge.inside_sdp[0],
             telephone_event_pt=telephone_event_pt(remote, codec),
-        )
+        ),
+        identity_headers(shown.text, rec.remote_aor, "called"),
     )
     bridge.inside.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)

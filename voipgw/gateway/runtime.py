@@ -199,6 +199,7 @@ class GatewayHooks:
             refused=dict(stats.refused) if stats else {},
             handshake_failure=failure,
             key=id(bridge),
+            label=bridge.label,
         )
 
     def live_frames(self) -> list[tuple[object, FrameCounts]]:

@@ -25,3 +25,19 @@ def code_of(reason: str) -> int:
     if head.isdigit() and 400 <= int(head) <= 699:
         return int(head)
     return 488
+
+
+NOT_VOIPGW_CODES = frozenset({415, 488, 606})
+"""What a far end without voipgw answers our secure offer with: it finds no common codec (our secure offer is Opus
+only, most desk phones speak G.711 alone) or does not know the voipgw attribute."""
+
+
+def outside_failure_warning(reason: str) -> str:
+    """The inside phone's Warning text for an outside leg that failed with ``reason``. A codec/offer refusal that
+    carries no voipgw reason came from an endpoint without voipgw (a voipgw peer always says why, in a Warning
+    naming voipgw): the text says so, so the caller learns the far end cannot take a secure call."""
+    text = f"voipgw gateway: outside leg: {reason}"
+    head = reason[:3]
+    if head.isdigit() and int(head) in NOT_VOIPGW_CODES and "voipgw" not in reason.lower():
+        text += ": the far end has no voipgw (no key exchange; its refusal carries no voipgw reason)"
+    return text

@@ -131,6 +131,14 @@ class GatewayMetrics:
         self.transcoded_total = Counter(
             "voipgw_transcoded_calls", "Calls that transcoded (inside codec is not Opus)", registry=r
         )
+        self._label = _Labels()
+        self.calls_labelled = Counter(
+            "voipgw_calls_labelled",
+            "Calls by what the inside phone was shown (verified, known, first_contact, key_changed, not_secure, "
+            "unverifiable: the SAS reveal did not arrive in time)",
+            ["label"],
+            registry=r,
+        )
         self.registrations = Gauge("voipgw_registrations", "Fronted users currently registered to the PBX", registry=r)
 
     def call_started(self, security: str, transcoding: bool) -> None:
@@ -202,11 +210,14 @@ class GatewayMetrics:
         refused: Mapping[str, int],
         handshake_failure: str | None = None,
         key: object | None = None,
+        label: str | None = None,
     ) -> None:
         """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
-        its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), and the
-        reason its key exchange failed, if it did."""
+        its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), the
+        reason its key exchange failed, if it did, and the label its inside phone was shown, if any."""
         self.calls_total.labels(security=self._security(security)).inc()
+        if label is not None:
+            self.calls_labelled.labels(label=self._label(label)).inc()
         if transcoded:
             self.transcoded_total.inc()
         with self._frames_lock:

@@ -146,9 +146,10 @@ class IncomingCall(SipCall):
         RFC 3262 is not used). The 200 answer may then carry the same or another SDP."""
         self._act("ring", sdp)
 
-    def answer(self, answer_sdp: str) -> None:
-        """Send 200 OK with ``answer_sdp`` (byte for byte); Confirmed follows when the ACK arrives."""
-        self._act("answer", answer_sdp)
+    def answer(self, answer_sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Send 200 OK with ``answer_sdp`` (byte for byte) and the extra ``headers`` (name, value), e.g. a
+        P-Asserted-Identity; Confirmed follows when the ACK arrives."""
+        self._act("answer", answer_sdp, headers)
 
     def reject(self, code: int, reason: str, warning: str | None = None) -> None:
         """Final error response; ``warning`` becomes ``Warning: 399 <our host> "<text>"`` (RFC 3261 20.43)."""
@@ -257,12 +258,15 @@ class CallCore:
             else:
                 self.ua.recvEvent(CCEventRing((183, "Session Progress", MsgBody(sdp))))
 
-    def answer(self, sdp: str) -> None:
+    def answer(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         if self.phase is not DialogPhase.SETUP or self.call.outgoing:
             log.warning("answer() ignored for call %s in phase %s", self.call.call_id, self.phase.value)
             return
         self._move(DialogEvent.ANSWER_SENT)
-        self.ua.recvEvent(CCEventPreConnect((200, "OK", MsgBody(sdp))))
+        ev = CCEventPreConnect((200, "OK", MsgBody(sdp)))
+        if headers:
+            ev.extra_headers = extra_headers(headers)
+        self.ua.recvEvent(ev)
 
     def reject(self, code: int, reason: str, warning: str | None) -> None:
         if self.phase is not DialogPhase.SETUP or self.call.outgoing:
@@ -304,6 +308,11 @@ class CallCore:
         if self.phase is DialogPhase.SETUP:
             self.ua.recvEvent(CCEventDisconnect())
             self.emit(Failed(code=408, reason="No answer", warning=None))
+
+
+def extra_headers(headers: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    """sippy header objects for (name, value) pairs, for a request or response we send."""
+    return tuple(SipHeader(name=name.lower(), bodys=value) for name, value in headers)
 
 
 def _reason_text(event: Any) -> str | None:

@@ -53,7 +53,7 @@ from sippy.SipTransactionManager import COMPLETED, RINGING, TRYING
 from sippy.SipURL import SipURL
 from sippy.Time.Timeout import Timeout
 
-from voipgw.sip.dialog import CallCore, IncomingCall, OutgoingCall, SipCall
+from voipgw.sip.dialog import CallCore, IncomingCall, OutgoingCall, SipCall, extra_headers
 from voipgw.sip.digest import Authenticated, Challenge
 from voipgw.sip.events import CallStateError, RegistrationState, SipStackStateError
 from voipgw.sip.guard import DatagramGuard, SipStats
@@ -450,13 +450,15 @@ class SipStack:
         password: str | None = None,
         timeout_s: float = DEFAULT_NO_ANSWER_S,
         transport: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> OutgoingCall:
         """Send an INVITE. The factory gets the Call-ID first and returns the offer SDP, sent byte for byte.
 
         Without ``proxy`` the request goes to the target URI's host:port. A 401/407 is answered with digest
         credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
         ``Failed(408, "No answer")``. ``transport="tcp"`` (or a ``;transport=tcp`` target) sends the INVITE
-        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes.
+        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes. ``headers``
+        (name, value) are added to the INVITE (e.g. P-Asserted-Identity toward a phone).
         """
         self._check_running()
         target = parse_sip_url(target_uri)
@@ -471,7 +473,7 @@ class SipStack:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.post(
             self._start_outgoing, call, target, from_url, (next_hop, nh_transport), sdp, display_name, username,
-            password, timeout_s, done,
+            password, timeout_s, done, headers,
         )  # fmt: skip
         await asyncio.wrap_future(done)
         return call
@@ -488,6 +490,7 @@ class SipStack:
         password: str | None,
         timeout_s: float,
         done: concurrent.futures.Future[None],
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         try:
             core = CallCore(self, call)
@@ -505,6 +508,8 @@ class SipStack:
                 from_url,
                 display,
             )
+            if headers:
+                ev.extra_headers = extra_headers(headers)
             ua.recvEvent(ev)
             core.timer = Timeout(core.no_answer, timeout_s)
         except BaseException as exc:
