@@ -45,6 +45,9 @@ class SipMangler:
         self.on_from_callee = on_from_callee
         self.offers_rewritten = 0
         self.answers_rewritten = 0
+        self.in_path = False
+        """Add our own Via to the caller's requests, so the callee's responses (the answer) pass here too
+        (without it they go straight to the caller's Via address)."""
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
         self._deadline = time.monotonic() + lifetime_s
@@ -78,6 +81,7 @@ class SipMangler:
                     data = kept
                 if self.caller is None:
                     continue
+                data = self._strip_via(data)
                 if self.on_answer is not None and data.startswith(b"SIP/2.0 200") and b"m=audio" in data:
                     data = _rewrite_body(data, self.on_answer)
                     self.answers_rewritten += 1
@@ -87,7 +91,16 @@ class SipMangler:
                 if self.on_offer is not None and data.startswith(b"INVITE ") and b"m=audio" in data:
                     data = _rewrite_body(data, self.on_offer)
                     self.offers_rewritten += 1
+                if self.in_path and not data.startswith(b"SIP/2.0 "):
+                    data = data.replace(b"\r\nVia:", self._via() + b"\r\nVia:", 1)
                 self._sock.sendto(data, self.callee)
+
+    def _via(self) -> bytes:
+        return b"\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-mangler%d" % (self.port, time.monotonic_ns())
+
+    def _strip_via(self, response: bytes) -> bytes:
+        """A response with our Via on top loses it (the caller never saw it)."""
+        return re.sub(rb"\r\nVia: SIP/2\.0/UDP 127\.0\.0\.1:%d;[^\r]*" % self.port, b"", response, count=1)
 
 
 def redirect_media(sdp: str, host: str, port: int) -> tuple[str, tuple[str, int]]:

@@ -17,7 +17,7 @@ from ratchet.handshake import NonceCache
 from ratchet.identity import IdentityKey
 from ratchet.params import Suite
 from voipgw.audio.codecs import CodecInfo, get_codec
-from voipgw.call import BridgeState, CallEvent
+from voipgw.call import BridgeState, CallEvent, Security
 from voipgw.config import PhoneConfig, Policy
 from voipgw.gateway.bridged import follow, on_reoffer
 from voipgw.gateway.hooks import B2buaHooks
@@ -26,7 +26,7 @@ from voipgw.gateway.legs import end_bridge
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.outbound import outbound_setup
 from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
-from voipgw.gateway.statuses import SIP_PHRASES
+from voipgw.gateway.statuses import SIP_PHRASES, refusal_reason
 from voipgw.leg import Leg, LegContext, incoming_record
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
@@ -96,6 +96,9 @@ class Gateway:
         self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
+        self.refused_calls: collections.Counter[str] = collections.Counter()
+        """Every bridge that ended refused (its outside leg's security, or refused at setup), by reason: the key
+        exchange's typed reason (``bad-signature``, ``no_key_exchange``) or ``sip-<code>``."""
 
     @property
     def port(self) -> int:
@@ -149,6 +152,7 @@ class Gateway:
             "calls": [b.snapshot() for b in self.bridges],
             "finished": [b.snapshot() for b in self.finished],
             "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
+            "refused_calls": dict(sorted(self.refused_calls.items())),
             "malformed_by_reason": self.malformed_by_reason(),
         }
 
@@ -250,6 +254,9 @@ class Gateway:
         bridge.done.set()
         if counted:
             self._rtp_malformed_done.update(bridge.rtp_malformed())
+            leg = bridge.outside.record if bridge.outside is not None else None
+            if bridge.refused or (leg is not None and leg.security is Security.REFUSED):
+                self.refused_calls[refusal_reason(f"{bridge.reason} {leg.reason if leg else ''}")] += 1
         # A refused INVITE was logged (rate-limited) where it was refused: its end is no news.
         log.log(
             logging.DEBUG if bridge.refused else logging.INFO,

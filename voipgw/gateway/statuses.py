@@ -3,6 +3,8 @@ failure becomes for the inside phone. Data and mapping only: it never sends anyt
 
 from __future__ import annotations
 
+from voipgw.ops.metrics import handshake_failure_reason
+
 SIP_PHRASES = {
     403: "Forbidden",
     404: "Not Found",
@@ -41,3 +43,9 @@ def outside_failure_warning(reason: str) -> str:
     if head.isdigit() and int(head) in NOT_VOIPGW_CODES and "voipgw" not in reason.lower():
         text += ": the far end has no voipgw (no key exchange; its refusal carries no voipgw reason)"
     return text
+
+
+def refusal_reason(text: str) -> str:
+    """A refused call's short reason for the books (``gateway status``): the key exchange's typed reason
+    (``bad-signature``, ``no_key_exchange``...), else the SIP status it was refused with (``sip-486``)."""
+    return handshake_failure_reason(text) or f"sip-{code_of(text)}"

@@ -82,6 +82,7 @@ class GatewaySnapshot(TypedDict, total=False):
     calls: list[CallStatus]
     finished: list[CallStatus]
     refused_invites: dict[str, int]  # status code -> INVITEs refused with it (unknown user, policy, key exchange)
+    refused_calls: dict[str, int]  # reason (bad-signature, no_key_exchange, sip-486...) -> calls that ended refused
     malformed_by_reason: MalformedByReason
 
 
@@ -370,11 +371,13 @@ def _counts(value: Any, sep: str = " ") -> str | None:
 
 
 def refusal_summary(snapshot: Mapping[str, Any]) -> str:
-    """One line: INVITEs refused by status code, malformed SIP and RTP by reason (``none`` for each empty one)."""
+    """One line: INVITEs refused by status code, calls refused by reason, malformed SIP and RTP by reason
+    (``none`` for each empty one)."""
     malformed = snapshot.get("malformed_by_reason")
     malformed = malformed if isinstance(malformed, Mapping) else {}
     return (
         f"refused INVITEs: {_counts(snapshot.get('refused_invites'), ' x') or 'none'}; "
+        f"refused calls: {_counts(snapshot.get('refused_calls'), ' x') or 'none'}; "
         f"malformed SIP: {_counts(malformed.get('sip')) or 'none'}; "
         f"malformed RTP: {_counts(malformed.get('rtp')) or 'none'}"
     )
