@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.labels import ATTACKER, header, plain_invite, shown_name, sip_messages, tamper_answer
+from tests.support.labels import (
+    ATTACKER,
+    RevealDropper,
+    header,
+    plain_invite,
+    shown_name,
+    sip_messages,
+    tamper_answer,
+)
 from tests.support.requires import requires
 from tests.support.topology import (
     CALL_TIMEOUT,
@@ -170,6 +178,34 @@ def test_a_tampered_answer_is_recorded_and_counted_as_refused_at_both_gateways(
     assert "refused calls: bad-signature x" in status, status  # what `voipgw gateway status` prints
     to_alice = sip_final(alice_wire.packets, 488)
     assert "Warning: 399" in to_alice and "bad-signature" in to_alice, to_alice
+
+
+@pytest.mark.hardening
+def test_a_withheld_sas_reveal_rings_unverifiable_never_plain_e2e(topo: Topology, tmp_path: Path, clip: Path) -> None:
+    """The PBX relays alice's sealed media to gateway B but drops every frame with an extension (the SAS reveal
+    rides there): after ``sas_wait_s`` bob's phone rings ``[NO SAS] alice``, never ``[E2E]``; B logs it and
+    records the label."""
+    a, b = topo.gw_a, topo.gw_b
+    mangler = topo.mangler
+    n_a, n_b = a.finished_count(), b.finished_count()
+    with RevealDropper() as dropper:
+        mangler.on_offer, mangler.on_answer, mangler.in_path = dropper.redirect_offer, dropper.redirect_answer, True
+        try:
+            with topo.phone(tmp_path, "bob", clip) as bob, topo.phone(tmp_path, "alice", clip) as alice:
+                alice.dial(f"sip:mallory@127.0.0.1:{a.port}")  # through the PBX that drops the reveal
+                rang = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+                alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+                alice.hangup()
+                wait_closed(alice)
+                wait_closed(bob)
+        finally:
+            mangler.on_offer, mangler.on_answer, mangler.in_path = swap_ephemeral, None, False
+        out, inn = a.finished_after(n_a), b.finished_after(n_b)
+    assert dropper.dropped > 0 and dropper.relayed > 0, (dropper.dropped, dropper.relayed)
+    assert out["sas"] and out["security"] == inn["security"] == "secure, unverified", (out, inn)
+    assert inn["label"] == "unverifiable", inn
+    assert shown_name(rang) == inn["display"] == "[NO SAS] alice", (rang.raw, inn)
+    assert "no SAS reveal from alice@127.0.0.1" in b.log()
 
 
 def test_a_g711_far_end_without_voipgw_is_named_in_the_callers_warning(

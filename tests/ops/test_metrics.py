@@ -135,6 +135,9 @@ def test_live_gauges_are_read_at_scrape_time_and_finished_calls_counted_once() -
         ("key exchange refused: something new", "other"),
         ("486 Busy Here", None),
         ("488 voipgw gateway: outside leg: 488 Not Acceptable Here", None),
+        ("488 voipgw gateway: outside leg: 488 Not Acceptable Here: the far end has no voipgw (no key exchange; its "
+         "refusal carries no voipgw reason)", NO_KEY_EXCHANGE),
+        ("outside leg: remote hangup: voipgw: answer refused: key exchange failed: bad-signature", "bad-signature"),
     ],
 )  # fmt: skip
 def test_handshake_failure_reason_reads_the_typed_reason(text: str, reason: str | None) -> None:
@@ -166,3 +169,14 @@ def test_frames_of_calls_in_progress_count_at_scrape_time_and_never_twice() -> N
     m.call_finished("NOT SECURE", False, sealed=20, opened=0, refused={}, key="c2")
     del live["c2"]
     assert totals() == (320, 290, 2)
+
+
+def test_calls_are_counted_by_the_label_their_phone_was_shown() -> None:
+    m = GatewayMetrics()
+    m.call_finished("secure, unverified", False, sealed=10, opened=0, refused={}, label="unverifiable")
+    m.call_finished("secure, unverified", False, sealed=10, opened=10, refused={}, label="first-contact")
+    m.call_finished("refused", False, sealed=0, opened=0, refused={})
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_labelled_total", (("label", "unverifiable"),))] == 1
+    assert got[("voipgw_calls_labelled_total", (("label", "first_contact"),))] == 1
+    assert sum(v for (name, _), v in got.items() if name == "voipgw_calls_labelled_total") == 2

@@ -1,15 +1,23 @@
-"""Helpers for the label tests (tests/gateway/test_label_topology.py): a PBX that tampers with the handshake answer,
-a plain INVITE whose From display name an attacker chose, and what a baresip phone or its wire showed."""
+"""Helpers for the label tests (tests/gateway/test_label_topology.py): a PBX that tampers with the handshake answer
+or drops the frames carrying the SAS reveal, a plain INVITE whose From display name an attacker chose, and what a
+baresip phone or its wire showed."""
 
 from __future__ import annotations
 
 import base64
 import re
+import select
 import socket
+import threading
+import time
 
 from tests.testbed import capture
 from tests.testbed.baresip import BaresipEvent
+from tests.testbed.sip_mangler import redirect_media
 
+RTP_HEADER = 12
+X_BIT = 0x40
+"""In the first byte of a sealed frame's header (ratchet/frame.py: S X E C I K): an extension follows."""
 ATTACKER = "127.0.0.66"
 """Attacker traffic comes from its own loopback address (docs/OPERATIONS.md threat model)."""
 PLAIN_SDP = (
@@ -61,3 +69,58 @@ def header(message: str, name: str) -> str:
     """The first ``name:`` header's value in a SIP message ("" when absent)."""
     m = re.search(rf"(?im)^{re.escape(name)}\s*:\s*(.*?)\r?$", message)
     return m.group(1) if m else ""
+
+
+class RevealDropper:
+    """An RTP relay a PBX could be: ``redirect_offer`` / ``redirect_answer`` (a SipMangler's hooks) point both
+    sides' media at it; it relays the callee's frames as they are and the caller's except those with the ratchet
+    header's X bit (the SAS reveal and ratchet keys travel in their extension), so the callee's SAS never arrives.
+    Both sides must go through it: a gateway latches onto the authenticated source. Loopback, own thread."""
+
+    def __init__(self, lifetime_s: float = 60.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.target: tuple[str, int] | None = None
+        """The callee's RTP address (its answer)."""
+        self.caller: tuple[str, int] | None = None
+        """The caller's RTP address (its offer)."""
+        self.dropped = 0
+        self.relayed = 0
+        self._deadline = time.monotonic() + lifetime_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reveal-dropper", daemon=True)
+
+    def redirect_offer(self, sdp: str) -> str:
+        new, self.caller = redirect_media(sdp, "127.0.0.1", int(self.sock.getsockname()[1]))
+        return new
+
+    def redirect_answer(self, sdp: str) -> str:
+        new, self.target = redirect_media(sdp, "127.0.0.1", int(self.sock.getsockname()[1]))
+        return new
+
+    def __enter__(self) -> RevealDropper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            ready, _, _ = select.select([self.sock], [], [], 0.1)
+            if not ready:
+                continue
+            data, addr = self.sock.recvfrom(65535)
+            if self.target is None or self.caller is None or len(data) < RTP_HEADER + 4:
+                continue
+            if addr == self.target:
+                self.sock.sendto(data, self.caller)
+                continue
+            offset = RTP_HEADER + 4 * (data[0] & 0x0F)
+            if len(data) > offset and data[offset] & X_BIT:
+                self.dropped += 1
+                continue
+            self.relayed += 1
+            self.sock.sendto(data, self.target)
