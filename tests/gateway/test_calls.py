@@ -1,6 +1,6 @@
 """The gateway as a real process between a plain baresip and a voipgw softphone, both directions, on loopback:
 audio crosses (PCMU inside, sealed Opus outside), the outside leg is secure with one SAS at both ends, and the
-inside callee's display name carries that SAS."""
+inside callee's display shows the label with that SAS first."""
 
 from __future__ import annotations
 
@@ -137,9 +137,9 @@ def test_outside_voipgw_calls_inside_baresip_shown_with_the_sas(tmp_path: Path, 
     assert c["state"] == "ended" and c["security"] == "secure, unverified", c
     assert call["direction"] == "inbound" and call["state"] == "ended"
     assert call["sas"] is not None and call["sas"] == c["sas"]
-    assert call["display"] == f"carol [E2E {c['sas']}]"
-    assert established.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", established.raw
-    assert f"shown as 'carol [E2E {c['sas']}]'" in gw.log(), gw.log()
+    assert call["display"] == f"[NEW {c['sas']}] carol" and call["label"] == "first-contact", call
+    assert established.raw["peerdisplayname"] == f"[NEW {c['sas']}] carol", established.raw
+    assert f"shown as '[NEW {c['sas']}] carol'" in gw.log(), gw.log()
     assert call["reason"].startswith("outside:"), call
     to_bob, to_carol = heard(clips["speech48k"], bob_heard), heard(clips["speech8k_long"], carol.wav)
     print(f"carol->bob {to_bob.windowed:.3f}, bob->carol {to_carol.windowed:.3f}, SAS after {call['sas_wait_ms']} ms")
@@ -224,7 +224,7 @@ def test_outside_hangup_while_the_inside_phone_rings_cancels_it(tmp_path: Path, 
         finally:
             snapshot = stop_with_snapshot(gw, snap)
     c = carol.summary()
-    assert incoming.raw["peerdisplayname"] == f"carol [E2E {c['sas']}]", incoming.raw
+    assert incoming.raw["peerdisplayname"] == f"[NEW {c['sas']}] carol", incoming.raw
     call = _one_call(snapshot, gw)
     assert call["state"] == "failed" and "while the inside phone rang" in call["reason"], call
 
@@ -373,7 +373,7 @@ def test_two_gateways_back_to_back_bridge_two_plain_phones_end_to_end(tmp_path: 
     assert out["direction"] == "outbound" and inn["direction"] == "inbound"
     assert out["security"] == inn["security"] == "secure, unverified"
     assert out["sas"] is not None and out["sas"] == inn["sas"]
-    assert rang.raw["peerdisplayname"] == f"alice [E2E {out['sas']}]", rang.raw
+    assert rang.raw["peerdisplayname"] == f"[NEW {out['sas']}] alice", rang.raw
     to_bob, to_alice = heard(clips["speech8k"], bob_heard), heard(clips["speech8k_long"], alice_heard)
     print(f"gateway to gateway: alice->bob {to_bob.windowed:.3f}, bob->alice {to_alice.windowed:.3f}")
     assert to_bob.windowed >= MIN_CORRELATION, to_bob

@@ -83,7 +83,8 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     live = wait_live_call(gwa)
     assert live["direction"] == "outbound" and live["remote_aor"] == "bob@127.0.0.1", live
     assert live["security"] == "secure, unverified" and live["sas"], live
-    assert shown.raw["peerdisplayname"] == f"Alice [E2E {live['sas']}]", shown.raw
+    # Label first, then the signed AOR's user part (never the From display name "Alice" the PBX relays).
+    assert shown.raw["peerdisplayname"] == f"[NEW {live['sas']}] alice", shown.raw
     table = gwa.status()
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if "bob@127.0.0.1" in line)
@@ -103,7 +104,7 @@ def test_two_gateways_register_and_call_each_other_through_the_pbx_location_tabl
     shown = alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
     back = wait_live_call(gwb)
     assert back["direction"] == "outbound" and back["security"] == "secure, unverified", back
-    assert shown.raw["peerdisplayname"] == f"Bob [E2E {back['sas']}]", shown.raw
+    assert shown.raw["peerdisplayname"] == f"[E2E {back['sas']}] bob", shown.raw  # A pinned bob's key above
     bob.hangup()
     bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
@@ -313,7 +314,7 @@ def test_phones_register_to_their_gateway(tmp_path: Path, clip: Path, inside_aut
                 shown = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
                 live = wait_live_call(gwa)
                 assert live["security"] == "secure, unverified", live
-                assert shown.raw["peerdisplayname"] == f"alice [E2E {live['sas']}]", shown.raw
+                assert shown.raw["peerdisplayname"] == f"[NEW {live['sas']}] alice", shown.raw
                 alice.hangup()
                 alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
                 bob.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)

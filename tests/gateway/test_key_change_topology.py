@@ -2,7 +2,7 @@
 its own PBX and gateways: the test restarts gateway A with a new identity for alice, which would disturb the calls
 of tests/gateway/test_topology.py that share theirs. What the phones and the gateways do is what
 docs/OPERATIONS.md ("Identities, safety numbers and key changes", "What the phones show") says: under the default
-key_change_policy an unverified changed key is shown on the callee's phone as ``[KEY CHANGED sas]``, and a
+key_change_policy an unverified changed key is shown on the callee's phone as ``[!KEY sas]``, and a
 verified one blocks the call with the reason."""
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
     keys_topo: Topology, tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     """alice calls bob (bob's gateway pins her key). alice's identity is rotated (gateway A stopped, ``voipgw id
-    new`` on her folder, restarted). Her next call rings bob as ``alice [KEY CHANGED sas]`` with audio, and bob's
-    call back is marked key changed at B too. bob's admin verifies the new key: the display is ``[E2E sas]``
-    again. alice's identity is rotated once more: now that the key was verified, B refuses the call, bob's phone
-    never rings and alice's phone gets 488 saying why."""
+    new`` on her folder, restarted). Her next call rings bob as ``[!KEY sas] alice`` with audio, and bob's
+    call back is marked key changed at B too. bob's admin verifies the new key: the display is ``[SAFE sas]``.
+    alice's identity is rotated once more: now that the key was verified, B refuses the call, bob's phone never
+    rings and alice's phone gets 488 saying why."""
     topo = keys_topo
     alice_dir = topo.workdir / "gw-a-home" / "users" / "alice"
     bob_dir = topo.workdir / "gw-b-home" / "users" / "bob"
@@ -123,7 +123,7 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
 
     first = _call(topo, tmp_path / "first", clips, "alice")
     assert first.inn["security"] == "secure, unverified", first.inn
-    assert first.shown == f"alice [E2E {first.inn['sas']}]", first.shown
+    assert first.shown == f"[NEW {first.inn['sas']}] alice", first.shown
 
     topo.restart_gateway("gw-a", meanwhile=rotate_alice)
     changed = _call(topo, tmp_path / "changed", clips, "alice")
@@ -133,7 +133,7 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
     inn, out = changed.inn, changed.out
     assert inn["security"] == "key changed, unverified", inn
     assert inn["sas"] is not None and inn["sas"] == out["sas"], (inn, out)
-    assert changed.shown == inn["display"] == f"alice [KEY CHANGED {inn['sas']}]", (changed.shown, inn)
+    assert changed.shown == inn["display"] == f"[!KEY {inn['sas']}] alice", (changed.shown, inn)
     assert inn["safety_number"] and inn["safety_number"] != first.inn["safety_number"], inn
     assert out["security"] == "secure, unverified", out  # bob's key did not change: A has nothing to say
     assert inn["state"] == out["state"] == "ended", (inn, out)
@@ -141,7 +141,7 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
     assert f"WARNING: the identity key of {ALICE} has CHANGED" in topo.gw_b.log()
     # Loud until bob's admin verifies or accepts the key: bob's own call to alice is marked at B as well.
     assert back.out["security"] == "key changed, unverified", back.out
-    assert back.inn["security"] == "secure, unverified" and back.shown == f"bob [E2E {back.inn['sas']}]", back
+    assert back.inn["security"] == "secure, unverified" and back.shown == f"[E2E {back.inn['sas']}] bob", back
     # What bob's phone (the caller) gets for it: the cue of any sealed call (the caller's screen shows nothing).
     assert back.out["cue"] == "secure", back.out
 
@@ -149,7 +149,7 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
     assert verified.returncode == 0, verified.stderr
     again = _call(topo, tmp_path / "verified", clips, "alice")
     assert again.inn["security"] == "secure, verified", again.inn
-    assert again.shown == f"alice [E2E {again.inn['sas']}]", again.shown
+    assert again.shown == f"[SAFE {again.inn['sas']}] alice", again.shown
 
     topo.restart_gateway("gw-a", meanwhile=rotate_alice)
     blocked = _call(topo, tmp_path / "blocked", clips, "alice")

@@ -167,7 +167,7 @@ def test_a_tampered_answer_is_recorded_and_counted_as_refused_at_both_gateways(
     assert mangler.answers_rewritten > rewritten
     assert refused.param == "488 Not Acceptable Here", refused
     assert bob_saw == []
-    assert out["security"] == inn["security"] == "refused", (out, inn)
+    assert out["security"] == inn["security"] == "refused", (out["reason"], inn["reason"], b.log()[-3000:])
     assert out["state"] == inn["state"] == "failed", (out, inn)
     assert "answer refused" in inn["reason"] and "bad-signature" in inn["reason"], inn
     assert handshake_failure_reason(inn["reason"]) == handshake_failure_reason(out["reason"]) == "bad-signature"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.labels import display_for
 from tests.support.requires import requires
 from tests.support.topology import (
     CALL_TIMEOUT,
@@ -120,7 +121,7 @@ def test_call_through_the_pbx_carries_audio_both_ways_sealed(
     assert out["direction"] == "outbound" and inn["direction"] == "inbound", (out, inn)
     assert out["security"] == inn["security"] == "secure, unverified", (out, inn)
     assert out["sas"] is not None and out["sas"] == inn["sas"]
-    assert inn["display"] == f"{caller} [E2E {out['sas']}]"
+    assert inn["display"] == display_for(inn, caller) and inn["label"] in ("first-contact", "known"), inn
     assert out["cue"] == "secure"
     assert out["inside_codec"] == inn["inside_codec"] == codec.lower()
     assert out["outside_codec"] == inn["outside_codec"] == "opus"
@@ -218,7 +219,7 @@ def test_ringing_the_caller_hears_the_cue_and_sealed_ringback_and_hanging_up_can
         bob_saw = event_types(bob)
     out, inn = a.finished_after(n_a), b.finished_after(n_b)
     assert "CALL_ESTABLISHED" not in bob_saw
-    assert incoming.raw["peerdisplayname"] == f"alice [E2E {out['sas']}]", incoming.raw
+    assert incoming.raw["peerdisplayname"] == display_for(inn, "alice") and inn["sas"] == out["sas"], incoming.raw
     assert inn["state"] == "failed" and "while the inside phone rang" in inn["reason"], inn
     assert out["reason"].startswith("inside:"), out
     ringback, cue_low, cue_high = _band_share(heard_by_alice, (415, 435), (650, 670), (870, 890))
@@ -292,8 +293,8 @@ def test_a_destination_without_a_gateway_goes_through_in_the_clear_under_opportu
     assert out["security"] == inn["security"] == "NOT SECURE", (out, inn)
     assert out["sas"] is None and inn["sas"] is None
     assert out["cue"] == "not secure"
-    assert inn["display"] == "dave [NOT SECURE]" and shown.raw["peerdisplayname"] == "dave [NOT SECURE]"
-    assert "[NOT SECURE]" in a.log() and "'dave [NOT SECURE]'" in b.log()
+    assert inn["display"] == "[INSECURE] dave" and shown.raw["peerdisplayname"] == "[INSECURE] dave"
+    assert "[NOT SECURE]" in a.log() and "'[INSECURE] dave'" in b.log()
     matches = [
         heard(clips["PCMU"], dave_heard),
         heard(clips["PCMU-long"], alice_heard),

@@ -124,3 +124,23 @@ class RevealDropper:
                 continue
             self.relayed += 1
             self.sock.sendto(data, self.target)
+
+
+SHOWN_TAGS = {
+    "verified": "SAFE",
+    "known": "E2E",
+    "first-contact": "NEW",
+    "key-changed": "!KEY",
+    "not-secure": "INSECURE",
+    "unverifiable": "NO SAS",
+}
+"""The scheme of docs/OPERATIONS.md ("What the phones show"), written out here so a change to it shows up."""
+
+
+def display_for(call: dict[str, object], name: str) -> str:
+    """What a phone should have been shown for a gateway's finished ``call`` (its snapshot) with the peer ``name``:
+    the label of the call's recorded kind (with its SAS where the scheme shows one), then the name."""
+    tag = SHOWN_TAGS[str(call["label"])]
+    sas = call.get("sas")
+    with_sas = call["label"] not in ("not-secure", "unverifiable") and sas
+    return f"[{tag} {sas}] {name}" if with_sas else f"[{tag}] {name}"

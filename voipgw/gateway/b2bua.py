@@ -58,8 +58,9 @@ class Gateway:
 
     Inbound (outside -> inside phone): the outside leg is verified and ANSWERED FIRST, then the gateway waits
     (up to ``sas_wait_s``) for the caller's SAS reveal, which only travels in the caller's first media frames,
-    and only then rings the inside phone with ``From: "Name [E2E sas]"``. Unmodified phones show the From display
-    name while ringing and cannot update it later, so this is the only order that puts the SAS on their screen.
+    and only then rings the inside phone with the label first (``From: "[NEW sas] alice"``, ``voipgw.gateway.labels``;
+    ``[NO SAS]`` if the reveal does not come). Unmodified phones show the From display name while ringing and cannot
+    update it later, so this is the only order that puts the SAS on their screen.
     The price: the outside caller sees the call answered while the inside phone rings (it hears a ringback we
     generate and seal, and what it says meanwhile is dropped); a decline or no-answer inside then ends the
     outside call with a BYE whose Reason says so.

@@ -233,7 +233,8 @@ class CallCore:
             else:
                 self.emit(Ended(reason=f"{code} {reason}", by_remote=True))
         elif isinstance(event, CCEventDisconnect):
-            if self.phase in (DialogPhase.SETUP, DialogPhase.ANSWERING):
+            # After our 200 (ANSWERING) it is a BYE that overtook the ACK, not a CANCEL: its Reason counts.
+            if self.phase is DialogPhase.SETUP:
                 self.emit(Ended(reason="cancelled by caller", by_remote=True))
             else:
                 why = _reason_text(event)
