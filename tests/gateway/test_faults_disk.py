@@ -134,7 +134,7 @@ def test_a_running_call_survives_a_full_or_read_only_home(
             # 1. The fault strikes during a call: its media carries on both ways, and it ends normally.
             alice = call(tmp_path, "alice", port[0], clip, 8)
             try:
-                wait_until(lambda: "[E2E " in gw.log(), "the call to be up", CALL_TIMEOUT_S)
+                wait_until(lambda: "shown as '[" in gw.log(), "the call to be up", CALL_TIMEOUT_S)
                 a_ports, g_ports = udp_ports(alice.proc.pid), udp_ports(gw.proc.pid)
                 wait_until(lambda: flowing(cap, g_ports, a_ports) > 20, "media to alice", 20)
                 fault()
