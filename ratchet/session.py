@@ -100,6 +100,12 @@ ANNOUNCE_TIERS = ((128, 4), (512, 16))
 ANNOUNCE_SPARSE_EVERY = 128
 
 
+MAX_EPOCH = 0xFFFE
+"""The last epoch a sender starts: the ratchet-key announcement carries epochs as u16 and 0xFFFF is the
+``peer_epoch`` of epoch 0 ("no peer key used"). A sender that reaches it stops DH stepping and keeps its symmetric chain (days of calling at any accepted interval); stepping past it
+overflowed the field and stopped the media."""
+
+
 def _announce_every(rel: int) -> int:
     for until, every in ANNOUNCE_TIERS:
         if rel < until:
@@ -359,6 +365,7 @@ class FrameSealer:
             cfg.dh_interval_s > 0
             and now - self._epoch_started_at >= cfg.dh_interval_s
             and self._state.peer_latest is not None
+            and self._epoch < MAX_EPOCH
         ):
             self._dh_step(now)
         n = self._n
@@ -416,7 +423,7 @@ class FrameSealer:
         self.announcements -= 1  # _extensions counts a use; this was only a lookup
         origin = self._tks.origin
         self._fast_t_hi = origin + (interval + 1) * self._interval_s
-        if self._config.dh_interval_s > 0 and self._state.peer_latest is not None:
+        if self._config.dh_interval_s > 0 and self._state.peer_latest is not None and self._epoch < MAX_EPOCH:
             self._fast_t_hi = min(self._fast_t_hi, self._epoch_started_at + self._config.dh_interval_s)
         if self._reveal is not None and now < self._reveal_until:
             self._fast_t_hi = min(self._fast_t_hi, self._reveal_until)  # the cached block carries the reveal

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ratchet import errors
+from ratchet import session as session_module
 from ratchet.chain import kdf_ck
 from ratchet.events import LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
 from ratchet.frame import HEADER_LEN, split_frame
@@ -97,6 +98,19 @@ def test_dh_steps_happen_on_schedule_and_both_sides_follow() -> None:
     assert any(isinstance(e, PeerRatchetStep) for e in evs)
     assert sum(alice.stats.refused.values()) == 0
     exchange(alice, bob, 10, now)
+
+
+def test_epochs_stop_at_the_last_announceable_epoch_and_media_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The announcement carries the epoch as a u16: a sender at the last epoch keeps its chain instead of
+    overflowing the field (which raised struct.error and stopped the media). MAX_EPOCH is lowered to reach it."""
+    monkeypatch.setattr(session_module, "MAX_EPOCH", 3)
+    alice, bob = sessions(MediaConfig(dh_interval_s=1.0))
+    now = exchange(alice, bob, 8 * 50, T0)  # 8 s: 7 steps' worth of intervals
+    assert alice.stats.local_epoch == bob.stats.local_epoch == 3
+    assert bob.stats.peer_epoch == 3 and alice.stats.peer_epoch == 3
+    exchange(alice, bob, 3 * 50, now)
+    assert alice.stats.local_epoch == 3
+    assert sum(alice.stats.refused.values()) == sum(bob.stats.refused.values()) == 0
 
 
 def test_new_epoch_survives_loss_of_its_first_announcements() -> None:
