@@ -17,6 +17,7 @@ from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
 from voipgw.ops.config import DestinationRule, choose_policy
+from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import SipCall, TlsOptions
 
@@ -66,6 +67,8 @@ class B2buaSettings:
     """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     outside_require_hybrid: bool = False
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
+    inside_srtp: SrtpMode = SrtpMode.OFF
+    """``inside.srtp``: SDES-SRTP on the inside leg (off, optional: when the phone does it, required: or 488)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
@@ -101,6 +104,8 @@ class Bridge:
     inside_codec: str | None = None
     inside_payload: Codec | None = None
     """The inside leg's negotiated codec (kept for re-INVITE answers)."""
+    inside_srtp: bool = False
+    """The inside leg runs SDES-SRTP (``inside.srtp``)."""
     inside: CallRecord = field(default_factory=CallRecord)
     """The inside (plain) leg's record: incoming for an outbound bridge, outgoing for an inbound one."""
     outside: ActiveCall | None = None
@@ -170,6 +175,12 @@ class Bridge:
                     out[reason] = out.get(reason, 0) + n
         return out
 
+    def inside_dropped(self) -> dict[str, int]:
+        """Well-formed datagrams the inside leg dropped, by reason: not from the phone's address (``wrong-source``,
+        ``wrong-port``), SRTP that did not authenticate (``srtp-auth``, ``srtp-replay``, ``srtp-malformed``)..."""
+        media = self.inside_media
+        return dict(media.endpoint.stats.refused) if media is not None else {}
+
     def __post_init__(self) -> None:
         self.inside.direction = "incoming" if self.direction == "outbound" else "outgoing"
         self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
@@ -200,6 +211,8 @@ class Bridge:
                 "dropped": self.dtmf_dropped,
             },
             "inside_codec": self.inside_codec,
+            "inside_srtp": self.inside_srtp,
+            "inside_dropped": self.inside_dropped(),
             "passthrough": self.passthrough.on,
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,

@@ -60,6 +60,7 @@ def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float =
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),
         outside_require_hybrid=config.outside.require_hybrid,
+        inside_srtp=config.inside.srtp,
         policy=config.policy,
         destinations=config.destinations,
     )
