@@ -201,6 +201,7 @@ class GatewayHooks:
             handshake_failure=failure,
             key=id(bridge),
         )
+        self.metrics.inside_dropped(bridge.inside_dropped())
 
     def live_frames(self) -> list[tuple[object, FrameCounts]]:
         """Outside frames of each active call so far, for the metrics (read from the metrics thread)."""

@@ -41,6 +41,7 @@ _REASONS: dict[str, type[SrtpRefused]] = {
     "replay check failed (index too old)": SrtpReplay,
     "packet index is too old to consider": SrtpReplay,
     "error parsing data": SrtpMalformed,
+    "unsupported parameter": SrtpMalformed,  # libsrtp's answer to a packet shorter than a header
 }
 
 
