@@ -79,6 +79,12 @@ class B2buaSettings:
         return choose_policy(self.destinations, user, destination_aor, inside.policy if inside else None, self.policy)
 
 
+def _peer(media: MediaStream | None) -> str | None:
+    """Where the inside leg sends its RTP (the phone's address; it never moves)."""
+    remote = media.endpoint.remote if media is not None else None
+    return f"{remote[0]}:{remote[1]}" if remote is not None else None
+
+
 def security_label(sas: str | None, security: Security) -> str:
     """What an unmodified phone shows after the name: ``[E2E 4xj9]`` (``[E2E]`` before the SAS is known),
     ``[KEY CHANGED 4xj9]`` when the peer's identity key changed (warn policy), else ``[NOT SECURE]``."""
@@ -212,6 +218,7 @@ class Bridge:
             },
             "inside_codec": self.inside_codec,
             "inside_srtp": self.inside_srtp,
+            "inside_peer": _peer(in_media),
             "inside_dropped": self.inside_dropped(),
             "passthrough": self.passthrough.on,
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
