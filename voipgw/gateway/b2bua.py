@@ -108,13 +108,17 @@ class Gateway:
     async def start(self) -> None:
         registrar = self.hooks.inside_registrar() if self.hooks is not None else None
         transport = self.config.outside_transport
+        tls = self.config.outside_tls
+        # With a certificate the gateway also listens for SIP over TLS, whatever the outside transport: the inside
+        # phones need it to carry SDES-SRTP keys (inside.srtp) out of reach of anyone on the inside network.
+        listen_tls = tls is not None and tls.cert_file is not None
         self.stack = SipStack(
             self.config.listen_host,
             self.config.listen_port,
             asyncio.get_running_loop(),
             registrar=registrar,
             tcp=TcpOptions() if transport in ("auto", "tcp") else None,
-            tls=(self.config.outside_tls or TlsOptions()) if transport == "tls" else None,
+            tls=(tls or TlsOptions()) if transport == "tls" or listen_tls else None,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -129,7 +133,7 @@ class Gateway:
             self.config.listen_host, self.port, len(self.users), self.config.outside_transport,
             self.config.inside_srtp.value,
         )  # fmt: skip
-        if self.config.inside_srtp is not SrtpMode.OFF and self.config.outside_tls is None:
+        if self.config.inside_srtp is not SrtpMode.OFF and not listen_tls:
             # SDES keys travel in the SDP: over plain SIP anyone on the path to the phone reads them.
             log.warning(
                 "inside.srtp = %s but the gateway has no TLS certificate: SDES keys cross the inside network in "
@@ -153,6 +157,7 @@ class Gateway:
         """Active and recently finished calls with security state, SAS, codecs and frame counters (JSON-ready)."""
         return {
             "listen": f"{self.config.listen_host}:{self.stack.local_port if self.stack else self.config.listen_port}",
+            "listen_tls": self.stack.tls_port if self.stack is not None else None,
             "users": [
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
             ],

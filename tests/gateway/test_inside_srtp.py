@@ -1,0 +1,104 @@
+"""SDES-SRTP on the gateway's inside leg with an unmodified phone (baresip's srtp module, ``mediaenc=srtp-mand``)
+over SIP/TLS, ``inside.srtp = "required"``: an outside voipgw caller reaches the inside phone, audio crosses both
+ways, and a capture of the inside leg decodes to nothing (neither party's speech is in it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.phones import start_caller
+from tests.support.pki import make_pki
+from tests.support.requires import requires
+from tests.support.srtp_gateway import start_srtp_gateway
+from tests.testbed import capture, speech
+from tests.testbed.baresip import Baresip
+from tests.testbed.ports import reserve_block
+from voipgw.audio.compare import AudioMatch, compare_audio
+from voipgw.audio.wav import read_wav
+
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox", "tshark")]
+
+MIN_CORRELATION = 0.9
+MAX_EAVESDROP_CORRELATION = 0.3
+"""Plain PCMU on the inside leg scores > 0.99 against the speech (test_topology's control); SRTP scores like noise."""
+CALL_SECONDS = 5.0
+PROC_TIMEOUT = 40.0
+
+
+def _heard(sent: Path, recording: Path) -> AudioMatch:
+    ref, rec = read_wav(sent), read_wav(recording)
+    return compare_audio(ref[: len(rec)], rec)
+
+
+def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothing(tmp_path: Path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    phone_cert, phone_key = pki.phone
+    gw_cert, gw_key = pki.kamailio  # a certificate for 127.0.0.1 signed by the test CA
+    phone_pem = tmp_path / "alice.pem"
+    phone_pem.write_bytes(phone_cert.read_bytes() + phone_key.read_bytes())
+    carol48 = speech.make_variant(tmp_path / "carol48.wav", 48000, seconds=CALL_SECONDS)
+    carol8 = speech.make_variant(tmp_path / "carol8.wav", 8000, seconds=CALL_SECONDS)
+    alice8 = speech.make_variant(tmp_path / "alice8.wav", 8000)
+    tls_config = (
+        f"module                  srtp.so\nsip_certificate         {phone_pem}\nsip_cafile              {pki.ca}\n"
+    )
+    block = reserve_block(2)
+    try:
+        with Baresip(
+            tmp_path,
+            user="alice",
+            play=alice8,
+            codecs=("PCMU",),
+            extra_config=tls_config,
+            extra_account_params=";mediaenc=srtp-mand",
+        ) as alice:
+            contact = f"sip:alice@127.0.0.1:{alice.sip_port + 1};transport=tls"
+            gw, snap = start_srtp_gateway(
+                tmp_path,
+                "gw",
+                block,
+                port=block[0],
+                users=[{"name": "alice", "contact": contact, "outside_aor": "alice@127.0.0.1"}],
+                inside_srtp="required",
+                tls={"ca": pki.ca, "cert": gw_cert, "key": gw_key, "port": block[1]},
+                media_timeout_s=10.0,
+            )
+            try:
+                with capture.Capture(tmp_path, *alice.rtp_range, backend="tshark") as cap:
+                    carol = start_caller(
+                        tmp_path, "carol", f"sip:alice@127.0.0.1:{gw.sip_port}", "--play", str(carol48), tap=False
+                    )
+                    alice.wait_event("CALL_ESTABLISHED", timeout=20.0)
+                    assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
+                    alice.wait_event("CALL_CLOSED", timeout=20.0)
+                to_alice = _heard(carol8, alice.received_wav())
+            finally:
+                gw.stop()
+            snapshot = json.loads(snap.read_text())
+    finally:
+        block.release()
+    summary = carol.summary()
+    (call,) = snapshot["finished"]
+    assert "no TLS certificate" not in gw.log(), gw.log()[-2000:]
+    assert call["inside_srtp"] is True, call
+    assert call["security"] == "secure, unverified" and summary["security"] == "secure, unverified", (call, summary)
+    alice48 = speech.make_variant(tmp_path / "alice48.wav", 48000)  # carol records at 48 kHz
+    to_carol_match = _heard(alice48, carol.wav)
+    packets = cap.packets
+    rtp = [p for p in packets if p.rtp() is not None]
+    verdicts = [capture.looks_like_plain_audio(packets, sent, "PCMU") for sent in (carol8, alice8)]
+    print(
+        f"SRTP inside leg: to alice {to_alice.windowed:.3f}, to carol {to_carol_match.windowed:.3f}; captured "
+        f"{len(rtp)} RTP packets; decoded as PCMU vs carol {verdicts[0].correlation:.3f}, vs alice "
+        f"{verdicts[1].correlation:.3f}; inside dropped {call['inside_dropped']}"
+    )
+    assert to_alice.windowed >= MIN_CORRELATION, to_alice
+    assert to_carol_match.windowed >= MIN_CORRELATION, to_carol_match
+    assert len(rtp) > 100, len(rtp)
+    for verdict in verdicts:
+        assert verdict.streams, "no RTP stream on the inside leg"
+        assert verdict.correlation < MAX_EAVESDROP_CORRELATION, verdict
