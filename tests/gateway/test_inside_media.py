@@ -118,3 +118,12 @@ def test_inside_srtp_config_reaches_the_b2bua(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"inside\.srtp") as info:
             gateway_config_from_mapping({**base, "inside": {"srtp": bad}})
         assert "\n" not in str(info.value)
+    for name in ("gw.crt", "gw.key"):
+        (tmp_path / name).write_text("")
+    tls = {"tls_cert_file": str(tmp_path / "gw.crt"), "tls_key_file": str(tmp_path / "gw.key")}
+    cfg = gateway_config_from_mapping({**base, "inside": {"tls_port": 5061}, "outside": {**base["outside"], **tls}})
+    assert b2bua_config(cfg, tmp_path).outside_tls is not None
+    assert b2bua_config(cfg, tmp_path).outside_tls.port == 5061  # type: ignore[union-attr]
+    for bad_port in (-1, 70000, "5061"):
+        with pytest.raises(ConfigError, match=r"inside\.tls_port"):
+            gateway_config_from_mapping({**base, "inside": {"tls_port": bad_port}})

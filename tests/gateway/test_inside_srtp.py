@@ -102,3 +102,38 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
     for verdict in verdicts:
         assert verdict.streams, "no RTP stream on the inside leg"
         assert verdict.correlation < MAX_EAVESDROP_CORRELATION, verdict
+
+
+def test_a_phone_offer_without_srtp_is_refused_488_with_the_reason_under_required(tmp_path: Path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    gw_cert, gw_key = pki.kamailio
+    clip = speech.make_variant(tmp_path / "dave8.wav", 8000, seconds=2.0)
+    block = reserve_block(2)
+    try:
+        with Baresip(tmp_path, user="dave", play=clip, codecs=("PCMU",)) as dave:  # plain RTP, over UDP
+            gw, snap = start_srtp_gateway(
+                tmp_path,
+                "gw",
+                block,
+                port=block[0],
+                users=[{"name": "dave", "contact": dave.contact_uri, "outside_aor": "dave@127.0.0.1"}],
+                routes={"bob": "sip:bob@127.0.0.1:9"},  # never reached: the offer is refused first
+                inside_srtp="required",
+                tls={"ca": pki.ca, "cert": gw_cert, "key": gw_key, "port": block[1]},
+            )
+            try:
+                with capture.RawCapture(block[0], block[0]) as sip:
+                    dave.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                    closed = dave.wait_event("CALL_CLOSED", timeout=10.0)
+            finally:
+                gw.stop()
+            snapshot = json.loads(snap.read_text())
+    finally:
+        block.release()
+    assert closed.param == "488 Not Acceptable Here", closed
+    response = next(p.payload.decode() for p in sip.packets if p.payload.startswith(b"SIP/2.0 488 "))
+    assert "inside.srtp = required: the phone's offer has no a=crypto line\"" in response, response
+    (call,) = snapshot["finished"]
+    assert call["state"] == "failed" and call["reason"].startswith("488 ") and call["inside_frames_out"] == 0, call
+    assert snapshot["refused_invites"] == {"488": 1}, snapshot

@@ -75,6 +75,7 @@ def _tls(config: GatewayConfig) -> TlsOptions | None:
         pinned_sha256=o.tls_pinned_sha256,
         cert_file=str(o.tls_cert_file) if o.tls_cert_file else None,
         key_file=str(o.tls_key_file) if o.tls_key_file else None,
+        port=config.inside.tls_port,
     )
 
 

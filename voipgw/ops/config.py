@@ -42,6 +42,8 @@ class InsideConfig:
     srtp: SrtpMode = SrtpMode.OFF
     """SDES-SRTP between the phones and the gateway: "off", "optional" (when the phone does it) or "required"
     (a phone offer without a usable ``a=crypto`` line is refused 488). Give the phones SIP over TLS with it."""
+    tls_port: int = 0
+    """Where phones reach the gateway over SIP/TLS (with ``outside.tls_cert_file``); 0: a free port."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def _srtp_mode(value: str) -> SrtpMode:
 
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s"}),
-    "inside": frozenset({"listen", "auth", "realm", "srtp"}),
+    "inside": frozenset({"listen", "auth", "realm", "srtp", "tls_port"}),
     "outside": frozenset(
         {
             "registrar",
@@ -340,7 +342,10 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         auth=_get(i, "auth", bool, "inside.", False),
         realm=_get(i, "realm", str, "inside.", "voipgw"),
         srtp=_srtp_mode(_get(i, "srtp", str, "inside.", SrtpMode.OFF.value)),
+        tls_port=_get(i, "tls_port", int, "inside.", 0),
     )
+    if not 0 <= inside.tls_port <= 65535:
+        raise ConfigError(f"inside.tls_port: {inside.tls_port} is not a port number")
     if "registrar" not in o:
         raise ConfigError('outside.registrar: missing (the PBX address, e.g. "pbx.example.org:5060")')
     expires = _get(o, "register_expires", int, "outside.", DEFAULT_REGISTER_EXPIRES)
