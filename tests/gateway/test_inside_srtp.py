@@ -1,10 +1,13 @@
 """SDES-SRTP on the gateway's inside leg with an unmodified phone (baresip's srtp module, ``mediaenc=srtp-mand``)
 over SIP/TLS, ``inside.srtp = "required"``: an outside voipgw caller reaches the inside phone, audio crosses both
-ways, and a capture of the inside leg decodes to nothing (neither party's speech is in it)."""
+ways, a capture of the inside leg decodes to nothing (neither party's speech is in it), and packets forged or
+replayed from the phone's own (spoofed) address are dropped and counted; a phone without SRTP is refused 488."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,12 +15,14 @@ import pytest
 from tests.support.phones import start_caller
 from tests.support.pki import make_pki
 from tests.support.requires import requires
+from tests.support.rtp_spray import send_spoofed
 from tests.support.srtp_gateway import start_srtp_gateway
 from tests.testbed import capture, speech
 from tests.testbed.baresip import Baresip
 from tests.testbed.ports import reserve_block
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
+from voipgw.rtp.packet import build_rtp
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "sox", "tshark")]
 
@@ -26,6 +31,30 @@ MAX_EAVESDROP_CORRELATION = 0.3
 """Plain PCMU on the inside leg scores > 0.99 against the speech (test_topology's control); SRTP scores like noise."""
 CALL_SECONDS = 5.0
 PROC_TIMEOUT = 40.0
+
+
+FORGED = 50
+REPLAYED = 5
+
+
+def forge_and_replay(phone_rtp: tuple[int, int]) -> None:
+    """An attacker on the phone's network: it copies one of the phone's SRTP packets, then sends it again and sends
+    forged ones, all from the phone's own address and port (spoofed), at the gateway's inside port."""
+    lo, hi = phone_rtp
+    with capture.RawCapture(lo, hi) as cap:
+        deadline = time.monotonic() + 5.0
+        while not any(lo <= p.src_port <= hi and p.rtp() is not None for p in cap.packets):
+            assert time.monotonic() < deadline, "no SRTP from the phone"
+            time.sleep(0.05)
+    seen = next(p for p in cap.packets if lo <= p.src_port <= hi and p.rtp() is not None)
+    src, dst = ("127.0.0.1", seen.src_port), ("127.0.0.1", seen.dst_port)
+    for _ in range(REPLAYED):
+        send_spoofed(src, dst, seen.payload)
+    rtp = seen.rtp()
+    assert rtp is not None
+    for i in range(FORGED):  # ahead of the phone's sequence, so that only the tag can refuse them
+        body = build_rtp(rtp.payload_type, (rtp.seq + 500 + i) & 0xFFFF, rtp.timestamp, rtp.ssrc, os.urandom(170))
+        send_spoofed(src, dst, body)
 
 
 def _heard(sent: Path, recording: Path) -> AudioMatch:
@@ -73,6 +102,7 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
                         tmp_path, "carol", f"sip:alice@127.0.0.1:{gw.sip_port}", "--play", str(carol48), tap=False
                     )
                     alice.wait_event("CALL_ESTABLISHED", timeout=20.0)
+                    forge_and_replay(alice.rtp_range)
                     assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
                     alice.wait_event("CALL_CLOSED", timeout=20.0)
                 to_alice = _heard(carol8, alice.received_wav())
@@ -96,6 +126,8 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
         f"{len(rtp)} RTP packets; decoded as PCMU vs carol {verdicts[0].correlation:.3f}, vs alice "
         f"{verdicts[1].correlation:.3f}; inside dropped {call['inside_dropped']}"
     )
+    dropped = call["inside_dropped"]
+    assert dropped.get("srtp-replay", 0) >= REPLAYED and dropped.get("srtp-auth", 0) >= FORGED, dropped
     assert to_alice.windowed >= MIN_CORRELATION, to_alice
     assert to_carol_match.windowed >= MIN_CORRELATION, to_carol_match
     assert len(rtp) > 100, len(rtp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -85,3 +86,25 @@ class Sprayer:
             seq += 1
             self._drain()
             time.sleep(self.interval_s)
+
+
+def send_spoofed(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> None:
+    """One UDP datagram whose IP source is ``src`` (a raw socket: needs root), as an attacker on the phone's
+    network would forge the phone's own address and port. IPv4; UDP checksum 0 (none, RFC 768)."""
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(src[0]),
+        socket.inet_aton(dst[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        raw.sendto(header + udp, (dst[0], 0))
