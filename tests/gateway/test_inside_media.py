@@ -13,6 +13,7 @@ from voipgw.gateway.inside_media import (
     PLAIN,
     InsideSrtpRefused,
     answer_offer,
+    contact_is_tls,
     offer_crypto,
     offer_profile,
     settle_answer,
@@ -52,10 +53,10 @@ def test_answer_to_a_phone_offer(mode: SrtpMode, crypto: str | None, savp: bool,
     offer = parse_sdp(_offer(crypto, savp))
     if outcome == "refused":
         with pytest.raises(InsideSrtpRefused) as info:
-            answer_offer(mode, offer)
+            answer_offer(mode, offer, over_tls=True)
         assert "inside.srtp" in info.value.why and PHONE_KEY.hex() not in info.value.why
         return
-    got = answer_offer(mode, offer)
+    got = answer_offer(mode, offer, over_tls=True)
     if outcome == "plain":
         assert got == PLAIN and not got.srtp
         return
@@ -80,7 +81,7 @@ def test_answer_to_a_phone_offer(mode: SrtpMode, crypto: str | None, savp: bool,
     ],
 )
 def test_settle_the_phone_answer(mode: SrtpMode, answer_crypto: str | None, outcome: str) -> None:
-    ours = offer_crypto(mode)
+    ours = offer_crypto(mode, "sip:alice@10.0.0.20:5061;transport=tls")
     assert (ours is None) is (mode is OFF)
     assert offer_profile(mode) is (mode is REQUIRED)
     theirs = new_crypto(2 if answer_crypto == "tag2" else 1)
@@ -96,6 +97,38 @@ def test_settle_the_phone_answer(mode: SrtpMode, answer_crypto: str | None, outc
     else:
         assert ours is not None and got.keys is not None
         assert got.keys.local == ours.key_salt and got.keys.remote == theirs.key_salt
+
+
+@pytest.mark.parametrize(
+    ("mode", "over_tls", "outcome"),
+    [(REQUIRED, False, "refused"), (REQUIRED, True, "srtp"), (OPTIONAL, False, "srtp"), (OFF, False, "plain")],
+)
+def test_sdes_offer_over_plain_sip(mode: SrtpMode, over_tls: bool, outcome: str) -> None:
+    offer = parse_sdp(_offer(GOOD, False))
+    if outcome == "refused":
+        with pytest.raises(InsideSrtpRefused, match="SIP over TLS"):
+            answer_offer(mode, offer, over_tls)
+    else:
+        assert answer_offer(mode, offer, over_tls).srtp is (outcome == "srtp")
+
+
+@pytest.mark.parametrize(
+    ("contact", "tls"),
+    [
+        ("sip:alice@10.0.0.20:5061;transport=tls", True),
+        ("sips:alice@10.0.0.20", True),
+        ("sip:alice@10.0.0.20:5060", False),
+        ("sip:alice@10.0.0.20:5060;transport=udp", False),
+    ],
+)
+def test_offer_to_a_phone_needs_a_tls_contact_under_required(contact: str, tls: bool) -> None:
+    assert contact_is_tls(contact) is tls
+    if tls:
+        assert offer_crypto(REQUIRED, contact) is not None
+    else:
+        with pytest.raises(InsideSrtpRefused, match="not SIP over TLS"):
+            offer_crypto(REQUIRED, contact)
+        assert offer_crypto(OPTIONAL, contact) is not None and offer_crypto(OFF, contact) is None
 
 
 def test_sdp_crypto_lines_parse_and_never_show_in_repr() -> None:

@@ -136,36 +136,53 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
         assert verdict.correlation < MAX_EAVESDROP_CORRELATION, verdict
 
 
-def test_a_phone_offer_without_srtp_is_refused_488_with_the_reason_under_required(tmp_path: Path) -> None:
+def test_under_required_a_phone_without_srtp_or_without_tls_is_refused_488_with_the_reason(tmp_path: Path) -> None:
+    """dave offers plain RTP; erin offers SDES-SRTP, but over UDP (its key crossed the network in the clear)."""
     (tmp_path / "pki").mkdir()
     pki = make_pki(tmp_path / "pki")
     gw_cert, gw_key = pki.kamailio
-    clip = speech.make_variant(tmp_path / "dave8.wav", 8000, seconds=2.0)
+    clip = speech.make_variant(tmp_path / "clip8.wav", 8000, seconds=2.0)
     block = reserve_block(2)
     try:
-        with Baresip(tmp_path, user="dave", play=clip, codecs=("PCMU",)) as dave:  # plain RTP, over UDP
+        with (
+            Baresip(tmp_path, user="dave", play=clip, codecs=("PCMU",)) as dave,
+            Baresip(
+                tmp_path,
+                user="erin",
+                play=clip,
+                codecs=("PCMU",),
+                extra_config="module                  srtp.so\n",
+                extra_account_params=";mediaenc=srtp-mand",
+            ) as erin,
+        ):
             gw, snap = start_srtp_gateway(
                 tmp_path,
                 "gw",
                 block,
                 port=block[0],
-                users=[{"name": "dave", "contact": dave.contact_uri, "outside_aor": "dave@127.0.0.1"}],
+                users=[
+                    {"name": p.user, "contact": p.contact_uri, "outside_aor": f"{p.user}@127.0.0.1"}
+                    for p in (dave, erin)
+                ],
                 routes={"bob": "sip:bob@127.0.0.1:9"},  # never reached: the offer is refused first
                 inside_srtp="required",
                 tls={"ca": pki.ca, "cert": gw_cert, "key": gw_key, "port": block[1]},
             )
             try:
                 with capture.RawCapture(block[0], block[0]) as sip:
-                    dave.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
-                    closed = dave.wait_event("CALL_CLOSED", timeout=10.0)
+                    closed = []
+                    for phone in (dave, erin):
+                        phone.dial(f"sip:bob@127.0.0.1:{gw.sip_port}")
+                        closed.append(phone.wait_event("CALL_CLOSED", timeout=10.0))
             finally:
                 gw.stop()
             snapshot = json.loads(snap.read_text())
     finally:
         block.release()
-    assert closed.param == "488 Not Acceptable Here", closed
-    response = next(p.payload.decode() for p in sip.packets if p.payload.startswith(b"SIP/2.0 488 "))
-    assert "inside.srtp = required: the phone's offer has no a=crypto line\"" in response, response
-    (call,) = snapshot["finished"]
-    assert call["state"] == "failed" and call["reason"].startswith("488 ") and call["inside_frames_out"] == 0, call
-    assert snapshot["refused_invites"] == {"488": 1}, snapshot
+    assert [c.param for c in closed] == ["488 Not Acceptable Here"] * 2, closed
+    responses = [p.payload.decode() for p in sip.packets if p.payload.startswith(b"SIP/2.0 488 ")]
+    assert any("inside.srtp = required: the phone's offer has no a=crypto line\"" in r for r in responses), responses
+    assert any("the phone must use SIP over TLS" in r for r in responses), responses
+    assert len(snapshot["finished"]) == 2 and snapshot["refused_invites"] == {"488": 2}, snapshot
+    for call in snapshot["finished"]:
+        assert call["state"] == "failed" and call["reason"].startswith("488 ") and call["inside_frames_out"] == 0

@@ -65,8 +65,13 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
     # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
     # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
+    try:
+        ours = offer_crypto(board.config.inside_srtp, user.contact)
+    except InsideSrtpRefused as exc:
+        bridge.fail(f"inside phone: {exc.why}")
+        end_bridge(bridge, bridge.reason)
+        return
     stream = await bind_inside(board.config.listen_host, payload_type=None)
-    ours = offer_crypto(board.config.inside_srtp)
     bridge.inside_media = stream
     port = stream.local[1]
     sid = bridge.inside_sdp[0]

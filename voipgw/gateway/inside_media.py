@@ -37,9 +37,10 @@ class InsideCrypto:
 PLAIN = InsideCrypto()
 
 
-def answer_offer(mode: SrtpMode, offer: AudioDescription) -> InsideCrypto:
-    """Our answer to an inside phone's offer (outbound call): SRTP when the mode wants it and the phone offers a
-    usable line; raises InsideSrtpRefused when the call cannot go on (488 with the reason)."""
+def answer_offer(mode: SrtpMode, offer: AudioDescription, over_tls: bool) -> InsideCrypto:
+    """Our answer to an inside phone's offer (outbound call) that arrived over TLS or not: SRTP when the mode wants
+    it and the phone offers a usable line; raises InsideSrtpRefused when the call cannot go on (488 with the reason).
+    Under ``required`` the offer must come over TLS: over UDP or TCP its key was readable on the way."""
     savp = offer.profile == SAVP
     if mode is SrtpMode.OFF:
         if savp:
@@ -52,12 +53,25 @@ def answer_offer(mode: SrtpMode, offer: AudioDescription) -> InsideCrypto:
             what = "no a=crypto line" if not offer.crypto else f"no usable a=crypto line ({exc.reason})"
             raise InsideSrtpRefused(f"inside.srtp = {mode.value}: the phone's offer has {what}") from None
         return PLAIN
+    if mode is SrtpMode.REQUIRED and not over_tls:
+        raise InsideSrtpRefused(
+            "inside.srtp = required: the phone must use SIP over TLS (its SDES key crossed the network in the clear)"
+        )
     ours = new_crypto(theirs.tag)
     return InsideCrypto(SrtpKeys(local=ours.key_salt, remote=theirs.key_salt), ours.render())
 
 
-def offer_crypto(mode: SrtpMode) -> CryptoAttribute | None:
-    """Our key for an offer to an inside phone (inbound call); None: the offer is plain RTP/AVP."""
+def contact_is_tls(uri: str) -> bool:
+    """Whether the gateway reaches this phone contact over TLS (``sips:`` or ``;transport=tls``)."""
+    low = uri.lower()
+    return low.startswith("sips:") or ";transport=tls" in low
+
+
+def offer_crypto(mode: SrtpMode, contact: str) -> CryptoAttribute | None:
+    """Our key for an offer to the inside phone at ``contact`` (inbound call); None: the offer is plain RTP/AVP.
+    Under ``required`` a contact not reached over TLS is refused: our key would cross the network in the clear."""
+    if mode is SrtpMode.REQUIRED and not contact_is_tls(contact):
+        raise InsideSrtpRefused("inside.srtp = required: the inside phone's contact is not SIP over TLS")
     return None if mode is SrtpMode.OFF else new_crypto(1)
 
 

@@ -42,7 +42,7 @@ async def outbound_setup(
     if codec is None:
         return board.refuse(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
     try:
-        crypto = answer_offer(board.config.inside_srtp, remote)
+        crypto = answer_offer(board.config.inside_srtp, remote, incoming.transport == "tls")
     except InsideSrtpRefused as exc:
         return board.refuse(bridge, incoming, 488, f"voipgw gateway: {exc.why}")
     if isinstance(target, Refuse):
