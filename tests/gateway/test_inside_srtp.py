@@ -62,7 +62,14 @@ def _heard(sent: Path, recording: Path) -> AudioMatch:
     return compare_audio(ref[: len(rec)], rec)
 
 
-def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "mediaenc"),
+    [("required", "srtp-mand"), ("optional", "srtp")],
+    ids=["required-RTP/SAVP", "optional-RTP/AVP+crypto"],
+)
+def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothing(
+    tmp_path: Path, mode: str, mediaenc: str
+) -> None:
     (tmp_path / "pki").mkdir()
     pki = make_pki(tmp_path / "pki")
     phone_cert, phone_key = pki.phone
@@ -83,7 +90,7 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
             play=alice8,
             codecs=("PCMU",),
             extra_config=tls_config,
-            extra_account_params=";mediaenc=srtp-mand",
+            extra_account_params=f";mediaenc={mediaenc}",
         ) as alice:
             contact = f"sip:alice@127.0.0.1:{alice.sip_port + 1};transport=tls"
             gw, snap = start_srtp_gateway(
@@ -92,7 +99,7 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
                 block,
                 port=block[0],
                 users=[{"name": "alice", "contact": contact, "outside_aor": "alice@127.0.0.1"}],
-                inside_srtp="required",
+                inside_srtp=mode,
                 tls={"ca": pki.ca, "cert": gw_cert, "key": gw_key, "port": block[1]},
                 media_timeout_s=10.0,
             )
@@ -114,6 +121,7 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
     summary = carol.summary()
     (call,) = snapshot["finished"]
     assert "no TLS certificate" not in gw.log(), gw.log()[-2000:]
+    assert "inline:" not in gw.log() and "a=crypto" not in gw.log()  # no SDES key is ever logged
     assert call["inside_srtp"] is True, call
     assert call["security"] == "secure, unverified" and summary["security"] == "secure, unverified", (call, summary)
     alice48 = speech.make_variant(tmp_path / "alice48.wav", 48000)  # carol records at 48 kHz
@@ -122,7 +130,7 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
     rtp = [p for p in packets if p.rtp() is not None]
     verdicts = [capture.looks_like_plain_audio(packets, sent, "PCMU") for sent in (carol8, alice8)]
     print(
-        f"SRTP inside leg: to alice {to_alice.windowed:.3f}, to carol {to_carol_match.windowed:.3f}; captured "
+        f"SRTP inside leg ({mode}): to alice {to_alice.windowed:.3f}, to carol {to_carol_match.windowed:.3f}; captured "
         f"{len(rtp)} RTP packets; decoded as PCMU vs carol {verdicts[0].correlation:.3f}, vs alice "
         f"{verdicts[1].correlation:.3f}; inside dropped {call['inside_dropped']}"
     )
