@@ -16,6 +16,7 @@ from voipgw.gateway.inside_media import (
     contact_is_tls,
     offer_crypto,
     offer_profile,
+    reoffer,
     settle_answer,
 )
 from voipgw.gateway.runtime import b2bua_config
@@ -160,3 +161,18 @@ def test_inside_srtp_config_reaches_the_b2bua(tmp_path: Path) -> None:
     for bad_port in (-1, 70000, "5061"):
         with pytest.raises(ConfigError, match=r"inside\.tls_port"):
             gateway_config_from_mapping({**base, "inside": {"tls_port": bad_port}})
+
+
+def test_a_reoffer_keeps_an_srtp_leg_srtp_and_takes_a_new_phone_key() -> None:
+    first = answer_offer(REQUIRED, parse_sdp(_offer(GOOD, True)), over_tls=True)
+    assert first.keys is not None
+    same = reoffer(first, parse_sdp(_offer(GOOD, True)))
+    assert same.keys == first.keys and same.attribute == first.attribute
+    new_key = new_crypto(3)
+    rekeyed = reoffer(first, parse_sdp(_offer(new_key.render(), True)))
+    assert rekeyed.keys is not None and rekeyed.keys.local == first.keys.local
+    assert rekeyed.keys.remote == new_key.key_salt
+    assert rekeyed.attribute is not None and parse_crypto(rekeyed.attribute).tag == 3
+    with pytest.raises(InsideSrtpRefused, match="drops SRTP"):
+        reoffer(first, parse_sdp(_offer(None, False)))
+    assert reoffer(PLAIN, parse_sdp(_offer(GOOD, True))) == PLAIN  # a plain leg stays plain

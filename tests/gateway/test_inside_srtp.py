@@ -144,6 +144,73 @@ def test_srtp_inside_leg_over_tls_carries_audio_and_its_capture_decodes_to_nothi
         assert verdict.correlation < MAX_EAVESDROP_CORRELATION, verdict
 
 
+def test_hold_and_resume_from_an_srtp_phone_keep_the_leg_srtp(tmp_path: Path) -> None:
+    """The phone's hold and resume re-INVITEs (over TLS) are answered with our a=crypto line and RTP/SAVP: the leg
+    stays SRTP with the same keys (no packet fails authentication), and media flows again after the resume."""
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    phone_cert, phone_key = pki.phone
+    gw_cert, gw_key = pki.kamailio
+    phone_pem = tmp_path / "alice.pem"
+    phone_pem.write_bytes(phone_cert.read_bytes() + phone_key.read_bytes())
+    carol48 = speech.make_variant(tmp_path / "carol48.wav", 48000, seconds=8.0)
+    alice8 = speech.make_variant(tmp_path / "alice8.wav", 8000)
+    block = reserve_block(2)
+    try:
+        with Baresip(
+            tmp_path,
+            user="alice",
+            play=alice8,
+            codecs=("PCMU",),
+            extra_config=f"module                  srtp.so\nsip_certificate         {phone_pem}\n"
+            f"sip_cafile              {pki.ca}\n",
+            extra_account_params=";mediaenc=srtp-mand",
+        ) as alice:
+            gw, snap = start_srtp_gateway(
+                tmp_path,
+                "gw",
+                block,
+                port=block[0],
+                users=[
+                    {
+                        "name": "alice",
+                        "contact": f"sip:alice@127.0.0.1:{alice.sip_port + 1};transport=tls",
+                        "outside_aor": "alice@127.0.0.1",
+                    }
+                ],
+                inside_srtp="required",
+                tls={"ca": pki.ca, "cert": gw_cert, "key": gw_key, "port": block[1]},
+                media_timeout_s=10.0,
+            )
+            try:
+                carol = start_caller(
+                    tmp_path, "carol", f"sip:alice@127.0.0.1:{gw.sip_port}", "--play", str(carol48), tap=False
+                )
+                alice.wait_event("CALL_ESTABLISHED", timeout=20.0)
+                time.sleep(1.0)
+                alice.hold()
+                time.sleep(1.0)
+                alice.resume()
+                time.sleep(1.0)
+                lo, hi = alice.rtp_range
+                with capture.RawCapture(lo, hi) as after:
+                    time.sleep(1.0)
+                assert carol.wait(PROC_TIMEOUT) == 0, carol.log()
+                closed = alice.wait_event("CALL_CLOSED", timeout=20.0)
+            finally:
+                gw.stop()
+            snapshot = json.loads(snap.read_text())
+    finally:
+        block.release()
+    (call,) = snapshot["finished"]
+    assert call["hold"]["reinvites"] == 2, call
+    assert call["inside_srtp"] is True and "srtp-auth" not in call["inside_dropped"], call
+    assert "srtp" not in call["reason"].lower() and closed.param == "end of file", (call["reason"], closed)
+    # After the resume the phone sends SRTP to the gateway again, and the gateway to the phone.
+    assert sum(1 for p in after.packets if lo <= p.src_port <= hi) > 20, len(after.packets)
+    assert sum(1 for p in after.packets if lo <= p.dst_port <= hi) > 20, len(after.packets)
+
+
 def test_under_required_a_phone_without_srtp_or_without_tls_is_refused_488_with_the_reason(tmp_path: Path) -> None:
     """dave offers plain RTP; erin offers SDES-SRTP, but over UDP (its key crossed the network in the clear)."""
     (tmp_path / "pki").mkdir()

@@ -137,3 +137,17 @@ def test_nat_rule_pins_the_first_port_and_never_moves() -> None:
         await gw.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_set_remote_takes_the_peers_new_key_and_keeps_ours() -> None:
+    alice, bob = _pair()
+    sent = alice.protect(build_rtp(0, 1, 160, 0x1234, b"old key"))
+    assert bob.unprotect(sent).endswith(b"old key")
+    fresh = os.urandom(30)
+    bob.set_remote(fresh)
+    rekeyed_alice = SrtpContext(SrtpKeys(local=fresh, remote=B))
+    assert bob.unprotect(rekeyed_alice.protect(build_rtp(0, 2, 320, 0x1234, b"new key"))).endswith(b"new key")
+    with pytest.raises(SrtpAuthFailed):
+        bob.unprotect(alice.protect(build_rtp(0, 3, 480, 0x1234, b"old key again")))
+    # bob's own sending context is unchanged: alice still opens it.
+    assert alice.unprotect(bob.protect(build_rtp(0, 9, 9, 0x99, b"to alice"))).endswith(b"to alice")

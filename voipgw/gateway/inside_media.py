@@ -97,3 +97,17 @@ def settle_answer(mode: SrtpMode, ours: CryptoAttribute | None, answer: AudioDes
     if theirs.tag != ours.tag:
         raise InsideSrtpRefused(f"the phone answered crypto tag {theirs.tag}, we offered {ours.tag}")
     return InsideCrypto(SrtpKeys(local=ours.key_salt, remote=theirs.key_salt), ours.render())
+
+
+def reoffer(current: InsideCrypto, offer: AudioDescription) -> InsideCrypto:
+    """The inside leg's protection after the phone's re-offer (hold, resume): a plain leg stays plain; an SRTP leg
+    stays SRTP with our key and the phone's (possibly new) key, our line echoing the tag it chose. Raises
+    InsideSrtpRefused (488) when the re-offer drops SRTP: the leg never falls back to plain mid-call."""
+    if current.keys is None:
+        return current
+    try:
+        theirs = choose_crypto(offer.crypto)
+    except SdesError as exc:
+        raise InsideSrtpRefused(f"the phone's re-offer drops SRTP ({exc.reason})") from None
+    ours = CryptoAttribute(theirs.tag, current.keys.local)
+    return InsideCrypto(SrtpKeys(local=current.keys.local, remote=theirs.key_salt), ours.render())

@@ -14,7 +14,7 @@ from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import get_codec
 from voipgw.call import CallEvent, CallRecord, Security
 from voipgw.config import Policy
-from voipgw.gateway.inside_media import InsideCrypto
+from voipgw.gateway.inside_media import InsideCrypto, InsideSrtpRefused, reoffer
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.pipes import switch_codec
 from voipgw.leg import Leg
@@ -24,7 +24,7 @@ from voipgw.rtp.dtmf import DtmfError
 from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE
 from voipgw.rtp.source import expected_source
 from voipgw.rtp.srtp import SrtpContext
-from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, opus_codec
+from voipgw.sdp import PCMA, PCMU, SAVP, AudioDescription, Codec, opus_codec
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -85,7 +85,8 @@ async def start_inside_media(
     """Start the inside leg's media toward ``remote`` with ``codec`` (SRTP with ``crypto``'s keys, else plain),
     accepting RTP only from the phone's SDP address (or its ``registered`` source behind NAT), then open the pipes
     between the legs."""
-    bridge.inside_srtp = crypto.srtp
+    bridge.inside_crypto = crypto
+    bridge.inside_savp = remote.profile == SAVP
     # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
     # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
     sealed = bridge.outside is not None and bridge.outside.session is not None
@@ -113,6 +114,21 @@ async def start_inside_media(
     bridge.inside_payload = codec
     _bridge_dtmf(bridge, stream)
     bridge.to_inside.open = bridge.to_outside.open = True
+
+
+def reoffer_inside(bridge: Bridge, remote: AudioDescription) -> bool:
+    """Take the inside phone's re-offer's SRTP key (it may re-key); False when it drops SRTP (answered 488)."""
+    try:
+        crypto = reoffer(bridge.inside_crypto, remote)
+    except InsideSrtpRefused as exc:
+        log.warning("gateway call %s: inside re-offer refused: %s", bridge.call_id, exc.why)
+        return False
+    media = bridge.inside_media
+    srtp = media.endpoint.srtp if media is not None else None
+    if crypto.keys is not None and srtp is not None and crypto.keys != bridge.inside_crypto.keys:
+        srtp.set_remote(crypto.keys.remote)
+    bridge.inside_crypto = crypto
+    return True
 
 
 def _bridge_dtmf(bridge: Bridge, inside: MediaStream) -> None:

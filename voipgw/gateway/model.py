@@ -13,6 +13,7 @@ from typing import Any
 
 from voipgw.call import BridgeState, CallRecord, Security, bridge_state
 from voipgw.config import Policy
+from voipgw.gateway.inside_media import PLAIN, InsideCrypto
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
@@ -110,8 +111,10 @@ class Bridge:
     inside_codec: str | None = None
     inside_payload: Codec | None = None
     """The inside leg's negotiated codec (kept for re-INVITE answers)."""
-    inside_srtp: bool = False
-    """The inside leg runs SDES-SRTP (``inside.srtp``)."""
+    inside_crypto: InsideCrypto = field(default=PLAIN, repr=False)
+    """The inside leg's SDES-SRTP keys and our ``a=crypto`` value (PLAIN: plain RTP), kept for re-INVITE answers."""
+    inside_savp: bool = False
+    """The inside leg's SDP says RTP/SAVP (else RTP/AVP, with our crypto line if SRTP is on: best effort)."""
     inside: CallRecord = field(default_factory=CallRecord)
     """The inside (plain) leg's record: incoming for an outbound bridge, outgoing for an inbound one."""
     outside: ActiveCall | None = None
@@ -180,6 +183,11 @@ class Bridge:
                 for reason, n in media.endpoint.stats.malformed_by_reason.items():
                     out[reason] = out.get(reason, 0) + n
         return out
+
+    @property
+    def inside_srtp(self) -> bool:
+        """The inside leg runs SDES-SRTP (``inside.srtp``)."""
+        return self.inside_crypto.srtp
 
     def inside_dropped(self) -> dict[str, int]:
         """Well-formed datagrams the inside leg dropped, by reason: not from the phone's address (``wrong-source``,

@@ -75,6 +75,19 @@ class SrtpContext:
             pylibsrtp.Policy(key=keys.remote, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
         )
 
+    def set_remote(self, key: bytes) -> None:
+        """The peer re-keyed (a new ``a=crypto`` in a re-offer): open what it sends with ``key`` from now on. Our
+        sending context is kept: a fresh one would restart its rollover counter, which the peer would not follow."""
+        if len(key) != KEY_SALT_BYTES:
+            raise ValueError(f"SRTP master key and salt must be {KEY_SALT_BYTES} bytes")
+        self._rx = pylibsrtp.Session(
+            pylibsrtp.Policy(
+                key=key,
+                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+            )
+        )
+
     def __repr__(self) -> str:
         return "SrtpContext(AES_CM_128_HMAC_SHA1_80)"
 
