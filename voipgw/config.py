@@ -50,6 +50,8 @@ class PhoneConfig:
     listen_port: int = 5080
     rtp_host: str | None = None
     """Address for RTP sockets and the SDP (default: listen_host)."""
+    rtp_ports: tuple[int, int] | None = None
+    """RTP sockets only from this inclusive port range (a gateway zone's); None = any free port. Not a file key."""
     policy: Policy = Policy.REQUIRE
     registrar: tuple[str, int] | None = None
     proxy: tuple[str, int] | None = None

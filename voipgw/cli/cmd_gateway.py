@@ -128,8 +128,11 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
             raise CliError(f"--route {spec!r}: expected NAME=sip:URI", EXIT_USAGE)
         routes[name] = uri
     return GatewayConfig(
-        inside=InsideConfig(listen=(host, port)),
-        outside=OutsideConfig(registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False),
+        # Flag mode is the lab mode: static phones known by address, no registrar, no PBX, one socket for both.
+        inside=InsideConfig(listen=(host, port), auth=False),
+        outside=OutsideConfig(
+            registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False, listen=None
+        ),
         users=_users(args, host),
         routes=routes,
     )

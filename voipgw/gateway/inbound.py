@@ -23,9 +23,9 @@ from voipgw.gateway.legs import (
 from voipgw.gateway.model import Bridge, InsideUser, security_label
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import play_ringback
-from voipgw.media import MediaStream
+from voipgw.gateway.zones import bind_inside_media
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
-from voipgw.sip import Answered, Failed, IncomingCall
+from voipgw.sip import Answered, Failed, IncomingCall, Zone
 from voipgw.sip.uri import user_part
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -64,7 +64,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
     # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
     # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
-    stream = await MediaStream.bind(board.config.listen_host, payload_type=None)
+    stream = await bind_inside_media(board.config.zones, board.config.listen_host, payload_type=None)
     bridge.inside_media = stream
     port = stream.local[1]
     sid = bridge.inside_sdp[0]
@@ -77,9 +77,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
 
     def offer(call_id: str) -> str:
         inside_rec.call_id = call_id
-        return build_sdp(
-            board.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
-        )
+        return build_sdp(stream.local[0], port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT)
 
     inside_rec.apply(CallEvent.SEND_INVITE)
     try:
@@ -87,6 +85,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             user.contact,
             f"sip:{rec.remote_aor}",
             offer,
+            zone=Zone.INSIDE,
             display_name=bridge.display,
             timeout_s=board.config.no_answer_timeout_s,
         )

@@ -14,7 +14,7 @@ from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
-from voipgw.media import MediaStream
+from voipgw.gateway.zones import bind_inside_media
 from voipgw.negotiate import telephone_event_pt
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
 from voipgw.sip import IncomingCall
@@ -38,7 +38,7 @@ async def outbound_setup(
         return board.refuse(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
     policy = board.config.policy_for(user.name, normalize_aor(target))
     bridge.policy = policy.value
-    stream = await MediaStream.bind(board.config.listen_host)
+    stream = await bind_inside_media(board.config.zones, board.config.listen_host)
     bridge.inside_media = stream
     # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
     # is never relayed: it would be clear audio from a party nobody has verified yet.
@@ -90,7 +90,7 @@ async def outbound_setup(
     board.spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
     incoming.answer(
         build_sdp(
-            board.config.listen_host,
+            stream.local[0],
             stream.local[1],
             [codec],
             session_id=bridge.inside_sdp[0],

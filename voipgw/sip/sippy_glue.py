@@ -6,7 +6,8 @@ registrations, and nothing here runs outside sippy's reactor thread except the U
 The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
 ``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
-requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); the
+requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); a
+socket per listener (``ZonedLocal4Remote``); the
 Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
 values read raw, as sippy's parser splits quoted commas (``auth_values``).
 """
@@ -30,7 +31,7 @@ from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
-from sippy.SipTransactionManager import TRYING, SipTransactionManager
+from sippy.SipTransactionManager import TRYING, SipTransactionManager, local4remote
 from sippy.SipURL import SipURL
 from sippy.Time.MonoTime import MonoTime
 from sippy.Time.Timeout import Timeout
@@ -176,6 +177,22 @@ class GuardedUdpServer(Udp_server):  # type: ignore[misc]
         self.areceivers.append(WholeDatagramReceiver(self))
 
 
+class ZonedLocal4Remote(local4remote):  # type: ignore[misc]
+    """sippy's socket chooser for a stack with several listeners (the gateway's inside and outside zones).
+
+    sippy, bound to one address, always sends from its first socket, even when a dialog names the local address
+    it belongs to (``UA.source_address``, passed as ``laddress``). Here that address picks its own socket, so a
+    dialog set up on the inside listener stays there; anything else leaves from the first (outside) socket.
+    """
+
+    def getServer(self, address: Any, is_local: bool = False) -> Any:
+        if is_local and address is not None:
+            for server in self.cache_l2s.values():
+                if tuple(server.uopts.laddress[:2]) == tuple(address[:2]):
+                    return server
+        return next(iter(self.cache_l2s.values()))
+
+
 class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     """SipTransactionManager whose inbound path is vetted by DatagramGuard first."""
 
@@ -187,6 +204,7 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
         self.guard = guard
         self.streams = {}
         super().__init__(global_config, req_cb)
+        self.l4r.__class__ = ZonedLocal4Remote  # sippy builds its own; only the lookup differs
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
         # A stream transport frames messages with its own limits (voipgw.sip.framing); datagrams have ours.
