@@ -331,9 +331,9 @@ def test_phones_register_to_their_gateway(tmp_path: Path, clip: Path, inside_aut
                     ) as mallory:
                         mallory.wait_reg_state("ERR", timeout=15.0)
                 else:
-                    # Not from alice's registered address, so not alice's call: an inbound call for "bob", whom
-                    # gateway A does not front.
-                    assert forged == 404
+                    # Not from alice's registered address, so not alice's call; and the inside listener takes
+                    # calls from its own users only (an inbound call arrives on the outside one).
+                    assert forged == 403
                 assert len(gwa.status_json()["finished"]) == 1, "nothing was placed outside"
                 bob.stop()  # baresip un-REGISTERs as it quits
                 deadline = time.monotonic() + 15

@@ -38,7 +38,13 @@ class GatewayProc:
 
     @property
     def sip_port(self) -> int:
+        """The inside listener (the phones')."""
         return self.ports[0]
+
+    @property
+    def outside_port(self) -> int:
+        """The outside listener (the PBX's)."""
+        return self.ports[OUTSIDE_SIP]
 
     @property
     def home(self) -> Path:
@@ -110,6 +116,32 @@ def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+GATEWAY_BLOCK = 50
+"""Ports a config gateway holds: [0] inside SIP, [1] metrics, [2] outside SIP, then each zone's RTP range."""
+OUTSIDE_SIP = 2
+INSIDE_RTP = (10, 29)
+OUTSIDE_RTP = (30, 49)
+
+
+def zone_tables(ports: PortBlock, trusted: bool = True) -> dict[str, dict[str, Any]]:
+    """The two zones of a test gateway inside its own port block: both listeners and both RTP ranges (so parallel
+    tests never share a port). ``trusted``: inside.auth off with the phones' address (127.0.0.1 only, so the
+    attacker at 127.0.0.66 is not trusted) as the trusted network; a test that wants digest overrides it."""
+    inside: dict[str, Any] = {
+        "listen": f"127.0.0.1:{ports[0]}",
+        "rtp_ports": f"{ports[INSIDE_RTP[0]]}-{ports[INSIDE_RTP[1]]}",
+    }
+    if trusted:
+        inside.update(auth=False, trusted_networks=["127.0.0.1/32"])
+    return {
+        "inside": inside,
+        "outside": {
+            "listen": f"127.0.0.1:{ports[OUTSIDE_SIP]}",
+            "rtp_ports": f"{ports[OUTSIDE_RTP[0]]}-{ports[OUTSIDE_RTP[1]]}",
+        },
+    }
+
+
 def start_config_gateway(
     workdir: Path,
     name: str,
@@ -122,13 +154,14 @@ def start_config_gateway(
 ) -> GatewayProc:
     """``voipgw gateway --config`` with ``users`` (``{"alice": {"outside_aor": ..., ...}}``); waits until it
     listens. The control socket lives in a short /tmp folder (Unix socket paths are limited to 107 bytes)."""
-    ports = reserve_block(2 if metrics else 1)
+    ports = reserve_block(GATEWAY_BLOCK)
     sockdir = Path(tempfile.mkdtemp(prefix="vgops", dir="/tmp"))
     sock = sockdir / "gw.sock"
+    zones = zone_tables(ports)
     tables: dict[str, dict[str, Any]] = {
         "gateway": {"control_socket": str(sock)},
-        "inside": {"listen": f"127.0.0.1:{ports[0]}"},
-        "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60},
+        "inside": zones["inside"],
+        "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60, **zones["outside"]},
     }
     if metrics:
         tables["metrics"] = {"enabled": True, "address": f"127.0.0.1:{ports[1]}"}
