@@ -202,13 +202,20 @@ def options_status(registrar: tuple[str, int], user: str, timeout: float = 5.0) 
 def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, timeout: float = 5.0) -> int:
     """Send one out-of-dialog request (an INVITE carries a minimal PCMU offer) from a fresh loopback port and
     return its final status code; a final response to an INVITE is acknowledged, as RFC 3261 wants."""
+    return int(sip_exchange(addr, method, ruri, from_user, timeout).split(" ", 2)[1])
+
+
+def sip_exchange(
+    addr: tuple[str, int], method: str, ruri: str, from_user: str, timeout: float = 5.0, source: str = "127.0.0.1"
+) -> str:
+    """``sip_request`` from ``source`` (e.g. the attacker's 127.0.0.66), returning the whole final response."""
     host, port = addr
     tag = secrets.token_hex(6)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((source, 0))
         lport = sock.getsockname()[1]
-        via = f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
-        frm = f"From: <sip:{from_user}@127.0.0.1:{lport}>;tag={tag}\r\n"
+        via = f"Via: SIP/2.0/UDP {source}:{lport};branch=z9hG4bK{tag}\r\n"
+        frm = f"From: <sip:{from_user}@{source}:{lport}>;tag={tag}\r\n"
         body = (
             f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {lport + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -217,7 +224,7 @@ def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, t
         )
         msg = (
             f"{method} {ruri} SIP/2.0\r\n{via}{frm}To: <{ruri}>\r\nCall-ID: probe-{tag}\r\n"
-            f"CSeq: 1 {method}\r\nContact: <sip:{from_user}@127.0.0.1:{lport}>\r\nMax-Forwards: 70\r\n"
+            f"CSeq: 1 {method}\r\nContact: <sip:{from_user}@{source}:{lport}>\r\nMax-Forwards: 70\r\n"
             + ("Content-Type: application/sdp\r\n" if body else "")
             + f"Content-Length: {len(body)}\r\n\r\n{body}"
         )
@@ -238,7 +245,7 @@ def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, t
                             f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
                         )
                         sock.sendto(ack.encode(), (host, port))
-                    return code
+                    return data
             except TimeoutError:
                 continue
     raise AssertionError(f"no final answer to {method} {ruri}")

@@ -303,6 +303,7 @@ class GatewayRuntime:
         gateway.hooks = self.hooks = hooks
         self.metrics.track_active(hooks.live_calls)
         self.metrics.track_frames(hooks.live_frames)
+        self.metrics.track_zone_refusals(gateway.zone_refusals)
         self.gateway = gateway
         try:
             await gateway.start()
