@@ -6,6 +6,7 @@ and the real phone keeps its calls."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from tests.support.config_gateway import (
     GatewayProc,
     sip_exchange,
     start_config_gateway,
+    udp_ports_of,
     wait_idle,
+    zone_port_ranges,
 )
 from tests.support.requires import requires
 from tests.testbed import speech
@@ -66,11 +69,20 @@ def site(tmp_path: Path) -> Iterator[tuple[Kamailio, GatewayProc]]:
             gw.stop()
 
 
-def _carol_calls_alice(carol: Baresip, alice: Baresip, pbx: Kamailio) -> None:
-    """carol dials alice at the PBX: the PBX routes her to the gateway's outside listener, which rings alice."""
+def _carol_calls_alice(carol: Baresip, alice: Baresip, pbx: Kamailio, gw: GatewayProc) -> None:
+    """carol dials alice at the PBX: the PBX routes her to the gateway's outside listener, which rings alice. While
+    the call is up, every UDP socket of the gateway is one of its listeners or in its zone's RTP range."""
     carol.dial(f"sip:alice@127.0.0.1:{pbx.port}")
     alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
     carol.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT_S)
+    deadline = time.monotonic() + CALL_TIMEOUT_S
+    while len(gw.status_json()["calls"]) != 1:
+        assert time.monotonic() < deadline, gw.status_json()
+        time.sleep(0.1)
+    inside_rtp, outside_rtp = zone_port_ranges(gw)
+    ports = udp_ports_of(gw.proc.pid) - {gw.sip_port, gw.outside_port}
+    assert ports and all(p in inside_rtp or p in outside_rtp for p in ports), (ports, inside_rtp, outside_rtp)
+    assert any(p in inside_rtp for p in ports) and any(p in outside_rtp for p in ports), ports
     carol.hangup()
     carol.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
     alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
@@ -101,7 +113,7 @@ def test_the_pbx_side_cannot_register_or_call_as_an_inside_user(
         gw.wait_registered()
         phone = gw.status_json()["inside"][0]
         assert phone["state"] == "registered" and phone["source"] == f"127.0.0.1:{alice.sip_port}", phone
-        _carol_calls_alice(carol, alice, pbx)  # the baseline: the PBX's calls to alice ring her
+        _carol_calls_alice(carol, alice, pbx, gw)  # the baseline: the PBX's calls to alice ring her
         wait_idle(gw, 1)
 
         for source in (PBX_HOST, ATTACKER):
@@ -136,7 +148,7 @@ def test_the_pbx_side_cannot_register_or_call_as_an_inside_user(
         assert len(snap["finished"]) == 1, "no attack placed or rang a call"
         assert not any(e.type == "CALL_INCOMING" for e in carol.ctrl.history), "carol never rang"
         # The real phone keeps its calls: the PBX's next call for alice still rings alice.
-        _carol_calls_alice(carol, alice, pbx)
+        _carol_calls_alice(carol, alice, pbx, gw)
 
     refused = gw.status_json()["zone_refusals"]
     assert refused["register_on_outside"] == 2, refused

@@ -5,6 +5,7 @@ Every process is stopped by PID; ports are held for the process's life."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -286,3 +287,31 @@ def wait_idle(gw: GatewayProc, finished: int, timeout: float = CALL_TIMEOUT_S) -
         if time.monotonic() > deadline:
             raise AssertionError(f"{gw.name} still has calls: {snap['calls']}\n{gw.log()}")
         time.sleep(0.2)
+
+
+def udp_ports_of(pid: int) -> set[int]:
+    """The local ports of every UDP socket process ``pid`` holds (from /proc: its fds' socket inodes)."""
+    inodes: set[str] = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def zone_port_ranges(gw: GatewayProc) -> tuple[range, range]:
+    """The inside and outside RTP ranges ``zone_tables`` gave ``gw``."""
+    p = gw.ports
+    return range(p[INSIDE_RTP[0]], p[INSIDE_RTP[1]] + 1), range(p[OUTSIDE_RTP[0]], p[OUTSIDE_RTP[1]] + 1)
