@@ -185,6 +185,17 @@ class ZonedLocal4Remote(local4remote):  # type: ignore[misc]
     dialog set up on the inside listener stays there; anything else leaves from the first (outside) socket.
     """
 
+    cache_l2s: dict[tuple[str, int], Any]
+
+    def add_listener(self, laddress: tuple[str, int]) -> Any:
+        """Bind one more UDP listener; every socket is then keyed by its bound address (sippy keys them by the
+        address asked for, so two port-0 listeners on one host would overwrite each other)."""
+        first = next(iter(self.cache_l2s.values()))
+        self.cache_l2s = {tuple(first.uopts.laddress[:2]): first}
+        server = self.udp_server_class(self.global_config, self.Udp_server_opts(laddress, self.handleIncoming))
+        self.cache_l2s[tuple(server.uopts.laddress[:2])] = server
+        return server
+
     def getServer(self, address: Any, is_local: bool = False) -> Any:
         if is_local and address is not None:
             for server in self.cache_l2s.values():
@@ -199,6 +210,12 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     guard: DatagramGuard
     model_udp_server = (GuardedUdpServer, OrderedUdpOpts)
     streams: dict[str, TcpTransport]
+    inside_server: Any = None
+    """The inside zone's UDP socket, when the stack has one (see ``WarningUA.isYours``)."""
+    receiving: Any = None
+    """The socket the message being handled arrived on (set for the duration of ``handleIncoming``)."""
+    on_cross_zone: Any = None
+    """Called (no arguments) when an in-dialog request arrived on the other zone's listener."""
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
@@ -229,7 +246,11 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 if isinstance(verdict, Reply):
                     server.send_to(verdict.data, ra.address)
                 return
-        super().handleIncoming(data_in, ra, server, rtime)
+        self.receiving = server
+        try:
+            super().handleIncoming(data_in, ra, server, rtime)
+        finally:
+            self.receiving = None
 
     def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
         if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
@@ -297,6 +318,26 @@ class WarningUA(UA):  # type: ignore[misc]
     voipgw_core: Any = None
     """The dialog's CallCore (voipgw.sip.dialog), set by the stack; typed loosely so glue never imports dialogs."""
     last_warning: str | None = None
+
+    def isYours(self, req: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # Two zones never mixed: an in-dialog request is this dialog's only on the listener the dialog lives on
+        # (inside dialogs have a source_address; outside ones use the main socket). Refused here, the request
+        # falls through to the stack, which answers 481 like any request for a dialog it does not know.
+        if req is not None and not self._in_my_zone():
+            return None
+        return super().isYours(req, *args, **kwargs)
+
+    def _in_my_zone(self) -> bool:
+        tm = self.global_config.get("_sip_tm")
+        inside = getattr(tm, "inside_server", None)
+        arrived = getattr(tm, "receiving", None)
+        if inside is None or arrived is None:
+            return True
+        if (arrived is inside) == (self.source_address is not None):
+            return True
+        if tm.on_cross_zone is not None:
+            tm.on_cross_zone()
+        return False
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]

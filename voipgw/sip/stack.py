@@ -203,6 +203,10 @@ class SipStack:
         server = self._inside_udp
         return None if server is None else int(server.uopts.laddress[1])
 
+    def _count_cross_zone(self) -> None:
+        self._stats.refused["cross_zone_in_dialog"] = self._stats.refused.get("cross_zone_in_dialog", 0) + 1
+        sippy_ratelog("cross-zone", logging.WARNING, "an in-dialog request arrived on the other zone's listener: 481")
+
     def _zone_of(self, sip_t: Any) -> Zone:
         inside = self._inside_udp
         return Zone.INSIDE if inside is not None and getattr(sip_t, "userv", None) is inside else Zone.OUTSIDE
@@ -326,7 +330,8 @@ class SipStack:
         gc["_sip_tm"] = tm
         self._tm = tm
         if self.inside_listen is not None:
-            self._inside_udp = tm.l4r.initServer(self.inside_listen)
+            self._inside_udp = tm.inside_server = tm.l4r.add_listener(self.inside_listen)
+            tm.on_cross_zone = self._count_cross_zone
         if self.tcp_options is not None:
             self._tcp = TcpTransport(
                 (self.local_host, port), tm.handleIncoming, self.tcp_options, tm.transport_failed, stream_sock
