@@ -224,8 +224,9 @@ async def _main_config(args: argparse.Namespace) -> int:
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users.values())
         assert runtime.ops is not None
         log.info(
-            "gateway listening on sip:%s:%d for %s; PBX %s; control socket %s; metrics %s",
-            config.inside.listen[0], runtime.port, users,
+            "gateway listening on sip:%s:%d (phones) and sip:%s:%d (PBX) for %s; PBX %s; control socket %s; metrics %s",
+            config.inside.listen[0], runtime.port, *(config.outside.listen or config.inside.listen)[:1],
+            runtime.gateway.outside_port if runtime.gateway is not None else 0, users,
             ops_config.format_hostport(config.outside.registrar) if config.outside.registrar else "none",
             runtime.ops.control.path,
             f"http://{ops_config.format_hostport((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"

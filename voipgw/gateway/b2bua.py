@@ -137,7 +137,7 @@ class Gateway:
         )
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
-            "gateway listening on udp:%s:%d (inside) and %s:%d (outside) for %d user(s); outside SIP over %s",
+            "gateway SIP on udp:%s:%d (inside) and %s:%d (outside) for %d user(s); outside SIP over %s",
             self.config.listen_host, self.port, main[0], self.outside_port, len(self.users),
             self.config.outside_transport,
         )  # fmt: skip
