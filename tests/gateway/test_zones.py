@@ -1,8 +1,9 @@
 """The gateway's two trust zones against an attacker on the PBX's side (issue 12): real Kamailio with digest auth,
 baresip phones, one gateway whose phone registers to it with digest. The attacker sends from the PBX's host
-address (127.0.0.1; Kamailio's own socket is taken by Kamailio, so a request *through* Kamailio stands for it)
-and from a third address, 127.0.0.66. Each attack is refused, counted by reason (status and metrics) and logged,
-and the real phone keeps its calls."""
+address (127.0.0.1: Kamailio's own socket is taken by Kamailio, so requests Kamailio relays stand for it: a call
+"as alice" with alice's PBX credentials to the outside listener, a call to the inside listener) and from a third
+address, 127.0.0.66. Each attack is refused, counted by reason (status and metrics) and logged, and the real phone
+keeps its calls."""
 
 from __future__ import annotations
 
@@ -133,6 +134,21 @@ def test_the_pbx_side_cannot_register_or_call_as_an_inside_user(
         carol.dial(f"sip:alice@127.0.0.1:{gw.sip_port}")
         closed = carol.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
         assert closed.param.startswith("403 "), closed
+
+        # The PBX itself, with alice's own PBX credentials, calling out "as alice" through the outside listener
+        # (a baresip alice that never registers, relayed by Kamailio from its own socket): a call *to* carol at
+        # this gateway, which fronts no carol: 404, and nothing is placed as alice.
+        pbx_dir = tmp_path / "pbx-as-alice"
+        pbx_dir.mkdir()
+        with Baresip(
+            pbx_dir,
+            user="alice",
+            play=clip,
+            extra_account_params=f';auth_pass={PASSWORDS["alice"]};outbound="sip:127.0.0.1:{pbx.port}"',
+        ) as pbx_alice:
+            pbx_alice.dial(f"sip:carol@127.0.0.1:{gw.outside_port}")
+            closed = pbx_alice.wait_event("CALL_CLOSED", timeout=CALL_TIMEOUT_S)
+            assert closed.param.startswith("404 "), closed
 
         # A second phone with alice's own inside password, from another address: the binding is not replaced.
         other_dir = tmp_path / "other"
