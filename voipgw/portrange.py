@@ -31,7 +31,7 @@ class RtpRange:
         evens = list(range(first, self.high, 2))  # port + 1 must fit too
         if not evens:
             return []
-        i = (secrets.randbelow(len(evens)) if start is None else evens.index(start)) if evens else 0
+        i = secrets.randbelow(len(evens)) if start is None else evens.index(start)
         ordered = evens[i:] + evens[:i]
         return ordered[:MAX_TRIES]
 

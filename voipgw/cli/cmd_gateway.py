@@ -54,7 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[f.value for f in LogFormat],
         help="log lines as text or one JSON object per line (default: gateway.log_format of --config, else text)",
     )
-    g.add_argument("--listen", metavar="HOST:PORT", help="SIP address (both legs; default 127.0.0.1:5070)")
+    g.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="SIP address (flag mode is a lab mode: one socket for both legs, no zones; default 127.0.0.1:5070)",
+    )
     g.add_argument(
         "--user",
         action="append",
