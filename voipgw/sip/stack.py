@@ -203,8 +203,11 @@ class SipStack:
         server = self._inside_udp
         return None if server is None else int(server.uopts.laddress[1])
 
+    def _count_refused(self, reason: str) -> None:
+        self._stats.refused[reason] = self._stats.refused.get(reason, 0) + 1
+
     def _count_cross_zone(self) -> None:
-        self._stats.refused["cross_zone_in_dialog"] = self._stats.refused.get("cross_zone_in_dialog", 0) + 1
+        self._count_refused("cross_zone_in_dialog")
         sippy_ratelog("cross-zone", logging.WARNING, "an in-dialog request arrived on the other zone's listener: 481")
 
     def _zone_of(self, sip_t: Any) -> Zone:
@@ -212,7 +215,7 @@ class SipStack:
         return Zone.INSIDE if inside is not None and getattr(sip_t, "userv", None) is inside else Zone.OUTSIDE
 
     def _refuse(self, req: Any, refusal: Refusal, source: tuple[str, int], zone: Zone) -> Any:
-        self._stats.refused[refusal.reason] = self._stats.refused.get(refusal.reason, 0) + 1
+        self._count_refused(refusal.reason)
         sippy_ratelog(
             f"refused-{refusal.reason}", logging.WARNING, "%s from %s:%d on the %s listener refused (%d): %s",
             req.getMethod(), source[0], source[1], zone.value, refusal.code, refusal.why,
@@ -636,10 +639,11 @@ class SipStack:
                         return (response_to(req, 401, "Unauthorized", extra), None, None)
                     if not isinstance(verdict, Authenticated):
                         self._stats.auth_refused += 1
-                        self._stats.refused["invite_bad_credentials"] = (
-                            self._stats.refused.get("invite_bad_credentials", 0) + 1
-                        )
-                        log.warning("INVITE from %s:%d as %r refused: %s", *src_addr, from_user, verdict.reason)
+                        self._count_refused("invite_bad_credentials")
+                        sippy_ratelog(
+                            "invite-credentials", logging.WARNING, "INVITE from %s:%d as %r refused: %s", *src_addr,
+                            from_user, verdict.reason,
+                        )  # fmt: skip
                         return (response_to(req, 403, "Forbidden"), None, None)
                     authenticated = verdict.user
             # Credentials were checked above (or are not ours to check). sippy's UAS would parse the header
