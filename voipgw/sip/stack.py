@@ -211,6 +211,7 @@ class SipStack:
         sippy_ratelog("cross-zone", logging.WARNING, "an in-dialog request arrived on the other zone's listener: 481")
 
     def _zone_of(self, sip_t: Any) -> Zone:
+        # Only the inside UDP socket is the inside zone's: TCP and TLS streams serve the outside (the PBX).
         inside = self._inside_udp
         return Zone.INSIDE if inside is not None and getattr(sip_t, "userv", None) is inside else Zone.OUTSIDE
 
