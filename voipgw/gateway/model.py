@@ -15,6 +15,7 @@ from voipgw.call import BridgeState, CallRecord, Security, bridge_state
 from voipgw.config import Policy
 from voipgw.gateway.inside_media import PLAIN, InsideCrypto
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
+from voipgw.gateway.zones import Zones
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
 from voipgw.ops.config import DestinationRule, choose_policy
@@ -70,6 +71,9 @@ class B2buaSettings:
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
     inside_srtp: SrtpMode = SrtpMode.OFF
     """``inside.srtp``: SDES-SRTP on the inside leg (off, optional: when the phone does it, required: or 488)."""
+    zones: Zones | None = None
+    """The outside zone's own SIP listener and each zone's RTP range (``voipgw.gateway.zones``); None: flag mode,
+    one socket for both legs and RTP on any free port of ``listen_host``."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
