@@ -50,6 +50,9 @@ class PhoneConfig:
     listen_port: int = 5080
     rtp_host: str | None = None
     """Address for RTP sockets and the SDP (default: listen_host)."""
+    rtp_ports: tuple[int, int] | None = None
+    """RTP sockets only from this inclusive port range (``"20000-29999"`` in the file: a firewall's media range,
+    or a gateway zone's); None = any free port."""
     policy: Policy = Policy.REQUIRE
     registrar: tuple[str, int] | None = None
     proxy: tuple[str, int] | None = None
@@ -159,7 +162,20 @@ def parse_hostport(text: str, what: str, default_port: int | None = None) -> tup
 _SUITES = {"x25519": Suite.X25519, "x25519-mlkem768": Suite.X25519_MLKEM768}
 
 
+def parse_port_range(value: Any, where: str) -> tuple[int, int]:
+    """``"20000-29999"``: an inclusive range of at least two ports (an RTP and an RTCP socket)."""
+    low_s, sep, high_s = value.partition("-") if isinstance(value, str) else ("", "", "")
+    if not sep or not low_s.strip().isdigit() or not high_s.strip().isdigit():
+        raise ConfigError(f'{where}: expected "LOW-HIGH", e.g. "20000-29999", got {value!r}')
+    low, high = int(low_s), int(high_s)
+    if not 1024 <= low < high <= 65535:
+        raise ConfigError(f"{where}: {low}-{high} is not a range within 1024-65535 with LOW < HIGH")
+    return low, high
+
+
 def _convert(key: str, value: Any) -> Any:
+    if key == "rtp_ports":
+        return parse_port_range(value, key)
     if key in ("registrar", "proxy"):
         if not isinstance(value, str):
             raise ConfigError(f'{key}: expected "HOST:PORT"')
@@ -198,6 +214,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen_host": str,
     "listen_port": int,
     "rtp_host": str,
+    "rtp_ports": str,
     "username": str,
     "password": str,
     "register_expires": int,
@@ -243,6 +260,12 @@ def phone_config_from_mapping(data: dict[str, Any], base: PhoneConfig | None = N
     return config
 
 
+MIN_DH_INTERVAL_S = 1.0
+"""Shortest in-call DH interval: the peer rate-limits trial DH for new epochs (``max_epoch_trials_per_s``, 20/s)
+and announces each key on the first frames of the epoch; below about 50 ms a sender outruns its peer, and well
+above that the steps buy nothing but work. 1 s keeps a 20x margin."""
+
+
 def validate(config: PhoneConfig) -> None:
     if not MIN_INTERVAL_MS <= config.interval_ms <= MAX_INTERVAL_MS:
         raise ConfigError(f"interval_ms: must be within {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}")
@@ -256,6 +279,11 @@ def validate(config: PhoneConfig) -> None:
         raise ConfigError("media_timeout_s: must be >= 0 (0 never hangs up a silent call)")
     if config.dh_interval_s < 0:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
+    if 0 < config.dh_interval_s < MIN_DH_INTERVAL_S:
+        raise ConfigError(
+            f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (the peer rate-limits the DH work a new "
+            f"epoch costs it, and each step needs a few frames to announce its key)"
+        )
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:
         raise ConfigError("max_skew_s and no_answer_timeout_s must be positive")
     window = -(-config.media_max_skew_ms // config.interval_ms)

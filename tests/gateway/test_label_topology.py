@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.config_gateway import OUTSIDE_SIP
 from tests.support.labels import (
     ATTACKER,
     RevealDropper,
@@ -108,6 +109,8 @@ def test_a_plain_callers_display_name_is_never_shown_as_a_security_label(
     spoof labels: bob's phone shows ``[INSECURE] dave`` every time, the INVITE it gets carries nothing else."""
     b = topo.gw_b
     bob_sip = topo.phones["bob"][0]
+    assert b.proc.ports is not None
+    outside = ("127.0.0.1", b.proc.ports[OUTSIDE_SIP])  # the PBX's side: where outside callers reach gateway B
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     attacker.bind((ATTACKER, 0))
     try:
@@ -118,7 +121,7 @@ def test_a_plain_callers_display_name_is_never_shown_as_a_security_label(
             shown = []
             for display in SPOOFS:
                 n_b = b.finished_count()
-                plain_invite(attacker, ("127.0.0.1", b.port), secrets.token_hex(8), display, "dave", "bob")
+                plain_invite(attacker, outside, secrets.token_hex(8), display, "dave", "bob")
                 shown.append(shown_name(bob.wait_event("CALL_INCOMING", timeout=CALL_TIMEOUT)))
                 bob.hangup()
                 wait_closed(bob)

@@ -180,3 +180,14 @@ def test_calls_are_counted_by_the_label_their_phone_was_shown() -> None:
     assert got[("voipgw_calls_labelled_total", (("label", "unverifiable"),))] == 1
     assert got[("voipgw_calls_labelled_total", (("label", "first_contact"),))] == 1
     assert sum(v for (name, _), v in got.items() if name == "voipgw_calls_labelled_total") == 2
+
+
+def test_zone_refusals_are_read_from_the_gateway_at_each_scrape() -> None:
+    m = GatewayMetrics()
+    counts = {"register_on_outside": 2}
+    m.track_zone_refusals(lambda: dict(counts))
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_zone_refusals_total", (("reason", "register_on_outside"),))] == 2
+    counts["pbx_on_inside"] = 1
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_zone_refusals_total", (("reason", "pbx_on_inside"),))] == 1

@@ -28,6 +28,7 @@ from voipgw.gateway.outbound import outbound_setup
 from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
 from voipgw.gateway.statuses import SIP_PHRASES, refusal_reason
 from voipgw.leg import Leg, LegContext, incoming_record
+from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
 from voipgw.store.errors import ContactStoreError
@@ -94,8 +95,12 @@ class Gateway:
         self._accept: asyncio.Task[None] | None = None
         self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
         """RTP malformed-by-reason of every finished call (its media sockets are closed; the counts stay)."""
+        self._inside_dropped_done: collections.Counter[str] = collections.Counter()
+        """Inside-leg datagrams dropped by reason (wrong source, SRTP auth/replay) in every finished call."""
         self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
+        self.routing_refusals: collections.Counter[str] = collections.Counter()
+        """Trust-zone refusals routing decided (``Refuse.reason`` other than plain routing), by reason."""
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
         self.refused_calls: collections.Counter[str] = collections.Counter()
         """Every bridge that ended refused (its outside leg's security, or refused at setup), by reason: the key
@@ -103,19 +108,34 @@ class Gateway:
 
     @property
     def port(self) -> int:
+        """The inside listener's port (the only one in flag mode)."""
+        assert self.stack is not None
+        return self.stack.inside_port or self.stack.local_port
+
+    @property
+    def outside_port(self) -> int:
+        """The outside listener's port (the PBX's side; the inside one too in flag mode)."""
         assert self.stack is not None
         return self.stack.local_port
 
     async def start(self) -> None:
         registrar = self.hooks.inside_registrar() if self.hooks is not None else None
         transport = self.config.outside_transport
+        tls = self.config.outside_tls
+        # With a certificate the gateway also listens for SIP over TLS, whatever the outside transport: the inside
+        # phones need it to carry SDES-SRTP keys (inside.srtp) out of reach of anyone on the inside network.
+        listen_tls = tls is not None and tls.cert_file is not None
+        zones = self.config.zones
+        # Two zones: the stack's main socket is the outside one (registrations, TCP, TLS), the phones get their own.
+        main = zones.outside_listen if zones is not None else (self.config.listen_host, self.config.listen_port)
         self.stack = SipStack(
-            self.config.listen_host,
-            self.config.listen_port,
+            main[0],
+            main[1],
             asyncio.get_running_loop(),
             registrar=registrar,
             tcp=TcpOptions() if transport in ("auto", "tcp") else None,
-            tls=(self.config.outside_tls or TlsOptions()) if transport == "tls" else None,
+            tls=(tls or TlsOptions()) if transport == "tls" or listen_tls else None,
+            inside=(self.config.listen_host, self.config.listen_port) if zones is not None else None,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -123,12 +143,22 @@ class Gateway:
         for user in self.config.users:
             self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
         cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
-        self._routing = RoutePlan(self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside)
+        self._routing = RoutePlan(
+            self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside, zoned=zones is not None
+        )
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
-            "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
-            self.config.listen_host, self.port, len(self.users), self.config.outside_transport,
+            "gateway SIP on udp:%s:%d (inside) and %s:%d (outside) for %d user(s); outside SIP over %s; "
+            "inside SRTP %s",
+            self.config.listen_host, self.port, main[0], self.outside_port, len(self.users),
+            self.config.outside_transport, self.config.inside_srtp.value,
         )  # fmt: skip
+        if self.config.inside_srtp is not SrtpMode.OFF and not listen_tls:
+            # SDES keys travel in the SDP: over plain SIP anyone on the path to the phone reads them.
+            log.warning(
+                "inside.srtp = %s but the gateway has no TLS certificate: SDES keys cross the inside network in "
+                "the clear with the SIP; give the phones SIP over TLS", self.config.inside_srtp.value,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """BYE (or CANCEL) every call on both legs, then close the SIP stack."""
@@ -146,7 +176,9 @@ class Gateway:
     def snapshot(self) -> dict[str, Any]:
         """Active and recently finished calls with security state, SAS, codecs and frame counters (JSON-ready)."""
         return {
-            "listen": f"{self.config.listen_host}:{self.stack.local_port if self.stack else self.config.listen_port}",
+            "listen": f"{self.config.listen_host}:{self.port if self.stack else self.config.listen_port}",
+            "listen_outside": f"{self.stack.local_host}:{self.outside_port}" if self.stack else None,
+            "listen_tls": self.stack.tls_port if self.stack is not None else None,
             "users": [
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
             ],
@@ -154,8 +186,34 @@ class Gateway:
             "finished": [b.snapshot() for b in self.finished],
             "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
             "refused_calls": dict(sorted(self.refused_calls.items())),
+            "zone_refusals": self.zone_refusals(),
             "malformed_by_reason": self.malformed_by_reason(),
+            "inside_media_dropped": self.inside_media_dropped(),
         }
+
+    def inside_media_dropped(self) -> dict[str, int]:
+        """Datagrams the inside legs dropped since start (active and finished calls), by reason: from another
+        address than the phone's (``wrong-source``, ``wrong-port``), SRTP that did not authenticate..."""
+        out: collections.Counter[str] = collections.Counter(self._inside_dropped_done)
+        for bridge in self.bridges:
+            out.update(bridge.inside_dropped())
+        return dict(sorted(out.items()))
+
+    def registered_source(self, user: str) -> tuple[str, int] | None:
+        """Where ``user``'s current inside registration came from (None: static phone or not registered): the
+        only address a phone behind NAT may send its inside RTP from."""
+        registrar = self._routing.registrar if self._routing is not None else None
+        binding = registrar.lookup(user) if registrar is not None else None
+        return binding.source if binding is not None else None
+
+    def zone_refusals(self) -> dict[str, int]:
+        """Requests refused by a trust-zone rule, by reason: at the SIP stack (REGISTER on the outside listener,
+        the PBX or an untrusted source on the inside one, bad credentials, a binding from another source) and by
+        routing (an inside INVITE from no authenticated inside user)."""
+        counts: collections.Counter[str] = collections.Counter(self.routing_refusals)
+        if self.stack is not None:
+            counts.update(self.stack.stats.refused)
+        return dict(sorted(counts.items()))
 
     def malformed_by_reason(self) -> dict[str, dict[str, int]]:
         """What was refused before it reached a call: malformed SIP at the SIP socket (the guard's kinds) and
@@ -173,8 +231,10 @@ class Gateway:
         cfg = PhoneConfig(
             aor=user.outside_aor,
             display_name=user.display_name or user.name,
-            listen_host=self.config.listen_host,
-            listen_port=self.port,
+            listen_host=self.stack.local_host if self.stack is not None else self.config.listen_host,
+            listen_port=self.outside_port,
+            rtp_host=self.config.zones.outside_rtp.host if self.config.zones is not None else None,
+            rtp_ports=_rtp_ports(self.config),
             policy=policy,
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
@@ -234,6 +294,8 @@ class Gateway:
             self.spawn(self._inbound(decision.user, incoming))
         else:
             self.refused_invites[decision.code] += 1
+            if decision.reason != "routing":
+                self.routing_refusals[decision.reason] += 1
             _refusals(str(decision.code), logging.WARNING, "call %s %s (%d)", incoming.call_id, decision.detail,
                       decision.code)  # fmt: skip
             incoming.reject(decision.code, decision.phrase, f"voipgw gateway: {decision.why}")
@@ -255,6 +317,7 @@ class Gateway:
         bridge.done.set()
         if counted:
             self._rtp_malformed_done.update(bridge.rtp_malformed())
+            self._inside_dropped_done.update(bridge.inside_dropped())
             leg = bridge.outside.record if bridge.outside is not None else None
             if bridge.refused or (leg is not None and leg.security is Security.REFUSED):
                 self.refused_calls[refusal_reason(f"{bridge.reason} {leg.reason if leg else ''}")] += 1
@@ -321,6 +384,11 @@ class Gateway:
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))
         await self._supervise(bridge, inbound_setup(self, bridge, user, incoming), pending=incoming)
+
+
+def _rtp_ports(config: B2buaSettings) -> tuple[int, int] | None:
+    zones = config.zones
+    return None if zones is None else (zones.outside_rtp.low, zones.outside_rtp.high)
 
 
 def _outside_transport(config: B2buaSettings) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import logging
 import time
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
-from voipgw.gateway.legs import end_bridge, wait_terminal
+from voipgw.gateway.legs import end_bridge, reoffer_inside, wait_terminal
 from voipgw.gateway.model import B2buaSettings, Bridge
 from voipgw.sdp import (
     INACTIVE,
@@ -109,6 +109,8 @@ def on_reoffer(bridge: Bridge, leg: str, sdp: str, host: str) -> str | None:
         log.warning("gateway call %s: the %s re-offer drops our codec: 488", bridge.call_id, leg)
         return None
     codec = next(c for c in remote.codecs if c.name == codec.name)
+    if leg == "inside" and not reoffer_inside(bridge, remote):  # an SRTP leg stays SRTP (voipgw.gateway.legs)
+        return None
     holds = remote.direction in (SENDONLY, INACTIVE)
     other_holds = bridge.outside_hold if leg == "inside" else bridge.inside_hold
     if holds != (bridge.inside_hold if leg == "inside" else bridge.outside_hold):
@@ -144,13 +146,15 @@ def _leg_sdp(bridge: Bridge, leg: str, codec: Codec, direction: str, host: str) 
     ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
     ids[1] += 1
     return build_sdp(
-        host,
+        media.local[0],  # the leg's own zone address (each zone binds its RTP on its own)
         media.local[1],
         [codec],
         direction=direction,
         session_id=ids[0],
         version=ids[1],
         telephone_event_pt=media.telephone_event_pt,
+        crypto=bridge.inside_crypto.attribute if leg == "inside" else None,
+        savp=bridge.inside_savp,
     )
 
 

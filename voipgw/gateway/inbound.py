@@ -13,11 +13,13 @@ import time
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.inside_media import InsideSrtpRefused, offer_crypto, offer_profile, settle_answer
 from voipgw.gateway.labels import LabelKind, identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
     INSIDE_EVENT_PT,
     INSIDE_OFFER,
     Switchboard,
+    bind_inside,
     end_bridge,
     pick_inside_codec,
     start_inside_media,
@@ -27,9 +29,8 @@ from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import play_ringback
 from voipgw.logutil import RateLimitedLog
-from voipgw.media import MediaStream
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
-from voipgw.sip import Answered, Failed, IncomingCall
+from voipgw.sip import Answered, Failed, IncomingCall, Zone
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
 _unverifiable = RateLimitedLog(log)
@@ -79,7 +80,13 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
                       rec.call_id, rec.remote_aor, board.config.sas_wait_s, user.name, shown.text)  # fmt: skip
     # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
     # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
-    stream = await MediaStream.bind(board.config.listen_host, payload_type=None)
+    try:
+        ours = offer_crypto(board.config.inside_srtp, user.contact)
+    except InsideSrtpRefused as exc:
+        bridge.fail(f"inside phone: {exc.why}")
+        end_bridge(bridge, bridge.reason)
+        return
+    stream = await bind_inside(board.config.zones, board.config.listen_host, payload_type=None)
     bridge.inside_media = stream
     port = stream.local[1]
     sid = bridge.inside_sdp[0]
@@ -93,7 +100,13 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     def offer(call_id: str) -> str:
         inside_rec.call_id = call_id
         return build_sdp(
-            board.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
+            stream.local[0],
+            port,
+            INSIDE_OFFER,
+            session_id=sid,
+            telephone_event_pt=INSIDE_EVENT_PT,
+            crypto=ours.render() if ours is not None else None,
+            savp=offer_profile(board.config.inside_srtp),
         )
 
     inside_rec.apply(CallEvent.SEND_INVITE)
@@ -102,6 +115,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             user.contact,
             f"sip:{rec.remote_aor}",
             offer,
+            zone=Zone.INSIDE,
             display_name=bridge.display,
             timeout_s=board.config.no_answer_timeout_s,
             headers=identity_headers(bridge.display, rec.remote_aor, "calling"),
@@ -146,4 +160,10 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         bridge.fail()
         end_bridge(bridge, "outside: caller hung up as the inside phone answered")
         return
-    await start_inside_media(bridge, stream, remote, codec)
+    try:
+        crypto = settle_answer(board.config.inside_srtp, ours, remote)
+    except InsideSrtpRefused as exc:
+        bridge.fail(f"inside phone: {exc.why}")
+        end_bridge(bridge, bridge.reason)
+        return
+    await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))

@@ -11,15 +11,22 @@ import logging
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.inside_media import InsideSrtpRefused, answer_offer
 from voipgw.gateway.labels import identity_headers, shown_for, trust_state_of
-from voipgw.gateway.legs import Switchboard, end_bridge, pick_inside_codec, start_inside_media, wait_terminal
+from voipgw.gateway.legs import (
+    Switchboard,
+    bind_inside,
+    end_bridge,
+    pick_inside_codec,
+    start_inside_media,
+    wait_terminal,
+)
 from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
 from voipgw.gateway.statuses import code_of, outside_failure_warning
 from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
-from voipgw.media import MediaStream
 from voipgw.negotiate import telephone_event_pt
-from voipgw.sdp import SdpError, build_sdp, parse_sdp
+from voipgw.sdp import SAVP, SdpError, build_sdp, parse_sdp
 from voipgw.sip import IncomingCall
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -37,11 +44,15 @@ async def outbound_setup(
     codec = pick_inside_codec(remote.codecs)
     if codec is None:
         return board.refuse(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
+    try:
+        crypto = answer_offer(board.config.inside_srtp, remote, incoming.transport == "tls")
+    except InsideSrtpRefused as exc:
+        return board.refuse(bridge, incoming, 488, f"voipgw gateway: {exc.why}")
     if isinstance(target, Refuse):
         return board.refuse(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
     policy = board.config.policy_for(user.name, normalize_aor(target))
     bridge.policy = policy.value
-    stream = await MediaStream.bind(board.config.listen_host)
+    stream = await bind_inside(board.config.zones, board.config.listen_host)
     bridge.inside_media = stream
     # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
     # is never relayed: it would be clear audio from a party nobody has verified yet.
@@ -84,7 +95,7 @@ async def outbound_setup(
         if rec.security is Security.NOT_SECURE else "",
         rec.suite, rec.codec, rec.sas,
     )  # fmt: skip
-    await start_inside_media(bridge, stream, remote, codec)
+    await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
     # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
     secure = rec.security is not Security.NOT_SECURE
     bridge.cue = "secure" if secure else "not secure"
@@ -95,11 +106,13 @@ async def outbound_setup(
     bridge.display, bridge.label = shown.text, shown.kind.value
     incoming.answer(
         build_sdp(
-            board.config.listen_host,
+            stream.local[0],
             stream.local[1],
             [codec],
             session_id=bridge.inside_sdp[0],
             telephone_event_pt=telephone_event_pt(remote, codec),
+            crypto=crypto.attribute,
+            savp=remote.profile == SAVP,
         ),
         identity_headers(shown.text, rec.remote_aor, "called"),
     )
