@@ -72,6 +72,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept a signed Call-ID other than the SIP one (behind a B2BUA PBX that renames Call-IDs)",
     )
+    g.add_argument(
+        "--speak-sas",
+        choices=("on", "off"),
+        default="on",
+        help="speak the SAS to the inside phone after the answer's cue (gateway.speak_sas; default on)",
+    )
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
@@ -132,6 +138,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         outside=OutsideConfig(registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False),
         users=_users(args, host),
         routes=routes,
+        speak_sas=getattr(args, "speak_sas", "on") == "on",
     )
 
 

@@ -281,7 +281,7 @@ class Gateway:
         try:
             await setup
             if bridge.state is BridgeState.BRIDGED:
-                await follow(bridge, self.config)
+                await follow(bridge, self.config, self.trust.get(bridge.user.name))
         except Exception as exc:
             # A store the file system refuses is an operations problem with a clear message, not a code bug.
             known = isinstance(exc, ContactStoreError)

@@ -11,6 +11,7 @@ import time
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.announce import inbound_announces, start_announcement
 from voipgw.gateway.legs import (
     INSIDE_EVENT_PT,
     INSIDE_OFFER,
@@ -57,6 +58,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         out.poll_session_events()
         await asyncio.sleep(0.005)
     bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
+    sas_on_display = rec.sas
     if rec.finished:
         bridge.fail(f"outside leg: {rec.reason}")
         return
@@ -131,3 +133,5 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         end_bridge(bridge, "outside: caller hung up as the inside phone answered")
         return
     await start_inside_media(bridge, stream, remote, codec)
+    if inbound_announces(rec.security, sas_on_display):  # the reveal came after the phone rang: say it now
+        board.spawn(start_announcement(bridge, board.config.speak_sas))

@@ -14,6 +14,7 @@ from typing import Any
 from voipgw.call import BridgeState, CallRecord, Security, bridge_state
 from voipgw.config import Policy
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
+from voipgw.gateway.sas_keys import SasAction
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
 from voipgw.ops.config import DestinationRule, choose_policy
@@ -66,6 +67,9 @@ class B2buaSettings:
     """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     outside_require_hybrid: bool = False
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
+    speak_sas: bool = True
+    """At the answer, speak the cue's words and the SAS after the tone cue (``voipgw.gateway.announce``); False:
+    the tone cue alone (the far end is heard sooner; the caller then learns no SAS)."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""
@@ -121,7 +125,9 @@ class Bridge:
     display: str | None = None
     """The display name the inside phone was shown (inbound calls)."""
     cue: str | None = None
-    """The in-band tone the inside caller heard at the answer (outbound calls): ``secure`` or ``not secure``."""
+    """What the inside phone was told at the answer (``voipgw.gateway.announce.Cue``'s value)."""
+    sas_check: SasAction | None = None
+    """The inside user's SAS key in this call: ``confirm`` (*1, contact verified) or ``mismatch`` (*0, hung up)."""
     ringback_frames: int = 0
     """Inbound: locally generated ringback frames sent (sealed) to the outside caller while the inside phone rang."""
     inside_hold: bool = False
@@ -192,6 +198,7 @@ class Bridge:
             "display": self.display,
             "policy": self.policy,
             "cue": self.cue,
+            "sas_check": self.sas_check.value if self.sas_check is not None else None,
             "ringback_frames": self.ringback_frames,
             "hold": {"inside": self.inside_hold, "outside": self.outside_hold, "reinvites": self.holds},
             "dtmf": {

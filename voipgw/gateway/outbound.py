@@ -9,11 +9,11 @@ import logging
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.announce import start_announcement
 from voipgw.gateway.legs import Switchboard, end_bridge, pick_inside_codec, start_inside_media, wait_terminal
 from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
 from voipgw.gateway.statuses import code_of
-from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
 from voipgw.media import MediaStream
 from voipgw.negotiate import telephone_event_pt
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
@@ -83,11 +83,8 @@ async def outbound_setup(
         rec.suite, rec.codec, rec.sas,
     )  # fmt: skip
     await start_inside_media(bridge, stream, remote, codec)
-    # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
-    secure = rec.security is not Security.NOT_SECURE
-    bridge.cue = "secure" if secure else "not secure"
-    bridge.to_inside.open = False
-    board.spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+    # The caller's phone cannot show the state (it keeps the display it dialled): it hears it, and the SAS.
+    board.spawn(start_announcement(bridge, board.config.speak_sas))
     incoming.answer(
         build_sdp(
             board.config.listen_host,

@@ -20,7 +20,8 @@ from voipgw.audio.pcm import Pcm
 from voipgw.audio.wav import WavError, float_to_int16, read_wav_raw, resample
 
 PROMPT_RATE = 8000
-"""Rate of the shipped files (narrowband telephony, as most desk phones speak; it halves the size); resampled to PCM_RATE (the pipes' rate) when loaded."""
+"""Rate of the shipped files (narrowband, as most desk phones speak; half the size of wideband); resampled to
+PCM_RATE (the pipes' rate) when loaded."""
 
 SYMBOL_WORDS = {
     "y": "Yankee", "b": "Bravo", "n": "November", "d": "Delta", "r": "Romeo", "f": "Foxtrot", "g": "Golf",
@@ -64,7 +65,7 @@ def symbol_key(symbol: str) -> str:
 
 
 @functools.cache
-def load(key: str, rate: int = PCM_RATE) -> Pcm:
+def load_prompt(key: str, rate: int = PCM_RATE) -> Pcm:
     """The samples of prompt ``key`` at ``rate`` (mono int16), read once. Raises PromptMissing."""
     if key not in SPOKEN:
         raise PromptMissing(f"no prompt {key!r}")
