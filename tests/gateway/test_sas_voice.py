@@ -74,9 +74,9 @@ def _announcement_s(cue: str, sas: str | None) -> float:
     return len(render(announcement(Cue(cue), sas))) * 0.02
 
 
-def _call(topo: Topology, workdir: Path, sources: dict[str, Path], during: Callable[[Baresip], None]) -> Call:
+def _call(topo: Topology, workdir: Path, sources: dict[str, Path], during: Callable[[Baresip], bool]) -> Call:
     """alice calls bob; once her gateway's announcement has played, ``during(alice)`` runs; then she hangs up
-    (unless the call ended already)."""
+    (unless ``during`` returned True: it saw the call closed)."""
     n_a, n_b = topo.gw_a.finished_count(), topo.gw_b.finished_count()
     workdir.mkdir(parents=True, exist_ok=True)
     with (
@@ -93,10 +93,9 @@ def _call(topo: Topology, workdir: Path, sources: dict[str, Path], during: Calla
 
         wait_until(cue_chosen, "gateway A's cue")
         time.sleep(_announcement_s(active[0]["cue"], active[0]["sas"]) + 0.5)  # it plays out, then the steps
-        during(alice)
-        if "CALL_CLOSED" not in [e.type for e in alice.ctrl.history]:
+        if not during(alice):
             alice.hangup()
-        wait_closed(alice)
+            wait_closed(alice)
         wait_closed(bob)
         recording = read_wav(alice.received_wav(), RATE)
         got = bob.received_dtmf()
@@ -128,10 +127,11 @@ def test_the_caller_hears_its_sas_and_star_one_verifies_the_contact(
     the one on bob's screen). She presses *1: bob becomes verified (method sas) in her store, she hears the
     confirmation, and bob's phone never receives the digits. Her next call opens with the verified cue."""
 
-    def confirm(alice: Baresip) -> None:
+    def confirm(alice: Baresip) -> bool:
         alice.send_dtmf("*1")
         wait_until(lambda: topo.gw_a.active()[0]["sas_check"] == "confirm", "the *1 taken by gateway A")
         time.sleep(len(render(confirmation())) * 0.02 + 0.5)  # the confirmation plays out
+        return False
 
     first = _call(topo, tmp_path / "first", sources, confirm)
     out, inn = first.out, first.inn
@@ -152,7 +152,7 @@ def test_the_caller_hears_its_sas_and_star_one_verifies_the_contact(
     assert bob["verified"] and bob["verified_method"] == "sas", bob
     assert "confirmed the SAS with bob@127.0.0.1 (*1)" in topo.gw_a.log()
 
-    again = _call(topo, tmp_path / "again", sources, lambda alice: None)
+    again = _call(topo, tmp_path / "again", sources, lambda alice: False)
     print(f"second call: cue {again.out['cue']!r}, SAS {again.out['sas']} heard {_symbols(again)!r}")
     assert again.out["security"] == "secure, verified" and again.out["cue"] == "verified", again.out
     assert _symbols(again) == again.out["sas"], again.heard
@@ -166,7 +166,13 @@ def test_star_zero_hangs_up_and_a_key_change_never_sounds_sealed(
     with bob (``fingerprint`` shows it) and bob is no longer verified. bob's identity is then rotated (gateway B
     restarted): alice's next call plays the key-change cue, never the sealed one, then the SAS; her admin then
     accepts the new key."""
-    mismatch = _call(topo, tmp_path / "mismatch", sources, lambda alice: alice.send_dtmf("*0"))
+
+    def deny(alice: Baresip) -> bool:
+        alice.send_dtmf("*0")
+        wait_closed(alice)  # the gateway hangs up: alice does not
+        return True
+
+    mismatch = _call(topo, tmp_path / "mismatch", sources, deny)
     out, inn = mismatch.out, mismatch.inn
     print(f"*0: A {out['reason']!r}; B {inn['reason']!r}; bob got {mismatch.bob_got_dtmf!r}")
     assert out["sas_check"] == "mismatch" and "SAS mismatch" in out["reason"], out
@@ -187,7 +193,7 @@ def test_star_zero_hangs_up_and_a_key_change_never_sounds_sealed(
         assert done.returncode == 0, done.stderr
 
     topo.restart_gateway("gw-b", meanwhile=rotate_bob)
-    changed = _call(topo, tmp_path / "changed", sources, lambda alice: None)
+    changed = _call(topo, tmp_path / "changed", sources, lambda alice: False)
     sealed = cue_score(changed.recording, SECURE_CUE, RATE)
     alarm = cue_score(changed.recording, KEY_CHANGED_CUE, RATE)
     print(f"key changed: cue {changed.out['cue']!r}, key-change cue {alarm:.3f}, sealed cue {sealed:.3f}, "
