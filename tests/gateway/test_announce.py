@@ -4,6 +4,9 @@ small and loadable as package data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -23,6 +26,7 @@ from voipgw.gateway.announce import (
     render,
 )
 from voipgw.gateway.tones import SECURE_CUE
+from voipgw.ops.config import ConfigError, gateway_config_from_mapping
 
 S = Security
 CUE_TABLE = [
@@ -124,3 +128,14 @@ def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
     h, n = haystack.astype(np.float64), needle.astype(np.float64)
     scores = np.correlate(h, n, mode="valid")
     return int(np.argmax(scores))
+
+
+def test_speak_sas_is_on_by_default_and_reaches_the_b2bua(tmp_path: Path) -> None:
+    from voipgw.gateway.runtime import b2bua_config
+
+    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": {"a": {"outside_aor": "a@b"}}}
+    assert b2bua_config(gateway_config_from_mapping(base), tmp_path).speak_sas is True
+    off = gateway_config_from_mapping({**base, "gateway": {"speak_sas": False}})
+    assert b2bua_config(off, tmp_path).speak_sas is False
+    with pytest.raises(ConfigError, match=r"^gateway\.speak_sas: expected bool, got 'no'$"):
+        gateway_config_from_mapping({**base, "gateway": {"speak_sas": "no"}})

@@ -140,7 +140,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         outside=OutsideConfig(registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False),
         users=_users(args, host),
         routes=routes,
-        speak_sas=getattr(args, "speak_sas", "on") == "on",
+        speak_sas=args.speak_sas == "on",
     )
 
 
