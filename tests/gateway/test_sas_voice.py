@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from tests.support.phones import voipgw_argv
 from tests.support.requires import requires
 from tests.support.spoken import Heard, cue_score, spoken_symbols
-from tests.support.topology import CALL_TIMEOUT, Topology, run_topology, wait_closed, wait_until
+from tests.support.topology import CALL_TIMEOUT, RATES, Topology, run_topology, wait_closed, wait_until
 from tests.testbed import speech
 from tests.testbed.baresip import Baresip
 from voipgw.audio.wav import read_wav
@@ -53,8 +54,9 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     found in alice's recording came from her gateway."""
     d = tmp_path_factory.mktemp("sas-sources")
     return {
-        "alice": speech.make_tone(d / "alice.wav", RATE, seconds=60.0, freq=300.0),
-        "bob": speech.make_tone(d / "bob.wav", RATE, seconds=60.0, freq=250.0),
+        f"{who}-{codec}": speech.make_tone(d / f"{who}-{codec}.wav", RATES[codec], seconds=60.0, freq=hz)
+        for who, hz in (("alice", 300.0), ("bob", 250.0))
+        for codec in ("PCMU", "opus")
     }
 
 
@@ -74,14 +76,21 @@ def _announcement_s(cue: str, sas: str | None) -> float:
     return len(render(announcement(Cue(cue), sas))) * 0.02
 
 
-def _call(topo: Topology, workdir: Path, sources: dict[str, Path], during: Callable[[Baresip], bool]) -> Call:
+def _call(
+    topo: Topology,
+    workdir: Path,
+    sources: dict[str, Path],
+    during: Callable[[Baresip], bool],
+    codec: str = "PCMU",
+) -> Call:
     """alice calls bob; once her gateway's announcement has played, ``during(alice)`` runs; then she hangs up
     (unless ``during`` returned True: it saw the call closed)."""
     n_a, n_b = topo.gw_a.finished_count(), topo.gw_b.finished_count()
     workdir.mkdir(parents=True, exist_ok=True)
+    rate = RATES[codec]
     with (
-        topo.phone(workdir, "bob", sources["bob"]) as bob,
-        topo.phone(workdir, "alice", sources["alice"]) as alice,
+        topo.phone(workdir, "bob", sources[f"bob-{codec}"], codec) as bob,
+        topo.phone(workdir, "alice", sources[f"alice-{codec}"], codec) as alice,
     ):
         alice.dial(f"sip:bob@127.0.0.1:{topo.gw_a.port}")
         alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
@@ -97,10 +106,10 @@ def _call(topo: Topology, workdir: Path, sources: dict[str, Path], during: Calla
             alice.hangup()
             wait_closed(alice)
         wait_closed(bob)
-        recording = read_wav(alice.received_wav(), RATE)
+        recording = read_wav(alice.received_wav(), rate)
         got = bob.received_dtmf()
     out, inn = topo.gw_a.finished_after(n_a), topo.gw_b.finished_after(n_b)
-    return Call(out, inn, spoken_symbols(recording, RATE), recording, got)
+    return Call(out, inn, spoken_symbols(recording, rate), recording, got)
 
 
 def _admin(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
@@ -116,6 +125,14 @@ def _bob_at_a(topo: Topology) -> dict[str, Any]:
     return next(c for c in json.loads(done.stdout) if c["aor"] == BOB)
 
 
+def _confirm(topo: Topology, alice: Baresip) -> bool:
+    """alice presses *1; the gateway takes it and plays the confirmation."""
+    alice.send_dtmf("*1")
+    wait_until(lambda: topo.gw_a.active()[0]["sas_check"] == "confirm", "the *1 taken by gateway A")
+    time.sleep(len(render(confirmation())) * 0.02 + 0.5)  # the confirmation plays out
+    return False
+
+
 def _symbols(call: Call) -> str:
     return "".join(h.symbol for h in call.heard)
 
@@ -127,13 +144,7 @@ def test_the_caller_hears_its_sas_and_star_one_verifies_the_contact(
     the one on bob's screen). She presses *1: bob becomes verified (method sas) in her store, she hears the
     confirmation, and bob's phone never receives the digits. Her next call opens with the verified cue."""
 
-    def confirm(alice: Baresip) -> bool:
-        alice.send_dtmf("*1")
-        wait_until(lambda: topo.gw_a.active()[0]["sas_check"] == "confirm", "the *1 taken by gateway A")
-        time.sleep(len(render(confirmation())) * 0.02 + 0.5)  # the confirmation plays out
-        return False
-
-    first = _call(topo, tmp_path / "first", sources, confirm)
+    first = _call(topo, tmp_path / "first", sources, partial(_confirm, topo))
     out, inn = first.out, first.inn
     print(
         f"first call: SAS {out['sas']}, heard {[(h.symbol, round(h.at_s, 2), round(h.score, 3)) for h in first.heard]}"
@@ -206,3 +217,21 @@ def test_star_zero_hangs_up_and_a_key_change_never_sounds_sealed(
     accepted = _admin(topo, "accept", BOB, "--yes")
     assert accepted.returncode == 0, accepted.stderr
     assert _bob_at_a(topo)["state"] == "known"
+
+
+def test_an_opus_phone_hears_its_sas_through_pass_through(
+    topo: Topology, tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    """With Opus phones the bridge relays frames untouched (pass-through): the announcement is encoded and paced by
+    the gateway until it ends, then the far end's frames flow directly. alice hears the cue and reads back the SAS
+    at 48 kHz as she does through PCMU, and after *1 the confirmation, which the gateway then sends itself."""
+    call = _call(topo, tmp_path / "opus", sources, partial(_confirm, topo), codec="opus")
+    rate = RATES["opus"]
+    print(f"opus: cue {call.out['cue']!r}, SAS {call.out['sas']} heard "
+          f"{[(h.symbol, round(h.score, 3)) for h in call.heard]}")  # fmt: skip
+    assert call.out["passthrough"] is True and call.out["inside_codec"] == "opus", call.out
+    assert _symbols(call) == call.out["sas"], call.heard
+    assert cue_score(call.recording, SECURE_CUE, rate) >= HEARD_CUE
+    assert call.out["passthrough_frames"]["to_inside"] > 0, call.out  # then bob's frames crossed untouched
+    assert call.out["sas_check"] == "confirm" and call.bob_got_dtmf == "", call.out
+    assert cue_score(call.recording, CONFIRMED_CUE, rate) >= HEARD_CUE

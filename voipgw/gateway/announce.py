@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from voipgw.audio.codecs import PCM_RATE
+from voipgw.audio.opus import OpusEncoder
 from voipgw.audio.pcm import Pcm
 from voipgw.call import CallRecord, Security
 from voipgw.gateway.model import Bridge
+from voipgw.gateway.pipes import OpusRelay
 from voipgw.gateway.prompts import PromptMissing, load_prompt, silence, symbol_key
 from voipgw.gateway.tones import (
     CONFIRMED_CUE,
@@ -43,6 +45,7 @@ log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep 
 REVEAL_WAIT_S = 3.0
 """How long the announcement waits for a SAS not known at the answer (an inbound caller's late reveal) before it
 says "no code" instead. The inside phone hears nothing of the far end meanwhile."""
+FRAME_S = 0.02
 GAP_S = 0.12
 """Silence between two spoken words."""
 AFTER_CUE_S = 0.25
@@ -163,7 +166,14 @@ def render(parts: tuple[Part, ...]) -> list[Pcm]:
             pieces += [load_prompt(part.key, PCM_RATE), gap]
         except (PromptMissing, KeyError) as exc:
             log.error("gateway: cannot speak %r: %s (a broken install?)", part, exc)
-    return frames_of(np.concatenate(pieces) if pieces else silence(0.02))
+    frames = frames_of(np.concatenate(pieces) if pieces else silence(0.02))
+    for frame in frames:
+        if not frame.any():
+            # An all-zero frame reads as "nothing of our own to play" to a pass-through leg, which then stops
+            # pacing for good (pipes._SwitchEncoder): a pause inside the announcement must not end it. One
+            # sample of 1 LSB (-90 dBFS) is inaudible.
+            frame[0] = 1
+    return frames
 
 
 def start_announcement(bridge: Bridge, speak: bool) -> Coroutine[Any, Any, None]:
@@ -195,7 +205,13 @@ async def _announce(bridge: Bridge, rec: CallRecord, speak: bool) -> None:
 
 
 async def play_confirmation(bridge: Bridge, speak: bool) -> None:
-    """``*1`` was taken: the short confirmation, into the pipe to the inside phone (closed while it plays)."""
+    """``*1`` was taken: the short confirmation, into the pipe to the inside phone (closed while it plays), or,
+    once an Opus pass-through bridge relays frames directly (the inside leg no longer paces), encoded here and
+    sent straight to the phone."""
+    relay = bridge.relay_in
+    if bridge.passthrough.on and relay.flowing:
+        await _send_direct(relay, await asyncio.to_thread(render, confirmation(speak)))
+        return
     bridge.to_inside.open = False
     try:
         frames = await asyncio.to_thread(render, confirmation(speak))
@@ -203,3 +219,26 @@ async def play_confirmation(bridge: Bridge, speak: bool) -> None:
         bridge.to_inside.open = True
         raise
     await play_frames(bridge.to_inside, frames)
+
+
+async def _send_direct(relay: OpusRelay, frames: list[Pcm]) -> None:
+    """Encode and send ``frames`` every 20 ms on the relay's sending leg; the far end's frames are dropped
+    meanwhile (as a closed pipe drops them), then flow again."""
+    sender, receiver = relay.sender, relay.receiver
+    if sender is None or receiver is None:
+        return
+    forward = receiver.relay
+    receiver.relay = _drop
+    encoder = OpusEncoder()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        for i, frame in enumerate(frames):
+            sender.send_payload(encoder.encode(frame))
+            await asyncio.sleep(max(0.0, start + (i + 1) * FRAME_S - loop.time()))  # paced, without drift
+    finally:
+        receiver.relay = forward
+
+
+def _drop(payload: bytes) -> None:
+    return None
