@@ -197,11 +197,13 @@ async def _announce(bridge: Bridge, rec: CallRecord, speak: bool) -> None:
         if cue is Cue.UNVERIFIABLE:
             log.warning("gateway call %s: no SAS from %s within %g s of the answer: told the inside phone "
                         "\"no code\"", rec.call_id, rec.remote_aor, REVEAL_WAIT_S)  # fmt: skip
-        frames = await asyncio.to_thread(render, announcement(cue, rec.sas, speak))
+        parts = announcement(cue, rec.sas, speak)
+        frames = await asyncio.to_thread(render, parts)
     except BaseException:
         bridge.to_inside.open = True
         raise
     await play_frames(bridge.to_inside, frames)
+    bridge.sas_told = bridge.sas_told or Say("code") in parts  # *1 is taken from now on
 
 
 async def play_confirmation(bridge: Bridge, speak: bool) -> None:

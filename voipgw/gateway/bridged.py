@@ -14,6 +14,7 @@ from voipgw.gateway.announce import play_confirmation
 from voipgw.gateway.legs import end_bridge, wait_terminal
 from voipgw.gateway.model import B2buaSettings, Bridge
 from voipgw.gateway.sas_keys import EXPIRE, HOLD_S, KeyState, SasAction, SasKeys
+from voipgw.logutil import RateLimitedLog
 from voipgw.sdp import (
     INACTIVE,
     PCMA,
@@ -35,6 +36,9 @@ from voipgw.trust import TrustStore
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
 
 MEDIA_POLL_S = 1.0
+_keys_log = RateLimitedLog(log)
+"""*1 presses that cannot be taken (a phone may repeat them) are logged through this, one line per kind and
+interval."""
 
 
 async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | None = None) -> None:
@@ -123,18 +127,24 @@ async def _confirm(bridge: Bridge, trust: TrustStore | None, speak: bool) -> Non
     """``*1``: the inside user heard the SAS and it matched the far end's: this key becomes verified."""
     assert bridge.outside is not None
     rec = bridge.outside.record
-    if rec.sas is None or rec.remote_identity is None or trust is None:
-        # Nothing was spoken to compare (no reveal), or no store to write: verifying would be a lie.
-        log.warning("gateway call %s: *1 from %s ignored: %s", bridge.call_id, bridge.user.name,
-                    "no contact store" if trust is None else "no SAS was announced")  # fmt: skip
+    if not bridge.sas_told or rec.sas is None or rec.remote_identity is None or trust is None:
+        # No SAS was given to compare (no reveal, speak_sas off, or pressed before it was spoken), or no store to
+        # write: verifying would be a lie.
+        why = "no contact store" if trust is None else "the phone was not given the SAS (yet)"
+        _keys_log("ignored", logging.WARNING, "gateway call %s: *1 from %s ignored: %s", bridge.call_id,
+                  bridge.user.name, why)  # fmt: skip
+        return
+    if bridge.sas_check is SasAction.CONFIRM:  # pressed again: already written, just say so again
+        if bridge.to_inside.open:
+            await play_confirmation(bridge, speak)
         return
     try:
         await asyncio.to_thread(
             trust.mark_verified, rec.remote_aor, rec.remote_identity, VerifyMethod.SAS, now=time.time()
         )
     except ContactStoreError as exc:
-        log.error("gateway call %s: *1: cannot mark %s verified for %s: %s", bridge.call_id, rec.remote_aor,
-                  bridge.user.name, exc)  # fmt: skip
+        _keys_log("store", logging.ERROR, "gateway call %s: *1: cannot mark %s verified for %s: %s",
+                  bridge.call_id, rec.remote_aor, bridge.user.name, exc)  # fmt: skip
         return
     bridge.sas_check = SasAction.CONFIRM
     log.info("gateway call %s: %s confirmed the SAS with %s (*1): contact verified", bridge.call_id,

@@ -59,6 +59,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         await asyncio.sleep(0.005)
     bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
     sas_on_display = rec.sas
+    bridge.sas_told = sas_on_display is not None  # the ringing display shows it
     if rec.finished:
         bridge.fail(f"outside leg: {rec.reason}")
         return

@@ -126,6 +126,8 @@ class Bridge:
     """The display name the inside phone was shown (inbound calls)."""
     cue: str | None = None
     """What the inside phone was told at the answer (``voipgw.gateway.announce.Cue``'s value)."""
+    sas_told: bool = False
+    """The inside phone was given the SAS (on its ringing display, or spoken): only then is ``*1`` taken."""
     sas_check: SasAction | None = None
     """The inside user's SAS key in this call: ``confirm`` (*1, contact verified) or ``mismatch`` (*0, hung up)."""
     ringback_frames: int = 0
