@@ -126,7 +126,8 @@ def start_config_gateway(
     sockdir = Path(tempfile.mkdtemp(prefix="vgops", dir="/tmp"))
     sock = sockdir / "gw.sock"
     tables: dict[str, dict[str, Any]] = {
-        "gateway": {"control_socket": str(sock)},
+        # The spoken SAS mutes the far end for ~3 s after the answer: off unless ``extra`` turns it on.
+        "gateway": {"control_socket": str(sock), "speak_sas": False},
         "inside": {"listen": f"127.0.0.1:{ports[0]}"},
         "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60},
     }
