@@ -160,7 +160,8 @@ def render(parts: tuple[Part, ...]) -> list[Pcm]:
     pieces: list[Pcm] = []
     for part in parts:
         if isinstance(part, Tone):
-            pieces += [tone_samples(part.pattern), silence(AFTER_CUE_S)]
+            # The far end is heard as soon as the cue ends when no words follow: no pause after it then.
+            pieces += [tone_samples(part.pattern), silence(AFTER_CUE_S if len(parts) > 1 else 0.0)]
             continue
         try:
             pieces += [load_prompt(part.key, PCM_RATE), gap]

@@ -20,14 +20,15 @@ Pattern = tuple[tuple[float, float], ...]
 SECURE_CUE: Pattern = ((660.0, 0.12), (0.0, 0.06), (880.0, 0.12), (0.0, 0.1))
 """The "sealed" cue: two short rising beeps. Played for a known (unverified) contact, and as the start of the
 verified and first-contact cues; never for a changed key."""
-VERIFIED_CUE: Pattern = (*SECURE_CUE, (1320.0, 0.2), (0.0, 0.1))
+VERIFIED_CUE: Pattern = (*SECURE_CUE[:-1], (0.0, 0.04), (1320.0, 0.12), (0.0, 0.04))
 """Sealed, and the key is one a person verified: the two rising beeps and a third, higher one."""
-FIRST_CONTACT_CUE: Pattern = (*SECURE_CUE, (0.0, 0.1), (523.0, 0.4), (0.0, 0.1))
-"""Sealed, first call with this key (trusted on first use): the two rising beeps, then a long low one."""
-KEY_CHANGED_CUE: Pattern = ((1000.0, 0.1), (0.0, 0.03), (500.0, 0.1), (0.0, 0.03)) * 3 + ((0.0, 0.1),)
+FIRST_CONTACT_CUE: Pattern = (*SECURE_CUE[:-1], (0.0, 0.04), (523.0, 0.12), (0.0, 0.04))
+"""Sealed, first call with this key (trusted on first use): the two rising beeps, then a low one. Each cue is
+short (0.5 s): the far end is not heard while it plays."""
+KEY_CHANGED_CUE: Pattern = ((1000.0, 0.1), (0.0, 0.03), (500.0, 0.1), (0.0, 0.03)) * 3 + ((0.0, 0.06),)
 """The far end's identity key is not the one we knew: a falling two-tone alarm, three times. It shares no
 frequency with the sealed cue (660 and 880 Hz), so the two can never be confused, by ear or by a test."""
-UNVERIFIABLE_CUE: Pattern = ((440.0, 0.3), (0.0, 0.1), (440.0, 0.3), (0.0, 0.1))
+UNVERIFIABLE_CUE: Pattern = ((440.0, 0.25), (0.0, 0.08), (440.0, 0.25), (0.0, 0.06))
 """Sealed, but the SAS never arrived (a withheld reveal): two long flat beeps, then "no code"."""
 NOT_SECURE_CUE: Pattern = ((350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1), (350.0, 0.15), (0.0, 0.1))
 """A NOT SECURE (opportunistic) call: three low beeps, unlike any ringback or busy tone."""
