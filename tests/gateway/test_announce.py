@@ -139,3 +139,15 @@ def test_speak_sas_is_on_by_default_and_reaches_the_b2bua(tmp_path: Path) -> Non
     assert b2bua_config(off, tmp_path).speak_sas is False
     with pytest.raises(ConfigError, match=r"^gateway\.speak_sas: expected bool, got 'no'$"):
         gateway_config_from_mapping({**base, "gateway": {"speak_sas": "no"}})
+
+
+def test_the_prompts_are_declared_package_data() -> None:
+    """pyproject's package-data globs (relative to the voipgw package) cover every shipped prompt: a wheel has them."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["voipgw"]
+    for name in prompts.shipped():
+        path = f"gateway/prompts/{name}"
+        assert any(fnmatch.fnmatch(path, g) for g in globs), (path, globs)
