@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.gateway.announce import play_confirmation
@@ -47,7 +48,7 @@ async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | No
     then end the other."""
     assert bridge.inside_sip is not None and bridge.outside is not None
     _bridge_reoffers(bridge, settings.listen_host)
-    watch_sas_keys(bridge, trust, settings.speak_sas)
+    stop_keys = watch_sas_keys(bridge, trust, settings.speak_sas)
     inside_gone = asyncio.ensure_future(wait_terminal(bridge.inside_sip))
     outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
     media_dead = asyncio.ensure_future(_watch_media(bridge, settings.media_timeout_s))
@@ -68,6 +69,7 @@ async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | No
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(bridge.outside.done.wait(), 5.0)
     finally:
+        stop_keys()
         inside_gone.cancel()
         outside_gone.cancel()
         media_dead.cancel()
@@ -93,12 +95,13 @@ async def _watch_media(bridge: Bridge, timeout_s: float) -> str:
 # --- the SAS keys ----------------------------------------------------------------------------------------
 
 
-def watch_sas_keys(bridge: Bridge, trust: TrustStore | None, speak: bool = True) -> None:
+def watch_sas_keys(bridge: Bridge, trust: TrustStore | None, speak: bool = True) -> Callable[[], None]:
     """On a sealed call, pass the inside phone's digits through the SAS-key machine before they are relayed
-    (``legs._bridge_dtmf`` set the relay): ``*1`` and ``*0`` are acted on here and never reach the far end."""
+    (``legs._bridge_dtmf`` set the relay): ``*1`` and ``*0`` are acted on here and never reach the far end.
+    Returns what to call when the call is over (a held ``*`` is then dropped, not relayed)."""
     inside, out = bridge.inside_media, bridge.outside
     if inside is None or out is None or out.session is None:
-        return  # NOT SECURE: no SAS, so every digit is the far end's
+        return lambda: None  # NOT SECURE: no SAS, so every digit is the far end's
     relay = inside.on_dtmf  # None when the outside leg negotiated no telephone-event: the keys still work
     keys = SasKeys()
     loop = asyncio.get_running_loop()
@@ -120,7 +123,12 @@ def watch_sas_keys(bridge: Bridge, trust: TrustStore | None, speak: bool = True)
         elif row.action is SasAction.MISMATCH:
             _mismatch(bridge, trust)
 
+    def stop() -> None:
+        if timer is not None:
+            timer.cancel()
+
     inside.on_dtmf = feed
+    return stop
 
 
 async def _confirm(bridge: Bridge, trust: TrustStore | None, speak: bool) -> None:
