@@ -13,7 +13,8 @@ Theory of operation (full rules in docs/PROTOCOL.md §5–§7):
   initial key X_0 is announced the same way in epoch 0.
 * The opener changes nothing until a frame authenticates: epoch trials, forward chain steps and replay
   updates are computed on the side and committed only after the AEAD tag verifies. Work per forged frame is
-  bounded (``max_skip_steps`` KDF steps, trial DH rate-limited per second).
+  bounded: forward chain steps go into a per-chain look-ahead so none is derived twice (``max_skip_steps`` in
+  all), and trial DH is rate-limited per second.
 
 The sealer and the opener share one ``_RatchetState`` (our private ratchet keys, the peer's newest public
 key, the event queue). Nothing here reads a clock: every entry point takes ``now`` (seconds).
@@ -98,6 +99,13 @@ ANNOUNCE_FIRST = 3
 ANNOUNCE_TIERS = ((128, 4), (512, 16))
 """(until offset, every): below ``until``, every ``every``-th frame announces."""
 ANNOUNCE_SPARSE_EVERY = 128
+
+
+MAX_EPOCH = 0xFFFE
+"""The last epoch a sender starts: the ratchet-key announcement carries epochs as u16 and 0xFFFF is the
+``peer_epoch`` of epoch 0 ("no peer key used"). A sender that reaches it stops DH stepping and keeps its
+symmetric chain (18 hours of steps at the shortest interval voipgw accepts); stepping past it overflowed the field
+and stopped the media."""
 
 
 def _announce_every(rel: int) -> int:
@@ -359,6 +367,7 @@ class FrameSealer:
             cfg.dh_interval_s > 0
             and now - self._epoch_started_at >= cfg.dh_interval_s
             and self._state.peer_latest is not None
+            and self._epoch < MAX_EPOCH
         ):
             self._dh_step(now)
         n = self._n
@@ -416,7 +425,7 @@ class FrameSealer:
         self.announcements -= 1  # _extensions counts a use; this was only a lookup
         origin = self._tks.origin
         self._fast_t_hi = origin + (interval + 1) * self._interval_s
-        if self._config.dh_interval_s > 0 and self._state.peer_latest is not None:
+        if self._config.dh_interval_s > 0 and self._state.peer_latest is not None and self._epoch < MAX_EPOCH:
             self._fast_t_hi = min(self._fast_t_hi, self._epoch_started_at + self._config.dh_interval_s)
         if self._reveal is not None and now < self._reveal_until:
             self._fast_t_hi = min(self._fast_t_hi, self._reveal_until)  # the cached block carries the reveal
@@ -459,7 +468,7 @@ class _StepKey:
 
 
 class _RecvChain:
-    __slots__ = ("ck", "cur", "epoch", "ident", "kcvs", "next_step", "prefix", "start", "superseded_at")
+    __slots__ = ("ahead", "ck", "cur", "epoch", "ident", "kcvs", "next_step", "prefix", "start", "superseded_at")
 
     def __init__(self, epoch: int, start: int, ck: bytes, suite: FrameSuite) -> None:
         self.epoch = epoch
@@ -472,15 +481,28 @@ class _RecvChain:
         self.prefix = nonce_prefix(suite, epoch)
         self.superseded_at: float | None = None
         self.kcvs: dict[int, int] = {}
+        self.ahead: list[tuple[bytes, _StepKey]] = []
+        """Look-ahead: ``ahead[i]`` is (the chain key after step ``next_step + i``, that step's key), derived for a
+        frame that has not authenticated yet and kept so that no chain step is ever derived twice. Everything in it
+        follows from ``ck`` alone, so keeping it exposes nothing ``ck`` does not; it is wiped with the chain."""
+
+    def wipe(self) -> None:
+        _wipe(self.ck)
+        if self.cur is not None:
+            self.cur.wipe()
+        for _, key in self.ahead:
+            key.wipe()
+        self.ahead.clear()
 
 
 class _Pending:
     """What one frame would change, applied only after it authenticates."""
 
-    __slots__ = ("derived", "new_ck", "new_root", "step_key", "trial_chain")
+    __slots__ = ("ahead_used", "new_ck", "new_root", "step_key", "trial_chain")
 
     def __init__(self) -> None:
-        self.derived: list[tuple[int, bytes]] = []
+        self.ahead_used = 0
+        """How many look-ahead entries the frame's step consumes (steps next_step .. next_step + ahead_used - 1)."""
         self.new_ck: bytes | None = None
         self.step_key: _StepKey | None = None
         self.trial_chain: _RecvChain | None = None
@@ -568,10 +590,7 @@ class FrameOpener:
                 self._drop_chain(epoch)
 
     def _drop_chain(self, epoch: int) -> None:
-        chain = self._chains.pop(epoch)
-        _wipe(chain.ck)
-        if chain.cur is not None:
-            chain.cur.wipe()
+        self._chains.pop(epoch).wipe()
         for key_id in [k for k in self._keys if k[0] == epoch]:
             self._keys.pop(key_id).wipe()
 
@@ -595,6 +614,8 @@ class FrameOpener:
             raise ExtensionError("invalid ratchet public key") from exc
         new_root, chain_key = kdf_rk(bytes(self._root), dh)
         chain = _RecvChain(ann.epoch, ann.start_counter, chain_key, self._suite)
+        if self._trial_cache is not None:  # an uncommitted trial (committing one clears the cache)
+            self._trial_cache[1].wipe()
         self._trial_cache = (cache_id, chain, new_root)
         return chain, new_root
 
@@ -623,16 +644,18 @@ class FrameOpener:
             if key is None:
                 raise ExpiredKey(f"message key for epoch {chain.epoch} step {step} already dropped")
             return key
-        if step - chain.next_step >= self._config.max_skip_steps:
-            raise TooFarAhead(f"{step - chain.next_step} chain steps ahead")
-        ck = bytes(chain.ck)
-        mk = b""
-        for s in range(chain.next_step, step + 1):
+        ahead = step - chain.next_step
+        if ahead >= self._config.max_skip_steps:
+            raise TooFarAhead(f"{ahead} chain steps ahead")
+        # Derive only the steps no earlier frame (forged or not) made us derive: a forged frame's worst case is
+        # then one AEAD attempt plus the steps a genuine frame further ahead would cost anyway (issue 14, item 3).
+        cache = chain.ahead
+        ck = cache[-1][0] if cache else bytes(chain.ck)
+        for _ in range(len(cache), ahead + 1):
             mk, ck = kdf_ck(ck)
-            if s < step:
-                pend.derived.append((s, mk))
-        pend.new_ck = ck
-        pend.step_key = _StepKey(mk, now)
+            cache.append((ck, _StepKey(mk, now)))
+        pend.ahead_used = ahead + 1
+        pend.new_ck, pend.step_key = cache[ahead]
         return pend.step_key
 
     # --- the entry point ---------------------------------------------------------------------------------
@@ -686,7 +709,11 @@ class FrameOpener:
             return self._open_counted(frame, now)
         chain = self._fast_chain
         assert chain is not None
-        mk, next_ck = kdf_ck(bytes(chain.ck))
+        cached = chain.ahead[0][1] if chain.ahead else None  # a forged frame may have derived this step already
+        if cached is not None:
+            mk, next_ck = bytes(cached.mk), chain.ahead[0][0]
+        else:
+            mk, next_ck = kdf_ck(bytes(chain.ck))
         tk = self._fast_tk
         aead = make_aead(self._suite, per_frame_key(mk, tk, n) if self._per_frame else frame_key(mk, tk))
         try:
@@ -697,10 +724,12 @@ class FrameOpener:
             return self._open_counted(frame, now)
         interval = self._fast_interval
         self._fold()
-        key = _StepKey(mk, now)
+        key = cached if cached is not None else _StepKey(mk, now)
+        key.created = now
         key.aeads[interval] = aead
         pend = _Pending()
         pend.new_ck = next_ck
+        pend.ahead_used = 1 if cached is not None else 0
         step = chain.next_step
         self._commit(chain, step, key, pend, n, now)
         self.last_index = n
@@ -911,8 +940,15 @@ class FrameOpener:
             if chain.cur is not None:  # the previous newest step becomes an ordinary retained key
                 chain.cur.created = now
                 self._keys[(chain.epoch, chain.next_step - 1)] = chain.cur
-            for s, mk in pend.derived:
-                self._keys[(chain.epoch, s)] = _StepKey(mk, now)
+            if pend.ahead_used == 0:  # derived outside the look-ahead: it no longer starts at the next step
+                for _, stale in chain.ahead:
+                    stale.wipe()
+                chain.ahead.clear()
+            used = chain.ahead[: pend.ahead_used]
+            del chain.ahead[: pend.ahead_used]
+            for s, (_, skipped) in enumerate(used[:-1], start=chain.next_step):
+                skipped.created = now  # the age bound runs from when the step became a skipped key
+                self._keys[(chain.epoch, s)] = skipped
             _wipe(chain.ck)
             chain.ck = bytearray(pend.new_ck)
             chain.next_step = step + 1
@@ -943,6 +979,9 @@ class FrameOpener:
         self.closed = True
         self._fast_key = self._fast_aead = None
         _wipe(self._root)
+        if self._trial_cache is not None:
+            self._trial_cache[1].wipe()
+            self._trial_cache = None
         for epoch in list(self._chains):
             self._drop_chain(epoch)
         for key in self._keys.values():

@@ -243,6 +243,12 @@ def phone_config_from_mapping(data: dict[str, Any], base: PhoneConfig | None = N
     return config
 
 
+MIN_DH_INTERVAL_S = 1.0
+"""Shortest in-call DH interval: the peer rate-limits trial DH for new epochs (``max_epoch_trials_per_s``, 20/s)
+and announces each key on the first frames of the epoch; below about 50 ms a sender outruns its peer, and well
+above that the steps buy nothing but work. 1 s keeps a 20x margin."""
+
+
 def validate(config: PhoneConfig) -> None:
     if not MIN_INTERVAL_MS <= config.interval_ms <= MAX_INTERVAL_MS:
         raise ConfigError(f"interval_ms: must be within {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}")
@@ -256,6 +262,11 @@ def validate(config: PhoneConfig) -> None:
         raise ConfigError("media_timeout_s: must be >= 0 (0 never hangs up a silent call)")
     if config.dh_interval_s < 0:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
+    if 0 < config.dh_interval_s < MIN_DH_INTERVAL_S:
+        raise ConfigError(
+            f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (the peer rate-limits the DH work a new "
+            f"epoch costs it, and each step needs a few frames to announce its key)"
+        )
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:
         raise ConfigError("max_skew_s and no_answer_timeout_s must be positive")
     window = -(-config.media_max_skew_ms // config.interval_ms)

@@ -27,6 +27,9 @@ DEFAULT_TELEPHONE_EVENT_PT = 101
 TELEPHONE_EVENT_RATE = 8000
 TELEPHONE_EVENT_FMTP = "0-16"
 """The events we send and accept: DTMF digits 0-9 * # A-D (RFC 4733 §3.2)."""
+MAX_CRYPTO_LINES = 8
+"""``a=crypto`` lines kept from one stream (an offer lists one per suite it supports)."""
+SAVP = "RTP/SAVP"
 HOLD_ADDRESSES = ("0.0.0.0", "::")
 """RFC 2543 hold: a null connection address means "do not send to me" (read as our peer being sendonly)."""
 
@@ -61,6 +64,11 @@ class AudioDescription:
     handshake: str | None
     """The raw value of the ``a=voipgw:`` attribute, if present (validated by ratchet.handshake)."""
     lines: tuple[str, ...] = field(repr=False, default=())
+    profile: str = "RTP/AVP"
+    """The audio stream's transport protocol (``RTP/SAVP`` for SDES-SRTP)."""
+    crypto: tuple[str, ...] = field(repr=False, default=())
+    """The raw values of the audio stream's ``a=crypto:`` lines, in order (parsed by voipgw.rtp.sdes; they carry
+    keys: never logged)."""
 
     def find(self, name: str) -> Codec | None:
         return next((c for c in self.codecs if c.name == name), None)
@@ -102,6 +110,8 @@ def parse_sdp(text: str) -> AudioDescription:
     session_direction = SENDRECV
     media_direction: str | None = None
     handshake: str | None = None
+    profile = "RTP/AVP"
+    crypto: list[str] = []
     in_audio = False
     seen_audio = False
     for line in lines:
@@ -124,6 +134,7 @@ def parse_sdp(text: str) -> AudioDescription:
                 raise SdpError("sdp-malformed", "non-numeric port or payload type") from None
             if not 0 <= port <= 65535 or any(not 0 <= p <= 127 for p in pts):
                 raise SdpError("sdp-malformed", "port or payload type out of range")
+            profile = parts[2][:32]
             in_audio = seen_audio = True
         elif kind == "c":
             host = _parse_connection(value)
@@ -152,6 +163,8 @@ def parse_sdp(text: str) -> AudioDescription:
                 rtpmaps[pt] = (enc_parts[0].lower(), rate)
             elif name in DIRECTIONS:
                 media_direction = name
+            elif name == "crypto" and len(crypto) < MAX_CRYPTO_LINES:
+                crypto.append(attr)
     if port is None:
         raise SdpError("sdp-no-audio", "no m=audio stream")
     address = media_host or session_host
@@ -165,7 +178,7 @@ def parse_sdp(text: str) -> AudioDescription:
         known = rtpmaps.get(pt) or STATIC_PT.get(pt)
         if known is not None:
             codecs.append(Codec(known[0], pt, known[1]))
-    return AudioDescription(address, port, tuple(codecs), direction, handshake, tuple(lines))
+    return AudioDescription(address, port, tuple(codecs), direction, handshake, tuple(lines), profile, tuple(crypto))
 
 
 def _parse_connection(value: str) -> str:
@@ -190,8 +203,13 @@ def build_sdp(
     session_id: int | None = None,
     version: int = 1,
     telephone_event_pt: int | None = None,
+    crypto: str | None = None,
+    savp: bool = True,
 ) -> str:
     """Render a one-stream audio SDP. ``handshake`` is the base64url value of the ``a=voipgw:`` line.
+
+    ``crypto`` (an ``a=crypto`` value from voipgw.rtp.sdes) makes the stream ``RTP/SAVP`` (SDES-SRTP), or with
+    ``savp=False`` an ``RTP/AVP`` stream with a crypto line (RFC 4568 best effort: a phone may answer plain).
 
     ``telephone_event_pt`` adds RFC 4733 DTMF (``telephone-event/8000``, events 0-16) after the audio codecs.
     ``a=<direction>`` is always written, ``a=sendrecv`` included: baresip and Linphone both accept it, and the
@@ -214,7 +232,7 @@ def build_sdp(
         "s=voipgw",
         f"c=IN {ip_ver} {host}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(str(pt) for pt in pts)}",
+        f"m=audio {port} {SAVP if crypto is not None and savp else 'RTP/AVP'} {' '.join(str(pt) for pt in pts)}",
     ]
     for c in codecs:
         if c.name == OPUS:
@@ -231,6 +249,8 @@ def build_sdp(
         lines.append(f"a=fmtp:{telephone_event_pt} {TELEPHONE_EVENT_FMTP}")
     lines.append("a=ptime:20")
     lines.append(f"a={direction}")
+    if crypto is not None:
+        lines.append(f"a=crypto:{crypto}")
     if handshake is not None:
         lines.append(f"a=voipgw:{handshake}")
     return "\r\n".join(lines) + "\r\n"

@@ -128,7 +128,9 @@ def test_malformed_rtp_by_reason_reaches_the_snapshot_and_the_control_socket() -
     assert after["malformed_by_reason"] == live["malformed_by_reason"], (after, live)
     assert after["refused_invites"] == {} and live["malformed_by_reason"]["sip"] == {}
     assert "Refused since start" in table and "malformed RTP: " in table and "malformed SIP: none" in table, table
-    assert refusal_summary({}) == "refused INVITEs: none; malformed SIP: none; malformed RTP: none"
+    assert refusal_summary({}) == (
+        "refused INVITEs: none; malformed SIP: none; malformed RTP: none; inside media dropped: none"
+    )
 
 
 # --- the inside phone's first packet, sent as it answers, is held, not refused ------------------------------------

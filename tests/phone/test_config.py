@@ -33,6 +33,8 @@ def test_example_loads_and_documents_every_setting() -> None:
         ('aor = "a@b"\nsuites = ["x25519-mlkem768"]', "x25519 is mandatory"),
         ('aor = "a@b"\ninterval_ms = 5', "interval_ms: must be within"),
         ('aor = "a@b"\ne2e = false', "needs policy"),
+        ('aor = "a@b"\ndh_interval_s = 0.05', "dh_interval_s: must be 0 or at least 1 s"),
+        ('aor = "a@b"\ndh_interval_s = -1', "dh_interval_s: must be >= 0"),
         ('aor = "a@b"\nregistrar = "pbx:port"', "registrar: port 'port' is not a number"),
         ("aor = ", "config file"),
         ("listen_port = 5", "aor: missing"),
@@ -73,3 +75,10 @@ def test_cli_without_audio_device_suggests_files(tmp_path: Path) -> None:
     )
     assert out.returncode == 3, out.stderr
     assert "--play" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 1.0, 30, 3600])
+def test_dh_intervals_the_peer_can_follow_are_accepted(tmp_path: Path, seconds: float) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'aor = "a@b"\ndh_interval_s = {seconds}')
+    assert load_phone_config(path, {}).dh_interval_s == seconds

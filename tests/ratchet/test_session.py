@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ratchet import errors
+from ratchet import session as session_module
 from ratchet.chain import kdf_ck
 from ratchet.events import LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
 from ratchet.frame import HEADER_LEN, split_frame
@@ -97,6 +98,19 @@ def test_dh_steps_happen_on_schedule_and_both_sides_follow() -> None:
     assert any(isinstance(e, PeerRatchetStep) for e in evs)
     assert sum(alice.stats.refused.values()) == 0
     exchange(alice, bob, 10, now)
+
+
+def test_epochs_stop_at_the_last_announceable_epoch_and_media_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The announcement carries the epoch as a u16: a sender at the last epoch keeps its chain instead of
+    overflowing the field (which raised struct.error and stopped the media). MAX_EPOCH is lowered to reach it."""
+    monkeypatch.setattr(session_module, "MAX_EPOCH", 3)
+    alice, bob = sessions(MediaConfig(dh_interval_s=1.0))
+    now = exchange(alice, bob, 8 * 50, T0)  # 8 s: 7 steps' worth of intervals
+    assert alice.stats.local_epoch == bob.stats.local_epoch == 3
+    assert bob.stats.peer_epoch == 3 and alice.stats.peer_epoch == 3
+    exchange(alice, bob, 3 * 50, now)
+    assert alice.stats.local_epoch == 3
+    assert sum(alice.stats.refused.values()) == sum(bob.stats.refused.values()) == 0
 
 
 def test_new_epoch_survives_loss_of_its_first_announcements() -> None:
@@ -286,3 +300,80 @@ def test_low_order_ratchet_key_is_a_bad_extension_and_changes_nothing() -> None:
         bob.open(aad + os.urandom(30), T0 + 0.1)
     assert bob.stats.peer_epoch == 0 and bob.stats.refused["bad-extension"] == 1
     exchange(alice, bob, 3, T0 + 0.2)
+
+
+def _forge(template: bytes, counter: int) -> bytes:
+    word = int.from_bytes(template[:HEADER_LEN], "big")
+    word = (word & ~(0x1FFF << 14) & ~(1 << 30)) | ((counter & 0x1FFF) << 14)  # no extensions: straight to the keys
+    return word.to_bytes(4, "big") + os.urandom(40)
+
+
+def test_forged_frames_never_make_the_receiver_derive_a_chain_step_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worst case per forged frame (issue 14, item 3): with one chain step per frame, 300 forged frames claiming
+    steps up to max_skip_steps ahead cost at most max_skip_steps derivations in all (each step once), not one
+    walk each; the genuine stream then opens every frame, and the steps it needs are not derived again."""
+    calls = 0
+    real = session_module.kdf_ck
+
+    def counting(ck: bytes) -> tuple[bytes, bytes]:
+        nonlocal calls
+        calls += 1
+        return real(ck)
+
+    monkeypatch.setattr(session_module, "kdf_ck", counting)
+    cfg = MediaConfig(max_skip_steps=200)
+    p = SendParams(frames_per_key=1)
+    alice, bob = sessions(cfg, offerer_params=p, answerer_params=p)
+    genuine = [alice.seal(b"v" * 40, T0 + k * FRAME_S) for k in range(60)]
+    assert bob.open(genuine[0], T0) == b"v" * 40
+    calls = 0
+    rng = __import__("random").Random(5)
+    for _ in range(300):
+        with pytest.raises(errors.FrameError):
+            bob.open(_forge(genuine[1], rng.randrange(1, 200)), T0)
+    assert calls <= 200
+    forged_calls = calls
+    for k in range(1, 60):
+        assert bob.open(genuine[k], T0 + k * FRAME_S) == b"v" * 40
+    assert calls == forged_calls  # the genuine frames found their steps already derived
+    assert bob.stats.refused == {"tampered": 300} and bob.stats.opened == 60
+
+
+def test_a_forged_frame_leaves_the_genuine_stream_as_it_was() -> None:
+    """Interleaving forged frames (random counters and tags, current epoch) with a genuine stream changes nothing
+    the genuine stream can see: every genuine frame opens once, in order or not, and replays are still refused."""
+    rng = __import__("random").Random(9)
+    p = SendParams(frames_per_key=3)
+    alice, bob = sessions(MediaConfig(max_skip_steps=64), offerer_params=p, answerer_params=p)
+    frames = [alice.seal(bytes([k % 256]) * 30, T0 + k * FRAME_S) for k in range(120)]
+    order = list(range(120))
+    for i in range(0, 120, 6):  # mild reordering inside the replay window
+        chunk = order[i : i + 6]
+        rng.shuffle(chunk)
+        order[i : i + 6] = chunk
+    for k in order:
+        for _ in range(3):
+            with pytest.raises(errors.FrameError):
+                bob.open(_forge(frames[k], k + rng.randrange(1, 150)), T0 + k * FRAME_S)
+        assert bob.open(frames[k], T0 + k * FRAME_S) == bytes([k % 256]) * 30
+    with pytest.raises(errors.ReplayedFrame):
+        bob.open(frames[100], T0 + 119 * FRAME_S)
+
+
+def test_in_order_frames_after_a_forged_burst_open_on_the_fast_path() -> None:
+    """A forged burst fills the look-ahead; the genuine stream that follows, in order, opens each new chain step
+    on the fast path, which must take its step from the look-ahead (deriving it again beside the look-ahead left
+    the two a step apart: every later out-of-order frame failed, as test_hostile_rtp found)."""
+    rng = __import__("random").Random(3)
+    p = SendParams(frames_per_key=5)
+    alice, bob = sessions(MediaConfig(max_skip_steps=64), offerer_params=p, answerer_params=p)
+    frames = [alice.seal(bytes([k % 256]) * 30, T0 + k * FRAME_S) for k in range(200)]
+    assert bob.open(frames[0], T0) == bytes(30)
+    for _ in range(50):
+        with pytest.raises(errors.FrameError):
+            bob.open(_forge(frames[7], rng.randrange(1, 300)), T0)
+    for k in range(1, 150):
+        assert bob.open(frames[k], T0 + k * FRAME_S) == bytes([k % 256]) * 30
+    for k in (155, 151, 199, 170, 152):  # out of order, skipping steps: served from the look-ahead
+        assert bob.open(frames[k], T0 + k * FRAME_S) == bytes([k % 256]) * 30
+    assert bob.stats.opened == 155

@@ -158,7 +158,8 @@ class Baresip(PortedProcess):
     auth), or None for a direct, unregistered account. `codecs`: names from CODECS (or full baresip
     "name/rate/channels" strings), in preference order.
     `play`: the WAV the aufile source sends (its rate should match `srate`). `answer`: "auto" or "manual".
-    `extra_account_params` are appended to the account line verbatim.
+    `extra_account_params` are appended to the account line verbatim; `extra_config` to the config file (e.g.
+    ``module srtp.so`` and ``sip_certificate``: SIP over TLS listens on the SIP port + 1).
     """
 
     NAME = "baresip"
@@ -179,6 +180,7 @@ class Baresip(PortedProcess):
         extra_account_params: str = "",
         regint: int = 300,
         ports: PortBlock | None = None,
+        extra_config: str = "",
     ) -> None:
         for c in codecs:
             if c not in CODECS and "/" not in c:
@@ -194,6 +196,7 @@ class Baresip(PortedProcess):
         self.srate = srate
         self.extra_account_params = extra_account_params
         self.regint = regint
+        self.extra_config = extra_config
         super().__init__(ports)
         self.proc: ManagedProcess | None = None
         self._ctrl: _CtrlClient | None = None
@@ -243,7 +246,7 @@ module_app              ctrl_tcp.so
 ctrl_tcp_listen         127.0.0.1:{self.ctrl_port}
 snd_path                {self.rec_dir}
 """
-        (self.dir / "config").write_text(config)
+        (self.dir / "config").write_text(config + self.extra_config)
         codec_list = ",".join(CODECS.get(c, c) for c in self.codecs)
         params = f";answermode={self.answer};audio_codecs={codec_list}"
         if self.registrar is not None:

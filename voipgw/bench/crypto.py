@@ -7,11 +7,14 @@ Rounds interleave every candidate with the SRTP baseline and report medians, bec
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import struct
 import time
 from collections.abc import Callable
 
+from ratchet.errors import FrameError
+from ratchet.frame import COUNTER_MOD, COUNTER_SHIFT, HEADER_LEN
 from ratchet.params import DEFAULT_INTERVAL_MS, Role, SendParams, SessionKeys, Suite
 from ratchet.sas import sas_commitment
 from ratchet.session import MediaConfig, MediaSession
@@ -82,6 +85,83 @@ class _RatchetLoop:
         elapsed = time.perf_counter() - start
         self.now = now
         return elapsed / n * 1e6
+
+
+class _ForgedLoop:
+    """The receiver's cost of a forged frame at its worst: a stranger who read one header off the wire sends frames
+    of the current epoch whose counters claim a chain step up to ``max_skip_steps`` ahead, with random tags. Each
+    claims a step at random, so no frame finds its step derived unless an earlier one derived it."""
+
+    def __init__(self, params: SendParams, config: MediaConfig, seed: int = 7) -> None:
+        ko, ka = _mirrored_keys(params)
+        self.tx = MediaSession(ko, T0, config)
+        self.rx = MediaSession(ka, T0, config)
+        self.now = T0
+        self.payload = os.urandom(PAYLOAD_LEN)
+        for _ in range(3):
+            self.rx.open(self.tx.seal(self.payload, self.now), self.now)
+        self.template = self.tx.seal(self.payload, self.now)
+        self.reach = min(config.max_skip_steps * params.frames_per_key, COUNTER_MOD // 2) - 1
+        self.rng = random.Random(seed)
+
+    def _forged(self) -> bytes:
+        word = int.from_bytes(self.template[:HEADER_LEN], "big")
+        counter = (3 + self.rng.randrange(1, self.reach)) % COUNTER_MOD
+        word = (word & ~((COUNTER_MOD - 1) << COUNTER_SHIFT)) | (counter << COUNTER_SHIFT)
+        return word.to_bytes(HEADER_LEN, "big") + os.urandom(len(self.template) - HEADER_LEN)
+
+    def run(self, n: int) -> float:
+        frames = [self._forged() for _ in range(n)]
+        open_, now = self.rx.open, self.now
+        start = time.perf_counter()
+        for frame in frames:
+            try:
+                open_(frame, now)
+            except FrameError:
+                pass
+        return (time.perf_counter() - start) / n * 1e6
+
+
+class _GenuineOpenLoop:
+    """Open cost alone of genuine in-order frames (sealed outside the timed loop), the forged frame's yardstick."""
+
+    def __init__(self, params: SendParams, config: MediaConfig) -> None:
+        ko, ka = _mirrored_keys(params)
+        self.tx = MediaSession(ko, T0, config)
+        self.rx = MediaSession(ka, T0, config)
+        self.now = T0
+        self.payload = os.urandom(PAYLOAD_LEN)
+
+    def run(self, n: int) -> float:
+        frames = []
+        for k in range(n):
+            frames.append((self.tx.seal(self.payload, self.now + k * FRAME_S), self.now + k * FRAME_S))
+        self.now += n * FRAME_S
+        open_ = self.rx.open
+        start = time.perf_counter()
+        for frame, t in frames:
+            open_(frame, t)
+        return (time.perf_counter() - start) / n * 1e6
+
+
+def forged_cost(config: MediaConfig, rounds: int = 9, batch: int = 400) -> dict[str, float]:
+    """Worst forged-frame cost over the sender settings that make it dearest, against a genuine open of the same
+    settings measured in the same rounds (``forged_frame_worst_us``, ``ratio_forged_worst_vs_genuine``)."""
+    worst_us, worst_ratio = 0.0, 0.0
+    for params in (SendParams(), SendParams(frames_per_key=1), SendParams(frames_per_key=1, per_frame_keys=True)):
+        forged, genuine = _ForgedLoop(params, config), _GenuineOpenLoop(params, config)
+        forged.run(batch)
+        genuine.run(batch)
+        f_samples, ratios = [], []
+        for _ in range(rounds):
+            g0 = genuine.run(batch)
+            f = forged.run(batch)
+            g1 = genuine.run(batch)
+            f_samples.append(f)
+            ratios.append(f / ((g0 + g1) / 2))
+        worst_us = max(worst_us, statistics.median(f_samples))
+        worst_ratio = max(worst_ratio, statistics.median(ratios))
+    return {"forged_frame_worst_us": worst_us, "ratio_forged_worst_vs_genuine": worst_ratio}
 
 
 class _SrtpLoop:
@@ -167,6 +247,7 @@ def run(rounds: int = 41, batch: int = 600, handshake_rounds: int = 30) -> dict[
     steady = [len(loop.tx.seal(loop.payload, loop.now + k * FRAME_S)) for k in range(3, 40)]
     out["overhead_bytes_default"] = float(min(steady) - PAYLOAD_LEN)
     out["overhead_bytes_avg_default_call"] = average_overhead(SendParams(), config, 120.0)
+    out.update(forged_cost(config))
     out["handshake_ms_x25519"] = _handshake_ms(False, handshake_rounds)
     out["handshake_ms_hybrid"] = _handshake_ms(True, handshake_rounds)
     return out

@@ -28,6 +28,7 @@ from voipgw.gateway.outbound import outbound_setup
 from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
 from voipgw.gateway.statuses import SIP_PHRASES
 from voipgw.leg import Leg, LegContext, incoming_record
+from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
 from voipgw.store.errors import ContactStoreError
@@ -94,6 +95,8 @@ class Gateway:
         self._accept: asyncio.Task[None] | None = None
         self._rtp_malformed_done: collections.Counter[str] = collections.Counter()
         """RTP malformed-by-reason of every finished call (its media sockets are closed; the counts stay)."""
+        self._inside_dropped_done: collections.Counter[str] = collections.Counter()
+        """Inside-leg datagrams dropped by reason (wrong source, SRTP auth/replay) in every finished call."""
         self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
@@ -106,13 +109,17 @@ class Gateway:
     async def start(self) -> None:
         registrar = self.hooks.inside_registrar() if self.hooks is not None else None
         transport = self.config.outside_transport
+        tls = self.config.outside_tls
+        # With a certificate the gateway also listens for SIP over TLS, whatever the outside transport: the inside
+        # phones need it to carry SDES-SRTP keys (inside.srtp) out of reach of anyone on the inside network.
+        listen_tls = tls is not None and tls.cert_file is not None
         self.stack = SipStack(
             self.config.listen_host,
             self.config.listen_port,
             asyncio.get_running_loop(),
             registrar=registrar,
             tcp=TcpOptions() if transport in ("auto", "tcp") else None,
-            tls=(self.config.outside_tls or TlsOptions()) if transport == "tls" else None,
+            tls=(tls or TlsOptions()) if transport == "tls" or listen_tls else None,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -123,9 +130,16 @@ class Gateway:
         self._routing = RoutePlan(self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside)
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
-            "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s",
+            "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s; inside SRTP %s",
             self.config.listen_host, self.port, len(self.users), self.config.outside_transport,
+            self.config.inside_srtp.value,
         )  # fmt: skip
+        if self.config.inside_srtp is not SrtpMode.OFF and not listen_tls:
+            # SDES keys travel in the SDP: over plain SIP anyone on the path to the phone reads them.
+            log.warning(
+                "inside.srtp = %s but the gateway has no TLS certificate: SDES keys cross the inside network in "
+                "the clear with the SIP; give the phones SIP over TLS", self.config.inside_srtp.value,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """BYE (or CANCEL) every call on both legs, then close the SIP stack."""
@@ -144,6 +158,7 @@ class Gateway:
         """Active and recently finished calls with security state, SAS, codecs and frame counters (JSON-ready)."""
         return {
             "listen": f"{self.config.listen_host}:{self.stack.local_port if self.stack else self.config.listen_port}",
+            "listen_tls": self.stack.tls_port if self.stack is not None else None,
             "users": [
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
             ],
@@ -151,7 +166,23 @@ class Gateway:
             "finished": [b.snapshot() for b in self.finished],
             "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
             "malformed_by_reason": self.malformed_by_reason(),
+            "inside_media_dropped": self.inside_media_dropped(),
         }
+
+    def inside_media_dropped(self) -> dict[str, int]:
+        """Datagrams the inside legs dropped since start (active and finished calls), by reason: from another
+        address than the phone's (``wrong-source``, ``wrong-port``), SRTP that did not authenticate..."""
+        out: collections.Counter[str] = collections.Counter(self._inside_dropped_done)
+        for bridge in self.bridges:
+            out.update(bridge.inside_dropped())
+        return dict(sorted(out.items()))
+
+    def registered_source(self, user: str) -> tuple[str, int] | None:
+        """Where ``user``'s current inside registration came from (None: static phone or not registered): the
+        only address a phone behind NAT may send its inside RTP from."""
+        registrar = self._routing.registrar if self._routing is not None else None
+        binding = registrar.lookup(user) if registrar is not None else None
+        return binding.source if binding is not None else None
 
     def malformed_by_reason(self) -> dict[str, dict[str, int]]:
         """What was refused before it reached a call: malformed SIP at the SIP socket (the guard's kinds) and
@@ -251,6 +282,7 @@ class Gateway:
         bridge.done.set()
         if counted:
             self._rtp_malformed_done.update(bridge.rtp_malformed())
+            self._inside_dropped_done.update(bridge.inside_dropped())
         # A refused INVITE was logged (rate-limited) where it was refused: its end is no news.
         log.log(
             logging.DEBUG if bridge.refused else logging.INFO,

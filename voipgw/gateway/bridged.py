@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.gateway.announce import play_confirmation
-from voipgw.gateway.legs import end_bridge, wait_terminal
+from voipgw.gateway.legs import end_bridge, reoffer_inside, wait_terminal
 from voipgw.gateway.model import B2buaSettings, Bridge
 from voipgw.gateway.sas_keys import EXPIRE, HOLD_S, KeyState, SasAction, SasKeys
 from voipgw.logutil import RateLimitedLog
@@ -214,6 +214,8 @@ def on_reoffer(bridge: Bridge, leg: str, sdp: str, host: str) -> str | None:
         log.warning("gateway call %s: the %s re-offer drops our codec: 488", bridge.call_id, leg)
         return None
     codec = next(c for c in remote.codecs if c.name == codec.name)
+    if leg == "inside" and not reoffer_inside(bridge, remote):  # an SRTP leg stays SRTP (voipgw.gateway.legs)
+        return None
     holds = remote.direction in (SENDONLY, INACTIVE)
     other_holds = bridge.outside_hold if leg == "inside" else bridge.inside_hold
     if holds != (bridge.inside_hold if leg == "inside" else bridge.outside_hold):
@@ -256,6 +258,8 @@ def _leg_sdp(bridge: Bridge, leg: str, codec: Codec, direction: str, host: str) 
         session_id=ids[0],
         version=ids[1],
         telephone_event_pt=media.telephone_event_pt,
+        crypto=bridge.inside_crypto.attribute if leg == "inside" else None,
+        savp=bridge.inside_savp,
     )
 
 

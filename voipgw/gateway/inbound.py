@@ -12,10 +12,12 @@ import time
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
 from voipgw.gateway.announce import inbound_announces, start_announcement
+from voipgw.gateway.inside_media import InsideSrtpRefused, offer_crypto, offer_profile, settle_answer
 from voipgw.gateway.legs import (
     INSIDE_EVENT_PT,
     INSIDE_OFFER,
     Switchboard,
+    bind_inside,
     end_bridge,
     pick_inside_codec,
     start_inside_media,
@@ -24,7 +26,6 @@ from voipgw.gateway.legs import (
 from voipgw.gateway.model import Bridge, InsideUser, security_label
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import play_ringback
-from voipgw.media import MediaStream
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
 from voipgw.sip import Answered, Failed, IncomingCall
 from voipgw.sip.uri import user_part
@@ -67,7 +68,13 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     bridge.display = f"{name} {security_label(rec.sas, rec.security)}"
     # Its payload type is the inside phone's pick among those we offer: unknown until the answer, and the phone
     # sends its first packet as it answers (before we have read the 200 OK). Held until then, not refused.
-    stream = await MediaStream.bind(board.config.listen_host, payload_type=None)
+    try:
+        ours = offer_crypto(board.config.inside_srtp, user.contact)
+    except InsideSrtpRefused as exc:
+        bridge.fail(f"inside phone: {exc.why}")
+        end_bridge(bridge, bridge.reason)
+        return
+    stream = await bind_inside(board.config.listen_host, payload_type=None)
     bridge.inside_media = stream
     port = stream.local[1]
     sid = bridge.inside_sdp[0]
@@ -81,7 +88,13 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     def offer(call_id: str) -> str:
         inside_rec.call_id = call_id
         return build_sdp(
-            board.config.listen_host, port, INSIDE_OFFER, session_id=sid, telephone_event_pt=INSIDE_EVENT_PT
+            board.config.listen_host,
+            port,
+            INSIDE_OFFER,
+            session_id=sid,
+            telephone_event_pt=INSIDE_EVENT_PT,
+            crypto=ours.render() if ours is not None else None,
+            savp=offer_profile(board.config.inside_srtp),
         )
 
     inside_rec.apply(CallEvent.SEND_INVITE)
@@ -133,6 +146,12 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         bridge.fail()
         end_bridge(bridge, "outside: caller hung up as the inside phone answered")
         return
-    await start_inside_media(bridge, stream, remote, codec)
+    try:
+        crypto = settle_answer(board.config.inside_srtp, ours, remote)
+    except InsideSrtpRefused as exc:
+        bridge.fail(f"inside phone: {exc.why}")
+        end_bridge(bridge, bridge.reason)
+        return
+    await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
     if inbound_announces(rec.security, sas_on_display):  # the reveal came after the phone rang: say it now
         board.spawn(start_announcement(bridge, board.config.speak_sas))

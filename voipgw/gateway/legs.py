@@ -14,13 +14,17 @@ from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import get_codec
 from voipgw.call import CallEvent, CallRecord, Security
 from voipgw.config import Policy
+from voipgw.gateway.inside_media import InsideCrypto, InsideSrtpRefused, reoffer
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.pipes import switch_codec
 from voipgw.leg import Leg
 from voipgw.media import MediaError, MediaStream, PlainProtector
 from voipgw.negotiate import telephone_event_pt
 from voipgw.rtp.dtmf import DtmfError
-from voipgw.sdp import PCMA, PCMU, AudioDescription, Codec, opus_codec
+from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE
+from voipgw.rtp.source import expected_source
+from voipgw.rtp.srtp import SrtpContext
+from voipgw.sdp import PCMA, PCMU, SAVP, AudioDescription, Codec, opus_codec
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -57,15 +61,39 @@ class Switchboard(Protocol):
         """Run ``coro`` in the background, awaited (bounded) when the gateway stops."""
         ...
 
+    def registered_source(self, user: str) -> tuple[str, int] | None:
+        """Where ``user``'s current registration came from (None: a static phone, or not registered)."""
+        ...
 
-async def start_inside_media(bridge: Bridge, stream: MediaStream, remote: AudioDescription, codec: Codec) -> None:
-    """Start the inside leg's (plain) media toward ``remote`` with ``codec``, then open the pipes between the legs."""
+
+async def bind_inside(host: str, payload_type: int | None = DEFAULT_PAYLOAD_TYPE) -> MediaStream:
+    """The inside leg's media socket: it never latches, and holds what arrives until ``start_inside_media`` knows
+    the phone's address and SRTP key (then only that address, and only authentic SRTP when keyed, gets through)."""
+    stream = await MediaStream.bind(host, payload_type=payload_type, latch=False)
+    stream.endpoint.hold = True
+    return stream
+
+
+async def start_inside_media(
+    bridge: Bridge,
+    stream: MediaStream,
+    remote: AudioDescription,
+    codec: Codec,
+    crypto: InsideCrypto,
+    registered: tuple[str, int] | None,
+) -> None:
+    """Start the inside leg's media toward ``remote`` with ``codec`` (SRTP with ``crypto``'s keys, else plain),
+    accepting RTP only from the phone's SDP address (or its ``registered`` source behind NAT), then open the pipes
+    between the legs."""
+    bridge.inside_crypto = crypto
+    bridge.inside_savp = remote.profile == SAVP
     # An Opus inside phone: frames cross untouched in both directions (no transcoding, no added codec delay),
     # when the outside leg is a sealed Opus call (a NOT SECURE one may speak G.711: it is transcoded).
     sealed = bridge.outside is not None and bridge.outside.session is not None
     bridge.passthrough.on = codec.name == OPUS_CODEC.name and sealed
     info = switch_codec(bridge.relay_out, bridge.relay_in, bridge.passthrough) if bridge.passthrough.on else None
-    # The inside leg is plain by design (the LAN side); only the outside leg must be sealed.
+    # The frames themselves are clear codec frames on the inside leg (SRTP, when on, wraps whole packets in the
+    # endpoint); only the outside leg seals frames end to end.
     await stream.start(
         PlainProtector(),
         remote.rtp_address,
@@ -77,10 +105,30 @@ async def start_inside_media(bridge: Bridge, stream: MediaStream, remote: AudioD
         payload_type=codec.payload_type,
         telephone_event_pt=telephone_event_pt(remote, codec),
     )
+    # Right after start() (no await between: nothing was sent yet, so nothing leaves unprotected): the rule and
+    # keys are set, then what arrived meanwhile is processed under them.
+    stream.endpoint.secure(
+        expected_source(remote.rtp_address, registered), SrtpContext(crypto.keys) if crypto.keys else None
+    )
     bridge.inside_codec = codec.name
     bridge.inside_payload = codec
     _bridge_dtmf(bridge, stream)
     bridge.to_inside.open = bridge.to_outside.open = True
+
+
+def reoffer_inside(bridge: Bridge, remote: AudioDescription) -> bool:
+    """Take the inside phone's re-offer's SRTP key (it may re-key); False when it drops SRTP (answered 488)."""
+    try:
+        crypto = reoffer(bridge.inside_crypto, remote)
+    except InsideSrtpRefused as exc:
+        log.warning("gateway call %s: inside re-offer refused: %s", bridge.call_id, exc.why)
+        return False
+    media = bridge.inside_media
+    srtp = media.endpoint.srtp if media is not None else None
+    if crypto.keys is not None and srtp is not None and crypto.keys != bridge.inside_crypto.keys:
+        srtp.set_remote(crypto.keys.remote)
+    bridge.inside_crypto = crypto
+    return True
 
 
 def _bridge_dtmf(bridge: Bridge, inside: MediaStream) -> None:

@@ -13,11 +13,13 @@ from typing import Any
 
 from voipgw.call import BridgeState, CallRecord, Security, bridge_state
 from voipgw.config import Policy
+from voipgw.gateway.inside_media import PLAIN, InsideCrypto
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.gateway.sas_keys import SasAction
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
 from voipgw.ops.config import DestinationRule, choose_policy
+from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import SipCall, TlsOptions
 
@@ -67,6 +69,8 @@ class B2buaSettings:
     """CA bundle or pinned certificate of the PBX, and our own certificate (to accept TLS from the PBX)."""
     outside_require_hybrid: bool = False
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
+    inside_srtp: SrtpMode = SrtpMode.OFF
+    """``inside.srtp``: SDES-SRTP on the inside leg (off, optional: when the phone does it, required: or 488)."""
     speak_sas: bool = True
     """At the answer, speak the cue's words and the SAS after the tone cue (``voipgw.gateway.announce``); False:
     the tone cue alone (the far end is heard sooner; the caller then learns no SAS)."""
@@ -78,6 +82,12 @@ class B2buaSettings:
         """The first matching destination rule, then the user's own policy, then the default."""
         inside = next((u for u in self.users if u.name == user), None)
         return choose_policy(self.destinations, user, destination_aor, inside.policy if inside else None, self.policy)
+
+
+def _peer(media: MediaStream | None) -> str | None:
+    """Where the inside leg sends its RTP (the phone's address; it never moves)."""
+    remote = media.endpoint.remote if media is not None else None
+    return f"{remote[0]}:{remote[1]}" if remote is not None else None
 
 
 def security_label(sas: str | None, security: Security) -> str:
@@ -105,6 +115,10 @@ class Bridge:
     inside_codec: str | None = None
     inside_payload: Codec | None = None
     """The inside leg's negotiated codec (kept for re-INVITE answers)."""
+    inside_crypto: InsideCrypto = field(default=PLAIN, repr=False)
+    """The inside leg's SDES-SRTP keys and our ``a=crypto`` value (PLAIN: plain RTP), kept for re-INVITE answers."""
+    inside_savp: bool = False
+    """The inside leg's SDP says RTP/SAVP (else RTP/AVP, with our crypto line if SRTP is on: best effort)."""
     inside: CallRecord = field(default_factory=CallRecord)
     """The inside (plain) leg's record: incoming for an outbound bridge, outgoing for an inbound one."""
     outside: ActiveCall | None = None
@@ -178,6 +192,17 @@ class Bridge:
                     out[reason] = out.get(reason, 0) + n
         return out
 
+    @property
+    def inside_srtp(self) -> bool:
+        """The inside leg runs SDES-SRTP (``inside.srtp``)."""
+        return self.inside_crypto.srtp
+
+    def inside_dropped(self) -> dict[str, int]:
+        """Well-formed datagrams the inside leg dropped, by reason: not from the phone's address (``wrong-source``,
+        ``wrong-port``), SRTP that did not authenticate (``srtp-auth``, ``srtp-replay``, ``srtp-malformed``)..."""
+        media = self.inside_media
+        return dict(media.endpoint.stats.refused) if media is not None else {}
+
     def __post_init__(self) -> None:
         self.inside.direction = "incoming" if self.direction == "outbound" else "outgoing"
         self.to_outside.outside_codec = switch_codec(self.relay_in, self.relay_out, self.passthrough)
@@ -209,6 +234,9 @@ class Bridge:
                 "dropped": self.dtmf_dropped,
             },
             "inside_codec": self.inside_codec,
+            "inside_srtp": self.inside_srtp,
+            "inside_peer": _peer(in_media),
+            "inside_dropped": self.inside_dropped(),
             "passthrough": self.passthrough.on,
             "passthrough_frames": {"to_outside": self.relay_out.passed, "to_inside": self.relay_in.passed},
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,

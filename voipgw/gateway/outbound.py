@@ -10,13 +10,20 @@ import logging
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
 from voipgw.gateway.announce import start_announcement
-from voipgw.gateway.legs import Switchboard, end_bridge, pick_inside_codec, start_inside_media, wait_terminal
+from voipgw.gateway.inside_media import InsideSrtpRefused, answer_offer
+from voipgw.gateway.legs import (
+    Switchboard,
+    bind_inside,
+    end_bridge,
+    pick_inside_codec,
+    start_inside_media,
+    wait_terminal,
+)
 from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
 from voipgw.gateway.statuses import code_of
-from voipgw.media import MediaStream
 from voipgw.negotiate import telephone_event_pt
-from voipgw.sdp import SdpError, build_sdp, parse_sdp
+from voipgw.sdp import SAVP, SdpError, build_sdp, parse_sdp
 from voipgw.sip import IncomingCall
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -34,11 +41,15 @@ async def outbound_setup(
     codec = pick_inside_codec(remote.codecs)
     if codec is None:
         return board.refuse(bridge, incoming, 488, "voipgw gateway: no common codec (PCMU, PCMA, G.722, opus)")
+    try:
+        crypto = answer_offer(board.config.inside_srtp, remote, incoming.transport == "tls")
+    except InsideSrtpRefused as exc:
+        return board.refuse(bridge, incoming, 488, f"voipgw gateway: {exc.why}")
     if isinstance(target, Refuse):
         return board.refuse(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
     policy = board.config.policy_for(user.name, normalize_aor(target))
     bridge.policy = policy.value
-    stream = await MediaStream.bind(board.config.listen_host)
+    stream = await bind_inside(board.config.listen_host)
     bridge.inside_media = stream
     # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
     # is never relayed: it would be clear audio from a party nobody has verified yet.
@@ -82,7 +93,7 @@ async def outbound_setup(
         if rec.security is Security.NOT_SECURE else "",
         rec.suite, rec.codec, rec.sas,
     )  # fmt: skip
-    await start_inside_media(bridge, stream, remote, codec)
+    await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
     # The caller's phone cannot show the state (it keeps the display it dialled): it hears it, and the SAS.
     board.spawn(start_announcement(bridge, board.config.speak_sas))
     incoming.answer(
@@ -92,6 +103,8 @@ async def outbound_setup(
             [codec],
             session_id=bridge.inside_sdp[0],
             telephone_event_pt=telephone_event_pt(remote, codec),
+            crypto=crypto.attribute,
+            savp=remote.profile == SAVP,
         )
     )
     bridge.inside.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)

@@ -61,6 +61,7 @@ def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float =
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),
         outside_require_hybrid=config.outside.require_hybrid,
+        inside_srtp=config.inside.srtp,
         policy=config.policy,
         destinations=config.destinations,
     )
@@ -75,6 +76,7 @@ def _tls(config: GatewayConfig) -> TlsOptions | None:
         pinned_sha256=o.tls_pinned_sha256,
         cert_file=str(o.tls_cert_file) if o.tls_cert_file else None,
         key_file=str(o.tls_key_file) if o.tls_key_file else None,
+        port=config.inside.tls_port,
     )
 
 
@@ -201,6 +203,7 @@ class GatewayHooks:
             handshake_failure=failure,
             key=id(bridge),
         )
+        self.metrics.inside_dropped(bridge.inside_dropped())
 
     def live_frames(self) -> list[tuple[object, FrameCounts]]:
         """Outside frames of each active call so far, for the metrics (read from the metrics thread)."""

@@ -20,6 +20,7 @@ from typing import Any
 from voipgw.config import ConfigError as ConfigError  # the one ConfigError: the CLI catches both configs' alike
 from voipgw.config import Policy
 from voipgw.ops.logs import LogFormat
+from voipgw.rtp.sdes import SrtpMode
 
 EXAMPLE = "config/gateway.example.toml"
 DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
@@ -38,6 +39,11 @@ class InsideConfig:
     auth: bool = False
     """Challenge inside phones with digest auth (each user then needs ``inside_password``)."""
     realm: str = "voipgw"
+    srtp: SrtpMode = SrtpMode.OFF
+    """SDES-SRTP between the phones and the gateway: "off", "optional" (when the phone does it) or "required"
+    (a phone offer without a usable ``a=crypto`` line is refused 488). Give the phones SIP over TLS with it."""
+    tls_port: int = 0
+    """Where phones reach the gateway over SIP/TLS (with ``outside.tls_cert_file``); 0: a free port."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,17 @@ def choose_policy(
 
 # --- parsing ---------------------------------------------------------------------------------------------------
 
+
+def _srtp_mode(value: str) -> SrtpMode:
+    try:
+        return SrtpMode(value)
+    except ValueError:
+        raise ConfigError(f'inside.srtp: {value[:20]!r} is not "off", "optional" or "required"') from None
+
+
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s", "speak_sas"}),
-    "inside": frozenset({"listen", "auth", "realm"}),
+    "inside": frozenset({"listen", "auth", "realm", "srtp", "tls_port"}),
     "outside": frozenset(
         {
             "registrar",
@@ -329,7 +343,11 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         listen=parse_hostport(i["listen"], "inside.listen") if "listen" in i else DEFAULT_INSIDE_LISTEN,
         auth=_get(i, "auth", bool, "inside.", False),
         realm=_get(i, "realm", str, "inside.", "voipgw"),
+        srtp=_srtp_mode(_get(i, "srtp", str, "inside.", SrtpMode.OFF.value)),
+        tls_port=_get(i, "tls_port", int, "inside.", 0),
     )
+    if not 0 <= inside.tls_port <= 65535:
+        raise ConfigError(f"inside.tls_port: {inside.tls_port} is not a port number")
     if "registrar" not in o:
         raise ConfigError('outside.registrar: missing (the PBX address, e.g. "pbx.example.org:5060")')
     expires = _get(o, "register_expires", int, "outside.", DEFAULT_REGISTER_EXPIRES)

@@ -131,6 +131,13 @@ class GatewayMetrics:
         self.transcoded_total = Counter(
             "voipgw_transcoded_calls", "Calls that transcoded (inside codec is not Opus)", registry=r
         )
+        self._inside_reason = _Labels()
+        self.inside_dropped_total = Counter(
+            "voipgw_inside_media_dropped",
+            "Inside-leg datagrams dropped: not from the phone's address, SRTP that did not authenticate; by reason",
+            ["reason"],
+            registry=r,
+        )
         self.registrations = Gauge("voipgw_registrations", "Fronted users currently registered to the PBX", registry=r)
 
     def call_started(self, security: str, transcoding: bool) -> None:
@@ -226,6 +233,12 @@ class GatewayMetrics:
 
     def refused(self, reason: str, n: int = 1) -> None:
         self.frames_refused.labels(reason=self._refuse_reason(reason)).inc(n)
+
+    def inside_dropped(self, dropped: Mapping[str, int]) -> None:
+        """One finished call's inside-leg drops by reason (``wrong-source``, ``srtp-auth``...)."""
+        for reason, n in dropped.items():
+            if n > 0:
+                self.inside_dropped_total.labels(reason=self._inside_reason(reason)).inc(n)
 
     def set_registered(self, count: int) -> None:
         self.registrations.set(count)

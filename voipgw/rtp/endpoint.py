@@ -1,7 +1,8 @@
-"""One asyncio UDP RTP endpoint per call: send/receive RTP, symmetric-RTP latching, RTCP SR/RR, counters.
+"""One asyncio UDP RTP endpoint per call: send/receive RTP, symmetric-RTP latching, RTCP SR/RR, counters, and for
+a leg that must not be taken over, a source rule (``voipgw.rtp.source``) and SRTP (``voipgw.rtp.srtp``).
 
 Payloads are opaque here; the owner decides whether a received payload is authentic (``on_payload`` returns
-True) and only an authentic packet can move the remote address. Never decrypts, decodes or blocks.
+True) and only an authentic packet can move the remote address. Never decodes or blocks; decrypts only SRTP.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from voipgw.rtp.packet import (
     parse_rtcp,
     parse_rtp,
 )
+from voipgw.rtp.source import SourceRule, SourceVerdict, decide_source
+from voipgw.rtp.srtp import SrtpContext, SrtpRefused
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ OPUS_CLOCK_RATE = 48000
 SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz: the RTP timestamp step per frame
 RTCP_INTERVAL = 5.0
 """Mean seconds between our RTCP reports (RFC 3550 §6.2 minimum; randomized ±50% to avoid synchronization)."""
+MAX_HELD_DATAGRAMS = 50
+"""Datagrams kept raw while ``hold`` is on (1 s of audio): a leg whose source rule or SRTP key is not known yet."""
 MAX_PORT_PAIR_TRIES = 50
 """Attempts to find an even RTP port whose port+1 is free when RTCP is not muxed."""
 
@@ -72,7 +77,9 @@ class EndpointStats:
         self.malformed_by_reason[reason] = self.malformed_by_reason.get(reason, 0) + 1
 
     refused: dict[str, int] = field(default_factory=dict)
-    """Well-formed packets refused here, by reason (``payload-type``, ``unauthenticated``)."""
+    """Packets refused here, by reason: ``payload-type``; with a source rule ``wrong-source`` / ``wrong-port``
+    (not from the phone's signalled address); with SRTP ``srtp-auth``, ``srtp-replay``, ``srtp-malformed``;
+    ``held-overflow`` (arrived before the leg's rule and keys were known, beyond MAX_HELD_DATAGRAMS)."""
     send_errors: int = 0
     rtcp_sent: int = 0
     rtcp_received: int = 0
@@ -173,6 +180,15 @@ class RtpEndpoint:
         self._sent_since_report = False
         self._rtcp_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.source_rule: SourceRule | None = None
+        """Set (with ``latch`` off): datagrams from anywhere else are dropped and counted before anything else."""
+        self.pinned: Address | None = None
+        """The NAT port pinned by the first packet from a behind-NAT phone's registered address (see source.py)."""
+        self.srtp: SrtpContext | None = None
+        """Set: RTP and RTCP are SRTP/SRTCP both ways; what does not authenticate is dropped and counted."""
+        self.hold = False
+        """On: received datagrams are kept raw (bounded) until :meth:`secure` sets the rule and keys."""
+        self._held: list[tuple[bytes, Address, bool]] = []
 
     @classmethod
     async def open(
@@ -251,7 +267,10 @@ class RtpEndpoint:
             return False
         self._seq = (self._seq + 1) & 0xFFFF
         self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
-        data = build_rtp(self.payload_type, self._seq, self._timestamp, self.ssrc, payload, marker=marker)
+        clear = build_rtp(self.payload_type, self._seq, self._timestamp, self.ssrc, payload, marker=marker)
+        data = self._protect(clear)
+        if data is None:
+            return False
         try:
             self._rtp.sendto(data, self.remote)
         except OSError:
@@ -273,7 +292,10 @@ class RtpEndpoint:
         if self._closed or self.remote is None:
             return False
         self._seq = (self._seq + 1) & 0xFFFF
-        data = build_rtp(payload_type, self._seq, timestamp & 0xFFFFFFFF, self.ssrc, payload, marker=marker)
+        clear = build_rtp(payload_type, self._seq, timestamp & 0xFFFFFFFF, self.ssrc, payload, marker=marker)
+        data = self._protect(clear)
+        if data is None:
+            return False
         try:
             self._rtp.sendto(data, self.remote)
         except OSError:
@@ -284,12 +306,68 @@ class RtpEndpoint:
         self._sent_since_report = True
         return True
 
+    def _protect(self, data: bytes, rtcp: bool = False) -> bytes | None:
+        if self.srtp is None:
+            return data
+        try:
+            return self.srtp.protect_rtcp(data) if rtcp else self.srtp.protect(data)
+        except Exception:  # libsrtp refused to protect (key exhausted): never send the packet in the clear
+            self.stats.send_errors += 1
+            return None
+
     # --- receiving ----------------------------------------------------------------------------------------
+
+    def secure(self, rule: SourceRule | None, srtp: SrtpContext | None) -> None:
+        """From now on accept only what ``rule`` allows (latching off) and, with ``srtp``, only SRTP that
+        authenticates; then process the datagrams held meanwhile under the same rules."""
+        self.source_rule = rule
+        if rule is not None:
+            self.latch = False
+            if rule.port is not None:
+                self.remote = (rule.host, rule.port)
+        self.srtp = srtp
+        self.hold = False
+        held, self._held = self._held, []
+        for data, addr, rtcp in held:
+            (self._on_rtcp_datagram if rtcp else self._on_rtp_datagram)(data, addr)
+
+    def _admit(self, data: bytes, addr: Address, rtcp: bool) -> bytes | None:
+        """The datagram if its source and (with SRTP) its tag pass, else None (counted by reason)."""
+        if self.hold:
+            if len(self._held) < MAX_HELD_DATAGRAMS:
+                self._held.append((data, addr, rtcp))
+            else:
+                self.stats.refuse("held-overflow")
+            return None
+        rule = self.source_rule
+        if rule is not None:
+            if rtcp:
+                # RTCP moves nothing and plays nothing: its host is checked, its port (+1, or muxed) is not.
+                verdict = SourceVerdict.ACCEPT if addr[0] == rule.host else SourceVerdict.WRONG_SOURCE
+            else:
+                verdict = decide_source(rule, self.pinned, addr)
+            if verdict in (SourceVerdict.WRONG_SOURCE, SourceVerdict.WRONG_PORT):
+                self.stats.refuse(verdict.value)
+                return None
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect_rtcp(data) if rtcp else self.srtp.unprotect(data)
+            except SrtpRefused as exc:
+                self.stats.refuse(exc.reason)
+                return None
+        if rule is not None and rule.port is None and self.pinned is None and not rtcp:
+            # NAT: the first authentic packet from the registered address fixes where we send (its NAT mapping).
+            self.pinned = self.remote = addr
+        return data
 
     def _on_rtp_datagram(self, data: bytes, addr: Address) -> None:
         if self.rtcp_mux and is_rtcp(data):
             self._on_rtcp_datagram(data, addr)
             return
+        admitted = self._admit(data, addr, rtcp=False)
+        if admitted is None:
+            return
+        data = admitted
         try:
             pkt = parse_rtp(data)
         except PacketError as exc:
@@ -328,8 +406,11 @@ class RtpEndpoint:
                 self.on_latch(old, addr)
 
     def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
+        admitted = self._admit(data, addr, rtcp=True)
+        if admitted is None:
+            return
         try:
-            packets = parse_rtcp(data)
+            packets = parse_rtcp(admitted)
         except PacketError as exc:
             self.stats.reject(exc.reason)
             return
@@ -369,8 +450,11 @@ class RtpEndpoint:
         transport = self._rtp if self.rtcp_mux else self._rtcp
         if self._closed or target is None or transport is None:
             return False
+        report = self._protect(self.build_report(time.time()), rtcp=True)
+        if report is None:
+            return False
         try:
-            transport.sendto(self.build_report(time.time()), target)
+            transport.sendto(report, target)
         except OSError:
             self.stats.send_errors += 1
             return False
@@ -392,8 +476,10 @@ class RtpEndpoint:
             target = self.remote_rtcp
             transport = self._rtp if self.rtcp_mux else self._rtcp
             if target is not None and transport is not None:
+                bye_report = self._protect(self.build_report(time.time()) + build_rtcp(Bye((self.ssrc,))), rtcp=True)
                 with contextlib.suppress(OSError):
-                    transport.sendto(self.build_report(time.time()) + build_rtcp(Bye((self.ssrc,))), target)
+                    if bye_report is not None:
+                        transport.sendto(bye_report, target)
         self._closed = True
         task, self._rtcp_task = self._rtcp_task, None
         if task is not None:

@@ -131,6 +131,7 @@ class IncomingCall(SipCall):
         remote_sdp: str | None,
         source_addr: tuple[str, int],
         authenticated_user: str | None = None,
+        transport: str = "udp",
     ) -> None:
         super().__init__(reactor, call_id, outgoing=False)
         self.from_aor = from_aor
@@ -140,6 +141,8 @@ class IncomingCall(SipCall):
         self.source_addr = source_addr
         self.authenticated_user = authenticated_user
         """The user whose digest credentials this INVITE carried (``authenticate_invites``), else None."""
+        self.transport = transport
+        """What the INVITE arrived over ("udp", "tcp" or "tls"): SDES keys in its SDP are secret only over TLS."""
 
     def ring(self, sdp: str | None = None) -> None:
         """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (early media; not reliable,

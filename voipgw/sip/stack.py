@@ -578,6 +578,7 @@ class SipStack:
                 remote_sdp=None,
                 source_addr=src_addr,
                 authenticated_user=authenticated,
+                transport=str(getattr(source, "transport", "udp")).lower(),
             )
             core = CallCore(self, call)
             ua = WarningUA(self._gc, self._on_ua_event)
