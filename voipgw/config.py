@@ -50,6 +50,9 @@ class PhoneConfig:
     listen_port: int = 5080
     rtp_host: str | None = None
     """Address for RTP sockets and the SDP (default: listen_host)."""
+    rtp_ports: tuple[int, int] | None = None
+    """RTP sockets only from this inclusive port range (``"20000-29999"`` in the file: a firewall's media range,
+    or a gateway zone's); None = any free port."""
     policy: Policy = Policy.REQUIRE
     registrar: tuple[str, int] | None = None
     proxy: tuple[str, int] | None = None
@@ -159,7 +162,20 @@ def parse_hostport(text: str, what: str, default_port: int | None = None) -> tup
 _SUITES = {"x25519": Suite.X25519, "x25519-mlkem768": Suite.X25519_MLKEM768}
 
 
+def parse_port_range(value: Any, where: str) -> tuple[int, int]:
+    """``"20000-29999"``: an inclusive range of at least two ports (an RTP and an RTCP socket)."""
+    low_s, sep, high_s = value.partition("-") if isinstance(value, str) else ("", "", "")
+    if not sep or not low_s.strip().isdigit() or not high_s.strip().isdigit():
+        raise ConfigError(f'{where}: expected "LOW-HIGH", e.g. "20000-29999", got {value!r}')
+    low, high = int(low_s), int(high_s)
+    if not 1024 <= low < high <= 65535:
+        raise ConfigError(f"{where}: {low}-{high} is not a range within 1024-65535 with LOW < HIGH")
+    return low, high
+
+
 def _convert(key: str, value: Any) -> Any:
+    if key == "rtp_ports":
+        return parse_port_range(value, key)
     if key in ("registrar", "proxy"):
         if not isinstance(value, str):
             raise ConfigError(f'{key}: expected "HOST:PORT"')
@@ -198,6 +214,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen_host": str,
     "listen_port": int,
     "rtp_host": str,
+    "rtp_ports": str,
     "username": str,
     "password": str,
     "register_expires": int,

@@ -133,7 +133,8 @@ def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
 def test_speak_sas_is_on_by_default_and_reaches_the_b2bua(tmp_path: Path) -> None:
     from voipgw.gateway.runtime import b2bua_config
 
-    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": {"a": {"outside_aor": "a@b"}}}
+    users = {"a": {"outside_aor": "a@b", "inside_password": "pw"}}
+    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": users}
     assert b2bua_config(gateway_config_from_mapping(base), tmp_path).speak_sas is True
     off = gateway_config_from_mapping({**base, "gateway": {"speak_sas": False}})
     assert b2bua_config(off, tmp_path).speak_sas is False

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.config_gateway import write_config
+from tests.support.config_gateway import GATEWAY_BLOCK, write_config, zone_tables
 from tests.support.phones import voipgw_argv
 from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
-from tests.testbed.ports import reserve_block
+from tests.testbed.ports import PortBlock, reserve_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.interop, requires("kamailio")]
 
@@ -48,11 +48,12 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
         yield k
 
 
-def config(tmp_path: Path, pbx: Kamailio, sip_port: int) -> Path:
+def config(tmp_path: Path, pbx: Kamailio, ports: PortBlock) -> Path:
+    zones = zone_tables(ports)
     tables: dict[str, dict[str, Any]] = {
         "gateway": {"control_socket": str(tmp_path / "gw.sock")},
-        "inside": {"listen": f"127.0.0.1:{sip_port}"},
-        "outside": {"registrar": f"127.0.0.1:{pbx.port}"},
+        "inside": zones["inside"],
+        "outside": {"registrar": f"127.0.0.1:{pbx.port}", **zones["outside"]},
         "users.bob": {"outside_aor": "bob@127.0.0.1", "inside_contact": "127.0.0.1:9"},
     }
     return write_config(tmp_path / "gw.toml", tables)
@@ -102,8 +103,8 @@ def test_a_corrupt_store_file_stops_the_gateway_clearly_and_is_kept(
 ) -> None:
     home = tmp_path / "home"
     bob_dir = home / "users" / "bob"
-    with reserve_block(1) as port:
-        cfg = config(tmp_path, pbx, port[0])
+    with reserve_block(GATEWAY_BLOCK) as ports:
+        cfg = config(tmp_path, pbx, ports)
         start_and_stop(home, cfg, tmp_path / "first.log")
         identity = (bob_dir / "identity.pem").read_bytes()
         target = bob_dir / filename

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.config_gateway import (
     CALL_TIMEOUT_S,
+    GATEWAY_BLOCK,
     PASSWORDS,
     GatewayProc,
     options_status,
@@ -27,6 +28,7 @@ from tests.support.config_gateway import (
     wait_idle,
     wait_live_call,
     write_config,
+    zone_tables,
 )
 from tests.support.phones import voipgw_argv
 from tests.support.requires import requires
@@ -208,14 +210,15 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
         Kamailio(tmp_path, users=PASSWORDS, auth=True) as pbx,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent,
-        reserve_block(1) as free,
+        reserve_block(GATEWAY_BLOCK) as free,
     ):
         taken.bind(("127.0.0.1", 0))
         silent.bind(("127.0.0.1", 0))
+        zones = zone_tables(free)
         good: dict[str, dict[str, Any]] = {
             "gateway": {"control_socket": str(tmp_path / "gw.sock")},
-            "inside": {"listen": f"127.0.0.1:{free[0]}"},
-            "outside": {"registrar": f"127.0.0.1:{pbx.port}"},
+            "inside": zones["inside"],
+            "outside": {"registrar": f"127.0.0.1:{pbx.port}", **zones["outside"]},
             "users.alice": {"outside_aor": "alice@127.0.0.1", "password": PASSWORDS["alice"]},
         }
 
@@ -238,6 +241,18 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
             (
                 variant(inside={"listen": f"127.0.0.1:{taken.getsockname()[1]}"}),
                 f"voipgw: inside.listen: 127.0.0.1:{taken.getsockname()[1]} (UDP) is already in use by another process",
+            ),
+            (
+                variant(outside={"listen": f"127.0.0.1:{taken.getsockname()[1]}"}),
+                f"voipgw: outside.listen: 127.0.0.1:{taken.getsockname()[1]} (UDP) is already in use",
+            ),
+            (
+                variant(outside={"listen": f"127.0.0.1:{free[0]}"}),
+                f"voipgw: outside.listen: 127.0.0.1:{free[0]} is inside.listen too; each zone needs its own socket",
+            ),
+            (
+                variant(inside={"auth": True}),
+                "voipgw: users.alice.inside_password: missing (inside.auth is on by default",
             ),
             (
                 variant(outside={"registrar": "pbx.invalid:5060"}),
@@ -331,9 +346,9 @@ def test_phones_register_to_their_gateway(tmp_path: Path, clip: Path, inside_aut
                     ) as mallory:
                         mallory.wait_reg_state("ERR", timeout=15.0)
                 else:
-                    # Not from alice's registered address, so not alice's call: an inbound call for "bob", whom
-                    # gateway A does not front.
-                    assert forged == 404
+                    # Not from alice's registered address, so not alice's call; and the inside listener takes
+                    # calls from its own users only (an inbound call arrives on the outside one).
+                    assert forged == 403
                 assert len(gwa.status_json()["finished"]) == 1, "nothing was placed outside"
                 bob.stop()  # baresip un-REGISTERs as it quits
                 deadline = time.monotonic() + 15

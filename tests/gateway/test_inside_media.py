@@ -143,7 +143,10 @@ def test_sdp_crypto_lines_parse_and_never_show_in_repr() -> None:
 
 
 def test_inside_srtp_config_reaches_the_b2bua(tmp_path: Path) -> None:
-    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": {"a": {"outside_aor": "a@b"}}}
+    base: dict[str, Any] = {
+        "outside": {"registrar": "127.0.0.1:5060"},
+        "users": {"a": {"outside_aor": "a@b", "inside_password": "pw"}},
+    }
     assert b2bua_config(gateway_config_from_mapping(base), tmp_path).inside_srtp is SrtpMode.OFF
     for mode in SrtpMode:
         cfg = gateway_config_from_mapping({**base, "inside": {"srtp": mode.value}})

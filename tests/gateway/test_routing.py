@@ -21,6 +21,7 @@ from voipgw.gateway.routing import (
     RoutePlan,
     route,
 )
+from voipgw.sip.zone import Zone
 
 GW = ("127.0.0.1", 5070)
 ALICE_AT = ("127.0.0.1", 5062)
@@ -40,6 +41,7 @@ class Invite:
     from_aor: str
     to_aor: str
     authenticated_user: str | None = None
+    zone: Zone = Zone.INSIDE
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,15 @@ FILE_AUTH = dataclasses.replace(FILE, registrar=InsideRegistrar(True, _registere
 FILE_UNREGISTERED = dataclasses.replace(FILE, registrar=InsideRegistrar(False, _nobody, ("pbx.test", 5080)))
 
 NO_ROUTE = Refuse(404, "Not Found", "no route to the dialled user", "from alice")
+ZONED = dataclasses.replace(FILE, zoned=True)
+ZONED_AUTH = dataclasses.replace(FILE_AUTH, zoned=True)
+PBX_AT = ("10.0.0.5", 5060)
+
+
+def not_a_user(from_aor: str, source: tuple[str, int]) -> Refuse:
+    why = "only the gateway's own users may call from the inside"
+    return Refuse(403, "Forbidden", why, f"from {from_aor} at {source}", "inside_not_user")
+
 
 ROWS: list[tuple[str, RoutePlan, Invite, Route]] = [
     # --- flag mode: static phones, by address and From user ---------------------------------------------------
@@ -224,6 +235,42 @@ ROWS: list[tuple[str, RoutePlan, Invite, Route]] = [
         "to nobody, inside or outside name: 404",
         FILE, Invite(("198.51.100.7", 5060), "erin@example.org", "999@pbx.test"),
         Refuse(404, "Not Found", "no such user here", "to 999@pbx.test: no such inside user"),
+    ),
+    # --- two zones: the listener it arrived on decides the direction -------------------------------------------
+    (
+        "outside listener: claiming alice from the PBX is a call *to* the To user, never alice calling out",
+        ZONED, Invite(PBX_AT, "alice@127.0.0.1", "bob@pbx.test", zone=Zone.OUTSIDE),
+        Inbound(BOB_REGISTERED),
+    ),
+    (
+        "outside listener: even from alice's own phone address and with alice's credentials",
+        ZONED_AUTH, Invite(ALICE_AT, "alice@127.0.0.1", "erin@example.org", "alice", zone=Zone.OUTSIDE),
+        Refuse(404, "Not Found", "no such user here", "to erin@example.org: no such inside user"),
+    ),
+    (
+        "outside listener: the registered phone's address is no identity there either",
+        ZONED, Invite(BOB_PHONE, "bob@127.0.0.1", "erin@example.org", zone=Zone.OUTSIDE),
+        Refuse(404, "Not Found", "no such user here", "to erin@example.org: no such inside user"),
+    ),
+    (
+        "inside listener: a registered phone calls out",
+        ZONED, Invite(BOB_PHONE, "bob@127.0.0.1", "erin@example.org"),
+        Outbound(BOB_REGISTERED, "erin@example.org", "sip:erin@example.org"),
+    ),
+    (
+        "inside listener: nobody's phone is refused, never turned into an inbound call",
+        ZONED, Invite(("127.0.0.66", 5060), "bob@127.0.0.1", "alice@127.0.0.1:5070"),
+        not_a_user("bob@127.0.0.1", ("127.0.0.66", 5060)),
+    ),
+    (
+        "inside listener with auth: a static phone's address alone is not alice",
+        ZONED_AUTH, Invite(ALICE_AT, "alice@127.0.0.1", "erin@example.org"),
+        not_a_user("alice@127.0.0.1", ALICE_AT),
+    ),
+    (
+        "inside listener with auth: the static phone with alice's credentials is alice",
+        ZONED_AUTH, Invite(ALICE_AT, "alice@127.0.0.1", "erin@example.org", "alice"),
+        Outbound(ALICE, "erin@example.org", "sip:erin@example.org"),
     ),
 ]  # fmt: skip
 

@@ -16,8 +16,13 @@ def test_the_config_maps_onto_the_b2bua() -> None:
             "inside": {"listen": "10.0.0.2:5070"},
             "outside": {"registrar": "pbx.test:5080", "bind_call_id": False},
             "users": {
-                "alice": {"outside_aor": "alice@pbx.test", "inside_contact": "10.0.0.7:5062", "display_name": "Al"},
-                "bob": {"outside_aor": "bob@pbx.test", "policy": "require"},
+                "alice": {
+                    "outside_aor": "alice@pbx.test",
+                    "inside_password": "phone-pw",
+                    "inside_contact": "10.0.0.7:5062",
+                    "display_name": "Al",
+                },
+                "bob": {"outside_aor": "bob@pbx.test", "inside_password": "phone-pw", "policy": "require"},
             },
             "destinations": [{"match": "*@legacy.test", "policy": "opportunistic", "users": ["bob"]}],
         }
@@ -37,11 +42,17 @@ def test_the_config_maps_onto_the_b2bua() -> None:
     assert cfg.policy_for("bob", "carol@pbx.test") is Policy.REQUIRE
     assert cfg.policy_for("alice", "carol@legacy.test") is Policy.OPPORTUNISTIC  # the gateway default
     proxied = gateway_config_from_mapping(
-        {"outside": {"registrar": "pbx.test", "proxy": "sbc.test:5062"}, "users": {"a": {"outside_aor": "a@pbx.test"}}}
+        {
+            "outside": {"registrar": "pbx.test", "proxy": "sbc.test:5062"},
+            "users": {"a": {"outside_aor": "a@pbx.test", "inside_password": "phone-pw"}},
+        }
     )
     assert b2bua_config(proxied, Path("/srv/gw")).outside_proxy == ("sbc.test", 5062)
     assert user_dir(proxied, Path("/srv/gw"), "a") == Path("/srv/gw/users/a")
     own = gateway_config_from_mapping(
-        {"outside": {"registrar": "pbx.test", "identity_dir": "/keys"}, "users": {"a": {"outside_aor": "a@pbx.test"}}}
+        {
+            "outside": {"registrar": "pbx.test", "identity_dir": "/keys"},
+            "users": {"a": {"outside_aor": "a@pbx.test", "inside_password": "phone-pw"}},
+        }
     )
     assert user_dir(own, Path("/srv/gw"), "a") == Path("/keys/a")

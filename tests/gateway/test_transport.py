@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.config_gateway import GATEWAY_BLOCK, OUTSIDE_SIP, toml_value, zone_tables
 from tests.support.phones import ROOT
 from tests.support.pki import Pki, make_pki
 from tests.support.requires import requires
@@ -43,13 +44,15 @@ BARESIP_BLOCK = 50
 USERS = {"alice": PASSWORDS["alice"], "bob": PASSWORDS["bob"]}
 
 
-def _toml(path: Path, port: int, registrar: int, user: str, phone: PortBlock, sock: Path, tls: str) -> Path:
+def _toml(path: Path, ports: PortBlock, registrar: int, user: str, phone: PortBlock, sock: Path, tls: str) -> Path:
+    zones = {k: "\n".join(f"{key} = {toml_value(v)}" for key, v in t.items()) for k, t in zone_tables(ports).items()}
     path.write_text(
         f"""[gateway]
 control_socket = "{sock}"
 [inside]
-listen = "127.0.0.1:{port}"
+{zones["inside"]}
 [outside]
+{zones["outside"]}
 registrar = "127.0.0.1:{registrar}"
 register_expires = 60
 {tls}
@@ -65,11 +68,11 @@ inside_contact = "127.0.0.1:{phone[0]}"
 def _gateways(workdir: Path, pbx: Kamailio, registrar: int, tls: str, phones: dict[str, PortBlock]) -> Iterator[Node]:
     sockdir = Path(tempfile.mkdtemp(prefix="vgtls", dir="/tmp"))
     nodes: list[Node] = []
-    blocks = {n: reserve_block(1) for n in ("gw-a", "gw-b")}
+    blocks = {n: reserve_block(GATEWAY_BLOCK) for n in ("gw-a", "gw-b")}
     try:
         for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
             toml = _toml(
-                workdir / f"{name}.toml", blocks[name][0], registrar, user, phones[user], sockdir / f"{name}.sock", tls
+                workdir / f"{name}.toml", blocks[name], registrar, user, phones[user], sockdir / f"{name}.sock", tls
             )
             nodes.append(start_node(workdir, name, blocks[name], toml=toml))
         for node in nodes:
@@ -128,7 +131,7 @@ def test_gateways_call_each_other_with_the_outside_leg_over_a_stream_transport(t
         log = gw_a.log()
         assert f"outside SIP over {transport}" in log, log
         pbx_ports = {pbx.port, pbx.tls_port}
-        gw_ports = {gw_a.port, gw_b.port}
+        gw_ports = {gw_a.port, gw_b.port} | {n.proc.ports[OUTSIDE_SIP] for n in (gw_a, gw_b) if n.proc.ports}
         # The outside leg: no SIP datagram between a gateway's SIP port and the PBX (the inside legs are UDP).
         udp_sip = [
             p

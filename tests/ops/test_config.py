@@ -20,6 +20,10 @@ from hypothesis import strategies as st
 from voipgw.config import ConfigError as BaseConfigError
 from voipgw.config import Policy
 from voipgw.ops.config import (
+    DEFAULT_INSIDE_LISTEN,
+    DEFAULT_INSIDE_RTP_PORTS,
+    DEFAULT_OUTSIDE_LISTEN,
+    DEFAULT_OUTSIDE_RTP_PORTS,
     ConfigError,
     GatewayConfig,
     check_pbx_answers,
@@ -37,8 +41,10 @@ EXAMPLE = ROOT / "config" / "gateway.example.toml"
 def minimal(**tables: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "inside": {"listen": "127.0.0.1:0"},
-        "outside": {"registrar": "127.0.0.1:5060"},
-        "users": {"alice": {"outside_aor": "alice@pbx.test", "password": "outside-secret"}},
+        "outside": {"registrar": "127.0.0.1:5060", "listen": "127.0.0.1:0"},
+        "users": {
+            "alice": {"outside_aor": "alice@pbx.test", "inside_password": "phone-pw", "password": "outside-secret"}
+        },
     }
     for name, table in tables.items():
         data[name] = table
@@ -63,7 +69,7 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.outside.identity_dir == Path("/var/lib/voipgw/users")
     assert config.outside.bind_call_id is True and config.inside.listen == ("127.0.0.1", 5070)
     default = gateway_config_from_mapping(
-        {"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b"}}}
+        {"outside": {"registrar": "pbx.test"}, "users": {"a": {"outside_aor": "a@b", "inside_password": "phone-pw"}}}
     )
     assert default.inside.listen == ("127.0.0.1", 5070)
     assert config.metrics.enabled is False and config.metrics.address == ("127.0.0.1", 9464)
@@ -77,7 +83,7 @@ def test_example_loads_and_documents_every_key() -> None:
 
 def test_policy_resolution_order() -> None:
     data = minimal()
-    data["users"]["bob"] = {"outside_aor": "sip:Bob@pbx.test", "policy": "opportunistic"}
+    data["users"]["bob"] = {"outside_aor": "sip:Bob@pbx.test", "inside_password": "phone-pw", "policy": "opportunistic"}
     data["destinations"] = [
         {"match": "*@legacy.test", "policy": "opportunistic", "users": ["alice"]},
         {"match": "ceo@*", "policy": "require"},
@@ -109,10 +115,13 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d.update(users={}), "users: no fronted user"),
         (lambda d: d["users"]["alice"].pop("outside_aor"), "users.alice.outside_aor: missing"),
         (
-            lambda d: d["users"].update(bob={"outside_aor": "ALICE@pbx.test"}),
+            lambda d: d["users"].update(bob={"outside_aor": "ALICE@pbx.test", "inside_password": "phone-pw"}),
             "users.bob.outside_aor: alice@pbx.test is also users.alice's",
         ),
-        (lambda d: d["users"].update({"bad name": {"outside_aor": "x@y"}}), "users.bad name: a user name is"),
+        (
+            lambda d: d["users"].update({"bad name": {"outside_aor": "x@y", "inside_password": "phone-pw"}}),
+            "users.bad name: a user name is",
+        ),
         (lambda d: d["users"]["alice"].update(outside_aor="alice"), "users.alice.outside_aor: 'alice' is not a SIP"),
         (lambda d: d["outside"].pop("registrar"), "outside.registrar: missing"),
         (lambda d: d["outside"].update(registrar="pbx:0"), "outside.registrar: port 0 is out of range (1..65535)"),
@@ -132,7 +141,42 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d["outside"].update(register_expires=10), "outside.register_expires: must be at least 60"),
         (lambda d: d.update(gateway={"policy": "maybe"}), "gateway.policy: expected 'require' or 'opportunistic'"),
         (lambda d: d.update(gateway={"log_format": "xml"}), "gateway.log_format: expected 'text' or 'json', got"),
-        (lambda d: d.update(inside={"auth": True}), "users.alice.inside_password: missing (inside.auth = true"),
+        (
+            lambda d: d["users"]["alice"].pop("inside_password"),
+            "users.alice.inside_password: missing (inside.auth is on by default",
+        ),
+        # The two zones: own sockets, own RTP ranges, auth off only with trusted networks.
+        (
+            lambda d: d.update(inside={"listen": "10.0.0.1:5070"}, outside={**d["outside"], "listen": "10.0.0.1:5070"}),
+            "outside.listen: 10.0.0.1:5070 is inside.listen too; each zone needs its own socket",
+        ),
+        (
+            lambda d: d["outside"].update(rtp_ports="30000-30010"),
+            "outside.rtp_ports: 30000-30010 overlaps inside.rtp_ports 30000-39999 on 127.0.0.1",
+        ),
+        (
+            lambda d: (d["inside"].update(rtp_ports="20000-20100"), d["outside"].update(rtp_ports="20100-20200")),
+            "outside.rtp_ports: 20100-20200 overlaps inside.rtp_ports 20000-20100 on 127.0.0.1",
+        ),
+        (
+            lambda d: d["outside"].update(rtp_address="127.0.0.1", rtp_ports="35000-35100"),
+            "outside.rtp_ports: 35000-35100 overlaps inside.rtp_ports",
+        ),
+        (lambda d: d["inside"].update(rtp_ports="20000"), 'inside.rtp_ports: expected "LOW-HIGH"'),
+        (lambda d: d["inside"].update(rtp_ports="9-2000"), "inside.rtp_ports: 9-2000 is not a range within"),
+        (lambda d: d["inside"].update(rtp_ports="3000-3000"), "inside.rtp_ports: 3000-3000 is not a range within"),
+        (lambda d: d["outside"].update(rtp_ports=20000), 'outside.rtp_ports: expected "LOW-HIGH"'),
+        (lambda d: d["inside"].update(rtp_address="phones.lan"), "inside.rtp_address: 'phones.lan' is not an IP"),
+        (lambda d: d["outside"].update(rtp_address="0.0.0.0"), "outside.rtp_address: 0.0.0.0 is not an address"),
+        (lambda d: d["inside"].update(auth=False), "inside.auth: false needs inside.trusted_networks"),
+        (
+            lambda d: d["inside"].update(auth=False, trusted_networks=["10.0.0.0/33"]),
+            "inside.trusted_networks: '10.0.0.0/33' is not a network",
+        ),
+        (
+            lambda d: d["inside"].update(auth=False, trusted_networks="10.0.0.0/8"),
+            "inside.trusted_networks: expected a list of CIDRs",
+        ),
         (lambda d: d.update(inside=[1]), "[inside] must be a table"),
         (
             lambda d: d.update(destinations=[{"match": "*", "policy": "require", "users": ["carol"]}]),
@@ -141,12 +185,13 @@ def test_secrets_stay_out_of_repr() -> None:
         (lambda d: d.update(destinations=[{"match": "*"}]), "destinations[1].policy: missing"),
         (
             lambda d: d["inside"].update(listen="0.0.0.0:5070"),
-            "inside.listen: 0.0.0.0 is not an address the PBX and the phones can send to",
+            "inside.listen: 0.0.0.0 is not an address peers can send to",
         ),
         (
             lambda d: d["outside"].update(listen="0.0.0.0:5080"),
-            "unknown setting 'outside.listen' (see config/gateway.example.toml)",
+            "outside.listen: 0.0.0.0 is not an address peers can send to",
         ),
+        (lambda d: d["outside"].update(colour=1), "unknown setting 'outside.colour' (see config/gateway.example.toml)"),
     ],
 )
 def test_each_mistake_is_one_clear_line(mutate: Any, expected: str) -> None:
@@ -180,7 +225,7 @@ def test_file_errors(tmp_path: Path) -> None:
     rel = tmp_path / "rel.toml"
     rel.write_text(
         '[gateway]\ncontrol_socket = "run/gw.sock"\n[outside]\nregistrar = "127.0.0.1"\nidentity_dir = "ids"\n'
-        '[users.a]\noutside_aor = "a@b.test"\n'
+        '[users.a]\noutside_aor = "a@b.test"\ninside_password = "pw"\n'
     )
     config = load_gateway_config(rel)
     assert config.control_socket == tmp_path / "run" / "gw.sock" and config.outside.identity_dir == tmp_path / "ids"
@@ -277,9 +322,9 @@ def test_checker_prints_one_line_and_never_a_traceback(tmp_path: Path) -> None:
     with fake_pbx() as pbx:
         ok = run(
             f'[outside]\nregistrar = "127.0.0.1:{pbx}"\n[inside]\nlisten = "127.0.0.1:0"\n'
-            '[users.a]\noutside_aor = "a@b.test"\n'
+            '[users.a]\noutside_aor = "a@b.test"\ninside_password = "pw"\n'
         )
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 user(s), SIP on 127.0.0.1:0"), ok.stderr
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 user(s), inside SIP on 127.0.0.1:0"), ok.stderr
     for text, line in [
         (
             '[outside]\nregistrar = "127.0.0.1"\n[users.a]\noutside_aor = "a@b.test"\ncolour = 1\n',
@@ -352,14 +397,17 @@ def test_unresolvable_pbx_is_one_line() -> None:
 def test_media_timeout_register_and_outside_transport_reach_the_b2bua(tmp_path: Path) -> None:
     from voipgw.gateway.runtime import b2bua_config
 
-    base: dict[str, Any] = {"outside": {"registrar": "127.0.0.1:5060"}, "users": {"a": {"outside_aor": "a@b"}}}
+    base: dict[str, Any] = {
+        "outside": {"registrar": "127.0.0.1:5060"},
+        "users": {"a": {"outside_aor": "a@b", "inside_password": "phone-pw"}},
+    }
     default = gateway_config_from_mapping(base)
     assert default.media_timeout_s == 30.0 and default.outside.register is True and default.outside.transport == "udp"
     cfg = gateway_config_from_mapping(
         {
             "gateway": {"media_timeout_s": 12},
             "outside": {"registrar": "127.0.0.1:5061", "register": False, "transport": "tls"},
-            "users": {"a": {"outside_aor": "a@b"}},
+            "users": {"a": {"outside_aor": "a@b", "inside_password": "phone-pw"}},
         }
     )
     b2bua = b2bua_config(cfg, tmp_path)
@@ -377,7 +425,7 @@ def test_outside_require_hybrid_reaches_the_outside_leg_and_needs_a_stream_trans
     from voipgw.gateway.b2bua import _outside_transport
     from voipgw.gateway.runtime import b2bua_config
 
-    users = {"a": {"outside_aor": "a@b"}}
+    users = {"a": {"outside_aor": "a@b", "inside_password": "phone-pw"}}
     cfg = gateway_config_from_mapping(
         {"outside": {"registrar": "127.0.0.1:5060", "transport": "tcp", "require_hybrid": True}, "users": users}
     )
@@ -393,3 +441,38 @@ def test_outside_require_hybrid_reaches_the_outside_leg_and_needs_a_stream_trans
             )
     with pytest.raises(ConfigError, match=r"outside\.require_hybrid: expected bool"):
         gateway_config_from_mapping({"outside": {"registrar": "127.0.0.1", "require_hybrid": 1}, "users": users})
+
+
+@pytest.mark.parametrize(
+    ("inside", "outside", "ok"),
+    [
+        ({}, {}, True),  # the documented defaults: 5070 / 5080, 30000-39999 / 20000-29999
+        ({"listen": "10.0.0.1:5060"}, {"listen": "192.0.2.1:5060"}, True),  # same port, two interfaces
+        ({"rtp_ports": "20000-29999"}, {"rtp_address": "192.0.2.1"}, True),  # same range, two addresses
+        ({"rtp_ports": "40000-40001"}, {"rtp_ports": "40002-40003"}, True),  # adjacent, not overlapping
+        ({"listen": "127.0.0.1:0"}, {"listen": "127.0.0.1:0"}, True),  # two ephemeral sockets are two sockets
+        ({"auth": False, "trusted_networks": ["192.168.1.0/24", "fd00::/8"]}, {}, True),
+        ({"listen": "127.0.0.1:5080"}, {}, False),  # the outside default
+        ({"rtp_ports": "29999-30000"}, {}, False),
+    ],
+)
+def test_zone_validation_table(inside: dict[str, Any], outside: dict[str, Any], ok: bool) -> None:
+    data = minimal()
+    data["inside"] = inside
+    data["outside"] = {"registrar": "127.0.0.1:5060", **outside}
+    if ok:
+        config = gateway_config_from_mapping(data)
+        assert config.inside.auth is (inside.get("auth", True))
+        assert config.outside.rtp_ports == DEFAULT_OUTSIDE_RTP_PORTS or "rtp_ports" in outside
+    else:
+        error(data)
+
+
+def test_zone_defaults_are_documented() -> None:
+    config = gateway_config_from_mapping(minimal(inside={}, outside={"registrar": "pbx.test"}))
+    assert config.inside.listen == DEFAULT_INSIDE_LISTEN and config.outside.listen == DEFAULT_OUTSIDE_LISTEN
+    assert config.inside.rtp_ports == DEFAULT_INSIDE_RTP_PORTS == (30000, 39999)
+    assert config.outside.rtp_ports == DEFAULT_OUTSIDE_RTP_PORTS == (20000, 29999)
+    assert config.inside.auth is True and config.inside.trusted_networks == ()
+    text = EXAMPLE.read_text()
+    assert 'rtp_ports = "20000-29999"' in text and 'rtp_ports = "30000-39999"' in text

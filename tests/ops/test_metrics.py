@@ -166,3 +166,14 @@ def test_frames_of_calls_in_progress_count_at_scrape_time_and_never_twice() -> N
     m.call_finished("NOT SECURE", False, sealed=20, opened=0, refused={}, key="c2")
     del live["c2"]
     assert totals() == (320, 290, 2)
+
+
+def test_zone_refusals_are_read_from_the_gateway_at_each_scrape() -> None:
+    m = GatewayMetrics()
+    counts = {"register_on_outside": 2}
+    m.track_zone_refusals(lambda: dict(counts))
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_zone_refusals_total", (("reason", "register_on_outside"),))] == 2
+    counts["pbx_on_inside"] = 1
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_zone_refusals_total", (("reason", "pbx_on_inside"),))] == 1

@@ -30,7 +30,11 @@ def home() -> Iterator[Path]:
 
 def config(metrics: dict[str, Any]) -> Any:
     return gateway_config_from_mapping(
-        {"outside": {"registrar": "127.0.0.1"}, "users": {"a": {"outside_aor": "a@pbx.test"}}, "metrics": metrics}
+        {
+            "outside": {"registrar": "127.0.0.1"},
+            "users": {"a": {"outside_aor": "a@pbx.test", "inside_password": "phone-pw"}},
+            "metrics": metrics,
+        }
     )
 
 

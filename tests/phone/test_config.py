@@ -35,6 +35,8 @@ def test_example_loads_and_documents_every_setting() -> None:
         ('aor = "a@b"\ne2e = false', "needs policy"),
         ('aor = "a@b"\ndh_interval_s = 0.05', "dh_interval_s: must be 0 or at least 1 s"),
         ('aor = "a@b"\ndh_interval_s = -1', "dh_interval_s: must be >= 0"),
+        ('aor = "a@b"\nrtp_ports = "30000"', 'rtp_ports: expected "LOW-HIGH"'),
+        ('aor = "a@b"\nrtp_ports = "40000-30000"', "rtp_ports: 40000-30000 is not a range"),
         ('aor = "a@b"\nregistrar = "pbx:port"', "registrar: port 'port' is not a number"),
         ("aor = ", "config file"),
         ("listen_port = 5", "aor: missing"),

@@ -482,3 +482,52 @@ def test_registrar_answers_any_register_sequence_with_a_known_code(reqs: list[Re
         now[0] += 7
     assert all(b.user in ("alice", "bob") for b in registrar.bindings())
     assert len(registrar.bindings()) <= 2 * 3
+
+
+def _reg(source: tuple[str, int], expires: int = 90, user: str = "alice") -> RegisterRequest:
+    return RegisterRequest(
+        user=user,
+        contacts=(ContactSpec(f"sip:{user}@{source[0]}:{source[1]}", None),),
+        wildcard=False,
+        expires_header=expires,
+        authorization=(),
+        source=source,
+        user_agent=None,
+    )
+
+
+PHONE = ("192.168.1.20", 5060)
+ELSEWHERE = ("127.0.0.66", 5060)
+
+
+@pytest.mark.parametrize(
+    ("second", "after_s", "code", "refusal"),
+    [
+        (_reg(PHONE), 10.0, 200, None),  # the phone's own refresh
+        (_reg(PHONE, expires=0), 10.0, 200, None),  # the phone's own unregister
+        (_reg(ELSEWHERE), 10.0, 403, "binding_other_source"),  # another source while the binding lives
+        (_reg(ELSEWHERE, expires=0), 10.0, 403, "binding_other_source"),  # nor may it remove the binding
+        (_reg(("192.168.1.20", 5062)), 10.0, 403, "binding_other_source"),  # same host, another port
+        (_reg(ELSEWHERE), 90.0, 200, None),  # the binding lapsed: a phone that moved registers again
+        (_reg(ELSEWHERE, user="bob"), 10.0, 200, None),  # another user is not concerned
+    ],
+)
+def test_a_binding_from_another_source_never_silently_replaces_a_live_one(
+    second: RegisterRequest, after_s: float, code: int, refusal: str | None
+) -> None:
+    now = [1000.0]
+    registrar = Registrar({"alice": None, "bob": None}, min_expires=60, clock=lambda: now[0])
+    assert registrar.handle_register(_reg(PHONE)).code == 200
+    now[0] += after_s
+    reply = registrar.handle_register(second)
+    assert (reply.code, reply.refusal) == (code, refusal)
+    if refusal is not None:
+        assert any(name == "Warning" and "another address" in value for name, value in reply.headers), reply
+        binding = registrar.lookup("alice")
+        assert binding is not None and binding.source == PHONE
+
+
+def test_with_auth_a_wrong_password_is_refused_before_the_binding_rule() -> None:
+    registrar = Registrar({"alice": "pw"}, auth=True)
+    reply = registrar.handle_register(_reg(ELSEWHERE))
+    assert reply.code == 401 and reply.refusal is None  # a challenge is not a refusal

@@ -5,6 +5,7 @@ Every process is stopped by PID; ports are held for the process's life."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -38,7 +39,13 @@ class GatewayProc:
 
     @property
     def sip_port(self) -> int:
+        """The inside listener (the phones')."""
         return self.ports[0]
+
+    @property
+    def outside_port(self) -> int:
+        """The outside listener (the PBX's)."""
+        return self.ports[OUTSIDE_SIP]
 
     @property
     def home(self) -> Path:
@@ -110,6 +117,32 @@ def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+GATEWAY_BLOCK = 50
+"""Ports a config gateway holds: [0] inside SIP, [1] metrics, [2] outside SIP, then each zone's RTP range."""
+OUTSIDE_SIP = 2
+INSIDE_RTP = (10, 29)
+OUTSIDE_RTP = (30, 49)
+
+
+def zone_tables(ports: PortBlock, trusted: bool = True) -> dict[str, dict[str, Any]]:
+    """The two zones of a test gateway inside its own port block: both listeners and both RTP ranges (so parallel
+    tests never share a port). ``trusted``: inside.auth off with the phones' address (127.0.0.1 only, so the
+    attacker at 127.0.0.66 is not trusted) as the trusted network; a test that wants digest overrides it."""
+    inside: dict[str, Any] = {
+        "listen": f"127.0.0.1:{ports[0]}",
+        "rtp_ports": f"{ports[INSIDE_RTP[0]]}-{ports[INSIDE_RTP[1]]}",
+    }
+    if trusted:
+        inside.update(auth=False, trusted_networks=["127.0.0.1/32"])
+    return {
+        "inside": inside,
+        "outside": {
+            "listen": f"127.0.0.1:{ports[OUTSIDE_SIP]}",
+            "rtp_ports": f"{ports[OUTSIDE_RTP[0]]}-{ports[OUTSIDE_RTP[1]]}",
+        },
+    }
+
+
 def start_config_gateway(
     workdir: Path,
     name: str,
@@ -122,14 +155,15 @@ def start_config_gateway(
 ) -> GatewayProc:
     """``voipgw gateway --config`` with ``users`` (``{"alice": {"outside_aor": ..., ...}}``); waits until it
     listens. The control socket lives in a short /tmp folder (Unix socket paths are limited to 107 bytes)."""
-    ports = reserve_block(2 if metrics else 1)
+    ports = reserve_block(GATEWAY_BLOCK)
     sockdir = Path(tempfile.mkdtemp(prefix="vgops", dir="/tmp"))
     sock = sockdir / "gw.sock"
+    zones = zone_tables(ports)
     tables: dict[str, dict[str, Any]] = {
         # The spoken SAS mutes the far end for ~3 s after the answer: off unless ``extra`` turns it on.
         "gateway": {"control_socket": str(sock), "speak_sas": False},
-        "inside": {"listen": f"127.0.0.1:{ports[0]}"},
-        "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60},
+        "inside": zones["inside"],
+        "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60, **zones["outside"]},
     }
     if metrics:
         tables["metrics"] = {"enabled": True, "address": f"127.0.0.1:{ports[1]}"}
@@ -170,13 +204,20 @@ def options_status(registrar: tuple[str, int], user: str, timeout: float = 5.0) 
 def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, timeout: float = 5.0) -> int:
     """Send one out-of-dialog request (an INVITE carries a minimal PCMU offer) from a fresh loopback port and
     return its final status code; a final response to an INVITE is acknowledged, as RFC 3261 wants."""
+    return int(sip_exchange(addr, method, ruri, from_user, timeout).split(" ", 2)[1])
+
+
+def sip_exchange(
+    addr: tuple[str, int], method: str, ruri: str, from_user: str, timeout: float = 5.0, source: str = "127.0.0.1"
+) -> str:
+    """``sip_request`` from ``source`` (e.g. the attacker's 127.0.0.66), returning the whole final response."""
     host, port = addr
     tag = secrets.token_hex(6)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((source, 0))
         lport = sock.getsockname()[1]
-        via = f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
-        frm = f"From: <sip:{from_user}@127.0.0.1:{lport}>;tag={tag}\r\n"
+        via = f"Via: SIP/2.0/UDP {source}:{lport};branch=z9hG4bK{tag}\r\n"
+        frm = f"From: <sip:{from_user}@{source}:{lport}>;tag={tag}\r\n"
         body = (
             f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {lport + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -185,7 +226,7 @@ def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, t
         )
         msg = (
             f"{method} {ruri} SIP/2.0\r\n{via}{frm}To: <{ruri}>\r\nCall-ID: probe-{tag}\r\n"
-            f"CSeq: 1 {method}\r\nContact: <sip:{from_user}@127.0.0.1:{lport}>\r\nMax-Forwards: 70\r\n"
+            f"CSeq: 1 {method}\r\nContact: <sip:{from_user}@{source}:{lport}>\r\nMax-Forwards: 70\r\n"
             + ("Content-Type: application/sdp\r\n" if body else "")
             + f"Content-Length: {len(body)}\r\n\r\n{body}"
         )
@@ -206,7 +247,7 @@ def sip_request(addr: tuple[str, int], method: str, ruri: str, from_user: str, t
                             f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
                         )
                         sock.sendto(ack.encode(), (host, port))
-                    return code
+                    return data
             except TimeoutError:
                 continue
     raise AssertionError(f"no final answer to {method} {ruri}")
@@ -247,3 +288,31 @@ def wait_idle(gw: GatewayProc, finished: int, timeout: float = CALL_TIMEOUT_S) -
         if time.monotonic() > deadline:
             raise AssertionError(f"{gw.name} still has calls: {snap['calls']}\n{gw.log()}")
         time.sleep(0.2)
+
+
+def udp_ports_of(pid: int) -> set[int]:
+    """The local ports of every UDP socket process ``pid`` holds (from /proc: its fds' socket inodes)."""
+    inodes: set[str] = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def zone_port_ranges(gw: GatewayProc) -> tuple[range, range]:
+    """The inside and outside RTP ranges ``zone_tables`` gave ``gw``."""
+    p = gw.ports
+    return range(p[INSIDE_RTP[0]], p[INSIDE_RTP[1]] + 1), range(p[OUTSIDE_RTP[0]], p[OUTSIDE_RTP[1]] + 1)

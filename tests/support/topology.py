@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.config_gateway import GATEWAY_BLOCK, OUTSIDE_SIP, toml_value, zone_tables
 from tests.support.phones import ROOT, PhoneProc
 from tests.testbed import capture
 from tests.testbed.baresip import Baresip, BaresipEvent
@@ -175,14 +176,19 @@ def swap_ephemeral(sdp: str) -> str:
     return re.sub(r"a=voipgw:([A-Za-z0-9_-]+)", flip, sdp)
 
 
-def _gateway_toml(path: Path, port: int, pbx: Kamailio, user: str, phone: PortBlock, sockdir: Path) -> Path:
-    """The operator's TOML for one gateway fronting ``user`` (a static baresip), registering to ``pbx``."""
+def _gateway_toml(path: Path, ports: PortBlock, pbx: Kamailio, user: str, phone: PortBlock, sockdir: Path) -> Path:
+    """The operator's TOML for one gateway fronting ``user`` (a static baresip), registering to ``pbx``: its two
+    zones inside its port block (see ``config_gateway.zone_tables``), the inside one trusting 127.0.0.1 only."""
+    zones = zone_tables(ports)
+    inside = "\n".join(f"{k} = {toml_value(v)}" for k, v in zones["inside"].items())
+    outside = "\n".join(f"{k} = {toml_value(v)}" for k, v in zones["outside"].items())
     path.write_text(
         f"""[gateway]
 control_socket = "{sockdir / (path.stem + ".sock")}"
 [inside]
-listen = "127.0.0.1:{port}"
+{inside}
 [outside]
+{outside}
 registrar = "127.0.0.1:{pbx.port}"
 register_expires = 60
 [users.{user}]
@@ -203,18 +209,18 @@ def run_topology(workdir: Path, with_rtpengine: bool, speak_sas: bool = False) -
     ``speak_sas``: the gateways speak the SAS after the answer's cue (it mutes the far end for ~3 s)."""
     workdir.mkdir(parents=True, exist_ok=True)
     phones = {u: reserve_block(BARESIP_BLOCK) for u in ("alice", "bob", "carol", "dave")}
-    blocks = {n: reserve_block(1) for n in ("gw-a", "gw-b")}
+    blocks = {n: reserve_block(GATEWAY_BLOCK) for n in ("gw-a", "gw-b")}
     sockdir = Path(tempfile.mkdtemp(prefix="vgtopo", dir="/tmp"))  # Unix socket paths: 107 bytes at most
     rtp = Rtpengine(workdir).start() if with_rtpengine else None
     pbx = Kamailio(workdir, users=PASSWORDS, auth=True, rtpengine_ng=rtp.ng_socket if rtp else None)
     nodes: list[Node] = []
     configs: dict[str, dict[str, Any]] = {}
-    mangler = SipMangler(("127.0.0.1", blocks["gw-b"][0]), on_offer=swap_ephemeral, lifetime_s=900.0)
+    mangler = SipMangler(("127.0.0.1", blocks["gw-b"][OUTSIDE_SIP]), on_offer=swap_ephemeral, lifetime_s=900.0)
     try:
         pbx.start()
         mangler.__enter__()
         for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
-            toml = _gateway_toml(workdir / f"{name}.toml", blocks[name][0], pbx, user, phones[user], sockdir)
+            toml = _gateway_toml(workdir / f"{name}.toml", blocks[name], pbx, user, phones[user], sockdir)
             routes = {"mallory": f"sip:bob@127.0.0.1:{mangler.port}"} if user == "alice" else {}
             configs[name] = {"toml": toml, "routes": routes, "media_timeout_s": MEDIA_TIMEOUT_S, "speak_sas": speak_sas}
             nodes.append(start_node(workdir, name, blocks[name], **configs[name]))

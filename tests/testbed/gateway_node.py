@@ -62,9 +62,10 @@ def config_from(data: dict[str, Any]) -> B2buaSettings:
     )
     proxy = data.get("proxy")
     config = GatewayConfig(
-        inside=InsideConfig(listen=("127.0.0.1", int(data["port"]))),
+        inside=InsideConfig(listen=("127.0.0.1", int(data["port"])), auth=False),
         outside=OutsideConfig(
             registrar=None,
+            listen=None,  # the flag-mode shape: static phones, no PBX, one socket
             proxy=(proxy[0], int(proxy[1])) if proxy else None,
             bind_call_id=bool(data.get("bind_call_id", True)),
             register=False,

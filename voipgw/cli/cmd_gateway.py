@@ -55,7 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[f.value for f in LogFormat],
         help="log lines as text or one JSON object per line (default: gateway.log_format of --config, else text)",
     )
-    g.add_argument("--listen", metavar="HOST:PORT", help="SIP address (both legs; default 127.0.0.1:5070)")
+    g.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="SIP address (flag mode is a lab mode: one socket for both legs, no zones; default 127.0.0.1:5070)",
+    )
     g.add_argument(
         "--user",
         action="append",
@@ -136,8 +140,11 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
             raise CliError(f"--route {spec!r}: expected NAME=sip:URI", EXIT_USAGE)
         routes[name] = uri
     return GatewayConfig(
-        inside=InsideConfig(listen=(host, port)),
-        outside=OutsideConfig(registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False),
+        # Flag mode is the lab mode: static phones known by address, no registrar, no PBX, one socket for both.
+        inside=InsideConfig(listen=(host, port), auth=False),
+        outside=OutsideConfig(
+            registrar=None, proxy=proxy, bind_call_id=not args.no_bind_call_id, register=False, listen=None
+        ),
         users=_users(args, host),
         routes=routes,
         speak_sas=args.speak_sas == "on",
@@ -230,8 +237,9 @@ async def _main_config(args: argparse.Namespace) -> int:
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users.values())
         assert runtime.ops is not None
         log.info(
-            "gateway listening on sip:%s:%d for %s; PBX %s; control socket %s; metrics %s",
-            config.inside.listen[0], runtime.port, users,
+            "gateway listening on sip:%s:%d (phones) and sip:%s:%d (PBX) for %s; PBX %s; control socket %s; metrics %s",
+            config.inside.listen[0], runtime.port, *(config.outside.listen or config.inside.listen)[:1],
+            runtime.gateway.outside_port if runtime.gateway is not None else 0, users,
             ops_config.format_hostport(config.outside.registrar) if config.outside.registrar else "none",
             runtime.ops.control.path,
             f"http://{ops_config.format_hostport((config.metrics.address[0], runtime.ops.metrics_server.port))}/metrics"

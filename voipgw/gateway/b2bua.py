@@ -99,10 +99,19 @@ class Gateway:
         """Inside-leg datagrams dropped by reason (wrong source, SRTP auth/replay) in every finished call."""
         self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
+        self.routing_refusals: collections.Counter[str] = collections.Counter()
+        """Trust-zone refusals routing decided (``Refuse.reason`` other than plain routing), by reason."""
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
 
     @property
     def port(self) -> int:
+        """The inside listener's port (the only one in flag mode)."""
+        assert self.stack is not None
+        return self.stack.inside_port or self.stack.local_port
+
+    @property
+    def outside_port(self) -> int:
+        """The outside listener's port (the PBX's side; the inside one too in flag mode)."""
         assert self.stack is not None
         return self.stack.local_port
 
@@ -113,13 +122,17 @@ class Gateway:
         # With a certificate the gateway also listens for SIP over TLS, whatever the outside transport: the inside
         # phones need it to carry SDES-SRTP keys (inside.srtp) out of reach of anyone on the inside network.
         listen_tls = tls is not None and tls.cert_file is not None
+        zones = self.config.zones
+        # Two zones: the stack's main socket is the outside one (registrations, TCP, TLS), the phones get their own.
+        main = zones.outside_listen if zones is not None else (self.config.listen_host, self.config.listen_port)
         self.stack = SipStack(
-            self.config.listen_host,
-            self.config.listen_port,
+            main[0],
+            main[1],
             asyncio.get_running_loop(),
             registrar=registrar,
             tcp=TcpOptions() if transport in ("auto", "tcp") else None,
             tls=(tls or TlsOptions()) if transport == "tls" or listen_tls else None,
+            inside=(self.config.listen_host, self.config.listen_port) if zones is not None else None,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -127,12 +140,15 @@ class Gateway:
         for user in self.config.users:
             self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
         cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
-        self._routing = RoutePlan(self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside)
+        self._routing = RoutePlan(
+            self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside, zoned=zones is not None
+        )
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
-            "gateway listening on udp:%s:%d for %d user(s); outside SIP over %s; inside SRTP %s",
-            self.config.listen_host, self.port, len(self.users), self.config.outside_transport,
-            self.config.inside_srtp.value,
+            "gateway SIP on udp:%s:%d (inside) and %s:%d (outside) for %d user(s); outside SIP over %s; "
+            "inside SRTP %s",
+            self.config.listen_host, self.port, main[0], self.outside_port, len(self.users),
+            self.config.outside_transport, self.config.inside_srtp.value,
         )  # fmt: skip
         if self.config.inside_srtp is not SrtpMode.OFF and not listen_tls:
             # SDES keys travel in the SDP: over plain SIP anyone on the path to the phone reads them.
@@ -157,7 +173,8 @@ class Gateway:
     def snapshot(self) -> dict[str, Any]:
         """Active and recently finished calls with security state, SAS, codecs and frame counters (JSON-ready)."""
         return {
-            "listen": f"{self.config.listen_host}:{self.stack.local_port if self.stack else self.config.listen_port}",
+            "listen": f"{self.config.listen_host}:{self.port if self.stack else self.config.listen_port}",
+            "listen_outside": f"{self.stack.local_host}:{self.outside_port}" if self.stack else None,
             "listen_tls": self.stack.tls_port if self.stack is not None else None,
             "users": [
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
@@ -165,6 +182,7 @@ class Gateway:
             "calls": [b.snapshot() for b in self.bridges],
             "finished": [b.snapshot() for b in self.finished],
             "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
+            "zone_refusals": self.zone_refusals(),
             "malformed_by_reason": self.malformed_by_reason(),
             "inside_media_dropped": self.inside_media_dropped(),
         }
@@ -184,6 +202,15 @@ class Gateway:
         binding = registrar.lookup(user) if registrar is not None else None
         return binding.source if binding is not None else None
 
+    def zone_refusals(self) -> dict[str, int]:
+        """Requests refused by a trust-zone rule, by reason: at the SIP stack (REGISTER on the outside listener,
+        the PBX or an untrusted source on the inside one, bad credentials, a binding from another source) and by
+        routing (an inside INVITE from no authenticated inside user)."""
+        counts: collections.Counter[str] = collections.Counter(self.routing_refusals)
+        if self.stack is not None:
+            counts.update(self.stack.stats.refused)
+        return dict(sorted(counts.items()))
+
     def malformed_by_reason(self) -> dict[str, dict[str, int]]:
         """What was refused before it reached a call: malformed SIP at the SIP socket (the guard's kinds) and
         datagrams that are not RTP at all at each call's media sockets (active and recently finished calls, both
@@ -200,8 +227,10 @@ class Gateway:
         cfg = PhoneConfig(
             aor=user.outside_aor,
             display_name=user.display_name or user.name,
-            listen_host=self.config.listen_host,
-            listen_port=self.port,
+            listen_host=self.stack.local_host if self.stack is not None else self.config.listen_host,
+            listen_port=self.outside_port,
+            rtp_host=self.config.zones.outside_rtp.host if self.config.zones is not None else None,
+            rtp_ports=_rtp_ports(self.config),
             policy=policy,
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
@@ -261,6 +290,8 @@ class Gateway:
             self.spawn(self._inbound(decision.user, incoming))
         else:
             self.refused_invites[decision.code] += 1
+            if decision.reason != "routing":
+                self.routing_refusals[decision.reason] += 1
             _refusals(str(decision.code), logging.WARNING, "call %s %s (%d)", incoming.call_id, decision.detail,
                       decision.code)  # fmt: skip
             incoming.reject(decision.code, decision.phrase, f"voipgw gateway: {decision.why}")
@@ -346,6 +377,11 @@ class Gateway:
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))
         await self._supervise(bridge, inbound_setup(self, bridge, user, incoming), pending=incoming)
+
+
+def _rtp_ports(config: B2buaSettings) -> tuple[int, int] | None:
+    zones = config.zones
+    return None if zones is None else (zones.outside_rtp.low, zones.outside_rtp.high)
 
 
 def _outside_transport(config: B2buaSettings) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def _leg_sdp(bridge: Bridge, leg: str, codec: Codec, direction: str, host: str) 
     ids = bridge.inside_sdp if leg == "inside" else bridge.outside_sdp
     ids[1] += 1
     return build_sdp(
-        host,
+        media.local[0],  # the leg's own zone address (each zone binds its RTP on its own)
         media.local[1],
         [codec],
         direction=direction,

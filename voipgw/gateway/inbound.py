@@ -27,7 +27,7 @@ from voipgw.gateway.model import Bridge, InsideUser, security_label
 from voipgw.gateway.statuses import code_of
 from voipgw.gateway.tones import play_ringback
 from voipgw.sdp import SdpError, build_sdp, parse_sdp
-from voipgw.sip import Answered, Failed, IncomingCall
+from voipgw.sip import Answered, Failed, IncomingCall, Zone
 from voipgw.sip.uri import user_part
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
@@ -74,7 +74,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         bridge.fail(f"inside phone: {exc.why}")
         end_bridge(bridge, bridge.reason)
         return
-    stream = await bind_inside(board.config.listen_host, payload_type=None)
+    stream = await bind_inside(board.config.zones, board.config.listen_host, payload_type=None)
     bridge.inside_media = stream
     port = stream.local[1]
     sid = bridge.inside_sdp[0]
@@ -88,7 +88,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     def offer(call_id: str) -> str:
         inside_rec.call_id = call_id
         return build_sdp(
-            board.config.listen_host,
+            stream.local[0],
             port,
             INSIDE_OFFER,
             session_id=sid,
@@ -103,6 +103,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             user.contact,
             f"sip:{rec.remote_aor}",
             offer,
+            zone=Zone.INSIDE,
             display_name=bridge.display,
             timeout_s=board.config.no_answer_timeout_s,
         )

@@ -17,6 +17,7 @@ from voipgw.config import Policy
 from voipgw.gateway.inside_media import InsideCrypto, InsideSrtpRefused, reoffer
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.pipes import switch_codec
+from voipgw.gateway.zones import Zones, bind_inside_media
 from voipgw.leg import Leg
 from voipgw.media import MediaError, MediaStream, PlainProtector
 from voipgw.negotiate import telephone_event_pt
@@ -66,10 +67,11 @@ class Switchboard(Protocol):
         ...
 
 
-async def bind_inside(host: str, payload_type: int | None = DEFAULT_PAYLOAD_TYPE) -> MediaStream:
-    """The inside leg's media socket: it never latches, and holds what arrives until ``start_inside_media`` knows
-    the phone's address and SRTP key (then only that address, and only authentic SRTP when keyed, gets through)."""
-    stream = await MediaStream.bind(host, payload_type=payload_type, latch=False)
+async def bind_inside(zones: Zones | None, host: str, payload_type: int | None = DEFAULT_PAYLOAD_TYPE) -> MediaStream:
+    """The inside leg's media socket, in the inside zone's RTP range: it never latches, and holds what arrives
+    until ``start_inside_media`` knows the phone's address and SRTP key (then only that address, and only
+    authentic SRTP when keyed, gets through)."""
+    stream = await bind_inside_media(zones, host, payload_type=payload_type, latch=False)
     stream.endpoint.hold = True
     return stream
 

@@ -16,6 +16,7 @@ from voipgw.config import Policy
 from voipgw.gateway.inside_media import PLAIN, InsideCrypto
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
 from voipgw.gateway.sas_keys import SasAction
+from voipgw.gateway.zones import Zones
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
 from voipgw.ops.config import DestinationRule, choose_policy
@@ -74,6 +75,9 @@ class B2buaSettings:
     speak_sas: bool = True
     """At the answer, speak the cue's words and the SAS after the tone cue (``voipgw.gateway.announce``); False:
     the tone cue alone (the far end is heard sooner; the caller then learns no SAS)."""
+    zones: Zones | None = None
+    """The outside zone's own SIP listener and each zone's RTP range (``voipgw.gateway.zones``); None: flag mode,
+    one socket for both legs and RTP on any free port of ``listen_host``."""
     media_timeout_s: float = 30.0
     """An answered call one of whose legs receives no RTP this long (while nobody holds) is ended with the reason,
     never left as a dead call. Not shorter: a plain phone with silence suppression may pause its RTP for seconds."""

@@ -49,7 +49,7 @@ async def outbound_setup(
         return board.refuse(bridge, incoming, target.code, f"voipgw gateway: {target.why}")
     policy = board.config.policy_for(user.name, normalize_aor(target))
     bridge.policy = policy.value
-    stream = await bind_inside(board.config.listen_host)
+    stream = await bind_inside(board.config.zones, board.config.listen_host)
     bridge.inside_media = stream
     # 180 without SDP: the inside phone plays its own ringback. Early media from the outside (a 183's audio)
     # is never relayed: it would be clear audio from a party nobody has verified yet.
@@ -98,7 +98,7 @@ async def outbound_setup(
     board.spawn(start_announcement(bridge, board.config.speak_sas))
     incoming.answer(
         build_sdp(
-            board.config.listen_host,
+            stream.local[0],
             stream.local[1],
             [codec],
             session_id=bridge.inside_sdp[0],

@@ -12,6 +12,7 @@ from typing import Protocol
 from voipgw.gateway.model import InsideUser
 from voipgw.gateway.statuses import SIP_PHRASES
 from voipgw.sip.uri import hostport, user_part
+from voipgw.sip.zone import Zone
 
 
 class InviteFacts(Protocol):
@@ -25,6 +26,8 @@ class InviteFacts(Protocol):
     def to_aor(self) -> str: ...
     @property
     def authenticated_user(self) -> str | None: ...
+    @property
+    def zone(self) -> Zone: ...
 
 
 class Registered(Protocol):
@@ -62,6 +65,9 @@ class RoutePlan:
     outside_proxy: tuple[str, int] | None = None
     registrar: InsideRegistrar | None = None
     """None without a configuration file (flag mode): static phones only, users by inside name only."""
+    zoned: bool = False
+    """The inside and outside zones have their own listeners: an INVITE on the outside one is only ever inbound
+    (never from an inside user, whatever its From or source say), one on the inside one only ever outbound."""
     by_address: Mapping[tuple[str, int], InsideUser] = field(init=False, repr=False)
     by_outside_user: Mapping[str, str] = field(init=False, repr=False)
 
@@ -79,6 +85,8 @@ class Refuse:
     phrase: str
     why: str
     detail: str = ""
+    reason: str = "routing"
+    """The refusal counter's key."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,12 @@ def route(invite: InviteFacts, plan: RoutePlan) -> Route:
     """Outbound when the INVITE comes from an inside phone (a static one's address, else a registered one) with that
     phone's user as From; anything else is inbound, for the inside user named in its To (or its outside name)."""
     from_user = user_part(invite.from_aor)
+    if plan.zoned and invite.zone is Zone.OUTSIDE:
+        return _inbound(invite.to_aor, plan)
     caller = plan.by_address.get(invite.source_addr)
+    if plan.zoned and plan.registrar is not None and plan.registrar.auth:
+        # Static phones prove who they are like registered ones: an address alone is not an identity.
+        caller = plan.users.get(from_user) if invite.authenticated_user == from_user else None
     if caller is None and plan.registrar is not None:
         caller = _registered_caller(invite, from_user, plan.users, plan.registrar)
     if caller is not None and from_user == caller.name:
@@ -116,6 +129,9 @@ def route(invite: InviteFacts, plan: RoutePlan) -> Route:
         if target is None:
             return Outbound(caller, dialled, _refuse(404, "no route to the dialled user", f"from {caller.name}"))
         return Outbound(caller, dialled, target)
+    if plan.zoned:
+        why = "only the gateway's own users may call from the inside"
+        return Refuse(403, SIP_PHRASES[403], why, f"from {invite.from_aor} at {invite.source_addr}", "inside_not_user")
     return _inbound(invite.to_aor, plan)
 
 

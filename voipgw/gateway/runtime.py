@@ -20,11 +20,14 @@ from voipgw.gateway.b2bua import Gateway
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.registrations import OutsideAccount, Registrations
 from voipgw.gateway.routing import InsideRegistrar
+from voipgw.gateway.zones import ScreenPolicy, Zones, screen
 from voipgw.ops.config import ConfigError, GatewayConfig, check_pbx, format_hostport, preflight
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
-from voipgw.sip import SipStack, TlsOptions
+from voipgw.portrange import RtpRange
+from voipgw.sip import RequestFacts, SipStack, TlsOptions
 from voipgw.sip.registrar import Registrar
+from voipgw.sip.zone import Refusal
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
@@ -64,6 +67,19 @@ def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float =
         inside_srtp=config.inside.srtp,
         policy=config.policy,
         destinations=config.destinations,
+        zones=_zones(config),
+    )
+
+
+def _zones(config: GatewayConfig) -> Zones | None:
+    """The two zones' sockets; None in flag mode (no outside listener of its own)."""
+    i, o = config.inside, config.outside
+    if o.listen is None:
+        return None
+    return Zones(
+        outside_listen=o.listen,
+        inside_rtp=RtpRange(i.rtp_host, *i.rtp_ports),
+        outside_rtp=RtpRange(o.rtp_host or o.listen[0], *o.rtp_ports),
     )
 
 
@@ -144,12 +160,24 @@ class GatewayHooks:
         return self.registrar
 
     def stack_started(self, stack: SipStack) -> None:
+        if self.config.outside.listen is not None:
+            policy = ScreenPolicy(
+                frozenset(self._pbx_addrs), self.config.inside.auth, self.config.inside.trusted_networks
+            )
+
+            def screened(req: RequestFacts) -> Refusal | None:
+                return screen(policy, req)
+
+            stack.screen_requests(screened)
         if self.config.inside.auth:
             stack.authenticate_invites(self._must_authenticate)
 
     def _must_authenticate(self, source: tuple[str, int], from_user: str) -> bool:
         """An INVITE that claims to come from an inside user, and not from the PBX, must prove it (reactor thread).
-        Calls from the PBX (or another gateway) are authenticated by the end-to-end key exchange instead."""
+        Calls from the PBX (or another gateway) are authenticated by the end-to-end key exchange instead. With two
+        zones the stack asks this only for the inside listener's INVITEs, and every one of those must prove it."""
+        if self.config.outside.listen is not None:
+            return True
         return from_user in self.config.users and source not in self._pbx_addrs
 
     def phone_config(self, user: InsideUser, cfg: PhoneConfig) -> PhoneConfig:
@@ -279,12 +307,17 @@ class GatewayRuntime:
         gateway.hooks = self.hooks = hooks
         self.metrics.track_active(hooks.live_calls)
         self.metrics.track_frames(hooks.live_frames)
+        self.metrics.track_zone_refusals(gateway.zone_refusals)
         self.gateway = gateway
         try:
             await gateway.start()
         except OSError as exc:
             where = format_hostport(self.config.inside.listen)
-            raise ConfigError(f"inside.listen: cannot listen on {where} (UDP): {exc.strerror or exc}") from None
+            if self.config.outside.listen is not None:
+                where += f" or {format_hostport(self.config.outside.listen)}"
+            raise ConfigError(
+                f"inside.listen/outside.listen: cannot listen on {where} (UDP): {exc.strerror or exc}"
+            ) from None
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
         assert gateway.stack is not None

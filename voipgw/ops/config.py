@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import ipaddress
 import re
 import secrets
 import socket
@@ -18,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from voipgw.config import ConfigError as ConfigError  # the one ConfigError: the CLI catches both configs' alike
-from voipgw.config import Policy
+from voipgw.config import Policy, parse_port_range
 from voipgw.ops.logs import LogFormat
 from voipgw.rtp.sdes import SrtpMode
 
 EXAMPLE = "config/gateway.example.toml"
 DEFAULT_INSIDE_LISTEN = ("127.0.0.1", 5070)
+DEFAULT_OUTSIDE_LISTEN = ("127.0.0.1", 5080)
+DEFAULT_INSIDE_RTP_PORTS = (30000, 39999)
+DEFAULT_OUTSIDE_RTP_PORTS = (20000, 29999)
 DEFAULT_METRICS = ("127.0.0.1", 9464)
 DEFAULT_REGISTER_EXPIRES = 300
 MIN_REGISTER_EXPIRES = 60
@@ -31,19 +35,34 @@ _USER_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 _AOR_RE = re.compile(r"[A-Za-z0-9._+!~*'()&=$,;?/%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class InsideConfig:
+    """The inside zone: the phones. Its listener is their registrar and outbound proxy, and nothing else."""
+
     listen: tuple[str, int] = DEFAULT_INSIDE_LISTEN
-    """Where the phones and the PBX send SIP: one socket serves both legs (the gateway is the phones' registrar
-    and outbound proxy). RTP sockets and SDP use its host."""
-    auth: bool = False
-    """Challenge inside phones with digest auth (each user then needs ``inside_password``)."""
+    """Where the phones send SIP (REGISTER and their calls); the PBX never may (see ``outside.listen``)."""
+    rtp_address: str | None = None
+    """Where the inside legs' RTP sockets are bound (and what the phones are told in SDP); None = listen's host."""
+    rtp_ports: tuple[int, int] = DEFAULT_INSIDE_RTP_PORTS
+    """The inclusive port range of the inside legs' RTP (and RTCP) sockets."""
+    auth: bool = True
+    """Challenge inside phones with digest auth on REGISTER and INVITE (each user then needs
+    ``inside_password``); off only together with ``trusted_networks``."""
     realm: str = "voipgw"
     srtp: SrtpMode = SrtpMode.OFF
     """SDES-SRTP between the phones and the gateway: "off", "optional" (when the phone does it) or "required"
     (a phone offer without a usable ``a=crypto`` line is refused 488). Give the phones SIP over TLS with it."""
     tls_port: int = 0
     """Where phones reach the gateway over SIP/TLS (with ``outside.tls_cert_file``); 0: a free port."""
+    trusted_networks: tuple[Network, ...] = ()
+    """With ``auth = false``: the only source networks the inside listener takes requests from."""
+
+    @property
+    def rtp_host(self) -> str:
+        return self.rtp_address or self.listen[0]
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,16 @@ class OutsideConfig:
     tls_pinned_sha256: str | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = field(default=None, repr=False)
+    listen: tuple[str, int] | None = DEFAULT_OUTSIDE_LISTEN
+    """The outside zone's SIP listener: the PBX's calls to fronted users, in-dialog requests and our
+    registrations' contact; never REGISTER. None only in flag mode (no PBX: one socket, see the CLI help)."""
+    rtp_address: str | None = None
+    """Where the outside legs' RTP sockets are bound (and what the far end is told); None = listen's host."""
+    rtp_ports: tuple[int, int] = DEFAULT_OUTSIDE_RTP_PORTS
+
+    @property
+    def rtp_host(self) -> str | None:
+        return self.rtp_address or (self.listen[0] if self.listen is not None else None)
 
 
 @dataclass(frozen=True)
@@ -164,9 +193,14 @@ def _srtp_mode(value: str) -> SrtpMode:
 
 _TABLES: dict[str, frozenset[str]] = {
     "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s", "speak_sas"}),
-    "inside": frozenset({"listen", "auth", "realm", "srtp", "tls_port"}),
+    "inside": frozenset(
+        {"listen", "auth", "realm", "rtp_address", "rtp_ports", "trusted_networks", "srtp", "tls_port"}
+    ),
     "outside": frozenset(
         {
+            "listen",
+            "rtp_address",
+            "rtp_ports",
             "registrar",
             "proxy",
             "register_expires",
@@ -285,7 +319,9 @@ def _user(name: str, table: Any, inside_auth: bool) -> UserConfig:
     aor = _aor(table["outside_aor"], f"{where}outside_aor")
     inside_password = _get(table, "inside_password", str, where, "")
     if inside_auth and not inside_password:
-        raise ConfigError(f"{where}inside_password: missing (inside.auth = true challenges every inside phone)")
+        raise ConfigError(
+            f"{where}inside_password: missing (inside.auth is on by default and challenges every inside phone)"
+        )
     contact = table.get("inside_contact")
     policy = table.get("policy")
     return UserConfig(
@@ -325,6 +361,75 @@ def _rules(value: Any, users: Mapping[str, UserConfig]) -> tuple[DestinationRule
     return tuple(rules)
 
 
+def _listen(table: Mapping[str, Any], zone: str, default: tuple[str, int]) -> tuple[str, int]:
+    if "listen" not in table:
+        return default
+    addr = parse_hostport(table["listen"], f"{zone}.listen")
+    if addr[0] in ("0.0.0.0", "::", "[::]"):
+        raise ConfigError(
+            f"{zone}.listen: {addr[0]} is not an address peers can send to (it is given out as a contact); give the"
+            " interface's address"
+        )
+    return addr
+
+
+def _rtp_address(table: Mapping[str, Any], zone: str) -> str | None:
+    value = _get(table, "rtp_address", str, f"{zone}.")
+    if value is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise ConfigError(f"{zone}.rtp_address: {value!r} is not an IP address") from None
+    if ip.is_unspecified:
+        raise ConfigError(f"{zone}.rtp_address: {value} is not an address peers can send to; give the interface's")
+    return str(ip)
+
+
+def _port_range(value: Any, where: str, default: tuple[int, int]) -> tuple[int, int]:
+    return default if value is None else parse_port_range(value, where)
+
+
+def _networks(value: Any, where: str) -> tuple[Network, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f'{where}: expected a list of CIDRs, e.g. ["192.168.1.0/24"]')
+    nets: list[Network] = []
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise ValueError(item)
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not a network (CIDR like 192.168.1.0/24)") from None
+    return tuple(nets)
+
+
+def check_zones(inside: InsideConfig, outside: OutsideConfig) -> None:
+    """The two zones never share a socket: not the SIP listener, not an RTP port on one address."""
+    o_listen = outside.listen
+    if o_listen is None:
+        return
+    if o_listen == inside.listen and o_listen[1] != 0:
+        raise ConfigError(
+            f"outside.listen: {format_hostport(o_listen)} is inside.listen too; each zone needs its own socket"
+        )
+    o_host = outside.rtp_host
+    if o_host is not None and _same_ip(o_host, inside.rtp_host):
+        (ilo, ihi), (olo, ohi) = inside.rtp_ports, outside.rtp_ports
+        if ilo <= ohi and olo <= ihi:
+            raise ConfigError(
+                f"outside.rtp_ports: {olo}-{ohi} overlaps inside.rtp_ports {ilo}-{ihi} on {o_host}; give the zones"
+                " separate ranges or addresses"
+            )
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
+    except ValueError:
+        return a == b
+
+
 def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()) -> GatewayConfig:
     """Validate a parsed TOML document; relative paths are taken relative to ``base_dir`` (the file's folder)."""
     _check_keys(data, frozenset(_TABLES) | {"users", "destinations"}, "")
@@ -332,19 +437,22 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
     for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m)):
         _check_keys(table, _TABLES[name], f"{name}.")
 
-    if "listen" in i:
-        host = parse_hostport(i["listen"], "inside.listen")[0]
-        if host in ("0.0.0.0", "::", "[::]"):
-            raise ConfigError(
-                f"inside.listen: {host} is not an address the PBX and the phones can send to (it is registered as"
-                " each user's contact); give the interface's address"
-            )
+    auth = _get(i, "auth", bool, "inside.", True)
+    trusted = _networks(i.get("trusted_networks", []), "inside.trusted_networks")
+    if not auth and not trusted:
+        raise ConfigError(
+            'inside.auth: false needs inside.trusted_networks (the phones\' networks, e.g. ["192.168.1.0/24"]);'
+            " requests from anywhere else are then refused"
+        )
     inside = InsideConfig(
-        listen=parse_hostport(i["listen"], "inside.listen") if "listen" in i else DEFAULT_INSIDE_LISTEN,
-        auth=_get(i, "auth", bool, "inside.", False),
+        listen=_listen(i, "inside", DEFAULT_INSIDE_LISTEN),
+        rtp_address=_rtp_address(i, "inside"),
+        rtp_ports=_port_range(i.get("rtp_ports"), "inside.rtp_ports", DEFAULT_INSIDE_RTP_PORTS),
+        auth=auth,
         realm=_get(i, "realm", str, "inside.", "voipgw"),
         srtp=_srtp_mode(_get(i, "srtp", str, "inside.", SrtpMode.OFF.value)),
         tls_port=_get(i, "tls_port", int, "inside.", 0),
+        trusted_networks=trusted,
     )
     if not 0 <= inside.tls_port <= 65535:
         raise ConfigError(f"inside.tls_port: {inside.tls_port} is not a port number")
@@ -361,8 +469,12 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
         register=_get(o, "register", bool, "outside.", True),
+        listen=_listen(o, "outside", DEFAULT_OUTSIDE_LISTEN),
+        rtp_address=_rtp_address(o, "outside"),
+        rtp_ports=_port_range(o.get("rtp_ports"), "outside.rtp_ports", DEFAULT_OUTSIDE_RTP_PORTS),
         **_outside_tls(o, base_dir),
     )
+    check_zones(inside, outside)
 
     raw_users = data.get("users")
     if not isinstance(raw_users, Mapping) or not raw_users:
@@ -571,6 +683,8 @@ def preflight(config: GatewayConfig, resolve: bool = True) -> None:
     """The start-up checks that need the machine: ports free, identity folder usable, PBX name resolvable."""
     if config.inside.listen[1] != 0:
         check_bind(config.inside.listen, socket.SOCK_DGRAM, "inside.listen")
+    if config.outside.listen is not None and config.outside.listen[1] != 0:
+        check_bind(config.outside.listen, socket.SOCK_DGRAM, "outside.listen")
     if config.metrics.enabled and config.metrics.address[1] != 0:
         check_bind(config.metrics.address, socket.SOCK_STREAM, "metrics.address")
     d = config.outside.identity_dir
@@ -598,7 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = format_hostport(config.metrics.address) if config.metrics.enabled else "off"
     assert config.outside.registrar is not None  # the file requires it
     print(
-        f"ok: {len(config.users)} user(s), SIP on {format_hostport(config.inside.listen)}"
+        f"ok: {len(config.users)} user(s), inside SIP on {format_hostport(config.inside.listen)}, outside SIP on"
+        f" {format_hostport(config.outside.listen or config.inside.listen)}"
         f" -> PBX {format_hostport(config.outside.registrar)}, metrics {metrics}"
     )
     return 0

@@ -83,6 +83,7 @@ class GatewaySnapshot(TypedDict, total=False):
     finished: list[CallStatus]
     refused_invites: dict[str, int]  # status code -> INVITEs refused with it (unknown user, policy, key exchange)
     malformed_by_reason: MalformedByReason
+    zone_refusals: dict[str, int]  # reason -> requests refused by a trust-zone rule (voipgw.gateway.zones)
 
 
 SnapshotFn = Callable[[], Mapping[str, Any]]
@@ -371,14 +372,16 @@ def _counts(value: Any, sep: str = " ") -> str | None:
 
 def refusal_summary(snapshot: Mapping[str, Any]) -> str:
     """One line: INVITEs refused by status code, malformed SIP and RTP by reason, inside-leg datagrams dropped by
-    reason (wrong source, SRTP auth/replay) (``none`` for each empty one)."""
+    reason (wrong source, SRTP auth/replay), requests refused by a trust-zone rule by reason (``none`` for each
+    empty one)."""
     malformed = snapshot.get("malformed_by_reason")
     malformed = malformed if isinstance(malformed, Mapping) else {}
     return (
         f"refused INVITEs: {_counts(snapshot.get('refused_invites'), ' x') or 'none'}; "
         f"malformed SIP: {_counts(malformed.get('sip')) or 'none'}; "
         f"malformed RTP: {_counts(malformed.get('rtp')) or 'none'}; "
-        f"inside media dropped: {_counts(snapshot.get('inside_media_dropped')) or 'none'}"
+        f"inside media dropped: {_counts(snapshot.get('inside_media_dropped')) or 'none'}; "
+        f"zone rules: {_counts(snapshot.get('zone_refusals')) or 'none'}"
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from ratchet import errors as _errors
 from voipgw.call import Security
@@ -36,6 +37,22 @@ FrameCounts = tuple[int, int, Mapping[str, int]]
 """One call's outside frames so far: sealed, opened, refused by reason."""
 LiveFrames = Callable[[], Iterable[tuple[object, FrameCounts]]]
 """Active calls' frame counts, each under a key that ``call_finished`` repeats when the call ends."""
+
+
+class _ZoneRefusals:
+    """``voipgw_zone_refusals_total{reason}``: read from the gateway's own counters at each scrape (they live in
+    the SIP stack, on its reactor thread; copying them is all a scrape does)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self.read = read
+
+    def collect(self) -> list[object]:
+        family = CounterMetricFamily(
+            "voipgw_zone_refusals", "Requests refused by a trust-zone rule, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(self.read().items()):
+            family.add_metric([reason], n)
+        return [family]
 
 
 class _BeforeScrape:
@@ -239,6 +256,10 @@ class GatewayMetrics:
         for reason, n in dropped.items():
             if n > 0:
                 self.inside_dropped_total.labels(reason=self._inside_reason(reason)).inc(n)
+
+    def track_zone_refusals(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Serve ``voipgw_zone_refusals_total{reason}`` from ``read()`` (reason -> count) at each scrape."""
+        self.registry.register(_ZoneRefusals(read))  # type: ignore[arg-type]
 
     def set_registered(self, count: int) -> None:
         self.registrations.set(count)

@@ -29,6 +29,7 @@ from voipgw.sip.registrar import Binding, Registrar
 from voipgw.sip.stack import IncomingCall, InviteAuthPredicate, OutgoingCall, Registration, SipCall, SipStack
 from voipgw.sip.tcp import TcpOptions, TcpStats
 from voipgw.sip.tls import TlsConfigError, TlsOptions
+from voipgw.sip.zone import Refusal, RequestFacts, Zone
 
 __all__ = [
     "Answered",
@@ -47,10 +48,12 @@ __all__ = [
     "ReAnswered",
     "ReOffer",
     "ReOfferRejected",
+    "Refusal",
     "Registrar",
     "Registration",
     "RegistrationFailed",
     "RegistrationState",
+    "RequestFacts",
     "Ringing",
     "SipCall",
     "SipError",
@@ -63,4 +66,5 @@ __all__ = [
     "TlsConfigError",
     "TlsOptions",
     "Trying",
+    "Zone",
 ]

@@ -42,6 +42,7 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.phase import DialogEvent, DialogPhase, advance
 from voipgw.sip.reactor import Reactor
+from voipgw.sip.zone import Zone
 
 log = logging.getLogger("voipgw.sip")
 
@@ -132,6 +133,7 @@ class IncomingCall(SipCall):
         source_addr: tuple[str, int],
         authenticated_user: str | None = None,
         transport: str = "udp",
+        zone: Zone = Zone.OUTSIDE,
     ) -> None:
         super().__init__(reactor, call_id, outgoing=False)
         self.from_aor = from_aor
@@ -143,6 +145,8 @@ class IncomingCall(SipCall):
         """The user whose digest credentials this INVITE carried (``authenticate_invites``), else None."""
         self.transport = transport
         """What the INVITE arrived over ("udp", "tcp" or "tls"): SDES keys in its SDP are secret only over TLS."""
+        self.zone = zone
+        """The listener it arrived on: the inside zone's (phones) or the outside zone's (the PBX)."""
 
     def ring(self, sdp: str | None = None) -> None:
         """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (early media; not reliable,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from voipgw.logutil import RateLimitedLog
 
@@ -56,9 +56,14 @@ class SipStats:
     """REGISTERs and INVITEs answered 401 (no, stale or unusable credentials)."""
     auth_refused: int = 0
     """REGISTERs and INVITEs answered 403 (unknown user, wrong password, someone else's credentials)."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Requests refused by a trust-zone rule, by reason (``register_on_outside``, ``pbx_on_inside``,
+    ``untrusted_source``, ``binding_other_source``, ``register_bad_credentials``, ``invite_bad_credentials``...)."""
 
     def copy(self) -> SipStats:
-        return SipStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["refused"] = dict(self.refused)
+        return SipStats(**values)
 
     def malformed_by_reason(self) -> dict[str, int]:
         """The non-zero malformed counters by kind (``runt``, ``bad_header``, ``oversized``...), summing to

@@ -38,7 +38,12 @@ def answer_register(req: Any, registrar: Registrar, stats: SipStats, local_host:
         stats.register_malformed += 1
     elif reply.code == 403:
         stats.auth_refused += 1
-        log.warning("REGISTER for %r from %s:%d refused (403)", parsed.user, *parsed.source)
+        sippy_ratelog(
+            f"register-{reply.refusal}", logging.WARNING, "REGISTER for %r from %s:%d refused (403): %s",
+            parsed.user, *parsed.source, reply.refusal,
+        )  # fmt: skip
+    if reply.refusal is not None:
+        stats.refused[reply.refusal] = stats.refused.get(reply.refusal, 0) + 1
     headers = list(reply.headers)
     headers += [("Contact", f"<{uri}>;expires={secs}") for uri, secs in reply.contacts]
     if reply.code == 200 and not reply.contacts:

@@ -71,6 +71,8 @@ class RegisterReply:
     contacts: tuple[tuple[str, int], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     authenticated_user: str | None = None
+    refusal: str | None = None
+    """Why a refused REGISTER was refused (a counter's key), None otherwise."""
 
 
 @dataclass
@@ -142,11 +144,19 @@ class Registrar:
             out = [b for st in self._state.values() for b in st.bindings.values() if b.expires_at > now]
         return sorted(out, key=lambda b: (b.user, b.contact_uri))
 
+    def _held_elsewhere(self, user: str, source: tuple[str, int]) -> Binding | None:
+        """A live binding of ``user`` registered from another source than ``source``, if any."""
+        now = self._clock()
+        with self._lock:
+            st = self._state.get(user)
+            held = [b for b in st.bindings.values() if b.expires_at > now and b.source != source] if st else []
+        return held[0] if held else None
+
     # REGISTER ----------------------------------------------------------------------------------------------
     def handle_register(self, req: RegisterRequest) -> RegisterReply:
         """Decide the reply to one REGISTER and apply it to the bindings (RFC 3261 §10.3)."""
         if req.user not in self._users:
-            return RegisterReply(403, "Forbidden")
+            return RegisterReply(403, "Forbidden", refusal="register_unknown_user")
         authenticated: str | None = None
         if self.authenticator is not None:
             verdict = self.authenticator.verify(list(req.authorization), req.method, req.user)
@@ -155,9 +165,16 @@ class Registrar:
                     401, "Unauthorized", headers=tuple(("WWW-Authenticate", h) for h in verdict.headers)
                 )
             if isinstance(verdict, Forbidden):
-                return RegisterReply(403, "Forbidden")
+                return RegisterReply(403, "Forbidden", refusal="register_bad_credentials")
             assert isinstance(verdict, Authenticated)
             authenticated = verdict.user
+        held = self._held_elsewhere(req.user, req.source)
+        if held is not None:
+            # Never silently: a REGISTER from elsewhere (even with the password) would move the user's calls
+            # there. The phone that holds the binding keeps it; a phone that really moved waits for it to lapse.
+            left = max(1, math.ceil(held.expires_at - self._clock()))
+            warning = f'399 voipgw "{req.user} is registered from another address for {left} s more"'
+            return RegisterReply(403, "Forbidden", headers=(("Warning", warning),), refusal="binding_other_source")
         if req.wildcard:
             if req.expires_header != 0 or req.contacts:
                 return RegisterReply(

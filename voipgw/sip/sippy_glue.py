@@ -6,7 +6,8 @@ registrations, and nothing here runs outside sippy's reactor thread except the U
 The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
 ``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
-requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); the
+requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); a
+socket per listener (``ZonedLocal4Remote``); the
 Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
 values read raw, as sippy's parser splits quoted commas (``auth_values``).
 """
@@ -30,7 +31,7 @@ from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
-from sippy.SipTransactionManager import TRYING, SipTransactionManager
+from sippy.SipTransactionManager import TRYING, SipTransactionManager, local4remote
 from sippy.SipURL import SipURL
 from sippy.Time.MonoTime import MonoTime
 from sippy.Time.Timeout import Timeout
@@ -176,17 +177,51 @@ class GuardedUdpServer(Udp_server):  # type: ignore[misc]
         self.areceivers.append(WholeDatagramReceiver(self))
 
 
+class ZonedLocal4Remote(local4remote):  # type: ignore[misc]
+    """sippy's socket chooser for a stack with several listeners (the gateway's inside and outside zones).
+
+    sippy, bound to one address, always sends from its first socket, even when a dialog names the local address
+    it belongs to (``UA.source_address``, passed as ``laddress``). Here that address picks its own socket, so a
+    dialog set up on the inside listener stays there; anything else leaves from the first (outside) socket.
+    """
+
+    cache_l2s: dict[tuple[str, int], Any]
+
+    def add_listener(self, laddress: tuple[str, int]) -> Any:
+        """Bind one more UDP listener; every socket is then keyed by its bound address (sippy keys them by the
+        address asked for, so two port-0 listeners on one host would overwrite each other)."""
+        first = next(iter(self.cache_l2s.values()))
+        self.cache_l2s = {tuple(first.uopts.laddress[:2]): first}
+        server = self.udp_server_class(self.global_config, self.Udp_server_opts(laddress, self.handleIncoming))
+        self.cache_l2s[tuple(server.uopts.laddress[:2])] = server
+        return server
+
+    def getServer(self, address: Any, is_local: bool = False) -> Any:
+        if is_local and address is not None:
+            for server in self.cache_l2s.values():
+                if tuple(server.uopts.laddress[:2]) == tuple(address[:2]):
+                    return server
+        return next(iter(self.cache_l2s.values()))
+
+
 class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     """SipTransactionManager whose inbound path is vetted by DatagramGuard first."""
 
     guard: DatagramGuard
     model_udp_server = (GuardedUdpServer, OrderedUdpOpts)
     streams: dict[str, TcpTransport]
+    inside_server: Any = None
+    """The inside zone's UDP socket, when the stack has one (see ``WarningUA.isYours``)."""
+    receiving: Any = None
+    """The socket the message being handled arrived on (set for the duration of ``handleIncoming``)."""
+    on_cross_zone: Any = None
+    """Called (no arguments) when an in-dialog request arrived on the other zone's listener."""
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
         self.streams = {}
         super().__init__(global_config, req_cb)
+        self.l4r.__class__ = ZonedLocal4Remote  # sippy builds its own; only the lookup differs
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
         # A stream transport frames messages with its own limits (voipgw.sip.framing); datagrams have ours.
@@ -211,7 +246,11 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 if isinstance(verdict, Reply):
                     server.send_to(verdict.data, ra.address)
                 return
-        super().handleIncoming(data_in, ra, server, rtime)
+        self.receiving = server
+        try:
+            super().handleIncoming(data_in, ra, server, rtime)
+        finally:
+            self.receiving = None
 
     def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
         if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
@@ -279,6 +318,26 @@ class WarningUA(UA):  # type: ignore[misc]
     voipgw_core: Any = None
     """The dialog's CallCore (voipgw.sip.dialog), set by the stack; typed loosely so glue never imports dialogs."""
     last_warning: str | None = None
+
+    def isYours(self, req: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # Two zones never mixed: an in-dialog request is this dialog's only on the listener the dialog lives on
+        # (inside dialogs have a source_address; outside ones use the main socket). Refused here, the request
+        # falls through to the stack, which answers 481 like any request for a dialog it does not know.
+        if req is not None and not self._in_my_zone():
+            return None
+        return super().isYours(req, *args, **kwargs)
+
+    def _in_my_zone(self) -> bool:
+        tm = self.global_config.get("_sip_tm")
+        inside = getattr(tm, "inside_server", None)
+        arrived = getattr(tm, "receiving", None)
+        if inside is None or arrived is None:
+            return True
+        if (arrived is inside) == (self.source_address is not None):
+            return True
+        if tm.on_cross_zone is not None:
+            tm.on_cross_zone()
+        return False
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]

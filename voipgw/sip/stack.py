@@ -76,6 +76,7 @@ from voipgw.sip.sippy_glue import (
 from voipgw.sip.tcp import TcpOptions, TcpStats, TcpTransport, bind_listener
 from voipgw.sip.tls import TlsOptions, client_context, server_context
 from voipgw.sip.uri import aor
+from voipgw.sip.zone import Refusal, RequestFacts, Screen, Zone
 
 log = logging.getLogger("voipgw.sip")
 
@@ -95,6 +96,7 @@ InviteAuthPredicate = Callable[[tuple[str, int], str], bool]
 
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+_PHRASES = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 def _aor_of(url: Any) -> str:
@@ -136,10 +138,16 @@ class SipStack:
         registrar: Registrar | None = None,
         tcp: TcpOptions | None = None,
         tls: TlsOptions | None = None,
+        inside: tuple[str, int] | None = None,
     ) -> None:
-        """``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over
-        1300 bytes, or to a ``;transport=tcp`` target, then go over TCP. ``tls``: SIP over TLS for
-        ``;transport=tls`` targets (same limits), listening on ``tls.port`` when it has a certificate."""
+        """``inside``: a second UDP listener, the inside zone's (a gateway's phones); ``local_host:local_port`` is
+        then the outside zone's, where registrations, TCP and TLS live. Each incoming call says which listener it
+        arrived on (``IncomingCall.zone``); REGISTER is answered on the inside listener only (403 on the outside
+        one), and ``place_call(zone=Zone.INSIDE)`` sends from the inside listener.
+
+        ``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over 1300
+        bytes, or to a ``;transport=tcp`` target, then go over TCP. ``tls``: SIP over TLS for ``;transport=tls`` targets
+        (same limits), listening on ``tls.port`` when it has a certificate."""
         self.tcp_options = tcp
         self.tls_options = tls
         self._tcp: TcpTransport | None = None
@@ -147,6 +155,10 @@ class SipStack:
         self.registrar = registrar
         """Answers REGISTER (see ``voipgw.sip.registrar``); None: REGISTER gets 405. Fixed once started."""
         self._invite_auth: InviteAuthPredicate | None = None
+        self._screen: Screen | None = None
+        self.inside_listen = inside
+        """The inside listener's address as asked (its bound port is ``inside_port`` once started)."""
+        self._inside_udp: Any = None
         self.local_host = local_host
         self.local_port = local_port
         self.loop = loop
@@ -178,6 +190,40 @@ class SipStack:
         if predicate is not None and (self.registrar is None or self.registrar.authenticator is None):
             raise ValueError("authenticate_invites needs SipStack(registrar=Registrar(..., auth=True))")
         self._invite_auth = predicate
+
+    def screen_requests(self, screen: Screen | None) -> None:
+        """Run ``screen`` on every out-of-dialog REGISTER and INVITE before anything else looks at it (reactor
+        thread; keep it quick): a Refusal is answered with its code and a Warning, counted by its reason in
+        ``stats.refused`` and logged (rate-limited). None turns screening off."""
+        self._screen = screen
+
+    @property
+    def inside_port(self) -> int | None:
+        """The inside listener's bound port (None without one, or before start)."""
+        server = self._inside_udp
+        return None if server is None else int(server.uopts.laddress[1])
+
+    def _count_refused(self, reason: str) -> None:
+        self._stats.refused[reason] = self._stats.refused.get(reason, 0) + 1
+
+    def _count_cross_zone(self) -> None:
+        self._count_refused("cross_zone_in_dialog")
+        sippy_ratelog("cross-zone", logging.WARNING, "an in-dialog request arrived on the other zone's listener: 481")
+
+    def _zone_of(self, sip_t: Any) -> Zone:
+        # Only the inside UDP socket is the inside zone's: TCP and TLS streams serve the outside (the PBX).
+        inside = self._inside_udp
+        return Zone.INSIDE if inside is not None and getattr(sip_t, "userv", None) is inside else Zone.OUTSIDE
+
+    def _refuse(self, req: Any, refusal: Refusal, source: tuple[str, int], zone: Zone) -> Any:
+        self._count_refused(refusal.reason)
+        sippy_ratelog(
+            f"refused-{refusal.reason}", logging.WARNING, "%s from %s:%d on the %s listener refused (%d): %s",
+            req.getMethod(), source[0], source[1], zone.value, refusal.code, refusal.why,
+        )  # fmt: skip
+        why = refusal.why.replace('"', "'")[:160]
+        warning = ("Warning", f'399 {self.local_host} "voipgw gateway: {why}"')
+        return (response_to(req, refusal.code, _PHRASES.get(refusal.code, "Forbidden"), (warning,)), None, None)
 
     # lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -287,6 +333,9 @@ class SipStack:
         SipConf.my_port = MyPort(port)  # printed as the sending transport's port (TLS listens elsewhere)
         gc["_sip_tm"] = tm
         self._tm = tm
+        if self.inside_listen is not None:
+            self._inside_udp = tm.inside_server = tm.l4r.add_listener(self.inside_listen)
+            tm.on_cross_zone = self._count_cross_zone
         if self.tcp_options is not None:
             self._tcp = TcpTransport(
                 (self.local_host, port), tm.handleIncoming, self.tcp_options, tm.transport_failed, stream_sock
@@ -393,7 +442,10 @@ class SipStack:
         with contextlib.suppress(RuntimeError):  # loop already closed: nobody is listening any more
             self.loop.call_soon_threadsafe(fn, *args)
 
-    def contact(self, username: str | None) -> Any:
+    def contact(self, username: str | None, zone: Zone = Zone.OUTSIDE) -> Any:
+        if zone is Zone.INSIDE and self._inside_udp is not None:
+            host, port = self._inside_udp.uopts.laddress[:2]
+            return SipContact(address=SipAddress(url=SipURL(username=username, host=str(host), port=int(port))))
         # The "my" placeholders print as the sending transport's name (";transport=tcp", nothing over UDP) and
         # listening port (the TLS port differs from the UDP/TCP one).
         url = SipURL(
@@ -450,19 +502,21 @@ class SipStack:
         password: str | None = None,
         timeout_s: float = DEFAULT_NO_ANSWER_S,
         transport: str | None = None,
+        zone: Zone = Zone.OUTSIDE,
     ) -> OutgoingCall:
         """Send an INVITE. The factory gets the Call-ID first and returns the offer SDP, sent byte for byte.
 
         Without ``proxy`` the request goes to the target URI's host:port. A 401/407 is answered with digest
         credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
         ``Failed(408, "No answer")``. ``transport="tcp"`` (or a ``;transport=tcp`` target) sends the INVITE
-        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes.
+        over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes. ``zone`` INSIDE
+        sends it (and the whole dialog) from the inside listener, UDP only.
         """
         self._check_running()
         target = parse_sip_url(target_uri)
         from_url = parse_sip_url(from_aor)
         next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
-        nh_transport = self.pick_transport(transport, target)
+        nh_transport = "udp" if zone is Zone.INSIDE else self.pick_transport(transport, target)
         # 120 random bits in 30 hex digits: unique enough, and below the 32-digit runs the log redactor takes for
         # key material, so operators can grep logs by Call-ID.
         call_id = secrets.token_hex(15)
@@ -471,7 +525,7 @@ class SipStack:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.post(
             self._start_outgoing, call, target, from_url, (next_hop, nh_transport), sdp, display_name, username,
-            password, timeout_s, done,
+            password, timeout_s, done, zone,
         )  # fmt: skip
         await asyncio.wrap_future(done)
         return call
@@ -488,6 +542,7 @@ class SipStack:
         password: str | None,
         timeout_s: float,
         done: concurrent.futures.Future[None],
+        zone: Zone = Zone.OUTSIDE,
     ) -> None:
         try:
             core = CallCore(self, call)
@@ -496,7 +551,8 @@ class SipStack:
                 nh_transport=next_hop[1],
             )  # fmt: skip
             ua.voipgw_core = core
-            ua.lContact = self.contact(from_url.username)
+            self._bind_to_zone(ua, zone)
+            ua.lContact = self.contact(from_url.username, zone)
             core.ua = ua
             self._cores.add(core)
             ev = SetupTry(
@@ -511,6 +567,12 @@ class SipStack:
             done.set_exception(exc)
             return
         done.set_result(None)
+
+    def _bind_to_zone(self, ua: Any, zone: Zone) -> None:
+        """Every request of ``ua``'s dialog leaves from ``zone``'s listener (sippy passes ``source_address`` as the
+        local address of each new transaction; ``ZonedLocal4Remote`` picks that socket)."""
+        if zone is Zone.INSIDE and self._inside_udp is not None:
+            ua.source_address = tuple(self._inside_udp.uopts.laddress[:2])
 
     # incoming ----------------------------------------------------------------------------------------------
     def _on_request(self, req: Any, sip_t: Any) -> Any:
@@ -533,6 +595,22 @@ class SipStack:
             return None
         if req.getHFBody("to").getTag() is not None:
             return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
+        zone = self._zone_of(sip_t)
+        if method in ("REGISTER", "INVITE"):
+            source = req.getSource()
+            src = getattr(source, "address", source)
+            src_addr = (str(src[0]), int(src[1]))
+            if method == "REGISTER" and zone is Zone.OUTSIDE and self._inside_udp is not None:
+                why = "REGISTER is not accepted from the PBX's side (outside listener)"
+                return self._refuse(req, Refusal(403, "register_on_outside", why), src_addr, zone)
+            if self._screen is not None:
+                facts = RequestFacts(
+                    zone, method, src_addr, str(req.getHFBody("from").getUrl().username or ""),
+                    str(req.getHFBody("to").getUrl().username or ""),
+                )  # fmt: skip
+                refusal = self._screen(facts)
+                if refusal is not None:
+                    return self._refuse(req, refusal, src_addr, zone)
         if method == "REGISTER":
             if self.registrar is None:
                 return (response_to(req, 405, "Method Not Allowed", (("Allow", ALLOW),)), None, None)
@@ -542,13 +620,13 @@ class SipStack:
                 return (req.genResponse(503, "Service Unavailable"), None, None)
             from_hf = req.getHFBody("from")
             to_hf = req.getHFBody("to")
-            source = req.getSource()
-            src = getattr(source, "address", source)
-            src_addr = (str(src[0]), int(src[1]))
             authenticated: str | None = None
             from_user = str(from_hf.getUrl().username or "")
             pred = self._invite_auth
-            if pred is not None and self.registrar is not None and self.registrar.authenticator is not None:
+            # With an inside listener, only the inside zone's INVITEs are ours to authenticate: the outside zone's
+            # come from the PBX (the end-to-end key exchange authenticates those).
+            inside_only = self._inside_udp is not None and zone is not Zone.INSIDE
+            if pred is not None and not inside_only and self.registrar is not None and self.registrar.authenticator:
                 try:
                     must = pred(src_addr, from_user)
                 except Exception:
@@ -562,7 +640,11 @@ class SipStack:
                         return (response_to(req, 401, "Unauthorized", extra), None, None)
                     if not isinstance(verdict, Authenticated):
                         self._stats.auth_refused += 1
-                        log.warning("INVITE from %s:%d as %r refused: %s", *src_addr, from_user, verdict.reason)
+                        self._count_refused("invite_bad_credentials")
+                        sippy_ratelog(
+                            "invite-credentials", logging.WARNING, "INVITE from %s:%d as %r refused: %s", *src_addr,
+                            from_user, verdict.reason,
+                        )  # fmt: skip
                         return (response_to(req, 403, "Forbidden"), None, None)
                     authenticated = verdict.user
             # Credentials were checked above (or are not ours to check). sippy's UAS would parse the header
@@ -579,11 +661,13 @@ class SipStack:
                 source_addr=src_addr,
                 authenticated_user=authenticated,
                 transport=str(getattr(source, "transport", "udp")).lower(),
+                zone=zone,
             )
             core = CallCore(self, call)
             ua = WarningUA(self._gc, self._on_ua_event)
             ua.voipgw_core = core
-            ua.lContact = self.contact(req.getRURI().username)
+            self._bind_to_zone(ua, zone)
+            ua.lContact = self.contact(req.getRURI().username, zone)
             core.ua = ua
             self._cores.add(core)
             try:

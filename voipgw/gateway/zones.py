@@ -1,0 +1,66 @@
+"""The gateway's two trust zones: where each one's SIP and RTP live (``Zones``) and who may send what on each
+listener (``screen``, pure and table-tested). The PBX and everything beyond it are the attacker: the outside
+listener takes calls to fronted users and in-dialog requests, never a REGISTER (the stack refuses those) and never
+a request as an inside user (``routing.route`` reads the zone); the inside listener takes nothing from the PBX's
+SIP sockets and, with ``inside.auth`` off, nothing from outside ``inside.trusted_networks``."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Set
+from dataclasses import dataclass
+from typing import Any
+
+from voipgw.media import MediaStream
+from voipgw.portrange import RtpRange, bind_media
+from voipgw.sip.zone import Refusal, RequestFacts, Zone
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Zones:
+    """The outside zone's own SIP listener and each zone's RTP address and port range."""
+
+    outside_listen: tuple[str, int]
+    inside_rtp: RtpRange
+    outside_rtp: RtpRange
+
+
+@dataclass(frozen=True)
+class ScreenPolicy:
+    """What screening knows: the PBX's SIP sockets, and whether inside requests are authenticated."""
+
+    pbx: Set[tuple[str, int]]
+    """Every (IP, port) the PBX's registrar and proxy resolve to: never a source on the inside listener."""
+    auth: bool
+    trusted_networks: tuple[Network, ...] = ()
+    """With ``auth`` off, the only sources the inside listener takes requests from."""
+
+
+def screen(policy: ScreenPolicy, req: RequestFacts) -> Refusal | None:
+    """None lets the out-of-dialog request through (to digest auth and routing); else why it is refused."""
+    if req.zone is Zone.OUTSIDE:
+        # The stack refuses REGISTER here itself; INVITEs are routed as calls *to* a fronted user (routing.py).
+        return None
+    if req.source in policy.pbx:
+        return Refusal(403, "pbx_on_inside", "the PBX may not send to the inside listener")
+    if not policy.auth and not _trusted(req.source[0], policy.trusted_networks):
+        return Refusal(403, "untrusted_source", "source not in inside.trusted_networks")
+    return None
+
+
+def _trusted(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+async def bind_inside_media(zones: Zones | None, host: str, **kw: Any) -> MediaStream:
+    """An inside leg's RTP socket: in the inside zone's range (any free port of ``host`` without zones)."""
+    if zones is None:
+        return await MediaStream.bind(host, **kw)
+    r = zones.inside_rtp
+    return await bind_media(r.host, (r.low, r.high), **kw)
