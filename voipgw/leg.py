@@ -242,7 +242,7 @@ class Leg:
         remote_aor = normalize_aor(target_uri)
         rec = CallRecord(direction="outgoing", local_aor=ctx.aor, remote_aor=remote_aor)
         call = self.call = ActiveCall(rec)
-        stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports)
+        stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
         # Accept our offered telephone-event PT before the answer arrives: the answerer's first digits may
         # come before its 200 OK (the answer then confirms or clears it).
         stream.set_telephone_event(DEFAULT_TELEPHONE_EVENT_PT)
@@ -422,7 +422,7 @@ class Leg:
                 rec.trust_warning = outcome.warning
                 return self._reject(call, incoming, Refusal(488, "Not Acceptable Here", f"voipgw: {outcome.reason}"))
             security = outcome
-        stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports)
+        stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
         call.media = stream
         if tap_wire:
             _tap(call, stream)

@@ -239,13 +239,20 @@ class MediaStream:
         rtcp_mux: bool = False,
         rtcp_interval: float = 5.0,
         latch: bool = True,
+        rtcp: bool = True,
     ) -> MediaStream:
         """Open the RTP socket(s). Packets that arrive before :meth:`start` are held (bounded) until then.
 
         ``payload_type`` None: not known yet (we offered several codecs and the answer will pick one); packets of
         every payload type are held until :meth:`start` names it, and those of another type are refused then."""
         ep = await RtpEndpoint.open(
-            host, port, payload_type=payload_type, rtcp_mux=rtcp_mux, rtcp_interval=rtcp_interval, latch=latch
+            host,
+            port,
+            payload_type=payload_type,
+            rtcp_mux=rtcp_mux,
+            rtcp_interval=rtcp_interval,
+            latch=latch,
+            rtcp=rtcp,
         )
         return cls(ep)
 

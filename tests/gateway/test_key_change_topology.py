@@ -142,8 +142,8 @@ def test_a_rotated_identity_shows_key_changed_then_blocks_once_verified(
     # Loud until bob's admin verifies or accepts the key: bob's own call to alice is marked at B as well.
     assert back.out["security"] == "key changed, unverified", back.out
     assert back.inn["security"] == "secure, unverified" and back.shown == f"[E2E {back.inn['sas']}] bob", back
-    # What bob's phone (the caller) gets for it: the cue of any sealed call (the caller's screen shows nothing).
-    assert back.out["cue"] == "secure", back.out
+    # What bob's phone (the caller) gets for it: the key-change cue, never the sealed one (its screen shows nothing).
+    assert back.out["cue"] == "key changed", back.out
 
     verified = cli(bob_dir, "verify", ALICE, "--safety-number", str(inn["safety_number"]), "--yes")
     assert verified.returncode == 0, verified.stderr

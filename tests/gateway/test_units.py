@@ -94,6 +94,7 @@ def _args(
         proxy=None,
         no_answer_timeout=30.0,
         no_bind_call_id=False,
+        speak_sas="off",
     )
 
 
@@ -108,6 +109,7 @@ def test_cli_flags_map_onto_the_config(tmp_path: Path) -> None:
     assert [u.contact for u in b2bua.users] == ["sip:alice@127.0.0.1:5062", "sip:bob@127.0.0.1:5064"]
     assert b2bua.routes == {"carol": "sip:carol@127.0.0.1:5090"} and b2bua.listen_port == 5070
     assert b2bua.outside_proxy is None and b2bua.bind_call_id and b2bua.home == tmp_path
+    assert not b2bua.speak_sas  # --speak-sas off
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -195,5 +196,41 @@ def test_binds_a_given_port(mux: bool) -> None:
                 await RtpEndpoint.open("127.0.0.1", port, rtcp_mux=mux, rtcp_interval=0)  # already taken
         finally:
             await ep.close()
+
+    _run(main)
+
+
+def test_an_endpoint_without_rtcp_sends_none_not_even_a_bye_and_cnames_are_random() -> None:
+    """Sealed legs open their endpoint with ``rtcp=False`` (issue 14, item 6): clear, unauthenticated RTCP would
+    count the frames for the relay and a fixed CNAME would link calls. A listener on its RTCP peer port sees
+    nothing during the stream or at close; a default endpoint next to it does send reports and a BYE."""
+
+    async def main() -> None:
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        sink.setblocking(False)
+        peer_rtp = ("127.0.0.1", sink.getsockname()[1] - 1)  # so that the endpoint's RTCP target is the sink
+        quiet = await RtpEndpoint.open(rtcp_interval=0.02, remote=peer_rtp, rtcp=False)
+        try:
+            for _ in range(20):
+                quiet.send(b"x" * 40)
+                await asyncio.sleep(0.005)
+            assert quiet.send_report() is False
+        finally:
+            await quiet.close()
+        assert quiet.stats.rtcp_sent == 0
+        got: list[bytes] = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(sink.recv(2048))
+        assert got == []  # nothing, BYE included
+        chatty = await RtpEndpoint.open(rtcp_interval=0.02, remote=peer_rtp)
+        assert quiet.cname != chatty.cname and len(quiet.cname) == len(chatty.cname) == 24
+        try:
+            chatty.send(b"x" * 40)
+            await _until(lambda: chatty.stats.rtcp_sent > 0)
+        finally:
+            await chatty.close()
+        sink.close()
 
     _run(main)

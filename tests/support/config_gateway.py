@@ -160,7 +160,8 @@ def start_config_gateway(
     sock = sockdir / "gw.sock"
     zones = zone_tables(ports)
     tables: dict[str, dict[str, Any]] = {
-        "gateway": {"control_socket": str(sock)},
+        # The spoken SAS mutes the far end for ~3 s after the answer: off unless ``extra`` turns it on.
+        "gateway": {"control_socket": str(sock), "speak_sas": False},
         "inside": zones["inside"],
         "outside": {"registrar": f"{registrar[0]}:{registrar[1]}", "register_expires": 60, **zones["outside"]},
     }

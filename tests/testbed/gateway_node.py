@@ -39,7 +39,7 @@ def write_config(path: Path, **keys: Any) -> Path:
     """``home``, ``snapshot`` (path), and either ``toml`` (a gateway TOML file; then ``routes`` and
     ``media_timeout_s`` are applied on top) or ``port``, ``users`` ([{name, contact, outside_aor, policy?}]),
     ``proxy`` ([host, port]?), ``routes`` ({user: uri}), ``policy``, ``destinations`` ([{match, policy, users?}]),
-    ``no_answer_timeout_s``, ``media_timeout_s``, ``bind_call_id``."""
+    ``no_answer_timeout_s``, ``media_timeout_s``, ``bind_call_id``, ``speak_sas`` (default False, either mode)."""
     path.write_text(json.dumps(keys, default=str))
     return path
 
@@ -75,6 +75,7 @@ def config_from(data: dict[str, Any]) -> B2buaSettings:
         policy=Policy(data.get("policy", "require")),
         media_timeout_s=float(data.get("media_timeout_s", 10.0)),
         routes=dict(data.get("routes", {})),
+        speak_sas=bool(data.get("speak_sas", False)),
     )
     return b2bua_config(config, Path(data["home"]), float(data.get("no_answer_timeout_s", 30.0)))
 
@@ -92,7 +93,8 @@ def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, Trus
 
 async def run_runtime(data: dict[str, Any]) -> int:
     """The TOML mode: GatewayRuntime (registrations with digest auth, control socket), as ``voipgw gateway``."""
-    overrides: dict[str, Any] = {"routes": dict(data.get("routes", {}))}
+    # The spoken SAS mutes the far end for ~3 s after the answer: off unless a test asks for it (its own tests).
+    overrides: dict[str, Any] = {"routes": dict(data.get("routes", {})), "speak_sas": bool(data.get("speak_sas"))}
     if "media_timeout_s" in data:
         overrides["media_timeout_s"] = float(data["media_timeout_s"])  # may be under the file's 5 s minimum
     config = dataclasses.replace(load_gateway_config(Path(data["toml"])), **overrides)

@@ -55,7 +55,10 @@ def spawn_gateway(
     ``<workdir>/<name>.log``; returns the process and the snapshot path. ``owns_port``: the process releases
     ``port`` when stopped (else the caller does, e.g. to restart a gateway on the same address)."""
     snap = workdir / f"{name}.json"
-    argv = voipgw_argv(home, "gateway", "--listen", f"127.0.0.1:{port[0]}", "--snapshot-json", str(snap), *args)
+    # The spoken SAS mutes the far end for ~3 s after the answer: off unless ARGS say ``--speak-sas on``.
+    argv = voipgw_argv(
+        home, "gateway", "--listen", f"127.0.0.1:{port[0]}", "--snapshot-json", str(snap), "--speak-sas", "off", *args
+    )
     proc = PhoneProc(name, workdir, _spawn(name, workdir, argv), port[0], port if owns_port else None)
     if wait:
         wait_listening(proc, name, ready_timeout_s)

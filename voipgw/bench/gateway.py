@@ -292,7 +292,8 @@ def _spawn(workdir: Path, name: str, argv: list[str]) -> BenchProcess:
 
 def _gateway(workdir: Path, name: str, port: int, *args: str) -> BenchProcess:
     argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(workdir / f"{name}-home"), "gateway"]
-    argv += ["--listen", f"127.0.0.1:{port}", *args]
+    # The relay's steady state is measured: no spoken SAS (seconds of gateway-made audio at each call's start).
+    argv += ["--listen", f"127.0.0.1:{port}", "--speak-sas", "off", *args]
     return _spawn(workdir, name, argv)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.identity import IdentityKey
+from voipgw.cli.cmd_gateway_contacts import register as register_contacts
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import B2buaSettings, Gateway
@@ -76,10 +77,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept a signed Call-ID other than the SIP one (behind a B2BUA PBX that renames Call-IDs)",
     )
+    g.add_argument(
+        "--speak-sas",
+        choices=("on", "off"),
+        default="on",
+        help="speak the SAS to the inside phone after the answer's cue (gateway.speak_sas; default on)",
+    )
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
-    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status}")
+    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status,contacts}")
     st = gsub.add_parser("status", help="registrations and active calls of the running gateway")
     st.add_argument("--json", action="store_true", help="the raw status object")
     where = st.add_mutually_exclusive_group()
@@ -89,6 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="how long to wait for the answer")
     st.set_defaults(func=run_status)
+    register_contacts(gsub)
 
 
 def _users(args: argparse.Namespace, host: str) -> dict[str, UserConfig]:
@@ -139,6 +147,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         ),
         users=_users(args, host),
         routes=routes,
+        speak_sas=args.speak_sas == "on",
     )
 
 

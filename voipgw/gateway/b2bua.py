@@ -53,9 +53,9 @@ class Gateway:
 
     Outbound (inside phone -> outside): 180 to the phone at once (it plays its own ringback; outside early media
     is never relayed), then the outside INVITE; the phone's 200 OK follows the outside 200 OK (and its SAS, which
-    the offerer knows at once), and the phone then hears a short cue: two rising beeps when sealed, three low ones
-    when NOT SECURE (it cannot show a display name change). An outside failure, or an answer without the key
-    exchange under ``require``, becomes the phone's final response (488 + Warning with the reason).
+    the offerer knows at once), and the phone then hears a cue for the far key's trust state and the SAS spoken
+    (``voipgw.gateway.announce``: it cannot show a display name change). An outside failure, or an answer without
+    the key exchange under ``require``, becomes the phone's final response (488 + Warning with the reason).
 
     Inbound (outside -> inside phone): the outside leg is verified and ANSWERED FIRST, then the gateway waits
     (up to ``sas_wait_s``) for the caller's SAS reveal, which only travels in the caller's first media frames,
@@ -67,7 +67,8 @@ class Gateway:
     outside call with a BYE whose Reason says so.
 
     Up: hold/resume re-INVITEs are answered per leg and passed to the other (no new handshake outside), RFC 4733
-    digits cross both ways, and a leg without RTP for ``media_timeout_s`` (nobody holding) ends the call.
+    digits cross both ways (but the inside phone's ``*1`` / ``*0``: the SAS matched / did not), and a leg without
+    RTP for ``media_timeout_s`` (nobody holding) ends the call.
     """
 
     hooks: B2buaHooks | None = None
@@ -352,7 +353,7 @@ class Gateway:
         try:
             await setup
             if bridge.state is BridgeState.BRIDGED:
-                await follow(bridge, self.config)
+                await follow(bridge, self.config, self.trust.get(bridge.user.name))
         except Exception as exc:
             # A store the file system refuses is an operations problem with a clear message, not a code bug.
             known = isinstance(exc, ContactStoreError)

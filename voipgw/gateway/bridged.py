@@ -1,5 +1,6 @@
 """A bridged gateway call, both legs up: hold and resume re-INVITEs are answered per leg and passed to the other
-(no new handshake outside), a leg whose media died ends the call, and when either leg ends the other is hung up."""
+(no new handshake outside), the inside phone's SAS keys (``*1`` verified, ``*0`` mismatch: ``sas_keys.py``) are
+taken out of its digits, a leg whose media died ends the call, and when either leg ends the other is hung up."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
+from voipgw.gateway.announce import play_confirmation
 from voipgw.gateway.legs import end_bridge, reoffer_inside, wait_terminal
 from voipgw.gateway.model import B2buaSettings, Bridge
+from voipgw.gateway.sas_keys import EXPIRE, HOLD_S, KeyState, SasAction, SasKeys
+from voipgw.logutil import RateLimitedLog
 from voipgw.sdp import (
     INACTIVE,
     PCMA,
@@ -25,17 +30,25 @@ from voipgw.sdp import (
     opus_codec,
     parse_sdp,
 )
+from voipgw.store.contacts import VerifyMethod
+from voipgw.store.errors import ContactStoreError
+from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
 
 MEDIA_POLL_S = 1.0
+_keys_log = RateLimitedLog(log)
+"""*1 presses that cannot be taken (a phone may repeat them) are logged through this, one line per kind and
+interval."""
 
 
-async def follow(bridge: Bridge, settings: B2buaSettings) -> None:
-    """Both legs are up: pass hold/resume re-INVITEs across, end a call whose media died, and wait until
-    either leg ends, then end the other."""
+async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | None = None) -> None:
+    """Both legs are up: pass hold/resume re-INVITEs across, take the SAS keys out of the inside phone's digits
+    (``trust``: the fronted user's contact store), end a call whose media died, and wait until either leg ends,
+    then end the other."""
     assert bridge.inside_sip is not None and bridge.outside is not None
     _bridge_reoffers(bridge, settings.listen_host)
+    stop_keys = watch_sas_keys(bridge, trust, settings.speak_sas)
     inside_gone = asyncio.ensure_future(wait_terminal(bridge.inside_sip))
     outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
     media_dead = asyncio.ensure_future(_watch_media(bridge, settings.media_timeout_s))
@@ -56,6 +69,7 @@ async def follow(bridge: Bridge, settings: B2buaSettings) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(bridge.outside.done.wait(), 5.0)
     finally:
+        stop_keys()
         inside_gone.cancel()
         outside_gone.cancel()
         media_dead.cancel()
@@ -76,6 +90,97 @@ async def _watch_media(bridge: Bridge, timeout_s: float) -> str:
                 last[name], quiet_since[name] = got, now
             elif now - quiet_since[name] >= timeout_s:
                 return f"no media from the {name} leg for {timeout_s:g} s"
+
+
+# --- the SAS keys ----------------------------------------------------------------------------------------
+
+
+def watch_sas_keys(bridge: Bridge, trust: TrustStore | None, speak: bool = True) -> Callable[[], None]:
+    """On a sealed call, pass the inside phone's digits through the SAS-key machine before they are relayed
+    (``legs._bridge_dtmf`` set the relay): ``*1`` and ``*0`` are acted on here and never reach the far end.
+    Returns what to call when the call is over (a held ``*`` is then dropped, not relayed)."""
+    inside, out = bridge.inside_media, bridge.outside
+    if inside is None or out is None or out.session is None:
+        return lambda: None  # NOT SECURE: no SAS, so every digit is the far end's
+    relay = inside.on_dtmf  # None when the outside leg negotiated no telephone-event: the keys still work
+    keys = SasKeys()
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def feed(digit: str) -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+            timer = None
+        row = keys.feed(digit)
+        if relay is not None:
+            for d in row.relay:
+                relay(d)
+        if keys.state is KeyState.STAR:
+            timer = loop.call_later(HOLD_S, feed, EXPIRE)
+        if row.action is SasAction.CONFIRM:
+            bridge.background.spawn(_confirm(bridge, trust, speak))
+        elif row.action is SasAction.MISMATCH:
+            _mismatch(bridge, trust)
+
+    def stop() -> None:
+        if timer is not None:
+            timer.cancel()
+
+    inside.on_dtmf = feed
+    return stop
+
+
+async def _confirm(bridge: Bridge, trust: TrustStore | None, speak: bool) -> None:
+    """``*1``: the inside user heard the SAS and it matched the far end's: this key becomes verified."""
+    assert bridge.outside is not None
+    rec = bridge.outside.record
+    if not bridge.sas_told or rec.sas is None or rec.remote_identity is None or trust is None:
+        # No SAS was given to compare (no reveal, speak_sas off, or pressed before it was spoken), or no store to
+        # write: verifying would be a lie.
+        why = "no contact store" if trust is None else "the phone was not given the SAS (yet)"
+        _keys_log("ignored", logging.WARNING, "gateway call %s: *1 from %s ignored: %s", bridge.call_id,
+                  bridge.user.name, why)  # fmt: skip
+        return
+    if bridge.sas_check is SasAction.CONFIRM:  # pressed again: already written, just say so again
+        if bridge.to_inside.open:
+            await play_confirmation(bridge, speak)
+        return
+    try:
+        await asyncio.to_thread(
+            trust.mark_verified, rec.remote_aor, rec.remote_identity, VerifyMethod.SAS, now=time.time()
+        )
+    except ContactStoreError as exc:
+        _keys_log("store", logging.ERROR, "gateway call %s: *1: cannot mark %s verified for %s: %s",
+                  bridge.call_id, rec.remote_aor, bridge.user.name, exc)  # fmt: skip
+        return
+    bridge.sas_check = SasAction.CONFIRM
+    log.info("gateway call %s: %s confirmed the SAS with %s (*1): contact verified", bridge.call_id,
+             bridge.user.name, rec.remote_aor)  # fmt: skip
+    if bridge.to_inside.open:  # not while the announcement still plays (both would share the pipe)
+        await play_confirmation(bridge, speak)
+
+
+def _mismatch(bridge: Bridge, trust: TrustStore | None) -> None:
+    """``*0``: the SAS differs from the far end's: someone may be in the middle. Both legs are hung up at once,
+    then the warning is stored with the contact (``voipgw fingerprint`` shows it; any verified flag is lost)."""
+    assert bridge.outside is not None
+    rec = bridge.outside.record
+    bridge.sas_check = SasAction.MISMATCH
+    log.warning("gateway call %s: %s reports a SAS MISMATCH with %s (*0): possible man in the middle; "
+                "hanging up both legs", bridge.call_id, bridge.user.name, rec.remote_aor)  # fmt: skip
+    end_bridge(bridge, "SAS mismatch reported by the inside phone (*0)")
+    if trust is not None and rec.remote_identity is not None:
+        key = rec.remote_identity
+        detail = f"reported by {bridge.user.name}'s phone (*0) in call {bridge.call_id}, SAS {rec.sas}"
+
+        async def record() -> None:
+            try:
+                await asyncio.to_thread(trust.record_sas_mismatch, rec.remote_aor, key, now=time.time(), detail=detail)
+            except ContactStoreError as exc:
+                log.error("gateway call %s: cannot record the SAS mismatch: %s", bridge.call_id, exc)
+
+        bridge.background.spawn(record())
 
 
 # --- hold and resume ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.announce import inbound_announces, start_announcement
 from voipgw.gateway.inside_media import InsideSrtpRefused, offer_crypto, offer_profile, settle_answer
 from voipgw.gateway.labels import LabelKind, identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
@@ -65,6 +66,8 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         out.poll_session_events()
         await asyncio.sleep(0.005)
     bridge.sas_wait_ms = (time.monotonic() - t_answered) * 1e3
+    sas_on_display = rec.sas
+    bridge.sas_told = sas_on_display is not None  # the ringing display shows it
     if rec.finished:
         bridge.fail(f"outside leg: {rec.reason}")
         if rec.security is Security.REFUSED:  # the caller refused our answer (tampered, or a key it blocks)
@@ -167,3 +170,5 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
         end_bridge(bridge, bridge.reason)
         return
     await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
+    if inbound_announces(rec.security, sas_on_display):  # the reveal came after the phone rang: say it now
+        board.spawn(start_announcement(bridge, board.config.speak_sas))

@@ -15,6 +15,7 @@ from voipgw.call import BridgeState, CallRecord, bridge_state
 from voipgw.config import Policy
 from voipgw.gateway.inside_media import PLAIN, InsideCrypto
 from voipgw.gateway.pipes import OpusRelay, Passthrough, PcmPipe, switch_codec
+from voipgw.gateway.sas_keys import SasAction
 from voipgw.gateway.zones import Zones
 from voipgw.leg import ActiveCall, Spawner
 from voipgw.media import MediaStream
@@ -72,6 +73,9 @@ class B2buaSettings:
     """Refuse outside calls that settle on x25519 alone (needs outside_transport "tcp" or "tls")."""
     inside_srtp: SrtpMode = SrtpMode.OFF
     """``inside.srtp``: SDES-SRTP on the inside leg (off, optional: when the phone does it, required: or 488)."""
+    speak_sas: bool = True
+    """At the answer, speak the cue's words and the SAS after the tone cue (``voipgw.gateway.announce``); False:
+    the tone cue alone (the far end is heard sooner; the caller then learns no SAS)."""
     zones: Zones | None = None
     """The outside zone's own SIP listener and each zone's RTP range (``voipgw.gateway.zones``); None: flag mode,
     one socket for both legs and RTP on any free port of ``listen_host``."""
@@ -132,7 +136,11 @@ class Bridge:
     """The kind of that label (a ``LabelKind`` value: verified, known, first-contact, key-changed, not-secure,
     unverifiable)."""
     cue: str | None = None
-    """The in-band tone the inside caller heard at the answer (outbound calls): ``secure`` or ``not secure``."""
+    """What the inside phone was told at the answer (``voipgw.gateway.announce.Cue``'s value)."""
+    sas_told: bool = False
+    """The inside phone was given the SAS (on its ringing display, or spoken): only then is ``*1`` taken."""
+    sas_check: SasAction | None = None
+    """The inside user's SAS key in this call: ``confirm`` (*1, contact verified) or ``mismatch`` (*0, hung up)."""
     ringback_frames: int = 0
     """Inbound: locally generated ringback frames sent (sealed) to the outside caller while the inside phone rang."""
     inside_hold: bool = False
@@ -215,6 +223,7 @@ class Bridge:
             "label": self.label,
             "policy": self.policy,
             "cue": self.cue,
+            "sas_check": self.sas_check.value if self.sas_check is not None else None,
             "ringback_frames": self.ringback_frames,
             "hold": {"inside": self.inside_hold, "outside": self.outside_hold, "reinvites": self.holds},
             "dtmf": {

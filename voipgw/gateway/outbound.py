@@ -11,6 +11,7 @@ import logging
 
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
+from voipgw.gateway.announce import start_announcement
 from voipgw.gateway.inside_media import InsideSrtpRefused, answer_offer
 from voipgw.gateway.labels import identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
@@ -24,7 +25,6 @@ from voipgw.gateway.legs import (
 from voipgw.gateway.model import Bridge, InsideUser
 from voipgw.gateway.routing import Refuse
 from voipgw.gateway.statuses import code_of, outside_failure_warning
-from voipgw.gateway.tones import NOT_SECURE_CUE, SECURE_CUE, play_cue
 from voipgw.negotiate import telephone_event_pt
 from voipgw.sdp import SAVP, SdpError, build_sdp, parse_sdp
 from voipgw.sip import IncomingCall
@@ -96,11 +96,8 @@ async def outbound_setup(
         rec.suite, rec.codec, rec.sas,
     )  # fmt: skip
     await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
-    # The caller's phone cannot show the state (it keeps the display it dialled): it hears it instead.
-    secure = rec.security is not Security.NOT_SECURE
-    bridge.cue = "secure" if secure else "not secure"
-    bridge.to_inside.open = False
-    board.spawn(play_cue(bridge.to_inside, SECURE_CUE if secure else NOT_SECURE_CUE))
+    # The caller's phone cannot show the state (it keeps the display it dialled): it hears it, and the SAS.
+    board.spawn(start_announcement(bridge, board.config.speak_sas))
     # Phones that show the answering party (P-Asserted-Identity / Remote-Party-ID) see the label too.
     shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor)
     bridge.display, bridge.label = shown.text, shown.kind.value

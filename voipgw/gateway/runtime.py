@@ -59,6 +59,7 @@ def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float =
         routes=dict(config.routes),
         no_answer_timeout_s=no_answer_timeout_s,
         media_timeout_s=config.media_timeout_s,
+        speak_sas=config.speak_sas,
         bind_call_id=config.outside.bind_call_id,
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),

@@ -155,6 +155,8 @@ class GatewayConfig:
     """None = ``<home>/gateway.sock`` (see ``voipgw.ops.control.socket_path``)."""
     media_timeout_s: float = 30.0
     """End an answered call one of whose legs has received no RTP this long (nobody holding)."""
+    speak_sas: bool = True
+    """``gateway.speak_sas``: after the answer's tone cue, speak its words and the SAS to the inside phone."""
     routes: Mapping[str, str] = field(default_factory=dict)
     """Dialled user -> outside URI, for calls an inside phone dials at the gateway itself: flag mode's ``--route``
     (the file has no such key: there, the PBX routes)."""
@@ -190,7 +192,7 @@ def _srtp_mode(value: str) -> SrtpMode:
 
 
 _TABLES: dict[str, frozenset[str]] = {
-    "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s"}),
+    "gateway": frozenset({"policy", "log_format", "control_socket", "media_timeout_s", "speak_sas"}),
     "inside": frozenset(
         {"listen", "auth", "realm", "rtp_address", "rtp_ports", "trusted_networks", "srtp", "tls_port"}
     ),
@@ -507,6 +509,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         log_format=fmt,
         control_socket=_path(control, base_dir, "gateway.control_socket") if control else None,
         media_timeout_s=float(media_timeout),
+        speak_sas=_get(g, "speak_sas", bool, "gateway.", True),
     )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -164,6 +165,8 @@ class RtpEndpoint:
         self.ssrc = ssrc
         self.cname = cname
         self.rtcp_interval = rtcp_interval
+        self.reports = True
+        """False: this endpoint sends no RTCP (see ``open``)."""
         self.stats = EndpointStats()
         self.reception = ReceptionStats(clock_rate=OPUS_CLOCK_RATE)
         self.latched = False
@@ -202,9 +205,14 @@ class RtpEndpoint:
         latch: bool = True,
         rtcp_interval: float = RTCP_INTERVAL,
         ssrc: int | None = None,
-        cname: str = "voipgw",
+        cname: str | None = None,
+        rtcp: bool = True,
     ) -> RtpEndpoint:
-        """Bind the socket(s) and start the RTCP timer. ``port`` 0 picks a free port (pair)."""
+        """Bind the socket(s) and start the RTCP timer. ``port`` 0 picks a free port (pair).
+
+        ``cname`` defaults to a random one per endpoint (RFC 7022): a fixed name would link a user's calls.
+        ``rtcp`` False: send no RTCP at all, not even a BYE (a sealed call's RTCP would be clear, unauthenticated
+        and would count its frames for the relay); what arrives is still parsed and counted, and changes nothing."""
         loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = _bind_pair(host, port, need_pair=not rtcp_mux)
         holder: list[RtpEndpoint] = []
@@ -236,10 +244,11 @@ class RtpEndpoint:
             latch=latch,
             ssrc=random.getrandbits(32) if ssrc is None else ssrc,
             rtcp_interval=rtcp_interval,
-            cname=cname,
+            cname=cname if cname is not None else secrets.token_hex(12),
         )
+        ep.reports = rtcp
         holder.append(ep)
-        if rtcp_interval > 0:
+        if rtcp and rtcp_interval > 0:
             ep._rtcp_task = loop.create_task(ep._rtcp_loop(), name=f"rtcp-{ep.local[1]}")
         return ep
 
@@ -446,6 +455,8 @@ class RtpEndpoint:
 
     def send_report(self) -> bool:
         """Send one RTCP report now (also called by the periodic timer)."""
+        if not self.reports:
+            return False
         target = self.remote_rtcp
         transport = self._rtp if self.rtcp_mux else self._rtcp
         if self._closed or target is None or transport is None:
@@ -472,7 +483,7 @@ class RtpEndpoint:
         """Send RTCP BYE (best effort), stop the timer and close the sockets. Idempotent."""
         if self._closed:
             return
-        if bye:
+        if bye and self.reports:
             target = self.remote_rtcp
             transport = self._rtp if self.rtcp_mux else self._rtcp
             if target is not None and transport is not None:

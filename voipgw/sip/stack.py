@@ -511,14 +511,16 @@ class SipStack:
         credentials when ``username``/``password`` are given. Unanswered after ``timeout_s``: CANCEL and
         ``Failed(408, "No answer")``. ``transport="tcp"`` (or a ``;transport=tcp`` target) sends the INVITE
         over TCP; otherwise UDP, switching to TCP by itself when the INVITE exceeds 1300 bytes. ``zone`` INSIDE
-        sends it (and the whole dialog) from the inside listener, UDP only. ``headers`` (name, value) are added to
-        the INVITE (e.g. P-Asserted-Identity toward a phone).
+        sends it (and the whole dialog) from the inside listener over UDP, or over TLS/TCP when the target asks.
+        ``headers`` (name, value) are added to the INVITE (e.g. P-Asserted-Identity toward a phone).
         """
         self._check_running()
         target = parse_sip_url(target_uri)
         from_url = parse_sip_url(from_aor)
         next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
-        nh_transport = "udp" if zone is Zone.INSIDE else self.pick_transport(transport, target)
+        # An inside phone is reached over what its contact names: UDP from the inside listener, or TLS/TCP (a phone
+        # doing SDES-SRTP) from the stack's stream listener, the only one there is.
+        nh_transport = self.pick_transport(transport, target)
         # 120 random bits in 30 hex digits: unique enough, and below the 32-digit runs the log redactor takes for
         # key material, so operators can grep logs by Call-ID.
         call_id = secrets.token_hex(15)
