@@ -49,7 +49,13 @@ def test_rtp_sprayed_at_every_media_port_moves_nothing_and_reaches_no_one(topo: 
         alice.dial(f"sip:bob@127.0.0.1:{a.port}")
         bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
         alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+        # The gateways start the inside leg's media a moment after the phones see the call established: wait for
+        # both legs to know their phone (inside_peer set) so "before" is the leg as the phone set it up.
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while not all(_active(n)["inside_peer"] for n in (a, b)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         before = _active(a), _active(b)
+        assert all(leg["inside_peer"] for leg in before), before
         sip = {a.port, b.port}
         ports = [p for node in (a, b) for p in udp_ports(node.proc.proc.pid) if p not in sip]
         assert len(ports) >= 8, ports  # RTP and RTCP of the inside and outside legs of both gateways
