@@ -44,8 +44,8 @@ def test_two_homes_tofu_verify_rotate_block_accept(tmp_path: Path, capsys: pytes
     assert call(alice, bob) == (TrustState.FIRST_CONTACT, TrustAction.ALLOW)
     assert run(alice, "contacts") == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["AOR", "STATE", "VERIFIED", "LAST", "SEEN", "CALLS"]
-    assert table[1].split()[:3] == [BOB, "known", "no"] and table[1].split()[-1] == "1"
+    assert table[0].split() == ["AOR", "NAME", "STATE", "VERIFIED", "LAST", "SEEN", "CALLS"]
+    assert table[1].split()[:4] == [BOB, "-", "known", "no"] and table[1].split()[-1] == "1"
 
     assert run(alice, "fingerprint", BOB, "--json") == 0
     fa = json.loads(capsys.readouterr().out)

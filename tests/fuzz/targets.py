@@ -481,6 +481,7 @@ def _contacts_doc() -> bytes:
         "pending_key": None,
         "pending_first_seen": None,
         "pending_last_seen": None,
+        "name": "Bob Example",
         "history": [
             {
                 "identity_key": key,

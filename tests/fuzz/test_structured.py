@@ -229,7 +229,7 @@ def test_contacts_documents_with_any_field_replaced_are_refused_or_import(edits:
         added, merged, conflicts = store.import_contacts(records, skip_conflicts=False)
         assert (added, merged, conflicts) == (len(records), 0, [])
         again = parse_document(json.loads(json.dumps(export_document(store, now=T0))))
-        assert [c.aor for c, _ in again] == [c.aor for c, _ in records]
+        assert [(c.aor, c.name) for c, _ in again] == [(c.aor, c.name) for c, _ in records]
 
 
 # --- control socket --------------------------------------------------------------------------------------------

@@ -71,6 +71,24 @@ def test_contact_name_comes_first_and_is_cleaned_too() -> None:
 
 
 @pytest.mark.parametrize(
+    ("security", "trust", "sas", "text"),
+    [
+        (S.SECURE_VERIFIED, T.KNOWN, "4xj9", "[SAFE 4xj9] Alice Smith"),
+        (S.SECURE_UNVERIFIED, T.KNOWN, "4xj9", "[E2E 4xj9] Alice Smith"),
+        (S.KEY_CHANGED, T.KEY_CHANGED, "4xj9", "[!KEY 4xj9] Alice Smith"),
+        (S.SECURE_UNVERIFIED, T.KNOWN, None, "[NO SAS] Alice Smith"),
+        (S.NOT_SECURE, None, None, "[INSECURE] a7"),  # in the clear nothing signed the AOR: never the local name
+        (S.PENDING, None, None, "[INSECURE] a7"),
+        (S.REFUSED, None, None, "[INSECURE] a7"),
+    ],
+)
+def test_the_local_name_follows_the_label_only_when_the_aor_was_signed(
+    security: Security, trust: TrustState | None, sas: str | None, text: str
+) -> None:
+    assert shown_for(security, trust, sas, "a7@example.org", contact_name="Alice Smith").text == text
+
+
+@pytest.mark.parametrize(
     ("raw", "clean"),
     [
         ("Alice [E2E 4XJ9]" + " " * 40, "Alice E2E 4XJ9"),

@@ -137,15 +137,19 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
     return source, sink
 
 
-def status_line(call: ActiveCall) -> str:
+def status_line(call: ActiveCall, name: str | None = None) -> str:
+    """``[00:12] established | secure, unverified | Alice Smith <alice@example.org> | SAS ...``: the security state
+    before the peer; the peer is named (the user's own name for the contact) only once the key exchange signed its
+    AOR (``name`` is then given), else it is the AOR alone."""
     rec = call.record
     elapsed = time.time() - rec.started_at if rec.started_at else 0.0
     st = call.stats()
     sas = f"SAS {rec.sas} ({' '.join(rec.sas_words or ())})" if rec.sas else "SAS pending"
     security = rec.security.value
+    peer = f"{name} <{rec.remote_aor}>" if name and rec.secure else rec.remote_aor
     return (
         f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {rec.state.value if rec.state else '-'} | "
-        f"{security} | {sas} | sent {st['frames_sent']} recv {st['frames_received']} "
+        f"{security} | {peer} | {sas} | sent {st['frames_sent']} recv {st['frames_received']} "
         f"refused {st['frames_refused']}"
     )
 
@@ -210,6 +214,8 @@ class _Ui:
         self._saved_tty: list[Any] | None = None
         self._call: ActiveCall | None = None
         self._dtmf_shown = 0
+        self._name: str | None = None
+        self._named = False
 
     def __enter__(self) -> _Ui:
         if self.keys:
@@ -259,6 +265,19 @@ class _Ui:
             log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
             call.hangup("voipgw: the other side reported that the SAS did not match (possible man in the middle)")
 
+    def _peer_name(self, call: ActiveCall) -> str | None:
+        """The user's own name for the signed remote AOR, read once per call (None: none, or not sealed yet)."""
+        rec = call.record
+        if not self._named and rec.secure and self.phone.trust is not None:
+            self._named = True
+            try:
+                contact = self.phone.trust.store.get(rec.remote_aor)
+            except Exception as exc:  # a store failure costs the name, never the call's status line
+                log.warning("call %s: no local name for %s: %s", rec.call_id, rec.remote_aor, exc)
+                contact = None
+            self._name = None if contact is None else contact.name
+        return self._name if rec.secure else None
+
     def update(self, call: ActiveCall, final: bool = False) -> None:
         self._call = call
         rec = call.record
@@ -286,10 +305,11 @@ class _Ui:
             log.info("call %s: %s", rec.call_id, text.replace("\n", "; "))
         now = time.monotonic()
         if self.tty:
-            print("\r" + status_line(call).ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
+            line = status_line(call, self._peer_name(call))
+            print("\r" + line.ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
         elif final or now - self._last >= 2.0:
             self._last = now
-            print(status_line(call), file=sys.stderr, flush=True)
+            print(status_line(call, self._peer_name(call)), file=sys.stderr, flush=True)
 
 
 async def _follow(

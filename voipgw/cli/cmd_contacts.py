@@ -1,5 +1,6 @@
-"""``voipgw contacts``, ``fingerprint``, ``verify``, ``accept-key`` and ``forget``: the contact store and safety
-numbers from the command line. Every failure is one line (CliError); every confirmation has ``--yes``.
+"""``voipgw contacts`` (list, ``name``, export, import), ``fingerprint``, ``verify``, ``accept-key`` and ``forget``:
+the contact store, its local names and safety numbers from the command line. Every failure is one line
+(CliError); every confirmation has ``--yes``.
 
 It prints public keys and safety numbers only; it never reads or shows our private key.
 """
@@ -21,6 +22,7 @@ from ratchet.errors import IdentityFileError, MalformedAor
 from ratchet.fingerprint import format_safety_number
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
+from voipgw.names import MAX_NAME, clean_name
 from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
@@ -31,6 +33,8 @@ from voipgw.trust import (
     parse_safety_number_qr,
     safety_number_qr,
 )
+
+EXIT_USAGE = 2
 
 # --- shared helpers (cmd_id uses them too) --------------------------------------------------------------------
 
@@ -95,9 +99,15 @@ def contact_state(c: Contact) -> str:
     return "key-changed" if c.changed_at is not None else "known"
 
 
+def who(c: Contact) -> str:
+    """``Alice Smith <alice@example.org>`` when the user named the contact, else the AOR alone."""
+    return f"{c.name} <{c.aor}>" if c.name else c.aor
+
+
 def _contact_json(c: Contact) -> dict[str, Any]:
     return {
         "aor": c.aor,
+        "name": c.name,
         "state": contact_state(c),
         "verified": c.verified,
         "verified_method": None if c.verified_method is None else c.verified_method.value,
@@ -134,6 +144,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=run_list)
     csub = c.add_subparsers(dest="contacts_command", metavar="ACTION")
+    n = csub.add_parser("name", help="give a contact your own name (shown next to the security label)")
+    add_name_arguments(n)
+    n.set_defaults(func=run_name)
     e = csub.add_parser("export", help="write contacts (public keys, verification, history) as JSON")
     e.add_argument("file", metavar="FILE", help="output file (mode 0600; '-' for stdout); never overwritten")
     e.set_defaults(func=run_export)
@@ -173,6 +186,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.set_defaults(func=run_forget)
 
 
+def add_name_arguments(p: argparse.ArgumentParser) -> None:
+    """``AOR NAME`` or ``AOR --clear`` (``voipgw gateway contacts ... name`` takes the same)."""
+    p.add_argument("contact", metavar="AOR")
+    p.add_argument("name", metavar="NAME", nargs="?", help=f"your name for the contact (cleaned, {MAX_NAME} chars max)")
+    p.add_argument("--clear", action="store_true", help="remove the name (the AOR's user part is shown again)")
+
+
 # --- contacts -------------------------------------------------------------------------------------------------
 
 
@@ -185,13 +205,31 @@ def run_list(args: argparse.Namespace) -> int:
     if not contacts:
         print("no contacts yet (a contact is added on the first call)")
         return 0
-    rows = [("AOR", "STATE", "VERIFIED", "LAST SEEN", "CALLS")]
+    rows = [("AOR", "NAME", "STATE", "VERIFIED", "LAST SEEN", "CALLS")]
     for c in contacts:
         verified = f"yes ({c.verified_method})" if c.verified else "no"
-        rows.append((c.aor, contact_state(c), verified, fmt_time(c.last_seen), str(c.call_count)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((c.aor, c.name or "-", contact_state(c), verified, fmt_time(c.last_seen), str(c.call_count)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_name(args: argparse.Namespace) -> int:
+    """Set or clear the local name: only the user gives names (a call never does), so the PBX cannot choose one."""
+    aor = aor_arg(args.contact)
+    if args.clear == (args.name is not None):
+        raise CliError("give either a NAME or --clear (voipgw contacts name AOR 'Alice Smith')", EXIT_USAGE)
+    if args.name is not None and not clean_name(args.name):
+        raise CliError(f"{args.name!r} has nothing left to show once brackets, quotes and controls go; use --clear "
+                       f"to remove a name", EXIT_USAGE)  # fmt: skip
+    with open_trust(args) as trust:
+        contact = trust.store.set_name(aor, None if args.clear else args.name, now=time.time())
+    if contact.name is None:
+        print(f"{aor} has no name now (calls show its user part)")
+    else:
+        changed = " (cleaned)" if contact.name != " ".join(args.name.split()) else ""
+        print(f"{aor} is now shown as {contact.name!r}{changed}")
     return 0
 
 
@@ -270,6 +308,7 @@ def run_fingerprint(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "aor": aor,
+            "name": contact.name,
             "local_aor": ours,
             "safety_number": number,
             "formatted": format_safety_number(number),
@@ -282,7 +321,7 @@ def run_fingerprint(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     groups = format_safety_number(number).split(" ")
-    print(f"Safety number with {aor} (you: {ours}):")
+    print(f"Safety number with {who(contact)} (you: {ours}):")
     print("  " + " ".join(groups[:6]))
     print("  " + " ".join(groups[6:]))
     if contact.verified:

@@ -1,6 +1,7 @@
-"""``voipgw gateway contacts``: a fronted user's contact store, for the gateway's admin: list it, show a safety
-number, verify a contact's key, accept a changed one. Finds the user's folder from the gateway configuration and
-runs the softphone's own commands (``voipgw.cli.cmd_contacts``) on it; parsing and wiring only.
+"""``voipgw gateway contacts``: a fronted user's contact store, for the gateway's admin: list it, name a contact
+(the name its phone shows after the label), show a safety number, verify a contact's key, accept a changed one.
+Finds the user's folder from the gateway configuration and runs the softphone's own commands
+(``voipgw.cli.cmd_contacts``) on it; parsing and wiring only.
 
 It prints public keys and safety numbers only; it never reads or shows a private key. A running gateway sees the
 change at its next call with that contact (the trust cache follows the store's data version).
@@ -24,7 +25,7 @@ def register(gsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``contacts`` under ``voipgw gateway``."""
     c = gsub.add_parser(
         "contacts",
-        help="a fronted user's contacts: list, fingerprint, verify or accept a key",
+        help="a fronted user's contacts: list, name, fingerprint, verify or accept a key",
         description="The contact store of one fronted user (<identity_dir>/<user>/contacts.db). Example: "
         "voipgw gateway contacts --config /etc/voipgw/gateway.toml --user bob verify alice@example.org",
     )
@@ -39,6 +40,9 @@ def register(gsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--json", action="store_true", help="print JSON (list, fingerprint)")
     c.set_defaults(func=_run(cmd_contacts.run_list))
     csub = c.add_subparsers(dest="gateway_contacts_command", metavar="ACTION")
+    n = csub.add_parser("name", help="the user's own name for a contact, shown on the phone after the label")
+    cmd_contacts.add_name_arguments(n)
+    n.set_defaults(func=_run(cmd_contacts.run_name))
     f = csub.add_parser("fingerprint", help="the safety number with a contact, and any SAS-mismatch warnings")
     f.add_argument("contact", metavar="CONTACT_AOR")
     f.add_argument("--qr", action="store_true", help="also draw the QR code in the terminal")

@@ -14,6 +14,7 @@ import time
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
 from voipgw.gateway.announce import inbound_announces, start_announcement
+from voipgw.gateway.contact_names import contact_name
 from voipgw.gateway.inside_media import InsideSrtpRefused, offer_crypto, offer_profile, settle_answer
 from voipgw.gateway.labels import LabelKind, identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
@@ -75,7 +76,8 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             board.count_refused(PEER_REFUSED_CODE)
         return
     # Never the From display name: the caller chose it, the PBX may rewrite it, and nothing signs it.
-    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor)
+    name = await contact_name(leg.context.trust, rec)  # the user's own name for the signed AOR, if any
+    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor, name)
     bridge.display, bridge.label = shown.text, shown.kind.value
     if shown.kind is LabelKind.UNVERIFIABLE:
         _unverifiable("no-sas", logging.WARNING,

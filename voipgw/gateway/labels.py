@@ -4,33 +4,27 @@ display name. Pure: no I/O, no clock. The scheme is documented in docs/OPERATION
 
 Why this shape: the label is the only defence an unmodified phone has against a PBX acting as a man in the middle,
 so nothing the far side or the PBX writes may look like, push aside or follow a label. Names lose every bracket,
-quote, control, format (bidi) and unassigned character, and runs of white space, before they are shown."""
+quote, control, format (bidi) and unassigned character, and runs of white space, before they are shown
+(``voipgw.names``: the contact store cleans a local name with the same rule)."""
 
 from __future__ import annotations
 
 import enum
 import string
-import unicodedata
 from dataclasses import dataclass
 
 from voipgw.call import Security
+from voipgw.names import MAX_NAME, clean_name
 from voipgw.trust import TrustState
 
 DISPLAY_WIDTH = 16
 """Characters a typical desk phone shows on its caller line: every label leaves room for a name's start."""
 MIN_NAME_SHOWN = 4
 """Characters of the name that fit next to the longest label on a DISPLAY_WIDTH display."""
-MAX_NAME = 32
-"""A longer name is cut: it could only push the rest of a phone's screen away."""
 SAS_LEN = 4
 SAS_ALPHABET = frozenset(string.ascii_lowercase + string.digits)
 FALLBACK_NAME = "unknown"
 """Shown when no name survives the cleaning (the label still says everything that matters)."""
-_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Me", "Ps", "Pe", "Pi", "Pf"})
-"""Controls, format characters (bidi overrides, zero width), surrogates, private use, unassigned, line and
-paragraph separators, enclosing marks, and every opening/closing bracket and quote of any script."""
-_DROP_CHARS = frozenset('<>"\\`[]{}()')
-"""ASCII that delimits a label or a SIP display name (``<`` ``>`` are maths symbols, ``"`` plain punctuation)."""
 _URI_SAFE = frozenset(string.ascii_letters + string.digits + "-_.!~*'&=+$,;?/:@%")
 
 
@@ -102,21 +96,6 @@ def label_text(kind: LabelKind, sas: str | None) -> str:
     return f"[{TAGS[kind]} {shown}]" if shown else f"[{TAGS[kind]}]"
 
 
-def clean_name(text: str | None) -> str:
-    """``text`` without anything that could fake, hide or push away a label: NFKC-normalised (full-width
-    brackets become ASCII ones, then go), no brackets, quotes, controls or format characters, white space
-    collapsed, at most MAX_NAME characters. "" when nothing is left."""
-    if not text:
-        return ""
-    kept: list[str] = []
-    for ch in unicodedata.normalize("NFKC", text):
-        if ch.isspace():  # tabs, line breaks and odd spaces separate words: one plain space each
-            kept.append(" ")
-        elif unicodedata.category(ch) not in _DROP_CATEGORIES and ch not in _DROP_CHARS:
-            kept.append(ch)
-    return " ".join("".join(kept).split())[:MAX_NAME].strip()
-
-
 def aor_user(aor: str) -> str:
     """The user part of an AOR (``alice@example.org`` -> ``alice``); the AOR itself when it has none."""
     user, at, _host = aor.partition("@")
@@ -127,10 +106,13 @@ def shown_for(
     security: Security, trust_state: TrustState | None, sas: str | None, aor: str, contact_name: str | None = None
 ) -> Shown:
     """What the phone shows for a call with the peer ``aor`` (the AOR the key exchange signed): the label, then
-    ``contact_name`` (the gateway user's own name for that contact) or the AOR's user part, cleaned."""
+    ``contact_name`` (the gateway user's own name for that contact) or the AOR's user part, cleaned. A call in
+    the clear never shows the contact name: nothing signed its AOR, and the user's own words for a contact would
+    lend a forged From address a weight its user part does not have."""
     kind = choose_kind(security, trust_state, sas)
     label = label_text(kind, sas)
-    name = clean_name(contact_name) or clean_name(aor_user(aor)) or FALLBACK_NAME
+    own = clean_name(contact_name) if kind is not LabelKind.NOT_SECURE else ""
+    name = own or clean_name(aor_user(aor)) or FALLBACK_NAME
     return Shown(kind, label, f"{label} {name}")
 
 
@@ -158,6 +140,7 @@ def trust_state_of(value: str | None) -> TrustState | None:
 
 __all__ = [
     "DISPLAY_WIDTH",
+    "MAX_NAME",
     "LabelKind",
     "Shown",
     "choose_kind",

@@ -12,6 +12,7 @@ import logging
 from ratchet.aor import normalize_aor
 from voipgw.call import CallEvent, CallState, Security
 from voipgw.gateway.announce import start_announcement
+from voipgw.gateway.contact_names import contact_name
 from voipgw.gateway.inside_media import InsideSrtpRefused, answer_offer
 from voipgw.gateway.labels import identity_headers, shown_for, trust_state_of
 from voipgw.gateway.legs import (
@@ -99,7 +100,8 @@ async def outbound_setup(
     # The caller's phone cannot show the state (it keeps the display it dialled): it hears it, and the SAS.
     board.spawn(start_announcement(bridge, board.config.speak_sas))
     # Phones that show the answering party (P-Asserted-Identity / Remote-Party-ID) see the label too.
-    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor)
+    name = await contact_name(leg.context.trust, rec)  # the user's own name for the signed AOR, if any
+    shown = shown_for(rec.security, trust_state_of(rec.trust_state), rec.sas, rec.remote_aor, name)
     bridge.display, bridge.label = shown.text, shown.kind.value
     incoming.answer(
         build_sdp(

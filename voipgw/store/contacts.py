@@ -22,6 +22,7 @@ from typing import Any
 from ratchet.aor import normalize_aor
 from ratchet.fingerprint import side_fingerprint
 from ratchet.identity import IdentityPublicKey
+from voipgw.names import local_name
 from voipgw.store.errors import (
     ContactStoreError,
     CorruptStore,
@@ -88,6 +89,8 @@ class Contact:
     """A changed key that the policy blocked; ``accept_pending`` makes it current."""
     pending_first_seen: float | None
     pending_last_seen: float | None
+    name: str | None = None
+    """The local user's own name for this contact (``set_name``), never learned from the network; cleaned."""
 
     @property
     def state(self) -> str:
@@ -164,13 +167,18 @@ def _m2_events(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX contact_events_aor ON contact_events (aor, at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial, _m2_events)
+def _m3_names(db: sqlite3.Connection) -> None:
+    # The local user's name for a contact (set by them only, never from a call): shown next to the labels.
+    db.execute("ALTER TABLE contacts ADD COLUMN name TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial, _m2_events, _m3_names)
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``; each runs inside the opener's transaction."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
     "aor, identity_key, key_side, key_first_seen, first_seen, last_seen, call_count, verified, verified_at, "
-    "verified_method, local_aor, changed_at, pending_key, pending_first_seen, pending_last_seen"
+    "verified_method, local_aor, changed_at, pending_key, pending_first_seen, pending_last_seen, name"
 )
 
 
@@ -192,6 +200,7 @@ def _contact(row: tuple[Any, ...]) -> Contact:
         pending_key=None if row[12] is None else bytes(row[12]),
         pending_first_seen=None if row[13] is None else float(row[13]),
         pending_last_seen=None if row[14] is None else float(row[14]),
+        name=None if row[15] is None else str(row[15]),
     )
 
 
@@ -641,6 +650,18 @@ class ContactStore:
             ).fetchall()
             return [(float(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    def set_name(self, aor: str, name: str | None, *, now: float) -> Contact:
+        """Set (None, or a name that cleans to nothing: clear) the local user's own name for ``aor``, cleaned as
+        labels clean names (``voipgw.names``); UnknownContact if it is not stored. No trust change (no bump)."""
+        del now  # the signature of every write; a name has no timestamp to keep
+        aor, cleaned = checked_aor(aor), local_name(name)
+        with self.transaction() as db:
+            if db.execute("UPDATE contacts SET name = ? WHERE aor = ?", (cleaned, aor)).rowcount != 1:
+                raise UnknownContact(f"no contact {aor!r} in {self.path}")
+            stored = self._row(db, aor)
+        assert stored is not None
+        return stored
+
     def forget(self, aor: str) -> None:
         """Delete ``aor`` and its key history; its next call is a first contact again."""
         aor = checked_aor(aor)
@@ -667,7 +688,7 @@ class ContactStore:
                     continue
                 if existing is None:
                     db.execute(
-                        f"INSERT INTO contacts ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                        f"INSERT INTO contacts ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                         (
                             contact.aor,
                             contact.identity_key,
@@ -684,6 +705,7 @@ class ContactStore:
                             contact.pending_key,
                             contact.pending_first_seen,
                             contact.pending_last_seen,
+                            local_name(contact.name),
                         ),
                     )
                     added += 1
@@ -692,13 +714,14 @@ class ContactStore:
                     db.execute(
                         "UPDATE contacts SET first_seen = min(first_seen, ?), last_seen = max(last_seen, ?), "
                         "key_first_seen = min(key_first_seen, ?), call_count = max(call_count, ?), "
-                        "local_aor = coalesce(local_aor, ?) WHERE aor = ?",
+                        "local_aor = coalesce(local_aor, ?), name = coalesce(name, ?) WHERE aor = ?",
                         (
                             contact.first_seen,
                             contact.last_seen,
                             contact.key_first_seen,
                             contact.call_count,
                             contact.local_aor,
+                            local_name(contact.name),  # a name the user gave here wins over the imported one
                             contact.aor,
                         ),
                     )

@@ -1,6 +1,9 @@
 """The contact store's export document (``voipgw contacts export``/``import``): JSON-ready data with every
-contact's public keys, verification state and key history, and the strict parser that refuses anything
+contact's public keys, verification state, local name and key history, and the strict parser that refuses anything
 ``export_document`` would not have written, before a single row is touched.
+
+Version 1 gained the optional ``name`` field (the local user's name for the contact) without a version bump: an
+older export without it imports as contacts without a name, and an older voipgw ignores it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from typing import Any
 
 from ratchet.errors import MalformedAor, MalformedIdentityKey
 from ratchet.fingerprint import side_fingerprint
+from voipgw.names import MAX_NAME, local_name
 from voipgw.store.contacts import (
     Contact,
     ContactStore,
@@ -62,6 +66,7 @@ def export_document(store: ContactStore, *, now: float) -> dict[str, Any]:
                 "pending_key": None if c.pending_key is None else c.pending_key.hex(),
                 "pending_first_seen": c.pending_first_seen,
                 "pending_last_seen": c.pending_last_seen,
+                "name": c.name,
                 "history": [hist(h) for h in store.history(c.aor)],
             }
         )
@@ -139,6 +144,11 @@ def parse_document(doc: Any) -> list[tuple[Contact, list[KeyHistoryEntry]]]:
         pending = _field(item, "pending_key", "key?", where)
         if pending == key:
             raise MalformedExport(f"{where}: pending_key equals identity_key")
+        name = _field(item, "name", "str?", where) if "name" in item else None
+        if name is not None and local_name(name) != name:
+            raise MalformedExport(
+                f"{where}: 'name' must be a non-empty cleaned name of at most {MAX_NAME} characters, got {name!r:.40}"
+            )
         history_items = item.get("history", [])
         if not isinstance(history_items, list):
             raise MalformedExport(f"{where}: history must be a list")
@@ -175,6 +185,7 @@ def parse_document(doc: Any) -> list[tuple[Contact, list[KeyHistoryEntry]]]:
                     pending_key=pending,
                     pending_first_seen=_field(item, "pending_first_seen", "time?", where) if pending else None,
                     pending_last_seen=_field(item, "pending_last_seen", "time?", where) if pending else None,
+                    name=name,
                 ),
                 history,
             )
