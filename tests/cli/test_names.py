@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from voipgw.call import CallRecord, Security
+from voipgw.cli.cmd_call import peer_text
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 
@@ -89,3 +93,22 @@ def test_the_gateway_admin_names_a_fronted_users_contact(tmp_path: Path) -> None
     done = _cli(home, "gateway", "contacts", "--user", "bob", "name", ALICE, "--clear")
     assert done.returncode == 0, done.stderr
     assert json.loads(_cli(bob, "contacts", "--json").stdout)[0]["name"] is None
+
+
+@pytest.mark.parametrize(
+    ("security", "name", "shown"),
+    [
+        (Security.SECURE_UNVERIFIED, "Bob Smith", f"Bob Smith <{BOB}>"),
+        (Security.SECURE_VERIFIED, "Bob Smith", f"Bob Smith <{BOB}>"),
+        (Security.KEY_CHANGED, "Bob Smith", f"Bob Smith <{BOB}>"),
+        (Security.SECURE_UNVERIFIED, None, BOB),
+        (Security.NOT_SECURE, "Bob Smith", BOB),  # in the clear the AOR is only a From header: no local name
+        (Security.PENDING, "Bob Smith", BOB),  # not answered yet: nothing signed it either
+        (Security.REFUSED, "Bob Smith", BOB),
+    ],
+)
+def test_the_softphone_status_line_names_the_peer_only_when_its_aor_was_signed(
+    security: Security, name: str | None, shown: str
+) -> None:
+    rec = CallRecord(remote_aor=BOB, security=security)
+    assert peer_text(rec, name) == shown

@@ -21,7 +21,7 @@ from voipgw.audio.device import NoAudioDevice
 from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink, SilenceSource, WavRecorder
 from voipgw.audio.wav import WavError, read_wav
-from voipgw.call import CallState, Security
+from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
@@ -137,16 +137,21 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
     return source, sink
 
 
+def peer_text(rec: CallRecord, name: str | None) -> str:
+    """``Alice Smith <alice@example.org>`` with the user's own ``name`` for the contact, only once the key exchange
+    signed the AOR (a call in the clear, or not yet answered, shows the AOR alone: anyone can write a From)."""
+    return f"{name} <{rec.remote_aor}>" if name and rec.secure else rec.remote_aor
+
+
 def status_line(call: ActiveCall, name: str | None = None) -> str:
     """``[00:12] established | secure, unverified | Alice Smith <alice@example.org> | SAS ...``: the security state
-    before the peer; the peer is named (the user's own name for the contact) only once the key exchange signed its
-    AOR (``name`` is then given), else it is the AOR alone."""
+    comes before the peer (``peer_text``)."""
     rec = call.record
     elapsed = time.time() - rec.started_at if rec.started_at else 0.0
     st = call.stats()
     sas = f"SAS {rec.sas} ({' '.join(rec.sas_words or ())})" if rec.sas else "SAS pending"
     security = rec.security.value
-    peer = f"{name} <{rec.remote_aor}>" if name and rec.secure else rec.remote_aor
+    peer = peer_text(rec, name)
     return (
         f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {rec.state.value if rec.state else '-'} | "
         f"{security} | {peer} | {sas} | sent {st['frames_sent']} recv {st['frames_received']} "
