@@ -26,9 +26,9 @@ PBX learns no more than that the caller is known here."""
 KEY_CHANGE_REFUSED = "call refused for a key change"
 """All that leaves this host about a blocked key change (488 Warning, BYE Reason): when the old key was first seen
 and whether it was verified stay in the local log and call record."""
-REJECT_PINNED_CONTACT = (
+REJECT_PINNED_CONTACT = (  # no comma: the BYE's Reason text ends at the first one
     "a known voipgw contact answered without the voipgw key exchange (a=voipgw stripped on the way?); hung up: "
-    "a contact whose key is on record must encrypt (to call it in the clear, 'voipgw forget' it first)"
+    "a contact whose key is on record must encrypt ('voipgw forget AOR' to call it in the clear)"
 )
 NOT_ACCEPTABLE = (488, "Not Acceptable Here")
 

@@ -13,6 +13,7 @@ import pexpect
 import pytest
 
 from tests.support.phones import SPEECH, start_caller, start_listener, voipgw_argv
+from voipgw.negotiate import KEY_CHANGE_REFUSED
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,11 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert "changed" in a["reason"].lower(), a["reason"]
     assert a["trust_warning"] and first_number[:5] in a["trust_warning"].replace(" ", "")
     assert "WARNING" in alice_log
-    # bob learns why from the BYE's Reason header: the warning reaches both ends
-    assert b["state"] == "ended" and "identity key of bob@127.0.0.1 changed" in b["reason"], b["reason"]
+    # bob learns from the BYE's Reason header that it was a key change, and nothing more: when alice first saw his
+    # old key and whether she had verified it stay with her (her record and log above)
+    assert b["state"] == "ended" and KEY_CHANGE_REFUSED in b["reason"], b["reason"]
+    assert "first seen" not in b["reason"] and "verified" not in b["reason"], b["reason"]
+    assert "first seen" in a["reason"] and "verified" in a["reason"], a["reason"]
     assert a["frames_sent"] == 0 and a["frames_opened"] == 0 and a["frames_played"] == 0
     contacts = json.loads(cli(alice_home, "contacts", "--json").stdout)
     assert contacts[0]["aor"] == "bob@127.0.0.1"
