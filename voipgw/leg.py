@@ -533,7 +533,8 @@ class Leg:
         try:
             return await asyncio.to_thread(ctx.trust.pinned, remote_aor)
         except Exception as exc:  # an unreadable store must not let a known contact downgrade: assume it is pinned
-            log.error("could not read the contact store for %s (%s); treating it as a known contact", remote_aor, exc)
+            _refusals("pin-lookup", logging.ERROR, "could not read the contact store for %s (%s); treating it as a "
+                      "known contact", remote_aor, exc)  # fmt: skip
             return True
 
     async def _verdict(self, keys: SessionKeys) -> TrustVerdict | None:

@@ -84,6 +84,23 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert a["safety_number"] != first_number and a["safety_number"] == b["safety_number"]
 
 
+def test_a_blocked_key_change_tells_the_caller_only_that_it_was_refused_for_a_key_change(tmp_path: Path) -> None:
+    """bob verified alice; alice rotates her key, and bob (the callee) refuses her next call. The 488 Warning that
+    alice and any PBX read says only that the call was refused for a key change; when bob first saw her old key and
+    that he had verified it stay in bob's log and summary."""
+    a, _, _, _ = call(tmp_path)
+    bob_home = tmp_path / "bob-home"
+    assert cli(bob_home, "verify", "alice@127.0.0.1", "--safety-number", a["safety_number"], "--yes").returncode == 0
+    assert cli(tmp_path / "alice-home", "id", "new", "--force", "--yes").returncode == 0
+    a, b, _, bob_log = call(tmp_path)
+    print(f"blocked at the callee: alice {a['reason']!r}; bob {b['reason']!r}")
+    assert a["state"] == b["state"] == "failed" and a["security"] == b["security"] == "refused", (a, b)
+    assert a["reason"] == f'488 Not Acceptable Here (399 127.0.0.1 "voipgw: {KEY_CHANGE_REFUSED}")', a["reason"]
+    assert "identity key of alice@127.0.0.1 changed" in b["reason"] and "first seen" in b["reason"], b["reason"]
+    assert "verified" in b["reason"] and "WARNING: the identity key of alice@127.0.0.1 has CHANGED" in bob_log
+    assert a["frames_sent"] == b["frames_sent"] == 0 and a["frames_received"] == b["frames_received"] == 0
+
+
 def _interactive_call(tmp_path: Path, key: str) -> tuple[str, dict[str, Any]]:
     bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), record=False, tap=False)
     argv = voipgw_argv(
