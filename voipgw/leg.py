@@ -345,7 +345,8 @@ class Leg:
     ) -> None:
         rec = call.record
         t = time.perf_counter()
-        decision = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time())
+        pinned = await self._pinned(rec.remote_aor)
+        decision = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
         if isinstance(decision, Rejected):
             self._refuse_established(call, decision.reason)
             return
@@ -367,7 +368,7 @@ class Leg:
                 if outcome.warning:
                     log.error("%s", outcome.warning)
                 rec.trust_warning = outcome.warning
-                self._refuse_established(call, outcome.reason)
+                self._refuse_established(call, outcome.reason, public=outcome.public)
                 return
             rec.apply(CallEvent.ANSWERED, security=outcome)
             self._note_keys(rec, keys, verdict)
@@ -376,15 +377,16 @@ class Leg:
         rec.started_at = time.time()
         await self._start_media(call, decision.remote, decision.codec, source, sink)
 
-    def _refuse_established(self, call: ActiveCall, reason: str) -> None:
-        """The dialog exists (200 OK arrived) but policy forbids media: BYE at once, no audio ever."""
+    def _refuse_established(self, call: ActiveCall, reason: str, *, public: str | None = None) -> None:
+        """The dialog exists (200 OK arrived) but policy forbids media: BYE at once, no audio ever. The BYE's
+        Reason carries ``public`` if given (``reason`` may hold detail that must stay here)."""
         rec = call.record
         rec.apply(CallEvent.REFUSED)
         rec.reason = reason
         log.error("call %s with %s refused: %s", rec.call_id, rec.remote_aor, reason)
         if call.sip is not None:  # the record is already terminal, so ActiveCall.hangup() would skip the BYE
             with contextlib.suppress(Exception):
-                call.sip.hangup(f"{ANSWER_REFUSED}{reason}")
+                call.sip.hangup(f"{ANSWER_REFUSED}{public or reason}")
 
     # --- incoming ----------------------------------------------------------------------------------------
 
@@ -396,6 +398,7 @@ class Leg:
         t_received = time.monotonic()
         rec = incoming_record(incoming, ctx.aor)
         call = self.call = ActiveCall(rec, sip=incoming)
+        pinned = await self._pinned(rec.remote_aor)
         t = time.perf_counter()
         decision = decide_offer(
             incoming.remote_sdp or "",
@@ -406,6 +409,7 @@ class Leg:
             incoming.call_id,
             ctx.nonces,
             time.time(),
+            pinned,
         )
         if isinstance(decision, Refusal):
             return self._reject(call, incoming, decision)
@@ -420,7 +424,8 @@ class Leg:
                 if outcome.warning:
                     _refusals("identity", logging.ERROR, "%s", outcome.warning)
                 rec.trust_warning = outcome.warning
-                return self._reject(call, incoming, Refusal(488, "Not Acceptable Here", f"voipgw: {outcome.reason}"))
+                refusal = Refusal(488, "Not Acceptable Here", f"voipgw: {outcome.public}")
+                return self._reject(call, incoming, refusal, detail=f"voipgw: {outcome.reason}")
             security = outcome
         stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
         call.media = stream
@@ -455,12 +460,16 @@ class Leg:
         self._following = asyncio.get_running_loop().create_task(self._follow(call))
         return call
 
-    def _reject(self, call: ActiveCall, incoming: IncomingCall, refusal: Refusal) -> ActiveCall:
+    def _reject(
+        self, call: ActiveCall, incoming: IncomingCall, refusal: Refusal, *, detail: str | None = None
+    ) -> ActiveCall:
+        """Refuse the INVITE with ``refusal``; the record and the log say ``detail`` instead of its Warning if
+        given (what the caller and the PBX must not learn)."""
         rec = call.record
         rec.apply(CallEvent.REFUSED)
-        rec.reason = f"{refusal.code} {refusal.phrase}: {refusal.warning}"
+        rec.reason = f"{refusal.code} {refusal.phrase}: {detail or refusal.warning}"
         _refusals(f"refuse-{refusal.code}", logging.WARNING, "refusing call %s from %s: %s", incoming.call_id,
-                  rec.remote_aor, refusal.warning)  # fmt: skip
+                  rec.remote_aor, detail or refusal.warning)  # fmt: skip
         incoming.reject(refusal.code, refusal.phrase, refusal.warning)
         call.done.set()
         return call
@@ -514,6 +523,19 @@ class Leg:
             await self._stop_media(self.call)
 
     # --- keys, trust and media ---------------------------------------------------------------------------
+
+    async def _pinned(self, remote_aor: str) -> bool:
+        """The contact store holds a key for ``remote_aor`` (it must encrypt, whatever the policy). Asked only
+        where the answer can matter: under ``require`` every plain call is refused anyway."""
+        ctx = self.context
+        if ctx.trust is None or not ctx.config.e2e or ctx.config.policy is Policy.REQUIRE:
+            return False
+        try:
+            return await asyncio.to_thread(ctx.trust.pinned, remote_aor)
+        except Exception as exc:  # an unreadable store must not let a known contact downgrade: assume it is pinned
+            _refusals("pin-lookup", logging.ERROR, "could not read the contact store for %s (%s); treating it as a "
+                      "known contact", remote_aor, exc)  # fmt: skip
+            return True
 
     async def _verdict(self, keys: SessionKeys) -> TrustVerdict | None:
         """Key continuity for the peer (TOFU, known, changed); in a thread, since a first contact writes SQLite."""

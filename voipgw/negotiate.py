@@ -20,6 +20,16 @@ WARN_NO_KEY_EXCHANGE = (
     "voipgw: end-to-end encryption is required here and the offer carries no voipgw key exchange (a=voipgw)"
 )
 WARN_NO_COMMON_CODEC = "voipgw: no common codec (a secure call needs opus; a plain one opus, PCMU or PCMA)"
+WARN_PINNED_CONTACT = "voipgw: a known voipgw contact must use end-to-end encryption"
+"""The 488 Warning for a plain offer from a contact whose key we hold (whatever the policy): nothing else, so the
+PBX learns no more than that the caller is known here."""
+KEY_CHANGE_REFUSED = "call refused for a key change"
+"""All that leaves this host about a blocked key change (488 Warning, BYE Reason): when the old key was first seen
+and whether it was verified stay in the local log and call record."""
+REJECT_PINNED_CONTACT = (  # no comma: the BYE's Reason text ends at the first one
+    "a known voipgw contact answered without the voipgw key exchange (a=voipgw stripped on the way?); hung up: "
+    "a contact whose key is on record must encrypt ('voipgw forget AOR' to call it in the clear)"
+)
 NOT_ACCEPTABLE = (488, "Not Acceptable Here")
 
 
@@ -67,8 +77,33 @@ class TrustRefusal:
     """The contact store blocks the peer's key."""
 
     reason: str
+    """The local detail (when the old key was first seen, whether it was verified): log and call record only."""
     warning: str | None
     """The loud key-change text, if any (logged and kept on the call record)."""
+    public: str = KEY_CHANGE_REFUSED
+    """The only text that leaves this host (the 488 Warning, the BYE Reason)."""
+
+
+class ReflectedOffer(HandshakeError):
+    """The offer is signed with our own identity key: our own offer, reflected back at us."""
+
+    reason = "reflected-offer"
+
+
+class ReflectedAnswer(HandshakeError):
+    """The answer is signed with our own identity key: we would be talking to ourselves (our answer, reflected)."""
+
+    reason = "reflected-answer"
+
+
+def _not_reflected(keys: SessionKeys, error: type[HandshakeError]) -> SessionKeys:
+    """``keys`` unless the peer's identity key is our own (wiped, then ``error``). The handshake core allows it
+    (``voipgw.phone`` warms up by answering itself); a call never does: with ``accept_any_callee`` nothing else
+    stops a reflected offer or answer."""
+    if keys.remote_identity == keys.local_identity:
+        keys.wipe()
+        raise error("signed with our own identity key")
+    return keys
 
 
 def telephone_event_pt(remote: AudioDescription, codec: Codec) -> int | None:
@@ -88,9 +123,13 @@ def decide_offer(
     call_id: str,
     nonces: NonceCache,
     now: float,
+    pinned: bool = False,
 ) -> Answer | Refusal:
     """Policy, then codec, then the key exchange (verify the offer, make the answer). The trust verdict on the
-    resulting keys comes after (:func:`trust_outcome`): it may need the contact store."""
+    resulting keys comes after (:func:`trust_outcome`): it may need the contact store.
+
+    ``pinned``: the contact store holds a key for ``remote_aor``. Such a caller must encrypt whatever the policy
+    (no silent downgrade by deleting ``a=voipgw``); ``e2e = false`` (no key exchange at all) is exempt."""
     try:
         remote = parse_sdp(offer_sdp)
     except SdpError as exc:
@@ -100,6 +139,8 @@ def decide_offer(
     # whatever codecs it lists.
     if not secure and config.policy is Policy.REQUIRE:
         return Refusal(*NOT_ACCEPTABLE, WARN_NO_KEY_EXCHANGE)
+    if not secure and pinned and config.e2e:
+        return Refusal(*NOT_ACCEPTABLE, WARN_PINNED_CONTACT)
     codec = choose_codec(remote.codecs, SECURE_CODECS if secure else PLAIN_CODECS)
     if codec is None:
         return Refusal(*NOT_ACCEPTABLE, WARN_NO_COMMON_CODEC)
@@ -108,7 +149,7 @@ def decide_offer(
     if secure:
         assert remote.handshake is not None
         try:
-            answer_bytes, keys = answer_offer(
+            answer_bytes, reflected = answer_offer(
                 identity,
                 local_aor,
                 decode_attribute(remote.handshake),
@@ -118,6 +159,7 @@ def decide_offer(
                 expected_remote_aor=remote_aor,
                 call_id=call_id if config.bind_call_id else None,
             )
+            keys = _not_reflected(reflected, ReflectedOffer)
         except HandshakeError as exc:
             return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
         attribute = encode_attribute(answer_bytes)
@@ -125,10 +167,11 @@ def decide_offer(
 
 
 def decide_answer(
-    answer_sdp: str, config: PhoneConfig, offerer: Offerer | None, remote_aor: str, now: float
+    answer_sdp: str, config: PhoneConfig, offerer: Offerer | None, remote_aor: str, now: float, pinned: bool = False
 ) -> Accepted | Rejected:
     """The caller's verdict on a 200 OK's SDP; ``offerer`` is our key-exchange offer (None: a plain offer).
-    The caller closes the offerer afterwards whatever the verdict (closing is idempotent)."""
+    The caller closes the offerer afterwards whatever the verdict (closing is idempotent). ``pinned``: the
+    contact store holds a key for the dialled ``remote_aor``, so a plain answer is hung up whatever the policy."""
     try:
         remote = parse_sdp(answer_sdp)
     except SdpError as exc:
@@ -136,6 +179,8 @@ def decide_answer(
     if remote.handshake is None or offerer is None:
         if config.policy is Policy.REQUIRE:
             return Rejected("the peer answered without the voipgw key exchange; hung up (policy: require)")
+        if pinned and offerer is not None:
+            return Rejected(REJECT_PINNED_CONTACT)
         if remote.handshake is not None:
             return Rejected("the answer carries a voipgw key exchange we did not offer")
         codec = choose_codec(remote.codecs, PLAIN_CODECS)
@@ -151,6 +196,7 @@ def decide_answer(
             now,
             expected_remote_aor=None if config.accept_any_callee else remote_aor,
         )
+        _not_reflected(keys, ReflectedAnswer)
     except HandshakeError as exc:
         return Rejected(f"key exchange failed: {exc.reason}")
     return Accepted(remote, codec, keys)

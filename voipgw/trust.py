@@ -178,6 +178,16 @@ class TrustStore:
             return self._still_changed(remote_aor, contact, local_side)
         return self._changed(remote_aor, contact, remote_key, local_side, now)
 
+    def pinned(self, remote_aor: str) -> bool:
+        """True when the store holds a key for ``remote_aor`` (known, verified, or with a blocked change): such a
+        contact must encrypt end to end whatever the policy, until the user forgets it (``voipgw forget``)."""
+        aor = normalize_aor(remote_aor)
+        with self._lock:
+            self._refresh()
+            if aor in self._cache:
+                return True
+        return self.store.get(aor) is not None
+
     def record_call(self, local_aor: str, remote_aor: str, remote_key: bytes, *, local_key: bytes, now: float) -> bool:
         """Count an established call (last seen, call count, our AOR). False if ``remote_key`` is not the
         contact's current key (a blocked or superseded key is never counted)."""

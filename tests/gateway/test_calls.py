@@ -321,6 +321,8 @@ def test_unknown_user_and_outside_no_answer_get_clear_sip_failures(tmp_path: Pat
     assert closed.param.startswith("408 "), closed
     call = _one_call(snapshot, gw)
     assert call["state"] == "failed" and call["reason"].startswith("408 "), call
+    # flag mode (no zones, no inside auth) says at every start that it is a lab mode
+    assert "warning: flag mode is a lab mode" in gw.log(), gw.log()[-2000:]
 
 
 def test_a_plain_outside_caller_is_refused_before_the_inside_phone_rings(

@@ -138,6 +138,13 @@ def test_live_gauges_are_read_at_scrape_time_and_finished_calls_counted_once() -
         ("488 voipgw gateway: outside leg: 488 Not Acceptable Here: the far end has no voipgw (no key exchange; its "
          "refusal carries no voipgw reason)", NO_KEY_EXCHANGE),
         ("outside leg: remote hangup: voipgw: answer refused: key exchange failed: bad-signature", "bad-signature"),
+        ("488 Not Acceptable Here (voipgw: key exchange refused: reflected-offer)", "reflected-offer"),
+        ("key exchange failed: reflected-answer: signed with our own identity key", "reflected-answer"),
+        ("488 Not Acceptable Here (voipgw: a known voipgw contact must use end-to-end encryption)",
+         "pinned_contact_unencrypted"),
+        ("a known voipgw contact answered without the voipgw key exchange (a=voipgw stripped on the way?); hung up",
+         "pinned_contact_unencrypted"),
+        ("488 Not Acceptable Here (voipgw: call refused for a key change)", "key_changed"),
     ],
 )  # fmt: skip
 def test_handshake_failure_reason_reads_the_typed_reason(text: str, reason: str | None) -> None:

@@ -13,6 +13,7 @@ import pexpect
 import pytest
 
 from tests.support.phones import SPEECH, start_caller, start_listener, voipgw_argv
+from voipgw.negotiate import KEY_CHANGE_REFUSED
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,11 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert "changed" in a["reason"].lower(), a["reason"]
     assert a["trust_warning"] and first_number[:5] in a["trust_warning"].replace(" ", "")
     assert "WARNING" in alice_log
-    # bob learns why from the BYE's Reason header: the warning reaches both ends
-    assert b["state"] == "ended" and "identity key of bob@127.0.0.1 changed" in b["reason"], b["reason"]
+    # bob learns from the BYE's Reason header that it was a key change, and nothing more: when alice first saw his
+    # old key and whether she had verified it stay with her (her record and log above)
+    assert b["state"] == "ended" and KEY_CHANGE_REFUSED in b["reason"], b["reason"]
+    assert "first seen" not in b["reason"] and "verified" not in b["reason"], b["reason"]
+    assert "first seen" in a["reason"] and "verified" in a["reason"], a["reason"]
     assert a["frames_sent"] == 0 and a["frames_opened"] == 0 and a["frames_played"] == 0
     contacts = json.loads(cli(alice_home, "contacts", "--json").stdout)
     assert contacts[0]["aor"] == "bob@127.0.0.1"
@@ -78,6 +82,23 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     a, b, _, _ = call(tmp_path)
     assert a["state"] == "ended" and a["security"] == "secure, unverified"
     assert a["safety_number"] != first_number and a["safety_number"] == b["safety_number"]
+
+
+def test_a_blocked_key_change_tells_the_caller_only_that_it_was_refused_for_a_key_change(tmp_path: Path) -> None:
+    """bob verified alice; alice rotates her key, and bob (the callee) refuses her next call. The 488 Warning that
+    alice and any PBX read says only that the call was refused for a key change; when bob first saw her old key and
+    that he had verified it stay in bob's log and summary."""
+    a, _, _, _ = call(tmp_path)
+    bob_home = tmp_path / "bob-home"
+    assert cli(bob_home, "verify", "alice@127.0.0.1", "--safety-number", a["safety_number"], "--yes").returncode == 0
+    assert cli(tmp_path / "alice-home", "id", "new", "--force", "--yes").returncode == 0
+    a, b, _, bob_log = call(tmp_path)
+    print(f"blocked at the callee: alice {a['reason']!r}; bob {b['reason']!r}")
+    assert a["state"] == b["state"] == "failed" and a["security"] == b["security"] == "refused", (a, b)
+    assert a["reason"] == f'488 Not Acceptable Here (399 127.0.0.1 "voipgw: {KEY_CHANGE_REFUSED}")', a["reason"]
+    assert "identity key of alice@127.0.0.1 changed" in b["reason"] and "first seen" in b["reason"], b["reason"]
+    assert "verified" in b["reason"] and "WARNING: the identity key of alice@127.0.0.1 has CHANGED" in bob_log
+    assert a["frames_sent"] == b["frames_sent"] == 0 and a["frames_received"] == b["frames_received"] == 0
 
 
 def _interactive_call(tmp_path: Path, key: str) -> tuple[str, dict[str, Any]]:

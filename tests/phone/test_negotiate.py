@@ -7,13 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from ratchet.handshake import NonceCache, Offerer, encode_attribute
+from ratchet.handshake import NonceCache, Offerer, answer_offer, encode_attribute
 from ratchet.identity import IdentityKey
 from voipgw.call import Security
 from voipgw.config import PhoneConfig, Policy
 from voipgw.negotiate import (
+    KEY_CHANGE_REFUSED,
+    REJECT_PINNED_CONTACT,
     WARN_NO_COMMON_CODEC,
     WARN_NO_KEY_EXCHANGE,
+    WARN_PINNED_CONTACT,
     Accepted,
     Answer,
     Refusal,
@@ -46,10 +49,12 @@ def _sdp(codecs: list[Codec], handshake: bytes | None = None, te: int | None = 1
     return build_sdp("192.0.2.1", 4000, codecs, handshake=attr, telephone_event_pt=te)
 
 
-def _offer(sdp: str, config: PhoneConfig = REQUIRE, nonces: NonceCache | None = None, **kw: str) -> Answer | Refusal:
+def _offer(
+    sdp: str, config: PhoneConfig = REQUIRE, nonces: NonceCache | None = None, pinned: bool = False, **kw: str
+) -> Answer | Refusal:
     cache = nonces if nonces is not None else NonceCache(max_skew_s=60)
     call_id = kw.get("call_id", CALL_ID)
-    return decide_offer(sdp, config, KEYS[BOB], BOB, kw.get("caller", ALICE), call_id, cache, NOW)
+    return decide_offer(sdp, config, KEYS[BOB], BOB, kw.get("caller", ALICE), call_id, cache, NOW, pinned)
 
 
 # --- the callee: offer -> answer or refusal ---------------------------------------------------------------
@@ -158,6 +163,84 @@ def test_the_caller_accepts_a_sealed_answer_and_a_plain_one_under_opportunistic(
     assert isinstance(plain, Accepted) and plain.keys is None and plain.codec.name == "pcmu"
 
 
+# --- pinned contacts: a known voipgw contact must encrypt, whatever the policy -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "pinned", "sdp", "expected"),
+    [
+        (OPPORTUNISTIC, True, _sdp([PCMU]), WARN_PINNED_CONTACT),  # a=voipgw deleted from a known contact's offer
+        (OPPORTUNISTIC, True, _sdp([G722]), WARN_PINNED_CONTACT),  # the pin first, whatever the codecs
+        (OPPORTUNISTIC, False, _sdp([PCMU]), "plain"),  # a stranger: opportunistic as before
+        (REQUIRE, True, _sdp([PCMU]), WARN_NO_KEY_EXCHANGE),  # require says it already
+        (replace(OPPORTUNISTIC, e2e=False), True, _sdp([PCMU]), "plain"),  # no key exchange at all (baselines)
+        (OPPORTUNISTIC, True, _sdp([opus_codec()], _offerer().offer_bytes), "sealed"),
+    ],
+    ids=["stripped", "stripped-no-codec", "stranger", "require", "e2e-off", "sealed"],
+)
+def test_a_known_contacts_plain_offer_is_refused_whatever_the_policy(
+    config: PhoneConfig, pinned: bool, sdp: str, expected: str
+) -> None:
+    decision = _offer(sdp, config, pinned=pinned)
+    if expected == "plain":
+        assert isinstance(decision, Answer) and decision.keys is None, decision
+    elif expected == "sealed":
+        assert isinstance(decision, Answer) and decision.keys is not None, decision
+    else:
+        assert isinstance(decision, Refusal) and (decision.code, decision.warning) == (488, expected), decision
+
+
+def test_the_pinned_warning_says_only_that_a_known_contact_must_encrypt() -> None:
+    assert WARN_PINNED_CONTACT == "voipgw: a known voipgw contact must use end-to-end encryption"
+
+
+@pytest.mark.parametrize(
+    ("pinned", "secure", "expected"),
+    [(True, True, REJECT_PINNED_CONTACT), (False, True, "plain"), (True, False, "plain")],
+    ids=["known-contact-stripped", "stranger", "e2e-off"],
+)
+def test_a_known_contacts_plain_answer_is_hung_up(pinned: bool, secure: bool, expected: str) -> None:
+    offerer = _offerer()
+    config = CALLER_OPPORTUNISTIC if secure else replace(CALLER_OPPORTUNISTIC, e2e=False)
+    decision = decide_answer(_sdp([PCMU]), config, offerer if secure else None, BOB, NOW, pinned)
+    if expected == "plain":
+        assert isinstance(decision, Accepted) and decision.keys is None, decision
+    else:
+        assert decision == Rejected(expected)
+
+
+# --- reflection: an offer or answer signed with our own key ------------------------------------------------
+
+
+def test_our_own_offer_reflected_at_us_is_refused_even_with_accept_any_callee() -> None:
+    any_callee = replace(OPPORTUNISTIC, aor=ALICE, accept_any_callee=True)
+    own = _sdp([opus_codec()], _offerer(to=BOB).offer_bytes)  # alice's offer to bob, sent back to alice as from alice
+    decision = decide_offer(own, any_callee, KEYS[ALICE], ALICE, ALICE, CALL_ID, NonceCache(max_skew_s=60), NOW)
+    assert isinstance(decision, Refusal), decision
+    assert decision.warning == "voipgw: key exchange refused: reflected-offer"
+    # the same offer from a stranger's key to alice is answered (accept_any_callee is what it says)
+    other = Offerer(KEYS[BOB], BOB, "carol@example.org", CALL_ID, PhoneConfig(aor=BOB).offer_handshake, NOW)
+    fine = decide_offer(_sdp([opus_codec()], other.offer_bytes), any_callee, KEYS[ALICE], ALICE, BOB, CALL_ID,
+                        NonceCache(max_skew_s=60), NOW)  # fmt: skip
+    assert isinstance(fine, Answer) and fine.keys is not None
+
+
+@pytest.mark.parametrize("any_callee", [True, False])
+def test_an_answer_signed_with_our_own_key_is_refused(any_callee: bool) -> None:
+    """Alice's offer, answered by alice's own key (her listener, reflected): never a call with herself."""
+    caller = replace(CALLER_OPPORTUNISTIC, accept_any_callee=any_callee)
+    callee = ALICE if not any_callee else BOB
+    offerer = Offerer(KEYS[ALICE], ALICE, callee, CALL_ID, caller.offer_handshake, NOW)
+    answerer = replace(REQUIRE, aor=ALICE, accept_any_callee=True)
+    # answer_offer itself allows a self-answer (the phone's warm-up does it): drive it without the negotiate check
+    wire, keys = answer_offer(KEYS[ALICE], ALICE, offerer.offer_bytes, answerer.handshake, NOW, NonceCache(60))
+    keys.wipe()
+    sdp = build_sdp("192.0.2.2", 4002, [opus_codec()], handshake=encode_attribute(wire))
+    decision = decide_answer(sdp, caller, offerer, callee, NOW)
+    assert isinstance(decision, Rejected), decision
+    assert decision.reason.startswith("key exchange failed: reflected-answer"), decision.reason
+
+
 # --- trust verdicts and DTMF ---------------------------------------------------------------------------
 
 
@@ -180,6 +263,18 @@ def _verdict(state: TrustState, *, verified: bool = False, allow: bool = True) -
 )
 def test_trust_outcome(verdict: TrustVerdict | None, outcome: Security | TrustRefusal) -> None:
     assert trust_outcome(verdict) == outcome
+
+
+def test_a_blocked_key_change_tells_the_far_end_only_that() -> None:
+    """The refusal's public text (488 Warning, BYE Reason) names neither the old key's age nor its verification."""
+    verdict = replace(
+        _verdict(TrustState.KEY_CHANGED, allow=False),
+        reason="identity key of bob@example.org changed (old key first seen 2026-01-02 03:04 UTC, verified); ...",
+    )
+    outcome = trust_outcome(verdict)
+    assert isinstance(outcome, TrustRefusal)
+    assert outcome.public == KEY_CHANGE_REFUSED == "call refused for a key change"
+    assert "first seen" in outcome.reason  # the detail stays local
 
 
 @pytest.mark.parametrize(

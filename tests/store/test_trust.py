@@ -273,3 +273,20 @@ def test_one_trust_store_shared_by_threads(tmp_path: Path) -> None:
         assert not errors, errors[0]
         assert sum(c.call_count for c in trust.store.contacts()) == 6 * 30
         assert len(trust.store.contacts()) == 8
+
+
+def test_a_contact_with_a_stored_key_is_pinned_until_forgotten(tmp_path: Path) -> None:
+    """``pinned`` (a known voipgw contact must encrypt) holds from the first contact, across a blocked key change
+    and a restart, for any spelling of the AOR, and only ``forget`` (here: by another process's store) lifts it."""
+    me, bob = _key(), _key()
+    with TrustStore(tmp_path) as trust:
+        assert not trust.pinned(BOB)
+        trust.evaluate(ALICE, BOB, bob, local_key=me, now=100.0)
+        assert trust.pinned(BOB) and trust.pinned("sip:bob@Example.org")
+        trust.mark_verified(BOB, bob, VerifyMethod.SAS, now=101.0)
+        assert not trust.evaluate(ALICE, BOB, _key(), local_key=me, now=102.0).allowed  # blocked change
+        assert trust.pinned(BOB)
+    with TrustStore(tmp_path) as again, ContactStore(tmp_path) as other:
+        assert again.pinned(BOB)
+        other.forget(BOB)
+        assert not again.pinned(BOB) and not again.pinned(ALICE)

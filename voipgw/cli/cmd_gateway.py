@@ -202,6 +202,14 @@ async def _main(args: argparse.Namespace) -> int:
             ) from None
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users)
         print(f"gateway listening on sip:{config.listen_host}:{gateway.port} for {users}", file=sys.stderr, flush=True)
+        # Flag mode has no trust zones and no inside authentication: say so every time, so that nobody mistakes
+        # the lab mode for a deployment (docs/OPERATIONS.md section 0).
+        print(
+            "warning: flag mode is a lab mode: one SIP socket for the phones and the PBX, phones known by address "
+            "only, no inside authentication; deploy with --config (two zones, digest auth)",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
     finally:
         await gateway.stop()

@@ -31,6 +31,8 @@ HANDSHAKE_REASONS = tuple(
     )
 )
 NO_KEY_EXCHANGE = "no_key_exchange"
+CALL_ENGINE_REASONS = ("reflected-offer", "reflected-answer")
+"""Typed key-exchange refusals of voipgw.negotiate (not of ratchet/): an offer or answer signed with our own key."""
 LiveCalls = Callable[[], Iterable[tuple[str, bool]]]
 """Active calls as (security state, transcoding) pairs, read when the metrics are scraped."""
 FrameCounts = tuple[int, int, Mapping[str, int]]
@@ -71,16 +73,18 @@ def handshake_failure_reason(text: str) -> str | None:
     other side sent none (no gateway there, or a PBX stripped ``a=voipgw``), ``other`` for another key-exchange
     failure, None when the call failed for a reason that is not the key exchange (busy, no codec, 404...)."""
     low = text.lower()
-    for reason in HANDSHAKE_REASONS:
+    for reason in (*CALL_ENGINE_REASONS, *HANDSHAKE_REASONS):
         if reason in low:
             return reason
+    if "known voipgw contact" in low:
+        return "pinned_contact_unencrypted"
     if "sas" in low and "mismatch" in low:
         return "sas_commitment_mismatch"
     if "key exchange" in low or "a=voipgw" in low:
         if "no voipgw" in low or "without" in low or "carries no" in low or "a=voipgw" in low:
             return NO_KEY_EXCHANGE
         return OTHER
-    if "identity key" in low and "changed" in low:
+    if "key change" in low or ("identity key" in low and "changed" in low):
         return "key_changed"
     return None
 
