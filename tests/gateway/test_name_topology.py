@@ -1,8 +1,8 @@
 """Local contact names on real phones (Kamailio, two gateways, baresip; the attacker at 127.0.0.66): once the
 gateway's admin names bob's contact alice (``voipgw gateway contacts --user bob name``), bob's phone rings
 ``[E2E sas] Alice Smith`` (From, P-Asserted-Identity) and alice's 200 OK carries the name alice's side gave bob;
-a plain caller whose From display name is "Alice Smith" still shows ``[INSECURE] <its user part>``, even when its
-(unsigned) AOR is a contact bob has named."""
+a plain caller whose From display name is "Alice Smith" still shows ``[INSECURE] <its user part>``, and one from the
+(unsigned) AOR of a contact bob has named never rings."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.support.config_gateway import OUTSIDE_SIP
 from tests.support.labels import ATTACKER, header, plain_invite, shown_name, sip_messages
 from tests.support.phones import voipgw_argv
 from tests.support.requires import requires
-from tests.support.topology import CALL_TIMEOUT, Topology, run_topology, wait_closed
+from tests.support.topology import CALL_TIMEOUT, Topology, event_types, run_topology, wait_closed
 from tests.testbed import capture, speech
 from voipgw.store.contacts import ContactStore
 
@@ -98,16 +98,12 @@ def test_a_named_contact_rings_with_its_local_name_after_the_label(topo: Topolog
 def test_a_plain_caller_calling_itself_alice_smith_still_shows_insecure_and_its_user_part(
     topo: Topology, tmp_path: Path, clip: Path
 ) -> None:
-    """The attacker calls bob in the clear (policy opportunistic for dave@*) with the From display name "Alice
-    Smith", from dave's AOR, which bob has named "Dave Trusted" (as if a secure call had introduced dave): the
-    AOR of a call in the clear is not signed, so bob's phone shows ``[INSECURE] dave``: neither the display name
-    nor the local name."""
+    """The attacker calls bob in the clear (policy opportunistic for dave@*) as dave, with the From display name
+    "Alice Smith" (the name bob gave alice): bob's phone shows ``[INSECURE] dave``, the INVITE carries no "Alice".
+    Then bob names dave "Dave Trusted" (as if a sealed call had introduced dave): the same plain call from dave's
+    AOR never rings bob at all (a known contact must encrypt), so no local name ever stands next to an unsigned
+    AOR."""
     b = topo.gw_b
-    bob_dir = topo.workdir / "gw-b-home" / "users" / "bob"
-    with ContactStore(bob_dir) as store:  # another process, as the admin command is: the store is multi-process
-        store.add_first_contact(DAVE, IdentityKey.generate().public.serialize(), local_aor=BOB, now=1_000.0)
-    done = _admin(topo, "gw-b", "bob", "name", DAVE, "Dave Trusted")
-    assert done.returncode == 0, done.stderr
     assert b.proc.ports is not None
     outside = ("127.0.0.1", b.proc.ports[OUTSIDE_SIP])  # the PBX's side: where outside callers reach gateway B
     bob_sip = topo.phones["bob"][0]
@@ -115,7 +111,7 @@ def test_a_plain_caller_calling_itself_alice_smith_still_shows_insecure_and_its_
     attacker.bind((ATTACKER, 0))
     try:
         with (
-            topo.phone(tmp_path, "bob", clip, answer="manual") as bob,
+            topo.phone(tmp_path / "stranger", "bob", clip, answer="manual") as bob,
             capture.RawCapture(bob_sip, bob_sip) as bob_wire,
         ):
             n_b = b.finished_count()
@@ -125,10 +121,24 @@ def test_a_plain_caller_calling_itself_alice_smith_still_shows_insecure_and_its_
             wait_closed(bob)
             inn = b.finished_after(n_b)
             invite = sip_messages(bob_wire.packets, b"INVITE ")[0]
+        assert shown == inn["display"] == "[INSECURE] dave", (shown, inn)
+        assert inn["security"] == "NOT SECURE" and inn["label"] == "not-secure", inn
+        assert header(invite, "From").startswith('"[INSECURE] dave" <sip:dave@'), invite
+        assert header(invite, "P-Asserted-Identity").startswith('"[INSECURE] dave" <'), invite
+        assert "Alice" not in invite, invite
+
+        bob_dir = topo.workdir / "gw-b-home" / "users" / "bob"
+        with ContactStore(bob_dir) as store:  # another process, as the admin command is: the store is multi-process
+            store.add_first_contact(DAVE, IdentityKey.generate().public.serialize(), local_aor=BOB, now=1_000.0)
+        done = _admin(topo, "gw-b", "bob", "name", DAVE, "Dave Trusted")
+        assert done.returncode == 0, done.stderr
+        with topo.phone(tmp_path / "known", "bob", clip, answer="manual") as bob:
+            n_b = b.finished_count()
+            plain_invite(attacker, outside, secrets.token_hex(8), "Alice Smith", "dave", "bob")
+            inn = b.finished_after(n_b)
+            bob_saw = event_types(bob)
     finally:
         attacker.close()
-    assert shown == inn["display"] == "[INSECURE] dave", (shown, inn)
-    assert inn["security"] == "NOT SECURE" and inn["label"] == "not-secure", inn
-    assert header(invite, "From").startswith('"[INSECURE] dave" <sip:dave@'), invite
-    assert header(invite, "P-Asserted-Identity").startswith('"[INSECURE] dave" <'), invite
-    assert "Alice" not in invite and "Trusted" not in invite, invite
+    assert inn["security"] == "refused" and bob_saw == [], (inn, bob_saw)
+    assert "known voipgw contact" in inn["reason"], inn
+    assert "Trusted" not in str(inn), inn
