@@ -701,7 +701,9 @@ class SipStack:
                 remote_sdp=None,
                 source_addr=src_addr,
                 authenticated_user=authenticated,
-                transport=str(getattr(source, "transport", "udp")).lower(),
+                # getSource() is the address alone; version 2 is (address, transport), e.g. "tls" for a phone whose
+                # SDES key must not have crossed the network in the clear.
+                transport=str(req.getSource(2)[1] or "udp").lower(),
                 zone=zone,
             )
             core = CallCore(self, call)
