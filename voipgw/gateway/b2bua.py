@@ -149,7 +149,13 @@ class Gateway:
             self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
         cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
         self._routing = RoutePlan(
-            self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside, zoned=zones is not None
+            self.users,
+            (cfg.listen_host, self.port),
+            cfg.routes,
+            cfg.outside_proxy,
+            inside,
+            zoned=zones is not None,
+            tls_port=self.stack.inside_tls_port,
         )
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
