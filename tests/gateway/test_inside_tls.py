@@ -2,8 +2,8 @@
 by gateway A over TLS on its outside listener; gateway B fronts bob (plain baresip). alice is a baresip phone with
 SDES-SRTP (``mediaenc=srtp-mand``) that REGISTERs to gateway A over TLS with digest credentials, under
 ``inside.srtp = "required"``: she calls bob and bob calls her, audio crosses both ways, and her leg is SRTP. On A's
-TLS listeners: an unauthenticated REGISTER on the inside one is challenged (401), a REGISTER on the outside one (the
-PBX's) is refused 403 and counted."""
+TLS listeners, from the attacker's address (127.0.0.66) and the PBX's: an unauthenticated REGISTER on the inside one
+is challenged (401), a REGISTER on the outside one (the PBX's) is refused 403, counted and logged."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ pytestmark = [
 ]
 
 INSIDE_PW = "alice-phone-pw"
+ATTACKER = "127.0.0.66"
 MIN_CORRELATION = 0.9
 CALL_SECONDS = 5.0
 
@@ -47,9 +48,9 @@ def _heard(sent: Path, recording: Path) -> AudioMatch:
     return compare_audio(ref[: len(rec)], rec)
 
 
-def _register_once(port: int, ca: Path) -> str:
-    """One REGISTER for alice without credentials over a fresh TLS connection; the final response."""
-    client = TlsSipClient(port, ca)
+def _register_once(port: int, ca: Path, source: str) -> str:
+    """One REGISTER for alice without credentials over a fresh TLS connection from ``source``; the final response."""
+    client = TlsSipClient(port, ca, source)
     try:
         client.request("REGISTER", port, "probe-" + str(port), user="alice")
         return client.final("REGISTER")
@@ -100,11 +101,13 @@ def test_a_phone_registers_and_calls_over_the_inside_tls_listener_with_srtp(tmp_
             tls_port = int(gwa.status_json()["listen_tls"])
             assert tls_port not in (gwa.sip_port, gwa.outside_port), tls_port
 
-            # No credentials on the inside TLS listener: challenged. The outside TLS listener (the PBX's side): 403.
-            challenged = _register_once(tls_port, pki.ca)
-            assert challenged.startswith("SIP/2.0 401 ") and "WWW-Authenticate" in challenged, challenged
-            refused = _register_once(gwa.outside_port, pki.ca)
-            assert refused.startswith("SIP/2.0 403 ") and "outside listener" in refused, refused
+            # The attacker registering as alice: no credentials on the inside TLS listener, challenged; on the outside
+            # TLS listener (the PBX's side) refused 403 whoever sends it.
+            for source in (ATTACKER, "127.0.0.1"):
+                challenged = _register_once(tls_port, pki.ca, source)
+                assert challenged.startswith("SIP/2.0 401 ") and "WWW-Authenticate" in challenged, challenged
+                refused = _register_once(gwa.outside_port, pki.ca, source)
+                assert refused.startswith("SIP/2.0 403 ") and "outside listener" in refused, refused
 
             with Baresip(
                 tmp_path,
@@ -143,6 +146,7 @@ def test_a_phone_registers_and_calls_over_the_inside_tls_listener_with_srtp(tmp_
         assert call["security"] == "secure, unverified", call
     for match in matches:
         assert match.windowed >= MIN_CORRELATION, matches
-    assert status["zone_refusals"].get("register_on_outside") == 1, status["zone_refusals"]
+    assert status["zone_refusals"].get("register_on_outside") == 2, status["zone_refusals"]
     log = gwa.log()
+    assert f"REGISTER from {ATTACKER}:" in log and "on the outside listener refused (403)" in log, log[-3000:]
     assert "inline:" not in log and "a=crypto" not in log  # no SDES key is ever logged

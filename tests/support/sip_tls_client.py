@@ -29,9 +29,11 @@ def header(text: str, name: str) -> str:
 class TlsSipClient:
     """One TLS connection to a listener, speaking SIP by hand (blocking; use from a thread)."""
 
-    def __init__(self, port: int, ca: Path) -> None:
+    def __init__(self, port: int, ca: Path, source: str = "127.0.0.1") -> None:
+        """Connect from ``source`` (e.g. the attacker's 127.0.0.66) to ``127.0.0.1:port``, checking its certificate
+        against ``ca``."""
         ctx = ssl.create_default_context(cafile=str(ca))
-        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S, source_address=(source, 0))
         self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         self.port = self.sock.getsockname()[1]
         self.buf = b""
