@@ -49,6 +49,9 @@ class Binding:
     contact_uri: str
     source: tuple[str, int]
 
+    def sent_from(self, source: tuple[str, int]) -> bool:
+        return source == self.source
+
 
 BOB_BINDING = Binding("sip:bob@192.168.1.20:5060;ob", BOB_PHONE)
 BOB_REGISTERED = dataclasses.replace(BOB, contact=BOB_BINDING.contact_uri)

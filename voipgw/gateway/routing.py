@@ -37,6 +37,7 @@ class Registered(Protocol):
     def contact_uri(self) -> str: ...
     @property
     def source(self) -> tuple[str, int]: ...
+    def sent_from(self, source: tuple[str, int]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _registered_caller(
     if registrar.auth:
         return user if invite.authenticated_user == from_user else None
     binding = registrar.lookup(from_user)
-    if binding is None or binding.source != invite.source_addr:
+    if binding is None or not binding.sent_from(invite.source_addr):
         return None
     return dataclasses.replace(user, contact=binding.contact_uri)
 
