@@ -80,3 +80,32 @@ async def _inside_tls(tmp_path: Path) -> None:
         finally:
             phone.close()
             pbx.close()
+
+
+def test_a_tls_phone_re_registers_on_a_new_connection(tmp_path: Path) -> None:
+    """The gateway closes an idle phone connection after 120 s: the phone's next REGISTER comes on a new one, from
+    another port, and keeps its binding (a UDP phone's other port would be refused: another phone)."""
+    asyncio.run(asyncio.wait_for(_reconnect(tmp_path), 60.0))
+
+
+async def _reconnect(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    cert, key = pki.kamailio
+    tls = TlsOptions(ca_file=str(pki.ca), cert_file=str(cert), key_file=str(key))
+    registrar = Registrar({"alice": None})
+    async with running_stack(registrar=registrar, inside=("127.0.0.1", 0), inside_tls=tls) as stack:
+        port = stack.inside_tls_port
+        assert port is not None and stack.tls_port is None  # no outside TLS asked for: none
+        sources = []
+        for _ in range(2):
+            phone = await asyncio.to_thread(TlsSipClient, port, pki.ca)
+            try:
+                await asyncio.to_thread(phone.request, "REGISTER", port, secrets.token_hex(8), user="alice")
+                granted = await asyncio.to_thread(phone.final, "REGISTER")
+                assert granted.startswith("SIP/2.0 200 "), granted
+                sources.append(("127.0.0.1", phone.port))
+            finally:
+                phone.close()
+        binding = registrar.lookup("alice")
+        assert binding is not None and binding.source == sources[1] != sources[0], (binding, sources)
+        assert "transport=tls" in binding.contact_uri, binding
