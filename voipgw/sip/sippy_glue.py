@@ -6,8 +6,8 @@ registrations, and nothing here runs outside sippy's reactor thread except the U
 The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
 ``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
-requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); a
-socket per listener (``ZonedLocal4Remote``); the
+requests, non-2xx ACK routing, TCP/TLS streams (the inside zone's own TLS listener for inside dialogs) and send
+failures in the transaction manager (``GuardedTM``); a socket per listener (``ZonedLocal4Remote``); the
 Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
 values read raw, as sippy's parser splits quoted commas (``auth_values``).
 """
