@@ -49,6 +49,9 @@ class Binding:
     contact_uri: str
     source: tuple[str, int]
 
+    def sent_from(self, source: tuple[str, int]) -> bool:
+        return source == self.source
+
 
 BOB_BINDING = Binding("sip:bob@192.168.1.20:5060;ob", BOB_PHONE)
 BOB_REGISTERED = dataclasses.replace(BOB, contact=BOB_BINDING.contact_uri)
@@ -75,6 +78,7 @@ NO_ROUTE = Refuse(404, "Not Found", "no route to the dialled user", "from alice"
 ZONED = dataclasses.replace(FILE, zoned=True)
 ZONED_AUTH = dataclasses.replace(FILE_AUTH, zoned=True)
 PBX_AT = ("10.0.0.5", 5060)
+ZONED_TLS = dataclasses.replace(ZONED_AUTH, tls_port=5071)
 
 
 def not_a_user(from_aor: str, source: tuple[str, int]) -> Refuse:
@@ -271,6 +275,21 @@ ROWS: list[tuple[str, RoutePlan, Invite, Route]] = [
         "inside listener with auth: the static phone with alice's credentials is alice",
         ZONED_AUTH, Invite(ALICE_AT, "alice@127.0.0.1", "erin@example.org", "alice"),
         Outbound(ALICE, "erin@example.org", "sip:erin@example.org"),
+    ),
+    (
+        "the dial plan: an extension dialled at the inside TLS listener goes to the PBX too",
+        ZONED_TLS, Invite(ALICE_AT, "alice@127.0.0.1", "301@127.0.0.1:5071", "alice"),
+        Outbound(ALICE, "301@pbx.test:5080", "sip:301@pbx.test:5080"),
+    ),
+    (
+        "without an inside TLS listener that port is somewhere else",
+        ZONED_AUTH, Invite(ALICE_AT, "alice@127.0.0.1", "301@127.0.0.1:5071", "alice"),
+        Outbound(ALICE, "301@127.0.0.1:5071", "sip:301@127.0.0.1:5071"),
+    ),
+    (
+        "dialled at the inside TLS listener, no route, no proxy: 404 as that call",
+        dataclasses.replace(FLAG, tls_port=5071), Invite(ALICE_AT, "alice@127.0.0.1", "erin@127.0.0.1:5071"),
+        Outbound(ALICE, "erin@127.0.0.1:5071", NO_ROUTE),
     ),
 ]  # fmt: skip
 

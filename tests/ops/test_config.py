@@ -151,6 +151,13 @@ def test_secrets_stay_out_of_repr() -> None:
             "outside.listen: 10.0.0.1:5070 is inside.listen too; each zone needs its own socket",
         ),
         (
+            lambda d: (
+                d["inside"].update(tls_port=5080),
+                d["outside"].update(transport="tls", listen="127.0.0.1:5080"),
+            ),
+            "inside.tls_port: 5080 is the outside TLS listener's port too (outside.listen's port number on the same",
+        ),
+        (
             lambda d: d["outside"].update(rtp_ports="30000-30010"),
             "outside.rtp_ports: 30000-30010 overlaps inside.rtp_ports 30000-39999 on 127.0.0.1",
         ),

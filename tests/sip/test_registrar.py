@@ -4,6 +4,7 @@ malformed REGISTERs get the right 4xx, and the bookkeeping (expiry, removal, Con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import socket
 from collections.abc import Callable
@@ -525,6 +526,34 @@ def test_a_binding_from_another_source_never_silently_replaces_a_live_one(
         assert any(name == "Warning" and "another address" in value for name, value in reply.headers), reply
         binding = registrar.lookup("alice")
         assert binding is not None and binding.source == PHONE
+
+
+def _tls_reg(source: tuple[str, int], stream: bool = True) -> RegisterRequest:
+    tls = ContactSpec("sip:alice@192.168.1.20:5061;transport=tls", None)
+    return dataclasses.replace(_reg(source), contacts=(tls,), stream=stream)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "code"),
+    [
+        # A TLS phone's next connection (after an idle close) has another port: the same phone, its binding follows.
+        (_tls_reg(PHONE), _tls_reg(("192.168.1.20", 40001)), 200),
+        (_tls_reg(PHONE), _tls_reg(ELSEWHERE), 403),  # another host, over TLS too
+        (_tls_reg(PHONE), _tls_reg(("192.168.1.20", 40001), stream=False), 403),  # that host's other UDP port
+        (_tls_reg(PHONE, stream=False), _tls_reg(("192.168.1.20", 40001)), 403),  # a UDP binding is its port's
+    ],
+)
+def test_a_tls_phone_keeps_its_binding_across_connections(
+    first: RegisterRequest, second: RegisterRequest, code: int
+) -> None:
+    now = [1000.0]
+    registrar = Registrar({"alice": None}, min_expires=60, clock=lambda: now[0])
+    assert registrar.handle_register(first).code == 200
+    now[0] += 10.0
+    reply = registrar.handle_register(second)
+    assert reply.code == code, reply
+    binding = registrar.lookup("alice")
+    assert binding is not None and binding.source == (second.source if code == 200 else first.source), binding
 
 
 def test_with_auth_a_wrong_password_is_refused_before_the_binding_rule() -> None:

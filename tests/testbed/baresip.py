@@ -181,6 +181,7 @@ class Baresip(PortedProcess):
         regint: int = 300,
         ports: PortBlock | None = None,
         extra_config: str = "",
+        transport: str = "udp",
     ) -> None:
         for c in codecs:
             if c not in CODECS and "/" not in c:
@@ -191,6 +192,8 @@ class Baresip(PortedProcess):
         self.play = play
         self.codecs = codecs
         self.registrar = registrar
+        self.transport = transport
+        """The account's transport toward its registrar ("tls": load TLS with ``extra_config``)."""
         self.password = password
         self.answer = answer
         self.srate = srate
@@ -251,7 +254,7 @@ snd_path                {self.rec_dir}
         params = f";answermode={self.answer};audio_codecs={codec_list}"
         if self.registrar is not None:
             # The registrar's host:port is the AOR's domain: REGISTER and out-of-dialog requests go there.
-            aor = f"<sip:{self.user}@{self.registrar};transport=udp>"
+            aor = f"<sip:{self.user}@{self.registrar};transport={self.transport}>"
             params = f";regint={self.regint}" + params
             if self.password is not None:
                 params += f";auth_pass={self.password}"

@@ -27,10 +27,11 @@ from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.outbound import outbound_setup
 from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
 from voipgw.gateway.statuses import SIP_PHRASES, refusal_reason
+from voipgw.gateway.zones import stream_tls
 from voipgw.leg import Leg, LegContext, incoming_record
 from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
-from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions, TlsOptions
+from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions
 from voipgw.store.errors import ContactStoreError
 from voipgw.trust import TrustStore
 
@@ -127,16 +128,19 @@ class Gateway:
         # phones need it to carry SDES-SRTP keys (inside.srtp) out of reach of anyone on the inside network.
         listen_tls = tls is not None and tls.cert_file is not None
         zones = self.config.zones
-        # Two zones: the stack's main socket is the outside one (registrations, TCP, TLS), the phones get their own.
+        # Two zones: the stack's main socket is the outside one (registrations, TCP, TLS toward the PBX), the phones
+        # get their own UDP socket and, with a certificate, their own TLS listener on inside.tls_port.
         main = zones.outside_listen if zones is not None else (self.config.listen_host, self.config.listen_port)
+        split = stream_tls(tls, transport, zones.outside_listen if zones is not None else None)
         self.stack = SipStack(
             main[0],
             main[1],
             asyncio.get_running_loop(),
             registrar=registrar,
             tcp=TcpOptions() if transport in ("auto", "tcp") else None,
-            tls=(tls or TlsOptions()) if transport == "tls" or listen_tls else None,
+            tls=split.outside,
             inside=(self.config.listen_host, self.config.listen_port) if zones is not None else None,
+            inside_tls=split.inside,
         )
         await self.stack.start()
         if self.hooks is not None:
@@ -145,7 +149,13 @@ class Gateway:
             self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
         cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
         self._routing = RoutePlan(
-            self.users, (cfg.listen_host, self.port), cfg.routes, cfg.outside_proxy, inside, zoned=zones is not None
+            self.users,
+            (cfg.listen_host, self.port),
+            cfg.routes,
+            cfg.outside_proxy,
+            inside,
+            zoned=zones is not None,
+            tls_port=self.stack.inside_tls_port,
         )
         self._accept = asyncio.get_running_loop().create_task(self._accept_loop())
         log.info(
@@ -179,7 +189,7 @@ class Gateway:
         return {
             "listen": f"{self.config.listen_host}:{self.port if self.stack else self.config.listen_port}",
             "listen_outside": f"{self.stack.local_host}:{self.outside_port}" if self.stack else None,
-            "listen_tls": self.stack.tls_port if self.stack is not None else None,
+            "listen_tls": (self.stack.inside_tls_port or self.stack.tls_port) if self.stack is not None else None,
             "users": [
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
             ],

@@ -37,6 +37,7 @@ class Registered(Protocol):
     def contact_uri(self) -> str: ...
     @property
     def source(self) -> tuple[str, int]: ...
+    def sent_from(self, source: tuple[str, int]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class RoutePlan:
     zoned: bool = False
     """The inside and outside zones have their own listeners: an INVITE on the outside one is only ever inbound
     (never from an inside user, whatever its From or source say), one on the inside one only ever outbound."""
+    tls_port: int | None = None
+    """The inside TLS listener's port (phones doing SDES-SRTP dial ``bob@<gateway>:<it>``): the gateway too."""
     by_address: Mapping[tuple[str, int], InsideUser] = field(init=False, repr=False)
     by_outside_user: Mapping[str, str] = field(init=False, repr=False)
 
@@ -150,7 +153,7 @@ def _registered_caller(
     if registrar.auth:
         return user if invite.authenticated_user == from_user else None
     binding = registrar.lookup(from_user)
-    if binding is None or binding.source != invite.source_addr:
+    if binding is None or not binding.sent_from(invite.source_addr):
         return None
     return dataclasses.replace(user, contact=binding.contact_uri)
 
@@ -161,13 +164,18 @@ def _dial_plan(caller: InsideUser, to_aor: str, plan: RoutePlan) -> str:
     assert plan.registrar is not None
     host, port = hostport(to_aor)
     dialled = user_part(to_aor)
-    if not dialled or port != plan.listen[1] or host not in (plan.listen[0], "localhost"):
+    if not dialled or port not in _own_ports(plan) or host not in (plan.listen[0], "localhost"):
         return to_aor
     domain = caller.outside_aor.partition("@")[2]
     pbx = plan.registrar.pbx
     if pbx is not None and ":" not in domain and domain == pbx[0]:
         domain = f"{domain}:{pbx[1]}"  # the PBX's own address, so it sees the request as its own domain
     return f"{dialled}@{domain}"
+
+
+def _own_ports(plan: RoutePlan) -> tuple[int, ...]:
+    """The inside zone's listening ports: UDP, and TLS when the phones have their own TLS listener."""
+    return (plan.listen[1],) if plan.tls_port is None else (plan.listen[1], plan.tls_port)
 
 
 def _outside_target(to_aor: str, plan: RoutePlan) -> str | None:
@@ -177,7 +185,7 @@ def _outside_target(to_aor: str, plan: RoutePlan) -> str | None:
     if user in plan.routes:
         return plan.routes[user]
     host, port = hostport(to_aor)
-    if port in (plan.listen[1], 0) and host == plan.listen[0] and plan.outside_proxy is None:
+    if port in (*_own_ports(plan), 0) and host == plan.listen[0] and plan.outside_proxy is None:
         return None
     return to_aor if to_aor.startswith("sip") else f"sip:{to_aor}"
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from voipgw.media import MediaStream
 from voipgw.portrange import RtpRange, bind_media
+from voipgw.sip.tls import TlsOptions
 from voipgw.sip.zone import Refusal, RequestFacts, Zone
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -25,6 +26,30 @@ class Zones:
     outside_listen: tuple[str, int]
     inside_rtp: RtpRange
     outside_rtp: RtpRange
+
+
+@dataclass(frozen=True)
+class StreamTls:
+    """Which TLS each zone's SIP stack gets: ``outside`` (client toward the PBX, and its listener with a
+    certificate) and ``inside`` (the phones' own listener); None: no TLS in that zone."""
+
+    outside: TlsOptions | None
+    inside: TlsOptions | None
+
+
+def stream_tls(tls: TlsOptions | None, outside_transport: str, outside_listen: tuple[str, int] | None) -> StreamTls:
+    """Split the gateway's TLS settings (``tls.port`` is ``inside.tls_port``) between the zones.
+
+    Two zones (``outside_listen`` given): the phones' TLS listener, on ``inside.tls_port``, exists with a
+    certificate; the outside zone speaks TLS only with ``outside.transport = "tls"``, listening (with the
+    certificate) on the outside listener's port number over TCP, so a PBX never reaches the phones' listener
+    and a phone never the PBX's. Flag mode (one listener): the single TLS listener of before serves both."""
+    has_cert = tls is not None and tls.cert_file is not None
+    if outside_listen is None:
+        single = (tls or TlsOptions()) if outside_transport == "tls" or has_cert else None
+        return StreamTls(outside=single, inside=None)
+    outside = replace(tls or TlsOptions(), port=outside_listen[1]) if outside_transport == "tls" else None
+    return StreamTls(outside=outside, inside=tls if has_cert else None)
 
 
 @dataclass(frozen=True)

@@ -413,6 +413,14 @@ def check_zones(inside: InsideConfig, outside: OutsideConfig) -> None:
         raise ConfigError(
             f"outside.listen: {format_hostport(o_listen)} is inside.listen too; each zone needs its own socket"
         )
+    tls_port = inside.tls_port
+    same_host = _same_ip(inside.listen[0], o_listen[0])
+    if outside.transport == "tls" and tls_port != 0 and tls_port == o_listen[1] and same_host:
+        # The outside zone's TLS listener takes outside.listen's port number over TCP: the phones' one cannot.
+        raise ConfigError(
+            f"inside.tls_port: {tls_port} is the outside TLS listener's port too (outside.listen's port number on the "
+            "same address); each zone needs its own socket"
+        )
     o_host = outside.rtp_host
     if o_host is not None and _same_ip(o_host, inside.rtp_host):
         (ilo, ihi), (olo, ohi) = inside.rtp_ports, outside.rtp_ports

@@ -22,8 +22,9 @@ def answer_register(req: Any, registrar: Registrar, stats: SipStats, local_host:
     """Parse a REGISTER into a RegisterRequest (400 if its Contact/Expires are malformed) and answer it."""
     source = req.getSource()
     src = getattr(source, "address", source)
+    stream = str(req.getSource(2)[1] or "udp").lower() in ("tcp", "tls")
     try:
-        parsed = _register_request(req, (str(src[0]), int(src[1])))
+        parsed = _register_request(req, (str(src[0]), int(src[1])), stream)
     except _BadRegister as exc:
         stats.register_malformed += 1
         sippy_ratelog("register", logging.WARNING, "malformed REGISTER from %s: %s", src, exc)
@@ -51,7 +52,7 @@ def answer_register(req: Any, registrar: Registrar, stats: SipStats, local_host:
     return response_to(req, reply.code, reply.reason, tuple(headers))
 
 
-def _register_request(req: Any, source: tuple[str, int]) -> RegisterRequest:
+def _register_request(req: Any, source: tuple[str, int], stream: bool = False) -> RegisterRequest:
     user = req.getHFBody("to").getUrl().username
     if not user:
         raise _BadRegister("To has no user part")
@@ -95,4 +96,5 @@ def _register_request(req: Any, source: tuple[str, int]) -> RegisterRequest:
         user_agent=agent,
         call_id=str(req.getHFBody("call-id")),
         cseq=int(req.getHFBody("cseq").getCSeqNum()),
+        stream=stream,
     )

@@ -32,6 +32,13 @@ class Binding:
     expires_at: float
     """On the registrar's clock."""
     user_agent: str | None
+    stream: bool = False
+    """Registered over TCP/TLS: ``source`` is that connection's port, which changes whenever the phone reconnects
+    (after an idle close, say), so the phone is known by its IP address alone."""
+
+    def sent_from(self, source: tuple[str, int]) -> bool:
+        """Whether a request from ``source`` comes from where this binding was registered."""
+        return source[0] == self.source[0] if self.stream else source == self.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,8 @@ class RegisterRequest:
     call_id: str = ""
     cseq: int = 0
     """With ``call_id``, orders REGISTERs of one phone (RFC 3261 §10.3 step 7): an older one is refused."""
+    stream: bool = False
+    """Arrived over TCP/TLS (see ``Binding.stream``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +153,18 @@ class Registrar:
             out = [b for st in self._state.values() for b in st.bindings.values() if b.expires_at > now]
         return sorted(out, key=lambda b: (b.user, b.contact_uri))
 
-    def _held_elsewhere(self, user: str, source: tuple[str, int]) -> Binding | None:
+    def _held_elsewhere(self, user: str, source: tuple[str, int], stream: bool = False) -> Binding | None:
         """A live binding of ``user`` registered from another source than ``source``, if any."""
         now = self._clock()
         with self._lock:
             st = self._state.get(user)
-            held = [b for b in st.bindings.values() if b.expires_at > now and b.source != source] if st else []
+            bindings = list(st.bindings.values()) if st else []
+        # Over TCP/TLS on both sides, only the IP address is the phone's (its next connection has another port).
+        held = [
+            b
+            for b in bindings
+            if b.expires_at > now and b.source != source and not (stream and b.stream and b.sent_from(source))
+        ]
         return held[0] if held else None
 
     # REGISTER ----------------------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ class Registrar:
                 return RegisterReply(403, "Forbidden", refusal="register_bad_credentials")
             assert isinstance(verdict, Authenticated)
             authenticated = verdict.user
-        held = self._held_elsewhere(req.user, req.source)
+        held = self._held_elsewhere(req.user, req.source, req.stream)
         if held is not None:
             # Never silently: a REGISTER from elsewhere (even with the password) would move the user's calls
             # there. The phone that holds the binding keeps it; a phone that really moved waits for it to lapse.
@@ -211,7 +226,7 @@ class Registrar:
                 if secs == 0:
                     st.bindings.pop(uri, None)
                 else:
-                    st.bindings[uri] = Binding(req.user, uri, req.source, now + secs, req.user_agent)
+                    st.bindings[uri] = Binding(req.user, uri, req.source, now + secs, req.user_agent, req.stream)
             for uri in [u for u, b in st.bindings.items() if b.expires_at <= now]:
                 del st.bindings[uri]
             while len(st.bindings) > MAX_CONTACTS_PER_USER:

@@ -6,8 +6,8 @@ registrations, and nothing here runs outside sippy's reactor thread except the U
 The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging (``redirect_sippy_output``,
 ``WireLogger``); one ordered UDP worker pair instead of three (``OrderedUdpOpts``); whole 64 KiB datagrams and a
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
-requests, non-2xx ACK routing, TCP/TLS streams and send failures in the transaction manager (``GuardedTM``); a
-socket per listener (``ZonedLocal4Remote``); the
+requests, non-2xx ACK routing, TCP/TLS streams (the inside zone's own TLS listener for inside dialogs) and send
+failures in the transaction manager (``GuardedTM``); a socket per listener (``ZonedLocal4Remote``); the
 Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
 values read raw, as sippy's parser splits quoted commas (``auth_values``).
 """
@@ -210,6 +210,8 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     guard: DatagramGuard
     model_udp_server = (GuardedUdpServer, OrderedUdpOpts)
     streams: dict[str, TcpTransport]
+    inside_streams: dict[str, TcpTransport]
+    """The inside zone's own stream listeners (its TLS one, for the phones); ``streams`` are the outside zone's."""
     inside_server: Any = None
     """The inside zone's UDP socket, when the stack has one (see ``WarningUA.isYours``)."""
     receiving: Any = None
@@ -220,8 +222,24 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
         self.streams = {}
+        self.inside_streams = {}
         super().__init__(global_config, req_cb)
         self.l4r.__class__ = ZonedLocal4Remote  # sippy builds its own; only the lookup differs
+
+    def is_inside(self, server: Any) -> bool:
+        """Whether ``server`` (the socket or stream listener a message arrived on) is one of the inside zone's."""
+        if server is None:
+            return False
+        return server is self.inside_server or any(server is s for s in self.inside_streams.values())
+
+    def _streams_for(self, laddress: Any) -> dict[str, TcpTransport]:
+        # An inside dialog names the inside UDP socket as its local address (UA.source_address): its stream
+        # requests leave from the inside zone's own listener, so the phone sees the address it registered with and
+        # the connection it opened is reused; the outside streams serve only where the inside has none of its own.
+        inside = self.inside_server
+        if inside is None or laddress is None or tuple(laddress[:2]) != tuple(inside.uopts.laddress[:2]):
+            return self.streams
+        return {**self.streams, **self.inside_streams}
 
     def handleIncoming(self, data_in: bytes, ra: Any, server: Any, rtime: Any) -> None:
         # A stream transport frames messages with its own limits (voipgw.sip.framing); datagrams have ours.
@@ -264,14 +282,15 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     # SIP over TCP and TLS (voipgw.sip.tcp) -----------------------------------------------------------------
     def newTransaction(self, msg: Any, resp_cb: Any = None, laddress: Any = None, userv: Any = None,
                        *args: Any, **kwargs: Any) -> Any:  # fmt: skip
-        if userv is None and self.streams:
+        streams = self._streams_for(laddress)
+        if userv is None and streams:
             address, transport = msg.getTarget()
             name = str(transport).lower()
-            userv = self.streams.get(name)
+            userv = streams.get(name)
             # RFC 3261 18.1.1: a request over 1300 bytes goes over a congestion-controlled transport.
             big = name == "udp" and len(msg.localStr(self.l4r.getServer(address).getSIPaddr())) > UDP_MTU_BUDGET
-            if big and "tcp" in self.streams:
-                t = super().newTransaction(msg, resp_cb, laddress, self.streams["tcp"], *args, **kwargs)
+            if big and "tcp" in streams:
+                t = super().newTransaction(msg, resp_cb, laddress, streams["tcp"], *args, **kwargs)
                 t.voipgw_udp_fallback = msg  # TCP only for its size: UDP again if TCP is refused (18.1.1)
                 return t
         if userv is None:
@@ -333,7 +352,7 @@ class WarningUA(UA):  # type: ignore[misc]
         arrived = getattr(tm, "receiving", None)
         if inside is None or arrived is None:
             return True
-        if (arrived is inside) == (self.source_address is not None):
+        if tm.is_inside(arrived) == (self.source_address is not None):
             return True
         if tm.on_cross_zone is not None:
             tm.on_cross_zone()

@@ -139,6 +139,7 @@ class SipStack:
         tcp: TcpOptions | None = None,
         tls: TlsOptions | None = None,
         inside: tuple[str, int] | None = None,
+        inside_tls: TlsOptions | None = None,
     ) -> None:
         """``inside``: a second UDP listener, the inside zone's (a gateway's phones); ``local_host:local_port`` is
         then the outside zone's, where registrations, TCP and TLS live. Each incoming call says which listener it
@@ -147,7 +148,14 @@ class SipStack:
 
         ``tcp``: also listen for SIP over TCP on the same port number (limits in TcpOptions); requests over 1300
         bytes, or to a ``;transport=tcp`` target, then go over TCP. ``tls``: SIP over TLS for ``;transport=tls`` targets
-        (same limits), listening on ``tls.port`` when it has a certificate."""
+        (same limits), listening on ``tls.port`` when it has a certificate.
+
+        ``inside_tls`` (with ``inside`` and a certificate): the inside zone's own SIP-over-TLS listener, on the inside
+        host at ``inside_tls.port``, for phones that carry SDES-SRTP keys. Requests arriving on it are the inside
+        zone's like those on the inside UDP socket (registrar, digest auth, screening), and inside dialogs reach
+        phones with ``;transport=tls`` contacts from it; ``tls`` is then the outside zone's (the PBX's) alone."""
+        if inside_tls is not None and (inside is None or inside_tls.cert_file is None):
+            raise ValueError("inside_tls needs an inside listener and a certificate (cert_file) to listen with")
         self.tcp_options = tcp
         self.tls_options = tls
         self._tcp: TcpTransport | None = None
@@ -159,6 +167,8 @@ class SipStack:
         self.inside_listen = inside
         """The inside listener's address as asked (its bound port is ``inside_port`` once started)."""
         self._inside_udp: Any = None
+        self.inside_tls_options = inside_tls
+        self._inside_tls: TcpTransport | None = None
         self.local_host = local_host
         self.local_port = local_port
         self.loop = loop
@@ -211,9 +221,11 @@ class SipStack:
         sippy_ratelog("cross-zone", logging.WARNING, "an in-dialog request arrived on the other zone's listener: 481")
 
     def _zone_of(self, sip_t: Any) -> Zone:
-        # Only the inside UDP socket is the inside zone's: TCP and TLS streams serve the outside (the PBX).
-        inside = self._inside_udp
-        return Zone.INSIDE if inside is not None and getattr(sip_t, "userv", None) is inside else Zone.OUTSIDE
+        # The inside UDP socket and the inside TLS listener are the inside zone's; the main socket and the other
+        # streams (TCP, and TLS without inside_tls) serve the outside (the PBX).
+        tm = self._tm
+        inside = tm is not None and self._inside_udp is not None and tm.is_inside(getattr(sip_t, "userv", None))
+        return Zone.INSIDE if inside else Zone.OUTSIDE
 
     def _refuse(self, req: Any, refusal: Refusal, source: tuple[str, int], zone: Zone) -> Any:
         self._count_refused(refusal.reason)
@@ -250,8 +262,17 @@ class SipStack:
 
     @property
     def tls_port(self) -> int | None:
-        """The TLS listening port once started (None without a TLS listener)."""
+        """The (outside) TLS listening port once started (None without a TLS listener)."""
         return self._tls.port if self._tls is not None and self.tls_options and self.tls_options.cert_file else None
+
+    @property
+    def inside_tls_port(self) -> int | None:
+        """The inside zone's TLS listening port once started (None without ``inside_tls``)."""
+        return self._inside_tls.port if self._inside_tls is not None else None
+
+    @property
+    def inside_tls_stats(self) -> TcpStats | None:
+        return self._inside_tls.stats if self._inside_tls is not None else None
 
     @property
     def active_calls(self) -> int:
@@ -350,6 +371,14 @@ class SipStack:
                 listen=self.tls_options.cert_file is not None,
             )  # fmt: skip
             tm.streams["tls"] = self._tls
+        opts = self.inside_tls_options
+        if opts is not None and self.inside_listen is not None:
+            self._inside_tls = TcpTransport(
+                (self.inside_listen[0], opts.port), tm.handleIncoming, self.tcp_options or TcpOptions(),
+                tm.transport_failed, tls_server=server_context(opts), tls_client=client_context(opts),
+                tls_pin=opts.pin,
+            )  # fmt: skip
+            tm.inside_streams["tls"] = self._inside_tls
         return port
 
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -408,7 +437,7 @@ class SipStack:
             if self._tm is not None:
                 with contextlib.suppress(Exception):
                     self._tm.cp_timer.cancel()
-                for stream in (self._tcp, self._tls):
+                for stream in (self._tcp, self._tls, self._inside_tls):
                     if stream is not None:
                         stream.shutdown()
                 self._tm.l4r.shutdown()  # joins sippy's socket threads and closes the socket
@@ -445,7 +474,11 @@ class SipStack:
     def contact(self, username: str | None, zone: Zone = Zone.OUTSIDE) -> Any:
         if zone is Zone.INSIDE and self._inside_udp is not None:
             host, port = self._inside_udp.uopts.laddress[:2]
-            return SipContact(address=SipAddress(url=SipURL(username=username, host=str(host), port=int(port))))
+            if self._inside_tls is None:
+                return SipContact(address=SipAddress(url=SipURL(username=username, host=str(host), port=int(port))))
+            # Placeholders again: over UDP they print the inside socket's port, over TLS the inside TLS listener's.
+            url = SipURL(username=username, host=str(host), port=MyPort(int(port)), transport=SipConf.my_transport)
+            return SipContact(address=SipAddress(url=url))
         # The "my" placeholders print as the sending transport's name (";transport=tcp", nothing over UDP) and
         # listening port (the TLS port differs from the UDP/TCP one).
         url = SipURL(
@@ -453,12 +486,13 @@ class SipStack:
         )
         return SipContact(address=SipAddress(url=url))
 
-    def pick_transport(self, transport: str | None, target: Any) -> str:
+    def pick_transport(self, transport: str | None, target: Any, zone: Zone = Zone.OUTSIDE) -> str:
         default = "tls" if getattr(target, "scheme", "sip") == "sips" else str(target.transport or "udp")
         wanted = (transport or default).lower()
         if wanted not in ("udp", "tcp", "tls"):
             raise ValueError(f"unsupported SIP transport {wanted!r} (udp, tcp or tls)")
-        if (wanted == "tcp" and self._tcp is None) or (wanted == "tls" and self._tls is None):
+        tls = self._inside_tls if zone is Zone.INSIDE and self._inside_tls is not None else self._tls
+        if (wanted == "tcp" and self._tcp is None) or (wanted == "tls" and tls is None):
             raise SipStackStateError(
                 f"SIP over {wanted.upper()} is not enabled on this stack (SipStack(..., {wanted}=))"
             )
@@ -518,9 +552,9 @@ class SipStack:
         target = parse_sip_url(target_uri)
         from_url = parse_sip_url(from_aor)
         next_hop = proxy if proxy is not None else (str(target.host), int(target.port or 5060))
-        # An inside phone is reached over what its contact names: UDP from the inside listener, or TLS/TCP (a phone
-        # doing SDES-SRTP) from the stack's stream listener, the only one there is.
-        nh_transport = self.pick_transport(transport, target)
+        # An inside phone is reached over what its contact names: UDP from the inside listener, or TLS (a phone doing
+        # SDES-SRTP) from the inside TLS listener (the outside stream listeners when the inside has none).
+        nh_transport = self.pick_transport(transport, target, zone)
         # 120 random bits in 30 hex digits: unique enough, and below the 32-digit runs the log redactor takes for
         # key material, so operators can grep logs by Call-ID.
         call_id = secrets.token_hex(15)
@@ -667,7 +701,9 @@ class SipStack:
                 remote_sdp=None,
                 source_addr=src_addr,
                 authenticated_user=authenticated,
-                transport=str(getattr(source, "transport", "udp")).lower(),
+                # getSource() is the address alone; version 2 is (address, transport), e.g. "tls" for a phone whose
+                # SDES key must not have crossed the network in the clear.
+                transport=str(req.getSource(2)[1] or "udp").lower(),
                 zone=zone,
             )
             core = CallCore(self, call)
