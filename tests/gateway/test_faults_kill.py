@@ -133,7 +133,9 @@ def test_a_killed_gateway_restarts_with_its_store_and_the_peer_ends_the_call(tmp
     outside = between(packets, first_ports | second_ports)
     assert sum(1 for p in outside if p.rtp() is not None) > 2 * MIN_SEALED_PACKETS
     for codec in ("PCMU", "opus"):
-        verdict = capture.looks_like_plain_audio(outside, clip, codec)
+        # Streams of at least 1 s: a 0.5 s stream of sealed bytes decoded as Opus once reached 0.316 by chance
+        # (CI run of 2026-12-07; 0.17 when rerun); every long stream, and there are several, is still judged.
+        verdict = capture.looks_like_plain_audio(outside, clip, codec, min_packets=MIN_SEALED_PACKETS)
         print(f"between the gateways as plain {codec}: best correlation {verdict.correlation:.3f}")
         assert verdict.streams and verdict.correlation < MAX_EAVESDROP_CORRELATION, (codec, verdict)
     inside = [p for p in packets if alice_rtp[0] <= p.src_port <= alice_rtp[1]]
