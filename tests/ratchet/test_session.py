@@ -8,7 +8,8 @@ import os
 import pytest
 
 from ratchet import errors
-from ratchet import session as session_module
+from ratchet import opener as opener_module
+from ratchet import sealer as sealer_module
 from ratchet.chain import kdf_ck
 from ratchet.events import LocalRatchetStep, PeerRatchetStep, SasCommitmentFailed, SasReady
 from ratchet.frame import HEADER_LEN, split_frame
@@ -103,7 +104,7 @@ def test_dh_steps_happen_on_schedule_and_both_sides_follow() -> None:
 def test_epochs_stop_at_the_last_announceable_epoch_and_media_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The announcement carries the epoch as a u16: a sender at the last epoch keeps its chain instead of
     overflowing the field (which raised struct.error and stopped the media). MAX_EPOCH is lowered to reach it."""
-    monkeypatch.setattr(session_module, "MAX_EPOCH", 3)
+    monkeypatch.setattr(sealer_module, "MAX_EPOCH", 3)
     alice, bob = sessions(MediaConfig(dh_interval_s=1.0))
     now = exchange(alice, bob, 8 * 50, T0)  # 8 s: 7 steps' worth of intervals
     assert alice.stats.local_epoch == bob.stats.local_epoch == 3
@@ -313,14 +314,14 @@ def test_forged_frames_never_make_the_receiver_derive_a_chain_step_twice(monkeyp
     steps up to max_skip_steps ahead cost at most max_skip_steps derivations in all (each step once), not one
     walk each; the genuine stream then opens every frame, and the steps it needs are not derived again."""
     calls = 0
-    real = session_module.kdf_ck
+    real = opener_module.kdf_ck
 
     def counting(ck: bytes) -> tuple[bytes, bytes]:
         nonlocal calls
         calls += 1
         return real(ck)
 
-    monkeypatch.setattr(session_module, "kdf_ck", counting)
+    monkeypatch.setattr(opener_module, "kdf_ck", counting)
     cfg = MediaConfig(max_skip_steps=200)
     p = SendParams(frames_per_key=1)
     alice, bob = sessions(cfg, offerer_params=p, answerer_params=p)

@@ -61,13 +61,17 @@ def _mirrored_keys(params: SendParams, interval_ms: int = DEFAULT_INTERVAL_MS) -
     return build(Role.OFFERER), build(Role.ANSWERER)
 
 
+def _session_pair(params: SendParams, config: MediaConfig) -> tuple[MediaSession, MediaSession]:
+    """A sending and a receiving session of one call, built from mirrored keys."""
+    ko, ka = _mirrored_keys(params)
+    return MediaSession(ko, T0, config), MediaSession(ka, T0, config)
+
+
 class _RatchetLoop:
     """Seal on one side and open on the other, with the call clock advancing 20 ms per frame."""
 
     def __init__(self, params: SendParams, config: MediaConfig) -> None:
-        ko, ka = _mirrored_keys(params)
-        self.tx = MediaSession(ko, T0, config)
-        self.rx = MediaSession(ka, T0, config)
+        self.tx, self.rx = _session_pair(params, config)
         self.now = T0
         self.payload = os.urandom(PAYLOAD_LEN)
         # Let both learn each other's ratchet keys so DH steps happen on schedule.
@@ -93,9 +97,7 @@ class _ForgedLoop:
     claims a step at random, so no frame finds its step derived unless an earlier one derived it."""
 
     def __init__(self, params: SendParams, config: MediaConfig, seed: int = 7) -> None:
-        ko, ka = _mirrored_keys(params)
-        self.tx = MediaSession(ko, T0, config)
-        self.rx = MediaSession(ka, T0, config)
+        self.tx, self.rx = _session_pair(params, config)
         self.now = T0
         self.payload = os.urandom(PAYLOAD_LEN)
         for _ in range(3):
@@ -126,9 +128,7 @@ class _GenuineOpenLoop:
     """Open cost alone of genuine in-order frames (sealed outside the timed loop), the forged frame's yardstick."""
 
     def __init__(self, params: SendParams, config: MediaConfig) -> None:
-        ko, ka = _mirrored_keys(params)
-        self.tx = MediaSession(ko, T0, config)
-        self.rx = MediaSession(ka, T0, config)
+        self.tx, self.rx = _session_pair(params, config)
         self.now = T0
         self.payload = os.urandom(PAYLOAD_LEN)
 
