@@ -314,14 +314,17 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 ack.setRURI(target)
             ack.delHFs("route")
             ack.appendHeaders([SipHeader(name="route", body=x) for x in routes])
-            address = routes[0].getTAddr() if routes else (target.getTAddr() if target is not None else ra.address)
-            ack.setTarget(address)
+            # ((host, port), transport), as sippy's own ACK code: the first route's, else the fork's Contact's.
+            r_addr = routes[0].getTAddr() if routes else (target.getTAddr() if target is not None else None)
+            if r_addr is None:
+                r_addr = (ra.address, server.transport)
+            ack.setTarget(r_addr)
             ack.getHFBody("via").genBranch()
-            self.transmitMsg(server, ack, address, checksum)
+            self.transmitMsg(server, ack, r_addr[0], checksum)
             bye = ack.genRequest("BYE", ack.getHFBody("cseq").getCSeqNum() + 1)
             bye.delHFs("route")
             bye.appendHeaders([SipHeader(name="route", body=x.getCopy()) for x in routes])
-            bye.setTarget(address)
+            bye.setTarget(r_addr)
             bye.getHFBody("via").genBranch()
             self.newTransaction(bye, None, userv=server)
         except Exception as exc:
