@@ -21,6 +21,7 @@ class FakeReactor:
 
     def __init__(self) -> None:
         self.ended: list[object] = []
+        self.counted: list[str] = []
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)
@@ -43,12 +44,16 @@ class FakeReactor:
     def dialog_ended(self, core: Any) -> None:
         self.ended.append(core)
 
+    def count(self, counter: str) -> None:
+        self.counted.append(counter)
+
     def registration_started(self, core: Any) -> None:
         raise AssertionError("dialogs never register")
 
 
 class FakeUA:
     last_warning: str | None = None
+    last_to_tag: str | None = None
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
@@ -134,3 +139,20 @@ def test_a_refused_invite_fails_with_the_peers_warning() -> None:
     core.on_event(CCEventFail((486, "Busy Here")))
     assert core.phase is DialogPhase.ENDED
     assert _events(call) == [Failed(code=486, reason="Busy Here", warning='399 peer "busy elsewhere"')]
+
+
+def test_caller_reports_each_early_dialog_once_and_names_it_by_to_tag() -> None:
+    reactor = FakeReactor()
+    call = OutgoingCall(reactor, "c5", outgoing=True)
+    core, ua = _dialog(call, reactor)
+    for tag, sdp in [("forkA", "v=0 a"), ("forkA", "v=0 a"), ("forkB", "v=0 b"), ("forkA", "v=0 a")]:
+        ua.last_to_tag = tag
+        core.on_event(CCEventRing((183, "Session Progress", MsgBody(sdp))))
+    ua.last_to_tag = "forkA"
+    core.on_event(CCEventRing((180, "Ringing", None)))
+    assert _events(call) == [
+        Ringing(code=183, remote_sdp="v=0 a", dialog="forkA"),
+        Ringing(code=183, remote_sdp="v=0 b", dialog="forkB"),
+        Ringing(code=180, remote_sdp=None, dialog="forkA"),
+    ]
+    assert reactor.counted == ["provisional_absorbed", "provisional_absorbed"]

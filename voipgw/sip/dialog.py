@@ -266,7 +266,8 @@ class CallCore:
             elif self.call.outgoing and self.phase is DialogPhase.SETUP:
                 self._move(DialogEvent.ANSWERED)
                 self._cancel_timer()
-                won = self.ua.rUri.getTag() if self.ua is not None and self.ua.rUri is not None else None
+                r_uri = getattr(self.ua, "rUri", None)
+                won = r_uri.getTag() if r_uri is not None else None
                 self.emit(Answered(remote_sdp="" if body is None else str(body), dialog=str(won or "")))
             elif not self.call.outgoing and self.phase is DialogPhase.ANSWERING:
                 self._move(DialogEvent.ACKNOWLEDGED)
