@@ -10,6 +10,7 @@ the callee's call; a second fork's 2xx is ACKed and BYEd, never reported.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support.requires import requires
 from tests.testbed.sip_peer import SipPeer, running_stack, sdp
-from tests.testbed.sipp import SippUas
+from tests.testbed.sipp import SippUas, run_uac
 from voipgw.sip import Answered, Confirmed, Ended, Failed, IncomingCall, Ringing, SipCall, SipEvent, SipStack
 from voipgw.sip.reliability import T1, T2
 
@@ -236,3 +237,33 @@ def test_183_then_486_with_reason_from_sipp_arrives_as_486_with_its_cause(tmp_pa
         assert result.all_ok, result.log[-3000:]
 
     run(main())
+
+
+@requires("sipp")
+def test_a_caller_offering_100rel_gets_a_reliable_183_its_prack_answered_and_the_200_after_it(
+    tmp_path: Path, wire: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async with running_stack() as stack:
+            target = f"127.0.0.1:{stack.local_port}"
+            uac = functools.partial(
+                run_uac, tmp_path, target, calls=1, rate=1.0, service="bob", scenario_name="uac_100rel", timeout=20.0
+            )
+            placing = asyncio.create_task(asyncio.to_thread(uac))
+            call = await asyncio.wait_for(stack.incoming.get(), WAIT_S)
+            assert call.reliable_progress
+            call.progress(sdp(9210))
+            call.answer(sdp(9210))  # held until the PRACK: sipp fails the call if the 200 comes first
+            assert isinstance(await call.next_event(WAIT_S), Confirmed)
+            ended = await call.next_event(WAIT_S)
+            assert isinstance(ended, Ended) and ended.by_remote
+            result = await placing
+            assert result.all_ok and result.successful == 1, result.log[-3000:]
+            assert (stack.stats.prack_ok, stack.stats.prack_refused) == (1, 0)
+            assert stack.active_calls == 0
+
+    run(main())
+    wire183 = sent(wire, "SIP/2.0 183 ")
+    assert header(wire183[0], "Require") == "100rel" and int(header(wire183[0], "RSeq")) >= 1
+    prack_200 = sent(wire, "SIP/2.0 200 OK\r\n")
+    assert [header(m, "CSeq").split()[1] for m in prack_200[:2]] == ["PRACK", "INVITE"]

@@ -2,6 +2,13 @@
 imports this).
 
 Calls, registrations (with recovery), an inside registrar with digest auth; SDP stays opaque, media untouched.
+
+Early dialogs: the callee's ``IncomingCall.progress(sdp)`` sends the SDP answer in a 183 that is repeated until the
+caller proves it arrived (``progress_acknowledged()``), a PRACK (when the INVITE offered 100rel) or a final response;
+``ring()`` and ``reject(cause=)`` work after it. The caller reports each early dialog once as ``Ringing(dialog=
+<To-tag>)`` (a forking proxy's branches have distinct tags), the winning 2xx as ``Answered(dialog=...)``, a final
+error as ``Failed(code, cause=<Reason text>)`` with the far end's own status; a later fork's 2xx is ACKed and BYEd.
+Details in ``dialog.py`` and ``sippy_glue.py``.
 """
 
 from voipgw.logutil import RateLimitedLog

@@ -14,18 +14,21 @@ early dialog's 18x as ``Ringing(dialog=<To-tag>)``, once per (code, To-tag, body
 told apart by their tags, and repeated 183s are absorbed. The first 2xx wins (``Answered(dialog=...)``); a later
 2xx from another fork is ACKed and BYEd inside ``sippy_glue.GuardedTM`` and never reaches a dialog.
 
-PRACK (RFC 3262) is not done and 100rel is never advertised: sippy 2.5's UAS states route an in-dialog request
-only through per-state handler tables (UasStateRinging knows BYE alone), so a PRACK during the early dialog never
-reaches the UA's state machine as a request it can answer, the 18x it sends carry no RSeq, and its UAC would
-neither send PRACK for a ``Require: 100rel`` 18x nor keep the early dialog's route set (18x never update its
-remote target). Doing it means a PRACK UAS handler, RSeq/RAck bookkeeping and an early-dialog route set built
-beside sippy's UA; the unreliable-183-plus-retransmission scheme needs none of that and works with any far side.
+PRACK (RFC 3262), callee side only: when the INVITE offers ``100rel`` (Supported or Require), the 183 of
+``progress()`` carries ``Require: 100rel`` and an RSeq and is retransmitted on the same schedule; the caller's PRACK
+(matched to the dialog by ``sippy_glue.WarningUA``, since sippy's UAS states have no PRACK handler and match
+in-dialog requests by the INVITE's branch) gets 200 and stops it, and an ``answer()`` given before the PRACK is held
+until it arrives (RFC 3262 3: no 2xx before the PRACK of a reliable 18x with SDP). No PRACK within 64*T1: 500.
+Only that one 183 is reliable: ``ring()`` 18x stay unreliable (an INVITE with ``Require: 100rel`` would want them
+reliable too). As caller, voipgw never offers 100rel: sippy's UAC would neither send PRACK nor keep an early
+dialog's route set (18x never update its remote target), so an RFC 3262 callee sends us unreliable 18x.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +170,9 @@ class IncomingCall(SipCall):
         """What the INVITE arrived over ("udp", "tcp" or "tls"): SDES keys in its SDP are secret only over TLS."""
         self.zone = zone
         """The listener it arrived on: the inside zone's (phones) or the outside zone's (the PBX)."""
+        self.reliable_progress = False
+        """The INVITE offered RFC 3262 (``100rel`` in Supported or Require): ``progress()`` then sends its 183
+        reliably (Require: 100rel, RSeq) and a PRACK stops the retransmission."""
 
     def ring(self, sdp: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (sent once; ``progress`` is the
@@ -177,13 +183,15 @@ class IncomingCall(SipCall):
     def progress(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Send ``183 Session Progress`` with ``sdp`` (byte for byte) and ``headers``, and send that same 183
         again on RFC 3262's schedule (T1 0.5 s doubling, at most T2 4 s apart, for 64*T1) until
-        ``progress_acknowledged()``, a final response (answer, reject, hang-up) or the caller's CANCEL. No PRACK:
-        see the module docstring. A second call is a logged no-op."""
+        ``progress_acknowledged()``, a final response (answer, reject, hang-up) or the caller's CANCEL. When the
+        INVITE offered 100rel (``reliable_progress``) the 183 is sent reliably (RFC 3262: Require: 100rel, RSeq): the
+        caller's PRACK stops it too, ``answer()`` waits for that PRACK (or ``progress_acknowledged()``), and without
+        either after 64*T1 the INVITE is rejected with 500. A second call is a logged no-op."""
         self._act("progress", sdp, headers)
 
     def progress_acknowledged(self) -> None:
         """The caller has the 183's SDP (e.g. its first authenticated sealed frame arrived): stop sending it."""
-        self._act("stop_progress", "acknowledged")
+        self._act("acknowledged")
 
     def answer(self, answer_sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Send 200 OK with ``answer_sdp`` (byte for byte) and the extra ``headers`` (name, value), e.g. a
@@ -220,6 +228,12 @@ class CallCore:
     """Callee: the 183 that ``progress()`` sent and is sending again (None before, or once stopped)."""
     progress_done: bool = False
     """Callee: ``progress()`` was called (a second call is a no-op)."""
+    rseq: int | None = None
+    """Callee: the RSeq of our reliable 183 (RFC 3262), None when it is sent unreliably."""
+    prack_done: bool = False
+    """Callee: the reliable 183 was PRACKed (or ``progress_acknowledged()``): a 2xx may go."""
+    deferred_answer: tuple[str, tuple[tuple[str, str], ...]] | None = None
+    """Callee: an ``answer()`` held until the reliable 183 carrying SDP is PRACKed (RFC 3262 section 3)."""
     seen_18x: set[tuple[int, str, str | None]] = field(default_factory=set)
     """Caller: (code, To-tag, body) of each 18x reported, so a repeated one is absorbed."""
 
@@ -332,6 +346,9 @@ class CallCore:
             log.info("progress() called again for call %s: ignored (the first 183 stands)", self.call.call_id)
             return
         self.progress_done = True
+        if getattr(self.call, "reliable_progress", False):
+            self.rseq = secrets.randbelow(2**31 - 1) + 1  # RFC 3262 7.1: 1 to 2**31 - 1
+            headers = (*headers, ("Require", "100rel"), ("RSeq", str(self.rseq)))
         body = MsgBody(sdp)
         ev = CCEventRing((183, "Session Progress", body))
         if headers:
@@ -345,6 +362,9 @@ class CallCore:
         p = self.resending
         if p is None or not p.offsets:
             self.resending = None
+            if p is not None and self.awaiting_prack():
+                # RFC 3262 3: a reliable 18x unacknowledged for 64*T1 SHOULD end the INVITE with a 5xx.
+                self.reject(500, "Server Internal Error", "no PRACK for our reliable 183 Session Progress")
             return
         at = p.offsets.pop(0)
         p.timer = Timeout(self._resend_progress, at - now, 1, at)
@@ -366,6 +386,44 @@ class CallCore:
         self.reactor.count("progress_retransmits")
         self._schedule_progress(at)
 
+    def awaiting_prack(self) -> bool:
+        return self.rseq is not None and not self.prack_done
+
+    def acknowledged(self) -> None:
+        """asyncio's ``progress_acknowledged()``: stop the 183 and release an answer held for its PRACK."""
+        self.stop_progress("acknowledged")
+        self._prack_settled()
+
+    def _prack_settled(self) -> None:
+        self.prack_done = True
+        self._release_held_answer()
+
+    def _release_held_answer(self) -> None:
+        held, self.deferred_answer = self.deferred_answer, None
+        if held is not None and self.phase is DialogPhase.SETUP:
+            self._send_answer(*held)
+
+    def on_prack(self, req: Any) -> Any:
+        """A PRACK in this dialog (reactor thread): 200 when its RAck names our reliable 183, else 481."""
+        parts = str(req.getHFBody("rack")).split() if req.countHFs("rack") > 0 else []
+        invite_cseq = str(self.ua.uasResp.getHFBody("cseq").getCSeqNum()) if self.ua is not None else ""
+        if (
+            self.awaiting_prack()
+            and len(parts) == 3
+            and parts[0] == str(self.rseq)
+            and parts[1] == invite_cseq
+            and parts[2].upper() == "INVITE"
+        ):
+            self.reactor.count("prack_ok")
+            self.stop_progress("PRACK")
+            self.prack_done = True
+            # The held 2xx goes on the next reactor turn: after this PRACK's own 200, which the transaction layer
+            # sends once we return (measured: sent inline, the INVITE's 200 overtook it on the wire).
+            Timeout(self._release_held_answer, 0.0)
+            return req.genResponse(200, "OK")
+        self.reactor.count("prack_refused")
+        return req.genResponse(481, "Call/Transaction Does Not Exist")
+
     def stop_progress(self, why: str) -> None:
         p = self.resending
         if p is None:
@@ -376,9 +434,16 @@ class CallCore:
         log.debug("183 retransmission stopped for call %s: %s", self.call.call_id, why)
 
     def answer(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        if self.phase is not DialogPhase.SETUP or self.call.outgoing:
+        if self.phase is not DialogPhase.SETUP or self.call.outgoing or self.deferred_answer is not None:
             log.warning("answer() ignored for call %s in phase %s", self.call.call_id, self.phase.value)
             return
+        if self.awaiting_prack():
+            # RFC 3262 3: no 2xx before the PRACK of a reliable 18x that carried a session description.
+            self.deferred_answer = (sdp, headers)
+            return
+        self._send_answer(sdp, headers)
+
+    def _send_answer(self, sdp: str, headers: tuple[tuple[str, str], ...]) -> None:
         self._move(DialogEvent.ANSWER_SENT)
         self.stop_progress("answered")
         ev = CCEventPreConnect((200, "OK", MsgBody(sdp)))
@@ -390,6 +455,7 @@ class CallCore:
         if self.phase is not DialogPhase.SETUP or self.call.outgoing:
             return
         self.stop_progress("rejected")
+        self.deferred_answer = None
         ev = CCEventFail((code, reason))
         if cause is not None:
             ev.reason_rfc3326 = SipReason(protocol="SIP", cause=int(cause[0]), reason=_sanitize(cause[1]))

@@ -62,6 +62,10 @@ class SipStats:
     """Of those, the retransmissions (RFC 3262 section 3 schedule, until acknowledged or a final response)."""
     provisional_absorbed: int = 0
     """Repeated 18x for our INVITEs (same code, To-tag and body) that reached a dialog and were not reported."""
+    prack_ok: int = 0
+    """PRACKs that acknowledged our reliable 183 (RFC 3262), answered 200."""
+    prack_refused: int = 0
+    """PRACKs naming no unacknowledged reliable 18x of their dialog, answered 481."""
     stray_2xx: int = 0
     """2xx for an INVITE already answered by another fork (another To-tag), ACKed and BYEd (RFC 3261 13.2.2.4)."""
     refused: dict[str, int] = field(default_factory=dict)

@@ -4,11 +4,12 @@ Pure: no sippy, no clock. ``voipgw.sip.dialog`` turns the offsets into reactor t
 
 Theory of operation
 -------------------
-The callee's 183 carries the SDP answer (the key exchange), so it must not be lost on UDP. RFC 3262 would make it
-reliable with PRACK; sippy's UA state machines do not know PRACK (see ``voipgw.sip.dialog``), so voipgw sends the
-same 183 (same To-tag, same body) again on RFC 3262's schedule instead: first after T1, each interval doubling,
-capped at T2, for at most 64*T1 after the first send. The call layer stops it as soon as the caller proves the
-answer arrived (its first authenticated sealed frame), and any final response stops it too.
+The callee's 183 carries the SDP answer (the key exchange), so it must not be lost on UDP. RFC 3262 makes it
+reliable with PRACK, but the far side need not support that (and voipgw's own caller does not: see
+``voipgw.sip.dialog``), so voipgw sends the same 183 (same To-tag, same body) again on RFC 3262's schedule in both
+cases: first after T1, each interval doubling, capped at T2, for at most 64*T1 after the first send. A PRACK stops it
+when the caller offered 100rel; otherwise the call layer stops it as soon as the caller proves the answer arrived
+(its first authenticated sealed frame); any final response stops it too.
 """
 
 from __future__ import annotations

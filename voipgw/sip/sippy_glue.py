@@ -10,7 +10,8 @@ requests, non-2xx ACK routing, TCP/TLS streams (the inside zone's own TLS listen
 failures in the transaction manager (``GuardedTM``); a socket per listener (``ZonedLocal4Remote``); the
 Warning of a final error and the To-tag of each response kept (``WarningUA``); our exact R-URI/To/From on an
 INVITE (``SetupTry``); Authorization values read raw, as sippy's parser splits quoted commas (``auth_values``);
-a 2xx from a second fork ACKed and BYEd (``GuardedTM.stray_2xx``).
+a 2xx from a second fork ACKed and BYEd (``GuardedTM.stray_2xx``); PRACK routed to its dialog (``WarningUA``, RFC
+3262: sippy's UAS neither matches nor handles it).
 
 Forking (measured with sippy 2.5): sippy's UAC keeps one dialog per INVITE. Each 18x, whichever fork sent it,
 is passed up as a CCEventRing without its To-tag, and sippy records neither the tag nor the fork's Contact or
@@ -424,7 +425,19 @@ class WarningUA(UA):  # type: ignore[misc]
         # falls through to the stack, which answers 481 like any request for a dialog it does not know.
         if req is not None and not self._in_my_zone():
             return None
+        if req is not None and req.getMethod() == "PRACK":
+            # sippy's UAS matches in-dialog requests other than BYE by the INVITE's Via branch while the INVITE is
+            # pending, so a PRACK (its own transaction, its own branch) fell through to a 481. Match it by dialog.
+            return super().isYours(
+                None, str(req.getHFBody("call-id")), req.getHFBody("from").getTag(), req.getHFBody("to").getTag()
+            )
         return super().isYours(req, *args, **kwargs)
+
+    def recvRequest(self, req: Any, sip_t: Any) -> Any:
+        # sippy's UAS states have no PRACK handler (it would be dropped unanswered): the dialog answers it.
+        if req.getMethod() == "PRACK" and self.voipgw_core is not None:
+            return (self.voipgw_core.on_prack(req), None, None)
+        return super().recvRequest(req, sip_t)
 
     def _in_my_zone(self) -> bool:
         tm = self.global_config.get("_sip_tm")
@@ -473,6 +486,15 @@ def response_to(req: Any, code: int, reason: str, headers: tuple[tuple[str, str]
     for name, value in headers:
         resp.appendHeader(SipHeader(name=name.lower(), bodys=value))
     return resp
+
+
+def offers_100rel(req: Any) -> bool:
+    """Whether an INVITE names ``100rel`` in a Supported or Require header (RFC 3262)."""
+    for name in ("supported", "require"):
+        for hf in req.getHFs(name):
+            if any(opt.strip().lower() == "100rel" for opt in str(hf.getBody()).split(",")):
+                return True
+    return False
 
 
 def auth_values(req: Any) -> list[str]:

@@ -68,6 +68,7 @@ from voipgw.sip.sippy_glue import (
     WireLogger,
     auth_values,
     count_sippy_errors_in,
+    offers_100rel,
     parse_sip_url,
     redirect_sippy_output,
     response_to,
@@ -95,7 +96,7 @@ InviteAuthPredicate = Callable[[tuple[str, int], str], bool]
 """(source address, From user) -> True when that INVITE must carry valid digest credentials for the user."""
 
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK"
 _PHRASES = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -709,6 +710,7 @@ class SipStack:
                 transport=str(req.getSource(2)[1] or "udp").lower(),
                 zone=zone,
             )
+            call.reliable_progress = offers_100rel(req)
             core = CallCore(self, call)
             ua = WarningUA(self._gc, self._on_ua_event)
             ua.voipgw_core = core
