@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,40 @@ def test_a_caller_offering_100rel_gets_a_reliable_183_its_prack_answered_and_the
     assert header(wire183[0], "Require") == "100rel" and int(header(wire183[0], "RSeq")) >= 1
     prack_200 = sent(wire, "SIP/2.0 200 OK\r\n")
     assert [header(m, "CSeq").split()[1] for m in prack_200[:2]] == ["PRACK", "INVITE"]
+
+
+@requires("sipp")
+def test_a_forged_second_2xx_from_elsewhere_is_not_acked_or_byed(
+    tmp_path: Path, wire: pytest.LogCaptureFixture
+) -> None:
+    """An attacker at 127.0.0.66 who knows the Call-ID and branch sends a 2xx with a new To-tag and a Contact of its
+    own: ACK + BYE would be requests we send wherever it likes. Only the INVITE's next hop may answer for a fork."""
+
+    async def main() -> None:
+        with SippUas(tmp_path, name="plain", calls=1) as uas:
+            async with running_stack() as stack:
+                call = await stack.place_call(f"sip:bob@{uas.address}", "sip:alice@127.0.0.1", lambda _: sdp(9204))
+                await next_of(call, Answered)
+                invite = sent(wire, "INVITE ")[0]
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as evil:
+                    evil.bind(("127.0.0.66", 0))
+                    evil.settimeout(0.5)
+                    evil_port = evil.getsockname()[1]
+                    forged = (
+                        "SIP/2.0 200 OK\r\n"
+                        f"Via: {header(invite, 'Via')}\r\nFrom: {header(invite, 'From')}\r\n"
+                        f"To: {header(invite, 'To')};tag=mallory\r\nCall-ID: {header(invite, 'Call-ID')}\r\n"
+                        f"CSeq: {header(invite, 'CSeq')}\r\nContact: <sip:mallory@127.0.0.66:{evil_port}>\r\n"
+                        "Content-Length: 0\r\n\r\n"
+                    )
+                    evil.sendto(forged.encode(), ("127.0.0.1", stack.local_port))
+                    await wait_until(lambda: stack.stats.stray_2xx_ignored == 1, "the forged 2xx refused")
+                    with pytest.raises(TimeoutError):
+                        evil.recvfrom(65535)  # no ACK, no BYE
+                assert stack.stats.stray_2xx == 0
+                call.hangup()
+                assert isinstance(await call.next_event(WAIT_S), Ended)
+                result = await asyncio.to_thread(uas.wait, 15.0)
+        assert result.all_ok, result.log[-3000:]
+
+    run(main())

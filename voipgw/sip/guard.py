@@ -66,6 +66,8 @@ class SipStats:
     """PRACKs that acknowledged our reliable 183 (RFC 3262), answered 200."""
     prack_refused: int = 0
     """PRACKs naming no unacknowledged reliable 18x of their dialog, answered 481."""
+    stray_2xx_ignored: int = 0
+    """2xx with another To-tag for an answered INVITE that came from elsewhere than the INVITE's next hop: dropped."""
     stray_2xx: int = 0
     """2xx for an INVITE already answered by another fork (another To-tag), ACKed and BYEd (RFC 3261 13.2.2.4)."""
     refused: dict[str, int] = field(default_factory=dict)

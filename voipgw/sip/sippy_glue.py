@@ -233,8 +233,9 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     on_cross_zone: Any = None
     """Called (no arguments) when an in-dialog request arrived on the other zone's listener."""
 
-    answered_invites: dict[Any, tuple[str, Any]]
-    """Client INVITE transaction id -> (the winning 2xx's To-tag, the INVITE as sent), for ``STRAY_2XX_S``."""
+    answered_invites: dict[Any, tuple[str, str, tuple[str, int]]]
+    """Client INVITE transaction id -> (the winning 2xx's To-tag, the INVITE as sent, where it was sent), kept for
+    ``STRAY_2XX_S``."""
 
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
@@ -306,6 +307,15 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
             tag = resp.getHFBody("to").getTag()
             if won is None or tag is None or tag == won[0]:
                 return False
+            if tuple(ra.address[:2]) != won[2]:
+                # Forks answer through the hop the INVITE went to (the proxy). A 2xx from anywhere else is not
+                # ACKed and BYEd: it would make us send requests wherever its Contact points. sippy drops it.
+                sippy_ratelog(
+                    "stray-2xx-source", logging.WARNING,
+                    "a 2xx for an answered INVITE came from %s:%s, not from %s:%s: ignored", *ra.address[:2], *won[2],
+                )  # fmt: skip
+                self.guard.stats.stray_2xx_ignored += 1
+                return False
             ack = SipRequest(won[1]).genACK()
             ack.getHFBody("to").setTag(tag)
             target = resp.getHFBody("contact").getUrl().getCopy() if resp.countHFs("contact") > 0 else None
@@ -348,7 +358,7 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 # Kept as long as a late fork's 2xx can come (Timer B's 64*T1 from the INVITE would do; 32 s more).
                 # The INVITE as sent (sippy's SipRequest.getCopy() fails on a parsed request; t.ack gets this
                 # 2xx's tag and route set below), for building another fork's ACK.
-                self.answered_invites[t.tid] = (tag, t.data)
+                self.answered_invites[t.tid] = (tag, t.data, tuple(t.address[:2]))
                 Timeout(self._forget_answered, STRAY_2XX_S, 1, t.tid)
         if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
             # RFC 3261 17.1.1.3: the ACK of a non-2xx final response goes where the INVITE went, with the
