@@ -305,3 +305,26 @@ def test_a_forged_second_2xx_from_elsewhere_is_not_acked_or_byed(
         assert result.all_ok, result.log[-3000:]
 
     run(main())
+
+
+@requires("sipp")
+def test_a_prack_for_no_reliable_18x_gets_481_and_the_183_keeps_waiting(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running_stack() as stack:
+            target = f"127.0.0.1:{stack.local_port}"
+            uac = functools.partial(
+                run_uac, tmp_path, target, calls=1, rate=1.0, service="bob", scenario_name="uac_100rel_bad_rack",
+                timeout=20.0,
+            )  # fmt: skip
+            placing = asyncio.create_task(asyncio.to_thread(uac))
+            call = await asyncio.wait_for(stack.incoming.get(), WAIT_S)
+            call.progress(sdp(9212))
+            await wait_until(lambda: stack.stats.prack_refused == 1, "the wrong PRACK refused")
+            assert stack.stats.prack_ok == 0
+            call.reject(486, "Busy Here")
+            assert isinstance(await call.next_event(WAIT_S), Ended)
+            result = await placing
+            assert result.all_ok and result.successful == 1, result.log[-3000:]
+            assert stack.active_calls == 0
+
+    run(main())

@@ -408,7 +408,8 @@ class CallCore:
         parts = str(req.getHFBody("rack")).split() if req.countHFs("rack") > 0 else []
         invite_cseq = str(self.ua.uasResp.getHFBody("cseq").getCSeqNum()) if self.ua is not None else ""
         if (
-            self.awaiting_prack()
+            self.phase is DialogPhase.SETUP
+            and self.awaiting_prack()
             and len(parts) == 3
             and parts[0] == str(self.rseq)
             and parts[1] == invite_cseq
