@@ -64,7 +64,7 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.phase import DialogEvent, DialogPhase, advance
 from voipgw.sip.reactor import Reactor
-from voipgw.sip.reliability import retransmit_offsets
+from voipgw.sip.reliability import LIMIT, retransmit_offsets
 from voipgw.sip.zone import Zone
 
 log = logging.getLogger("voipgw.sip")
@@ -360,14 +360,20 @@ class CallCore:
 
     def _schedule_progress(self, now: float) -> None:
         p = self.resending
+        if p is not None and not p.offsets and self.awaiting_prack():
+            p.timer = Timeout(self._prack_overdue, LIMIT - now)  # stop_progress() cancels it
+            return
         if p is None or not p.offsets:
             self.resending = None
-            if p is not None and self.awaiting_prack():
-                # RFC 3262 3: a reliable 18x unacknowledged for 64*T1 SHOULD end the INVITE with a 5xx.
-                self.reject(500, "Server Internal Error", "no PRACK for our reliable 183 Session Progress")
             return
         at = p.offsets.pop(0)
         p.timer = Timeout(self._resend_progress, at - now, 1, at)
+
+    def _prack_overdue(self) -> None:
+        self.resending = None
+        if self.phase is DialogPhase.SETUP and self.awaiting_prack():
+            # RFC 3262 3: a reliable 18x unacknowledged for 64*T1 SHOULD end the INVITE with a 5xx.
+            self.reject(500, "Server Internal Error", "no PRACK for our reliable 183 Session Progress")
 
     def _resend_progress(self, at: float) -> None:
         p = self.resending
