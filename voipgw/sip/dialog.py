@@ -49,6 +49,7 @@ from sippy.SipWarning import SipWarning
 from sippy.Time.Timeout import Timeout
 from sippy.UasStateProgressing import UasStateProgressing
 
+from voipgw.logutil import RateLimitedLog
 from voipgw.sip.events import (
     TERMINAL_EVENTS,
     Answered,
@@ -68,6 +69,7 @@ from voipgw.sip.reliability import LIMIT, retransmit_offsets
 from voipgw.sip.zone import Zone
 
 log = logging.getLogger("voipgw.sip")
+_ratelog = RateLimitedLog(log)
 
 ReOfferHandler = Callable[[str], str | None]
 
@@ -429,6 +431,10 @@ class CallCore:
             Timeout(self._release_held_answer, 0.0)
             return req.genResponse(200, "OK")
         self.reactor.count("prack_refused")
+        _ratelog(
+            "prack-refused", logging.WARNING, "PRACK for call %s refused (481): RAck %r names no 18x awaiting one",
+            self.call.call_id, " ".join(parts)[:60],
+        )  # fmt: skip
         return req.genResponse(481, "Call/Transaction Does Not Exist")
 
     def stop_progress(self, why: str) -> None:

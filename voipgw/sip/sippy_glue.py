@@ -355,9 +355,10 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
         if 200 <= code < 300 and t.method == "INVITE" and t.ack is not None and t.state in (TRYING, RINGING):
             tag = msg.getHFBody("to").getTag()
             if tag is not None and t.tid not in self.answered_invites:
-                # Kept as long as a late fork's 2xx can come (Timer B's 64*T1 from the INVITE would do; 32 s more).
-                # The INVITE as sent (sippy's SipRequest.getCopy() fails on a parsed request; t.ack gets this
-                # 2xx's tag and route set below), for building another fork's ACK.
+                # Kept for STRAY_2XX_S: a proxy cancels the other forks on the first 2xx, so another fork's 2xx can
+                # only cross that CANCEL and be retransmitted for 64*T1 (32 s). The INVITE is kept as sent, for
+                # building another fork's ACK (sippy's SipRequest.getCopy() fails on a parsed request, and t.ack
+                # gets this 2xx's tag and route set below).
                 self.answered_invites[t.tid] = (tag, t.data, tuple(t.address[:2]))
                 Timeout(self._forget_answered, STRAY_2XX_S, 1, t.tid)
         if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
