@@ -159,7 +159,10 @@ def test_final_response_stops_progress_and_reject_carries_the_reason(
 
 
 def test_each_final_status_after_progress_arrives_as_itself(peer: SipPeer) -> None:
-    statuses = [(404, "Not Found"), (480, "Temporarily Unavailable"), (486, "Busy Here"), (603, "Decline")]
+    statuses = [
+        (404, "Not Found"), (408, "Request Timeout"), (480, "Temporarily Unavailable"), (486, "Busy Here"),
+        (603, "Decline"),
+    ]  # fmt: skip
 
     async def main() -> None:
         async with running_stack() as stack:

@@ -73,7 +73,10 @@ async def peer_stats(p: SipPeer) -> dict[str, Any]:
 
 
 def test_final_statuses_from_the_callee_pass_through_kamailio_as_themselves(kamailio: Kamailio) -> None:
-    statuses = [(486, "Busy Here"), (603, "Decline"), (480, "Temporarily Unavailable"), (404, "Not Found")]
+    statuses = [
+        (486, "Busy Here"), (603, "Decline"), (480, "Temporarily Unavailable"), (404, "Not Found"),
+        (408, "Request Timeout"),
+    ]  # fmt: skip
     bob = registered_bob(kamailio, sdp(9310))
 
     async def main() -> None:
@@ -86,6 +89,13 @@ def test_final_statuses_from_the_callee_pass_through_kamailio_as_themselves(kama
                 bob.send(op="reject", code=code, reason=reason, cause=[code, f"bob says {code}"])
                 failed = await call.next_event(WAIT_S)
                 assert failed == Failed(code=code, reason=reason, warning=None, cause=f"bob says {code}")
+            # The callee giving up while its 183 is out: 487 Request Terminated reaches the caller as itself.
+            call = await call_bob(stack, kamailio, sdp(9300))
+            await bob.aexpect("incoming", WAIT_S)
+            await next_event(call, (Ringing,))
+            bob.send(op="hangup")
+            failed = await call.next_event(WAIT_S)
+            assert isinstance(failed, Failed) and (failed.code, failed.reason) == (487, "Request Terminated")
             assert stack.active_calls == 0
         assert (await peer_stats(bob))["active_calls"] == 0
 
