@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.requires import requires
+from tests.testbed.pjsua2_peer import Pjsua2Peer
 from tests.testbed.sip_peer import SipPeer, running_stack, sdp
 from tests.testbed.sipp import SippUas, run_uac
 from voipgw.sip import Answered, Confirmed, Ended, Failed, IncomingCall, Ringing, SipCall, SipEvent, SipStack
@@ -331,3 +332,35 @@ def test_a_prack_for_no_reliable_18x_gets_481_and_the_183_keeps_waiting(tmp_path
             assert stack.active_calls == 0
 
     run(main())
+
+
+@requires("pjsua2")
+def test_pjsua2_caller_prack_s_our_reliable_183_and_the_held_answer_then_connects(
+    tmp_path: Path, wire: pytest.LogCaptureFixture
+) -> None:
+    """PJSIP offers 100rel by default: a real RFC 3262 caller, not a script."""
+    answer = (
+        "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 9214 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+
+    async def main() -> None:
+        async with running_stack() as stack:
+            with Pjsua2Peer(tmp_path, user="pj") as pj:
+                pj.call(f"sip:bob@127.0.0.1:{stack.local_port}")
+                call = await asyncio.wait_for(stack.incoming.get(), WAIT_S)
+                assert call.reliable_progress
+                call.progress(answer)
+                call.answer(answer)  # held until pjsua's PRACK
+                assert isinstance(await call.next_event(WAIT_S), Confirmed)
+                assert (await asyncio.to_thread(pj.wait_state, "CONFIRMED"))["role"] == "caller"
+                assert (stack.stats.prack_ok, stack.stats.prack_refused) == (1, 0)
+                call.hangup()
+                await asyncio.to_thread(pj.wait_event, "disconnected")
+                assert stack.active_calls == 0
+
+    run(main())
+    finals = [header(m, "CSeq") for m in sent(wire, "SIP/2.0 200 OK\r\n")]
+    assert finals.index(next(c for c in finals if c.endswith("PRACK"))) < finals.index(
+        next(c for c in finals if c.endswith("INVITE"))
+    ), "the 200 to the PRACK went before the 200 to the INVITE"
