@@ -185,6 +185,7 @@ def test_we_reject_with_warning_seen_by_peer(peer: SipPeer) -> None:
                 "code": 488,
                 "reason": "Not Acceptable Here",
                 "warning": '399 127.0.0.1 "no a=voipgw attribute: secure policy is require"',
+                "cause": None,
             }
 
     run(main())

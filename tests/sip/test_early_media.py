@@ -41,12 +41,14 @@ def test_183_with_sdp_reaches_a_sipstack_caller_then_the_call_is_answered() -> N
                 assert isinstance(call, IncomingCall)
                 call.ring(early)
                 ringing = await caller.acall_event("Ringing", WAIT_S)
-                assert ringing["data"] == {"code": 183, "remote_sdp": early}
-                call.ring()  # a plain 180 may follow the early media
-                assert (await caller.acall_event("Ringing", WAIT_S))["data"] == {"code": 180, "remote_sdp": None}
+                tag = ringing["data"]["dialog"]
+                assert tag and ringing["data"] == {"code": 183, "remote_sdp": early, "dialog": tag}
+                call.ring()  # a plain 180 may follow the early media, in the same early dialog
+                ring180 = (await caller.acall_event("Ringing", WAIT_S))["data"]
+                assert ring180 == {"code": 180, "remote_sdp": None, "dialog": tag}
                 call.answer(final)
                 answered = await caller.acall_event("Answered", WAIT_S)
-                assert answered["data"]["remote_sdp"] == final
+                assert answered["data"] == {"remote_sdp": final, "dialog": tag}
                 assert isinstance(await call.next_event(WAIT_S), Confirmed)
                 call.hangup()
                 await caller.acall_event("Ended", WAIT_S)

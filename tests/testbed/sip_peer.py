@@ -49,7 +49,7 @@ def udp_socket_inodes(pid: int) -> set[str]:
 async def _child_main(host: str, port: int, reactor: Any = None) -> int:
     """With `reactor` (a voipgw.sip.mainthread.MainThreadReactor) this runs in its asyncio worker and sippy's
     reactor gets the main thread, the layout a CLI would use."""
-    from voipgw.sip import IncomingCall, SipCall, SipStack, TcpOptions
+    from voipgw.sip import IncomingCall, OutgoingCall, SipCall, SipStack, TcpOptions
     from voipgw.sip.events import TERMINAL_EVENTS
 
     loop = asyncio.get_running_loop()
@@ -112,6 +112,8 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
             )
             track(call)
             action = mode["incoming"]
+            if action == "progress":
+                call.progress(mode["progress_sdp"])
             if action in ("ring", "answer"):
                 call.ring()
             if action == "answer":
@@ -151,7 +153,21 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
         elif op == "reject":
             call = pick(cmd)
             assert isinstance(call, IncomingCall)
-            call.reject(cmd["code"], cmd["reason"], cmd.get("warning"))
+            cause = cmd.get("cause")
+            call.reject(cmd["code"], cmd["reason"], cmd.get("warning"), tuple(cause) if cause else None)
+        elif op in ("progress", "progress_ack", "ring", "cancel"):
+            call = pick(cmd)
+            if op == "cancel":
+                assert isinstance(call, OutgoingCall)
+                call.cancel()
+                return
+            assert isinstance(call, IncomingCall)
+            if op == "progress":
+                call.progress(cmd["sdp"])
+            elif op == "progress_ack":
+                call.progress_acknowledged()
+            else:
+                call.ring(cmd.get("sdp"), tuple(tuple(h) for h in cmd.get("headers", ())))  # type: ignore[misc]
         elif op == "hangup":
             pick(cmd).hangup()
         elif op == "reoffer":
@@ -169,7 +185,10 @@ async def _child_main(host: str, port: int, reactor: Any = None) -> int:
             emit(ev="registered", state=asdict(reg.state) if reg.state else None)
         elif op == "stats":
             tcp = stack.tcp_stats
-            emit(ev="stats", stats=asdict(stack.stats), port=stack.local_port, tcp=asdict(tcp) if tcp else None)
+            emit(
+                ev="stats", stats=asdict(stack.stats), port=stack.local_port, tcp=asdict(tcp) if tcp else None,
+                active_calls=stack.active_calls,
+            )  # fmt: skip
         elif op == "stop":
             stop_evt.set()
 
@@ -256,8 +275,9 @@ class SipPeer:
         self.popen.stdin.flush()
 
     def set_mode(self, **mode: Any) -> None:
-        """How the peer treats incoming calls (incoming="hold"|"ring"|"answer"|"reject", answer_sdp, code,
-        reason, warning, reoffer_answer); returns once the child has applied it, so no INVITE can race it."""
+        """How the peer treats incoming calls (incoming="hold"|"ring"|"progress"|"answer"|"reject", answer_sdp,
+        progress_sdp, code, reason, warning, reoffer_answer); returns once the child has applied it, so no INVITE
+        can race it."""
         self.send(op="mode", **mode)
         self.expect("mode_set")
 

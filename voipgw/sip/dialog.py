@@ -3,6 +3,23 @@
 A handle never touches sippy: its actions are posted to the reactor thread, and the CallCore (which owns the
 sippy UA) delivers typed events back to the loop. Phases change only through ``voipgw.sip.phase``. Reaches the
 stack only through the ``Reactor`` protocol, never by importing it.
+
+Early dialogs
+-------------
+The callee's ``progress(sdp)`` sends ``183 Session Progress`` with the SDP answer and sends the same 183 again
+(same To-tag, same bytes) on RFC 3262's schedule (``voipgw.sip.reliability``) until ``progress_acknowledged()``,
+a final response, or 64*T1. ``ring()`` may follow in the same early dialog (180, same To-tag); ``reject()`` after
+``progress()`` ends the early dialog with a final error and may carry an RFC 3326 Reason. The caller reports each
+early dialog's 18x as ``Ringing(dialog=<To-tag>)``, once per (code, To-tag, body): a forking proxy's branches are
+told apart by their tags, and repeated 183s are absorbed. The first 2xx wins (``Answered(dialog=...)``); a later
+2xx from another fork is ACKed and BYEd inside ``sippy_glue.GuardedTM`` and never reaches a dialog.
+
+PRACK (RFC 3262) is not done and 100rel is never advertised: sippy 2.5's UAS states route an in-dialog request
+only through per-state handler tables (UasStateRinging knows BYE alone), so a PRACK during the early dialog never
+reaches the UA's state machine as a request it can answer, the 18x it sends carry no RSeq, and its UAC would
+neither send PRACK for a ``Require: 100rel`` 18x nor keep the early dialog's route set (18x never update its
+remote target). Doing it means a PRACK UAS handler, RSeq/RAck bookkeeping and an early-dialog route set built
+beside sippy's UA; the unreliable-183-plus-retransmission scheme needs none of that and works with any far side.
 """
 
 from __future__ import annotations
@@ -10,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sippy.CCEvents import (
@@ -26,6 +43,8 @@ from sippy.MsgBody import MsgBody
 from sippy.SipHeader import SipHeader
 from sippy.SipReason import SipReason
 from sippy.SipWarning import SipWarning
+from sippy.Time.Timeout import Timeout
+from sippy.UasStateProgressing import UasStateProgressing
 
 from voipgw.sip.events import (
     TERMINAL_EVENTS,
@@ -42,6 +61,7 @@ from voipgw.sip.events import (
 )
 from voipgw.sip.phase import DialogEvent, DialogPhase, advance
 from voipgw.sip.reactor import Reactor
+from voipgw.sip.reliability import retransmit_offsets
 from voipgw.sip.zone import Zone
 
 log = logging.getLogger("voipgw.sip")
@@ -148,21 +168,35 @@ class IncomingCall(SipCall):
         self.zone = zone
         """The listener it arrived on: the inside zone's (phones) or the outside zone's (the PBX)."""
 
-    def ring(self, sdp: str | None = None) -> None:
-        """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (early media; not reliable,
-        RFC 3262 is not used). The 200 answer may then carry the same or another SDP."""
-        self._act("ring", sdp)
+    def ring(self, sdp: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Send 180 Ringing, or with ``sdp`` 183 Session Progress carrying it (sent once; ``progress`` is the
+        retransmitted one), with the extra ``headers`` (e.g. P-Asserted-Identity). May follow ``progress()``: same
+        To-tag, same early dialog. The 200 answer may then carry the same or another SDP."""
+        self._act("ring", sdp, headers)
+
+    def progress(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Send ``183 Session Progress`` with ``sdp`` (byte for byte) and ``headers``, and send that same 183
+        again on RFC 3262's schedule (T1 0.5 s doubling, at most T2 4 s apart, for 64*T1) until
+        ``progress_acknowledged()``, a final response (answer, reject, hang-up) or the caller's CANCEL. No PRACK:
+        see the module docstring. A second call is a logged no-op."""
+        self._act("progress", sdp, headers)
+
+    def progress_acknowledged(self) -> None:
+        """The caller has the 183's SDP (e.g. its first authenticated sealed frame arrived): stop sending it."""
+        self._act("stop_progress", "acknowledged")
 
     def answer(self, answer_sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Send 200 OK with ``answer_sdp`` (byte for byte) and the extra ``headers`` (name, value), e.g. a
         P-Asserted-Identity; Confirmed follows when the ACK arrives."""
         self._act("answer", answer_sdp, headers)
 
-    def reject(self, code: int, reason: str, warning: str | None = None) -> None:
-        """Final error response; ``warning`` becomes ``Warning: 399 <our host> "<text>"`` (RFC 3261 20.43)."""
+    def reject(self, code: int, reason: str, warning: str | None = None, cause: tuple[int, str] | None = None) -> None:
+        """Final error response; ``warning`` becomes ``Warning: 399 <our host> "<text>"`` (RFC 3261 20.43);
+        ``cause=(code, text)`` adds ``Reason: SIP;cause=<code>;text="<text>"`` (RFC 3326; text sanitized like
+        ``hangup``'s). Works after ``progress()``/``ring()``: it ends the early dialog and stops the 183s."""
         if not 300 <= code <= 699:
             raise ValueError(f"reject code must be 3xx-6xx, not {code}")
-        self._act("reject", code, reason, warning)
+        self._act("reject", code, reason, warning, cause)
 
     def __repr__(self) -> str:
         return f"IncomingCall({self.call_id!r}, from={self.from_aor!r}, to={self.to_aor!r})"
@@ -182,6 +216,12 @@ class CallCore:
     """Changed only by ``_move`` (the table in voipgw.sip.phase)."""
     reoffer_pending: bool = False
     timer: Any = None
+    resending: _Progress | None = None
+    """Callee: the 183 that ``progress()`` sent and is sending again (None before, or once stopped)."""
+    progress_done: bool = False
+    """Callee: ``progress()`` was called (a second call is a no-op)."""
+    seen_18x: set[tuple[int, str, str | None]] = field(default_factory=set)
+    """Caller: (code, To-tag, body) of each 18x reported, so a repeated one is absorbed."""
 
     def __post_init__(self) -> None:
         self.call._core = self
@@ -195,6 +235,7 @@ class CallCore:
         if isinstance(ev, TERMINAL_EVENTS):
             self._move(DialogEvent.TERMINATED)
             self._cancel_timer()
+            self.stop_progress("call over")
             self.reactor.dialog_ended(self)
         self.reactor.deliver(self.call._push, ev)
 
@@ -210,7 +251,13 @@ class CallCore:
             if code == 100:
                 self.emit(Trying())
             elif code is not None:
-                self.emit(Ringing(code=code, remote_sdp=None if body is None else str(body)))
+                sdp = None if body is None else str(body)
+                tag = self._response_tag()
+                if (code, tag, sdp) in self.seen_18x:
+                    self.reactor.count("provisional_absorbed")
+                    return
+                self.seen_18x.add((code, tag, sdp))
+                self.emit(Ringing(code=code, remote_sdp=sdp, dialog=tag))
         elif isinstance(event, CCEventConnect):
             body = event.getData()[2]
             if self.reoffer_pending:
@@ -219,14 +266,17 @@ class CallCore:
             elif self.call.outgoing and self.phase is DialogPhase.SETUP:
                 self._move(DialogEvent.ANSWERED)
                 self._cancel_timer()
-                self.emit(Answered(remote_sdp="" if body is None else str(body)))
+                won = self.ua.rUri.getTag() if self.ua is not None and self.ua.rUri is not None else None
+                self.emit(Answered(remote_sdp="" if body is None else str(body), dialog=str(won or "")))
             elif not self.call.outgoing and self.phase is DialogPhase.ANSWERING:
                 self._move(DialogEvent.ACKNOWLEDGED)
                 self.emit(Confirmed())
         elif isinstance(event, CCEventRedirect):
             # We do not follow 3xx (the target would bypass the identity the handshake binds); report it.
             data = (*event.getData(), None, None)
-            self.emit(Failed(code=int(data[0] or 300), reason=str(data[1] or "Redirect"), warning=None))
+            self.emit(
+                Failed(code=int(data[0] or 300), reason=str(data[1] or "Redirect"), warning=None, cause=_cause(event))
+            )
         elif isinstance(event, CCEventFail):
             data = (*event.getData(), None, None)
             code, reason = int(data[0] or 500), str(data[1] or "")
@@ -236,7 +286,8 @@ class CallCore:
                 if self.ua is not None and self.ua.isDead():
                     self.emit(Ended(reason=f"re-INVITE failed: {code} {reason}", by_remote=True))
             elif self.phase in (DialogPhase.SETUP, DialogPhase.ANSWERING):
-                self.emit(Failed(code=code, reason=reason, warning=self.ua.last_warning if self.ua else None))
+                warning = self.ua.last_warning if self.ua else None
+                self.emit(Failed(code=code, reason=reason, warning=warning, cause=_cause(event)))
             else:
                 self.emit(Ended(reason=f"{code} {reason}", by_remote=True))
         elif isinstance(event, CCEventDisconnect):
@@ -259,27 +310,88 @@ class CallCore:
         else:
             self.ua.recvEvent(CCEventConnect((200, "OK", MsgBody(answer))))
 
-    def ring(self, sdp: str | None = None) -> None:
+    def _response_tag(self) -> str:
+        return str(getattr(self.ua, "last_to_tag", None) or "")
+
+    def ring(self, sdp: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
         if self.phase is DialogPhase.SETUP and not self.call.outgoing:
             if sdp is None:
-                self.ua.recvEvent(CCEventRing((180, "Ringing", None)))
+                ev = CCEventRing((180, "Ringing", None))
             else:
-                self.ua.recvEvent(CCEventRing((183, "Session Progress", MsgBody(sdp))))
+                ev = CCEventRing((183, "Session Progress", MsgBody(sdp)))
+            if headers:
+                ev.extra_headers = extra_headers(headers)
+            self.ua.recvEvent(ev)
+
+    def progress(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        if self.phase is not DialogPhase.SETUP or self.call.outgoing:
+            log.warning("progress() ignored for call %s in phase %s", self.call.call_id, self.phase.value)
+            return
+        if self.progress_done:
+            log.info("progress() called again for call %s: ignored (the first 183 stands)", self.call.call_id)
+            return
+        self.progress_done = True
+        body = MsgBody(sdp)
+        ev = CCEventRing((183, "Session Progress", body))
+        if headers:
+            ev.extra_headers = extra_headers(headers)
+        self.ua.recvEvent(ev)
+        self.reactor.count("progress_sent")
+        self.resending = _Progress(body=body, headers=headers, offsets=list(retransmit_offsets()))
+        self._schedule_progress(0.0)
+
+    def _schedule_progress(self, now: float) -> None:
+        p = self.resending
+        if p is None or not p.offsets:
+            self.resending = None
+            return
+        at = p.offsets.pop(0)
+        p.timer = Timeout(self._resend_progress, at - now, 1, at)
+
+    def _resend_progress(self, at: float) -> None:
+        p = self.resending
+        if p is None:
+            return
+        p.timer = None
+        # Only while the INVITE transaction still waits for its final response (sippy's Trying/Ringing states).
+        if self.phase is not DialogPhase.SETUP or not isinstance(self.ua.state, UasStateProgressing):
+            self.resending = None
+            return
+        self.ua.sendUasResponse(
+            183, "Session Progress", p.body, (self.ua.lContact,),
+            extra_headers=extra_headers(p.headers) if p.headers else None,
+        )  # fmt: skip
+        self.reactor.count("progress_sent")
+        self.reactor.count("progress_retransmits")
+        self._schedule_progress(at)
+
+    def stop_progress(self, why: str) -> None:
+        p = self.resending
+        if p is None:
+            return
+        self.resending = None
+        if p.timer is not None:
+            p.timer.cancel()
+        log.debug("183 retransmission stopped for call %s: %s", self.call.call_id, why)
 
     def answer(self, sdp: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         if self.phase is not DialogPhase.SETUP or self.call.outgoing:
             log.warning("answer() ignored for call %s in phase %s", self.call.call_id, self.phase.value)
             return
         self._move(DialogEvent.ANSWER_SENT)
+        self.stop_progress("answered")
         ev = CCEventPreConnect((200, "OK", MsgBody(sdp)))
         if headers:
             ev.extra_headers = extra_headers(headers)
         self.ua.recvEvent(ev)
 
-    def reject(self, code: int, reason: str, warning: str | None) -> None:
+    def reject(self, code: int, reason: str, warning: str | None, cause: tuple[int, str] | None = None) -> None:
         if self.phase is not DialogPhase.SETUP or self.call.outgoing:
             return
+        self.stop_progress("rejected")
         ev = CCEventFail((code, reason))
+        if cause is not None:
+            ev.reason_rfc3326 = SipReason(protocol="SIP", cause=int(cause[0]), reason=_sanitize(cause[1]))
         if warning is not None:
             w = SipWarning(code=399, text=warning)
             w.agent = self.reactor.local_host
@@ -306,8 +418,7 @@ class CallCore:
         else:
             ev = CCEventDisconnect()
             if why:
-                text = "".join(ch for ch in why if ch.isprintable() and ch not in '"\\')[:200]
-                ev.reason_rfc3326 = SipReason(protocol="SIP", cause=488, reason=text)
+                ev.reason_rfc3326 = SipReason(protocol="SIP", cause=488, reason=_sanitize(why))
             self.ua.recvEvent(ev)
         self.emit(Ended(reason=reason, by_remote=False))
 
@@ -316,6 +427,35 @@ class CallCore:
         if self.phase is DialogPhase.SETUP:
             self.ua.recvEvent(CCEventDisconnect())
             self.emit(Failed(code=408, reason="No answer", warning=None))
+
+
+@dataclass(eq=False)
+class _Progress:
+    """The 183 being sent again: its body and headers, and the retransmission offsets still to come."""
+
+    body: Any
+    headers: tuple[tuple[str, str], ...]
+    offsets: list[float]
+    timer: Any = None
+
+
+def _sanitize(text: str) -> str:
+    """Text fit for a quoted Reason ``text=`` parameter: printable, no quote or backslash, at most 200 chars."""
+    return "".join(ch for ch in text if ch.isprintable() and ch not in '"\\')[:200]
+
+
+def _cause(event: Any) -> str | None:
+    """A received final response's Reason header: its text, or its whole value when it has none."""
+    reason = getattr(event, "reason_rfc3326", None)
+    if reason is None:
+        return None
+    text = _reason_text(event)
+    if text:
+        return text
+    try:
+        return str(reason)[:200] or None
+    except Exception:
+        return None
 
 
 def extra_headers(headers: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:

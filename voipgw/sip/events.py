@@ -21,6 +21,9 @@ class Ringing:
     """180 or 183."""
     remote_sdp: str | None
     """Early-media SDP, if the provisional reply carried one."""
+    dialog: str = ""
+    """The early dialog it belongs to: the response's To-tag ("" if it had none). A forking proxy gives each
+    branch its own tag, so two Ringing events with different tags are two callees ringing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,9 @@ class Answered:
 
     remote_sdp: str
     """The answer SDP exactly as received."""
+    dialog: str = ""
+    """The To-tag of the 2xx: which early dialog (fork) won. A later 2xx from another fork is ACKed and BYEd by
+    the stack (RFC 3261 13.2.2.4) and never reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,9 @@ class Failed:
     reason: str
     warning: str | None
     """The raw value of the response's ``Warning:`` header (``399 host "text"``), if any."""
+    cause: str | None = None
+    """The final response's RFC 3326 ``Reason`` header: its ``text="..."`` value, or the whole value when it has no
+    text (``SIP;cause=486``); None without one."""
 
 
 @dataclass(frozen=True, slots=True)

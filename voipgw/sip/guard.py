@@ -56,6 +56,14 @@ class SipStats:
     """REGISTERs and INVITEs answered 401 (no, stale or unusable credentials)."""
     auth_refused: int = 0
     """REGISTERs and INVITEs answered 403 (unknown user, wrong password, someone else's credentials)."""
+    progress_sent: int = 0
+    """183 Session Progress responses sent by ``IncomingCall.progress()``, retransmissions included."""
+    progress_retransmits: int = 0
+    """Of those, the retransmissions (RFC 3262 section 3 schedule, until acknowledged or a final response)."""
+    provisional_absorbed: int = 0
+    """Repeated 18x for our INVITEs (same code, To-tag and body) that reached a dialog and were not reported."""
+    stray_2xx: int = 0
+    """2xx for an INVITE already answered by another fork (another To-tag), ACKed and BYEd (RFC 3261 13.2.2.4)."""
     refused: dict[str, int] = field(default_factory=dict)
     """Requests refused by a trust-zone rule, by reason (``register_on_outside``, ``pbx_on_inside``,
     ``untrusted_source``, ``binding_other_source``, ``register_bad_credentials``, ``invite_bad_credentials``...)."""

@@ -46,6 +46,10 @@ class Reactor(Protocol):
         """A dialog is over: the stack stops tracking it (hang-up on shutdown, ``active_calls``)."""
         ...
 
+    def count(self, counter: str) -> None:
+        """Add one to the ``SipStats`` counter named ``counter`` (reactor thread)."""
+        ...
+
     def registration_started(self, core: Any) -> None:
         """A registration client is live: the stack unregisters or closes it on shutdown."""
         ...

@@ -8,8 +8,17 @@ The workarounds: sippy's stdout prints and tracebacks go to rate-limited logging
 larger receive buffer (``WholeDatagramReceiver``, ``GuardedUdpServer``); the datagram guard, 400s for unparsable
 requests, non-2xx ACK routing, TCP/TLS streams (the inside zone's own TLS listener for inside dialogs) and send
 failures in the transaction manager (``GuardedTM``); a socket per listener (``ZonedLocal4Remote``); the
-Warning of a final error kept (``WarningUA``); our exact R-URI/To/From on an INVITE (``SetupTry``); Authorization
-values read raw, as sippy's parser splits quoted commas (``auth_values``).
+Warning of a final error and the To-tag of each response kept (``WarningUA``); our exact R-URI/To/From on an
+INVITE (``SetupTry``); Authorization values read raw, as sippy's parser splits quoted commas (``auth_values``);
+a 2xx from a second fork ACKed and BYEd (``GuardedTM.stray_2xx``).
+
+Forking (measured with sippy 2.5): sippy's UAC keeps one dialog per INVITE. Each 18x, whichever fork sent it,
+is passed up as a CCEventRing without its To-tag, and sippy records neither the tag nor the fork's Contact or
+Record-Route for an early dialog (nothing is sent in one, so nothing is misrouted); ``WarningUA`` keeps the tag so
+the dialog can tell the forks apart. The first 2xx takes the dialog (tag, target, route set) and ends the client
+transaction; a 2xx from another fork then matches no transaction and sippy drops it silently, never ACKed: that
+fork's UAS retransmits its 200 for 32 s and then hangs up, while its user thought the call was answered. RFC 3261
+13.2.2.4 wants it ACKed and BYEd, which ``GuardedTM`` does.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from hashlib import md5
 from types import ModuleType
 from typing import Any
 
@@ -30,8 +40,9 @@ from sippy.SipAddress import SipAddress
 from sippy.SipFrom import SipFrom
 from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
+from sippy.SipResponse import SipResponse
 from sippy.SipTo import SipTo
-from sippy.SipTransactionManager import TRYING, SipTransactionManager, local4remote
+from sippy.SipTransactionManager import RINGING, TRYING, SipTransactionManager, local4remote
 from sippy.SipURL import SipURL
 from sippy.Time.MonoTime import MonoTime
 from sippy.Time.Timeout import Timeout
@@ -47,6 +58,8 @@ log = logging.getLogger("voipgw.sip")
 wire_log = logging.getLogger("voipgw.sip.wire")
 sippy_log = logging.getLogger("voipgw.sip.sippy")
 
+STRAY_2XX_S = 64.0
+"""How long after an INVITE's first 2xx a 2xx from another fork is still ACKed and BYEd."""
 UDP_RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for on the SIP UDP socket: a burst of INVITEs waits in the kernel instead of being dropped
 (the default, about 208 KiB, holds fewer than 100 small datagrams). Linux caps it at net.core.rmem_max."""
@@ -219,10 +232,14 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     on_cross_zone: Any = None
     """Called (no arguments) when an in-dialog request arrived on the other zone's listener."""
 
+    answered_invites: dict[Any, tuple[str, Any]]
+    """Client INVITE transaction id -> (the winning 2xx's To-tag, the INVITE as sent), for ``STRAY_2XX_S``."""
+
     def __init__(self, global_config: dict[str, Any], req_cb: Any, guard: DatagramGuard) -> None:
         self.guard = guard
         self.streams = {}
         self.inside_streams = {}
+        self.answered_invites = {}
         super().__init__(global_config, req_cb)
         self.l4r.__class__ = ZonedLocal4Remote  # sippy builds its own; only the lookup differs
 
@@ -264,13 +281,74 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
                 if isinstance(verdict, Reply):
                     server.send_to(verdict.data, ra.address)
                 return
+        if data_in.startswith(b"SIP/2.0 2") and self.answered_invites and self.stray_2xx(data_in, ra, server):
+            return
         self.receiving = server
         try:
             super().handleIncoming(data_in, ra, server, rtime)
         finally:
             self.receiving = None
 
+    # A 2xx from a second fork (RFC 3261 13.2.2.4) --------------------------------------------------------------
+    def stray_2xx(self, data: bytes, ra: Any, server: Any) -> bool:
+        """ACK and BYE a 2xx for an INVITE another fork already answered (sippy drops it unanswered); True when
+        handled. A retransmission of it gets the same ACK again (cached by checksum like sippy's own ACKs)."""
+        checksum = md5(data).digest()
+        if checksum in self.l1rcache or checksum in self.l2rcache:
+            return False  # sippy re-sends the cached ACK (or ignores it)
+        try:
+            resp = SipResponse(data.decode("utf-8"))
+            tid = resp.getTId(True, True)
+            if resp.getHFBody("cseq").getCSeqMethod() != "INVITE" or tid in self.tclient:
+                return False
+            won = self.answered_invites.get(tid)
+            tag = resp.getHFBody("to").getTag()
+            if won is None or tag is None or tag == won[0]:
+                return False
+            ack = SipRequest(won[1]).genACK()
+            ack.getHFBody("to").setTag(tag)
+            target = resp.getHFBody("contact").getUrl().getCopy() if resp.countHFs("contact") > 0 else None
+            routes = [x.getCopy() for x in resp.getHFBodys("record-route")]
+            routes.reverse()
+            if target is not None:
+                ack.setRURI(target)
+            ack.delHFs("route")
+            ack.appendHeaders([SipHeader(name="route", body=x) for x in routes])
+            # ((host, port), transport), as sippy's own ACK code: the first route's, else the fork's Contact's.
+            r_addr = routes[0].getTAddr() if routes else (target.getTAddr() if target is not None else None)
+            if r_addr is None:
+                r_addr = (ra.address, server.transport)
+            ack.setTarget(r_addr)
+            ack.getHFBody("via").genBranch()
+            self.transmitMsg(server, ack, r_addr[0], checksum)
+            bye = ack.genRequest("BYE", ack.getHFBody("cseq").getCSeqNum() + 1)
+            bye.delHFs("route")
+            bye.appendHeaders([SipHeader(name="route", body=x.getCopy()) for x in routes])
+            bye.setTarget(r_addr)
+            bye.getHFBody("via").genBranch()
+            self.newTransaction(bye, None, userv=server)
+        except Exception as exc:
+            sippy_ratelog("stray-2xx", logging.WARNING, "could not ACK/BYE a 2xx from another fork: %r", exc)
+            return False
+        self.guard.stats.stray_2xx += 1
+        sippy_ratelog(
+            "stray-2xx", logging.INFO, "a second fork (To-tag %s) answered an INVITE already answered: ACK + BYE", tag
+        )
+        return True
+
+    def _forget_answered(self, tid: Any) -> None:
+        self.answered_invites.pop(tid, None)
+
     def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
+        code = msg.getSCode()[0]
+        if 200 <= code < 300 and t.method == "INVITE" and t.ack is not None and t.state in (TRYING, RINGING):
+            tag = msg.getHFBody("to").getTag()
+            if tag is not None and t.tid not in self.answered_invites:
+                # Kept as long as a late fork's 2xx can come (Timer B's 64*T1 from the INVITE would do; 32 s more).
+                # The INVITE as sent (sippy's SipRequest.getCopy() fails on a parsed request; t.ack gets this
+                # 2xx's tag and route set below), for building another fork's ACK.
+                self.answered_invites[t.tid] = (tag, t.data)
+                Timeout(self._forget_answered, STRAY_2XX_S, 1, t.tid)
         if msg.getSCode()[0] >= 300 and getattr(t, "needack", False):
             # RFC 3261 17.1.1.3: the ACK of a non-2xx final response goes where the INVITE went, with the
             # INVITE's Request-URI. sippy routes it by the response's Contact/Record-Route like a 2xx ACK, so a
@@ -337,6 +415,8 @@ class WarningUA(UA):  # type: ignore[misc]
     voipgw_core: Any = None
     """The dialog's CallCore (voipgw.sip.dialog), set by the stack; typed loosely so glue never imports dialogs."""
     last_warning: str | None = None
+    last_to_tag: str | None = None
+    """The To-tag of the last response this UA received (which fork a 18x came from)."""
 
     def isYours(self, req: Any = None, *args: Any, **kwargs: Any) -> Any:
         # Two zones never mixed: an in-dialog request is this dialog's only on the listener the dialog lives on
@@ -360,6 +440,10 @@ class WarningUA(UA):  # type: ignore[misc]
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]
+        try:
+            self.last_to_tag = resp.getHFBody("to").getTag()
+        except Exception:
+            self.last_to_tag = None
         if code >= 300 and resp.countHFs("warning") > 0:
             self.last_warning = str(resp.getHFBody("warning"))
         super().recvResponse(resp, tr)

@@ -507,6 +507,9 @@ class SipStack:
     def dialog_ended(self, core: Any) -> None:
         self._cores.discard(core)
 
+    def count(self, counter: str) -> None:
+        setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+
     def registration_started(self, core: Any) -> None:
         self._regs.append(core)
 
