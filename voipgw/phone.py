@@ -163,8 +163,7 @@ class Phone:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(call.done.wait(), seconds)
         if call.record.finished and call.record.security is not Security.REFUSED:
-            self._early.pop(incoming.call_id, None)
-            return call.record.reason or "cancelled"
+            return call.record.reason or "cancelled"  # ``missed`` reports it
         return None
 
     async def answer(
@@ -191,7 +190,12 @@ class Phone:
         return call
 
     def missed(self, incoming: IncomingCall, reason: str) -> ActiveCall:
-        """Record an incoming call that ended before we answered it (the caller cancelled)."""
+        """Record an incoming call that ended before we answered it (the caller cancelled): the record of its early
+        dialog if it rang here (its security, its SAS), with ``reason``."""
+        leg = self._early.pop(incoming.call_id, None)
+        if leg is not None and leg.call is not None and leg.call.record.finished:
+            leg.call.record.reason = reason
+            return leg.call
         rec = incoming_record(incoming, self.aor)
         rec.apply(CallEvent.HUNG_UP)
         rec.reason = reason
