@@ -391,6 +391,8 @@ class FrameOpener:
         interval: int,
         aead: AeadCipher,
         ext_block: bytes | None,
+        *,
+        carries_reveal: bool = False,
     ) -> None:
         if n != self._replay.highest or chain.epoch != self._current or chain.cur is not key:
             return
@@ -412,7 +414,8 @@ class FrameOpener:
         self._fast_t_hi = origin + (interval - self._offset + self._window + 1) * self._interval_s
         self._fast_nonce = int.from_bytes(chain.prefix, "big") << 64
         self._fast_nonce_len = len(chain.prefix) + 8
-        if ext_block is not None and (self.sas is not None or self.sas_failed):  # else a reveal may still come
+        # A repeated block skips _apply_extensions: cache one with a SAS reveal only once the reveal is settled.
+        if ext_block is not None and (not carries_reveal or self.sas is not None or self.sas_failed):
             self._fast_ext = bytes([len(ext_block)]) + ext_block
             self._fast_ext_end = HEADER_LEN + len(self._fast_ext)
         self._fast_key = key
@@ -537,7 +540,9 @@ class FrameOpener:
         if key.used < self._fpk:
             # Only audio blocks are cached as repeatable: a cached event block would let the audio fast path
             # open an event frame.
-            self._arm_fast_path(chain, key, n, interval, aead, ext_block if got == CONTENT_AUDIO else None)
+            block = ext_block if got == CONTENT_AUDIO else None
+            reveal = ext is not None and ext.sas_reveal is not None
+            self._arm_fast_path(chain, key, n, interval, aead, block, carries_reveal=reveal)
         return payload
 
     def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:

@@ -519,3 +519,11 @@ def test_identities_are_bound_by_the_signature_not_by_the_claim() -> None:
     offer = resign_offer(make_offerer().offer_bytes, MALLORY)
     _, keys = answer(offer)
     assert keys.remote_identity == MALLORY.public.serialize() != ALICE.public.serialize()
+
+
+def test_the_package_and_the_wire_name_the_same_protocol_version() -> None:
+    import ratchet
+    from ratchet import messages
+
+    assert ratchet.PROTOCOL_VERSION == messages.VERSION == 2
+    assert make_offerer().offer_bytes[0] == 2
