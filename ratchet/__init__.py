@@ -6,4 +6,5 @@ argument (``now``, in seconds), bytes go in and bytes or events come out. Only `
 standard library are imported. ``voipgw`` adapts this core to the network; never the other way round.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""The wire protocol version (docs/PROTOCOL.md); ``ratchet.messages.VERSION`` is the same value."""

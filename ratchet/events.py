@@ -27,14 +27,17 @@ class PeerRatchetStep:
 
 @dataclass(frozen=True)
 class SasReady:
-    """The short authentication string can be shown (answerer: after the offerer's reveal authenticated)."""
+    """The short authentication string can be shown: at the answerer once the offerer's ``r`` arrived
+    authenticated and opened the offer's commitment (before the answerer reveals ``s``); at the offerer once the
+    answerer's ``s`` arrived authenticated and opened the answer's commitment."""
 
     sas: Sas
 
 
 @dataclass(frozen=True)
 class SasCommitmentFailed:
-    """The offerer's in-band SAS reveal contradicts the commitment it signed: treat the call as attacked."""
+    """The peer's in-band SAS reveal contradicts the commitment it signed: treat the call as attacked. No
+    SasReady follows in this session."""
 
 
 Event = LocalRatchetStep | PeerRatchetStep | SasReady | SasCommitmentFailed

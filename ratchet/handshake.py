@@ -135,7 +135,7 @@ def _check_aor(signed: str, expected: str | None, who: str) -> None:
 
 
 def transcript_hash(offer_wire: bytes, answer_wire: bytes) -> bytes:
-    """TH = SHA-256("voipgw-v1 transcript" ‖ offer wire bytes ‖ answer wire bytes)."""
+    """TH = SHA-256("voipgw-v2 transcript" ‖ offer wire bytes ‖ answer wire bytes)."""
     return hashlib.sha256(TRANSCRIPT_LABEL + bytes(offer_wire) + bytes(answer_wire)).digest()
 
 
@@ -185,7 +185,7 @@ def _session_keys(
     offer: OfferMessage,
     answer: AnswerMessage,
     derived: DerivedKeys,
-    sas_secret: bytearray | None,
+    sas_secret: bytearray,
 ) -> SessionKeys:
     offerer = role is Role.OFFERER
     send_d = Direction.OFFERER_TO_ANSWERER if offerer else Direction.ANSWERER_TO_OFFERER
@@ -212,6 +212,7 @@ def _session_keys(
         recv_stream_salt=answer.nonce if offerer else offer.nonce,
         sas_seed=derived.sas_seed,
         sas_commitment=offer.sas_commitment,
+        answer_sas_commitment=answer.sas_commitment,
         sas_secret=sas_secret,
     )
 
@@ -264,7 +265,7 @@ class Offerer:
             interval_ms=config.interval_ms,
             timestamp_ms=_timestamp_ms(now),
             nonce=bytes(own_nonce),
-            sas_commitment=sas_commitment(secret),
+            sas_commitment=sas_commitment(secret, Role.OFFERER),
             identity=identity.public.serialize(),
             x25519=self._eph.public_key().public_bytes_raw(),
             offerer_aor=self.local_aor,
@@ -360,11 +361,13 @@ def answer_offer(
     ephemeral_private: bytes | None = None,
     nonce: bytes | None = None,
     mlkem_encapsulation: tuple[bytes, bytes] | None = None,
+    sas_secret: bytes | None = None,
 ) -> tuple[bytes, SessionKeys]:
     """Check an offer and return ``(answer wire bytes, session keys)``.
 
     ``expected_remote_aor`` is the SIP From AOR; ``call_id`` the dialog's Call-ID. The keyword-only arguments
-    inject secrets for deterministic test vectors (``mlkem_encapsulation`` = (shared secret, ciphertext)).
+    inject secrets for deterministic test vectors (``mlkem_encapsulation`` = (shared secret, ciphertext);
+    ``sas_secret`` = the answerer's SAS contribution ``s``, committed to in the answer).
     """
     offer = OfferMessage.parse(offer_bytes)
     offer.verify_signature()
@@ -404,6 +407,9 @@ def answer_offer(
             ikm += shared
             del shared
         own_nonce = _own_nonce(nonce)
+        own_sas = bytearray(sas_secret if sas_secret is not None else os.urandom(SAS_SECRET_LEN))
+        if len(own_sas) != SAS_SECRET_LEN:
+            raise ValueError("sas_secret must be 16 bytes")
         unsigned = AnswerMessage(
             chosen_suite=chosen,
             supported_mask=config.suite_mask,
@@ -411,6 +417,7 @@ def answer_offer(
             interval_ms=offer.interval_ms,
             timestamp_ms=_timestamp_ms(now),
             nonce=bytes(own_nonce),
+            sas_commitment=sas_commitment(own_sas, Role.ANSWERER),
             offer_hash=hashlib.sha256(bytes(offer_bytes)).digest(),
             identity=identity.public.serialize(),
             x25519=eph.public_key().public_bytes_raw(),
@@ -424,7 +431,9 @@ def answer_offer(
         ikm[:] = bytes(len(ikm))
         del eph
     answer = AnswerMessage.parse(answer_wire)
-    keys = _session_keys(role=Role.ANSWERER, suite=chosen, offer=offer, answer=answer, derived=derived, sas_secret=None)
+    keys = _session_keys(
+        role=Role.ANSWERER, suite=chosen, offer=offer, answer=answer, derived=derived, sas_secret=own_sas
+    )
     return answer_wire, keys
 
 

@@ -38,7 +38,7 @@ from .sas import SAS_COMMITMENT_LEN
 
 # --- wire constants -----------------------------------------------------------------------------------------
 
-VERSION = 1
+VERSION = 2
 TYPE_OFFER = 0x01
 TYPE_ANSWER = 0x02
 NONCE_LEN = 16
@@ -54,9 +54,9 @@ FLAG_FRAME_SUITE_SHIFT = 1
 FLAG_FRAME_SUITE_MASK = 0x06
 KNOWN_FLAGS_MASK = FLAG_PER_FRAME_KEYS | FLAG_FRAME_SUITE_MASK
 
-OFFER_SIG_CONTEXT = b"voipgw-v1 offer\x00"
-ANSWER_SIG_CONTEXT = b"voipgw-v1 answer\x00"
-TRANSCRIPT_LABEL = b"voipgw-v1 transcript"
+OFFER_SIG_CONTEXT = b"voipgw-v2 offer\x00"
+ANSWER_SIG_CONTEXT = b"voipgw-v2 answer\x00"
+TRANSCRIPT_LABEL = b"voipgw-v2 transcript"
 
 MAX_ATTRIBUTE_CHARS = 8192
 """Bound on the base64 text we decode (the largest legal message is under 2 KB of binary)."""
@@ -199,7 +199,9 @@ def _read_header(reader: _Reader, expected_type: int) -> None:
         raise MalformedHandshake("empty message")
     version = reader.u8()
     if version != VERSION:
-        raise UnsupportedVersion(f"version {version}")
+        raise UnsupportedVersion(
+            f"the peer speaks voipgw protocol version {version}; this endpoint speaks version {VERSION} only"
+        )
     msg_type = reader.u8()
     if msg_type != expected_type:
         raise MalformedHandshake(f"unexpected message type 0x{msg_type:02x}")
@@ -401,6 +403,8 @@ class AnswerMessage(_SignedMessage):
     interval_ms: int
     timestamp_ms: int
     nonce: bytes
+    sas_commitment: bytes
+    """The answerer's commitment to its SAS contribution ``s`` (PROTOCOL.md §A.6)."""
     offer_hash: bytes
     identity: bytes
     x25519: bytes
@@ -421,6 +425,7 @@ class AnswerMessage(_SignedMessage):
                 self.timestamp_ms,
             ),
             self.nonce,
+            self.sas_commitment,
             self.offer_hash,
             self.identity,
             self.x25519,
@@ -439,6 +444,7 @@ class AnswerMessage(_SignedMessage):
         if supported & ~KNOWN_SUITES_MASK:
             raise MalformedHandshake("unknown suite bits set in the answer")
         params, interval_ms, timestamp_ms, nonce = _read_keying(r)
+        commitment = r.take(SAS_COMMITMENT_LEN)
         offer_hash = r.take(OFFER_HASH_LEN)
         identity = r.identity()
         x25519 = r.take(X25519_LEN)
@@ -452,6 +458,7 @@ class AnswerMessage(_SignedMessage):
             interval_ms=interval_ms,
             timestamp_ms=timestamp_ms,
             nonce=nonce,
+            sas_commitment=commitment,
             offer_hash=offer_hash,
             identity=identity,
             x25519=x25519,

@@ -162,7 +162,9 @@ class FrameOpener:
         self._trial_cache: tuple[bytes, _RecvChain, bytes] | None = None
         self._role = keys.role
         self._sas_seed = bytes(keys.sas_seed)
-        self._sas_commitment = keys.sas_commitment
+        self._peer_commitment = keys.peer_sas_commitment()
+        self._peer_role = Role.ANSWERER if keys.role is Role.OFFERER else Role.OFFERER
+        self._own_sas_secret = bytes(keys.sas_secret) if keys.sas_secret is not None else None
         self.sas: Sas | None = None
         self.sas_failed = False
         self.last_index = -1
@@ -389,6 +391,8 @@ class FrameOpener:
         interval: int,
         aead: AeadCipher,
         ext_block: bytes | None,
+        *,
+        carries_reveal: bool = False,
     ) -> None:
         if n != self._replay.highest or chain.epoch != self._current or chain.cur is not key:
             return
@@ -410,7 +414,8 @@ class FrameOpener:
         self._fast_t_hi = origin + (interval - self._offset + self._window + 1) * self._interval_s
         self._fast_nonce = int.from_bytes(chain.prefix, "big") << 64
         self._fast_nonce_len = len(chain.prefix) + 8
-        if ext_block is not None and (self.sas is not None or self.sas_failed or self._role is Role.OFFERER):
+        # A repeated block skips _apply_extensions: cache one with a SAS reveal only once the reveal is settled.
+        if ext_block is not None and (not carries_reveal or self.sas is not None or self.sas_failed):
             self._fast_ext = bytes([len(ext_block)]) + ext_block
             self._fast_ext_end = HEADER_LEN + len(self._fast_ext)
         self._fast_key = key
@@ -535,7 +540,9 @@ class FrameOpener:
         if key.used < self._fpk:
             # Only audio blocks are cached as repeatable: a cached event block would let the audio fast path
             # open an event frame.
-            self._arm_fast_path(chain, key, n, interval, aead, ext_block if got == CONTENT_AUDIO else None)
+            block = ext_block if got == CONTENT_AUDIO else None
+            reveal = ext is not None and ext.sas_reveal is not None
+            self._arm_fast_path(chain, key, n, interval, aead, block, carries_reveal=reveal)
         return payload
 
     def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:
@@ -584,13 +591,20 @@ class FrameOpener:
     def _apply_extensions(self, ext: Extensions, chain: _RecvChain, now: float) -> None:
         if ext.ratchet_key is not None:
             self._state.learn_peer_key(ext.ratchet_key.epoch, ext.ratchet_key.public_key)
-        if ext.sas_reveal is not None and self._role is Role.ANSWERER and self.sas is None and not self.sas_failed:
-            if verify_sas_reveal(self._sas_commitment, ext.sas_reveal):
-                self.sas = compute_sas(self._sas_seed, ext.sas_reveal)
-                self._state.events.append(SasReady(self.sas))
-            else:
-                self.sas_failed = True
-                self._state.events.append(SasCommitmentFailed())
+        if ext.sas_reveal is not None and self.sas is None and not self.sas_failed:
+            self._apply_sas_reveal(ext.sas_reveal)
+
+    def _apply_sas_reveal(self, peer_secret: bytes) -> None:
+        """The peer's authenticated reveal (the direction says whose: ``r`` at the answerer, ``s`` at the
+        offerer): check it against the peer's signed commitment, then derive the SAS from both contributions."""
+        own = self._own_sas_secret
+        if own is None or not verify_sas_reveal(self._peer_commitment, peer_secret, self._peer_role):
+            self.sas_failed = True
+            self._state.events.append(SasCommitmentFailed())
+            return
+        r, s = (own, peer_secret) if self._role is Role.OFFERER else (peer_secret, own)
+        self.sas = compute_sas(self._sas_seed, r, s)
+        self._state.events.append(SasReady(self.sas))
 
     def close(self) -> None:
         self._fold()

@@ -91,9 +91,12 @@ class SessionKeys:
     recv_stream_salt: bytes
     sas_seed: bytearray
     sas_commitment: bytes
-    """The offerer's 16-byte commitment to its SAS secret (signed in the offer)."""
+    """The offerer's 16-byte commitment to its SAS contribution ``r`` (signed in the offer)."""
+    answer_sas_commitment: bytes
+    """The answerer's 16-byte commitment to its SAS contribution ``s`` (signed in the answer)."""
     sas_secret: bytearray | None = None
-    """Offerer only: the secret it reveals in-band once media flows. None at the answerer."""
+    """This side's own SAS contribution, which it reveals in-band: ``r`` at the offerer (from its first frames),
+    ``s`` at the answerer (only after ``MediaSession.reveal_sas()``). None only in hand-built keys (benchmarks)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -103,6 +106,15 @@ class SessionKeys:
     @property
     def recv_direction(self) -> Direction:
         return Direction.ANSWERER_TO_OFFERER if self.role is Role.OFFERER else Direction.OFFERER_TO_ANSWERER
+
+    @property
+    def offer_sas_commitment(self) -> bytes:
+        """The offer's commitment (the same value as ``sas_commitment``, named after the message carrying it)."""
+        return self.sas_commitment
+
+    def peer_sas_commitment(self) -> bytes:
+        """The commitment the peer's reveal must open: the answer's at the offerer, the offer's at the answerer."""
+        return self.answer_sas_commitment if self.role is Role.OFFERER else self.sas_commitment
 
     def wipe(self) -> None:
         """Overwrite every secret field in place (best effort; see PROTOCOL.md on Python's limits)."""

@@ -48,7 +48,7 @@ from ratchet.media_state import (
     _RatchetState,
     _wipe,
 )
-from ratchet.params import FrameSuite, SessionKeys
+from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.timekeys import TimeKeySchedule
 
 MAX_EPOCH = 0xFFFE
@@ -78,7 +78,11 @@ class FrameSealer:
         )
         self._root = bytearray(keys.send_root)
         self._reveal = bytes(keys.sas_secret) if keys.sas_secret is not None else None
-        self._reveal_until = now + config.reveal_period_s
+        # The offerer reveals r from its first frames; the answerer reveals s only once the call layer calls
+        # start_reveal() (its user-visible commitment point, PROTOCOL.md §A.6), for reveal_period_s from the
+        # first frame sealed after that call. None = the period has not started.
+        self.reveal_started = keys.role is Role.OFFERER
+        self._reveal_until: float | None = now + config.reveal_period_s if self.reveal_started else None
         self._extension_bytes = 0
         self.announcements = 0
         self._n = 0
@@ -152,9 +156,25 @@ class FrameSealer:
         self._step = step
         self._interval = None
 
+    def start_reveal(self) -> None:
+        """Start revealing our SAS contribution (the answerer's ``s``); idempotent. The next frame announces, so
+        the reveal leaves with the first frame sealed after this call, and the reveal period starts there."""
+        if self.reveal_started:
+            return
+        self.reveal_started = True
+        self._next_announce = self._n - self._epoch_start_n
+        self._fast_t_hi = -math.inf  # the fast path's cached block lacks the reveal
+
+    def _revealing(self, now: float) -> bool:
+        if self._reveal is None or not self.reveal_started:
+            return False
+        if self._reveal_until is None:
+            self._reveal_until = now + self._config.reveal_period_s
+        return now < self._reveal_until
+
     def _extensions(self, now: float) -> bytes:
-        """The epoch's extension block; constant within an epoch except when the SAS reveal period ends."""
-        revealing = self._reveal is not None and now < self._reveal_until
+        """The epoch's extension block; constant within an epoch except when the SAS reveal starts or ends."""
+        revealing = self._revealing(now)
         self.announcements += 1
         if self._ext_cache is not None and self._ext_cache[0] == revealing:
             return self._ext_cache[1]
@@ -282,7 +302,7 @@ class FrameSealer:
         self._fast_t_hi = origin + (interval + 1) * self._interval_s
         if self._config.dh_interval_s > 0 and self._state.peer_latest is not None and self._epoch < MAX_EPOCH:
             self._fast_t_hi = min(self._fast_t_hi, self._epoch_started_at + self._config.dh_interval_s)
-        if self._reveal is not None and now < self._reveal_until:
+        if self._reveal_until is not None and now < self._reveal_until:
             self._fast_t_hi = min(self._fast_t_hi, self._reveal_until)  # the cached block carries the reveal
         self._fast_word = self._hdr_base | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT) | self._kcv
         self._fast_mk = self._mk if self._per_frame else None

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ratchet.events import Event, SasReady
+from ratchet.events import Event
 from ratchet.media_state import (
     MediaConfig,
     RatchetStats,
@@ -37,8 +37,8 @@ from ratchet.media_state import (
     announces,
 )
 from ratchet.opener import START_LEARNING_S, FrameOpener
-from ratchet.params import Role, SessionKeys
-from ratchet.sas import Sas, compute_sas
+from ratchet.params import SessionKeys
+from ratchet.sas import Sas
 from ratchet.sealer import MAX_EPOCH, FrameSealer
 from ratchet.timekeys import MAX_WINDOW_INTERVALS, TimeKeySchedule
 
@@ -47,7 +47,9 @@ class MediaSession:
     """Both directions of one call's media crypto. Build it from the handshake's SessionKeys.
 
     The SessionKeys secrets are copied into the session and then overwritten in ``keys`` (they must not
-    outlive their use); pass a fresh SessionKeys per session.
+    outlive their use); pass a fresh SessionKeys per session. ``reveal_at_start`` makes an answerer reveal its
+    SAS contribution from its first frame, as if ``reveal_sas()`` were called at once: only for callers not yet
+    wired to a ring point (it forfeits the protection against silent probing, PROTOCOL.md §A.6).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class MediaSession:
         config: MediaConfig | None = None,
         *,
         keygen: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
+        reveal_at_start: bool = False,
     ) -> None:
         self.config = config or MediaConfig()
         window = TimeKeySchedule.window_intervals(self.config.max_skew_ms, keys.interval_ms)
@@ -68,12 +71,10 @@ class MediaSession:
         self._state = _RatchetState(keygen, self.config.max_own_keys)
         self.sealer = FrameSealer(keys, self._state, self.config, now)
         self.opener = FrameOpener(keys, self._state, self.config, now)
-        self._offerer_sas: Sas | None = None
-        if keys.role is Role.OFFERER and keys.sas_secret is not None:
-            self._offerer_sas = compute_sas(bytes(keys.sas_seed), bytes(keys.sas_secret))
-            self._state.events.append(SasReady(self._offerer_sas))
         self.role = keys.role
         keys.wipe()
+        if reveal_at_start:
+            self.reveal_sas()
 
         # The hot paths, bound once: a MediaSession call costs exactly one Python call.
         self.seal: Callable[[bytes, float], bytes] = self.sealer.seal
@@ -89,7 +90,22 @@ class MediaSession:
 
     @property
     def sas(self) -> Sas | None:
-        return self._offerer_sas if self.role is Role.OFFERER else self.opener.sas
+        """The SAS once this side knows it, else None: the answerer once the offerer's ``r`` opened the offer's
+        commitment (before its own reveal), the offerer once the answerer's ``s`` opened the answer's."""
+        return self.opener.sas
+
+    def reveal_sas(self) -> None:
+        """Answerer: start revealing ``s`` in our announcing frames. The call layer calls this only at its
+        user-visible commitment point (the phone rings with the SAS on its display, or an auto-answering endpoint
+        has recorded the call as an attempt); before it, nobody else can compute the SAS (PROTOCOL.md §A.6).
+        Idempotent; a no-op at the offerer, which reveals ``r`` from its first frames."""
+        self.sealer.start_reveal()
+
+    @property
+    def sas_revealed(self) -> bool:
+        """Whether our SAS contribution is (being) revealed: the offerer from the start, the answerer once
+        ``reveal_sas()`` was called."""
+        return self.sealer.reveal_started
 
     @property
     def sas_failed(self) -> bool:

@@ -8,8 +8,10 @@ and local actions (hang up, timeout). Every transition is in ``TRANSITIONS``; an
 (``apply(event, security=...)`` or ``secure_as``), checked against ``ALLOWED_SECURITY``, so a combination such as
 an established call that is "refused" cannot be represented. This module does not know which role a leg plays.
 
-Extending it (an early dialog: 183 with SDP and the key exchange before the 200) means one new state, its rows
-in ``TRANSITIONS`` and its line in ``ALLOWED_SECURITY``; nothing else here changes.
+The early dialog (a 183 carrying the SDP answer and the key exchange, before anyone answers) is the state
+``EARLY``: the keys are agreed and sealed early media may flow, but the call is not answered; it becomes
+ESTABLISHED only when a person (or ``--auto-answer``) answers, and a call that ends from EARLY is FAILED (never
+answered) while keeping the security its early dialog had.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class CallState(enum.Enum):
     INCOMING = "incoming"
     """We received an INVITE and have not answered yet."""
     RINGING = "ringing"
-    """Ringing (either side)."""
+    """Ringing (either side), no key exchange settled yet (a plain call, or a 180 before the 183)."""
+    EARLY = "early"
+    """Early dialog: the 183 with the key exchange was sent (callee) or accepted (caller); not answered yet."""
     ESTABLISHED = "established"
     """Answered: media runs (secure, or plain under the opportunistic policy)."""
     ENDED = "ended"
@@ -46,6 +50,8 @@ class CallEvent(enum.Enum):
     SEND_INVITE = "send-invite"
     RECEIVE_INVITE = "receive-invite"
     RINGING = "ringing"
+    EARLY_MEDIA = "early-media"
+    """The key exchange settled in a 183 (sent by the callee, accepted by the caller)."""
     ANSWERED = "answered"
     REFUSED = "refused"
     HUNG_UP = "hung-up"
@@ -58,6 +64,13 @@ TRANSITIONS: dict[tuple[CallState | None, CallEvent], CallState] = {
     (_S.CALLING, _E.RINGING): _S.RINGING,
     (_S.INCOMING, _E.RINGING): _S.RINGING,
     (_S.RINGING, _E.RINGING): _S.RINGING,
+    (_S.CALLING, _E.EARLY_MEDIA): _S.EARLY,
+    (_S.INCOMING, _E.EARLY_MEDIA): _S.EARLY,
+    (_S.RINGING, _E.EARLY_MEDIA): _S.EARLY,
+    (_S.EARLY, _E.RINGING): _S.EARLY,  # a 180 after the 183: still the same early dialog
+    (_S.EARLY, _E.ANSWERED): _S.ESTABLISHED,
+    (_S.EARLY, _E.REFUSED): _S.FAILED,
+    (_S.EARLY, _E.HUNG_UP): _S.FAILED,
     (_S.CALLING, _E.ANSWERED): _S.ESTABLISHED,
     (_S.INCOMING, _E.ANSWERED): _S.ESTABLISHED,
     (_S.RINGING, _E.ANSWERED): _S.ESTABLISHED,
@@ -81,9 +94,10 @@ ALLOWED_SECURITY: dict[CallState | None, frozenset[Security]] = {
     _S.CALLING: frozenset({Security.PENDING}),
     _S.INCOMING: frozenset({Security.PENDING}),
     _S.RINGING: frozenset({Security.PENDING}),
+    _S.EARLY: SETTLED,
     _S.ESTABLISHED: SETTLED,
     _S.ENDED: SETTLED | {Security.REFUSED},  # REFUSED: refused after the answer (e.g. the SAS reveal)
-    _S.FAILED: frozenset({Security.PENDING, Security.REFUSED}),
+    _S.FAILED: SETTLED | {Security.PENDING, Security.REFUSED},  # SETTLED: an early dialog that was never answered
 }
 """The security states each call state can hold; ``CallRecord`` refuses any other pair."""
 

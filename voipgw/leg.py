@@ -12,33 +12,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ratchet.aor import normalize_aor
-from ratchet.events import SasCommitmentFailed, SasReady
 from ratchet.fingerprint import safety_number
 from ratchet.handshake import NonceCache, Offerer, encode_attribute
 from ratchet.identity import IdentityKey
 from ratchet.params import SUITE_NAMES, SessionKeys
 from ratchet.session import MediaSession
+from voipgw.active_call import ActiveCall, SecureProtector, Spawner, incoming_record, tap_payloads
 from voipgw.audio.codecs import CodecInfo, get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallEvent, CallRecord, Security
+from voipgw.call import CallEvent, CallRecord, CallState, Security
 from voipgw.config import PhoneConfig, Policy
-from voipgw.media import MediaError, MediaStream, PlainProtector
+from voipgw.media import PlainProtector
 from voipgw.negotiate import (
     Refusal,
     Rejected,
     TrustRefusal,
     decide_answer,
     decide_offer,
+    early_key_exchange,
+    final_matches_early,
     telephone_event_pt,
     trust_outcome,
 )
 from voipgw.portrange import bind_media
-from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
+from voipgw.probes import EndedBefore, ProbeGuard, RevealPoint
 from voipgw.sdp import (
     DEFAULT_TELEPHONE_EVENT_PT,
     PLAIN_CODECS,
@@ -48,18 +49,20 @@ from voipgw.sdp import (
     build_sdp,
     offer_codecs,
 )
-from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, RateLimitedLog, Ringing, SipCall, SipStack
+from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, RateLimitedLog, Ringing, SipStack
 from voipgw.trust import TrustState, TrustStore, TrustVerdict
 
 log = logging.getLogger("voipgw.phone")  # the name operators filter on since the engine lived in phone.py
 _refusals = RateLimitedLog(log)
 """Refused INVITEs: a flood must not flood the log (one line per kind per interval; the call records count each)."""
 
-MAX_RECORDED_DTMF = 1000
 ANSWER_REFUSED = "voipgw: answer refused: "
 """Starts the BYE Reason of an offerer that refused our answer (its key exchange, trust or policy): the answerer
 then records the call as refused, not as a secure call that merely ended."""
 FOLLOW_STOP_WAIT_S = 2.0
+SAS_WAIT_S = 3.0
+"""How long a callee in its early dialog waits for the caller's SAS reveal (its first sealed frames, one media
+round trip after the 183) before ringing without an SAS."""
 
 CodecFactory = Callable[[Codec, bool], CodecInfo]
 """The media codec for a negotiated SDP codec and whether the call is sealed (the gateway's pass-through codec)."""
@@ -68,23 +71,6 @@ CodecFactory = Callable[[Codec, bool], CodecInfo]
 def default_codec(codec: Codec, secure: bool) -> CodecInfo:
     """The registry's codec for the negotiated one (a softphone's media, sealed or not)."""
     return get_codec(codec.name)
-
-
-class Spawner:
-    """Background work of one owner (contact-store writes, the late safety number): spawned, and awaited
-    (bounded) before the owner closes what that work uses."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def settle(self, timeout_s: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -100,107 +86,12 @@ class LegContext:
     """The replay cache: one per identity, shared by all its legs."""
     trust: TrustStore | None = None
     """Contact store and key-continuity policy; None = no store (every call is secure, unverified)."""
+    probes: ProbeGuard | None = None
+    """Unanswered secure calls per peer (SAS probing); one per process. None: not tracked."""
 
     @property
     def rtp_host(self) -> str:
         return self.config.rtp_host or self.config.listen_host
-
-
-class SecureProtector:
-    """Adapts a ratchet MediaSession to voipgw.media's FrameProtector seam."""
-
-    secure = True
-
-    def __init__(self, session: MediaSession) -> None:
-        self.session = session
-        self.seal = session.seal
-        self.open = session.open
-        self.seal_event = session.seal_event
-        self.open_event = session.open_event
-
-    @property
-    def last_index(self) -> int:
-        return self.session.last_index
-
-
-@dataclass
-class ActiveCall:
-    """A call in progress (or just finished): its record, its SIP dialog, its media."""
-
-    record: CallRecord
-    sip: SipCall | None = None
-    media: MediaStream | None = None
-    session: MediaSession | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    wire_tap: list[bytes] | None = None
-    dtmf_received: list[str] = field(default_factory=list)
-    """Every DTMF digit received in this call, in order (also on ``media.dtmf`` as they arrive)."""
-
-    def poll_session_events(self) -> None:
-        """Fold ratchet events (SAS ready, commitment failure) into the record."""
-        if self.session is None:
-            return
-        while (ev := self.session.next_event()) is not None:
-            if isinstance(ev, SasReady):
-                self.record.sas = ev.sas.b32
-                self.record.sas_words = ev.sas.words
-                log.info("call %s: SAS %s (%s %s)", self.record.call_id, ev.sas.b32, *ev.sas.words)
-            elif isinstance(ev, SasCommitmentFailed):
-                log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
-                self.record.reason = "sas-commitment-mismatch: possible man in the middle"
-                self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
-
-    def note_dtmf(self, digit: str) -> None:
-        if len(self.dtmf_received) < MAX_RECORDED_DTMF:  # a peer sending digits forever cannot grow this
-            self.dtmf_received.append(digit)
-
-    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
-        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
-
-        Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
-        the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""
-        if self.media is None:
-            raise MediaError("the call has no media")
-        self.media.send_dtmf(digits, duration_ms)
-
-    def hangup(self, why: str | None = None) -> None:
-        """End the call; ``why`` travels to the peer in the BYE's Reason header."""
-        if self.sip is not None and not self.record.finished:
-            with contextlib.suppress(Exception):
-                self.sip.hangup(why)
-
-    def stats(self) -> dict[str, object]:
-        media = self.media.stats if self.media is not None else None
-        return {
-            "frames_sent": media.frames_sent if media else 0,
-            "frames_received": media.frames_received if media else 0,
-            "frames_opened": media.frames_opened if media else 0,
-            "frames_refused": media.frames_refused if media else 0,
-            "refused_by_reason": dict(media.refused) if media else {},
-            "frames_played": media.frames_played if media else 0,
-            "frames_concealed": media.frames_concealed if media else 0,
-            "frames_silent": media.frames_silent if media else 0,
-            "decode_failures": media.decode_failures if media else 0,
-            "ticks_skipped": media.ticks_skipped if media else 0,
-            "dtmf_in": media.dtmf_in if media else 0,
-            "dtmf_received": "".join(self.dtmf_received),
-            "dtmf_out": media.dtmf_out if media else 0,
-            "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
-            "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
-            "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
-        }
-
-
-def incoming_record(incoming: IncomingCall, local_aor: str) -> CallRecord:
-    """The record of an INVITE we received (not yet answered)."""
-    rec = CallRecord(
-        call_id=incoming.call_id,
-        direction="incoming",
-        local_aor=local_aor,
-        remote_aor=normalize_aor(incoming.from_aor),
-    )
-    rec.apply(CallEvent.RECEIVE_INVITE)
-    return rec
 
 
 @dataclass
@@ -231,6 +122,13 @@ class Leg:
         self.live = False
         self.ringing = False
         self._following: asyncio.Task[None] | None = None
+        # A callee's answer, kept from progress() to accept():
+        self._t_received = 0.0
+        self._remote: AudioDescription | None = None
+        self._codec: Codec | None = None
+        self._source: AudioSource | None = None
+        self._sink: AudioSink | None = None
+        self._plain_security = Security.NOT_SECURE
 
     # --- outgoing ----------------------------------------------------------------------------------------
 
@@ -248,7 +146,7 @@ class Leg:
         stream.set_telephone_event(DEFAULT_TELEPHONE_EVENT_PT)
         call.media = stream
         if tap_wire:
-            _tap(call, stream)
+            tap_payloads(call, stream)
         offer = _Offer()
         # Only a policy that may end up NOT SECURE offers G.711: a secure call is Opus only.
         codecs = offer_codecs(SECURE_CODECS if cfg.policy is Policy.REQUIRE else PLAIN_CODECS)
@@ -323,9 +221,23 @@ class Leg:
             while True:
                 ev = await sip.next_event()
                 if isinstance(ev, Ringing):
-                    rec.apply(CallEvent.RINGING)
+                    attribute = early_key_exchange(ev.remote_sdp) if offer.offerer is not None else None
+                    if attribute is not None and call.early_attribute is None and rec.state is not CallState.EARLY:
+                        # The key exchange in the early dialog: sealed early media (the callee's ringback) may
+                        # play, our SAS reveal goes out, the call is still not answered.
+                        assert ev.remote_sdp is not None
+                        await self._on_answer(call, offer, ev.remote_sdp, source, sink, early=True)
+                        if rec.finished:
+                            return
+                        call.early_attribute = attribute
+                    elif rec.state is not CallState.EARLY or attribute is None:
+                        # Another fork's 183, or a plain 18x: the early dialog we keyed stays the one we follow.
+                        rec.apply(CallEvent.RINGING)
                 elif isinstance(ev, Failed):
-                    rec.apply(CallEvent.REFUSED)
+                    # After the 183 a final error is the far phone's (busy, declined, no answer), not a refusal of
+                    # the key exchange: the record keeps the early dialog's security.
+                    rec.apply(CallEvent.HUNG_UP if rec.state is CallState.EARLY else CallEvent.REFUSED)
+                    call.final_cause = (ev.code, ev.cause or ev.reason)
                     reason = f"{ev.code} {ev.reason}" + (f" ({ev.warning})" if ev.warning else "")
                     rec.reason = f"{rec.reason}: {reason}" if rec.reason == "cancelled" else reason
                     return
@@ -335,14 +247,31 @@ class Leg:
                     return
                 elif isinstance(ev, Answered):
                     rec.setup_ms = (time.monotonic() - t_invite) * 1e3
-                    await self._on_answer(call, offer, ev.remote_sdp, source, sink)
+                    if call.early_attribute is None:
+                        await self._on_answer(call, offer, ev.remote_sdp, source, sink)
+                        return
+                    mismatch = final_matches_early(call.early_attribute, ev.remote_sdp)
+                    if mismatch is not None:
+                        self._refuse_established(call, mismatch.reason)
+                        return
+                    rec.apply(CallEvent.ANSWERED)
+                    rec.started_at = time.time()
                     return
         finally:
             offer.close()  # idempotent; a settled key exchange has dropped its secrets already
 
     async def _on_answer(
-        self, call: ActiveCall, offer: _Offer, answer_sdp: str, source: AudioSource | None, sink: AudioSink | None
+        self,
+        call: ActiveCall,
+        offer: _Offer,
+        answer_sdp: str,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        *,
+        early: bool = False,
     ) -> None:
+        """Act on the callee's answer: in its 200 OK, or (``early``) in a 183, which settles the key exchange and
+        starts sealed media without answering the call."""
         rec = call.record
         t = time.perf_counter()
         pinned = await self._pinned(rec.remote_aor)
@@ -350,9 +279,10 @@ class Leg:
         if isinstance(decision, Rejected):
             self._refuse_established(call, decision.reason)
             return
+        event = CallEvent.EARLY_MEDIA if early else CallEvent.ANSWERED
         keys = decision.keys
         if keys is None:
-            rec.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)
+            rec.apply(event, security=Security.NOT_SECURE)
             log.warning(
                 "call %s with %s is NOT SECURE (opportunistic policy), codec %s",
                 rec.call_id,
@@ -370,16 +300,18 @@ class Leg:
                 rec.trust_warning = outcome.warning
                 self._refuse_established(call, outcome.reason, public=outcome.public)
                 return
-            rec.apply(CallEvent.ANSWERED, security=outcome)
+            rec.apply(event, security=outcome)
             self._note_keys(rec, keys, verdict)
             self._open_session(call, keys, outcome)
         rec.codec = decision.codec.name
-        rec.started_at = time.time()
+        if not early:
+            rec.started_at = time.time()
         await self._start_media(call, decision.remote, decision.codec, source, sink)
 
     def _refuse_established(self, call: ActiveCall, reason: str, *, public: str | None = None) -> None:
-        """The dialog exists (200 OK arrived) but policy forbids media: BYE at once, no audio ever. The BYE's
-        Reason carries ``public`` if given (``reason`` may hold detail that must stay here)."""
+        """The dialog exists (a 200 OK, or a 183 with the key exchange) but policy forbids media: BYE (CANCEL in
+        the early dialog) at once, no audio ever. Its Reason carries ``public`` if given (``reason`` may hold
+        detail that must stay here)."""
         rec = call.record
         rec.apply(CallEvent.REFUSED)
         rec.reason = reason
@@ -393,11 +325,29 @@ class Leg:
     async def answer(
         self, incoming: IncomingCall, *, source: AudioSource | None, sink: AudioSink | None, tap_wire: bool = False
     ) -> ActiveCall:
-        """Verify the offer and answer (or refuse with 488 + Warning). Returns the call, established or failed."""
+        """Answer at once (``--auto-answer``, tests): the early dialog, the caller's SAS reveal (bounded wait),
+        the 200 OK, and only then our own reveal, so every SAS guess at an auto-answering callee costs an answered
+        call. Returns the call, established or failed (refused with 488 + Warning, or the caller gave up)."""
+        call = await self.progress(incoming, source=source, sink=sink, tap_wire=tap_wire)
+        if call.record.state is CallState.EARLY:
+            await self.wait_sas(SAS_WAIT_S)
+        if not call.record.finished:
+            await self.accept()
+            self.reveal()
+        return call
+
+    async def progress(
+        self, incoming: IncomingCall, *, source: AudioSource | None, sink: AudioSink | None, tap_wire: bool = False
+    ) -> ActiveCall:
+        """Verify the offer; refuse it (488 + Warning), or send the answer and the key exchange in a 183 and start
+        sealed early media (``source``/``sink`` are what flows meanwhile: a softphone sends silence and plays
+        nothing until it answers). The call is then EARLY (RINGING for a plain call, whose media waits for the
+        answer), or FAILED. Nothing is answered here: ``accept()`` does that."""
         ctx = self.context
         t_received = time.monotonic()
         rec = incoming_record(incoming, ctx.aor)
         call = self.call = ActiveCall(rec, sip=incoming)
+        self._t_received = t_received
         pinned = await self._pinned(rec.remote_aor)
         t = time.perf_counter()
         decision = decide_offer(
@@ -422,43 +372,99 @@ class Leg:
             if isinstance(outcome, TrustRefusal):
                 keys.wipe()
                 if outcome.warning:
-                    _refusals("identity", logging.ERROR, "%s", outcome.warning)
+                    _refusals("identity", logging.WARNING, "%s", outcome.warning)
                 rec.trust_warning = outcome.warning
                 refusal = Refusal(488, "Not Acceptable Here", f"voipgw: {outcome.public}")
                 return self._reject(call, incoming, refusal, detail=f"voipgw: {outcome.reason}")
             security = outcome
+        if incoming.finished:  # the caller gave up while we verified
+            rec.apply(CallEvent.HUNG_UP)
+            rec.reason = "cancelled by the caller"
+            call.done.set()
+            return call
         stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
         call.media = stream
         if tap_wire:
-            _tap(call, stream)
+            tap_payloads(call, stream)
         codec = decision.codec
-        sdp = build_sdp(
+        call.answer_sdp = build_sdp(
             ctx.rtp_host,
             stream.local[1],
             [codec],
             handshake=decision.answer_attribute,
             telephone_event_pt=decision.telephone_event_pt,
         )
-        if keys is not None:
-            self._note_keys(rec, keys, verdict)
-            self._open_session(call, keys, security)
-        else:
-            log.warning(
-                "call %s from %s is NOT SECURE (opportunistic policy), codec %s",
-                rec.call_id,
-                rec.remote_aor,
-                codec.name,
-            )
         rec.codec = codec.name
         self.live = True
-        # Media starts before the 200 OK leaves, so the first RTP packet in either direction is sealed.
-        await self._start_media(call, decision.remote, codec, source, sink)
-        incoming.answer(sdp)
-        rec.apply(CallEvent.ANSWERED, security=security)
-        rec.setup_ms = (time.monotonic() - t_received) * 1e3
-        rec.started_at = time.time()
+        self._remote, self._codec = decision.remote, codec
+        self._source, self._sink = source, sink
+        if keys is None:
+            # A plain call (opportunistic): no early media in the clear; its media starts with the answer.
+            log.warning("call %s from %s is NOT SECURE (opportunistic policy), codec %s", rec.call_id,
+                        rec.remote_aor, codec.name)  # fmt: skip
+            self._plain_security = security
+            incoming.ring()
+            rec.apply(CallEvent.RINGING)
+        else:
+            self._note_keys(rec, keys, verdict)
+            self._open_session(call, keys, security)
+            # Media starts before the 183 leaves, so the first RTP packet in either direction is sealed.
+            await self._start_media(call, decision.remote, codec, source, sink)
+            incoming.progress(call.answer_sdp)
+            rec.apply(CallEvent.EARLY_MEDIA, security=security)
         self._following = asyncio.get_running_loop().create_task(self._follow(call))
         return call
+
+    async def wait_sas(self, timeout_s: float) -> bool:
+        """Wait (bounded) for the caller's SAS reveal in the early dialog; True when the SAS is known here."""
+        call = self.call
+        if call is None or call.session is None:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while call.record.sas is None and not call.record.finished and time.monotonic() < deadline:
+            call.poll_session_events()
+            await asyncio.sleep(0.005)
+        return call.record.sas is not None
+
+    def reveal_point(self) -> RevealPoint:
+        """When this callee may reveal its SAS contribution to this caller (``ProbeGuard``)."""
+        call, probes = self.call, self.context.probes
+        if call is None or probes is None:
+            return RevealPoint.RING
+        return probes.reveal_point(call.record.remote_aor, call.record.remote_identity, time.time())
+
+    def reveal(self) -> None:
+        """Our ring point: reveal our SAS contribution (the caller can compute the SAS from now on). Call it only
+        once the phone rings with the SAS on its display, or once the call is answered (docs/PROTOCOL.md §A.6)."""
+        call = self.call
+        if call is not None and call.session is not None and not call.record.finished:
+            call.session.reveal_sas()
+
+    async def accept(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer (200 OK with the 183's SDP, unchanged, and ``headers``): a person (or auto-answer) picked up."""
+        call = self.call
+        if call is None or call.record.finished or not isinstance(call.sip, IncomingCall):
+            return
+        rec = call.record
+        assert call.answer_sdp is not None
+        if call.session is None and call.media is not None and not call.media.running:
+            assert self._remote is not None and self._codec is not None
+            await self._start_media(call, self._remote, self._codec, self._source, self._sink)
+        if call.record.finished:  # the caller gave up meanwhile
+            return
+        call.sip.answer(call.answer_sdp, headers)
+        rec.apply(CallEvent.ANSWERED, security=None if rec.state is CallState.EARLY else self._plain_security)
+        rec.setup_ms = (time.monotonic() - self._t_received) * 1e3
+        rec.started_at = time.time()
+
+    def decline(self, code: int, phrase: str, cause: tuple[int, str] | None = None, warning: str | None = None) -> None:
+        """A final error before the answer (the phone was busy, declined, did not answer): the caller gets this
+        status as itself, with ``cause`` as its RFC 3326 Reason. Keys and media go with the call."""
+        call = self.call
+        if call is None or call.record.finished or not isinstance(call.sip, IncomingCall):
+            return
+        call.record.reason = call.record.reason or f"{code} {phrase}"
+        call.sip.reject(code, phrase, warning, cause=cause)
 
     def _reject(
         self, call: ActiveCall, incoming: IncomingCall, refusal: Refusal, *, detail: str | None = None
@@ -477,11 +483,13 @@ class Leg:
     # --- established -------------------------------------------------------------------------------------
 
     async def _follow(self, call: ActiveCall) -> None:
-        """Follow an established call's SIP events until it ends (or its media has been silent too long)."""
+        """Follow a call's SIP events until it ends (or its media has been silent too long): an answered call, or
+        a callee's early dialog, whose 183 stops being repeated once the caller's first sealed frame opened."""
         assert call.sip is not None
         rec = call.record
         timeout_s = self.context.config.media_timeout_s
         heard, quiet_since = -1, time.monotonic()
+        acknowledged = False
         try:
             while not rec.finished:
                 try:
@@ -489,8 +497,11 @@ class Leg:
                 except TimeoutError:
                     call.poll_session_events()
                     opened = call.media.stats.frames_opened if call.media is not None else 0
+                    if opened and not acknowledged and isinstance(call.sip, IncomingCall):
+                        acknowledged = True  # the caller accepted our 183: it sealed a frame with those keys
+                        call.sip.progress_acknowledged()
                     now = time.monotonic()
-                    if opened != heard:
+                    if opened != heard or rec.state is not CallState.ESTABLISHED:
                         heard, quiet_since = opened, now
                     elif timeout_s and now - quiet_since >= timeout_s:
                         why = f"no media from the peer for {timeout_s:g} s"
@@ -501,18 +512,33 @@ class Leg:
                     continue
                 quiet_since = time.monotonic()  # a re-INVITE (hold) or any dialog event: the peer is alive
                 if isinstance(ev, Ended | Failed):
+                    early = rec.state is not CallState.ESTABLISHED
                     refused = _answer_refused(call, ev)
                     rec.apply(CallEvent.REFUSED if refused else CallEvent.HUNG_UP)
                     if refused:
                         log.warning("call %s with %s refused by the peer: %s", rec.call_id, rec.remote_aor, ev.reason)
                     if not rec.reason:
                         rec.reason = ev.reason + (" (by peer)" if isinstance(ev, Ended) and ev.by_remote else "")
+                    if early and not refused and isinstance(ev, Ended) and ev.by_remote:
+                        self._note_unanswered(call)
         finally:
             call.poll_session_events()
             rec.ended_at = time.time()
             await self._stop_media(call)
             self.live = False
             call.done.set()
+
+    def _note_unanswered(self, call: ActiveCall) -> None:
+        """A secure call whose caller gave up before anyone answered: what SAS probing looks like (ProbeGuard)."""
+        probes, rec = self.context.probes, call.record
+        if probes is None or call.session is None:
+            return
+        stage = EndedBefore.ANSWER if call.revealed else EndedBefore.REVEAL
+        if probes.note_unanswered(rec.remote_aor, rec.remote_identity, stage, time.time()):
+            _refusals("sas-probe", logging.WARNING,
+                      "possible SAS probing: %s (key %s) hung up %d secure calls unanswered within %g s; its next "
+                      "calls reveal the SAS only once answered", rec.remote_aor,
+                      (rec.remote_identity or b"").hex()[:16], probes.limit + 1, probes.window_s)  # fmt: skip
 
     async def close(self) -> None:
         """After a hang-up: wait (bounded) for the call to follow itself to its end, and stop its media."""
@@ -629,21 +655,6 @@ async def _late_safety_number(rec: CallRecord, local: bytes, remote: bytes) -> N
     rec.safety_number = await asyncio.to_thread(
         safety_number, local, rec.local_aor.encode(), remote, rec.remote_aor.encode()
     )
-
-
-def _tap(call: ActiveCall, stream: MediaStream) -> None:
-    """Keep a copy of every RTP payload as it arrived from the network (the demo's wire evidence)."""
-    tap: list[bytes] = []
-    call.wire_tap = tap
-    inner = stream.endpoint.on_payload
-    assert inner is not None
-
-    def tapped(pkt, addr):  # type: ignore[no-untyped-def]
-        if len(tap) < 10_000:
-            tap.append(bytes(pkt.payload))
-        return inner(pkt, addr)
-
-    stream.endpoint.on_payload = tapped
 
 
 __all__ = ["ActiveCall", "CodecFactory", "Leg", "LegContext", "SecureProtector", "Spawner", "incoming_record"]

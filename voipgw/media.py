@@ -602,6 +602,13 @@ class MediaStream:
             return True
         return False
 
+    def attach(self, source: AudioSource | None, sink: AudioSink | None) -> None:
+        """Swap the source and sink of a running stream (a callee's early dialog sends silence and plays nothing;
+        answering attaches the microphone and the speaker). The old ones are the caller's to close."""
+        self._source = source
+        self._sink = sink
+        self.source_finished.clear()
+
     def stop_pacing(self) -> None:
         """End the 20 ms loop: from now on frames leave only through send_payload and nothing is played (a
         pass-through leg, whose frames are paced by the phone at the other end). ``stop()`` is still needed."""

@@ -166,6 +166,32 @@ def decide_offer(
     return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec))
 
 
+def early_key_exchange(provisional_sdp: str | None) -> str | None:
+    """The ``a=voipgw`` value of a provisional answer (a 183's SDP) the caller acts on, else None. A 183 without it
+    is clear early media from a party nobody has verified: never played, the call waits for the final answer."""
+    if not provisional_sdp:
+        return None
+    try:
+        return parse_sdp(provisional_sdp).handshake
+    except SdpError:
+        return None
+
+
+def final_matches_early(early_attribute: str, final_sdp: str) -> Rejected | None:
+    """The 200 OK of a call whose key exchange settled in its 183 must repeat that answer unchanged (the callee
+    sends the same SDP): anything else is a rewritten or spliced answer, refused. A 200 without a body changes
+    nothing: the keys were agreed in the 183 (what a peer that had the 183 acknowledged by PRACK may send)."""
+    if not final_sdp.strip():
+        return None
+    try:
+        final = parse_sdp(final_sdp).handshake
+    except SdpError as exc:
+        return Rejected(f"unusable answer SDP: {exc.reason}")
+    if final != early_attribute:
+        return Rejected("the 200 OK's key exchange differs from the one its 183 carried")
+    return None
+
+
 def decide_answer(
     answer_sdp: str, config: PhoneConfig, offerer: Offerer | None, remote_aor: str, now: float, pinned: bool = False
 ) -> Accepted | Rejected:

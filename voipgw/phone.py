@@ -13,13 +13,12 @@ import time
 from ratchet.aor import normalize_aor
 from ratchet.handshake import NonceCache, Offerer, answer_offer
 from ratchet.identity import IdentityKey
-from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallEvent
+from voipgw.audio.sources import AudioSink, AudioSource, SilenceSource
+from voipgw.call import CallEvent, CallState, Security
 from voipgw.config import PhoneConfig
-from voipgw.leg import ActiveCall, Leg, LegContext, Spawner, incoming_record
+from voipgw.leg import SAS_WAIT_S, ActiveCall, Leg, LegContext, Spawner, incoming_record
+from voipgw.probes import ProbeGuard, RevealPoint
 from voipgw.sip import (
-    Ended,
-    Failed,
     IncomingCall,
     RateLimitedLog,
     Registration,
@@ -52,6 +51,10 @@ class Phone:
         self.background = Spawner()
         """Contact-store writes and late safety numbers, awaited (bounded) by ``stop``."""
         self._legs: list[Leg] = []
+        self._early: dict[str, Leg] = {}
+        """Incoming calls ringing (``ring``) until ``answer`` picks them up, by Call-ID."""
+        self.probes = ProbeGuard()
+        """Unanswered secure calls per caller (SAS probing): its alerts go to the log."""
 
     @property
     def rtp_host(self) -> str:
@@ -114,7 +117,7 @@ class Phone:
     def _leg(self) -> Leg:
         assert self.stack is not None
         self._prune()
-        context = LegContext(self.stack, self.identity, self.aor, self.config, self.nonces, self.trust)
+        context = LegContext(self.stack, self.identity, self.aor, self.config, self.nonces, self.trust, self.probes)
         leg = Leg(context, self.background)
         self._legs.append(leg)
         return leg
@@ -143,12 +146,24 @@ class Phone:
         return await self.stack.incoming.get()
 
     async def ring(self, incoming: IncomingCall, seconds: float) -> str | None:
-        """Ring (180) for up to ``seconds``; the caller's reason if it gave up meanwhile (CANCEL), else None."""
-        incoming.ring()
-        with contextlib.suppress(asyncio.TimeoutError):
-            gone = await incoming.next_event(timeout=seconds)
-            if isinstance(gone, Ended | Failed):
-                return gone.reason
+        """Ring for up to ``seconds`` without answering: the key exchange in a 183 (sealed early media: we send
+        silence, play nothing), the caller's SAS reveal, then our ring point (180, and our own reveal, so the
+        caller sees the SAS only for a call that rang here). Returns the caller's reason if it gave up meanwhile,
+        else None; ``answer`` then picks up (or reports the refusal, if the offer was refused)."""
+        leg = self._leg()
+        self._early[incoming.call_id] = leg
+        call = await leg.progress(incoming, source=SilenceSource(), sink=None)
+        if not call.record.finished:
+            await leg.wait_sas(SAS_WAIT_S)
+        if leg.reveal_point() is RevealPoint.RING:
+            leg.reveal()
+        if call.record.state is CallState.EARLY:
+            incoming.ring()  # 180 in the same early dialog: the phone rings now
+        if not call.record.finished:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(call.done.wait(), seconds)
+        if call.record.finished and call.record.security is not Security.REFUSED:
+            return call.record.reason or "cancelled"  # ``missed`` reports it
         return None
 
     async def answer(
@@ -159,11 +174,28 @@ class Phone:
         sink: AudioSink | None,
         tap_wire: bool = False,
     ) -> ActiveCall:
-        """Verify the offer and answer (or refuse with 488 + Warning). Returns the call, established or failed."""
-        return await self._leg().answer(incoming, source=source, sink=sink, tap_wire=tap_wire)
+        """Answer: pick up a call that ``ring`` keeps ringing, or verify the offer and answer at once (an
+        auto-answering callee reveals its SAS contribution only after its 200 OK). Returns the call,
+        established or failed (refused with 488 + Warning, or given up)."""
+        leg = self._early.pop(incoming.call_id, None)
+        if leg is None:
+            return await self._leg().answer(incoming, source=source, sink=sink, tap_wire=tap_wire)
+        call = leg.call
+        assert call is not None
+        if not call.record.finished:
+            if call.media is not None and call.media.running:
+                call.media.attach(source, sink)
+            await leg.accept()
+            leg.reveal()
+        return call
 
     def missed(self, incoming: IncomingCall, reason: str) -> ActiveCall:
-        """Record an incoming call that ended before we answered it (the caller cancelled)."""
+        """Record an incoming call that ended before we answered it (the caller cancelled): the record of its early
+        dialog if it rang here (its security, its SAS), with ``reason``."""
+        leg = self._early.pop(incoming.call_id, None)
+        if leg is not None and leg.call is not None and leg.call.record.finished:
+            leg.call.record.reason = reason
+            return leg.call
         rec = incoming_record(incoming, self.aor)
         rec.apply(CallEvent.HUNG_UP)
         rec.reason = reason

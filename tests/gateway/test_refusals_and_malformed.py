@@ -130,10 +130,10 @@ def test_malformed_rtp_by_reason_reaches_the_snapshot_and_the_control_socket() -
     assert "Refused since start" in table and "malformed RTP: " in table and "malformed SIP: none" in table, table
     assert refusal_summary({}) == (
         "refused INVITEs: none; refused calls: none; malformed SIP: none; malformed RTP: none; "
-        "inside media dropped: none; zone rules: none"
+        "inside media dropped: none; zone rules: none; unanswered secure calls: none"
     )
     assert refusal_summary({"zone_refusals": {"register_on_outside": 2, "pbx_on_inside": 0}}).endswith(
-        "zone rules: register_on_outside 2"
+        "zone rules: register_on_outside 2; unanswered secure calls: none"
     )
 
 

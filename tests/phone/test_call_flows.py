@@ -38,7 +38,10 @@ def test_caller_interrupted_while_ringing_sends_cancel(tmp_path: Path) -> None:
     a, b = alice.summary(), bob.summary()
     assert a["state"] == "failed" and a["reason"].startswith("cancelled")
     assert b["state"] == "failed" and "cancelled by the caller" in b["reason"]
-    assert a["frames_sent"] == 0 and b["frames_sent"] == 0
+    # The early dialog carried sealed frames both ways (alice's SAS reveal, bob's silence), never clear audio;
+    # bob opened alice's (what tells him his 183 arrived)
+    assert a["security"] == b["security"] == "secure, unverified", (a, b)
+    assert a["frames_sent"] > 0 and b["frames_sent"] > 0 and b["frames_opened"] > 0, (a, b)
 
 
 def test_no_answer_times_out(tmp_path: Path) -> None:

@@ -44,8 +44,8 @@ LEG_KINDS: dict[str, Callable[[], CallRecord]] = {
     "gateway-inside": _inside_leg,
 }
 
-SECURITY_WITH = {CallEvent.ANSWERED: Security.SECURE_UNVERIFIED}
-"""The security an event brings when the table needs one (an answer settles it)."""
+SECURITY_WITH = {CallEvent.ANSWERED: Security.SECURE_UNVERIFIED, CallEvent.EARLY_MEDIA: Security.SECURE_UNVERIFIED}
+"""The security an event brings when the table needs one (an answer or a 183's key exchange settles it)."""
 
 
 def _path_to(state: CallState | None) -> list[CallEvent]:
@@ -124,6 +124,23 @@ def test_a_refusal_makes_the_security_refused() -> None:
     rec = _inside_leg()
     _drive(rec, [CallEvent.SEND_INVITE, CallEvent.RINGING, CallEvent.REFUSED])
     assert (rec.state, rec.security) == (CallState.FAILED, Security.REFUSED)
+
+
+def test_an_early_dialog_is_not_an_answer_and_keeps_its_security() -> None:
+    """The 183's key exchange settles the security, not the answer: an early call the far phone never answers is
+    FAILED (never answered) and stays "secure" as it was; answering keeps the early security."""
+    rec = _phone_call()
+    _drive(rec, [CallEvent.SEND_INVITE, CallEvent.RINGING])
+    with pytest.raises(CallSecurityError):
+        rec.apply(CallEvent.EARLY_MEDIA)  # a key exchange settles the security: PENDING is not allowed
+    rec.apply(CallEvent.EARLY_MEDIA, security=Security.KEY_CHANGED)
+    assert rec.state is CallState.EARLY and not rec.answered and not rec.finished
+    assert rec.apply(CallEvent.RINGING) is CallState.EARLY  # a 180 after the 183
+    rec.apply(CallEvent.HUNG_UP)  # the far phone was busy / the caller gave up
+    assert (rec.state, rec.security, rec.answered) == (CallState.FAILED, Security.KEY_CHANGED, False)
+    answered = _phone_call()
+    _drive(answered, [CallEvent.SEND_INVITE, CallEvent.EARLY_MEDIA, CallEvent.ANSWERED])
+    assert (answered.state, answered.security) == (CallState.ESTABLISHED, Security.SECURE_UNVERIFIED)
 
 
 def _leg(*events: CallEvent) -> CallRecord:

@@ -71,7 +71,7 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert "WARNING" in alice_log
     # bob learns from the BYE's Reason header that it was a key change, and nothing more: when alice first saw his
     # old key and whether she had verified it stay with her (her record and log above)
-    assert b["state"] == "ended" and KEY_CHANGE_REFUSED in b["reason"], b["reason"]
+    assert b["state"] == "failed" and b["security"] == "refused" and KEY_CHANGE_REFUSED in b["reason"], b["reason"]
     assert "first seen" not in b["reason"] and "verified" not in b["reason"], b["reason"]
     assert "first seen" in a["reason"] and "verified" in a["reason"], a["reason"]
     assert a["frames_sent"] == 0 and a["frames_opened"] == 0 and a["frames_played"] == 0

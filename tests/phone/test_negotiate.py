@@ -24,6 +24,8 @@ from voipgw.negotiate import (
     TrustRefusal,
     decide_answer,
     decide_offer,
+    early_key_exchange,
+    final_matches_early,
     telephone_event_pt,
     trust_outcome,
 )
@@ -284,3 +286,46 @@ def test_a_blocked_key_change_tells_the_far_end_only_that() -> None:
 def test_telephone_event_pt_is_the_peers_when_usable(te: int | None, codec: Codec, expected: int | None) -> None:
     codecs = [codec] + ([telephone_event_codec(te)] if te is not None else [])
     assert telephone_event_pt(parse_sdp(build_sdp("192.0.2.1", 4000, codecs)), codec) == expected
+
+
+# --- the caller: a 183's key exchange, and the 200 OK that must repeat it ---------------------------------
+
+EARLY = _sdp([opus_codec()], b"early-answer")
+OTHER = _sdp([opus_codec()], b"another-answer")
+
+
+@pytest.mark.parametrize(
+    ("provisional", "acts"),
+    [
+        (None, False),  # 180 Ringing
+        ("", False),
+        (_sdp([PCMU]), False),  # clear early media (a PBX announcement): never played, never an answer
+        ("v=0\r\nnot sdp", False),
+        (EARLY, True),
+    ],
+)
+def test_only_a_183_carrying_the_key_exchange_is_acted_on(provisional: str | None, acts: bool) -> None:
+    found = early_key_exchange(provisional)
+    assert (found is not None) is acts
+    if acts:
+        assert found == parse_sdp(EARLY).handshake
+
+
+@pytest.mark.parametrize(
+    ("final", "refused"),
+    [
+        (EARLY, None),  # repeated unchanged, as the callee sends it
+        ("", None),  # a 200 without a body: the keys were agreed in the 183
+        (OTHER, "the 200 OK's key exchange differs from the one its 183 carried"),
+        (_sdp([opus_codec()]), "the 200 OK's key exchange differs from the one its 183 carried"),  # stripped
+        ("v=0\r\nm=audio x", "unusable answer SDP"),
+    ],
+)
+def test_the_200_must_repeat_the_183s_key_exchange(final: str, refused: str | None) -> None:
+    early = parse_sdp(EARLY).handshake
+    assert early is not None
+    verdict = final_matches_early(early, final)
+    if refused is None:
+        assert verdict is None
+    else:
+        assert isinstance(verdict, Rejected) and verdict.reason.startswith(refused)

@@ -52,6 +52,7 @@ def _assert_mirrored(a: SessionKeys, b: SessionKeys) -> None:
     assert a.send_stream_salt == b.recv_stream_salt and a.recv_stream_salt == b.send_stream_salt
     assert a.send_params == b.recv_params and a.recv_params == b.send_params
     assert a.sas_seed == b.sas_seed and a.sas_commitment == b.sas_commitment
+    assert a.answer_sas_commitment == b.answer_sas_commitment != a.sas_commitment
     assert a.interval_ms == b.interval_ms
     # The two directions and the three key kinds are all distinct.
     secrets = [a.send_root, a.recv_root, a.send_chain, a.recv_chain, a.send_time_secret, a.recv_time_secret]
@@ -85,11 +86,12 @@ def test_round_trip_derives_mirrored_keys(
     _assert_mirrored(alice_keys, bob_keys)
     assert alice_keys.send_params == SendParams(frames_per_key=7)
     assert bob_keys.send_params.per_frame_keys and bob_keys.send_params.frame_suite is FrameSuite.AES256_GCM_128
-    assert alice_keys.sas_secret is not None and bob_keys.sas_secret is None
-    assert verify_sas_reveal(bob_keys.sas_commitment, alice_keys.sas_secret)
-    assert compute_sas(alice_keys.sas_seed, alice_keys.sas_secret) == compute_sas(
-        bob_keys.sas_seed, alice_keys.sas_secret
-    )
+    assert alice_keys.sas_secret is not None and bob_keys.sas_secret is not None
+    r, s = alice_keys.sas_secret, bob_keys.sas_secret
+    assert verify_sas_reveal(bob_keys.sas_commitment, r, Role.OFFERER)
+    assert verify_sas_reveal(alice_keys.answer_sas_commitment, s, Role.ANSWERER)
+    assert AnswerMessage.parse(answer_wire).sas_commitment == alice_keys.answer_sas_commitment
+    assert compute_sas(alice_keys.sas_seed, r, s) == compute_sas(bob_keys.sas_seed, r, s)
     assert (AnswerMessage.parse(answer_wire).mlkem_ct is not None) == (expected is Suite.X25519_MLKEM768)
 
 
@@ -167,11 +169,21 @@ def test_signature_by_another_identity_is_refused() -> None:
         answer(forged)
 
 
-def test_unsupported_version() -> None:
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
+def test_unsupported_version(version: int) -> None:
+    """A version-1 (or any other) offer and answer are refused before any other check, with both versions named."""
     offer = bytearray(make_offerer().offer_bytes)
-    offer[0] = 2
-    with pytest.raises(errors.UnsupportedVersion):
+    offer[0] = version
+    with pytest.raises(errors.UnsupportedVersion) as info:
         answer(bytes(offer))
+    assert info.value.reason == "unsupported-version"
+    assert f"version {version}; this endpoint speaks version 2 only" in str(info.value)
+    offerer = make_offerer()
+    wire = bytearray(answer(offerer.offer_bytes)[0])
+    wire[0] = version
+    with pytest.raises(errors.UnsupportedVersion, match=f"peer speaks voipgw protocol version {version};"):
+        offerer.accept_answer(bytes(wire), T0 + 0.2)
+    assert not offerer.closed
 
 
 @pytest.mark.parametrize(
@@ -473,20 +485,21 @@ def test_mitm_with_own_identities_gets_different_sas_and_safety_numbers(relay_co
         offer_to_bob = resign_offer(offer_to_bob, m_to_bob, sas_commitment=alice_offer.sas_commitment)
     _wire_to_mallory, bob_keys = answer(offer_to_bob, expected_remote_aor=ALICE_AOR)
     # Leg 1: Mallory answers Alice, claiming Bob's AOR.
-    wire_to_alice, _ = answer_offer(
+    wire_to_alice, _mallory_keys_to_alice = answer_offer(
         m_to_alice, BOB_AOR, alice.offer_bytes, HandshakeConfig(), T0 + 0.1, NonceCache(), ALICE_AOR
     )
     alice_keys = alice.accept_answer(wire_to_alice, T0 + 0.2)  # signatures are all valid...
     assert alice_keys.remote_aor == BOB_AOR and bob_keys.remote_aor == ALICE_AOR
-    assert alice_keys.sas_secret is not None
-    r_alice = bytes(alice_keys.sas_secret)
-    alice_sas = compute_sas(alice_keys.sas_seed, r_alice)
+    assert alice_keys.sas_secret is not None and bob_keys.sas_secret is not None
+    r_alice, s_bob = bytes(alice_keys.sas_secret), bytes(bob_keys.sas_secret)
+    s_mallory = bytes(_mallory_keys_to_alice.sas_secret or b"")
+    alice_sas = compute_sas(alice_keys.sas_seed, r_alice, s_mallory)
     if relay_commitment:
-        assert verify_sas_reveal(bob_keys.sas_commitment, r_alice)
-        bob_sas = compute_sas(bob_keys.sas_seed, r_alice)
+        assert verify_sas_reveal(bob_keys.sas_commitment, r_alice, Role.OFFERER)
+        bob_sas = compute_sas(bob_keys.sas_seed, r_alice, s_bob)
     else:
-        assert not verify_sas_reveal(bob_keys.sas_commitment, r_alice)  # relaying Alice's r is detected
-        bob_sas = compute_sas(bob_keys.sas_seed, bytes(16))
+        assert not verify_sas_reveal(bob_keys.sas_commitment, r_alice, Role.OFFERER)  # relaying r is detected
+        bob_sas = compute_sas(bob_keys.sas_seed, bytes(16), s_bob)
     assert alice_sas != bob_sas  # ...but the users read different SAS
     alice_sn = safety_number(
         alice_keys.local_identity, b"alice@atlanta.example", alice_keys.remote_identity, b"bob@biloxi.example"
@@ -506,3 +519,11 @@ def test_identities_are_bound_by_the_signature_not_by_the_claim() -> None:
     offer = resign_offer(make_offerer().offer_bytes, MALLORY)
     _, keys = answer(offer)
     assert keys.remote_identity == MALLORY.public.serialize() != ALICE.public.serialize()
+
+
+def test_the_package_and_the_wire_name_the_same_protocol_version() -> None:
+    import ratchet
+    from ratchet import messages
+
+    assert ratchet.PROTOCOL_VERSION == messages.VERSION == 2
+    assert make_offerer().offer_bytes[0] == 2

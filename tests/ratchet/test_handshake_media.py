@@ -1,5 +1,6 @@
 """End to end through the contract: a real handshake's SessionKeys drive the media ratchet (ratchet.session),
-frames open in both directions, and the answerer's SAS (after the in-band reveal) equals the offerer's."""
+frames open in both directions, and both sides reach the same SAS: the answerer after the offerer's in-band reveal
+of r, the offerer only after the answerer's reveal of s, which waits for ``reveal_sas()``."""
 
 from __future__ import annotations
 
@@ -19,14 +20,19 @@ def test_handshake_keys_carry_a_call(suites: frozenset[Suite]) -> None:
     )
     alice_keys = offerer.accept_answer(wire, T0 + 0.1)
     alice, bob = MediaSession(alice_keys, T0 + 0.2), MediaSession(bob_keys, T0 + 0.2)
-    assert alice.sas is not None and bob.sas is None  # the answerer waits for the reveal
+    assert alice.sas is None and bob.sas is None  # neither side has both contributions yet
     now = T0 + 0.2
     for i in range(60):
         now += 0.02
         payload = bytes([i]) * 60
         assert bob.open(alice.seal(payload, now), now) == payload
         assert alice.open(bob.seal(payload[::-1], now), now) == payload[::-1]
-    assert bob.sas == alice.sas and not bob.sas_failed
+    assert bob.sas is not None and alice.sas is None  # Bob can show it while ringing; Alice waits for s
+    bob.reveal_sas()  # Bob's phone rings with the SAS
+    for _ in range(10):
+        now += 0.02
+        assert alice.open(bob.seal(b"ring", now), now) == b"ring"
+    assert alice.sas == bob.sas and not bob.sas_failed and not alice.sas_failed
 
 
 def test_mismatched_handshakes_do_not_interoperate() -> None:

@@ -11,7 +11,7 @@ from tests.support.handshake_fixtures import ALICE_AOR, BOB_AOR, CALL_ID, CLASSI
 UDP_LIMIT = 1300
 HYBRID_LIMIT = 4096
 OFFER_FIXED = 182
-ANSWER_FIXED = 197
+ANSWER_FIXED = 213
 
 
 def _sdp(attribute: str, addr: str, port: int) -> str:
@@ -99,7 +99,8 @@ def test_sip_messages_fit(suite: str, limit: int) -> None:
     assert sizes["invite"] < limit and sizes["ok_200"] < limit
     strings = len(ALICE_AOR) + len(BOB_AOR) + len(CALL_ID)
     hybrid = suite == "hybrid"
-    # Fixed parts pinned (the spec quotes them): offer 182 B + strings, answer 197 B + answerer AOR.
+    # Fixed parts pinned (the spec quotes them): offer 182 B + strings, answer 213 B
+    # (197 in version 1, before the answer carried its SAS commitment) + answerer AOR.
     assert sizes["offer_bytes"] == OFFER_FIXED + strings + (1184 if hybrid else 0)
     assert sizes["answer_bytes"] == ANSWER_FIXED + len(BOB_AOR) + (1088 if hybrid else 0)
     if hybrid:

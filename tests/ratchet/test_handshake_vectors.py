@@ -59,17 +59,17 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
     hybrid = case["suite"] == "X25519_MLKEM768"
     # Signatures, by the keys derived from the recorded seeds.
     for seed_name, wire, context in (
-        ("offerer_identity_seed", offer, b"voipgw-v1 offer\x00"),
-        ("answerer_identity_seed", ans, b"voipgw-v1 answer\x00"),
+        ("offerer_identity_seed", offer, b"voipgw-v2 offer\x00"),
+        ("answerer_identity_seed", ans, b"voipgw-v2 answer\x00"),
     ):
         pub = Ed25519PrivateKey.from_private_bytes(inp[seed_name]).public_key()
         pub.verify(wire[-64:], context + wire[:-64])
     # Offer fields at their documented offsets.
     version, mtype, mask, flags, fpk, interval, ts = struct.unpack(">BBBBHIQ", offer[:18])
-    assert (version, mtype, interval, ts) == (1, 1, 1000, int(case["offer_time"] * 1000))
+    assert (version, mtype, interval, ts) == (2, 1, 1000, int(case["offer_time"] * 1000))
     assert mask == sum(case["offer_suites"]) and (flags, fpk) == (0, 25)
     assert offer[18:34] == inp["offerer_nonce"]
-    assert offer[34:50] == hashlib.sha256(b"voipgw-v1 sas commit" + inp["sas_secret"]).digest()[:16]
+    assert offer[34:50] == hashlib.sha256(b"voipgw-v2 sas commit offerer" + inp["sas_secret"]).digest()[:16]
     assert offer[50:83].hex() == case["offerer_identity"]
     x_off = X25519PrivateKey.from_private_bytes(inp["offerer_ephemeral_private"])
     x_ans = X25519PrivateKey.from_private_bytes(inp["answerer_ephemeral_private"])
@@ -83,12 +83,14 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
     assert strings == [case["offerer_aor"], case["answerer_aor"], case["call_id"]]
     # Answer fields.
     version, mtype, chosen, supported, aflags, afpk, ainterval, ats = struct.unpack(">BBBBBHIQ", ans[:19])
-    assert (version, mtype, chosen, supported) == (1, 2, 2 if hybrid else 1, 3)
+    assert (version, mtype, chosen, supported) == (2, 2, 2 if hybrid else 1, 3)
     assert (aflags, afpk, ainterval, ats) == (0b011, 50, 1000, int(case["answer_time"] * 1000))
     assert ans[19:35] == inp["answerer_nonce"]
-    assert ans[35:67] == hashlib.sha256(offer).digest()
-    assert ans[67:100].hex() == case["answerer_identity"]
-    assert ans[100:132] == x_ans.public_key().public_bytes_raw()
+    answer_commitment = hashlib.sha256(b"voipgw-v2 sas commit answerer" + inp["answer_sas_secret"]).digest()[:16]
+    assert ans[35:51] == answer_commitment and answer_commitment.hex() == case["answer_sas_commitment"]
+    assert ans[51:83] == hashlib.sha256(offer).digest()
+    assert ans[83:116].hex() == case["answerer_identity"]
+    assert ans[116:148] == x_ans.public_key().public_bytes_raw()
     # Key agreement.
     dh = x_off.exchange(x_ans.public_key())
     assert dh == x_ans.exchange(x_off.public_key()) and dh.hex() == case["x25519_shared"]
@@ -106,7 +108,7 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
     else:
         assert len(offer) == pos + 64
     assert ikm.hex() == case["ikm"]
-    th = hashlib.sha256(b"voipgw-v1 transcript" + offer + ans).digest()
+    th = hashlib.sha256(b"voipgw-v2 transcript" + offer + ans).digest()
     assert th.hex() == case["transcript_hash"]
     prk = hmac.new(th, ikm, hashlib.sha256).digest()
     assert prk.hex() == case["prk"]
@@ -116,7 +118,8 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
         assert _hkdf_expand(prk, b"voipgw-v1 time " + d.encode(), 32).hex() == case[f"time_{d}"]
     sas_seed = _hkdf_expand(prk, b"voipgw-v1 sas", 32)
     assert sas_seed.hex() == case["sas_seed"]
-    value = _hkdf_expand(hmac.new(inp["sas_secret"], sas_seed, hashlib.sha256).digest(), b"voipgw-v1 sas value", 4)
+    salt = inp["sas_secret"] + inp["answer_sas_secret"]  # r ‖ s
+    value = _hkdf_expand(hmac.new(salt, sas_seed, hashlib.sha256).digest(), b"voipgw-v2 sas value", 4)
     assert value.hex() == case["sas_value"]
     assert case["offer_attribute"] == "a=voipgw:" + _b64(offer)
     assert case["answer_attribute"] == "a=voipgw:" + _b64(ans)

@@ -69,13 +69,16 @@ def test_gcm_suite_overhead_is_20_bytes() -> None:
     assert len(frames[-1]) - 60 == 4 + 16
 
 
-def test_sas_matches_after_reveal_and_is_only_ready_at_answerer_after_it() -> None:
+def test_sas_matches_after_both_reveals() -> None:
     alice, bob = sessions()
-    assert alice.sas is not None
-    assert bob.sas is None
-    exchange(alice, bob, 1, T0)
-    assert bob.sas == alice.sas
+    assert alice.sas is None and bob.sas is None
+    now = exchange(alice, bob, 1, T0)
+    assert bob.sas is not None and alice.sas is None  # the answerer has r; the offerer still lacks s
     assert any(isinstance(e, SasReady) for e in events(bob))
+    bob.reveal_sas()
+    exchange(alice, bob, 1, now + FRAME_S)
+    assert alice.sas == bob.sas
+    assert any(isinstance(e, SasReady) for e in events(alice))
 
 
 def test_forged_sas_reveal_commitment_is_flagged() -> None:
@@ -83,7 +86,7 @@ def test_forged_sas_reveal_commitment_is_flagged() -> None:
     ka.sas_commitment = bytes(16)  # the offer committed to something else
     alice, bob = MediaSession(ko, T0), MediaSession(ka, T0)
     bob.open(alice.seal(b"a", T0), T0)
-    assert bob.sas is None and bob.sas_failed
+    assert bob.sas is None and bob.sas_failed and not bob.sas_revealed
     assert any(isinstance(e, SasCommitmentFailed) for e in events(bob))
 
 

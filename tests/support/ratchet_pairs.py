@@ -26,10 +26,10 @@ def make_pair(
     chain_o2a, chain_a2o = rnd(32, b"c1"), rnd(32, b"c2")
     time_o2a, time_a2o = rnd(32, b"t1"), rnd(32, b"t2")
     salt_o, salt_a = rnd(16, b"s1"), rnd(16, b"s2")
-    sas_seed, sas_secret = rnd(32, b"ss"), rnd(16, b"sr")
+    sas_seed, sas_r, sas_s = rnd(32, b"ss"), rnd(16, b"sr"), rnd(16, b"sa")
     ident_o, ident_a = b"\x01" + rnd(32, b"io"), b"\x01" + rnd(32, b"ia")
     th = rnd(32, b"th")
-    commitment = sas_commitment(sas_secret)
+    offer_commitment, answer_commitment = sas_commitment(sas_r, Role.OFFERER), sas_commitment(sas_s, Role.ANSWERER)
 
     def keys(role: Role) -> SessionKeys:
         off = role is Role.OFFERER
@@ -54,8 +54,9 @@ def make_pair(
             send_stream_salt=salt_o if off else salt_a,
             recv_stream_salt=salt_a if off else salt_o,
             sas_seed=bytearray(sas_seed),
-            sas_commitment=commitment,
-            sas_secret=bytearray(sas_secret) if off else None,
+            sas_commitment=offer_commitment,
+            answer_sas_commitment=answer_commitment,
+            sas_secret=bytearray(sas_r if off else sas_s),
         )
 
     return keys(Role.OFFERER), keys(Role.ANSWERER)

@@ -203,10 +203,13 @@ policy = "opportunistic"
     return path
 
 
-def run_topology(workdir: Path, with_rtpengine: bool, speak_sas: bool = False) -> Iterator[Topology]:
+def run_topology(
+    workdir: Path, with_rtpengine: bool, speak_sas: bool = False, no_answer_timeout_s: float = 30.0
+) -> Iterator[Topology]:
     """Kamailio with digest auth; each gateway registers its user from its TOML file and routes by the PBX's
     location table (only ``mallory``, the tampering path, is a static route); carol and dave register too.
-    ``speak_sas``: the gateways speak the SAS after the answer's cue (it mutes the far end for ~3 s)."""
+    ``speak_sas``: the gateways speak the SAS after the answer's cue (it mutes the far end for ~3 s).
+    ``no_answer_timeout_s``: how long each gateway rings its inside phone."""
     workdir.mkdir(parents=True, exist_ok=True)
     phones = {u: reserve_block(BARESIP_BLOCK) for u in ("alice", "bob", "carol", "dave")}
     blocks = {n: reserve_block(GATEWAY_BLOCK) for n in ("gw-a", "gw-b")}
@@ -222,7 +225,13 @@ def run_topology(workdir: Path, with_rtpengine: bool, speak_sas: bool = False) -
         for name, user in (("gw-a", "alice"), ("gw-b", "bob")):
             toml = _gateway_toml(workdir / f"{name}.toml", blocks[name], pbx, user, phones[user], sockdir)
             routes = {"mallory": f"sip:bob@127.0.0.1:{mangler.port}"} if user == "alice" else {}
-            configs[name] = {"toml": toml, "routes": routes, "media_timeout_s": MEDIA_TIMEOUT_S, "speak_sas": speak_sas}
+            configs[name] = {
+                "toml": toml,
+                "routes": routes,
+                "media_timeout_s": MEDIA_TIMEOUT_S,
+                "speak_sas": speak_sas,
+                "no_answer_timeout_s": no_answer_timeout_s,
+            }
             nodes.append(start_node(workdir, name, blocks[name], **configs[name]))
         for node in nodes:
             wait_until(lambda n=node: is_registered(n), f"{node.proc.name}'s registration", READY_TIMEOUT_S)

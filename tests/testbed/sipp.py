@@ -235,13 +235,16 @@ class SippUas:
         scenario_name: str = "uas",
         extra: list[str] | None = None,
         ports: PortBlock | None = None,
+        scenario_file: Path | None = None,
     ) -> None:
+        """``scenario_file``: a rendered scenario (``render_scenario``) instead of the bundled ``scenario_name``."""
         args = list(extra or [])
         if rtp_echo:
             args.append("-rtp_echo")
         if calls is not None:
             args += ["-m", str(calls)]
-        self._p = _SippProcess(workdir, f"sipp-{name}", scenario(scenario_name), ports, args)
+        path = scenario_file if scenario_file is not None else scenario(scenario_name)
+        self._p = _SippProcess(workdir, f"sipp-{name}", path, ports, args)
         self.result: SippResult | None = None
 
     @property

@@ -24,7 +24,7 @@ from ratchet.handshake import (
 )
 from ratchet.identity import IdentityKey
 from ratchet.kdf import hkdf_extract
-from ratchet.params import FrameSuite, SendParams, Suite
+from ratchet.params import FrameSuite, Role, SendParams, Suite
 from ratchet.sas import compute_sas, sas_commitment, sas_value
 
 VECTOR_DIR = Path(__file__).resolve().parent
@@ -109,6 +109,7 @@ def handshake_case(name: str, offer_suites: frozenset[Suite]) -> dict[str, objec
         "offerer_nonce": seed(f"{name} offerer nonce", 16),
         "answerer_nonce": seed(f"{name} answerer nonce", 16),
         "sas_secret": seed(f"{name} sas secret", 16),
+        "answer_sas_secret": seed(f"{name} answerer sas secret", 16),
     }
     if hybrid:
         inputs["mlkem_seed"] = seed("offerer ML-KEM-768 seed", 64)
@@ -136,6 +137,7 @@ def handshake_case(name: str, offer_suites: frozenset[Suite]) -> dict[str, objec
         ephemeral_private=inputs["answerer_ephemeral_private"],
         nonce=inputs["answerer_nonce"],
         mlkem_encapsulation=mlkem_encapsulation() if hybrid else None,
+        sas_secret=inputs["answer_sas_secret"],
     )
     alice_keys = offerer.accept_answer(answer_wire, T_ACCEPT)
     dh = X25519PrivateKey.from_private_bytes(inputs["offerer_ephemeral_private"]).exchange(
@@ -144,8 +146,9 @@ def handshake_case(name: str, offer_suites: frozenset[Suite]) -> dict[str, objec
     ikm = dh + (bytes.fromhex(MLKEM_SHARED_SECRET_HEX) if hybrid else b"")
     th = transcript_hash(offerer.offer_bytes, answer_wire)
     assert th == alice_keys.transcript_hash == bob_keys.transcript_hash
-    assert alice_keys.sas_secret is not None
-    sas = compute_sas(alice_keys.sas_seed, alice_keys.sas_secret)
+    assert alice_keys.sas_secret is not None and bob_keys.sas_secret is not None
+    r, s = alice_keys.sas_secret, bob_keys.sas_secret
+    sas = compute_sas(alice_keys.sas_seed, r, s)
     out: dict[str, object] = {
         "name": name,
         "suite": alice_keys.suite.name,
@@ -186,7 +189,8 @@ def handshake_case(name: str, offer_suites: frozenset[Suite]) -> dict[str, objec
         "time_a2o": bytes(alice_keys.recv_time_secret).hex(),
         "sas_seed": bytes(alice_keys.sas_seed).hex(),
         "sas_commitment": alice_keys.sas_commitment.hex(),
-        "sas_value": sas_value(alice_keys.sas_seed, alice_keys.sas_secret).hex(),
+        "answer_sas_commitment": alice_keys.answer_sas_commitment.hex(),
+        "sas_value": sas_value(alice_keys.sas_seed, r, s).hex(),
         "sas_b32": sas.b32,
         "sas_words": list(sas.words),
         "safety_number": safety_number(
@@ -203,14 +207,17 @@ def sas_vectors() -> dict[str, object]:
     cases = []
     for i in range(8):
         r = seed(f"sas case {i} r", 16)
-        s = seed(f"sas case {i} seed")
-        sas = compute_sas(s, r)
+        s = seed(f"sas case {i} s", 16)
+        sas_seed = seed(f"sas case {i} seed")
+        sas = compute_sas(sas_seed, r, s)
         cases.append(
             {
-                "sas_seed": s.hex(),
-                "sas_secret": r.hex(),
-                "commitment": sas_commitment(r).hex(),
-                "value": sas_value(s, r).hex(),
+                "sas_seed": sas_seed.hex(),
+                "r": r.hex(),
+                "s": s.hex(),
+                "offer_commitment": sas_commitment(r, Role.OFFERER).hex(),
+                "answer_commitment": sas_commitment(s, Role.ANSWERER).hex(),
+                "value": sas_value(sas_seed, r, s).hex(),
                 "b32": sas.b32,
                 "words": list(sas.words),
             }

@@ -28,7 +28,7 @@ def _mirrored_keys(params: SendParams, interval_ms: int = DEFAULT_INTERVAL_MS) -
     r = os.urandom
     secrets = [r(32) for _ in range(6)]
     salts = [r(16), r(16)]
-    seed, secret = r(32), r(16)
+    seed, secret, answer_secret = r(32), r(16), r(16)
 
     def build(role: Role) -> SessionKeys:
         off = role is Role.OFFERER
@@ -54,8 +54,9 @@ def _mirrored_keys(params: SendParams, interval_ms: int = DEFAULT_INTERVAL_MS) -
             send_stream_salt=salts[a],
             recv_stream_salt=salts[b],
             sas_seed=bytearray(seed),
-            sas_commitment=sas_commitment(secret),
-            sas_secret=bytearray(secret) if off else None,
+            sas_commitment=sas_commitment(secret, Role.OFFERER),
+            answer_sas_commitment=sas_commitment(answer_secret, Role.ANSWERER),
+            sas_secret=bytearray(secret if off else answer_secret),
         )
 
     return build(Role.OFFERER), build(Role.ANSWERER)

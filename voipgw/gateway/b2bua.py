@@ -29,6 +29,7 @@ from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
 from voipgw.gateway.statuses import SIP_PHRASES, refusal_reason
 from voipgw.gateway.zones import stream_tls
 from voipgw.leg import Leg, LegContext, incoming_record
+from voipgw.probes import ProbeGuard
 from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions
@@ -58,14 +59,14 @@ class Gateway:
     (``voipgw.gateway.announce``: it cannot show a display name change). An outside failure, or an answer without
     the key exchange under ``require``, becomes the phone's final response (488 + Warning with the reason).
 
-    Inbound (outside -> inside phone): the outside leg is verified and ANSWERED FIRST, then the gateway waits
-    (up to ``sas_wait_s``) for the caller's SAS reveal, which only travels in the caller's first media frames,
-    and only then rings the inside phone with the label first (``From: "[NEW sas] alice"``, ``voipgw.gateway.labels``;
-    ``[NO SAS]`` if the reveal does not come). Unmodified phones show the From display name while ringing and cannot
-    update it later, so this is the only order that puts the SAS on their screen.
-    The price: the outside caller sees the call answered while the inside phone rings (it hears a ringback we
-    generate and seal, and what it says meanwhile is dropped); a decline or no-answer inside then ends the
-    outside call with a BYE whose Reason says so.
+    Inbound (outside -> inside phone): the outside INVITE is verified and its key exchange settled in a 183 (the
+    early dialog; nothing is answered), then the gateway waits (up to ``sas_wait_s``) for the caller's SAS reveal,
+    which travels in the caller's first sealed frames, and only then rings the inside phone with the label first
+    (``From: "[NEW sas] alice"``, ``voipgw.gateway.labels``; ``[NO SAS]`` if the reveal does not come): unmodified
+    phones show the From display name while ringing and cannot update it later. The phone's first 18x is the ring
+    point: our own SAS contribution goes out (the caller can compute the SAS only from then on, so a man in the
+    middle pays a visible ring per SAS guess) and the caller gets a 180. The outside 200 OK follows the inside
+    phone's answer; its busy, decline or silence reaches the caller as its own status (486, 603, 480).
 
     Up: hold/resume re-INVITEs are answered per leg and passed to the other (no new handshake outside), RFC 4733
     digits cross both ways (but the inside phone's ``*1`` / ``*0``: the SAS matched / did not), and a leg without
@@ -101,6 +102,8 @@ class Gateway:
         """Inside-leg datagrams dropped by reason (wrong source, SRTP auth/replay) in every finished call."""
         self._routing: RoutePlan | None = None
         self.refused_invites: collections.Counter[int] = collections.Counter()
+        self.probes = ProbeGuard()
+        """Secure calls whose caller gave up before the answer, per peer: the SAS-probing guard (voipgw.probes)."""
         self.routing_refusals: collections.Counter[str] = collections.Counter()
         """Trust-zone refusals routing decided (``Refuse.reason`` other than plain routing), by reason."""
         """Every INVITE the gateway (or its outside leg's key exchange or policy) refused, by status code."""
@@ -200,7 +203,16 @@ class Gateway:
             "zone_refusals": self.zone_refusals(),
             "malformed_by_reason": self.malformed_by_reason(),
             "inside_media_dropped": self.inside_media_dropped(),
+            "unanswered_secure_calls": self.unanswered_secure_calls(),
+            "sas_probe_suspects": self.probes.suspects(time.time()),
         }
+
+    def unanswered_secure_calls(self) -> dict[str, int]:
+        """Secure inbound calls whose caller hung up before the answer, by stage (before or after our SAS reveal),
+        and ``alert``: the times one peer crossed the probing limit (``voipgw.probes``)."""
+        out = {stage.value: n for stage, n in self.probes.ended.items()}
+        out["alert"] = self.probes.alerts
+        return out
 
     def inside_media_dropped(self) -> dict[str, int]:
         """Datagrams the inside legs dropped since start (active and finished calls), by reason: from another
@@ -268,6 +280,7 @@ class Gateway:
             cfg,
             self._nonces[user.name],
             self.trust.get(user.name),
+            self.probes,
         )
         bridged = bridge.to_outside.outside_codec
 
@@ -382,7 +395,9 @@ class Gateway:
         bridge = Bridge(user, "outbound", local_aor, inside=incoming_record(incoming, local_aor), inside_sip=incoming)
         await self._supervise(bridge, outbound_setup(self, bridge, user, incoming, target))
 
-    def refuse(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
+    def refuse(
+        self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str, cause: tuple[int, str] | None = None
+    ) -> None:
         """Refuse the inside phone's INVITE of an outbound bridge (counted; logged once per kind and interval)."""
         bridge.fail(f"{code} {warning}")
         bridge.inside.apply(CallEvent.REFUSED)
@@ -390,7 +405,7 @@ class Gateway:
         self.refused_invites[code] += 1
         _refusals(f"refuse-{code}", logging.WARNING, "gateway refuses call %s from %s: %d %s", incoming.call_id,
                   bridge.user.name, code, warning)  # fmt: skip
-        incoming.reject(code, SIP_PHRASES.get(code, "Call Failed"), warning)
+        incoming.reject(code, SIP_PHRASES.get(code, "Call Failed"), warning, cause=cause)
 
     async def _inbound(self, user: InsideUser, incoming: IncomingCall) -> None:
         bridge = Bridge(user, "inbound", normalize_aor(incoming.from_aor))

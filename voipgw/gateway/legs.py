@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import get_codec
-from voipgw.call import CallEvent, CallRecord, Security
 from voipgw.config import Policy
 from voipgw.gateway.inside_media import InsideCrypto, InsideSrtpRefused, reoffer
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
@@ -26,7 +25,7 @@ from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE
 from voipgw.rtp.source import expected_source
 from voipgw.rtp.srtp import SrtpContext
 from voipgw.sdp import PCMA, PCMU, SAVP, AudioDescription, Codec, opus_codec
-from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, Ringing, SipCall, SipStack
+from voipgw.sip import Ended, Failed, IncomingCall, SipCall, SipStack
 
 log = logging.getLogger("voipgw.gateway.b2bua")  # the gateway's log lines keep the name operators filter on
 
@@ -50,7 +49,9 @@ class Switchboard(Protocol):
         """A new outside leg for ``bridge``, as ``user`` under ``policy``."""
         ...
 
-    def refuse(self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str) -> None:
+    def refuse(
+        self, bridge: Bridge, incoming: IncomingCall, code: int, warning: str, cause: tuple[int, str] | None = None
+    ) -> None:
         """Refuse the inside phone's INVITE (counted, logged rate-limited)."""
         ...
 
@@ -183,24 +184,6 @@ async def wait_terminal(sip: SipCall) -> Ended | Failed | None:
         ev = await sip.next_event()
         if isinstance(ev, Ended | Failed):
             return ev
-
-
-async def wait_answer(sip: OutgoingCall, record: CallRecord) -> Answered | Ended | Failed:
-    """The inside leg's final answer, moving its record (ringing, answered, refused, or given up)."""
-    while True:
-        ev = await sip.next_event()
-        if isinstance(ev, Answered):
-            record.apply(CallEvent.ANSWERED, security=Security.NOT_SECURE)
-            return ev
-        if isinstance(ev, Failed):
-            record.apply(CallEvent.REFUSED)
-            return ev
-        if isinstance(ev, Ended):
-            record.apply(CallEvent.HUNG_UP)
-            return ev
-        if isinstance(ev, Ringing):
-            record.apply(CallEvent.RINGING)
-            log.debug("inside leg %s ringing", sip.call_id)
 
 
 def pick_inside_codec(offered: tuple[Codec, ...]) -> Codec | None:

@@ -1,8 +1,10 @@
-"""An outbound gateway call (inside phone -> outside): 180 to the phone at once, the outside INVITE, and the
-phone's 200 OK only after the outside 200 OK (sealed, or NOT SECURE under ``opportunistic``), followed by an audible
-cue of the call's state; desk phones also see the label (``voipgw.gateway.labels``) in the 200 OK's
-P-Asserted-Identity / Remote-Party-ID. An outside failure becomes the phone's final response, with the reason (a
-far end without voipgw is named as such)."""
+"""An outbound gateway call (inside phone -> outside): 180 to the phone at once (it plays its own ringback), the
+outside INVITE, whose key exchange settles in the far end's 183 (sealed early media, never relayed in the clear),
+and the phone's 200 OK only after the outside 200 OK, i.e. after the far phone answered (sealed, or NOT SECURE under
+``opportunistic``), followed by an audible cue of the call's state and the SAS; desk phones also see the label
+(``voipgw.gateway.labels``) in the 200 OK's P-Asserted-Identity / Remote-Party-ID. An outside failure becomes the
+phone's final response as itself (486, 603, 480...) with its RFC 3326 Reason; a far end without voipgw is named
+as such."""
 
 from __future__ import annotations
 
@@ -82,7 +84,9 @@ async def outbound_setup(
         if inside_gone:
             bridge.reason = bridge.reason or "cancelled by the inside phone"
             return
-        return board.refuse(bridge, incoming, code_of(rec.reason), outside_failure_warning(rec.reason))
+        code = code_of(rec.reason)
+        cause = out.final_cause if out.final_cause is not None and out.final_cause[0] == code else None
+        return board.refuse(bridge, incoming, code, outside_failure_warning(rec.reason), cause=cause)
     if inside_gone:
         # The inside phone gave up just as the outside answered.
         bridge.fail()

@@ -309,6 +309,7 @@ class GatewayRuntime:
         self.metrics.track_active(hooks.live_calls)
         self.metrics.track_frames(hooks.live_frames)
         self.metrics.track_zone_refusals(gateway.zone_refusals)
+        self.metrics.track_unanswered(gateway.unanswered_secure_calls)
         self.gateway = gateway
         try:
             await gateway.start()

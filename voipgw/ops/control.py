@@ -85,6 +85,8 @@ class GatewaySnapshot(TypedDict, total=False):
     refused_calls: dict[str, int]  # reason (bad-signature, no_key_exchange, sip-486...) -> calls that ended refused
     malformed_by_reason: MalformedByReason
     zone_refusals: dict[str, int]  # reason -> requests refused by a trust-zone rule (voipgw.gateway.zones)
+    unanswered_secure_calls: dict[str, int]  # before-reveal / after-reveal / alert (voipgw.probes)
+    sas_probe_suspects: list[str]  # AORs over the SAS-probing limit now
 
 
 SnapshotFn = Callable[[], Mapping[str, Any]]
@@ -383,8 +385,17 @@ def refusal_summary(snapshot: Mapping[str, Any]) -> str:
         f"malformed SIP: {_counts(malformed.get('sip')) or 'none'}; "
         f"malformed RTP: {_counts(malformed.get('rtp')) or 'none'}; "
         f"inside media dropped: {_counts(snapshot.get('inside_media_dropped')) or 'none'}; "
-        f"zone rules: {_counts(snapshot.get('zone_refusals')) or 'none'}"
+        f"zone rules: {_counts(snapshot.get('zone_refusals')) or 'none'}; "
+        f"unanswered secure calls: {_counts(snapshot.get('unanswered_secure_calls')) or 'none'}"
+        + _suspects(snapshot.get("sas_probe_suspects"))
     )
+
+
+def _suspects(value: object) -> str:
+    """The SAS-probing alert of the status: the peers over the limit now, if any."""
+    if not isinstance(value, list) or not value:
+        return ""
+    return "; POSSIBLE SAS PROBING from: " + ", ".join(_cell(v) for v in value[:10])
 
 
 def render_status(snapshot: Mapping[str, Any]) -> str:

@@ -41,19 +41,17 @@ LiveFrames = Callable[[], Iterable[tuple[object, FrameCounts]]]
 """Active calls' frame counts, each under a key that ``call_finished`` repeats when the call ends."""
 
 
-class _ZoneRefusals:
-    """``voipgw_zone_refusals_total{reason}``: read from the gateway's own counters at each scrape (they live in
+class _ReadCounter:
+    """A labelled counter read from the gateway's own counters at each scrape (e.g. zone refusals, which live in
     the SIP stack, on its reactor thread; copying them is all a scrape does)."""
 
-    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self.read = read
+    def __init__(self, name: str, doc: str, label: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self.name, self.doc, self.label, self.read = name, doc, label, read
 
     def collect(self) -> list[object]:
-        family = CounterMetricFamily(
-            "voipgw_zone_refusals", "Requests refused by a trust-zone rule, by reason", labels=["reason"]
-        )
-        for reason, n in sorted(self.read().items()):
-            family.add_metric([reason], n)
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, n in sorted(self.read().items()):
+            family.add_metric([value], n)
         return [family]
 
 
@@ -274,7 +272,17 @@ class GatewayMetrics:
 
     def track_zone_refusals(self, read: Callable[[], Mapping[str, int]]) -> None:
         """Serve ``voipgw_zone_refusals_total{reason}`` from ``read()`` (reason -> count) at each scrape."""
-        self.registry.register(_ZoneRefusals(read))  # type: ignore[arg-type]
+        counter = _ReadCounter(
+            "voipgw_zone_refusals", "Requests refused by a trust-zone rule, by reason", "reason", read
+        )
+        self.registry.register(counter)  # type: ignore[arg-type]
+
+    def track_unanswered(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Serve ``voipgw_unanswered_secure_calls_total{stage}`` (``before-reveal``, ``after-reveal``: secure calls
+        whose caller gave up before the answer; a run of them from one peer is SAS probing) and
+        ``alert`` (peers that crossed the probing limit) from ``read()`` at each scrape."""
+        doc = "Secure calls the caller ended before the answer, by stage; alert = peers over the probing limit"
+        self.registry.register(_ReadCounter("voipgw_unanswered_secure_calls", doc, "stage", read))  # type: ignore[arg-type]
 
     def set_registered(self, count: int) -> None:
         self.registrations.set(count)

@@ -310,7 +310,9 @@ class CallCore:
         elif isinstance(event, CCEventDisconnect):
             # After our 200 (ANSWERING) it is a BYE that overtook the ACK, not a CANCEL: its Reason counts.
             if self.phase is DialogPhase.SETUP:
-                self.emit(Ended(reason="cancelled by caller", by_remote=True))
+                # A CANCEL's RFC 3326 Reason says why (a caller that refused our 183's key exchange says so)
+                why = _reason_text(event)
+                self.emit(Ended(reason=f"cancelled by caller: {why}" if why else "cancelled by caller", by_remote=True))
             else:
                 why = _reason_text(event)
                 self.emit(Ended(reason=f"remote hangup: {why}" if why else "remote hangup", by_remote=True))

@@ -1,0 +1,168 @@
+"""A call in progress as its users see it: the record, the SIP dialog, the media and the ratchet session, plus
+the small pieces every call owner shares (background tasks, the media session's adapter, the record of a received
+INVITE, the wire tap of the demo). No call flow lives here: ``voipgw.leg`` drives calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ratchet.aor import normalize_aor
+from ratchet.events import SasCommitmentFailed, SasReady
+from ratchet.session import MediaSession
+from voipgw.call import CallEvent, CallRecord
+from voipgw.media import MediaError, MediaStream
+from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
+from voipgw.sip import IncomingCall, SipCall
+
+log = logging.getLogger("voipgw.phone")  # the name operators filter on since the engine lived in phone.py
+
+MAX_RECORDED_DTMF = 1000
+
+
+class Spawner:
+    """Background work of one owner (contact-store writes, the late safety number): spawned, and awaited
+    (bounded) before the owner closes what that work uses."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+class SecureProtector:
+    """Adapts a ratchet MediaSession to voipgw.media's FrameProtector seam."""
+
+    secure = True
+
+    def __init__(self, session: MediaSession) -> None:
+        self.session = session
+        self.seal = session.seal
+        self.open = session.open
+        self.seal_event = session.seal_event
+        self.open_event = session.open_event
+
+    @property
+    def last_index(self) -> int:
+        return self.session.last_index
+
+
+@dataclass
+class ActiveCall:
+    """A call in progress (or just finished): its record, its SIP dialog, its media."""
+
+    record: CallRecord
+    sip: SipCall | None = None
+    media: MediaStream | None = None
+    session: MediaSession | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    wire_tap: list[bytes] | None = None
+    dtmf_received: list[str] = field(default_factory=list)
+    """Every DTMF digit received in this call, in order (also on ``media.dtmf`` as they arrive)."""
+    final_cause: tuple[int, str] | None = None
+    """A caller's: the final error status its INVITE got and that status's RFC 3326 Reason text (or phrase), so
+    a gateway passes the far phone's status (486, 603...) on as itself."""
+    answer_sdp: str | None = None
+    """A callee's answer SDP: sent in the 183 and repeated unchanged in the 200 OK."""
+    early_attribute: str | None = None
+    """A caller's: the ``a=voipgw`` value of the 183 whose key exchange it accepted (the 200 must repeat it)."""
+
+    @property
+    def revealed(self) -> bool:
+        """Our SAS contribution is out (always, for a caller; for a callee, from its ring point on)."""
+        return self.session is not None and self.session.sas_revealed
+
+    def poll_session_events(self) -> None:
+        """Fold ratchet events (SAS ready, commitment failure) into the record."""
+        if self.session is None:
+            return
+        while (ev := self.session.next_event()) is not None:
+            if isinstance(ev, SasReady):
+                self.record.sas = ev.sas.b32
+                self.record.sas_words = ev.sas.words
+                log.info("call %s: SAS %s (%s %s)", self.record.call_id, ev.sas.b32, *ev.sas.words)
+            elif isinstance(ev, SasCommitmentFailed):
+                log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
+                self.record.reason = "sas-commitment-mismatch: possible man in the middle"
+                self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
+
+    def note_dtmf(self, digit: str) -> None:
+        if len(self.dtmf_received) < MAX_RECORDED_DTMF:  # a peer sending digits forever cannot grow this
+            self.dtmf_received.append(digit)
+
+    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
+        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
+
+        Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
+        the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""
+        if self.media is None:
+            raise MediaError("the call has no media")
+        self.media.send_dtmf(digits, duration_ms)
+
+    def hangup(self, why: str | None = None) -> None:
+        """End the call; ``why`` travels to the peer in the BYE's Reason header."""
+        if self.sip is not None and not self.record.finished:
+            with contextlib.suppress(Exception):
+                self.sip.hangup(why)
+
+    def stats(self) -> dict[str, object]:
+        media = self.media.stats if self.media is not None else None
+        return {
+            "frames_sent": media.frames_sent if media else 0,
+            "frames_received": media.frames_received if media else 0,
+            "frames_opened": media.frames_opened if media else 0,
+            "frames_refused": media.frames_refused if media else 0,
+            "refused_by_reason": dict(media.refused) if media else {},
+            "frames_played": media.frames_played if media else 0,
+            "frames_concealed": media.frames_concealed if media else 0,
+            "frames_silent": media.frames_silent if media else 0,
+            "decode_failures": media.decode_failures if media else 0,
+            "ticks_skipped": media.ticks_skipped if media else 0,
+            "dtmf_in": media.dtmf_in if media else 0,
+            "dtmf_received": "".join(self.dtmf_received),
+            "dtmf_out": media.dtmf_out if media else 0,
+            "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
+            "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
+            "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
+        }
+
+
+def incoming_record(incoming: IncomingCall, local_aor: str) -> CallRecord:
+    """The record of an INVITE we received (not yet answered)."""
+    rec = CallRecord(
+        call_id=incoming.call_id,
+        direction="incoming",
+        local_aor=local_aor,
+        remote_aor=normalize_aor(incoming.from_aor),
+    )
+    rec.apply(CallEvent.RECEIVE_INVITE)
+    return rec
+
+
+def tap_payloads(call: ActiveCall, stream: MediaStream) -> None:
+    """Keep a copy of every RTP payload as it arrived from the network (the demo's wire evidence)."""
+    tap: list[bytes] = []
+    call.wire_tap = tap
+    inner = stream.endpoint.on_payload
+    assert inner is not None
+
+    def tapped(pkt, addr):  # type: ignore[no-untyped-def]
+        if len(tap) < 10_000:
+            tap.append(bytes(pkt.payload))
+        return inner(pkt, addr)
+
+    stream.endpoint.on_payload = tapped
+
+
+__all__ = ["ActiveCall", "SecureProtector", "Spawner", "incoming_record", "tap_payloads"]
