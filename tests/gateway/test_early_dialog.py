@@ -52,7 +52,7 @@ def _b_ports(topo: Topology) -> tuple[int, int]:
     """Gateway B's port block: its inside and outside SIP listeners (and its RTP ranges) are all in it."""
     block = topo.gw_b.proc.ports
     assert block is not None
-    return block[0], block[-1]
+    return block[0], block[block.count - 1]
 
 
 def _sip(packets: list[capture.CapturedPacket]) -> list[tuple[int, int, str]]:
@@ -187,7 +187,7 @@ def test_a_sas_prober_pays_a_visible_ring_per_guess(topo: Topology, tmp_path: Pa
     n_b = b.finished_count()
     block = reserve_block(4)
     config = prober_config("carol@127.0.0.1", block[0], ("127.0.0.1", topo.pbx.port), "carol", PASSWORDS["carol"])
-    target = "sip:bob@127.0.0.1"
+    target = f"sip:bob@127.0.0.1:{topo.pbx.port}"  # the PBX serves its own port only
 
     async def probe(n: int) -> list:  # type: ignore[type-arg]
         async with SasProber(config) as prober:
@@ -195,11 +195,11 @@ def test_a_sas_prober_pays_a_visible_ring_per_guess(topo: Topology, tmp_path: Pa
 
     try:
         with topo.phone(tmp_path, "bob", clip, answer="manual") as bob:
-            bob.proc.signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            bob.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
             try:
                 frozen = asyncio.run(probe(2))
             finally:
-                bob.proc.signal(signal.SIGCONT)  # type: ignore[union-attr]
+                bob.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
             wait_until(lambda: not b.active(), "gateway B to settle")
             ringing = asyncio.run(probe(3))
             wait_until(lambda: not b.active(), "gateway B to settle")

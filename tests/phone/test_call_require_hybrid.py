@@ -59,11 +59,12 @@ def test_a_callee_requiring_the_hybrid_refuses_a_classical_caller(tmp_path: Path
 
 
 def test_a_caller_requiring_the_hybrid_refuses_a_classical_answer(tmp_path: Path) -> None:
-    alice, bob = _call(tmp_path, HYBRID + "require_hybrid = true\n", "", alice_rc=1, bob_rc=0)
+    alice, bob = _call(tmp_path, HYBRID + "require_hybrid = true\n", "", alice_rc=1, bob_rc=1)
     a, b = _refused(alice, bob)
     assert a["state"] == "failed" and "hybrid-required" in str(a["reason"]), a
-    # Bob answered (he cannot know alice's policy) and hears alice hang up with the reason, never audio.
-    assert "hybrid-required" in str(b["reason"]), b
+    # Bob sent his answer in a 183 (he cannot know alice's policy); alice cancels with the reason, never audio,
+    # and nothing was ever answered.
+    assert b["state"] == "failed" and b["security"] == "refused" and "hybrid-required" in str(b["reason"]), b
     assert a["frames_sent"] == 0
 
 

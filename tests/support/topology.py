@@ -209,7 +209,8 @@ def run_topology(
     """Kamailio with digest auth; each gateway registers its user from its TOML file and routes by the PBX's
     location table (only ``mallory``, the tampering path, is a static route); carol and dave register too.
     ``speak_sas``: the gateways speak the SAS after the answer's cue (it mutes the far end for ~3 s).
-    ``no_answer_timeout_s``: how long each gateway rings its inside phone."""
+    ``no_answer_timeout_s``: how long gateway B rings its inside phone (gateway A waits twice as long for an
+    outside answer, so B's verdict is the one that reaches alice)."""
     workdir.mkdir(parents=True, exist_ok=True)
     phones = {u: reserve_block(BARESIP_BLOCK) for u in ("alice", "bob", "carol", "dave")}
     blocks = {n: reserve_block(GATEWAY_BLOCK) for n in ("gw-a", "gw-b")}
@@ -230,7 +231,8 @@ def run_topology(
                 "routes": routes,
                 "media_timeout_s": MEDIA_TIMEOUT_S,
                 "speak_sas": speak_sas,
-                "no_answer_timeout_s": no_answer_timeout_s,
+                # the calling side waits longer than the called side rings, as a caller's phone does
+                "no_answer_timeout_s": no_answer_timeout_s * (2 if name == "gw-a" else 1),
             }
             nodes.append(start_node(workdir, name, blocks[name], **configs[name]))
         for node in nodes:

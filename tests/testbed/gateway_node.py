@@ -98,7 +98,9 @@ async def run_runtime(data: dict[str, Any]) -> int:
     if "media_timeout_s" in data:
         overrides["media_timeout_s"] = float(data["media_timeout_s"])  # may be under the file's 5 s minimum
     config = dataclasses.replace(load_gateway_config(Path(data["toml"])), **overrides)
-    runtime = GatewayRuntime(config, Path(data["home"]), float(data.get("no_answer_timeout_s", 30.0)))
+    runtime = GatewayRuntime(
+        config, Path(data["home"]), no_answer_timeout_s=float(data.get("no_answer_timeout_s", 30.0))
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -82,7 +82,9 @@ class SipMangler:
                 if self.caller is None:
                     continue
                 data = self._strip_via(data)
-                if self.on_answer is not None and data.startswith(b"SIP/2.0 200") and b"m=audio" in data:
+                # the answer SDP: in the 200 OK, or earlier in a 183 (the early dialog, issue 13)
+                answer = data.startswith(b"SIP/2.0 200") or data.startswith(b"SIP/2.0 183")
+                if self.on_answer is not None and answer and b"m=audio" in data:
                     data = _rewrite_body(data, self.on_answer)
                     self.answers_rewritten += 1
                 self._sock.sendto(data, self.caller)

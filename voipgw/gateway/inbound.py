@@ -214,5 +214,5 @@ def _final_status(ev: Failed | Ended) -> tuple[int, str, tuple[int, str] | None]
     404...), 480 when our ring timer gave up or the phone's leg ended without one; its reason as RFC 3326 cause."""
     if isinstance(ev, Failed) and 400 <= ev.code <= 699 and ev.code != 408:
         phrase = SIP_PHRASES.get(ev.code, ev.reason or "Declined")
-        return ev.code, phrase, (ev.code, ev.reason or phrase)
+        return ev.code, phrase, (ev.code, ev.cause or ev.reason or phrase)
     return 480, SIP_PHRASES[480], (480, "the phone did not answer")
