@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ratchet.aor import normalize_aor
+from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.device import NoAudioDevice
 from voipgw.audio.pcm import Pcm
@@ -209,8 +211,10 @@ class _Ui:
     """Status output (a rewritten line on a terminal, a line every few seconds otherwise) and, on a terminal,
     the in-call verification keys: ``v`` = the SAS matched, ``x`` = it did not (hang up, record a warning)."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, phone: Phone, quiet: bool = False) -> None:
         self.phone = phone
+        self.quiet = quiet
+        """--quiet: no live status line (warnings, the SAS and the summary are still shown)."""
         self.tty = sys.stderr.isatty()
         self.keys = sys.stdin.isatty() and phone.trust is not None
         self._last = 0.0
@@ -309,6 +313,8 @@ class _Ui:
             print("\n" + text, file=sys.stderr, flush=True)
             log.info("call %s: %s", rec.call_id, text.replace("\n", "; "))
         now = time.monotonic()
+        if self.quiet:
+            return
         if self.tty:
             line = status_line(call, self._peer_name(call))
             print("\r" + line.ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
@@ -410,7 +416,20 @@ async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | N
     return phone
 
 
+def check_uri(uri: str) -> None:
+    """Refuse a target that is not a SIP URI or address before anything starts (exit status 2)."""
+    try:
+        normalize_aor(uri)
+    except MalformedAor as exc:
+        raise CliError(
+            f"{uri!r} is not a SIP URI ({exc.detail or 'malformed'}); "
+            "e.g. sip:bob@example.org or sip:bob@127.0.0.1:5082",
+            EXIT_USAGE,
+        ) from None
+
+
 async def _call_main(args: argparse.Namespace) -> int:
+    check_uri(args.uri)
     config = phone_config(args)
     check_dtmf_args(args)
     identity = _load_identity(args)
@@ -436,7 +455,7 @@ async def _call_main(args: argparse.Namespace) -> int:
             phone.cancel_pending()
         stopper.cancel()
         call = await placing
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             if call.record.state is CallState.ESTABLISHED:
                 send_dtmf(call, args)
                 until = time.monotonic() + args.duration if args.duration else None
@@ -537,10 +556,10 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
     if call.record.state is CallState.ESTABLISHED:
         send_dtmf(call, args)
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             await _follow(call, stop, None, ui)
     elif call.record.trust_warning:
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             ui.update(call, final=True)
     data = _finish(call, phone, args)
     for closer in (source, sink):

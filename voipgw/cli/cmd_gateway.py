@@ -94,9 +94,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument(
         "--config", dest="status_config", type=Path, metavar="FILE", help="read gateway.control_socket from here"
     )
-    st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="how long to wait for the answer")
+    st.add_argument(
+        "--timeout", type=positive_seconds, default=5.0, metavar="S", help="how long to wait for the answer"
+    )
     st.set_defaults(func=run_status)
     register_contacts(gsub)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (and at most a day), else a usage error (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds above 0 and at most 86400")
+    return value
 
 
 def _users(args: argparse.Namespace, host: str) -> dict[str, UserConfig]:
