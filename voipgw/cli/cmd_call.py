@@ -139,6 +139,18 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
     return source, sink
 
 
+def check_devices(args: argparse.Namespace) -> None:
+    """Without --play/--record, refuse to start (exit status 3) when there is no microphone or speaker: a listener
+    must not announce itself and then fail its first call."""
+    if args.play is None and args.record is None:
+        from voipgw.audio.device import check_audio_devices
+
+        try:
+            check_audio_devices(need_input=True, need_output=True)
+        except NoAudioDevice as exc:
+            raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
+
+
 def peer_text(rec: CallRecord, name: str | None) -> str:
     """``Alice Smith <alice@example.org>`` with the user's own ``name`` for the contact, only once the key exchange
     signed the AOR (a call in the clear, or not yet answered, shows the AOR alone: anyone can write a From)."""
@@ -481,6 +493,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
     identity = _load_identity(args)
     if args.play is not None:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
+    check_devices(args)
     stop = asyncio.Event()
     _install_signals(stop)
     trust = _open_trust(args, config)
@@ -552,7 +565,12 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
     if gone is not None:
         call = phone.missed(incoming, f"cancelled by the caller ({gone})")
     else:
-        source, sink = audio_io(args)
+        try:
+            source, sink = audio_io(args)
+        except CliError as exc:  # e.g. the sound card went away since start-up: refuse this call, keep listening
+            log.error("call %s from %s refused: %s", incoming.call_id, incoming.from_aor, exc)
+            incoming.reject(480, "Temporarily Unavailable", "voipgw: the callee's audio device is unavailable")
+            return EXIT_CALL_FAILED
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
     if call.record.state is CallState.ESTABLISHED:
         send_dtmf(call, args)
