@@ -65,7 +65,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--username", help="digest user name")
     p.add_argument("--password", help="digest password")
     p.add_argument("--play", type=Path, metavar="FILE.wav", help="send this file instead of the microphone")
-    p.add_argument("--record", type=Path, metavar="FILE.wav", help="record what we hear instead of playing it")
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE.wav",
+        help="record what we hear instead of playing it (mode 0600, written as the call goes; with listen, "
+        "later calls go to FILE-2.wav, FILE-3.wav...: never overwritten)",
+    )
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="write the call summary as JSON here")
     p.add_argument("--tap-wire", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # demo: raw RTP payloads
     p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # baseline: no key exchange at all
@@ -135,8 +141,44 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
         except NoAudioDevice as exc:
             raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
     source: AudioSource = ArrayPlayer(_played_pcm(args.play)) if args.play is not None else SilenceSource()
-    sink: AudioSink = WavRecorder(args.record) if args.record is not None else MemorySink()
+    sink: AudioSink = MemorySink()
+    if args.record is not None:
+        path = recording_path(args.record, getattr(args, "recorded_calls", 0))
+        try:
+            sink = WavRecorder(path)
+        except OSError as exc:
+            raise CliError(f"--record {path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE) from None
+        args.recorded_calls = getattr(args, "recorded_calls", 0) + 1
     return source, sink
+
+
+def recording_path(path: Path, calls_before: int) -> Path:
+    """The file for the next recording: ``path`` for the first call of this process, then ``NAME-2.wav``,
+    ``NAME-3.wav``... (the first free number), so a listener never overwrites an earlier call."""
+    if calls_before == 0:
+        return path
+    n = calls_before + 1
+    while (candidate := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def check_record_path(path: Path) -> None:
+    """Refuse a --record file that cannot be written, before anything is dialled or announced (exit status 2):
+    a directory, a missing parent, or one where creating the file fails (read-only, permissions, immutable)."""
+    if path.is_dir():
+        raise CliError(f"--record {path}: is a directory (give a file name, e.g. {path / 'call.wav'})", EXIT_USAGE)
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"--record {path}: directory {parent} does not exist", EXIT_USAGE)
+    existed = path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise CliError(f"--record {path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE) from None
+    os.close(fd)
+    if not existed:
+        path.unlink(missing_ok=True)  # a probe only: the file appears when a call is answered
 
 
 def check_devices(args: argparse.Namespace) -> None:
@@ -443,6 +485,8 @@ def check_uri(uri: str) -> None:
 async def _call_main(args: argparse.Namespace) -> int:
     check_uri(args.uri)
     config = phone_config(args)
+    if args.record is not None:
+        check_record_path(args.record)
     check_dtmf_args(args)
     identity = _load_identity(args)
     source, sink = audio_io(args)
@@ -494,6 +538,8 @@ async def _listen_main(args: argparse.Namespace) -> int:
     if args.play is not None:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
     check_devices(args)
+    if args.record is not None:
+        check_record_path(args.record)
     stop = asyncio.Event()
     _install_signals(stop)
     trust = _open_trust(args, config)
