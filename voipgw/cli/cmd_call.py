@@ -537,13 +537,13 @@ async def _listen_main(args: argparse.Namespace) -> int:
     identity = _load_identity(args)
     if args.play is not None:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
-    check_devices(args)
     if args.record is not None:
         check_record_path(args.record)
     stop = asyncio.Event()
     _install_signals(stop)
     trust = _open_trust(args, config)
     try:
+        check_devices(args)  # after the identity and store checks (their errors come first), before announcing
         phone = await _start_phone(config, identity, trust)
     except BaseException:
         trust.close()
