@@ -76,6 +76,9 @@ def setup_logging(home: Path, verbose: int, quiet: bool) -> HomeLogHandler:
     if quiet:
         for handler in root.handlers:
             handler.setLevel(logging.ERROR)
+    for old in [h for h in root.handlers if isinstance(h, HomeLogHandler)]:  # main() run again in one process
+        root.removeHandler(old)
+        old.close()
     file_handler = HomeLogHandler(home)
     root.addHandler(file_handler)
     crash_log.propagate = False
@@ -111,12 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _accept_global_options_after(parser)
     return parser
+
+
+def _accept_global_options_after(parser: argparse.ArgumentParser) -> None:
+    """Let --home, -v and -q also follow the (sub-)command: ``voipgw contacts quarantine --home D`` works as
+    ``voipgw --home D contacts quarantine`` does. Given after, --home wins and -v counts add up."""
+    seen: set[int] = set()
+    stack = [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for child in action.choices.values():
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                child.add_argument("--home", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                child.add_argument(
+                    "-v", "--verbose", dest="verbose_after", action="count", default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )  # fmt: skip
+                child.add_argument(
+                    "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
+                stack.append(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)
     if args.home is None:
         args.home = default_home()
     file_log = setup_logging(args.home, args.verbose, args.quiet)
