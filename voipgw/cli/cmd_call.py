@@ -25,13 +25,13 @@ from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink
 from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
+from voipgw.cli.passphrase import unlock_identity
 from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
 from voipgw.store.contacts import VerifyMethod
 from voipgw.store.errors import ContactStoreError
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
@@ -441,9 +441,9 @@ def _load_identity(args: argparse.Namespace) -> Any:
     home: Path = args.home
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return load_or_create_identity(home, passphrase_from_env())
-    except Exception as exc:  # a clear line for any key-file problem (permissions, corrupt file, passphrase)
-        raise CliError(f"identity in {home}: {exc}", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot create the home directory {home}: {exc.strerror or exc}", EXIT_USAGE) from None
+    return unlock_identity(home, code=EXIT_USAGE)  # asks for the passphrase on a terminal if the key needs one
 
 
 def _open_trust(args: argparse.Namespace, config: PhoneConfig) -> TrustStore:

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.aor import normalize_aor
-from ratchet.errors import IdentityFileError, MalformedAor
+from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
+from voipgw.cli.passphrase import unlock_identity
 from voipgw.names import MAX_NAME, clean_name
 from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import (
     MalformedQrPayload,
     TrustStore,
@@ -55,10 +55,7 @@ def open_trust(args: argparse.Namespace) -> Iterator[TrustStore]:
 
 
 def our_identity(args: argparse.Namespace) -> IdentityKey:
-    try:
-        return load_or_create_identity(args.home, passphrase_from_env())
-    except (IdentityFileError, OSError) as exc:
-        raise CliError(f"identity in {args.home}: {exc}") from None
+    return unlock_identity(args.home)
 
 
 def aor_arg(text: str, what: str = "AOR") -> str:

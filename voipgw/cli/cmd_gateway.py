@@ -17,6 +17,7 @@ from typing import Any
 from ratchet.identity import IdentityKey
 from voipgw.cli.cmd_gateway_contacts import register as register_contacts
 from voipgw.cli.errors import CliError
+from voipgw.cli.passphrase import identity_error_text
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import B2buaSettings, Gateway
 from voipgw.ops import config as ops_config
@@ -26,7 +27,7 @@ from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.sip.uri import hostport
 from voipgw.store.errors import ContactStoreError
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
+from voipgw.store.keyfile import IDENTITY_FILENAME, load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 EXIT_FAILED = 1
@@ -173,8 +174,9 @@ def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, Trus
             try:
                 home.mkdir(parents=True, exist_ok=True, mode=0o700)
                 identities[user.name] = load_or_create_identity(home, passphrase_from_env())
-            except Exception as exc:  # one clear line for any key-file problem
-                raise CliError(f"identity of {user.name} in {home}: {exc}", EXIT_USAGE) from None
+            except Exception as exc:  # one clear line for any key-file problem (a daemon never prompts)
+                text = identity_error_text(exc, home / IDENTITY_FILENAME)
+                raise CliError(f"identity of {user.name}: {text}", EXIT_USAGE) from None
             try:
                 trust[user.name] = TrustStore(home)
             except ContactStoreError as exc:
