@@ -43,18 +43,24 @@ class AudioSink(Protocol):
 
 
 class ArrayPlayer:
-    """Plays a 48 kHz mono int16 array frame by frame; the last frame is zero-padded."""
+    """Plays a 48 kHz mono int16 array frame by frame; the last frame is zero-padded. At the end it stops (None),
+    or with ``then_silence`` goes on with silence frames and sets ``finished`` (a call stays up and keeps sending
+    media, so the peer's no-media watchdog does not hang up)."""
 
-    def __init__(self, pcm: Pcm, *, loop: bool = False, lead_silence: float = 0.0) -> None:
+    def __init__(self, pcm: Pcm, *, loop: bool = False, lead_silence: float = 0.0, then_silence: bool = False) -> None:
         lead = np.zeros(int(lead_silence * SAMPLE_RATE), dtype=np.int16)
         self.pcm = np.concatenate([lead, np.asarray(pcm, dtype=np.int16)])
         self.loop = loop
+        self.then_silence = then_silence
+        self.finished = False
+        """True once the whole array was played (never with ``loop``)."""
         self._pos = 0
 
     def read_frame(self) -> Pcm | None:
         if self._pos >= len(self.pcm):
             if not self.loop or len(self.pcm) == 0:
-                return None
+                self.finished = True
+                return np.zeros(FRAME_SAMPLES, dtype=np.int16) if self.then_silence else None
             self._pos = 0
         chunk = self.pcm[self._pos : self._pos + FRAME_SAMPLES]
         self._pos += FRAME_SAMPLES
@@ -64,6 +70,7 @@ class ArrayPlayer:
 
     def close(self) -> None:
         self._pos = len(self.pcm)
+        self.then_silence = False  # a closed player sends nothing more
 
 
 class WavPlayer(ArrayPlayer):

@@ -64,7 +64,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--username", help="digest user name")
     p.add_argument("--password", help="digest password")
-    p.add_argument("--play", type=Path, metavar="FILE.wav", help="send this file instead of the microphone")
+    p.add_argument(
+        "--play",
+        type=Path,
+        metavar="FILE.wav",
+        help="send this file instead of the microphone, then silence (call without --duration hangs up when the file "
+        "ends; otherwise the call stays up until --duration or a hang-up)",
+    )
     p.add_argument(
         "--record",
         type=Path,
@@ -140,7 +146,11 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
             return Microphone(), Speaker()
         except NoAudioDevice as exc:
             raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
-    source: AudioSource = ArrayPlayer(_played_pcm(args.play)) if args.play is not None else SilenceSource()
+    # After the --play file, silence: the call stays up (until --duration, a hang-up, or for `call` without
+    # --duration a short tail) and the peer keeps receiving media, so it never hangs up for lack of it.
+    source: AudioSource = (
+        ArrayPlayer(_played_pcm(args.play), then_silence=True) if args.play is not None else SilenceSource()
+    )
     sink: AudioSink = MemorySink()
     if args.record is not None:
         path = recording_path(args.record, getattr(args, "recorded_calls", 0))
@@ -378,14 +388,14 @@ class _Ui:
 
 
 async def _follow(
-    call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui, *, end_after_source: bool = False
+    call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui, *, end_after: ArrayPlayer | None = None
 ) -> None:
-    """Run the UI until the call ends, the stop event fires, ``until`` (monotonic) passes, or (with
-    ``end_after_source``) a short tail after the played file ran out."""
+    """Run the UI until the call ends, the stop event fires, ``until`` (monotonic) passes, or (with ``end_after``,
+    a --play file) a short tail after that file was played out."""
     while not call.done.is_set():
         call.poll_session_events()
         ui.update(call)
-        if end_after_source and until is None and call.media is not None and call.media.source_finished.is_set():
+        if until is None and end_after is not None and end_after.finished:
             until = time.monotonic() + TAIL_S
         if stop.is_set() or (until is not None and time.monotonic() >= until):
             call.hangup()
@@ -515,7 +525,8 @@ async def _call_main(args: argparse.Namespace) -> int:
             if call.record.state is CallState.ESTABLISHED:
                 send_dtmf(call, args)
                 until = time.monotonic() + args.duration if args.duration else None
-                await _follow(call, stop, until, ui, end_after_source=until is None and args.play is not None)
+                played = source if isinstance(source, ArrayPlayer) and until is None else None
+                await _follow(call, stop, until, ui, end_after=played)
             elif call.record.trust_warning:
                 ui.update(call, final=True)
         data = _finish(call, phone, args)
