@@ -28,6 +28,7 @@ from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
 from voipgw.trust import (
+    ID_QR_PREFIX,
     MalformedQrPayload,
     TrustStore,
     parse_safety_number_qr,
@@ -154,6 +155,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = csub.add_parser("quarantine", help="move a corrupt contacts.db aside (never deletes) so a new one starts")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     q.set_defaults(func=run_quarantine)
+    from voipgw.cli.cmd_contacts_add import register_add  # imports this module: registered here, imported late
+
+    register_add(csub)
 
     f = sub.add_parser("fingerprint", help="the 60-digit safety number with a contact (and a QR payload)")
     f.add_argument("contact", metavar="AOR")
@@ -167,7 +171,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--aor", help="our AOR (default: the one used in the last call with this contact)")
     group = v.add_mutually_exclusive_group()
     group.add_argument("--safety-number", metavar="DIGITS", help="one-shot: the 60 digits the contact sees")
-    group.add_argument("--qr-payload", metavar="TEXT", help="one-shot: the text of the contact's scanned QR code")
+    group.add_argument(
+        "--qr-payload",
+        metavar="TEXT",
+        help="the text of a scanned QR code: 'voipgw fingerprint --qr' (voipgw-sn:) or the contact's own "
+        "'voipgw id show --qr' (voipgw-id:)",
+    )
     v.add_argument("--yes", action="store_true", help="confirm you compared the numbers (no prompt)")
     v.set_defaults(func=run_verify)
 
@@ -346,6 +355,10 @@ def _mismatch(aor: str, ours: str) -> CliError:
 
 def run_verify(args: argparse.Namespace) -> int:
     aor = aor_arg(args.contact)
+    if args.qr_payload is not None and args.qr_payload.strip().startswith(ID_QR_PREFIX):
+        from voipgw.cli.cmd_contacts_add import verify_by_identity_payload  # that module imports this one
+
+        return verify_by_identity_payload(args, aor)
     me = our_identity(args).public.serialize()
     with open_trust(args) as trust:
         contact = trust.store.require(aor)

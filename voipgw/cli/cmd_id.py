@@ -83,6 +83,7 @@ def run_show(args: argparse.Namespace) -> int:
     if rows:
         payload = identity_qr(rows[0][0], key)
         print(f"QR payload:    {payload}")
+        print("  (others add or verify you before any call with: voipgw contacts add PAYLOAD --verified)")
         if args.qr:
             print_qr(payload)
     elif args.qr:
