@@ -302,7 +302,14 @@ def validate(config: PhoneConfig) -> None:
             raise ConfigError('require_hybrid: needs transport "auto", "tcp" or "tls" (no hybrid offers over UDP)')
 
 
-def load_phone_config(path: Path | None, overrides: dict[str, Any]) -> PhoneConfig:
+DEFAULT_PHONE_CONFIG = "phone.toml"
+"""Read from ``<home>`` by ``call`` and ``listen`` when no --config is given and the file exists."""
+
+
+def load_phone_config(
+    path: Path | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> PhoneConfig:
+    """``defaults`` < the file's settings < ``overrides`` (command-line flags; None values are ignored)."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -318,5 +325,5 @@ def load_phone_config(path: Path | None, overrides: dict[str, Any]) -> PhoneConf
         data = raw.get("phone", raw)
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: [phone] must be a table")
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    data = {**(defaults or {}), **data, **{k: v for k, v in overrides.items() if v is not None}}
     return phone_config_from_mapping(data)

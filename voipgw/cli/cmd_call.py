@@ -26,12 +26,13 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
-from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hostport
+from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
 from voipgw.store.contacts import VerifyMethod
 from voipgw.store.errors import ContactStoreError
+from voipgw.store.history import CallEntry, Direction, add_call
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
@@ -52,7 +53,11 @@ TAIL_S = 0.6
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML configuration (see config/phone.example.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"TOML configuration (see config/phone.example.toml); default: <home>/{DEFAULT_PHONE_CONFIG} if present",
+    )
     p.add_argument("--listen", metavar="HOST:PORT", help="SIP address to bind (default 127.0.0.1:5080)")
     p.add_argument("--aor", help="our address of record (default: USER@HOST of --listen)")
     p.add_argument("--policy", choices=("require", "opportunistic"), help="security policy (default require)")
@@ -120,10 +125,15 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
             overrides["listen_host"], overrides["listen_port"] = parse_hostport(args.listen, "--listen")
         except ConfigError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
+    path = args.config
+    if path is None and (args.home / DEFAULT_PHONE_CONFIG).is_file():
+        path = args.home / DEFAULT_PHONE_CONFIG  # the default config file, read only when present
+        log.info("configuration from %s", path)
     try:
         base_host = overrides.get("listen_host") or "127.0.0.1"
-        overrides["aor"] = args.aor or (None if args.config else f"{getpass.getuser()}@{base_host}")
-        return load_phone_config(args.config, overrides)
+        overrides["aor"] = args.aor
+        defaults = {} if args.config else {"aor": f"{getpass.getuser()}@{base_host}"}
+        return load_phone_config(path, overrides, defaults)
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}", EXIT_USAGE) from None
 
@@ -407,9 +417,32 @@ async def _follow(
     ui.update(call, final=True)
 
 
+def _record_history(call: ActiveCall, phone: Phone, data: dict[str, Any]) -> None:
+    """Add the call to ``voipgw history`` and its summary line to the log file; a store failure costs the history
+    entry (logged), never the call's exit status."""
+    log.info(
+        "call %s %s %s -> %s: %s; security %s; SAS %s; reason %s", data["call_id"], data["direction"],
+        data["local_aor"], data["remote_aor"], data["state"], data["security"], data["sas"], data["reason"],
+    )  # fmt: skip
+    if phone.trust is None:
+        return
+    rec = call.record
+    entry = CallEntry(
+        at=rec.started_at or time.time(), direction=Direction(data["direction"]), local_aor=data["local_aor"] or "",
+        remote_aor=data["remote_aor"] or "", state=data["state"] or "-", security=data["security"],
+        reason=data["reason"] or "", sas=data["sas"], sas_words=tuple(data["sas_words"] or ()),
+        verified=bool(data["verified"]), duration_s=float(data["duration_s"]), call_id=data["call_id"] or "",
+    )  # fmt: skip
+    try:
+        add_call(phone.trust.store, entry)
+    except Exception as exc:
+        log.warning("call %s: not added to the call history: %s", data["call_id"], exc)
+
+
 def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[str, Any]:
     data = summary(call, phone)
     print_summary(data)
+    _record_history(call, phone, data)
     if args.summary_json is not None:
         args.summary_json.write_text(json.dumps(data, indent=2) + "\n")
     if args.tap_wire is not None and call.wire_tap is not None:

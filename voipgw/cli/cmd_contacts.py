@@ -22,6 +22,7 @@ from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
+from voipgw.cli.id_payload import BadIdentityPayload, parse_identity_payload
 from voipgw.cli.passphrase import unlock_identity
 from voipgw.names import MAX_NAME, clean_name
 from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
@@ -155,9 +156,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = csub.add_parser("quarantine", help="move a corrupt contacts.db aside (never deletes) so a new one starts")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     q.set_defaults(func=run_quarantine)
-    from voipgw.cli.cmd_contacts_add import register_add  # imports this module: registered here, imported late
-
-    register_add(csub)
 
     f = sub.add_parser("fingerprint", help="the 60-digit safety number with a contact (and a QR payload)")
     f.add_argument("contact", metavar="AOR")
@@ -353,11 +351,31 @@ def _mismatch(aor: str, ours: str) -> CliError:
     )
 
 
+def verify_by_identity_payload(args: argparse.Namespace, aor: str) -> int:
+    """``verify AOR --qr-payload voipgw-id:...``: verified if the payload is AOR's and carries its stored key (or
+    its changed, blocked key, which is then accepted); anything else changes nothing."""
+    try:
+        given_aor, key = parse_identity_payload(args.qr_payload)
+    except BadIdentityPayload as exc:
+        raise CliError(f"--qr-payload: {exc}") from None
+    if given_aor != aor:
+        raise CliError(f"the QR code is {given_aor}'s, not {aor}'s; nothing changed")
+    with open_trust(args) as trust:
+        contact = trust.store.require(aor)
+        if key not in (contact.identity_key, contact.pending_key):
+            raise CliError(
+                f"the key in the QR code is NOT the one stored for {aor}; {aor} was NOT marked verified (someone may "
+                f"be intercepting your calls, or {aor} changed keys: confirm in person before trusting these calls)"
+            )
+        trust.mark_verified(aor, key, VerifyMethod.QR, now=time.time())
+    new = " (its NEW key, now accepted)" if key == contact.pending_key else ""
+    print(f"{aor} is now VERIFIED (qr){new}; calls with this key show as verified")
+    return 0
+
+
 def run_verify(args: argparse.Namespace) -> int:
     aor = aor_arg(args.contact)
     if args.qr_payload is not None and args.qr_payload.strip().startswith(ID_QR_PREFIX):
-        from voipgw.cli.cmd_contacts_add import verify_by_identity_payload  # that module imports this one
-
         return verify_by_identity_payload(args, aor)
     me = our_identity(args).public.serialize()
     with open_trust(args) as trust:

@@ -25,6 +25,8 @@ _COMMAND_MODULES = (
     "voipgw.cli.cmd_bench",
     "voipgw.cli.cmd_id",
     "voipgw.cli.cmd_contacts",
+    "voipgw.cli.cmd_contacts_add",  # after cmd_contacts: it adds 'contacts add'
+    "voipgw.cli.cmd_history",
     "voipgw.cli.cmd_gateway",
 )
 
@@ -67,14 +69,33 @@ class HomeLogHandler(logging.Handler):
         super().close()
 
 
+class _TerminalFilter(logging.Filter):
+    """Keeps the CLI's own INFO lines (each call's summary, its SAS) out of the terminal unless -v: they are for
+    the log file, and the terminal already shows them in its own words."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or not record.name.startswith("voipgw.cli")
+
+
 def setup_logging(home: Path, verbose: int, quiet: bool) -> HomeLogHandler:
-    """Log lines to stderr (WARNING; INFO with -v, DEBUG with -vv; ERROR only with --quiet) and the same lines to
-    ``<home>/voipgw.log``; returns the file handler (the crash log writes there alone)."""
+    """Log lines to stderr (WARNING; INFO with -v, DEBUG with -vv; ERROR only with --quiet) and to
+    ``<home>/voipgw.log`` (the same, plus every call's summary line); returns the file handler (the crash log
+    writes there alone)."""
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format=_LOG_FORMAT)
     root = logging.getLogger()
-    if quiet:
-        for handler in root.handlers:
+    logging.getLogger("voipgw.cli").setLevel(min(level, logging.INFO))
+    for handler in root.handlers:
+        if isinstance(handler, HomeLogHandler) or type(handler) is not logging.StreamHandler:
+            continue
+        for stale in [f for f in handler.filters if isinstance(f, _TerminalFilter)]:
+            handler.removeFilter(stale)
+        handler.addFilter(_TerminalFilter(level))
+        if quiet:
             handler.setLevel(logging.ERROR)
     for old in [h for h in root.handlers if isinstance(h, HomeLogHandler)]:  # main() run again in one process
         root.removeHandler(old)
