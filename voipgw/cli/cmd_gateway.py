@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
-    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status,contacts}")
+    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status,check,contacts}")
     st = gsub.add_parser("status", help="registrations and active calls of the running gateway")
     st.add_argument("--json", action="store_true", help="the raw status object")
     where = st.add_mutually_exclusive_group()
@@ -99,6 +99,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout", type=positive_seconds, default=5.0, metavar="S", help="how long to wait for the answer"
     )
     st.set_defaults(func=run_status)
+    ck = gsub.add_parser(
+        "check",
+        help="validate a gateway config file without starting: keys, values, ports free, PBX resolves and answers",
+        epilog="exit status: 0 the file is usable (one 'ok: ...' line); 2 it is not (one line naming the setting)",
+    )
+    ck.add_argument("file", type=Path, metavar="FILE", help="the gateway TOML file (see config/gateway.example.toml)")
+    ck.add_argument(
+        "--offline", action="store_true", help="skip the network checks (PBX name resolution and the OPTIONS probe)"
+    )
+    ck.set_defaults(func=run_check)
     register_contacts(gsub)
 
 
@@ -169,6 +179,8 @@ def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, Trus
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
     try:
+        with contextlib.suppress(OSError):  # a failure shows below, naming the user's folder
+            (config.home / "users").mkdir(parents=True, exist_ok=True, mode=0o700)
         for user in config.users:
             home = config.home / "users" / user.name
             try:
@@ -280,9 +292,39 @@ async def _main_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_check(args: argparse.Namespace) -> int:
+    """``voipgw gateway check FILE``: what ``gateway --config FILE`` checks before it starts, without starting."""
+    try:
+        config = ops_config.load_gateway_config(args.file)
+        ops_config.preflight(config, resolve=not args.offline)
+        if not args.offline:
+            ops_config.check_pbx(config)
+    except ops_config.ConfigError as exc:
+        raise CliError(f"{args.file}: {exc}", EXIT_USAGE) from None
+    fmt = ops_config.format_hostport
+    metrics = fmt(config.metrics.address) if config.metrics.enabled else "off"
+    pbx = fmt(config.outside.registrar) if config.outside.registrar is not None else "none"
+    print(
+        f"ok: {len(config.users)} user(s), inside SIP on {fmt(config.inside.listen)}, outside SIP on "
+        f"{fmt(config.outside.listen or config.inside.listen)} -> PBX {pbx}, metrics {metrics}"
+        + (" (network checks skipped)" if args.offline else "")
+    )
+    return 0
+
+
+def _private_home(home: Path) -> None:
+    """Create the gateway home 0700 (it holds every user's key folder and the control socket); an existing one is
+    left as it is. A parent created on the way for users/ would otherwise get the umask's 0755."""
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise CliError(f"cannot create the gateway home {home}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+
 def run_gateway(args: argparse.Namespace) -> int:
     import uvloop
 
+    _private_home(args.home)
     if args.config is not None:
         given = [f"--{name.replace('_', '-')}" for name in FLAG_ONLY if getattr(args, name)]
         if given:
