@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ratchet.errors import PassphraseRequired, WrongPassphrase
 from ratchet.identity import IdentityKey
 from voipgw.cli.cmd_gateway_contacts import register as register_contacts
 from voipgw.cli.errors import CliError
@@ -186,9 +187,11 @@ def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, Trus
             try:
                 home.mkdir(parents=True, exist_ok=True, mode=0o700)
                 identities[user.name] = load_or_create_identity(home, passphrase_from_env())
-            except Exception as exc:  # one clear line for any key-file problem (a daemon never prompts)
+            except (PassphraseRequired, WrongPassphrase) as exc:  # a daemon never prompts: name the variable
                 text = identity_error_text(exc, home / IDENTITY_FILENAME)
                 raise CliError(f"identity of {user.name}: {text}", EXIT_USAGE) from None
+            except Exception as exc:  # one clear line for any other key-file problem
+                raise CliError(f"identity of {user.name} in {home}: {exc}", EXIT_USAGE) from None
             try:
                 trust[user.name] = TrustStore(home)
             except ContactStoreError as exc:
