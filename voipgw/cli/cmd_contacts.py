@@ -89,7 +89,8 @@ def print_qr(payload: str) -> None:
 
 
 def fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    """``2026-12-07 16:05 CET``: the user's local time and zone (``--json`` keeps epoch seconds)."""
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ts))
 
 
 def contact_state(c: Contact) -> str:
