@@ -39,6 +39,10 @@ crash_log = logging.getLogger("voipgw.crash")
 """The detail (traceback) of unexpected errors: written to the log file only, never to the terminal."""
 
 
+MAX_LOG_BYTES = 5 * 1024 * 1024
+"""Past this size the log file is moved to ``voipgw.log.1`` (replacing the previous one) when next opened."""
+
+
 class HomeLogHandler(logging.Handler):
     """Appends to ``<home>/voipgw.log`` (mode 0600), opened on the first record and only if the home directory
     exists by then (a command that fails before creating it leaves nothing behind). Never raises."""
@@ -54,6 +58,9 @@ class HomeLogHandler(logging.Handler):
             if self._stream is None:
                 if not self.path.parent.is_dir():
                     return
+                with contextlib.suppress(OSError):
+                    if self.path.stat().st_size > MAX_LOG_BYTES:
+                        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
                 self._stream = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
             self._stream.write(self.format(record) + "\n")
@@ -81,10 +88,10 @@ class _TerminalFilter(logging.Filter):
         return record.levelno >= self.level or not record.name.startswith("voipgw.cli")
 
 
-def setup_logging(home: Path, verbose: int, quiet: bool) -> HomeLogHandler:
-    """Log lines to stderr (WARNING; INFO with -v, DEBUG with -vv; ERROR only with --quiet) and to
+def setup_logging(home: Path, verbose: int, quiet: bool, to_file: bool = True) -> HomeLogHandler:
+    """Log lines to stderr (WARNING; INFO with -v, DEBUG with -vv; ERROR only with --quiet) and, ``to_file``, to
     ``<home>/voipgw.log`` (the same, plus every call's summary line); returns the file handler (the crash log
-    writes there alone)."""
+    writes there in any case)."""
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format=_LOG_FORMAT)
     root = logging.getLogger()
@@ -101,7 +108,8 @@ def setup_logging(home: Path, verbose: int, quiet: bool) -> HomeLogHandler:
         root.removeHandler(old)
         old.close()
     file_handler = HomeLogHandler(home)
-    root.addHandler(file_handler)
+    if to_file:
+        root.addHandler(file_handler)
     crash_log.propagate = False
     crash_log.handlers = [file_handler]
     return file_handler
@@ -169,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose += getattr(args, "verbose_after", 0)
     if args.home is None:
         args.home = default_home()
-    file_log = setup_logging(args.home, args.verbose, args.quiet)
+    # The gateway's log lines are the operator's (stderr / journald, redacted by voipgw.ops.logs): only its
+    # unexpected-error detail goes to the file.
+    file_log = setup_logging(args.home, args.verbose, args.quiet, to_file=args.command != "gateway")
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
