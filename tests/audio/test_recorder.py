@@ -38,7 +38,17 @@ def test_recording_is_private_even_over_an_existing_public_file(tmp_path: Path) 
     path.write_bytes(b"old recording" * 1000)
     path.chmod(0o644)
     rec = WavRecorder(path)
+    assert path.stat().st_mode & 0o777 == 0o600  # at once, before any audio is written
+    rec.write_frame(_frame(0))
     rec.close()
     assert path.stat().st_mode & 0o777 == 0o600
     samples, _ = read_wav_raw(path)
-    assert samples.shape == (0, 1)  # truncated: nothing of the old file is left behind the new header
+    assert samples.shape == (FRAME_SAMPLES, 1)  # truncated: nothing of the old file is left behind the new one
+
+
+def test_a_recording_without_any_frame_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "refused.wav"
+    rec = WavRecorder(path)
+    assert path.exists()
+    rec.close()
+    assert not path.exists()

@@ -145,7 +145,8 @@ RECORD_FLUSH_FRAMES = 50
 class WavRecorder:
     """Streams a 48 kHz mono 16-bit WAV to ``path`` (created or truncated at once, mode 0600): the frames go out
     about once a second and the header's sizes are updated each time, so the file is a valid WAV of everything up
-    to the last flush even if the process is killed. Opening raises OSError (the caller checks before a call)."""
+    to the last flush even if the process is killed. Opening raises OSError (the caller checks before a call).
+    Closed without any frame, the file is removed."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -185,7 +186,11 @@ class WavRecorder:
             self.error = exc
 
     def close(self) -> None:
+        """Write what is left; a recording that never got a frame (a call refused or failed before any media) is
+        removed rather than left as an empty file."""
         if self._fh.closed:
             return
         self._flush()
         self._fh.close()
+        if self.frames == 0:
+            self.path.unlink(missing_ok=True)

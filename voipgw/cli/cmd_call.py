@@ -173,11 +173,11 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
 
 
 def recording_path(path: Path, calls_before: int) -> Path:
-    """The file for the next recording: ``path`` for the first call of this process, then ``NAME-2.wav``,
-    ``NAME-3.wav``... (the first free number), so a listener never overwrites an earlier call."""
+    """The file for the next recording: ``path`` for the first call of this process, then the first free one of
+    ``NAME-2.wav``, ``NAME-3.wav``..., so a listener never overwrites an earlier call (or an earlier run's)."""
     if calls_before == 0:
         return path
-    n = calls_before + 1
+    n = 2
     while (candidate := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
         n += 1
     return candidate
