@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voipgw",
         description="End-to-end encrypted SIP calls: softphone, gateway and safety-number tools.",
         epilog=f"Global options may also follow the command (voipgw contacts --home DIR). Log lines go to stderr "
-        f"and to <home>/{LOG_FILENAME}. An unexpected error prints one 'voipgw: error: ...' line (exit 1) and its "
+        f"and to <home>/{LOG_FILENAME} (the gateway: stderr only). call and listen read <home>/phone.toml when "
+        "no --config is given. An unexpected error prints one 'voipgw: error: ...' line (exit 1) and its "
         f"detail goes to that file; {DEBUG_ENV}=1 shows the Python traceback instead (for developers). "
         "VOIPGW_PASSPHRASE unlocks a passphrase-protected identity key without a prompt.",
     )
@@ -133,11 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home",
         type=Path,
+        metavar="DIR",
         default=None,
         help="state directory (identity, contacts, call history, log file voipgw.log); default: $XDG_DATA_HOME/voipgw",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on the terminal (no status line)")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no live call status line and no log lines below ERROR on the terminal (the SAS, a key-change warning and the "
+        "call summary are still shown)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import importlib
 
