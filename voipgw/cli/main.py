@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quiet",
         action="store_true",
-        help="no live call status line and no log lines below ERROR on the terminal (the SAS, a key-change warning and the "
-        "call summary are still shown)",
+        help="no live call status line and no log lines below ERROR on the terminal (the SAS, a key-change "
+        "warning and the call summary are still shown)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import importlib
