@@ -302,17 +302,28 @@ def validate(config: PhoneConfig) -> None:
             raise ConfigError('require_hybrid: needs transport "auto", "tcp" or "tls" (no hybrid offers over UDP)')
 
 
-def load_phone_config(path: Path | None, overrides: dict[str, Any]) -> PhoneConfig:
+DEFAULT_PHONE_CONFIG = "phone.toml"
+"""Read from ``<home>`` by ``call`` and ``listen`` when no --config is given and the file exists."""
+
+
+def load_phone_config(
+    path: Path | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> PhoneConfig:
+    """``defaults`` < the file's settings < ``overrides`` (command-line flags; None values are ignored)."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path}: is a directory (give the TOML file)") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
         data = raw.get("phone", raw)
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: [phone] must be a table")
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    data = {**(defaults or {}), **data, **{k: v for k, v in overrides.items() if v is not None}}
     return phone_config_from_mapping(data)

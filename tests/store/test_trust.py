@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,11 @@ def test_the_seam_with_real_handshakes_and_an_impostor(tmp_path: Path) -> None:
         assert v.previous_safety_number == expected and v.safety_number != expected
 
 
-def test_sas_mismatch_is_recorded_and_unverifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sas_mismatch_is_recorded_and_unverifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # times are shown in local time: pin the zone
+    time.tzset()
     me, bob = load_or_create_identity(tmp_path).public.serialize(), _key()
     with TrustStore(tmp_path) as trust:
         trust.evaluate(ALICE, BOB, bob, local_key=me, now=1.0)

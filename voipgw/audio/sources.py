@@ -1,12 +1,14 @@
 """Audio sources and sinks for a media stream, one 20 ms frame (960 int16 samples at 48 kHz) at a time.
 
 Sources: a WAV/array player, a tone generator, silence. Sinks: memory and a WAV recorder.
-Devices (``device.py``) follow the same protocols. Never blocks the loop (no file I/O per frame).
+Devices (``device.py``) follow the same protocols. Never blocks the loop: the recorder writes to its file about
+once a second (one append to the page cache), never once per frame.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +17,7 @@ import numpy as np
 
 from voipgw.audio.opus import FRAME_SAMPLES, SAMPLE_RATE
 from voipgw.audio.pcm import Pcm
-from voipgw.audio.wav import read_wav, write_wav
+from voipgw.audio.wav import read_wav, wav_header
 
 
 def speech_sample() -> Path:
@@ -41,18 +43,24 @@ class AudioSink(Protocol):
 
 
 class ArrayPlayer:
-    """Plays a 48 kHz mono int16 array frame by frame; the last frame is zero-padded."""
+    """Plays a 48 kHz mono int16 array frame by frame; the last frame is zero-padded. At the end it stops (None),
+    or with ``then_silence`` goes on with silence frames and sets ``finished`` (a call stays up and keeps sending
+    media, so the peer's no-media watchdog does not hang up)."""
 
-    def __init__(self, pcm: Pcm, *, loop: bool = False, lead_silence: float = 0.0) -> None:
+    def __init__(self, pcm: Pcm, *, loop: bool = False, lead_silence: float = 0.0, then_silence: bool = False) -> None:
         lead = np.zeros(int(lead_silence * SAMPLE_RATE), dtype=np.int16)
         self.pcm = np.concatenate([lead, np.asarray(pcm, dtype=np.int16)])
         self.loop = loop
+        self.then_silence = then_silence
+        self.finished = False
+        """True once the whole array was played (never with ``loop``)."""
         self._pos = 0
 
     def read_frame(self) -> Pcm | None:
         if self._pos >= len(self.pcm):
             if not self.loop or len(self.pcm) == 0:
-                return None
+                self.finished = True
+                return np.zeros(FRAME_SAMPLES, dtype=np.int16) if self.then_silence else None
             self._pos = 0
         chunk = self.pcm[self._pos : self._pos + FRAME_SAMPLES]
         self._pos += FRAME_SAMPLES
@@ -62,6 +70,7 @@ class ArrayPlayer:
 
     def close(self) -> None:
         self._pos = len(self.pcm)
+        self.then_silence = False  # a closed player sends nothing more
 
 
 class WavPlayer(ArrayPlayer):
@@ -127,15 +136,61 @@ class MemorySink:
         return None
 
 
-class WavRecorder(MemorySink):
-    """Records to memory and writes a 48 kHz mono 16-bit WAV on close (no file I/O in the media tick)."""
+RECORD_FILE_MODE = 0o600
+"""Recordings are private: what the other side said is as sensitive as the key files (mode 0600 as well)."""
+RECORD_FLUSH_FRAMES = 50
+"""Frames (1 s) gathered in memory between two appends to the file; a crash loses at most this much."""
+
+
+class WavRecorder:
+    """Streams a 48 kHz mono 16-bit WAV to ``path`` (created or truncated at once, mode 0600): the frames go out
+    about once a second and the header's sizes are updated each time, so the file is a valid WAV of everything up
+    to the last flush even if the process is killed. Opening raises OSError (the caller checks before a call).
+    Closed without any frame, the file is removed."""
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__()
         self.path = Path(path)
-        self._written = False
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), RECORD_FILE_MODE)
+        try:
+            os.fchmod(fd, RECORD_FILE_MODE)  # an existing file keeps its old mode through O_TRUNC otherwise
+            self._fh = os.fdopen(fd, "r+b", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fh.write(wav_header(0))
+        self._pending: list[bytes] = []
+        self._data_bytes = 0
+        self.frames = 0
+        self.error: OSError | None = None
+        """The first write failure (disk full...): recording stops there, the call goes on."""
+
+    def write_frame(self, pcm: Pcm) -> None:
+        self._pending.append(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+        self.frames += 1
+        if len(self._pending) >= RECORD_FLUSH_FRAMES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending or self._fh.closed or self.error is not None:
+            self._pending.clear()
+            return
+        body = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            self._fh.seek(0, os.SEEK_END)
+            self._fh.write(body)
+            self._data_bytes += len(body)
+            self._fh.seek(0)
+            self._fh.write(wav_header(self._data_bytes))
+        except OSError as exc:
+            self.error = exc
 
     def close(self) -> None:
-        if not self._written:
-            self._written = True
-            write_wav(self.path, self.pcm)
+        """Write what is left; a recording that never got a frame (a call refused or failed before any media) is
+        removed rather than left as an empty file."""
+        if self._fh.closed:
+            return
+        self._flush()
+        self._fh.close()
+        if self.frames == 0:
+            self.path.unlink(missing_ok=True)

@@ -163,9 +163,14 @@ def read_wav(path: str | Path, rate: int = TARGET_RATE) -> Pcm:
     return float_to_int16(resample(mono, rate_in, rate))
 
 
+def wav_header(data_bytes: int, rate: int = TARGET_RATE) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM WAV whose data chunk holds ``data_bytes`` bytes."""
+    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, _PCM, 1, rate, rate * 2, 2, 16)
+    return header + fmt + b"data" + struct.pack("<I", data_bytes)
+
+
 def write_wav(path: str | Path, pcm: Pcm, rate: int = TARGET_RATE) -> None:
     """Write mono 16-bit PCM."""
     body = np.ascontiguousarray(pcm, dtype="<i2").tobytes()
-    header = b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVE"
-    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, _PCM, 1, rate, rate * 2, 2, 16)
-    Path(path).write_bytes(header + fmt + b"data" + struct.pack("<I", len(body)) + body)
+    Path(path).write_bytes(wav_header(len(body), rate) + body)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ratchet.aor import normalize_aor
+from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number
 from voipgw.audio.device import NoAudioDevice
 from voipgw.audio.pcm import Pcm
@@ -23,13 +25,14 @@ from voipgw.audio.sources import ArrayPlayer, AudioSink, AudioSource, MemorySink
 from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
-from voipgw.config import ConfigError, PhoneConfig, load_phone_config, parse_hostport
+from voipgw.cli.passphrase import unlock_identity
+from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
 from voipgw.store.contacts import VerifyMethod
 from voipgw.store.errors import ContactStoreError
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
+from voipgw.store.history import CallEntry, Direction, add_call
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
@@ -50,7 +53,11 @@ TAIL_S = 0.6
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML configuration (see config/phone.example.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"TOML configuration (see config/phone.example.toml); default: <home>/{DEFAULT_PHONE_CONFIG} if present",
+    )
     p.add_argument("--listen", metavar="HOST:PORT", help="SIP address to bind (default 127.0.0.1:5080)")
     p.add_argument("--aor", help="our address of record (default: USER@HOST of --listen)")
     p.add_argument("--policy", choices=("require", "opportunistic"), help="security policy (default require)")
@@ -62,8 +69,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--username", help="digest user name")
     p.add_argument("--password", help="digest password")
-    p.add_argument("--play", type=Path, metavar="FILE.wav", help="send this file instead of the microphone")
-    p.add_argument("--record", type=Path, metavar="FILE.wav", help="record what we hear instead of playing it")
+    p.add_argument(
+        "--play",
+        type=Path,
+        metavar="FILE.wav",
+        help="send this file instead of the microphone, then silence (call without --duration hangs up when the file "
+        "ends; otherwise the call stays up until --duration or a hang-up)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE.wav",
+        help="record what we hear instead of playing it (mode 0600, written as the call goes; with listen, "
+        "later calls go to FILE-2.wav, FILE-3.wav...: never overwritten)",
+    )
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="write the call summary as JSON here")
     p.add_argument("--tap-wire", type=Path, metavar="FILE", help=argparse.SUPPRESS)  # demo: raw RTP payloads
     p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # baseline: no key exchange at all
@@ -106,10 +125,15 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
             overrides["listen_host"], overrides["listen_port"] = parse_hostport(args.listen, "--listen")
         except ConfigError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
+    path = args.config
+    if path is None and (args.home / DEFAULT_PHONE_CONFIG).is_file():
+        path = args.home / DEFAULT_PHONE_CONFIG  # the default config file, read only when present
+        log.info("configuration from %s", path)
     try:
         base_host = overrides.get("listen_host") or "127.0.0.1"
-        overrides["aor"] = args.aor or (None if args.config else f"{getpass.getuser()}@{base_host}")
-        return load_phone_config(args.config, overrides)
+        overrides["aor"] = args.aor
+        defaults = {} if args.config else {"aor": f"{getpass.getuser()}@{base_host}"}
+        return load_phone_config(path, overrides, defaults)
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}", EXIT_USAGE) from None
 
@@ -132,9 +156,61 @@ def audio_io(args: argparse.Namespace) -> tuple[AudioSource, AudioSink]:
             return Microphone(), Speaker()
         except NoAudioDevice as exc:
             raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
-    source: AudioSource = ArrayPlayer(_played_pcm(args.play)) if args.play is not None else SilenceSource()
-    sink: AudioSink = WavRecorder(args.record) if args.record is not None else MemorySink()
+    # After the --play file, silence: the call stays up (until --duration, a hang-up, or for `call` without
+    # --duration a short tail) and the peer keeps receiving media, so it never hangs up for lack of it.
+    source: AudioSource = (
+        ArrayPlayer(_played_pcm(args.play), then_silence=True) if args.play is not None else SilenceSource()
+    )
+    sink: AudioSink = MemorySink()
+    if args.record is not None:
+        path = recording_path(args.record, getattr(args, "recorded_calls", 0))
+        try:
+            sink = WavRecorder(path)
+        except OSError as exc:
+            raise CliError(f"--record {path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE) from None
+        args.recorded_calls = getattr(args, "recorded_calls", 0) + 1
     return source, sink
+
+
+def recording_path(path: Path, calls_before: int) -> Path:
+    """The file for the next recording: ``path`` for the first call of this process, then the first free one of
+    ``NAME-2.wav``, ``NAME-3.wav``..., so a listener never overwrites an earlier call (or an earlier run's)."""
+    if calls_before == 0:
+        return path
+    n = 2
+    while (candidate := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def check_record_path(path: Path) -> None:
+    """Refuse a --record file that cannot be written, before anything is dialled or announced (exit status 2):
+    a directory, a missing parent, or one where creating the file fails (read-only, permissions, immutable)."""
+    if path.is_dir():
+        raise CliError(f"--record {path}: is a directory (give a file name, e.g. {path / 'call.wav'})", EXIT_USAGE)
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"--record {path}: directory {parent} does not exist", EXIT_USAGE)
+    existed = path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise CliError(f"--record {path}: cannot write it ({exc.strerror or exc})", EXIT_USAGE) from None
+    os.close(fd)
+    if not existed:
+        path.unlink(missing_ok=True)  # a probe only: the file appears when a call is answered
+
+
+def check_devices(args: argparse.Namespace) -> None:
+    """Without --play/--record, refuse to start (exit status 3) when there is no microphone or speaker: a listener
+    must not announce itself and then fail its first call."""
+    if args.play is None and args.record is None:
+        from voipgw.audio.device import check_audio_devices
+
+        try:
+            check_audio_devices(need_input=True, need_output=True)
+        except NoAudioDevice as exc:
+            raise CliError(f"{exc}", EXIT_NO_AUDIO) from None
 
 
 def peer_text(rec: CallRecord, name: str | None) -> str:
@@ -209,8 +285,10 @@ class _Ui:
     """Status output (a rewritten line on a terminal, a line every few seconds otherwise) and, on a terminal,
     the in-call verification keys: ``v`` = the SAS matched, ``x`` = it did not (hang up, record a warning)."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, phone: Phone, quiet: bool = False) -> None:
         self.phone = phone
+        self.quiet = quiet
+        """--quiet: no live status line (warnings, the SAS and the summary are still shown)."""
         self.tty = sys.stderr.isatty()
         self.keys = sys.stdin.isatty() and phone.trust is not None
         self._last = 0.0
@@ -309,6 +387,8 @@ class _Ui:
             print("\n" + text, file=sys.stderr, flush=True)
             log.info("call %s: %s", rec.call_id, text.replace("\n", "; "))
         now = time.monotonic()
+        if self.quiet:
+            return
         if self.tty:
             line = status_line(call, self._peer_name(call))
             print("\r" + line.ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
@@ -318,14 +398,14 @@ class _Ui:
 
 
 async def _follow(
-    call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui, *, end_after_source: bool = False
+    call: ActiveCall, stop: asyncio.Event, until: float | None, ui: _Ui, *, end_after: ArrayPlayer | None = None
 ) -> None:
-    """Run the UI until the call ends, the stop event fires, ``until`` (monotonic) passes, or (with
-    ``end_after_source``) a short tail after the played file ran out."""
+    """Run the UI until the call ends, the stop event fires, ``until`` (monotonic) passes, or (with ``end_after``,
+    a --play file) a short tail after that file was played out."""
     while not call.done.is_set():
         call.poll_session_events()
         ui.update(call)
-        if end_after_source and until is None and call.media is not None and call.media.source_finished.is_set():
+        if until is None and end_after is not None and end_after.finished:
             until = time.monotonic() + TAIL_S
         if stop.is_set() or (until is not None and time.monotonic() >= until):
             call.hangup()
@@ -337,9 +417,32 @@ async def _follow(
     ui.update(call, final=True)
 
 
+def _record_history(call: ActiveCall, phone: Phone, data: dict[str, Any]) -> None:
+    """Add the call to ``voipgw history`` and its summary line to the log file; a store failure costs the history
+    entry (logged), never the call's exit status."""
+    log.info(
+        "call %s %s %s -> %s: %s; security %s; SAS %s; reason %s", data["call_id"], data["direction"],
+        data["local_aor"], data["remote_aor"], data["state"], data["security"], data["sas"], data["reason"],
+    )  # fmt: skip
+    if phone.trust is None:
+        return
+    rec = call.record
+    entry = CallEntry(
+        at=rec.started_at or time.time(), direction=Direction(data["direction"]), local_aor=data["local_aor"] or "",
+        remote_aor=data["remote_aor"] or "", state=data["state"] or "-", security=data["security"],
+        reason=data["reason"] or "", sas=data["sas"], sas_words=tuple(data["sas_words"] or ()),
+        verified=bool(data["verified"]), duration_s=float(data["duration_s"]), call_id=data["call_id"] or "",
+    )  # fmt: skip
+    try:
+        add_call(phone.trust.store, entry)
+    except Exception as exc:
+        log.warning("call %s: not added to the call history: %s", data["call_id"], exc)
+
+
 def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[str, Any]:
     data = summary(call, phone)
     print_summary(data)
+    _record_history(call, phone, data)
     if args.summary_json is not None:
         args.summary_json.write_text(json.dumps(data, indent=2) + "\n")
     if args.tap_wire is not None and call.wire_tap is not None:
@@ -381,9 +484,9 @@ def _load_identity(args: argparse.Namespace) -> Any:
     home: Path = args.home
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return load_or_create_identity(home, passphrase_from_env())
-    except Exception as exc:  # a clear line for any key-file problem (permissions, corrupt file, passphrase)
-        raise CliError(f"identity in {home}: {exc}", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot create the home directory {home}: {exc.strerror or exc}", EXIT_USAGE) from None
+    return unlock_identity(home, code=EXIT_USAGE)  # asks for the passphrase on a terminal if the key needs one
 
 
 def _open_trust(args: argparse.Namespace, config: PhoneConfig) -> TrustStore:
@@ -410,8 +513,23 @@ async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | N
     return phone
 
 
+def check_uri(uri: str) -> None:
+    """Refuse a target that is not a SIP URI or address before anything starts (exit status 2)."""
+    try:
+        normalize_aor(uri)
+    except MalformedAor as exc:
+        raise CliError(
+            f"{uri!r} is not a SIP URI ({exc.detail or 'malformed'}); "
+            "e.g. sip:bob@example.org or sip:bob@127.0.0.1:5082",
+            EXIT_USAGE,
+        ) from None
+
+
 async def _call_main(args: argparse.Namespace) -> int:
+    check_uri(args.uri)
     config = phone_config(args)
+    if args.record is not None:
+        check_record_path(args.record)
     check_dtmf_args(args)
     identity = _load_identity(args)
     source, sink = audio_io(args)
@@ -436,11 +554,12 @@ async def _call_main(args: argparse.Namespace) -> int:
             phone.cancel_pending()
         stopper.cancel()
         call = await placing
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             if call.record.state is CallState.ESTABLISHED:
                 send_dtmf(call, args)
                 until = time.monotonic() + args.duration if args.duration else None
-                await _follow(call, stop, until, ui, end_after_source=until is None and args.play is not None)
+                played = source if isinstance(source, ArrayPlayer) and until is None else None
+                await _follow(call, stop, until, ui, end_after=played)
             elif call.record.trust_warning:
                 ui.update(call, final=True)
         data = _finish(call, phone, args)
@@ -462,10 +581,13 @@ async def _listen_main(args: argparse.Namespace) -> int:
     identity = _load_identity(args)
     if args.play is not None:
         _played_pcm(args.play)  # fail early on a bad file, and keep it out of every call's setup time
+    if args.record is not None:
+        check_record_path(args.record)
     stop = asyncio.Event()
     _install_signals(stop)
     trust = _open_trust(args, config)
     try:
+        check_devices(args)  # after the identity and store checks (their errors come first), before announcing
         phone = await _start_phone(config, identity, trust)
     except BaseException:
         trust.close()
@@ -533,14 +655,19 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
     if gone is not None:
         call = phone.missed(incoming, f"cancelled by the caller ({gone})")
     else:
-        source, sink = audio_io(args)
+        try:
+            source, sink = audio_io(args)
+        except CliError as exc:  # e.g. the sound card went away since start-up: refuse this call, keep listening
+            log.error("call %s from %s refused: %s", incoming.call_id, incoming.from_aor, exc)
+            incoming.reject(480, "Temporarily Unavailable", "voipgw: the callee's audio device is unavailable")
+            return EXIT_CALL_FAILED
         call = await phone.answer(incoming, source=source, sink=sink, tap_wire=args.tap_wire is not None)
     if call.record.state is CallState.ESTABLISHED:
         send_dtmf(call, args)
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             await _follow(call, stop, None, ui)
     elif call.record.trust_warning:
-        with _Ui(phone) as ui:
+        with _Ui(phone, args.quiet) as ui:
             ui.update(call, final=True)
     data = _finish(call, phone, args)
     for closer in (source, sink):

@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.aor import normalize_aor
-from ratchet.errors import IdentityFileError, MalformedAor
+from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number
 from ratchet.identity import IdentityKey
 from voipgw.cli.errors import CliError
+from voipgw.cli.id_payload import BadIdentityPayload, parse_identity_payload
+from voipgw.cli.passphrase import unlock_identity
 from voipgw.names import MAX_NAME, clean_name
 from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import (
+    ID_QR_PREFIX,
     MalformedQrPayload,
     TrustStore,
     parse_safety_number_qr,
@@ -55,10 +57,7 @@ def open_trust(args: argparse.Namespace) -> Iterator[TrustStore]:
 
 
 def our_identity(args: argparse.Namespace) -> IdentityKey:
-    try:
-        return load_or_create_identity(args.home, passphrase_from_env())
-    except (IdentityFileError, OSError) as exc:
-        raise CliError(f"identity in {args.home}: {exc}") from None
+    return unlock_identity(args.home)
 
 
 def aor_arg(text: str, what: str = "AOR") -> str:
@@ -90,7 +89,8 @@ def print_qr(payload: str) -> None:
 
 
 def fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    """``2026-12-07 16:05 CET``: the user's local time and zone (``--json`` keeps epoch seconds)."""
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ts))
 
 
 def contact_state(c: Contact) -> str:
@@ -170,7 +170,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--aor", help="our AOR (default: the one used in the last call with this contact)")
     group = v.add_mutually_exclusive_group()
     group.add_argument("--safety-number", metavar="DIGITS", help="one-shot: the 60 digits the contact sees")
-    group.add_argument("--qr-payload", metavar="TEXT", help="one-shot: the text of the contact's scanned QR code")
+    group.add_argument(
+        "--qr-payload",
+        metavar="TEXT",
+        help="the text of a scanned QR code: 'voipgw fingerprint --qr' (voipgw-sn:) or the contact's own "
+        "'voipgw id show --qr' (voipgw-id:)",
+    )
     v.add_argument("--yes", action="store_true", help="confirm you compared the numbers (no prompt)")
     v.set_defaults(func=run_verify)
 
@@ -347,8 +352,32 @@ def _mismatch(aor: str, ours: str) -> CliError:
     )
 
 
+def verify_by_identity_payload(args: argparse.Namespace, aor: str) -> int:
+    """``verify AOR --qr-payload voipgw-id:...``: verified if the payload is AOR's and carries its stored key (or
+    its changed, blocked key, which is then accepted); anything else changes nothing."""
+    try:
+        given_aor, key = parse_identity_payload(args.qr_payload)
+    except BadIdentityPayload as exc:
+        raise CliError(f"--qr-payload: {exc}") from None
+    if given_aor != aor:
+        raise CliError(f"the QR code is {given_aor}'s, not {aor}'s; nothing changed")
+    with open_trust(args) as trust:
+        contact = trust.store.require(aor)
+        if key not in (contact.identity_key, contact.pending_key):
+            raise CliError(
+                f"the key in the QR code is NOT the one stored for {aor}; {aor} was NOT marked verified (someone may "
+                f"be intercepting your calls, or {aor} changed keys: confirm in person before trusting these calls)"
+            )
+        trust.mark_verified(aor, key, VerifyMethod.QR, now=time.time())
+    new = " (its NEW key, now accepted)" if key == contact.pending_key else ""
+    print(f"{aor} is now VERIFIED (qr){new}; calls with this key show as verified")
+    return 0
+
+
 def run_verify(args: argparse.Namespace) -> int:
     aor = aor_arg(args.contact)
+    if args.qr_payload is not None and args.qr_payload.strip().startswith(ID_QR_PREFIX):
+        return verify_by_identity_payload(args, aor)
     me = our_identity(args).public.serialize()
     with open_trust(args) as trust:
         contact = trust.store.require(aor)

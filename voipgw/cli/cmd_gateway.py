@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ratchet.errors import PassphraseRequired, WrongPassphrase
 from ratchet.identity import IdentityKey
 from voipgw.cli.cmd_gateway_contacts import register as register_contacts
 from voipgw.cli.errors import CliError
+from voipgw.cli.passphrase import identity_error_text
 from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import B2buaSettings, Gateway
 from voipgw.ops import config as ops_config
@@ -26,7 +28,7 @@ from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.sip.uri import hostport
 from voipgw.store.errors import ContactStoreError
-from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
+from voipgw.store.keyfile import IDENTITY_FILENAME, load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
 
 EXIT_FAILED = 1
@@ -86,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--no-answer-timeout", type=float, default=30.0, metavar="S", help="ringing limit per leg")
     g.add_argument("--snapshot-json", type=Path, metavar="FILE", help="write the call snapshot here on exit")
     g.set_defaults(func=run_gateway)
-    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status,contacts}")
+    gsub = g.add_subparsers(dest="gateway_cmd", metavar="{status,check,contacts}")
     st = gsub.add_parser("status", help="registrations and active calls of the running gateway")
     st.add_argument("--json", action="store_true", help="the raw status object")
     where = st.add_mutually_exclusive_group()
@@ -94,9 +96,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument(
         "--config", dest="status_config", type=Path, metavar="FILE", help="read gateway.control_socket from here"
     )
-    st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="how long to wait for the answer")
+    st.add_argument(
+        "--timeout", type=positive_seconds, default=5.0, metavar="S", help="how long to wait for the answer"
+    )
     st.set_defaults(func=run_status)
+    ck = gsub.add_parser(
+        "check",
+        help="validate a gateway config file without starting: keys, values, ports free, PBX resolves and answers",
+        epilog="exit status: 0 the file is usable (one 'ok: ...' line); 2 it is not (one line naming the setting)",
+    )
+    ck.add_argument("file", type=Path, metavar="FILE", help="the gateway TOML file (see config/gateway.example.toml)")
+    ck.add_argument(
+        "--offline", action="store_true", help="skip the network checks (PBX name resolution and the OPTIONS probe)"
+    )
+    ck.set_defaults(func=run_check)
     register_contacts(gsub)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (and at most a day), else a usage error (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds above 0 and at most 86400")
+    return value
 
 
 def _users(args: argparse.Namespace, host: str) -> dict[str, UserConfig]:
@@ -155,12 +180,17 @@ def _load(config: B2buaSettings) -> tuple[dict[str, IdentityKey], dict[str, Trus
     identities: dict[str, IdentityKey] = {}
     trust: dict[str, TrustStore] = {}
     try:
+        with contextlib.suppress(OSError):  # a failure shows below, naming the user's folder
+            (config.home / "users").mkdir(parents=True, exist_ok=True, mode=0o700)
         for user in config.users:
             home = config.home / "users" / user.name
             try:
                 home.mkdir(parents=True, exist_ok=True, mode=0o700)
                 identities[user.name] = load_or_create_identity(home, passphrase_from_env())
-            except Exception as exc:  # one clear line for any key-file problem
+            except (PassphraseRequired, WrongPassphrase) as exc:  # a daemon never prompts: name the variable
+                text = identity_error_text(exc, home / IDENTITY_FILENAME)
+                raise CliError(f"identity of {user.name}: {text}", EXIT_USAGE) from None
+            except Exception as exc:  # one clear line for any other key-file problem
                 raise CliError(f"identity of {user.name} in {home}: {exc}", EXIT_USAGE) from None
             try:
                 trust[user.name] = TrustStore(home)
@@ -265,9 +295,39 @@ async def _main_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_check(args: argparse.Namespace) -> int:
+    """``voipgw gateway check FILE``: what ``gateway --config FILE`` checks before it starts, without starting."""
+    try:
+        config = ops_config.load_gateway_config(args.file)
+        ops_config.preflight(config, resolve=not args.offline)
+        if not args.offline:
+            ops_config.check_pbx(config)
+    except ops_config.ConfigError as exc:
+        raise CliError(f"{args.file}: {exc}", EXIT_USAGE) from None
+    fmt = ops_config.format_hostport
+    metrics = fmt(config.metrics.address) if config.metrics.enabled else "off"
+    pbx = fmt(config.outside.registrar) if config.outside.registrar is not None else "none"
+    print(
+        f"ok: {len(config.users)} user(s), inside SIP on {fmt(config.inside.listen)}, outside SIP on "
+        f"{fmt(config.outside.listen or config.inside.listen)} -> PBX {pbx}, metrics {metrics}"
+        + (" (network checks skipped)" if args.offline else "")
+    )
+    return 0
+
+
+def _private_home(home: Path) -> None:
+    """Create the gateway home 0700 (it holds every user's key folder and the control socket); an existing one is
+    left as it is. A parent created on the way for users/ would otherwise get the umask's 0755."""
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise CliError(f"cannot create the gateway home {home}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+
 def run_gateway(args: argparse.Namespace) -> int:
     import uvloop
 
+    _private_home(args.home)
     if args.config is not None:
         given = [f"--{name.replace('_', '-')}" for name in FLAG_ONLY if getattr(args, name)]
         if given:

@@ -16,6 +16,7 @@ from ratchet.fingerprint import side_fingerprint
 from ratchet.identity import IdentityKey
 from voipgw.cli.cmd_contacts import aor_arg, confirm, fmt_time, open_trust, our_identity, print_qr
 from voipgw.cli.errors import CliError
+from voipgw.cli.passphrase import ask_new_passphrase, unlock_identity
 from voipgw.store.keyfile import IDENTITY_FILENAME, load_identity, passphrase_from_env, save_identity
 from voipgw.trust import identity_qr
 
@@ -32,6 +33,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     n.add_argument("--force", action="store_true", help="replace an existing key (the old one is kept aside)")
     n.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     n.set_defaults(func=run_new)
+    pp = isub.add_parser(
+        "passphrase",
+        help="add, change or remove the passphrase of our identity key (the key itself stays the same)",
+        description="Re-encrypts identity.pem under a new passphrase (typed twice on a terminal; without one, read "
+        "from VOIPGW_NEW_PASSPHRASE), or removes it (--remove). The current passphrase is asked for on a terminal "
+        "or read from VOIPGW_PASSPHRASE. The file is replaced atomically and stays mode 0600; contacts see no change.",
+    )
+    pp.add_argument("--remove", action="store_true", help="store the key without a passphrase")
+    pp.set_defaults(func=run_passphrase)
     p.set_defaults(func=lambda a: _usage(p))
 
 
@@ -73,10 +83,31 @@ def run_show(args: argparse.Namespace) -> int:
     if rows:
         payload = identity_qr(rows[0][0], key)
         print(f"QR payload:    {payload}")
+        print("  (others add or verify you before any call with: voipgw contacts add PAYLOAD --verified)")
         if args.qr:
             print_qr(payload)
     elif args.qr:
         raise CliError("--qr needs our AOR: pass --aor")
+    return 0
+
+
+def run_passphrase(args: argparse.Namespace) -> int:
+    home: Path = args.home
+    path = home / IDENTITY_FILENAME
+    if not path.exists():
+        raise CliError(f"no identity key at {path} yet (it is created on first use; 'voipgw id new' creates one)")
+    key = unlock_identity(home)
+    new = ask_new_passphrase(args.remove)
+    try:
+        save_identity(path, key, new, overwrite=True)  # temp file 0600, fsync, rename: never a half-written key
+        again = load_identity(path, new)
+    except (IdentityFileError, OSError) as exc:
+        raise CliError(f"cannot rewrite {path} ({getattr(exc, 'strerror', None) or exc}); it is unchanged") from None
+    assert again.public.serialize() == key.public.serialize()
+    if new is None:
+        print(f"{path} is now stored without a passphrase (same key)")
+    else:
+        print(f"{path} is now protected by the new passphrase (same key; set VOIPGW_PASSPHRASE or type it when asked)")
     return 0
 
 

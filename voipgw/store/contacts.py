@@ -1,5 +1,6 @@
 """The contact store: ``<home>/contacts.db`` (SQLite, WAL, mode 0600) with each contact's identity key,
-verification state and key history, and the versioned schema migrations. Safe for several processes at once.
+verification state and key history (the schema and its migrations: ``migrations.py``). Safe for several processes
+at once.
 
 It stores facts and applies no trust policy (that is ``voipgw.trust``); it never deletes or repairs a corrupt file
 on its own, and never logs key bytes.
@@ -14,7 +15,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from voipgw.store.errors import (
     StoreUnwritable,
     UnknownContact,
 )
+from voipgw.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 CONTACTS_FILENAME = "contacts.db"
 FILE_MODE = 0o600
@@ -104,77 +106,6 @@ class Contact:
 
 # --- schema ---------------------------------------------------------------------------------------------------
 
-
-def _m1_initial(db: sqlite3.Connection) -> None:
-    db.execute(
-        """CREATE TABLE contacts (
-            aor TEXT PRIMARY KEY NOT NULL,
-            identity_key BLOB NOT NULL CHECK (length(identity_key) = 33),
-            key_side TEXT NOT NULL,
-            key_first_seen REAL NOT NULL,
-            first_seen REAL NOT NULL,
-            last_seen REAL NOT NULL,
-            call_count INTEGER NOT NULL DEFAULT 0,
-            verified INTEGER NOT NULL DEFAULT 0,
-            verified_at REAL,
-            verified_method TEXT,
-            local_aor TEXT,
-            changed_at REAL,
-            pending_key BLOB CHECK (pending_key IS NULL OR length(pending_key) = 33),
-            pending_first_seen REAL,
-            pending_last_seen REAL
-        ) WITHOUT ROWID"""
-    )
-    db.execute(
-        """CREATE TABLE key_history (
-            id INTEGER PRIMARY KEY,
-            aor TEXT NOT NULL,
-            identity_key BLOB NOT NULL,
-            first_seen REAL NOT NULL,
-            last_seen REAL NOT NULL,
-            replaced_at REAL NOT NULL,
-            why TEXT NOT NULL,
-            was_verified INTEGER NOT NULL DEFAULT 0
-        )"""
-    )
-    db.execute("CREATE INDEX key_history_aor ON key_history (aor, replaced_at)")
-    db.execute(
-        """CREATE TABLE local_aors (
-            aor TEXT PRIMARY KEY NOT NULL,
-            identity_key BLOB NOT NULL,
-            first_seen REAL NOT NULL,
-            last_seen REAL NOT NULL
-        ) WITHOUT ROWID"""
-    )
-    # Bumped by every change that affects a trust decision (not by call counters), so a process's cache
-    # needs to drop entries only when this moves.
-    db.execute("CREATE TABLE trust_generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL)")
-    db.execute("INSERT INTO trust_generation (id, value) VALUES (1, 0)")
-
-
-def _m2_events(db: sqlite3.Connection) -> None:
-    # Things the user must see later that are not a key: a SAS that did not match in a call, for instance.
-    db.execute(
-        """CREATE TABLE contact_events (
-            id INTEGER PRIMARY KEY,
-            aor TEXT NOT NULL,
-            at REAL NOT NULL,
-            kind TEXT NOT NULL,
-            identity_key BLOB,
-            detail TEXT NOT NULL DEFAULT ''
-        )"""
-    )
-    db.execute("CREATE INDEX contact_events_aor ON contact_events (aor, at)")
-
-
-def _m3_names(db: sqlite3.Connection) -> None:
-    # The local user's name for a contact (set by them only, never from a call): shown next to the labels.
-    db.execute("ALTER TABLE contacts ADD COLUMN name TEXT")
-
-
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial, _m2_events, _m3_names)
-"""Migration ``i`` takes the schema from version ``i`` to ``i + 1``; each runs inside the opener's transaction."""
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
     "aor, identity_key, key_side, key_first_seen, first_seen, last_seen, call_count, verified, verified_at, "
@@ -359,6 +290,10 @@ class ContactStore:
                 if _is_corruption(exc):
                     raise CorruptStore(self.path, str(exc)) from None
                 raise
+
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The connection for a read-only query (``history.py``); corruption becomes CorruptStore."""
+        return self._read()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -788,6 +723,7 @@ def quarantine_corrupt(home: Path, *, now: float) -> Path:
 
 __all__ = [
     "CONTACTS_FILENAME",
+    "MIGRATIONS",
     "SCHEMA_VERSION",
     "Contact",
     "ContactStore",

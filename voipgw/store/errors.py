@@ -21,7 +21,7 @@ class CorruptStore(ContactStoreError):
     def __init__(self, path: Path, detail: str) -> None:
         super().__init__(
             f"{path} is corrupt or not a voipgw contact store ({detail}); it was left untouched. "
-            f"Move it aside with 'voipgw contacts quarantine' (--home {path.parent}; nothing is deleted) or restore "
+            f"Move it aside with 'voipgw contacts quarantine --home {path.parent}' (nothing is deleted) or restore "
             f"a backup"
         )
         self.path = path
