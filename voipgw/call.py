@@ -28,7 +28,8 @@ class CallState(enum.Enum):
     RINGING = "ringing"
     """Ringing (either side), no key exchange settled yet (a plain call, or a 180 before the 183)."""
     EARLY = "early"
-    """Early dialog: the 183 with the key exchange was sent (callee) or accepted (caller); not answered yet."""
+    """Early dialog: the security is settled, not answered yet. The 183 with the key exchange was sent (callee) or
+    accepted (caller); or, for a plain call under ``opportunistic``, the callee rings NOT SECURE (no early media)."""
     ESTABLISHED = "established"
     """Answered: media runs (secure, or plain under the opportunistic policy)."""
     ENDED = "ended"
@@ -51,7 +52,8 @@ class CallEvent(enum.Enum):
     RECEIVE_INVITE = "receive-invite"
     RINGING = "ringing"
     EARLY_MEDIA = "early-media"
-    """The key exchange settled in a 183 (sent by the callee, accepted by the caller)."""
+    """The security settled before the answer: the key exchange in a 183 (sent by the callee, accepted by the
+    caller), or a plain call the callee rings NOT SECURE."""
     ANSWERED = "answered"
     REFUSED = "refused"
     HUNG_UP = "hung-up"

@@ -128,7 +128,6 @@ class Leg:
         self._codec: Codec | None = None
         self._source: AudioSource | None = None
         self._sink: AudioSink | None = None
-        self._plain_security = Security.NOT_SECURE
 
     # --- outgoing ----------------------------------------------------------------------------------------
 
@@ -190,6 +189,7 @@ class Leg:
         finally:
             self.ringing = False
         if rec.finished:
+            call.poll_session_events()  # an early dialog may have revealed the SAS (the far phone rang)
             await self._stop_media(call)
             self.live = False
             call.done.set()
@@ -341,8 +341,8 @@ class Leg:
     ) -> ActiveCall:
         """Verify the offer; refuse it (488 + Warning), or send the answer and the key exchange in a 183 and start
         sealed early media (``source``/``sink`` are what flows meanwhile: a softphone sends silence and plays
-        nothing until it answers). The call is then EARLY (RINGING for a plain call, whose media waits for the
-        answer), or FAILED. Nothing is answered here: ``accept()`` does that."""
+        nothing until it answers). The call is then EARLY (a plain call too: NOT SECURE, a 180 and no media
+        until the answer), or FAILED. Nothing is answered here: ``accept()`` does that."""
         ctx = self.context
         t_received = time.monotonic()
         rec = incoming_record(incoming, ctx.aor)
@@ -402,9 +402,8 @@ class Leg:
             # A plain call (opportunistic): no early media in the clear; its media starts with the answer.
             log.warning("call %s from %s is NOT SECURE (opportunistic policy), codec %s", rec.call_id,
                         rec.remote_aor, codec.name)  # fmt: skip
-            self._plain_security = security
             incoming.ring()
-            rec.apply(CallEvent.RINGING)
+            rec.apply(CallEvent.EARLY_MEDIA, security=security)
         else:
             self._note_keys(rec, keys, verdict)
             self._open_session(call, keys, security)
@@ -453,7 +452,7 @@ class Leg:
         if call.record.finished:  # the caller gave up meanwhile
             return
         call.sip.answer(call.answer_sdp, headers)
-        rec.apply(CallEvent.ANSWERED, security=None if rec.state is CallState.EARLY else self._plain_security)
+        rec.apply(CallEvent.ANSWERED)
         rec.setup_ms = (time.monotonic() - self._t_received) * 1e3
         rec.started_at = time.time()
 

@@ -150,7 +150,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
     ev = answered.result()
     if not isinstance(ev, Answered):
         code, phrase, cause = _final_status(ev)
-        bridge.fail(f"inside phone: {code} {phrase}")
+        bridge.fail(f"inside phone: {ev.code} {ev.reason}" if isinstance(ev, Failed) else f"inside phone: {ev.reason}")
         leg.decline(code, phrase, cause=cause)
         return
     try:
@@ -209,10 +209,16 @@ async def _ring_inside(
             outside.ring()
 
 
+def _phrase(text: str) -> str | None:
+    """The phone's own reason phrase, passed on when it is a plain one (printable ASCII, short)."""
+    ok = text and len(text) <= 64 and text.isascii() and text.isprintable()
+    return text if ok else None
+
+
 def _final_status(ev: Failed | Ended) -> tuple[int, str, tuple[int, str] | None]:
     """What the outside caller is told when the inside phone did not answer: its own final status (486, 603,
     404...), 480 when our ring timer gave up or the phone's leg ended without one; its reason as RFC 3326 cause."""
     if isinstance(ev, Failed) and 400 <= ev.code <= 699 and ev.code != 408:
-        phrase = SIP_PHRASES.get(ev.code, ev.reason or "Declined")
-        return ev.code, phrase, (ev.code, ev.cause or ev.reason or phrase)
+        phrase = _phrase(ev.reason) or SIP_PHRASES.get(ev.code, "Declined")
+        return ev.code, phrase, (ev.code, ev.cause or phrase)
     return 480, SIP_PHRASES[480], (480, "the phone did not answer")

@@ -92,6 +92,10 @@ async def outbound_setup(
         bridge.fail()
         end_bridge(bridge, "cancelled by the inside phone")
         return
+    if rec.security is not Security.NOT_SECURE and rec.sas is None:
+        # An auto-answering far end reveals its SAS contribution just after its 200 OK (one media round trip):
+        # wait for it (bounded), so the phone's 200 OK shows the SAS in its label.
+        await leg.wait_sas(board.config.sas_wait_s)
     log.log(
         logging.WARNING if rec.security is Security.NOT_SECURE else logging.INFO,
         "gateway call %s: %s -> %s %s%s, outside %s codec %s SAS %s",
