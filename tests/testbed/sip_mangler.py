@@ -7,6 +7,7 @@ callee sends. It runs in its own thread with a bounded lifetime and binds loopba
 
 from __future__ import annotations
 
+import hashlib
 import re
 import select
 import socket
@@ -94,11 +95,16 @@ class SipMangler:
                     data = _rewrite_body(data, self.on_offer)
                     self.offers_rewritten += 1
                 if self.in_path and not data.startswith(b"SIP/2.0 "):
-                    data = data.replace(b"\r\nVia:", self._via() + b"\r\nVia:", 1)
+                    data = data.replace(b"\r\nVia:", self._via(data) + b"\r\nVia:", 1)
                 self._sock.sendto(data, self.callee)
 
-    def _via(self) -> bytes:
-        return b"\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-mangler%d" % (self.port, time.monotonic_ns())
+    def _via(self, request: bytes) -> bytes:
+        """Our Via for a request, its branch derived from the request's own top branch, as a stateless proxy does
+        (RFC 3261 16.11): a CANCEL then carries the same branch as the INVITE it cancels, so the callee matches it."""
+        m = re.search(rb"\r\nVia:[^\r]*;branch=([^;\r]+)", request, re.IGNORECASE)
+        seed = m.group(1) if m else b"%d" % time.monotonic_ns()
+        branch = hashlib.sha1(seed).hexdigest()[:16].encode()
+        return b"\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-mangler%s" % (self.port, branch)
 
     def _strip_via(self, response: bytes) -> bytes:
         """A response with our Via on top loses it (the caller never saw it)."""
