@@ -63,6 +63,10 @@ from .params import (
 )
 from .sas import SAS_SECRET_LEN, sas_commitment
 
+MAX_FORKS = 8
+"""Distinct answers one offer may accept (early dialogs of a forked INVITE): bounded, as each keeps the offer's
+ephemeral secrets alive until the call settles."""
+
 # --- replay protection --------------------------------------------------------------------------------------
 
 
@@ -240,7 +244,15 @@ class Offerer:
         nonce: bytes | None = None,
         sas_secret: bytes | None = None,
         mlkem_seed: bytes | None = None,
+        forks: int = 1,
     ) -> None:
+        if not 1 <= forks <= MAX_FORKS:
+            raise ValueError(f"forks must be in [1, {MAX_FORKS}]")
+        self.forks = forks
+        """How many distinct answers this offer may accept: a proxy that forks the INVITE gets one per early
+        dialog, each with its own keys (PROTOCOL.md §C.2). The ephemeral secrets live until then, or ``close()``."""
+        self._accepted: set[bytes] = set()
+        """SHA-256 of each accepted answer: the same answer twice would give two sessions the same keys."""
         self.config = config
         self.local_aor = normalize_aor(local_aor)
         self.remote_aor = normalize_aor(remote_aor)
@@ -290,7 +302,8 @@ class Offerer:
             self._sas_secret = None
 
     def accept_answer(self, answer_bytes: bytes, now: float, expected_remote_aor: str | None = None) -> SessionKeys:
-        """Check the answer and derive the session keys; the ephemeral secrets are dropped on success.
+        """Check the answer and derive the session keys; the ephemeral secrets are dropped once ``forks`` answers
+        were accepted (one, unless the caller expects a forking proxy). The same answer twice is ReplayedNonce.
 
         ``expected_remote_aor`` defaults to the callee we offered to, unless ``accept_any_callee`` is set.
         A refused answer leaves the offerer usable, so a forged answer cannot kill a call that a genuine
@@ -298,6 +311,9 @@ class Offerer:
         """
         if self._eph is None or self._sas_secret is None:
             raise HandshakeClosed("this offer was already answered or closed")
+        digest = hashlib.sha256(answer_bytes).digest()
+        if digest in self._accepted:
+            raise ReplayedNonce("this answer was already accepted (a retransmission, or a replay)")
         answer = AnswerMessage.parse(answer_bytes)
         answer.verify_signature()
         if answer.offer_hash != self._offer_hash:
@@ -338,7 +354,9 @@ class Offerer:
             derived=derived,
             sas_secret=bytearray(self._sas_secret),
         )
-        self.close()
+        self._accepted.add(digest)
+        if len(self._accepted) >= self.forks:
+            self.close()
         return keys
 
     def __repr__(self) -> str:

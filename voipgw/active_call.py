@@ -77,6 +77,8 @@ class ActiveCall:
     """A callee's answer SDP: sent in the 183 and repeated unchanged in the 200 OK."""
     early_attribute: str | None = None
     """A caller's: the ``a=voipgw`` value of the 183 whose key exchange it accepted (the 200 must repeat it)."""
+    early_dialog: str = ""
+    """A caller's: that 183's To-tag (its early dialog; another tag is another fork of the INVITE)."""
 
     @property
     def revealed(self) -> bool:

@@ -60,6 +60,8 @@ ANSWER_REFUSED = "voipgw: answer refused: "
 """Starts the BYE Reason of an offerer that refused our answer (its key exchange, trust or policy): the answerer
 then records the call as refused, not as a secure call that merely ended."""
 FOLLOW_STOP_WAIT_S = 2.0
+MAX_FORKS = 4
+"""Early dialogs of one forked INVITE we keep: the first 183's is keyed at once, the others if they answer."""
 SAS_WAIT_S = 3.0
 """How long a callee in its early dialog waits for the caller's SAS reveal (its first sealed frames, one media
 round trip after the 183) before ringing without an SAS."""
@@ -155,7 +157,9 @@ class Leg:
             if not cfg.e2e:
                 return build_sdp(ctx.rtp_host, stream.local[1], codecs, telephone_event_pt=DEFAULT_TELEPHONE_EVENT_PT)
             t = time.perf_counter()
-            offer.offerer = Offerer(ctx.identity, ctx.aor, remote_aor, call_id, cfg.offer_handshake, time.time())
+            offer.offerer = Offerer(
+                ctx.identity, ctx.aor, remote_aor, call_id, cfg.offer_handshake, time.time(), forks=MAX_FORKS
+            )
             offer.cpu_s += time.perf_counter() - t
             return build_sdp(
                 ctx.rtp_host,
@@ -217,6 +221,8 @@ class Leg:
         sink: AudioSink | None,
     ) -> None:
         rec = call.record
+        forks: dict[str, str] = {}
+        """Other early dialogs' 183 SDPs, by To-tag (a forked INVITE): keyed only if one of them answers."""
         try:
             while True:
                 ev = await sip.next_event()
@@ -229,9 +235,11 @@ class Leg:
                         await self._on_answer(call, offer, ev.remote_sdp, source, sink, early=True)
                         if rec.finished:
                             return
-                        call.early_attribute = attribute
-                    elif rec.state is not CallState.EARLY or attribute is None:
-                        # Another fork's 183, or a plain 18x: the early dialog we keyed stays the one we follow.
+                        call.early_attribute, call.early_dialog = attribute, ev.dialog
+                    elif attribute is not None and ev.dialog != call.early_dialog:
+                        if len(forks) < MAX_FORKS and ev.remote_sdp is not None:
+                            forks.setdefault(ev.dialog, ev.remote_sdp)
+                    elif rec.state is not CallState.EARLY:
                         rec.apply(CallEvent.RINGING)
                 elif isinstance(ev, Failed):
                     # After the 183 a final error is the far phone's (busy, declined, no answer), not a refusal of
@@ -249,6 +257,10 @@ class Leg:
                     rec.setup_ms = (time.monotonic() - t_invite) * 1e3
                     if call.early_attribute is None:
                         await self._on_answer(call, offer, ev.remote_sdp, source, sink)
+                        return
+                    if ev.dialog and ev.dialog != call.early_dialog:
+                        # Another fork of our INVITE answered: its own key exchange, from its 200 or its 183.
+                        await self._won_by_fork(call, offer, ev.remote_sdp or forks.get(ev.dialog, ""))
                         return
                     mismatch = final_matches_early(call.early_attribute, ev.remote_sdp)
                     if mismatch is not None:
@@ -307,6 +319,38 @@ class Leg:
         if not early:
             rec.started_at = time.time()
         await self._start_media(call, decision.remote, decision.codec, source, sink)
+
+    async def _won_by_fork(self, call: ActiveCall, offer: _Offer, answer_sdp: str) -> None:
+        """A fork other than the one whose 183 we keyed answered (PROTOCOL.md §C.2 "Forking"): its answer is
+        verified like any other (the offer accepts one answer per fork), the media switches to its keys and
+        address, and the first fork's keys are dropped. A fork may not answer in the clear once one was sealed."""
+        rec = call.record
+        pinned = await self._pinned(rec.remote_aor)
+        decision = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
+        if isinstance(decision, Rejected) or decision.keys is None:
+            why = decision.reason if isinstance(decision, Rejected) else "another device answered in the clear"
+            self._refuse_established(call, f"forked call: {why}")
+            return
+        keys = decision.keys
+        verdict = await self._verdict(keys)
+        outcome = trust_outcome(verdict)
+        if isinstance(outcome, TrustRefusal):
+            keys.wipe()
+            rec.trust_warning = outcome.warning
+            self._refuse_established(call, outcome.reason, public=outcome.public)
+            return
+        old = call.session
+        rec.sas, rec.sas_words = None, None  # the winner's SAS: from its own reveal
+        self._note_keys(rec, keys, verdict)
+        self._open_session(call, keys, outcome)
+        assert call.media is not None and call.session is not None
+        call.media.switch(SecureProtector(call.session), decision.remote.rtp_address)
+        if old is not None:
+            old.close()
+        log.info("call %s: answered by another fork of the INVITE; its keys replace the first early dialog's",
+                 rec.call_id)  # fmt: skip
+        rec.apply(CallEvent.ANSWERED, security=outcome)
+        rec.started_at = time.time()
 
     def _refuse_established(self, call: ActiveCall, reason: str, *, public: str | None = None) -> None:
         """The dialog exists (a 200 OK, or a 183 with the key exchange) but policy forbids media: BYE (CANCEL in

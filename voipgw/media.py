@@ -602,6 +602,18 @@ class MediaStream:
             return True
         return False
 
+    def switch(self, protector: FrameProtector, remote: Address) -> None:
+        """Another early dialog of a forked INVITE won: seal and open with its keys, send to its address. What the
+        jitter buffer holds was the other fork's audio: dropped."""
+        if not protector.secure and self.protector is not None and self.protector.secure:
+            raise InsecureMediaRefused("a sealed stream never switches to clear audio")
+        self.protector = protector
+        self._events = protector if isinstance(protector, EventProtector) else None
+        self.endpoint.remote = remote
+        self.jitter = JitterBuffer()
+        self._unwrap = _SeqUnwrapper()  # the winner numbers its packets from its own random start
+        self._first_send = True
+
     def attach(self, source: AudioSource | None, sink: AudioSink | None) -> None:
         """Swap the source and sink of a running stream (a callee's early dialog sends silence and plays nothing;
         answering attaches the microphone and the speaker). The old ones are the caller's to close."""

@@ -527,3 +527,32 @@ def test_the_package_and_the_wire_name_the_same_protocol_version() -> None:
 
     assert ratchet.PROTOCOL_VERSION == messages.VERSION == 2
     assert make_offerer().offer_bytes[0] == 2
+
+
+# --- forking: one offer, several answers (one per early dialog) ---------------------------------------------
+
+
+def test_a_forked_offer_accepts_each_early_dialogs_answer_once_with_its_own_keys() -> None:
+    """A proxy forks alice's INVITE to two of bob's devices: each answers with its own keys; the offer accepts
+    both (``forks=2``), never the same answer twice (two sessions with one key would reuse nonces), and then
+    drops its ephemeral secrets."""
+    from ratchet.handshake import MAX_FORKS
+    from ratchet.identity import IdentityKey
+
+    alice, bob1, bob2 = IdentityKey.generate(), IdentityKey.generate(), IdentityKey.generate()
+    cfg, now = HandshakeConfig(), 1_800_000_000.0
+    offerer = Offerer(alice, "alice@x.org", "bob@x.org", "c1", cfg, now, forks=2)
+    a1, _ = answer_offer(bob1, "bob@x.org", offerer.offer_bytes, cfg, now, NonceCache(60))
+    a2, _ = answer_offer(bob2, "bob@x.org", offerer.offer_bytes, cfg, now, NonceCache(60))
+    k1 = offerer.accept_answer(a1, now)
+    assert not offerer.closed
+    with pytest.raises(errors.ReplayedNonce):
+        offerer.accept_answer(a1, now)  # a retransmitted 183: never a second session with the same keys
+    k2 = offerer.accept_answer(a2, now)
+    assert offerer.closed  # both forks keyed: the ephemeral secrets are gone
+    assert bytes(k1.send_chain) != bytes(k2.send_chain) and k1.remote_identity != k2.remote_identity
+    assert bytes(k1.sas_secret or b"") == bytes(k2.sas_secret or b"")  # one r, revealed to each fork
+    with pytest.raises(errors.HandshakeClosed):
+        offerer.accept_answer(a2, now)
+    with pytest.raises(ValueError):
+        Offerer(alice, "alice@x.org", "bob@x.org", "c1", cfg, now, forks=MAX_FORKS + 1)
