@@ -32,6 +32,8 @@ class Attempt:
     sas: str | None
     state: str
     reason: str
+    answered: bool = False
+    """The call was answered (a 200 OK) before the prober could end it."""
 
 
 class SasProber:
@@ -55,8 +57,8 @@ class SasProber:
             await self.stack.stop()
 
     async def attempt(self, target_uri: str, patience_s: float) -> Attempt:
-        """Call ``target_uri``; give up (CANCEL) the moment the SAS is computable, or ``patience_s`` after the 183
-        (or after the INVITE, if no 183 ever comes)."""
+        """Call ``target_uri``; give up (CANCEL, or BYE once answered) the moment the SAS is computable, or
+        ``patience_s`` after the 183 (or after the INVITE, if no 183 ever comes)."""
         assert self.stack is not None
         context = LegContext(self.stack, self.identity, self.config.aor, self.config, NonceCache(max_skew_s=60))
         leg = Leg(context, self.background)
@@ -64,25 +66,28 @@ class SasProber:
         deadline = time.monotonic() + patience_s
         early = False
         sas: str | None = None
-        while not placing.done() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             call = leg.call
-            if call is not None and call.record.state is CallState.EARLY:
-                if not early:
-                    early, deadline = True, time.monotonic() + patience_s
-                if call.session is not None and call.session.sas is not None:
-                    sas = call.session.sas.b32
-                    break
-            await asyncio.sleep(0.01)
+            state = call.record.state if call is not None else None
+            if state is CallState.EARLY and not early:
+                early, deadline = True, time.monotonic() + patience_s
+            if call is not None and call.session is not None and call.session.sas is not None:
+                sas = call.session.sas.b32
+                break
+            if call is not None and call.record.finished:
+                break
+            await asyncio.sleep(0.005)
         if not placing.done():
             for _ in range(100):  # the INVITE may still be on its way: retry until the CANCEL can go
-                if leg.cancel():
+                if leg.cancel() or placing.done():
                     break
                 await asyncio.sleep(0.02)
         call = await asyncio.wait_for(placing, 20.0)
         with contextlib.suppress(Exception):
             call.hangup()
         await leg.close()
-        return Attempt(early, sas, call.record.state.value if call.record.state else "new", call.record.reason)
+        state_name = call.record.state.value if call.record.state else "new"
+        return Attempt(early, sas, state_name, call.record.reason, call.record.answered)
 
 
 def prober_config(aor: str, port: int, proxy: tuple[str, int], username: str, password: str) -> PhoneConfig:
