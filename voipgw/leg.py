@@ -422,6 +422,8 @@ class Leg:
                 return self._reject(call, incoming, refusal, detail=f"voipgw: {outcome.reason}")
             security = outcome
         if incoming.finished:  # the caller gave up while we verified
+            if keys is not None:
+                keys.wipe()
             rec.apply(CallEvent.HUNG_UP)
             rec.reason = "cancelled by the caller"
             call.done.set()
