@@ -632,7 +632,7 @@ class Leg:
         rec.safety_number = verdict.safety_number
         rec.trust_state = verdict.state.value
         rec.trust_warning = verdict.warning
-        if verdict.state is TrustState.KEY_CHANGED:
+        if verdict.state is TrustState.KEY_CHANGED or verdict.warning:  # a key change, or a look-alike AOR
             log.warning("call %s: %s", rec.call_id, verdict.warning or verdict.reason)
 
     def _open_session(self, call: ActiveCall, keys: SessionKeys, security: Security) -> None:

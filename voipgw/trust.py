@@ -29,6 +29,7 @@ from ratchet.aor import normalize_aor
 from ratchet.errors import MalformedAor
 from ratchet.fingerprint import format_safety_number, side_fingerprint
 from ratchet.identity import IdentityKey
+from voipgw.lookalike import look_alike
 from voipgw.store.contacts import EVENT_SAS_MISMATCH, Contact, ContactStore, VerifyMethod, checked_key
 
 DEFAULT_CACHE_SIZE = 256
@@ -170,7 +171,7 @@ class TrustStore:
             contact, inserted = self.store.add_first_contact(remote_aor, remote_key, local_aor=local_aor, now=now)
             if inserted:
                 self._after_own_write()
-                return self._first(remote_aor, contact, local_side)
+                return self._first(remote_aor, contact, local_side, self._resembled(remote_aor))
         if remote_key == contact.identity_key:
             if contact.changed_at is None:
                 entry = self._remember(contact)
@@ -295,8 +296,35 @@ class TrustStore:
             cached=cached,
         )
 
-    def _first(self, aor: str, contact: Contact, local_side: str) -> TrustVerdict:
+    def _resembled(self, aor: str) -> Contact | None:
+        """A known contact whose AOR ``aor`` is a look-alike of (``voipgw.lookalike``): read only for first
+        contacts, so the cost of listing the contacts is paid once per new peer."""
+        others = {c.aor: c for c in self.store.contacts() if c.aor != aor}
+        found = look_alike(aor, others)
+        return others[found] if found is not None else None
+
+    def _first(self, aor: str, contact: Contact, local_side: str, resembled: Contact | None = None) -> TrustVerdict:
         self._remember(contact)
+        if resembled is not None:
+            what = "a verified contact" if resembled.verified else "a known contact"
+            # escaped: the point is that the two addresses only look the same (a Cyrillic "а" shows as "\u0430")
+            shown = aor.encode("ascii", "backslashreplace").decode()
+            return TrustVerdict(
+                remote_aor=aor,
+                state=TrustState.FIRST_CONTACT,
+                verified=False,
+                action=TrustAction.ALLOW,
+                safety_number=combine_sides(local_side, contact.key_side),
+                previous_safety_number=None,
+                previous_key_first_seen=None,
+                reason=f"first contact with {shown}, which LOOKS LIKE {resembled.aor} ({what}) but is another address",
+                warning=(
+                    f"WARNING: {shown} LOOKS LIKE {resembled.aor} ({what}), but it is a different address with a "
+                    f"key never seen before.\nThis is how an impostor borrows the trust you gave {resembled.aor}. "
+                    f"Do not treat this caller as {resembled.aor} unless you verify it (compare the SAS or the "
+                    f"safety number over another channel)."
+                ),
+            )
         return TrustVerdict(
             remote_aor=aor,
             state=TrustState.FIRST_CONTACT,

@@ -66,6 +66,31 @@ def test_first_contact_then_known_fast_path(tmp_path: Path) -> None:
         assert again.store.local_aors()[0][0] == ALICE
 
 
+@pytest.mark.parametrize(
+    "impostor",
+    [
+        "\u0430lice@example.org",  # Cyrillic a
+        "Alice@example.org",  # a case variant of the user part
+        "a1ice@example.org",  # digit one for l
+        "alice@examp1e.org",
+        "al\u0456ce@example.org",  # Cyrillic i
+    ],
+)
+def test_a_look_alike_of_a_verified_contact_is_a_loud_first_contact(tmp_path: Path, impostor: str) -> None:
+    """An impostor's AOR that looks like a verified contact's gets a warning naming that contact, never a quiet
+    first contact; a genuinely different AOR does not."""
+    me, alice, mallory = _key(), _key(), _key()
+    with TrustStore(tmp_path) as trust:
+        trust.evaluate(BOB, ALICE, alice, local_key=me, now=100.0)
+        trust.mark_verified(ALICE, alice, VerifyMethod.SAS, now=101.0)
+        v = trust.evaluate(BOB, impostor, mallory, local_key=me, now=102.0)
+        assert v.state is TrustState.FIRST_CONTACT and not v.verified
+        assert v.warning is not None and f"LOOKS LIKE {ALICE} (a verified contact)" in v.warning, v.warning
+        assert "LOOKS LIKE" in v.reason and v.reason.isascii()  # the difference shows: "\\u0430lice"
+        plain = trust.evaluate(BOB, "carol@example.org", _key(), local_key=me, now=103.0)
+        assert plain.warning is None and "LOOKS LIKE" not in plain.reason
+
+
 def test_safety_number_is_the_same_at_both_ends(tmp_path: Path) -> None:
     alice, bob = _key(), _key()
     with TrustStore(tmp_path / "alice") as a, TrustStore(tmp_path / "bob") as b:
