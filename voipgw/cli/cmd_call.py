@@ -26,6 +26,7 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
+from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
 from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
@@ -98,13 +99,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(c)
     c.set_defaults(func=run_call)
     li = sub.add_parser("listen", help="wait for calls and answer them", epilog=EXIT_CODES_EPILOG)
-    li.add_argument("--auto-answer", action="store_true", help="answer at once (otherwise ring, then answer)")
+    li.add_argument(
+        "--auto-answer",
+        action="store_true",
+        help="answer at once (otherwise, on a terminal: ring and show who calls until you press a to answer, r to "
+        "reject (603) or b for busy (486); without a terminal: ring --answer-after seconds, then answer)",
+    )
     li.add_argument("--once", action="store_true", help="exit after the first call ends")
     li.add_argument(
         "--answer-after",
         type=float,
         metavar="S",
-        help="ring S seconds before answering (default 0 with --auto-answer, else 1)",
+        help="ring S seconds, then answer without asking (default: ask on a terminal; else 0 with --auto-answer, "
+        "1 without)",
     )
     _common(li)
     li.set_defaults(func=run_listen)
@@ -649,11 +656,22 @@ async def _listen_main(args: argparse.Namespace) -> int:
 async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Ring, answer or refuse one incoming call and follow it to the end; returns the exit status it implies."""
     print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
-    delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
-    gone = await phone.ring(incoming, delay) if delay > 0 else None  # the caller may CANCEL while we ring
     source = sink = None
-    if gone is not None:
+    decision, gone = Decision.ANSWER, None
+    if args.answer_after is None and not args.auto_answer and sys.stdin.isatty():
+        decision, gone = await ring_by_hand(phone, incoming, stop)  # a person decides: a, r, b
+    else:  # no terminal to ask (or told when to answer): ring --answer-after seconds (default 1), then answer
+        delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
+        gone = await phone.ring(incoming, delay) if delay > 0 else None  # the caller may CANCEL while we ring
+        decision = Decision.GONE if gone is not None else Decision.ANSWER
+    if decision is Decision.GONE:
         call = phone.missed(incoming, f"cancelled by the caller ({gone})")
+        print(f"{call.record.remote_aor} gave up before the call was answered ({gone})", file=sys.stderr, flush=True)
+    elif decision is not Decision.ANSWER:
+        refusal = REFUSALS[decision]
+        call = await phone.decline(incoming, refusal.code, refusal.phrase)
+        print(f"not answered: {call.record.remote_aor} was sent {refusal.code} {refusal.phrase}", file=sys.stderr,
+              flush=True)  # fmt: skip
     else:
         try:
             source, sink = audio_io(args)
@@ -673,8 +691,8 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
     for closer in (source, sink):
         if closer is not None:
             closer.close()
-    status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
-    return status
+    declined = decision in (Decision.REJECT, Decision.BUSY)  # the user's own choice: the listener did its job
+    return 0 if data["state"] == "ended" or declined else EXIT_CALL_FAILED
 
 
 def _run(coro: Any) -> int:
