@@ -26,6 +26,7 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
+from voipgw.cli.progress import CallerProgress, never_keyed, outcome_line
 from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
 from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
@@ -264,6 +265,7 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "setup_ms": rec.setup_ms,
         "handshake_ms": rec.handshake_ms,
         "duration_s": (rec.ended_at or time.time()) - rec.started_at if rec.started_at else 0.0,
+        "never_keyed": never_keyed(rec),
     }
     out.update(call.stats())
     return out
@@ -276,7 +278,8 @@ def print_summary(data: dict[str, Any]) -> None:
     )
     if data["reason"]:
         print(f"  reason: {data['reason']}", file=sys.stderr)
-    print(f"  security: {data['security']}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
+    security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
+    print(f"  security: {security}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
     if data["sas"]:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
     if data["safety_number"]:
@@ -556,11 +559,25 @@ async def _call_main(args: argparse.Namespace) -> int:
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
         )
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({placing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        progress = CallerProgress(args.uri, config.no_answer_timeout_s)
+        t0, rang = time.monotonic(), False
+        while not (placing.done() or stopper.done()):
+            pending = phone.pending
+            if pending is not None and pending.record.state is CallState.EARLY:
+                pending.poll_session_events()  # the far side's SAS reveal, once its phone rings
+            rang = rang or (pending is not None and pending.record.state in (CallState.RINGING, CallState.EARLY))
+            for line in progress.update(None if pending is None else pending.record, time.monotonic() - t0):
+                if not args.quiet:
+                    print(line, file=sys.stderr, flush=True)
+            await asyncio.wait({placing, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
         if not placing.done():  # interrupted while ringing: CANCEL, then collect the outcome
             phone.cancel_pending()
         stopper.cancel()
         call = await placing
+        rang = rang or call.record.sas is not None
+        closing = outcome_line(call.record, rang) if call.record.state is not CallState.ESTABLISHED else None
+        if closing is not None:
+            print(closing, file=sys.stderr, flush=True)
         with _Ui(phone, args.quiet) as ui:
             if call.record.state is CallState.ESTABLISHED:
                 send_dtmf(call, args)
