@@ -28,6 +28,7 @@ from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
 from voipgw.cli.progress import CallerProgress, never_keyed, outcome_line
 from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
+from voipgw.cli.style import loud
 from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
@@ -50,6 +51,10 @@ EXIT_CODES_EPILOG = (
     "2 usage or configuration error (bad arguments, configuration, identity, contact store, or an address that "
     "cannot be bound: nothing was attempted); 3 no audio device (use --play/--record)"
 )
+PEER_SAS_MISMATCH = "voipgw: the other side reported that the SAS did not match (possible man in the middle)"
+"""The BYE Reason of a user who pressed ``x``: the other side exits 1 with a loud line (no comma: the Reason's text
+ends at the first one)."""
+USER_SAS_MISMATCH = "the SAS did not match (reported by the user): possible man in the middle"
 TAIL_S = 0.6
 """After the played file ends, keep the call up this long so the last frames reach the peer's jitter buffer."""
 
@@ -348,7 +353,7 @@ class _Ui:
         elif key == "x":
             with contextlib.suppress(Exception):
                 trust.record_sas_mismatch(rec.remote_aor, rec.remote_identity, now=time.time(), detail=f"SAS {rec.sas}")
-            rec.reason = "the SAS did not match (reported by the user): possible man in the middle"
+            rec.reason = USER_SAS_MISMATCH
             print(
                 f"\nSAS mismatch with {rec.remote_aor}: hanging up. Someone may be intercepting this call; compare "
                 f"safety numbers in person (voipgw fingerprint {rec.remote_aor}) before trusting this contact.",
@@ -356,7 +361,7 @@ class _Ui:
                 flush=True,
             )
             log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
-            call.hangup("voipgw: the other side reported that the SAS did not match (possible man in the middle)")
+            call.hangup(PEER_SAS_MISMATCH)
 
     def _peer_name(self, call: ActiveCall) -> str | None:
         """The user's own name for the signed remote AOR, read once per call (None: none, or not sealed yet)."""
@@ -380,7 +385,7 @@ class _Ui:
         self._dtmf_shown = len(call.dtmf_received)
         if rec.trust_warning and not self._warned:
             self._warned = True
-            print(f"\n*** WARNING ***\n{rec.trust_warning}\n", file=sys.stderr, flush=True)
+            print("\n" + loud(f"*** WARNING ***\n{rec.trust_warning}", sys.stderr) + "\n", file=sys.stderr, flush=True)
         if rec.sas and not self._sas_told and (rec.safety_number or final):
             self._sas_told = True
             verified = rec.security is Security.SECURE_VERIFIED
@@ -449,8 +454,22 @@ def _record_history(call: ActiveCall, phone: Phone, data: dict[str, Any]) -> Non
         log.warning("call %s: not added to the call history: %s", data["call_id"], exc)
 
 
+def sas_mismatch(rec: CallRecord) -> bool:
+    """The SAS did not match: this user pressed ``x``, or the peer's BYE says its user did (the call exits 1)."""
+    return rec.reason is not None and (USER_SAS_MISMATCH in rec.reason or PEER_SAS_MISMATCH in rec.reason)
+
+
 def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[str, Any]:
     data = summary(call, phone)
+    rec = call.record
+    if rec.reason is not None and PEER_SAS_MISMATCH in rec.reason:
+        text = (
+            f"*** {rec.remote_aor} reported that the SAS did NOT match ***\nSomeone may be intercepting your calls "
+            f"with {rec.remote_aor}. Compare safety numbers in person (voipgw fingerprint {rec.remote_aor}) before "
+            "trusting this contact."
+        )
+        print("\n" + loud(text, sys.stderr), file=sys.stderr, flush=True)
+        log.warning("call %s: %s reported an SAS mismatch (its BYE says so)", rec.call_id, rec.remote_aor)
     print_summary(data)
     _record_history(call, phone, data)
     if args.summary_json is not None:
@@ -587,7 +606,7 @@ async def _call_main(args: argparse.Namespace) -> int:
             elif call.record.trust_warning:
                 ui.update(call, final=True)
         data = _finish(call, phone, args)
-        return 0 if data["state"] == "ended" else EXIT_CALL_FAILED
+        return 0 if data["state"] == "ended" and not sas_mismatch(call.record) else EXIT_CALL_FAILED
     finally:
         busy.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -709,7 +728,7 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
         if closer is not None:
             closer.close()
     declined = decision in (Decision.REJECT, Decision.BUSY)  # the user's own choice: the listener did its job
-    return 0 if data["state"] == "ended" or declined else EXIT_CALL_FAILED
+    return 0 if (data["state"] == "ended" and not sas_mismatch(call.record)) or declined else EXIT_CALL_FAILED
 
 
 def _run(coro: Any) -> int:
