@@ -26,6 +26,13 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
+from voipgw.cli.peer_trust import (
+    hangup_reason,
+    peer_key_notice,
+    peer_refused_our_key,
+    peer_saw_our_key_change,
+    security_text,
+)
 from voipgw.cli.progress import CallerProgress, never_keyed, outcome_line
 from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
 from voipgw.cli.style import loud
@@ -271,7 +278,11 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "handshake_ms": rec.handshake_ms,
         "duration_s": (rec.ended_at or time.time()) - rec.started_at if rec.started_at else 0.0,
         "never_keyed": never_keyed(rec),
+        "peer_refused_our_key": peer_refused_our_key(rec),
+        "peer_saw_our_key_change": peer_saw_our_key_change(rec),
     }
+    if out["peer_refused_our_key"] or out["peer_saw_our_key_change"]:
+        out["security_text"] = security_text(rec, rec.security.value)
     out.update(call.stats())
     return out
 
@@ -284,6 +295,7 @@ def print_summary(data: dict[str, Any]) -> None:
     if data["reason"]:
         print(f"  reason: {data['reason']}", file=sys.stderr)
     security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
+    security = data.get("security_text") or security
     print(f"  security: {security}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
     if data["sas"]:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
@@ -423,7 +435,7 @@ async def _follow(
         if until is None and end_after is not None and end_after.finished:
             until = time.monotonic() + TAIL_S
         if stop.is_set() or (until is not None and time.monotonic() >= until):
-            call.hangup()
+            call.hangup(hangup_reason(call.record))
             break
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(call.done.wait(), 0.25)
@@ -469,7 +481,12 @@ def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[st
             "trusting this contact."
         )
         print("\n" + loud(text, sys.stderr), file=sys.stderr, flush=True)
-        log.warning("call %s: %s reported an SAS mismatch (its BYE says so)", rec.call_id, rec.remote_aor)
+        # INFO: the log file keeps it; the terminal shows it once, above
+        log.info("call %s: %s reported an SAS mismatch (its BYE says so)", rec.call_id, rec.remote_aor)
+    notice = peer_key_notice(rec)
+    if notice is not None:
+        print("\n" + loud(notice, sys.stderr), file=sys.stderr, flush=True)
+        log.info("call %s: %s", rec.call_id, notice)  # the log file's copy (the terminal shows it once, above)
     print_summary(data)
     _record_history(call, phone, data)
     if args.summary_json is not None:
