@@ -135,8 +135,13 @@ async def ring_by_hand(phone: Phone, incoming: IncomingCall, stop: asyncio.Event
     print("\a" + ringing_text(rec, _local_name(phone, rec)), file=sys.stderr, flush=True)
     queue: asyncio.Queue[str] = asyncio.Queue()
     deadline = time.monotonic() + RING_BY_HAND_MAX_S
+    sas_shown = rec.sas is not None
     with _keys(queue):
         while True:
+            if rec.sas and not sas_shown:  # the caller's reveal came after the bounded wait: show it now
+                sas_shown = True
+                print(f"  SAS {rec.sas} / {' '.join(rec.sas_words or ())} (the caller sees the same)", file=sys.stderr,
+                      flush=True)  # fmt: skip
             if rec.finished:
                 return Decision.GONE, rec.reason or "cancelled"
             if stop.is_set():
