@@ -4,6 +4,7 @@ mismatch, and ``voipgw contacts`` flags the contact. Real processes on a pty, re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -15,7 +16,9 @@ import pytest
 from ratchet.identity import IdentityKey
 from tests.support.phones import voipgw_argv
 from tests.support.pty_phone import PtyPhones, finish, pty_phones
+from voipgw.cli.cmd_contacts import sas_mismatch_at
 from voipgw.cli.style import BELL, RED_BOLD
+from voipgw.store.contacts import EVENT_SAS_MISMATCH, Contact
 from voipgw.store.keyfile import load_or_create_identity
 from voipgw.trust import TrustStore
 
@@ -73,3 +76,17 @@ def test_x_makes_the_other_side_exit_1_with_a_line_and_contacts_flag_the_peer(ph
         subprocess.run(voipgw_argv(home, "contacts", "--json"), capture_output=True, text=True, check=True).stdout
     )
     assert listed[0]["sas_mismatch_at"] is not None and listed[0]["verified"] is False
+
+
+def test_sas_mismatch_flag_is_for_the_current_key_until_verified_again() -> None:
+    key = IdentityKey.generate().public.serialize()
+    contact = Contact(aor=BOB, identity_key=key, key_side="0" * 30, key_first_seen=100.0, first_seen=100.0,
+                      last_seen=100.0, call_count=1, verified=False, verified_at=None, verified_method=None,
+                      local_aor=ALICE, changed_at=None, pending_key=None, pending_first_seen=None,
+                      pending_last_seen=None)  # fmt: skip
+    assert sas_mismatch_at([], contact) is None
+    assert sas_mismatch_at([(150.0, EVENT_SAS_MISMATCH, "SAS ab12")], contact) == 150.0
+    assert sas_mismatch_at([(50.0, EVENT_SAS_MISMATCH, "")], contact) is None  # about an older key
+    assert sas_mismatch_at([(150.0, "other", "")], contact) is None
+    again = dataclasses.replace(contact, verified=True, verified_at=200.0)
+    assert sas_mismatch_at([(150.0, EVENT_SAS_MISMATCH, "")], again) is None  # verified again since
