@@ -16,7 +16,7 @@ from tests.support.phones import start_caller, voipgw_argv
 from tests.support.pty_phone import PtyPhones, finish, pty_phones
 from tests.testbed.ports import reserve_block
 from voipgw.call import CallRecord, Security
-from voipgw.cli.ringing import KEYS, REFUSALS, Decision, trust_label
+from voipgw.cli.ringing import KEYS, REFUSALS, Decision, ringing_text, trust_label
 
 
 @pytest.fixture
@@ -117,3 +117,13 @@ def test_keys_table() -> None:
         "a": "answer", "\n": "answer", "\r": "answer", "r": "reject", "b": "busy"
     }  # fmt: skip
     assert (REFUSALS[Decision.REJECT].code, REFUSALS[Decision.BUSY].code) == (603, 486)
+
+
+def test_ringing_text_names_only_a_signed_aor() -> None:
+    rec = CallRecord(direction="incoming", local_aor="bob@b", remote_aor="alice@a")
+    rec.security, rec.trust_state, rec.sas, rec.sas_words = Security.SECURE_VERIFIED, "known", "ab12", ("x", "y")
+    lines = ringing_text(rec, "Alice").splitlines()
+    assert lines[0] == "RINGING: Alice <alice@a> | verified" and lines[1].strip().startswith("SAS ab12 / x y")
+    rec.security, rec.sas = Security.NOT_SECURE, None
+    text = ringing_text(rec, "Alice")
+    assert "Alice" not in text and "unsigned" in text and "SAS" not in text

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from voipgw.call import CallRecord, Security
-from voipgw.cli.style import loud
+from voipgw.cli.style import BELL, loud, use_colour
 from voipgw.phone import IncomingCall, Phone
 
 RING_BY_HAND_MAX_S = 120.0
@@ -79,6 +79,8 @@ def ringing_text(rec: CallRecord, name: str | None) -> str:
     """The lines shown while a call rings: who (signed AOR and local name once the key exchange signed it), trust
     state, the SAS once known, and the keys."""
     who = f"{name} <{rec.remote_aor}>" if name and rec.secure else rec.remote_aor
+    if not rec.secure:
+        who += " (unsigned: anyone can write this From)"
     lines = [f"RINGING: {who} | {trust_label(rec)}"]
     if rec.sas:
         lines.append(f"  SAS {rec.sas} / {' '.join(rec.sas_words or ())} (the caller sees the same)")
@@ -132,7 +134,8 @@ async def ring_by_hand(phone: Phone, incoming: IncomingCall, stop: asyncio.Event
     if call is None or call.record.security is Security.REFUSED:
         return Decision.ANSWER, None  # the offer was refused: ``answer`` reports it
     rec = call.record
-    print("\a" + ringing_text(rec, _local_name(phone, rec)), file=sys.stderr, flush=True)
+    bell = BELL if use_colour(sys.stderr) else ""  # a ring a person hears; never into a log or a pipe
+    print(bell + ringing_text(rec, _local_name(phone, rec)), file=sys.stderr, flush=True)
     queue: asyncio.Queue[str] = asyncio.Queue()
     deadline = time.monotonic() + RING_BY_HAND_MAX_S
     sas_shown = rec.sas is not None
