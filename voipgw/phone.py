@@ -189,6 +189,28 @@ class Phone:
             leg.reveal()
         return call
 
+    def ringing_call(self, incoming: IncomingCall) -> ActiveCall | None:
+        """The call ``ring`` keeps ringing (its record: the signed AOR, trust state and SAS once known), if any."""
+        leg = self._early.get(incoming.call_id)
+        return None if leg is None else leg.call
+
+    async def decline(
+        self, incoming: IncomingCall, code: int, phrase: str, cause: tuple[int, str] | None = None
+    ) -> ActiveCall:
+        """Refuse a call that ``ring`` keeps ringing, by hand (603 Decline, 486 Busy Here...): the caller gets
+        ``code`` as itself. Returns the call once its early dialog has ended (keys and media gone)."""
+        leg = self._early.pop(incoming.call_id, None)
+        if leg is None or leg.call is None:
+            incoming.reject(code, phrase, None)
+            return self.missed(incoming, f"{code} {phrase}")
+        leg.decline(code, phrase, cause)
+        await leg.close()
+        call = leg.call
+        if not call.record.finished:  # the stack sent the final status; the early dialog is over for us too
+            call.record.apply(CallEvent.HUNG_UP)
+        call.done.set()
+        return call
+
     def missed(self, incoming: IncomingCall, reason: str) -> ActiveCall:
         """Record an incoming call that ended before we answered it (the caller cancelled): the record of its early
         dialog if it rang here (its security, its SAS), with ``reason``."""

@@ -26,6 +26,16 @@ from voipgw.audio.wav import WavError, read_wav
 from voipgw.call import CallRecord, CallState, Security
 from voipgw.cli.errors import CliError
 from voipgw.cli.passphrase import unlock_identity
+from voipgw.cli.peer_trust import (
+    hangup_reason,
+    peer_key_notice,
+    peer_refused_our_key,
+    peer_saw_our_key_change,
+    security_text,
+)
+from voipgw.cli.progress import CallerProgress, never_keyed, outcome_line
+from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
+from voipgw.cli.style import loud
 from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
@@ -48,6 +58,10 @@ EXIT_CODES_EPILOG = (
     "2 usage or configuration error (bad arguments, configuration, identity, contact store, or an address that "
     "cannot be bound: nothing was attempted); 3 no audio device (use --play/--record)"
 )
+PEER_SAS_MISMATCH = "voipgw: the other side reported that the SAS did not match (possible man in the middle)"
+"""The BYE Reason of a user who pressed ``x``: the other side exits 1 with a loud line (no comma: the Reason's text
+ends at the first one)."""
+USER_SAS_MISMATCH = "the SAS did not match (reported by the user): possible man in the middle"
 TAIL_S = 0.6
 """After the played file ends, keep the call up this long so the last frames reach the peer's jitter buffer."""
 
@@ -98,13 +112,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(c)
     c.set_defaults(func=run_call)
     li = sub.add_parser("listen", help="wait for calls and answer them", epilog=EXIT_CODES_EPILOG)
-    li.add_argument("--auto-answer", action="store_true", help="answer at once (otherwise ring, then answer)")
+    li.add_argument(
+        "--auto-answer",
+        action="store_true",
+        help="answer at once (otherwise, on a terminal: ring and show who calls until you press a to answer, r to "
+        "reject (603) or b for busy (486); without a terminal: ring --answer-after seconds, then answer)",
+    )
     li.add_argument("--once", action="store_true", help="exit after the first call ends")
     li.add_argument(
         "--answer-after",
         type=float,
         metavar="S",
-        help="ring S seconds before answering (default 0 with --auto-answer, else 1)",
+        help="ring S seconds, then answer without asking (default: ask on a terminal; else 0 with --auto-answer, "
+        "1 without)",
     )
     _common(li)
     li.set_defaults(func=run_listen)
@@ -257,7 +277,12 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "setup_ms": rec.setup_ms,
         "handshake_ms": rec.handshake_ms,
         "duration_s": (rec.ended_at or time.time()) - rec.started_at if rec.started_at else 0.0,
+        "never_keyed": never_keyed(rec),
+        "peer_refused_our_key": peer_refused_our_key(rec),
+        "peer_saw_our_key_change": peer_saw_our_key_change(rec),
     }
+    if out["peer_refused_our_key"] or out["peer_saw_our_key_change"]:
+        out["security_text"] = security_text(rec, rec.security.value)
     out.update(call.stats())
     return out
 
@@ -269,7 +294,9 @@ def print_summary(data: dict[str, Any]) -> None:
     )
     if data["reason"]:
         print(f"  reason: {data['reason']}", file=sys.stderr)
-    print(f"  security: {data['security']}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
+    security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
+    security = data.get("security_text") or security
+    print(f"  security: {security}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
     if data["sas"]:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
     if data["safety_number"]:
@@ -338,7 +365,7 @@ class _Ui:
         elif key == "x":
             with contextlib.suppress(Exception):
                 trust.record_sas_mismatch(rec.remote_aor, rec.remote_identity, now=time.time(), detail=f"SAS {rec.sas}")
-            rec.reason = "the SAS did not match (reported by the user): possible man in the middle"
+            rec.reason = USER_SAS_MISMATCH
             print(
                 f"\nSAS mismatch with {rec.remote_aor}: hanging up. Someone may be intercepting this call; compare "
                 f"safety numbers in person (voipgw fingerprint {rec.remote_aor}) before trusting this contact.",
@@ -346,7 +373,7 @@ class _Ui:
                 flush=True,
             )
             log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
-            call.hangup("voipgw: the other side reported that the SAS did not match (possible man in the middle)")
+            call.hangup(PEER_SAS_MISMATCH)
 
     def _peer_name(self, call: ActiveCall) -> str | None:
         """The user's own name for the signed remote AOR, read once per call (None: none, or not sealed yet)."""
@@ -370,7 +397,7 @@ class _Ui:
         self._dtmf_shown = len(call.dtmf_received)
         if rec.trust_warning and not self._warned:
             self._warned = True
-            print(f"\n*** WARNING ***\n{rec.trust_warning}\n", file=sys.stderr, flush=True)
+            print("\n" + loud(f"*** WARNING ***\n{rec.trust_warning}", sys.stderr) + "\n", file=sys.stderr, flush=True)
         if rec.sas and not self._sas_told and (rec.safety_number or final):
             self._sas_told = True
             verified = rec.security is Security.SECURE_VERIFIED
@@ -408,7 +435,7 @@ async def _follow(
         if until is None and end_after is not None and end_after.finished:
             until = time.monotonic() + TAIL_S
         if stop.is_set() or (until is not None and time.monotonic() >= until):
-            call.hangup()
+            call.hangup(hangup_reason(call.record))
             break
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(call.done.wait(), 0.25)
@@ -439,8 +466,27 @@ def _record_history(call: ActiveCall, phone: Phone, data: dict[str, Any]) -> Non
         log.warning("call %s: not added to the call history: %s", data["call_id"], exc)
 
 
+def sas_mismatch(rec: CallRecord) -> bool:
+    """The SAS did not match: this user pressed ``x``, or the peer's BYE says its user did (the call exits 1)."""
+    return rec.reason is not None and (USER_SAS_MISMATCH in rec.reason or PEER_SAS_MISMATCH in rec.reason)
+
+
 def _finish(call: ActiveCall, phone: Phone, args: argparse.Namespace) -> dict[str, Any]:
     data = summary(call, phone)
+    rec = call.record
+    if rec.reason is not None and PEER_SAS_MISMATCH in rec.reason:
+        text = (
+            f"*** {rec.remote_aor} reported that the SAS did NOT match ***\nSomeone may be intercepting your calls "
+            f"with {rec.remote_aor}. Compare safety numbers in person (voipgw fingerprint {rec.remote_aor}) before "
+            "trusting this contact."
+        )
+        print("\n" + loud(text, sys.stderr), file=sys.stderr, flush=True)
+        # INFO: the log file keeps it; the terminal shows it once, above
+        log.info("call %s: %s reported an SAS mismatch (its BYE says so)", rec.call_id, rec.remote_aor)
+    notice = peer_key_notice(rec)
+    if notice is not None:
+        print("\n" + loud(notice, sys.stderr), file=sys.stderr, flush=True)
+        log.info("call %s: %s", rec.call_id, notice)  # the log file's copy (the terminal shows it once, above)
     print_summary(data)
     _record_history(call, phone, data)
     if args.summary_json is not None:
@@ -549,11 +595,25 @@ async def _call_main(args: argparse.Namespace) -> int:
             phone.place_call(args.uri, source=source, sink=sink, tap_wire=args.tap_wire is not None)
         )
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({placing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        progress = CallerProgress(args.uri, config.no_answer_timeout_s)
+        t0, rang = time.monotonic(), False
+        while not (placing.done() or stopper.done()):
+            pending = phone.pending
+            if pending is not None and pending.record.state is CallState.EARLY:
+                pending.poll_session_events()  # the far side's SAS reveal, once its phone rings
+            rang = rang or (pending is not None and pending.record.state in (CallState.RINGING, CallState.EARLY))
+            for line in progress.update(None if pending is None else pending.record, time.monotonic() - t0):
+                if not args.quiet:
+                    print(line, file=sys.stderr, flush=True)
+            await asyncio.wait({placing, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
         if not placing.done():  # interrupted while ringing: CANCEL, then collect the outcome
             phone.cancel_pending()
         stopper.cancel()
         call = await placing
+        rang = rang or call.record.sas is not None
+        closing = outcome_line(call.record, rang) if call.record.state is not CallState.ESTABLISHED else None
+        if closing is not None:
+            print(closing, file=sys.stderr, flush=True)
         with _Ui(phone, args.quiet) as ui:
             if call.record.state is CallState.ESTABLISHED:
                 send_dtmf(call, args)
@@ -563,7 +623,7 @@ async def _call_main(args: argparse.Namespace) -> int:
             elif call.record.trust_warning:
                 ui.update(call, final=True)
         data = _finish(call, phone, args)
-        return 0 if data["state"] == "ended" else EXIT_CALL_FAILED
+        return 0 if data["state"] == "ended" and not sas_mismatch(call.record) else EXIT_CALL_FAILED
     finally:
         busy.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -649,11 +709,22 @@ async def _listen_main(args: argparse.Namespace) -> int:
 async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Ring, answer or refuse one incoming call and follow it to the end; returns the exit status it implies."""
     print(f"incoming call from {incoming.from_aor}", file=sys.stderr, flush=True)
-    delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
-    gone = await phone.ring(incoming, delay) if delay > 0 else None  # the caller may CANCEL while we ring
     source = sink = None
-    if gone is not None:
+    decision, gone = Decision.ANSWER, None
+    if args.answer_after is None and not args.auto_answer and sys.stdin.isatty():
+        decision, gone = await ring_by_hand(phone, incoming, stop)  # a person decides: a, r, b
+    else:  # no terminal to ask (or told when to answer): ring --answer-after seconds (default 1), then answer
+        delay = args.answer_after if args.answer_after is not None else (0.0 if args.auto_answer else 1.0)
+        gone = await phone.ring(incoming, delay) if delay > 0 else None  # the caller may CANCEL while we ring
+        decision = Decision.GONE if gone is not None else Decision.ANSWER
+    if decision is Decision.GONE:
         call = phone.missed(incoming, f"cancelled by the caller ({gone})")
+        print(f"{call.record.remote_aor} gave up before the call was answered ({gone})", file=sys.stderr, flush=True)
+    elif decision is not Decision.ANSWER:
+        refusal = REFUSALS[decision]
+        call = await phone.decline(incoming, refusal.code, refusal.phrase)
+        print(f"not answered: {call.record.remote_aor} was sent {refusal.code} {refusal.phrase}", file=sys.stderr,
+              flush=True)  # fmt: skip
     else:
         try:
             source, sink = audio_io(args)
@@ -673,8 +744,8 @@ async def _handle_incoming(phone: Phone, incoming: IncomingCall, args: argparse.
     for closer in (source, sink):
         if closer is not None:
             closer.close()
-    status = 0 if data["state"] == "ended" else EXIT_CALL_FAILED
-    return status
+    declined = decision in (Decision.REJECT, Decision.BUSY)  # the user's own choice: the listener did its job
+    return 0 if (data["state"] == "ended" and not sas_mismatch(call.record)) or declined else EXIT_CALL_FAILED
 
 
 def _run(coro: Any) -> int:

@@ -25,7 +25,7 @@ from voipgw.cli.errors import CliError
 from voipgw.cli.id_payload import BadIdentityPayload, parse_identity_payload
 from voipgw.cli.passphrase import unlock_identity
 from voipgw.names import MAX_NAME, clean_name
-from voipgw.store.contacts import Contact, VerifyMethod, quarantine_corrupt
+from voipgw.store.contacts import EVENT_SAS_MISMATCH, Contact, VerifyMethod, quarantine_corrupt
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.export import MAX_IMPORT_BYTES, export_document, parse_document
 from voipgw.trust import (
@@ -99,13 +99,23 @@ def contact_state(c: Contact) -> str:
     return "key-changed" if c.changed_at is not None else "known"
 
 
+def sas_mismatch_at(events: list[tuple[float, str, str]], c: Contact) -> float | None:
+    """When a user last reported that the SAS with ``c``'s current key did not match (``x`` in a call), unless the
+    contact was verified again since; None if not."""
+    reported = [at for at, kind, _ in events if kind == EVENT_SAS_MISMATCH and at >= c.key_first_seen]
+    if not reported or (c.verified_at is not None and c.verified_at > max(reported)):
+        return None
+    return max(reported)
+
+
 def who(c: Contact) -> str:
     """``Alice Smith <alice@example.org>`` when the user named the contact, else the AOR alone."""
     return f"{c.name} <{c.aor}>" if c.name else c.aor
 
 
-def _contact_json(c: Contact) -> dict[str, Any]:
+def _contact_json(c: Contact, mismatch_at: float | None = None) -> dict[str, Any]:
     return {
+        "sas_mismatch_at": mismatch_at,
         "aor": c.aor,
         "name": c.name,
         "state": contact_state(c),
@@ -204,8 +214,9 @@ def add_name_arguments(p: argparse.ArgumentParser) -> None:
 def run_list(args: argparse.Namespace) -> int:
     with open_trust(args) as trust:
         contacts = trust.store.contacts()
+        mismatches = {c.aor: sas_mismatch_at(trust.store.events(c.aor), c) for c in contacts}
     if args.json:
-        print(json.dumps([_contact_json(c) for c in contacts], indent=2))
+        print(json.dumps([_contact_json(c, mismatches[c.aor]) for c in contacts], indent=2))
         return 0
     if not contacts:
         print("no contacts yet (a contact is added on the first call)")
@@ -213,7 +224,10 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [("AOR", "NAME", "STATE", "VERIFIED", "LAST SEEN", "CALLS")]
     for c in contacts:
         verified = f"yes ({c.verified_method})" if c.verified else "no"
-        rows.append((c.aor, c.name or "-", contact_state(c), verified, fmt_time(c.last_seen), str(c.call_count)))
+        state = contact_state(c)
+        if mismatches[c.aor] is not None:
+            state += f", SAS MISMATCH {fmt_time(mismatches[c.aor])}"
+        rows.append((c.aor, c.name or "-", state, verified, fmt_time(c.last_seen), str(c.call_count)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

@@ -76,19 +76,29 @@ class HomeLogHandler(logging.Handler):
         super().close()
 
 
+KEY_CHANGE_MARK = "has CHANGED."
+"""In every changed-key warning (``voipgw.trust``): the line the softphone's banner already shows."""
+
+
 class _TerminalFilter(logging.Filter):
     """Keeps the CLI's own INFO lines (each call's summary, its SAS) out of the terminal unless -v: they are for
     the log file, and the terminal already shows them in its own words."""
 
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, key_change_banner: bool = False) -> None:
         super().__init__()
         self.level = level
+        self.key_change_banner = key_change_banner
+        """The softphone prints a changed key's warning itself, loud, once: its log copy goes to the file only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.key_change_banner and KEY_CHANGE_MARK in record.getMessage():
+            return False
         return record.levelno >= self.level or not record.name.startswith("voipgw.cli")
 
 
-def setup_logging(home: Path, verbose: int, quiet: bool, to_file: bool = True) -> HomeLogHandler:
+def setup_logging(
+    home: Path, verbose: int, quiet: bool, to_file: bool = True, key_change_banner: bool = False
+) -> HomeLogHandler:
     """Log lines to stderr (WARNING; INFO with -v, DEBUG with -vv; ERROR only with --quiet) and, ``to_file``, to
     ``<home>/voipgw.log`` (the same, plus every call's summary line); returns the file handler (the crash log
     writes there in any case)."""
@@ -101,7 +111,7 @@ def setup_logging(home: Path, verbose: int, quiet: bool, to_file: bool = True) -
             continue
         for stale in [f for f in handler.filters if isinstance(f, _TerminalFilter)]:
             handler.removeFilter(stale)
-        handler.addFilter(_TerminalFilter(level))
+        handler.addFilter(_TerminalFilter(level, key_change_banner))
         if quiet:
             handler.setLevel(logging.ERROR)
     for old in [h for h in root.handlers if isinstance(h, HomeLogHandler)]:  # main() run again in one process
@@ -187,7 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.home = default_home()
     # The gateway's log lines are the operator's (stderr / journald, redacted by voipgw.ops.logs): only its
     # unexpected-error detail goes to the file.
-    file_log = setup_logging(args.home, args.verbose, args.quiet, to_file=args.command != "gateway")
+    file_log = setup_logging(
+        args.home,
+        args.verbose,
+        args.quiet,
+        to_file=args.command != "gateway",
+        key_change_banner=args.command in ("call", "listen"),
+    )
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
