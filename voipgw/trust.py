@@ -305,25 +305,18 @@ class TrustStore:
 
     def _first(self, aor: str, contact: Contact, local_side: str, resembled: Contact | None = None) -> TrustVerdict:
         self._remember(contact)
+        reason = f"first contact with {aor}: key trusted on first use, not verified (compare the safety number)"
+        warning = None
         if resembled is not None:
             what = "a verified contact" if resembled.verified else "a known contact"
             # escaped: the point is that the two addresses only look the same (a Cyrillic "а" shows as "\u0430")
             shown = aor.encode("ascii", "backslashreplace").decode()
-            return TrustVerdict(
-                remote_aor=aor,
-                state=TrustState.FIRST_CONTACT,
-                verified=False,
-                action=TrustAction.ALLOW,
-                safety_number=combine_sides(local_side, contact.key_side),
-                previous_safety_number=None,
-                previous_key_first_seen=None,
-                reason=f"first contact with {shown}, which LOOKS LIKE {resembled.aor} ({what}) but is another address",
-                warning=(
-                    f"WARNING: {shown} LOOKS LIKE {resembled.aor} ({what}), but it is a different address with a "
-                    f"key never seen before.\nThis is how an impostor borrows the trust you gave {resembled.aor}. "
-                    f"Do not treat this caller as {resembled.aor} unless you verify it (compare the SAS or the "
-                    f"safety number over another channel)."
-                ),
+            reason = f"first contact with {shown}, which LOOKS LIKE {resembled.aor} ({what}) but is another address"
+            warning = (
+                f"WARNING: {shown} LOOKS LIKE {resembled.aor} ({what}), but it is a different address with a "
+                f"key never seen before.\nThis is how an impostor borrows the trust you gave {resembled.aor}. "
+                f"Do not treat this caller as {resembled.aor} unless you verify it (compare the SAS or the "
+                f"safety number over another channel)."
             )
         return TrustVerdict(
             remote_aor=aor,
@@ -333,8 +326,8 @@ class TrustStore:
             safety_number=combine_sides(local_side, contact.key_side),
             previous_safety_number=None,
             previous_key_first_seen=None,
-            reason=f"first contact with {aor}: key trusted on first use, not verified (compare the safety number)",
-            warning=None,
+            reason=reason,
+            warning=warning,
         )
 
     def _changed_verdict(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.phone_calls import wait_for_call
 from tests.support.phones import SPEECH, start_caller, start_listener
 from voipgw.cli.main import main
 
@@ -59,15 +60,8 @@ def test_a_contact_added_from_its_payload_is_verified_on_the_first_call(
     assert main(["--home", str(tmp_path / "bob-home"), "contacts", "add", payload, "--verified"]) == 0
     assert "VERIFIED (qr)" in capsys.readouterr().out
     bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), record=False, tap=False)
-    try:
-        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH), tap=False)
-        try:
-            assert alice.wait(CALL_TIMEOUT_S) == 0, alice.log()
-        finally:
-            alice.stop()
-        assert bob.wait(CALL_TIMEOUT_S) == 0, bob.log()
-    finally:
-        bob.stop()
+    alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH), tap=False)
+    wait_for_call(alice, bob, CALL_TIMEOUT_S, CALL_TIMEOUT_S)
     a, b = alice.summary(), bob.summary()
     assert b["security"] == "secure, verified" and b["verified"], b  # no call had happened before
     assert a["security"] == "secure, unverified", a  # alice did not add bob: a first contact for her

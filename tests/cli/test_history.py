@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.phone_calls import wait_for_call
 from tests.support.phones import SPEECH, start_caller, start_listener, voipgw_argv
 from voipgw.store import history
 from voipgw.store.contacts import ContactStore
@@ -55,17 +56,8 @@ def test_the_default_config_file_in_home_is_read(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_history_log_file_and_quiet_after_a_real_call(tmp_path: Path) -> None:
     bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), record=False, tap=False)
-    try:
-        alice = start_caller(
-            tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH), "-q", tap=False
-        )
-        try:
-            assert alice.wait(CALL_TIMEOUT_S) == 0, alice.log()
-        finally:
-            alice.stop()
-        assert bob.wait(CALL_TIMEOUT_S) == 0, bob.log()
-    finally:
-        bob.stop()
+    alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(SPEECH), "-q", tap=False)
+    wait_for_call(alice, bob, CALL_TIMEOUT_S, CALL_TIMEOUT_S)
     summary = alice.summary()
     for home, direction, peer in (
         (tmp_path / "alice-home", "outgoing", "bob@127.0.0.1"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.phone_calls import wait_for_call
 from tests.support.phones import start_caller, start_listener
 from voipgw.audio.wav import write_wav
 
@@ -24,18 +25,11 @@ def test_play_then_silence_keeps_the_call_up_until_duration(tmp_path: Path) -> N
     config = tmp_path / "phone.toml"
     config.write_text(f"[phone]\nmedia_timeout_s = {MEDIA_TIMEOUT_S}\n")
     bob = start_listener(tmp_path, "bob", "--play", str(clip), "--config", str(config), record=False, tap=False)
-    try:
-        alice = start_caller(
-            tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(clip), "--duration",
-            str(DURATION_S), "--config", str(config), record=False, tap=False,
-        )  # fmt: skip
-        try:
-            assert alice.wait(CALL_TIMEOUT_S) == 0, alice.log()
-        finally:
-            alice.stop()
-        assert bob.wait(CALL_TIMEOUT_S) == 0, bob.log()
-    finally:
-        bob.stop()
+    alice = start_caller(
+        tmp_path, "alice", f"sip:bob@127.0.0.1:{bob.sip_port}", "--play", str(clip), "--duration",
+        str(DURATION_S), "--config", str(config), record=False, tap=False,
+    )  # fmt: skip
+    wait_for_call(alice, bob, CALL_TIMEOUT_S, CALL_TIMEOUT_S)
     a, b = alice.summary(), bob.summary()
     for side in (a, b):
         assert side["state"] == "ended" and "no media" not in (side["reason"] or ""), side
