@@ -216,7 +216,10 @@ def test_a_second_fork_answering_is_acked_and_byed_not_reported(tmp_path: Path) 
                 ]
                 answered = await next_of(call, Answered)
                 assert answered.dialog == "forkA" and answered.remote_sdp.endswith("a=x-fork:A\r\n")
-                await wait_until(lambda: stack.stats.stray_2xx == 1, "the second fork's 2xx handled")
+                try:
+                    await wait_until(lambda: stack.stats.stray_2xx == 1, "the second fork's 2xx handled")
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}; stack stats: {stack.stats}; sipp: {uas.stop().log[-2000:]}") from None
                 call.hangup()
                 assert isinstance(await call.next_event(WAIT_S), Ended)
                 assert call.events.empty(), "nothing about forkB reached the call"

@@ -70,6 +70,8 @@ class SipStats:
     """2xx with another To-tag for an answered INVITE that came from elsewhere than the INVITE's next hop: dropped."""
     stray_2xx: int = 0
     """2xx for an INVITE already answered by another fork (another To-tag), ACKed and BYEd (RFC 3261 13.2.2.4)."""
+    stray_2xx_failed: int = 0
+    """Such a 2xx whose ACK/BYE could not be built: dropped so that its retransmission is tried again."""
     refused: dict[str, int] = field(default_factory=dict)
     """Requests refused by a trust-zone rule, by reason (``register_on_outside``, ``pbx_on_inside``,
     ``untrusted_source``, ``binding_other_source``, ``register_bad_credentials``, ``invite_bad_credentials``...)."""

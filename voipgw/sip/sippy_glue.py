@@ -301,8 +301,12 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
         try:
             resp = SipResponse(data.decode("utf-8"))
             tid = resp.getTId(True, True)
-            if resp.getHFBody("cseq").getCSeqMethod() != "INVITE" or tid in self.tclient:
+            if resp.getHFBody("cseq").getCSeqMethod() != "INVITE":
                 return False
+            # Decided by the winning 2xx alone, not by whether sippy still holds the client transaction: once a 2xx
+            # with one To-tag was taken, a 2xx with another tag is another fork's, whatever sippy's state. (Left to
+            # sippy while the transaction lingered, such a 2xx was taken as the final response and its ACK cached,
+            # so no retransmission of it was ever ACKed to the right dialog again.)
             won = self.answered_invites.get(tid)
             tag = resp.getHFBody("to").getTag()
             if won is None or tag is None or tag == won[0]:
@@ -339,12 +343,16 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
             bye.getHFBody("via").genBranch()
             self.newTransaction(bye, None, userv=server)
         except Exception as exc:
-            sippy_ratelog("stray-2xx", logging.WARNING, "could not ACK/BYE a 2xx from another fork: %r", exc)
-            return False
+            # Dropped rather than handed to sippy, which would cache it unanswered: its retransmission
+            # (64*T1) gets another try.
+            self.guard.stats.stray_2xx_failed += 1
+            sippy_ratelog("stray-2xx-failed", logging.WARNING, "could not ACK/BYE a 2xx from another fork: %r", exc)
+            return True
         self.guard.stats.stray_2xx += 1
         sippy_ratelog(
-            "stray-2xx", logging.INFO, "a second fork (To-tag %s) answered an INVITE already answered: ACK + BYE", tag
-        )
+            "stray-2xx-handled", logging.INFO,
+            "a second fork (To-tag %s) answered an INVITE already answered: ACK + BYE", tag,
+        )  # fmt: skip
         return True
 
     def _forget_answered(self, tid: Any) -> None:
