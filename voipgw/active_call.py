@@ -16,6 +16,7 @@ from ratchet.events import SasCommitmentFailed, SasReady
 from ratchet.session import MediaSession
 from voipgw.call import CallEvent, CallRecord
 from voipgw.media import MediaError, MediaStream
+from voipgw.media_health import Degraded, sas_reveal_overdue
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
 from voipgw.sip import IncomingCall, SipCall
 
@@ -99,6 +100,23 @@ class ActiveCall:
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
                 self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
 
+    def degrade(self, what: Degraded, now: float) -> None:
+        """``what`` weakens this call's protection from ``now`` on: logged once, shown until restored."""
+        if self.record.health.raise_(what, now):
+            log.warning("call %s with %s degraded: %s", self.record.call_id, self.record.remote_aor, what.text)
+
+    def restore(self, what: Degraded) -> None:
+        if self.record.health.clear(what):
+            log.info("call %s: no longer degraded: %s", self.record.call_id, what.text)
+
+    def check_sas_reveal(self, now_wall: float) -> None:
+        """The call layer's part of the degraded check: answered and secure, but still no SAS after the deadline."""
+        rec = self.record
+        if rec.sas is not None:
+            self.restore(Degraded.NO_SAS_REVEAL)
+        elif sas_reveal_overdue(rec.started_at, now_wall, False, rec.secure and self.session is not None):
+            self.degrade(Degraded.NO_SAS_REVEAL, now_wall)
+
     def note_dtmf(self, digit: str) -> None:
         if len(self.dtmf_received) < MAX_RECORDED_DTMF:  # a peer sending digits forever cannot grow this
             self.dtmf_received.append(digit)
@@ -137,6 +155,7 @@ class ActiveCall:
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
+            "degraded": self.record.health.as_dict(),
         }
 
 

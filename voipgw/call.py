@@ -19,6 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from voipgw.media_health import MediaHealth
+
 
 class CallState(enum.Enum):
     CALLING = "calling"
@@ -149,6 +151,8 @@ class CallRecord:
     started_at: float | None = None
     ended_at: float | None = None
     history: list[tuple[CallState, CallEvent]] = field(default_factory=list)
+    health: MediaHealth = field(default_factory=MediaHealth)
+    """What of the call's protection is degraded now, and what ever was (``voipgw.media_health``)."""
 
     def apply(self, event: CallEvent, security: Security | None = None) -> CallState:
         """Move by ``event`` (a REFUSED event makes the security REFUSED; ``security`` sets it with the move,

@@ -541,6 +541,8 @@ class Leg:
                     ev = await call.sip.next_event(timeout=0.2)
                 except TimeoutError:
                     call.poll_session_events()
+                    if rec.state is CallState.ESTABLISHED:
+                        call.check_sas_reveal(time.time())
                     opened = call.media.stats.frames_opened if call.media is not None else 0
                     if opened and not acknowledged and isinstance(call.sip, IncomingCall):
                         acknowledged = True  # the caller accepted our 183: it sealed a frame with those keys

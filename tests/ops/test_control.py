@@ -338,3 +338,15 @@ def test_render_status_reads_the_gateway_core_snapshot_shape() -> None:
     assert "opus (pass-through)" in next(line for line in lines if line.startswith("out-2@gw"))
     ended = next(line for line in lines if line.startswith("out-0@gw"))
     assert ended.split()[-1] == "busy" and "refused" in ended
+
+
+def test_render_status_lists_degraded_calls_apart() -> None:
+    calls = [
+        {**SNAPSHOT["calls"][0], "degraded": {"active": ["no-peer-dh-step"], "seen": ["no-peer-dh-step"]}},
+        {**SNAPSHOT["calls"][0], "call_id": "c2@gw", "user": "bob", "degraded": {"active": [], "seen": ["x"]}},
+    ]
+    lines = render_status({**SNAPSHOT, "calls": calls}).splitlines()
+    at = lines.index("DEGRADED calls (1)")
+    assert lines[at + 1] == "  alice carol@pbx.test: no-peer-dh-step"
+    assert not any("bob" in line for line in lines[at:])
+    assert "DEGRADED" not in render_status(SNAPSHOT)

@@ -198,3 +198,18 @@ def test_zone_refusals_are_read_from_the_gateway_at_each_scrape() -> None:
     counts["pbx_on_inside"] = 1
     got = samples(m.exposition().decode())
     assert got[("voipgw_zone_refusals_total", (("reason", "pbx_on_inside"),))] == 1
+
+
+def test_degraded_calls_are_counted_at_the_end_and_shown_live_by_reason() -> None:
+    m = GatewayMetrics()
+    live = {"no-peer-dh-step": 2}
+    m.track_degraded(lambda: dict(live), ["no-peer-dh-step", "no-sas-reveal"])
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_degraded_active", (("reason", "no_peer_dh_step"),))] == 2
+    assert got[("voipgw_calls_degraded_active", (("reason", "no_sas_reveal"),))] == 0
+    live.clear()
+    m.call_finished("secure, unverified", False, sealed=1, opened=1, refused={}, degraded=["no-sas-reveal"])
+    m.call_finished("secure, unverified", False, sealed=1, opened=1, refused={})
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_degraded_active", (("reason", "no_peer_dh_step"),))] == 0
+    assert got[("voipgw_calls_degraded_total", (("reason", "no_sas_reveal"),))] == 1

@@ -38,6 +38,7 @@ from voipgw.cli.ringing import REFUSALS, Decision, ring_by_hand
 from voipgw.cli.style import loud
 from voipgw.config import DEFAULT_PHONE_CONFIG, ConfigError, PhoneConfig, load_phone_config, parse_hostport
 from voipgw.media import MediaError
+from voipgw.media_health import Degraded
 from voipgw.phone import ActiveCall, IncomingCall, Phone, RegistrationFailed
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_train
 from voipgw.store.contacts import VerifyMethod
@@ -248,10 +249,11 @@ def status_line(call: ActiveCall, name: str | None = None) -> str:
     sas = f"SAS {rec.sas} ({' '.join(rec.sas_words or ())})" if rec.sas else "SAS pending"
     security = rec.security.value
     peer = peer_text(rec, name)
+    degraded = rec.health.summary()
     return (
         f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {rec.state.value if rec.state else '-'} | "
         f"{security} | {peer} | {sas} | sent {st['frames_sent']} recv {st['frames_received']} "
-        f"refused {st['frames_refused']}"
+        f"refused {st['frames_refused']}" + (f" | {degraded}" if degraded else "")
     )
 
 
@@ -301,6 +303,10 @@ def print_summary(data: dict[str, Any]) -> None:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
     if data["safety_number"]:
         print(f"  safety number: {format_safety_number(data['safety_number'])}", file=sys.stderr)
+    seen = data.get("degraded", {}).get("seen", [])
+    if seen:
+        texts = "; ".join(Degraded(value).text for value in seen)
+        print(f"  DEGRADED during the call: {texts}", file=sys.stderr)
     print(
         f"  frames: sent {data['frames_sent']}, received {data['frames_received']}, opened {data['frames_opened']}, "
         f"refused {data['frames_refused']} {data['refused_by_reason'] or ''}",

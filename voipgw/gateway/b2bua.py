@@ -207,6 +207,16 @@ class Gateway:
             "sas_probe_suspects": self.probes.suspects(time.time()),
         }
 
+    def degraded_calls(self) -> dict[str, int]:
+        """Calls in progress whose protection is degraded now, by reason (``voipgw.media_health``); read by the
+        metrics thread, hence the copy of the list."""
+        out: dict[str, int] = {}
+        for bridge in list(self.bridges):
+            if bridge.outside is not None:
+                for what in list(bridge.outside.record.health.active):
+                    out[what.value] = out.get(what.value, 0) + 1
+        return out
+
     def unanswered_secure_calls(self) -> dict[str, int]:
         """Secure inbound calls whose caller hung up before the answer, by stage (before or after our SAS reveal),
         and ``alert``: the times one peer crossed the probing limit (``voipgw.probes``)."""

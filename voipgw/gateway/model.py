@@ -218,6 +218,7 @@ class Bridge:
             "inside_call_id": self.inside_sip.call_id if self.inside_sip is not None else None,
             "security": rec.security.value if rec else "pending",
             "sas": rec.sas if rec else None,
+            "degraded": rec.health.as_dict() if rec else {"active": [], "seen": []},
             "safety_number": rec.safety_number if rec else None,
             "display": self.display,
             "label": self.label,

@@ -21,6 +21,7 @@ from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.registrations import OutsideAccount, Registrations
 from voipgw.gateway.routing import InsideRegistrar
 from voipgw.gateway.zones import ScreenPolicy, Zones, screen
+from voipgw.media_health import Degraded
 from voipgw.ops.config import ConfigError, GatewayConfig, check_pbx, format_hostport, preflight
 from voipgw.ops.metrics import FrameCounts, GatewayMetrics, handshake_failure_reason
 from voipgw.ops.service import OpsServices
@@ -231,6 +232,7 @@ class GatewayHooks:
             handshake_failure=failure,
             key=id(bridge),
             label=bridge.label,
+            degraded=[d.value for d in bridge.outside.record.health.seen] if bridge.outside is not None else (),
         )
         self.metrics.inside_dropped(bridge.inside_dropped())
 
@@ -310,6 +312,7 @@ class GatewayRuntime:
         self.metrics.track_frames(hooks.live_frames)
         self.metrics.track_zone_refusals(gateway.zone_refusals)
         self.metrics.track_unanswered(gateway.unanswered_secure_calls)
+        self.metrics.track_degraded(gateway.degraded_calls, [d.value for d in Degraded])
         self.gateway = gateway
         try:
             await gateway.start()

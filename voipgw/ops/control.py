@@ -447,6 +447,13 @@ def render_status(snapshot: Mapping[str, Any]) -> str:
         lines += _table([*_CALL_HEADERS, "REFUSED"], [_call_row(c) for c in calls])
     else:
         lines.append("  none")
+    degraded = [c for c in calls if isinstance(c.get("degraded"), Mapping) and c["degraded"].get("active")]
+    if degraded:
+        # Issue 14: a call whose keys stopped advancing, or that cannot be verified, is never degraded silently.
+        lines += ["", f"DEGRADED calls ({len(degraded)})"]
+        for c in degraded:
+            what = ", ".join(_cell(v) for v in c["degraded"]["active"])
+            lines.append(f"  {_cell(c.get('user'))} {_cell(_first(c, 'remote_aor', 'peer'))}: {what}")
     finished = _rows(snapshot, "finished")
     if finished:
         lines += ["", f"Recently finished ({len(finished)})"]

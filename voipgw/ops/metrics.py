@@ -166,6 +166,17 @@ class GatewayMetrics:
             registry=r,
         )
         self.registrations = Gauge("voipgw_registrations", "Fronted users currently registered to the PBX", registry=r)
+        self._degraded_reason = _Labels()
+        self.calls_degraded = Counter(
+            "voipgw_calls_degraded",
+            "Finished calls whose protection was degraded at some point, by reason (no-peer-dh-step, "
+            "dh-step-unacknowledged, no-sas-reveal)",
+            ["reason"],
+            registry=r,
+        )
+        self.calls_degraded_active = Gauge(
+            "voipgw_calls_degraded_active", "Calls in progress that are degraded now, by reason", ["reason"], registry=r
+        )
 
     def call_started(self, security: str, transcoding: bool) -> None:
         label = self._security(security)
@@ -237,11 +248,14 @@ class GatewayMetrics:
         handshake_failure: str | None = None,
         key: object | None = None,
         label: str | None = None,
+        degraded: Iterable[str] = (),
     ) -> None:
         """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
         its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), the
         reason its key exchange failed, if it did, and the label its inside phone was shown, if any."""
         self.calls_total.labels(security=self._security(security)).inc()
+        for reason in degraded:
+            self.calls_degraded.labels(reason=self._degraded_reason(reason)).inc()
         if label is not None:
             self.calls_labelled.labels(label=self._label(label)).inc()
         if transcoded:
@@ -283,6 +297,16 @@ class GatewayMetrics:
         ``alert`` (peers that crossed the probing limit) from ``read()`` at each scrape."""
         doc = "Secure calls the caller ended before the answer, by stage; alert = peers over the probing limit"
         self.registry.register(_ReadCounter("voipgw_unanswered_secure_calls", doc, "stage", read))  # type: ignore[arg-type]
+
+    def track_degraded(self, read: Callable[[], Mapping[str, int]], reasons: Iterable[str]) -> None:
+        """Serve ``voipgw_calls_degraded_active{reason}`` from ``read()`` (reason -> calls degraded now) at scrape
+        time; every reason in ``reasons`` is exported, 0 too."""
+
+        def active(reason: str) -> Callable[[], float]:
+            return lambda: float(read().get(reason, 0))
+
+        for reason in reasons:
+            self.calls_degraded_active.labels(reason=self._degraded_reason(reason)).set_function(active(reason))
 
     def set_registered(self, count: int) -> None:
         self.registrations.set(count)
