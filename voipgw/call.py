@@ -151,6 +151,10 @@ class CallRecord:
     started_at: float | None = None
     ended_at: float | None = None
     history: list[tuple[CallState, CallEvent]] = field(default_factory=list)
+    answered_by: str | None = None
+    """A caller's: the AOR that signed the answer, when it is not the one dialled (``accept_any_callee``)."""
+    called_as: str | None = None
+    """A callee's: the AOR the caller signed its offer for, when it is not ours (the call was forwarded here)."""
     health: MediaHealth = field(default_factory=MediaHealth)
     """What of the call's protection is degraded now, and what ever was (``voipgw.media_health``)."""
 
@@ -178,6 +182,21 @@ class CallRecord:
         if self.state is not CallState.ESTABLISHED or security not in SETTLED:
             raise CallSecurityError(self.state, CallEvent.ANSWERED, security)
         self.security = security
+
+    @property
+    def party(self) -> str:
+        """The AOR of the party actually on the line (the signed one): what verification and the contact store
+        are about. The dialled AOR unless the call was answered by another (``answered_by``)."""
+        return self.answered_by or self.remote_aor
+
+    @property
+    def forwarding(self) -> str | None:
+        """``forwarded: bob@x -> mallory@y`` when the party on the line is not the one the user meant, else None."""
+        if self.answered_by is not None:
+            return f"forwarded: {self.remote_aor} -> {self.answered_by}"
+        if self.called_as is not None:
+            return f"forwarded: {self.remote_aor} called {self.called_as}, answered here as {self.local_aor}"
+        return None
 
     @property
     def answered(self) -> bool:

@@ -35,6 +35,8 @@ from voipgw.negotiate import (
     decide_offer,
     early_key_exchange,
     final_matches_early,
+    forwarded,
+    forwarded_security,
     telephone_event_pt,
     trust_outcome,
 )
@@ -312,6 +314,7 @@ class Leg:
                 rec.trust_warning = outcome.warning
                 self._refuse_established(call, outcome.reason, public=outcome.public)
                 return
+            outcome = self._note_forwarding(rec, keys, outcome)
             rec.apply(event, security=outcome)
             self._note_keys(rec, keys, verdict)
             self._open_session(call, keys, outcome)
@@ -341,6 +344,7 @@ class Leg:
             return
         old = call.session
         rec.sas, rec.sas_words = None, None  # the winner's SAS: from its own reveal
+        outcome = self._note_forwarding(rec, keys, outcome)
         self._note_keys(rec, keys, verdict)
         self._open_session(call, keys, outcome)
         assert call.media is not None and call.session is not None
@@ -421,6 +425,11 @@ class Leg:
                 refusal = Refusal(488, "Not Acceptable Here", f"voipgw: {outcome.public}")
                 return self._reject(call, incoming, refusal, detail=f"voipgw: {outcome.reason}")
             security = outcome
+            if decision.called_as is not None:
+                rec.called_as = decision.called_as
+                security = forwarded_security(security)
+                log.warning("call %s: %s (the caller believes it is talking to %s)", rec.call_id,
+                            rec.forwarding, decision.called_as)  # fmt: skip
         if incoming.finished:  # the caller gave up while we verified
             if keys is not None:
                 keys.wipe()
@@ -624,6 +633,15 @@ class Leg:
             now=time.time(),
         )
 
+    def _note_forwarding(self, rec: CallRecord, keys: SessionKeys, security: Security) -> Security:
+        """A caller's answer signed by another AOR than the one dialled (``accept_any_callee``): the record names
+        the party that answered, and its verdict is never "verified" for the party the user meant (issue 15)."""
+        if not forwarded(rec.remote_aor, keys.remote_aor):
+            return security
+        rec.answered_by = keys.remote_aor
+        log.warning("call %s: %s; compare the SAS with %s", rec.call_id, rec.forwarding, keys.remote_aor)
+        return forwarded_security(security)
+
     def _note_keys(self, rec: CallRecord, keys: SessionKeys, verdict: TrustVerdict | None) -> None:
         rec.remote_identity = keys.remote_identity
         rec.local_identity = keys.local_identity
@@ -645,17 +663,19 @@ class Leg:
         call.poll_session_events()
         log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, security.value, rec.suite)
         assert rec.local_identity is not None and rec.remote_identity is not None
-        self.background.spawn(self._record_call(rec, rec.local_identity, rec.remote_identity))
+        # Under the AOR that signed, not the one dialled: a forwarded call must not file its key under the dialled
+        # contact (the next call to that contact would then look like a key change, or worse, like it).
+        self.background.spawn(self._record_call(rec, keys.remote_aor, rec.local_identity, rec.remote_identity))
 
-    async def _record_call(self, rec: CallRecord, local: bytes, remote: bytes) -> None:
+    async def _record_call(self, rec: CallRecord, remote_aor: str, local: bytes, remote: bytes) -> None:
         trust = self.context.trust
         if trust is not None:
             try:
                 await asyncio.to_thread(
-                    trust.record_call, rec.local_aor, rec.remote_aor, remote, local_key=local, now=time.time()
+                    trust.record_call, rec.local_aor, remote_aor, remote, local_key=local, now=time.time()
                 )
             except Exception as exc:  # a full disk or a read-only home must not end the call
-                log.error("could not record the call with %s in the contact store: %s", rec.remote_aor, exc)
+                log.error("could not record the call with %s in the contact store: %s", remote_aor, exc)
 
     async def _start_media(
         self,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ratchet.errors import HandshakeError
+from ratchet.aor import normalize_aor
+from ratchet.errors import HandshakeError, MalformedAor
 from ratchet.handshake import NonceCache, Offerer, answer_offer, decode_attribute, encode_attribute
 from ratchet.identity import IdentityKey
+from ratchet.messages import OfferMessage
 from ratchet.params import SessionKeys
 from voipgw.call import Security
 from voipgw.config import PhoneConfig, Policy
@@ -45,6 +47,9 @@ class Answer:
     """Our ``a=voipgw`` value for the answer SDP (None for a plain call)."""
     telephone_event_pt: int | None
     """The offer's telephone-event payload type echoed in the answer (RFC 3264), or None: no DTMF."""
+    called_as: str | None = None
+    """The callee AOR the caller signed, when it is not ours (``accept_any_callee``: the call was forwarded to us;
+    the caller believes it is talking to that AOR)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,33 @@ def decide_offer(
         except HandshakeError as exc:
             return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
         attribute = encode_attribute(answer_bytes)
-    return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec))
+    called_as = _signed_callee(remote.handshake) if secure else None
+    if called_as is not None and not forwarded(called_as, local_aor):
+        called_as = None
+    return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec), called_as)
+
+
+def _signed_callee(attribute: str | None) -> str | None:
+    """The callee AOR an offer (already verified by ``answer_offer``) was signed for."""
+    try:
+        return OfferMessage.parse(decode_attribute(attribute or "")).callee_aor
+    except (HandshakeError, ValueError):
+        return None
+
+
+def forwarded(expected: str, signed: str) -> bool:
+    """Whether the party that signed (``signed``) is another AOR than the one the user meant (``expected``): the
+    dialled AOR at the caller, our own at the callee. Compared in normal form (``ratchet.aor``)."""
+    try:
+        return normalize_aor(expected) != normalize_aor(signed)
+    except MalformedAor:
+        return True
+
+
+def forwarded_security(security: Security) -> Security:
+    """A forwarded call's security: "verified" belongs to the party that was verified, and the user meant someone
+    else, so a verified key of the answering party counts as unverified until the user compares the SAS with it."""
+    return Security.SECURE_UNVERIFIED if security is Security.SECURE_VERIFIED else security
 
 
 def early_key_exchange(provisional_sdp: str | None) -> str | None:

@@ -26,6 +26,8 @@ from voipgw.negotiate import (
     decide_offer,
     early_key_exchange,
     final_matches_early,
+    forwarded,
+    forwarded_security,
     telephone_event_pt,
     trust_outcome,
 )
@@ -329,3 +331,29 @@ def test_the_200_must_repeat_the_183s_key_exchange(final: str, refused: str | No
         assert verdict is None
     else:
         assert isinstance(verdict, Rejected) and verdict.reason.startswith(refused)
+
+
+@pytest.mark.parametrize(
+    ("expected", "signed", "result"),
+    [
+        ("bob@example.org", "bob@example.org", False),
+        ("sip:bob@example.org", "bob@example.org", False),  # one AOR in two spellings (ratchet.aor)
+        ("bob@example.org", "mallory@example.org", True),
+        ("bob@example.org", "bob@example.net", True),
+        ("not an aor", "bob@example.org", True),  # unreadable: never taken as the same party
+    ],
+)
+def test_forwarded_compares_aors_in_normal_form(expected: str, signed: str, result: bool) -> None:
+    assert forwarded(expected, signed) is result
+
+
+@pytest.mark.parametrize(
+    ("security", "result"),
+    [
+        (Security.SECURE_VERIFIED, Security.SECURE_UNVERIFIED),
+        (Security.SECURE_UNVERIFIED, Security.SECURE_UNVERIFIED),
+        (Security.KEY_CHANGED, Security.KEY_CHANGED),
+    ],
+)
+def test_a_forwarded_call_is_never_verified_for_the_party_meant(security: Security, result: Security) -> None:
+    assert forwarded_security(security) is result

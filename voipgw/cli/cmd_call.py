@@ -237,6 +237,11 @@ def check_devices(args: argparse.Namespace) -> None:
 def peer_text(rec: CallRecord, name: str | None) -> str:
     """``Alice Smith <alice@example.org>`` with the user's own ``name`` for the contact, only once the key exchange
     signed the AOR (a call in the clear, or not yet answered, shows the AOR alone: anyone can write a From)."""
+    if rec.answered_by is not None:
+        # Never the dialled contact's name: someone else signed the answer (issue 15, misbinding).
+        return f"{rec.remote_aor} FORWARDED to {rec.answered_by}"
+    if rec.called_as is not None:
+        return f"{rec.remote_aor} (called {rec.called_as}: forwarded here)"
     return f"{name} <{rec.remote_aor}>" if name and rec.secure else rec.remote_aor
 
 
@@ -274,6 +279,7 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "safety_number": rec.safety_number,
         "trust_state": rec.trust_state,
         "trust_warning": rec.trust_warning,
+        "forwarded": rec.forwarding,
         "verified": rec.security is Security.SECURE_VERIFIED,
         "remote_identity": rec.remote_identity.hex() if rec.remote_identity else None,
         "setup_ms": rec.setup_ms,
@@ -296,6 +302,8 @@ def print_summary(data: dict[str, Any]) -> None:
     )
     if data["reason"]:
         print(f"  reason: {data['reason']}", file=sys.stderr)
+    if data.get("forwarded"):
+        print(f"  {data['forwarded']}", file=sys.stderr)
     security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
     security = data.get("security_text") or security
     print(f"  security: {security}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
@@ -362,23 +370,23 @@ class _Ui:
         assert trust is not None and rec.remote_identity is not None
         if key == "v":
             try:
-                trust.mark_verified(rec.remote_aor, rec.remote_identity, VerifyMethod.SAS, now=time.time())
+                trust.mark_verified(rec.party, rec.remote_identity, VerifyMethod.SAS, now=time.time())
             except Exception as exc:
-                print(f"\ncould not mark {rec.remote_aor} verified: {exc}", file=sys.stderr, flush=True)
+                print(f"\ncould not mark {rec.party} verified: {exc}", file=sys.stderr, flush=True)
                 return
             rec.secure_as(Security.SECURE_VERIFIED)
-            print(f"\n{rec.remote_aor} marked verified (SAS {rec.sas} matched).", file=sys.stderr, flush=True)
+            print(f"\n{rec.party} marked verified (SAS {rec.sas} matched).", file=sys.stderr, flush=True)
         elif key == "x":
             with contextlib.suppress(Exception):
-                trust.record_sas_mismatch(rec.remote_aor, rec.remote_identity, now=time.time(), detail=f"SAS {rec.sas}")
+                trust.record_sas_mismatch(rec.party, rec.remote_identity, now=time.time(), detail=f"SAS {rec.sas}")
             rec.reason = USER_SAS_MISMATCH
             print(
-                f"\nSAS mismatch with {rec.remote_aor}: hanging up. Someone may be intercepting this call; compare "
-                f"safety numbers in person (voipgw fingerprint {rec.remote_aor}) before trusting this contact.",
+                f"\nSAS mismatch with {rec.party}: hanging up. Someone may be intercepting this call; compare "
+                f"safety numbers in person (voipgw fingerprint {rec.party}) before trusting this contact.",
                 file=sys.stderr,
                 flush=True,
             )
-            log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.remote_aor)
+            log.warning("call %s: the user reported an SAS mismatch with %s", rec.call_id, rec.party)
             call.hangup(PEER_SAS_MISMATCH)
 
     def _peer_name(self, call: ActiveCall) -> str | None:
@@ -387,9 +395,9 @@ class _Ui:
         if not self._named and rec.secure and self.phone.trust is not None:
             self._named = True
             try:
-                contact = self.phone.trust.store.get(rec.remote_aor)
+                contact = self.phone.trust.store.get(rec.party)
             except Exception as exc:  # a store failure costs the name, never the call's status line
-                log.warning("call %s: no local name for %s: %s", rec.call_id, rec.remote_aor, exc)
+                log.warning("call %s: no local name for %s: %s", rec.call_id, rec.party, exc)
                 contact = None
             self._name = None if contact is None else contact.name
         return self._name if rec.secure else None
