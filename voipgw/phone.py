@@ -26,6 +26,7 @@ from voipgw.sip import (
     SipStack,
     TcpOptions,
 )
+from voipgw.store.replay import PersistentNonceCache
 from voipgw.trust import TrustStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,13 @@ BUSY_WARNING = "voipgw: busy in another call"
 class Phone:
     """A softphone on one SIP stack. ``await start()``, then ``place_call`` / ``answer``; ``await stop()``."""
 
-    def __init__(self, config: PhoneConfig, identity: IdentityKey, trust: TrustStore | None = None) -> None:
+    def __init__(
+        self,
+        config: PhoneConfig,
+        identity: IdentityKey,
+        trust: TrustStore | None = None,
+        nonces: NonceCache | None = None,
+    ) -> None:
         self.config = config
         self.identity = identity
         self.aor = normalize_aor(config.aor)
@@ -46,8 +53,9 @@ class Phone:
         self.registration: Registration | None = None
         self.trust = trust
         """Contact store and key-continuity policy; None = no store (every call is secure, unverified)."""
-        self.nonces = NonceCache(max_skew_s=config.max_skew_s)
-        """The replay cache of this identity's answers, shared by all its calls."""
+        self.nonces = nonces if nonces is not None else NonceCache(max_skew_s=config.max_skew_s)
+        """The replay cache of this identity's answers, shared by all its calls (the CLI passes the home's
+        persistent one, ``voipgw.store.replay``)."""
         self.background = Spawner()
         """Contact-store writes and late safety numbers, awaited (bounded) by ``stop``."""
         self._legs: list[Leg] = []
@@ -101,6 +109,8 @@ class Phone:
                 await self.registration.unregister()
         if self.stack is not None:
             await self.stack.stop()
+        if isinstance(self.nonces, PersistentNonceCache):
+            self.nonces.close()
 
     def _warm_up(self) -> None:
         """Run one throw-away handshake so the first real call does not pay OpenSSL's first-use costs (~3 ms)."""

@@ -44,6 +44,7 @@ from voipgw.rtp.dtmf import DEFAULT_DURATION_MS, DtmfError, check_digits, digit_
 from voipgw.store.contacts import VerifyMethod
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.history import CallEntry, Direction, add_call
+from voipgw.store.replay import replay_cache
 from voipgw.trust import TrustStore
 
 log = logging.getLogger("voipgw.cli")
@@ -556,9 +557,12 @@ def _open_trust(args: argparse.Namespace, config: PhoneConfig) -> TrustStore:
         raise CliError(f"contact store: {exc}", EXIT_USAGE) from None
 
 
-async def _start_phone(config: PhoneConfig, identity: Any, trust: TrustStore | None = None) -> Phone:
-    """Bind and (if configured) register; a refused or silent registrar is one clear line, not a traceback."""
-    phone = Phone(config, identity, trust)
+async def _start_phone(
+    config: PhoneConfig, identity: Any, trust: TrustStore | None = None, home: Path | None = None
+) -> Phone:
+    """Bind and (if configured) register; a refused or silent registrar is one clear line, not a traceback.
+    ``home``: the offer replay cache is kept there, shared with other processes on it (``voipgw.store.replay``)."""
+    phone = Phone(config, identity, trust, replay_cache(home, config.max_skew_s))
     try:
         await phone.start()
     except OSError as exc:
@@ -597,7 +601,7 @@ async def _call_main(args: argparse.Namespace) -> int:
     _install_signals(stop)
     trust = _open_trust(args, config)
     try:
-        phone = await _start_phone(config, identity, trust)
+        phone = await _start_phone(config, identity, trust, args.home)
     except BaseException:
         trust.close()
         raise
@@ -662,7 +666,7 @@ async def _listen_main(args: argparse.Namespace) -> int:
     trust = _open_trust(args, config)
     try:
         check_devices(args)  # after the identity and store checks (their errors come first), before announcing
-        phone = await _start_phone(config, identity, trust)
+        phone = await _start_phone(config, identity, trust, args.home)
     except BaseException:
         trust.close()
         raise

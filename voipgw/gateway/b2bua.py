@@ -34,6 +34,7 @@ from voipgw.rtp.sdes import SrtpMode
 from voipgw.sdp import Codec
 from voipgw.sip import IncomingCall, RateLimitedLog, SipStack, TcpOptions
 from voipgw.store.errors import ContactStoreError
+from voipgw.store.replay import replay_cache
 from voipgw.trust import TrustStore
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,10 @@ class Gateway:
         if self.hooks is not None:
             self.hooks.stack_started(self.stack)
         for user in self.config.users:
-            self._nonces[user.name] = NonceCache(max_skew_s=self._phone_config(user, Policy.REQUIRE).max_skew_s)
+            # One table for every user (nonces are random: one seen by any user is a replay for all), one
+            # in-memory front per user.
+            skew = self._phone_config(user, Policy.REQUIRE).max_skew_s
+            self._nonces[user.name] = replay_cache(self.config.home, skew)
         cfg, inside = self.config, self.hooks.inside_routing() if self.hooks is not None else None
         self._routing = RoutePlan(
             self.users,
