@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "voipgw.cli.cmd_contacts_add",  # after cmd_contacts: it adds 'contacts add'
     "voipgw.cli.cmd_history",
     "voipgw.cli.cmd_gateway",
+    "voipgw.cli.cmd_completion",
 )
 
 
