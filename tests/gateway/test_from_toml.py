@@ -278,6 +278,11 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
             while "gateway listening on" not in (tmp_path / "ok.log").read_text():
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ok.log").read_text()
                 time.sleep(0.05)
+            # A second gateway on the same file and home refuses in one line, and never claims to be listening.
+            second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            assert second.returncode == 2, second.stderr
+            assert "listening" not in second.stderr, second.stderr
+            assert second.stderr.strip().splitlines()[-1].startswith("voipgw: "), second.stderr
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0, (tmp_path / "ok.log").read_text()
         finally:

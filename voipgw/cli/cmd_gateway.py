@@ -23,7 +23,7 @@ from voipgw.config import ConfigError, parse_hostport
 from voipgw.gateway import B2buaSettings, Gateway
 from voipgw.ops import config as ops_config
 from voipgw.ops.config import GatewayConfig, InsideConfig, OutsideConfig, UserConfig
-from voipgw.ops.control import ControlError, refusal_summary, render_status, socket_path
+from voipgw.ops.control import FLAG_MODE, ControlError, ControlServer, refusal_summary, render_status, socket_path
 from voipgw.ops.control import request as control_request
 from voipgw.ops.logs import LogFormat, setup_logging
 from voipgw.sip.uri import hostport
@@ -223,6 +223,13 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config, identities, trust)
+
+    def status() -> dict[str, Any]:
+        return {**gateway.snapshot(), "mode": FLAG_MODE}
+
+    # Flag mode answers `gateway status` too (the same control socket in <home>), and says it is the lab mode.
+    # Best effort there: a lab gateway runs without it (one warning) rather than not at all.
+    control: ControlServer | None = ControlServer(socket_path(args.home, None), status)
     try:
         try:
             await gateway.start()
@@ -230,6 +237,12 @@ async def _main(args: argparse.Namespace) -> int:
             raise CliError(
                 f"--listen: cannot bind SIP on {config.listen_host}:{config.listen_port}: {exc.strerror}", EXIT_USAGE
             ) from None
+        try:
+            assert control is not None
+            await control.start()
+        except ControlError as exc:
+            logging.getLogger("voipgw.gateway").warning("no 'gateway status' for this gateway: %s", exc)
+            control = None
         users = ", ".join(f"{u.name} ({u.outside_aor})" for u in config.users)
         print(f"gateway listening on sip:{config.listen_host}:{gateway.port} for {users}", file=sys.stderr, flush=True)
         # Flag mode has no trust zones and no inside authentication: say so every time, so that nobody mistakes
@@ -242,6 +255,8 @@ async def _main(args: argparse.Namespace) -> int:
         )
         await stop.wait()
     finally:
+        if control is not None:
+            await control.close()
         await gateway.stop()
         if gateway.stack is not None:
             logging.getLogger("voipgw.gateway").info("gateway summary: %s", refusal_summary(gateway.snapshot()))

@@ -398,6 +398,14 @@ def _suspects(value: object) -> str:
     return "; POSSIBLE SAS PROBING from: " + ", ".join(_cell(v) for v in value[:10])
 
 
+FLAG_MODE = "flag"
+"""``mode`` of a gateway started with --listen/--user flags instead of --config."""
+FLAG_MODE_NOTE = (
+    "flag mode (a lab mode): no registrations to a PBX, no trust zones, no inside authentication, no metrics; "
+    "phones are known by address. Deploy with --config FILE."
+)
+
+
 def render_status(snapshot: Mapping[str, Any]) -> str:
     """The ``voipgw gateway status`` text: registrations (or users), active calls with security state, SAS, codec
     and frame counters, then recently finished calls with their reason."""
@@ -410,6 +418,8 @@ def render_status(snapshot: Mapping[str, Any]) -> str:
     if isinstance(snapshot.get("uptime_s"), int | float):
         head += f", up {_cell(float(snapshot['uptime_s']))} s"
     lines.append(head)
+    if snapshot.get("mode") == FLAG_MODE:
+        lines.append(FLAG_MODE_NOTE)
     users = _rows(snapshot, "users")
     if users and "registrations" not in snapshot:
         lines += ["", f"Users ({len(users)})"]
