@@ -31,6 +31,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The test peers are run by the tests themselves, on loopback, and stopped by PID. Their Debian packages enable
+# system services on install: never leave those enabled or running (a developer machine is not a PBX).
+TEST_DAEMONS=(kamailio rtpengine-daemon)
+if command -v systemctl >/dev/null; then
+  for svc in "${TEST_DAEMONS[@]}"; do
+    if systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+      echo "setup: disabling the $svc system service (the tests start their own)"
+      SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
+      $SUDO systemctl disable --quiet "$svc" 2>/dev/null || $SUDO systemctl disable "$svc"
+    fi
+    if [ -d /run/systemd/system ] && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
+      $SUDO systemctl stop "$svc"
+    fi
+  done
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
