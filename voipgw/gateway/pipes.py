@@ -9,9 +9,17 @@ import numpy as np
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder
+from voipgw.audio.opus import DEFAULT_BITRATE, FRAME_SAMPLES, OpusDecoder, OpusEncoder, cbr_packet_bytes
 from voipgw.audio.pcm import Pcm
 from voipgw.media import MediaStream
+
+PASSTHROUGH_PAYLOAD = 96
+"""Pass-through seals the phone's Opus packets as they are (it cannot shrink them), so a sealed frame's control +
+content is padded to 96 bytes, or to the next bucket above: 96, 160, 224, 288... (wire: 4 + 1 + that + tag, i.e.
+111, 175, 239... with the 10-byte CCM tag). Measured in tests/gateway: baresip's Opus (48 kHz, VBR) sends 60-95
+byte packets for speech and fewer in silence, so nearly every frame is 96, and control data (up to 60 bytes)
+lifts only the larger speech frames to 160: the size says little about which frames carry it."""
+PASSTHROUGH_BUCKET = 64
 
 PIPE_MAX_FRAMES = 5
 """Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
@@ -95,6 +103,8 @@ class OpusRelay:
         if passthrough.on and self.receiver is not None and self.sender is not None and not self.direct:
             self.direct = True
             self.receiver.relay = self._hold
+            # The sender seals the phone's packets from now on (a no-op on the plain inside leg).
+            self.sender.set_payload_size(PASSTHROUGH_PAYLOAD, bucket=PASSTHROUGH_BUCKET)
 
     def _hold(self, payload: bytes) -> None:
         self.dropped += 1
@@ -141,6 +151,17 @@ class _SwitchEncoder:
         self._passthrough = passthrough
         self._encoder: OpusEncoder | None = None
         """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
+        self._cbr = False
+
+    @property
+    def packet_bytes(self) -> int | None:
+        """A sealed leg that transcodes encodes CBR like any sealed stream (voipgw.media.BudgetEncoder)."""
+        return cbr_packet_bytes(DEFAULT_BITRATE) if self._cbr else None
+
+    def use_cbr(self) -> None:
+        self._cbr = True
+        if self._encoder is not None:
+            self._encoder.use_cbr()
 
     def attach_stream(self, stream: MediaStream) -> None:
         # On the stream, not in a module-level registry: a WeakKeyDictionary whose value (this coder, its relay)
@@ -151,7 +172,8 @@ class _SwitchEncoder:
     def release(self) -> None:
         self._encoder = None
 
-    def encode(self, pcm: Pcm) -> bytes:
+    def encode(self, pcm: Pcm, max_bytes: int | None = None) -> bytes:
+        """A relayed frame is returned as it came (``max_bytes`` does not apply: the stream's size buckets do)."""
         relay = self._relay
         if self._passthrough.on:
             if relay.direct:
@@ -164,8 +186,8 @@ class _SwitchEncoder:
                 if payload is not None:
                     return payload
         if self._encoder is None:
-            self._encoder = OpusEncoder()
-        return self._encoder.encode(pcm)
+            self._encoder = OpusEncoder(cbr=self._cbr)
+        return self._encoder.encode(pcm, max_bytes)
 
 
 class _SwitchDecoder:
