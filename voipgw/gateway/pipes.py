@@ -13,12 +13,14 @@ from voipgw.audio.opus import DEFAULT_BITRATE, FRAME_SAMPLES, OpusDecoder, OpusE
 from voipgw.audio.pcm import Pcm
 from voipgw.media import MediaStream
 
-PASSTHROUGH_PAYLOAD = 96
+PASSTHROUGH_PAYLOAD = 120
 """Pass-through seals the phone's Opus packets as they are (it cannot shrink them), so a sealed frame's control +
-content is padded to 96 bytes, or to the next bucket above: 96, 160, 224, 288... (wire: 4 + 1 + that + tag, i.e.
-111, 175, 239... with the 10-byte CCM tag). Measured in tests/gateway: baresip's Opus (48 kHz, VBR) sends 60-95
-byte packets for speech and fewer in silence, so nearly every frame is 96, and control data (up to 60 bytes)
-lifts only the larger speech frames to 160: the size says little about which frames carry it."""
+content is padded to 120 bytes, or to the next bucket above: 120, 184, 248, 312... (on the wire 15 more: 135,
+199, 263...). Our SDP asks for ``maxaveragebitrate=24000;cbr=1`` (RFC 7587), which baresip honours: 60-byte CBR
+packets, so 60 + the most control data (60) fits and every pass-through frame is 120. Measured in
+tests/gateway/test_passthrough_sizes.py; without that fmtp baresip sent VBR 100-396 bytes (mostly 248), which
+64-byte buckets would spread over 7 sizes. Before pass-through starts (the gateway's own cue or ringback), the
+outside leg's frames are its CBR size (60)."""
 PASSTHROUGH_BUCKET = 64
 
 PIPE_MAX_FRAMES = 5
