@@ -132,7 +132,7 @@ class ActiveCall:
             self.dtmf_received.append(digit)
 
     def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
-        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
+        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events (inside the sealed audio frames on a secure call).
 
         Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
         the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""

@@ -158,7 +158,8 @@ class MediaStats:
     frames_opened: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     """Frames dropped because they did not open, by FrameError reason. Also ``not-started`` (arrived before
-    start() beyond MAX_EARLY_PACKETS) and ``protector-error`` (the protector raised a non-FrameError)."""
+    start() beyond MAX_EARLY_PACKETS), ``protector-error`` (the protector raised a non-FrameError) and
+    ``event-pt-on-secure-stream`` (a telephone-event packet on a sealed stream, whose events ride inside frames)."""
     frames_played: int = 0
     """Ticks that played a decoded, opened frame."""
     frames_concealed: int = 0
@@ -173,7 +174,8 @@ class MediaStats:
     dtmf_out: int = 0
     """Digits whose whole packet train was sent."""
     events_received: int = 0
-    """Telephone-event packets that opened/parsed (repeats included)."""
+    """Telephone events that parsed (repeats included): RFC 4733 packets on plain calls, TELEPHONE_EVENT items of
+    opened frames on sealed ones."""
 
     @property
     def frames_refused(self) -> int:
