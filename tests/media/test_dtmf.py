@@ -272,3 +272,29 @@ def test_an_event_changes_no_other_frame() -> None:
         b = mixed.seal(b"frame %d" % i, now, event=b"event %02d" % i if carries else None)
         assert len(a) == len(b)
         assert (a == b) == (not carries)
+
+
+def test_the_secure_protector_gives_telephone_events_to_the_media_and_keeps_the_rest_in_order() -> None:
+    from voipgw.active_call import SecureProtector
+
+    alice, bob = _pair(dh=0.2)
+    pa, pb = SecureProtector(alice), SecureProtector(bob)
+    now = T0
+    taken: list[int] = []
+    others: list[object] = []
+    for i in range(100):
+        now += 0.02
+        ev = encode_sealed(i, TelephoneEvent(1, False, 10, 400)) if i % 3 == 0 else None
+        frame = pa.seal(b"a", now, event=ev)
+        pa.open(pb.seal(b"b", now), now)
+        pb.open(frame, now)
+        taken += [decode_sealed(d)[0] for d in pb.take_telephone_events()]
+        if i % 10 == 9:  # the call layer polls now and then, as ActiveCall.poll_session_events does
+            while (e := pb.next_event()) is not None:
+                others.append(e)
+    assert taken == list(range(0, 100, 3))
+    assert not [e for e in others if isinstance(e, TelephoneEventReceived)]
+    kinds = {type(e).__name__ for e in others}
+    assert {"SasReady", "PeerRatchetStep", "LocalRatchetStep"} <= kinds, kinds
+    steps = [e.epoch for e in others if type(e).__name__ == "PeerRatchetStep"]  # type: ignore[attr-defined]
+    assert steps == sorted(steps) and len(steps) >= 3  # in the order the session raised them
