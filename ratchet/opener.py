@@ -30,6 +30,7 @@ from ratchet.events import Degradation, PeerRatchetStep, SasCommitmentFailed, Sa
 from ratchet.frame import (
     COUNTER_MOD,
     COUNTER_SHIFT,
+    EMPTY_CONTROL,
     EPOCH_MOD,
     EPOCH_SHIFT,
     HEADER_LEN,
@@ -177,6 +178,8 @@ class FrameOpener:
         self.peer_steps = 0
         self.refused: collections.Counter[str] = collections.Counter()
         self.opened = 0
+        self.last_control: Control = EMPTY_CONTROL
+        """The control TLVs of the last frame that opened (what travelled inside it; for tests and diagnostics)."""
         self.bad_announcements = 0
         """Authenticated announcements whose key was unusable (a low-order point): a sender bug, never acked."""
         self.derivations = 0
@@ -352,6 +355,7 @@ class FrameOpener:
         if self._learn_until is None:
             self._learn_until = now + START_LEARNING_S
         self._last_auth_at = now
+        self.last_control = control
         self._apply_control(control, chain, now)
         self.last_index = n
         self.opened += 1
