@@ -30,6 +30,7 @@ from ratchet.events import Degradation, PeerRatchetStep, SasCommitmentFailed, Sa
 from ratchet.frame import (
     COUNTER_MOD,
     COUNTER_SHIFT,
+    EMPTY_CONTROL,
     EPOCH_MOD,
     EPOCH_SHIFT,
     HEADER_LEN,
@@ -177,10 +178,14 @@ class FrameOpener:
         self.peer_steps = 0
         self.refused: collections.Counter[str] = collections.Counter()
         self.opened = 0
+        self.last_control: Control = EMPTY_CONTROL
+        """The control TLVs of the last frame that opened (what travelled inside it; for tests and diagnostics)."""
         self.bad_announcements = 0
         """Authenticated announcements whose key was unusable (a low-order point): a sender bug, never acked."""
         self.derivations = 0
-        """KDF_CK and X25519 computations so far (the work bound the tests check)."""
+        """KDF_CK computations so far (the work bound the tests check)."""
+        self.dh_computations = 0
+        """X25519 computations so far: one per distinct authenticated announcement, never for a refused frame."""
         self.closed = False
 
     # --- chain bookkeeping -------------------------------------------------------------------------------
@@ -350,6 +355,7 @@ class FrameOpener:
         if self._learn_until is None:
             self._learn_until = now + START_LEARNING_S
         self._last_auth_at = now
+        self.last_control = control
         self._apply_control(control, chain, now)
         self.last_index = n
         self.opened += 1
@@ -444,7 +450,7 @@ class FrameOpener:
         except ValueError:  # low-order point: all-zero shared secret
             self.bad_announcements += 1
             return
-        self.derivations += 1
+        self.dh_computations += 1
         new_root, chain_key = kdf_rk(bytes(self._root), dh)
         if pending is not None:
             pending.wipe()

@@ -110,7 +110,7 @@ class FrameSealer:
         self._initial_acked = False
         self._key_owed = False
         self._reveal_owed = False
-        self._last_big_was_key = False
+        self._last_big_was_key = True  # the SAS reveal goes first: the answerer can show the SAS after one frame
         self._payload_size: int | None = None
         self._bucket = 32
         self.announcements = 0
