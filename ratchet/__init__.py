@@ -6,5 +6,34 @@ argument (``now``, in seconds), bytes go in and bytes or events come out. Only `
 standard library are imported. ``voipgw`` adapts this core to the network; never the other way round.
 """
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The wire protocol version (docs/PROTOCOL.md); ``ratchet.messages.VERSION`` is the same value."""
+
+from ratchet.events import (  # noqa: E402  (the version constant above is imported by the modules below)
+    Degradation,
+    Event,
+    LocalRatchetStep,
+    MediaDegraded,
+    MediaRestored,
+    PeerRatchetStep,
+    SasCommitmentFailed,
+    SasReady,
+    TelephoneEventReceived,
+)
+from ratchet.session import MediaConfig, MediaSession, RatchetStats  # noqa: E402
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Degradation",
+    "Event",
+    "LocalRatchetStep",
+    "MediaConfig",
+    "MediaDegraded",
+    "MediaRestored",
+    "MediaSession",
+    "PeerRatchetStep",
+    "RatchetStats",
+    "SasCommitmentFailed",
+    "SasReady",
+    "TelephoneEventReceived",
+]

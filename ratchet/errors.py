@@ -193,13 +193,6 @@ class ExtensionError(FrameError):
     reason = "bad-extension"
 
 
-class WrongContent(FrameError):
-    """The frame's authenticated content type is not the one its RTP payload type announced (audio relabelled as
-    telephone-event or the reverse): refused before decryption so that relabelling never changes its meaning."""
-
-    reason = "wrong-content"
-
-
 class SealError(RatchetError):
     """The local side cannot seal (payload too large, session closed)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from ratchet.sas import Sas
@@ -40,4 +41,45 @@ class SasCommitmentFailed:
     SasReady follows in this session."""
 
 
-Event = LocalRatchetStep | PeerRatchetStep | SasReady | SasCommitmentFailed
+@dataclass(frozen=True)
+class TelephoneEventReceived:
+    """An authenticated TELEPHONE_EVENT TLV (§B.11), in frame order: the 8-byte ``u32 event_id ‖ RFC 4733
+    payload``. Retransmissions of one event arrive once per frame that carried them: dedup by event_id."""
+
+    data: bytes
+
+
+class Degradation(enum.Enum):
+    """Why the ratchet is not doing its job although audio may flow (PROTOCOL.md §B.7)."""
+
+    OWN_STEP_UNACKED = "own-step-unacked"
+    """Our announced next ratchet key was not acked within 2 × dh_interval_s: our direction is not stepping."""
+    NO_PEER_STEP = "no-peer-step"
+    """No authenticated DH step of the peer within peer_dh_timeout_s: the peer's direction is not stepping."""
+
+
+@dataclass(frozen=True)
+class MediaDegraded:
+    """A Degradation started (raised once until restored)."""
+
+    reason: Degradation
+    since: float
+
+
+@dataclass(frozen=True)
+class MediaRestored:
+    """A Degradation ended."""
+
+    reason: Degradation
+    at: float
+
+
+Event = (
+    LocalRatchetStep
+    | PeerRatchetStep
+    | SasReady
+    | SasCommitmentFailed
+    | TelephoneEventReceived
+    | MediaDegraded
+    | MediaRestored
+)

@@ -1,8 +1,10 @@
-"""The media frame wire format: a 4-byte header, optional in-band extensions, and the AEAD construction.
+"""The media frame wire format (v3): a 4-byte clear header (the AAD), then the AEAD of ``u8 ctl_len ‖ ctl ‖
+content``; ``ctl`` holds the control TLVs (ratchet keys, acks, SAS reveal, telephone events, padding).
 
-Layout and every constant are specified in docs/PROTOCOL.md §6. This module only encodes, parses and derives;
-the state (which key, which epoch, replay) lives in ``session.py``. It never reads the RTP header: relays
-rewrite SSRC, sequence numbers and timestamps, so the frame carries its own counter.
+Layout and every constant are specified in docs/PROTOCOL.md §B.2. This module only encodes, parses and derives;
+the state (which key, which epoch, replay) lives in the sealer and the opener. It never reads the RTP header:
+relays rewrite SSRC, sequence numbers and timestamps, so the frame carries its own counter. All control data is
+inside the ciphertext, so a relay can neither read it nor tell which frames carry it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from ratchet.kdf import LABEL_CHAIN_ID, LABEL_FRAME_KEY, LABEL_FRAME_KEY_PER_FRA
 from ratchet.params import FrameSuite
 
 HEADER_LEN = 4
-# Header bit layout (big-endian u32): S(1) X(1) E(3) C(13) I(6) K(8)
+# Header bit layout (big-endian u32): S(1) E(3) C(14) I(6) K(8)
 SUITE_SHIFT = 31
-EXT_FLAG = 1 << 30
-EPOCH_SHIFT = 27
+EPOCH_SHIFT = 28
 EPOCH_BITS = 3
 EPOCH_MOD = 1 << EPOCH_BITS
 COUNTER_SHIFT = 14
-COUNTER_BITS = 13
+COUNTER_BITS = 14
 COUNTER_MOD = 1 << COUNTER_BITS
 INTERVAL_SHIFT = 8
 INTERVAL_MASK = 0x3F
@@ -35,19 +36,19 @@ KCV_MASK = 0xFF
 
 TAG_LEN = {FrameSuite.AES256_CCM_80: 10, FrameSuite.AES256_GCM_128: 16}
 MAX_PAYLOAD = 1400  # one frame per RTP packet; larger is a bug or an attack
+MAX_CTL = 255
 
-# Extension TLV types
-EXT_RATCHET_KEY = 0x01
-EXT_SAS_REVEAL = 0x02
-EXT_CONTENT_TYPE = 0x03
+# Control TLV types (docs/PROTOCOL.md §B.2)
+TLV_PAD = 0x00
+TLV_RATCHET_KEY = 0x01
+TLV_SAS_REVEAL = 0x02
+TLV_KEY_ACK = 0x03
+TLV_TELEPHONE_EVENT = 0x04
 RATCHET_KEY_LEN = 2 + 2 + 4 + 32
 SAS_REVEAL_LEN = 16
-CONTENT_TYPE_LEN = 1
-
-# Content types (docs/PROTOCOL.md §B.11). Audio is the absence of the CONTENT_TYPE extension, so audio frames
-# are sealed exactly as before; any other content names itself inside the authenticated extension block.
-CONTENT_AUDIO = 0
-CONTENT_TELEPHONE_EVENT = 1
+KEY_ACK_LEN = 2 + 4
+TELEPHONE_EVENT_LEN = 8
+KEY_PREFIX_LEN = 4
 NO_PEER_EPOCH = 0xFFFF
 
 AeadCipher = AESCCM | AESGCM
@@ -55,108 +56,130 @@ AeadCipher = AESCCM | AESGCM
 
 @dataclass(frozen=True)
 class RatchetKeyAnnouncement:
-    """The sender's ratchet public key for its epoch ``epoch`` (authenticated as part of the frame's AAD)."""
+    """The sender's ratchet public key for its epoch ``epoch``, announced before the sender switches to it."""
 
     epoch: int
-    """Full sender epoch this key belongs to (0 = the initial key, announced but not yet used to send)."""
+    """Full sender epoch this key belongs to (0 = the initial key, never used to derive a sending chain)."""
     peer_epoch: int
     """The receiver's ratchet key (by its epoch index) that the DH used; NO_PEER_EPOCH for epoch 0."""
     start_counter: int
-    """First frame counter of the epoch, so the receiver can index the new chain."""
+    """Lowest frame counter of the epoch: its chain step s covers counters start + s*fpk .. + fpk - 1."""
     public_key: bytes
+
+    def encode(self) -> bytes:
+        return (
+            bytes([TLV_RATCHET_KEY, RATCHET_KEY_LEN])
+            + struct.pack(">HHI", self.epoch, self.peer_epoch, self.start_counter)
+            + self.public_key
+        )
 
 
 @dataclass(frozen=True)
-class Extensions:
+class KeyAck:
+    """ "I authenticated your ratchet key of this epoch (named by its first 4 bytes) and hold its chain"."""
+
+    epoch: int
+    prefix: bytes
+
+    def encode(self) -> bytes:
+        return bytes([TLV_KEY_ACK, KEY_ACK_LEN]) + struct.pack(">H", self.epoch) + self.prefix
+
+
+@dataclass(frozen=True)
+class Control:
+    """The parsed control block of one authenticated frame (PAD and unknown types dropped)."""
+
     ratchet_key: RatchetKeyAnnouncement | None = None
+    key_ack: KeyAck | None = None
     sas_reveal: bytes | None = None
-    content_type: int | None = None
-    """None for audio; CONTENT_TELEPHONE_EVENT (or a later type) otherwise. Never CONTENT_AUDIO on the wire."""
+    telephone_event: bytes | None = None
 
 
-def encode_extensions(ext: Extensions) -> bytes:
-    """Return the extension block: u8 length, then TLVs (u8 type, u8 len, value)."""
-    body = b""
-    if ext.ratchet_key is not None:
-        rk = ext.ratchet_key
-        body += bytes([EXT_RATCHET_KEY, RATCHET_KEY_LEN])
-        body += struct.pack(">HHI", rk.epoch, rk.peer_epoch, rk.start_counter) + rk.public_key
-    if ext.sas_reveal is not None:
-        body += bytes([EXT_SAS_REVEAL, SAS_REVEAL_LEN]) + ext.sas_reveal
-    if ext.content_type is not None:
-        if not 0 < ext.content_type <= 0xFF:
-            raise ValueError("content type must be 1..255 (audio is the absence of the extension)")
-        body += bytes([EXT_CONTENT_TYPE, CONTENT_TYPE_LEN, ext.content_type])
-    if not body or len(body) > 255:
-        raise ValueError("extension block must hold 1..255 bytes")
-    return bytes([len(body)]) + body
+EMPTY_CONTROL = Control()
 
 
-def with_content_type(block: bytes, content_type: int) -> bytes:
-    """``block`` (an encoded extension block, or b"" for none) with a CONTENT_TYPE TLV appended."""
-    if not 0 < content_type <= 0xFF:
-        raise ValueError("content type must be 1..255 (audio is the absence of the extension)")
-    body = block[1:] + bytes([EXT_CONTENT_TYPE, CONTENT_TYPE_LEN, content_type])
-    if len(body) > 255:
-        raise ValueError("extension block must hold 1..255 bytes")
-    return bytes([len(body)]) + body
+def sas_reveal_tlv(secret: bytes) -> bytes:
+    return bytes([TLV_SAS_REVEAL, SAS_REVEAL_LEN]) + secret
 
 
-def parse_extensions(block: bytes) -> Extensions:
-    """Parse TLVs (the length byte already stripped). Unknown types are skipped; duplicates are malformed."""
+def telephone_event_tlv(event: bytes) -> bytes:
+    if len(event) != TELEPHONE_EVENT_LEN:
+        raise ValueError(f"a telephone event is {TELEPHONE_EVENT_LEN} bytes")
+    return bytes([TLV_TELEPHONE_EVENT, TELEPHONE_EVENT_LEN]) + event
+
+
+def padding(n: int) -> bytes:
+    """``n`` bytes of PAD: TLVs of at most 255 value bytes; a lone trailing 0x00 is a one-byte PAD (§B.2)."""
+    out = bytearray()
+    while n >= 2:
+        ln = min(n - 2, 255)
+        out += bytes([TLV_PAD, ln]) + bytes(ln)
+        n -= 2 + ln
+    if n == 1:
+        out += b"\x00"
+    return bytes(out)
+
+
+def parse_control(block: bytes) -> Control:
+    """Parse the TLVs of an authenticated control block. PAD and unknown types are skipped; a known non-PAD type
+    twice, a wrong length or an overrun is MalformedFrame (only a buggy sender produces it: the tag verified)."""
     ratchet_key: RatchetKeyAnnouncement | None = None
+    ack: KeyAck | None = None
     sas: bytes | None = None
-    content: int | None = None
+    event: bytes | None = None
     pos = 0
     seen: set[int] = set()
-    while pos < len(block):
-        if pos + 2 > len(block):
-            raise MalformedFrame("truncated extension TLV")
-        typ, ln = block[pos], block[pos + 1]
+    end = len(block)
+    while pos < end:
+        typ = block[pos]
+        if typ == TLV_PAD and pos + 1 == end:
+            break  # one-byte PAD
+        if pos + 2 > end:
+            raise MalformedFrame("truncated control TLV")
+        ln = block[pos + 1]
         pos += 2
-        if pos + ln > len(block):
-            raise MalformedFrame("extension value overruns the block")
+        if pos + ln > end:
+            raise MalformedFrame("control TLV overruns the block")
         value = block[pos : pos + ln]
         pos += ln
+        if typ == TLV_PAD:
+            continue
         if typ in seen:
-            raise MalformedFrame(f"duplicate extension type {typ}")
+            raise MalformedFrame(f"duplicate control TLV type {typ}")
         seen.add(typ)
-        if typ == EXT_RATCHET_KEY:
+        if typ == TLV_RATCHET_KEY:
             if ln != RATCHET_KEY_LEN:
-                raise MalformedFrame("ratchet-key extension has the wrong length")
+                raise MalformedFrame("RATCHET_KEY has the wrong length")
             epoch, peer_epoch, start = struct.unpack_from(">HHI", value)
             ratchet_key = RatchetKeyAnnouncement(epoch, peer_epoch, start, bytes(value[8:]))
-        elif typ == EXT_SAS_REVEAL:
+        elif typ == TLV_KEY_ACK:
+            if ln != KEY_ACK_LEN:
+                raise MalformedFrame("KEY_ACK has the wrong length")
+            ack = KeyAck(struct.unpack_from(">H", value)[0], bytes(value[2:]))
+        elif typ == TLV_SAS_REVEAL:
             if ln != SAS_REVEAL_LEN:
-                raise MalformedFrame("SAS-reveal extension has the wrong length")
+                raise MalformedFrame("SAS_REVEAL has the wrong length")
             sas = bytes(value)
-        elif typ == EXT_CONTENT_TYPE:
-            if ln != CONTENT_TYPE_LEN or value[0] == CONTENT_AUDIO:
-                raise MalformedFrame("content-type extension has the wrong length or names audio")
-            content = value[0]
-    return Extensions(ratchet_key, sas, content)
+        elif typ == TLV_TELEPHONE_EVENT:
+            if ln != TELEPHONE_EVENT_LEN:
+                raise MalformedFrame("TELEPHONE_EVENT has the wrong length")
+            event = bytes(value)
+    return Control(ratchet_key, ack, sas, event)
 
 
-def split_frame(frame: bytes) -> tuple[int, bytes | None, int]:
-    """Return (header word, extension TLV block or None, length of the authenticated prefix)."""
-    if len(frame) < HEADER_LEN:
-        raise MalformedFrame("shorter than the frame header")
-    word = int.from_bytes(frame[:HEADER_LEN], "big")
-    if not word & EXT_FLAG:
-        return word, None, HEADER_LEN
-    if len(frame) < HEADER_LEN + 1:
-        raise MalformedFrame("missing extension length")
-    ext_len = frame[HEADER_LEN]
-    end = HEADER_LEN + 1 + ext_len
-    if ext_len == 0 or len(frame) < end:
-        raise MalformedFrame("extension block truncated")
-    return word, frame[HEADER_LEN + 1 : end], end
+def split_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:
+    """(control block, content) of an authenticated plaintext."""
+    if not plaintext:
+        raise MalformedFrame("empty plaintext (no control length)")
+    ctl_end = 1 + plaintext[0]
+    if ctl_end > len(plaintext):
+        raise MalformedFrame("control block overruns the plaintext")
+    return plaintext[1:ctl_end], plaintext[ctl_end:]
 
 
-def header_word(suite: int, ext: bool, epoch: int, counter: int, interval: int, kcv: int) -> int:
+def header_word(suite: int, epoch: int, counter: int, interval: int, kcv: int) -> int:
     return (
         (suite << SUITE_SHIFT)
-        | (EXT_FLAG if ext else 0)
         | ((epoch % EPOCH_MOD) << EPOCH_SHIFT)
         | ((counter % COUNTER_MOD) << COUNTER_SHIFT)
         | ((interval & INTERVAL_MASK) << INTERVAL_SHIFT)
@@ -199,13 +222,8 @@ def per_frame_key(message_key: bytes | bytearray, time_key: bytes, counter: int)
     ).digest()
 
 
-def per_frame_hash(message_key: bytes | bytearray, time_key: bytes) -> hashlib._Hash:
-    """The hash state of ``per_frame_key`` before the counter: copy it and add ``u64 n`` for each frame."""
-    return hashlib.sha256(LABEL_FRAME_KEY_PER_FRAME + bytes(message_key) + time_key)
-
-
 def aead_factory(suite: FrameSuite) -> Callable[[bytes], AeadCipher]:
-    """A one-argument constructor for the suite's AEAD (avoids a branch per frame in per-frame-key mode)."""
+    """A one-argument constructor for the suite's AEAD."""
     return functools.partial(AESCCM, tag_length=10) if suite is FrameSuite.AES256_CCM_80 else AESGCM
 
 

@@ -1,6 +1,7 @@
-"""What the two directions of one call's media ratchet share: the local settings (``MediaConfig``), the
-announcement schedule of ratchet keys, our ratchet key pairs and the peer's newest key with the event queue
-(``_RatchetState``), and the counters. Split from ``session`` (see its docstring for the theory of operation)."""
+"""What the two directions of one call's media ratchet share: the local settings (``MediaConfig``), the control
+schedules (how often a ratchet key, an ack or the SAS reveal repeats), our ratchet key pairs, the peer's current
+key, the acks crossing between the directions, the degraded conditions and the event queue (``_RatchetState``),
+and the counters. Split from ``session`` (see its docstring for the theory of operation)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,34 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ratchet.events import Event
+from ratchet.events import Degradation, Event, MediaDegraded, MediaRestored
+from ratchet.frame import KeyAck
 
-# Announcement schedule (frame offsets within an epoch): every frame at first, then ever sparser. The first
-# 2.5 s announce every 4th frame so that an outage or burst that swallows the first announcements of a new epoch
-# costs at most 3 frames (60 ms) once audio flows again (it cost up to 15 with every 16th; docs/RELIABILITY.md).
-ANNOUNCE_FIRST = 3
-ANNOUNCE_TIERS = ((128, 4), (512, 16))
-"""(until offset, every): below ``until``, every ``every``-th frame announces."""
-ANNOUNCE_SPARSE_EVERY = 128
+REPEAT_FIRST = 3
+"""A control item (ratchet key, ack) goes in the first 3 frames after it is armed, then in every 4th: under 30 %
+independent loss one of the first 3 arrives with probability 97 %, and the every-4th tail bounds the wait after a
+burst to 4 frames (80 ms) once audio flows again."""
+REPEAT_EVERY = 4
+ACK_TAIL_FRAMES = 128
+"""An ack repeats for this many of our frames after the last authenticated repeat of the announcement it answers:
+the announcer repeats until acked, so a silence this long means it has its ack (or cannot hear us: its next repeat
+re-arms us)."""
+REVEAL_TIERS = ((128, 4), (1 << 62, 16))
+"""SAS reveal: the first 3 frames, every 4th until frame 128 of the reveal, then every 16th until the period ends."""
 
 
-def _announce_every(rel: int) -> int:
-    for until, every in ANNOUNCE_TIERS:
+def repeats(rel: int) -> bool:
+    """Whether the frame ``rel`` frames after an item was armed carries it (first 3, then every 4th)."""
+    return rel < REPEAT_FIRST or rel % REPEAT_EVERY == 0
+
+
+def reveal_repeats(rel: int) -> bool:
+    if rel < REPEAT_FIRST:
+        return True
+    for until, every in REVEAL_TIERS:
         if rel < until:
-            return every
-    return ANNOUNCE_SPARSE_EVERY
+            return rel % every == 0
+    return False
 
 
 @dataclass(frozen=True)
@@ -35,10 +48,14 @@ class MediaConfig:
 
     dh_interval_s: float = 30.0
     """Seconds between our DH ratchet steps (0 disables stepping)."""
+    peer_dh_timeout_s: float = 60.0
+    """No authenticated DH step of the peer for this long raises MediaDegraded(NO_PEER_STEP); 0 = never."""
+    frame_ms: int = 20
+    """The peer's frame duration: turns an outage's length into a bound on forward chain steps."""
     max_skew_ms: int = 2000
     """Accepted difference between a frame's interval and ours, either way."""
     max_skip_steps: int = 1024
-    """Most chain steps one frame may make us derive (bounds work per forged frame)."""
+    """Chain steps one frame may make us derive without the time bound (bounds work per forged frame)."""
     max_stored_keys: int = 2000
     """Most retained message keys (skipped or partly used steps) across all epochs, as libsignal."""
     max_key_age_s: float = 5.0
@@ -46,28 +63,11 @@ class MediaConfig:
     prev_chain_ttl_s: float = 5.0
     """How long a superseded receiving epoch still opens late frames."""
     max_recv_chains: int = 5
-    max_own_keys: int = 4
+    max_own_keys: int = 8
     """How many of our past ratchet private keys we keep for the peer's steps that may still use them."""
     replay_window: int = 256
-    max_epoch_trials_per_s: float = 20.0
     reveal_period_s: float = 20.0
-    """How long the offerer keeps repeating its SAS reveal."""
-
-
-def _next_announce(rel: int) -> int:
-    """Smallest epoch-relative frame offset > rel that carries the ratchet-key extension."""
-    nxt = rel + 1
-    if nxt < ANNOUNCE_FIRST:
-        return nxt
-    every = _announce_every(nxt)
-    return -(-nxt // every) * every  # each tier boundary is a multiple of the next tier's period
-
-
-def announces(rel: int) -> bool:
-    """Whether the frame at epoch-relative offset ``rel`` carries the ratchet-key extension."""
-    if rel < ANNOUNCE_FIRST:
-        return True
-    return rel % _announce_every(rel) == 0
+    """How long each side keeps repeating its SAS reveal."""
 
 
 def _raw_public(key: X25519PrivateKey) -> bytes:
@@ -86,32 +86,64 @@ class RatchetStats:
     sealed: int = 0
     opened: int = 0
     announcements_sent: int = 0
+    """Frames that carried one of our RATCHET_KEY TLVs."""
     overhead_bytes: int = 0
-    """Total bytes added by sealing (header + extensions + tag)."""
+    """Total bytes added by sealing (header + control length byte + control TLVs incl. padding + tag)."""
     refused: collections.Counter[str] = field(default_factory=collections.Counter)
     local_epoch: int = 0
     peer_epoch: int = 0
+    oversize_frames: int = 0
+    """Frames that did not fit the set payload size and grew by whole buckets."""
+    degraded: frozenset[Degradation] = frozenset()
+    """The degraded conditions active now."""
+    local_steps: int = 0
+    peer_steps: int = 0
 
 
 class _RatchetState:
     """DH-ratchet state shared by both directions of one call."""
 
-    def __init__(self, keygen: Callable[[], X25519PrivateKey], max_own_keys: int) -> None:
+    def __init__(self, keygen: Callable[[], X25519PrivateKey], max_own_keys: int, now: float) -> None:
         self.keygen = keygen
         self.max_own_keys = max_own_keys
         self.own_keys: collections.OrderedDict[int, X25519PrivateKey] = collections.OrderedDict()
         self.own_public: dict[int, bytes] = {}
-        self.peer_latest: tuple[int, bytes] | None = None
+        self.peer_current: tuple[int, bytes] | None = None
+        """The peer's ratchet key of its current epoch (one it switched to, so it keeps its private half)."""
         self.events: collections.deque[Event] = collections.deque()
+        self.ack: KeyAck | None = None
+        """The ack our sealer repeats for the peer's newest announced key (None: nothing to ack)."""
+        self.ack_rel = 0
+        """Our frames sealed since ``ack`` was (re-)armed."""
+        self.peer_acks: dict[int, bytes] = {}
+        """The newest authenticated KEY_ACK prefix per epoch of ours (the sealer checks its announcement)."""
+        self.degraded: set[Degradation] = set()
+        self.last_peer_step_at = now
         self.add_own_key(0, keygen())
 
     def add_own_key(self, index: int, key: X25519PrivateKey) -> None:
+        """Our key for epoch ``index`` (a re-announcement replaces the unacked key of the same epoch)."""
+        self.own_keys.pop(index, None)
         self.own_keys[index] = key
         self.own_public[index] = _raw_public(key)
         while len(self.own_keys) > self.max_own_keys:
             old, _ = self.own_keys.popitem(last=False)
             self.own_public.pop(old, None)
 
+    def arm_ack(self, ack: KeyAck) -> None:
+        self.ack = ack
+        self.ack_rel = 0
+
     def learn_peer_key(self, index: int, public: bytes) -> None:
-        if self.peer_latest is None or index > self.peer_latest[0]:
-            self.peer_latest = (index, public)
+        if self.peer_current is None or index > self.peer_current[0]:
+            self.peer_current = (index, public)
+
+    def degrade(self, reason: Degradation, now: float) -> None:
+        if reason not in self.degraded:
+            self.degraded.add(reason)
+            self.events.append(MediaDegraded(reason, now))
+
+    def restore(self, reason: Degradation, now: float) -> None:
+        if reason in self.degraded:
+            self.degraded.discard(reason)
+            self.events.append(MediaRestored(reason, now))

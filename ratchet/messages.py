@@ -38,7 +38,7 @@ from .sas import SAS_COMMITMENT_LEN
 
 # --- wire constants -----------------------------------------------------------------------------------------
 
-VERSION = 2
+VERSION = 3
 TYPE_OFFER = 0x01
 TYPE_ANSWER = 0x02
 NONCE_LEN = 16

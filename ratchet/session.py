@@ -1,25 +1,24 @@
-"""The media Double Ratchet of one call: a FrameSealer for our direction, a FrameOpener for the peer's.
+"""The media Double Ratchet of one call (wire version 3): a FrameSealer for our direction, a FrameOpener for the
+peer's.
 
-Theory of operation (full rules in docs/PROTOCOL.md §5–§7):
+Theory of operation (full rules in docs/PROTOCOL.md Part B):
 
 * Each direction has its own root key and a sequence of *epochs*. Epoch 0's chain comes from the handshake.
-  Epoch e ≥ 1 starts when the sender draws a fresh X25519 key x_e and computes
-  ``(root, chain) = KDF_RK(root, DH(x_e, Y_j))`` with the peer's newest ratchet public key Y_j.
-* The chain steps once per ``frames_per_key`` frames (KDF_CK); each step's message key is combined with the
-  interval's time key into the AEAD key.
-* Ratchet public keys travel in-band in an authenticated header extension, repeated on a schedule (frames
-  0-2 of an epoch, every 4th frame until frame 128, every 16th until 512, then every 128th), so losing the
-  frames that carry them delays the peer by at most one repetition and never desynchronises it. Each side's
-  initial key X_0 is announced the same way in epoch 0.
-* The opener changes nothing until a frame authenticates: epoch trials, forward chain steps and replay
-  updates are computed on the side and committed only after the AEAD tag verifies. Work per forged frame is
-  bounded: forward chain steps go into a per-chain look-ahead so none is derived twice (``max_skip_steps`` in
-  all), and trial DH is rate-limited per second.
+  Epoch e+1 starts when the sender draws a fresh X25519 key x and computes ``(root, chain) = KDF_RK(root,
+  DH(x, Y_j))`` with the peer's current ratchet public key Y_j.
+* The sender announces the next key in a RATCHET_KEY TLV *inside* its epoch-e frames and switches only after it
+  authenticated the peer's KEY_ACK naming that key. The receiver derives the next chain only from an authenticated
+  announcement (one X25519 per distinct key), so a forged frame never costs a DH and a missed announcement is
+  always recoverable: the sender repeats it until acked, and re-announces a fresh key when it went unacked too long.
+* All control data (ratchet keys, acks, the SAS reveal, telephone events, padding) is inside the ciphertext; with a
+  payload size set, every frame has the same length.
+* The opener changes nothing until a frame authenticates and its control block parses. Forward chain steps go into
+  a per-chain look-ahead so none is derived twice, bounded by ``max_skip_steps`` or, after a silence, by time.
+* Degraded conditions (our step unacked, no peer step) are raised as events from ``seal``, which runs every frame.
 
-Modules: ``media_state`` (settings, announcement schedule, shared state), ``sealer`` (``FrameSealer``),
-``opener`` (``FrameOpener``); this one assembles them per call (``MediaSession``). The sealer and the opener
-share one ``_RatchetState`` (our private ratchet keys, the peer's newest public
-key, the event queue). Nothing here reads a clock: every entry point takes ``now`` (seconds).
+Modules: ``media_state`` (settings, schedules, shared state), ``sealer`` (``FrameSealer``), ``opener``
+(``FrameOpener``); this one assembles them per call (``MediaSession``). Nothing here reads a clock: every entry
+point takes ``now`` (seconds).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from ratchet.media_state import (
     MediaConfig,
     RatchetStats,
     _RatchetState,
-    announces,
 )
 from ratchet.opener import START_LEARNING_S, FrameOpener
 from ratchet.params import SessionKeys
@@ -68,7 +66,7 @@ class MediaSession:
                 f"max_skew_ms={self.config.max_skew_ms} spans {window} intervals of {keys.interval_ms} ms; "
                 f"at most {MAX_WINDOW_INTERVALS} fit the header"
             )
-        self._state = _RatchetState(keygen, self.config.max_own_keys)
+        self._state = _RatchetState(keygen, self.config.max_own_keys, now)
         self.sealer = FrameSealer(keys, self._state, self.config, now)
         self.opener = FrameOpener(keys, self._state, self.config, now)
         self.role = keys.role
@@ -77,12 +75,20 @@ class MediaSession:
             self.reveal_sas()
 
         # The hot paths, bound once: a MediaSession call costs exactly one Python call.
-        self.seal: Callable[[bytes, float], bytes] = self.sealer.seal
+        self.seal: Callable[..., bytes] = self.sealer.seal
+        """``seal(payload, now, event=None)``: ``event`` (8 bytes, §B.11) rides in this frame as a TLV."""
         self.open: Callable[[bytes, float], bytes] = self.opener.open
-        self.seal_event: Callable[[bytes, float], bytes] = self.sealer.seal_event
-        """Seal a telephone-event payload in the audio's frame sequence (§B.11)."""
-        self.open_event: Callable[[bytes, float], bytes] = self.opener.open_event
-        """Open a frame that arrived with the telephone-event payload type (§B.11)."""
+        """``open(frame, now)``: the content only (control and padding stripped)."""
+
+    def control_size(self, now: float, *, event: bool = False) -> int:
+        """The exact ctl bytes (TLV headers included, PAD excluded) the next ``seal(..., now, event=...)`` at the
+        same ``now`` carries: ask the codec for ``p - control_size(now)`` bytes and every frame is ``p``."""
+        return self.sealer.control_size(now, event)
+
+    def set_payload_size(self, p: int | None, *, bucket: int = 32) -> None:
+        """Pad every frame sealed from now on to plaintext size ``1 + p`` (None: no padding). A frame whose control
+        and content exceed ``p`` grows to ``p + k * bucket`` for the smallest k that fits (``oversize_frames``)."""
+        self.sealer.set_payload_size(p, bucket)
 
     @property
     def last_index(self) -> int:
@@ -122,6 +128,10 @@ class MediaSession:
             refused=collections.Counter(o.refused),
             local_epoch=s.epoch,
             peer_epoch=o.peer_epoch,
+            oversize_frames=s.oversize_frames,
+            degraded=frozenset(self._state.degraded),
+            local_steps=s.local_steps,
+            peer_steps=o.peer_steps,
         )
 
     def next_event(self) -> Event | None:
@@ -142,5 +152,4 @@ __all__ = [
     "MediaConfig",
     "MediaSession",
     "RatchetStats",
-    "announces",
 ]

@@ -5,6 +5,7 @@ INVITE, the wire tap of the demo). No call flow lives here: ``voipgw.leg`` drive
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Coroutine
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ratchet.aor import normalize_aor
-from ratchet.events import SasCommitmentFailed, SasReady
+from ratchet.events import SasCommitmentFailed, SasReady, TelephoneEventReceived
 from ratchet.session import MediaSession
 from voipgw.call import CallEvent, CallRecord
 from voipgw.media import MediaError, MediaStream
@@ -43,7 +44,10 @@ class Spawner:
 
 
 class SecureProtector:
-    """Adapts a ratchet MediaSession to voipgw.media's FrameProtector seam."""
+    """Adapts a ratchet MediaSession to voipgw.media's SealedStream seam.
+
+    The session has one event queue: the media takes the telephone events out of it after each opened frame
+    (take_telephone_events) and the rest waits here, in order, for ActiveCall.poll_session_events (next_event)."""
 
     secure = True
 
@@ -51,12 +55,33 @@ class SecureProtector:
         self.session = session
         self.seal = session.seal
         self.open = session.open
-        self.seal_event = session.seal_event
-        self.open_event = session.open_event
+        self.control_size = session.control_size
+        self.set_payload_size = session.set_payload_size
+        self._others: collections.deque[object] = collections.deque()
+        self._telephone: list[bytes] = []
 
     @property
     def last_index(self) -> int:
         return self.session.last_index
+
+    def take_telephone_events(self) -> list[bytes]:
+        while (ev := self.session.next_event()) is not None:
+            if isinstance(ev, TelephoneEventReceived):
+                self._telephone.append(ev.data)
+            else:
+                self._others.append(ev)
+        taken, self._telephone = self._telephone, []
+        return taken
+
+    def next_event(self) -> object | None:
+        """The session's next event other than a telephone event (those are the media's)."""
+        if self._others:
+            return self._others.popleft()
+        while (ev := self.session.next_event()) is not None:
+            if not isinstance(ev, TelephoneEventReceived):
+                return ev
+            self._telephone.append(ev.data)
+        return None
 
 
 @dataclass
@@ -90,7 +115,10 @@ class ActiveCall:
         """Fold ratchet events (SAS ready, commitment failure) into the record."""
         if self.session is None:
             return
-        while (ev := self.session.next_event()) is not None:
+        protector = self.media.protector if self.media is not None else None
+        # Once the media runs, its protector holds what it drained of the session's queue (in order).
+        source = protector if isinstance(protector, SecureProtector) and protector.session is self.session else None
+        while (ev := (source or self.session).next_event()) is not None:
             if isinstance(ev, SasReady):
                 self.record.sas = ev.sas.b32
                 self.record.sas_words = ev.sas.words
@@ -122,7 +150,7 @@ class ActiveCall:
             self.dtmf_received.append(digit)
 
     def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
-        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events, sealed like the audio on a secure call.
+        """Queue DTMF digits (0-9 * # A-D) as RFC 4733 events (inside the sealed audio frames on a secure call).
 
         Raises voipgw.rtp.dtmf.DtmfError for a bad digit or duration, MediaError if the call has no media or
         the peer did not negotiate telephone-event. ``await call.media.dtmf_sent()`` waits until they left."""

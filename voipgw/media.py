@@ -1,5 +1,6 @@
 """One call's media session: RTP endpoint + frame protector + codec (Opus by default) + jitter buffer + audio
-source and sink.
+source and sink. On a sealed stream every frame has one size (CBR Opus gives up the bytes control data takes) and
+DTMF rides inside the audio frames (docs/PROTOCOL.md Part B, TELEPHONE_EVENT).
 
 Never plays or decodes a payload the protector did not open, and never sends clear audio unless the caller
 explicitly allowed an insecure (opportunistic) protector. Owns no keys (the protector seals/opens).
@@ -21,7 +22,7 @@ import numpy as np
 
 from ratchet.errors import FrameError, RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder
+from voipgw.audio.opus import FRAME_SAMPLES, MAX_PACKET, MIN_BUDGET, OpusDecoder
 from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.logutil import is_log_point
@@ -55,7 +56,13 @@ DTMF_QUEUE = 64
 MAX_PENDING_DTMF = 256
 """Digits queued by send_dtmf and not yet sent."""
 MAX_EVENT_COUNTERS = 64
-"""Frame indexes of received events remembered to keep the audio's playout index dense (see _audio_index)."""
+"""Plain calls: RTP sequence numbers of received RFC 4733 events remembered to keep the audio's playout index
+dense (see _audio_index). Sealed streams carry events inside audio frames: no gaps to account for."""
+MAX_CONTROL_BYTES = 60
+"""The most control data one sealed frame carries (a 42-byte RATCHET_KEY or SAS_REVEAL, KEY_ACK, TELEPHONE_EVENT):
+the headroom a codec that cannot shrink (G.711, G.722) gets on top of its constant frame, so frames stay equal."""
+MAX_QUEUED_EVENTS = 16
+"""Telephone-event payloads waiting for an audio frame to ride on (normally 0-1: the train is paced in time)."""
 
 
 class FrameProtector(Protocol):
@@ -78,14 +85,41 @@ class FrameProtector(Protocol):
 
 
 @runtime_checkable
-class EventProtector(FrameProtector, Protocol):
-    """A secure protector that also seals telephone events in the audio's frame sequence (§B.11).
+class SealedStream(FrameProtector, Protocol):
+    """A secure protector whose frames are made equal and carry DTMF inside (wire v3, ratchet.MediaSession).
 
-    A secure protector without these methods still carries audio, but no DTMF (MediaStream checks at start)."""
+    A secure protector without these methods still carries audio, unpadded, but no DTMF."""
 
-    def seal_event(self, payload: bytes, now: float) -> bytes: ...
+    def seal(self, payload: bytes, now: float, event: bytes | None = None) -> bytes:
+        """``event`` (8 bytes, rtp.dtmf.encode_sealed) rides inside this audio frame."""
+        ...
 
-    def open_event(self, frame: bytes, now: float) -> bytes: ...
+    def control_size(self, now: float, *, event: bool = False) -> int:
+        """The control bytes the next ``seal`` at the same ``now`` carries (what the codec must leave free)."""
+        ...
+
+    def set_payload_size(self, p: int | None, *, bucket: int = 32) -> None:
+        """Every frame sealed from now on carries ``p`` bytes of control + content (padded); more grows it to
+        the next ``p + k * bucket``."""
+        ...
+
+    def take_telephone_events(self) -> list[bytes]:
+        """The telephone events (8 bytes each) of the frames opened so far, in frame order, each once."""
+        ...
+
+
+@runtime_checkable
+class BudgetEncoder(Protocol):
+    """An encoder that can make constant-size packets and give bytes up to control data (OpusEncoder)."""
+
+    @property
+    def packet_bytes(self) -> int | None:
+        """Every packet's size once ``use_cbr`` was called; None while VBR."""
+        ...
+
+    def use_cbr(self) -> None: ...
+
+    def encode(self, pcm: Pcm, max_bytes: int | None = None) -> bytes: ...
 
 
 class PlainProtector:
@@ -124,7 +158,8 @@ class MediaStats:
     frames_opened: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     """Frames dropped because they did not open, by FrameError reason. Also ``not-started`` (arrived before
-    start() beyond MAX_EARLY_PACKETS) and ``protector-error`` (the protector raised a non-FrameError)."""
+    start() beyond MAX_EARLY_PACKETS), ``protector-error`` (the protector raised a non-FrameError) and
+    ``event-pt-on-secure-stream`` (a telephone-event packet on a sealed stream, whose events ride inside frames)."""
     frames_played: int = 0
     """Ticks that played a decoded, opened frame."""
     frames_concealed: int = 0
@@ -139,7 +174,8 @@ class MediaStats:
     dtmf_out: int = 0
     """Digits whose whole packet train was sent."""
     events_received: int = 0
-    """Telephone-event packets that opened/parsed (repeats included)."""
+    """Telephone events that parsed (repeats included): RFC 4733 packets on plain calls, TELEPHONE_EVENT items of
+    opened frames on sealed ones."""
 
     @property
     def frames_refused(self) -> int:
@@ -187,8 +223,15 @@ class MediaStream:
         self.source_finished = asyncio.Event()
         """Set when the source is exhausted (its last frame was sent)."""
         self.protector: FrameProtector | None = None
-        self._events: EventProtector | None = None
-        """The protector again when it can seal telephone events (None: plain, or a secure one without DTMF)."""
+        self._sealed: SealedStream | None = None
+        """The protector again when it makes equal frames and carries DTMF inside (None: plain, or an old one)."""
+        self._payload_size: int | None = None
+        """The size every sealed frame's control + content has (None: not decided yet, or not a sealed stream)."""
+        self._bucket = 32
+        self._budgeted = False
+        """The encoder gives up the bytes control data takes (CBR Opus); else ``_payload_size`` has headroom."""
+        self._sealed_events: collections.deque[tuple[bytes, bool]] = collections.deque()
+        """Telephone events waiting for the next sealed frame: (8-byte payload, last packet of its digit)."""
         self.error: BaseException | None = None
         """An unexpected exception that ended the pacing loop (None while healthy)."""
         self._source: AudioSource | None = None
@@ -298,8 +341,6 @@ class MediaStream:
             raise InsecureMediaRefused(
                 "refusing to send or play clear audio: the protector is not secure and the policy is require"
             )
-        self.protector = protector
-        self._events = protector if isinstance(protector, EventProtector) else None
         self._source = source
         self._sink = sink
         self._clock = clock
@@ -307,6 +348,7 @@ class MediaStream:
             self.jitter = jitter
         self.codec = codec
         self._encoder = encoder or codec.new_encoder()
+        self._use_protector(protector)
         if codec is not OPUS:
             self._decoder = codec.new_decoder()
         if payload_type is not None:
@@ -345,6 +387,7 @@ class MediaStream:
         self._stopped = True
         self._early.clear()
         self._early_events.clear()
+        self._sealed_events.clear()
         for task in (self._task, self._dtmf_task):
             if task is not None:
                 task.cancel()
@@ -386,6 +429,9 @@ class MediaStream:
             self.stats.refuse("protector-error")
             return False
         self.stats.frames_opened += 1
+        if self._sealed is not None:
+            for data in self._sealed.take_telephone_events():
+                self._on_sealed_event(data)
         if self.relay is not None:
             self.relay(payload)
             return True
@@ -414,7 +460,7 @@ class MediaStream:
             self._event_indexes.pop(0)
             self._event_base += 1
 
-    # --- DTMF (RFC 4733; sealed like audio on secure calls, docs/PROTOCOL.md §B.11) ------------------------
+    # --- DTMF (RFC 4733 on plain calls; inside the sealed audio frames on secure ones) ----------------------
 
     def set_telephone_event(self, payload_type: int | None) -> None:
         """Use ``payload_type`` for telephone events from now on (None: stop sending and accepting them)."""
@@ -424,9 +470,11 @@ class MediaStream:
         self.endpoint.event_payload_type = payload_type
 
     def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
-        """Queue ``digits`` (0-9 * # A-D) to be sent as RFC 4733 events, one after the other, while the audio
-        keeps flowing. Raises DtmfError for a bad digit or duration (nothing is queued then) and MediaError
-        if the call negotiated no telephone-event, has not started, or its protector cannot seal events."""
+        """Queue ``digits`` (0-9 * # A-D) to be sent, one after the other, while the audio keeps flowing: as
+        RFC 4733 packets on a plain call; on a sealed stream each packet of the same train rides inside the audio
+        frame sealed at (or right after) its time, so the wire shows one payload type, size and timestamp step.
+        Raises DtmfError for a bad digit or duration (nothing is queued then) and MediaError if the call
+        negotiated no telephone-event, has not started, or its protector cannot carry events."""
         digits = check_digits(digits)
         digit_train("0", duration_ms)  # validates the duration before anything is queued
         if self.telephone_event_pt is None:
@@ -434,7 +482,7 @@ class MediaStream:
         protector = self.protector
         if protector is None or self._stopped:
             raise MediaError("the media stream is not running")
-        if protector.secure and self._events is None:
+        if protector.secure and self._sealed is None:
             raise MediaError("this secure protector cannot seal telephone events")
         if len(self._dtmf_pending) + len(digits) > MAX_PENDING_DTMF:
             raise MediaError(f"more than {MAX_PENDING_DTMF} digits waiting to be sent")
@@ -468,9 +516,16 @@ class MediaStream:
                 ts = self._event_timestamp(duration_ms)
                 start = loop.time()
                 sent = 0
-                for pkt in digit_train(digit, duration_ms):
+                train = digit_train(digit, duration_ms)
+                for i, pkt in enumerate(train):
                     await asyncio.sleep(max(0.0, start + pkt.offset_ms / 1000 - loop.time()))
-                    sent += self._send_event(pkt.event, ts, pkt.marker)
+                    if self._sealed is not None and self.protector is self._sealed:
+                        self._queue_sealed_event(encode_sealed(ts, pkt.event), last=i == len(train) - 1)
+                    else:
+                        sent += self._send_event(pkt.event, ts, pkt.marker)
+                while self._sealed_events and not self._stopped:
+                    # Each rides on the next sealed frame: the pacing loop's, or a pass-through relay's.
+                    await asyncio.sleep(FRAME_SECONDS)
                 if sent:
                     self.stats.dtmf_out += 1
                 await asyncio.sleep(GAP_MS / 1000)
@@ -479,22 +534,38 @@ class MediaStream:
                 self._dtmf_idle.set()
 
     def _send_event(self, event: TelephoneEvent, ts: int, marker: bool) -> bool:
+        """One clear RFC 4733 packet (plain calls only: a secure protector never sends events in the clear)."""
         protector, pt = self.protector, self.telephone_event_pt
-        if protector is None or pt is None:
+        if protector is None or pt is None or protector.secure:
             return False
-        payload = event.encode()
-        if protector.secure:
-            if self._events is None:  # send_dtmf refused to queue digits for it
-                return False
-            try:
-                payload = self._events.seal_event(encode_sealed(ts, event), self._clock())
-            except RatchetError:
-                self.stats.seal_errors += 1
-                return False
-        return self.endpoint.send_event(payload, payload_type=pt, timestamp=ts, marker=marker)
+        return self.endpoint.send_event(event.encode(), payload_type=pt, timestamp=ts, marker=marker)
+
+    def _queue_sealed_event(self, data: bytes, *, last: bool) -> None:
+        if len(self._sealed_events) >= MAX_QUEUED_EVENTS:  # nothing is sending frames (a stalled loop)
+            self._sealed_events.popleft()
+            self.stats.refuse("dtmf-queue-full")
+        self._sealed_events.append((data, last))
+        if self._source is None or self.source_finished.is_set():
+            # A stream with nothing to say sends no frames: this event needs one (silence, of the usual size).
+            self._send(pcm=np.zeros(FRAME_SAMPLES, dtype=np.int16))
+
+    def _on_sealed_event(self, data: bytes) -> None:
+        """One authenticated TELEPHONE_EVENT from an opened frame: repeats of a press are dropped by event id."""
+        try:
+            event_id, event = decode_sealed(data)
+            self.stats.events_received += 1
+            digit = self._dtmf_rx.feed(event_id, event)
+        except DtmfError as exc:
+            self.stats.refuse(exc.reason)
+            return
+        if digit is not None:
+            self._deliver_digit(digit)
 
     def _on_event(self, pkt: RtpPacket, addr: Address) -> bool:
-        """A telephone-event packet (runs inside datagram_received). True if it authenticated (latching)."""
+        """A telephone-event packet (runs inside datagram_received). True if it authenticated (latching).
+
+        Plain calls only: a sealed stream's events ride inside its audio frames, so a packet with the
+        telephone-event payload type on one is forged or relabelled: refused, and it changes nothing."""
         protector = self.protector
         if protector is None:
             # The answerer's first digits can beat its 200 OK to us, like its first audio frames.
@@ -503,37 +574,20 @@ class MediaStream:
             else:
                 self.stats.refuse("not-started")
             return False
-        authentic = False
+        if protector.secure:
+            self.stats.refuse("event-pt-on-secure-stream")
+            return False
         try:
-            if protector.secure:
-                if self._events is None:
-                    self.stats.refuse("dtmf-unsupported")
-                    return False
-                # Decided by the authenticated content type, never by the RTP payload type: an audio frame
-                # relabelled as an event is refused here (wrong-content), and an event frame relabelled as
-                # audio is refused by open().
-                plaintext = self._events.open_event(pkt.payload, self._clock())
-                authentic = True
-                index = protector.last_index
-                if index is not None:
-                    self._note_event_index(index)
-                event_id, event = decode_sealed(plaintext)
-            else:
-                self._note_event_index(self._unwrap(pkt.sequence))
-                event_id, event = pkt.timestamp, TelephoneEvent.decode(pkt.payload)
+            self._note_event_index(self._unwrap(pkt.sequence))
+            event_id, event = pkt.timestamp, TelephoneEvent.decode(pkt.payload)
             self.stats.events_received += 1
             digit = self._dtmf_rx.feed(event_id, event)
-        except (FrameError, DtmfError) as exc:
+        except DtmfError as exc:
             self.stats.refuse(exc.reason)
-            return authentic
-        except Exception:
-            if "protector-error" not in self.stats.refused:
-                log.exception("protector.open_event raised a non-FrameError; counting such events as refused")
-            self.stats.refuse("protector-error")
             return False
         if digit is not None:
             self._deliver_digit(digit)
-        return authentic
+        return False  # clear and unauthenticated: never moves the stream
 
     def _deliver_digit(self, digit: str) -> None:
         self.stats.dtmf_in += 1
@@ -584,17 +638,42 @@ class MediaStream:
         if pcm is None:
             self.source_finished.set()
             return
-        assert self._encoder is not None
-        self.send_payload(self._encoder.encode(pcm))
+        self._send(pcm=pcm)
 
     def send_payload(self, payload: bytes) -> bool:
-        """Seal and send one encoded frame now: the pacing loop's, or a pass-through relay's (see ``relay``)."""
-        assert self.protector is not None
+        """Seal and send one encoded frame now (a pass-through relay's, see ``relay``): sealed as it is, so on a
+        sealed stream its size falls in the buckets of ``set_payload_size``."""
+        return self._send(payload=payload)
+
+    def _send(self, *, pcm: Pcm | None = None, payload: bytes | None = None) -> bool:
+        """Seal and send one frame: ``payload`` as it is, or ``pcm`` encoded to what control data leaves free.
+        One ``now`` for the budget and the seal, so the control data asked about is the control data sealed."""
+        protector = self.protector
+        assert protector is not None
+        now = self._clock()
+        sealed = self._sealed
+        event: bytes | None = None
+        last = False
+        if sealed is not None and self._sealed_events:
+            event, last = self._sealed_events[0]
         try:
-            frame = self.protector.seal(payload, self._clock())
+            if payload is None:
+                assert pcm is not None
+                payload = self._encode(pcm, now, event is not None)
+            if sealed is None:
+                frame = protector.seal(payload, now)
+            else:
+                if self._payload_size is None:
+                    # A codec of constant size (G.711, G.722): its frame plus room for the most control data.
+                    self.set_payload_size(len(payload) + MAX_CONTROL_BYTES)
+                frame = sealed.seal(payload, now, event=event)
         except RatchetError:
             self.stats.seal_errors += 1
             return False
+        if event is not None:
+            self._sealed_events.popleft()
+            if last:
+                self.stats.dtmf_out += 1
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
         if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
             self.stats.frames_sent += 1
@@ -602,13 +681,57 @@ class MediaStream:
             return True
         return False
 
+    def _encode(self, pcm: Pcm, now: float, event: bool) -> bytes:
+        encoder = self._encoder
+        assert encoder is not None
+        sealed, p = self._sealed, self._payload_size
+        if sealed is None or p is None or not self._budgeted or not isinstance(encoder, BudgetEncoder):
+            return encoder.encode(pcm)
+        budget = min(MAX_PACKET, p - sealed.control_size(now, event=event))
+        if budget < MIN_BUDGET:
+            # Too few bytes for useful audio: an empty frame, which the peer conceals. The encoder still runs
+            # (on a 1-byte budget) so its state follows the speech.
+            encoder.encode(pcm, max_bytes=1)
+            return b""
+        return encoder.encode(pcm, max_bytes=budget)
+
+    def set_payload_size(self, p: int | None, *, bucket: int = 32) -> None:
+        """Seal every frame with ``p`` bytes of control + content from now on (``p + k * bucket`` when more must
+        fit); a no-op on a stream that does not make equal frames. The gateway's pass-through sets a small ``p``
+        and a coarse bucket, since it cannot shrink the phone's packets."""
+        if self._sealed is None:
+            return
+        self._payload_size = p
+        self._bucket = bucket
+        self._budgeted = False
+        self._sealed.set_payload_size(p, bucket=bucket)
+
+    def _use_protector(self, protector: FrameProtector) -> None:
+        """Seal with ``protector`` from now on; a sealed stream switches its encoder to CBR and fixes the size."""
+        self.protector = protector
+        self._sealed = protector if protector.secure and isinstance(protector, SealedStream) else None
+        self._payload_size = None
+        self._budgeted = False
+        if self._sealed is None:
+            return
+        encoder = self._encoder
+        if isinstance(encoder, BudgetEncoder):
+            encoder.use_cbr()
+            size = encoder.packet_bytes
+            if size is not None:
+                self.set_payload_size(size)
+                self._budgeted = True
+
     def switch(self, protector: FrameProtector, remote: Address) -> None:
         """Another early dialog of a forked INVITE won: seal and open with its keys, send to its address. What the
         jitter buffer holds was the other fork's audio: dropped."""
         if not protector.secure and self.protector is not None and self.protector.secure:
             raise InsecureMediaRefused("a sealed stream never switches to clear audio")
-        self.protector = protector
-        self._events = protector if isinstance(protector, EventProtector) else None
+        bucket = self._bucket
+        p = self._payload_size if not self._budgeted else None
+        self._use_protector(protector)
+        if p is not None:  # a size set from outside (pass-through) holds for the new keys too
+            self.set_payload_size(p, bucket=bucket)
         self.endpoint.remote = remote
         self.jitter = JitterBuffer()
         self._unwrap = _SeqUnwrapper()  # the winner numbers its packets from its own random start
@@ -629,7 +752,11 @@ class MediaStream:
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)
-        if payload is not None:
+        if payload == b"" and self._heard:
+            # A sealed frame whose budget all went to control data: no audio in it, conceal like a loss.
+            self.stats.frames_concealed += 1
+            return self._decoder.decode(None)
+        if payload:
             failed_before = self._decoder.failed
             pcm = self._decoder.decode(payload)
             if self._decoder.failed != failed_before:

@@ -205,6 +205,7 @@ def build_sdp(
     telephone_event_pt: int | None = None,
     crypto: str | None = None,
     savp: bool = True,
+    cbr_opus: bool = False,
 ) -> str:
     """Render a one-stream audio SDP. ``handshake`` is the base64url value of the ``a=voipgw:`` line.
 
@@ -212,6 +213,8 @@ def build_sdp(
     ``savp=False`` an ``RTP/AVP`` stream with a crypto line (RFC 4568 best effort: a phone may answer plain).
 
     ``telephone_event_pt`` adds RFC 4733 DTMF (``telephone-event/8000``, events 0-16) after the audio codecs.
+    ``cbr_opus`` asks the peer for 24 kbps CBR Opus (RFC 7587 ``maxaveragebitrate=24000;cbr=1``): a gateway that
+    seals a phone's packets as they are (pass-through) then makes frames of one size (voipgw.gateway.pipes).
     ``a=<direction>`` is always written, ``a=sendrecv`` included: baresip and Linphone both accept it, and the
     output with the default arguments stays byte-identical to earlier versions.
     """
@@ -237,7 +240,8 @@ def build_sdp(
     for c in codecs:
         if c.name == OPUS:
             lines.append(f"a=rtpmap:{c.payload_type} opus/48000/2")
-            lines.append(f"a=fmtp:{c.payload_type} minptime=20;useinbandfec=0")
+            cbr = ";maxaveragebitrate=24000;cbr=1" if cbr_opus else ""
+            lines.append(f"a=fmtp:{c.payload_type} minptime=20;useinbandfec=0{cbr}")
         elif c.name == TELEPHONE_EVENT:
             lines.append(f"a=rtpmap:{c.payload_type} telephone-event/{c.clock_rate}")
             if c.payload_type == telephone_event_pt:

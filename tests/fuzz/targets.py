@@ -27,16 +27,16 @@ from ratchet.errors import (
     RatchetError,
 )
 from ratchet.frame import (
-    EXT_RATCHET_KEY,
+    MAX_CTL,
     RATCHET_KEY_LEN,
-    Extensions,
+    TLV_RATCHET_KEY,
     RatchetKeyAnnouncement,
-    encode_extensions,
-    parse_extensions,
-    split_frame,
+    parse_control,
+    split_plaintext,
 )
 from ratchet.handshake import AnswerMessage, OfferMessage, decode_attribute, encode_attribute
 from ratchet.identity import IdentityKey, IdentityPublicKey
+from ratchet.sealer import _Plan
 from ratchet.session import MediaSession
 from tests.support.handshake_fixtures import CLASSICAL, HYBRID, T0, answer, make_offerer
 from tests.support.ratchet_pairs import make_pair
@@ -169,13 +169,12 @@ def _pair(seed: bytes) -> tuple[MediaSession, MediaSession]:
 
 
 def frame_header(data: bytes) -> None:
-    """The header and extension block parsers alone."""
+    """The plaintext split and the control-block parser alone (what runs after the tag verified)."""
     try:
-        _word, block, aad_len = split_frame(data)
-        if aad_len > len(data):
-            raise Finding("authenticated prefix longer than the frame")
-        if block is not None:
-            parse_extensions(block)
+        block, content = split_plaintext(data)
+        if 1 + len(block) + len(content) != len(data):
+            raise Finding("control block and content do not add up to the plaintext")
+        parse_control(block)
     except MalformedFrame as exc:
         _typed(exc)
 
@@ -199,13 +198,13 @@ def frame_open(data: bytes) -> None:
 
 
 def key_announcement(data: bytes) -> None:
-    """An extension block of the peer's choice inside an authenticated frame (a hostile but keyed peer)."""
-    body = data[:255]
+    """A control block of the peer's choice inside an authenticated frame (a hostile but keyed peer)."""
+    body = data[:MAX_CTL]
     if not body:
         return
-    block = bytes([len(body)]) + body
     tx, rx = _pair(b"fuzz-announce")
-    setattr(tx.sealer, "_extensions", lambda now: block)  # noqa: B010 - replace the honest announcement
+    plan = _Plan(body, key=False, reveal=False)
+    setattr(tx.sealer, "_plan", lambda now, event: plan)  # noqa: B010 - replace the honest control block
     for i in range(3):
         frame = tx.seal(PAYLOAD, T0 + i * 0.02)
         try:
@@ -218,7 +217,7 @@ def key_announcement(data: bytes) -> None:
 
 def announcement_body(epoch: int, peer_epoch: int, start: int, public: bytes) -> bytes:
     """The TLV body (without the length byte) of one ratchet-key announcement."""
-    return bytes([EXT_RATCHET_KEY, RATCHET_KEY_LEN]) + struct.pack(">HHI", epoch, peer_epoch, start) + public
+    return bytes([TLV_RATCHET_KEY, RATCHET_KEY_LEN]) + struct.pack(">HHI", epoch, peer_epoch, start) + public
 
 
 # --- RTP / RTCP ----------------------------------------------------------------------------------------------
@@ -507,10 +506,10 @@ def seeds() -> dict[str, list[bytes]]:
         "handshake_answer": [ANSWER],
         "sdp_attribute": [encode_attribute(CLASSICAL_OFFER).encode()],
         "sdp": [offer_sdp.encode()],
-        "frame_header": frames[:2],
+        "frame_header": [b"\x00" + PAYLOAD, b"\x2a" + RatchetKeyAnnouncement(0, 0xFFFF, 0, bytes(32)).encode()],
         "frame_open": frames,
         "key_announcement": [
-            encode_extensions(Extensions(RatchetKeyAnnouncement(0, 0xFFFF, 0, bytes(range(32)))))[1:],
+            RatchetKeyAnnouncement(0, 0xFFFF, 0, bytes(range(32))).encode(),
             announcement_body(1, 0, 1, bytes(32)),
         ],
         "rtp": [build_rtp(111, 7, 960, 0x1234, PAYLOAD, marker=True), build_rtp(0, 1, 2, 3, b"", csrc=(1, 2))],

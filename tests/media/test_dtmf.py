@@ -1,5 +1,5 @@
-"""RFC 4733 DTMF without sockets: the payload codec, the sender's train, the once-only receiver, and sealed events
-in the ratchet (same frame sequence as audio; a relabelled frame never changes meaning; audio is unchanged)."""
+"""RFC 4733 DTMF without sockets: the payload codec, the sender's train, the once-only receiver, and telephone
+events inside sealed audio frames (same counter sequence, same frame size, other frames unchanged)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratchet.errors import MalformedFrame, ReplayedFrame, TamperedFrame, WrongContent
-from ratchet.frame import (
-    CONTENT_TELEPHONE_EVENT,
-    EXT_CONTENT_TYPE,
-    Extensions,
-    encode_extensions,
-    parse_extensions,
-    split_frame,
-    with_content_type,
-)
+from ratchet.events import TelephoneEventReceived
 from ratchet.params import FrameSuite, SendParams
 from ratchet.session import MediaConfig, MediaSession
 from tests.support.ratchet_pairs import make_pair
@@ -196,7 +187,7 @@ def test_reordered_duplicated_lossy_trains_never_report_a_press_twice(
     assert sorted(got) == sorted(presses[ts // 10_000 - 1][0] for ts in expected_ids)
 
 
-# --- sealed events in the ratchet -------------------------------------------------------------------------
+# --- telephone events inside sealed audio frames (wire v3 TELEPHONE_EVENT TLV) -------------------------------
 
 
 def _pair(params: SendParams | None = None, dh: float = 0.0) -> tuple[MediaSession, MediaSession]:
@@ -205,17 +196,12 @@ def _pair(params: SendParams | None = None, dh: float = 0.0) -> tuple[MediaSessi
     return MediaSession(ko, T0, cfg), MediaSession(ka, T0, cfg)
 
 
-def test_extension_block_carries_the_content_type() -> None:
-    block = encode_extensions(Extensions(content_type=CONTENT_TELEPHONE_EVENT))
-    assert block == bytes([3, EXT_CONTENT_TYPE, 1, CONTENT_TELEPHONE_EVENT])
-    assert parse_extensions(block[1:]).content_type == CONTENT_TELEPHONE_EVENT
-    assert with_content_type(b"", 1) == block
-    with pytest.raises(MalformedFrame):
-        parse_extensions(bytes([EXT_CONTENT_TYPE, 1, 0]))  # audio is the absence of the extension
-    with pytest.raises(MalformedFrame):
-        parse_extensions(bytes([EXT_CONTENT_TYPE, 2, 1, 1]))
-    with pytest.raises(ValueError):
-        with_content_type(b"", 0)
+def _telephone_events(session: MediaSession) -> list[bytes]:
+    out = []
+    while (ev := session.next_event()) is not None:
+        if isinstance(ev, TelephoneEventReceived):
+            out.append(ev.data)
+    return out
 
 
 @pytest.mark.parametrize(
@@ -226,91 +212,89 @@ def test_extension_block_carries_the_content_type() -> None:
         SendParams(frame_suite=FrameSuite.AES256_GCM_128, frames_per_key=3),
     ],
 )
-def test_events_share_the_audio_sequence_and_open_only_as_events(params: SendParams) -> None:
+def test_events_ride_inside_audio_frames_of_one_size(params: SendParams) -> None:
     alice, bob = _pair(params)
+    alice.set_payload_size(60)
     now = T0
-    ev = encode_sealed(1234, TelephoneEvent(5, False, 10, 400))
-    seen: list[int] = []
+    sizes, got = set(), []
     for i in range(40):
         now += 0.02
-        if i % 7 == 3:
-            frame = alice.seal_event(ev, now)
-            assert split_frame(frame)[1] is not None  # the content type rides in the authenticated block
-            assert bob.open_event(frame, now) == ev
-        else:
-            frame = alice.seal(b"opus frame %d" % i, now)
-            assert bob.open(frame, now) == b"opus frame %d" % i
-        seen.append(bob.last_index)
-    assert seen == list(range(40))  # one counter sequence: events took their numbers from the audio's
+        ev = encode_sealed(1000 + i, TelephoneEvent(i % 16, False, 10, 400)) if i % 7 == 3 else None
+        content = bytes(60 - alice.control_size(now, event=ev is not None))
+        frame = alice.seal(content, now, event=ev)
+        sizes.add(len(frame))
+        assert bob.open(frame, now) == content  # the audio of the frame, the event beside it
+        assert bob.last_index == i  # one counter sequence, no gaps
+        got += _telephone_events(bob)
+    assert len(sizes) == 1, sizes
+    assert [decode_sealed(g)[0] for g in got] == [1000 + i for i in range(40) if i % 7 == 3]
     assert bob.stats.refused == {}
 
 
-def test_relabelled_frames_are_refused_both_ways_and_change_nothing() -> None:
-    alice, bob = _pair()
-    now = T0 + 0.02
-    audio = alice.seal(b"audio", now)
-    event = alice.seal_event(encode_sealed(1, TelephoneEvent(1, False, 10, 400)), now)
-    with pytest.raises(WrongContent):
-        bob.open_event(audio, now)  # audio relabelled as telephone-event: no digit
-    with pytest.raises(WrongContent):
-        bob.open(event, now)  # a digit relabelled as audio: never decoded as Opus
-    assert bob.opener.opened == 0
-    assert bob.open(audio, now) == b"audio"  # neither refusal consumed the counter
-    assert bob.open_event(event, now)[:4] == (1).to_bytes(4, "big")
-    with pytest.raises(ReplayedFrame):
-        bob.open_event(event, now)
-    assert bob.stats.refused["wrong-content"] == 2
-
-
-def test_stripping_or_forging_the_content_type_fails_the_tag() -> None:
-    alice, bob = _pair()
-    now = T0 + 0.02
-    alice.seal(b"x", now)  # frames 0-2 announce the ratchet key; frame 4 below has a bare header
-    frames = [alice.seal(b"z", now) for _ in range(3)]
-    event = alice.seal_event(encode_sealed(1, TelephoneEvent(1, False, 10, 400)), now)
-    # Strip the extension: clear X and drop the 4-byte block -> claims to be audio.
-    word = int.from_bytes(event[:4], "big") & ~(1 << 30)
-    stripped = word.to_bytes(4, "big") + event[8:]
-    with pytest.raises(TamperedFrame):
-        bob.open(stripped, now)
-    # Add a content type to an audio frame -> claims to be an event.
-    audio = frames[2]
-    assert split_frame(audio)[1] is None
-    word = int.from_bytes(audio[:4], "big") | (1 << 30)
-    forged = word.to_bytes(4, "big") + bytes([3, EXT_CONTENT_TYPE, 1, 1]) + audio[4:]
-    with pytest.raises(TamperedFrame):
-        bob.open_event(forged, now)
-
-
-def test_events_during_a_dh_step_and_announcements_still_open() -> None:
+def test_events_during_dh_steps_arrive_in_order_and_frames_stay_equal() -> None:
     alice, bob = _pair(dh=1.0)
+    alice.set_payload_size(60)
+    bob.set_payload_size(60)
     now = T0
-    opened_events = 0
+    got: list[int] = []
+    sizes = set()
     for i in range(400):
         now += 0.02
-        a2b = alice.seal_event(encode_sealed(i, TelephoneEvent(i % 16, False, 10, 400)), now) if i % 5 == 0 else None
-        if a2b is not None:
-            assert decode_sealed(bob.open_event(a2b, now))[0] == i
-            opened_events += 1
-        else:
-            assert bob.open(alice.seal(b"a%d" % i, now), now) == b"a%d" % i
-        assert alice.open(bob.seal(b"b%d" % i, now), now) == b"b%d" % i
+        ev = encode_sealed(i, TelephoneEvent(i % 16, False, 10, 400)) if i % 5 == 0 else None
+        a2b = alice.seal(bytes(60 - alice.control_size(now, event=ev is not None)), now, event=ev)
+        b2a = bob.seal(bytes(60 - bob.control_size(now)), now)
+        sizes |= {len(a2b), len(b2a)}
+        bob.open(a2b, now)
+        alice.open(b2a, now)
+        got += [decode_sealed(g)[0] for g in _telephone_events(bob)]
+        _telephone_events(alice)
     assert alice.stats.local_epoch >= 3 and bob.stats.peer_epoch == alice.stats.local_epoch
-    assert opened_events == 80 and bob.stats.refused == {}
+    assert got == list(range(0, 400, 5)) and bob.stats.refused == {}
+    assert len(sizes) == 1, sizes
 
 
-def test_an_event_frame_changes_no_other_frame() -> None:
-    """Audio frames around an event are byte-identical to those of a stream that sent audio in its place."""
+def test_an_event_changes_no_other_frame() -> None:
+    """Frames around one that carries an event are byte-identical to those of a stream that carried none."""
     from tests.vectors.gen_frames import _keygen
 
     def session() -> MediaSession:
         ko, _ka = make_pair(interval_ms=2000, seed=b"same")
         gen = _keygen("x")
-        return MediaSession(ko, T0, MediaConfig(dh_interval_s=0), keygen=lambda: next(gen))
+        s = MediaSession(ko, T0, MediaConfig(dh_interval_s=0), keygen=lambda: next(gen))
+        s.set_payload_size(60)
+        return s
 
     plain, mixed = session(), session()
     for i in range(40):
         now = T0 + 0.02 * i
+        carries = i in (0, 5, 17)
         a = plain.seal(b"frame %d" % i, now)
-        b = mixed.seal_event(b"event %d" % i, now) if i in (0, 5, 17) else mixed.seal(b"frame %d" % i, now)
-        assert (a == b) == (i not in (0, 5, 17))
+        b = mixed.seal(b"frame %d" % i, now, event=b"event %02d" % i if carries else None)
+        assert len(a) == len(b)
+        assert (a == b) == (not carries)
+
+
+def test_the_secure_protector_gives_telephone_events_to_the_media_and_keeps_the_rest_in_order() -> None:
+    from voipgw.active_call import SecureProtector
+
+    alice, bob = _pair(dh=0.2)
+    pa, pb = SecureProtector(alice), SecureProtector(bob)
+    now = T0
+    taken: list[int] = []
+    others: list[object] = []
+    for i in range(100):
+        now += 0.02
+        ev = encode_sealed(i, TelephoneEvent(1, False, 10, 400)) if i % 3 == 0 else None
+        frame = pa.seal(b"a", now, event=ev)
+        pa.open(pb.seal(b"b", now), now)
+        pb.open(frame, now)
+        taken += [decode_sealed(d)[0] for d in pb.take_telephone_events()]
+        if i % 10 == 9:  # the call layer polls now and then, as ActiveCall.poll_session_events does
+            while (e := pb.next_event()) is not None:
+                others.append(e)
+    assert taken == list(range(0, 100, 3))
+    assert not [e for e in others if isinstance(e, TelephoneEventReceived)]
+    kinds = {type(e).__name__ for e in others}
+    assert {"SasReady", "PeerRatchetStep", "LocalRatchetStep"} <= kinds, kinds
+    steps = [e.epoch for e in others if type(e).__name__ == "PeerRatchetStep"]  # type: ignore[attr-defined]
+    assert steps == sorted(steps) and len(steps) >= 3  # in the order the session raised them

@@ -38,30 +38,33 @@ def _frame_key(counter: int, now: float) -> bytes:
     return hashlib.sha256(b"vgw1fk" + mk + tk).digest()
 
 
-def test_every_frame_opens_independently_and_events_bind_their_content_type() -> None:
-    events = 0
+def test_every_frame_opens_independently_and_events_ride_inside_audio_frames_of_one_size() -> None:
+    lengths = set()
+    events = []
     for f in VECTORS["frames"]:
         frame = bytes.fromhex(f["frame"])
         n = f["counter"]
-        assert (int.from_bytes(frame[:4], "big") >> 14) & 0x1FFF == n  # one counter sequence for both kinds
-        aad_len = 4 + (1 + frame[4] if frame[0] & 0x40 else 0)
-        aad = frame[:aad_len]
+        assert (int.from_bytes(frame[:4], "big") >> 14) & 0x3FFF == n  # one counter sequence, no gaps
+        assert f["rtp"]["payload_type"] == gen_dtmf.AUDIO_PT and f["rtp"]["timestamp"] == n * 160
         nonce = b"\x00" + (0).to_bytes(4, "big") + n.to_bytes(8, "big")
         aead = AESCCM(_frame_key(n, f["now"]), tag_length=10)
-        plaintext = aead.decrypt(nonce, frame[aad_len:], aad)
-        assert plaintext.hex() == f["plaintext"]
-        is_event = f["kind"] == "telephone-event"
-        assert aad.endswith(bytes([0x03, 0x01, 0x01])) == is_event  # CONTENT_TYPE TLV = telephone-event
-        if not is_event:
-            continue
-        events += 1
-        rtp = f["rtp"]
-        assert plaintext[:4] == rtp["timestamp"].to_bytes(4, "big")  # the event id is the RTP start timestamp
-        assert plaintext[4:].hex() == rtp["rfc4733_payload"]
-        # header, extensions (the content type; on the schedule's frames the ratchet key and SAS reveal too), event, tag
-        assert len(frame) == aad_len + 8 + 10
-        # Stripping the content type (relabelling the event as audio, X bit cleared) fails the tag.
-        stripped_aad = (int.from_bytes(frame[:4], "big") & ~(1 << 30)).to_bytes(4, "big")
+        plaintext = aead.decrypt(nonce, frame[4:], frame[:4])
+        ctl = plaintext[1 : 1 + plaintext[0]]
+        assert plaintext[1 + plaintext[0] :].hex() == f["content"]
+        tlvs = {}
+        pos = 0
+        while pos < len(ctl) and not (ctl[pos] == 0 and pos + 1 == len(ctl)):
+            tlvs.setdefault(ctl[pos], ctl[pos + 2 : pos + 2 + ctl[pos + 1]])
+            pos += 2 + ctl[pos + 1]
+        event = tlvs.get(0x04)
+        assert (event.hex() if event is not None else None) == f["event"]
+        if event is not None:
+            events.append(event)
+            assert event[:4] == VECTORS["event_id"].to_bytes(4, "big")  # the event id: the RTP start timestamp
+            assert event[4:].hex() == f["rfc4733"]["payload"]
+        lengths.add(len(frame))
+        # The header is the whole AAD: flipping any header bit fails the tag.
         with pytest.raises(InvalidTag):
-            aead.decrypt(nonce, frame[aad_len:], stripped_aad)
-    assert events == 5 and VECTORS["frames"][4]["rtp"]["marker"] is True
+            aead.decrypt(nonce, frame[4:], bytes([frame[0] ^ 0x01]) + frame[1:4])
+    assert lengths == {4 + 1 + VECTORS["payload_size"] + 10}  # events cannot be told from audio by size
+    assert len(events) == 5 and VECTORS["frames"][4]["rfc4733"]["marker"] is True

@@ -169,15 +169,15 @@ def test_signature_by_another_identity_is_refused() -> None:
         answer(forged)
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 255])
+@pytest.mark.parametrize("version", [0, 1, 2, 4, 255])
 def test_unsupported_version(version: int) -> None:
-    """A version-1 (or any other) offer and answer are refused before any other check, with both versions named."""
+    """A version-2 (or any other) offer and answer are refused before any other check, with both versions named."""
     offer = bytearray(make_offerer().offer_bytes)
     offer[0] = version
     with pytest.raises(errors.UnsupportedVersion) as info:
         answer(bytes(offer))
     assert info.value.reason == "unsupported-version"
-    assert f"version {version}; this endpoint speaks version 2 only" in str(info.value)
+    assert f"version {version}; this endpoint speaks version 3 only" in str(info.value)
     offerer = make_offerer()
     wire = bytearray(answer(offerer.offer_bytes)[0])
     wire[0] = version
@@ -525,8 +525,8 @@ def test_the_package_and_the_wire_name_the_same_protocol_version() -> None:
     import ratchet
     from ratchet import messages
 
-    assert ratchet.PROTOCOL_VERSION == messages.VERSION == 2
-    assert make_offerer().offer_bytes[0] == 2
+    assert ratchet.PROTOCOL_VERSION == messages.VERSION == 3
+    assert make_offerer().offer_bytes[0] == 3
 
 
 # --- forking: one offer, several answers (one per early dialog) ---------------------------------------------

@@ -66,7 +66,7 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
         pub.verify(wire[-64:], context + wire[:-64])
     # Offer fields at their documented offsets.
     version, mtype, mask, flags, fpk, interval, ts = struct.unpack(">BBBBHIQ", offer[:18])
-    assert (version, mtype, interval, ts) == (2, 1, 1000, int(case["offer_time"] * 1000))
+    assert (version, mtype, interval, ts) == (3, 1, 1000, int(case["offer_time"] * 1000))
     assert mask == sum(case["offer_suites"]) and (flags, fpk) == (0, 25)
     assert offer[18:34] == inp["offerer_nonce"]
     assert offer[34:50] == hashlib.sha256(b"voipgw-v2 sas commit offerer" + inp["sas_secret"]).digest()[:16]
@@ -83,7 +83,7 @@ def test_handshake_vector_recomputed_independently(case: dict[str, Any]) -> None
     assert strings == [case["offerer_aor"], case["answerer_aor"], case["call_id"]]
     # Answer fields.
     version, mtype, chosen, supported, aflags, afpk, ainterval, ats = struct.unpack(">BBBBBHIQ", ans[:19])
-    assert (version, mtype, chosen, supported) == (2, 2, 2 if hybrid else 1, 3)
+    assert (version, mtype, chosen, supported) == (3, 2, 2 if hybrid else 1, 3)
     assert (aflags, afpk, ainterval, ats) == (0b011, 50, 1000, int(case["answer_time"] * 1000))
     assert ans[19:35] == inp["answerer_nonce"]
     answer_commitment = hashlib.sha256(b"voipgw-v2 sas commit answerer" + inp["answer_sas_secret"]).digest()[:16]

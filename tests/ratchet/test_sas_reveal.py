@@ -1,4 +1,4 @@
-"""The two-sided SAS of protocol version 2 in the media layer (PROTOCOL.md §A.6, §B.8): who reveals what and when,
+"""The two-sided SAS (protocol version 3) in the media layer (PROTOCOL.md §A.6, §B.8): who reveals what and when,
 who can compute the SAS at each point, forged and swapped reveals, and the silent-probing attack of issue 13 run
 against real MediaSessions from a real handshake on a simulated clock."""
 
@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 
 from ratchet import errors
 from ratchet.events import Event, SasCommitmentFailed, SasReady
-from ratchet.frame import parse_extensions, split_frame
 from ratchet.handshake import AnswerMessage, HandshakeConfig, Offerer
 from ratchet.params import Role
 from ratchet.sas import compute_sas, sas_commitment
-from ratchet.session import MediaConfig, MediaSession, announces
+from ratchet.session import MediaConfig, MediaSession
 from tests.support.handshake_fixtures import ALICE_AOR, BOB_AOR, CALL_ID, T0, answer, fixed_identity, flip_bit
 from tests.support.ratchet_pairs import make_pair
 
@@ -28,10 +27,10 @@ def drain(s: MediaSession) -> list[Event]:
     return out
 
 
-def reveal_in(frame: bytes) -> bytes | None:
-    """The SAS_REVEAL value a sealed frame carries in its (cleartext, authenticated) extension block, if any."""
-    _, block, _ = split_frame(frame)
-    return parse_extensions(block).sas_reveal if block is not None else None
+def reveal_in(receiver: MediaSession, frame: bytes, now: float) -> bytes | None:
+    """The SAS_REVEAL value a sealed frame carries inside its ciphertext, if any (``receiver`` opens it)."""
+    receiver.open(frame, now)
+    return receiver.opener.last_control.sas_reveal
 
 
 def pair(config: MediaConfig | None = None, **kwargs: object) -> tuple[MediaSession, MediaSession, bytes, bytes]:
@@ -50,55 +49,55 @@ def test_offerer_reveals_r_from_the_start_and_the_answerer_reveals_s_only_after_
     assert alice.sas_revealed and not bob.sas_revealed
     now = T0
     before = []
-    for k in range(200):  # 4 s, about 60 announcing frames from each side
+    carried = []
+    for _ in range(200):  # 4 s
         a_frame, b_frame = alice.seal(b"a" * 60, now), bob.seal(b"b" * 60, now)
-        assert reveal_in(a_frame) == r if k == 0 else reveal_in(a_frame) in (None, r)
-        before.append(b_frame)
-        bob.open(a_frame, now)
-        alice.open(b_frame, now)
+        carried.append(reveal_in(bob, a_frame, now))
+        before.append(reveal_in(alice, b_frame, now))
         now += FRAME_S
-    assert all(reveal_in(f) is None for f in before)  # s never left Bob before reveal_sas()
+    assert carried[0] == r and set(carried) == {None, r}
+    assert all(v is None for v in before)  # s never left Bob before reveal_sas()
     assert alice.sas is None and bob.sas is not None
     bob.reveal_sas()
     bob.reveal_sas()  # idempotent
     alice.reveal_sas()  # a no-op at the offerer
     assert bob.sas_revealed and alice.sas_revealed
     first = bob.seal(b"b" * 60, now)
-    assert reveal_in(first) == s  # the next frame carries it, whatever its place in the announcement schedule
-    alice.open(first, now)
+    assert reveal_in(alice, first, now) == s  # the next frame carries it (no ratchet key is due here)
     assert alice.sas == bob.sas
     assert [type(e) for e in drain(alice)].count(SasReady) == 1
 
 
 def test_the_reveal_period_starts_at_the_first_frame_sealed_after_reveal_sas() -> None:
     cfg = MediaConfig(reveal_period_s=2.0, dh_interval_s=0)
-    _, bob, _, s = pair(cfg)
+    alice, bob, _, s = pair(cfg)
     bob.reveal_sas()  # the call layer's ring point, long before Bob's next frame
     start = T0 + 10.0
     frames = [(start + k * FRAME_S, bob.seal(b"b" * 60, start + k * FRAME_S)) for k in range(250)]
-    carrying = [t for t, f in frames if reveal_in(f) == s]
+    seen = [(t, reveal_in(alice, f, t)) for t, f in frames]
+    carrying = [t for t, v in seen if v == s]
     assert carrying and carrying[0] == start
     assert max(carrying) < start + 2.0
-    later = [f for t, f in frames if t >= start + 2.0]
-    assert all(reveal_in(f) is None for f in later)
+    assert all(v is None for t, v in seen if t >= start + 2.0)
 
 
-def test_frames_without_extensions_look_the_same_before_and_after_the_reveal() -> None:
-    """Only announcing frames can carry the reveal (as the offerer's always did); plain frames keep the 14-byte
-    overhead and the same header layout on both sides of reveal_sas(). Sizes of announcing frames are issue 14."""
-    alice, bob, _, _ = pair(MediaConfig(dh_interval_s=0))
+def test_frames_look_the_same_before_and_after_the_reveal() -> None:
+    """With a payload size set, the frames that carry s are as long as every other frame: the reveal is inside the
+    ciphertext, so a relay cannot tell when the answerer's phone rang."""
+    alice, bob, _, s = pair(MediaConfig(dh_interval_s=0))
+    bob.set_payload_size(80)
     now = T0
     sizes = set()
+    carried = 0
     for k in range(300):
         if k == 150:
             bob.reveal_sas()
-        frame = bob.seal(b"b" * 60, now)
-        alice.open(frame, now)
-        if split_frame(frame)[1] is None:
-            sizes.add(len(frame))
+        frame = bob.seal(b"b" * (80 - bob.control_size(now)), now)
+        sizes.add(len(frame))
+        carried += reveal_in(alice, frame, now) == s
         now += FRAME_S
-    assert sizes == {60 + 14}
-    assert not announces(151)
+    assert sizes == {4 + 1 + 80 + 10}
+    assert carried >= 10
 
 
 # --- who can compute the SAS at each point ----------------------------------------------------------------------
@@ -127,7 +126,7 @@ def test_property_both_sides_agree_only_after_both_reveals(seed: bytes, frames_b
 
 def test_answerer_shows_the_sas_before_revealing_s() -> None:
     alice, bob, _, _ = pair()
-    bob.open(alice.seal(b"a", T0), T0)  # the offerer's first frame carries r
+    bob.open(alice.seal(b"a", T0), T0)  # the offerer's first frame carries r (its ratchet key the second)
     assert [type(e) for e in drain(bob)] == [SasReady]
     assert bob.sas is not None and not bob.sas_revealed
 
@@ -214,17 +213,13 @@ def test_a_man_in_the_middle_offering_to_bob_cannot_learn_bobs_sas_before_bobs_p
     seed = bytes(mallory_keys.sas_seed)  # everything of the leg but s: the transcript, the seed, her own r
     mallory, bob = MediaSession(mallory_keys, T0 + 0.1, cfg), MediaSession(bob_keys, T0 + 0.1, cfg)
     now = T0 + 0.1
-    announcing = 0
     for _ in range(3000):  # 60 s of 20 ms frames both ways
         bob.open(mallory.seal(b"m" * 60, now), now)  # Mallory reveals r_M as the protocol asks
         frame = bob.seal(b"b" * 60, now)
         assert mallory.open(frame, now) == b"b" * 60  # she opens every frame Bob seals...
-        _, block, _ = split_frame(frame)
-        if block is not None:
-            announcing += 1
-            assert parse_extensions(block).sas_reveal is None  # ...and none carries s
+        assert mallory.opener.last_control.sas_reveal is None  # ...and none carries s
         now += FRAME_S
-    assert bob.stats.local_epoch >= 10 and announcing > 100  # DH steps restarted the announcement schedule
+    assert bob.stats.local_epoch >= 10 and bob.stats.announcements_sent > 10  # keys announced across DH steps
     assert bob.sas is not None  # Bob could already show the SAS on his ringing display
     assert mallory.sas is None and not mallory.sas_failed
     assert not any(isinstance(e, SasReady) for e in drain(mallory))

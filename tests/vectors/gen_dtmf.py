@@ -1,5 +1,6 @@
-"""Deterministic vectors for sealed DTMF (docs/PROTOCOL.md §B.11): one offerer stream where a digit's RFC 4733
-packet train is sealed between audio frames, with the RTP fields a sender puts around each frame.
+"""Deterministic vectors for sealed DTMF (docs/PROTOCOL.md §B.11, wire v3): one offerer stream of audio frames,
+padded to one size, where each packet of a digit's RFC 4733 train rides as a TELEPHONE_EVENT TLV inside one audio
+frame; the RTP fields are the audio stream's (one payload type, a timestamp step of 160 every 20 ms).
 
 ``python -m tests.vectors.gen_dtmf`` (re)writes tests/vectors/dtmf.json. Every secret is public test data.
 """
@@ -9,16 +10,18 @@ from __future__ import annotations
 import json
 import sys
 
+from ratchet.events import TelephoneEventReceived
 from ratchet.params import SendParams
 from ratchet.session import MediaConfig, MediaSession
 from tests.support.ratchet_pairs import make_pair
 from tests.vectors.gen_frames import FRAME_S, T0, VECTOR_DIR, _keygen
-from voipgw.rtp.dtmf import digit_train, encode_sealed
+from voipgw.rtp.dtmf import EventPacket, digit_train, encode_sealed
 
 FILE = "dtmf.json"
 NAME = "dtmf"
 AUDIO_PT = 111
-EVENT_PT = 101
+PAYLOAD_SIZE = 80
+TIMESTAMP_STEP = 160
 EVENT_TIMESTAMP = 0x1234_5678
 """The event's RTP start timestamp, which is also the sealed event id."""
 DIGIT = "5"
@@ -40,42 +43,41 @@ def generate() -> dict[str, object]:
     alice = MediaSession(ko, T0, cfg, keygen=lambda: next(gen_o))
     bob = MediaSession(ka, T0, cfg, keygen=lambda: next(gen_a))
     train = digit_train(DIGIT, DURATION_MS)
-    # Audio frames 0-3, then the train's packets each followed by one audio frame (as the pacing loop would).
-    kinds = ["audio"] * 4
-    for _ in train:
-        kinds += ["telephone-event", "audio"]
+    alice.set_payload_size(PAYLOAD_SIZE)
+    # Audio frames 0-3, then one train packet in each of the next frames, then audio again.
+    riding: list[EventPacket | None] = [None] * 4 + list(train) + [None] * 3
     frames = []
-    events = iter(train)
-    for k, kind in enumerate(kinds):
+    for k, pkt in enumerate(riding):
         now = T0 + k * FRAME_S
-        if kind == "audio":
-            plaintext = b"opus frame %d" % k
-            sealed = alice.seal(plaintext, now)
-            assert bob.open(sealed, now) == plaintext
-            rtp: dict[str, object] = {"payload_type": AUDIO_PT, "marker": k == 0}
-        else:
-            pkt = next(events)
-            plaintext = encode_sealed(EVENT_TIMESTAMP, pkt.event)
-            sealed = alice.seal_event(plaintext, now)
-            assert bob.open_event(sealed, now) == plaintext
-            rtp = {
-                "payload_type": EVENT_PT,
-                "marker": pkt.marker,
-                "timestamp": EVENT_TIMESTAMP,
-                "rfc4733_payload": pkt.event.encode().hex(),
-                "send_offset_ms": pkt.offset_ms,
-            }
-        frames.append(
-            {"counter": k, "now": now, "kind": kind, "rtp": rtp, "plaintext": plaintext.hex(), "frame": sealed.hex()}
-        )
+        event = encode_sealed(EVENT_TIMESTAMP, pkt.event) if pkt is not None else None
+        content = (b"opus frame %d" % k).ljust(PAYLOAD_SIZE - alice.control_size(now, event=event is not None), b".")
+        sealed = alice.seal(content, now, event)
+        assert bob.open(sealed, now) == content
+        got = bob.next_event()
+        while got is not None and not isinstance(got, TelephoneEventReceived):
+            got = bob.next_event()
+        assert (got.data if got is not None else None) == event
+        entry: dict[str, object] = {
+            "counter": k,
+            "now": now,
+            "rtp": {"payload_type": AUDIO_PT, "marker": k == 0, "timestamp": k * TIMESTAMP_STEP},
+            "content": content.hex(),
+            "event": event.hex() if event is not None else None,
+            "frame": sealed.hex(),
+        }
+        if pkt is not None:
+            entry["rfc4733"] = {"payload": pkt.event.encode().hex(), "marker": pkt.marker, "offset_ms": pkt.offset_ms}
+        frames.append(entry)
     return {
         "description": (
-            "voipgw sealed DTMF vectors; see docs/PROTOCOL.md §B.11. The offerer's stream (CCM-80, frames_per_key "
-            f"4, no DH step) carries digit {DIGIT!r} ({DURATION_MS} ms) as telephone-event frames between audio "
-            "frames. Times are Unix seconds."
+            "voipgw sealed DTMF vectors, wire version 3; see docs/PROTOCOL.md §B.11. The offerer's stream (CCM-80, "
+            f"frames_per_key 4, no DH step, payload size {PAYLOAD_SIZE}) carries digit {DIGIT!r} ({DURATION_MS} ms) "
+            "as TELEPHONE_EVENT TLVs inside audio frames of one size. Times are Unix seconds."
         ),
         "digit": DIGIT,
         "duration_ms": DURATION_MS,
+        "payload_size": PAYLOAD_SIZE,
+        "event_id": EVENT_TIMESTAMP,
         "session_keys_offerer": secrets,
         "frames": frames,
     }

@@ -1,5 +1,6 @@
-"""Deterministic test vectors for the media layer: KDF_CK, KDF_RK, time keys, frame keys, KCVs and sealed
-frames across announcements and a DH ratchet step, for each frame suite and keying mode.
+"""Deterministic test vectors for the media layer (wire v3): KDF_CK, KDF_RK, time keys, frame keys, KCVs and
+sealed frames across the initial key, the SAS reveal, an announced and acked DH ratchet step, for each frame suite
+and keying mode, and one stream padded to a fixed payload size.
 
 ``python -m tests.vectors.gen_frames`` (re)writes tests/vectors/frames.json. Every secret is public test data.
 """
@@ -75,7 +76,9 @@ def _primitives() -> dict[str, object]:
     }
 
 
-def _stream(name: str, params: SendParams, frames: int, dh_interval_s: float) -> dict[str, object]:
+def _stream(
+    name: str, params: SendParams, frames: int, dh_interval_s: float, payload_size: int | None = None
+) -> dict[str, object]:
     ko, ka = make_pair(interval_ms=2000, offerer_params=params, answerer_params=params, seed=name.encode())
     secrets = {
         "send_root": ko.send_root.hex(),
@@ -95,14 +98,26 @@ def _stream(name: str, params: SendParams, frames: int, dh_interval_s: float) ->
     gen_o, gen_a = _keygen(name + " offerer"), _keygen(name + " answerer")
     alice = MediaSession(ko, T0, cfg, keygen=lambda: next(gen_o))
     bob = MediaSession(ka, T0, cfg, keygen=lambda: next(gen_a))
+    alice.set_payload_size(payload_size)
     out = []
     for k in range(frames):
         now = T0 + k * FRAME_S
-        alice.open(bob.seal(b"answerer frame %d" % k, now), now)  # so the offerer learns the answerer's keys
-        payload = b"offerer frame %d" % k
-        sealed = alice.seal(payload, now)
-        assert bob.open(sealed, now) == payload
-        out.append({"now": now, "payload": payload.hex(), "frame": sealed.hex(), "epoch": alice.sealer.epoch})
+        alice.open(bob.seal(b"answerer frame %d" % k, now), now)  # the answerer's keys and acks reach the offerer
+        content = b"offerer frame %d" % k
+        if payload_size is not None:
+            content = content.ljust(payload_size - alice.control_size(now), b".")
+        sealed = alice.seal(content, now)
+        assert bob.open(sealed, now) == content
+        out.append(
+            {
+                "now": now,
+                "counter": k,
+                "content": content.hex(),
+                "control": _control_hex(bob),
+                "frame": sealed.hex(),
+                "epoch": alice.sealer.epoch,
+            }
+        )
     return {
         "params": {
             "frames_per_key": params.frames_per_key,
@@ -110,6 +125,7 @@ def _stream(name: str, params: SendParams, frames: int, dh_interval_s: float) ->
             "frame_suite": int(params.frame_suite),
         },
         "dh_interval_s": dh_interval_s,
+        "payload_size": payload_size,
         "ratchet_private_keys_offerer": [_h(f"{name} offerer ratchet key {k}").hex() for k in range(4)],
         "ratchet_private_keys_answerer": [_h(f"{name} answerer ratchet key {k}").hex() for k in range(4)],
         "session_keys_offerer": secrets,
@@ -117,14 +133,34 @@ def _stream(name: str, params: SendParams, frames: int, dh_interval_s: float) ->
     }
 
 
+def _control_hex(receiver: MediaSession) -> dict[str, object]:
+    """The control TLVs the receiver found in the frame it just opened (PAD left out)."""
+    c = receiver.opener.last_control
+    out: dict[str, object] = {}
+    if c.ratchet_key is not None:
+        rk = c.ratchet_key
+        out["ratchet_key"] = {
+            "epoch": rk.epoch,
+            "peer_epoch": rk.peer_epoch,
+            "start_counter": rk.start_counter,
+            "public_key": rk.public_key.hex(),
+        }
+    if c.key_ack is not None:
+        out["key_ack"] = {"epoch": c.key_ack.epoch, "prefix": c.key_ack.prefix.hex()}
+    if c.sas_reveal is not None:
+        out["sas_reveal"] = c.sas_reveal.hex()
+    return out
+
+
 def generate() -> dict[str, object]:
     return {
-        "description": "voipgw media-layer vectors; see docs/PROTOCOL.md §5-§7. Times are Unix seconds.",
+        "description": "voipgw media-layer vectors, wire version 3; see docs/PROTOCOL.md Part B. Unix seconds.",
         "primitives": _primitives(),
         "streams": {
             "ccm80_default": _stream("ccm80_default", SendParams(frames_per_key=4), 30, 0.3),
             "ccm80_per_frame_keys": _stream("ccm80_pfk", SendParams(frames_per_key=4, per_frame_keys=True), 12, 0.1),
             "gcm128": _stream("gcm128", SendParams(frames_per_key=2, frame_suite=FrameSuite.AES256_GCM_128), 12, 0.1),
+            "ccm80_padded": _stream("ccm80_padded", SendParams(frames_per_key=4), 30, 0.3, payload_size=80),
         },
     }
 

@@ -260,6 +260,7 @@ def _leg_sdp(bridge: Bridge, leg: str, codec: Codec, direction: str, host: str) 
         telephone_event_pt=media.telephone_event_pt,
         crypto=bridge.inside_crypto.attribute if leg == "inside" else None,
         savp=bridge.inside_savp,
+        cbr_opus=leg == "inside",
     )
 
 

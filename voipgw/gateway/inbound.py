@@ -112,6 +112,7 @@ async def inbound_setup(board: Switchboard, bridge: Bridge, user: InsideUser, in
             telephone_event_pt=INSIDE_EVENT_PT,
             crypto=ours.render() if ours is not None else None,
             savp=offer_profile(board.config.inside_srtp),
+            cbr_opus=True,  # pass-through seals the phone's packets as they are: equal frames need CBR
         )
 
     inside_rec.apply(CallEvent.SEND_INVITE)

@@ -120,6 +120,7 @@ async def outbound_setup(
             telephone_event_pt=telephone_event_pt(remote, codec),
             crypto=crypto.attribute,
             savp=remote.profile == SAVP,
+            cbr_opus=True,  # pass-through seals the phone's packets as they are: equal frames need CBR
         ),
         identity_headers(shown.text, rec.remote_aor, "called"),
     )

@@ -9,9 +9,19 @@ import numpy as np
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.audio.codecs import CodecInfo
-from voipgw.audio.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder
+from voipgw.audio.opus import DEFAULT_BITRATE, FRAME_SAMPLES, OpusDecoder, OpusEncoder, cbr_packet_bytes
 from voipgw.audio.pcm import Pcm
 from voipgw.media import MediaStream
+
+PASSTHROUGH_PAYLOAD = 120
+"""Pass-through seals the phone's Opus packets as they are (it cannot shrink them), so a sealed frame's control +
+content is padded to 120 bytes, or to the next bucket above: 120, 184, 248, 312... (on the wire 15 more: 135,
+199, 263...). Our SDP asks for ``maxaveragebitrate=24000;cbr=1`` (RFC 7587), which baresip honours: 60-byte CBR
+packets, so 60 + the most control data (60) fits and every pass-through frame is 120. Measured in
+tests/gateway/test_passthrough_sizes.py; without that fmtp baresip sent VBR 100-396 bytes (mostly 248), which
+64-byte buckets would spread over 7 sizes. Before pass-through starts (the gateway's own cue or ringback), the
+outside leg's frames are its CBR size (60)."""
+PASSTHROUGH_BUCKET = 64
 
 PIPE_MAX_FRAMES = 5
 """Frames (100 ms) a bridge pipe holds before it drops the oldest: bounds the latency two pacing loops add."""
@@ -95,6 +105,8 @@ class OpusRelay:
         if passthrough.on and self.receiver is not None and self.sender is not None and not self.direct:
             self.direct = True
             self.receiver.relay = self._hold
+            # The sender seals the phone's packets from now on (a no-op on the plain inside leg).
+            self.sender.set_payload_size(PASSTHROUGH_PAYLOAD, bucket=PASSTHROUGH_BUCKET)
 
     def _hold(self, payload: bytes) -> None:
         self.dropped += 1
@@ -141,6 +153,17 @@ class _SwitchEncoder:
         self._passthrough = passthrough
         self._encoder: OpusEncoder | None = None
         """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
+        self._cbr = False
+
+    @property
+    def packet_bytes(self) -> int | None:
+        """A sealed leg that transcodes encodes CBR like any sealed stream (voipgw.media.BudgetEncoder)."""
+        return cbr_packet_bytes(DEFAULT_BITRATE) if self._cbr else None
+
+    def use_cbr(self) -> None:
+        self._cbr = True
+        if self._encoder is not None:
+            self._encoder.use_cbr()
 
     def attach_stream(self, stream: MediaStream) -> None:
         # On the stream, not in a module-level registry: a WeakKeyDictionary whose value (this coder, its relay)
@@ -151,7 +174,8 @@ class _SwitchEncoder:
     def release(self) -> None:
         self._encoder = None
 
-    def encode(self, pcm: Pcm) -> bytes:
+    def encode(self, pcm: Pcm, max_bytes: int | None = None) -> bytes:
+        """A relayed frame is returned as it came (``max_bytes`` does not apply: the stream's size buckets do)."""
         relay = self._relay
         if self._passthrough.on:
             if relay.direct:
@@ -164,8 +188,8 @@ class _SwitchEncoder:
                 if payload is not None:
                     return payload
         if self._encoder is None:
-            self._encoder = OpusEncoder()
-        return self._encoder.encode(pcm)
+            self._encoder = OpusEncoder(cbr=self._cbr)
+        return self._encoder.encode(pcm, max_bytes)
 
 
 class _SwitchDecoder:
