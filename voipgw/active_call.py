@@ -8,16 +8,17 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from ratchet.aor import normalize_aor
-from ratchet.events import SasCommitmentFailed, SasReady, TelephoneEventReceived
+from ratchet.events import MediaDegraded, MediaRestored, SasCommitmentFailed, SasReady, TelephoneEventReceived
 from ratchet.session import MediaSession
 from voipgw.call import CallEvent, CallRecord
 from voipgw.media import MediaError, MediaStream
-from voipgw.media_health import Degraded, sas_reveal_overdue
+from voipgw.media_health import Degraded, from_ratchet, sas_reveal_overdue
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
 from voipgw.sip import IncomingCall, SipCall
 
@@ -127,6 +128,11 @@ class ActiveCall:
                 log.error("call %s: the peer's SAS reveal contradicts its signed commitment", self.record.call_id)
                 self.record.reason = "sas-commitment-mismatch: possible man in the middle"
                 self.hangup("voipgw: the SAS reveal contradicts its commitment (possible man in the middle)")
+            elif isinstance(ev, MediaDegraded):
+                # The session's clock is monotonic; the record keeps wall-clock times (what a user reads).
+                self.degrade(from_ratchet(ev.reason), time.time())
+            elif isinstance(ev, MediaRestored):
+                self.restore(from_ratchet(ev.reason))
 
     def degrade(self, what: Degraded, now: float) -> None:
         """``what`` weakens this call's protection from ``now`` on: logged once, shown until restored."""
@@ -135,7 +141,8 @@ class ActiveCall:
 
     def restore(self, what: Degraded) -> None:
         if self.record.health.clear(what):
-            log.info("call %s: no longer degraded: %s", self.record.call_id, what.text)
+            # As loud as the warning it ends: a user who saw "degraded" must see it lifted.
+            log.warning("call %s: no longer degraded: %s", self.record.call_id, what.text)
 
     def check_sas_reveal(self, now_wall: float) -> None:
         """The call layer's part of the degraded check: answered and secure, but still no SAS after the deadline."""

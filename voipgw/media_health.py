@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ratchet.events import Degradation
+
 SAS_REVEAL_DEADLINE_S = 5.0
 """After the answer, how long a secure call may go without the SAS before it shows as degraded. The reveal rides
 in the first frames after the ring point, so a few seconds of audio are several dozen chances to carry it."""
@@ -39,6 +41,17 @@ _TEXT = {
     Degraded.STEP_UNACKNOWLEDGED: "our keys cannot advance (the peer does not acknowledge our DH step)",
     Degraded.NO_SAS_REVEAL: "no SAS from the peer: the call cannot be verified",
 }
+
+
+_FROM_RATCHET = {
+    Degradation.NO_PEER_STEP: Degraded.NO_PEER_STEP,
+    Degradation.OWN_STEP_UNACKED: Degraded.STEP_UNACKNOWLEDGED,
+}
+
+
+def from_ratchet(reason: Degradation) -> Degraded:
+    """The call-level name of a degradation the ratchet detected (``ratchet.events.MediaDegraded``)."""
+    return _FROM_RATCHET[reason]
 
 
 def sas_reveal_overdue(answered_at: float | None, now: float, sas_known: bool, secure: bool) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voipgw.media_health import SAS_REVEAL_DEADLINE_S, Degraded, MediaHealth, sas_reveal_overdue
+from ratchet.events import Degradation
+from voipgw.media_health import SAS_REVEAL_DEADLINE_S, Degraded, MediaHealth, from_ratchet, sas_reveal_overdue
 
 D = SAS_REVEAL_DEADLINE_S
 
@@ -38,3 +39,8 @@ def test_raised_once_restored_once_and_remembered() -> None:
 
 def test_every_degradation_has_its_own_text_and_label() -> None:
     assert len({d.text for d in Degraded}) == len({d.value for d in Degraded}) == len(Degraded)
+
+
+def test_every_ratchet_degradation_has_a_call_level_name() -> None:
+    assert {from_ratchet(d) for d in Degradation} <= set(Degraded)
+    assert len({from_ratchet(d) for d in Degradation}) == len(Degradation)
