@@ -485,7 +485,10 @@ class FrameOpener:
         if control.ratchet_key is not None:
             self._apply_announcement(control.ratchet_key, chain)
         if control.key_ack is not None:
-            self._state.peer_acks[control.key_ack.epoch] = control.key_ack.prefix
+            acks = self._state.peer_acks
+            acks[control.key_ack.epoch] = control.key_ack.prefix
+            if len(acks) > 8:  # an honest peer acks our newest one or two keys: bound what a hostile one can store
+                del acks[min(acks)]
         if control.sas_reveal is not None and self.sas is None and not self.sas_failed:
             self._apply_sas_reveal(control.sas_reveal)
         if control.telephone_event is not None:
