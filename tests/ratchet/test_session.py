@@ -404,7 +404,7 @@ def test_a_late_ack_of_a_replaced_key_never_makes_the_sender_switch() -> None:
     assert bob.opener._pending is not None and bob.opener._pending.public == pend.public
     t = now + 12 * FRAME_S
     late_acks = 0
-    for frame, sent_at in held[:6]:  # acks of the first key only (bob learnt the second after 9 frames)
+    for frame, _sent_at in held[:6]:  # acks of the first key only (bob learnt the second after 9 frames)
         assert alice.open(frame, t) == b"b"
         late_acks += alice.opener.last_control.key_ack is not None
         alice.seal(b"a", t)
