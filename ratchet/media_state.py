@@ -139,7 +139,7 @@ class _RatchetState:
             self.peer_current = (index, public)
 
     def degrade(self, reason: Degradation, now: float) -> None:
-        if reason not in self.degraded:
+        if reason not in self.degraded:  # raised once: seal checks every frame
             self.degraded.add(reason)
             self.events.append(MediaDegraded(reason, now))
 

@@ -65,9 +65,10 @@ class _Announcement:
     """Our counter when this key was first announced (the repeat schedule counts from it)."""
     decided_at: float
     """When we decided to step (kept across re-announcements: the degraded deadline counts from it)."""
+    tlv: bytes = b""
 
-    def tlv(self) -> bytes:
-        return RatchetKeyAnnouncement(self.epoch, self.peer_epoch, self.start, self.public).encode()
+    def __post_init__(self) -> None:
+        self.tlv = RatchetKeyAnnouncement(self.epoch, self.peer_epoch, self.start, self.public).encode()
 
     def wipe(self) -> None:
         _wipe(self.chain_key)
@@ -81,6 +82,12 @@ class _Plan:
     ctl: bytes
     key: bool
     reveal: bool
+    key_due: bool = False
+    """The schedule wanted the ratchet key in this frame (if not sent, it is owed)."""
+    reveal_due: bool = False
+
+
+_NO_CONTROL = _Plan(b"", key=False, reveal=False)
 
 
 class FrameSealer:
@@ -108,6 +115,7 @@ class FrameSealer:
         self._n = 0
         self._pending: _Announcement | None = None
         self._initial_acked = False
+        self._initial_tlv = RatchetKeyAnnouncement(0, NO_PEER_EPOCH, 0, state.own_public[0]).encode()
         self._key_owed = False
         self._reveal_owed = False
         self._last_big_was_key = True  # the SAS reveal goes first: the answerer can show the SAS after one frame
@@ -207,9 +215,12 @@ class FrameSealer:
         ):
             self._announce(self._epoch + 1, now, now)
         pend = self._pending
-        if pend is not None and now - pend.decided_at > 2 * cfg.dh_interval_s:
+        degraded = state.degraded
+        unacked = pend is not None and now - pend.decided_at > 2 * cfg.dh_interval_s
+        if unacked and Degradation.OWN_STEP_UNACKED not in degraded:
             state.degrade(Degradation.OWN_STEP_UNACKED, now)
-        if cfg.peer_dh_timeout_s > 0 and now - state.last_peer_step_at > cfg.peer_dh_timeout_s:
+        silent = cfg.peer_dh_timeout_s > 0 and now - state.last_peer_step_at > cfg.peer_dh_timeout_s
+        if silent and Degradation.NO_PEER_STEP not in degraded:
             state.degrade(Degradation.NO_PEER_STEP, now)
 
     def _announce(self, epoch: int, now: float, decided_at: float) -> None:
@@ -257,10 +268,9 @@ class FrameSealer:
         """(due this frame, the RATCHET_KEY TLV) of the key we are announcing, if any."""
         n = self._n
         if self._pending is not None:
-            return repeats(n - self._pending.armed_n), self._pending.tlv()
+            return repeats(n - self._pending.armed_n), self._pending.tlv
         if self._epoch == 0 and not self._initial_acked:
-            own = self._state.own_public[0]
-            return repeats(n), RatchetKeyAnnouncement(0, NO_PEER_EPOCH, 0, own).encode()
+            return repeats(n), self._initial_tlv
         return False, b""
 
     def _revealing(self, now: float) -> bool:
@@ -269,8 +279,12 @@ class FrameSealer:
     def _plan(self, now: float, event: bytes | None) -> _Plan:
         """The next frame's control TLVs (no PAD). Pure: ``seal`` commits the schedule afterwards."""
         key_due, key_tlv = self._key_tlv()
+        revealing = self._revealing(now)
+        if not key_tlv and not revealing and self._state.ack is None and event is None:
+            return _NO_CONTROL  # the steady state of a call
+        reveal_due = revealing and reveal_repeats(self._n - self._reveal_n)
         key_owed = bool(key_tlv) and (self._key_owed or key_due)
-        reveal_owed = self._revealing(now) and (self._reveal_owed or reveal_repeats(self._n - self._reveal_n))
+        reveal_owed = revealing and (self._reveal_owed or reveal_due)
         # At most one 42-byte item per frame; when both are owed they alternate, the other stays owed.
         send_key = key_owed and not (reveal_owed and self._last_big_was_key)
         send_reveal = reveal_owed and not send_key
@@ -282,11 +296,11 @@ class FrameSealer:
             ctl += sas_reveal_tlv(self._reveal)
         ack = self._state.ack
         rel = self._state.ack_rel
-        if ack is not None and rel < ACK_TAIL_FRAMES and repeats(rel):
+        if ack is not None and repeats(rel):
             ctl += ack.encode()
         if event is not None:
             ctl += telephone_event_tlv(event)
-        return _Plan(ctl, send_key, send_reveal)
+        return _Plan(ctl, send_key, send_reveal, key_due and bool(key_tlv), reveal_due)
 
     def control_size(self, now: float, event: bool = False) -> int:
         """The ctl bytes (TLV headers included, PAD excluded) the next ``seal`` at this ``now`` carries."""
@@ -335,28 +349,23 @@ class FrameSealer:
         # Commit the schedule.
         self._n = n + 1
         self._overhead += len(sealed) - len(payload)
-        key_due, key_tlv = self._key_tlv_at(n)
         if plan.key:
             self.announcements += 1
             self._key_owed = False
             self._last_big_was_key = True
-        elif key_due and key_tlv:
+        elif plan.key_due:
             self._key_owed = True
-        reveal_due = self._revealing(now) and reveal_repeats(n - self._reveal_n)
         if plan.reveal:
             self._reveal_owed = False
             self._last_big_was_key = False
-        elif reveal_due:
+        elif plan.reveal_due:
             self._reveal_owed = True
-        self._state.ack_rel += 1
+        state = self._state
+        if state.ack is not None:
+            state.ack_rel += 1
+            if state.ack_rel >= ACK_TAIL_FRAMES:
+                state.ack = None  # the announcer has gone quiet: it has its ack (a repeat re-arms us)
         return sealed
-
-    def _key_tlv_at(self, n: int) -> tuple[bool, bytes]:
-        saved, self._n = self._n, n
-        try:
-            return self._key_tlv()
-        finally:
-            self._n = saved
 
     def close(self) -> None:
         self.closed = True

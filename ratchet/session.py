@@ -75,9 +75,9 @@ class MediaSession:
             self.reveal_sas()
 
         # The hot paths, bound once: a MediaSession call costs exactly one Python call.
-        self.seal: Callable[..., bytes] = self.sealer.seal
+        self.seal = self.sealer.seal
         """``seal(payload, now, event=None)``: ``event`` (8 bytes, §B.11) rides in this frame as a TLV."""
-        self.open: Callable[[bytes, float], bytes] = self.opener.open
+        self.open = self.opener.open
         """``open(frame, now)``: the content only (control and padding stripped)."""
 
     def control_size(self, now: float, *, event: bool = False) -> int:

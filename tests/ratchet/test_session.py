@@ -380,3 +380,37 @@ def test_in_order_frames_after_a_forged_burst_take_their_steps_from_the_look_ahe
     for k in (155, 151, 199, 170, 152):  # out of order, skipping steps: served from the look-ahead
         assert bob.open(frames[k], T0 + k * FRAME_S) == bytes([k % 256]) * 30
     assert bob.stats.opened == 155
+
+
+def test_a_late_ack_of_a_replaced_key_never_makes_the_sender_switch() -> None:
+    """Alice's announcement goes unacked (Bob's frames are held back) until she re-announces a fresh key for the
+    same epoch. Bob's held acks then arrive: they name the old key, so she keeps her epoch; Bob's ack of the new
+    key makes her switch, and Bob follows with the chain of the key he holds."""
+    cfg = MediaConfig(dh_interval_s=0.5, max_skip_steps=16, reveal_period_s=0)
+    p = SendParams(frames_per_key=1)
+    alice, bob = sessions(cfg, offerer_params=p, answerer_params=p)
+    now = exchange(alice, bob, 10, T0) + 0.5  # initial keys acked; alice decides at her next frame
+    held = []
+    first_key = None
+    for k in range(12):  # alice → bob flows, bob → alice is held back
+        t = now + k * FRAME_S
+        assert bob.open(alice.seal(b"a", t), t) == b"a"
+        if first_key is None and bob.opener._pending is not None:
+            first_key = bob.opener._pending.public
+        held.append((bob.seal(b"b", t), t))
+    assert first_key is not None and held
+    pend = alice.sealer._pending
+    assert pend is not None and pend.public != first_key  # (n - start) passed 16 // 2: a fresh key
+    assert bob.opener._pending is not None and bob.opener._pending.public == pend.public
+    t = now + 12 * FRAME_S
+    late_acks = 0
+    for frame, _sent_at in held[:6]:  # acks of the first key only (bob learnt the second after 9 frames)
+        assert alice.open(frame, t) == b"b"
+        late_acks += alice.opener.last_control.key_ack is not None
+        alice.seal(b"a", t)
+    assert late_acks >= 1 and alice.stats.local_epoch == 0
+    ack_of_new = bob.seal(b"b", t)
+    assert alice.open(ack_of_new, t) == b"b" and alice.opener.last_control.key_ack is not None
+    switched = alice.seal(b"a", t + FRAME_S)
+    assert alice.stats.local_epoch == 1
+    assert bob.open(switched, t + FRAME_S) == b"a" and bob.stats.peer_epoch == 1

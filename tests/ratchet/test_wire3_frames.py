@@ -19,6 +19,7 @@ from ratchet.frame import (
     split_plaintext,
     telephone_event_tlv,
 )
+from ratchet.media_state import repeats, reveal_repeats
 from ratchet.session import MediaConfig
 from tests.support.media_sim import FRAME_S, T0, make_call, random_loss
 
@@ -33,6 +34,8 @@ def test_every_frame_of_a_stream_has_the_same_length_whatever_it_carries() -> No
     call.ab.drop = random_loss(0.1, 3)  # loss makes items repeat and overlap
     call.run(20.0, events)
     assert call.ab.lengths == call.ba.lengths == {HEADER_LEN + 1 + P + 10}
+    assert set(call.ab.carried) == {"ratchet_key", "key_ack", "sas_reveal", "telephone_event"}
+    assert set(call.ba.carried) == {"ratchet_key", "key_ack", "sas_reveal"}
     a, b = call.a.stats, call.b.stats
     assert a.local_steps >= 5 and b.local_steps >= 5 and a.announcements_sent > a.local_steps
     assert call.of("a", SasReady) and call.of("b", SasReady)
@@ -141,3 +144,26 @@ def test_padding_has_the_exact_length_and_the_plaintext_splits() -> None:
     assert split_plaintext(b"\x02ab" + b"content") == (b"ab", b"content")
     with pytest.raises(MalformedFrame):
         split_plaintext(b"\x05ab")
+
+
+@pytest.mark.parametrize(
+    ("rel", "item", "reveal"),
+    [
+        (0, True, True),
+        (1, True, True),
+        (2, True, True),
+        (3, False, False),
+        (4, True, True),
+        (5, False, False),
+        (124, True, True),
+        (128, True, True),
+        (132, True, False),
+        (144, True, True),
+        (4096, True, True),
+        (4100, True, False),
+    ],
+)
+def test_the_repeat_schedules(rel: int, item: bool, reveal: bool) -> None:
+    """Keys and acks: the first 3 frames, then every 4th. The SAS reveal: the same until frame 128, then every 16th."""
+    assert repeats(rel) is item
+    assert reveal_repeats(rel) is reveal

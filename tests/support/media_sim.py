@@ -7,6 +7,7 @@ attacker tests (tests/ratchet/test_wire3_*.py).
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class Direction:
     forged: int = 0
     forged_opened: int = 0
     lengths: set[int] = field(default_factory=set)
+    carried: collections.Counter[str] = field(default_factory=collections.Counter)
+    """How many opened frames carried each control TLV (what travelled inside the ciphertext)."""
 
 
 @dataclass
@@ -112,6 +115,10 @@ class Call:
             return
         assert content == bytes([k & 0xFF]) * content_len
         d.opened.append(k)
+        control = d.receiver.opener.last_control
+        for name in ("ratchet_key", "key_ack", "sas_reveal", "telephone_event"):
+            if getattr(control, name) is not None:
+                d.carried[name] += 1
 
     def run(self, seconds: float, events_ab: dict[int, bytes] | None = None) -> None:
         """Exchange frames for ``seconds``; ``events_ab[k]`` rides in a→b frame k (the call-wide index)."""
