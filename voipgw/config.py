@@ -261,9 +261,9 @@ def phone_config_from_mapping(data: dict[str, Any], base: PhoneConfig | None = N
 
 
 MIN_DH_INTERVAL_S = 1.0
-"""Shortest in-call DH interval: the peer rate-limits trial DH for new epochs (``max_epoch_trials_per_s``, 20/s)
-and announces each key on the first frames of the epoch; below about 50 ms a sender outruns its peer, and well
-above that the steps buy nothing but work. 1 s keeps a 20x margin."""
+"""Shortest in-call DH interval. A step is announced inside the current epoch's frames and taken only once the
+peer acknowledged it (PROTOCOL.md §B.4), which takes a round trip and a few frames; a shorter interval would only
+queue steps behind their acknowledgements and put a 42-byte key into more frames' audio budget."""
 
 
 def validate(config: PhoneConfig) -> None:
@@ -281,8 +281,8 @@ def validate(config: PhoneConfig) -> None:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
     if 0 < config.dh_interval_s < MIN_DH_INTERVAL_S:
         raise ConfigError(
-            f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (the peer rate-limits the DH work a new "
-            f"epoch costs it, and each step needs a few frames to announce its key)"
+            f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (each step waits for the peer to "
+            f"acknowledge its key, and every key announced takes audio bytes from a frame)"
         )
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:
         raise ConfigError("max_skew_s and no_answer_timeout_s must be positive")
