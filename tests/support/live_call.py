@@ -116,12 +116,13 @@ class LiveCall:
 
 
 @contextmanager
-def live_secure_call(tmp_path: Path, repeats: int = 2) -> Iterator[LiveCall]:
+def live_secure_call(tmp_path: Path, repeats: int = 2, extra: tuple[str, ...] = ()) -> Iterator[LiveCall]:
     """alice calls bob (a ``voipgw listen --once``); SIP goes through a mangler that points bob's media at the
-    relay, so both directions flow through it once alice latches. Both phones play ``repeats`` x the sample."""
+    relay, so both directions flow through it once alice latches. Both phones play ``repeats`` x the sample and
+    get ``extra`` arguments (e.g. ``--config FILE``)."""
     speech = tmp_path / "speech-long.wav"
     write_wav(speech, np.tile(read_wav(SPEECH), repeats))
-    bob = start_listener(tmp_path, "bob", "--play", str(speech))
+    bob = start_listener(tmp_path, "bob", *extra, "--play", str(speech))
     thread = RelayThread(Impairment())
     alice: PhoneProc | None = None
     try:
@@ -133,7 +134,9 @@ def live_secure_call(tmp_path: Path, repeats: int = 2) -> Iterator[LiveCall]:
                 return sdp
 
             with SipMangler(("127.0.0.1", bob.sip_port), on_offer=media_via_relay, lifetime_s=120) as mangler:
-                alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{mangler.port}", "--play", str(speech))
+                alice = start_caller(
+                    tmp_path, "alice", f"sip:bob@127.0.0.1:{mangler.port}", *extra, "--play", str(speech)
+                )
                 yield LiveCall(alice, bob, relay, thread, speech)
     finally:
         if alice is not None:
