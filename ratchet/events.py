@@ -49,6 +49,22 @@ class TelephoneEventReceived:
     data: bytes
 
 
+class Notice(enum.IntEnum):
+    """NOTICE codes (PROTOCOL.md §B.2): what one side tells the other about the call, inside the encryption."""
+
+    KEY_CHANGE_SEEN = 1
+    """"I saw a changed identity key for you on this call and went on without verifying it" (a contact store's
+    ``warn`` policy): the side whose key changed learns it at once, even if it hangs up first."""
+
+
+@dataclass(frozen=True)
+class PeerNotice:
+    """The first authenticated NOTICE of a code from the peer (each code is reported once per session). ``code``
+    is a ``Notice`` value, or another number from a newer peer (ignore what you do not know)."""
+
+    code: int
+
+
 class Degradation(enum.Enum):
     """Why the ratchet is not doing its job although audio may flow (PROTOCOL.md §B.7)."""
 
@@ -82,4 +98,5 @@ Event = (
     | TelephoneEventReceived
     | MediaDegraded
     | MediaRestored
+    | PeerNotice
 )

@@ -44,10 +44,12 @@ TLV_RATCHET_KEY = 0x01
 TLV_SAS_REVEAL = 0x02
 TLV_KEY_ACK = 0x03
 TLV_TELEPHONE_EVENT = 0x04
+TLV_NOTICE = 0x05
 RATCHET_KEY_LEN = 2 + 2 + 4 + 32
 SAS_REVEAL_LEN = 16
 KEY_ACK_LEN = 2 + 4
 TELEPHONE_EVENT_LEN = 8
+NOTICE_LEN = 1
 KEY_PREFIX_LEN = 4
 NO_PEER_EPOCH = 0xFFFF
 
@@ -93,6 +95,8 @@ class Control:
     key_ack: KeyAck | None = None
     sas_reveal: bytes | None = None
     telephone_event: bytes | None = None
+    notice: int | None = None
+    """A NOTICE code (§B.2): something the sender tells the receiver about the call, authenticated."""
 
 
 EMPTY_CONTROL = Control()
@@ -106,6 +110,12 @@ def telephone_event_tlv(event: bytes) -> bytes:
     if len(event) != TELEPHONE_EVENT_LEN:
         raise ValueError(f"a telephone event is {TELEPHONE_EVENT_LEN} bytes")
     return bytes([TLV_TELEPHONE_EVENT, TELEPHONE_EVENT_LEN]) + event
+
+
+def notice_tlv(code: int) -> bytes:
+    if not 0 < code < 256:
+        raise ValueError("a notice code is 1-255")
+    return bytes([TLV_NOTICE, NOTICE_LEN, code])
 
 
 def padding(n: int) -> bytes:
@@ -127,6 +137,7 @@ def parse_control(block: bytes) -> Control:
     ack: KeyAck | None = None
     sas: bytes | None = None
     event: bytes | None = None
+    notice: int | None = None
     pos = 0
     seen: set[int] = set()
     end = len(block)
@@ -164,7 +175,11 @@ def parse_control(block: bytes) -> Control:
             if ln != TELEPHONE_EVENT_LEN:
                 raise MalformedFrame("TELEPHONE_EVENT has the wrong length")
             event = bytes(value)
-    return Control(ratchet_key, ack, sas, event)
+        elif typ == TLV_NOTICE:
+            if ln != NOTICE_LEN:
+                raise MalformedFrame("NOTICE has the wrong length")
+            notice = value[0]
+    return Control(ratchet_key, ack, sas, event, notice)
 
 
 def split_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:

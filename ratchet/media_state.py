@@ -21,6 +21,8 @@ independent loss one of the first 3 arrives with probability 97 %, and the every
 burst to 4 frames (80 ms) once audio flows again."""
 REPEAT_EVERY = 4
 ACK_TAIL_FRAMES = 128
+NOTICE_FRAMES = 500
+"""How long a NOTICE is repeated (10 s of 20 ms frames, on the repeat schedule: about 125 copies)."""
 """An ack repeats for this many of our frames after the last authenticated repeat of the announcement it answers:
 the announcer repeats until acked, so a silence this long means it has its ack (or cannot hear us: its next repeat
 re-arms us)."""

@@ -26,7 +26,14 @@ from ratchet.errors import (
     UnknownEpoch,
     WrongSuite,
 )
-from ratchet.events import Degradation, PeerRatchetStep, SasCommitmentFailed, SasReady, TelephoneEventReceived
+from ratchet.events import (
+    Degradation,
+    PeerNotice,
+    PeerRatchetStep,
+    SasCommitmentFailed,
+    SasReady,
+    TelephoneEventReceived,
+)
 from ratchet.frame import (
     COUNTER_MOD,
     COUNTER_SHIFT,
@@ -195,6 +202,7 @@ class FrameOpener:
         self._last_auth_at = now
         self.sas: Sas | None = None
         self.sas_failed = False
+        self._notices_seen: set[int] = set()
         self.last_index = -1
         """Stream-wide counter of the last frame opened (monotonic per sender; for jitter buffers)."""
         self.peer_epoch = 0
@@ -493,6 +501,9 @@ class FrameOpener:
             self._apply_sas_reveal(control.sas_reveal)
         if control.telephone_event is not None:
             self._state.events.append(TelephoneEventReceived(control.telephone_event))
+        if control.notice is not None and control.notice not in self._notices_seen:
+            self._notices_seen.add(control.notice)  # at most 255 codes
+            self._state.events.append(PeerNotice(control.notice))
 
     def _apply_announcement(self, ann: RatchetKeyAnnouncement, chain: _RecvChain) -> None:
         """An authenticated RATCHET_KEY: ack the initial key; derive (once per distinct key) and ack the next."""

@@ -28,6 +28,7 @@ from ratchet.frame import (
     key_check_value,
     make_aead,
     nonce_prefix,
+    notice_tlv,
     padding,
     per_frame_key,
     sas_reveal_tlv,
@@ -36,6 +37,7 @@ from ratchet.frame import (
 from ratchet.kdf import kdf_rk
 from ratchet.media_state import (
     ACK_TAIL_FRAMES,
+    NOTICE_FRAMES,
     MediaConfig,
     _RatchetState,
     _wipe,
@@ -85,6 +87,10 @@ class _Plan:
     key_due: bool = False
     """The schedule wanted the ratchet key in this frame (if not sent, it is owed)."""
     reveal_due: bool = False
+    ack: bool = False
+    """The frame carries our KEY_ACK."""
+    ack_due: bool = False
+    """The ack schedule wanted it in this frame (if not sent, because a 42-byte item took the frame, it is owed)."""
 
 
 _NO_CONTROL = _Plan(b"", key=False, reveal=False)
@@ -118,9 +124,12 @@ class FrameSealer:
         self._initial_tlv = RatchetKeyAnnouncement(0, NO_PEER_EPOCH, 0, state.own_public[0]).encode()
         self._key_owed = False
         self._reveal_owed = False
+        self._ack_owed = False
         self._last_big_was_key = True  # the SAS reveal goes first: the answerer can show the SAS after one frame
         self._payload_size: int | None = None
         self._bucket = 32
+        self._notices: list[tuple[bytes, int]] = []
+        """NOTICE TLVs being repeated, with the counter of the frame that first carried (or will carry) each."""
         self.announcements = 0
         self.oversize_frames = 0
         self.local_steps = 0
@@ -179,6 +188,13 @@ class FrameSealer:
             return
         self.reveal_started = True
         self._reveal_n = self._n
+
+    def send_notice(self, code: int) -> None:
+        """Tell the peer ``code`` (a ``ratchet.events.Notice``) inside the next frames: the first 3 and then every
+        4th for ``NOTICE_FRAMES`` frames (3 bytes each). Idempotent per code."""
+        tlv = notice_tlv(code)
+        if all(t != tlv for t, _ in self._notices):
+            self._notices.append((tlv, self._n))
 
     def set_payload_size(self, p: int | None, bucket: int = 32) -> None:
         if p is not None and not 0 <= p <= MAX_PAYLOAD + MAX_CTL:
@@ -280,7 +296,7 @@ class FrameSealer:
         """The next frame's control TLVs (no PAD). Pure: ``seal`` commits the schedule afterwards."""
         key_due, key_tlv = self._key_tlv()
         revealing = self._revealing(now)
-        if not key_tlv and not revealing and self._state.ack is None and event is None:
+        if not key_tlv and not revealing and self._state.ack is None and event is None and not self._notices:
             return _NO_CONTROL  # the steady state of a call
         reveal_due = revealing and reveal_repeats(self._n - self._reveal_n)
         key_owed = bool(key_tlv) and (self._key_owed or key_due)
@@ -295,12 +311,20 @@ class FrameSealer:
             assert self._reveal is not None
             ctl += sas_reveal_tlv(self._reveal)
         ack = self._state.ack
-        rel = self._state.ack_rel
-        if ack is not None and repeats(rel):
+        ack_due = ack is not None and repeats(self._state.ack_rel)
+        # Not beside a 42-byte item: the two would leave a 60-byte CBR frame 10 bytes of audio (media3 measured
+        # frames with no audio at all at every DH step, when both ends step at once). The peer repeats its
+        # announcement until acked, so an ack a frame late costs nothing.
+        send_ack = ack is not None and (self._ack_owed or ack_due) and not (send_key or send_reveal)
+        if send_ack:
+            assert ack is not None
             ctl += ack.encode()
         if event is not None:
             ctl += telephone_event_tlv(event)
-        return _Plan(ctl, send_key, send_reveal, key_due and bool(key_tlv), reveal_due)
+        for tlv, first in self._notices:
+            if repeats(self._n - first):
+                ctl += tlv
+        return _Plan(ctl, send_key, send_reveal, key_due and bool(key_tlv), reveal_due, send_ack, ack_due)
 
     def control_size(self, now: float, event: bool = False) -> int:
         """The ctl bytes (TLV headers included, PAD excluded) the next ``seal`` at this ``now`` carries."""
@@ -360,6 +384,12 @@ class FrameSealer:
             self._last_big_was_key = False
         elif plan.reveal_due:
             self._reveal_owed = True
+        if plan.ack:
+            self._ack_owed = False
+        elif plan.ack_due:
+            self._ack_owed = True
+        if self._notices:
+            self._notices = [(t, first) for t, first in self._notices if self._n - first < NOTICE_FRAMES]
         state = self._state
         if state.ack is not None:
             state.ack_rel += 1

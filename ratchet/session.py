@@ -107,6 +107,11 @@ class MediaSession:
         Idempotent; a no-op at the offerer, which reveals ``r`` from its first frames."""
         self.sealer.start_reveal()
 
+    def send_notice(self, code: int) -> None:
+        """Tell the peer ``code`` (``ratchet.events.Notice``) inside the encryption, repeated over the next 10 s of
+        frames (PROTOCOL.md §B.2); the peer gets one ``PeerNotice`` per code."""
+        self.sealer.send_notice(code)
+
     @property
     def sas_revealed(self) -> bool:
         """Whether our SAS contribution is (being) revealed: the offerer from the start, the answerer once

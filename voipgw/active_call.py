@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ratchet.aor import normalize_aor
-from ratchet.events import MediaDegraded, MediaRestored, SasCommitmentFailed, SasReady, TelephoneEventReceived
+from ratchet.events import (
+    MediaDegraded,
+    MediaRestored,
+    Notice,
+    PeerNotice,
+    SasCommitmentFailed,
+    SasReady,
+    TelephoneEventReceived,
+)
 from ratchet.session import MediaSession
 from voipgw.call import CallEvent, CallRecord
 from voipgw.media import MediaError, MediaStream
@@ -133,6 +141,12 @@ class ActiveCall:
                 self.degrade(from_ratchet(ev.reason), time.time())
             elif isinstance(ev, MediaRestored):
                 self.restore(from_ratchet(ev.reason))
+            elif isinstance(ev, PeerNotice) and ev.code == Notice.KEY_CHANGE_SEEN:
+                self.record.peer_saw_key_change = True
+                log.warning(
+                    "call %s: %s says it saw a changed identity key for us (%s) and went on unverified",
+                    self.record.call_id, self.record.party, self.record.local_aor,
+                )  # fmt: skip
 
     def degrade(self, what: Degraded, now: float) -> None:
         """``what`` weakens this call's protection from ``now`` on: logged once, shown until restored."""

@@ -155,6 +155,9 @@ class CallRecord:
     """A caller's: the AOR that signed the answer, when it is not the one dialled (``accept_any_callee``)."""
     called_as: str | None = None
     """A callee's: the AOR the caller signed its offer for, when it is not ours (the call was forwarded here)."""
+    peer_saw_key_change: bool = False
+    """The peer told us, inside the encryption (NOTICE), that it saw a changed identity key for us and went on
+    without verifying it (its ``warn`` policy)."""
     health: MediaHealth = field(default_factory=MediaHealth)
     """What of the call's protection is degraded now, and what ever was (``voipgw.media_health``)."""
 

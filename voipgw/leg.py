@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ratchet.aor import normalize_aor
+from ratchet.events import Notice
 from ratchet.fingerprint import safety_number
 from ratchet.handshake import NonceCache, Offerer, encode_attribute
 from ratchet.identity import IdentityKey
@@ -660,6 +661,10 @@ class Leg:
         rec = call.record
         session = MediaSession(keys, time.monotonic(), self.context.config.media)
         call.session = session
+        if security is Security.KEY_CHANGED:
+            # Tell the side whose key changed, inside the encryption and at once (it may hang up first; a BYE
+            # Reason would reach it only if we hung up, and the PBX can strip or forge that).
+            session.send_notice(Notice.KEY_CHANGE_SEEN)
         call.poll_session_events()
         log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, security.value, rec.suite)
         assert rec.local_identity is not None and rec.remote_identity is not None

@@ -82,3 +82,21 @@ def test_under_warn_alices_bye_tells_bob_she_saw_his_key_change(phones: PtyPhone
     bob.expect(r"security: secure, verified on your side; NOT verified on the other side")
     finish(bob)
     _bob_sees(phones, (phones.workdir / "bob.pty").read_text())
+
+
+def test_under_warn_bob_is_told_inside_the_call_even_when_he_hangs_up_first(phones: PtyPhones) -> None:
+    """bob (whose key changed) calls alice and hangs up first: alice's BYE never comes, but she said it inside
+    the encryption (NOTICE) from her first frames, which the PBX can neither strip nor forge."""
+    _alice_verified_an_older_bob(phones)
+    (phones.workdir / "alice-home" / "phone.toml").write_text('[phone]\nkey_change_policy = "warn"\n')
+    alice, port = phones.listener("alice", "--auto-answer")
+    bob = phones.caller("bob", f"sip:alice@127.0.0.1:{port}", "--duration", "1.5")
+    bob.expect(r"alice@127\.0\.0\.1 saw a CHANGED identity key for you \(bob@127\.0\.0\.1\) on this call")
+    bob.expect(r"security: secure, verified on your side; NOT verified on the other side")
+    assert finish(bob) == 0  # bob hung up: the call itself went on under alice's warn policy
+    finish(alice)
+    assert json.loads((phones.workdir / "alice.json").read_text())["security"] == "key changed, unverified"
+    summary = json.loads((phones.workdir / "bob.json").read_text())
+    assert summary["peer_saw_our_key_change"] is True, summary
+    assert "saw a changed identity key" not in (summary["reason"] or ""), "told by the NOTICE, not by a BYE"
+    _bob_sees(phones, (phones.workdir / "bob.pty").read_text())

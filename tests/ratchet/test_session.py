@@ -125,16 +125,19 @@ def test_the_next_key_survives_loss_of_its_first_announcements_and_the_switch_wa
     alice, bob = sessions(cfg)
     now = exchange(alice, bob, 50, T0) + 0.01  # both initial keys acked; alice decides at the next frame
     assert alice.stats.local_epoch == 0
+    before = alice.stats.announcements_sent  # the initial key's, until bob acked it
     lost = [alice.seal(b"z", now + k * FRAME_S) for k in range(4)]  # the decision, 3 announcing frames + 1 plain
-    assert alice.stats.announcements_sent == 1 + 3
+    assert alice.stats.announcements_sent == before + 3
     t = now + 4 * FRAME_S
     f4 = alice.seal(b"z", t)  # every 4th: announces again
-    assert alice.stats.announcements_sent == 1 + 4
+    assert alice.stats.announcements_sent == before + 4
     assert bob.open(f4, t) == b"z"
     assert bob.opener.last_control.ratchet_key is not None and bob.opener.last_control.ratchet_key.epoch == 1
     assert bob.stats.peer_epoch == 0 and alice.stats.local_epoch == 0  # no switch before the ack
-    ack_frame = bob.seal(b"y", t)
-    assert alice.open(ack_frame, t) == b"y"
+    for _ in range(5):  # bob's ack goes in his next frame without a 42-byte item (his own key takes 3 first)
+        assert alice.open(bob.seal(b"y", t), t) == b"y"
+        if alice.opener.last_control.key_ack is not None:
+            break
     assert alice.opener.last_control.key_ack is not None
     f5 = alice.seal(b"z", t + FRAME_S)
     assert alice.stats.local_epoch == 1 and (f5[0] >> 4) & 7 == 1

@@ -116,7 +116,7 @@ class Call:
         assert content == bytes([k & 0xFF]) * content_len
         d.opened.append(k)
         control = d.receiver.opener.last_control
-        for name in ("ratchet_key", "key_ack", "sas_reveal", "telephone_event"):
+        for name in ("ratchet_key", "key_ack", "sas_reveal", "telephone_event", "notice"):
             if getattr(control, name) is not None:
                 d.carried[name] += 1
 

@@ -10,7 +10,8 @@ from voipgw.negotiate import KEY_CHANGE_REFUSED
 
 PEER_SAW_KEY_CHANGE = "voipgw: the other side saw a changed identity key for you and went on unverified"
 """The BYE Reason of a phone that hangs up a call it ran marked "key changed" (no comma: the Reason's text ends at
-the first one). A peer that hangs up first cannot be told: SIP has no later message for it."""
+the first one). The same phone also says it inside the encryption from the call's first frames (NOTICE,
+``Notice.KEY_CHANGE_SEEN``), which reaches a peer that hangs up first too and which the PBX cannot forge or strip."""
 
 
 def hangup_reason(rec: CallRecord) -> str | None:
@@ -24,7 +25,8 @@ def peer_refused_our_key(rec: CallRecord) -> bool:
 
 
 def peer_saw_our_key_change(rec: CallRecord) -> bool:
-    return rec.reason is not None and PEER_SAW_KEY_CHANGE in rec.reason
+    """The peer said so inside the encryption (NOTICE, from its first frames), or in its BYE's Reason."""
+    return rec.peer_saw_key_change or (rec.reason is not None and PEER_SAW_KEY_CHANGE in rec.reason)
 
 
 def security_text(rec: CallRecord, security: str) -> str:
