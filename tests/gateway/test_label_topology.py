@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,9 +186,9 @@ def test_a_tampered_answer_is_recorded_and_counted_as_refused_at_both_gateways(
 
 @pytest.mark.hardening
 def test_a_withheld_sas_reveal_rings_unverifiable_never_plain_e2e(topo: Topology, tmp_path: Path, clip: Path) -> None:
-    """The PBX relays alice's sealed media to gateway B but drops every frame with an extension (the SAS reveal
-    rides there): after ``sas_wait_s`` bob's phone rings ``[NO SAS] alice``, never ``[E2E]``; B logs it and
-    records the label."""
+    """The PBX withholds alice's sealed media from gateway B while B waits for her SAS reveal (wire v3: every frame
+    looks alike, so it cannot drop only the reveal): after ``sas_wait_s`` bob's phone rings ``[NO SAS] alice``,
+    never ``[E2E]``; B logs it and records the label. Once media flows the SAS arrives (the offerer repeats it)."""
     a, b = topo.gw_a, topo.gw_b
     mangler = topo.mangler
     n_a, n_b = a.finished_count(), b.finished_count()
@@ -198,6 +199,10 @@ def test_a_withheld_sas_reveal_rings_unverifiable_never_plain_e2e(topo: Topology
                 alice.dial(f"sip:mallory@127.0.0.1:{a.port}")  # through the PBX that drops the reveal
                 rang = bob.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
                 alice.wait_event("CALL_ESTABLISHED", timeout=CALL_TIMEOUT)
+                for _ in range(200):  # until the relay lets alice's media through again (bounded: 10 s)
+                    if dropper.relayed >= 25:
+                        break
+                    time.sleep(0.05)
                 alice.hangup()
                 wait_closed(alice)
                 wait_closed(bob)

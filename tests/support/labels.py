@@ -16,7 +16,6 @@ from tests.testbed.baresip import BaresipEvent
 from tests.testbed.sip_mangler import redirect_media
 
 RTP_HEADER = 12
-X_BIT = 0x40
 """In the first byte of a sealed frame's header (ratchet/frame.py: S X E C I K): an extension follows."""
 ATTACKER = "127.0.0.66"
 """Attacker traffic comes from its own loopback address (docs/OPERATIONS.md threat model)."""
@@ -73,19 +72,23 @@ def header(message: str, name: str) -> str:
 
 class RevealDropper:
     """An RTP relay a PBX could be: ``redirect_offer`` / ``redirect_answer`` (a SipMangler's hooks) point both
-    sides' media at it; it relays the callee's frames as they are and the caller's except those with the ratchet
-    header's X bit (the SAS reveal and ratchet keys travel in their extension), so the callee's SAS never arrives.
-    Both sides must go through it: a gateway latches onto the authenticated source. Loopback, own thread."""
+    sides' media at it; it relays the callee's frames as they are and drops every frame of the caller's for its
+    first ``block_s`` seconds, so the caller's SAS reveal does not arrive while the callee's gateway waits for it.
+    (Under wire version 2 it dropped only the frames with an extension block, where the reveal travelled; in version
+    3 every frame looks alike, so withholding the reveal means withholding everything.) Both sides must go through
+    it: a gateway latches onto the authenticated source. Loopback, own thread."""
 
-    def __init__(self, lifetime_s: float = 60.0) -> None:
+    def __init__(self, lifetime_s: float = 60.0, block_s: float = 5.0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.target: tuple[str, int] | None = None
         """The callee's RTP address (its answer)."""
         self.caller: tuple[str, int] | None = None
         """The caller's RTP address (its offer)."""
+        self.block_s = block_s
         self.dropped = 0
         self.relayed = 0
+        self._first: float | None = None
         self._deadline = time.monotonic() + lifetime_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reveal-dropper", daemon=True)
@@ -118,8 +121,9 @@ class RevealDropper:
             if addr == self.target:
                 self.sock.sendto(data, self.caller)
                 continue
-            offset = RTP_HEADER + 4 * (data[0] & 0x0F)
-            if len(data) > offset and data[offset] & X_BIT:
+            now = time.monotonic()
+            self._first = now if self._first is None else self._first
+            if now - self._first < self.block_s:
                 self.dropped += 1
                 continue
             self.relayed += 1

@@ -183,8 +183,12 @@ class ControlServer:
                     task.cancel()
             await self._server.wait_closed()
             self._server = None
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a home gone read-only or full must not turn a clean stop into an error
+                log.warning("could not remove the control socket %s: %s", self.path, exc.strerror or exc)
 
     async def __aenter__(self) -> ControlServer:
         await self.start()

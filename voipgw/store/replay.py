@@ -116,7 +116,8 @@ class PersistentNonceCache(NonceCache):
                 self._evict(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def _evict(self, db: sqlite3.Connection) -> None:
