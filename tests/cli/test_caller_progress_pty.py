@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,14 +37,28 @@ def test_trying_ringing_then_the_far_sides_security_and_sas_before_the_answer(ph
     assert a["state"] == "ended" and a["sas"] == sas
 
 
-def test_a_port_where_nothing_listens_says_so_within_seconds_then_ends_clearly(phones: PtyPhones) -> None:
+def test_a_port_where_nothing_listens_ends_at_once_and_says_so(phones: PtyPhones) -> None:
+    """The host answers the INVITE with ICMP port unreachable: the call ends at once (it took timer B's 32 s)."""
     port = phones.port()  # reserved, nothing bound to it
-    alice = phones.caller("alice", f"sip:bob@127.0.0.1:{port}", "--no-answer-timeout", "7")
+    alice = phones.caller("alice", f"sip:bob@127.0.0.1:{port}", "--no-answer-timeout", "30")
     alice.expect(re.escape(f"calling sip:bob@127.0.0.1:{port} (trying)"))
-    alice.expect(r"no response from \S+ after \d+ s: nothing may be listening there", timeout=6.5)
-    alice.expect(r"nothing answered at bob@127\.0\.0\.1: no response at all")
+    alice.expect(r"nothing listens at the address of bob@127\.0\.0\.1 \(503 .*ICMP port unreachable\)", timeout=5)
     alice.expect(r"security: none \(no key exchange took place\)")
     assert finish(alice) == 1
+    assert "Traceback" not in (alice.before or "") and "no response from" not in (alice.before or "")
+
+
+def test_a_host_that_says_nothing_gets_the_hint_within_seconds_then_ends_clearly(phones: PtyPhones) -> None:
+    """A socket that swallows the INVITE (no ICMP, no answer): the hint after a few seconds, then the timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        alice = phones.caller("alice", f"sip:bob@127.0.0.1:{port}", "--no-answer-timeout", "7")
+        alice.expect(re.escape(f"calling sip:bob@127.0.0.1:{port} (trying)"))
+        alice.expect(r"no response from \S+ after \d+ s: nothing may be listening there", timeout=6.5)
+        alice.expect(r"nothing answered at bob@127\.0\.0\.1: no response at all")
+        alice.expect(r"security: none \(no key exchange took place\)")
+        assert finish(alice) == 1
     assert "Traceback" not in (alice.before or "")
 
 

@@ -73,12 +73,22 @@ def status_code(reason: str | None) -> str | None:
     return head if len(head) == 3 and head.isdigit() else None
 
 
+UNREACHABLE_MARK = "ICMP port unreachable"
+"""In the 503 a request gets when nothing listens at its address (``voipgw.sip.unreachable``)."""
+
+
+def unreachable(reason: str | None) -> bool:
+    return status_code(reason) == "503" and UNREACHABLE_MARK in (reason or "")
+
+
 def outcome_line(rec: CallRecord, rang: bool) -> str | None:
     """One clear closing line for a call that was never answered (None for others: the summary says it all).
     ``rang``: a 180/183 came back, so something is there (a 408 then means nobody picked up)."""
     if rec.started_at is not None:
         return None
     code = status_code(rec.reason)
+    if unreachable(rec.reason):
+        return f"nothing listens at the address of {rec.remote_aor} ({rec.reason}): check the host and port"
     if code == "408" and not rang:
         return f"nothing answered at {rec.remote_aor}: no response at all ({rec.reason}); is a phone listening there?"
     template = OUTCOMES.get(code or "")
@@ -91,5 +101,5 @@ def never_keyed(rec: CallRecord) -> bool:
         rec.security is Security.REFUSED
         and rec.remote_identity is None
         and not rec.trust_warning
-        and status_code(rec.reason) in UNANSWERED_CODES
+        and (status_code(rec.reason) in UNANSWERED_CODES or unreachable(rec.reason))
     )

@@ -70,6 +70,11 @@ class SipStats:
     """2xx with another To-tag for an answered INVITE that came from elsewhere than the INVITE's next hop: dropped."""
     stray_2xx: int = 0
     """2xx for an INVITE already answered by another fork (another To-tag), ACKed and BYEd (RFC 3261 13.2.2.4)."""
+    icmp_unreachable: int = 0
+    """Requests ended at once (503) by an ICMP port unreachable that quoted them (``voipgw.sip.unreachable``)."""
+    icmp_ignored: int = 0
+    """ICMP port-unreachable errors that quoted none of our pending requests (a response's, a retransmission's
+    after its transaction ended, or a forgery): ignored."""
     stray_2xx_failed: int = 0
     """Such a 2xx whose ACK/BYE could not be built: dropped so that its retransmission is tried again."""
     refused: dict[str, int] = field(default_factory=dict)

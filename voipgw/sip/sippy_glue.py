@@ -53,6 +53,8 @@ from sippy.Udp_server import AsyncSender, Udp_server, Udp_server_opts
 from voipgw.logutil import RateLimitedLog
 from voipgw.sip.guard import MAX_DATAGRAM, Accept, DatagramGuard, Reply, SipStats
 from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpTransport
+from voipgw.sip.unreachable import Unreachable, port_unreachable, quotes_request
+from voipgw.sip.unreachable import enable as enable_icmp_errors
 from voipgw.sip.uri import sip_uri
 
 log = logging.getLogger("voipgw.sip")
@@ -153,6 +155,9 @@ class WholeDatagramReceiver(threading.Thread):
             try:
                 data, address = userv.skt.recvfrom(UDP_READ_BYTES)
             except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED:  # IP_RECVERR: an ICMP error for a datagram we sent
+                    report_unreachable(userv)
+                    continue
                 if exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.EBADF):
                     break
                 if exc.errno == errno.EINTR:
@@ -173,6 +178,62 @@ class WholeDatagramReceiver(threading.Thread):
         self.userv = None
 
 
+def report_unreachable(userv: Any) -> None:
+    """Drain the socket's error queue (``voipgw.sip.unreachable``) and hand each port-unreachable to the
+    transaction manager on the reactor thread. Runs in the receiver or the sender thread, whichever met the error."""
+    tm = getattr(userv.uopts.data_callback, "__self__", None)  # sippy binds the manager's handleIncoming
+    for _ in range(64):  # bounded: a flood of ICMP is read in later rounds
+        try:
+            data, ancdata, _flags, address = userv.skt.recvmsg(
+                UDP_READ_BYTES, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            sippy_ratelog("errqueue", logging.WARNING, "reading the SIP socket's error queue failed: %r", exc)
+            return
+        if tm is not None and address and port_unreachable(ancdata):
+            ED2.callFromThread(tm.datagram_unreachable, Unreachable(data, (str(address[0]), int(address[1]))))
+
+
+class ReportingSender(AsyncSender):  # type: ignore[misc]
+    """sippy's AsyncSender, except that a pending ICMP error the kernel reports on ``sendto`` (it does, once
+    IP_RECVERR is on) does not cost the datagram being sent: sippy's loop gives it up on any such error."""
+
+    def run(self) -> None:
+        userv: Any = getattr(self, "userv")  # noqa: B009 - sippy's attribute is declared None at class level
+        while True:
+            wi = userv.sendqueue.get()
+            if wi is None:
+                userv.sendqueue.put(None)  # shutdown: relay it to the other senders
+                break
+            data, address = wi
+            address = tuple(address)
+            try:
+                ai = socket.getaddrinfo(address[0], None, userv.uopts.family)
+            except OSError:
+                continue
+            info: Any = ai[0][4]
+            target: Any = (info[0], address[1])
+            if userv.uopts.family != socket.AF_INET:
+                target = (info[0], address[1], info[2], info[3])
+            for _ in range(20):
+                try:
+                    if userv.skt.sendto(data, target) == len(data):
+                        break
+                except OSError as why:
+                    if isinstance(why, BrokenPipeError):
+                        self.userv = None
+                        return
+                    if why.errno == errno.ECONNREFUSED:
+                        report_unreachable(userv)  # the error was another datagram's: send this one again
+                        continue
+                    if why.errno not in (errno.EWOULDBLOCK, errno.ENOBUFS, errno.EAGAIN):
+                        break
+                time.sleep(0.01)
+        self.userv = None
+
+
 class GuardedUdpServer(Udp_server):  # type: ignore[misc]
     """sippy's Udp_server with a larger receive buffer and a receiver that reads whole datagrams."""
 
@@ -187,7 +248,8 @@ class GuardedUdpServer(Udp_server):  # type: ignore[misc]
             "SIP UDP socket %s:%s: receive buffer %d bytes (asked for %d)",
             *self.uopts.laddress[:2], self.receive_buffer, UDP_RECEIVE_BUFFER,
         )  # fmt: skip
-        self.asenders.append(AsyncSender(self))
+        self.reports_unreachable = enable_icmp_errors(self.skt)
+        self.asenders.append(ReportingSender(self))
         self.areceivers.append(WholeDatagramReceiver(self))
 
 
@@ -404,6 +466,23 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
             t.teA = None  # RFC 3261 17.1.1.2: no request retransmissions over a reliable transport
             return
         super().timerA(t)
+
+    def datagram_unreachable(self, error: Unreachable) -> None:
+        """ICMP port unreachable for a datagram we sent: the request it quotes (``quotes_request``) ends as 503 at
+        once, as for any transport error (RFC 3261 §8.1.3.1); anything else (a response, a forgery) changes nothing."""
+        for t in list(self.tclient.values()):
+            if t.state is not TRYING or t.resp_cb is None or not isinstance(t.data, str):
+                continue
+            if tuple(t.address[:2]) != error.address or not quotes_request(error.quoted, t.data.encode("utf-8")):
+                continue
+            self.guard.stats.icmp_unreachable += 1
+            if t.teB is not None:
+                t.teB.cancel()
+            where = f"{error.address[0]}:{error.address[1]}"
+            t.r408.setSCode(503, f"Service Unavailable (nothing listens at {where}: ICMP port unreachable)")
+            self.timerB(t)
+            return
+        self.guard.stats.icmp_ignored += 1
 
     def transport_failed(self, data: bytes, address: tuple[str, int], reason: str, refused: bool) -> None:
         """RFC 3261 8.1.3.1: a request that could not be sent ends its transaction as a 503 at once; one sent over
