@@ -5,6 +5,7 @@ schedules the control TLVs (at most one 42-byte item per frame) and pads frames 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,14 +140,27 @@ _HOT_LAYOUT = (COUNTER_MOD, COUNTER_SHIFT, HEADER_LEN)
 if _HOT_LAYOUT != (0x4000, 14, 4):  # the fast path spells them as literals (a global lookup each costs)
     raise ImportError("ratchet.frame's header layout changed: update FrameSealer.seal's literals")
 
-_PREFIXES_KEPT = 8
-"""Content lengths whose padded prefix a sealer keeps (a CBR stream uses one; control frames are not cached)."""
-
 
 def _prefix(pad: int) -> bytes:
     """``ctl_len ‖ PAD`` of a frame without control padded by ``pad`` bytes (exactly what the general path builds)."""
     ctl = padding(pad)
     return bytes([len(ctl)]) + ctl
+
+
+@functools.lru_cache(maxsize=16)
+def _padded_prefixes(p: int) -> dict[int, bytes]:
+    """The prefix of a frame without control for every content length up to payload size ``p`` (longer contents
+    are oversize frames: general path). Shared by every sealer of that size and read only: a pass-through stream of
+    a VBR phone's packets finds each length here, and no call pays memory for it."""
+    by_pad: dict[int, bytes] = {}
+    out: dict[int, bytes] = {}
+    for length in range(min(p, MAX_PAYLOAD) + 1):
+        pad = min(p - length, MAX_CTL)
+        prefix = by_pad.get(pad)
+        if prefix is None:
+            prefix = by_pad[pad] = _prefix(pad)
+        out[length] = prefix
+    return out
 
 
 _UNPADDED = dict.fromkeys(range(MAX_PAYLOAD + 1), b"\x00")
@@ -208,7 +222,8 @@ class FrameSealer:
         self._fast: _Fast | None = None
         self._interval_ends: tuple[int | None, float] = (None, 0.0)
         self._prefixes: dict[int, bytes] = _UNPADDED
-        """Plaintext prefix (``ctl_len ‖ PAD``) of a frame without control, by content length, for the fast path."""
+        """Plaintext prefix (``ctl_len ‖ PAD``) of a frame without control, by content length, for the fast path
+        (shared, read only)."""
         self._start_epoch(0, 0, bytearray(keys.send_chain))
         self.closed = False
 
@@ -280,7 +295,7 @@ class FrameSealer:
         self._payload_size = p
         self._bucket = bucket
         self._fast = None
-        self._prefixes = _UNPADDED if p is None else {}
+        self._prefixes = _UNPADDED if p is None else _padded_prefixes(p)
 
     # --- time-driven state -----------------------------------------------------------------------------
 
@@ -504,10 +519,6 @@ class FrameSealer:
             state.ack_rel += 1
             if state.ack_rel >= ACK_TAIL_FRAMES:
                 state.ack = None  # the announcer has gone quiet: it has its ack (a repeat re-arms us)
-        if not plan.ctl and p is not None and len(payload) <= p:
-            if len(self._prefixes) >= _PREFIXES_KEPT:
-                self._prefixes.clear()
-            self._prefixes[len(payload)] = plaintext[: len(plaintext) - len(payload)]
         if not self._per_frame and self.fast_path:
             self._arm(now, step, interval)
         return sealed
@@ -556,9 +567,6 @@ class FrameSealer:
             t_hi = min(t_hi, _deadline(state.last_peer_step_at, cfg.peer_dh_timeout_s))
         if not now < t_hi:
             return
-        p = self._payload_size
-        if p is not None and p not in self._prefixes and p <= MAX_PAYLOAD:
-            self._prefixes[p] = _prefix(0)  # a CBR stream's content without control fills the payload size
         word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)
         self._fast = _Fast(
             word, self._aead.encrypt, self._prefix, self._prefixes, end, now, t_hi, state.version, state.ack is not None

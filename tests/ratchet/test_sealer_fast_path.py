@@ -71,7 +71,8 @@ def _script(fast: bool, mode: str, params: SendParams) -> tuple[list[tuple[int, 
         for sender, receiver, ev in ((a, b, event), (b, a, None)):
             if sender is b and (k % 5 == 0 or 600 <= k < 800):
                 continue  # b->a loss (acks repeat), then 4 s of silence: a's step goes unacked, degraded
-            size = sender.control_size(now, event=ev is not None)
+            # Unpadded, seal alone (control_size would re-check the fast path's bounds first and hide a miss).
+            size = 0 if mode == "unpadded" else sender.control_size(now, event=ev is not None)
             frame = sender.seal(_content(k, mode, 80 - size), now, ev)
             out.append((size, frame))
             try:
