@@ -44,6 +44,26 @@ def reveal_repeats(rel: int) -> bool:
     return False
 
 
+def next_repeat(rel: int) -> int:
+    """The smallest ``r >= rel`` with ``repeats(r)``: where the sealer's fast path must hand over."""
+    if rel < REPEAT_FIRST:
+        return rel
+    return -(-rel // REPEAT_EVERY) * REPEAT_EVERY
+
+
+def next_reveal_repeat(rel: int) -> int | None:
+    """The smallest ``r >= rel`` with ``reveal_repeats(r)`` (None: never again)."""
+    if rel < REPEAT_FIRST:
+        return rel
+    for until, every in REVEAL_TIERS:
+        if rel < until:
+            r = -(-rel // every) * every
+            if r < until:
+                return r
+            rel = until
+    return None
+
+
 @dataclass(frozen=True)
 class MediaConfig:
     """Local media-ratchet settings (not negotiated; the peer need not share them)."""
@@ -121,10 +141,15 @@ class _RatchetState:
         """The newest authenticated KEY_ACK prefix per epoch of ours (the sealer checks its announcement)."""
         self.degraded: set[Degradation] = set()
         self.last_peer_step_at = now
+        self.version = 0
+        """Bumped whenever the opener changes this state (it does so only for a frame that authenticated through
+        its general path, with control TLVs or a new epoch): the sealer's fast path holds only while it is
+        unchanged. Anything else that changes this state outside the sealer's general path must bump it too."""
         self.add_own_key(0, keygen())
 
     def add_own_key(self, index: int, key: X25519PrivateKey) -> None:
         """Our key for epoch ``index`` (a re-announcement replaces the unacked key of the same epoch)."""
+        self.version += 1
         self.own_keys.pop(index, None)
         self.own_keys[index] = key
         self.own_public[index] = _raw_public(key)
@@ -133,19 +158,23 @@ class _RatchetState:
             self.own_public.pop(old, None)
 
     def arm_ack(self, ack: KeyAck) -> None:
+        self.version += 1
         self.ack = ack
         self.ack_rel = 0
 
     def learn_peer_key(self, index: int, public: bytes) -> None:
+        self.version += 1
         if self.peer_current is None or index > self.peer_current[0]:
             self.peer_current = (index, public)
 
     def degrade(self, reason: Degradation, now: float) -> None:
         if reason not in self.degraded:  # raised once: seal checks every frame
+            self.version += 1
             self.degraded.add(reason)
             self.events.append(MediaDegraded(reason, now))
 
     def restore(self, reason: Degradation, now: float) -> None:
         if reason in self.degraded:
+            self.version += 1
             self.degraded.discard(reason)
             self.events.append(MediaRestored(reason, now))

@@ -298,14 +298,34 @@ class FrameOpener:
                     pass
                 else:
                     ctl_len = plaintext[0] if plaintext else 255
-                    # No control, or a single PAD TLV (what padding() writes): nothing to apply.
-                    if ctl_len < len(plaintext) and (
-                        ctl_len == 0 or (plaintext[1] == 0 and (ctl_len == 1 or plaintext[2] + 2 == ctl_len))
-                    ):
-                        self._commit(fast.chain, fast.step, fast.key, _Pending(), n, now)
+                    control: Control | None = EMPTY_CONTROL
+                    if ctl_len >= len(plaintext):
+                        control = None  # malformed: the general path refuses it
+                    elif ctl_len and not (plaintext[1] == 0 and (ctl_len == 1 or plaintext[2] + 2 == ctl_len)):
+                        # Control other than one PAD TLV (what padding() writes): parsed here, applied after the
+                        # commit exactly as the general path does, without a second AEAD.
+                        try:
+                            control = parse_control(plaintext[1 : 1 + ctl_len])
+                        except MalformedFrame:
+                            control = None
+                    if control is not None:
+                        # _commit for the next in-order frame of the newest step, inlined: the replay window
+                        # moves by one (the fast path is armed at its highest), the step key counts one more use.
+                        replay = self._replay
+                        replay.bits = ((replay.bits << 1) | 1) & replay.mask
+                        replay.highest = n
+                        key = fast.key
+                        key.used += 1
+                        if key.used >= self._fpk:  # every frame of the step opened: the key has no further use
+                            fast.chain.cur = None
+                            key.wipe()
+                            self._fast = None
                         fast.n = n + 1
                         self._last_auth_at = now
-                        self.last_control = EMPTY_CONTROL
+                        self.last_control = control
+                        if control is not EMPTY_CONTROL and control != EMPTY_CONTROL:
+                            self._state.version += 1  # as in _open_at: the sealer's fast path re-checks
+                            self._apply_control(control, fast.chain, now)
                         self.last_index = n
                         self.opened += 1
                         return plaintext[1 + ctl_len :]
@@ -409,6 +429,8 @@ class FrameOpener:
         block, content = split_plaintext(plaintext)
         control = parse_control(block)
         self._commit(chain, step, key, pend, n, now)
+        if is_pending or control != EMPTY_CONTROL:
+            self._state.version += 1  # what the sealer's fast path assumed may change (acks, peer key, epoch)
         if is_pending:
             self._promote(now)
         if self._learn_until is None:

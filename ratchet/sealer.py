@@ -5,6 +5,9 @@ schedules the control TLVs (at most one 42-byte item per frame) and pads frames 
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -13,6 +16,8 @@ from ratchet.chain import kdf_ck
 from ratchet.errors import SealError
 from ratchet.events import Degradation, LocalRatchetStep
 from ratchet.frame import (
+    COUNTER_MOD,
+    COUNTER_SHIFT,
     HEADER_LEN,
     KEY_PREFIX_LEN,
     MAX_CTL,
@@ -41,6 +46,8 @@ from ratchet.media_state import (
     MediaConfig,
     _RatchetState,
     _wipe,
+    next_repeat,
+    next_reveal_repeat,
     repeats,
     reveal_repeats,
 )
@@ -96,8 +103,85 @@ class _Plan:
 _NO_CONTROL = _Plan(b"", key=False, reveal=False)
 
 
+class _Fast:
+    """The frames after the last one the general path sealed, of the same chain step and interval, up to the next
+    that carries (or may carry) a control item: their header word without the counter, the bound AEAD encrypt, the
+    nonce as an integer, the plaintext prefix (``ctl_len ‖ PAD``) per payload length, and the counter, time and
+    shared-state bounds within which the general path would build exactly these bytes."""
+
+    __slots__ = ("ack", "encrypt", "end_n", "nonce_base", "nonce_len", "prefixes", "t_hi", "t_lo", "version", "word")
+
+    def __init__(
+        self,
+        word: int,
+        encrypt: Callable[[bytes, bytes, bytes | None], bytes],
+        nonce_prefix: bytes,
+        prefixes: dict[int, bytes],
+        end_n: int,
+        t_lo: float,
+        t_hi: float,
+        version: int,
+        ack: bool,
+    ) -> None:
+        self.word = word
+        self.encrypt = encrypt
+        self.nonce_base = int.from_bytes(nonce_prefix, "big") << 64
+        self.nonce_len = len(nonce_prefix) + 8
+        self.prefixes = prefixes
+        self.end_n = end_n
+        self.t_lo = t_lo
+        self.t_hi = t_hi
+        self.version = version
+        self.ack = ack
+        """An ack is in its repeat tail: each frame counts towards it (``_RatchetState.ack_rel``)."""
+
+
+_HOT_LAYOUT = (COUNTER_MOD, COUNTER_SHIFT, HEADER_LEN)
+if _HOT_LAYOUT != (0x4000, 14, 4):  # the fast path spells them as literals (a global lookup each costs)
+    raise ImportError("ratchet.frame's header layout changed: update FrameSealer.seal's literals")
+
+
+def _prefix(pad: int) -> bytes:
+    """``ctl_len ‖ PAD`` of a frame without control padded by ``pad`` bytes (exactly what the general path builds)."""
+    ctl = padding(pad)
+    return bytes([len(ctl)]) + ctl
+
+
+@functools.lru_cache(maxsize=16)
+def _padded_prefixes(p: int) -> dict[int, bytes]:
+    """The prefix of a frame without control for every content length up to payload size ``p`` (longer contents
+    are oversize frames: general path). Shared by every sealer of that size and read only: a pass-through stream of
+    a VBR phone's packets finds each length here, and no call pays memory for it."""
+    by_pad: dict[int, bytes] = {}
+    out: dict[int, bytes] = {}
+    for length in range(min(p, MAX_PAYLOAD) + 1):
+        pad = min(p - length, MAX_CTL)
+        prefix = by_pad.get(pad)
+        if prefix is None:
+            prefix = by_pad[pad] = _prefix(pad)
+        out[length] = prefix
+    return out
+
+
+_UNPADDED = dict.fromkeys(range(MAX_PAYLOAD + 1), b"\x00")
+"""Without a payload size a frame without control starts with ``ctl_len = 0`` whatever its length; shared by all
+sealers (read only). A length above MAX_PAYLOAD is absent, so the general path refuses it."""
+
+
+def _deadline(base: float, span: float) -> float:
+    """A time ``t`` with ``now - base < span`` for every ``now < t``, as the floats compute it (conservative by an
+    ulp or two): the general path's ``now - base >= span`` tests can then never fire inside the fast path."""
+    t = base + span
+    while math.nextafter(t, -math.inf) - base >= span:
+        t = math.nextafter(t, -math.inf)
+    return t
+
+
 class FrameSealer:
     """Seals our outgoing frames. ``seal(payload, now, event=None) -> bytes``."""
+
+    fast_path = True
+    """False: every frame takes the general path (the equivalence tests seal one stream both ways, byte for byte)."""
 
     def __init__(self, keys: SessionKeys, state: _RatchetState, config: MediaConfig, now: float) -> None:
         params = keys.send_params
@@ -135,6 +219,11 @@ class FrameSealer:
         self.local_steps = 0
         self._overhead = 0
         self._epoch_started_at = now
+        self._fast: _Fast | None = None
+        self._interval_ends: tuple[int | None, float] = (None, 0.0)
+        self._prefixes: dict[int, bytes] = _UNPADDED
+        """Plaintext prefix (``ctl_len ‖ PAD``) of a frame without control, by content length, for the fast path
+        (shared, read only)."""
         self._start_epoch(0, 0, bytearray(keys.send_chain))
         self.closed = False
 
@@ -186,6 +275,7 @@ class FrameSealer:
         the one after, when a ratchet key is due too), and the reveal period starts there."""
         if self.reveal_started:
             return
+        self._fast = None
         self.reveal_started = True
         self._reveal_n = self._n
 
@@ -194,6 +284,7 @@ class FrameSealer:
         4th for ``NOTICE_FRAMES`` frames (3 bytes each). Idempotent per code."""
         tlv = notice_tlv(code)
         if all(t != tlv for t, _ in self._notices):
+            self._fast = None
             self._notices.append((tlv, self._n))
 
     def set_payload_size(self, p: int | None, bucket: int = 32) -> None:
@@ -203,6 +294,8 @@ class FrameSealer:
             raise ValueError("bucket must be >= 1")
         self._payload_size = p
         self._bucket = bucket
+        self._fast = None
+        self._prefixes = _UNPADDED if p is None else _padded_prefixes(p)
 
     # --- time-driven state -----------------------------------------------------------------------------
 
@@ -210,6 +303,7 @@ class FrameSealer:
         """Apply what ``now`` and the acks received so far decide before the next frame: switch to an acked
         epoch, re-announce a key unacked for too long, decide a DH step, raise degraded conditions. Idempotent
         for the same counter and ``now``."""
+        self._fast = None  # re-armed by the next seal if nothing here changed what it assumed
         state, cfg = self._state, self._config
         if self.reveal_started and self._reveal_until is None and self._reveal is not None:
             self._reveal_until = now + cfg.reveal_period_s
@@ -328,6 +422,15 @@ class FrameSealer:
 
     def control_size(self, now: float, event: bool = False) -> int:
         """The ctl bytes (TLV headers included, PAD excluded) the next ``seal`` at this ``now`` carries."""
+        f = self._fast
+        if (
+            f is not None
+            and not event
+            and f.t_lo <= now < f.t_hi
+            and self._n < f.end_n
+            and f.version == self._state.version
+        ):
+            return 0  # the fast path would seal the next frame at this ``now``: nothing is due
         if self.closed:
             return 0
         self._prepare(now)
@@ -336,6 +439,27 @@ class FrameSealer:
     # --- sealing ---------------------------------------------------------------------------------------
 
     def seal(self, payload: bytes, now: float, event: bytes | None = None) -> bytes:
+        f = self._fast
+        # Fast path: a frame of the current chain step and interval with nothing due (armed by the general path,
+        # which it mirrors byte for byte): one header word, one nonce, one AEAD call. Anything else (an event, a
+        # content length without a cached prefix, a counter, time or shared-state bound passed) goes general.
+        if f is not None and event is None and f.t_lo <= now < f.t_hi and f.version == self._state.version:
+            n = self._n
+            prefix = f.prefixes.get(len(payload))
+            if n < f.end_n and prefix is not None:
+                hdr = (f.word | ((n & 0x3FFF) << 14)).to_bytes(4, "big")  # literals: see _HOT_LAYOUT
+                sealed = hdr + f.encrypt((f.nonce_base | n).to_bytes(f.nonce_len, "big"), prefix + payload, hdr)
+                self._n = n + 1
+                self._overhead += len(sealed) - len(payload)
+                if f.ack:
+                    self._state.ack_rel += 1  # below ACK_TAIL_FRAMES: end_n stops before the frame that ends it
+                return sealed
+        return self._seal(payload, now, event)
+
+    def _seal(self, payload: bytes, now: float, event: bytes | None) -> bytes:
+        """The general path: every check, the control plan and its commit, chain and key updates; it re-arms
+        the fast path for the frames after this one."""
+        self._fast = None
         if self.closed:
             raise SealError("session closed")
         if len(payload) > MAX_PAYLOAD:
@@ -395,10 +519,74 @@ class FrameSealer:
             state.ack_rel += 1
             if state.ack_rel >= ACK_TAIL_FRAMES:
                 state.ack = None  # the announcer has gone quiet: it has its ack (a repeat re-arms us)
+        if not self._per_frame and self.fast_path:
+            self._arm(now, step, interval)
         return sealed
+
+    def _arm(self, now: float, step: int, interval: int) -> None:
+        """Arm the fast path for the frames after the one just sealed, up to the first that the general path might
+        seal differently: the end of the chain step, the next counter at which a scheduled item (ratchet key, SAS
+        reveal, ack, notice) repeats or expires, the end of the interval, the next time ``_prepare`` could act; and
+        only while the shared state keeps its version (the opener changes acks and peer keys)."""
+        n, state, cfg, fpk = self._n, self._state, self._config, self._fpk
+        end = self._epoch_start_n + (step + 1) * fpk
+        if end <= n:
+            return  # the next frame starts a chain step (always, with frames_per_key 1)
+        pend = self._pending
+        if pend is not None:
+            if self._key_owed or state.peer_acks.get(pend.epoch) == pend.public[:KEY_PREFIX_LEN]:
+                return
+            end = min(end, pend.armed_n + next_repeat(n - pend.armed_n))
+            end = min(end, pend.start + (cfg.max_skip_steps // 2 + 1) * fpk)  # _prepare re-announces there
+        elif self._epoch == 0 and not self._initial_acked:
+            if self._key_owed or state.peer_acks.get(0) == state.own_public.get(0, b"")[:KEY_PREFIX_LEN]:
+                return
+            end = min(end, next_repeat(n))
+        if self._revealing(now):  # it can only stop being true later: the fast path never runs before ``now``
+            if self._reveal_owed:
+                return
+            rel = next_reveal_repeat(n - self._reveal_n)
+            if rel is not None:
+                end = min(end, self._reveal_n + rel)
+        if state.ack is not None:
+            if self._ack_owed:
+                return
+            rel = state.ack_rel
+            end = min(end, n + next_repeat(rel) - rel, n + ACK_TAIL_FRAMES - 1 - rel)
+        for _, first in self._notices:
+            end = min(end, first + next_repeat(n - first), first + NOTICE_FRAMES - 1)
+        if end <= n or self._aead is None:
+            return
+        t_hi = self._interval_end(interval)
+        if pend is not None:
+            if Degradation.OWN_STEP_UNACKED not in state.degraded:
+                t_hi = min(t_hi, _deadline(pend.decided_at, 2 * cfg.dh_interval_s))
+        elif cfg.dh_interval_s > 0 and state.peer_current is not None and self._epoch < MAX_EPOCH:
+            t_hi = min(t_hi, _deadline(self._epoch_started_at, cfg.dh_interval_s))
+        if cfg.peer_dh_timeout_s > 0 and Degradation.NO_PEER_STEP not in state.degraded:
+            t_hi = min(t_hi, _deadline(state.last_peer_step_at, cfg.peer_dh_timeout_s))
+        if not now < t_hi:
+            return
+        word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)
+        self._fast = _Fast(
+            word, self._aead.encrypt, self._prefix, self._prefixes, end, now, t_hi, state.version, state.ack is not None
+        )
+
+    def _interval_end(self, interval: int) -> float:
+        """A time ``t`` with ``interval_at(now) <= interval`` for every ``now < t`` (as the floats compute it)."""
+        cached = self._interval_ends
+        if cached[0] == interval:
+            return cached[1]
+        tks = self._tks
+        t = tks.origin + (interval + 1) * tks.interval_ms / 1000.0
+        while tks.interval_at(math.nextafter(t, -math.inf)) > interval:
+            t = math.nextafter(t, -math.inf)
+        self._interval_ends = (interval, t)
+        return t
 
     def close(self) -> None:
         self.closed = True
+        self._fast = None
         _wipe(self._root)
         _wipe(self._ck)
         _wipe(self._mk)

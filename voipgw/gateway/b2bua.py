@@ -22,7 +22,7 @@ from voipgw.config import PhoneConfig, Policy
 from voipgw.gateway.bridged import follow, on_reoffer
 from voipgw.gateway.hooks import B2buaHooks
 from voipgw.gateway.inbound import inbound_setup
-from voipgw.gateway.legs import end_bridge
+from voipgw.gateway.legs import end_bridge, unhook
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
 from voipgw.gateway.outbound import outbound_setup
 from voipgw.gateway.routing import Inbound, Outbound, Refuse, RoutePlan, route
@@ -92,7 +92,9 @@ class Gateway:
         self.users = {u.name: u for u in config.users}
         self.stack: SipStack | None = None
         self.bridges: list[Bridge] = []
-        self.finished: collections.deque[Bridge] = collections.deque(maxlen=FINISHED_KEPT)
+        self.finished: collections.deque[dict[str, Any]] = collections.deque(maxlen=FINISHED_KEPT)
+        """The last calls' ``Bridge.snapshot()`` taken when each ended (for ``gateway status``): never the bridge
+        itself, so a finished call's media, sockets and ratchet state are released at once (issue 17)."""
         self._nonces: dict[str, NonceCache] = {}
         """One replay cache per identity, shared by all that user's outside legs."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -201,7 +203,7 @@ class Gateway:
                 {"name": u.name, "outside_aor": u.outside_aor, "contact": u.contact} for u in self.users.values()
             ],
             "calls": [b.snapshot() for b in self.bridges],
-            "finished": [b.snapshot() for b in self.finished],
+            "finished": list(self.finished),
             "refused_invites": {str(code): n for code, n in sorted(self.refused_invites.items())},
             "refused_calls": dict(sorted(self.refused_calls.items())),
             "zone_refusals": self.zone_refusals(),
@@ -351,7 +353,8 @@ class Gateway:
         counted = bridge in self.bridges
         if counted:
             self.bridges.remove(bridge)
-            self.finished.append(bridge)
+            self.finished.append(bridge.snapshot())
+            unhook(bridge)
         bridge.done.set()
         if counted:
             self._rtp_malformed_done.update(bridge.rtp_malformed())

@@ -155,6 +155,18 @@ def _bridge_dtmf(bridge: Bridge, inside: MediaStream) -> None:
     inside.on_dtmf = to_outside
 
 
+def unhook(bridge: Bridge) -> None:
+    """Take the bridge's callbacks off its legs' SIP dialogs and media streams once it is over: the SIP stack may
+    keep a dialog a while longer (retransmissions), and it must not keep the whole call (media, ratchet state,
+    sockets) alive through them (issue 17: a finished call is a snapshot only)."""
+    for sip in (bridge.inside_sip, bridge.outside.sip if bridge.outside is not None else None):
+        if sip is not None:
+            sip.reoffer_handler = None
+    for media in (bridge.inside_media, bridge.outside.media if bridge.outside is not None else None):
+        if media is not None:
+            media.on_dtmf = None
+
+
 def _send_dtmf(bridge: Bridge, stream: MediaStream, digit: str, leg: str) -> bool:
     try:
         stream.send_dtmf(digit)
