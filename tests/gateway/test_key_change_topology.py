@@ -8,7 +8,6 @@ verified one blocks the call with the reason."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.phones import run_cli
 from tests.support.requires import requires
 from tests.support.topology import (
     CLIP_SECONDS,
@@ -53,13 +53,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The ordinary CLI on one fronted user's folder, as OPERATIONS.md tells the operator to run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
+    return run_cli(home, *args, timeout=CLI_TIMEOUT_S)
 
 
 @dataclass

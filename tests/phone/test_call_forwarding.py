@@ -7,26 +7,14 @@ other than the one dialled, and the contact store keeps mallory's key under mall
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.phones import SPEECH, start_caller, start_listener
+from tests.support.phones import SPEECH, run_cli, start_caller, start_listener
 
 pytestmark = pytest.mark.integration
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def call(work: Path, dialled: str, *extra: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -51,7 +39,9 @@ def test_a_forwarded_call_names_who_answered_and_is_never_verified_for_the_diall
     # alice calls mallory once and verifies her out of band.
     a, m = call(tmp_path, "mallory")
     assert a["security"] == "secure, unverified" and a["forwarded"] is None and m["forwarded"] is None
-    out = cli(tmp_path / "alice-home", "verify", "mallory@127.0.0.1", "--safety-number", m["safety_number"], "--yes")
+    out = run_cli(
+        tmp_path / "alice-home", "verify", "mallory@127.0.0.1", "--safety-number", m["safety_number"], "--yes"
+    )
     assert out.returncode == 0, out.stderr
 
     # Now alice dials bob; mallory's phone (accept_any_callee) answers it, signing as mallory.
@@ -63,7 +53,7 @@ def test_a_forwarded_call_names_who_answered_and_is_never_verified_for_the_diall
     assert m["forwarded"] == "forwarded: alice@127.0.0.1 called bob@127.0.0.1, answered here as mallory@127.0.0.1"
     assert a["sas"] == m["sas"] and a["safety_number"] == m["safety_number"]
 
-    contacts = json.loads(cli(tmp_path / "alice-home", "contacts", "--json").stdout)
+    contacts = json.loads(run_cli(tmp_path / "alice-home", "contacts", "--json").stdout)
     aors = {c["aor"]: c for c in contacts} if isinstance(contacts, list) else contacts
     assert "bob@127.0.0.1" not in aors, "mallory's key filed under bob"
     assert "mallory@127.0.0.1" in aors

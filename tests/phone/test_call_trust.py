@@ -4,28 +4,16 @@ blocked with a loud warning at both ends, accept-key, and the in-call v/x keys o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 
-from tests.support.phones import SPEECH, start_caller, start_listener, voipgw_argv
+from tests.support.phones import SPEECH, run_cli, start_caller, start_listener, voipgw_argv
 from voipgw.negotiate import KEY_CHANGE_REFUSED
 
 pytestmark = pytest.mark.integration
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def call(work: Path) -> tuple[dict[str, Any], dict[str, Any], str, str]:
@@ -54,7 +42,7 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     first_number = a["safety_number"]
 
     # Alice compares out of band and verifies Bob with the digits Bob's side shows.
-    out = cli(alice_home, "verify", "bob@127.0.0.1", "--safety-number", b["safety_number"], "--yes")
+    out = run_cli(alice_home, "verify", "bob@127.0.0.1", "--safety-number", b["safety_number"], "--yes")
     assert out.returncode == 0, out.stderr
 
     a, b, _, _ = call(tmp_path)  # new processes: the identities and the store survived the restart
@@ -63,7 +51,7 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert a["safety_number"] == b["safety_number"] == first_number  # stable across restarts
 
     # Bob rotates his identity: Alice had verified him, so her next call is refused with the old/new numbers.
-    assert cli(bob_home, "id", "new", "--force", "--yes").returncode == 0
+    assert run_cli(bob_home, "id", "new", "--force", "--yes").returncode == 0
     a, b, alice_log, _ = call(tmp_path)
     assert a["state"] == "failed" and a["security"] == "refused"
     assert "changed" in a["reason"].lower(), a["reason"]
@@ -75,10 +63,10 @@ def test_tofu_verify_fast_path_rotation_blocked_then_accepted(tmp_path: Path) ->
     assert "first seen" not in b["reason"] and "verified" not in b["reason"], b["reason"]
     assert "first seen" in a["reason"] and "verified" in a["reason"], a["reason"]
     assert a["frames_sent"] == 0 and a["frames_opened"] == 0 and a["frames_played"] == 0
-    contacts = json.loads(cli(alice_home, "contacts", "--json").stdout)
+    contacts = json.loads(run_cli(alice_home, "contacts", "--json").stdout)
     assert contacts[0]["aor"] == "bob@127.0.0.1"
 
-    assert cli(alice_home, "accept-key", "bob@127.0.0.1", "--yes").returncode == 0
+    assert run_cli(alice_home, "accept-key", "bob@127.0.0.1", "--yes").returncode == 0
     a, b, _, _ = call(tmp_path)
     assert a["state"] == "ended" and a["security"] == "secure, unverified"
     assert a["safety_number"] != first_number and a["safety_number"] == b["safety_number"]
@@ -90,8 +78,10 @@ def test_a_blocked_key_change_tells_the_caller_only_that_it_was_refused_for_a_ke
     that he had verified it stay in bob's log and summary."""
     a, _, _, _ = call(tmp_path)
     bob_home = tmp_path / "bob-home"
-    assert cli(bob_home, "verify", "alice@127.0.0.1", "--safety-number", a["safety_number"], "--yes").returncode == 0
-    assert cli(tmp_path / "alice-home", "id", "new", "--force", "--yes").returncode == 0
+    assert (
+        run_cli(bob_home, "verify", "alice@127.0.0.1", "--safety-number", a["safety_number"], "--yes").returncode == 0
+    )
+    assert run_cli(tmp_path / "alice-home", "id", "new", "--force", "--yes").returncode == 0
     a, b, _, bob_log = call(tmp_path)
     print(f"blocked at the callee: alice {a['reason']!r}; bob {b['reason']!r}")
     assert a["state"] == b["state"] == "failed" and a["security"] == b["security"] == "refused", (a, b)
@@ -124,7 +114,7 @@ def test_in_call_v_marks_the_contact_verified(tmp_path: Path) -> None:
     transcript, summary = _interactive_call(tmp_path, "v")
     assert "marked verified (SAS" in transcript
     assert summary["state"] == "ended" and summary["security"] == "secure, verified"
-    contact = json.loads(cli(tmp_path / "alice-home", "contacts", "--json").stdout)[0]
+    contact = json.loads(run_cli(tmp_path / "alice-home", "contacts", "--json").stdout)[0]
     assert contact["verified"] is True and contact["verified_method"] == "sas"
 
 
@@ -133,5 +123,5 @@ def test_in_call_x_hangs_up_and_records_a_warning(tmp_path: Path) -> None:
     assert "SAS mismatch with bob@127.0.0.1: hanging up" in transcript
     assert summary["state"] == "ended" and "did not match" in summary["reason"]
     assert summary["duration_s"] < 5  # hung up at once, not at the end of --duration
-    shown = cli(tmp_path / "alice-home", "fingerprint", "bob@127.0.0.1")
+    shown = run_cli(tmp_path / "alice-home", "fingerprint", "bob@127.0.0.1")
     assert "mismatch" in (shown.stdout + shown.stderr).lower()

@@ -29,6 +29,11 @@ def voipgw_argv(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), *args]
 
 
+def run_cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """One ordinary CLI command (``voipgw --home HOME ARGS``) run to completion, output captured."""
+    return subprocess.run(voipgw_argv(home, *args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
 @dataclass
 class PhoneProc:
     name: str
