@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.config_gateway import (
     PASSWORDS,
+    REGISTER_RECOVERY_S,
     GatewayProc,
     options_status,
     start_config_gateway,
@@ -80,10 +81,10 @@ def test_a_pbx_outage_mid_call_keeps_the_media_and_the_registrations_recover(tmp
             back = wait_until(
                 lambda: options_status(pbx.addr, "alice") == 200 and options_status(pbx.addr, "bob") == 200,
                 "both users routable at the PBX again",
-                30.0,
+                REGISTER_RECOVERY_S,
             )
-            gwa.wait_registered()
-            gwb.wait_registered()
+            gwa.wait_registered(REGISTER_RECOVERY_S)
+            gwb.wait_registered(REGISTER_RECOVERY_S)
             print(
                 f"PBX down {down_s:.1f} s: A opened {a1 - a0}, B opened {b1 - b0} frames meanwhile; "
                 f"both users routable again {back:.1f} s after the PBX came back"
@@ -113,8 +114,8 @@ def test_a_pbx_outage_mid_call_keeps_the_media_and_the_registrations_recover(tmp
             second_b = last_finished(gwb)
             assert second_b["reason"] == f"no media from the outside leg for {MEDIA_TIMEOUT_S:g} s", second_b
             pbx.start()
-            gwa.wait_registered(30.0)
-            gwb.wait_registered(30.0)
+            gwa.wait_registered(REGISTER_RECOVERY_S)
+            gwb.wait_registered(REGISTER_RECOVERY_S)
             for gw in gws:
                 assert gw.proc.poll() is None and "Traceback" not in gw.log(), gw.log()[-3000:]
     finally:

@@ -20,6 +20,7 @@ from tests.support.config_gateway import (
     CALL_TIMEOUT_S,
     GATEWAY_BLOCK,
     PASSWORDS,
+    REGISTER_RECOVERY_S,
     GatewayProc,
     options_status,
     sip_request,
@@ -404,8 +405,8 @@ def test_the_registrations_recover_after_a_pbx_outage_and_calls_work_again(tmp_p
             assert gwa.metrics()["voipgw_registrations"] == 0
             t_up = time.monotonic()
             pbx.start()  # same port, empty location table
-            wait_registration_state(gwa, "registered", timeout=20.0)
-            wait_registration_state(gwb, "registered", timeout=20.0)
+            wait_registration_state(gwa, "registered", timeout=REGISTER_RECOVERY_S)
+            wait_registration_state(gwb, "registered", timeout=REGISTER_RECOVERY_S)
             print(f"both gateways registered again {time.monotonic() - t_up:.1f} s after the PBX came back")
             assert gwa.metrics()["voipgw_registrations"] == 1
             assert options_status(pbx.addr, "bob") == 200

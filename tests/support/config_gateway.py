@@ -21,9 +21,18 @@ from tests.support.phones import _spawn, voipgw_argv
 from tests.testbed.baresip import Baresip
 from tests.testbed.ports import PortBlock, reserve_block
 from tests.testbed.proc import stop_group
+from voipgw.sip import registration as sip_registration
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
+REGISTER_RECOVERY_S = (
+    sip_registration.REGISTER_BACKOFF_CAP_S * (1.0 + sip_registration.REGISTER_BACKOFF_JITTER)
+    + sip_registration.REGISTER_ATTEMPT_TIMEOUT_S
+    + 10.0
+)
+"""Longest a registration may take to come back once the PBX is reachable again: a long outage (failing at once
+on ICMP port unreachable) has pushed the retry backoff to its cap, so the next attempt can be a whole capped,
+jittered delay away, and that attempt may need its full timeout."""
 
 
 @dataclass
