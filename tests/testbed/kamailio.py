@@ -111,6 +111,7 @@ request_route {{
     t_check_trans();
     {auth_block}
     if (is_method("REGISTER")) {{ if (!save("location")) sl_reply_error(); exit; }}
+    {strip_initial}
     if (is_method("INVITE|SUBSCRIBE")) record_route();
     if (uri==myself) {{
         {dispatch}
@@ -169,8 +170,9 @@ TRANSCODE_FLAGS = "codec-mask=opus codec-transcode=PCMU"
 instead, transcoding between the legs (the caller still sees Opus in the answer)."""
 
 _STRIP = 'if (has_body("application/sdp") && sdp_remove_line_by_prefix("a=voipgw")) msg_apply_changes();'
+# On an initial INVITE the strip must come before record_route(): msg_apply_changes() refuses to run after it.
+_STRIP_INITIAL = 'if (is_method("INVITE")) { ' + _STRIP + " }"
 _RTP_INITIAL = """if (is_method("INVITE") && has_body("application/sdp")) {
-        {strip}
         {manage_offer}
         t_on_reply("MANAGE_REPLY");
     }"""
@@ -337,7 +339,7 @@ class Kamailio:
     def _sdp_routes(self) -> dict[str, str]:
         """The route fragments that touch SDP bodies: rtpengine and/or the a=voipgw strip (none by default)."""
         if not (self.rtpengine_ng or self.strip_voipgw):
-            return {"rtp_initial": "", "rtp_indialog": "", "rtp_onreply": ""}
+            return {"strip_initial": "", "rtp_initial": "", "rtp_indialog": "", "rtp_onreply": ""}
         plain = RTP_FLAGS if self.rtpengine_ng else None
         offer = f"{RTP_FLAGS} {TRANSCODE_FLAGS}" if self.transcode else plain
         subst = {"{strip}": _STRIP if self.strip_voipgw else "", "{manage}": _manage(plain)}
@@ -348,7 +350,12 @@ class Kamailio:
                 template = template.replace(key, value)
             return template
 
-        return {"rtp_initial": fill(_RTP_INITIAL), "rtp_indialog": fill(_RTP_INDIALOG), "rtp_onreply": fill(_RTP_ONREPLY)}
+        return {
+            "strip_initial": _STRIP_INITIAL if self.strip_voipgw else "",
+            "rtp_initial": fill(_RTP_INITIAL),
+            "rtp_indialog": fill(_RTP_INDIALOG),
+            "rtp_onreply": fill(_RTP_ONREPLY),
+        }
 
     def _auth_block(self) -> str:
         if not self.auth:
