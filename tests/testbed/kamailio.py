@@ -4,6 +4,16 @@ stops it by PID, stays on 127.0.0.1.
 
 Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the
 port is bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; own -Y/-P dirs each.
+
+As a rewriting PBX (options ``strip_voipgw``, ``topoh``, ``transcode``; measured with kamailio 5.6.3 and rtpengine
+10.5, tests/testbed/test_kamailio_rewrite.py):
+- ``strip_voipgw``: ``sdp_remove_line_by_prefix("a=voipgw")`` then ``msg_apply_changes()``, on requests before
+  ``record_route()`` (msg_apply_changes refuses to run after it) and in the reply route. rtpengine alone keeps
+  unknown attributes (it only moves them after the ``m=`` line), so the strip is what removes them.
+- ``topoh``: the callee sees ``Call-ID: !!:<masked>``, ``Contact: <sip:127.0.0.1;line=sr-...>`` and a masked
+  second Via; Kamailio unmasks on the way back, so the caller sees its own Call-ID throughout.
+- ``transcode``: ``codec-mask=opus codec-transcode=PCMU`` on offers: the callee is offered PCMU only, the caller
+  is answered Opus, and rtpengine re-encodes between them (new payload type and bytes on each leg).
 """
 
 from __future__ import annotations
