@@ -15,7 +15,7 @@ from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
 
-pytestmark = [pytest.mark.integration, requires("kamailio", "rtpengine")]
+pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("kamailio", "rtpengine")]
 
 OFFER_EXTRA = "a=voipgw:" + "T0ZGRVI" * 150 + "\r\na=ptime:20\r\n"
 ANSWER_EXTRA = "a=voipgw:" + "QU5TV0VS" * 100 + "\r\na=ptime:20\r\n"

@@ -11,7 +11,7 @@ import pytest
 from tests.support.raw_sip import RawSipUa, hang_up, opus_sdp, sdp_media_addr, setup_call, uri_of
 from tests.testbed.sippy_b2bua import SippyB2bua
 
-pytestmark = pytest.mark.integration  # sippy is a dependency of voipgw itself: nothing to require
+pytestmark = [pytest.mark.integration, pytest.mark.interop]  # sippy is a voipgw dependency: nothing to require
 
 OFFER_ATTR = "a=voipgw:" + "T0ZGRVI" * 200 + "\r\na=x-unknown:kept\r\n"
 ANSWER_ATTR = "a=voipgw:" + "QU5TV0VS" * 150 + "\r\n"
