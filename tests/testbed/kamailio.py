@@ -179,6 +179,18 @@ TRANSCODE_FLAGS = "codec-mask=opus codec-transcode=PCMU"
 """Added to the initial offer's flags in ``transcode`` mode: rtpengine hides Opus from the callee and offers PCMU
 instead, transcoding between the legs (the caller still sees Opus in the answer)."""
 
+# The default (rtpengine only): these exact fragments, as before the rewriting options existed.
+_RTP_INITIAL_PLAIN = """if (is_method("INVITE") && has_body("application/sdp")) {
+        rtpengine_manage("replace-origin replace-session-connection");
+        t_on_reply("MANAGE_REPLY");
+    }"""
+_RTP_INDIALOG_PLAIN = """if (is_method("INVITE|UPDATE|ACK|BYE")) {
+                rtpengine_manage("replace-origin replace-session-connection");
+                if (is_method("INVITE|UPDATE")) t_on_reply("MANAGE_REPLY");
+            }"""
+_RTP_ONREPLY_PLAIN = """onreply_route[MANAGE_REPLY] {
+    if (has_body("application/sdp")) rtpengine_manage("replace-origin replace-session-connection");
+}"""
 _STRIP = 'if (has_body("application/sdp") && sdp_remove_line_by_prefix("a=voipgw")) msg_apply_changes();'
 # On an initial INVITE the strip must come before record_route(): msg_apply_changes() refuses to run after it.
 _STRIP_INITIAL = 'if (is_method("INVITE")) { ' + _STRIP + " }"
@@ -350,6 +362,13 @@ class Kamailio:
         """The route fragments that touch SDP bodies: rtpengine and/or the a=voipgw strip (none by default)."""
         if not (self.rtpengine_ng or self.strip_voipgw):
             return {"strip_initial": "", "rtp_initial": "", "rtp_indialog": "", "rtp_onreply": ""}
+        if not (self.strip_voipgw or self.transcode):
+            return {
+                "strip_initial": "",
+                "rtp_initial": _RTP_INITIAL_PLAIN,
+                "rtp_indialog": _RTP_INDIALOG_PLAIN,
+                "rtp_onreply": _RTP_ONREPLY_PLAIN,
+            }
         plain = RTP_FLAGS if self.rtpengine_ng else None
         offer = f"{RTP_FLAGS} {TRANSCODE_FLAGS}" if self.transcode else plain
         subst = {"{strip}": _STRIP if self.strip_voipgw else "", "{manage}": _manage(plain)}
