@@ -206,26 +206,38 @@ class RawSipUa:
         lines.append(f"Content-Length: {len(sdp.encode())}")
         self.send("\r\n".join(lines) + "\r\n\r\n" + sdp, request.source)
 
-    def in_dialog(self, method: str, dialog: SipMessage, via: tuple[str, int], *, caller: bool) -> None:
-        """ACK or BYE within the dialog that ``dialog`` (the 200 the caller got, or the INVITE the callee got)
-        set up, sent to ``via`` (the PBX) with the route set it recorded."""
+    def in_dialog(
+        self,
+        method: str,
+        dialog: SipMessage,
+        via: tuple[str, int],
+        *,
+        caller: bool,
+        cseq_step: int | None = None,
+        sdp: str = "",
+    ) -> None:
+        """ACK, BYE or re-INVITE within the dialog that ``dialog`` (the 200 the caller got, or the INVITE the
+        callee got) set up, sent to ``via`` (the PBX) with the route set it recorded. The CSeq is the INVITE's
+        plus ``cseq_step`` (default: 0 for ACK, 1 otherwise); ``sdp`` is the body (a re-INVITE's offer)."""
         routes = dialog.all("Record-Route")
         if caller:
             routes = routes[::-1]
             local, remote = dialog.header("From"), dialog.header("To")
             cseq = int(dialog.header("CSeq").split()[0])
-            cseq = cseq if method == "ACK" else cseq + 1
         else:
             local, remote = dialog.header("To"), dialog.header("From")
             if ";tag=" not in local:
                 local += f";tag={self.tag}"
             cseq = 1
+        cseq += (0 if method == "ACK" else 1) if cseq_step is None else cseq_step
         target = uri_of(dialog.header("Contact"))
         lines = [f"{method} {target} SIP/2.0", f"Via: {self._via()}", "Max-Forwards: 70"]
         lines += [f"Route: {r}" for r in routes]
         lines += [f"From: {local}", f"To: {remote}", f"Call-ID: {dialog.call_id}", f"CSeq: {cseq} {method}"]
-        lines += ["Content-Length: 0"]
-        self.send("\r\n".join(lines) + "\r\n\r\n", via)
+        lines += [f"Contact: {self.contact}"] if method == "INVITE" else []
+        lines += ["Content-Type: application/sdp"] if sdp else []
+        lines += [f"Content-Length: {len(sdp.encode())}"]
+        self.send("\r\n".join(lines) + "\r\n\r\n" + sdp, via)
 
     def send_rtp(self, dest: tuple[str, int], payloads: list[bytes], pt: int, ssrc: int) -> None:
         for seq, payload in enumerate(payloads):
@@ -303,9 +315,24 @@ def setup_call(
     return RawCall(call_id, offer, invite, answer, ok)
 
 
-def hang_up(call: RawCall, caller: RawSipUa, callee: RawSipUa, pbx: tuple[str, int]) -> SipMessage:
-    """BYE from the caller through ``pbx``; the callee answers 200 and the caller gets it. Returns the callee's BYE."""
-    caller.in_dialog("BYE", call.caller_ok, pbx, caller=True)
+def reinvite(
+    call: RawCall, caller: RawSipUa, callee: RawSipUa, pbx: tuple[str, int], offer: str, answer: str
+) -> tuple[SipMessage, SipMessage]:
+    """A re-INVITE (CSeq +1) from the caller with ``offer``; the callee answers 200 with ``answer``; the caller
+    ACKs. Returns (the re-INVITE the callee got, the 200 the caller got)."""
+    caller.in_dialog("INVITE", call.caller_ok, pbx, caller=True, cseq_step=1, sdp=offer)
+    got = callee.expect("INVITE")
+    callee.reply(got, 200, "OK", answer)
+    ok = caller.expect("200 INVITE")
+    caller.in_dialog("ACK", call.caller_ok, pbx, caller=True, cseq_step=1)
+    callee.expect("ACK")
+    return got, ok
+
+
+def hang_up(call: RawCall, caller: RawSipUa, callee: RawSipUa, pbx: tuple[str, int], cseq_step: int = 1) -> SipMessage:
+    """BYE from the caller through ``pbx``; the callee answers 200 and the caller gets it. Returns the callee's BYE.
+    ``cseq_step``: 2 after a ``reinvite``."""
+    caller.in_dialog("BYE", call.caller_ok, pbx, caller=True, cseq_step=cseq_step)
     bye = callee.expect("BYE")
     callee.reply(bye, 200, "OK")
     caller.expect("200 BYE")

@@ -1,7 +1,7 @@
 """Kamailio as a PBX that rewrites what voipgw relies on (tests/testbed/kamailio.py ``strip_voipgw``, ``topoh``,
-``transcode``), proven with a raw SIP call: the callee gets another Call-ID, no ``a=voipgw`` either way, and the
-media through rtpengine with every payload untouched; in transcode mode the callee is offered no Opus at all.
-The default configuration is unchanged (no sdpops/topoh/textopsx loaded)."""
+``transcode``), proven with a raw SIP call: the callee gets another Call-ID, no ``a=voipgw`` either way (also in a
+hold re-INVITE), and the media through rtpengine with every payload untouched; in transcode mode the callee is
+offered no Opus at all. The default configuration is unchanged (no sdpops/topoh/textopsx loaded)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.raw_sip import RawSipUa, hang_up, opus_sdp, pcmu_sdp, sdp_codecs, sdp_media_addr, setup_call
+from tests.support.raw_sip import (
+    RawSipUa,
+    hang_up,
+    opus_sdp,
+    pcmu_sdp,
+    reinvite,
+    sdp_codecs,
+    sdp_media_addr,
+    setup_call,
+)
 from tests.support.requires import requires
 from tests.testbed.kamailio import Kamailio
 from tests.testbed.rtpengine import Rtpengine
@@ -66,9 +75,15 @@ def test_strip_topoh_rtpengine_masks_the_call_id_strips_the_attribute_and_relays
         got_b = bob.recv_rtp(PACKETS)
         bob.send_rtp(to_alice, payloads_b, pt=96, ssrc=0xB0B)
         got_a = alice.recv_rtp(PACKETS)
-        bye = hang_up(call, alice, bob, pbx.addr)
+        # A hold re-INVITE is stripped both ways too, and rides the callee's masked Call-ID.
+        hold = opus_sdp(alice.rtp_port, OFFER_EXTRA + "a=sendonly\r\n", session=4243)
+        held = opus_sdp(bob.rtp_port, ANSWER_EXTRA + "a=recvonly\r\n", session=78)
+        re_invite, re_ok = reinvite(call, alice, bob, pbx.addr, hold, held)
+        bye = hang_up(call, alice, bob, pbx.addr, cseq_step=2)
 
-    assert bye.call_id == invite.call_id
+    assert bye.call_id == re_invite.call_id == invite.call_id
+    assert "a=voipgw" not in re_invite.body and "a=sendonly" in re_invite.body
+    assert "a=voipgw" not in re_ok.body and "a=recvonly" in re_ok.body
     # Every payload crossed the relay untouched (same payload type and SSRC: no transcoding engine involved).
     assert [p for _, _, p in got_b] == payloads_a[: len(got_b)] and len(got_b) >= PACKETS - 2
     assert [p for _, _, p in got_a] == payloads_b[: len(got_a)] and len(got_a) >= PACKETS - 2

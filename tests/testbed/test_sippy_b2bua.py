@@ -1,6 +1,6 @@
 """The Sippy B2BUA test bed does what tests/testbed/sippy_b2bua.py says: each leg has its own Call-ID (and tags,
-From host), the SDP (a=voipgw included) crosses byte for byte both ways, the media is not relayed, and ACK/BYE
-cross on the callee's own Call-ID."""
+From host), the SDP (a=voipgw included) crosses byte for byte both ways, also in a re-INVITE, the media is not
+relayed, and ACK/re-INVITE/BYE cross on the callee's own Call-ID."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.raw_sip import RawSipUa, hang_up, opus_sdp, sdp_media_addr, setup_call, uri_of
+from tests.support.raw_sip import RawSipUa, hang_up, opus_sdp, reinvite, sdp_media_addr, setup_call, uri_of
 from tests.testbed.sippy_b2bua import SippyB2bua
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]  # sippy is a voipgw dependency: nothing to require
@@ -26,7 +26,10 @@ def test_b2bua_gives_the_callee_its_own_call_id_and_relays_the_sdp_untouched(
             offer = opus_sdp(alice.rtp_port, OFFER_ATTR)
             answer = opus_sdp(bob.rtp_port, ANSWER_ATTR, session=77)
             call = setup_call(alice, bob, pbx.addr, f"sip:bob@127.0.0.1:{pbx.port}", offer, answer)
-            bye = hang_up(call, alice, bob, pbx.addr)
+            hold = opus_sdp(alice.rtp_port, OFFER_ATTR + "a=sendonly\r\n", session=4243)
+            held = opus_sdp(bob.rtp_port, ANSWER_ATTR + "a=recvonly\r\n", session=78)
+            re_invite, re_ok = reinvite(call, alice, bob, pbx.addr, hold, held)
+            bye = hang_up(call, alice, bob, pbx.addr, cseq_step=2)
             pbx_port = pbx.port
         alice_rtp, bob_rtp = alice.rtp_port, bob.rtp_port
 
@@ -46,6 +49,9 @@ def test_b2bua_gives_the_callee_its_own_call_id_and_relays_the_sdp_untouched(
     # The SDP crosses byte for byte both ways, a=voipgw and unknown attributes included...
     assert invite.body == offer
     assert call.caller_ok.body == answer
+    # A re-INVITE (hold) crosses the same way, on the callee's own Call-ID.
+    assert re_invite.call_id == invite.call_id and re_invite.body == hold
+    assert re_ok.body == held
     # ...so the media goes straight between the endpoints: the B2BUA relays none (no rtpproxy).
     assert sdp_media_addr(invite.body) == ("127.0.0.1", alice_rtp)
     assert sdp_media_addr(call.caller_ok.body) == ("127.0.0.1", bob_rtp)
