@@ -18,9 +18,10 @@ from ratchet.identity import IdentityKey
 from ratchet.inband import InbandKind
 from voipgw.active_call import ActiveCall
 from voipgw.call import KeyExchange
-from voipgw.config import PhoneConfig
+from voipgw.config import PhoneConfig, Policy
 from voipgw.inband_link import InbandLink
 from voipgw.logutil import RateLimitedLog
+from voipgw.media import MediaStats
 from voipgw.negotiate import (
     Accepted,
     Answer,
@@ -39,8 +40,18 @@ from voipgw.sip import IncomingCall
 log = logging.getLogger("voipgw.inband")
 _refused = RateLimitedLog(log)
 
-POLL_S = 0.25
-"""How often a wait looks at the SIP dialog (the caller may give up meanwhile)."""
+POLL_S = 0.1
+"""How often a wait looks at the SIP dialog (the caller may give up meanwhile) and at what the peer sends."""
+PLAIN_PEER_PACKETS = 10
+"""Under ``opportunistic``, a peer that sent this many ordinary RTP packets (200 ms of audio) and not one in-band
+packet is a plain phone: a voipgw peer sends nothing but its key exchange before the keys. The wait ends there
+instead of costing the call its first seconds. Never under ``require`` (an injected packet must not shorten the
+wait of a call that can only be sealed)."""
+
+
+def plain_peer(stats: MediaStats, policy: Policy) -> bool:
+    """Whether the peer already showed it is a plain phone (``opportunistic`` only; see PLAIN_PEER_PACKETS)."""
+    return policy is Policy.OPPORTUNISTIC and stats.inband_received == 0 and stats.frames_received >= PLAIN_PEER_PACKETS
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ async def wait_offer(
     None (none came, ``opportunistic``: a plain call). ``gone()`` is true once the caller gave up."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.inband_wait_s
-    while (left := deadline - loop.time()) > 0 and not gone():
+    while (left := deadline - loop.time()) > 0 and not gone() and not plain_peer(link.stream.stats, config.policy):
         offer = await link.receive(InbandKind.OFFER, min(left, POLL_S))
         if offer is None:
             continue
@@ -106,7 +117,7 @@ async def exchange(
     link.send(InbandKind.OFFER, offerer.offer_bytes, config.inband_wait_s)
     deadline = loop.time() + config.inband_wait_s
     try:
-        while (left := deadline - loop.time()) > 0 and not gone():
+        while (left := deadline - loop.time()) > 0 and not gone() and not plain_peer(link.stream.stats, config.policy):
             answer = await link.receive(InbandKind.ANSWER, min(left, POLL_S))
             if answer is None:
                 continue

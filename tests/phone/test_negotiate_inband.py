@@ -11,6 +11,8 @@ import pytest
 from ratchet.handshake import NonceCache, Offerer, answer_offer
 from ratchet.identity import IdentityKey
 from voipgw.config import PhoneConfig, Policy
+from voipgw.inband_flow import plain_peer
+from voipgw.media import MediaStats
 from voipgw.negotiate import (
     INBAND_EARLY,
     REJECT_PINNED_CONTACT,
@@ -217,3 +219,17 @@ def test_the_200_of_an_early_dialog_keyed_in_the_media_path_must_not_bring_an_at
     attr_sdp = build_sdp("192.0.2.1", 4000, [opus_codec()], handshake="AAAA")
     verdict = final_matches_early(INBAND_EARLY, attr_sdp)
     assert isinstance(verdict, Rejected) and "key exchange its 183 did not" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("policy", "ordinary", "inband", "plain"),
+    [
+        (Policy.OPPORTUNISTIC, 10, 0, True),  # 200 ms of audio and no key exchange: a plain phone
+        (Policy.OPPORTUNISTIC, 9, 0, False),
+        (Policy.OPPORTUNISTIC, 50, 1, False),  # it sent one in-band packet: a voipgw peer, wait for the rest
+        (Policy.REQUIRE, 500, 0, False),  # never shortened under require (injected packets must not end it)
+    ],
+)
+def test_when_the_wait_ends_early_for_a_plain_phone(policy: Policy, ordinary: int, inband: int, plain: bool) -> None:
+    stats = MediaStats(frames_received=ordinary, inband_received=inband)
+    assert plain_peer(stats, policy) is plain

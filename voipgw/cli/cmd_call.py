@@ -282,6 +282,7 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "suite": rec.suite,
         "key_exchange": rec.key_exchange.value,
         "call_id_bound": rec.call_id_bound,
+        "key_exchange_note": rec.key_exchange_note,
         "codec": rec.codec,
         "sas": rec.sas,
         "sas_words": list(rec.sas_words) if rec.sas_words else None,
@@ -304,15 +305,6 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
     return out
 
 
-def key_exchange_note(data: dict[str, Any]) -> str:
-    """The summary's words for an unusual key-exchange path (docs/PROTOCOL.md §C.6, §C.7)."""
-    if data.get("key_exchange") == "media":
-        return "key exchange in the media path"
-    if data.get("key_exchange") == "sdp" and data.get("call_id_bound") is False:
-        return "Call-ID not bound"
-    return ""
-
-
 def print_summary(data: dict[str, Any]) -> None:
     print(
         f"call {data['direction']} {data['local_aor']} -> {data['remote_aor']}: {data['state']}",
@@ -324,7 +316,7 @@ def print_summary(data: dict[str, Any]) -> None:
         print(f"  {data['forwarded']}", file=sys.stderr)
     security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
     security = data.get("security_text") or security
-    detail = ", ".join(x for x in (data["suite"], key_exchange_note(data)) if x)
+    detail = ", ".join(x for x in (data["suite"], data.get("key_exchange_note")) if x)
     print(f"  security: {security}" + (f" ({detail})" if detail else ""), file=sys.stderr)
     if data["sas"]:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
