@@ -170,6 +170,9 @@ class CallRecord:
     """The peer told us, inside the encryption (NOTICE), that it saw a changed identity key for us and went on
     without verifying it (its ``warn`` policy)."""
     key_exchange: KeyExchange = KeyExchange.NONE
+    inband_ms: float | None = None
+    """A caller's key exchange in the media path: its first offer burst to the verified answer (a media round
+    trip when nothing is lost; ``voipgw bench call`` reports it)."""
     call_id_bound: bool | None = None
     """Whether the handshake bound the SIP Call-ID (None: no keys). False in the media path and behind a B2BUA
     with ``bind_call_id = false`` (docs/PROTOCOL.md §C.7 says what that mode binds instead)."""

@@ -165,7 +165,9 @@ async def caller_exchange(
     call.inband = InbandLink(call.media, needed.remote.rtp_address, needed.codec.payload_type)
     log.info("call %s to %s: no a=voipgw in the answer; the key exchange goes in the media path",
              rec.call_id, rec.remote_aor)  # fmt: skip
+    started = asyncio.get_running_loop().time()
     result = await exchange(call.inband, needed, config, offerer, rec.remote_aor, pinned, lambda: sip.finished)
     if isinstance(result, Accepted) and result.keys is not None:
         rec.key_exchange, rec.call_id_bound = KeyExchange.MEDIA, False
+        rec.inband_ms = (asyncio.get_running_loop().time() - started) * 1e3
     return result

@@ -59,6 +59,10 @@ def test_bench_call_json_is_complete_and_sane(tmp_path: Path) -> None:
     for key in ("setup_ms_added_median", "setup_ms_added_p90", "wire_ms_added_median", "cpu_ratio_secure_vs_plain"):
         assert isinstance(data[key], float), key
     assert data["goal_setup_ms_added"] == 3.0 and data["goal_extra_round_trips"] == 0
+    # the in-band row: calls through a relay that strips a=voipgw are still secure, keyed in the media path
+    assert data["inband_ms_median"] > 0 and data["inband_ms_p90"] >= data["inband_ms_median"]
+    assert data["setup_ms_median_inband"] > 0 and isinstance(data["setup_ms_added_median_inband"], float)
+    assert all(n >= 4 for n in data["setup_messages_inband"])  # INVITE, 183 (the media path first), 200, ACK
     for key in ("cached_known", "known_uncached", "first_contact"):
         assert data[f"trust_evaluate_us_{key}"] > 0, key
     # setup over each SIP transport: every offered combination measured, hybrid over UDP explained instead

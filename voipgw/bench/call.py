@@ -30,6 +30,10 @@ from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
 from voipgw.call import Security
 
 MODES = ("secure", "plain")
+INBAND = "inband"
+"""A secure call through a relay that deletes ``a=voipgw`` (a B2BUA PBX): keyed in the media path (§C.6). Its
+setup is measured beside the others; its CPU per call-second is the secure mode's once keyed."""
+SETUP_MODES = (*MODES, INBAND)
 SECURE = {Security.SECURE_UNVERIFIED.value, Security.SECURE_VERIFIED.value}
 READY_TIMEOUT_S = 15.0
 CALL_TIMEOUT_S = 30.0
@@ -70,8 +74,10 @@ class SipTap:
     ``on_mark(call_id, "ack" | "bye")`` runs in the relay thread as the caller's ACK or BYE arrives.
     """
 
-    def __init__(self, callee: tuple[str, int]) -> None:
+    def __init__(self, callee: tuple[str, int], *, strip: bool = False) -> None:
         self.callee = callee
+        self.strip = strip
+        """Delete ``a=voipgw`` from every SDP it relays (what a B2BUA PBX does)."""
         self.caller: tuple[str, int] | None = None
         self.calls: dict[str, list[SipMessage]] = {}
         self.on_mark: Callable[[str, str], None] | None = None
@@ -115,6 +121,8 @@ class SipTap:
                 target: tuple[str, int] | None = self.callee
             else:
                 target = self.caller
+            if self.strip:
+                data = _strip_voipgw(data)
             if target is not None:
                 with contextlib.suppress(OSError):
                     self._sock.sendto(data, target)
@@ -142,6 +150,18 @@ class SipTap:
         return b"\r\n".join(lines) + sep + body
 
 
+_VOIPGW_LINE = re.compile(rb"a=voipgw:[^\r\n]*\r\n")
+
+
+def _strip_voipgw(data: bytes) -> bytes:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    new_body, n = _VOIPGW_LINE.subn(b"", body)
+    if not n:
+        return data
+    head = re.sub(rb"(?im)^(content-length|l)[ \t]*:[ \t]*\d+", b"Content-Length: %d" % len(new_body), head)
+    return head + sep + new_body
+
+
 @dataclass
 class CallSample:
     """What one benchmark call measured."""
@@ -159,6 +179,8 @@ class CallSample:
     setup_requests: int
     invite_bytes: int
     ok_bytes: int
+    inband_ms: float | None = None
+    """the caller's key exchange in the media path, first offer burst to the verified answer (inband mode)"""
 
 
 @dataclass
@@ -171,6 +193,10 @@ class CpuSample:
 
 def _mode_args(mode: str) -> list[str]:
     return ["--plain", "--policy", "opportunistic"] if mode == "plain" else []
+
+
+def _want(mode: str) -> set[str]:
+    return {Security.NOT_SECURE.value} if mode == "plain" else SECURE
 
 
 def process_cpu_s(pid: int) -> float:
@@ -214,7 +240,7 @@ class _Bench:
         )
         self.listeners[(mode, purpose)] = p
         p.wait_for("listening as", READY_TIMEOUT_S, f"the {mode} callee")
-        tap = SipTap(("127.0.0.1", port))
+        tap = SipTap(("127.0.0.1", port), strip=mode == INBAND)
         tap.__enter__()
         self.taps[(mode, purpose)] = tap
 
@@ -267,9 +293,10 @@ class _Bench:
 
     def setup_sample(self, mode: str) -> CallSample:
         data = json.loads(Path(self.call(mode, "setup", SETUP_CALL_S)).read_text())
-        want = {Security.NOT_SECURE.value} if mode == "plain" else SECURE
-        if data["security"] not in want:
+        if data["security"] not in _want(mode):
             raise BenchError(f"a {mode} call ended up {data['security']!r}")
+        if (data.get("key_exchange") == "media") != (mode == INBAND):
+            raise BenchError(f"a {mode} call was keyed in {data.get('key_exchange')!r}")
         msgs = self.taps[(mode, "setup")].messages(data["call_id"])
         return _setup_from_wire(mode, data, msgs)
 
@@ -311,6 +338,7 @@ def _setup_from_wire(mode: str, summary: dict[str, Any], msgs: list[SipMessage])
         setup_requests=sum(1 for m in setup if m.is_request),
         invite_bytes=invite.size,
         ok_bytes=ok.size,
+        inband_ms=summary.get("inband_ms"),
     )
 
 
@@ -327,16 +355,16 @@ def run(calls: int = 20, cpu_call_s: float = 5.0, cpu_rounds: int = 2, workdir: 
     tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="voipgw-bench-call-"))
     tmp.mkdir(parents=True, exist_ok=True)
     bench = _Bench(tmp, speech_sample())
-    samples: dict[str, list[CallSample]] = {m: [] for m in MODES}
+    samples: dict[str, list[CallSample]] = {m: [] for m in SETUP_MODES}
     cpu: dict[str, list[CpuSample]] = {m: [] for m in MODES}
     try:
-        for mode in MODES:
-            for purpose in ("setup", "cpu"):
+        for mode in SETUP_MODES:
+            for purpose in ("setup", "cpu") if mode in MODES else ("setup",):
                 bench.start_listener(mode, purpose)
-        for mode in MODES:  # warm-up: first-contact work, page cache, the callee's first call
+        for mode in SETUP_MODES:  # warm-up: first-contact work, page cache, the callee's first call
             bench.setup_sample(mode)
         for i in range(calls):
-            for mode in MODES if i % 2 == 0 else MODES[::-1]:
+            for mode in SETUP_MODES if i % 2 == 0 else SETUP_MODES[::-1]:
                 samples[mode].append(bench.setup_sample(mode))
         for i in range(cpu_rounds):
             for mode in MODES if i % 2 == 0 else MODES[::-1]:
@@ -370,6 +398,16 @@ def summarize(samples: dict[str, list[CallSample]], cpu: dict[str, list[CpuSampl
         out[f"cpu_ms_per_call_s_{mode}"] = (
             out[f"cpu_ms_per_call_s_caller_{mode}"] + out[f"cpu_ms_per_call_s_callee_{mode}"]
         )
+    inb = samples.get(INBAND, [])
+    if inb:
+        setup = [c.setup_ms for c in inb]
+        out["setup_ms_median_inband"] = statistics.median(setup)
+        out["setup_ms_p90_inband"] = p90(setup)
+        out["setup_messages_inband"] = sorted({c.setup_messages for c in inb})
+        keyed = [c.inband_ms for c in inb if c.inband_ms is not None]
+        out["inband_ms_median"] = statistics.median(keyed) if keyed else None
+        out["inband_ms_p90"] = p90(keyed) if keyed else None
+        out["setup_ms_added_median_inband"] = out["setup_ms_median_inband"] - out["setup_ms_median_plain"]
     hs = [c.handshake_ms for c in samples["secure"] if c.handshake_ms is not None]
     out["handshake_cpu_ms_median_secure"] = statistics.median(hs) if hs else None
     out["setup_ms_added_median"] = out["setup_ms_median_secure"] - out["setup_ms_median_plain"]

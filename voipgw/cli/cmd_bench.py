@@ -143,6 +143,13 @@ CALL_DIFFS = [
 ]
 
 
+INBAND_ROWS = [
+    ("setup_ms_median_inband", "in-band (a=voipgw stripped): INVITE -> 200 OK (ms)"),
+    ("setup_ms_added_median_inband", "in-band: added setup time vs plain, median (ms)"),
+    ("inband_ms_median", "in-band: caller's first offer -> keys, median (ms)"),
+    ("inband_ms_p90", "in-band: caller's first offer -> keys, p90 (ms)"),
+    ("setup_messages_inband", "in-band: SIP messages per call setup (INVITE .. ACK)"),
+]
 TRUST_ROWS = [
     ("trust_evaluate_us_cached_known", "contact check on setup: cached known contact (µs)"),
     ("trust_evaluate_us_known_uncached", "contact check on setup: known, not cached (µs)"),
@@ -184,6 +191,9 @@ def run_call(args: argparse.Namespace) -> int:
     for key, label, goal_key in CALL_DIFFS:
         goal = f"   goal <= {results[goal_key]}" if goal_key else ""
         print(f"  {label:<52} {_cell(results[key])}{goal}")
+    for key, label in INBAND_ROWS:
+        if results.get(key) is not None:
+            print(f"  {label:<52} {_cell(results[key])}")
     for key, label in TRUST_ROWS:
         print(f"  {label:<52} {_cell(results[key])}")
     by_transport = results.get("setup_by_transport")

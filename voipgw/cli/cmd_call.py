@@ -283,6 +283,7 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "key_exchange": rec.key_exchange.value,
         "call_id_bound": rec.call_id_bound,
         "key_exchange_note": rec.key_exchange_note,
+        "inband_ms": rec.inband_ms,
         "codec": rec.codec,
         "sas": rec.sas,
         "sas_words": list(rec.sas_words) if rec.sas_words else None,
