@@ -213,3 +213,19 @@ def test_degraded_calls_are_counted_at_the_end_and_shown_live_by_reason() -> Non
     got = samples(m.exposition().decode())
     assert got[("voipgw_calls_degraded_active", (("reason", "no_peer_dh_step"),))] == 0
     assert got[("voipgw_calls_degraded_total", (("reason", "no_sas_reveal"),))] == 1
+
+
+def test_calls_are_counted_by_where_their_key_exchange_travelled_and_in_band_refusals_by_reason() -> None:
+    m = GatewayMetrics()
+    m.call_finished("secure, unverified", False, sealed=10, opened=10, refused={}, key_exchange="sdp")
+    m.call_finished(
+        "secure, unverified", False, sealed=10, opened=10, refused={}, key_exchange="media",
+        inband_refused={"inband-malformed": 3, "inband-conflict": 0},
+    )  # fmt: skip
+    m.call_finished("refused", False, sealed=0, opened=0, refused={})
+    got = samples(m.exposition().decode())
+    assert got[("voipgw_calls_key_exchange_total", (("path", "sdp"),))] == 1
+    assert got[("voipgw_calls_key_exchange_total", (("path", "media"),))] == 1
+    assert got[("voipgw_calls_key_exchange_total", (("path", "none"),))] == 1
+    assert got[("voipgw_inband_refused_total", (("reason", "inband_malformed"),))] == 3
+    assert ("voipgw_inband_refused_total", (("reason", "inband_conflict"),)) not in got

@@ -235,6 +235,8 @@ class GatewayHooks:
             key=id(bridge),
             label=bridge.label,
             degraded=[d.value for d in bridge.outside.record.health.seen] if bridge.outside is not None else (),
+            key_exchange=bridge.outside.record.key_exchange.value if bridge.outside is not None else "none",
+            inband_refused=dict(stats.inband_refused) if stats else None,
         )
         self.metrics.inside_dropped(bridge.inside_dropped())
 

@@ -177,6 +177,20 @@ class GatewayMetrics:
         self.calls_degraded_active = Gauge(
             "voipgw_calls_degraded_active", "Calls in progress that are degraded now, by reason", ["reason"], registry=r
         )
+        self._key_exchange = _Labels()
+        self.calls_key_exchange = Counter(
+            "voipgw_calls_key_exchange",
+            "Finished calls by where their key exchange travelled (sdp, media: a PBX rebuilt the SDP; none)",
+            ["path"],
+            registry=r,
+        )
+        self._inband_reason = _Labels()
+        self.inband_refused = Counter(
+            "voipgw_inband_refused",
+            "Key-exchange packets in the media path refused, by reason (inband-malformed, inband-conflict, ...)",
+            ["reason"],
+            registry=r,
+        )
 
     def call_started(self, security: str, transcoding: bool) -> None:
         label = self._security(security)
@@ -249,11 +263,17 @@ class GatewayMetrics:
         key: object | None = None,
         label: str | None = None,
         degraded: Iterable[str] = (),
+        key_exchange: str = "none",
+        inband_refused: Mapping[str, int] | None = None,
     ) -> None:
         """Count one ended call (with :meth:`track_active`): its final security state, whether it transcoded,
         its outside frames (less what scrapes already added under ``key``, see :meth:`track_frames`), the
         reason its key exchange failed, if it did, and the label its inside phone was shown, if any."""
         self.calls_total.labels(security=self._security(security)).inc()
+        self.calls_key_exchange.labels(path=self._key_exchange(key_exchange)).inc()
+        for reason, n in (inband_refused or {}).items():
+            if n > 0:
+                self.inband_refused.labels(reason=self._inband_reason(reason)).inc(n)
         for reason in degraded:
             self.calls_degraded.labels(reason=self._degraded_reason(reason)).inc()
         if label is not None:
