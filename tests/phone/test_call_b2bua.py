@@ -164,3 +164,24 @@ def test_a_pbx_that_strips_and_transcodes_is_not_secure_under_opportunistic(tmp_
     assert b["codec"] == "pcmu", b  # what the transcoding PBX left it
     assert a["sas"] is None and a["key_exchange"] not in ("sdp", "media")
     assert "NOT SECURE" in alice.log()
+
+
+def test_the_post_quantum_hybrid_keys_in_the_media_path_over_tcp_in_two_chunks(tmp_path: Path) -> None:
+    """The hybrid offer (≈ 1.4 KB) and answer (≈ 1.3 KB) do not fit one in-band packet: each travels as two chunks
+    through Kamailio stripping a=voipgw over SIP/TCP, and the call is sealed with x25519 + ML-KEM-768."""
+    config = tmp_path / "hybrid.toml"
+    config.write_text('suites = ["x25519", "x25519-mlkem768"]\ntransport = "tcp"\n')
+    with (
+        Rtpengine(tmp_path) as relay,
+        Kamailio(tmp_path, users=USERS, auth=True, rtpengine_ng=relay.ng_socket, strip_voipgw=True, topoh=True) as pbx,
+    ):
+        extra = ("--config", str(config), "--play", str(SPEECH))
+        bob = start_listener(tmp_path, "bob", *extra, *_reg(pbx, "bob"))
+        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{pbx.port}", *extra, *_reg(pbx, "alice"))
+        wait_for_call(alice, bob)
+    assert_secure_call(alice, bob)
+    a, b = alice.summary(), bob.summary()
+    assert a["suite"] == b["suite"] == "x25519-mlkem768", (a["suite"], b["suite"])
+    assert a["key_exchange"] == b["key_exchange"] == "media"
+    # two chunks per message: every burst carries both (the first burst suffices on loopback)
+    assert a["inband_sent"] >= 2 and b["inband_sent"] >= 2 and a["inband_received"] >= 2, (a, b)
