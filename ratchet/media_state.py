@@ -137,6 +137,7 @@ class RatchetStats:
     pq_peer_epochs: int = 0
     """The peer's DH steps that mixed an ML-KEM-768 exchange we answered."""
     pq_chunks_sent: int = 0
+    pq_announcements_sent: int = 0
     pq_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     """Refused PQ chunks and exchanges by reason (their frames opened)."""
 

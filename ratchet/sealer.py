@@ -219,6 +219,8 @@ class FrameSealer:
         self._notices: list[tuple[bytes, int]] = []
         """NOTICE TLVs being repeated, with the counter of the frame that first carried (or will carry) each."""
         self.announcements = 0
+        self.pq_announcements = 0
+        """Frames that carried a RATCHET_KEY_PQ (one byte longer than a RATCHET_KEY)."""
         self.oversize_frames = 0
         self.local_steps = 0
         self._overhead = 0
@@ -544,6 +546,8 @@ class FrameSealer:
         self._overhead += len(sealed) - len(payload)
         if plan.key:
             self.announcements += 1
+            if self._pending is not None and self._pending.pq is not None:
+                self.pq_announcements += 1
             self._key_owed = False
             self._last_big_was_key = True
         elif plan.key_due:

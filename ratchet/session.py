@@ -152,6 +152,7 @@ class MediaSession:
             stats.pq_local_epochs = pq.local_epochs
             stats.pq_peer_epochs = pq.peer_epochs
             stats.pq_chunks_sent = pq.chunks_sent
+            stats.pq_announcements_sent = s.pq_announcements
             stats.pq_refused = collections.Counter(pq.refused)
         return stats
 
