@@ -10,9 +10,20 @@ so an independent implementation can produce the same shares (§B.12 names it). 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import zfec
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(k: int, n: int) -> zfec.Encoder:
+    return zfec.Encoder(k, n)  # building the systematic matrix costs about as much as encoding: once per (k, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(k: int, n: int) -> zfec.Decoder:
+    return zfec.Decoder(k, n)
 
 
 class ZfecCoder:
@@ -20,10 +31,10 @@ class ZfecCoder:
 
     def encode(self, blocks: Sequence[bytes], n: int) -> list[bytes]:
         k = len(blocks)
-        return [bytes(s) for s in zfec.Encoder(k, n).encode(list(blocks), list(range(n)))]
+        return [bytes(s) for s in _encoder(k, n).encode(list(blocks), list(range(n)))]
 
     def decode(self, shares: Mapping[int, bytes], k: int, n: int) -> list[bytes]:
         if len(shares) < k:
             raise ValueError(f"{len(shares)} shares, {k} needed")
         indexes = sorted(shares)[:k]
-        return [bytes(b) for b in zfec.Decoder(k, n).decode([shares[i] for i in indexes], indexes)]
+        return [bytes(b) for b in _decoder(k, n).decode([shares[i] for i in indexes], indexes)]
