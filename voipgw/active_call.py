@@ -204,6 +204,7 @@ class ActiveCall:
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
+            "pq_epochs": self.session.pq_epochs if self.session else 0,
             "degraded": self.record.health.as_dict(),
         }
 
