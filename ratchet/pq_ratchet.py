@@ -23,16 +23,24 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 
 from ratchet.errors import BadPqKey, PqChunkError, PqPartialEvicted, UnexpectedPqChunk
-from ratchet.events import Degradation, LocalPqStep, PeerPqStep
+from ratchet.events import Degradation, Event, LocalPqStep, PeerPqStep
 from ratchet.pq_chunks import EXCHANGE_MOD, SHARES, ErasureCoder, Kind, Partial, encode_message, parse_chunk
 
-if TYPE_CHECKING:
-    from ratchet.media_state import MediaConfig, _RatchetState
+
+class SharedState(Protocol):
+    """What the PQ ratchet uses of the session's shared state (``media_state._RatchetState``)."""
+
+    version: int
+    events: collections.deque[Event]
+
+    def degrade(self, reason: Degradation, now: float) -> None: ...
+
+    def restore(self, reason: Degradation, now: float) -> None: ...
 
 
 def _wipe(buf: bytearray | None) -> None:
@@ -97,14 +105,15 @@ class PqRatchet:
     def __init__(
         self,
         coder: ErasureCoder,
-        config: MediaConfig,
-        state: _RatchetState,
+        state: SharedState,
         first_at: float,
+        interval_s: float,
+        stall_s: float,
         keygen: Callable[[], MLKEM768PrivateKey] = MLKEM768PrivateKey.generate,
     ) -> None:
         self._coder = coder
-        self._interval = config.pq_interval_s
-        self._stall = config.pq_stall_s
+        self._interval = interval_s
+        self._stall = stall_s
         self._state = state
         self._keygen = keygen
         self._next_start = first_at

@@ -75,7 +75,7 @@ class MediaSession:
         cfg = self.config
         if coder is not None and cfg.pq_interval_s > 0 and (keys.suite is Suite.X25519_MLKEM768 or cfg.pq_classical):
             first = cfg.pq_interval_s / 2 if keys.role is Role.OFFERER else cfg.pq_interval_s
-            self._state.pq = PqRatchet(coder, cfg, self._state, now + first)
+            self._state.pq = PqRatchet(coder, self._state, now + first, cfg.pq_interval_s, cfg.pq_stall_s)
         self.sealer = FrameSealer(keys, self._state, self.config, now)
         self.opener = FrameOpener(keys, self._state, self.config, now)
         self.role = keys.role
