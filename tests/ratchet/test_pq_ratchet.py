@@ -158,3 +158,30 @@ def test_the_chunk_tlv_parses_as_unknown_padding_to_a_receiver_without_pq() -> N
     assert control.pq_chunk == b"\x01\x02\x03"
     block, content = split_plaintext(bytes([5, 0x06, 3, 1, 2, 3]) + b"audio")
     assert content == b"audio" and parse_control(block).pq_chunk == b"\x01\x02\x03"
+
+
+def test_the_sealer_fast_path_never_swallows_a_chunk() -> None:
+    """While a PQ message goes out every frame carries its chunk (or a 42-byte item instead); otherwise none does:
+    the fast path, which seals frames without control, hands over exactly when an exchange starts or an answer is
+    due (its deadline and the shared-state version)."""
+    call = make_pq_call(MediaConfig(pq_interval_s=3.0, dh_interval_s=4.0))
+    assert call.a.pq is not None
+    now = T0
+    fast_frames = 0
+    for _ in range(2500):
+        for tx, rx in ((call.a, call.b), (call.b, call.a)):
+            assert tx.pq is not None
+            tx.control_size(now)
+            sending = tx.pq.sending()
+            fast = tx.sealer._fast is not None
+            rx.open(tx.seal(b"z" * 40, now), now)
+            control = rx.opener.last_control
+            if sending:
+                assert not fast
+                assert control.pq_chunk is not None or control.ratchet_key is not None or control.sas_reveal is not None
+            else:
+                assert control.pq_chunk is None
+                fast_frames += fast
+        now += 0.02
+    assert call.a.stats.pq_epochs >= 4
+    assert fast_frames > 500  # the fast path still carries frames between exchanges
