@@ -205,6 +205,7 @@ class ActiveCall:
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
             "pq_epochs": self.session.pq_epochs if self.session else 0,
+            "pq_refused": dict(self.session.stats.pq_refused) if self.session else {},
             "degraded": self.record.health.as_dict(),
         }
 

@@ -10,11 +10,14 @@ import random
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratchet.errors import (
     BadPqKey,
     ConflictingPqChunk,
     MalformedPqChunk,
+    PqChunkError,
     PqDigestMismatch,
     PqPartialEvicted,
     UnexpectedPqChunk,
@@ -24,7 +27,7 @@ from ratchet.frame import TLV_PQ_CHUNK
 from ratchet.pq_chunks import CHUNK_VALUE_LEN, ENCAPS_KEY_LEN, SHARE_LEN, Kind, blocks_needed, encode_message
 from ratchet.pq_ratchet import PqRatchet
 from ratchet.session import MediaConfig
-from tests.support.pq_call import PqCall, make_pq_call
+from tests.support.pq_call import T0, PqCall, make_pq_call
 from voipgw.erasure import ZfecCoder
 
 Script = Callable[[int], bytes | None]
@@ -156,3 +159,22 @@ def test_a_chunk_of_the_wrong_length_never_costs_the_frame(length: int) -> None:
     call.run(2.0)
     assert call.ba.opened == call.ba.sent
     assert call.a.stats.pq_refused[MalformedPqChunk.reason] >= 50  # not beside the initial key or SAS reveal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=20), max_size=400), st.integers(0, 3))
+def test_any_chunk_values_raise_only_typed_refusals_in_bounded_memory(values: list[bytes], seed: int) -> None:
+    """The PQ ratchet's receive path over arbitrary authenticated values (plus well-formed chunks with random
+    heads and indexes): a ``PqChunkError`` or nothing, and never more than one partial message per kind."""
+    call = make_pq_call(MediaConfig(pq_interval_s=1.0))
+    pq = call.a.pq
+    assert pq is not None
+    pq.tick(T0 + 2.0)  # our own exchange is running: ciphertext chunks for it are stored
+    rnd = random.Random(seed)
+    for value in values:
+        for v in (value, bytes([rnd.randrange(256), rnd.randrange(256)]) + rnd.randbytes(SHARE_LEN)):
+            try:
+                pq.receive(v, T0 + 2.0)
+            except PqChunkError:
+                pass
+            assert pq.partial_shares < blocks_needed(Kind.ENCAPS_KEY) + blocks_needed(Kind.CIPHERTEXT)
