@@ -48,6 +48,10 @@ def _wipe(buf: bytearray | None) -> None:
         buf[:] = bytes(len(buf))
 
 
+MAX_BACKOFF_DOUBLINGS = 3
+"""After failed exchanges in a row the next waits ``pq_interval_s`` × 2, 4, then 8 (8 min at the default)."""
+
+
 def _before(base: float, span: float) -> float:
     """A time ``t`` with ``now - base < span`` for every ``now < t``, as the floats compute it (conservative)."""
     t = base + span
@@ -117,6 +121,7 @@ class PqRatchet:
         self._state = state
         self._keygen = keygen
         self._next_start = first_at
+        self._failures = 0
         self._next_id = 0
         self._own: _Own | None = None
         self._prev_own: int | None = None
@@ -173,14 +178,21 @@ class PqRatchet:
         self._own = _Own(exchange, key, _Outgoing(tlvs), now)
         self._state.version += 1
 
-    def _abandon(self, now: float) -> None:
+    def _finish(self, now: float, completed: bool) -> None:
+        """Our exchange is over (switched to, or abandoned): erase it and schedule the next. After each failure in
+        a row the pause doubles (at most ``MAX_BACKOFF`` times), so a peer that never answers (it runs no PQ
+        ratchet) costs a shrinking share of frames; a completed exchange resets it."""
         own = self._own
         if own is not None:
             _wipe(own.secret)
             self._prev_own = own.exchange
         self._own = None
-        self._next_start = now + self._interval
+        self._failures = 0 if completed else min(self._failures + 1, MAX_BACKOFF_DOUBLINGS)
+        self._next_start = now + self._interval * (1 << self._failures)
         self._state.version += 1
+
+    def _abandon(self, now: float) -> None:
+        self._finish(now, completed=False)
 
     # --- sending -----------------------------------------------------------------------------------------
 
@@ -293,7 +305,7 @@ class PqRatchet:
         if own is None or own.exchange != exchange:
             return
         started = own.started_at
-        self._abandon(now)
+        self._finish(now, completed=True)
         self.local_epochs += 1
         self._state.restore(Degradation.PQ_STALLED, now)
         self._state.events.append(LocalPqStep(exchange, epoch, started, now))
