@@ -40,3 +40,5 @@ def test_a_hybrid_call_over_tcp_completes_pq_epochs_both_ways(tmp_path: Path) ->
     assert "pq-epoch-stalled" not in a["degraded"]["seen"] and "pq-epoch-stalled" not in b["degraded"]["seen"]
     for tap in (alice.wire, bob.wire):  # every sealed frame one length, chunks and announcements included
         assert len({len(p) for p in read_wire(tap)}) == 1, tap.name
+    for proc in (alice, bob):
+        assert "post-quantum epochs completed during the call" in proc.log(), proc.name  # the printed summary
