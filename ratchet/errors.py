@@ -251,3 +251,33 @@ class UnknownPqExchange(PqChunkError):
     """A RATCHET_KEY_PQ names an exchange whose secret we do not hold: the step is ignored (never acked)."""
 
     reason = "pq-unknown-exchange"
+
+
+# --- key exchange in the media path (in-band, docs/PROTOCOL.md §C.6) --------------------------------------
+
+
+class InbandError(RatchetError):
+    """An in-band key-exchange packet was refused. Nothing in it is trusted either way: a reassembled message
+    still goes through ``answer_offer`` / ``accept_answer``."""
+
+    reason = "inband"
+
+
+class MalformedInband(InbandError):
+    """Not a well-formed chunk: too short, wrong prefix, version or kind, index/count/length out of range, or data
+    of the wrong length."""
+
+    reason = "inband-malformed"
+
+
+class InbandConflict(InbandError):
+    """A chunk disagrees with its transfer's earlier chunks (other data at one index, or another count, total
+    length or kind); the partial transfer is dropped."""
+
+    reason = "inband-conflict"
+
+
+class InbandHashMismatch(InbandError):
+    """A complete set of chunks whose message does not hash to its transfer id; the transfer is dropped."""
+
+    reason = "inband-hash-mismatch"

@@ -24,8 +24,10 @@ from ratchet.events import (
     SasReady,
     TelephoneEventReceived,
 )
+from ratchet.fingerprint import safety_number
 from ratchet.session import MediaSession
 from voipgw.call import CallEvent, CallRecord
+from voipgw.inband_link import InbandLink
 from voipgw.media import MediaError, MediaStream
 from voipgw.media_health import Degraded, from_ratchet, sas_reveal_overdue
 from voipgw.rtp.dtmf import DEFAULT_DURATION_MS
@@ -111,6 +113,8 @@ class ActiveCall:
     a gateway passes the far phone's status (486, 603...) on as itself."""
     answer_sdp: str | None = None
     """A callee's answer SDP: sent in the 183 and repeated unchanged in the 200 OK."""
+    inband: InbandLink | None = None
+    """The key exchange in the media path, when the SDP arrived without ``a=voipgw`` (docs/PROTOCOL.md §C.6)."""
     early_attribute: str | None = None
     """A caller's: the ``a=voipgw`` value of the 183 whose key exchange it accepted (the 200 must repeat it)."""
     early_dialog: str = ""
@@ -207,6 +211,9 @@ class ActiveCall:
             "dtmf_in": media.dtmf_in if media else 0,
             "dtmf_received": "".join(self.dtmf_received),
             "dtmf_out": media.dtmf_out if media else 0,
+            "inband_sent": media.inband_sent if media else 0,
+            "inband_received": media.inband_received if media else 0,
+            "inband_refused": dict(media.inband_refused) if media else {},
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
@@ -241,6 +248,14 @@ def tap_payloads(call: ActiveCall, stream: MediaStream) -> None:
         return inner(pkt, addr)
 
     stream.endpoint.on_payload = tapped
+
+
+async def late_safety_number(rec: CallRecord, local: bytes, remote: bytes) -> None:
+    """A call without a contact store still shows its safety number: computed after the answer is out (5200
+    SHA-512 rounds per side, ~4 ms), never on the setup path."""
+    rec.safety_number = await asyncio.to_thread(
+        safety_number, local, rec.local_aor.encode(), remote, rec.remote_aor.encode()
+    )
 
 
 __all__ = ["ActiveCall", "SecureProtector", "Spawner", "incoming_record", "tap_payloads"]

@@ -49,6 +49,17 @@ class Security(enum.Enum):
     REFUSED = "refused"
 
 
+class KeyExchange(enum.Enum):
+    """Where the call's key exchange travelled (docs/PROTOCOL.md §C.6)."""
+
+    NONE = "none"
+    """None (yet): a plain call, or keys not agreed."""
+    SDP = "sdp"
+    """``a=voipgw`` in the offer and answer SDP."""
+    MEDIA = "media"
+    """In the media path: a PBX rebuilt the SDP; the Call-ID is not bound (§C.7)."""
+
+
 class CallEvent(enum.Enum):
     SEND_INVITE = "send-invite"
     RECEIVE_INVITE = "receive-invite"
@@ -158,6 +169,10 @@ class CallRecord:
     peer_saw_key_change: bool = False
     """The peer told us, inside the encryption (NOTICE), that it saw a changed identity key for us and went on
     without verifying it (its ``warn`` policy)."""
+    key_exchange: KeyExchange = KeyExchange.NONE
+    call_id_bound: bool | None = None
+    """Whether the handshake bound the SIP Call-ID (None: no keys). False in the media path and behind a B2BUA
+    with ``bind_call_id = false`` (docs/PROTOCOL.md §C.7 says what that mode binds instead)."""
     health: MediaHealth = field(default_factory=MediaHealth)
     """What of the call's protection is degraded now, and what ever was (``voipgw.media_health``)."""
 
@@ -200,6 +215,15 @@ class CallRecord:
         if self.called_as is not None:
             return f"forwarded: {self.remote_aor} called {self.called_as}, answered here as {self.local_aor}"
         return None
+
+    @property
+    def key_exchange_note(self) -> str:
+        """What the security label adds about the key exchange's path ("" for the usual SDP exchange)."""
+        if self.key_exchange is KeyExchange.MEDIA:
+            return "key exchange in the media path"
+        if self.key_exchange is KeyExchange.SDP and self.call_id_bound is False:
+            return "Call-ID not bound"
+        return ""
 
     @property
     def answered(self) -> bool:

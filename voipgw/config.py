@@ -79,6 +79,11 @@ class PhoneConfig:
     media_max_skew_ms: int = 2000
     bind_call_id: bool = True
     """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
+    inband: bool = True
+    """When the SDP arrives without ``a=voipgw`` but with opus (a PBX rebuilt it), run the key exchange in the media
+    path (docs/PROTOCOL.md §C.6) instead of refusing (``require``) or going plain (``opportunistic``)."""
+    inband_wait_s: float = 2.0
+    """How long either side waits for the key exchange in the media path; no audio flows meanwhile."""
     accept_any_callee: bool = False
     """Accept an answer signed by another AOR than the one called (call forwarding)."""
     key_change_policy: KeyChangePolicy = KeyChangePolicy.BLOCK_IF_VERIFIED
@@ -233,6 +238,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "pq_interval_s": (int, float),
     "media_max_skew_ms": int,
     "bind_call_id": bool,
+    "inband": bool,
+    "inband_wait_s": (int, float),
     "accept_any_callee": bool,
     "require_hybrid": bool,
     "e2e": bool,
@@ -278,7 +285,14 @@ def validate(config: PhoneConfig) -> None:
     if not MIN_FRAMES_PER_KEY <= config.frames_per_key <= MAX_FRAMES_PER_KEY:
         raise ConfigError(f"frames_per_key: must be within {MIN_FRAMES_PER_KEY}..{MAX_FRAMES_PER_KEY}")
     # TOML allows nan and inf, which pass every comparison below unnoticed (a nan skew disables the freshness check)
-    for name in ("dh_interval_s", "pq_interval_s", "max_skew_s", "no_answer_timeout_s", "media_timeout_s"):
+    for name in (
+        "dh_interval_s",
+        "pq_interval_s",
+        "max_skew_s",
+        "no_answer_timeout_s",
+        "media_timeout_s",
+        "inband_wait_s",
+    ):
         if not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{name}: must be a finite number")
     if config.media_timeout_s < 0:
@@ -292,6 +306,8 @@ def validate(config: PhoneConfig) -> None:
             f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (each step waits for the peer to "
             f"acknowledge its key, and every key announced takes audio bytes from a frame)"
         )
+    if not 0.5 <= config.inband_wait_s <= 30:
+        raise ConfigError("inband_wait_s: must be within 0.5..30 s (no audio flows while it runs)")
     if config.max_skew_s <= 0 or config.no_answer_timeout_s <= 0:
         raise ConfigError("max_skew_s and no_answer_timeout_s must be positive")
     window = -(-config.media_max_skew_ms // config.interval_ms)

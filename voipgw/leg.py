@@ -17,19 +17,25 @@ from dataclasses import dataclass
 
 from ratchet.aor import normalize_aor
 from ratchet.events import Notice
-from ratchet.fingerprint import safety_number
 from ratchet.handshake import NonceCache, Offerer, encode_attribute
 from ratchet.identity import IdentityKey
+from ratchet.inband import InbandKind
 from ratchet.params import SUITE_NAMES, SessionKeys
 from ratchet.session import MediaSession
-from voipgw.active_call import ActiveCall, SecureProtector, Spawner, incoming_record, tap_payloads
+from voipgw.active_call import ActiveCall, SecureProtector, Spawner, incoming_record, late_safety_number, tap_payloads
 from voipgw.audio.codecs import CodecInfo, get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.call import CallEvent, CallRecord, CallState, Security
+from voipgw.call import CallEvent, CallRecord, CallState, KeyExchange, Security
 from voipgw.config import PhoneConfig, Policy
 from voipgw.erasure import ZfecCoder
+from voipgw.inband_flow import InbandOffer, Keying, callee_wait, caller_exchange
 from voipgw.media import PlainProtector
 from voipgw.negotiate import (
+    INBAND_EARLY,
+    Accepted,
+    Answer,
+    AwaitInband,
+    InbandNeeded,
     Refusal,
     Rejected,
     TrustRefusal,
@@ -39,6 +45,7 @@ from voipgw.negotiate import (
     final_matches_early,
     forwarded,
     forwarded_security,
+    inband_early,
     telephone_event_pt,
     trust_outcome,
 )
@@ -98,6 +105,10 @@ class LegContext:
     @property
     def rtp_host(self) -> str:
         return self.config.rtp_host or self.config.listen_host
+
+    @property
+    def keying(self) -> Keying:
+        return Keying(self.rtp_host, self.config, self.identity, self.aor, self.nonces)
 
 
 @dataclass
@@ -232,7 +243,24 @@ class Leg:
                 ev = await sip.next_event()
                 if isinstance(ev, Ringing):
                     attribute = early_key_exchange(ev.remote_sdp) if offer.offerer is not None else None
-                    if attribute is not None and call.early_attribute is None and rec.state is not CallState.EARLY:
+                    if (
+                        attribute is None
+                        and offer.offerer is not None
+                        and call.inband is None
+                        and rec.state is not CallState.EARLY
+                        and inband_early(ev.remote_sdp, self.context.config)
+                    ):
+                        # A 183 without a=voipgw but with opus: the far end may be voipgw behind a PBX that rebuilt
+                        # the SDP (and waits for our offer in the media path before its phone rings).
+                        assert ev.remote_sdp is not None
+                        await self._on_answer(call, offer, ev.remote_sdp, source, sink, early=True)
+                        if rec.finished:
+                            return
+                        if call.session is not None:
+                            call.early_attribute, call.early_dialog = INBAND_EARLY, ev.dialog
+                        elif rec.state is not CallState.RINGING:
+                            rec.apply(CallEvent.RINGING)
+                    elif attribute is not None and call.early_attribute is None and rec.state is not CallState.EARLY:
                         # The key exchange in the early dialog: sealed early media (the callee's ringback) may
                         # play, our SAS reveal goes out, the call is still not answered.
                         assert ev.remote_sdp is not None
@@ -291,10 +319,19 @@ class Leg:
         rec = call.record
         t = time.perf_counter()
         pinned = await self._pinned(rec.remote_aor)
-        decision = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
+        first = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
+        decision: Accepted | Rejected
+        if isinstance(first, InbandNeeded):
+            assert offer.offerer is not None
+            decision = await caller_exchange(call, offer.offerer, first, self.context.config, pinned)
+            t = time.perf_counter()
+        else:
+            decision = first
         if isinstance(decision, Rejected):
             self._refuse_established(call, decision.reason)
             return
+        if early and decision.keys is None:
+            return  # no key exchange in the early dialog (opportunistic): wait for the answer, play nothing
         event = CallEvent.EARLY_MEDIA if early else CallEvent.ANSWERED
         keys = decision.keys
         if keys is None:
@@ -318,6 +355,8 @@ class Leg:
                 return
             outcome = self._note_forwarding(rec, keys, outcome)
             rec.apply(event, security=outcome)
+            if rec.key_exchange is KeyExchange.NONE:
+                rec.key_exchange, rec.call_id_bound = KeyExchange.SDP, None  # only the callee knows what it bound
             self._note_keys(rec, keys, verdict)
             self._open_session(call, keys, outcome)
         rec.codec = decision.codec.name
@@ -332,6 +371,8 @@ class Leg:
         rec = call.record
         pinned = await self._pinned(rec.remote_aor)
         decision = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
+        if isinstance(decision, InbandNeeded):
+            decision = Rejected("its answer has no a=voipgw")  # a second device must key like the first: in the SDP
         if isinstance(decision, Rejected) or decision.keys is None:
             why = decision.reason if isinstance(decision, Rejected) else "another device answered in the clear"
             self._refuse_established(call, f"forked call: {why}")
@@ -413,9 +454,27 @@ class Leg:
         )
         if isinstance(decision, Refusal):
             return self._reject(call, incoming, decision)
+        inband: InbandOffer | None = None
+        if isinstance(decision, AwaitInband):
+            call.media = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
+            if tap_wire:
+                tap_payloads(call, call.media)
+            waited = await callee_wait(call, incoming, decision, pinned, self.context.keying)
+            if isinstance(waited, Refusal):
+                return self._reject(call, incoming, waited)
+            if waited is None:  # opportunistic, and no offer came: a plain call
+                decision = Answer(decision.remote, decision.codec, None, None, decision.telephone_event_pt)
+            else:
+                inband, decision = waited, waited.answer
+            t = time.perf_counter()
         keys, verdict = decision.keys, None
         security = Security.NOT_SECURE
         if keys is not None:
+            if inband is not None and keys.remote_aor != rec.remote_aor:
+                # A B2BUA presents the caller under its own From; the signed AOR is who is on the line.
+                log.info("call %s: the PBX presented the caller as %s; the signed AOR is %s", rec.call_id,
+                         rec.remote_aor, keys.remote_aor)  # fmt: skip
+                rec.remote_aor = keys.remote_aor
             rec.handshake_ms = (time.perf_counter() - t) * 1e3
             verdict = await self._verdict(keys)
             outcome = trust_outcome(verdict)
@@ -439,10 +498,10 @@ class Leg:
             rec.reason = "cancelled by the caller"
             call.done.set()
             return call
-        stream = await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # see RtpEndpoint.open
-        call.media = stream
-        if tap_wire:
+        stream = call.media or await bind_media(ctx.rtp_host, ctx.config.rtp_ports, rtcp=False)  # RtpEndpoint.open
+        if call.media is None and tap_wire:
             tap_payloads(call, stream)
+        call.media = stream
         codec = decision.codec
         call.answer_sdp = build_sdp(
             ctx.rtp_host,
@@ -459,14 +518,26 @@ class Leg:
             # A plain call (opportunistic): no early media in the clear; its media starts with the answer.
             log.warning("call %s from %s is NOT SECURE (opportunistic policy), codec %s", rec.call_id,
                         rec.remote_aor, codec.name)  # fmt: skip
+            if call.inband is not None:
+                call.inband.finish()
             incoming.ring()
             rec.apply(CallEvent.EARLY_MEDIA, security=security)
         else:
+            rec.key_exchange = KeyExchange.MEDIA if inband is not None else KeyExchange.SDP
+            rec.call_id_bound = inband is None and ctx.config.bind_call_id
             self._note_keys(rec, keys, verdict)
             self._open_session(call, keys, security)
-            # Media starts before the 183 leaves, so the first RTP packet in either direction is sealed.
+            # Media starts before the 183 leaves, so the first RTP packet either way is sealed (in-band: the answer's
+            # first burst goes out now, before the media task's first frame, and the caller keys on it).
             await self._start_media(call, decision.remote, codec, source, sink)
-            incoming.progress(call.answer_sdp)
+            if inband is not None and call.inband is not None:
+                link = call.inband
+                link.answered(inband.offer_bytes)
+                # Repeated until the caller's first sealed frame opens here: that shows the answer arrived.
+                link.send(InbandKind.ANSWER, inband.answer_bytes, ctx.config.inband_wait_s,
+                          until=lambda: stream.stats.frames_opened > 0)  # fmt: skip
+            else:
+                incoming.progress(call.answer_sdp)
             rec.apply(CallEvent.EARLY_MEDIA, security=security)
         self._following = asyncio.get_running_loop().create_task(self._follow(call))
         return call
@@ -649,7 +720,7 @@ class Leg:
         rec.local_identity = keys.local_identity
         rec.suite = SUITE_NAMES[keys.suite]
         if verdict is None:
-            self.background.spawn(_late_safety_number(rec, keys.local_identity, keys.remote_identity))
+            self.background.spawn(late_safety_number(rec, keys.local_identity, keys.remote_identity))
             return
         rec.safety_number = verdict.safety_number
         rec.trust_state = verdict.state.value
@@ -667,7 +738,9 @@ class Leg:
             # Reason would reach it only if we hung up, and the PBX can strip or forge that).
             session.send_notice(Notice.KEY_CHANGE_SEEN)
         call.poll_session_events()
-        log.info("call %s with %s: %s (%s)", rec.call_id, rec.remote_aor, security.value, rec.suite)
+        note = rec.key_exchange_note
+        log.info("call %s with %s: %s (%s%s)", rec.call_id, rec.remote_aor, security.value, rec.suite,
+                 f", {note}" if note else "")  # fmt: skip
         assert rec.local_identity is not None and rec.remote_identity is not None
         # Under the AOR that signed, not the one dialled: a forwarded call must not file its key under the dialled
         # contact (the next call to that contact would then look like a key change, or worse, like it).
@@ -721,13 +794,6 @@ def _answer_refused(call: ActiveCall, ev: Ended | Failed) -> bool:
     BYE, and no frame of it ever opened here. A forged BYE can only end the call, which any BYE can."""
     opened = call.media.stats.frames_opened if call.media is not None else 0
     return isinstance(ev, Ended) and ev.by_remote and ANSWER_REFUSED in ev.reason and opened == 0
-
-
-async def _late_safety_number(rec: CallRecord, local: bytes, remote: bytes) -> None:
-    # 5200 SHA-512 rounds per side (~4 ms): computed after the answer is out, never on the setup path.
-    rec.safety_number = await asyncio.to_thread(
-        safety_number, local, rec.local_aor.encode(), remote, rec.remote_aor.encode()
-    )
 
 
 __all__ = ["ActiveCall", "CodecFactory", "Leg", "LegContext", "SecureProtector", "Spawner", "incoming_record"]

@@ -177,9 +177,22 @@ class MediaStats:
     """Telephone events that parsed (repeats included): RFC 4733 packets on plain calls, TELEPHONE_EVENT items of
     opened frames on sealed ones."""
 
+    inband_sent: int = 0
+    """Key-exchange packets sent in the media path (docs/PROTOCOL.md §C.6; retransmissions included)."""
+    inband_received: int = 0
+    """Packets that carried the in-band prefix (handled by ``voipgw.inband_link``, never opened or played)."""
+    inband_refused: dict[str, int] = field(default_factory=dict)
+    """In-band packets dropped, by reason (``inband-malformed``, ``inband-conflict``, ``inband-late`` ...)."""
+
     @property
     def frames_refused(self) -> int:
         return sum(self.refused.values())
+
+    def refuse_inband(self, reason: str) -> None:
+        count = self.inband_refused.get(reason, 0) + 1
+        self.inband_refused[reason] = count
+        if is_log_point(count):
+            log.warning("in-band key-exchange packet refused: %s (%d so far)", reason, count)
 
     def refuse(self, reason: str) -> None:
         count = self.refused.get(reason, 0) + 1
@@ -255,6 +268,8 @@ class MediaStream:
         """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full."""
         self.on_dtmf: Callable[[str], None] | None = None
         """Called with each received digit too (the gateway relays them without polling the queue)."""
+        self.inband: Callable[[RtpPacket, Address], bool] | None = None
+        """The in-band key exchange's hook (``voipgw.inband_link``): True when it took the packet."""
         self.relay: Callable[[bytes], object] | None = None
         """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
         self.codec_parts: list[Releasable] = []
@@ -404,6 +419,8 @@ class MediaStream:
     # --- receive path (runs inside datagram_received) ----------------------------------------------------
 
     def _on_payload(self, pkt: RtpPacket, addr: Address) -> bool:
+        if self.inband is not None and self.inband(pkt, addr):
+            return False  # a key-exchange packet: never opened, played or latched on
         self.stats.frames_received += 1
         arrival = asyncio.get_running_loop().time()
         if self.protector is None:

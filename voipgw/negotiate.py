@@ -35,6 +35,27 @@ REJECT_PINNED_CONTACT = (  # no comma: the BYE's Reason text ends at the first o
 NOT_ACCEPTABLE = (488, "Not Acceptable Here")
 
 
+def no_inband_offer(wait_s: float, opus: bool = True) -> str:
+    """The 488 Warning when no key exchange came, in the SDP or the media path (docs/PROTOCOL.md §C.6)."""
+    if not opus:
+        return (
+            "voipgw: no key exchange: the offer had no a=voipgw and no opus (the PBX transcodes or rebuilds the "
+            "SDP: a secure call needs opus relayed untouched)"
+        )
+    return (
+        f"voipgw: no key exchange: the offer had no a=voipgw and none came in the media path within {wait_s:g} s "
+        "(a PBX that transcodes the audio destroys it)"
+    )
+
+
+def no_inband_answer(wait_s: float) -> str:
+    """The caller's hang-up reason when neither the answer's SDP nor the media path brought the key exchange."""
+    return (
+        f"no key exchange: the answer had no a=voipgw and none came in the media path within {wait_s:g} s "
+        "(a plain phone, or a PBX that transcodes)"
+    )
+
+
 @dataclass(frozen=True)
 class Answer:
     """The callee answers: media with ``codec``, sealed with ``keys`` (None: a plain call)."""
@@ -50,6 +71,24 @@ class Answer:
     called_as: str | None = None
     """The callee AOR the caller signed, when it is not ours (``accept_any_callee``: the call was forwarded to us;
     the caller believes it is talking to that AOR)."""
+
+
+@dataclass(frozen=True)
+class AwaitInband:
+    """The offer has no ``a=voipgw`` but opus: the callee answers the SDP (a 183, so the media path exists) and
+    waits, ringing nothing and sending no audio, for the signed offer in the media path (§C.6)."""
+
+    remote: AudioDescription
+    codec: Codec
+    telephone_event_pt: int | None
+
+
+@dataclass(frozen=True)
+class InbandNeeded:
+    """The answer has no ``a=voipgw`` but opus: the caller sends its offer in the media path and waits (§C.6)."""
+
+    remote: AudioDescription
+    codec: Codec
 
 
 @dataclass(frozen=True)
@@ -129,7 +168,7 @@ def decide_offer(
     nonces: NonceCache,
     now: float,
     pinned: bool = False,
-) -> Answer | Refusal:
+) -> Answer | AwaitInband | Refusal:
     """Policy, then codec, then the key exchange (verify the offer, make the answer). The trust verdict on the
     resulting keys comes after (:func:`trust_outcome`): it may need the contact store.
 
@@ -140,6 +179,13 @@ def decide_offer(
     except SdpError as exc:
         return Refusal(*NOT_ACCEPTABLE, f"voipgw: unusable offer: {exc.reason}")
     secure = remote.handshake is not None and config.e2e
+    if not secure and config.e2e and config.inband:
+        opus = choose_codec(remote.codecs, SECURE_CODECS)
+        if opus is not None:
+            # A PBX may have rebuilt the SDP: the key exchange may still come in the media path (§C.6).
+            return AwaitInband(remote, opus, telephone_event_pt(remote, opus))
+        if config.policy is Policy.REQUIRE:
+            return Refusal(*NOT_ACCEPTABLE, no_inband_offer(config.inband_wait_s, opus=False))
     # The policy verdict comes first: a plain offer under require is refused for its missing key exchange,
     # whatever codecs it lists.
     if not secure and config.policy is Policy.REQUIRE:
@@ -172,6 +218,45 @@ def decide_offer(
     if called_as is not None and not forwarded(called_as, local_aor):
         called_as = None
     return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec), called_as)
+
+
+def decide_inband_offer(
+    offer_bytes: bytes,
+    waiting: AwaitInband,
+    config: PhoneConfig,
+    identity: IdentityKey,
+    local_aor: str,
+    nonces: NonceCache,
+    now: float,
+) -> tuple[Answer, bytes] | Refusal:
+    """The callee's verdict on an offer that came in the media path: the same checks as in the SDP except the
+    Call-ID and the SIP From, which a B2BUA rewrites (§C.7: the signed AORs, the offer hash, the nonce, the
+    timestamp and the replay cache still bind it). Returns the answer and its wire bytes (sent in the media path)."""
+    try:
+        answer_bytes, reflected = answer_offer(
+            identity, local_aor, offer_bytes, config.handshake, now, nonces, expected_remote_aor=None, call_id=None
+        )
+        keys = _not_reflected(reflected, ReflectedOffer)
+    except HandshakeError as exc:
+        return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
+    try:
+        called_as: str | None = OfferMessage.parse(offer_bytes).callee_aor
+    except (HandshakeError, ValueError):
+        called_as = None
+    if called_as is not None and not forwarded(called_as, local_aor):
+        called_as = None
+    answer = Answer(waiting.remote, waiting.codec, keys, None, waiting.telephone_event_pt, called_as)
+    return answer, answer_bytes
+
+
+def inband_offer_missing(config: PhoneConfig, pinned: bool) -> Refusal | None:
+    """No offer came in the media path in time: refused under ``require`` (and for a contact whose key we hold),
+    else None: a plain call, NOT SECURE (``opportunistic``)."""
+    if config.policy is Policy.REQUIRE:
+        return Refusal(*NOT_ACCEPTABLE, no_inband_offer(config.inband_wait_s))
+    if pinned:
+        return Refusal(*NOT_ACCEPTABLE, WARN_PINNED_CONTACT)
+    return None
 
 
 def _signed_callee(attribute: str | None) -> str | None:
@@ -208,6 +293,21 @@ def early_key_exchange(provisional_sdp: str | None) -> str | None:
         return None
 
 
+INBAND_EARLY = "media path"
+"""``ActiveCall.early_attribute`` of an early dialog keyed in the media path (its 183 had no ``a=voipgw``)."""
+
+
+def inband_early(provisional_sdp: str | None, config: PhoneConfig) -> bool:
+    """Whether a caller keys a 183 without ``a=voipgw`` in the media path: it has opus and in-band is on."""
+    if not provisional_sdp or not config.inband or not config.e2e:
+        return False
+    try:
+        remote = parse_sdp(provisional_sdp)
+    except SdpError:
+        return False
+    return remote.handshake is None and choose_codec(remote.codecs, SECURE_CODECS) is not None
+
+
 def final_matches_early(early_attribute: str, final_sdp: str) -> Rejected | None:
     """The 200 OK of a call whose key exchange settled in its 183 must repeat that answer unchanged (the callee
     sends the same SDP): anything else is a rewritten or spliced answer, refused. A 200 without a body changes
@@ -218,6 +318,10 @@ def final_matches_early(early_attribute: str, final_sdp: str) -> Rejected | None
         final = parse_sdp(final_sdp).handshake
     except SdpError as exc:
         return Rejected(f"unusable answer SDP: {exc.reason}")
+    if early_attribute == INBAND_EARLY:
+        if final is not None:
+            return Rejected("the 200 OK carries a key exchange its 183 did not (keyed in the media path)")
+        return None
     if final != early_attribute:
         return Rejected("the 200 OK's key exchange differs from the one its 183 carried")
     return None
@@ -225,7 +329,7 @@ def final_matches_early(early_attribute: str, final_sdp: str) -> Rejected | None
 
 def decide_answer(
     answer_sdp: str, config: PhoneConfig, offerer: Offerer | None, remote_aor: str, now: float, pinned: bool = False
-) -> Accepted | Rejected:
+) -> Accepted | InbandNeeded | Rejected:
     """The caller's verdict on a 200 OK's SDP; ``offerer`` is our key-exchange offer (None: a plain offer).
     The caller closes the offerer afterwards whatever the verdict (closing is idempotent). ``pinned``: the
     contact store holds a key for the dialled ``remote_aor``, so a plain answer is hung up whatever the policy."""
@@ -233,6 +337,10 @@ def decide_answer(
         remote = parse_sdp(answer_sdp)
     except SdpError as exc:
         return Rejected(f"unusable answer SDP: {exc.reason}")
+    if remote.handshake is None and offerer is not None and config.inband:
+        opus = choose_codec(remote.codecs, SECURE_CODECS)
+        if opus is not None:
+            return InbandNeeded(remote, opus)  # a PBX may have rebuilt the SDP (§C.6)
     if remote.handshake is None or offerer is None:
         if config.policy is Policy.REQUIRE:
             return Rejected("the peer answered without the voipgw key exchange; hung up (policy: require)")
@@ -257,6 +365,34 @@ def decide_answer(
     except HandshakeError as exc:
         return Rejected(f"key exchange failed: {exc.reason}")
     return Accepted(remote, codec, keys)
+
+
+def decide_inband_answer(
+    answer_bytes: bytes, needed: InbandNeeded, config: PhoneConfig, offerer: Offerer, remote_aor: str, now: float
+) -> Accepted | Rejected:
+    """The caller's verdict on an answer that came in the media path: exactly the checks of an SDP answer (the
+    answer is bound to our offer's hash, which named the callee AOR we dialled)."""
+    try:
+        keys = offerer.accept_answer(
+            answer_bytes, now, expected_remote_aor=None if config.accept_any_callee else remote_aor
+        )
+        _not_reflected(keys, ReflectedAnswer)
+    except HandshakeError as exc:
+        return Rejected(f"key exchange failed: {exc.reason}")
+    return Accepted(needed.remote, needed.codec, keys)
+
+
+def inband_answer_missing(config: PhoneConfig, needed: InbandNeeded, pinned: bool) -> Accepted | Rejected:
+    """No answer came in the media path in time: hung up under ``require`` (and for a contact whose key we hold),
+    else the plain call the answer's SDP describes (``opportunistic``: NOT SECURE)."""
+    if config.policy is Policy.REQUIRE:
+        return Rejected(no_inband_answer(config.inband_wait_s) + "; hung up (policy: require)")
+    if pinned:
+        return Rejected(REJECT_PINNED_CONTACT)
+    codec = choose_codec(needed.remote.codecs, PLAIN_CODECS)
+    if codec is None:
+        return Rejected("no common codec in the answer")
+    return Accepted(needed.remote, codec, None)
 
 
 def trust_outcome(verdict: TrustVerdict | None) -> Security | TrustRefusal:

@@ -1,7 +1,11 @@
 """No silent downgrade of a known contact: two ``opportunistic`` phones that have called before, and a SIP relay
 that deletes ``a=voipgw`` on the way. Stripped from the offer, the callee refuses (488, "a known voipgw contact must
 use end-to-end encryption"); stripped from the answer, the caller hangs up at once. No audio flows in the clear
-either way, while a stranger's stripped call still goes through NOT SECURE (opportunistic is unchanged for it)."""
+either way, while a stranger's stripped call still goes through NOT SECURE (opportunistic is unchanged for it).
+
+Both phones run with ``--no-inband``: with the key exchange in the media path (the default) a stripped attribute
+no longer downgrades anything, the call is sealed anyway (tests/phone/test_call_inband.py); this is the check that
+still stands when that is off or a path destroys it."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from voipgw.negotiate import REJECT_PINNED_CONTACT, WARN_PINNED_CONTACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.hardening]
 
-OPPORTUNISTIC = ("--policy", "opportunistic")
+OPPORTUNISTIC = ("--policy", "opportunistic", "--no-inband")
 SHORT = ("--play", str(SPEECH), "--duration", "1.5")
 
 

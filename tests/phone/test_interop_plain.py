@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ratchet.inband import is_inband
 from tests.support.phones import PhoneProc, start_caller, start_listener
 from tests.support.requires import requires
 from tests.testbed import speech
@@ -22,7 +23,8 @@ from tests.testbed.capture import CapturedPacket, RawCapture
 from tests.testbed.pjsua2_peer import Pjsua2Peer
 from voipgw.audio.compare import AudioMatch, compare_audio
 from voipgw.audio.wav import read_wav
-from voipgw.negotiate import WARN_NO_COMMON_CODEC, WARN_NO_KEY_EXCHANGE
+from voipgw.config import PhoneConfig
+from voipgw.negotiate import WARN_NO_COMMON_CODEC, no_inband_offer
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, requires("baresip", "pjsua2", "sox")]
 
@@ -92,6 +94,10 @@ def _opportunistic_caller(workdir: Path, uri: str, clips: dict[str, Path]) -> Ph
     return start_caller(workdir, "alice", uri, *OPPORTUNISTIC, "--play", str(clips["ours48k"]), tap=False)
 
 
+NO_OPUS = no_inband_offer(PhoneConfig(aor="x@y").inband_wait_s, opus=False)
+NO_INBAND_OFFER = no_inband_offer(PhoneConfig(aor="x@y").inband_wait_s)
+
+
 def _refusing_listener(workdir: Path, *extra: str) -> PhoneProc:
     """``listen --once`` for a call it will refuse: it must still deliver its 488 before exiting (commit 1045cf0
     made the SIP shutdown wait for it; before that one 488 in four was lost)."""
@@ -117,7 +123,8 @@ def _assert_not_secure(p: PhoneProc, codec: str) -> dict[str, object]:
     assert s["sas"] is None and s["safety_number"] is None
     assert "| NOT SECURE |" in p.log()  # the live status line
     assert "security: NOT SECURE" in p.log()  # the printed summary
-    assert s["frames_refused"] == 0
+    # Only what the peer sent while we waited for an in-band key exchange that never came (bounded, never played):
+    assert set(s["refused_by_reason"]) <= {"not-started"}, s["refused_by_reason"]
     return s
 
 
@@ -128,6 +135,12 @@ def _our_rtp_port(packets: list[CapturedPacket], peer_sip_port: int) -> int:
     m = re.search(rb"\r\nm=audio (\d+) ", invites[0])
     assert m is not None, invites[0]
     return int(m.group(1))
+
+
+def _rtp_from_us(packets: list[CapturedPacket], peer_sip_port: int) -> list[bytes]:
+    """The RTP payloads our RTP port sent, read off the wire."""
+    port = _our_rtp_port(packets, peer_sip_port)
+    return [rtp.payload for p in packets if p.src_port == port and (rtp := p.rtp()) is not None]
 
 
 def _no_rtp_from_us(packets: list[CapturedPacket], peer_sip_port: int, peer_rtp: tuple[int, int]) -> int:
@@ -235,9 +248,10 @@ def test_require_refuses_pjsua2_with_488_and_our_warning(tmp_path: Path, clips: 
     finally:
         ours.stop()
     assert gone["code"] == 488 and gone["status_line"] == "SIP/2.0 488 Not Acceptable Here"
-    assert WARN_NO_KEY_EXCHANGE in gone["warning"]
+    # pjsua2 offers no Opus: nothing could come in the media path, so the refusal is at once and says why.
+    assert NO_OPUS in gone["warning"]
     assert s["state"] == "failed" and s["security"] == "refused"
-    assert WARN_NO_KEY_EXCHANGE in str(s["reason"]) and str(s["reason"]).startswith("488")
+    assert NO_OPUS in str(s["reason"]) and str(s["reason"]).startswith("488")
     assert s["frames_sent"] == 0 and s["codec"] is None
 
 
@@ -260,13 +274,16 @@ def test_require_refuses_baresip_with_488_and_our_warning(tmp_path: Path, clips:
     refusals = [m.decode(errors="replace") for m in sip_in if m.startswith(b"SIP/2.0 488 ")]
     assert len(refusals) >= 1, sip_in
     warning = next(ln for ln in refusals[0].split("\r\n") if ln.lower().startswith("warning:"))
-    assert WARN_NO_KEY_EXCHANGE in warning, warning
+    # baresip offers Opus: bob answered the SDP (183), waited the bounded time for an in-band offer, then refused.
+    assert NO_INBAND_OFFER in warning, warning
     assert s["state"] == "failed" and s["security"] == "refused"
-    assert WARN_NO_KEY_EXCHANGE in str(s["reason"])
-    assert s["frames_sent"] == 0
+    assert NO_INBAND_OFFER in str(s["reason"])
+    assert s["frames_sent"] == 0 and s["frames_played"] == 0
 
 
-def test_require_we_call_baresip_hang_up_at_once_and_send_no_rtp(tmp_path: Path, clips: dict[str, Path]) -> None:
+def test_require_we_call_baresip_hang_up_after_the_bounded_wait_and_send_no_audio(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
     with (
         Baresip(tmp_path, user="bob", play=clips["speech8k_long"], codecs=("opus", "PCMU")) as bob,
         RawCapture(1024, 65535) as cap,
@@ -279,13 +296,15 @@ def test_require_we_call_baresip_hang_up_at_once_and_send_no_rtp(tmp_path: Path,
         finally:
             ours.stop()
         time.sleep(SNIFFER_SETTLE_S)  # our process has exited: let the sniffer read what is still queued
-        packets, sip_port, rtp_range = cap.packets, bob.sip_port, bob.rtp_range
+        packets, sip_port = cap.packets, bob.sip_port
     assert s["state"] == "failed" and s["security"] == "refused"
-    assert "answered without the voipgw key exchange" in str(s["reason"])
-    assert s["frames_sent"] == 0
+    assert "no key exchange: the answer had no a=voipgw and none came in the media path" in str(s["reason"])
+    assert s["frames_sent"] == 0 and s["frames_played"] == 0
     assert closed.param == "Connection reset by peer"  # baresip's wording for a BYE received
-    from_peer = _no_rtp_from_us(packets, sip_port, rtp_range)
-    print(f"require us->baresip: RTP captured from us 0, from baresip {from_peer}")
+    # What we sent baresip was our offer in the media path (which its Opus decoder refuses), never audio:
+    ours_rtp = _rtp_from_us(packets, sip_port)
+    assert 1 <= len(ours_rtp) <= 20 and all(is_inband(payload) for payload in ours_rtp), len(ours_rtp)
+    print(f"require us->baresip: {len(ours_rtp)} in-band packets from us, no audio")
 
 
 def test_require_we_call_pjsua2_which_cannot_answer_opus_only(tmp_path: Path, clips: dict[str, Path]) -> None:

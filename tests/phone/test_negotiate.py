@@ -40,8 +40,9 @@ CALL_ID = "c1@example.org"
 PCMU = Codec("pcmu", 0, 8000)
 G722 = Codec("g722", 9, 8000)
 KEYS = {ALICE: IdentityKey.generate(), BOB: IdentityKey.generate()}
-REQUIRE = PhoneConfig(aor=BOB)
-OPPORTUNISTIC = PhoneConfig(aor=BOB, policy=Policy.OPPORTUNISTIC)
+# The SDP-only decisions; the key exchange in the media path (on by default) is tested in test_negotiate_inband.py.
+REQUIRE = PhoneConfig(aor=BOB, inband=False)
+OPPORTUNISTIC = PhoneConfig(aor=BOB, policy=Policy.OPPORTUNISTIC, inband=False)
 
 
 def _offerer(to: str = BOB, call_id: str = CALL_ID) -> Offerer:
@@ -129,8 +130,8 @@ def _answer_to(offerer: Offerer, codecs: list[Codec]) -> str:
     return build_sdp("192.0.2.2", 4002, codecs, handshake=decision.answer_attribute)
 
 
-CALLER_REQUIRE = PhoneConfig(aor=ALICE)
-CALLER_OPPORTUNISTIC = PhoneConfig(aor=ALICE, policy=Policy.OPPORTUNISTIC)
+CALLER_REQUIRE = PhoneConfig(aor=ALICE, inband=False)
+CALLER_OPPORTUNISTIC = PhoneConfig(aor=ALICE, policy=Policy.OPPORTUNISTIC, inband=False)
 
 
 @pytest.mark.parametrize(

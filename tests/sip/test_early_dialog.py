@@ -205,7 +205,9 @@ def test_cancel_in_the_early_dialog_ends_the_callee_call(peer: SipPeer, wire: py
 @requires("sipp")
 def test_a_second_fork_answering_is_acked_and_byed_not_reported(tmp_path: Path) -> None:
     async def main() -> None:
-        with SippUas(tmp_path, name="forks", scenario_name="uas_two_forks", calls=1) as uas:
+        trace = tmp_path / "forks-messages.log"  # every message sipp sent and got, for a failure's report
+        extra = ["-trace_msg", "-message_file", str(trace)]
+        with SippUas(tmp_path, name="forks", scenario_name="uas_two_forks", calls=1, extra=extra) as uas:
             async with running_stack() as stack:
                 call = await stack.place_call(f"sip:bob@{uas.address}", "sip:alice@127.0.0.1", lambda _: sdp(9200))
                 rings = [await next_of(call, Ringing), await next_of(call, Ringing)]
@@ -219,7 +221,10 @@ def test_a_second_fork_answering_is_acked_and_byed_not_reported(tmp_path: Path) 
                 try:
                     await wait_until(lambda: stack.stats.stray_2xx == 1, "the second fork's 2xx handled")
                 except AssertionError as exc:
-                    raise AssertionError(f"{exc}; stack stats: {stack.stats}; sipp: {uas.stop().log[-2000:]}") from None
+                    messages = trace.read_text(errors="replace")[-6000:] if trace.exists() else "(no trace)"
+                    raise AssertionError(
+                        f"{exc}; stack stats: {stack.stats}; sipp: {uas.stop().log[-2000:]}\nsipp messages:\n{messages}"
+                    ) from None
                 call.hangup()
                 assert isinstance(await call.next_event(WAIT_S), Ended)
                 assert call.events.empty(), "nothing about forkB reached the call"

@@ -4,6 +4,16 @@ stops it by PID, stays on 127.0.0.1.
 
 Pitfalls (measured): db_text header lines end with a space and ha1 columns must be ``(string,null)``; the
 port is bound ~0.13 s after start, so readiness is an OPTIONS that gets any SIP reply; own -Y/-P dirs each.
+
+As a rewriting PBX (options ``strip_voipgw``, ``topoh``, ``transcode``; measured with kamailio 5.6.3 and rtpengine
+10.5, tests/testbed/test_kamailio_rewrite.py):
+- ``strip_voipgw``: ``sdp_remove_line_by_prefix("a=voipgw")`` then ``msg_apply_changes()``, on requests before
+  ``record_route()`` (msg_apply_changes refuses to run after it) and in the reply route. rtpengine alone keeps
+  unknown attributes (it only moves them after the ``m=`` line), so the strip is what removes them.
+- ``topoh``: the callee sees ``Call-ID: !!:<masked>``, ``Contact: <sip:127.0.0.1;line=sr-...>`` and a masked
+  second Via; Kamailio unmasks on the way back, so the caller sees its own Call-ID throughout.
+- ``transcode``: ``codec-mask=opus codec-transcode=PCMU`` on offers: the callee is offered PCMU only, the caller
+  is answered Opus, and rtpengine re-encodes between them (new payload type and bytes on each leg).
 """
 
 from __future__ import annotations
@@ -84,6 +94,18 @@ _CFG_RTPENGINE = """loadmodule "rtpengine.so"
 modparam("rtpengine", "rtpengine_sock", "{ng_socket}")
 """
 
+# A PBX that rewrites the SDP: sdpops deletes the a=voipgw lines (and textopsx applies that edit at once, so that
+# rtpengine, which replaces the whole body, works on the stripped one: two overlapping edits would garble it).
+_CFG_STRIP = """loadmodule "sdpops.so"
+loadmodule "textopsx.so"
+"""
+# topoh masks Via/Contact/Record-Route and, with mask_callid, the Call-ID: the far side sees its own Call-ID.
+_CFG_TOPOH = """loadmodule "topoh.so"
+modparam("topoh", "mask_key", "voipgw-testbed-topoh")
+modparam("topoh", "mask_callid", 1)
+modparam("topoh", "mask_ip", "127.0.0.1")
+"""
+
 _CFG_ROUTE = """
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
@@ -99,6 +121,7 @@ request_route {{
     t_check_trans();
     {auth_block}
     if (is_method("REGISTER")) {{ if (!save("location")) sl_reply_error(); exit; }}
+    {strip_initial}
     if (is_method("INVITE|SUBSCRIBE")) record_route();
     if (uri==myself) {{
         {dispatch}
@@ -151,17 +174,47 @@ _AUTH_BLOCK = """if (is_method("REGISTER|INVITE|MESSAGE|SUBSCRIBE")) {
         consume_credentials();
     }"""
 
-_RTP_INITIAL = """if (is_method("INVITE") && has_body("application/sdp")) {
+RTP_FLAGS = "replace-origin replace-session-connection"
+TRANSCODE_FLAGS = "codec-mask=opus codec-transcode=PCMU"
+"""Added to the initial offer's flags in ``transcode`` mode: rtpengine hides Opus from the callee and offers PCMU
+instead, transcoding between the legs (the caller still sees Opus in the answer)."""
+
+# The default (rtpengine only): these exact fragments, as before the rewriting options existed.
+_RTP_INITIAL_PLAIN = """if (is_method("INVITE") && has_body("application/sdp")) {
         rtpengine_manage("replace-origin replace-session-connection");
         t_on_reply("MANAGE_REPLY");
     }"""
-_RTP_INDIALOG = """if (is_method("INVITE|UPDATE|ACK|BYE")) {
+_RTP_INDIALOG_PLAIN = """if (is_method("INVITE|UPDATE|ACK|BYE")) {
                 rtpengine_manage("replace-origin replace-session-connection");
                 if (is_method("INVITE|UPDATE")) t_on_reply("MANAGE_REPLY");
             }"""
-_RTP_ONREPLY = """onreply_route[MANAGE_REPLY] {
+_RTP_ONREPLY_PLAIN = """onreply_route[MANAGE_REPLY] {
     if (has_body("application/sdp")) rtpengine_manage("replace-origin replace-session-connection");
 }"""
+_STRIP = 'if (has_body("application/sdp") && sdp_remove_line_by_prefix("a=voipgw")) msg_apply_changes();'
+# On an initial INVITE the strip must come before record_route(): msg_apply_changes() refuses to run after it.
+_STRIP_INITIAL = 'if (is_method("INVITE")) { ' + _STRIP + " }"
+_RTP_INITIAL = """if (is_method("INVITE") && has_body("application/sdp")) {
+        {manage_offer}
+        t_on_reply("MANAGE_REPLY");
+    }"""
+_RTP_INDIALOG = """if (is_method("INVITE|UPDATE|ACK|BYE")) {
+                if (is_method("INVITE|UPDATE")) {
+                    {strip}
+                    {manage_offer}
+                    t_on_reply("MANAGE_REPLY");
+                } else {
+                    {manage}
+                }
+            }"""
+_RTP_ONREPLY = """onreply_route[MANAGE_REPLY] {
+    {strip}
+    if (has_body("application/sdp")) { {manage} }
+}"""
+
+
+def _manage(flags: str | None) -> str:
+    return f'rtpengine_manage("{flags}");' if flags is not None else ""
 
 
 def _write_dbtext(dbdir: Path, users: Mapping[str, str]) -> None:
@@ -219,13 +272,27 @@ class Kamailio:
         dispatcher_algorithm: int = DS_ROUND_ROBIN,
         fr_timer_ms: int = 3000,
         tls_cert: tuple[Path, Path] | None = None,
+        strip_voipgw: bool = False,
+        topoh: bool = False,
+        transcode: bool = False,
     ) -> None:
         """``rtpengine_ng``: an ng socket such as ``udp:127.0.0.1:2223`` (testbed.rtpengine) to relay media.
         ``register_challenge="proxy"`` challenges REGISTER with 407 instead of 401 (to test that path).
         ``dispatcher``: SIP URIs (``sip:127.0.0.1:5071``) of a dispatcher set: every INVITE for the PBX's own
         domain goes to one of them (round robin by default), failing over to the next on 408/5xx or silence for
         ``fr_timer_ms``; other requests use the location table as before.
-        ``tls_cert=(cert.pem, key.pem)`` also listens for TLS on ``tls_port`` (kamailio-tls-modules)."""
+        ``tls_cert=(cert.pem, key.pem)`` also listens for TLS on ``tls_port`` (kamailio-tls-modules).
+
+        A PBX that rewrites what voipgw relies on (all off by default; see tests/testbed/test_kamailio_rewrite.py):
+        ``strip_voipgw`` deletes every ``a=voipgw`` line from the SDP of INVITE/re-INVITE/UPDATE and of every
+        reply to them (sdpops), as a B2BUA that regenerates the SDP would; ``topoh`` masks the Call-ID (and
+        Via/Contact) so the callee sees another Call-ID than the caller sent; ``transcode`` (needs
+        ``rtpengine_ng``) makes rtpengine offer the callee PCMU and no Opus, transcoding between the legs."""
+        if transcode and not rtpengine_ng:
+            raise ValueError("transcode=True needs rtpengine_ng")
+        self.strip_voipgw = strip_voipgw
+        self.topoh = topoh
+        self.transcode = transcode
         self.tls_cert = tls_cert
         if auth and not users:
             raise ValueError("auth=True needs users")
@@ -277,17 +344,47 @@ class Kamailio:
             text += _CFG_AUTH.format(dbdir=self.dir / "dbtext")
         if self.rtpengine_ng:
             text += _CFG_RTPENGINE.format(ng_socket=self.rtpengine_ng)
+        if self.strip_voipgw:
+            text += _CFG_STRIP
+        if self.topoh:
+            text += _CFG_TOPOH
         if self.dispatcher:
             text += _CFG_DISPATCHER.format(list_file=self.dir / "dispatcher.list", fr_timer_ms=self.fr_timer_ms)
         text += _CFG_ROUTE.format(
             dispatch=_DISPATCH.replace("{algorithm}", str(self.dispatcher_algorithm)) if self.dispatcher else "",
             dispatch_failure=_DISPATCH_FAILURE if self.dispatcher else "",
             auth_block=self._auth_block(),
-            rtp_initial=_RTP_INITIAL if self.rtpengine_ng else "",
-            rtp_indialog=_RTP_INDIALOG if self.rtpengine_ng else "",
-            rtp_onreply=_RTP_ONREPLY if self.rtpengine_ng else "",
+            **self._sdp_routes(),
         )
         return text
+
+    def _sdp_routes(self) -> dict[str, str]:
+        """The route fragments that touch SDP bodies: rtpengine and/or the a=voipgw strip (none by default)."""
+        if not (self.rtpengine_ng or self.strip_voipgw):
+            return {"strip_initial": "", "rtp_initial": "", "rtp_indialog": "", "rtp_onreply": ""}
+        if not (self.strip_voipgw or self.transcode):
+            return {
+                "strip_initial": "",
+                "rtp_initial": _RTP_INITIAL_PLAIN,
+                "rtp_indialog": _RTP_INDIALOG_PLAIN,
+                "rtp_onreply": _RTP_ONREPLY_PLAIN,
+            }
+        plain = RTP_FLAGS if self.rtpengine_ng else None
+        offer = f"{RTP_FLAGS} {TRANSCODE_FLAGS}" if self.transcode else plain
+        subst = {"{strip}": _STRIP if self.strip_voipgw else "", "{manage}": _manage(plain)}
+        subst["{manage_offer}"] = _manage(offer)
+
+        def fill(template: str) -> str:
+            for key, value in subst.items():
+                template = template.replace(key, value)
+            return template
+
+        return {
+            "strip_initial": _STRIP_INITIAL if self.strip_voipgw else "",
+            "rtp_initial": fill(_RTP_INITIAL),
+            "rtp_indialog": fill(_RTP_INDIALOG),
+            "rtp_onreply": fill(_RTP_ONREPLY),
+        }
 
     def _auth_block(self) -> str:
         if not self.auth:

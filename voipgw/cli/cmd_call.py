@@ -77,6 +77,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", help="SIP address to bind (default 127.0.0.1:5080)")
     p.add_argument("--aor", help="our address of record (default: USER@HOST of --listen)")
     p.add_argument("--policy", choices=("require", "opportunistic"), help="security policy (default require)")
+    p.add_argument(
+        "--no-inband",
+        action="store_true",
+        help="never run the key exchange in the media path (when a PBX strips a=voipgw from the SDP)",
+    )
     p.add_argument("--registrar", metavar="HOST:PORT", help="register here and send calls through it")
     p.add_argument(
         "--transport",
@@ -141,6 +146,7 @@ def phone_config(args: argparse.Namespace) -> PhoneConfig:
         "password": args.password,
         "e2e": False if args.plain else None,
         "transport": args.transport,
+        "inband": False if args.no_inband else None,
     }
     if args.listen:
         try:
@@ -274,6 +280,9 @@ def summary(call: ActiveCall, phone: Phone) -> dict[str, Any]:
         "security": rec.security.value,
         "reason": rec.reason,
         "suite": rec.suite,
+        "key_exchange": rec.key_exchange.value,
+        "call_id_bound": rec.call_id_bound,
+        "key_exchange_note": rec.key_exchange_note,
         "codec": rec.codec,
         "sas": rec.sas,
         "sas_words": list(rec.sas_words) if rec.sas_words else None,
@@ -307,7 +316,8 @@ def print_summary(data: dict[str, Any]) -> None:
         print(f"  {data['forwarded']}", file=sys.stderr)
     security = "none (no key exchange took place)" if data.get("never_keyed") else data["security"]
     security = data.get("security_text") or security
-    print(f"  security: {security}" + (f" ({data['suite']})" if data["suite"] else ""), file=sys.stderr)
+    detail = ", ".join(x for x in (data["suite"], data.get("key_exchange_note")) if x)
+    print(f"  security: {security}" + (f" ({detail})" if detail else ""), file=sys.stderr)
     if data["sas"]:
         print(f"  SAS: {data['sas']} ({' '.join(data['sas_words'])})", file=sys.stderr)
     if data["safety_number"]:

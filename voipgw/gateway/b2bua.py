@@ -278,6 +278,8 @@ class Gateway:
             proxy=self.config.outside_proxy,
             no_answer_timeout_s=self.config.no_answer_timeout_s,
             bind_call_id=self.config.bind_call_id,
+            inband=self.config.inband,
+            inband_wait_s=self.config.inband_wait_s,
             **_outside_transport(self.config),
         )
         if self.hooks is not None:

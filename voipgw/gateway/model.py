@@ -60,6 +60,9 @@ class B2buaSettings:
     the ``[NO SAS]`` (unverifiable) label, never a plain E2E one."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX (each leg its own Call-ID)."""
+    inband: bool = True
+    """The key exchange in the media path when the PBX strips ``a=voipgw`` (docs/PROTOCOL.md §C.6)."""
+    inband_wait_s: float = 2.0
     policy: Policy = Policy.REQUIRE
     """``require``: a far end without a voipgw gateway is refused with the reason; ``opportunistic``: such a
     call goes through in the clear, marked ``[NOT SECURE]``."""
@@ -241,6 +244,8 @@ class Bridge:
             "pipe_frames_dropped": self.to_outside.dropped + self.to_inside.dropped,
             "outside_codec": rec.codec if rec else None,
             "outside_suite": rec.suite if rec else None,
+            "key_exchange": rec.key_exchange.value if rec else "none",
+            "call_id_bound": rec.call_id_bound if rec else None,
             "outside_setup_ms": rec.setup_ms if rec else None,
             "sas_wait_ms": self.sas_wait_ms,
             "inside_frames_in": in_media.stats.frames_opened if in_media else 0,

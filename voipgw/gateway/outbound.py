@@ -98,11 +98,11 @@ async def outbound_setup(
         await leg.wait_sas(board.config.sas_wait_s)
     log.log(
         logging.WARNING if rec.security is Security.NOT_SECURE else logging.INFO,
-        "gateway call %s: %s -> %s %s%s, outside %s codec %s SAS %s",
+        "gateway call %s: %s -> %s %s%s, outside %s%s codec %s SAS %s",
         rec.call_id, user.name, rec.remote_aor, rec.security.value,
         " [NOT SECURE] (policy opportunistic: the far end has no voipgw gateway)"
         if rec.security is Security.NOT_SECURE else "",
-        rec.suite, rec.codec, rec.sas,
+        rec.suite, f" ({rec.key_exchange_note})" if rec.key_exchange_note else "", rec.codec, rec.sas,
     )  # fmt: skip
     await start_inside_media(bridge, stream, remote, codec, crypto, board.registered_source(user.name))
     # The caller's phone cannot show the state (it keeps the display it dialled): it hears it, and the SAS.

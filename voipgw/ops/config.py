@@ -78,6 +78,10 @@ class OutsideConfig:
     (where ``voipgw.gateway`` keeps them today)."""
     bind_call_id: bool = True
     """Require the signed Call-ID to equal the SIP Call-ID; False behind a B2BUA PBX that rewrites Call-IDs."""
+    inband: bool = True
+    """Run the key exchange in the media path when the PBX strips ``a=voipgw`` (docs/PROTOCOL.md §C.6)."""
+    inband_wait_s: float = 2.0
+    """How long a call waits for the key exchange in the media path (no audio flows meanwhile)."""
     register: bool = True
     """False: do not REGISTER the users (the PBX routes to this gateway statically, e.g. through a dispatcher)."""
     transport: str = "udp"
@@ -206,6 +210,8 @@ _TABLES: dict[str, frozenset[str]] = {
             "register_expires",
             "identity_dir",
             "bind_call_id",
+            "inband",
+            "inband_wait_s",
             "register",
             "transport",
             "require_hybrid",
@@ -270,6 +276,13 @@ def _get(table: Mapping[str, Any], key: str, want: type, where: str, default: An
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise ConfigError(f"{where}{key}: expected {want.__name__}, got {value!r}")
     return value
+
+
+def _inband_wait(o: Mapping[str, Any]) -> float:
+    value = o.get("inband_wait_s", 2.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 30:
+        raise ConfigError(f"outside.inband_wait_s: expected a number of seconds within 0.5..30, got {value!r}")
+    return float(value)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -476,6 +489,8 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         register_expires=expires,
         identity_dir=None if not identity_dir else _path(identity_dir, base_dir, "outside.identity_dir"),
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
+        inband=_get(o, "inband", bool, "outside.", True),
+        inband_wait_s=_inband_wait(o),
         register=_get(o, "register", bool, "outside.", True),
         listen=_listen(o, "outside", DEFAULT_OUTSIDE_LISTEN),
         rtp_address=_rtp_address(o, "outside"),

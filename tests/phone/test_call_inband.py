@@ -1,0 +1,88 @@
+"""The key exchange in the media path (docs/PROTOCOL.md §C.6) between two real softphones, through a relay that
+deletes ``a=voipgw`` from every SDP (what a B2BUA PBX does): the call is still sealed end to end, both ends agree on
+the SAS, and neither ever sent or played a clear frame. With in-band turned off the old refusal stands, and a path
+that also destroys the in-band packets (a transcoding PBX) is refused, never clear."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ratchet.inband import is_inband
+from tests.support.phones import SPEECH, assert_secure_call, start_caller, start_listener
+from tests.testbed.sip_mangler import SipMangler
+from voipgw.demo import read_wire
+
+pytestmark = [pytest.mark.integration]
+
+SHORT = ("--play", str(SPEECH))
+
+
+def strip_voipgw(sdp: str) -> str:
+    return re.sub(r"a=voipgw:[^\r\n]*\r\n", "", sdp)
+
+
+def test_a_stripped_attribute_is_replaced_by_the_key_exchange_in_the_media_path(tmp_path: Path) -> None:
+    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
+    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=strip_voipgw, on_answer=strip_voipgw) as relay:
+        relay.in_path = True
+        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT)
+        try:
+            assert alice.wait(40) == 0, alice.log()
+            assert bob.wait(15) == 0, bob.log()
+        finally:
+            alice.stop()
+            bob.stop()
+        assert relay.offers_rewritten >= 1 and relay.answers_rewritten >= 1
+    assert_secure_call(alice, bob)  # same SAS and safety number, audio both ways, nothing clear on the wire
+    a, b = alice.summary(), bob.summary()
+    for side in (a, b):
+        assert side["key_exchange"] == "media" and side["call_id_bound"] is False, side
+        assert side["inband_sent"] >= 1 and side["inband_received"] >= 1, side
+        assert side["inband_refused"] == {}, side
+    # Each side's first packet was its half of the key exchange, never audio (the taps hold what arrived):
+    assert is_inband(read_wire(bob.wire)[0]) and is_inband(read_wire(alice.wire)[0])
+    assert "key exchange in the media path" in alice.log() and "key exchange in the media path" in bob.log()
+
+
+def test_with_the_media_path_turned_off_a_stripped_offer_is_refused_as_before(tmp_path: Path) -> None:
+    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), "--no-inband")
+    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=strip_voipgw) as relay:
+        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT, "--no-inband")
+        try:
+            assert alice.wait(40) == 1, alice.log()
+            bob.wait(15)
+        finally:
+            alice.stop()
+            bob.stop()
+    a = alice.summary()
+    assert a["state"] == "failed" and "488" in a["reason"] and "carries no voipgw key exchange" in a["reason"], a
+    assert a["frames_sent"] == 0 and a["inband_sent"] == 0
+
+
+def blackhole_media(sdp: str) -> str:
+    """Point the SDP's audio at a port where nothing listens: what a PBX that transcodes the audio does to the
+    in-band packets (they never arrive as they were sent)."""
+    return re.sub(r"m=audio \d+", "m=audio 9", strip_voipgw(sdp))
+
+
+def test_a_path_that_destroys_the_in_band_packets_is_refused_never_clear(tmp_path: Path) -> None:
+    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
+    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=blackhole_media, on_answer=blackhole_media) as relay:
+        relay.in_path = True
+        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT)
+        try:
+            assert alice.wait(40) == 1, alice.log()
+            bob.wait(15)
+        finally:
+            alice.stop()
+            bob.stop()
+    a, b = alice.summary(), bob.summary()
+    assert a["state"] == b["state"] == "failed", (a, b)
+    assert "no key exchange" in a["reason"] and "media path" in a["reason"], a["reason"]
+    assert "no key exchange" in b["reason"], b["reason"]
+    for side, tap in ((a, alice.wire), (b, bob.wire)):
+        assert side["frames_sent"] == 0 and side["frames_played"] == 0, side
+        assert all(is_inband(p) for p in read_wire(tap)) if tap.exists() else True
