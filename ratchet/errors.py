@@ -199,6 +199,60 @@ class SealError(RatchetError):
     reason = "seal"
 
 
+# --- in-call post-quantum ratchet (PROTOCOL.md §B.12) ---------------------------------------------------------
+# A refused PQ chunk never refuses the frame that carried it (the frame authenticated; its audio plays): the
+# session counts the reason (``RatchetStats.pq_refused``) and drops what the chunk would have changed.
+
+
+class PqChunkError(RatchetError):
+    """An authenticated PQ_CHUNK (or the message it completed) cannot be used."""
+
+    reason = "pq-chunk"
+
+
+class MalformedPqChunk(PqChunkError):
+    """The chunk's value is not ``u8 head ‖ u8 index ‖ 12 bytes``."""
+
+    reason = "pq-malformed-chunk"
+
+
+class ConflictingPqChunk(PqChunkError):
+    """A share index of a message arrived twice with different bytes: the partial message is dropped and the
+    exchange refused (an honest sender never does it)."""
+
+    reason = "pq-conflicting-chunk"
+
+
+class PqDigestMismatch(PqChunkError):
+    """The reconstructed message does not match the digest inside it (shares of different messages, or forged)."""
+
+    reason = "pq-digest-mismatch"
+
+
+class BadPqKey(PqChunkError):
+    """A verified encapsulation key that ML-KEM-768 refuses (a buggy or hostile peer)."""
+
+    reason = "pq-bad-key"
+
+
+class UnexpectedPqChunk(PqChunkError):
+    """A ciphertext chunk for an exchange we are not running, or a chunk of an exchange refused earlier."""
+
+    reason = "pq-unexpected-chunk"
+
+
+class PqPartialEvicted(PqChunkError):
+    """A newer exchange of the peer replaced an incomplete partial message (bounded memory: one per kind)."""
+
+    reason = "pq-partial-evicted"
+
+
+class UnknownPqExchange(PqChunkError):
+    """A RATCHET_KEY_PQ names an exchange whose secret we do not hold: the step is ignored (never acked)."""
+
+    reason = "pq-unknown-exchange"
+
+
 # --- key exchange in the media path (in-band, docs/PROTOCOL.md §C.6) --------------------------------------
 
 

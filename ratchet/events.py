@@ -27,6 +27,27 @@ class PeerRatchetStep:
 
 
 @dataclass(frozen=True)
+class LocalPqStep:
+    """Our DH step ``epoch`` mixed the secret of our completed ML-KEM-768 exchange ``exchange`` into our root and
+    we switched to it (§B.12): our direction has post-compromise security against a quantum attacker too."""
+
+    exchange: int
+    epoch: int
+    started_at: float
+    """When we started the exchange (the PQ epoch's duration is ``at - started_at``)."""
+    at: float
+
+
+@dataclass(frozen=True)
+class PeerPqStep:
+    """The peer's epoch ``epoch``, which mixes the secret of its ML-KEM-768 exchange ``exchange``, authenticated."""
+
+    exchange: int
+    epoch: int
+    at: float
+
+
+@dataclass(frozen=True)
 class SasReady:
     """The short authentication string can be shown: at the answerer once the offerer's ``r`` arrived
     authenticated and opened the offer's commitment (before the answerer reveals ``s``); at the offerer once the
@@ -72,6 +93,9 @@ class Degradation(enum.Enum):
     """Our announced next ratchet key was not acked within 2 × dh_interval_s: our direction is not stepping."""
     NO_PEER_STEP = "no-peer-step"
     """No authenticated DH step of the peer within peer_dh_timeout_s: the peer's direction is not stepping."""
+    PQ_STALLED = "pq-stalled"
+    """Our post-quantum epoch (§B.12) did not complete within pq_stall_s of its start (the peer stopped answering,
+    does not run the PQ ratchet, or sent chunks we refused): our direction heals only against classical attackers."""
 
 
 @dataclass(frozen=True)
@@ -99,4 +123,6 @@ Event = (
     | MediaDegraded
     | MediaRestored
     | PeerNotice
+    | LocalPqStep
+    | PeerPqStep
 )

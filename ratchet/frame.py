@@ -45,11 +45,14 @@ TLV_SAS_REVEAL = 0x02
 TLV_KEY_ACK = 0x03
 TLV_TELEPHONE_EVENT = 0x04
 TLV_NOTICE = 0x05
+TLV_PQ_CHUNK = 0x06
+TLV_RATCHET_KEY_PQ = 0x07
 RATCHET_KEY_LEN = 2 + 2 + 4 + 32
 SAS_REVEAL_LEN = 16
 KEY_ACK_LEN = 2 + 4
 TELEPHONE_EVENT_LEN = 8
 NOTICE_LEN = 1
+RATCHET_KEY_PQ_LEN = RATCHET_KEY_LEN + 1
 KEY_PREFIX_LEN = 4
 NO_PEER_EPOCH = 0xFFFF
 
@@ -67,13 +70,15 @@ class RatchetKeyAnnouncement:
     start_counter: int
     """Lowest frame counter of the epoch: its chain step s covers counters start + s*fpk .. + fpk - 1."""
     public_key: bytes
+    pq_exchange: int | None = None
+    """The sender's completed ML-KEM exchange (7-bit id) whose secret this step mixes into the root: the
+    announcement then travels as RATCHET_KEY_PQ (§B.12). None: a classical step (RATCHET_KEY)."""
 
     def encode(self) -> bytes:
-        return (
-            bytes([TLV_RATCHET_KEY, RATCHET_KEY_LEN])
-            + struct.pack(">HHI", self.epoch, self.peer_epoch, self.start_counter)
-            + self.public_key
-        )
+        fields = struct.pack(">HHI", self.epoch, self.peer_epoch, self.start_counter) + self.public_key
+        if self.pq_exchange is None:
+            return bytes([TLV_RATCHET_KEY, RATCHET_KEY_LEN]) + fields
+        return bytes([TLV_RATCHET_KEY_PQ, RATCHET_KEY_PQ_LEN]) + fields + bytes([self.pq_exchange])
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ class Control:
     telephone_event: bytes | None = None
     notice: int | None = None
     """A NOTICE code (§B.2): something the sender tells the receiver about the call, authenticated."""
+    pq_chunk: bytes | None = None
+    """The value of a PQ_CHUNK TLV (§B.12), any length: the PQ ratchet validates it (a bad chunk never costs
+    the frame its audio)."""
 
 
 EMPTY_CONTROL = Control()
@@ -138,6 +146,7 @@ def parse_control(block: bytes) -> Control:
     sas: bytes | None = None
     event: bytes | None = None
     notice: int | None = None
+    pq_chunk: bytes | None = None
     pos = 0
     seen: set[int] = set()
     end = len(block)
@@ -155,8 +164,16 @@ def parse_control(block: bytes) -> Control:
         pos += ln
         if typ == TLV_PAD:
             continue
-        if typ in seen:
+        if typ in seen or (typ == TLV_RATCHET_KEY_PQ and TLV_RATCHET_KEY in seen):
             raise MalformedFrame(f"duplicate control TLV type {typ}")
+        if typ == TLV_RATCHET_KEY_PQ:
+            typ = TLV_RATCHET_KEY  # one announcement per frame, of either kind
+            if ln != RATCHET_KEY_PQ_LEN:
+                raise MalformedFrame("RATCHET_KEY_PQ has the wrong length")
+            epoch, peer_epoch, start = struct.unpack_from(">HHI", value)
+            ratchet_key = RatchetKeyAnnouncement(epoch, peer_epoch, start, bytes(value[8:40]), value[40])
+            seen.add(typ)
+            continue
         seen.add(typ)
         if typ == TLV_RATCHET_KEY:
             if ln != RATCHET_KEY_LEN:
@@ -179,7 +196,9 @@ def parse_control(block: bytes) -> Control:
             if ln != NOTICE_LEN:
                 raise MalformedFrame("NOTICE has the wrong length")
             notice = value[0]
-    return Control(ratchet_key, ack, sas, event, notice)
+        elif typ == TLV_PQ_CHUNK:
+            pq_chunk = bytes(value)
+    return Control(ratchet_key, ack, sas, event, notice, pq_chunk)
 
 
 def split_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:

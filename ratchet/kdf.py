@@ -15,6 +15,7 @@ LABEL_CHAIN = b"voipgw-v1 chain "
 LABEL_TIME = b"voipgw-v1 time "
 LABEL_SAS = b"voipgw-v1 sas"
 LABEL_RATCHET = b"voipgw-v1 ratchet"
+LABEL_PQ_RATCHET = b"voipgw-v1 pq ratchet"
 LABEL_TIME_KEY = b"voipgw-v1 time key"
 LABEL_FRAME_KEY = b"vgw1fk"
 LABEL_FRAME_KEY_PER_FRAME = b"vgw1ff"
@@ -51,4 +52,12 @@ def kdf_rk(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes]:
     Returns ``(next_root_key, chain_key)``.
     """
     out = hkdf(root_key, dh_output, LABEL_RATCHET, 64)
+    return out[:32], out[32:]
+
+
+def kdf_rk_pq(root_key: bytes, dh_output: bytes, kem_secret: bytes) -> tuple[bytes, bytes]:
+    """KDF_RK of a DH step that also mixes a completed in-call ML-KEM-768 exchange (PROTOCOL.md §B.12): HKDF
+    salted with the root key over ``dh ‖ kem_secret``, under its own label. Returns ``(next_root_key, chain_key)``.
+    """
+    out = hkdf(root_key, dh_output + kem_secret, LABEL_PQ_RATCHET, 64)
     return out[:32], out[32:]

@@ -8,12 +8,16 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ratchet.events import Degradation, Event, MediaDegraded, MediaRestored
 from ratchet.frame import KeyAck
+
+if TYPE_CHECKING:
+    from ratchet.pq_ratchet import PqRatchet
 
 REPEAT_FIRST = 3
 """A control item (ratchet key, ack) goes in the first 3 frames after it is armed, then in every 4th: under 30 %
@@ -90,6 +94,14 @@ class MediaConfig:
     replay_window: int = 256
     reveal_period_s: float = 20.0
     """How long each side keeps repeating its SAS reveal."""
+    pq_interval_s: float = 60.0
+    """In-call post-quantum ratchet (§B.12; only with an erasure coder): seconds from the end of one of our ML-KEM
+    exchanges to the start of the next (0 disables ours). The offerer starts its first after half of it, the
+    answerer after all of it, so the two sides' exchanges rarely overlap."""
+    pq_stall_s: float = 30.0
+    """Our ML-KEM exchange not completed this long after its start raises MediaDegraded(PQ_STALLED)."""
+    pq_classical: bool = False
+    """Run the in-call PQ ratchet on calls whose handshake was classical (X25519 only) too."""
 
 
 def _raw_public(key: X25519PrivateKey) -> bytes:
@@ -120,6 +132,19 @@ class RatchetStats:
     """The degraded conditions active now."""
     local_steps: int = 0
     peer_steps: int = 0
+    pq_local_epochs: int = 0
+    """Our DH steps that mixed a completed ML-KEM-768 exchange (§B.12)."""
+    pq_peer_epochs: int = 0
+    """The peer's DH steps that mixed an ML-KEM-768 exchange we answered."""
+    pq_chunks_sent: int = 0
+    pq_announcements_sent: int = 0
+    pq_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Refused PQ chunks and exchanges by reason (their frames opened)."""
+
+    @property
+    def pq_epochs(self) -> int:
+        """Completed post-quantum epochs, both directions."""
+        return self.pq_local_epochs + self.pq_peer_epochs
 
 
 class _RatchetState:
@@ -145,6 +170,8 @@ class _RatchetState:
         """Bumped whenever the opener changes this state (it does so only for a frame that authenticated through
         its general path, with control TLVs or a new epoch): the sealer's fast path holds only while it is
         unchanged. Anything else that changes this state outside the sealer's general path must bump it too."""
+        self.pq: PqRatchet | None = None
+        """The in-call PQ ratchet (§B.12), or None when it is off."""
         self.add_own_key(0, keygen())
 
     def add_own_key(self, index: int, key: X25519PrivateKey) -> None:

@@ -19,11 +19,13 @@ from ratchet.errors import (
     FutureFrame,
     KeyDesync,
     MalformedFrame,
+    PqChunkError,
     ReplayedFrame,
     StaleFrame,
     TamperedFrame,
     TooFarAhead,
     UnknownEpoch,
+    UnknownPqExchange,
     WrongSuite,
 )
 from ratchet.events import (
@@ -61,7 +63,7 @@ from ratchet.frame import (
     per_frame_key,
     split_plaintext,
 )
-from ratchet.kdf import kdf_rk
+from ratchet.kdf import kdf_rk, kdf_rk_pq
 from ratchet.media_state import MediaConfig, _RatchetState, _wipe
 from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.replay import ReplayWindow
@@ -121,12 +123,14 @@ class _RecvChain:
 class _PendingEpoch:
     """The peer's next epoch: derived from its authenticated announcement, acked, not yet seen in use."""
 
-    __slots__ = ("chain", "new_root", "public")
+    __slots__ = ("chain", "new_root", "pq", "public")
 
-    def __init__(self, public: bytes, chain: _RecvChain, new_root: bytes) -> None:
+    def __init__(self, public: bytes, chain: _RecvChain, new_root: bytes, pq: int | None = None) -> None:
         self.public = public
         self.chain = chain
         self.new_root = bytearray(new_root)
+        self.pq = pq
+        """The peer's ML-KEM exchange this epoch mixes (RATCHET_KEY_PQ, §B.12), or None."""
 
     def wipe(self) -> None:
         self.chain.wipe()
@@ -508,6 +512,8 @@ class FrameOpener:
             state.ack = None
         state.events.append(PeerRatchetStep(chain.epoch, now))
         state.restore(Degradation.NO_PEER_STEP, now)
+        if pending.pq is not None and state.pq is not None:
+            state.pq.peer_switched(pending.pq, chain.epoch, now)
 
     # --- control TLVs --------------------------------------------------------------------------------------
 
@@ -526,6 +532,12 @@ class FrameOpener:
         if control.notice is not None and control.notice not in self._notices_seen:
             self._notices_seen.add(control.notice)  # at most 255 codes
             self._state.events.append(PeerNotice(control.notice))
+        pq = self._state.pq
+        if control.pq_chunk is not None and pq is not None:
+            try:
+                pq.receive(control.pq_chunk, now)
+            except PqChunkError as exc:  # the frame authenticated and its audio plays; the chunk is dropped
+                pq.refused[exc.reason] += 1
 
     def _apply_announcement(self, ann: RatchetKeyAnnouncement, chain: _RecvChain) -> None:
         """An authenticated RATCHET_KEY: ack the initial key; derive (once per distinct key) and ack the next."""
@@ -546,17 +558,33 @@ class FrameOpener:
         own = state.own_keys.get(ann.peer_epoch)
         if own is None or ann.start_counter < chain.start:
             return  # our key is gone (the peer re-announces with a newer one) or nonsense: no ack
+        kem: bytes | None = None
+        if ann.pq_exchange is not None:
+            pq = state.pq
+            if pq is None:
+                return  # we run no PQ ratchet: we cannot follow it (never acked; the peer reports the stall)
+            kem = pq.answer_secret(ann.pq_exchange)
+            if kem is None:
+                pq.refused[UnknownPqExchange.reason] += 1
+                return
+            pq.announcement_seen(ann.pq_exchange)
         try:
             dh = own.exchange(X25519PublicKey.from_public_bytes(ann.public_key))
         except ValueError:  # low-order point: all-zero shared secret
             self.bad_announcements += 1
             return
         self.dh_computations += 1
-        new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        if kem is None:
+            new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        else:
+            new_root, chain_key = kdf_rk_pq(bytes(self._root), dh, kem)
         if pending is not None:
             pending.wipe()
         self._pending = _PendingEpoch(
-            ann.public_key, _RecvChain(ann.epoch, ann.start_counter, chain_key, self._suite), new_root
+            ann.public_key,
+            _RecvChain(ann.epoch, ann.start_counter, chain_key, self._suite),
+            new_root,
+            ann.pq_exchange,
         )
         state.arm_ack(ack)
 

@@ -39,7 +39,7 @@ from ratchet.frame import (
     sas_reveal_tlv,
     telephone_event_tlv,
 )
-from ratchet.kdf import kdf_rk
+from ratchet.kdf import kdf_rk, kdf_rk_pq
 from ratchet.media_state import (
     ACK_TAIL_FRAMES,
     NOTICE_FRAMES,
@@ -74,10 +74,12 @@ class _Announcement:
     """Our counter when this key was first announced (the repeat schedule counts from it)."""
     decided_at: float
     """When we decided to step (kept across re-announcements: the degraded deadline counts from it)."""
+    pq: int | None = None
+    """Our completed ML-KEM exchange this step mixes into the root (announced as RATCHET_KEY_PQ, §B.12)."""
     tlv: bytes = b""
 
     def __post_init__(self) -> None:
-        self.tlv = RatchetKeyAnnouncement(self.epoch, self.peer_epoch, self.start, self.public).encode()
+        self.tlv = RatchetKeyAnnouncement(self.epoch, self.peer_epoch, self.start, self.public, self.pq).encode()
 
     def wipe(self) -> None:
         _wipe(self.chain_key)
@@ -98,6 +100,8 @@ class _Plan:
     """The frame carries our KEY_ACK."""
     ack_due: bool = False
     """The ack schedule wanted it in this frame (if not sent, because a 42-byte item took the frame, it is owed)."""
+    chunk: bool = False
+    """The frame carries a PQ_CHUNK (§B.12)."""
 
 
 _NO_CONTROL = _Plan(b"", key=False, reveal=False)
@@ -215,6 +219,8 @@ class FrameSealer:
         self._notices: list[tuple[bytes, int]] = []
         """NOTICE TLVs being repeated, with the counter of the frame that first carried (or will carry) each."""
         self.announcements = 0
+        self.pq_announcements = 0
+        """Frames that carried a RATCHET_KEY_PQ (one byte longer than a RATCHET_KEY)."""
         self.oversize_frames = 0
         self.local_steps = 0
         self._overhead = 0
@@ -315,7 +321,20 @@ class FrameSealer:
             if acked and self._n >= pend.start:
                 self._switch(pend, now)
             elif not acked and (self._n - pend.start) // self._fpk > cfg.max_skip_steps // 2:
-                self._announce(pend.epoch, now, pend.decided_at)  # the peer could no longer catch up: new key
+                # the peer could no longer catch up: a new key (mixing the same PQ secret, if any)
+                self._announce(pend.epoch, now, pend.decided_at, self._pq_secret(pend.pq))
+        pq = state.pq
+        if pq is not None:
+            pq.tick(now)
+            ready = pq.ready()
+            # A completed ML-KEM exchange goes into our next DH step at once: a fresh step, or the unacked one we
+            # are announcing, re-announced with a fresh key that mixes it (the peer replaces its pending chain).
+            if ready is not None and state.peer_current is not None:
+                pend = self._pending
+                if pend is None and self._epoch < MAX_EPOCH:
+                    self._announce(self._epoch + 1, now, now, ready)
+                elif pend is not None and pend.pq != ready[0]:
+                    self._announce(pend.epoch, now, pend.decided_at, ready)
         if (
             self._pending is None
             and cfg.dh_interval_s > 0
@@ -333,14 +352,24 @@ class FrameSealer:
         if silent and Degradation.NO_PEER_STEP not in degraded:
             state.degrade(Degradation.NO_PEER_STEP, now)
 
-    def _announce(self, epoch: int, now: float, decided_at: float) -> None:
-        """Draw the key of ``epoch`` (replacing an unacked one), derive its chain, start announcing it."""
+    def _pq_secret(self, exchange: int | None) -> tuple[int, bytes] | None:
+        """The PQ exchange ``exchange`` with its secret, if it is the one the PQ ratchet holds ready."""
+        pq = self._state.pq
+        ready = pq.ready() if pq is not None and exchange is not None else None
+        return ready if ready is not None and ready[0] == exchange else None
+
+    def _announce(self, epoch: int, now: float, decided_at: float, pq: tuple[int, bytes] | None = None) -> None:
+        """Draw the key of ``epoch`` (replacing an unacked one), derive its chain (mixing the completed ML-KEM
+        exchange ``pq`` = (exchange, secret), if given), start announcing it."""
         state = self._state
         assert state.peer_current is not None
         peer_index, peer_public = state.peer_current
         private: X25519PrivateKey = state.keygen()
         dh = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
-        new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        if pq is None:
+            new_root, chain_key = kdf_rk(bytes(self._root), dh)
+        else:
+            new_root, chain_key = kdf_rk_pq(bytes(self._root), dh, pq[1])
         if self._pending is not None:
             self._pending.wipe()
         state.add_own_key(epoch, private)
@@ -353,6 +382,7 @@ class FrameSealer:
             bytearray(new_root),
             self._n,
             decided_at,
+            pq[0] if pq is not None else None,
         )
         self._key_owed = False
 
@@ -371,6 +401,8 @@ class FrameSealer:
             del self._state.peer_acks[old]
         self._state.events.append(LocalRatchetStep(pend.epoch, now))
         self._state.restore(Degradation.OWN_STEP_UNACKED, now)
+        if pend.pq is not None and self._state.pq is not None:
+            self._state.pq.local_switched(pend.pq, pend.epoch, now)
 
     # --- control schedule ------------------------------------------------------------------------------
 
@@ -390,7 +422,16 @@ class FrameSealer:
         """The next frame's control TLVs (no PAD). Pure: ``seal`` commits the schedule afterwards."""
         key_due, key_tlv = self._key_tlv()
         revealing = self._revealing(now)
-        if not key_tlv and not revealing and self._state.ack is None and event is None and not self._notices:
+        pq = self._state.pq
+        chunk = pq.next_tlv() if pq is not None else None
+        if (
+            not key_tlv
+            and not revealing
+            and self._state.ack is None
+            and event is None
+            and not self._notices
+            and chunk is None
+        ):
             return _NO_CONTROL  # the steady state of a call
         reveal_due = revealing and reveal_repeats(self._n - self._reveal_n)
         key_owed = bool(key_tlv) and (self._key_owed or key_due)
@@ -418,7 +459,13 @@ class FrameSealer:
         for tlv, first in self._notices:
             if repeats(self._n - first):
                 ctl += tlv
-        return _Plan(ctl, send_key, send_reveal, key_due and bool(key_tlv), reveal_due, send_ack, ack_due)
+        # A PQ chunk (16 bytes) never rides beside a 42-byte item either: the erasure code makes a skipped chunk
+        # cost nothing but one frame's time.
+        send_chunk = chunk is not None and not (send_key or send_reveal)
+        if send_chunk:
+            assert chunk is not None
+            ctl += chunk
+        return _Plan(ctl, send_key, send_reveal, key_due and bool(key_tlv), reveal_due, send_ack, ack_due, send_chunk)
 
     def control_size(self, now: float, event: bool = False) -> int:
         """The ctl bytes (TLV headers included, PAD excluded) the next ``seal`` at this ``now`` carries."""
@@ -499,6 +546,8 @@ class FrameSealer:
         self._overhead += len(sealed) - len(payload)
         if plan.key:
             self.announcements += 1
+            if self._pending is not None and self._pending.pq is not None:
+                self.pq_announcements += 1
             self._key_owed = False
             self._last_big_was_key = True
         elif plan.key_due:
@@ -512,6 +561,9 @@ class FrameSealer:
             self._ack_owed = False
         elif plan.ack_due:
             self._ack_owed = True
+        if plan.chunk:
+            assert self._state.pq is not None
+            self._state.pq.commit_sent()
         if self._notices:
             self._notices = [(t, first) for t, first in self._notices if self._n - first < NOTICE_FRAMES]
         state = self._state
@@ -529,6 +581,8 @@ class FrameSealer:
         reveal, ack, notice) repeats or expires, the end of the interval, the next time ``_prepare`` could act; and
         only while the shared state keeps its version (the opener changes acks and peer keys)."""
         n, state, cfg, fpk = self._n, self._state, self._config, self._fpk
+        if state.pq is not None and state.pq.sending():
+            return  # every frame carries a chunk while an ML-KEM message goes out
         end = self._epoch_start_n + (step + 1) * fpk
         if end <= n:
             return  # the next frame starts a chain step (always, with frames_per_key 1)
@@ -565,6 +619,8 @@ class FrameSealer:
             t_hi = min(t_hi, _deadline(self._epoch_started_at, cfg.dh_interval_s))
         if cfg.peer_dh_timeout_s > 0 and Degradation.NO_PEER_STEP not in state.degraded:
             t_hi = min(t_hi, _deadline(state.last_peer_step_at, cfg.peer_dh_timeout_s))
+        if state.pq is not None:
+            t_hi = min(t_hi, state.pq.deadline())  # an exchange may start or stall there
         if not now < t_hi:
             return
         word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)

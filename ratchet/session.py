@@ -35,7 +35,9 @@ from ratchet.media_state import (
     _RatchetState,
 )
 from ratchet.opener import START_LEARNING_S, FrameOpener
-from ratchet.params import SessionKeys
+from ratchet.params import Role, SessionKeys, Suite
+from ratchet.pq_chunks import ErasureCoder
+from ratchet.pq_ratchet import PqRatchet
 from ratchet.sas import Sas
 from ratchet.sealer import MAX_EPOCH, FrameSealer
 from ratchet.timekeys import MAX_WINDOW_INTERVALS, TimeKeySchedule
@@ -45,9 +47,11 @@ class MediaSession:
     """Both directions of one call's media crypto. Build it from the handshake's SessionKeys.
 
     The SessionKeys secrets are copied into the session and then overwritten in ``keys`` (they must not
-    outlive their use); pass a fresh SessionKeys per session. ``reveal_at_start`` makes an answerer reveal its
-    SAS contribution from its first frame, as if ``reveal_sas()`` were called at once: only for callers not yet
-    wired to a ring point (it forfeits the protection against silent probing, PROTOCOL.md §A.6).
+    outlive their use); pass a fresh SessionKeys per session. ``coder`` (an erasure code, ``voipgw.erasure``) turns
+    on the in-call post-quantum ratchet (PROTOCOL.md §B.12) when the handshake negotiated X25519_MLKEM768 (or
+    ``config.pq_classical``); None leaves the wire exactly as without it. ``reveal_at_start`` makes an answerer
+    reveal its SAS contribution from its first frame, as if ``reveal_sas()`` were called at once: only for callers
+    not yet wired to a ring point (it forfeits the protection against silent probing, PROTOCOL.md §A.6).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class MediaSession:
         *,
         keygen: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
         reveal_at_start: bool = False,
+        coder: ErasureCoder | None = None,
     ) -> None:
         self.config = config or MediaConfig()
         window = TimeKeySchedule.window_intervals(self.config.max_skew_ms, keys.interval_ms)
@@ -67,6 +72,10 @@ class MediaSession:
                 f"at most {MAX_WINDOW_INTERVALS} fit the header"
             )
         self._state = _RatchetState(keygen, self.config.max_own_keys, now)
+        cfg = self.config
+        if coder is not None and cfg.pq_interval_s > 0 and (keys.suite is Suite.X25519_MLKEM768 or cfg.pq_classical):
+            first = cfg.pq_interval_s / 2 if keys.role is Role.OFFERER else cfg.pq_interval_s
+            self._state.pq = PqRatchet(coder, self._state, now + first, cfg.pq_interval_s, cfg.pq_stall_s)
         self.sealer = FrameSealer(keys, self._state, self.config, now)
         self.opener = FrameOpener(keys, self._state, self.config, now)
         self.role = keys.role
@@ -125,7 +134,7 @@ class MediaSession:
     @property
     def stats(self) -> RatchetStats:
         s, o = self.sealer, self.opener
-        return RatchetStats(
+        stats = RatchetStats(
             sealed=s.sealed,
             opened=o.opened,
             announcements_sent=s.announcements,
@@ -138,6 +147,25 @@ class MediaSession:
             local_steps=s.local_steps,
             peer_steps=o.peer_steps,
         )
+        pq = self._state.pq
+        if pq is not None:
+            stats.pq_local_epochs = pq.local_epochs
+            stats.pq_peer_epochs = pq.peer_epochs
+            stats.pq_chunks_sent = pq.chunks_sent
+            stats.pq_announcements_sent = s.pq_announcements
+            stats.pq_refused = collections.Counter(pq.refused)
+        return stats
+
+    @property
+    def pq(self) -> PqRatchet | None:
+        """The in-call post-quantum ratchet (§B.12), or None when it is off."""
+        return self._state.pq
+
+    @property
+    def pq_epochs(self) -> int:
+        """Completed post-quantum epochs, both directions (our steps that mixed an ML-KEM secret, and the peer's)."""
+        pq = self._state.pq
+        return 0 if pq is None else pq.local_epochs + pq.peer_epochs
 
     def next_event(self) -> Event | None:
         return self._state.events.popleft() if self._state.events else None
@@ -145,6 +173,8 @@ class MediaSession:
     def close(self) -> None:
         self.sealer.close()
         self.opener.close()
+        if self._state.pq is not None:
+            self._state.pq.close()
         self._state.own_keys.clear()
         self._state.own_public.clear()
 

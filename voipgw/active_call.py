@@ -15,6 +15,7 @@ from typing import Any
 
 from ratchet.aor import normalize_aor
 from ratchet.events import (
+    LocalPqStep,
     MediaDegraded,
     MediaRestored,
     Notice,
@@ -145,6 +146,11 @@ class ActiveCall:
                 self.degrade(from_ratchet(ev.reason), time.time())
             elif isinstance(ev, MediaRestored):
                 self.restore(from_ratchet(ev.reason))
+            elif isinstance(ev, LocalPqStep):
+                log.info(
+                    "call %s: post-quantum epoch %d complete: our keys now include ML-KEM exchange %d (%.1f s)",
+                    self.record.call_id, ev.epoch, ev.exchange, ev.at - ev.started_at,
+                )  # fmt: skip
             elif isinstance(ev, PeerNotice) and ev.code == Notice.KEY_CHANGE_SEEN:
                 self.record.peer_saw_key_change = True
                 log.warning(
@@ -211,6 +217,8 @@ class ActiveCall:
             "jitter_trimmed": self.media.jitter.stats.trimmed if self.media is not None else 0,
             "ratchet_local_epoch": self.session.stats.local_epoch if self.session else 0,
             "ratchet_peer_epoch": self.session.stats.peer_epoch if self.session else 0,
+            "pq_epochs": self.session.pq_epochs if self.session else 0,
+            "pq_refused": dict(self.session.stats.pq_refused) if self.session else {},
             "degraded": self.record.health.as_dict(),
         }
 

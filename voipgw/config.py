@@ -73,6 +73,9 @@ class PhoneConfig:
     frames_per_key: int = 50
     per_frame_keys: bool = False
     dh_interval_s: float = 30.0
+    pq_interval_s: float = 60.0
+    """On hybrid calls, seconds between the end of one in-call ML-KEM exchange of ours and the start of the next
+    (PROTOCOL.md §B.12; 0 disables ours)."""
     media_max_skew_ms: int = 2000
     bind_call_id: bool = True
     """Require the handshake's signed Call-ID to equal the SIP Call-ID (turn off behind Call-ID-rewriting B2BUAs)."""
@@ -142,7 +145,9 @@ class PhoneConfig:
 
     @property
     def media(self) -> MediaConfig:
-        return MediaConfig(dh_interval_s=self.dh_interval_s, max_skew_ms=self.media_max_skew_ms)
+        return MediaConfig(
+            dh_interval_s=self.dh_interval_s, max_skew_ms=self.media_max_skew_ms, pq_interval_s=self.pq_interval_s
+        )
 
 
 class ConfigError(ValueError):
@@ -230,6 +235,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "frames_per_key": int,
     "per_frame_keys": bool,
     "dh_interval_s": (int, float),
+    "pq_interval_s": (int, float),
     "media_max_skew_ms": int,
     "bind_call_id": bool,
     "inband": bool,
@@ -279,13 +285,22 @@ def validate(config: PhoneConfig) -> None:
     if not MIN_FRAMES_PER_KEY <= config.frames_per_key <= MAX_FRAMES_PER_KEY:
         raise ConfigError(f"frames_per_key: must be within {MIN_FRAMES_PER_KEY}..{MAX_FRAMES_PER_KEY}")
     # TOML allows nan and inf, which pass every comparison below unnoticed (a nan skew disables the freshness check)
-    for name in ("dh_interval_s", "max_skew_s", "no_answer_timeout_s", "media_timeout_s", "inband_wait_s"):
+    for name in (
+        "dh_interval_s",
+        "pq_interval_s",
+        "max_skew_s",
+        "no_answer_timeout_s",
+        "media_timeout_s",
+        "inband_wait_s",
+    ):
         if not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{name}: must be a finite number")
     if config.media_timeout_s < 0:
         raise ConfigError("media_timeout_s: must be >= 0 (0 never hangs up a silent call)")
     if config.dh_interval_s < 0:
         raise ConfigError("dh_interval_s: must be >= 0 (0 disables in-call DH steps)")
+    if config.pq_interval_s < 0:
+        raise ConfigError("pq_interval_s: must be >= 0 (0 disables our in-call ML-KEM exchanges)")
     if 0 < config.dh_interval_s < MIN_DH_INTERVAL_S:
         raise ConfigError(
             f"dh_interval_s: must be 0 or at least {MIN_DH_INTERVAL_S:g} s (each step waits for the peer to "

@@ -27,6 +27,7 @@ from voipgw.audio.codecs import CodecInfo, get_codec
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.call import CallEvent, CallRecord, CallState, KeyExchange, Security
 from voipgw.config import PhoneConfig, Policy
+from voipgw.erasure import ZfecCoder
 from voipgw.inband_flow import InbandOffer, Keying, callee_wait, caller_exchange
 from voipgw.media import PlainProtector
 from voipgw.negotiate import (
@@ -730,7 +731,7 @@ class Leg:
     def _open_session(self, call: ActiveCall, keys: SessionKeys, security: Security) -> None:
         """The sealed media session of a call answered (or about to be answered) under ``security``."""
         rec = call.record
-        session = MediaSession(keys, time.monotonic(), self.context.config.media)
+        session = MediaSession(keys, time.monotonic(), self.context.config.media, coder=ZfecCoder())
         call.session = session
         if security is Security.KEY_CHANGED:
             # Tell the side whose key changed, inside the encryption and at once (it may hang up first; a BYE

@@ -3,7 +3,8 @@ the texts users and operators see.
 
 Three things can go missing in a call that still carries audio: the peer's DH steps (no post-compromise security
 for its direction), the acknowledgement of ours (we cannot step: the same for ours), and the peer's SAS reveal
-(nothing to compare). The first two are decided by the ratchet (``ratchet.events.MediaDegraded``); the third by
+(nothing to compare); and a fourth on hybrid calls, our in-call post-quantum epoch stalling. The ratchet decides
+the first two and the fourth (``ratchet.events.MediaDegraded``); the third is decided by
 the call layer, which alone knows when the call was answered (``sas_reveal_overdue``). ``MediaHealth`` keeps the
 current set per call; the status line, the call summary, ``gateway status`` and the metrics read it.
 """
@@ -30,6 +31,9 @@ class Degraded(enum.Enum):
     """Our next ratchet key was not acknowledged in twice our interval: we cannot step our direction."""
     NO_SAS_REVEAL = "no-sas-reveal"
     """The call was answered but the peer's SAS contribution never arrived: there is nothing to compare."""
+    PQ_STALLED = "pq-epoch-stalled"
+    """Our in-call post-quantum epoch did not complete (the peer stopped answering or runs none): our direction
+    heals after a compromise only against a classical attacker."""
 
     @property
     def text(self) -> str:
@@ -40,12 +44,14 @@ _TEXT = {
     Degraded.NO_PEER_STEP: "the peer's keys have not advanced (no DH step received)",
     Degraded.STEP_UNACKNOWLEDGED: "our keys cannot advance (the peer does not acknowledge our DH step)",
     Degraded.NO_SAS_REVEAL: "no SAS from the peer: the call cannot be verified",
+    Degraded.PQ_STALLED: "our post-quantum key update stalled (the peer does not answer it)",
 }
 
 
 _FROM_RATCHET = {
     Degradation.NO_PEER_STEP: Degraded.NO_PEER_STEP,
     Degradation.OWN_STEP_UNACKED: Degraded.STEP_UNACKNOWLEDGED,
+    Degradation.PQ_STALLED: Degraded.PQ_STALLED,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.vectors import gen_dtmf, gen_frames, gen_handshake, gen_inband
+from tests.vectors import gen_dtmf, gen_frames, gen_handshake, gen_inband, gen_pq
 
 
 def main() -> int:
@@ -12,6 +12,7 @@ def main() -> int:
     gen_frames.main()
     gen_dtmf.main()
     gen_inband.main()  # after gen_handshake: it chunks handshake.json's offers and answers
+    gen_pq.main()
     return 0
 
 

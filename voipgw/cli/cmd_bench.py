@@ -83,6 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--quick", action="store_true", help="a few calls per mode, 1 s windows (a smoke run, not a figure)")
     g.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
     g.set_defaults(func=stoppable(run_gateway))
+    q = bsub.add_parser("pq-ratchet", help="in-call post-quantum ratchet: epoch time, bytes and CPU under bursty loss")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--calls", type=int, default=8, help="simulated calls per loss rate (default 8)")
+    q.add_argument("--seconds", type=float, default=600.0, metavar="S", help="each call's simulated length (600)")
+    q.set_defaults(func=run_pq_ratchet)
     p.set_defaults(func=lambda a: _usage(p))
 
 
@@ -320,3 +325,41 @@ def run_churn(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps(results, indent=2, sort_keys=True) if args.json else churn.format_table(results))
     return 0 if results["max_rate_held_per_s"] > 0 and results["confirmed"] in (None, True) else 1
+
+
+PQ_ROWS = [
+    ("pq_epochs", "completed PQ epochs"),
+    ("pq_epoch_s_p50", "start of an exchange -> both sides switched, p50 (s)"),
+    ("pq_epoch_s_p99", "start of an exchange -> both sides switched, p99 (s)"),
+    ("extra_bytes_per_frame", "PQ bytes per frame over the call (of the fixed frame)"),
+    ("extra_bytes_per_frame_while_exchanging", "PQ bytes per frame while a message goes out"),
+    ("cpu_us_per_epoch", "CPU per epoch, both sides (µs, against the same calls without)"),
+    ("frames_lost_at_switch", "frames refused within 1 s of a switch"),
+]
+
+
+def run_pq_ratchet(args: argparse.Namespace) -> int:
+    from voipgw.bench import pq_ratchet
+
+    if args.calls < 1 or args.seconds < 60:
+        raise CliError("bench pq-ratchet: --calls must be >= 1 and --seconds >= 60")
+    results = pq_ratchet.run(calls=args.calls, seconds=args.seconds)
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return 0
+    print(
+        f"voipgw bench pq-ratchet ({results['calls_per_loss']} simulated calls of {results['call_s']:.0f} s per loss "
+        f"rate, {results['frames_per_s']} frames/s, bursts of {results['mean_burst_frames']:.0f} frames; goals: "
+        f"epoch <= {results['goal_pq_epoch_s']} s, <= {results['goal_extra_bytes_per_frame']} bytes/frame, 0 lost)"
+    )
+    losses = [key for key in results if key.startswith("loss_")]
+    print(f"  {'':<64}" + "".join(f"{key.replace('loss_', '') + ' % loss':>12}" for key in losses))
+    for key, label in PQ_ROWS:
+        cells = []
+        for loss in losses:
+            value = results[loss][key]  # type: ignore[index]
+            cells.append(
+                f"{'n/a':>12}" if value is None else f"{value:>12.2f}" if isinstance(value, float) else f"{value:>12}"
+            )
+        print(f"  {label:<64}" + "".join(cells))
+    return 0

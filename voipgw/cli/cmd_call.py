@@ -332,6 +332,8 @@ def print_summary(data: dict[str, Any]) -> None:
         f"refused {data['frames_refused']} {data['refused_by_reason'] or ''}",
         file=sys.stderr,
     )
+    if data.get("pq_epochs"):
+        print(f"  post-quantum epochs completed during the call: {data['pq_epochs']}", file=sys.stderr)
 
 
 class _Ui:

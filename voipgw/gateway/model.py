@@ -253,6 +253,7 @@ class Bridge:
             "outside_frames_sealed": out_media.stats.frames_sent if out_media else 0,
             "outside_frames_opened": out_media.stats.frames_opened if out_media else 0,
             "outside_frames_refused": out_media.stats.frames_refused if out_media else 0,
+            "outside_pq_epochs": self.outside.session.pq_epochs if self.outside and self.outside.session else 0,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
         }
