@@ -86,9 +86,9 @@ def _gateways(workdir: Path, pbx: Kamailio, registrar: int, tls: str, phones: di
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
-def _call(workdir: Path, gw_a: Node, phones: dict[str, PortBlock]) -> tuple[float, float]:
+def _call(workdir: Path, gw_a: Node, phones: dict[str, PortBlock], seconds: float = 3.0) -> tuple[float, float]:
     rate = RATES["PCMU"]
-    short = speech.make_variant(workdir / "short.wav", rate, seconds=3.0)
+    short = speech.make_variant(workdir / "short.wav", rate, seconds=seconds)
     long = speech.make_variant(workdir / "long.wav", rate)
     with (
         Baresip(workdir, user="bob", play=long, codecs=("PCMU",), srate=rate, ports=phones["bob"]) as bob,
@@ -110,7 +110,7 @@ def test_gateways_call_each_other_with_the_outside_leg_over_a_stream_transport(t
     tls = (
         f'transport = "tls"\ntls_ca_file = "{pki.ca}"\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"'
         if transport == "tls"
-        else 'transport = "tcp"'
+        else 'transport = "tcp"\npq_interval_s = 1'  # over TCP the call also runs in-call ML-KEM epochs (§B.12)
     )
     try:
         with Kamailio(tmp_path, users=USERS, auth=True, tls_cert=pki.kamailio) as pbx, LoopbackSniffer() as sniff:
@@ -118,7 +118,7 @@ def test_gateways_call_each_other_with_the_outside_leg_over_a_stream_transport(t
             gateways = _gateways(tmp_path, pbx, registrar, tls, phones)
             try:
                 gw_a, gw_b = next(gateways), next(gateways)
-                to_bob, to_alice = _call(tmp_path, gw_a, phones)
+                to_bob, to_alice = _call(tmp_path, gw_a, phones, seconds=8.0 if transport == "tcp" else 3.0)
                 out = gw_a.finished_after(0)
                 inn = gw_b.finished_after(0)
             finally:
@@ -127,6 +127,8 @@ def test_gateways_call_each_other_with_the_outside_leg_over_a_stream_transport(t
         assert out["security"] == inn["security"] == "secure, unverified", (out, inn)
         assert out["sas"] is not None and out["sas"] == inn["sas"]
         assert out["outside_suite"] == inn["outside_suite"] == "x25519-mlkem768", (out, inn)
+        if transport == "tcp":  # an ~8 s call with an exchange every second: epochs completed, shown in the status
+            assert out["outside_pq_epochs"] >= 1 and inn["outside_pq_epochs"] >= 1, (out, inn)
         assert to_bob >= MIN_CORRELATION and to_alice >= MIN_CORRELATION, (to_bob, to_alice)
         log = gw_a.log()
         assert f"outside SIP over {transport}" in log, log

@@ -280,6 +280,7 @@ class Gateway:
             bind_call_id=self.config.bind_call_id,
             inband=self.config.inband,
             inband_wait_s=self.config.inband_wait_s,
+            pq_interval_s=self.config.pq_interval_s,
             **_outside_transport(self.config),
         )
         if self.hooks is not None:

@@ -63,6 +63,8 @@ class B2buaSettings:
     inband: bool = True
     """The key exchange in the media path when the PBX strips ``a=voipgw`` (docs/PROTOCOL.md §C.6)."""
     inband_wait_s: float = 2.0
+    pq_interval_s: float = 60.0
+    """Seconds between our in-call ML-KEM exchanges on hybrid calls (docs/PROTOCOL.md §B.12)."""
     policy: Policy = Policy.REQUIRE
     """``require``: a far end without a voipgw gateway is refused with the reason; ``opportunistic``: such a
     call goes through in the clear, marked ``[NOT SECURE]``."""

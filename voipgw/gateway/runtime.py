@@ -64,6 +64,7 @@ def b2bua_config(config: GatewayConfig, home: Path, no_answer_timeout_s: float =
         bind_call_id=config.outside.bind_call_id,
         inband=config.outside.inband,
         inband_wait_s=config.outside.inband_wait_s,
+        pq_interval_s=config.outside.pq_interval_s,
         outside_transport=config.outside.transport,
         outside_tls=_tls(config),
         outside_require_hybrid=config.outside.require_hybrid,

@@ -82,6 +82,8 @@ class OutsideConfig:
     """Run the key exchange in the media path when the PBX strips ``a=voipgw`` (docs/PROTOCOL.md §C.6)."""
     inband_wait_s: float = 2.0
     """How long a call waits for the key exchange in the media path (no audio flows meanwhile)."""
+    pq_interval_s: float = 60.0
+    """Seconds between our in-call ML-KEM exchanges on hybrid calls (docs/PROTOCOL.md §B.12); 0 turns ours off."""
     register: bool = True
     """False: do not REGISTER the users (the PBX routes to this gateway statically, e.g. through a dispatcher)."""
     transport: str = "udp"
@@ -212,6 +214,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "bind_call_id",
             "inband",
             "inband_wait_s",
+            "pq_interval_s",
             "register",
             "transport",
             "require_hybrid",
@@ -282,6 +285,13 @@ def _inband_wait(o: Mapping[str, Any]) -> float:
     value = o.get("inband_wait_s", 2.0)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 30:
         raise ConfigError(f"outside.inband_wait_s: expected a number of seconds within 0.5..30, got {value!r}")
+    return float(value)
+
+
+def _pq_interval(o: Mapping[str, Any]) -> float:
+    value = o.get("pq_interval_s", 60.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise ConfigError(f"outside.pq_interval_s: expected seconds within 0..86400 (0: off), got {value!r}")
     return float(value)
 
 
@@ -491,6 +501,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         bind_call_id=_get(o, "bind_call_id", bool, "outside.", True),
         inband=_get(o, "inband", bool, "outside.", True),
         inband_wait_s=_inband_wait(o),
+        pq_interval_s=_pq_interval(o),
         register=_get(o, "register", bool, "outside.", True),
         listen=_listen(o, "outside", DEFAULT_OUTSIDE_LISTEN),
         rtp_address=_rtp_address(o, "outside"),

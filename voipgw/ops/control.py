@@ -358,11 +358,14 @@ def _call_row(call: Mapping[str, Any]) -> list[str]:
             _first(call, "frames_in", "outside_frames_opened"),
             _first(call, "frames_out", "outside_frames_sealed"),
             _first(call, "frames_refused", "outside_frames_refused"),
+            _first(call, "pq_epochs", "outside_pq_epochs"),
         )
     ]
 
 
 _CALL_HEADERS = ["CALL-ID", "USER", "DIR", "PEER", "STATE", "SECURITY", "SAS", "CODEC", "FRAMES IN", "FRAMES OUT"]
+"""The table's first columns; a row's last two cells (frames refused, post-quantum epochs completed on a hybrid
+call, PROTOCOL.md §B.12) go under REFUSED and PQ."""
 
 
 def _rows(snapshot: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -458,7 +461,7 @@ def render_status(snapshot: Mapping[str, Any]) -> str:
     calls = _rows(snapshot, "calls")
     lines += ["", f"Active calls ({len(calls)})"]
     if calls:
-        lines += _table([*_CALL_HEADERS, "REFUSED"], [_call_row(c) for c in calls])
+        lines += _table([*_CALL_HEADERS, "REFUSED", "PQ"], [_call_row(c) for c in calls])
     else:
         lines.append("  none")
     degraded = [c for c in calls if isinstance(c.get("degraded"), Mapping) and c["degraded"].get("active")]
