@@ -154,20 +154,21 @@ async def callee_wait(
 
 
 async def caller_exchange(
-    call: ActiveCall, offerer: Offerer, needed: InbandNeeded, config: PhoneConfig, pinned: bool
-) -> Accepted | Rejected:
+    call: ActiveCall, offerer: Offerer, needed: InbandNeeded, config: PhoneConfig, pinned: bool, *, early: bool
+) -> Accepted | Rejected | None:
     """The answer came without ``a=voipgw`` but with opus (a PBX rebuilt the SDP, or a plain phone): our offer
-    goes in the media path, bounded; no audio meanwhile. Tried once per call (a 183 first, then not the 200)."""
+    goes in the media path, bounded; no audio meanwhile. In the early dialog (a 183) a missing answer is None: the
+    183 may be the PBX's own progress (a ringback, an announcement), so the call waits for the real answer, which
+    gets its own attempt."""
     rec, sip = call.record, call.sip
     assert call.media is not None and sip is not None
-    if call.inband is not None:
-        return inband_answer_missing(config, needed, pinned)
     call.inband = InbandLink(call.media, needed.remote.rtp_address, needed.codec.payload_type)
-    log.info("call %s to %s: no a=voipgw in the answer; the key exchange goes in the media path",
-             rec.call_id, rec.remote_aor)  # fmt: skip
+    log.info("call %s to %s: no a=voipgw in the %s; the key exchange goes in the media path",
+             rec.call_id, rec.remote_aor, "183" if early else "answer")  # fmt: skip
     started = asyncio.get_running_loop().time()
     result = await exchange(call.inband, needed, config, offerer, rec.remote_aor, pinned, lambda: sip.finished)
     if isinstance(result, Accepted) and result.keys is not None:
         rec.key_exchange, rec.call_id_bound = KeyExchange.MEDIA, False
         rec.inband_ms = (asyncio.get_running_loop().time() - started) * 1e3
-    return result
+        return result
+    return None if early else result

@@ -246,7 +246,7 @@ class Leg:
                     if (
                         attribute is None
                         and offer.offerer is not None
-                        and call.inband is None
+                        and call.inband is None  # one attempt per early dialog; the answer gets its own
                         and rec.state is not CallState.EARLY
                         and inband_early(ev.remote_sdp, self.context.config)
                     ):
@@ -320,18 +320,16 @@ class Leg:
         t = time.perf_counter()
         pinned = await self._pinned(rec.remote_aor)
         first = decide_answer(answer_sdp, self.context.config, offer.offerer, rec.remote_aor, time.time(), pinned)
-        decision: Accepted | Rejected
+        decision: Accepted | Rejected | None = first if not isinstance(first, InbandNeeded) else None
         if isinstance(first, InbandNeeded):
             assert offer.offerer is not None
-            decision = await caller_exchange(call, offer.offerer, first, self.context.config, pinned)
+            decision = await caller_exchange(call, offer.offerer, first, self.context.config, pinned, early=early)
             t = time.perf_counter()
-        else:
-            decision = first
         if isinstance(decision, Rejected):
             self._refuse_established(call, decision.reason)
             return
-        if early and decision.keys is None:
-            return  # no key exchange in the early dialog (opportunistic): wait for the answer, play nothing
+        if decision is None or (early and decision.keys is None):
+            return  # nothing keyed in the early dialog: wait for the answer (its own attempt), play nothing
         event = CallEvent.EARLY_MEDIA if early else CallEvent.ANSWERED
         keys = decision.keys
         if keys is None:

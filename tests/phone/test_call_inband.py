@@ -12,7 +12,9 @@ import pytest
 
 from ratchet.inband import is_inband
 from tests.support.phones import SPEECH, assert_secure_call, start_caller, start_listener
+from tests.support.requires import requires
 from tests.testbed.sip_mangler import SipMangler
+from tests.testbed.sipp import SippUas
 from voipgw.demo import read_wire
 
 pytestmark = [pytest.mark.integration]
@@ -86,3 +88,22 @@ def test_a_path_that_destroys_the_in_band_packets_is_refused_never_clear(tmp_pat
     for side, tap in ((a, alice.wire), (b, bob.wire)):
         assert side["frames_sent"] == 0 and side["frames_played"] == 0, side
         assert all(is_inband(p) for p in read_wire(tap)) if tap.exists() else True
+
+
+@requires("sipp")
+def test_a_plain_183_is_not_cancelled_and_the_200_gets_its_own_attempt(tmp_path: Path) -> None:
+    """A PBX's own early media (183, Opus, no a=voipgw) is not the callee: a caller under ``require`` tries the media
+    path on it, and when nothing answers it waits for the 200 (no CANCEL), tries again there, and only then hangs up
+    with the reason; no audio is ever sent."""
+    with SippUas(tmp_path, name="pbx", scenario_name="uas_183_opus_then_200_plain", calls=1) as uas:
+        alice = start_caller(tmp_path, "alice", f"sip:bob@{uas.address}", *SHORT)
+        try:
+            assert alice.wait(40) == 1, alice.log()
+        finally:
+            alice.stop()
+        result = uas.wait(15.0)
+    assert result.all_ok and result.successful == 1, result.log[-3000:]  # INVITE, 183, 200, ACK, BYE: no CANCEL
+    a = alice.summary()
+    assert a["state"] == "failed" and "no key exchange: the answer had no a=voipgw" in a["reason"], a
+    assert a["frames_sent"] == 0 and a["frames_played"] == 0
+    assert a["inband_sent"] >= 2  # bursts on the 183, then on the 200
