@@ -254,11 +254,11 @@ def test_a_destination_without_a_gateway_is_refused_under_require(
     assert refused.param == refused_carol.param == "488 Not Acceptable Here", (refused, refused_carol)
     assert "CALL_ESTABLISHED" not in alice_saw and bob_saw == []
     to_alice = sip_final(alice_wire.packets, 488)
-    assert "Warning: 399" in to_alice and "without the voipgw key exchange" in to_alice, to_alice
+    assert "Warning: 399" in to_alice and "no key exchange: the answer had no a=voipgw" in to_alice, to_alice
     to_carol = sip_final(carol_wire.packets, 488)
     assert "Warning: 399" in to_carol and "requires" not in to_carol and "key exchange" in to_carol, to_carol
     bye = next((p.payload.decode() for p in carol_wire.packets if p.payload.startswith(b"BYE ")), "")
-    assert "Reason: SIP; cause=488" in bye and "without the voipgw key exchange" in bye, bye
+    assert "Reason: SIP; cause=488" in bye and "no key exchange: the answer had no a=voipgw" in bye, bye
     assert out["policy"] == inn["policy"] == "require"
     assert out["state"] == inn["state"] == "failed" and out["security"] == inn["security"] == "refused"
     assert out["outside_frames_sealed"] == 0 and out["inside_frames_out"] == 0

@@ -334,7 +334,7 @@ def test_render_status_reads_the_gateway_core_snapshot_shape() -> None:
     one = next(line for line in lines if line.startswith("out-1@gw"))
     for cell in ("bob@pbx.test", "secure, unverified", "d7d3", "PCMU>opus", "249", "250"):
         assert cell in one
-    assert one.split()[-3:] == ["249", "250", "1"]
+    assert one.split()[-4:] == ["249", "250", "1", "-"]  # frames in, out, refused; no PQ epochs (a classical call)
     assert "opus (pass-through)" in next(line for line in lines if line.startswith("out-2@gw"))
     ended = next(line for line in lines if line.startswith("out-0@gw"))
     assert ended.split()[-1] == "busy" and "refused" in ended
