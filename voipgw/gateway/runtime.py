@@ -32,6 +32,7 @@ from voipgw.sip.zone import Refusal
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
+from voipgw.web.server import WebServer, web_server
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ class GatewayRuntime:
         self.hooks: GatewayHooks | None = None
         self.registrations: Registrations | None = None
         self.ops: OpsServices | None = None
+        self.web: WebServer | None = None
         self._trust: dict[str, TrustStore] = {}
         self._started_at = time.monotonic()
         self._stopped = False
@@ -329,6 +331,9 @@ class GatewayRuntime:
             ) from None
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
+        if self.config.web.enabled:
+            self.web = web_server(self.config)
+            await self.web.start()
         assert gateway.stack is not None
         # register = false: a process behind a dispatcher; the PBX routes the users to the dispatcher set instead.
         users = self.config.users.values() if self.config.outside.register else ()
@@ -356,6 +361,8 @@ class GatewayRuntime:
         # Each stage runs even if an earlier one failed: the SIP socket, the control socket file and the contact
         # stores must never be left behind.
         stages: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.web is not None:
+            stages.append(("closing the web phone", self.web.stop))
         if self.registrations is not None and self.gateway is not None and self.gateway.stack is not None:
             stages.append(("removing the registrations", self.registrations.stop))
         if self.gateway is not None and self.gateway.stack is not None:

@@ -1,0 +1,293 @@
+"""The web phone's server: serves the page (``static/``, package data: no build step, no CDN) and its
+WebSocket (``/ws``, the JSON protocol of ``protocol.py``) on ``[web] listen``, HTTPS with the gateway's certificate
+or plain HTTP on loopback (checked by the config). It owns the pages' connections: login and resume through
+``sessions.py``, one live page per user, expiry. Bad frames are answered with their reason, counted and logged
+(rate-limited); a page's misbehaviour never reaches the gateway.
+
+Built on ``websockets`` (its ``process_request`` serves the three static files): one small dependency, no
+framework; the page needs nothing else from HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from voipgw.logutil import RateLimitedLog
+from voipgw.ops.config import ConfigError, GatewayConfig
+from voipgw.web.protocol import (
+    MAX_MESSAGE_BYTES,
+    BadMessage,
+    CallCommand,
+    CloseReason,
+    Dial,
+    ErrorReason,
+    Login,
+    Logout,
+    Resume,
+    closing,
+    error,
+    parse,
+)
+from voipgw.web.sessions import LoginRefused, Session, Sessions
+
+log = logging.getLogger(__name__)
+_bad = RateLimitedLog(log)
+
+STATIC: dict[str, tuple[str, str]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""Only the gateway itself: no inline script, no other host (a page injected into cannot exfiltrate)."""
+EXPIRY_CHECK_S = 1.0
+
+
+@dataclass
+class Page:
+    """One open page (WebSocket connection) and, once logged in, its session."""
+
+    conn: ServerConnection
+    session: Session | None = None
+
+
+class WebServer:
+    """``await start()``, ``port``, ``await stop()`` (idempotent). ``clock`` is monotonic seconds (tests pass
+    their own to expire sessions without waiting)."""
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        passwords: Mapping[str, str],
+        session_ttl_s: float,
+        tls: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.listen = listen
+        self.tls = tls
+        self.clock = clock
+        self.sessions = Sessions(passwords, session_ttl_s)
+        self.pages: dict[str, Page] = {}
+        """The live page of each logged-in user."""
+        self.bad_frames: collections.Counter[str] = collections.Counter()
+        self.refused_origins = 0
+        self._files = {path: (resources.files("voipgw.web").joinpath("static", name).read_bytes(), ctype)
+                       for path, (name, ctype) in STATIC.items()}  # fmt: skip
+        self._server: Server | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self.listen[0],
+            self.listen[1],
+            ssl=self.tls,
+            process_request=self._http,
+            max_size=MAX_MESSAGE_BYTES,
+            server_header=None,
+        )
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
+        log.info("web phone on %s://%s:%d/", self.scheme, self.listen[0], self.port)
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
+        for page in list(self.pages.values()):
+            await self._close(page, CloseReason.SHUTDOWN, "the gateway is shutting down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # --- HTTP: the three files, and the WebSocket's origin check -------------------------------------------
+
+    def _http(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/ws":
+            origin = request.headers.get("Origin")
+            host = request.headers.get("Host", "")
+            # A browser always sends Origin: refusing other sites' pages stops cross-site WebSocket hijacking.
+            if origin is not None and origin != f"{self.scheme}://{host}":
+                self.refused_origins += 1
+                _bad("origin", logging.WARNING, "web phone: WebSocket from origin %r refused", origin[:80])
+                return _response(403, "Forbidden", b"wrong origin\n", "text/plain; charset=utf-8")
+            return None
+        found = self._files.get(path)
+        if found is None:
+            return _response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
+        return _response(200, "OK", *found)
+
+    # --- the WebSocket ------------------------------------------------------------------------------------
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        page = Page(conn)
+        try:
+            async for frame in conn:
+                if page.session is not None and page.session.expired(self.clock()):
+                    self.sessions.expire(self.clock())
+                    await self._close(page, CloseReason.EXPIRED, "the session expired: log in again")
+                    return
+                await self._dispatch(page, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            if page.session is not None and self.pages.get(page.session.user) is page:
+                del self.pages[page.session.user]
+
+    async def _dispatch(self, page: Page, frame: str | bytes) -> None:
+        try:
+            msg = parse(frame)
+        except BadMessage as exc:
+            self._bad_frame(page, exc.reason.value, str(exc))
+            await page.conn.send(error(exc.reason.value, str(exc)))
+            return
+        if isinstance(msg, Login | Resume):
+            await self._log_in(page, msg)
+        elif page.session is None:
+            self._bad_frame(page, ErrorReason.NOT_LOGGED_IN.value, "not logged in")
+            await page.conn.send(error(ErrorReason.NOT_LOGGED_IN.value, "log in first"))
+        elif isinstance(msg, Logout):
+            self.sessions.logout(page.session.token)
+            await self._close(page, CloseReason.LOGGED_OUT, "logged out")
+        elif isinstance(msg, Dial | CallCommand):
+            await page.conn.send(
+                error(ErrorReason.CALLS_UNAVAILABLE.value, "this gateway has no media bridge for web calls yet")
+            )
+
+    async def _log_in(self, page: Page, msg: Login | Resume) -> None:
+        source = str(page.conn.remote_address[0]) if page.conn.remote_address else "?"
+        try:
+            if isinstance(msg, Login):
+                session = self.sessions.login(msg.user, msg.password, source, self.clock())
+            else:
+                session = self.sessions.resume(msg.token, self.clock())
+        except LoginRefused as exc:
+            _bad(f"login-{exc.reason.value}", logging.WARNING, "web phone: login from %s refused: %s", source,
+                 exc.reason.value)  # fmt: skip
+            await page.conn.send(error(exc.reason.value, _LOGIN_MESSAGES[exc.reason.value]))
+            return
+        if page.session is not None and page.session.user != session.user:
+            await self._close(page, CloseReason.REPLACED, "logged in as another user on this page")
+            return
+        old = self.pages.get(session.user)
+        if old is not None and old is not page:
+            await self._close(old, CloseReason.REPLACED, "this user opened the web phone on another page")
+        page.session = session
+        self.pages[session.user] = page
+        await page.conn.send(
+            json.dumps(
+                {
+                    "type": "session",
+                    "user": session.user,
+                    "token": session.token,
+                    "expires_in_s": round(session.expires_at - self.clock()),
+                }
+            )
+        )
+        await page.conn.send(json.dumps({"type": "state", "call": None}))
+
+    def _bad_frame(self, page: Page, reason: str, detail: str) -> None:
+        self.bad_frames[reason] += 1
+        who = page.session.user if page.session is not None else "(not logged in)"
+        _bad(f"frame-{reason}", logging.WARNING, "web phone: bad message from %s: %s: %s", who, reason, detail)
+
+    async def _close(self, page: Page, reason: CloseReason, message: str) -> None:
+        if page.session is not None and self.pages.get(page.session.user) is page:
+            del self.pages[page.session.user]
+        with contextlib.suppress(ConnectionClosed):
+            await page.conn.send(closing(reason, message))
+        await page.conn.close(1000, reason.value)
+
+    async def expire_sessions(self) -> int:
+        """Close the pages whose session's time is up; returns how many (run every second)."""
+        now = self.clock()
+        self.sessions.expire(now)
+        gone = [p for p in self.pages.values() if p.session is not None and p.session.expired(now)]
+        for page in gone:
+            await self._close(page, CloseReason.EXPIRED, "the session expired: log in again")
+        return len(gone)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_S)
+            try:
+                await self.expire_sessions()
+            except Exception:  # one page's broken socket must not stop expiry for the others
+                log.exception("web phone: session expiry failed")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pages": sorted(self.pages),
+            "sessions": len(self.sessions),
+            "refused_logins": dict(self.sessions.refused),
+            "bad_frames": dict(self.bad_frames),
+            "refused_origins": self.refused_origins,
+        }
+
+
+_LOGIN_MESSAGES = {
+    "bad-credentials": "wrong user name or password",
+    "too-many-attempts": "too many failed logins from this address: wait a minute",
+    "session-expired": "the session expired: log in again",
+    "session-unknown": "this session is no longer valid: log in again",
+}
+
+
+def _response(status: int, phrase: str, body: bytes, ctype: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Content-Security-Policy", CSP),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, phrase, headers, body)
+
+
+def web_server(config: GatewayConfig) -> WebServer:
+    """The web phone of a gateway configured with ``[web] enabled``: HTTPS with the gateway's own certificate
+    (``outside.tls_cert_file``), else plain HTTP (the config allows that on loopback only)."""
+    tls = None
+    cert, key = config.outside.tls_cert_file, config.outside.tls_key_file
+    if cert is not None and key is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"web: cannot load outside.tls_cert_file {cert}: {exc}") from None
+    passwords = {u.name: u.inside_password for u in config.users.values() if u.inside_password}
+    return WebServer(config.web.listen, passwords, config.web.session_ttl_s, tls)
