@@ -98,7 +98,7 @@ def test_the_page_is_three_files_from_the_gateway_with_a_strict_policy() -> None
 def test_wrong_password_then_login_then_calls_need_a_session() -> None:
     async def test() -> None:
         async with running(Clock()) as server, connect(url(server)) as ws:
-            await ws.send(json.dumps({"type": "dial", "to": "201"}))
+            await ws.send(json.dumps({"type": "dial", "to": "201", "sdp": "v=0"}))
             assert (await recv(ws))["reason"] == "not-logged-in"
             refused = await login(ws, password="nope")
             assert refused == {"type": "error", "reason": "bad-credentials", "message": "wrong user name or password"}
@@ -109,6 +109,12 @@ def test_wrong_password_then_login_then_calls_need_a_session() -> None:
             assert await recv(ws) == {"type": "state", "call": None}
             assert server.status()["pages"] == ["alice"]
             assert server.sessions.refused == {"bad-credentials": 2}
+            # A server with no gateway behind it says so; the call buttons need a call.
+            await ws.send(json.dumps({"type": "dial", "to": "201", "sdp": "v=0"}))
+            assert (await recv(ws))["reason"] == "calls-unavailable"
+            for command in ("hangup", "answer", "sas-matches", "sas-mismatch"):
+                await ws.send(json.dumps({"type": command}))
+                assert (await recv(ws))["reason"] == "no-call"
 
     run(test)
 

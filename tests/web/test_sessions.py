@@ -61,7 +61,7 @@ def test_logout_and_expire() -> None:
         ('{"type":"login","user":"alice","password":"p"}', Login("alice", "p")),
         ('{"type":"resume","token":"t"}', Resume("t")),
         ('{"type":"logout"}', Logout()),
-        ('{"type":"dial","to":"201"}', Dial("201")),
+        ('{"type":"dial","to":"201","sdp":"v=0 x"}', Dial("201", "v=0 x")),
         ('{"type":"answer"}', CallCommand.ANSWER),
         ('{"type":"hangup"}', CallCommand.HANGUP),
         ('{"type":"sas-matches"}', CallCommand.SAS_MATCHES),
@@ -83,8 +83,10 @@ def test_parse_accepts_each_message(frame: str, want: object) -> None:
         ("{}", ErrorReason.UNKNOWN_TYPE),
         ('{"type":"login","user":"alice"}', ErrorReason.BAD_FIELD),
         ('{"type":"login","user":"alice","password":7}', ErrorReason.BAD_FIELD),
-        ('{"type":"dial","to":""}', ErrorReason.BAD_FIELD),
-        ('{"type":"dial","to":"' + "9" * 300 + '"}', ErrorReason.BAD_FIELD),
+        ('{"type":"dial","to":"","sdp":"v=0"}', ErrorReason.BAD_FIELD),
+        ('{"type":"dial","to":"201"}', ErrorReason.BAD_FIELD),
+        ('{"type":"dial","to":"201","sdp":"hello"}', ErrorReason.BAD_FIELD),
+        ('{"type":"dial","sdp":"v=0","to":"' + "9" * 300 + '"}', ErrorReason.BAD_FIELD),
     ],
 )
 def test_parse_refuses_with_the_reason(frame: str | bytes, reason: ErrorReason) -> None:

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.identity import IdentityKey
 from voipgw import __version__
@@ -32,7 +32,9 @@ from voipgw.sip.zone import Refusal
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
-from voipgw.web.server import WebServer, web_server
+
+if TYPE_CHECKING:
+    from voipgw.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +334,11 @@ class GatewayRuntime:
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
         if self.config.web.enabled:
-            self.web = web_server(self.config)
+            # Imported here: the web phone brings aiortc and av, which a gateway without [web] never loads.
+            from voipgw.web.link import gateway_link
+            from voipgw.web.server import web_server
+
+            self.web = web_server(self.config, gateway_link(self.config, gateway))
             await self.web.start()
         assert gateway.stack is not None
         # register = false: a process behind a dispatcher; the PBX routes the users to the dispatcher set instead.

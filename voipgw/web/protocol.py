@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_MESSAGE_BYTES = 16 * 1024
@@ -23,7 +23,13 @@ class ErrorReason(enum.Enum):
     BAD_FIELD = "bad-field"
     NOT_LOGGED_IN = "not-logged-in"
     CALLS_UNAVAILABLE = "calls-unavailable"
-    """The gateway has no media bridge for web calls (this build: signalling and sessions only)."""
+    """This web server has no gateway to place calls through (a server started on its own, as in tests)."""
+    BUSY = "busy"
+    """The page already has a call."""
+    NO_CALL = "no-call"
+    """answer, hangup or a SAS button without a call it applies to."""
+    CALL_FAILED = "call-failed"
+    """The page's WebRTC offer could not be answered (the message says why)."""
 
 
 class CloseReason(enum.Enum):
@@ -62,6 +68,8 @@ class Logout:
 class Dial:
     to: str
     """An extension or AOR, as a SIP phone would dial it at the gateway."""
+    sdp: str = field(repr=False)
+    """The page's WebRTC offer (ICE candidates gathered: no trickle)."""
 
 
 class CallCommand(enum.Enum):
@@ -99,7 +107,10 @@ def parse(frame: str | bytes) -> ClientMessage:
     if kind == "logout":
         return Logout()
     if kind == "dial":
-        return Dial(_text(obj, "to"))
+        sdp = obj.get("sdp")
+        if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+            raise BadMessage(ErrorReason.BAD_FIELD, "sdp: expected the page's WebRTC offer")
+        return Dial(_text(obj, "to"), sdp)
     for command in CallCommand:
         if kind == command.value:
             return command

@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 
 from voipgw.logutil import RateLimitedLog
 from voipgw.ops.config import ConfigError, GatewayConfig
+from voipgw.web.calls import Phase, WebCall, WebLink
 from voipgw.web.protocol import (
     MAX_MESSAGE_BYTES,
     BadMessage,
@@ -59,14 +60,17 @@ CSP = (
 )
 """Only the gateway itself: no inline script, no other host (a page injected into cannot exfiltrate)."""
 EXPIRY_CHECK_S = 1.0
+CALL_END_WAIT_S = 10.0
 
 
 @dataclass
 class Page:
-    """One open page (WebSocket connection) and, once logged in, its session."""
+    """One open page (WebSocket connection) and, once logged in, its session and its call."""
 
     conn: ServerConnection
     session: Session | None = None
+    call: WebCall | None = None
+    call_task: asyncio.Task[None] | None = None
 
 
 class WebServer:
@@ -80,8 +84,12 @@ class WebServer:
         session_ttl_s: float,
         tls: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
+        link: WebLink | None = None,
     ) -> None:
         self.listen = listen
+        self.link = link
+        """The gateway calls go through (None: sessions only, calls are answered calls-unavailable)."""
+        self._passwords = dict(passwords)
         self.tls = tls
         self.clock = clock
         self.sessions = Sessions(passwords, session_ttl_s)
@@ -163,6 +171,7 @@ class WebServer:
         finally:
             if page.session is not None and self.pages.get(page.session.user) is page:
                 del self.pages[page.session.user]
+            await self._end_call(page)  # a closed tab hangs up: no call is left without its page
 
     async def _dispatch(self, page: Page, frame: str | bytes) -> None:
         try:
@@ -179,10 +188,64 @@ class WebServer:
         elif isinstance(msg, Logout):
             self.sessions.logout(page.session.token)
             await self._close(page, CloseReason.LOGGED_OUT, "logged out")
-        elif isinstance(msg, Dial | CallCommand):
-            await page.conn.send(
-                error(ErrorReason.CALLS_UNAVAILABLE.value, "this gateway has no media bridge for web calls yet")
-            )
+        elif isinstance(msg, Dial):
+            await self._dial(page, page.session, msg)
+        else:
+            await self._command(page, msg)
+
+    async def _dial(self, page: Page, session: Session, msg: Dial) -> None:
+        if self.link is None:
+            await page.conn.send(error(ErrorReason.CALLS_UNAVAILABLE.value, "this server places no calls"))
+            return
+        if page.call is not None:
+            await page.conn.send(error(ErrorReason.BUSY.value, "hang up the current call first"))
+            return
+
+        async def push(view: dict[str, Any]) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await page.conn.send(json.dumps({"type": "state", "call": view}))
+
+        call = WebCall(self.link, session.user, self._passwords[session.user], msg.to, push)
+        page.call = call
+        try:
+            answer = await call.start(msg.sdp)
+        except Exception as exc:  # a malformed or unusable offer: the page is told, the gateway goes on
+            page.call = None
+            await call.close()
+            _bad("offer", logging.WARNING, "web phone: %s's WebRTC offer refused: %s", session.user, exc)
+            await page.conn.send(error(ErrorReason.CALL_FAILED.value, f"the browser's offer is unusable: {exc}"))
+            return
+        await page.conn.send(json.dumps({"type": "media", "sdp": answer}))
+        page.call_task = asyncio.ensure_future(self._run_call(page, call))
+
+    async def _run_call(self, page: Page, call: WebCall) -> None:
+        try:
+            await call.run()
+        except Exception:
+            log.exception("web phone: call to %s failed", call.to)
+        finally:
+            if page.call is call:
+                page.call = None
+                page.call_task = None
+
+    async def _command(self, page: Page, msg: CallCommand) -> None:
+        call = page.call
+        if call is None or (msg is not CallCommand.HANGUP and call.phase is not Phase.ESTABLISHED):
+            await page.conn.send(error(ErrorReason.NO_CALL.value, f"no call to {msg.value}"))
+        elif msg is CallCommand.HANGUP:
+            call.hangup()
+        elif msg is CallCommand.ANSWER:
+            await page.conn.send(error(ErrorReason.NO_CALL.value, "no incoming call to answer"))
+        else:
+            call.sas(msg is CallCommand.SAS_MATCHES)
+
+    async def _end_call(self, page: Page) -> None:
+        task, call = page.call_task, page.call
+        if call is not None:
+            call.hangup()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), CALL_END_WAIT_S)
 
     async def _log_in(self, page: Page, msg: Login | Resume) -> None:
         source = str(page.conn.remote_address[0]) if page.conn.remote_address else "?"
@@ -224,6 +287,7 @@ class WebServer:
     async def _close(self, page: Page, reason: CloseReason, message: str) -> None:
         if page.session is not None and self.pages.get(page.session.user) is page:
             del self.pages[page.session.user]
+        await self._end_call(page)
         with contextlib.suppress(ConnectionClosed):
             await page.conn.send(closing(reason, message))
         await page.conn.close(1000, reason.value)
@@ -278,7 +342,7 @@ def _response(status: int, phrase: str, body: bytes, ctype: str) -> Response:
     return Response(status, phrase, headers, body)
 
 
-def web_server(config: GatewayConfig) -> WebServer:
+def web_server(config: GatewayConfig, link: WebLink | None = None) -> WebServer:
     """The web phone of a gateway configured with ``[web] enabled``: HTTPS with the gateway's own certificate
     (``outside.tls_cert_file``), else plain HTTP (the config allows that on loopback only)."""
     tls = None
@@ -290,4 +354,4 @@ def web_server(config: GatewayConfig) -> WebServer:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"web: cannot load outside.tls_cert_file {cert}: {exc}") from None
     passwords = {u.name: u.inside_password for u in config.users.values() if u.inside_password}
-    return WebServer(config.web.listen, passwords, config.web.session_ttl_s, tls)
+    return WebServer(config.web.listen, passwords, config.web.session_ttl_s, tls, link=link)

@@ -4,6 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 let ws = null;
+let pc = null;
+let mic = null;
 
 function show(section) {
   $("login").hidden = section !== "login";
@@ -24,7 +26,8 @@ function showCall(call) {
   if (!call) return;
   $("call-remote").textContent = call.remote || "";
   $("call-state").textContent = call.state || "";
-  $("call-security").textContent = call.label || call.security || "";
+  const checked = call.sas_check === "confirm" ? " - SAS confirmed" : "";
+  $("call-security").textContent = call.security ? `${call.security}${checked}` : "";
   $("call-sas").textContent = call.sas || "";
   $("call-sas-words").textContent = (call.sas_words || []).join(" ");
   $("call-safety").textContent = call.safety_number || "";
@@ -39,10 +42,18 @@ const handlers = {
     notice("");
     show("phone");
   },
+  media(msg) {
+    if (pc) pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => notice(`audio: ${e.message}`));
+  },
   state(msg) {
     showCall(msg.call);
+    if (msg.call && msg.call.state === "ended") {
+      notice(msg.call.reason ? `call ended: ${msg.call.reason}` : "call ended");
+      endMedia();
+    }
   },
   error(msg) {
+    if (["call-failed", "calls-unavailable"].includes(msg.reason)) endMedia();
     if (msg.reason === "session-expired" || msg.reason === "session-unknown") {
       sessionStorage.removeItem("voipgw-token");
       show("login");
@@ -50,6 +61,7 @@ const handlers = {
     notice(msg.message);
   },
   closed(msg) {
+    endMedia();
     sessionStorage.removeItem("voipgw-token");
     $("who").textContent = "";
     showCall(null);
@@ -57,6 +69,39 @@ const handlers = {
     notice(msg.message);
   },
 };
+
+function endMedia() {
+  if (pc) pc.close();
+  if (mic) for (const track of mic.getTracks()) track.stop();
+  pc = null;
+  mic = null;
+}
+
+// The gateway is the only WebRTC peer and no STUN/TURN server is named: host candidates only, gathered in full
+// before the offer is sent (the protocol has no trickle).
+async function dial(to) {
+  if (pc) return;
+  notice("");
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  } catch (e) {
+    notice(`no microphone: ${e.message}`);
+    return;
+  }
+  pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of mic.getAudioTracks()) pc.addTrack(track, mic);
+  pc.ontrack = (event) => {
+    $("remote-audio").srcObject = event.streams[0] || new MediaStream([event.track]);
+  };
+  const gathered = new Promise((resolve) => {
+    pc.onicegatheringstatechange = () => {
+      if (pc && pc.iceGatheringState === "complete") resolve();
+    };
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  if (pc.iceGatheringState !== "complete") await gathered;
+  send({ type: "dial", to, sdp: pc.localDescription.sdp });
+}
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -89,7 +134,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => send({ type: "logout" }));
   $("dial-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    send({ type: "dial", to: $("dial-to").value });
+    dial($("dial-to").value);
   });
   for (const id of ["answer", "hangup", "sas-matches", "sas-mismatch"]) {
     $(id).addEventListener("click", () => send({ type: id }));

@@ -1,0 +1,140 @@
+"""A web phone call through the gateway and Kamailio, with aiortc as the page's WebRTC client: the page logs in to
+gateway A with alice's inside password and dials bob, a voipgw softphone registered at Kamailio. The softphone
+hears what the page played (correlation), the page shows the SAS the softphone computed, "SAS matches" makes the
+next call show verified, and what crossed the PBX was sealed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.config_gateway import PASSWORDS, GatewayProc, start_config_gateway
+from tests.support.phones import SPEECH, PhoneProc, start_listener
+from tests.support.requires import requires
+from tests.support.web_client import WebClient
+from tests.testbed.kamailio import Kamailio
+from voipgw.audio.compare import compare_audio
+from voipgw.audio.wav import read_wav
+
+pytestmark = [pytest.mark.integration, requires("kamailio")]
+
+WEB_PW = "alice-web-pw"
+CALL_S = 9.0
+"""Longer than the clip (7.7 s): the whole of it reaches bob."""
+ALICE = {"outside_aor": "alice@127.0.0.1", "password": PASSWORDS["alice"], "inside_password": WEB_PW}
+"""The web user: no phone of its own (no inside_contact), a PBX account and the password the page logs in with."""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with Kamailio(tmp_path, users=PASSWORDS, auth=True) as pbx:
+        gw: GatewayProc | None = None
+        try:
+            gw = start_config_gateway(
+                tmp_path,
+                "gwa",
+                pbx.addr,
+                {"alice": ALICE},
+                extra={"inside": {"auth": True}},
+                web=True,
+            )
+            gw.wait_registered()
+            yield {"pbx": pbx, "gw": gw, "dir": tmp_path}
+        finally:
+            if gw is not None:
+                gw.stop()
+
+
+def bob(site: dict[str, Any]) -> PhoneProc:
+    """bob's softphone (the same home, so the same identity key, each time), registered at the PBX."""
+    reg = ["--registrar", f"127.0.0.1:{site['pbx'].port}", "--username", "bob", "--password", PASSWORDS["bob"]]
+    workdir = site["dir"] / "bob"
+    workdir.mkdir(exist_ok=True)
+    return start_listener(workdir, "bob", *reg, tap=False)
+
+
+async def web_call(gw: GatewayProc, sas_button: str | None) -> dict[str, Any]:
+    async with WebClient(gw.web_port) as page:
+        assert (await page.login("alice", WEB_PW))["type"] == "session"
+        media = await page.dial("bob", SPEECH)
+        assert media["type"] == "media", media
+        up = await page.wait_state(lambda c: c["state"] == "established" and c.get("sas"))
+        await asyncio.sleep(CALL_S)  # the WAV plays (real time): what bob records
+        if sas_button is not None:
+            await page.send(sas_button)
+            await page.wait_state(lambda c: c.get("sas_check") == "confirm", timeout=10)
+        await page.send("hangup")
+        ended = await page.wait_state(lambda c: c["state"] == "ended")
+        return {"up": up, "ended": ended}
+
+
+def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: dict[str, Any]) -> None:
+    gw: GatewayProc = site["gw"]
+    first = bob(site)
+    try:
+        call = asyncio.run(asyncio.wait_for(web_call(gw, "sas-matches"), 90))
+        assert first.wait(30) == 0, first.log()
+    finally:
+        first.stop()
+    up, summary = call["up"], first.summary()
+    assert up["security"] == "secure, unverified" and up["remote_aor"] == "bob@127.0.0.1", up
+    assert up["sas"] == summary["sas"] and up["sas_words"] == summary["sas_words"], (up, summary)
+    assert up["safety_number"] == summary["safety_number"]
+    assert call["ended"]["reason"] == "hung up"
+    # The project's measure (0.5 s windows, each aligned within +-150 ms): the page's WAV crossed WebRTC, PCMU to
+    # the gateway and the sealed Opus leg; the global figure also pays for the call ending before the clip does.
+    kept = shutil.copy(first.wav, site["dir"] / "first-call.wav")  # the second call records over bob.wav
+    heard = compare_audio(read_wav(SPEECH), read_wav(kept))
+    assert heard.windowed >= 0.8, heard
+    snap = gw.status_json()
+    assert snap["finished"][-1]["sas_check"] == "confirm", snap["finished"][-1]
+
+    # The next call to bob shows him verified.
+    second = bob(site)
+    try:
+        again = asyncio.run(asyncio.wait_for(web_call(gw, None), 90))
+        assert second.wait(30) == 0, second.log()
+    finally:
+        second.stop()
+    assert again["up"]["security"] == "secure, verified", again["up"]
+    assert again["up"]["label"] == "verified", again["up"]
+
+
+async def refused_then_closed_mid_call(gw: GatewayProc) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with WebClient(gw.web_port) as page:
+        await page.login("alice", WEB_PW)
+        assert (await page.dial("nobody", SPEECH))["type"] == "media"
+        refused = await page.wait_state(lambda c: c["state"] == "ended")
+    # A tab closed mid-call: the gateway hangs the call up (both legs), nothing stays up.
+    page = WebClient(gw.web_port)
+    await page.__aenter__()
+    try:
+        await page.login("alice", WEB_PW)
+        await page.dial("bob", SPEECH)
+        up = await page.wait_state(lambda c: c["state"] == "established" and c.get("sas"))
+        assert page.ws is not None
+        await page.ws.close()
+    finally:
+        await page.close()
+    return refused, up
+
+
+def test_a_refusal_reaches_the_page_and_a_closed_tab_hangs_up(site: dict[str, Any]) -> None:
+    gw: GatewayProc = site["gw"]
+    phone = bob(site)
+    try:
+        refused, up = asyncio.run(asyncio.wait_for(refused_then_closed_mid_call(gw), 90))
+        assert phone.wait(30) == 0, phone.log()  # bob's call ended: the gateway hung up the outside leg
+    finally:
+        phone.stop()
+    # Nobody is registered as "nobody" at the PBX: its answer reaches the page as the SIP phone would get it.
+    assert refused["reason"].startswith(("404", "480")), refused
+    assert up["security"] == "secure, unverified"
+    snap = gw.status_json()
+    assert snap["calls"] == [], snap["calls"]
+    assert "inside: remote hangup" in snap["finished"][-1]["reason"], snap["finished"][-1]

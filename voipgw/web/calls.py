@@ -1,0 +1,156 @@
+"""One web phone call: the page's WebRTC leg (``media.py``), its RTP leg and SIP dialog to the gateway's own
+inside listener (``sipua.py``), and what the page is shown, read from the gateway's bridge for that dialog
+(security, label, SAS and its words, safety number, the ``*1``/``*0`` outcome).
+
+Why a SIP dialog to ourselves rather than a hook into the B2BUA: the browser then IS an inside phone, so every
+rule the gateway applies to phones (policy, refusals with their reasons, labels, the announcement, the SAS keys)
+applies to it unchanged, and the B2BUA needs no second kind of inside leg. The cost is one local UDP hop and a
+PCMU transcode, both inside the gateway host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from voipgw.sdp import SdpError, parse_sdp
+from voipgw.web.media import RtpLeg, WebRtcLeg
+from voipgw.web.sipua import CallOutcome, WebUa
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+"""How often the bridge's state is read for the page while a call is up."""
+
+BridgeView = Callable[[str], dict[str, Any] | None]
+"""Inside Call-ID -> what the page shows of that call's bridge (None: no such bridge, or over)."""
+
+
+class Phase(enum.Enum):
+    CALLING = "calling"
+    RINGING = "ringing"
+    ESTABLISHED = "established"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class WebLink:
+    """How the web phone reaches its gateway: its inside SIP address, where to bind RTP, its bridges."""
+
+    sip: tuple[str, int]
+    rtp_host: str
+    view: BridgeView
+
+
+class WebCall:
+    """``answer_sdp = await start(offer)``, then ``await run()`` until the call is over; ``hangup()``,
+    ``sas(matches)``. ``push`` gets each new state for the page (the ``call`` of a ``state`` frame)."""
+
+    def __init__(
+        self, link: WebLink, user: str, password: str, to: str, push: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        self.link = link
+        self.to = to
+        self.push = push
+        self.phase = Phase.CALLING
+        self.reason = ""
+        self.rtp = RtpLeg(link.rtp_host)
+        self.webrtc: WebRtcLeg | None = None
+        self.ua = WebUa(link.sip, user, password, link.sip[0])
+        self._shown: dict[str, Any] | None = None
+        self._hangup = asyncio.Event()
+        self._pending: set[asyncio.Future[None]] = set()
+
+    async def start(self, offer_sdp: str) -> str:
+        await self.rtp.open()
+        await self.ua.open()
+        self.webrtc = WebRtcLeg(self.rtp)
+        return await self.webrtc.answer(offer_sdp)
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"remote": self.to, "state": self.phase.value, "reason": self.reason}
+        d = self.ua.dialog
+        bridge = self.link.view(d.call_id) if d is not None and self.phase is Phase.ESTABLISHED else None
+        if bridge is not None:
+            out.update(bridge)
+        return out
+
+    async def _update(self) -> None:
+        now = self.view()
+        if now != self._shown:
+            self._shown = now
+            await self.push(now)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.phase = Phase.ENDED
+            await self.close()
+            with contextlib.suppress(Exception):
+                await self._update()
+
+    async def _run(self) -> None:
+        def progress(code: int) -> None:
+            if code >= 180 and self.phase is Phase.CALLING:
+                self.phase = Phase.RINGING
+                self._pending.add(asyncio.ensure_future(self._update()))
+
+        self.ua.on_progress = progress
+        await self._update()
+        placing = asyncio.ensure_future(self.ua.call(self.to, self.rtp.sdp(secrets.randbelow(1 << 31))))
+        hangup = asyncio.ensure_future(self._hangup.wait())
+        await asyncio.wait({placing, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        if not placing.done():
+            while not placing.done():  # CANCEL until the gateway answers it (487) or the call was answered
+                self.ua.cancel()
+                await asyncio.wait({placing}, timeout=1.0)
+        outcome, code, warning = await placing
+        if outcome is not CallOutcome.ANSWERED:
+            hangup.cancel()
+            self.reason = {CallOutcome.REFUSED: f"{code} {warning}", CallOutcome.CANCELLED: "cancelled"}.get(
+                outcome, warning
+            )
+            return
+        try:
+            remote = parse_sdp(self.ua.dialog.remote_sdp if self.ua.dialog is not None else "")
+        except SdpError as exc:
+            hangup.cancel()
+            self.reason = f"unusable answer from the gateway: {exc}"
+            await self.ua.hangup()
+            return
+        self.rtp.remote = (remote.host, remote.port)
+        self.phase = Phase.ESTABLISHED
+        assert self.ua.dialog is not None
+        ended = asyncio.ensure_future(self.ua.dialog.ended.wait())
+        while not ended.done() and not hangup.done():
+            await self._update()
+            await asyncio.wait({ended, hangup}, timeout=POLL_S)
+        if hangup.done() and not ended.done():
+            self.reason = "hung up"
+            await self.ua.hangup()
+        else:
+            self.reason = self.ua.dialog.end_reason
+        ended.cancel()
+        hangup.cancel()
+
+    def hangup(self) -> None:
+        self._hangup.set()
+
+    def sas(self, matches: bool) -> None:
+        """The page's "SAS matches" / "does not match": the phone's ``*1`` / ``*0`` to the gateway."""
+        if self.phase is Phase.ESTABLISHED:
+            self.rtp.send_digit("*")
+            self.rtp.send_digit("1" if matches else "0")
+
+    async def close(self) -> None:
+        if self.webrtc is not None:
+            await self.webrtc.close()
+        self.rtp.close()
+        self.ua.close()
