@@ -13,49 +13,24 @@ from typing import Any
 
 import pytest
 
-from tests.support.config_gateway import PASSWORDS, GatewayProc, start_config_gateway
-from tests.support.phones import SPEECH, PhoneProc, start_listener
+from tests.support.config_gateway import GatewayProc
+from tests.support.phones import SPEECH
 from tests.support.requires import requires
 from tests.support.web_client import WebClient
-from tests.testbed.kamailio import Kamailio
+from tests.support.web_site import WEB_PW, WebSite, web_site
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
 
 pytestmark = [pytest.mark.integration, requires("kamailio")]
 
-WEB_PW = "alice-web-pw"
 CALL_S = 9.0
 """Longer than the clip (7.7 s): the whole of it reaches bob."""
-ALICE = {"outside_aor": "alice@127.0.0.1", "password": PASSWORDS["alice"], "inside_password": WEB_PW}
-"""The web user: no phone of its own (no inside_contact), a PBX account and the password the page logs in with."""
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with Kamailio(tmp_path, users=PASSWORDS, auth=True) as pbx:
-        gw: GatewayProc | None = None
-        try:
-            gw = start_config_gateway(
-                tmp_path,
-                "gwa",
-                pbx.addr,
-                {"alice": ALICE},
-                extra={"inside": {"auth": True}},
-                web=True,
-            )
-            gw.wait_registered()
-            yield {"pbx": pbx, "gw": gw, "dir": tmp_path}
-        finally:
-            if gw is not None:
-                gw.stop()
-
-
-def bob(site: dict[str, Any]) -> PhoneProc:
-    """bob's softphone (the same home, so the same identity key, each time), registered at the PBX."""
-    reg = ["--registrar", f"127.0.0.1:{site['pbx'].port}", "--username", "bob", "--password", PASSWORDS["bob"]]
-    workdir = site["dir"] / "bob"
-    workdir.mkdir(exist_ok=True)
-    return start_listener(workdir, "bob", *reg, tap=False)
+def site(tmp_path: Path) -> Iterator[WebSite]:
+    with web_site(tmp_path) as s:
+        yield s
 
 
 async def web_call(gw: GatewayProc, sas_button: str | None) -> dict[str, Any]:
@@ -73,9 +48,9 @@ async def web_call(gw: GatewayProc, sas_button: str | None) -> dict[str, Any]:
         return {"up": up, "ended": ended}
 
 
-def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: dict[str, Any]) -> None:
-    gw: GatewayProc = site["gw"]
-    first = bob(site)
+def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: WebSite) -> None:
+    gw = site.gw
+    first = site.bob()
     try:
         call = asyncio.run(asyncio.wait_for(web_call(gw, "sas-matches"), 90))
         assert first.wait(30) == 0, first.log()
@@ -88,14 +63,14 @@ def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: d
     assert call["ended"]["reason"] == "hung up"
     # The project's measure (0.5 s windows, each aligned within +-150 ms): the page's WAV crossed WebRTC, PCMU to
     # the gateway and the sealed Opus leg; the global figure also pays for the call ending before the clip does.
-    kept = shutil.copy(first.wav, site["dir"] / "first-call.wav")  # the second call records over bob.wav
+    kept = shutil.copy(first.wav, site.workdir / "first-call.wav")  # the second call records over bob.wav
     heard = compare_audio(read_wav(SPEECH), read_wav(kept))
     assert heard.windowed >= 0.8, heard
     snap = gw.status_json()
     assert snap["finished"][-1]["sas_check"] == "confirm", snap["finished"][-1]
 
     # The next call to bob shows him verified.
-    second = bob(site)
+    second = site.bob()
     try:
         again = asyncio.run(asyncio.wait_for(web_call(gw, None), 90))
         assert second.wait(30) == 0, second.log()
@@ -124,9 +99,9 @@ async def refused_then_closed_mid_call(gw: GatewayProc) -> tuple[dict[str, Any],
     return refused, up
 
 
-def test_a_refusal_reaches_the_page_and_a_closed_tab_hangs_up(site: dict[str, Any]) -> None:
-    gw: GatewayProc = site["gw"]
-    phone = bob(site)
+def test_a_refusal_reaches_the_page_and_a_closed_tab_hangs_up(site: WebSite) -> None:
+    gw = site.gw
+    phone = site.bob()
     try:
         refused, up = asyncio.run(asyncio.wait_for(refused_then_closed_mid_call(gw), 90))
         assert phone.wait(30) == 0, phone.log()  # bob's call ended: the gateway hung up the outside leg
