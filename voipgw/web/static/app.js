@@ -28,13 +28,15 @@ function send(obj) {
 function showCall(call) {
   $("call").hidden = !call;
   if (!call) return;
-  $("call-remote").textContent = call.remote || "";
+  $("call-remote").textContent = call.remote_aor || call.remote || "";
   $("call-state").textContent = call.state || "";
   const checked = call.sas_check === "confirm" ? " - SAS confirmed" : "";
   $("call-security").textContent = call.security ? `${call.security}${checked}` : "";
   $("call-sas").textContent = call.sas || "";
-  $("call-sas-words").textContent = (call.sas_words || []).join(" ");
-  $("call-safety").textContent = call.safety_number || "";
+  $("call-sas-words").textContent = call.sas_words ? `(${call.sas_words.join(" ")})` : "";
+  // 12 groups of 5 digits, as every voipgw screen shows it (docs/PROTOCOL.md D.1).
+  $("call-safety").textContent = (call.safety_number || "").replace(/(\d{5})(?=\d)/g, "$1 ");
+  $("call-security").className = call.security ? call.security.replace(/[^a-z]+/g, "-") : "";
   $("answer").hidden = !call.ringing;
 }
 
