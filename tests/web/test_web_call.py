@@ -113,3 +113,4 @@ def test_a_refusal_reaches_the_page_and_a_closed_tab_hangs_up(site: WebSite) -> 
     snap = gw.status_json()
     assert snap["calls"] == [], snap["calls"]
     assert "inside: remote hangup" in snap["finished"][-1]["reason"], snap["finished"][-1]
+    assert snap["web"]["pages"] == [] and snap["web"]["bad_frames"] == {}, snap["web"]  # the closed tab is gone

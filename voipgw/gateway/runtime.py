@@ -394,4 +394,6 @@ class GatewayRuntime:
         snap["uptime_s"] = round(time.monotonic() - self._started_at, 1)
         snap["registrations"] = self.registrations.status() if self.registrations is not None else []
         snap["inside"] = self.hooks.inside_status() if self.hooks is not None else []
+        if self.web is not None:
+            snap["web"] = self.web.status()
         return snap

@@ -26,6 +26,9 @@ from voipgw.audio.codecs import get_codec
 from voipgw.rtp.packet import PacketError, build_rtp, parse_rtp
 
 log = logging.getLogger(__name__)
+# aioice logs every ICE candidate pair check at INFO: a dozen lines per call in the gateway's log, none an
+# operator acts on. Its warnings still show.
+logging.getLogger("aioice").setLevel(logging.WARNING)
 
 RATE = 48000
 FRAME = 960

@@ -60,6 +60,8 @@ CSP = (
 )
 """Only the gateway itself: no inline script, no other host (a page injected into cannot exfiltrate)."""
 EXPIRY_CHECK_S = 1.0
+_quiet = logging.getLogger("voipgw.web.connections")
+_quiet.setLevel(logging.WARNING)
 CALL_END_WAIT_S = 10.0
 
 
@@ -120,6 +122,7 @@ class WebServer:
             process_request=self._http,
             max_size=MAX_MESSAGE_BYTES,
             server_header=None,
+            logger=_quiet,  # not a line per page connection at INFO: the login and refusal lines say what matters
         )
         self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
         log.info("web phone on %s://%s:%d/", self.scheme, self.listen[0], self.port)
@@ -267,6 +270,8 @@ class WebServer:
             await self._close(old, CloseReason.REPLACED, "this user opened the web phone on another page")
         page.session = session
         self.pages[session.user] = page
+        log.info("web phone: %s %s from %s", session.user, "logged in" if isinstance(msg, Login) else "resumed",
+                 source)  # fmt: skip
         await page.conn.send(
             json.dumps(
                 {
