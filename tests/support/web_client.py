@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaBlackhole, MediaPlayer
+from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
 from websockets.asyncio.client import ClientConnection, connect
 
 STATE_TIMEOUT_S = 30.0
@@ -19,12 +19,13 @@ class WebClient:
     """``async with WebClient(port) as page:`` ``await page.login(user, pw)``, ``await page.dial(to, wav)``,
     ``await page.wait_state(lambda call: ...)``, ``await page.send(type)``."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, record: Path | None = None) -> None:
+        """``record``: a WAV file the page's received audio is written to (else it is dropped)."""
         self.url = f"ws://127.0.0.1:{port}/ws"
         self.ws: ClientConnection | None = None
         self.pc: RTCPeerConnection | None = None
         self.player: MediaPlayer | None = None
-        self.sink = MediaBlackhole()
+        self.sink: MediaBlackhole | MediaRecorder = MediaRecorder(str(record)) if record else MediaBlackhole()
         self.frames: list[dict[str, Any]] = []
         """Every frame the gateway sent, in order."""
 
@@ -60,6 +61,13 @@ class WebClient:
 
     async def dial(self, to: str, wav: Path) -> dict[str, Any]:
         """Offer audio from ``wav`` and dial ``to``; returns the gateway's ``media`` frame (or its error)."""
+        return await self._offer(wav, {"type": "dial", "to": to})
+
+    async def answer(self, wav: Path) -> dict[str, Any]:
+        """Answer the ringing call with audio from ``wav``; returns the gateway's ``media`` frame (or its error)."""
+        return await self._offer(wav, {"type": "answer"})
+
+    async def _offer(self, wav: Path, message: dict[str, Any]) -> dict[str, Any]:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.player = MediaPlayer(str(wav))
         assert self.player.audio is not None
@@ -70,7 +78,8 @@ class WebClient:
             self.sink.addTrack(track)
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        await self.send("dial", to=to, sdp=self.pc.localDescription.sdp)
+        await self.send(message["type"], **{k: v for k, v in message.items() if k != "type"},
+                        sdp=self.pc.localDescription.sdp)  # fmt: skip
         while True:
             frame = await self.recv()
             if frame["type"] in ("media", "error"):
@@ -79,6 +88,13 @@ class WebClient:
             await self.pc.setRemoteDescription(RTCSessionDescription(frame["sdp"], "answer"))
             await self.sink.start()
         return frame
+
+    async def wait_frame(self, kind: str, timeout: float = STATE_TIMEOUT_S) -> dict[str, Any]:
+        """The next frame of type ``kind`` (others are kept in ``frames``)."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == kind:
+                return frame
 
     async def wait_state(self, want: Any, timeout: float = STATE_TIMEOUT_S) -> dict[str, Any]:
         """The first ``state`` frame whose call satisfies ``want(call)``."""

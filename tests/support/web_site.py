@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.config_gateway import PASSWORDS, GatewayProc, start_config_gateway
-from tests.support.phones import PhoneProc, start_listener
+from tests.support.phones import SPEECH, PhoneProc, start_caller, start_listener
 from tests.testbed.kamailio import Kamailio
 
 WEB_PW = "alice-web-pw"
@@ -30,6 +30,14 @@ class WebSite:
         workdir = self.workdir / "bob"
         workdir.mkdir(exist_ok=True)
         return start_listener(workdir, "bob", *reg, tap=False)
+
+    def bob_calls_alice(self) -> PhoneProc:
+        """bob's softphone (the same identity) calls alice through the PBX, playing the speech WAV, recording."""
+        reg = ["--registrar", f"127.0.0.1:{self.pbx.port}", "--username", "bob", "--password", PASSWORDS["bob"]]
+        workdir = self.workdir / "bob"
+        workdir.mkdir(exist_ok=True)
+        uri = f"sip:alice@127.0.0.1:{self.pbx.port}"
+        return start_caller(workdir, "bob", uri, "--play", str(SPEECH), "--duration", "30", *reg, tap=False)
 
 
 @contextmanager

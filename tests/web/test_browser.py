@@ -27,6 +27,19 @@ from voipgw.audio.wav import read_wav
 pytestmark = [pytest.mark.integration, requires("kamailio", "chromium", "chromedriver", "selenium")]
 
 WAIT_S = 30.0
+INBOUND_AUDIO = """
+const done = arguments[arguments.length - 1];
+pc.getStats().then((stats) => {
+  for (const s of stats.values()) {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      done({ packets: s.packetsReceived, energy: s.totalAudioEnergy || 0 });
+      return;
+    }
+  }
+  done({ packets: 0, energy: 0 });
+});
+"""
+"""The page's received audio so far (its peer connection's inbound RTP statistics)."""
 CALL_S = 9.0
 """Longer than the clip (7.7 s; Chromium loops it): all of it reaches bob."""
 
@@ -39,6 +52,10 @@ def site(tmp_path: Path) -> Iterator[WebSite]:
 
 def text(driver: webdriver.Chrome, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
+
+
+def is_shown(driver: webdriver.Chrome, element_id: str) -> bool:
+    return bool(driver.find_element(By.ID, element_id).is_displayed())
 
 
 def wait_until(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], bool], timeout: float = WAIT_S) -> None:
@@ -75,7 +92,7 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
     base = f"http://127.0.0.1:{site.gw.web_port}"
     with chromium(site.workdir, SPEECH) as driver:
         driver.get(base + "/")
-        wait_until(driver, lambda d: d.find_element(By.ID, "login").is_displayed())
+        wait_until(driver, lambda d: is_shown(d, "login"))
         driver.find_element(By.ID, "user").send_keys("alice")
         driver.find_element(By.ID, "password").send_keys("not-the-password")
         driver.find_element(By.ID, "login-button").click()
@@ -102,6 +119,22 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
         finally:
             second.stop()
 
+        # bob calls alice: the page rings (with the gateway's label), a click answers, audio crosses both ways.
+        caller = site.bob_calls_alice()
+        try:
+            wait_until(driver, lambda d: text(d, "call-state") == "ringing" and is_shown(d, "answer"))
+            ringing_as = text(driver, "call-remote")
+            driver.find_element(By.ID, "answer").click()
+            wait_until(driver, lambda d: text(d, "call-state") == "established" and bool(text(d, "call-sas")))
+            incoming_sas = text(driver, "call-sas")
+            time.sleep(CALL_S)
+            received = driver.execute_async_script(INBOUND_AUDIO)
+            driver.find_element(By.ID, "hangup").click()
+            wait_until(driver, lambda d: text(d, "call-state") == "ended")
+            assert caller.wait(30) == 0, caller.log()
+        finally:
+            caller.stop()
+
         errors = console_errors(driver)
         urls = requested_urls(driver)
 
@@ -110,9 +143,18 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
     assert shown["sas-words"] == f"({' '.join(summary['sas_words'])})", (shown, summary)
     assert shown["safety"].split() == [summary["safety_number"][i : i + 5] for i in range(0, 60, 5)], shown
     assert again["security"].startswith("secure, verified"), again
-    assert site.gw.status_json()["finished"][-2]["sas_check"] == "confirm"
+    finished = site.gw.status_json()["finished"]
+    assert [(c["direction"], c["sas_check"]) for c in finished] == [
+        ("outbound", "confirm"),
+        ("outbound", None),
+        ("inbound", None),
+    ], finished
     heard = compare_audio(read_wav(SPEECH), read_wav(heard_wav))
     assert heard.windowed >= 0.8, heard
+    assert ringing_as.endswith("bob") and incoming_sas == caller.summary()["sas"], (ringing_as, incoming_sas)
+    assert received["packets"] > 300 and received["energy"] > 0.01, received  # bob's speech reached the page
+    to_bob = compare_audio(read_wav(SPEECH), read_wav(caller.wav))
+    assert to_bob.windowed >= 0.8, to_bob
     assert errors == [], errors
     # The browser's own chrome:// pages (its start page) are not network requests; everything else is the gateway.
     network = [u for u in urls if not u.startswith(("chrome://", "chrome-untrusted://", "data:"))]

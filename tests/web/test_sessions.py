@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voipgw.web.protocol import BadMessage, CallCommand, Dial, ErrorReason, Login, Logout, Resume, parse
+from voipgw.web.protocol import Answer, BadMessage, CallCommand, Dial, ErrorReason, Login, Logout, Resume, parse
 from voipgw.web.sessions import FAILURE_WINDOW_S, MAX_FAILURES, LoginRefusal, LoginRefused, Sessions
 
 
@@ -62,7 +62,7 @@ def test_logout_and_expire() -> None:
         ('{"type":"resume","token":"t"}', Resume("t")),
         ('{"type":"logout"}', Logout()),
         ('{"type":"dial","to":"201","sdp":"v=0 x"}', Dial("201", "v=0 x")),
-        ('{"type":"answer"}', CallCommand.ANSWER),
+        ('{"type":"answer","sdp":"v=0 y"}', Answer("v=0 y")),
         ('{"type":"hangup"}', CallCommand.HANGUP),
         ('{"type":"sas-matches"}', CallCommand.SAS_MATCHES),
         ('{"type":"sas-mismatch"}', CallCommand.SAS_MISMATCH),
@@ -85,6 +85,7 @@ def test_parse_accepts_each_message(frame: str, want: object) -> None:
         ('{"type":"login","user":"alice","password":7}', ErrorReason.BAD_FIELD),
         ('{"type":"dial","to":"","sdp":"v=0"}', ErrorReason.BAD_FIELD),
         ('{"type":"dial","to":"201"}', ErrorReason.BAD_FIELD),
+        ('{"type":"answer"}', ErrorReason.BAD_FIELD),
         ('{"type":"dial","to":"201","sdp":"hello"}', ErrorReason.BAD_FIELD),
         ('{"type":"dial","sdp":"v=0","to":"' + "9" * 300 + '"}', ErrorReason.BAD_FIELD),
     ],

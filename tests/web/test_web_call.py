@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.config_gateway import GatewayProc
-from tests.support.phones import SPEECH
+from tests.support.config_gateway import PASSWORDS, GatewayProc
+from tests.support.phones import SPEECH, PhoneProc, start_caller
 from tests.support.requires import requires
 from tests.support.web_client import WebClient
 from tests.support.web_site import WEB_PW, WebSite, web_site
@@ -114,3 +114,40 @@ def test_a_refusal_reaches_the_page_and_a_closed_tab_hangs_up(site: WebSite) -> 
     assert snap["calls"] == [], snap["calls"]
     assert "inside: remote hangup" in snap["finished"][-1]["reason"], snap["finished"][-1]
     assert snap["web"]["pages"] == [] and snap["web"]["bad_frames"] == {}, snap["web"]  # the closed tab is gone
+
+
+async def answer_bob(site: WebSite, heard: Path) -> tuple[dict[str, Any], PhoneProc]:
+    async with WebClient(site.gw.web_port, record=heard) as page:
+        await page.login("alice", WEB_PW)
+        line = await page.wait_frame("line")
+        assert line == {"type": "line", "registered": True, "code": 200}, line
+        reg = ["--registrar", f"127.0.0.1:{site.pbx.port}", "--username", "bob", "--password", PASSWORDS["bob"]]
+        workdir = site.workdir / "bob"
+        workdir.mkdir(exist_ok=True)
+        caller = start_caller(workdir, "bob", f"sip:alice@127.0.0.1:{site.pbx.port}", "--play", str(SPEECH),
+                              "--duration", "30", *reg, tap=False)  # fmt: skip
+        ringing = await page.wait_state(lambda c: c["state"] == "ringing" and c.get("incoming"))
+        assert ringing["ringing"] and ringing["display"].endswith("bob"), ringing  # the label, then the caller
+        assert (await page.answer(SPEECH))["type"] == "media"
+        up = await page.wait_state(lambda c: c["state"] == "established" and c.get("sas"))
+        await asyncio.sleep(CALL_S)
+        await page.send("hangup")
+        await page.wait_state(lambda c: c["state"] == "ended")
+        return up, caller
+
+
+def test_a_softphone_calls_the_page_which_rings_and_answers_with_audio_both_ways(site: WebSite) -> None:
+    heard = site.workdir / "page-heard.wav"
+    up, caller = asyncio.run(asyncio.wait_for(answer_bob(site, heard), 120))
+    try:
+        assert caller.wait(30) == 0, caller.log()
+    finally:
+        caller.stop()
+    summary = caller.summary()
+    assert up["security"] == "secure, unverified" and up["sas"] == summary["sas"], (up, summary)
+    assert up["safety_number"] == summary["safety_number"]
+    to_bob = compare_audio(read_wav(SPEECH), read_wav(caller.wav))
+    to_page = compare_audio(read_wav(SPEECH), read_wav(heard))
+    assert to_bob.windowed >= 0.8 and to_page.windowed >= 0.8, (to_bob, to_page)
+    snap = site.gw.status_json()
+    assert snap["finished"][-1]["direction"] == "inbound" and snap["calls"] == [], snap["finished"][-1]

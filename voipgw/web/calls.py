@@ -17,11 +17,11 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from voipgw.sdp import SdpError, parse_sdp
 from voipgw.web.media import RtpLeg, WebRtcLeg
-from voipgw.web.sipua import CallOutcome, WebUa
+from voipgw.web.sipua import CallOutcome, Dialog, WebUa
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +53,45 @@ class WebCall:
     ``sas(matches)``. ``push`` gets each new state for the page (the ``call`` of a ``state`` frame)."""
 
     def __init__(
-        self, link: WebLink, user: str, password: str, to: str, push: Callable[[dict[str, Any]], Awaitable[None]]
+        self,
+        link: WebLink,
+        user: str,
+        password: str,
+        to: str,
+        push: Callable[[dict[str, Any]], Awaitable[None]],
+        ringing: tuple[WebUa, Dialog] | None = None,
     ) -> None:
+        """``ringing``: an incoming call, the user's line and the gateway's INVITE on it (``to`` is the caller)."""
         self.link = link
         self.to = to
         self.push = push
-        self.phase = Phase.CALLING
+        self.phase = Phase.RINGING if ringing is not None else Phase.CALLING
         self.reason = ""
         self.rtp = RtpLeg(link.rtp_host)
         self.webrtc: WebRtcLeg | None = None
-        self.ua = WebUa(link.sip, user, password, link.sip[0])
+        self.incoming = ringing[1] if ringing is not None else None
+        self.ua = ringing[0] if ringing is not None else WebUa(link.sip, user, password, link.sip[0])
+        self._answered = asyncio.Event()
+        self.display = ""
+        if self.incoming is not None and self.incoming.invite is not None:
+            # The label the gateway rings a phone with ("[NEW sas] bob"): the page shows it while it rings.
+            frm = self.incoming.invite.get("from")
+            self.display = frm.split("<", 1)[0].strip().strip('"') if "<" in frm else ""
         self._shown: dict[str, Any] | None = None
         self._hangup = asyncio.Event()
         self._pending: set[asyncio.Future[None]] = set()
 
     async def start(self, offer_sdp: str) -> str:
         await self.rtp.open()
-        await self.ua.open()
+        if self.incoming is None:
+            await self.ua.open()
         self.webrtc = WebRtcLeg(self.rtp)
         return await self.webrtc.answer(offer_sdp)
 
     def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {"remote": self.to, "state": self.phase.value, "reason": self.reason}
+        if self.incoming is not None:
+            out.update(incoming=True, ringing=self.phase is Phase.RINGING, display=self.display)
         d = self.ua.dialog
         bridge = self.link.view(d.call_id) if d is not None and self.phase is Phase.ESTABLISHED else None
         if bridge is not None:
@@ -89,7 +106,7 @@ class WebCall:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            await (self._run() if self.incoming is None else self._run_incoming())
         finally:
             self.phase = Phase.ENDED
             await self.close()
@@ -126,6 +143,43 @@ class WebCall:
             await self.ua.hangup()
             return
         self.rtp.remote = (remote.host, remote.port)
+        await self._established(hangup)
+
+    async def _run_incoming(self) -> None:
+        d = self.incoming
+        assert d is not None
+        await self._update()
+        answered = asyncio.ensure_future(self._answered.wait())
+        hangup = asyncio.ensure_future(self._hangup.wait())
+        ended = asyncio.ensure_future(d.ended.wait())
+        await asyncio.wait({answered, hangup, ended}, return_when=asyncio.FIRST_COMPLETED)
+        answered.cancel()
+        ended.cancel()
+        if d.ended.is_set() or not self._answered.is_set():
+            hangup.cancel()
+            if not d.ended.is_set():
+                self.ua.reject(d, 603, "Decline")
+            self.reason = d.end_reason or "declined"
+            return
+        try:
+            remote = parse_sdp(d.remote_sdp)
+        except SdpError as exc:
+            hangup.cancel()
+            self.ua.reject(d, 488, "Not Acceptable Here")
+            self.reason = f"unusable offer from the gateway: {exc}"
+            return
+        self.rtp.remote = (remote.host, remote.port)
+        if not await self.ua.accept(d, self.rtp.sdp(secrets.randbelow(1 << 31))):
+            hangup.cancel()
+            self.reason = d.end_reason or "the gateway did not confirm the answer"
+            return
+        await self._established(hangup)
+
+    def answer(self) -> None:
+        """The page answered (its WebRTC leg is up: ``start`` ran)."""
+        self._answered.set()
+
+    async def _established(self, hangup: asyncio.Task[Literal[True]]) -> None:
         self.phase = Phase.ESTABLISHED
         assert self.ua.dialog is not None
         ended = asyncio.ensure_future(self.ua.dialog.ended.wait())
@@ -153,4 +207,5 @@ class WebCall:
         if self.webrtc is not None:
             await self.webrtc.close()
         self.rtp.close()
-        self.ua.close()
+        if self.incoming is None:  # the user's line outlives its calls
+            self.ua.close()

@@ -72,14 +72,19 @@ class Dial:
     """The page's WebRTC offer (ICE candidates gathered: no trickle)."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    sdp: str = field(repr=False)
+    """The page's WebRTC offer for the ringing call (the page offers in both directions)."""
+
+
 class CallCommand(enum.Enum):
-    ANSWER = "answer"
     HANGUP = "hangup"
     SAS_MATCHES = "sas-matches"
     SAS_MISMATCH = "sas-mismatch"
 
 
-ClientMessage = Login | Resume | Logout | Dial | CallCommand
+ClientMessage = Login | Resume | Logout | Dial | Answer | CallCommand
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
@@ -87,6 +92,13 @@ def _text(obj: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
         raise BadMessage(ErrorReason.BAD_FIELD, f"{key}: expected a non-empty string of at most {MAX_FIELD_CHARS}")
     return value
+
+
+def _offer(obj: dict[str, Any]) -> str:
+    sdp = obj.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise BadMessage(ErrorReason.BAD_FIELD, "sdp: expected the page's WebRTC offer")
+    return sdp
 
 
 def parse(frame: str | bytes) -> ClientMessage:
@@ -107,10 +119,9 @@ def parse(frame: str | bytes) -> ClientMessage:
     if kind == "logout":
         return Logout()
     if kind == "dial":
-        sdp = obj.get("sdp")
-        if not isinstance(sdp, str) or not sdp.startswith("v=0"):
-            raise BadMessage(ErrorReason.BAD_FIELD, "sdp: expected the page's WebRTC offer")
-        return Dial(_text(obj, "to"), sdp)
+        return Dial(_text(obj, "to"), _offer(obj))
+    if kind == "answer":
+        return Answer(_offer(obj))
     for command in CallCommand:
         if kind == command.value:
             return command

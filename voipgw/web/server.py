@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -32,6 +33,7 @@ from voipgw.ops.config import ConfigError, GatewayConfig
 from voipgw.web.calls import Phase, WebCall, WebLink
 from voipgw.web.protocol import (
     MAX_MESSAGE_BYTES,
+    Answer,
     BadMessage,
     CallCommand,
     CloseReason,
@@ -45,6 +47,7 @@ from voipgw.web.protocol import (
     parse,
 )
 from voipgw.web.sessions import LoginRefused, Session, Sessions
+from voipgw.web.sipua import Dialog, WebUa
 
 log = logging.getLogger(__name__)
 _bad = RateLimitedLog(log)
@@ -63,6 +66,20 @@ EXPIRY_CHECK_S = 1.0
 _quiet = logging.getLogger("voipgw.web.connections")
 _quiet.setLevel(logging.WARNING)
 CALL_END_WAIT_S = 10.0
+
+
+LINE_EXPIRES_S = 120
+"""The page's registration at the gateway's inside registrar (refreshed at 60 %) while the page is live."""
+
+
+@dataclass
+class Line:
+    """A user's registration at the gateway (so that calls to the user ring the page) while a page of theirs is
+    live; ``code`` is the registrar's last answer (403: another phone of the user is registered)."""
+
+    ua: WebUa
+    task: asyncio.Task[None] | None = None
+    code: int = 0
 
 
 @dataclass
@@ -97,6 +114,7 @@ class WebServer:
         self.sessions = Sessions(passwords, session_ttl_s)
         self.pages: dict[str, Page] = {}
         """The live page of each logged-in user."""
+        self.lines: dict[str, Line] = {}
         self.bad_frames: collections.Counter[str] = collections.Counter()
         self.refused_origins = 0
         self._files = {path: (resources.files("voipgw.web").joinpath("static", name).read_bytes(), ctype)
@@ -135,6 +153,8 @@ class WebServer:
             self._expiry = None
         for page in list(self.pages.values()):
             await self._close(page, CloseReason.SHUTDOWN, "the gateway is shutting down")
+        for user in list(self.lines):
+            await self._close_line(user)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -175,6 +195,12 @@ class WebServer:
             if page.session is not None and self.pages.get(page.session.user) is page:
                 del self.pages[page.session.user]
             await self._end_call(page)  # a closed tab hangs up: no call is left without its page
+            await self._page_gone(page)
+
+    async def _page_gone(self, page: Page) -> None:
+        """The user's line stays only while a page of theirs is live (a reload's new page takes it over)."""
+        if page.session is not None and page.session.user not in self.pages:
+            await self._close_line(page.session.user)
 
     async def _dispatch(self, page: Page, frame: str | bytes) -> None:
         try:
@@ -193,6 +219,8 @@ class WebServer:
             await self._close(page, CloseReason.LOGGED_OUT, "logged out")
         elif isinstance(msg, Dial):
             await self._dial(page, page.session, msg)
+        elif isinstance(msg, Answer):
+            await self._answer(page, msg)
         else:
             await self._command(page, msg)
 
@@ -221,6 +249,75 @@ class WebServer:
         await page.conn.send(json.dumps({"type": "media", "sdp": answer}))
         page.call_task = asyncio.ensure_future(self._run_call(page, call))
 
+    async def _answer(self, page: Page, msg: Answer) -> None:
+        call = page.call
+        if call is None or call.incoming is None or call.phase is not Phase.RINGING or call.webrtc is not None:
+            await page.conn.send(error(ErrorReason.NO_CALL.value, "no incoming call to answer"))
+            return
+        try:
+            answer = await call.start(msg.sdp)
+        except Exception as exc:  # an unusable offer: the call rings on; the page may try again or hang up
+            call.webrtc = None
+            _bad("offer", logging.WARNING, "web phone: answer offer refused: %s", exc)
+            await page.conn.send(error(ErrorReason.CALL_FAILED.value, f"the browser's offer is unusable: {exc}"))
+            return
+        await page.conn.send(json.dumps({"type": "media", "sdp": answer}))
+        call.answer()
+
+    # --- the user's line: calls to the user ring the live page ----------------------------------------------
+
+    async def _open_line(self, page: Page, user: str) -> None:
+        if self.link is None or user in self.lines:
+            return
+        line = Line(WebUa(self.link.sip, user, self._passwords[user], self.link.sip[0]))
+        line.ua.on_invite = functools.partial(self._ring, user, line)
+        await line.ua.open()
+        self.lines[user] = line
+        line.task = asyncio.ensure_future(self._keep_registered(user, line))
+
+    async def _keep_registered(self, user: str, line: Line) -> None:
+        while True:
+            code = await line.ua.register(LINE_EXPIRES_S)
+            if code != line.code:
+                line.code = code
+                page = self.pages.get(user)
+                if page is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await page.conn.send(json.dumps({"type": "line", "registered": code == 200, "code": code}))
+                if code != 200:
+                    log.warning("web phone: %s's page cannot take calls: the gateway's registrar answered %d",
+                                user, code)  # fmt: skip
+            await asyncio.sleep(LINE_EXPIRES_S * 0.6 if code == 200 else 10.0)
+
+    async def _close_line(self, user: str) -> None:
+        line = self.lines.pop(user, None)
+        if line is None:
+            return
+        if line.task is not None:
+            line.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await line.task
+        if line.code == 200:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(line.ua.register(0), 5.0)
+        line.ua.close()
+
+    def _ring(self, user: str, line: Line, dialog: Dialog) -> None:
+        page = self.pages.get(user)
+        if page is None or page.call is not None or self.link is None:
+            line.ua.reject(dialog, 486, "Busy Here")
+            return
+        session_page = page
+
+        async def push(view: dict[str, Any]) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await session_page.conn.send(json.dumps({"type": "state", "call": view}))
+
+        call = WebCall(self.link, user, self._passwords[user], dialog.remote_uri.removeprefix("sip:"), push,
+                       ringing=(line.ua, dialog))  # fmt: skip
+        page.call = call
+        page.call_task = asyncio.ensure_future(self._run_call(page, call))
+
     async def _run_call(self, page: Page, call: WebCall) -> None:
         try:
             await call.run()
@@ -237,8 +334,6 @@ class WebServer:
             await page.conn.send(error(ErrorReason.NO_CALL.value, f"no call to {msg.value}"))
         elif msg is CallCommand.HANGUP:
             call.hangup()
-        elif msg is CallCommand.ANSWER:
-            await page.conn.send(error(ErrorReason.NO_CALL.value, "no incoming call to answer"))
         else:
             call.sas(msg is CallCommand.SAS_MATCHES)
 
@@ -283,6 +378,7 @@ class WebServer:
             )
         )
         await page.conn.send(json.dumps({"type": "state", "call": None}))
+        await self._open_line(page, session.user)
 
     def _bad_frame(self, page: Page, reason: str, detail: str) -> None:
         self.bad_frames[reason] += 1
@@ -296,6 +392,7 @@ class WebServer:
         with contextlib.suppress(ConnectionClosed):
             await page.conn.send(closing(reason, message))
         await page.conn.close(1000, reason.value)
+        await self._page_gone(page)
 
     async def expire_sessions(self) -> int:
         """Close the pages whose session's time is up; returns how many (run every second)."""
@@ -317,6 +414,7 @@ class WebServer:
     def status(self) -> dict[str, Any]:
         return {
             "pages": sorted(self.pages),
+            "lines": {user: line.code for user, line in sorted(self.lines.items())},
             "sessions": len(self.sessions),
             "refused_logins": dict(self.sessions.refused),
             "bad_frames": dict(self.bad_frames),

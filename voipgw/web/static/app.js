@@ -28,7 +28,7 @@ function send(obj) {
 function showCall(call) {
   $("call").hidden = !call;
   if (!call) return;
-  $("call-remote").textContent = call.remote_aor || call.remote || "";
+  $("call-remote").textContent = call.remote_aor || call.display || call.remote || "";
   $("call-state").textContent = call.state || "";
   const checked = call.sas_check === "confirm" ? " - SAS confirmed" : "";
   $("call-security").textContent = call.security ? `${call.security}${checked}` : "";
@@ -47,6 +47,9 @@ const handlers = {
     $("password").value = "";
     notice("");
     show("phone");
+  },
+  line(msg) {
+    notice(msg.registered ? "" : `incoming calls cannot reach this page (the gateway answered ${msg.code})`);
   },
   media(msg) {
     if (pc) pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch((e) => notice(`audio: ${e.message}`));
@@ -85,7 +88,7 @@ function endMedia() {
 
 // The gateway is the only WebRTC peer and no STUN/TURN server is named: host candidates only, gathered in full
 // before the offer is sent (the protocol has no trickle).
-async function dial(to) {
+async function offerAudio(message) {
   if (pc) return;
   notice("");
   try {
@@ -106,8 +109,10 @@ async function dial(to) {
   });
   await pc.setLocalDescription(await pc.createOffer());
   if (pc.iceGatheringState !== "complete") await gathered;
-  send({ type: "dial", to, sdp: pc.localDescription.sdp });
+  send({ ...message, sdp: pc.localDescription.sdp });
 }
+
+const dial = (to) => offerAudio({ type: "dial", to });
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -142,7 +147,8 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     dial($("dial-to").value);
   });
-  for (const id of ["answer", "hangup", "sas-matches", "sas-mismatch"]) {
+  $("answer").addEventListener("click", () => offerAudio({ type: "answer" }));
+  for (const id of ["hangup", "sas-matches", "sas-mismatch"]) {
     $(id).addEventListener("click", () => send({ type: id }));
   }
   connect();
