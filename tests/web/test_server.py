@@ -18,7 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.pki import make_pki
-from voipgw.web.server import CSP, WebServer
+from voipgw.ops.config import ConfigError, gateway_config_from_mapping
+from voipgw.web.server import CSP, WebServer, web_server
 
 PASSWORDS = {"alice": "alice-inside-pw", "bob": "bob-inside-pw"}
 
@@ -243,3 +244,33 @@ def test_https_with_the_gateways_certificate(tmp_path: Path) -> None:
                 await asyncio.to_thread(get, server.port, "/")  # plain HTTP to the HTTPS port gets nothing
 
     run(test)
+
+
+def test_the_gateway_config_serves_https_with_its_certificate_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    cert, key = pki.kamailio
+    data: dict[str, Any] = {
+        "inside": {"listen": "127.0.0.1:0"},
+        "outside": {"registrar": "127.0.0.1:5060", "tls_cert_file": str(cert), "tls_key_file": str(key)},
+        "users": {"alice": {"outside_aor": "alice@pbx.test", "inside_password": "alice-inside-pw"}},
+        "web": {"enabled": True, "listen": "0.0.0.0:0"},
+    }
+    client_tls = ssl.create_default_context(cafile=str(pki.ca))
+    client_tls.check_hostname = False
+
+    async def test() -> None:
+        server = web_server(gateway_config_from_mapping(data))
+        await server.start()
+        try:
+            assert server.scheme == "https"
+            status, _, body = await asyncio.to_thread(get, server.port, "/app.js", client_tls)
+            assert status == 200 and b"WebSocket" in body
+            async with connect(f"wss://127.0.0.1:{server.port}/ws", ssl=client_tls) as ws:
+                assert (await login(ws))["user"] == "alice"
+        finally:
+            await server.stop()
+
+    run(test)
+    key.write_text("not a key")
+    with pytest.raises(ConfigError, match=r"web: cannot load outside\.tls_cert_file"):
+        web_server(gateway_config_from_mapping(data))

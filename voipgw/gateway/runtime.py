@@ -339,7 +339,11 @@ class GatewayRuntime:
             from voipgw.web.server import web_server
 
             self.web = web_server(self.config, gateway_link(self.config, gateway))
-            await self.web.start()
+            try:
+                await self.web.start()
+            except OSError as exc:
+                where = format_hostport(self.config.web.listen)
+                raise ConfigError(f"web.listen: cannot listen on {where} (TCP): {exc.strerror or exc}") from None
         assert gateway.stack is not None
         # register = false: a process behind a dispatcher; the PBX routes the users to the dispatcher set instead.
         users = self.config.users.values() if self.config.outside.register else ()
