@@ -24,10 +24,11 @@ class WebSite:
     gw: GatewayProc
     workdir: Path
 
-    def bob(self) -> PhoneProc:
-        """bob's auto-answering softphone for one call, recording to ``bob.wav``."""
+    def bob(self, folder: str = "bob") -> PhoneProc:
+        """bob's auto-answering softphone for one call, recording to ``bob.wav``; another ``folder`` is another
+        home: a new identity key for the same AOR."""
         reg = ["--registrar", f"127.0.0.1:{self.pbx.port}", "--username", "bob", "--password", PASSWORDS["bob"]]
-        workdir = self.workdir / "bob"
+        workdir = self.workdir / folder
         workdir.mkdir(exist_ok=True)
         return start_listener(workdir, "bob", *reg, tap=False)
 

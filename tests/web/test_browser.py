@@ -135,6 +135,23 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
         finally:
             caller.stop()
 
+        # bob reinstalled (a new key) while alice has him verified: the policy blocks the call; the page says so full
+        # page, and offers only OK.
+        reinstalled = site.bob("bob-reinstalled")
+        try:
+            driver.find_element(By.ID, "dial-to").clear()
+            driver.find_element(By.ID, "dial-to").send_keys("bob")
+            driver.find_element(By.ID, "dial").click()
+            wait_until(driver, lambda d: is_shown(d, "key-warning"))
+            key_warning = text(driver, "key-warning-text")
+            buttons = [
+                b for b in ("key-warning-ok", "key-warning-continue", "key-warning-hangup") if is_shown(driver, b)
+            ]
+            driver.find_element(By.ID, "key-warning-ok").click()
+            wait_until(driver, lambda d: not is_shown(d, "key-warning"))
+        finally:
+            reinstalled.stop()
+
         errors = console_errors(driver)
         urls = requested_urls(driver)
 
@@ -148,6 +165,7 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
         ("outbound", "confirm"),
         ("outbound", None),
         ("inbound", None),
+        ("outbound", None),
     ], finished
     heard = compare_audio(read_wav(SPEECH), read_wav(heard_wav))
     assert heard.windowed >= 0.8, heard
@@ -155,6 +173,8 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
     assert received["packets"] > 300 and received["energy"] > 0.01, received  # bob's speech reached the page
     to_bob = compare_audio(read_wav(SPEECH), read_wav(caller.wav))
     assert to_bob.windowed >= 0.8, to_bob
+    assert "identity key of bob@127.0.0.1 changed" in key_warning and "accept-key" in key_warning, key_warning
+    assert buttons == ["key-warning-ok"], buttons
     assert errors == [], errors
     # The browser's own chrome:// pages (its start page) are not network requests; everything else is the gateway.
     network = [u for u in urls if not u.startswith(("chrome://", "chrome-untrusted://", "data:"))]

@@ -151,3 +151,33 @@ def test_a_softphone_calls_the_page_which_rings_and_answers_with_audio_both_ways
     assert to_bob.windowed >= 0.8 and to_page.windowed >= 0.8, (to_bob, to_page)
     snap = site.gw.status_json()
     assert snap["finished"][-1]["direction"] == "inbound" and snap["calls"] == [], snap["finished"][-1]
+
+
+async def short_call(gw: GatewayProc) -> dict[str, Any]:
+    async with WebClient(gw.web_port) as page:
+        await page.login("alice", WEB_PW)
+        await page.dial("bob", SPEECH)
+        up = await page.wait_state(lambda c: c["state"] == "established" and c.get("sas"))
+        await page.send("hangup")
+        await page.wait_state(lambda c: c["state"] == "ended")
+        return up
+
+
+def test_a_key_change_reaches_the_page_with_both_safety_numbers(site: WebSite) -> None:
+    for folder in ("bob", "bob-reinstalled"):  # the same AOR, then a new identity key for it
+        phone = site.bob(folder)
+        try:
+            up = asyncio.run(asyncio.wait_for(short_call(site.gw), 90))
+            assert phone.wait(30) == 0, phone.log()
+        finally:
+            phone.stop()
+        if folder == "bob":
+            first = up
+            assert up["trust_state"] == "first-contact" and up["trust_warning"] is None, up
+    # Not verified, so the default policy (block-if-verified) lets it through, marked and with the warning.
+    assert up["security"] == "key changed, unverified" and up["trust_state"] == "key-changed", up
+    warning = up["trust_warning"]
+    assert first["safety_number"] != up["safety_number"]
+    for number in (first["safety_number"], up["safety_number"]):
+        grouped = " ".join(number[i : i + 5] for i in range(0, 60, 5))
+        assert grouped in warning or number in warning, (number, warning)

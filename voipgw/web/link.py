@@ -32,6 +32,9 @@ def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
             "sas_words": list(rec.sas_words) if rec.sas_words else None,
             "safety_number": rec.safety_number,
             "sas_check": bridge.sas_check.value if bridge.sas_check is not None else None,
+            "trust_state": rec.trust_state,
+            # A key change: the old and new safety numbers, when, what to do (the page shows it full-page).
+            "trust_warning": rec.trust_warning,
         }
 
     return WebLink((host, gateway.port), config.inside.rtp_host, view)

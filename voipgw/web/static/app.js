@@ -25,9 +25,25 @@ function send(obj) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
 }
 
+// A key change: full page, with the old and new safety numbers (the gateway's own warning text). An answered call
+// (policy warn) may go on or be hung up; a refused one (the policy blocked it) can only be acknowledged.
+let keyWarningShown = "";
+function showKeyWarning(call) {
+  const refused = call.state === "ended" && /identity key of .* changed/.test(call.reason || "");
+  const text = call.trust_state === "key-changed" ? call.trust_warning : refused ? call.reason : "";
+  if (!text || text === keyWarningShown) return;
+  keyWarningShown = text;
+  $("key-warning-text").textContent = text;
+  $("key-warning-hangup").hidden = refused;
+  $("key-warning-continue").hidden = refused;
+  $("key-warning-ok").hidden = !refused;
+  $("key-warning").hidden = false;
+}
+
 function showCall(call) {
   $("call").hidden = !call;
   if (!call) return;
+  showKeyWarning(call);
   $("call-remote").textContent = call.remote_aor || call.display || call.remote || "";
   $("call-state").textContent = call.state || "";
   const checked = call.sas_check === "confirm" ? " - SAS confirmed" : "";
@@ -147,6 +163,15 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     dial($("dial-to").value);
   });
+  $("key-warning-hangup").addEventListener("click", () => {
+    send({ type: "hangup" });
+    $("key-warning").hidden = true;
+  });
+  for (const id of ["key-warning-continue", "key-warning-ok"]) {
+    $(id).addEventListener("click", () => {
+      $("key-warning").hidden = true;
+    });
+  }
   $("answer").addEventListener("click", () => offerAudio({ type: "answer" }));
   for (const id of ["hangup", "sas-matches", "sas-mismatch"]) {
     $(id).addEventListener("click", () => send({ type: id }));
