@@ -69,12 +69,13 @@ def wait_until(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], bool
 def call_bob(driver: webdriver.Chrome, phone: PhoneProc, sas_matches: bool) -> dict[str, str]:
     """Dial bob from the page, keep the call up for CALL_S, optionally click "SAS matches", hang up by click;
     returns what the page showed while the call was up."""
-    driver.set_window_size(900, 720)
+    driver.set_window_size(900, 960)
     driver.find_element(By.ID, "dial-to").clear()
     driver.find_element(By.ID, "dial-to").send_keys("bob")
     driver.find_element(By.ID, "dial").click()
     wait_until(driver, lambda d: text(d, "call-state") == "established" and bool(text(d, "call-sas")))
     shown = {k: text(driver, f"call-{k}") for k in ("security", "sas", "sas-words", "safety", "remote")}
+    wait_until(driver, lambda d: d.execute_script("return document.getElementById('call-safety-qr').naturalWidth") > 0)
     if sas_matches and (folder := os.environ.get("VOIPGW_SCREENSHOTS")):  # `make screenshots`: the README's picture
         Path(folder).mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(Path(folder) / "web-phone-call.png"))

@@ -20,6 +20,7 @@ from tests.support.web_client import WebClient
 from tests.support.web_site import WEB_PW, WebSite, web_site
 from voipgw.audio.compare import compare_audio
 from voipgw.audio.wav import read_wav
+from voipgw.trust import parse_safety_number_qr
 
 pytestmark = [pytest.mark.integration, requires("kamailio")]
 
@@ -60,6 +61,9 @@ def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: W
     assert up["security"] == "secure, unverified" and up["remote_aor"] == "bob@127.0.0.1", up
     assert up["sas"] == summary["sas"] and up["sas_words"] == summary["sas_words"], (up, summary)
     assert up["safety_number"] == summary["safety_number"]
+    digits, aor_a, aor_b = parse_safety_number_qr(up["safety_qr_text"])  # what a phone scanning the page reads
+    assert digits == summary["safety_number"] and {aor_a, aor_b} == {"alice@127.0.0.1", "bob@127.0.0.1"}
+    assert up["safety_qr"].startswith("data:image/svg+xml")
     assert call["ended"]["reason"] == "hung up"
     # The project's measure (0.5 s windows, each aligned within +-150 ms): the page's WAV crossed WebRTC, PCMU to
     # the gateway and the sealed Opus leg; the global figure also pays for the call ending before the clip does.

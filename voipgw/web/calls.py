@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25
 """How often the bridge's state is read for the page while a call is up."""
 
-BridgeView = Callable[[str], dict[str, Any] | None]
+BridgeView = Callable[[str], Awaitable[dict[str, Any] | None]]
 """Inside Call-ID -> what the page shows of that call's bridge (None: no such bridge, or over)."""
 
 
@@ -88,18 +88,18 @@ class WebCall:
         self.webrtc = WebRtcLeg(self.rtp)
         return await self.webrtc.answer(offer_sdp)
 
-    def view(self) -> dict[str, Any]:
+    async def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {"remote": self.to, "state": self.phase.value, "reason": self.reason}
         if self.incoming is not None:
             out.update(incoming=True, ringing=self.phase is Phase.RINGING, display=self.display)
         d = self.ua.dialog
-        bridge = self.link.view(d.call_id) if d is not None and self.phase is Phase.ESTABLISHED else None
+        bridge = await self.link.view(d.call_id) if d is not None and self.phase is Phase.ESTABLISHED else None
         if bridge is not None:
             out.update(bridge)
         return out
 
     async def _update(self) -> None:
-        now = self.view()
+        now = await self.view()
         if now != self._shown:
             self._shown = now
             await self.push(now)

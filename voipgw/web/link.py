@@ -4,17 +4,25 @@ flag: a bridge whose SAS the page was shown may take ``*1`` (``Bridge.sas_told``
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import segno
 
 from voipgw.gateway.b2bua import Gateway
 from voipgw.ops.config import GatewayConfig
+from voipgw.trust import safety_number_qr
 from voipgw.web.calls import WebLink
+
+QR_KEPT = 64
 
 
 def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
     host = config.inside.listen[0]
+    qr_codes: dict[str, tuple[str, str]] = {}
+    """Inside Call-ID -> (payload, SVG data URI) of its safety-number QR code (computed once, off the loop)."""
 
-    def view(inside_call_id: str) -> dict[str, Any] | None:
+    async def view(inside_call_id: str) -> dict[str, Any] | None:
         bridge = next(
             (b for b in gateway.bridges if b.inside_sip is not None and b.inside_sip.call_id == inside_call_id), None
         )
@@ -23,6 +31,14 @@ def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
         rec = bridge.outside.record
         if rec.sas is not None:
             bridge.sas_told = True  # it is on the page now: the user can compare it, so "SAS matches" may count
+        qr = qr_codes.get(inside_call_id)
+        if qr is None and rec.local_identity is not None and rec.remote_identity is not None:
+            payload = await asyncio.to_thread(
+                safety_number_qr, rec.local_aor, rec.local_identity, rec.remote_aor, rec.remote_identity
+            )
+            qr = qr_codes[inside_call_id] = (payload, segno.make(payload, error="m").svg_data_uri(scale=4))
+            if len(qr_codes) > QR_KEPT:
+                del qr_codes[next(iter(qr_codes))]
         return {
             "security": rec.security.value,
             "label": bridge.label,
@@ -35,6 +51,9 @@ def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
             "trust_state": rec.trust_state,
             # A key change: the old and new safety numbers, when, what to do (the page shows it full-page).
             "trust_warning": rec.trust_warning,
+            # What a phone scans to compare (docs/PROTOCOL.md D.2): the payload, and its QR code as an SVG image.
+            "safety_qr_text": qr[0] if qr is not None else None,
+            "safety_qr": qr[1] if qr is not None else None,
         }
 
     return WebLink((host, gateway.port), config.inside.rtp_host, view)

@@ -52,6 +52,9 @@ function showCall(call) {
   $("call-sas-words").textContent = call.sas_words ? `(${call.sas_words.join(" ")})` : "";
   // 12 groups of 5 digits, as every voipgw screen shows it (docs/PROTOCOL.md D.1).
   $("call-safety").textContent = (call.safety_number || "").replace(/(\d{5})(?=\d)/g, "$1 ");
+  const qr = $("call-safety-qr");
+  if (call.safety_qr && qr.getAttribute("src") !== call.safety_qr) qr.src = call.safety_qr;
+  qr.hidden = !call.safety_qr;
   $("call-security").className = call.security ? call.security.replace(/[^a-z]+/g, "-") : "";
   $("answer").hidden = !call.ringing;
 }
