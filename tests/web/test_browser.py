@@ -109,6 +109,8 @@ def test_the_browser_calls_a_softphone_and_verifies_it_by_the_sas(site: WebSite)
         finally:
             first.stop()
         summary = first.summary()
+        wait_until(driver, lambda d: "bob@127.0.0.1 verified, 1 call(s)" in text(d, "contacts"))
+        assert "to bob@127.0.0.1, secure, unverified (inside: remote hangup)" in text(driver, "history")
         heard_wav = shutil.copy(first.wav, site.workdir / "first-call.wav")  # the next call records over it
 
         # A reload resumes the session (the tab's token), and the next call shows bob verified.

@@ -46,7 +46,8 @@ async def web_call(gw: GatewayProc, sas_button: str | None) -> dict[str, Any]:
             await page.wait_state(lambda c: c.get("sas_check") == "confirm", timeout=10)
         await page.send("hangup")
         ended = await page.wait_state(lambda c: c["state"] == "ended")
-        return {"up": up, "ended": ended}
+        directory = await page.wait_frame("directory")  # contacts and recent calls, refreshed after each call
+        return {"up": up, "ended": ended, "directory": directory}
 
 
 def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: WebSite) -> None:
@@ -72,6 +73,11 @@ def test_the_page_calls_a_softphone_through_the_gateway_and_sees_its_sas(site: W
     assert heard.windowed >= 0.8, heard
     snap = gw.status_json()
     assert snap["finished"][-1]["sas_check"] == "confirm", snap["finished"][-1]
+    contacts, history = call["directory"]["contacts"], call["directory"]["history"]
+    assert [(c["aor"], c["verified"], c["calls"]) for c in contacts] == [("bob@127.0.0.1", True, 1)], contacts
+    assert [(h["direction"], h["remote_aor"], h["security"]) for h in history] == [
+        ("outbound", "bob@127.0.0.1", "secure, unverified")
+    ], history
 
     # The next call to bob shows him verified.
     second = site.bob()

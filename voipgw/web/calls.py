@@ -41,11 +41,13 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True)
 class WebLink:
-    """How the web phone reaches its gateway: its inside SIP address, where to bind RTP, its bridges."""
+    """How the web phone reaches its gateway: its inside SIP address, where to bind RTP, its bridges, and each
+    user's contacts and recent calls (``directory``)."""
 
     sip: tuple[str, int]
     rtp_host: str
     view: BridgeView
+    directory: Callable[[str, str | None], Awaitable[dict[str, Any]]]
 
 
 class WebCall:

@@ -15,6 +15,9 @@ from voipgw.trust import safety_number_qr
 from voipgw.web.calls import WebLink
 
 QR_KEPT = 64
+HISTORY_KEPT = 50
+SETTLE_S = 3.0
+"""How long a call's end may take to reach the gateway's books after the page's dialog ended."""
 
 
 def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
@@ -56,4 +59,39 @@ def gateway_link(config: GatewayConfig, gateway: Gateway) -> WebLink:
             "safety_qr": qr[1] if qr is not None else None,
         }
 
-    return WebLink((host, gateway.port), config.inside.rtp_host, view)
+    async def directory(user: str, after_call: str | None = None) -> dict[str, Any]:
+        """The user's contacts (from its contact store, off the loop) and its calls since the gateway started;
+        ``after_call``: an inside Call-ID that just ended, waited for (bounded) so the list includes it."""
+        for _ in range(int(SETTLE_S / 0.05)):
+            if after_call is None or any(c.get("inside_call_id") == after_call for c in list(gateway.finished)):
+                break
+            await asyncio.sleep(0.05)
+        trust = gateway.trust.get(user)
+        contacts = await asyncio.to_thread(trust.store.contacts) if trust is not None else []
+        calls = [c for c in list(gateway.finished) if c.get("user") == user][-HISTORY_KEPT:]
+        return {
+            "contacts": [
+                {
+                    "aor": c.aor,
+                    "name": c.name,
+                    "verified": c.verified,
+                    "key_changed": c.changed_at is not None or c.pending_key is not None,
+                    "calls": c.call_count,
+                    "last_seen": c.last_seen,
+                }
+                for c in contacts
+            ],
+            "history": [
+                {
+                    "direction": c["direction"],
+                    "remote_aor": c["remote_aor"],
+                    "security": c["security"],
+                    "reason": c["reason"],
+                    "started_at": c["started_at"],
+                    "ended_at": c["ended_at"],
+                }
+                for c in reversed(calls)
+            ],
+        }
+
+    return WebLink((host, gateway.port), config.inside.rtp_host, view, directory)

@@ -327,6 +327,21 @@ class WebServer:
             if page.call is call:
                 page.call = None
                 page.call_task = None
+        if page.session is not None and self.pages.get(page.session.user) is page:
+            dialog = call.ua.dialog
+            await self._send_directory(page, page.session.user, dialog.call_id if dialog is not None else None)
+
+    async def _send_directory(self, page: Page, user: str, after_call: str | None = None) -> None:
+        """The user's contacts and recent calls, after login and after each call."""
+        if self.link is None:
+            return
+        try:
+            directory = await self.link.directory(user, after_call)
+        except Exception as exc:  # a contact store the file system refuses: the phone works without the list
+            log.error("web phone: cannot read %s's contacts: %s", user, exc)
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await page.conn.send(json.dumps({"type": "directory", **directory}))
 
     async def _command(self, page: Page, msg: CallCommand) -> None:
         call = page.call
@@ -378,6 +393,7 @@ class WebServer:
             )
         )
         await page.conn.send(json.dumps({"type": "state", "call": None}))
+        await self._send_directory(page, session.user)
         await self._open_line(page, session.user)
 
     def _bad_frame(self, page: Page, reason: str, detail: str) -> None:

@@ -67,6 +67,31 @@ const handlers = {
     notice("");
     show("phone");
   },
+  directory(msg) {
+    const contacts = $("contacts");
+    contacts.replaceChildren();
+    for (const c of msg.contacts) {
+      const item = document.createElement("li");
+      const pick = document.createElement("button");
+      pick.textContent = c.name ? `${c.name} (${c.aor})` : c.aor;
+      pick.className = "contact";
+      pick.addEventListener("click", () => {
+        $("dial-to").value = c.aor;
+      });
+      const state = c.key_changed ? "KEY CHANGED" : c.verified ? "verified" : "not verified";
+      item.append(pick, ` ${state}, ${c.calls} call(s)`);
+      contacts.append(item);
+    }
+    const history = $("history");
+    history.replaceChildren();
+    for (const h of msg.history) {
+      const item = document.createElement("li");
+      const when = new Date(h.started_at * 1000).toLocaleString();
+      const arrow = h.direction === "outbound" ? "to" : "from";
+      item.textContent = `${when}: ${arrow} ${h.remote_aor}, ${h.security}${h.reason ? ` (${h.reason})` : ""}`;
+      history.append(item);
+    }
+  },
   line(msg) {
     notice(msg.registered ? "" : `incoming calls cannot reach this page (the gateway answered ${msg.code})`);
   },
