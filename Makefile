@@ -66,5 +66,11 @@ CHURN_CONFIRM ?= 300
 churn: setup
 	$(BIN)/voipgw bench churn --background $(CHURN_BACKGROUND) --hold $(CHURN_HOLD) --confirm $(CHURN_CONFIRM) --out churn.json
 
+# The README's picture of the web phone in a call: the real browser test (Kamailio, a gateway with [web], a voipgw
+# softphone, headless Chromium) saves the page while the call is up.
+.PHONY: screenshots
+screenshots: setup
+	VOIPGW_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/web/test_browser.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

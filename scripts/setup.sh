@@ -13,6 +13,7 @@ APT_PACKAGES=(
   rtpengine-daemon                # RTP relay that rewrites headers
   tshark                          # wire captures in tests and the demo
   espeak-ng sox libsox-fmt-all    # speech fixtures
+  chromium chromium-driver        # the web phone's page in a real browser (tests/web, headless, Selenium)
   python3-venv
 )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parents[2]
-TEST_ONLY = {"pytest", "hypothesis", "pexpect", "ruff", "mypy", "pjsua2-python", "aiortc", "pytest-timeout"}
+TEST_ONLY = {"pytest", "hypothesis", "pexpect", "ruff", "mypy", "pjsua2-python", "pytest-timeout", "selenium"}
 
 pytestmark = pytest.mark.integration
 

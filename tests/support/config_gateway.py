@@ -52,6 +52,11 @@ class GatewayProc:
         return self.ports[0]
 
     @property
+    def web_port(self) -> int:
+        """The web phone's HTTP port (``start_config_gateway(web=True)``)."""
+        return self.ports[WEB]
+
+    @property
     def outside_port(self) -> int:
         """The outside listener (the PBX's)."""
         return self.ports[OUTSIDE_SIP]
@@ -127,8 +132,10 @@ def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
 
 
 GATEWAY_BLOCK = 50
-"""Ports a config gateway holds: [0] inside SIP, [1] metrics, [2] outside SIP, then each zone's RTP range."""
+"""Ports a config gateway holds: [0] inside SIP, [1] metrics, [2] outside SIP, [3] the web phone, then each zone's
+RTP range."""
 OUTSIDE_SIP = 2
+WEB = 3
 INSIDE_RTP = (10, 29)
 OUTSIDE_RTP = (30, 49)
 
@@ -161,6 +168,7 @@ def start_config_gateway(
     metrics: bool = False,
     extra: dict[str, dict[str, Any]] | None = None,
     log_format: str = "json",
+    web: bool = False,
 ) -> GatewayProc:
     """``voipgw gateway --config`` with ``users`` (``{"alice": {"outside_aor": ..., ...}}``); waits until it
     listens. The control socket lives in a short /tmp folder (Unix socket paths are limited to 107 bytes)."""
@@ -176,6 +184,8 @@ def start_config_gateway(
     }
     if metrics:
         tables["metrics"] = {"enabled": True, "address": f"127.0.0.1:{ports[1]}"}
+    if web:
+        tables["web"] = {"enabled": True, "listen": f"127.0.0.1:{ports[WEB]}"}
     for key, table in (extra or {}).items():
         tables.setdefault(key, {}).update(table)
     for user, table in users.items():

@@ -28,6 +28,9 @@ TOOLS: dict[str, Callable[[], bool]] = {
     "sox": _on_path("sox"),
     "espeak-ng": _on_path("espeak-ng"),
     "pjsua2": lambda: importlib.util.find_spec("pjsua2") is not None,
+    "chromium": _on_path("chromium"),
+    "chromedriver": _on_path("chromedriver"),
+    "selenium": lambda: importlib.util.find_spec("selenium") is not None,
 }
 
 

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.identity import IdentityKey
 from voipgw import __version__
@@ -32,6 +32,9 @@ from voipgw.sip.zone import Refusal
 from voipgw.store.errors import ContactStoreError
 from voipgw.store.keyfile import load_or_create_identity, passphrase_from_env
 from voipgw.trust import TrustStore
+
+if TYPE_CHECKING:
+    from voipgw.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +289,7 @@ class GatewayRuntime:
         self.hooks: GatewayHooks | None = None
         self.registrations: Registrations | None = None
         self.ops: OpsServices | None = None
+        self.web: WebServer | None = None
         self._trust: dict[str, TrustStore] = {}
         self._started_at = time.monotonic()
         self._stopped = False
@@ -330,6 +334,17 @@ class GatewayRuntime:
             ) from None
         self.ops = OpsServices(self.config, self.home, self.snapshot, self.metrics)
         await self.ops.start()
+        if self.config.web.enabled:
+            # Imported here: the web phone brings aiortc and av, which a gateway without [web] never loads.
+            from voipgw.web.link import gateway_link
+            from voipgw.web.server import web_server
+
+            self.web = web_server(self.config, gateway_link(self.config, gateway))
+            try:
+                await self.web.start()
+            except OSError as exc:
+                where = format_hostport(self.config.web.listen)
+                raise ConfigError(f"web.listen: cannot listen on {where} (TCP): {exc.strerror or exc}") from None
         assert gateway.stack is not None
         # register = false: a process behind a dispatcher; the PBX routes the users to the dispatcher set instead.
         users = self.config.users.values() if self.config.outside.register else ()
@@ -357,6 +372,8 @@ class GatewayRuntime:
         # Each stage runs even if an earlier one failed: the SIP socket, the control socket file and the contact
         # stores must never be left behind.
         stages: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.web is not None:
+            stages.append(("closing the web phone", self.web.stop))
         if self.registrations is not None and self.gateway is not None and self.gateway.stack is not None:
             stages.append(("removing the registrations", self.registrations.stop))
         if self.gateway is not None and self.gateway.stack is not None:
@@ -382,4 +399,6 @@ class GatewayRuntime:
         snap["uptime_s"] = round(time.monotonic() - self._started_at, 1)
         snap["registrations"] = self.registrations.status() if self.registrations is not None else []
         snap["inside"] = self.hooks.inside_status() if self.hooks is not None else []
+        if self.web is not None:
+            snap["web"] = self.web.status()
         return snap

@@ -29,6 +29,7 @@ DEFAULT_OUTSIDE_LISTEN = ("127.0.0.1", 5080)
 DEFAULT_INSIDE_RTP_PORTS = (30000, 39999)
 DEFAULT_OUTSIDE_RTP_PORTS = (20000, 29999)
 DEFAULT_METRICS = ("127.0.0.1", 9464)
+DEFAULT_WEB_LISTEN = ("127.0.0.1", 8443)
 DEFAULT_REGISTER_EXPIRES = 300
 MIN_REGISTER_EXPIRES = 60
 _USER_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
@@ -149,12 +150,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the browser phone (``voipgw.web``); off by default. HTTPS with ``outside.tls_cert_file``, else
+    plain HTTP, allowed on a loopback address only."""
+
+    enabled: bool = False
+    listen: tuple[str, int] = DEFAULT_WEB_LISTEN
+    session_ttl_s: float = 8 * 3600.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     inside: InsideConfig
     outside: OutsideConfig
     users: Mapping[str, UserConfig]
     destinations: tuple[DestinationRule, ...] = ()
     metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
     policy: Policy = Policy.REQUIRE
     log_format: LogFormat = LogFormat.TEXT
     control_socket: Path | None = None
@@ -225,6 +237,7 @@ _TABLES: dict[str, frozenset[str]] = {
         }
     ),
     "metrics": frozenset({"enabled", "address"}),
+    "web": frozenset({"enabled", "listen", "session_ttl_s"}),
 }
 _USER_KEYS = frozenset(
     {"outside_aor", "username", "password", "inside_password", "inside_contact", "display_name", "policy"}
@@ -461,11 +474,38 @@ def _same_ip(a: str, b: str) -> bool:
         return a == b
 
 
+def _web(w: Mapping[str, Any], outside: OutsideConfig, users: Mapping[str, UserConfig]) -> WebConfig:
+    ttl = w.get("session_ttl_s", WebConfig.session_ttl_s)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 60 <= ttl <= 7 * 86400:
+        raise ConfigError(f"web.session_ttl_s: expected seconds between 60 and 604800, got {ttl!r}")
+    web = WebConfig(
+        enabled=_get(w, "enabled", bool, "web.", False),
+        listen=parse_hostport(w["listen"], "web.listen") if "listen" in w else DEFAULT_WEB_LISTEN,
+        session_ttl_s=float(ttl),
+    )
+    if web.enabled and outside.tls_cert_file is None and not _is_loopback(web.listen[0]):
+        # The page carries the inside password and the call's SAS: never in the clear across a network.
+        raise ConfigError(
+            f"web.listen: {web.listen[0]} is not a loopback address; plain HTTP is allowed on loopback only"
+            " (give outside.tls_cert_file and outside.tls_key_file for HTTPS)"
+        )
+    if web.enabled and (nopw := sorted(n for n, u in users.items() if not u.inside_password)):
+        raise ConfigError(f"web: users {', '.join(nopw)} have no inside_password to log in to the web phone with")
+    return web
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()) -> GatewayConfig:
     """Validate a parsed TOML document; relative paths are taken relative to ``base_dir`` (the file's folder)."""
     _check_keys(data, frozenset(_TABLES) | {"users", "destinations"}, "")
-    g, i, o, m = (_table(data, k) for k in ("gateway", "inside", "outside", "metrics"))
-    for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m)):
+    g, i, o, m, w = (_table(data, k) for k in ("gateway", "inside", "outside", "metrics", "web"))
+    for name, table in (("gateway", g), ("inside", i), ("outside", o), ("metrics", m), ("web", w)):
         _check_keys(table, _TABLES[name], f"{name}.")
 
     auth = _get(i, "auth", bool, "inside.", True)
@@ -539,6 +579,7 @@ def gateway_config_from_mapping(data: Mapping[str, Any], base_dir: Path = Path()
         users=users,
         destinations=_rules(data.get("destinations", []), users),
         metrics=metrics,
+        web=_web(w, outside, users),
         policy=_policy(g.get("policy", "require"), "gateway.policy"),
         log_format=fmt,
         control_socket=_path(control, base_dir, "gateway.control_socket") if control else None,
@@ -721,6 +762,8 @@ def preflight(config: GatewayConfig, resolve: bool = True) -> None:
         check_bind(config.outside.listen, socket.SOCK_DGRAM, "outside.listen")
     if config.metrics.enabled and config.metrics.address[1] != 0:
         check_bind(config.metrics.address, socket.SOCK_STREAM, "metrics.address")
+    if config.web.enabled and config.web.listen[1] != 0:
+        check_bind(config.web.listen, socket.SOCK_STREAM, "web.listen")
     d = config.outside.identity_dir
     if d is not None and d.exists() and not d.is_dir():
         raise ConfigError(f"outside.identity_dir: {d} exists and is not a folder")
