@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from voipgw.audio.opus import FRAME_SAMPLES, MAX_PACKET, MIN_BUDGET, OpusDecoder
 from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
 from voipgw.logutil import is_log_point
+from voipgw.protector import BudgetEncoder as BudgetEncoder
+from voipgw.protector import FrameProtector as FrameProtector
+from voipgw.protector import PlainProtector as PlainProtector
+from voipgw.protector import SealedStream as SealedStream
 from voipgw.rtp.dtmf import (
     CLOCK_RATE,
     DEFAULT_DURATION_MS,
@@ -63,77 +67,15 @@ MAX_CONTROL_BYTES = 60
 the headroom a codec that cannot shrink (G.711, G.722) gets on top of its constant frame, so frames stay equal."""
 MAX_QUEUED_EVENTS = 16
 """Telephone-event payloads waiting for an audio frame to ride on (normally 0-1: the train is paced in time)."""
-
-
-class FrameProtector(Protocol):
-    """The per-call sealer/opener seam (implemented by the ratchet session adapter, or PlainProtector)."""
-
-    secure: bool
-    """False for the opportunistic plain path: MediaStream refuses it unless explicitly allowed."""
-
-    @property
-    def last_index(self) -> int | None:
-        """The authenticated frame counter of the frame that last opened (the playout order); None when there is
-        none (plain calls, or nothing opened yet)."""
-        ...
-
-    def seal(self, payload: bytes, now: float) -> bytes: ...
-
-    def open(self, frame: bytes, now: float) -> bytes:
-        """The opened payload; raises ratchet.errors.FrameError (with ``.reason``) for a refused frame."""
-        ...
-
-
-@runtime_checkable
-class SealedStream(FrameProtector, Protocol):
-    """A secure protector whose frames are made equal and carry DTMF inside (wire v3, ratchet.MediaSession).
-
-    A secure protector without these methods still carries audio, unpadded, but no DTMF."""
-
-    def seal(self, payload: bytes, now: float, event: bytes | None = None) -> bytes:
-        """``event`` (8 bytes, rtp.dtmf.encode_sealed) rides inside this audio frame."""
-        ...
-
-    def control_size(self, now: float, *, event: bool = False) -> int:
-        """The control bytes the next ``seal`` at the same ``now`` carries (what the codec must leave free)."""
-        ...
-
-    def set_payload_size(self, p: int | None, *, bucket: int = 32) -> None:
-        """Every frame sealed from now on carries ``p`` bytes of control + content (padded); more grows it to
-        the next ``p + k * bucket``."""
-        ...
-
-    def take_telephone_events(self) -> list[bytes]:
-        """The telephone events (8 bytes each) of the frames opened so far, in frame order, each once."""
-        ...
-
-
-@runtime_checkable
-class BudgetEncoder(Protocol):
-    """An encoder that can make constant-size packets and give bytes up to control data (OpusEncoder)."""
-
-    @property
-    def packet_bytes(self) -> int | None:
-        """Every packet's size once ``use_cbr`` was called; None while VBR."""
-        ...
-
-    def use_cbr(self) -> None: ...
-
-    def encode(self, pcm: Pcm, max_bytes: int | None = None) -> bytes: ...
-
-
-class PlainProtector:
-    """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear codec frames."""
-
-    secure = False
-    last_index: int | None = None
-    """Never set: plain frames carry no authenticated counter (MediaStream orders them by RTP sequence)."""
-
-    def seal(self, payload: bytes, now: float) -> bytes:
-        return payload
-
-    def open(self, frame: bytes, now: float) -> bytes:
-        return frame
+FILL_AFTER_S = 0.060
+"""A stream whose frames are sent by the other leg's receive path (``play_direct`` on the other side, a source
+that says ``SKIP_TICK``) sends silence on its own ticks once nothing was sent for this long (three frames): the far
+end keeps hearing a steady stream (its media timeout, the ratchet's frames) while the phone is quiet or on hold,
+and one or two lost packets are left to the far end's concealment."""
+SKIP_TICK: Pcm = np.zeros(0, dtype=np.int16)
+"""What a source returns for "nothing to send on this tick: someone else sends my frames as they come"
+(identity-compared; see FILL_AFTER_S)."""
+_SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 class MediaError(RuntimeError):
@@ -272,6 +214,11 @@ class MediaStream:
         """The in-band key exchange's hook (``voipgw.inband_link``): True when it took the packet."""
         self.relay: Callable[[bytes], object] | None = None
         """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
+        self._direct = False
+        """``play_direct``: each opened frame is decoded and written to the sink at once (no jitter buffer)."""
+        self._direct_next: int | None = None
+        self._sent_at = 0.0
+        """``_clock()`` of the last frame sent (FILL_AFTER_S)."""
         self.codec_parts: list[Releasable] = []
         """This stream's codec objects that pass-through may release once the stream stops pacing (the gateway).
         Kept on the stream, so they die with it."""
@@ -463,8 +410,38 @@ class MediaStream:
                 index = self._unwrap(pkt.sequence)
         if self._event_indexes or self._event_base:
             index = self._audio_index(index)
+        if self._direct:
+            self._play_now(index, payload)
+            return True
         self.jitter.put(index, payload, arrival)
         return True
+
+    def play_direct(self) -> None:
+        """From now on decode each opened frame as it arrives and write it to the sink at once: no jitter buffer
+        and no playout tick (the gateway's transcoding bridge, whose sink sends on the other leg at once: the phone
+        at the far end paces and de-jitters, as under pass-through). A frame older than the last one played is
+        dropped (counted in ``jitter.stats.late``); a lost one is left to the far end's concealment."""
+        self._direct = True
+        self._direct_next = None
+        self.jitter = JitterBuffer()  # what it held would never play
+
+    def _play_now(self, index: int, payload: bytes) -> None:
+        if self._direct_next is not None and index < self._direct_next:
+            self.jitter.stats.late += 1
+            return
+        self._direct_next = index + 1
+        pcm = self._decode(payload)
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.write_frame(pcm)
+        except Exception as exc:
+            # Runs inside datagram_received: a failing sink costs its frame, never the receive path.
+            if self.error is None:
+                self.error = exc
+                log.exception("direct playout failed; counting such frames as refused")
+            self.stats.refuse("sink-error")
 
     def _audio_index(self, index: int) -> int:
         """Telephone events use numbers of the audio's sequence (frame counter, or RTP seq on plain calls):
@@ -644,6 +621,8 @@ class MediaStream:
 
     def _tick(self, now: float) -> None:
         self._send_one()
+        if self._direct:
+            return  # the receive path played each frame as it came
         pcm = self._play_one(now)
         if self._sink is not None:
             self._sink.write_frame(pcm)
@@ -655,7 +634,17 @@ class MediaStream:
         if pcm is None:
             self.source_finished.set()
             return
+        if pcm is SKIP_TICK:
+            if self._clock() - self._sent_at < FILL_AFTER_S:
+                return
+            pcm = _SILENCE
         self._send(pcm=pcm)
+
+    def send_pcm(self, pcm: Pcm) -> bool:
+        """Encode, seal and send one frame now (the other leg's direct playout, see ``play_direct``)."""
+        if self.protector is None or self._stopped:
+            return False
+        return self._send(pcm=pcm)
 
     def send_payload(self, payload: bytes) -> bool:
         """Seal and send one encoded frame now (a pass-through relay's, see ``relay``): sealed as it is, so on a
@@ -695,6 +684,7 @@ class MediaStream:
         if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
             self.stats.frames_sent += 1
             self._first_send = False
+            self._sent_at = now
             return True
         return False
 
@@ -769,24 +759,31 @@ class MediaStream:
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)
-        if payload == b"" and self._heard:
-            # A sealed frame whose budget all went to control data: no audio in it, conceal like a loss.
-            self.stats.frames_concealed += 1
-            return self._decoder.decode(None)
-        if payload:
-            failed_before = self._decoder.failed
-            pcm = self._decoder.decode(payload)
-            if self._decoder.failed != failed_before:
-                self.stats.decode_failures += 1
-                self.stats.frames_silent += 1
-            else:
-                self._heard = True
-                self._gap = 0
-                self.stats.frames_played += 1
-            return pcm
+        if payload is not None and (payload or self._heard):
+            return self._decode(payload)
         self._gap += 1
         if self._heard and self._gap <= MAX_CONCEAL_TICKS:
             self.stats.frames_concealed += 1
             return self._decoder.decode(None)
         self.stats.frames_silent += 1
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def _decode(self, payload: bytes) -> Pcm:
+        """One opened frame to PCM, counted (an empty one, all of whose budget went to control data, is concealed
+        like a loss once audio was heard)."""
+        if not payload:
+            if not self._heard:
+                self.stats.frames_silent += 1
+                return _SILENCE
+            self.stats.frames_concealed += 1
+            return self._decoder.decode(None)
+        failed_before = self._decoder.failed
+        pcm = self._decoder.decode(payload)
+        if self._decoder.failed != failed_before:
+            self.stats.decode_failures += 1
+            self.stats.frames_silent += 1
+        else:
+            self._heard = True
+            self._gap = 0
+            self.stats.frames_played += 1
+        return pcm
