@@ -58,7 +58,7 @@ OnLatch = Callable[[Address, Address], None]
 """Called with (old remote, new remote) when symmetric RTP moves the destination."""
 
 
-@dataclass
+@dataclass(slots=True)
 class EndpointStats:
     """Counters of one endpoint (RTP and RTCP)."""
 
@@ -95,6 +95,8 @@ class EndpointStats:
 
 
 class _Datagrams(asyncio.DatagramProtocol):
+    __slots__ = ("_handler",)
+
     def __init__(self, handler: Callable[[bytes, Address], None]) -> None:
         self._handler = handler
 
@@ -181,7 +183,8 @@ class RtpEndpoint:
         self._seq = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
         self._sent_since_report = False
-        self._rtcp_task: asyncio.Task[None] | None = None
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        """The next periodic report (a timer, not a task: ~200 bytes instead of ~1.5 KB a call, issue 17)."""
         self._closed = False
         self.source_rule: SourceRule | None = None
         """Set (with ``latch`` off): datagrams from anywhere else are dropped and counted before anything else."""
@@ -249,7 +252,7 @@ class RtpEndpoint:
         ep.reports = rtcp
         holder.append(ep)
         if rtcp and rtcp_interval > 0:
-            ep._rtcp_task = loop.create_task(ep._rtcp_loop(), name=f"rtcp-{ep.local[1]}")
+            ep._schedule_report()
         return ep
 
     @property
@@ -472,10 +475,19 @@ class RtpEndpoint:
         self.stats.rtcp_sent += 1
         return True
 
-    async def _rtcp_loop(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.rtcp_interval * random.uniform(0.5, 1.5))
+    def _schedule_report(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._rtcp_timer = loop.call_later(self.rtcp_interval * random.uniform(0.5, 1.5), self._periodic_report)
+
+    def _periodic_report(self) -> None:
+        if self._closed:
+            return
+        try:
             self.send_report()
+        except Exception:  # a bug, not the network (send_report counts OSErrors): one traceback, then no reports
+            log.exception("RTCP report failed; this endpoint sends no more reports")
+            return
+        self._schedule_report()
 
     # --- life cycle ---------------------------------------------------------------------------------------
 
@@ -492,11 +504,9 @@ class RtpEndpoint:
                     if bye_report is not None:
                         transport.sendto(bye_report, target)
         self._closed = True
-        task, self._rtcp_task = self._rtcp_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        timer, self._rtcp_timer = self._rtcp_timer, None
+        if timer is not None:
+            timer.cancel()
         self._rtp.close()
         if self._rtcp is not None:
             self._rtcp.close()
