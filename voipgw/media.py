@@ -122,7 +122,7 @@ class MediaStream:
         _dtmf_queue _dtmf_rx _dtmf_task _early _early_events _encoder _event_base _event_indexes _first_send
         _gap _heard _jitter _last_event _payload_size _sealed _sealed_events _sent_at _sink _source
         _source_done _source_event _stopped _task _unwrap codec codec_parts endpoint error inband on_dtmf
-        protector relay stats telephone_event_pt __weakref__
+        protector relay stats telephone_event_pt _ts_step __weakref__
         """.split()  # noqa: SIM905 (one name list a screen wide, not 43 lines)
     )
 
@@ -149,6 +149,7 @@ class MediaStream:
         self._source: AudioSource | None = None
         self._sink: AudioSink | None = None
         self.codec: CodecInfo = OPUS
+        self._ts_step = OPUS.timestamp_step
         """The codec in use (set by start(); Opus until then)."""
         self._encoder: AudioEncoder | None = None
         self._decoder_made: AudioDecoder | None = None
@@ -307,6 +308,7 @@ class MediaStream:
         if jitter is not None:
             self.jitter = jitter
         self.codec = codec
+        self._ts_step = codec.timestamp_step
         self._encoder = encoder or codec.new_encoder()
         self._use_protector(protector)
         if codec is not OPUS:
@@ -368,16 +370,16 @@ class MediaStream:
         if self.inband is not None and self.inband(pkt, addr):
             return False  # a key-exchange packet: never opened, played or latched on
         self.stats.frames_received += 1
-        arrival = asyncio.get_running_loop().time()
         if self.protector is None:
             if len(self._early) < MAX_EARLY_PACKETS and not self._stopped:
-                self._early.append((pkt, addr, arrival))
+                self._early.append((pkt, addr, asyncio.get_running_loop().time()))
             else:
                 self.stats.refuse("not-started")
             return False
-        return self._open(pkt, arrival)
+        return self._open(pkt, None)
 
-    def _open(self, pkt: RtpPacket, arrival: float) -> bool:
+    def _open(self, pkt: RtpPacket, arrival: float | None) -> bool:
+        """``arrival`` None: now (read only when the jitter buffer needs it: a relay does not, issue 17)."""
         protector = self.protector
         assert protector is not None
         try:
@@ -412,7 +414,7 @@ class MediaStream:
         if self._direct:
             self._play_now(index, payload)
             return True
-        self.jitter.put(index, payload, arrival)
+        self.jitter.put(index, payload, asyncio.get_running_loop().time() if arrival is None else arrival)
         return True
 
     def play_direct(self) -> None:
@@ -685,7 +687,7 @@ class MediaStream:
             if last:
                 self.stats.dtmf_out += 1
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
-        if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
+        if self.endpoint.send(frame, marker=self._first_send, samples=self._ts_step):
             self.stats.frames_sent += 1
             self._first_send = False
             self._sent_at = now
