@@ -122,7 +122,7 @@ class MediaStream:
         _dtmf_queue _dtmf_rx _dtmf_task _early _early_events _encoder _event_base _event_indexes _first_send
         _gap _heard _jitter _last_event _payload_size _sealed _sealed_events _sent_at _sink _source
         _source_done _source_event _stopped _task _unwrap codec codec_parts endpoint error inband on_dtmf
-        protector relay stats telephone_event_pt _ts_step __weakref__
+        protector relay stats telephone_event_pt _ts_step _tick_late __weakref__
         """.split()  # noqa: SIM905 (one name list a screen wide, not 43 lines)
     )
 
@@ -175,8 +175,8 @@ class MediaStream:
         self._direct = False
         """``play_direct``: each opened frame is decoded and written to the sink at once (no jitter buffer)."""
         self._direct_next: int | None = None
-        self._sent_at = 0.0
-        """``_clock()`` of the last frame sent (FILL_AFTER_S)."""
+        self._sent_at = 0.0  # _clock() of the last frame sent (FILL_AFTER_S)
+        self._tick_late = False
         self.codec_parts: list[Releasable] = []
         """This stream's codec objects that pass-through may release once the stream stops pacing (the gateway).
         Kept on the stream, so they die with it."""
@@ -608,7 +608,10 @@ class MediaStream:
         tick = 0
         try:
             while True:
-                self._tick(loop.time())
+                now = loop.time()
+                # A tick that runs a frame late was stalled: what the other leg sent meanwhile is still queued.
+                self._tick_late = now - (start + tick * FRAME_SECONDS) > FRAME_SECONDS
+                self._tick(now)
                 tick += 1
                 now = loop.time()
                 behind = int((now - start) / FRAME_SECONDS) - tick
@@ -641,7 +644,8 @@ class MediaStream:
             self._source_finished(True)
             return
         if pcm is SKIP_TICK:
-            if self._clock() - self._sent_at < FILL_AFTER_S:
+            if self._tick_late or self._clock() - self._sent_at < FILL_AFTER_S:
+                # Never after a stall (queued frames follow): it added frames under overload (bench churn).
                 return
             pcm = _SILENCE
         self._send(pcm=pcm)
