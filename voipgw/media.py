@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
@@ -25,7 +23,11 @@ from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, MAX_PACKET, MIN_BUDGET, OpusDecoder
 from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
-from voipgw.logutil import is_log_point
+from voipgw.media_stats import MediaStats as MediaStats
+from voipgw.protector import BudgetEncoder as BudgetEncoder
+from voipgw.protector import FrameProtector as FrameProtector
+from voipgw.protector import PlainProtector as PlainProtector
+from voipgw.protector import SealedStream as SealedStream
 from voipgw.rtp.dtmf import (
     CLOCK_RATE,
     DEFAULT_DURATION_MS,
@@ -63,77 +65,15 @@ MAX_CONTROL_BYTES = 60
 the headroom a codec that cannot shrink (G.711, G.722) gets on top of its constant frame, so frames stay equal."""
 MAX_QUEUED_EVENTS = 16
 """Telephone-event payloads waiting for an audio frame to ride on (normally 0-1: the train is paced in time)."""
-
-
-class FrameProtector(Protocol):
-    """The per-call sealer/opener seam (implemented by the ratchet session adapter, or PlainProtector)."""
-
-    secure: bool
-    """False for the opportunistic plain path: MediaStream refuses it unless explicitly allowed."""
-
-    @property
-    def last_index(self) -> int | None:
-        """The authenticated frame counter of the frame that last opened (the playout order); None when there is
-        none (plain calls, or nothing opened yet)."""
-        ...
-
-    def seal(self, payload: bytes, now: float) -> bytes: ...
-
-    def open(self, frame: bytes, now: float) -> bytes:
-        """The opened payload; raises ratchet.errors.FrameError (with ``.reason``) for a refused frame."""
-        ...
-
-
-@runtime_checkable
-class SealedStream(FrameProtector, Protocol):
-    """A secure protector whose frames are made equal and carry DTMF inside (wire v3, ratchet.MediaSession).
-
-    A secure protector without these methods still carries audio, unpadded, but no DTMF."""
-
-    def seal(self, payload: bytes, now: float, event: bytes | None = None) -> bytes:
-        """``event`` (8 bytes, rtp.dtmf.encode_sealed) rides inside this audio frame."""
-        ...
-
-    def control_size(self, now: float, *, event: bool = False) -> int:
-        """The control bytes the next ``seal`` at the same ``now`` carries (what the codec must leave free)."""
-        ...
-
-    def set_payload_size(self, p: int | None, *, bucket: int = 32) -> None:
-        """Every frame sealed from now on carries ``p`` bytes of control + content (padded); more grows it to
-        the next ``p + k * bucket``."""
-        ...
-
-    def take_telephone_events(self) -> list[bytes]:
-        """The telephone events (8 bytes each) of the frames opened so far, in frame order, each once."""
-        ...
-
-
-@runtime_checkable
-class BudgetEncoder(Protocol):
-    """An encoder that can make constant-size packets and give bytes up to control data (OpusEncoder)."""
-
-    @property
-    def packet_bytes(self) -> int | None:
-        """Every packet's size once ``use_cbr`` was called; None while VBR."""
-        ...
-
-    def use_cbr(self) -> None: ...
-
-    def encode(self, pcm: Pcm, max_bytes: int | None = None) -> bytes: ...
-
-
-class PlainProtector:
-    """Identity protector for plain (NOT SECURE) calls: payloads go out and come in as clear codec frames."""
-
-    secure = False
-    last_index: int | None = None
-    """Never set: plain frames carry no authenticated counter (MediaStream orders them by RTP sequence)."""
-
-    def seal(self, payload: bytes, now: float) -> bytes:
-        return payload
-
-    def open(self, frame: bytes, now: float) -> bytes:
-        return frame
+FILL_AFTER_S = 0.060
+"""A stream whose frames are sent by the other leg's receive path (``play_direct`` on the other side, a source
+that says ``SKIP_TICK``) sends silence on its own ticks once nothing was sent for this long (three frames): the far
+end keeps hearing a steady stream (its media timeout, the ratchet's frames) while the phone is quiet or on hold,
+and one or two lost packets are left to the far end's concealment."""
+SKIP_TICK: Pcm = np.zeros(0, dtype=np.int16)
+"""What a source returns for "nothing to send on this tick: someone else sends my frames as they come"
+(identity-compared; see FILL_AFTER_S)."""
+_SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 class MediaError(RuntimeError):
@@ -144,61 +84,6 @@ class InsecureMediaRefused(MediaError):
     """A ``secure=False`` protector without ``allow_insecure=True`` (the ``require`` policy)."""
 
     reason = "insecure-media-refused"
-
-
-@dataclass
-class MediaStats:
-    """Frame counters of one stream (packet-level counters live in ``endpoint.stats``)."""
-
-    frames_sent: int = 0
-    seal_errors: int = 0
-    """Frames the protector refused to seal (not sent)."""
-    frames_received: int = 0
-    """RTP packets of our payload type offered to the protector (or refused before it was set)."""
-    frames_opened: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
-    """Frames dropped because they did not open, by FrameError reason. Also ``not-started`` (arrived before
-    start() beyond MAX_EARLY_PACKETS), ``protector-error`` (the protector raised a non-FrameError) and
-    ``event-pt-on-secure-stream`` (a telephone-event packet on a sealed stream, whose events ride inside frames)."""
-    frames_played: int = 0
-    """Ticks that played a decoded, opened frame."""
-    frames_concealed: int = 0
-    """Ticks that played the codec's loss concealment (a gap after audio was heard)."""
-    frames_silent: int = 0
-    """Ticks that played digital silence (nothing heard yet, a long gap, or a frame the codec rejected)."""
-    decode_failures: int = 0
-    ticks_skipped: int = 0
-    """Ticks dropped because the event loop stalled for more than MAX_LATE_TICKS."""
-    dtmf_in: int = 0
-    """Digits received and put on ``MediaStream.dtmf`` (each press once, however many packets carried it)."""
-    dtmf_out: int = 0
-    """Digits whose whole packet train was sent."""
-    events_received: int = 0
-    """Telephone events that parsed (repeats included): RFC 4733 packets on plain calls, TELEPHONE_EVENT items of
-    opened frames on sealed ones."""
-
-    inband_sent: int = 0
-    """Key-exchange packets sent in the media path (docs/PROTOCOL.md §C.6; retransmissions included)."""
-    inband_received: int = 0
-    """Packets that carried the in-band prefix (handled by ``voipgw.inband_link``, never opened or played)."""
-    inband_refused: dict[str, int] = field(default_factory=dict)
-    """In-band packets dropped, by reason (``inband-malformed``, ``inband-conflict``, ``inband-late`` ...)."""
-
-    @property
-    def frames_refused(self) -> int:
-        return sum(self.refused.values())
-
-    def refuse_inband(self, reason: str) -> None:
-        count = self.inband_refused.get(reason, 0) + 1
-        self.inband_refused[reason] = count
-        if is_log_point(count):
-            log.warning("in-band key-exchange packet refused: %s (%d so far)", reason, count)
-
-    def refuse(self, reason: str) -> None:
-        count = self.refused.get(reason, 0) + 1
-        self.refused[reason] = count
-        if is_log_point(count):  # the 1st, 10th, 100th... of each reason: visible, but a flood cannot fill the log
-            log.warning("frame refused: %s (%d so far)", reason, count)
 
 
 class _SeqUnwrapper:
@@ -229,12 +114,25 @@ class MediaStream:
     ``await stream.stop()`` cancels the pacing task, closes the socket(s), the source and the sink.
     """
 
+    # Slots, not a __dict__: two streams a gateway call, ~1.5 KB each saved (issue 17). A new attribute needs its
+    # name here (AttributeError otherwise).
+    __slots__ = tuple(
+        """
+        _arrival_index _bucket _budgeted _clock _decoder_made _direct _direct_next _dtmf_idle _dtmf_pending
+        _dtmf_queue _dtmf_rx _dtmf_task _early _early_events _encoder _event_base _event_indexes _first_send
+        _gap _heard _jitter _last_event _payload_size _sealed _sealed_events _sent_at _sink _source
+        _source_done _source_event _stopped _task _unwrap codec codec_parts endpoint error inband on_dtmf
+        protector relay stats telephone_event_pt _ts_step _tick_late __weakref__
+        """.split()  # noqa: SIM905 (one name list a screen wide, not 43 lines)
+    )
+
     def __init__(self, endpoint: RtpEndpoint) -> None:
         self.endpoint = endpoint
         self.stats = MediaStats()
-        self.jitter = JitterBuffer()
-        self.source_finished = asyncio.Event()
-        """Set when the source is exhausted (its last frame was sent)."""
+        self._jitter: JitterBuffer | None = None
+        """Made on first use (``jitter``): a relayed or direct stream never buffers (~1.2 KB, issue 17)."""
+        self._source_done = False
+        self._source_event: asyncio.Event | None = None
         self.protector: FrameProtector | None = None
         self._sealed: SealedStream | None = None
         """The protector again when it makes equal frames and carries DTMF inside (None: plain, or an old one)."""
@@ -243,16 +141,19 @@ class MediaStream:
         self._bucket = 32
         self._budgeted = False
         """The encoder gives up the bytes control data takes (CBR Opus); else ``_payload_size`` has headroom."""
-        self._sealed_events: collections.deque[tuple[bytes, bool]] = collections.deque()
-        """Telephone events waiting for the next sealed frame: (8-byte payload, last packet of its digit)."""
+        self._sealed_events: list[tuple[bytes, bool]] = []
+        """Telephone events waiting for the next sealed frame: (8-byte payload, last packet of its digit). A list:
+        an empty deque is 600 bytes, and this holds 0-2 items."""
         self.error: BaseException | None = None
         """An unexpected exception that ended the pacing loop (None while healthy)."""
         self._source: AudioSource | None = None
         self._sink: AudioSink | None = None
         self.codec: CodecInfo = OPUS
+        self._ts_step = OPUS.timestamp_step
         """The codec in use (set by start(); Opus until then)."""
         self._encoder: AudioEncoder | None = None
-        self._decoder: AudioDecoder = OpusDecoder()
+        self._decoder_made: AudioDecoder | None = None
+        """Made on first use (``_decoder``): a relayed stream never decodes, and libopus's state is ~18 KB."""
         self._heard = False
         self._gap = 0
         self._early: list[tuple[RtpPacket, Address, float]] = []
@@ -264,28 +165,73 @@ class MediaStream:
         self._stopped = False
         self.telephone_event_pt: int | None = None
         """The negotiated RFC 4733 payload type (None: no DTMF in this call). See set_telephone_event."""
-        self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=DTMF_QUEUE)
-        """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full."""
+        self._dtmf_queue: asyncio.Queue[str] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         """Called with each received digit too (the gateway relays them without polling the queue)."""
         self.inband: Callable[[RtpPacket, Address], bool] | None = None
         """The in-band key exchange's hook (``voipgw.inband_link``): True when it took the packet."""
         self.relay: Callable[[bytes], object] | None = None
         """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
+        self._direct = False
+        """``play_direct``: each opened frame is decoded and written to the sink at once (no jitter buffer)."""
+        self._direct_next: int | None = None
+        self._sent_at = 0.0  # _clock() of the last frame sent (FILL_AFTER_S)
+        self._tick_late = False
         self.codec_parts: list[Releasable] = []
         """This stream's codec objects that pass-through may release once the stream stops pacing (the gateway).
         Kept on the stream, so they die with it."""
         self._dtmf_rx = DtmfReceiver()
-        self._dtmf_pending: collections.deque[tuple[str, int]] = collections.deque()
+        self._dtmf_pending: list[tuple[str, int]] = []
         self._dtmf_task: asyncio.Task[None] | None = None
-        self._dtmf_idle = asyncio.Event()
-        self._dtmf_idle.set()
+        self._dtmf_idle: asyncio.Event | None = None
+        """Made by send_dtmf (None: nothing was ever queued, so idle)."""
         self._last_event: tuple[int, int] | None = None
         self._early_events: list[tuple[RtpPacket, Address]] = []
         self._event_indexes: list[int] = []
         self._event_base = 0
         endpoint.on_payload = self._on_payload
         endpoint.on_event = self._on_event
+
+    @property
+    def jitter(self) -> JitterBuffer:
+        if self._jitter is None:
+            self._jitter = JitterBuffer()
+        return self._jitter
+
+    @jitter.setter
+    def jitter(self, buffer: JitterBuffer) -> None:
+        self._jitter = buffer
+
+    @property
+    def source_finished(self) -> asyncio.Event:
+        """Set when the source is exhausted (its last frame was sent). Made on first use (an Event is 1 KB)."""
+        if self._source_event is None:
+            self._source_event = asyncio.Event()
+            if self._source_done:
+                self._source_event.set()
+        return self._source_event
+
+    def _source_finished(self, done: bool) -> None:
+        self._source_done = done
+        if self._source_event is not None:
+            if done:
+                self._source_event.set()
+            else:
+                self._source_event.clear()
+
+    @property
+    def dtmf(self) -> asyncio.Queue[str]:
+        """Received digits, each press once ("0"-"9", "*", "#", "A"-"D"); bounded, the oldest dropped when full.
+        Made on first use: ~2 KB a stream, and the gateway only reads ``on_dtmf`` (issue 17, memory per call)."""
+        if self._dtmf_queue is None:
+            self._dtmf_queue = asyncio.Queue(maxsize=DTMF_QUEUE)
+        return self._dtmf_queue
+
+    @property
+    def _decoder(self) -> AudioDecoder:
+        if self._decoder_made is None:
+            self._decoder_made = OpusDecoder()
+        return self._decoder_made
 
     @classmethod
     async def bind(
@@ -362,10 +308,11 @@ class MediaStream:
         if jitter is not None:
             self.jitter = jitter
         self.codec = codec
+        self._ts_step = codec.timestamp_step
         self._encoder = encoder or codec.new_encoder()
         self._use_protector(protector)
         if codec is not OPUS:
-            self._decoder = codec.new_decoder()
+            self._decoder_made = codec.new_decoder()
         if payload_type is not None:
             self.endpoint.payload_type = payload_type
         if telephone_event_pt is not None:
@@ -389,7 +336,7 @@ class MediaStream:
             if self._on_event(pkt, addr):
                 self.endpoint.confirm_source(addr)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"media-{self.local[1]}")
-        for part in (self._encoder, self._decoder):
+        for part in (self._encoder, self._decoder_made):
             # A codec that relays instead of coding (the gateway's pass-through) learns which stream it serves.
             attach = getattr(part, "attach_stream", None)
             if attach is not None:
@@ -410,7 +357,8 @@ class MediaStream:
                     await task
         self._task = self._dtmf_task = None
         self._dtmf_pending.clear()
-        self._dtmf_idle.set()
+        if self._dtmf_idle is not None:
+            self._dtmf_idle.set()
         await self.endpoint.close()
         for closer in (self._source, self._sink):
             if closer is not None:
@@ -422,16 +370,16 @@ class MediaStream:
         if self.inband is not None and self.inband(pkt, addr):
             return False  # a key-exchange packet: never opened, played or latched on
         self.stats.frames_received += 1
-        arrival = asyncio.get_running_loop().time()
         if self.protector is None:
             if len(self._early) < MAX_EARLY_PACKETS and not self._stopped:
-                self._early.append((pkt, addr, arrival))
+                self._early.append((pkt, addr, asyncio.get_running_loop().time()))
             else:
                 self.stats.refuse("not-started")
             return False
-        return self._open(pkt, arrival)
+        return self._open(pkt, None)
 
-    def _open(self, pkt: RtpPacket, arrival: float) -> bool:
+    def _open(self, pkt: RtpPacket, arrival: float | None) -> bool:
+        """``arrival`` None: now (read only when the jitter buffer needs it: a relay does not, issue 17)."""
         protector = self.protector
         assert protector is not None
         try:
@@ -463,8 +411,38 @@ class MediaStream:
                 index = self._unwrap(pkt.sequence)
         if self._event_indexes or self._event_base:
             index = self._audio_index(index)
-        self.jitter.put(index, payload, arrival)
+        if self._direct:
+            self._play_now(index, payload)
+            return True
+        self.jitter.put(index, payload, asyncio.get_running_loop().time() if arrival is None else arrival)
         return True
+
+    def play_direct(self) -> None:
+        """From now on decode each opened frame as it arrives and write it to the sink at once: no jitter buffer
+        and no playout tick (the gateway's transcoding bridge, whose sink sends on the other leg at once: the phone
+        at the far end paces and de-jitters, as under pass-through). A frame older than the last one played is
+        dropped (counted in ``jitter.stats.late``); a lost one is left to the far end's concealment."""
+        self._direct = True
+        self._direct_next = None
+        self._jitter = None  # what it held would never play
+
+    def _play_now(self, index: int, payload: bytes) -> None:
+        if self._direct_next is not None and index < self._direct_next:
+            self.jitter.stats.late += 1
+            return
+        self._direct_next = index + 1
+        pcm = self._decode(payload)
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.write_frame(pcm)
+        except Exception as exc:
+            # Runs inside datagram_received: a failing sink costs its frame, never the receive path.
+            if self.error is None:
+                self.error = exc
+                log.exception("direct playout failed; counting such frames as refused")
+            self.stats.refuse("sink-error")
 
     def _audio_index(self, index: int) -> int:
         """Telephone events use numbers of the audio's sequence (frame counter, or RTP seq on plain calls):
@@ -506,13 +484,16 @@ class MediaStream:
         if not digits:
             return
         self._dtmf_pending.extend((d, duration_ms) for d in digits)
+        if self._dtmf_idle is None:
+            self._dtmf_idle = asyncio.Event()
         self._dtmf_idle.clear()
         if self._dtmf_task is None or self._dtmf_task.done():
             self._dtmf_task = asyncio.get_running_loop().create_task(self._send_dtmf_loop(), name="dtmf-send")
 
     async def dtmf_sent(self) -> None:
         """Wait until every queued digit has been sent (or the stream stopped)."""
-        await self._dtmf_idle.wait()
+        if self._dtmf_idle is not None:
+            await self._dtmf_idle.wait()
 
     def _event_timestamp(self, duration_ms: int) -> int:
         """The event's RTP timestamp: the audio's current one, but never reusing the previous event's (a stream
@@ -529,7 +510,7 @@ class MediaStream:
         loop = asyncio.get_running_loop()
         try:
             while self._dtmf_pending:
-                digit, duration_ms = self._dtmf_pending.popleft()
+                digit, duration_ms = self._dtmf_pending.pop(0)
                 ts = self._event_timestamp(duration_ms)
                 start = loop.time()
                 sent = 0
@@ -547,7 +528,7 @@ class MediaStream:
                     self.stats.dtmf_out += 1
                 await asyncio.sleep(GAP_MS / 1000)
         finally:
-            if not self._dtmf_pending:
+            if not self._dtmf_pending and self._dtmf_idle is not None:
                 self._dtmf_idle.set()
 
     def _send_event(self, event: TelephoneEvent, ts: int, marker: bool) -> bool:
@@ -559,10 +540,10 @@ class MediaStream:
 
     def _queue_sealed_event(self, data: bytes, *, last: bool) -> None:
         if len(self._sealed_events) >= MAX_QUEUED_EVENTS:  # nothing is sending frames (a stalled loop)
-            self._sealed_events.popleft()
+            self._sealed_events.pop(0)
             self.stats.refuse("dtmf-queue-full")
         self._sealed_events.append((data, last))
-        if self._source is None or self.source_finished.is_set():
+        if self._source is None or self._source_done:
             # A stream with nothing to say sends no frames: this event needs one (silence, of the usual size).
             self._send(pcm=np.zeros(FRAME_SAMPLES, dtype=np.int16))
 
@@ -627,7 +608,10 @@ class MediaStream:
         tick = 0
         try:
             while True:
-                self._tick(loop.time())
+                now = loop.time()
+                # A tick that runs a frame late was stalled: what the other leg sent meanwhile is still queued.
+                self._tick_late = now - (start + tick * FRAME_SECONDS) > FRAME_SECONDS
+                self._tick(now)
                 tick += 1
                 now = loop.time()
                 behind = int((now - start) / FRAME_SECONDS) - tick
@@ -644,18 +628,33 @@ class MediaStream:
 
     def _tick(self, now: float) -> None:
         self._send_one()
+        if self._direct or self.relay is not None:
+            # The receive path played (or relayed) each frame as it came; a pass-through receiver writing
+            # silence here filled a pipe nobody reads (5 frames each way: 10 KB a call, issue 17).
+            return
         pcm = self._play_one(now)
         if self._sink is not None:
             self._sink.write_frame(pcm)
 
     def _send_one(self) -> None:
-        if self._source is None or self.source_finished.is_set():
+        if self._source is None or self._source_done:
             return
         pcm = self._source.read_frame()
         if pcm is None:
-            self.source_finished.set()
+            self._source_finished(True)
             return
+        if pcm is SKIP_TICK:
+            if self._tick_late or self._clock() - self._sent_at < FILL_AFTER_S:
+                # Never after a stall (queued frames follow): it added frames under overload (bench churn).
+                return
+            pcm = _SILENCE
         self._send(pcm=pcm)
+
+    def send_pcm(self, pcm: Pcm) -> bool:
+        """Encode, seal and send one frame now (the other leg's direct playout, see ``play_direct``)."""
+        if self.protector is None or self._stopped:
+            return False
+        return self._send(pcm=pcm)
 
     def send_payload(self, payload: bytes) -> bool:
         """Seal and send one encoded frame now (a pass-through relay's, see ``relay``): sealed as it is, so on a
@@ -688,13 +687,14 @@ class MediaStream:
             self.stats.seal_errors += 1
             return False
         if event is not None:
-            self._sealed_events.popleft()
+            self._sealed_events.pop(0)
             if last:
                 self.stats.dtmf_out += 1
         # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
-        if self.endpoint.send(frame, marker=self._first_send, samples=self.codec.timestamp_step):
+        if self.endpoint.send(frame, marker=self._first_send, samples=self._ts_step):
             self.stats.frames_sent += 1
             self._first_send = False
+            self._sent_at = now
             return True
         return False
 
@@ -750,7 +750,7 @@ class MediaStream:
         if p is not None:  # a size set from outside (pass-through) holds for the new keys too
             self.set_payload_size(p, bucket=bucket)
         self.endpoint.remote = remote
-        self.jitter = JitterBuffer()
+        self._jitter = None
         self._unwrap = _SeqUnwrapper()  # the winner numbers its packets from its own random start
         self._first_send = True
 
@@ -759,34 +759,42 @@ class MediaStream:
         answering attaches the microphone and the speaker). The old ones are the caller's to close."""
         self._source = source
         self._sink = sink
-        self.source_finished.clear()
+        self._source_finished(False)
 
     def stop_pacing(self) -> None:
         """End the 20 ms loop: from now on frames leave only through send_payload and nothing is played (a
         pass-through leg, whose frames are paced by the phone at the other end). ``stop()`` is still needed."""
         if self._task is not None:
             self._task.cancel()
+        self._jitter = None  # nothing is played from now on
 
     def _play_one(self, now: float) -> Pcm:
         payload = self.jitter.pop(now)
-        if payload == b"" and self._heard:
-            # A sealed frame whose budget all went to control data: no audio in it, conceal like a loss.
-            self.stats.frames_concealed += 1
-            return self._decoder.decode(None)
-        if payload:
-            failed_before = self._decoder.failed
-            pcm = self._decoder.decode(payload)
-            if self._decoder.failed != failed_before:
-                self.stats.decode_failures += 1
-                self.stats.frames_silent += 1
-            else:
-                self._heard = True
-                self._gap = 0
-                self.stats.frames_played += 1
-            return pcm
+        if payload is not None and (payload or self._heard):
+            return self._decode(payload)
         self._gap += 1
         if self._heard and self._gap <= MAX_CONCEAL_TICKS:
             self.stats.frames_concealed += 1
             return self._decoder.decode(None)
         self.stats.frames_silent += 1
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def _decode(self, payload: bytes) -> Pcm:
+        """One opened frame to PCM, counted (an empty one, all of whose budget went to control data, is concealed
+        like a loss once audio was heard)."""
+        if not payload:
+            if not self._heard:
+                self.stats.frames_silent += 1
+                return _SILENCE
+            self.stats.frames_concealed += 1
+            return self._decoder.decode(None)
+        failed_before = self._decoder.failed
+        pcm = self._decoder.decode(payload)
+        if self._decoder.failed != failed_before:
+            self.stats.decode_failures += 1
+            self.stats.frames_silent += 1
+        else:
+            self._heard = True
+            self._gap = 0
+            self.stats.frames_played += 1
+        return pcm

@@ -156,3 +156,87 @@ def test_a_transcoded_bridges_streams_die_with_it() -> None:
     refs = asyncio.run(one_bridge())
     gc.collect()
     assert [r() for r in refs] == [None, None], "a finished call's media streams are still alive"
+
+
+def test_a_transcoding_bridge_sends_each_frame_on_as_it_arrives() -> None:
+    """Issue 17: a transcoded frame used to wait in a jitter buffer (60-120 ms), a pipe (up to 100 ms) and for the
+    other leg's tick, in each gateway. Direct: the inside leg decodes each frame in its receive callback and the
+    outside leg encodes and sends it at once; the pacing ticks then send nothing of their own while frames flow,
+    and the gateway's own frames (a cue) still play first, in order."""
+    import asyncio
+
+    from voipgw.audio.codecs import get_codec
+    from voipgw.audio.g711 import ulaw_decode, ulaw_encode
+    from voipgw.gateway.pipes import transcode_directly
+    from voipgw.media import MediaStream, PlainProtector
+    from voipgw.rtp.packet import build_rtp, parse_rtp
+
+    frames = 25
+    tone = (3000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
+
+    class Phone(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+            self.heard = asyncio.Event()
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.got.append(parse_rtp(data).payload)
+            if sum(1 for p in self.got if np.abs(ulaw_decode(p).astype(np.int32)).max() > 1000) >= frames:
+                self.heard.set()
+
+    async def bridge() -> None:
+        loop = asyncio.get_running_loop()
+        caller_tr, _ = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+        callee_tr, callee = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+        inside, outside = await MediaStream.bind(payload_type=0), await MediaStream.bind(payload_type=0)
+        to_outside, to_inside = PcmPipe(), PcmPipe()
+        pcmu = get_codec("pcmu")
+        try:
+            for stream, source, sink, remote in (
+                (inside, to_inside, to_outside, caller_tr.get_extra_info("sockname")),
+                (outside, to_outside, to_inside, callee_tr.get_extra_info("sockname")),
+            ):
+                await stream.start(
+                    PlainProtector(), remote, source=source, sink=sink, allow_insecure=True, codec=pcmu, payload_type=0
+                )
+            to_outside.frames.append(_tone(5))  # the gateway's own frame (a cue) queued before the pipe opens
+            to_inside.open = to_outside.open = True
+            transcode_directly(inside, outside, to_outside, to_inside)
+            for seq in range(frames):
+                caller_tr.sendto(build_rtp(0, seq, seq * 160, 1234, ulaw_encode(tone)), inside.local)
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(callee.heard.wait(), 10)
+        finally:
+            await inside.stop()
+            await outside.stop()
+            caller_tr.close()
+            callee_tr.close()
+        assert inside.jitter.stats.received == 0  # nothing waited in a jitter buffer
+        assert inside.stats.frames_played == frames and to_outside.passed >= frames
+        assert not to_outside.frames  # the cue frame played, nothing of the caller's queued behind it
+
+    asyncio.run(bridge())
+
+
+def test_a_direct_pipe_plays_the_gateways_own_frames_and_otherwise_skips_ticks() -> None:
+    from voipgw.media import SKIP_TICK, MediaStream
+
+    async def check() -> None:
+        reader = await MediaStream.bind()
+        try:
+            pipe = PcmPipe()
+            pipe.send_directly(reader)
+            assert pipe.read_frame() is not SKIP_TICK  # closed: silence keeps the reading stream paced
+            pipe.frames.append(_tone(9))
+            pipe.open = True
+            pipe.write_frame(_tone(1))  # the gateway's own frame still waits: the far end's is dropped
+            assert pipe.dropped == 1
+            own = pipe.read_frame()
+            assert own is not None and int(own[0]) == 9
+            assert pipe.read_frame() is SKIP_TICK
+        finally:
+            await reader.stop()
+
+    import asyncio
+
+    asyncio.run(check())

@@ -234,3 +234,37 @@ def test_an_endpoint_without_rtcp_sends_none_not_even_a_bye_and_cnames_are_rando
         sink.close()
 
     _run(main)
+
+
+def test_the_fast_path_delivers_what_parse_rtp_would_and_leaves_the_rest_to_it() -> None:
+    """Issue 17: a plain version-2 packet of our payload type is parsed inline; anything else (CSRC, extension,
+    padding, another payload type, an empty payload) still goes through parse_rtp. Both give the same packet."""
+    from voipgw.rtp.packet import parse_rtp
+
+    datagrams = [
+        build_rtp(111, 1, 960, 0xABCDEF01, b"\xf8opus"),
+        build_rtp(111, 2, 1920, 0xABCDEF01, b"\xf8marked", marker=True),
+        build_rtp(111, 3, 2880, 0xABCDEF01, b"\xf8with-csrc", csrc=(7, 8)),
+        build_rtp(111, 4, 3840, 0xABCDEF01, b"\xf8ext", extension_profile=0xBEDE, extension=b"\x10\x01\x00\x00"),
+        build_rtp(111, 5, 4800, 0xABCDEF01, b"\xf8padded", padding=4),
+        build_rtp(111, 6, 5760, 0xABCDEF01, b""),
+        build_rtp(0, 7, 6720, 0xABCDEF01, b"\xffpcmu: another payload type"),
+    ]
+
+    async def go() -> None:
+        got: list[RtpPacket] = []
+        b = await RtpEndpoint.open(rtcp_interval=0)
+        b.on_payload = _collector(got, lambda p, _a: p)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for d in datagrams:
+                tx.sendto(d, b.local)
+            await _until(lambda: len(got) == 6 and b.stats.refused.get("payload-type") == 1)
+            assert got == [parse_rtp(d) for d in datagrams[:6]]
+            assert b.stats.packets_received == 6
+            assert b.stats.bytes_received == sum(len(p.payload) for p in got)
+        finally:
+            tx.close()
+            await b.close()
+
+    _run(go)

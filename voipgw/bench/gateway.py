@@ -218,8 +218,10 @@ class BenchCall:
 class LoadGen:
     """The synthetic phones: one SIP stack (alice and bob share it), two RTP legs per call, one pacing task."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, period_s: float = FRAME_S) -> None:
         self.mode = mode
+        self.period_s = period_s
+        """Each leg sends one frame per period (20 ms; ``bench memory`` sends thin media)."""
         self.window: Window | None = None
         self.legs: list[Leg] = []
         self.grid_ns = time.monotonic_ns()
@@ -252,7 +254,7 @@ class LoadGen:
         start = loop.time()
         self.grid_ns = time.monotonic_ns()
         tick = 0
-        slot_s = FRAME_S / SLOTS
+        slot_s = self.period_s / SLOTS
         while True:
             slot = tick % SLOTS
             frame = tick // SLOTS
@@ -290,8 +292,8 @@ def _spawn(workdir: Path, name: str, argv: list[str]) -> BenchProcess:
     )
 
 
-def _gateway(workdir: Path, name: str, port: int, *args: str) -> BenchProcess:
-    argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(workdir / f"{name}-home"), "gateway"]
+def _gateway(workdir: Path, name: str, port: int, *args: str, module: str = "voipgw.cli.main") -> BenchProcess:
+    argv = [sys.executable, "-m", module, "--home", str(workdir / f"{name}-home"), "gateway"]
     # The relay's steady state is measured: no spoken SAS (seconds of gateway-made audio at each call's start).
     argv += ["--listen", f"127.0.0.1:{port}", "--speak-sas", "off", *args]
     return _spawn(workdir, name, argv)
@@ -406,6 +408,9 @@ class GatewayBench:
         self._bob_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self.baseline_ms: dict[str, float] = {}
+        self.setup_concurrency = SETUP_CONCURRENCY
+        self.a_module = "voipgw.cli.main"
+        """What runs gateway A (``bench memory --trace`` wraps it to take tracemalloc snapshots)."""
         self.extra_args: dict[str, list[str]] = {"a": [], "b": []}
         """More ``voipgw gateway`` flags for A and B (``bench churn`` adds its sipp users and route)."""
 
@@ -425,6 +430,7 @@ class GatewayBench:
             "--route",
             f"bob=sip:bob@127.0.0.1:{self.b_port}",
             *self.extra_args["a"],
+            module=self.a_module,
         )
         for p in (self.a, self.b):
             p.wait_for("gateway listening on", READY_TIMEOUT_S)
@@ -500,7 +506,7 @@ class GatewayBench:
 
     async def grow(self, n: int) -> None:
         """Set up calls (a few at a time, as a busy office would) until ``n`` are up with audio both ways."""
-        sem = asyncio.Semaphore(SETUP_CONCURRENCY)
+        sem = asyncio.Semaphore(self.setup_concurrency)
         first = len(self.calls)
 
         async def one(i: int) -> None:

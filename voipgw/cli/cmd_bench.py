@@ -88,6 +88,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--calls", type=int, default=8, help="simulated calls per loss rate (default 8)")
     q.add_argument("--seconds", type=float, default=600.0, metavar="S", help="each call's simulated length (600)")
     q.set_defaults(func=run_pq_ratchet)
+
+    m = bsub.add_parser("memory", help="gateway memory per call at up to 1000 concurrent calls (thin media)")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+    m.add_argument("--steps", default="100,250,500,1000", help="call counts to hold (default 100,250,500,1000)")
+    m.add_argument("--trace", action="store_true", help="tracemalloc in gateway A: where the memory goes, by line")
+    m.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
+    m.set_defaults(func=stoppable(run_memory))
     p.set_defaults(func=lambda a: _usage(p))
 
 
@@ -363,3 +370,32 @@ def run_pq_ratchet(args: argparse.Namespace) -> int:
             )
         print(f"  {label:<64}" + "".join(cells))
     return 0
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    """``voipgw bench memory`` (issue 17): exit 0 when the goal (<= 100 KB a call) was met, 1 otherwise."""
+    import sys
+
+    from voipgw.bench import memory
+    from voipgw.bench.common import BenchError
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        steps = [int(x) for x in args.steps.split(",")]
+        results = memory.run(steps, args.trace, args.workdir, progress)
+    except (BenchError, ValueError) as exc:
+        raise CliError(f"bench memory: {exc}") from None
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(
+            f"voipgw bench memory: up to {results['max_calls']} pass-through calls (one frame a second per leg)\n"
+            f"  gateway A memory per call: {results['memory_kb_per_call']} KB (goal <= {results['goal_kb_per_call']:g})"
+            f", fds per call {results['fds_per_call']}"
+        )
+        for name, size in results.get("tracemalloc", {}).get("by_file_bytes_per_call", {}).items():
+            print(f"  {size:>7} B/call  {name}")
+    return 0 if results["meets_goal"] else 1

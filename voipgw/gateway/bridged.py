@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
 from voipgw.gateway.announce import play_confirmation
@@ -51,9 +52,10 @@ async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | No
     stop_keys = watch_sas_keys(bridge, trust, settings.speak_sas)
     inside_gone = asyncio.ensure_future(wait_terminal(bridge.inside_sip))
     outside_gone = asyncio.ensure_future(bridge.outside.done.wait())
-    media_dead = asyncio.ensure_future(_watch_media(bridge, settings.media_timeout_s))
+    media_dead = _watch_media(bridge, settings.media_timeout_s)
     try:
-        await asyncio.wait({inside_gone, outside_gone, media_dead}, return_when=asyncio.FIRST_COMPLETED)
+        waited: set[asyncio.Future[Any]] = {inside_gone, outside_gone, media_dead}
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         # A reason set already is ours (e.g. the shutdown): the legs then end because we hung them up.
         if bridge.reason:
             pass
@@ -75,21 +77,32 @@ async def follow(bridge: Bridge, settings: B2buaSettings, trust: TrustStore | No
         media_dead.cancel()
 
 
-async def _watch_media(bridge: Bridge, timeout_s: float) -> str:
-    """Return (with the reason) once a leg has received no RTP for ``timeout_s`` while nobody holds: a call whose
-    media path is gone must end with a reason, never stay up silent."""
+def _watch_media(bridge: Bridge, timeout_s: float) -> asyncio.Future[str]:
+    """A future that resolves (with the reason) once a leg has received no RTP for ``timeout_s`` while nobody
+    holds: a call whose media path is gone must end with a reason, never stay up silent. Checked every
+    MEDIA_POLL_S by a timer, not a task (~2 KB a call less, issue 17); cancelling the future stops the timer."""
+    loop = asyncio.get_running_loop()
+    dead: asyncio.Future[str] = loop.create_future()
     legs = {"inside": bridge.inside_media, "outside": bridge.outside.media if bridge.outside else None}
     last = {name: -1 for name in legs}
     quiet_since = {name: time.monotonic() for name in legs}
-    while True:
-        await asyncio.sleep(MEDIA_POLL_S)
+
+    def check() -> None:
+        if dead.done():
+            return
         now = time.monotonic()
         for name, media in legs.items():
             got = media.stats.frames_received if media is not None else 0
             if got != last[name] or bridge.inside_hold or bridge.outside_hold:
                 last[name], quiet_since[name] = got, now
             elif now - quiet_since[name] >= timeout_s:
-                return f"no media from the {name} leg for {timeout_s:g} s"
+                dead.set_result(f"no media from the {name} leg for {timeout_s:g} s")
+                return
+        timer[0] = loop.call_later(MEDIA_POLL_S, check)
+
+    timer = [loop.call_later(MEDIA_POLL_S, check)]
+    dead.add_done_callback(lambda _f: timer[0].cancel())
+    return dead
 
 
 # --- the SAS keys ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from voipgw.audio.codecs import get_codec
 from voipgw.config import Policy
 from voipgw.gateway.inside_media import InsideCrypto, InsideSrtpRefused, reoffer
 from voipgw.gateway.model import B2buaSettings, Bridge, InsideUser
-from voipgw.gateway.pipes import switch_codec
+from voipgw.gateway.pipes import switch_codec, transcode_directly
 from voipgw.gateway.zones import Zones, bind_inside_media
 from voipgw.leg import Leg
 from voipgw.media import MediaError, MediaStream, PlainProtector
@@ -117,6 +117,9 @@ async def start_inside_media(
     bridge.inside_payload = codec
     _bridge_dtmf(bridge, stream)
     bridge.to_inside.open = bridge.to_outside.open = True
+    outside = bridge.outside.media if bridge.outside is not None else None
+    if not bridge.passthrough.on and outside is not None:
+        transcode_directly(stream, outside, bridge.to_outside, bridge.to_inside)
 
 
 def reoffer_inside(bridge: Bridge, remote: AudioDescription) -> bool:

@@ -28,7 +28,7 @@ ADAPTIVE_JITTER_MULTIPLE = 4.0
 """Adaptive target = one frame + this many jitter estimates, clamped to [MIN, MAX]_TARGET_DELAY."""
 
 
-@dataclass
+@dataclass(slots=True)
 class JitterStats:
     """Counters. Every frame ``put`` ends in one of played/late/duplicate/trimmed/overflow/buffered."""
 
