@@ -214,9 +214,7 @@ def decide_offer(
         except HandshakeError as exc:
             return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
         attribute = encode_attribute(answer_bytes)
-    called_as = _signed_callee(remote.handshake) if secure else None
-    if called_as is not None and not forwarded(called_as, local_aor):
-        called_as = None
+    called_as = _forwarded_from(_signed_callee(remote.handshake), local_aor) if secure else None
     return Answer(remote, codec, keys, attribute, telephone_event_pt(remote, codec), called_as)
 
 
@@ -239,12 +237,7 @@ def decide_inband_offer(
         keys = _not_reflected(reflected, ReflectedOffer)
     except HandshakeError as exc:
         return Refusal(*NOT_ACCEPTABLE, f"voipgw: key exchange refused: {exc.reason}")
-    try:
-        called_as: str | None = OfferMessage.parse(offer_bytes).callee_aor
-    except (HandshakeError, ValueError):
-        called_as = None
-    if called_as is not None and not forwarded(called_as, local_aor):
-        called_as = None
+    called_as = _forwarded_from(_callee_of(offer_bytes), local_aor)
     answer = Answer(waiting.remote, waiting.codec, keys, None, waiting.telephone_event_pt, called_as)
     return answer, answer_bytes
 
@@ -260,11 +253,24 @@ def inband_offer_missing(config: PhoneConfig, pinned: bool) -> Refusal | None:
 
 
 def _signed_callee(attribute: str | None) -> str | None:
-    """The callee AOR an offer (already verified by ``answer_offer``) was signed for."""
+    """The callee AOR an offer attribute (already verified by ``answer_offer``) was signed for."""
     try:
-        return OfferMessage.parse(decode_attribute(attribute or "")).callee_aor
+        return _callee_of(decode_attribute(attribute or ""))
     except (HandshakeError, ValueError):
         return None
+
+
+def _callee_of(offer_bytes: bytes) -> str | None:
+    """The callee AOR a verified offer was signed for, however it travelled (SDP or media path)."""
+    try:
+        return OfferMessage.parse(offer_bytes).callee_aor
+    except (HandshakeError, ValueError):
+        return None
+
+
+def _forwarded_from(signed_callee: str | None, local_aor: str) -> str | None:
+    """``called_as`` of an answer: the signed callee AOR when it is not ours (the call was forwarded here)."""
+    return signed_callee if signed_callee is not None and forwarded(signed_callee, local_aor) else None
 
 
 def forwarded(expected: str, signed: str) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ratchet.inband import is_inband
-from tests.support.phones import SPEECH, assert_secure_call, start_caller, start_listener
+from tests.support.phones import SPEECH, PhoneProc, assert_secure_call, start_caller, start_listener
 from tests.support.requires import requires
-from tests.testbed.sip_mangler import SipMangler
+from tests.testbed.sip_mangler import SdpHook, SipMangler
 from tests.testbed.sipp import SippUas
 from voipgw.demo import read_wire
 
@@ -26,18 +26,31 @@ def strip_voipgw(sdp: str) -> str:
     return re.sub(r"a=voipgw:[^\r\n]*\r\n", "", sdp)
 
 
-def test_a_stripped_attribute_is_replaced_by_the_key_exchange_in_the_media_path(tmp_path: Path) -> None:
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=strip_voipgw, on_answer=strip_voipgw) as relay:
-        relay.in_path = True
-        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT)
+def _call_through(
+    tmp_path: Path,
+    on_offer: SdpHook,
+    on_answer: SdpHook | None,
+    extra: tuple[str, ...] = (),
+) -> tuple[PhoneProc, PhoneProc, SipMangler]:
+    """alice calls bob through a relay that rewrites the offer (and the answer, if given); returns both phones,
+    finished, and the relay (for its counters). ``extra`` goes to both phones."""
+    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), *extra)
+    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=on_offer, on_answer=on_answer) as relay:
+        relay.in_path = on_answer is not None  # the replies come back through the relay to be rewritten
+        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT, *extra)
         try:
-            assert alice.wait(40) == 0, alice.log()
-            assert bob.wait(15) == 0, bob.log()
+            alice.wait(40)
+            bob.wait(15)
         finally:
             alice.stop()
             bob.stop()
-        assert relay.offers_rewritten >= 1 and relay.answers_rewritten >= 1
+    return alice, bob, relay
+
+
+def test_a_stripped_attribute_is_replaced_by_the_key_exchange_in_the_media_path(tmp_path: Path) -> None:
+    alice, bob, relay = _call_through(tmp_path, strip_voipgw, strip_voipgw)
+    assert alice.proc.returncode == 0 and bob.proc.returncode == 0, (alice.log(), bob.log())
+    assert relay.offers_rewritten >= 1 and relay.answers_rewritten >= 1
     assert_secure_call(alice, bob)  # same SAS and safety number, audio both ways, nothing clear on the wire
     a, b = alice.summary(), bob.summary()
     for side in (a, b):
@@ -50,15 +63,8 @@ def test_a_stripped_attribute_is_replaced_by_the_key_exchange_in_the_media_path(
 
 
 def test_with_the_media_path_turned_off_a_stripped_offer_is_refused_as_before(tmp_path: Path) -> None:
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH), "--no-inband")
-    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=strip_voipgw) as relay:
-        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT, "--no-inband")
-        try:
-            assert alice.wait(40) == 1, alice.log()
-            bob.wait(15)
-        finally:
-            alice.stop()
-            bob.stop()
+    alice, _bob, _relay = _call_through(tmp_path, strip_voipgw, None, ("--no-inband",))
+    assert alice.proc.returncode == 1, alice.log()
     a = alice.summary()
     assert a["state"] == "failed" and "488" in a["reason"] and "carries no voipgw key exchange" in a["reason"], a
     assert a["frames_sent"] == 0 and a["inband_sent"] == 0
@@ -71,16 +77,8 @@ def blackhole_media(sdp: str) -> str:
 
 
 def test_a_path_that_destroys_the_in_band_packets_is_refused_never_clear(tmp_path: Path) -> None:
-    bob = start_listener(tmp_path, "bob", "--play", str(SPEECH))
-    with SipMangler(("127.0.0.1", bob.sip_port), on_offer=blackhole_media, on_answer=blackhole_media) as relay:
-        relay.in_path = True
-        alice = start_caller(tmp_path, "alice", f"sip:bob@127.0.0.1:{relay.port}", *SHORT)
-        try:
-            assert alice.wait(40) == 1, alice.log()
-            bob.wait(15)
-        finally:
-            alice.stop()
-            bob.stop()
+    alice, bob, _relay = _call_through(tmp_path, blackhole_media, blackhole_media)
+    assert alice.proc.returncode == 1, alice.log()
     a, b = alice.summary(), bob.summary()
     assert a["state"] == b["state"] == "failed", (a, b)
     assert "no key exchange" in a["reason"] and "media path" in a["reason"], a["reason"]

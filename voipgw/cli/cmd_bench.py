@@ -170,6 +170,17 @@ TRUST_ROWS = [
 ]
 
 
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    """A long bench's progress lines: on stderr as they come, none with --json (stdout is the JSON then)."""
+    import sys
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:9.2f}"
@@ -244,14 +255,11 @@ GATEWAY_ROWS = [
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    import sys
 
     from voipgw.bench import gateway
     from voipgw.bench.common import BenchError
 
-    def progress(line: str) -> None:
-        if not args.json:
-            print(line, file=sys.stderr, flush=True)
+    progress = _progress(args)
 
     try:
         results = gateway.run(quick=args.quick, workdir=args.workdir, log=progress)
@@ -280,14 +288,11 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 def run_soak(args: argparse.Namespace) -> int:
     """Exit status 0 when the calls held and nothing grew, 1 otherwise (so ``make soak`` fails on a leak)."""
-    import sys
 
     from voipgw.bench import soak
     from voipgw.bench.common import BenchError
 
-    def progress(line: str) -> None:
-        if not args.json:
-            print(line, file=sys.stderr, flush=True)
+    progress = _progress(args)
 
     try:
         results = soak.run(args.mode, args.calls, args.duration, args.sample, args.workdir, progress)
@@ -312,14 +317,11 @@ def run_soak(args: argparse.Namespace) -> int:
 
 def run_churn(args: argparse.Namespace) -> int:
     """Exit status 0 when at least the lowest rate held (and the confirmation, when asked), 1 otherwise."""
-    import sys
 
     from voipgw.bench import churn
     from voipgw.bench.common import BenchError
 
-    def progress(line: str) -> None:
-        if not args.json:
-            print(line, file=sys.stderr, flush=True)
+    progress = _progress(args)
 
     try:
         results = churn.run(
@@ -374,14 +376,11 @@ def run_pq_ratchet(args: argparse.Namespace) -> int:
 
 def run_memory(args: argparse.Namespace) -> int:
     """``voipgw bench memory`` (issue 17): exit 0 when the goal (<= 100 KB a call) was met, 1 otherwise."""
-    import sys
 
     from voipgw.bench import memory
     from voipgw.bench.common import BenchError
 
-    def progress(line: str) -> None:
-        if not args.json:
-            print(line, file=sys.stderr, flush=True)
+    progress = _progress(args)
 
     try:
         steps = [int(x) for x in args.steps.split(",")]
