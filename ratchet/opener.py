@@ -68,7 +68,7 @@ from ratchet.media_state import MediaConfig, _RatchetState, _wipe
 from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.replay import ReplayWindow
 from ratchet.sas import Sas, compute_sas, verify_sas_reveal
-from ratchet.timekeys import INTERVAL_MOD, MAX_WINDOW_INTERVALS, TimeKeySchedule
+from ratchet.timekeys import INTERVAL_MOD, TimeKeySchedule
 
 START_LEARNING_S = 5.0
 """After the first frame opens, how long a frame ahead of the skew window may still move the interval reference
@@ -185,6 +185,9 @@ class FrameOpener:
             keys.recv_time_secret, keys.recv_stream_salt, keys.call_id, keys.recv_direction, keys.interval_ms, now
         )
         self._window = TimeKeySchedule.window_intervals(config.max_skew_ms, keys.interval_ms)
+        self._window_keys = TimeKeySchedule.window_capacity(self._window)
+        """Time keys (and KCVs per chain) kept once start-offset learning is over; until then every index may be
+        named, and the cache keeps one key per index so that a forged-frame flood derives each at most once."""
         self._offset = 0
         """Sender's interval minus ours: 0, or learnt from authenticated frames in the call's first seconds when the
         two ends started their media sessions further apart than the window (PROTOCOL.md, "Start offset")."""
@@ -229,6 +232,9 @@ class FrameOpener:
     def _expire(self, now: float) -> None:
         keys = self._keys
         cfg = self._config
+        learn_until = self._learn_until
+        if learn_until is not None and now >= learn_until and self._tks.capacity > self._window_keys:
+            self._tks.shrink(self._window_keys)  # the window is fixed from now on (see _open)
         while keys:
             first = next(iter(keys.values()))
             if len(keys) <= cfg.max_stored_keys and now - first.created <= cfg.max_key_age_s:
@@ -411,8 +417,8 @@ class FrameOpener:
         kcv = chain.kcvs.get(interval)
         if kcv is None:
             kcv = key_check_value(chain.ident, tk)
-            if len(chain.kcvs) > 2 * MAX_WINDOW_INTERVALS:
-                chain.kcvs.clear()
+            if len(chain.kcvs) >= self._tks.capacity:  # first in, first out, as the time keys
+                del chain.kcvs[next(iter(chain.kcvs))]
             chain.kcvs[interval] = kcv
         if self._per_frame:
             aead = make_aead(self._suite, per_frame_key(key.mk, tk, n))

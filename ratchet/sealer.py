@@ -60,6 +60,11 @@ MAX_EPOCH = 0xFFFE
 at a 5 s interval); the epoch never overflows."""
 
 
+SEND_TIME_KEYS = 2
+"""Time keys a sealer keeps: its current interval's, and the previous one for a ``now`` a little behind the last
+(it never needs older ones: every frame is sealed in the interval of its ``now``)."""
+
+
 @dataclass
 class _Announcement:
     """Our next epoch, announced but not switched to until the peer acks this very key."""
@@ -113,7 +118,20 @@ class _Fast:
     nonce as an integer, the plaintext prefix (``ctl_len ‖ PAD``) per payload length, and the counter, time and
     shared-state bounds within which the general path would build exactly these bytes."""
 
-    __slots__ = ("ack", "encrypt", "end_n", "nonce_base", "nonce_len", "prefixes", "t_hi", "t_lo", "version", "word")
+    __slots__ = (
+        "ack",
+        "encrypt",
+        "end_n",
+        "interval",
+        "nonce_base",
+        "nonce_len",
+        "prefixes",
+        "step_end",
+        "t_hi",
+        "t_lo",
+        "version",
+        "word",
+    )
 
     def __init__(
         self,
@@ -126,6 +144,8 @@ class _Fast:
         t_hi: float,
         version: int,
         ack: bool,
+        step_end: int,
+        interval: int,
     ) -> None:
         self.word = word
         self.encrypt = encrypt
@@ -138,6 +158,9 @@ class _Fast:
         self.version = version
         self.ack = ack
         """An ack is in its repeat tail: each frame counts towards it (``_RatchetState.ack_rel``)."""
+        self.step_end = step_end
+        """The first counter of the next chain step: the fast path steps the chain there itself (``_step``)."""
+        self.interval = interval
 
 
 _HOT_LAYOUT = (COUNTER_MOD, COUNTER_SHIFT, HEADER_LEN)
@@ -196,7 +219,13 @@ class FrameSealer:
         self._config = config
         self._state = state
         self._tks = TimeKeySchedule(
-            keys.send_time_secret, keys.send_stream_salt, keys.call_id, keys.send_direction, keys.interval_ms, now
+            keys.send_time_secret,
+            keys.send_stream_salt,
+            keys.call_id,
+            keys.send_direction,
+            keys.interval_ms,
+            now,
+            capacity=SEND_TIME_KEYS,
         )
         self._root = bytearray(keys.send_root)
         self._reveal = bytes(keys.sas_secret) if keys.sas_secret is not None else None
@@ -494,6 +523,8 @@ class FrameSealer:
             n = self._n
             prefix = f.prefixes.get(len(payload))
             if n < f.end_n and prefix is not None:
+                if n == f.step_end:
+                    self._fast_step(f)
                 hdr = (f.word | ((n & 0x3FFF) << 14)).to_bytes(4, "big")  # literals: see _HOT_LAYOUT
                 sealed = hdr + f.encrypt((f.nonce_base | n).to_bytes(f.nonce_len, "big"), prefix + payload, hdr)
                 self._n = n + 1
@@ -502,6 +533,19 @@ class FrameSealer:
                     self._state.ack_rel += 1  # below ACK_TAIL_FRAMES: end_n stops before the frame that ends it
                 return sealed
         return self._seal(payload, now, event)
+
+    def _fast_step(self, f: _Fast) -> None:
+        """The next chain step inside the fast path's bounds, as the general path takes it: advance the chain, the
+        frame key of the same interval, a new AEAD. The header word is unchanged (the KCV depends on the epoch's
+        chain and the interval only), and so are all other bounds (none depends on the step)."""
+        step = self._step + 1
+        self._advance(step)
+        assert self._mk is not None
+        interval = f.interval
+        self._aead = make_aead(self._suite, frame_key(self._mk, self._tks.key(interval)))
+        self._interval = interval
+        f.encrypt = self._aead.encrypt
+        f.step_end += self._fpk
 
     def _seal(self, payload: bytes, now: float, event: bytes | None) -> bytes:
         """The general path: every check, the control plan and its commit, chain and key updates; it re-arms
@@ -583,9 +627,8 @@ class FrameSealer:
         n, state, cfg, fpk = self._n, self._state, self._config, self._fpk
         if state.pq is not None and state.pq.sending():
             return  # every frame carries a chunk while an ML-KEM message goes out
-        end = self._epoch_start_n + (step + 1) * fpk
-        if end <= n:
-            return  # the next frame starts a chain step (always, with frames_per_key 1)
+        step_end = self._epoch_start_n + (step + 1) * fpk
+        end = n + COUNTER_MOD  # no schedule bound yet (the fast path steps the chain itself at step_end)
         pend = self._pending
         if pend is not None:
             if self._key_owed or state.peer_acks.get(pend.epoch) == pend.public[:KEY_PREFIX_LEN]:
@@ -625,7 +668,17 @@ class FrameSealer:
             return
         word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)
         self._fast = _Fast(
-            word, self._aead.encrypt, self._prefix, self._prefixes, end, now, t_hi, state.version, state.ack is not None
+            word,
+            self._aead.encrypt,
+            self._prefix,
+            self._prefixes,
+            end,
+            now,
+            t_hi,
+            state.version,
+            state.ack is not None,
+            step_end,
+            interval,
         )
 
     def _interval_end(self, interval: int) -> float:

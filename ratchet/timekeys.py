@@ -17,7 +17,9 @@ from ratchet.params import Direction
 INTERVAL_BITS = 6
 INTERVAL_MOD = 1 << INTERVAL_BITS
 MAX_WINDOW_INTERVALS = INTERVAL_MOD // 2 - 1  # a truncated index must stay unambiguous
-_CACHE_SIZE = 2 * MAX_WINDOW_INTERVALS + 3
+MAX_CACHED_KEYS = INTERVAL_MOD + 1
+"""Every interval a 6-bit index can name around ours, plus one: what a receiver may need while it still learns
+the start offset (a forged frame naming any of them then costs at most one derivation per interval, ever)."""
 
 
 def stream_metadata(call_id: str, direction: Direction, stream_salt: bytes) -> bytes:
@@ -44,6 +46,7 @@ class TimeKeySchedule:
         direction: Direction,
         interval_ms: int,
         origin: float,
+        capacity: int = MAX_CACHED_KEYS,
     ) -> None:
         self._prk = hkdf_extract(stream_salt, bytes(time_secret))
         self._metadata = stream_metadata(call_id, direction, stream_salt)
@@ -51,6 +54,13 @@ class TimeKeySchedule:
         self._per_second = 1000.0 / interval_ms
         self.origin = origin
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self.capacity = capacity
+        self.derived = 0
+        """Keys derived so far (a cache miss each: what a forged-frame flood could make us spend)."""
+        """Most keys kept, the first derived dropped first (intervals are derived in about the order time reaches
+        them; ``window_capacity`` says why that never drops one still accepted). A sender needs only its current
+        interval's key, a receiver the intervals it accepts, plus every index while it learns the start offset.
+        32 bytes of key cost about 150 bytes here: a full cache was most of a call's ratchet memory."""
 
     def interval_at(self, now: float) -> int:
         return math.floor((now - self.origin) * self._per_second)
@@ -59,12 +69,34 @@ class TimeKeySchedule:
         tk = self._cache.get(interval)
         if tk is None:
             tk = time_key(self._prk, self._metadata, interval)
+            self.derived += 1
             self._cache[interval] = tk
-            if len(self._cache) > _CACHE_SIZE:
+            if len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return tk
+
+    def shrink(self, capacity: int) -> None:
+        """Keep at most ``capacity`` keys from now on, dropping the least recently used at once."""
+        self.capacity = capacity
+        self.derived = 0
+        """Keys derived so far (a cache miss each: what a forged-frame flood could make us spend)."""
+        while len(self._cache) > capacity:
+            self._cache.popitem(last=False)
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
 
     @staticmethod
     def window_intervals(max_skew_ms: int, interval_ms: int) -> int:
         """Intervals accepted either side of the receiver's own (at least 1: boundary crossings must open)."""
         return max(1, math.ceil(max_skew_ms / interval_ms))
+
+    @staticmethod
+    def window_capacity(window: int) -> int:
+        """Keys a receiver keeps once its window is fixed. At local interval L it accepts L - w .. L + w. The key of
+        an accepted interval j was derived at some L' >= j - w >= L - 2w, and every key derived after it at some
+        L'' in L' .. L, so in L - 3w .. L + w: at most 4w intervals besides j, all distinct (first in, first out
+        drops j before any of them). So ``4 * window + 1`` keys never drop an accepted one, and a flood of forged
+        frames over the accepted intervals derives each key once."""
+        return 4 * window + 1
