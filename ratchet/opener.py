@@ -141,7 +141,20 @@ class _Fast:
     """The next in-order frame of the current chain step and interval, as the general path left it: its expected
     header word (without the counter), the AEAD, and the counter and time bounds within which that holds."""
 
-    __slots__ = ("aead", "chain", "end_n", "key", "n", "nonce_base", "nonce_len", "step", "t_hi", "t_lo", "word")
+    __slots__ = (
+        "aead",
+        "chain",
+        "end_n",
+        "interval",
+        "key",
+        "n",
+        "nonce_base",
+        "nonce_len",
+        "step",
+        "t_hi",
+        "t_lo",
+        "word",
+    )
 
     def __init__(
         self, chain: _RecvChain, key: _StepKey, step: int, n: int, end_n: int, word: int, aead: AeadCipher
@@ -157,6 +170,7 @@ class _Fast:
         self.nonce_len = len(chain.prefix) + 8
         self.t_lo = 0.0
         self.t_hi = 0.0
+        self.interval = 0
 
 
 class _Pending:
@@ -172,6 +186,9 @@ class _Pending:
 
 class FrameOpener:
     """Opens the peer's frames. ``open(frame, now)`` returns the content or raises a FrameError subclass."""
+
+    fast_path = True
+    """False: every frame takes the general path (the equivalence tests open one stream both ways)."""
 
     def __init__(self, keys: SessionKeys, state: _RatchetState, config: MediaConfig, now: float) -> None:
         params = keys.recv_params
@@ -296,10 +313,15 @@ class FrameOpener:
         fast = self._fast
         # Fast path: the next in-order frame of the current step and interval (armed by the general path). The
         # expected header pins suite, epoch, counter, interval and KCV, so only the AEAD is left to do; anything
-        # else (and any failure) takes the general path, which classifies it.
-        if fast is not None and fast.n < fast.end_n and fast.t_lo <= now < fast.t_hi:
+        # else (and any failure) takes the general path, which classifies it. The frame that starts the next step
+        # goes to ``_open_step``, which takes that step as the general path would.
+        if fast is not None and fast.t_lo <= now < fast.t_hi:
             n = fast.n
-            if int.from_bytes(frame[:4], "big") == fast.word | ((n & 0x3FFF) << 14):
+            if n == fast.end_n:
+                content = self._open_step(frame, now, fast)
+                if content is not None:
+                    return content
+            elif n < fast.end_n and int.from_bytes(frame[:4], "big") == fast.word | ((n & 0x3FFF) << 14):
                 try:
                     plaintext = fast.aead.decrypt(
                         (fast.nonce_base | n).to_bytes(fast.nonce_len, "big"), frame[4:], frame[:4]
@@ -329,7 +351,6 @@ class FrameOpener:
                         if key.used >= self._fpk:  # every frame of the step opened: the key has no further use
                             fast.chain.cur = None
                             key.wipe()
-                            self._fast = None
                         fast.n = n + 1
                         self._last_auth_at = now
                         self.last_control = control
@@ -345,6 +366,61 @@ class FrameOpener:
             reason = getattr(exc, "reason", "internal")
             self.refused[reason] += 1
             raise
+
+    def _open_step(self, frame: bytes, now: float, fast: _Fast) -> bytes | None:
+        """The in-order frame that starts the next chain step, opened as the general path would open it (the same
+        expiry, derivation into the look-ahead, KCV and AEAD caches, commit, control and re-arming) without its
+        header parsing and chain search, which the fast path's expected header word makes moot. None, with nothing
+        changed but those caches (which the general path then finds filled exactly as it would fill them): not
+        that frame, or it did not open; the general path takes it and classifies it."""
+        n = fast.n
+        word = int.from_bytes(frame[:4], "big")
+        chain = fast.chain
+        if (
+            word != fast.word | ((n & 0x3FFF) << 14)
+            or chain.epoch != self._current
+            or chain.next_step != fast.step + 1
+            or self._replay.check(n) is not None
+        ):
+            return None
+        self._expire(now)
+        step = fast.step + 1
+        pend = _Pending()
+        key = self._step_key(chain, step, now, pend)
+        interval = fast.interval
+        tk = self._tks.key(interval)
+        self._kcv(chain, interval, tk)
+        aead = key.aeads.get(interval)
+        if aead is None:
+            aead = key.aeads[interval] = make_aead(self._suite, frame_key(key.mk, tk))
+        try:
+            plaintext = aead.decrypt((fast.nonce_base | n).to_bytes(fast.nonce_len, "big"), frame[4:], frame[:4])
+            block, content = split_plaintext(plaintext)
+            control = parse_control(block)
+        except (InvalidTag, MalformedFrame):
+            return None
+        self._fast = None
+        self._commit(chain, step, key, pend, n, now)
+        if control != EMPTY_CONTROL:
+            self._state.version += 1  # as in _open_at
+        self._last_auth_at = now
+        self.last_control = control
+        self._apply_control(control, chain, now)
+        self.last_index = n
+        self.opened += 1
+        if key.used < self._fpk:
+            self._arm_fast(chain, key, step, n, interval, aead, word)
+        return content
+
+    def _kcv(self, chain: _RecvChain, interval: int, tk: bytes) -> int:
+        """The KCV of ``chain`` in ``interval``, cached per chain for the intervals the time keys are cached for."""
+        kcv = chain.kcvs.get(interval)
+        if kcv is None:
+            kcv = key_check_value(chain.ident, tk)
+            if len(chain.kcvs) >= self._tks.capacity:  # first in, first out, as the time keys
+                del chain.kcvs[next(iter(chain.kcvs))]
+            chain.kcvs[interval] = kcv
+        return kcv
 
     def _open(self, frame: bytes, now: float) -> bytes:
         self._fast = None  # re-armed by a frame that opens in order
@@ -414,12 +490,7 @@ class FrameOpener:
         pend = _Pending()
         key = self._step_key(chain, step, now, pend)
         tk = self._tks.key(interval)
-        kcv = chain.kcvs.get(interval)
-        if kcv is None:
-            kcv = key_check_value(chain.ident, tk)
-            if len(chain.kcvs) >= self._tks.capacity:  # first in, first out, as the time keys
-                del chain.kcvs[next(iter(chain.kcvs))]
-            chain.kcvs[interval] = kcv
+        kcv = self._kcv(chain, interval, tk)
         if self._per_frame:
             aead = make_aead(self._suite, per_frame_key(key.mk, tk, n))
         else:
@@ -457,13 +528,14 @@ class FrameOpener:
     def _arm_fast(
         self, chain: _RecvChain, key: _StepKey, step: int, n: int, interval: int, aead: AeadCipher, word: int
     ) -> None:
-        if n != self._replay.highest or chain.cur is not key:
+        if n != self._replay.highest or chain.cur is not key or not self.fast_path:
             return
         fast = _Fast(chain, key, step, n + 1, chain.start + (step + 1) * self._fpk, word & ~(0x3FFF << 14), aead)
         # The interval stays acceptable while our own interval is within the window of it.
         origin, size = self._tks.origin, self._interval_s
         fast.t_lo = origin + (interval - self._offset - self._window) * size
         fast.t_hi = origin + (interval - self._offset + self._window + 1) * size
+        fast.interval = interval
         self._fast = fast
 
     def _commit(self, chain: _RecvChain, step: int, key: _StepKey, pend: _Pending, n: int, now: float) -> None:
