@@ -321,11 +321,9 @@ class FrameOpener:
                 content = self._open_step(frame, now, fast)
                 if content is not None:
                     return content
-            elif n < fast.end_n and int.from_bytes(frame[:4], "big") == fast.word | ((n & 0x3FFF) << 14):
+            elif n < fast.end_n and int.from_bytes(hdr := frame[:4], "big") == fast.word | ((n & 0x3FFF) << 14):
                 try:
-                    plaintext = fast.aead.decrypt(
-                        (fast.nonce_base | n).to_bytes(fast.nonce_len, "big"), frame[4:], frame[:4]
-                    )
+                    plaintext = fast.aead.decrypt((fast.nonce_base | n).to_bytes(fast.nonce_len, "big"), frame[4:], hdr)
                 except InvalidTag:
                     pass
                 else:
