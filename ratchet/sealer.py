@@ -207,6 +207,54 @@ def _deadline(base: float, span: float) -> float:
 class FrameSealer:
     """Seals our outgoing frames. ``seal(payload, now, event=None) -> bytes``."""
 
+    __slots__ = (
+        "_ack_owed",
+        "_aead",
+        "_bucket",
+        "_chain_ident",
+        "_ck",
+        "_ck_step",
+        "_config",
+        "_epoch",
+        "_epoch_start_n",
+        "_epoch_started_at",
+        "_fast",
+        "_fpk",
+        "_initial_acked",
+        "_initial_tlv",
+        "_interval",
+        "_interval_ends",
+        "_kcv",
+        "_key_owed",
+        "_last_big_was_key",
+        "_mk",
+        "_n",
+        "_notices",
+        "_overhead",
+        "_payload_size",
+        "_pending",
+        "_per_frame",
+        "_prefix",
+        "_prefixes",
+        "_reveal",
+        "_reveal_n",
+        "_reveal_owed",
+        "_reveal_until",
+        "_root",
+        "_state",
+        "_step",
+        "_suite",
+        "_tag_len",
+        "_tks",
+        "announcements",
+        "closed",
+        "local_steps",
+        "oversize_frames",
+        "pq_announcements",
+        "reveal_started",
+    )
+    # Slots, not a __dict__: 1.2 KB less per object (a call has one of each per ratchet session).
+
     fast_path = True
     """False: every frame takes the general path (the equivalence tests seal one stream both ways, byte for byte)."""
 

@@ -6,9 +6,10 @@ keys are identical. The fast path must also have opened most frames, or the comp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -51,17 +52,31 @@ def _script(fast: bool, params: SendParams) -> tuple[list[object], int]:
     ko, ka = make_pair(interval_ms=1000, offerer_params=params, answerer_params=params, seed=b"open-fast")
     a = MediaSession(ko, T0, CONFIG, keygen=_keygen(b"a"))
     b = MediaSession(ka, T0, CONFIG, keygen=_keygen(b"b"))
-    general = 0
-    for s in (a, b):
-        s.opener.fast_path = fast
-        inner = s.opener._open
+    general = [0]
+    with _general_path_counted(fast, general):
+        out = _call(a, b)
+    return out, general[0]
 
-        def counting(frame: bytes, now: float, inner: Callable[..., bytes] = inner) -> bytes:
-            nonlocal general
-            general += 1
-            return inner(frame, now)
 
-        s.opener._open = counting  # type: ignore[method-assign]
+@contextlib.contextmanager
+def _general_path_counted(fast: bool, general: list[int]) -> Iterator[None]:
+    """FrameOpener (slotted: patched on the class) with its fast path on or off, counting general-path opens."""
+    inner = FrameOpener.__dict__["_open"]
+
+    def counting(self: FrameOpener, frame: bytes, now: float) -> bytes:
+        general[0] += 1
+        return inner(self, frame, now)  # type: ignore[no-any-return]
+
+    FrameOpener._open = counting  # type: ignore[method-assign]
+    FrameOpener.fast_path = fast
+    try:
+        yield
+    finally:
+        FrameOpener._open = inner  # type: ignore[method-assign]
+        FrameOpener.fast_path = True
+
+
+def _call(a: MediaSession, b: MediaSession) -> list[object]:
     b.reveal_sas()
     out: list[object] = []
     late: list[tuple[MediaSession, bytes]] = []
@@ -95,7 +110,7 @@ def _script(fast: bool, params: SendParams) -> tuple[list[object], int]:
             out.append((_state(a.opener), _state(b.opener)))
         now += FRAME_S
     assert a.stats.peer_steps >= 10 and b.stats.peer_steps >= 10
-    return out, general
+    return out
 
 
 @pytest.mark.parametrize(
