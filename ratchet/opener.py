@@ -173,6 +173,11 @@ class _Fast:
         self.interval = 0
 
 
+_NEXT_MASK = 0xFFFFFFFF & ~((INTERVAL_MASK << INTERVAL_SHIFT) | 0xFF)
+"""Header bits the next in-order frame shares with the current one even when it starts a new interval: suite,
+epoch and counter (the interval index and the KCV may change)."""
+
+
 class _Pending:
     """What one frame would change, applied only after it authenticates."""
 
@@ -356,15 +361,14 @@ class FrameOpener:
         fast = self._fast
         # Fast path: the next in-order frame of the current step and interval (armed by the general path). The
         # expected header pins suite, epoch, counter, interval and KCV, so only the AEAD is left to do; anything
-        # else (and any failure) takes the general path, which classifies it. The frame that starts the next step
-        # goes to ``_open_step``, which takes that step as the general path would.
+        # else (and any failure) takes the general path, which classifies it. The next in-order frame that starts
+        # the next chain step or interval (its header differs only in the interval index and KCV, if at all) goes
+        # to ``_open_next``, which takes that step or interval as the general path would.
         if fast is not None and fast.t_lo <= now < fast.t_hi:
             n = fast.n
-            if n == fast.end_n:
-                content = self._open_step(frame, now, fast)
-                if content is not None:
-                    return content
-            elif n < fast.end_n and int.from_bytes(hdr := frame[:4], "big") == fast.word | ((n & 0x3FFF) << 14):
+            word = int.from_bytes(hdr := frame[:4], "big")
+            expect = fast.word | ((n & 0x3FFF) << 14)
+            if n < fast.end_n and word == expect:
                 try:
                     plaintext = fast.aead.decrypt((fast.nonce_base | n).to_bytes(fast.nonce_len, "big"), frame[4:], hdr)
                 except InvalidTag:
@@ -401,6 +405,10 @@ class FrameOpener:
                         self.last_index = n
                         self.opened += 1
                         return plaintext[1 + ctl_len :]
+            elif (word ^ expect) & _NEXT_MASK == 0:
+                content = self._open_next(frame, now, fast, word)
+                if content is not None:
+                    return content
         try:
             return self._open(frame, now)
         except Exception as exc:
@@ -408,27 +416,33 @@ class FrameOpener:
             self.refused[reason] += 1
             raise
 
-    def _open_step(self, frame: bytes, now: float, fast: _Fast) -> bytes | None:
-        """The in-order frame that starts the next chain step, opened as the general path would open it (the same
-        expiry, derivation into the look-ahead, KCV and AEAD caches, commit, control and re-arming) without its
-        header parsing and chain search, which the fast path's expected header word makes moot. None, with nothing
-        changed but those caches (which the general path then finds filled exactly as it would fill them): not
-        that frame, or it did not open; the general path takes it and classifies it."""
+    def _open_next(self, frame: bytes, now: float, fast: _Fast, word: int) -> bytes | None:
+        """The next in-order frame when it starts the next chain step or the sender's next interval (or both),
+        opened as the general path would open it (the same expiry, step key or derivation into the look-ahead,
+        KCV and AEAD caches, commit, control and re-arming) without its header parsing and chain search. None,
+        with nothing changed but those caches (which the general path then finds filled exactly as it would fill
+        them): not such a frame, or it did not open; the general path takes it and classifies it."""
         n = fast.n
-        word = int.from_bytes(frame[:4], "big")
+        if n > fast.end_n or len(frame) < HEADER_LEN + 1 + self._tag_len:
+            return None  # the general path refuses a short frame before it derives anything
+        interval = fast.interval
+        if (word >> INTERVAL_SHIFT) & INTERVAL_MASK != interval & INTERVAL_MASK:
+            interval += 1
+            if (word >> INTERVAL_SHIFT) & INTERVAL_MASK != interval & INTERVAL_MASK:
+                return None
+            local_i = self._tks.interval_at(now) + self._offset
+            if not local_i - self._window <= interval <= local_i + self._window:
+                return None  # the general path refuses it, or learns an offset from it
         chain = fast.chain
-        if (
-            word != fast.word | ((n & 0x3FFF) << 14)
-            or chain.epoch != self._current
-            or chain.next_step != fast.step + 1
-            or self._replay.check(n) is not None
-        ):
+        if chain.epoch != self._current or self._per_frame or self._replay.check(n) is not None:
             return None
         self._expire(now)
-        step = fast.step + 1
+        step = (n - chain.start) // self._fpk
         pend = _Pending()
-        key = self._step_key(chain, step, now, pend)
-        interval = fast.interval
+        try:
+            key = self._step_key(chain, step, now, pend)
+        except FrameError:
+            return None
         tk = self._tks.key(interval)
         self._kcv(chain, interval, tk)
         aead = key.aeads.get(interval)
@@ -576,6 +590,8 @@ class FrameOpener:
         origin, size = self._tks.origin, self._interval_s
         fast.t_lo = origin + (interval - self._offset - self._window) * size
         fast.t_hi = origin + (interval - self._offset + self._window + 1) * size
+        if self._tks.capacity > self._window_keys and self._learn_until is not None:
+            fast.t_hi = min(fast.t_hi, self._learn_until)  # the frame after it shrinks the time keys (_expire)
         fast.interval = interval
         self._fast = fast
 

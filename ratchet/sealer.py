@@ -127,6 +127,7 @@ class _Fast:
         "nonce_len",
         "prefixes",
         "step_end",
+        "t_dead",
         "t_hi",
         "t_lo",
         "version",
@@ -146,6 +147,7 @@ class _Fast:
         ack: bool,
         step_end: int,
         interval: int,
+        t_dead: float,
     ) -> None:
         self.word = word
         self.encrypt = encrypt
@@ -161,6 +163,10 @@ class _Fast:
         self.step_end = step_end
         """The first counter of the next chain step: the fast path steps the chain there itself (``_step``)."""
         self.interval = interval
+        self.t_dead = t_dead
+        """The first time ``_prepare`` could act (a DH step, a re-announcement, a degraded condition, the PQ
+        ratchet): ``t_hi`` is this or the interval's end, whichever is first; ``_fast_interval`` moves past the
+        latter."""
 
 
 _HOT_LAYOUT = (COUNTER_MOD, COUNTER_SHIFT, HEADER_LEN)
@@ -550,9 +556,10 @@ class FrameSealer:
         if (
             f is not None
             and not event
-            and f.t_lo <= now < f.t_hi
+            and f.t_lo <= now
             and self._n < f.end_n
             and f.version == self._state.version
+            and (now < f.t_hi or self._fast_interval(f, now))
         ):
             return 0  # the fast path would seal the next frame at this ``now``: nothing is due
         if self.closed:
@@ -567,7 +574,13 @@ class FrameSealer:
         # Fast path: a frame of the current chain step and interval with nothing due (armed by the general path,
         # which it mirrors byte for byte): one header word, one nonce, one AEAD call. Anything else (an event, a
         # content length without a cached prefix, a counter, time or shared-state bound passed) goes general.
-        if f is not None and event is None and f.t_lo <= now < f.t_hi and f.version == self._state.version:
+        if (
+            f is not None
+            and event is None
+            and f.t_lo <= now
+            and f.version == self._state.version
+            and (now < f.t_hi or self._fast_interval(f, now))
+        ):
             n = self._n
             prefix = f.prefixes.get(len(payload))
             if n < f.end_n and prefix is not None:
@@ -594,6 +607,29 @@ class FrameSealer:
         self._interval = interval
         f.encrypt = self._aead.encrypt
         f.step_end += self._fpk
+
+    def _fast_interval(self, f: _Fast, now: float) -> bool:
+        """Move the fast path into the interval of ``now`` once the last one ended, as the general path would arm
+        it there: the time key, KCV and frame key of the new interval, its header word and end. Every other bound
+        (counters, ``t_dead``, the shared version) holds across the boundary: only time passed, and nothing but the
+        deadlines in ``t_dead`` makes ``_prepare`` act on time alone. False: the general path seals the frame."""
+        if not (now < f.t_dead and self._n < f.end_n):
+            return False
+        interval = self._tks.interval_at(now)
+        t_hi = min(self._interval_end(interval), f.t_dead)
+        if not (interval > f.interval and now < t_hi):
+            return False
+        assert self._mk is not None
+        tk = self._tks.key(interval)
+        self._kcv = key_check_value(self._chain_ident, tk)
+        self._aead = make_aead(self._suite, frame_key(self._mk, tk))
+        self._interval = interval
+        f.word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)
+        f.encrypt = self._aead.encrypt
+        f.interval = interval
+        f.t_lo = now
+        f.t_hi = t_hi
+        return True
 
     def _seal(self, payload: bytes, now: float, event: bytes | None) -> bytes:
         """The general path: every check, the control plan and its commit, chain and key updates; it re-arms
@@ -702,16 +738,17 @@ class FrameSealer:
             end = min(end, first + next_repeat(n - first), first + NOTICE_FRAMES - 1)
         if end <= n or self._aead is None:
             return
-        t_hi = self._interval_end(interval)
+        t_dead = math.inf
         if pend is not None:
             if Degradation.OWN_STEP_UNACKED not in state.degraded:
-                t_hi = min(t_hi, _deadline(pend.decided_at, 2 * cfg.dh_interval_s))
+                t_dead = _deadline(pend.decided_at, 2 * cfg.dh_interval_s)
         elif cfg.dh_interval_s > 0 and state.peer_current is not None and self._epoch < MAX_EPOCH:
-            t_hi = min(t_hi, _deadline(self._epoch_started_at, cfg.dh_interval_s))
+            t_dead = _deadline(self._epoch_started_at, cfg.dh_interval_s)
         if cfg.peer_dh_timeout_s > 0 and Degradation.NO_PEER_STEP not in state.degraded:
-            t_hi = min(t_hi, _deadline(state.last_peer_step_at, cfg.peer_dh_timeout_s))
+            t_dead = min(t_dead, _deadline(state.last_peer_step_at, cfg.peer_dh_timeout_s))
         if state.pq is not None:
-            t_hi = min(t_hi, state.pq.deadline())  # an exchange may start or stall there
+            t_dead = min(t_dead, state.pq.deadline())  # an exchange may start or stall there
+        t_hi = min(self._interval_end(interval), t_dead)
         if not now < t_hi:
             return
         word = header_word(int(self._suite), self._epoch, 0, interval, self._kcv)
@@ -727,6 +764,7 @@ class FrameSealer:
             state.ack is not None,
             step_end,
             interval,
+            t_dead,
         )
 
     def _interval_end(self, interval: int) -> float:

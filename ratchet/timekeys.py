@@ -55,12 +55,12 @@ class TimeKeySchedule:
         self.origin = origin
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self.capacity = capacity
-        self.derived = 0
-        """Keys derived so far (a cache miss each: what a forged-frame flood could make us spend)."""
         """Most keys kept, the first derived dropped first (intervals are derived in about the order time reaches
         them; ``window_capacity`` says why that never drops one still accepted). A sender needs only its current
         interval's key, a receiver the intervals it accepts, plus every index while it learns the start offset.
         32 bytes of key cost about 150 bytes here: a full cache was most of a call's ratchet memory."""
+        self.derived = 0
+        """Keys derived so far (a cache miss each: what a forged-frame flood could make us spend)."""
 
     def interval_at(self, now: float) -> int:
         return math.floor((now - self.origin) * self._per_second)
@@ -76,10 +76,8 @@ class TimeKeySchedule:
         return tk
 
     def shrink(self, capacity: int) -> None:
-        """Keep at most ``capacity`` keys from now on, dropping the least recently used at once."""
+        """Keep at most ``capacity`` keys from now on, dropping the first derived at once."""
         self.capacity = capacity
-        self.derived = 0
-        """Keys derived so far (a cache miss each: what a forged-frame flood could make us spend)."""
         while len(self._cache) > capacity:
             self._cache.popitem(last=False)
 
