@@ -139,7 +139,8 @@ class _PendingEpoch:
 
 class _Fast:
     """The next in-order frame of the current chain step and interval, as the general path left it: its expected
-    header word (without the counter), the AEAD, and the counter and time bounds within which that holds."""
+    header word (without the counter), the AEAD, and the counter and time bounds within which that holds. The frame
+    after the step's last, or the first of the sender's next interval, goes to ``FrameOpener._open_next``."""
 
     __slots__ = (
         "aead",

@@ -113,10 +113,11 @@ _NO_CONTROL = _Plan(b"", key=False, reveal=False)
 
 
 class _Fast:
-    """The frames after the last one the general path sealed, of the same chain step and interval, up to the next
-    that carries (or may carry) a control item: their header word without the counter, the bound AEAD encrypt, the
-    nonce as an integer, the plaintext prefix (``ctl_len ‖ PAD``) per payload length, and the counter, time and
-    shared-state bounds within which the general path would build exactly these bytes."""
+    """The frames after the last one the general path sealed, up to the next that carries (or may carry) a control
+    item or that a deadline may change (chain steps and interval ends it takes itself): their header word without
+    the counter, the bound AEAD encrypt, the nonce as an integer, the plaintext prefix (``ctl_len ‖ PAD``) per
+    payload length, and the counter, time and shared-state bounds within which the general path would build
+    exactly these bytes."""
 
     __slots__ = (
         "ack",
@@ -571,7 +572,7 @@ class FrameSealer:
 
     def seal(self, payload: bytes, now: float, event: bytes | None = None) -> bytes:
         f = self._fast
-        # Fast path: a frame of the current chain step and interval with nothing due (armed by the general path,
+        # Fast path: a frame with nothing due (armed by the general path, stepping the chain and the interval itself,
         # which it mirrors byte for byte): one header word, one nonce, one AEAD call. Anything else (an event, a
         # content length without a cached prefix, a counter, time or shared-state bound passed) goes general.
         if (
@@ -705,9 +706,10 @@ class FrameSealer:
 
     def _arm(self, now: float, step: int, interval: int) -> None:
         """Arm the fast path for the frames after the one just sealed, up to the first that the general path might
-        seal differently: the end of the chain step, the next counter at which a scheduled item (ratchet key, SAS
-        reveal, ack, notice) repeats or expires, the end of the interval, the next time ``_prepare`` could act; and
-        only while the shared state keeps its version (the opener changes acks and peer keys)."""
+        seal differently: the next counter at which a scheduled item (ratchet key, SAS reveal, ack, notice) repeats
+        or expires, the next time ``_prepare`` could act; and only while the shared state keeps its version (the
+        opener changes acks and peer keys). Chain steps (``_fast_step``) and interval ends (``_fast_interval``) it
+        takes itself, as the general path would."""
         n, state, cfg, fpk = self._n, self._state, self._config, self._fpk
         if state.pq is not None and state.pq.sending():
             return  # every frame carries a chunk while an ML-KEM message goes out
