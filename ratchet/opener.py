@@ -68,7 +68,7 @@ from ratchet.media_state import MediaConfig, _RatchetState, _wipe
 from ratchet.params import FrameSuite, Role, SessionKeys
 from ratchet.replay import ReplayWindow
 from ratchet.sas import Sas, compute_sas, verify_sas_reveal
-from ratchet.timekeys import INTERVAL_MOD, TimeKeySchedule
+from ratchet.timekeys import INTERVAL_MOD, MAX_CACHED_KEYS, TimeKeySchedule
 
 START_LEARNING_S = 5.0
 """After the first frame opens, how long a frame ahead of the skew window may still move the interval reference
@@ -247,13 +247,20 @@ class FrameOpener:
         self._per_frame = params.per_frame_keys
         self._config = config
         self._state = state
-        self._tks = TimeKeySchedule(
-            keys.recv_time_secret, keys.recv_stream_salt, keys.call_id, keys.recv_direction, keys.interval_ms, now
-        )
         self._window = TimeKeySchedule.window_intervals(config.max_skew_ms, keys.interval_ms)
         self._window_keys = TimeKeySchedule.window_capacity(self._window)
         """Time keys (and KCVs per chain) kept once start-offset learning is over; until then every index may be
-        named, and the cache keeps one key per index so that a forged-frame flood derives each at most once."""
+        named, and the cache keeps one key per index so that a forged-frame flood derives each at most once (and
+        never fewer than the window needs: a window wider than 16 intervals keeps its 4w + 1 throughout)."""
+        self._tks = TimeKeySchedule(
+            keys.recv_time_secret,
+            keys.recv_stream_salt,
+            keys.call_id,
+            keys.recv_direction,
+            keys.interval_ms,
+            now,
+            capacity=max(MAX_CACHED_KEYS, self._window_keys),
+        )
         self._offset = 0
         """Sender's interval minus ours: 0, or learnt from authenticated frames in the call's first seconds when the
         two ends started their media sessions further apart than the window (PROTOCOL.md, "Start offset")."""

@@ -125,3 +125,12 @@ def test_first_in_first_out_never_drops_a_key_still_accepted(window: int, moves:
                 tks.key(local + d)
                 asked.add(local + d)
     assert tks.derived == len(asked)
+
+
+def test_a_wide_window_keeps_what_it_needs_after_learning() -> None:
+    """max_skew_ms of 40 s at 2 s intervals: a window of 20, whose 81 keys exceed the learning-phase cache."""
+    ko, ka = make_pair(interval_ms=INTERVAL_MS, seed=b"timekeys-wide")
+    config = MediaConfig(max_skew_ms=40_000)
+    a, b = MediaSession(ko, T0, config), MediaSession(ka, T0, config)
+    _talk(a, b, T0, 10.0)
+    assert b.opener._tks.capacity == TimeKeySchedule.window_capacity(20) == 81 > MAX_CACHED_KEYS
