@@ -75,6 +75,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ch.add_argument("--background", type=int, default=60, metavar="N", help="measured pass-through calls (60)")
     ch.add_argument("--window", type=float, default=2.0, metavar="S", help="background measurement window (2 s)")
     ch.add_argument("--confirm", type=float, default=0.0, metavar="S", help="then run the best rate for S s (e.g. 300)")
+    ch.add_argument(
+        "--probe-calls",
+        type=int,
+        default=40,
+        metavar="N",
+        help="setup probe: N calls with no hold, for CPU per setup (40; 0 skips)",
+    )
     ch.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     ch.add_argument("--workdir", type=Path, help="keep gateway and sipp logs here (default: a removed temp dir)")
     ch.set_defaults(func=stoppable(run_churn))
@@ -326,7 +333,7 @@ def run_churn(args: argparse.Namespace) -> int:
     try:
         results = churn.run(
             churn.parse_rates(args.rates), args.hold, args.step_s, args.background, args.window, args.confirm,
-            args.workdir, progress,
+            args.workdir, progress, probe_calls=args.probe_calls,
         )  # fmt: skip
     except (BenchError, ValueError) as exc:
         raise CliError(f"bench churn: {exc}") from None
