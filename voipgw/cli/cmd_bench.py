@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=stoppable(run_soak))
     ch = bsub.add_parser("churn", help="largest sipp call rate (INVITE, media, BYE) one gateway holds beside N calls")
     ch.add_argument("--json", action="store_true", help="print one JSON object (every step)")
-    ch.add_argument("--rates", default="0.5,1,1.5,2,3,4,6,8,10,12,16,20", help="sipp call rates to try (calls/s)")
+    ch.add_argument("--rates", default="0.5,1,1.5,2,2.5,3,4,6,8,10,12,16,20", help="sipp call rates to try (calls/s)")
     ch.add_argument("--hold", type=float, default=10.0, metavar="S", help="each sipp call's length (default 10)")
     ch.add_argument("--step-s", type=float, default=30.0, metavar="S", help="calls are placed this long per rate (30)")
     ch.add_argument("--background", type=int, default=60, metavar="N", help="measured pass-through calls (60)")
