@@ -59,6 +59,8 @@ def test_bench_churn_places_sipp_calls_with_audio_through_both_gateways(tmp_path
     assert (probe["calls"], probe["successful"], probe["failed"]) == (PROBE_CALLS, PROBE_CALLS, 0), probe
     assert probe["ok"] and data["setup_cpu_ms_per_call"] == probe["setup_cpu_ms_per_call"], probe
     assert isinstance(probe["setup_cpu_ms_per_call"], float) and isinstance(probe["setup_cpu_ms_per_call_b"], float)
+    loop_ms, other_ms = probe["setup_cpu_ms_per_call_event_loop"], probe["setup_cpu_ms_per_call_other_threads"]
+    assert loop_ms + other_ms == pytest.approx(probe["setup_cpu_ms_per_call"], abs=0.2), probe
     for step in data["steps"]:
         assert step["setup_cpu_ms_per_call"] == probe["setup_cpu_ms_per_call"], step
         assert step["media_cpu_ms_per_call_s"] >= 0.0 and step["projected_calls_per_s_per_core"] > 0.0, step

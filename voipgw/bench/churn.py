@@ -35,6 +35,7 @@ from voipgw.bench.gateway import (
     Step,
     percentile,
     rss_kb,
+    thread_cpu_s,
 )
 from voipgw.bench.sipp import (
     SippProcess,
@@ -383,13 +384,15 @@ class ChurnBench:
         bench = self.bench
         assert bench.a is not None and bench.b is not None and self.uas is not None
         pids = (bench.a.proc.pid, bench.b.proc.pid, self.uas.proc.pid)
-        cpu0, t0 = [_cpu_s(p) for p in pids], time.monotonic()
+        a = pids[0]
+        cpu0, loop0, t0 = [_cpu_s(p) for p in pids], thread_cpu_s(a, a), time.monotonic()
         await asyncio.sleep(IDLE_S)
         idle_wall = time.monotonic() - t0
         idle = [(_cpu_s(p) - c) / idle_wall for p, c in zip(pids, cpu0, strict=True)]
+        idle_loop = (thread_cpu_s(a, a) - loop0) / idle_wall
         cwd = self.workdir / "uac-setup-probe"
         wait_s = calls / PROBE_RATE + EXIT_MARGIN_S
-        cpu0, t0 = [_cpu_s(p) for p in pids], time.monotonic()
+        cpu0, loop0, t0 = [_cpu_s(p) for p in pids], thread_cpu_s(a, a), time.monotonic()
         uac = SippProcess("sipp-uac-probe", self._uac_argv(cwd, PROBE_RATE, calls, 0.0, wait_s, probe=True), cwd)
         uac_cpu = 0.0
         try:
@@ -402,6 +405,7 @@ class ChurnBench:
                 rc = uac.stop()
         wall = time.monotonic() - t0
         spent = [_cpu_s(p, c) - c - rate * wall for p, c, rate in zip(pids, cpu0, idle, strict=True)]
+        loop_spent = thread_cpu_s(a, a) - loop0 - idle_loop * wall  # A's event loop (main thread): the rest is SIP
         stats = parse_stat_csv(_read(cwd / "stats.csv"))
         setup: list[float] = []
         for path in sorted(cwd.glob("*_rtt.csv")):
@@ -419,6 +423,8 @@ class ChurnBench:
             "gateway_b_idle_cpu_pct": round(100.0 * idle[1], 1),
             "setup_cpu_ms_per_call": per_call[0],
             "setup_cpu_ms_per_call_b": per_call[1],
+            "setup_cpu_ms_per_call_event_loop": round(1000.0 * loop_spent / n, 1) if n else None,
+            "setup_cpu_ms_per_call_other_threads": round(1000.0 * (spent[0] - loop_spent) / n, 1) if n else None,
             "sipp_cpu_ms_per_call": round(1000.0 * (uac_cpu + spent[2] + idle[2] * wall) / n, 1) if n else None,
             "wall_s": round(wall, 1),
             "ok": n > 0 and stats.failed == 0 and stats.successful == n,
@@ -531,7 +537,8 @@ class ChurnBench:
                 probe = await self.setup_probe(cfg.probe_calls)
                 self.log(
                     f"  setup probe: {probe['successful']}/{probe['calls']} calls, setup p50 {probe['setup_ms_p50']} "
-                    f"ms, CPU per call setup: A {probe['setup_cpu_ms_per_call']} ms, B "
+                    f"ms, CPU per call setup: A {probe['setup_cpu_ms_per_call']} ms (event loop "
+                    f"{probe['setup_cpu_ms_per_call_event_loop']} ms), B "
                     f"{probe['setup_cpu_ms_per_call_b']} ms, sipp {probe['sipp_cpu_ms_per_call']} ms"
                 )
             await bench.grow(cfg.background)
@@ -740,7 +747,9 @@ def format_table(results: dict[str, Any]) -> str:
         lines.insert(
             2,
             f"  setup probe ({probe['calls']} calls at {probe['rate_per_s']:g}/s, no hold, before the background): "
-            f"CPU per call setup A {probe['setup_cpu_ms_per_call']} ms, B {probe['setup_cpu_ms_per_call_b']} ms, "
+            f"CPU per call setup A {probe['setup_cpu_ms_per_call']} ms (event loop "
+            f"{probe.get('setup_cpu_ms_per_call_event_loop')} ms, SIP stack and other threads "
+            f"{probe.get('setup_cpu_ms_per_call_other_threads')} ms), B {probe['setup_cpu_ms_per_call_b']} ms, "
             f"sipp {probe['sipp_cpu_ms_per_call']} ms; setup p50 {probe['setup_ms_p50']} ms ('A media': A's CPU ms "
             f"per call-second; 'A proj/s': calls/s one core of A holds = 1000 / (setup + hold x media); 'mach /s': "
             f"the CPUs left beside the background / CPU per call of A + B + sipp)",
