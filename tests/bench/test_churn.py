@@ -22,13 +22,14 @@ BACKGROUND = 3
 HOLD_S = 2
 STEP_S = 4
 RATES = (1, 2)
+PROBE_CALLS = 3
 
 
 @pytest.mark.integration
 def test_bench_churn_places_sipp_calls_with_audio_through_both_gateways(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "voipgw.cli.main", "bench", "churn", "--json", "--background", str(BACKGROUND)]
     argv += ["--hold", str(HOLD_S), "--step-s", str(STEP_S), "--rates", ",".join(map(str, RATES)), "--window", "1"]
-    argv += ["--workdir", str(tmp_path), "--out", str(tmp_path / "churn.json")]
+    argv += ["--workdir", str(tmp_path), "--out", str(tmp_path / "churn.json"), "--probe-calls", str(PROBE_CALLS)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
     assert run.returncode in (0, 1), run.stderr[-3000:]
     data = json.loads(run.stdout)
@@ -52,6 +53,20 @@ def test_bench_churn_places_sipp_calls_with_audio_through_both_gateways(tmp_path
     assert data["max_rate_held_per_s"] in (0.0, *RATES)
     assert run.returncode == (0 if data["max_rate_held_per_s"] > 0 else 1)
 
+    # The setup probe placed its calls (from its own inside phone) and charged A and B some CPU for each; every step
+    # splits A's CPU per call into setup and media per call-second and projects a rate from them.
+    probe = data["setup_probe"]
+    assert (probe["calls"], probe["successful"], probe["failed"]) == (PROBE_CALLS, PROBE_CALLS, 0), probe
+    assert probe["ok"] and data["setup_cpu_ms_per_call"] == probe["setup_cpu_ms_per_call"], probe
+    assert isinstance(probe["setup_cpu_ms_per_call"], float) and isinstance(probe["setup_cpu_ms_per_call_b"], float)
+    loop_ms, other_ms = probe["setup_cpu_ms_per_call_event_loop"], probe["setup_cpu_ms_per_call_other_threads"]
+    assert loop_ms + other_ms == pytest.approx(probe["setup_cpu_ms_per_call"], abs=0.2), probe
+    for step in data["steps"]:
+        assert step["setup_cpu_ms_per_call"] == probe["setup_cpu_ms_per_call"], step
+        assert step["media_cpu_ms_per_call_s"] >= 0.0 and step["projected_calls_per_s_per_core"] > 0.0, step
+        assert step["projected_calls_per_s_machine"] > 0.0 and step["gateway_a_cpu_ms_per_call"] is not None, step
+    assert data["projected_calls_per_s_machine"] == data["steps"][-1]["projected_calls_per_s_machine"]
+
     # Gateway A's own record of the sipp calls: sealed to B, PCMU from sipp in, the UAS's echo back out through B.
     snap = data["gateway_a_snapshot"]
     n = snap["sipp_calls_in_snapshot"]
@@ -59,7 +74,7 @@ def test_bench_churn_places_sipp_calls_with_audio_through_both_gateways(tmp_path
     assert snap["secure"] == snap["inside_codec_pcmu"] == snap["outside_codec_opus"] == n, snap
     assert snap["with_audio_from_sipp"] == snap["with_audio_back_through_b"] == n, snap
     assert snap["outside_frames_refused"] == 0, snap
-    total = sum(s["sipp_calls_successful"] for s in data["steps"])
+    total = sum(s["sipp_calls_successful"] for s in data["steps"]) + PROBE_CALLS
     assert data["sipp_uas"]["successful"] == total and data["sipp_uas"]["failed"] == 0, data["sipp_uas"]
 
     # The parsers agree with the files sipp wrote.

@@ -35,6 +35,7 @@ from voipgw.bench.gateway import (
     Step,
     percentile,
     rss_kb,
+    thread_cpu_s,
 )
 from voipgw.bench.sipp import (
     SippProcess,
@@ -57,8 +58,15 @@ from voipgw.bench.sipp import (
 # - A step is judged on the windows in its steady state (after the first H seconds, when R*H sipp calls are up,
 #   until the last call is placed); it holds when sipp saw no failed or unfinished call, no background call dropped,
 #   and the background's late + lost frames stay under 1 %. The search stops at the first step that does not hold.
+# - CPU per call, split in two (what the machine can physically hold follows from it): before the background, the
+#   setup probe places PROBE_CALLS sipp calls with no hold (INVITE, key exchange, 183/200, ACK, BYE) and charges each
+#   gateway's CPU above its idle rate to them: ``setup_cpu_ms_per_call``. Per step, what each gateway spent above the
+#   reference (the background alone), less the calls' setup, divided by the sipp call-seconds, is the media CPU per
+#   call-second. ``projected_calls_per_s_per_core`` = 1000 / (setup + hold x media) for gateway A alone, and
+#   ``projected_calls_per_s_machine`` divides the CPUs left beside the background by what A, B and sipp spend per call.
 
-DEFAULT_RATES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
+DEFAULT_RATES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
+"""2.5 between 2 and 3: on the 2-core test machine the limit lies there (see the projected rates)."""
 DEFAULT_HOLD_S = 10.0
 DEFAULT_STEP_S = 30.0
 DEFAULT_BACKGROUND = 60
@@ -68,6 +76,8 @@ SERVICE = "echo"
 """The user sipp dials at A; A routes it to B, which fronts the sipp UAS as this user."""
 SIPP_USER = "sipp"
 """The inside user A knows the sipp UAC as (the scenario's From user)."""
+PROBE_USER = "sipp-probe"
+"""The same UAC during the setup probe: its calls (no audio) stay out of the snapshot summary of the steps' calls."""
 RECV_TIMEOUT_MS = 10_000
 """sipp fails a call that waits this long for an answer or for the BYE's 200 (a setup failure)."""
 EXIT_MARGIN_S = 45.0
@@ -78,6 +88,12 @@ READY_TIMEOUT_S = 10.0
 MEDIA_PORT_STRIDE = 4
 MEDIA_PORT_WRAP = 10_000
 """sipp's [auto_media_port] is -mp + 4 * (call - 1) % 10000 (sipp 3.6 call.cpp)."""
+PROBE_CALLS = 40
+"""Calls the setup probe places (0 skips it); enough that a few ms of noise per call stay small."""
+PROBE_RATE = 2.0
+"""Slow enough that setups do not queue behind each other (their CPU, not their latency, is measured)."""
+IDLE_S = 3.0
+"""How long the gateways' idle CPU rate (sippy's reactor ticks, timers) is measured before the probe."""
 
 
 # --- processes and ports -------------------------------------------------------------------------------------
@@ -105,6 +121,7 @@ class Config:
     background: int
     window_s: float
     confirm_s: float
+    probe_calls: int = PROBE_CALLS
 
 
 @dataclass
@@ -132,6 +149,8 @@ class ChurnStep:
     """Every other process on the machine (other tests, builds): what the step competed with."""
     load_average: float = 0.0
     rss_kb_start: int = 0
+    base: Baseline | None = None
+    """The background alone (reference) and the setup probe: what this step's CPU is compared against."""
 
     @property
     def sent(self) -> int:
@@ -164,6 +183,37 @@ class ChurnStep:
     @property
     def holds(self) -> bool:
         return not self.why_not
+
+    def cpu_split(self) -> dict[str, Any]:
+        """Per sipp call: CPU of A, B and sipp above the background, the media share per call-second and what rate
+        that projects to (None when there is no baseline or no call)."""
+        n, base = self.sipp.created, self.base
+        if base is None or n == 0:
+            return {}
+        wall = self.wall_s
+        a_call = 1000.0 * (self.gw_a_cpu_s_step - base.a_cpu_per_s * wall) / n
+        b_call = 1000.0 * (self.gw_b_cpu_s_step - base.b_cpu_per_s * wall) / n
+        sipp_call = 1000.0 * self.sipp_cpu_s_step / n
+        out: dict[str, Any] = {
+            "gateway_a_cpu_ms_per_call": round(a_call, 1),
+            "gateway_b_cpu_ms_per_call": round(b_call, 1),
+            "sipp_cpu_ms_per_call": round(sipp_call, 1),
+        }
+        if base.setup_a_ms is None or base.setup_b_ms is None:
+            return out
+        media_a = max(0.0, a_call - base.setup_a_ms) / self.hold_s
+        media_b = max(0.0, b_call - base.setup_b_ms) / self.hold_s
+        per_call_a = base.setup_a_ms + self.hold_s * media_a
+        spare_ms = 1000.0 * max(0.0, (os.cpu_count() or 1) - base.a_cpu_per_s - base.b_cpu_per_s - base.gen_cpu_per_s)
+        per_call_all = max(1e-3, a_call + b_call + sipp_call)
+        out |= {
+            "setup_cpu_ms_per_call": round(base.setup_a_ms, 1),
+            "media_cpu_ms_per_call_s": round(media_a, 1),
+            "media_cpu_ms_per_call_s_b": round(media_b, 1),
+            "projected_calls_per_s_per_core": round(1000.0 / max(1e-3, per_call_a), 2),
+            "projected_calls_per_s_machine": round(spare_ms / per_call_all, 2),
+        }
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         j = self.judged
@@ -230,7 +280,20 @@ class ChurnStep:
             "wall_s": round(self.wall_s, 1),
             "holds": self.holds,
             "why_not": self.why_not,
+            **self.cpu_split(),
         }
+
+
+@dataclass
+class Baseline:
+    """CPU rates (seconds per second) of A, B and this process with the background alone, and the setup probe's
+    CPU per call of A and B (None when the probe was skipped or placed no call)."""
+
+    a_cpu_per_s: float
+    b_cpu_per_s: float
+    gen_cpu_per_s: float
+    setup_a_ms: float | None = None
+    setup_b_ms: float | None = None
 
 
 def _r(x: float | None, nd: int = 2) -> float | None:
@@ -250,6 +313,8 @@ class ChurnBench:
         taken: set[int] = set()
         self.uac_port = free_port_span(2, taken, self.rng)  # SIP, control
         taken |= {self.uac_port, self.uac_port + 1}
+        self.probe_port = free_port_span(2, taken, self.rng)  # the setup probe's UAC: another inside phone
+        taken |= {self.probe_port, self.probe_port + 1}
         self.uas_port = free_port_span(2, taken, self.rng)
         taken |= {self.uas_port, self.uas_port + 1}
         self.uas_media = free_port_span(4, taken, self.rng)  # -rtp_echo binds audio and video (+2)
@@ -257,12 +322,14 @@ class ChurnBench:
         self.snapshot_a = workdir / "gateway-a-snapshot.json"
         self.bench.extra_args["a"] += [
             "--user", f"{SIPP_USER}=sip:{SIPP_USER}@127.0.0.1:{self.uac_port}",
+            "--user", f"{PROBE_USER}=sip:{PROBE_USER}@127.0.0.1:{self.probe_port}",
             "--route", f"{SERVICE}=sip:{SERVICE}@127.0.0.1:{self.bench.b_port}",
             "--snapshot-json", str(self.snapshot_a),
         ]  # fmt: skip
         self.bench.extra_args["b"] += ["--user", f"{SERVICE}=sip:{SERVICE}@127.0.0.1:{self.uas_port}"]
         self.pcap = write_pcmu_pcap(workdir / "speech-pcmu.pcap", cfg.hold_s)
         self.uas: SippProcess | None = None
+        self.base: Baseline | None = None
 
     def start(self) -> None:
         scen = write_uas_scenario(self.workdir / "uas.xml")
@@ -296,21 +363,80 @@ class ChurnBench:
             "-trace_err", "-error_file", "errors.log",
         ]  # fmt: skip
 
+    def _uac_argv(
+        self, cwd: Path, rate: float, calls: int, hold_s: float, wait_s: float, probe: bool = False
+    ) -> list[str]:
+        """sipp UAC arguments: ``calls`` calls at ``rate`` calls/s, each held ``hold_s``, all done within ``wait_s``."""
+        span = min(MEDIA_PORT_WRAP, MEDIA_PORT_STRIDE * calls) + MEDIA_PORT_STRIDE
+        media = free_port_span(span, self.taken, self.rng)
+        cwd.mkdir(parents=True, exist_ok=True)
+        scen = write_uac_scenario(cwd / "uac.xml", self.pcap, PROBE_USER if probe else SIPP_USER)
+        limit = math.ceil(rate * (hold_s + LIMIT_MARGIN_S)) + 10
+        port = self.probe_port if probe else self.uac_port
+        argv = [*self._argv(scen, port, media), f"127.0.0.1:{self.bench.a_port}", "-s", SERVICE]
+        argv += ["-r", f"{rate:g}", "-m", str(calls), "-l", str(limit), "-d", str(int(hold_s * 1000))]
+        argv += ["-recv_timeout", str(RECV_TIMEOUT_MS), "-timeout", f"{math.ceil(wait_s)}s", "-timeout_error"]
+        return [*argv, "-trace_rtt", "-rtt_freq", "1"]
+
+    async def setup_probe(self, calls: int) -> dict[str, Any]:
+        """Gateway CPU per call setup: the gateways' idle rate first, then ``calls`` sipp calls with no hold (INVITE
+        to 200 OK, ACK, BYE at once), charged whatever A and B spent above idle. Run before the background exists."""
+        bench = self.bench
+        assert bench.a is not None and bench.b is not None and self.uas is not None
+        pids = (bench.a.proc.pid, bench.b.proc.pid, self.uas.proc.pid)
+        a = pids[0]
+        cpu0, loop0, t0 = [_cpu_s(p) for p in pids], thread_cpu_s(a, a), time.monotonic()
+        await asyncio.sleep(IDLE_S)
+        idle_wall = time.monotonic() - t0
+        idle = [(_cpu_s(p) - c) / idle_wall for p, c in zip(pids, cpu0, strict=True)]
+        idle_loop = (thread_cpu_s(a, a) - loop0) / idle_wall
+        cwd = self.workdir / "uac-setup-probe"
+        wait_s = calls / PROBE_RATE + EXIT_MARGIN_S
+        cpu0, loop0, t0 = [_cpu_s(p) for p in pids], thread_cpu_s(a, a), time.monotonic()
+        uac = SippProcess("sipp-uac-probe", self._uac_argv(cwd, PROBE_RATE, calls, 0.0, wait_s, probe=True), cwd)
+        uac_cpu = 0.0
+        try:
+            while uac.alive and time.monotonic() - t0 < wait_s:
+                await asyncio.sleep(0.2)
+                uac_cpu = _cpu_s(uac.proc.pid, uac_cpu)
+        finally:
+            rc = uac.proc.poll()
+            if rc is None:
+                rc = uac.stop()
+        wall = time.monotonic() - t0
+        spent = [_cpu_s(p, c) - c - rate * wall for p, c, rate in zip(pids, cpu0, idle, strict=True)]
+        loop_spent = thread_cpu_s(a, a) - loop0 - idle_loop * wall  # A's event loop (main thread): the rest is SIP
+        stats = parse_stat_csv(_read(cwd / "stats.csv"))
+        setup: list[float] = []
+        for path in sorted(cwd.glob("*_rtt.csv")):
+            setup += parse_rtt_csv(_read(path))
+        n = stats.created
+        per_call = [round(1000.0 * x / n, 1) if n else None for x in spent]
+        return {
+            "calls": n,
+            "successful": stats.successful,
+            "failed": stats.failed,
+            "exit_status": rc,
+            "rate_per_s": PROBE_RATE,
+            "setup_ms_p50": _r(percentile(setup, 50)),
+            "gateway_a_idle_cpu_pct": round(100.0 * idle[0], 1),
+            "gateway_b_idle_cpu_pct": round(100.0 * idle[1], 1),
+            "setup_cpu_ms_per_call": per_call[0],
+            "setup_cpu_ms_per_call_b": per_call[1],
+            "setup_cpu_ms_per_call_event_loop": round(1000.0 * loop_spent / n, 1) if n else None,
+            "setup_cpu_ms_per_call_other_threads": round(1000.0 * (spent[0] - loop_spent) / n, 1) if n else None,
+            "sipp_cpu_ms_per_call": round(1000.0 * (uac_cpu + spent[2] + idle[2] * wall) / n, 1) if n else None,
+            "wall_s": round(wall, 1),
+            "ok": n > 0 and stats.failed == 0 and stats.successful == n,
+        }
+
     async def step(self, index: int, rate: float, step_s: float) -> ChurnStep:
         bench, cfg = self.bench, self.cfg
         assert bench.a is not None and bench.b is not None
         calls = max(1, round(rate * step_s))
-        span = min(MEDIA_PORT_WRAP, MEDIA_PORT_STRIDE * calls) + MEDIA_PORT_STRIDE
-        media = free_port_span(span, self.taken, self.rng)
         cwd = self.workdir / f"uac-{index:02d}-{rate:g}cps"
-        cwd.mkdir(parents=True, exist_ok=True)
-        scen = write_uac_scenario(cwd / "uac.xml", self.pcap, SIPP_USER)
-        limit = math.ceil(rate * (cfg.hold_s + LIMIT_MARGIN_S)) + 10
         wait_s = step_s + cfg.hold_s + EXIT_MARGIN_S
-        argv = [*self._argv(scen, self.uac_port, media), f"127.0.0.1:{bench.a_port}", "-s", SERVICE]
-        argv += ["-r", f"{rate:g}", "-m", str(calls), "-l", str(limit), "-d", str(int(cfg.hold_s * 1000))]
-        argv += ["-recv_timeout", str(RECV_TIMEOUT_MS), "-timeout", f"{math.ceil(wait_s)}s", "-timeout_error"]
-        argv += ["-trace_rtt", "-rtt_freq", "1"]
+        argv = self._uac_argv(cwd, rate, calls, cfg.hold_s, wait_s)
         dropped0 = sum(1 for c in bench.calls if c.ended)
         assert self.uas is not None
         pids = (bench.a.proc.pid, bench.b.proc.pid, os.getpid(), self.uas.proc.pid)
@@ -363,6 +489,7 @@ class ChurnBench:
             others_cpu_s_step=others,
             load_average=os.getloadavg()[0],
             rss_kb_start=rss0,
+            base=self.base,
         )
 
     async def reference(self) -> dict[str, Any]:
@@ -370,10 +497,12 @@ class ChurnBench:
         bench = self.bench
         assert bench.a is not None and bench.b is not None and self.uas is not None
         pids = (bench.a.proc.pid, bench.b.proc.pid, os.getpid(), self.uas.proc.pid)
-        ours0, busy0, t0 = sum(_cpu_s(p) for p in pids), machine_busy_s(), time.monotonic()
+        cpu0, busy0, t0 = [_cpu_s(p) for p in pids], machine_busy_s(), time.monotonic()
         steps = [await bench._window(self.cfg.background) for _ in range(REFERENCE_WINDOWS)]
-        others = machine_busy_s() - busy0 - (sum(_cpu_s(p) for p in pids) - ours0)
+        spent = [_cpu_s(p, c) - c for p, c in zip(pids, cpu0, strict=True)]
+        others = machine_busy_s() - busy0 - sum(spent)
         wall = time.monotonic() - t0
+        self.base = Baseline(spent[0] / wall, spent[1] / wall, spent[2] / wall)
         sent = sum(s.sent for s in steps)
         bad = sum(s.lost + s.late for s in steps)
         return {
@@ -383,6 +512,8 @@ class ChurnBench:
             "background_latency_ms_p50": _r(steps[-1].latency_ms_p50),
             "background_latency_ms_p99": _r(steps[-1].latency_ms_p99),
             "gateway_a_cpu_pct": round(100.0 * sum(s.gw_cpu_s for s in steps) / (len(steps) * self.cfg.window_s), 1),
+            "gateway_b_cpu_pct": round(100.0 * spent[1] / wall, 1),
+            "load_generator_cpu_pct": round(100.0 * spent[2] / wall, 1),
             "other_processes_cpu_pct": round(100.0 * max(0.0, others) / wall, 1),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "ok": sent > 0 and 100.0 * bad / sent < MAX_LOSS_PCT,
@@ -400,11 +531,23 @@ class ChurnBench:
         steps: list[ChurnStep] = []
         confirm: ChurnStep | None = None
         stopped = ""
+        probe: dict[str, Any] | None = None
         try:
+            if cfg.probe_calls > 0:
+                probe = await self.setup_probe(cfg.probe_calls)
+                self.log(
+                    f"  setup probe: {probe['successful']}/{probe['calls']} calls, setup p50 {probe['setup_ms_p50']} "
+                    f"ms, CPU per call setup: A {probe['setup_cpu_ms_per_call']} ms (event loop "
+                    f"{probe['setup_cpu_ms_per_call_event_loop']} ms), B "
+                    f"{probe['setup_cpu_ms_per_call_b']} ms, sipp {probe['sipp_cpu_ms_per_call']} ms"
+                )
             await bench.grow(cfg.background)
             await asyncio.sleep(SETTLE_S)
             up = sum(1 for c in bench.calls if not c.ended)
             ref = await self.reference()
+            if self.base is not None and probe is not None and probe["ok"]:
+                self.base.setup_a_ms = probe["setup_cpu_ms_per_call"]
+                self.base.setup_b_ms = probe["setup_cpu_ms_per_call_b"]
             self.log(
                 f"  background alone: {up} calls, {ref['background_late_or_lost_pct']:.2f} % late/lost, "
                 f"p50 {ref['background_latency_ms_p50']} ms, gateway A CPU {ref['gateway_a_cpu_pct']} %, "
@@ -435,7 +578,14 @@ class ChurnBench:
             await bench.stack.stop()
         held = [s for s in steps if s.holds]
         best = held[-1] if held else None
+        # The projection from the most loaded step that measured one (the most call-seconds: the least noise).
+        split = next((d for d in (s.cpu_split() for s in reversed(steps)) if "projected_calls_per_s_machine" in d), {})
         return {
+            "setup_probe": probe,
+            "setup_cpu_ms_per_call": probe["setup_cpu_ms_per_call"] if probe else None,
+            "media_cpu_ms_per_call_s": split.get("media_cpu_ms_per_call_s"),
+            "projected_calls_per_s_per_core": split.get("projected_calls_per_s_per_core"),
+            "projected_calls_per_s_machine": split.get("projected_calls_per_s_machine"),
             "background_calls": cfg.background,
             "background_calls_established": up,
             "background_calls_with_audio": with_audio,
@@ -460,7 +610,9 @@ def _line(st: ChurnStep) -> str:
         f"{d['sipp_calls_failed']} failed, up to {d['sipp_concurrent_max']} at once, setup p50/p99 "
         f"{d['setup_ms_p50']}/{d['setup_ms_p99']} ms; background {d['background_late_or_lost_pct']:.2f} % late/lost "
         f"(worst window {d['background_worst_window_pct']:.2f} %); A CPU {d['gateway_a_cpu_pct']} %, other "
-        f"processes {d['other_processes_cpu_pct_whole_step']} %: {verdict}"
+        f"processes {d['other_processes_cpu_pct_whole_step']} %; A CPU per call "
+        f"{d.get('gateway_a_cpu_ms_per_call')} ms (media {d.get('media_cpu_ms_per_call_s')} ms/call-s), projected "
+        f"{d.get('projected_calls_per_s_machine')} calls/s on this machine: {verdict}"
     )
 
 
@@ -509,19 +661,20 @@ def run(
     confirm_s: float = 0.0,
     workdir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    probe_calls: int = PROBE_CALLS,
 ) -> dict[str, Any]:
     """Search the largest sipp call rate that gateway A holds beside ``background`` measured calls; JSON-ready."""
     import uvloop
 
     if not rates or min(rates) <= 0:
         raise ValueError("rates must be positive")
-    if hold_s <= 0 or step_s <= 0 or window_s <= 0 or background < 1 or confirm_s < 0:
+    if hold_s <= 0 or step_s <= 0 or window_s <= 0 or background < 1 or confirm_s < 0 or probe_calls < 0:
         raise ValueError("hold, step and window must be positive, and at least one background call")
     version = sipp_check()
     say = log or (lambda _m: None)
     tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="voipgw-bench-churn-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg = Config(sorted(rates), hold_s, step_s, background, window_s, confirm_s)
+    cfg = Config(sorted(rates), hold_s, step_s, background, window_s, confirm_s, probe_calls)
     t0 = time.monotonic()
     load0 = os.getloadavg()[0]
     churn = ChurnBench(tmp, cfg, say)
@@ -568,6 +721,9 @@ TABLE_COLUMNS = (
     ("gateway_a_cpu_pct", "A CPU %", "{}"),
     ("gateway_a_event_loop_cpu_pct", "A loop %", "{}"),
     ("other_processes_cpu_pct_whole_step", "others %", "{}"),
+    ("media_cpu_ms_per_call_s", "A media", "{}"),
+    ("projected_calls_per_s_per_core", "A proj/s", "{}"),
+    ("projected_calls_per_s_machine", "mach /s", "{}"),
     ("holds", "holds", "{}"),
 )
 
@@ -586,11 +742,23 @@ def format_table(results: dict[str, Any]) -> str:
         f"{ref['other_processes_cpu_pct']} % ('others %' below: CPU of processes outside the benchmark, % of one core)",
         "  " + " ".join(f"{title:>9}" for _k, title, _f in TABLE_COLUMNS),
     ]
+    probe = results.get("setup_probe")
+    if probe:
+        lines.insert(
+            2,
+            f"  setup probe ({probe['calls']} calls at {probe['rate_per_s']:g}/s, no hold, before the background): "
+            f"CPU per call setup A {probe['setup_cpu_ms_per_call']} ms (event loop "
+            f"{probe.get('setup_cpu_ms_per_call_event_loop')} ms, SIP stack and other threads "
+            f"{probe.get('setup_cpu_ms_per_call_other_threads')} ms), B {probe['setup_cpu_ms_per_call_b']} ms, "
+            f"sipp {probe['sipp_cpu_ms_per_call']} ms; setup p50 {probe['setup_ms_p50']} ms ('A media': A's CPU ms "
+            f"per call-second; 'A proj/s': calls/s one core of A holds = 1000 / (setup + hold x media); 'mach /s': "
+            f"the CPUs left beside the background / CPU per call of A + B + sipp)",
+        )
     rows = list(results["steps"])
     if results.get("confirm"):
         rows.append(results["confirm"])
     for row in rows:
-        cells = [fmt.format(row[k]) if row[k] is not None else "-" for k, _t, fmt in TABLE_COLUMNS]
+        cells = [fmt.format(row[k]) if row.get(k) is not None else "-" for k, _t, fmt in TABLE_COLUMNS]
         lines.append("  " + " ".join(f"{c:>9}" for c in cells))
         if not row["holds"]:
             lines.append(f"  {'':>9} why not: {'; '.join(row['why_not'])}")
@@ -604,6 +772,13 @@ def format_table(results: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  no rate held ({results.get('stopped_because') or 'see the steps'})")
+    if results.get("projected_calls_per_s_machine") is not None:
+        lines.append(
+            f"  CPU per {results['hold_s']:g} s call at A: setup {results['setup_cpu_ms_per_call']} ms + "
+            f"{results['media_cpu_ms_per_call_s']} ms per call-second: one core of A holds "
+            f"{results['projected_calls_per_s_per_core']} calls/s; this machine (A, B and sipp) about "
+            f"{results['projected_calls_per_s_machine']} calls/s"
+        )
     if results.get("confirm"):
         c = results["confirm"]
         lines.append(f"  confirmation, {c['rate_per_s']:g} calls/s for {c['step_s']:g} s: holds = {c['holds']}")

@@ -69,12 +69,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=stoppable(run_soak))
     ch = bsub.add_parser("churn", help="largest sipp call rate (INVITE, media, BYE) one gateway holds beside N calls")
     ch.add_argument("--json", action="store_true", help="print one JSON object (every step)")
-    ch.add_argument("--rates", default="0.5,1,1.5,2,3,4,6,8,10,12,16,20", help="sipp call rates to try (calls/s)")
+    ch.add_argument("--rates", default="0.5,1,1.5,2,2.5,3,4,6,8,10,12,16,20", help="sipp call rates to try (calls/s)")
     ch.add_argument("--hold", type=float, default=10.0, metavar="S", help="each sipp call's length (default 10)")
     ch.add_argument("--step-s", type=float, default=30.0, metavar="S", help="calls are placed this long per rate (30)")
     ch.add_argument("--background", type=int, default=60, metavar="N", help="measured pass-through calls (60)")
     ch.add_argument("--window", type=float, default=2.0, metavar="S", help="background measurement window (2 s)")
     ch.add_argument("--confirm", type=float, default=0.0, metavar="S", help="then run the best rate for S s (e.g. 300)")
+    ch.add_argument(
+        "--probe-calls",
+        type=int,
+        default=40,
+        metavar="N",
+        help="setup probe: N calls with no hold, for CPU per setup (40; 0 skips)",
+    )
     ch.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     ch.add_argument("--workdir", type=Path, help="keep gateway and sipp logs here (default: a removed temp dir)")
     ch.set_defaults(func=stoppable(run_churn))
@@ -326,7 +333,7 @@ def run_churn(args: argparse.Namespace) -> int:
     try:
         results = churn.run(
             churn.parse_rates(args.rates), args.hold, args.step_s, args.background, args.window, args.confirm,
-            args.workdir, progress,
+            args.workdir, progress, probe_calls=args.probe_calls,
         )  # fmt: skip
     except (BenchError, ValueError) as exc:
         raise CliError(f"bench churn: {exc}") from None

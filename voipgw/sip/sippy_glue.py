@@ -357,6 +357,8 @@ class GuardedTM(SipTransactionManager):  # type: ignore[misc]
     def stray_2xx(self, data: bytes, ra: Any, server: Any) -> bool:
         """ACK and BYE a 2xx for an INVITE another fork already answered (sippy drops it unanswered); True when
         handled. A retransmission of it gets the same ACK again (cached by checksum like sippy's own ACKs)."""
+        if b"INVITE" not in data:
+            return False  # its CSeq method is not INVITE (methods are case-sensitive): spare the full parse
         checksum = md5(data).digest()
         if checksum in self.l1rcache or checksum in self.l2rcache:
             return False  # sippy re-sends the cached ACK (or ignores it)
