@@ -26,6 +26,7 @@ import numpy as np
 from voipgw.audio.g711 import ulaw_decode, ulaw_encode
 from voipgw.bench.call import CLK_TCK, process_cpu_s
 from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
+from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s
 from voipgw.sdp import PCMU, AudioDescription, Codec, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, SipStack
 
@@ -84,6 +85,8 @@ def _tone_frames() -> tuple[bytes, bytes]:
 
 
 TONE, SILENCE = _tone_frames()
+BRIDGE_RATE = 8000
+"""The rate gateway A's transcoding bridge runs at (a PCMU phone inside: voipgw.gateway.pipes.bridge_rate)."""
 
 
 def thread_cpu_s(pid: int, tid: int) -> float:
@@ -697,6 +700,7 @@ class GatewayBench:
             for m in MODES:
                 modes[m].pop("_best")
             modes["transcode"].pop("_ratio_step")
+            modes["transcode"].update(transcode_cost(modes))
             fwd = await self.forwarder(best.calls)
         finally:
             self._bob_task.cancel()
@@ -706,6 +710,19 @@ class GatewayBench:
         out = summarize(modes, best, fwd, self.window_s, self.quick, time.monotonic() - t0)
         out["load_average_1min_at_start"] = round(load_start, 2)
         return out
+
+
+def transcode_cost(modes: dict[str, Any]) -> dict[str, Any]:
+    """Calls per core and the libopus share of a transcoded call at gateway A (see voipgw.bench.libopus_share):
+    the bridge between a G.711 phone and a sealed Opus leg runs at 8 kHz (voipgw.gateway.pipes.bridge_rate)."""
+    # One second of what each phone sends (BURST_PERIOD_FRAMES is one second).
+    burst = [TONE if i % BURST_PERIOD_FRAMES < BURST_FRAMES else SILENCE for i in range(FRAMES_PER_S)]
+    cost = TranscodeCost(
+        modes["transcode"]["gateway_a_cpu_ms_per_call_s"],
+        modes["passthrough"]["gateway_a_cpu_ms_per_call_s"],
+        libopus_ms_per_call_s(burst, BRIDGE_RATE),
+    )
+    return {"bridge_rate_hz": BRIDGE_RATE, **cost.as_dict()}
 
 
 def summarize(

@@ -252,6 +252,14 @@ GATEWAY_ROWS = [
     ("added_latency_ms_p99_per_gateway", "added one-way latency per gateway, p99 (ms)"),
     ("passthrough_calls_per_core_projected", "pass-through calls per core, projected from A's CPU"),
 ]
+TRANSCODE_ROWS = [
+    ("calls_per_core", "transcoded calls per core, from A's CPU per call-second"),
+    ("bridge_rate_hz", "rate of the PCM between a transcoding bridge's legs (Hz)"),
+    ("libopus_ms_per_call_s", "libopus CPU per transcoded call-second, timed in-process (ms/s)"),
+    ("libopus_share", "libopus share of gateway A's CPU per transcoded call"),
+    ("overhead_beyond_libopus_pct", "transcoding overhead beyond libopus (% of libopus)"),
+]
+TRANSCODE_GOALS = {"calls_per_core": "goal >= 60", "overhead_beyond_libopus_pct": "goal <= 30"}
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -278,6 +286,9 @@ def run_gateway(args: argparse.Namespace) -> int:
     for key, label in GATEWAY_ROWS:
         goal = f"   goal >= {results['goal_ratio']}" if key == "ratio_gateway_vs_forwarder" else ""
         print(f"  {label:<58} {_cell(results[key])}{goal}")
+    for key, label in TRANSCODE_ROWS:
+        goal = f"   {TRANSCODE_GOALS[key]}" if key in TRANSCODE_GOALS else ""
+        print(f"  {label:<58} {'':>9} {_cell(results['transcode'].get(key))}{goal}")
     print(
         f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; run took "
         f"{results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "
