@@ -1,0 +1,32 @@
+"""The libopus share of a transcoded call: the arithmetic of the figures, and a timing that is real libopus work
+at either rate. No timing thresholds."""
+
+from __future__ import annotations
+
+import pytest
+
+from voipgw.bench.gateway import BURST_FRAMES, SILENCE, TONE
+from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s
+
+
+def test_figures_from_cpu_per_call_second() -> None:
+    cost = TranscodeCost(cpu_ms_per_call_s=20.0, passthrough_cpu_ms_per_call_s=4.0, libopus_ms_per_call_s=8.0)
+    assert cost.calls_per_core == 50.0
+    assert cost.libopus_share == 0.4
+    assert cost.overhead_beyond_libopus_pct == 100.0  # 16 ms added by transcoding, 8 of them libopus
+    assert cost.as_dict() == {
+        "calls_per_core": 50.0,
+        "libopus_ms_per_call_s": 8.0,
+        "libopus_share": 0.4,
+        "overhead_beyond_libopus_pct": 100.0,
+    }
+    assert TranscodeCost(20.0, None, 8.0).as_dict()["overhead_beyond_libopus_pct"] is None
+
+
+def test_one_call_second_of_libopus_work_is_timed_at_the_bridge_rate() -> None:
+    second = [TONE] * BURST_FRAMES + [SILENCE] * (FRAMES_PER_S - BURST_FRAMES)
+    narrow = libopus_ms_per_call_s(second, 8000)
+    assert narrow > 0
+    assert libopus_ms_per_call_s([TONE] * FRAMES_PER_S, 48000) > 0  # a 48 kHz bridge (G.711 is upsampled first)
+    with pytest.raises(ValueError, match="50 frames"):
+        libopus_ms_per_call_s(second[:10], 8000)
