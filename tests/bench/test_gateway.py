@@ -19,6 +19,7 @@ MODE_KEYS = {
 }  # fmt: skip
 TRANSCODE_KEYS = {
     "bridge_rate_hz", "calls_per_core", "libopus_ms_per_call_s", "libopus_share", "overhead_beyond_libopus_pct",
+    "gateway_a_idle_cpu_ms_per_s", "gateway_a_cpu_ms_per_call_s_beyond_idle", "calls_per_core_projected",
 }  # fmt: skip
 STEP_KEYS = {
     "calls", "window_s", "frames_sent", "frames_received", "frames_lost", "frames_late", "late_or_lost_pct", "ok",
@@ -66,7 +67,7 @@ def test_bench_gateway_quick_json_reports_every_figure_and_every_call_carried_au
     t = r["transcode"]
     assert set(t) >= TRANSCODE_KEYS, sorted(TRANSCODE_KEYS - set(t))
     assert t["bridge_rate_hz"] == 8000  # PCMU phones inside: the bridge codes narrowband
-    assert 0 < t["libopus_share"] < 1 and t["libopus_ms_per_call_s"] > 0, t
+    assert t["libopus_share"] > 0 and t["libopus_ms_per_call_s"] > 0 and t["gateway_a_idle_cpu_ms_per_s"] >= 0, t
     assert t["calls_per_core"] == pytest.approx(1000 / t["gateway_a_cpu_ms_per_call_s"], rel=0.01), t
     fwd = r["forwarder"]
     assert fwd["calls"] == r["ratio_calls"] > 0

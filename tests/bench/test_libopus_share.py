@@ -10,12 +10,24 @@ from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_p
 
 
 def test_figures_from_cpu_per_call_second() -> None:
-    cost = TranscodeCost(cpu_ms_per_call_s=20.0, passthrough_cpu_ms_per_call_s=4.0, libopus_ms_per_call_s=8.0)
-    assert cost.calls_per_core == 50.0
+    cost = TranscodeCost(
+        cpu_ms_per_call_s=24.0,
+        passthrough_cpu_ms_per_call_s=5.0,
+        libopus_ms_per_call_s=8.0,
+        idle_ms_per_s=40.0,
+        calls=10,
+        passthrough_calls=40,
+    )
+    assert cost.call_ms_per_s == 20.0  # 4 of the 24 ms were the idle process's, shared by 10 calls
+    assert cost.calls_per_core == pytest.approx(41.667, abs=0.001)
+    assert cost.calls_per_core_projected == 48.0  # (1000 - 40) / 20
     assert cost.libopus_share == 0.4
-    assert cost.overhead_beyond_libopus_pct == 100.0  # 16 ms added by transcoding, 8 of them libopus
+    assert cost.overhead_beyond_libopus_pct == 100.0  # 20 - (5 - 1) = 16 ms added by transcoding, 8 libopus
     assert cost.as_dict() == {
-        "calls_per_core": 50.0,
+        "gateway_a_idle_cpu_ms_per_s": 40.0,
+        "gateway_a_cpu_ms_per_call_s_beyond_idle": 20.0,
+        "calls_per_core": 41.7,
+        "calls_per_core_projected": 48.0,
         "libopus_ms_per_call_s": 8.0,
         "libopus_share": 0.4,
         "overhead_beyond_libopus_pct": 100.0,

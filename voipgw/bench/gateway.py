@@ -652,6 +652,14 @@ class GatewayBench:
             "_ratio_step": top if top.lost_pct < MAX_LOSS_PCT else best or top,
         }
 
+    async def idle_cpu_ms_per_s(self) -> float:
+        """Gateway A's CPU with no call up (its SIP reactor thread mostly): paid once per process, not per call."""
+        assert self.a is not None
+        pid = self.a.proc.pid
+        cpu0, t0 = process_cpu_s(pid), time.monotonic()
+        await asyncio.sleep(self.window_s)
+        return 1e3 * (process_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+
     async def forwarder(self, n: int) -> dict[str, Any]:
         """The same traffic as ``n`` pass-through calls, through a bare uvloop forwarder process."""
         argv = [sys.executable, "-m", "voipgw.bench.gateway", "forwarder", str(n)]
@@ -695,12 +703,13 @@ class GatewayBench:
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
         try:
+            idle_ms = await self.idle_cpu_ms_per_s()
             modes = {m: await self.ramp(m, steps[m], budget[m]) for m in MODES}
             best: Step = modes["passthrough"].pop("_ratio_step")
             for m in MODES:
                 modes[m].pop("_best")
             modes["transcode"].pop("_ratio_step")
-            modes["transcode"].update(transcode_cost(modes))
+            modes["transcode"].update(transcode_cost(modes, idle_ms))
             fwd = await self.forwarder(best.calls)
         finally:
             self._bob_task.cancel()
@@ -712,7 +721,7 @@ class GatewayBench:
         return out
 
 
-def transcode_cost(modes: dict[str, Any]) -> dict[str, Any]:
+def transcode_cost(modes: dict[str, Any], idle_ms_per_s: float) -> dict[str, Any]:
     """Calls per core and the libopus share of a transcoded call at gateway A (see voipgw.bench.libopus_share):
     the bridge between a G.711 phone and a sealed Opus leg runs at 8 kHz (voipgw.gateway.pipes.bridge_rate)."""
     # One second of what each phone sends (BURST_PERIOD_FRAMES is one second).
@@ -721,6 +730,9 @@ def transcode_cost(modes: dict[str, Any]) -> dict[str, Any]:
         modes["transcode"]["gateway_a_cpu_ms_per_call_s"],
         modes["passthrough"]["gateway_a_cpu_ms_per_call_s"],
         libopus_ms_per_call_s(burst, BRIDGE_RATE),
+        idle_ms_per_s,
+        modes["transcode"]["max_calls"] or modes["transcode"]["calls_total"],
+        modes["passthrough"]["max_calls"] or modes["passthrough"]["calls_total"],
     )
     return {"bridge_rate_hz": BRIDGE_RATE, **cost.as_dict()}
 

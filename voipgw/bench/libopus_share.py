@@ -3,11 +3,11 @@
 Gateway A, per transcoded call-second, encodes 50 frames (the inside phone's, to the sealed Opus leg) and decodes 50
 (the other gateway's, to the inside phone), at the bridge's rate (``voipgw.gateway.pipes.bridge_rate``: 8 kHz for a
 G.711 phone). The bench does the same number of encodes and decodes in its own process, on the same audio its load
-generator sends (a tone burst, then silence) and with the settings a sealed leg uses (CBR, 60-byte packets),
-right after the transcoding ramp; that CPU time divided by gateway A's measured CPU per call-second is the libopus
-share. An in-process timing rather than ``perf``: it needs no privileges and runs every time; a ``perf record``
-of gateway A (``perf report --sort dso``) agreed within a few points when checked (issue 17's closing note).
-Never opens a socket.
+generator sends (a tone burst, then silence) and with the settings a sealed leg uses (CBR, 60-byte packets), right
+after the transcoding ramp; that CPU time divided by what one call adds to gateway A's CPU (its measured CPU per
+call-second less its idle cost, measured before the first call) is the libopus share. An in-process timing rather
+than ``perf``: it needs no privileges and runs every time; a ``perf record`` of gateway A (``perf report --sort
+dso``) is the cross-check (issue 17's closing note). Never opens a socket.
 """
 
 from __future__ import annotations
@@ -27,36 +27,57 @@ REPEATS = 5
 
 @dataclass(frozen=True)
 class TranscodeCost:
-    """One transcoded call-second's CPU at gateway A, split into libopus and the rest."""
+    """One transcoded call-second's CPU at gateway A, split into the process's idle cost, libopus and the rest."""
 
     cpu_ms_per_call_s: float
-    """Gateway A's whole process (both legs, its SIP thread), per call-second, as the bench measured it."""
+    """Gateway A's whole process (both legs, its SIP thread) at the step measured, divided by its calls."""
     passthrough_cpu_ms_per_call_s: float | None
-    """The same for a pass-through call in the same run (the same packets, no codec work)."""
+    """The same for pass-through calls in the same run (the same packets, no codec work)."""
     libopus_ms_per_call_s: float
+    idle_ms_per_s: float = 0.0
+    """Gateway A's CPU with no call up (its SIP reactor thread): a process's cost, not a call's."""
+    calls: int = 1
+    """Transcoded calls at the step measured."""
+    passthrough_calls: int = 1
+
+    @property
+    def call_ms_per_s(self) -> float:
+        """What one transcoded call adds: the process's CPU beyond its idle cost, per call."""
+        return self.cpu_ms_per_call_s - self.idle_ms_per_s / self.calls
 
     @property
     def calls_per_core(self) -> float:
+        """Calls a core carried at the step measured (the idle cost shared among them)."""
         return 1000.0 / self.cpu_ms_per_call_s
 
     @property
+    def calls_per_core_projected(self) -> float:
+        """Calls one core would carry: what is left of it beyond the idle cost, divided by one call's cost (the
+        way memory per call is a slope; the figure at a few calls is mostly the idle cost shared by few)."""
+        return (1000.0 - self.idle_ms_per_s) / self.call_ms_per_s
+
+    @property
     def libopus_share(self) -> float:
-        """Of gateway A's CPU per transcoded call, the part libopus itself takes."""
-        return self.libopus_ms_per_call_s / self.cpu_ms_per_call_s
+        """Of what one transcoded call adds to gateway A's CPU, the part libopus itself takes."""
+        return self.libopus_ms_per_call_s / self.call_ms_per_s
 
     @property
     def overhead_beyond_libopus_pct(self) -> float | None:
         """What transcoding adds to a call beyond a pass-through call's cost and beyond libopus, relative to libopus
-        (the issue's goal is <= 30 %): G.711, rate conversion, the bridge's per-frame Python, the pacing ticks."""
+        (the issue's goal is <= 30 %): G.711, the bridge's per-frame Python, the pacing ticks, the heavier SIP."""
         if self.passthrough_cpu_ms_per_call_s is None:
             return None
-        added = self.cpu_ms_per_call_s - self.passthrough_cpu_ms_per_call_s
+        passthrough = self.passthrough_cpu_ms_per_call_s - self.idle_ms_per_s / self.passthrough_calls
+        added = self.call_ms_per_s - passthrough
         return 100.0 * (added - self.libopus_ms_per_call_s) / self.libopus_ms_per_call_s
 
     def as_dict(self) -> dict[str, float | None]:
         overhead = self.overhead_beyond_libopus_pct
         return {
+            "gateway_a_idle_cpu_ms_per_s": round(self.idle_ms_per_s, 2),
+            "gateway_a_cpu_ms_per_call_s_beyond_idle": round(self.call_ms_per_s, 3),
             "calls_per_core": round(self.calls_per_core, 1),
+            "calls_per_core_projected": round(self.calls_per_core_projected, 1),
             "libopus_ms_per_call_s": round(self.libopus_ms_per_call_s, 3),
             "libopus_share": round(self.libopus_share, 3),
             "overhead_beyond_libopus_pct": round(overhead, 1) if overhead is not None else None,
