@@ -136,7 +136,7 @@ class OpusEncoder:
         size = _encode(self._enc.encoder_state, pcm.ctypes.data_as(_INT16_P), n, self._out, budget)
         if size < 0:
             raise opuslib.OpusError(size)
-        packet = self._out.raw[:size]
+        packet = ctypes.string_at(self._out, size)
         if self.cbr and max_bytes is not None:
             target = min(max_bytes, cbr_packet_bytes(self.bitrate))
             if len(packet) < target:
