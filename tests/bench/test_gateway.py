@@ -20,6 +20,7 @@ MODE_KEYS = {
 TRANSCODE_KEYS = {
     "bridge_rate_hz", "calls_per_core", "libopus_ms_per_call_s", "libopus_share", "overhead_beyond_libopus_pct",
     "gateway_a_idle_cpu_ms_per_s", "gateway_a_cpu_ms_per_call_s_beyond_idle", "calls_per_core_projected",
+    "gateway_a_cpu_ms_per_added_call_s",
 }  # fmt: skip
 STEP_KEYS = {
     "calls", "window_s", "frames_sent", "frames_received", "frames_lost", "frames_late", "late_or_lost_pct", "ok",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from voipgw.bench.gateway import BURST_FRAMES, SILENCE, TONE
-from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s
+from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s, slope_ms_per_call_s
 
 
 def test_figures_from_cpu_per_call_second() -> None:
@@ -26,6 +26,7 @@ def test_figures_from_cpu_per_call_second() -> None:
     assert cost.as_dict() == {
         "gateway_a_idle_cpu_ms_per_s": 40.0,
         "gateway_a_cpu_ms_per_call_s_beyond_idle": 20.0,
+        "gateway_a_cpu_ms_per_added_call_s": None,
         "calls_per_core": 41.7,
         "calls_per_core_projected": 48.0,
         "libopus_ms_per_call_s": 8.0,
@@ -33,6 +34,19 @@ def test_figures_from_cpu_per_call_second() -> None:
         "overhead_beyond_libopus_pct": 100.0,
     }
     assert TranscodeCost(20.0, None, 8.0).as_dict()["overhead_beyond_libopus_pct"] is None
+    sloped = TranscodeCost(24.0, 5.0, 8.0, idle_ms_per_s=40.0, calls=10, added_call_ms_per_s=16.0)
+    assert sloped.calls_per_core_projected == 60.0  # (1000 - 40) / 16: one more call's cost, not the first's
+
+
+def test_slope_between_the_first_and_the_last_step() -> None:
+    steps = [
+        {"calls": 5, "gateway_a_cpu_s": 0.35, "window_s": 2.0},
+        {"calls": 10, "gateway_a_cpu_s": 0.5, "window_s": 2.0},
+        {"calls": 15, "gateway_a_cpu_s": 0.65, "window_s": 2.0},
+    ]
+    assert slope_ms_per_call_s(steps) == pytest.approx(15.0)  # 325 - 175 ms/s over 10 more calls
+    assert slope_ms_per_call_s(steps[:1]) is None
+    assert slope_ms_per_call_s([steps[0], steps[0]]) is None
 
 
 def test_one_call_second_of_libopus_work_is_timed_at_the_bridge_rate() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from voipgw.audio.g711 import ulaw_decode, ulaw_encode
 from voipgw.bench.call import CLK_TCK, process_cpu_s
 from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
-from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s
+from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s, slope_ms_per_call_s
 from voipgw.sdp import PCMU, AudioDescription, Codec, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, SipStack
 
@@ -733,6 +733,7 @@ def transcode_cost(modes: dict[str, Any], idle_ms_per_s: float) -> dict[str, Any
         idle_ms_per_s,
         modes["transcode"]["max_calls"] or modes["transcode"]["calls_total"],
         modes["passthrough"]["max_calls"] or modes["passthrough"]["calls_total"],
+        slope_ms_per_call_s(modes["transcode"]["steps"]),
     )
     return {"bridge_rate_hz": BRIDGE_RATE, **cost.as_dict()}
 

@@ -39,6 +39,9 @@ class TranscodeCost:
     calls: int = 1
     """Transcoded calls at the step measured."""
     passthrough_calls: int = 1
+    added_call_ms_per_s: float | None = None
+    """The slope between the ramp's first and last steps: what one more call costs once a few are up (the
+    per-wake-up costs of the first calls are then shared by more packets). None with a single step."""
 
     @property
     def call_ms_per_s(self) -> float:
@@ -52,9 +55,10 @@ class TranscodeCost:
 
     @property
     def calls_per_core_projected(self) -> float:
-        """Calls one core would carry: what is left of it beyond the idle cost, divided by one call's cost (the
-        way memory per call is a slope; the figure at a few calls is mostly the idle cost shared by few)."""
-        return (1000.0 - self.idle_ms_per_s) / self.call_ms_per_s
+        """Calls one core would carry: what is left of it beyond the idle cost, divided by one more call's cost
+        (the slope between steps, as memory per call is a slope; else one call's cost beyond the idle process)."""
+        per_call = self.added_call_ms_per_s if self.added_call_ms_per_s else self.call_ms_per_s
+        return (1000.0 - self.idle_ms_per_s) / per_call
 
     @property
     def libopus_share(self) -> float:
@@ -76,12 +80,25 @@ class TranscodeCost:
         return {
             "gateway_a_idle_cpu_ms_per_s": round(self.idle_ms_per_s, 2),
             "gateway_a_cpu_ms_per_call_s_beyond_idle": round(self.call_ms_per_s, 3),
+            "gateway_a_cpu_ms_per_added_call_s": (
+                round(self.added_call_ms_per_s, 3) if self.added_call_ms_per_s is not None else None
+            ),
             "calls_per_core": round(self.calls_per_core, 1),
             "calls_per_core_projected": round(self.calls_per_core_projected, 1),
             "libopus_ms_per_call_s": round(self.libopus_ms_per_call_s, 3),
             "libopus_share": round(self.libopus_share, 3),
             "overhead_beyond_libopus_pct": round(overhead, 1) if overhead is not None else None,
         }
+
+
+def slope_ms_per_call_s(steps: Sequence[dict[str, float]]) -> float | None:
+    """CPU milliseconds per second that one more call adds, between the first and the last of the ramp's steps
+    (``calls``, ``gateway_a_cpu_s`` over ``window_s`` each); None with fewer than two steps."""
+    if len(steps) < 2 or steps[-1]["calls"] <= steps[0]["calls"]:
+        return None
+    first, last = steps[0], steps[-1]
+    rise = last["gateway_a_cpu_s"] / last["window_s"] - first["gateway_a_cpu_s"] / first["window_s"]
+    return 1e3 * rise / (last["calls"] - first["calls"])
 
 
 def libopus_ms_per_call_s(second: Sequence[bytes], rate: int) -> float:

@@ -254,13 +254,14 @@ GATEWAY_ROWS = [
 ]
 TRANSCODE_ROWS = [
     ("gateway_a_idle_cpu_ms_per_s", "gateway A CPU with no call up (ms/s)"),
-    ("gateway_a_cpu_ms_per_call_s_beyond_idle", "gateway A CPU per call-second beyond its idle cost (ms/s)"),
+    ("gateway_a_cpu_ms_per_call_s_beyond_idle", "transcoded: A's CPU per call-second beyond idle (ms/s)"),
+    ("gateway_a_cpu_ms_per_added_call_s", "transcoded: A's CPU per added call, step slope (ms/s)"),
     ("calls_per_core", "transcoded calls per core at the step measured"),
-    ("calls_per_core_projected", "transcoded calls per core, projected beyond the idle cost"),
-    ("bridge_rate_hz", "rate of the PCM between a transcoding bridge's legs (Hz)"),
-    ("libopus_ms_per_call_s", "libopus CPU per transcoded call-second, timed in-process (ms/s)"),
-    ("libopus_share", "libopus share of what a transcoded call adds to A's CPU"),
-    ("overhead_beyond_libopus_pct", "transcoding overhead beyond pass-through and libopus (%)"),
+    ("calls_per_core_projected", "transcoded calls per core, projected (idle + slope)"),
+    ("bridge_rate_hz", "PCM rate between a transcoding bridge's legs (Hz)"),
+    ("libopus_ms_per_call_s", "libopus CPU per transcoded call-second (ms/s)"),
+    ("libopus_share", "libopus share of a transcoded call's CPU beyond idle"),
+    ("overhead_beyond_libopus_pct", "transcoding overhead beyond pass-through, libopus (%)"),
 ]
 TRANSCODE_GOALS = {"calls_per_core_projected": "goal >= 60", "overhead_beyond_libopus_pct": "goal <= 30"}
 
