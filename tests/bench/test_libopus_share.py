@@ -34,8 +34,10 @@ def test_figures_from_cpu_per_call_second() -> None:
         "overhead_beyond_libopus_pct": 100.0,
     }
     assert TranscodeCost(20.0, None, 8.0).as_dict()["overhead_beyond_libopus_pct"] is None
-    sloped = TranscodeCost(24.0, 5.0, 8.0, idle_ms_per_s=40.0, calls=10, added_call_ms_per_s=16.0)
+    sloped = TranscodeCost(24.0, 5.0, 8.0, idle_ms_per_s=40.0, calls=10, passthrough_calls=40, added_call_ms_per_s=16.0)
     assert sloped.calls_per_core_projected == 60.0  # (1000 - 40) / 16: one more call's cost, not the first's
+    assert sloped.libopus_share == 0.5
+    assert sloped.overhead_beyond_libopus_pct == 50.0  # 16 - 4 = 12 ms more than a pass-through call, 8 libopus
 
 
 def test_slope_between_the_first_and_the_last_step() -> None:

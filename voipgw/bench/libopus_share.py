@@ -49,6 +49,13 @@ class TranscodeCost:
         return self.cpu_ms_per_call_s - self.idle_ms_per_s / self.calls
 
     @property
+    def per_call_ms_per_s(self) -> float:
+        """One transcoded call's cost for projections: the slope between steps when there is one (the pass-through
+        figure it is compared with is taken at many calls, where per-wake-up costs are shared too), else the cost
+        beyond the idle process at the step measured."""
+        return self.added_call_ms_per_s if self.added_call_ms_per_s else self.call_ms_per_s
+
+    @property
     def calls_per_core(self) -> float:
         """Calls a core carried at the step measured (the idle cost shared among them)."""
         return 1000.0 / self.cpu_ms_per_call_s
@@ -57,13 +64,12 @@ class TranscodeCost:
     def calls_per_core_projected(self) -> float:
         """Calls one core would carry: what is left of it beyond the idle cost, divided by one more call's cost
         (the slope between steps, as memory per call is a slope; else one call's cost beyond the idle process)."""
-        per_call = self.added_call_ms_per_s if self.added_call_ms_per_s else self.call_ms_per_s
-        return (1000.0 - self.idle_ms_per_s) / per_call
+        return (1000.0 - self.idle_ms_per_s) / self.per_call_ms_per_s
 
     @property
     def libopus_share(self) -> float:
         """Of what one transcoded call adds to gateway A's CPU, the part libopus itself takes."""
-        return self.libopus_ms_per_call_s / self.call_ms_per_s
+        return self.libopus_ms_per_call_s / self.per_call_ms_per_s
 
     @property
     def overhead_beyond_libopus_pct(self) -> float | None:
@@ -72,7 +78,7 @@ class TranscodeCost:
         if self.passthrough_cpu_ms_per_call_s is None:
             return None
         passthrough = self.passthrough_cpu_ms_per_call_s - self.idle_ms_per_s / self.passthrough_calls
-        added = self.call_ms_per_s - passthrough
+        added = self.per_call_ms_per_s - passthrough
         return 100.0 * (added - self.libopus_ms_per_call_s) / self.libopus_ms_per_call_s
 
     def as_dict(self) -> dict[str, float | None]:
