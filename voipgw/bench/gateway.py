@@ -26,7 +26,7 @@ import numpy as np
 from voipgw.audio.g711 import ulaw_decode, ulaw_encode
 from voipgw.bench.call import CLK_TCK, process_cpu_s
 from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
-from voipgw.bench.libopus_share import FRAMES_PER_S, TranscodeCost, libopus_ms_per_call_s, slope_ms_per_call_s
+from voipgw.bench.libopus_share import FRAMES_PER_S, idle_cpu_ms_per_s, transcode_cost
 from voipgw.sdp import PCMU, AudioDescription, Codec, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, SipStack
 
@@ -85,8 +85,6 @@ def _tone_frames() -> tuple[bytes, bytes]:
 
 
 TONE, SILENCE = _tone_frames()
-BRIDGE_RATE = 8000
-"""The rate gateway A's transcoding bridge runs at (a PCMU phone inside: voipgw.gateway.pipes.bridge_rate)."""
 
 
 def thread_cpu_s(pid: int, tid: int) -> float:
@@ -652,14 +650,6 @@ class GatewayBench:
             "_ratio_step": top if top.lost_pct < MAX_LOSS_PCT else best or top,
         }
 
-    async def idle_cpu_ms_per_s(self) -> float:
-        """Gateway A's CPU with no call up (its SIP reactor thread mostly): paid once per process, not per call."""
-        assert self.a is not None
-        pid = self.a.proc.pid
-        cpu0, t0 = process_cpu_s(pid), time.monotonic()
-        await asyncio.sleep(self.window_s)
-        return 1e3 * (process_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
-
     async def forwarder(self, n: int) -> dict[str, Any]:
         """The same traffic as ``n`` pass-through calls, through a bare uvloop forwarder process."""
         argv = [sys.executable, "-m", "voipgw.bench.gateway", "forwarder", str(n)]
@@ -703,13 +693,16 @@ class GatewayBench:
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
         try:
-            idle_ms = await self.idle_cpu_ms_per_s()
+            assert self.a is not None
+            idle_ms = await idle_cpu_ms_per_s(self.a.proc.pid, self.window_s)
             modes = {m: await self.ramp(m, steps[m], budget[m]) for m in MODES}
             best: Step = modes["passthrough"].pop("_ratio_step")
             for m in MODES:
                 modes[m].pop("_best")
             modes["transcode"].pop("_ratio_step")
-            modes["transcode"].update(transcode_cost(modes, idle_ms))
+            # One second of what each phone sends (BURST_PERIOD_FRAMES is one second).
+            second = [TONE if i % BURST_PERIOD_FRAMES < BURST_FRAMES else SILENCE for i in range(FRAMES_PER_S)]
+            modes["transcode"].update(transcode_cost(modes, idle_ms, second))
             fwd = await self.forwarder(best.calls)
         finally:
             self._bob_task.cancel()
@@ -719,23 +712,6 @@ class GatewayBench:
         out = summarize(modes, best, fwd, self.window_s, self.quick, time.monotonic() - t0)
         out["load_average_1min_at_start"] = round(load_start, 2)
         return out
-
-
-def transcode_cost(modes: dict[str, Any], idle_ms_per_s: float) -> dict[str, Any]:
-    """Calls per core and the libopus share of a transcoded call at gateway A (see voipgw.bench.libopus_share):
-    the bridge between a G.711 phone and a sealed Opus leg runs at 8 kHz (voipgw.gateway.pipes.bridge_rate)."""
-    # One second of what each phone sends (BURST_PERIOD_FRAMES is one second).
-    burst = [TONE if i % BURST_PERIOD_FRAMES < BURST_FRAMES else SILENCE for i in range(FRAMES_PER_S)]
-    cost = TranscodeCost(
-        modes["transcode"]["gateway_a_cpu_ms_per_call_s"],
-        modes["passthrough"]["gateway_a_cpu_ms_per_call_s"],
-        libopus_ms_per_call_s(burst, BRIDGE_RATE),
-        idle_ms_per_s,
-        modes["transcode"]["max_calls"] or modes["transcode"]["calls_total"],
-        modes["passthrough"]["max_calls"] or modes["passthrough"]["calls_total"],
-        slope_ms_per_call_s(modes["transcode"]["steps"]),
-    )
-    return {"bridge_rate_hz": BRIDGE_RATE, **cost.as_dict()}
 
 
 def summarize(

@@ -12,15 +12,20 @@ dso``) is the cross-check (issue 17's closing note). Never opens a socket.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from voipgw.audio.codecs import PCMU, ResamplingDecoder
 from voipgw.audio.opus import DEFAULT_BITRATE as OPUS_BITRATE
 from voipgw.audio.opus import OpusDecoder, OpusEncoder, cbr_packet_bytes
+from voipgw.bench.call import process_cpu_s
 
 FRAMES_PER_S = 50
+BRIDGE_RATE = 8000
+"""The rate gateway A's transcoding bridge runs at (a PCMU phone inside: voipgw.gateway.pipes.bridge_rate)."""
 REPEATS = 5
 """Seconds of audio timed; the fastest counts (another process taking the core only ever adds time)."""
 
@@ -129,3 +134,27 @@ def libopus_ms_per_call_s(second: Sequence[bytes], rate: int) -> float:
             decoder.decode(packet)
         best = min(best, time.thread_time() - t0)
     return 1e3 * best
+
+
+async def idle_cpu_ms_per_s(pid: int, window_s: float) -> float:
+    """The CPU of process ``pid`` (gateway A with no call up: its SIP reactor thread mostly), in ms per second:
+    paid once per process, not per call."""
+    cpu0, t0 = process_cpu_s(pid), time.monotonic()
+    await asyncio.sleep(window_s)
+    return 1e3 * (process_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+
+
+def transcode_cost(modes: dict[str, Any], idle_ms_per_s: float, second: Sequence[bytes]) -> dict[str, Any]:
+    """``bench gateway``'s transcoding figures from its two ramps (``modes``), gateway A's idle CPU and one
+    second of what a phone sends (``second``): calls per core, the libopus share, the overhead beyond it."""
+    transcode, passthrough = modes["transcode"], modes["passthrough"]
+    cost = TranscodeCost(
+        transcode["gateway_a_cpu_ms_per_call_s"],
+        passthrough["gateway_a_cpu_ms_per_call_s"],
+        libopus_ms_per_call_s(second, BRIDGE_RATE),
+        idle_ms_per_s,
+        transcode["max_calls"] or transcode["calls_total"],
+        passthrough["max_calls"] or passthrough["calls_total"],
+        slope_ms_per_call_s(transcode["steps"]),
+    )
+    return {"bridge_rate_hz": BRIDGE_RATE, **cost.as_dict()}
