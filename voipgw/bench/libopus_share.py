@@ -4,8 +4,9 @@ Gateway A, per transcoded call-second, encodes 50 frames (the inside phone's, to
 (the other gateway's, to the inside phone), at the bridge's rate (``voipgw.gateway.pipes.bridge_rate``: 8 kHz for a
 G.711 phone). The bench does the same number of encodes and decodes in its own process, on the same audio its load
 generator sends (a tone burst, then silence) and with the settings a sealed leg uses (CBR, 60-byte packets), right
-after the transcoding ramp; that CPU time divided by what one call adds to gateway A's CPU (its measured CPU per
-call-second less its idle cost, measured before the first call) is the libopus share. An in-process timing rather
+after the transcoding ramp; that CPU time divided by what one call adds to gateway A's CPU (the slope between the
+ramp's first and last steps; with one step, its CPU per call less the idle cost measured before the first call)
+is the libopus share. An in-process timing rather
 than ``perf``: it needs no privileges and runs every time; a ``perf record`` of gateway A (``perf report --sort
 dso``) is the cross-check (issue 17's closing note). Never opens a socket.
 """
