@@ -17,6 +17,11 @@ MODE_KEYS = {
     "steps", "max_calls", "calls_total", "calls_with_audio_both_ways", "all_calls_carried_audio",
     "latency_ms_p50", "latency_ms_p99", "memory_kb_per_call", "gateway_a_cpu_ms_per_call_s",
 }  # fmt: skip
+TRANSCODE_KEYS = {
+    "bridge_rate_hz", "calls_per_core", "libopus_ms_per_call_s", "libopus_share", "overhead_beyond_libopus_pct",
+    "gateway_a_idle_cpu_ms_per_s", "gateway_a_cpu_ms_per_call_s_beyond_idle", "calls_per_core_projected",
+    "gateway_a_cpu_ms_per_added_call_s",
+}  # fmt: skip
 STEP_KEYS = {
     "calls", "window_s", "frames_sent", "frames_received", "frames_lost", "frames_late", "late_or_lost_pct", "ok",
     "latency_ms_p50", "latency_ms_p99", "gateway_a_cpu_s", "gateway_a_cpu_pct", "packets_through_a_per_cpu_s",
@@ -60,6 +65,11 @@ def test_bench_gateway_quick_json_reports_every_figure_and_every_call_carried_au
         assert m["calls_with_audio_both_ways"] == m["calls_total"], m
         assert m["all_calls_carried_audio"] is True, m
         assert m["latency_ms_p50"] is not None and m["latency_ms_p99"] >= m["latency_ms_p50"] > 0, m
+    t = r["transcode"]
+    assert set(t) >= TRANSCODE_KEYS, sorted(TRANSCODE_KEYS - set(t))
+    assert t["bridge_rate_hz"] == 8000  # PCMU phones inside: the bridge codes narrowband
+    assert t["libopus_share"] > 0 and t["libopus_ms_per_call_s"] > 0 and t["gateway_a_idle_cpu_ms_per_s"] >= 0, t
+    assert t["calls_per_core"] == pytest.approx(1000 / t["gateway_a_cpu_ms_per_call_s"], rel=0.01), t
     fwd = r["forwarder"]
     assert fwd["calls"] == r["ratio_calls"] > 0
     assert fwd["frames_received"] > 0 and fwd["latency_ms_p50"] is not None, fwd

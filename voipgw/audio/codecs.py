@@ -1,14 +1,17 @@
 """Audio codecs behind one small interface: 20 ms frames of 48 kHz mono int16 in and out, whatever the codec's
 own rate (opus, pcmu, pcma, g722), plus the registry that maps SDP encoding names to them.
 
-Owns the codecs' rate conversion (streaming polyphase FIR, 48 kHz <-> 8/16 kHz). Never sees keys, sockets or SDP.
+Owns the codecs' rate conversion (streaming polyphase FIR, 48 kHz <-> 8/16 kHz). A frame's length says its rate
+(960 samples: 48 kHz, 320: 16 kHz, 160: 8 kHz): every encoder here takes any of them, and a decoder told
+``use_rate`` its own rate (a gateway bridge whose other leg codes at that rate too) skips the conversion to 48 kHz
+and back. Never sees keys, sockets or SDP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +31,8 @@ CUTOFF = 0.90
 """Passband edge as a fraction of the low rate's Nyquist frequency (3.6 kHz for 8 kHz)."""
 G722_BITRATE = 64000
 G722_SAMPLE_RATE = 16000
+FRAME_RATES = {rate * FRAME_MS // 1000: rate for rate in (8000, 12000, 16000, 24000, 48000)}
+"""Samples in a 20 ms frame -> its rate: how a frame says its rate without a wrapper object."""
 
 
 class AudioEncoder(Protocol):
@@ -82,6 +87,18 @@ def _design_lowpass(factor: int) -> Floats:
     return out
 
 
+_WINDOWS: dict[tuple[int, int, int], npt.NDArray[np.intp]] = {}
+
+
+def _window_index(n_out: int, step: int, width: int) -> npt.NDArray[np.intp]:
+    """Row k: the ``width`` buffer indices from ``k * step`` (a filter's input windows), made once per shape."""
+    key = (n_out, step, width)
+    idx = _WINDOWS.get(key)
+    if idx is None:
+        idx = _WINDOWS[key] = np.arange(n_out)[:, None] * step + np.arange(width)[None, :]
+    return idx
+
+
 class Downsampler:
     """Streaming 48 kHz -> 48/``factor`` kHz: keeps the filter history across frames, so frame edges are seamless."""
 
@@ -89,6 +106,7 @@ class Downsampler:
         self.factor = factor
         self._taps = _design_lowpass(factor)
         self._history = np.zeros(len(self._taps) - 1)
+        self._reversed = self._taps[::-1].copy()
 
     def process(self, pcm: Pcm) -> Floats:
         if len(pcm) % self.factor:
@@ -96,9 +114,7 @@ class Downsampler:
         buf = np.concatenate([self._history, pcm.astype(np.float64)])
         self._history = buf[len(buf) - len(self._history) :]
         # Only every factor-th output is needed: one dot product per kept sample.
-        n_out = len(pcm) // self.factor
-        idx = np.arange(n_out)[:, None] * self.factor + np.arange(len(self._taps))[None, :]
-        out: Floats = buf[idx] @ self._taps[::-1]
+        out: Floats = buf[_window_index(len(pcm) // self.factor, self.factor, len(self._taps))] @ self._reversed
         return out
 
 
@@ -116,44 +132,112 @@ class Upsampler:
         x = np.asarray(low, dtype=np.float64)
         buf = np.concatenate([self._history, x])
         self._history = buf[len(buf) - len(self._history) :]
-        idx = np.arange(len(x))[:, None] + np.arange(TAPS_PER_PHASE)[None, :]
-        windows = buf[idx]  # (n_in, taps): the TAPS_PER_PHASE inputs ending at each new input sample
+        windows = buf[_window_index(len(x), 1, TAPS_PER_PHASE)]  # the TAPS_PER_PHASE inputs ending at each input
         out: Floats = (windows @ self._phases.T).reshape(-1)
         return out
 
 
 def clip_to_int16(x: Floats) -> Pcm:
     """Round and clip samples already on the int16 scale (a resampler's output)."""
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    out: Pcm = np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+    return out
+
+
+def frame_rate(pcm: Pcm) -> int:
+    """The rate of a 20 ms frame, from its length; raises ValueError for a length that is no 20 ms frame."""
+    rate = FRAME_RATES.get(len(pcm))
+    if rate is None or pcm.ndim != 1:
+        raise ValueError(f"a frame of {pcm.shape} samples is not 20 ms at any of {sorted(FRAME_RATES.values())} Hz")
+    return rate
+
+
+class RateConverter:
+    """20 ms frames at whatever rate they come to one ``rate``: the gateway's own audio (48 kHz cues, ringback)
+    into a coder that runs narrowband. One streaming resampler per source rate, made when first needed (a rate
+    other than 48 kHz goes up to 48 kHz first: never expected on a bridge, whose decoders run at its rate)."""
+
+    def __init__(self, rate: int) -> None:
+        if PCM_RATE % rate:
+            raise ValueError(f"{rate} Hz does not divide {PCM_RATE} Hz")
+        self.rate = rate
+        self.samples = rate * FRAME_MS // 1000
+        self._down: Downsampler | None = None
+        self._up: dict[int, Upsampler] = {}
+
+    def convert(self, pcm: Pcm) -> Pcm:
+        if len(pcm) == self.samples and pcm.ndim == 1:
+            return pcm
+        rate = frame_rate(pcm)
+        if rate != PCM_RATE:
+            up = self._up.get(rate)
+            if up is None:
+                up = self._up[rate] = Upsampler(PCM_RATE // rate)
+            pcm = clip_to_int16(up.process(pcm))
+            if self.rate == PCM_RATE:
+                return pcm
+        if self._down is None:
+            self._down = Downsampler(PCM_RATE // self.rate)
+        return clip_to_int16(self._down.process(pcm))
+
+
+class CodecParts(Protocol):
+    """What a rate-aware coder registers with (a MediaStream): the gateway finds its bridge's coders there."""
+
+    codec_parts: list[Any]
 
 
 class ResamplingEncoder:
-    """Adapts a codec that runs at 48/``factor`` kHz to 48 kHz frames."""
+    """Adapts a codec that runs at 48/``factor`` kHz to 20 ms frames at any rate (48 kHz usually; its own rate
+    on a gateway bridge: then nothing to convert)."""
 
     def __init__(self, inner: AudioEncoder, factor: int) -> None:
         self._inner = inner
-        self._down = Downsampler(factor)
+        self._to_native = RateConverter(PCM_RATE // factor)
+        self.native_rate = PCM_RATE // factor
 
     def encode(self, pcm: Pcm) -> bytes:
-        if pcm.shape != (FRAME_SAMPLES,):
-            raise ValueError(f"expected {FRAME_SAMPLES} samples, got {pcm.shape}")
-        return self._inner.encode(clip_to_int16(self._down.process(pcm)))
+        return self._inner.encode(self._to_native.convert(pcm))
+
+    def attach_stream(self, stream: CodecParts) -> None:
+        stream.codec_parts.append(self)
+
+    def use_rate(self, rate: int) -> None:
+        """Nothing to do: a frame's length says its rate."""
+
+    def release(self) -> None:
+        """Nothing worth releasing (the G.711 tables are shared)."""
 
 
 class ResamplingDecoder:
     """Adapts a 48/``factor`` kHz decoder to 48 kHz frames; concealment runs at the codec's rate and is then
-    filtered like real audio, so it joins the signal without a click."""
+    filtered like real audio, so it joins the signal without a click. After ``use_rate(native_rate)`` its frames
+    stay at the codec's own rate (a gateway bridge whose other leg's coder runs at that rate)."""
 
     def __init__(self, inner: AudioDecoder, factor: int) -> None:
         self._inner = inner
         self._up = Upsampler(factor)
+        self.native_rate = PCM_RATE // factor
+        self._native = False
 
     @property
     def failed(self) -> int:
         return self._inner.failed
 
+    def attach_stream(self, stream: CodecParts) -> None:
+        stream.codec_parts.append(self)
+
+    def use_rate(self, rate: int) -> None:
+        """Decode to ``rate`` from now on: the codec's own rate, or 48 kHz (any other rate: 48 kHz)."""
+        self._native = rate == self.native_rate
+
+    def release(self) -> None:
+        """Nothing worth releasing."""
+
     def decode(self, payload: bytes | None) -> Pcm:
-        return clip_to_int16(self._up.process(self._inner.decode(payload)))
+        pcm = self._inner.decode(payload)
+        if self._native:
+            return pcm
+        return clip_to_int16(self._up.process(pcm))
 
 
 class G722Encoder:

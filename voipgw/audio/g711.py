@@ -62,9 +62,17 @@ def _build_alaw_decode() -> Pcm:
     return np.where(a & 0x80, t, -t).astype(np.int16)
 
 
+def _by_bits(table: Codes) -> Codes:
+    """The encode table re-indexed by the sample's 16 bits read unsigned (0..32767, then -32768..-1): a frame
+    indexes it through a zero-copy uint16 view, with no widening and no offset (a third of G.711's cost)."""
+    return np.concatenate([table[32768:], table[:32768]])
+
+
 # Encode tables are indexed by sample + 32768 (64 KiB each); decode tables by code.
 _ULAW_ENC = _build_ulaw_encode()
 _ALAW_ENC = _build_alaw_encode()
+_ULAW_ENC_BITS = _by_bits(_ULAW_ENC)
+_ALAW_ENC_BITS = _by_bits(_ALAW_ENC)
 _ULAW_DEC = _build_ulaw_decode()
 _ALAW_DEC = _build_alaw_decode()
 
@@ -100,12 +108,14 @@ class G711Encoder:
         if law not in ("pcmu", "pcma"):
             raise ValueError(f"unknown G.711 law {law!r}")
         self.law = law
-        self._table = _ULAW_ENC if law == "pcmu" else _ALAW_ENC
+        self._table = _ULAW_ENC_BITS if law == "pcmu" else _ALAW_ENC_BITS
 
     def encode(self, pcm: Pcm) -> bytes:
         if pcm.shape != (FRAME_SAMPLES,):
             raise ValueError(f"expected {FRAME_SAMPLES} samples, got {pcm.shape}")
-        return self._table[_index(pcm)].tobytes()
+        if pcm.dtype != np.int16:
+            pcm = pcm.astype(np.int16)
+        return self._table[pcm.view(np.uint16)].tobytes()
 
 
 class G711Decoder:

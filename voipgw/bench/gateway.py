@@ -26,6 +26,7 @@ import numpy as np
 from voipgw.audio.g711 import ulaw_decode, ulaw_encode
 from voipgw.bench.call import CLK_TCK, process_cpu_s
 from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
+from voipgw.bench.libopus_share import FRAMES_PER_S, idle_cpu_ms_per_s, transcode_cost
 from voipgw.sdp import PCMU, AudioDescription, Codec, build_sdp, opus_codec, parse_sdp
 from voipgw.sip import Answered, Ended, Failed, IncomingCall, OutgoingCall, SipStack
 
@@ -692,11 +693,16 @@ class GatewayBench:
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
         try:
+            assert self.a is not None
+            idle_ms = await idle_cpu_ms_per_s(self.a.proc.pid, self.window_s)
             modes = {m: await self.ramp(m, steps[m], budget[m]) for m in MODES}
             best: Step = modes["passthrough"].pop("_ratio_step")
             for m in MODES:
                 modes[m].pop("_best")
             modes["transcode"].pop("_ratio_step")
+            # One second of what each phone sends (BURST_PERIOD_FRAMES is one second).
+            second = [TONE if i % BURST_PERIOD_FRAMES < BURST_FRAMES else SILENCE for i in range(FRAMES_PER_S)]
+            modes["transcode"].update(transcode_cost(modes, idle_ms, second))
             fwd = await self.forwarder(best.calls)
         finally:
             self._bob_task.cancel()

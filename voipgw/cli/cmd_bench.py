@@ -259,6 +259,18 @@ GATEWAY_ROWS = [
     ("added_latency_ms_p99_per_gateway", "added one-way latency per gateway, p99 (ms)"),
     ("passthrough_calls_per_core_projected", "pass-through calls per core, projected from A's CPU"),
 ]
+TRANSCODE_ROWS = [
+    ("gateway_a_idle_cpu_ms_per_s", "gateway A CPU with no call up (ms/s)"),
+    ("gateway_a_cpu_ms_per_call_s_beyond_idle", "transcoded: A's CPU per call-second beyond idle (ms/s)"),
+    ("gateway_a_cpu_ms_per_added_call_s", "transcoded: A's CPU per added call, step slope (ms/s)"),
+    ("calls_per_core", "transcoded calls per core at the step measured"),
+    ("calls_per_core_projected", "transcoded calls per core, projected (idle + slope)"),
+    ("bridge_rate_hz", "PCM rate between a transcoding bridge's legs (Hz)"),
+    ("libopus_ms_per_call_s", "libopus CPU per transcoded call-second (ms/s)"),
+    ("libopus_share", "libopus share of a transcoded call's CPU beyond idle"),
+    ("overhead_beyond_libopus_pct", "transcoding overhead beyond pass-through, libopus (%)"),
+]
+TRANSCODE_GOALS = {"calls_per_core_projected": "goal >= 60", "overhead_beyond_libopus_pct": "goal <= 30"}
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -285,6 +297,9 @@ def run_gateway(args: argparse.Namespace) -> int:
     for key, label in GATEWAY_ROWS:
         goal = f"   goal >= {results['goal_ratio']}" if key == "ratio_gateway_vs_forwarder" else ""
         print(f"  {label:<58} {_cell(results[key])}{goal}")
+    for key, label in TRANSCODE_ROWS:
+        goal = f"   {TRANSCODE_GOALS[key]}" if key in TRANSCODE_GOALS else ""
+        print(f"  {label:<58} {'':>9} {_cell(results['transcode'].get(key))}{goal}")
     print(
         f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; run took "
         f"{results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "

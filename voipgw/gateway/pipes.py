@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from voipgw.audio.codecs import OPUS as OPUS_CODEC
-from voipgw.audio.codecs import CodecInfo
+from voipgw.audio.codecs import (
+    PCM_RATE,
+    CodecInfo,
+    CodecParts,
+    RateConverter,
+    ResamplingDecoder,
+    ResamplingEncoder,
+)
 from voipgw.audio.opus import DEFAULT_BITRATE, FRAME_SAMPLES, OpusDecoder, OpusEncoder, cbr_packet_bytes
 from voipgw.audio.pcm import Pcm
 from voipgw.media import SKIP_TICK, MediaStream
@@ -95,13 +102,37 @@ class PcmPipe:
         """The streams close their source and sink on stop; the pipe outlives neither, so nothing to do."""
 
 
-def transcode_directly(inside: MediaStream, outside: MediaStream, to_outside: PcmPipe, to_inside: PcmPipe) -> None:
+def transcode_directly(inside: MediaStream, outside: MediaStream, to_outside: PcmPipe, to_inside: PcmPipe) -> int:
     """Both legs of a transcoding bridge are up: each frame a leg opens is decoded, encoded and sent on the other
-    leg at once (see PcmPipe). Not for pass-through, whose OpusRelay already sends frames as they come."""
+    leg at once (see PcmPipe), at the bridge's rate (``bridge_rate``, returned). Not for pass-through, whose
+    OpusRelay already sends frames as they come."""
+    rate = bridge_rate(inside, outside)
+    if rate != PCM_RATE:
+        for stream in (inside, outside):
+            for part in stream.codec_parts:
+                if isinstance(part, _RATE_AWARE):
+                    part.use_rate(rate)
     to_outside.send_directly(outside)
     to_inside.send_directly(inside)
     inside.play_direct()
     outside.play_direct()
+    return rate
+
+
+def bridge_rate(inside: CodecParts, outside: CodecParts) -> int:
+    """The rate the PCM between a transcoding bridge's legs runs at: the lowest codec's own rate (a G.711 phone
+    and a sealed Opus leg: 8 kHz, which libopus codes directly), so nothing is resampled to 48 kHz and back and
+    libopus works on a sixth of the samples for the same audio (a G.711 phone never sent more than 4 kHz of it).
+    48 kHz unless both legs' encoder and decoder can change rate (a plain Opus leg's coders cannot).
+
+    The wire does not change: Opus over RTP is 48000/2 whatever rate the coder runs at (RFC 7587 §4), and the
+    far end's decoder reads each packet's bandwidth from its TOC byte."""
+    parts = [p for s in (inside, outside) for p in s.codec_parts if isinstance(p, _RATE_AWARE)]
+    encoders = {id(s) for s in (inside, outside) for p in s.codec_parts if isinstance(p, _ENCODERS)}
+    decoders = {id(s) for s in (inside, outside) for p in s.codec_parts if isinstance(p, _DECODERS)}
+    if len(encoders) < 2 or len(decoders) < 2:
+        return PCM_RATE
+    return min((p.native_rate for p in parts if isinstance(p, ResamplingEncoder | ResamplingDecoder)), default=PCM_RATE)
 
 
 class OpusRelay:
@@ -194,6 +225,17 @@ class _SwitchEncoder:
         self._encoder: OpusEncoder | None = None
         """Made on first use: a relayed leg never encodes, and libopus's encoder state is about 43 KB."""
         self._cbr = False
+        self._rate = PCM_RATE
+        self._convert: RateConverter | None = None
+        """Frames at another rate than the coder's (the gateway's own 48 kHz audio on a narrowband bridge)."""
+
+    def use_rate(self, rate: int) -> None:
+        """Encode PCM at ``rate`` from now on (libopus's own, no resampling; see ``bridge_rate``). The coder is
+        made anew: until now this leg sent only the gateway's silence or cue, so nothing audible is cut."""
+        if rate != self._rate:
+            self._rate = rate
+            self._encoder = None
+            self._convert = RateConverter(rate) if rate != PCM_RATE else None
 
     @property
     def packet_bytes(self) -> int | None:
@@ -232,9 +274,14 @@ class _SwitchEncoder:
                 payload = relay.pop()
                 if payload is not None:
                     return payload
-        if self._encoder is None:
-            self._encoder = OpusEncoder(cbr=self._cbr)
-        return self._encoder.encode(pcm, max_bytes)
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = OpusEncoder(cbr=self._cbr, rate=self._rate)
+        if len(pcm) != encoder.frame_samples:
+            if self._convert is None:
+                self._convert = RateConverter(self._rate)
+            pcm = self._convert.convert(pcm)
+        return encoder.encode(pcm, max_bytes)
 
 
 class _SwitchDecoder:
@@ -246,6 +293,13 @@ class _SwitchDecoder:
         self._decoder: OpusDecoder | None = None
         """Made on first use, like _SwitchEncoder's."""
         self._failed_before = 0
+        self._rate = PCM_RATE
+
+    def use_rate(self, rate: int) -> None:
+        """Decode to PCM at ``rate`` from now on (libopus decodes to it directly; see ``bridge_rate``)."""
+        if rate != self._rate:
+            self._rate = rate
+            self.release()
 
     @property
     def failed(self) -> int:
@@ -265,8 +319,13 @@ class _SwitchDecoder:
                 self._relay.push(payload)
             return IDLE
         if self._decoder is None:
-            self._decoder = OpusDecoder()
+            self._decoder = OpusDecoder(self._rate)
         return self._decoder.decode(payload)
+
+
+_ENCODERS = (_SwitchEncoder, ResamplingEncoder)
+_DECODERS = (_SwitchDecoder, ResamplingDecoder)
+_RATE_AWARE = _ENCODERS + _DECODERS
 
 
 def switch_codec(rx: OpusRelay, tx: OpusRelay, passthrough: Passthrough) -> CodecInfo:
