@@ -35,7 +35,6 @@ from types import ModuleType
 from typing import Any
 
 from sippy.CCEvents import CCEventTry
-from sippy.Core.EventDispatcher import ED2
 from sippy.Network_server import Remote_address
 from sippy.SipAddress import SipAddress
 from sippy.SipFrom import SipFrom
@@ -56,6 +55,7 @@ from voipgw.sip.tcp import UDP_MTU_BUDGET, TcpTransport
 from voipgw.sip.unreachable import Unreachable, port_unreachable, quotes_request
 from voipgw.sip.unreachable import enable as enable_icmp_errors
 from voipgw.sip.uri import sip_uri
+from voipgw.sip.wake import call_on_reactor
 
 log = logging.getLogger("voipgw.sip")
 wire_log = logging.getLogger("voipgw.sip.wire")
@@ -174,7 +174,7 @@ class WholeDatagramReceiver(threading.Thread):
             empty_left = 100
             if userv.uopts.family == socket.AF_INET6:
                 address = (f"[{address[0]}]", address[1])
-            ED2.callFromThread(userv.handle_read, data, Remote_address(address, userv.transport), MonoTime())
+            call_on_reactor(userv.handle_read, data, Remote_address(address, userv.transport), MonoTime())
         self.userv = None
 
 
@@ -193,7 +193,7 @@ def report_unreachable(userv: Any) -> None:
             sippy_ratelog("errqueue", logging.WARNING, "reading the SIP socket's error queue failed: %r", exc)
             return
         if tm is not None and address and port_unreachable(ancdata):
-            ED2.callFromThread(tm.datagram_unreachable, Unreachable(data, (str(address[0]), int(address[1]))))
+            call_on_reactor(tm.datagram_unreachable, Unreachable(data, (str(address[0]), int(address[1]))))
 
 
 class ReportingSender(AsyncSender):  # type: ignore[misc]

@@ -13,9 +13,11 @@ hangs up every call (BYE / CANCEL / 487), unregisters, waits (bounded) for those
 socket, drops the reactor's leftover timers and joins the thread, so a *new* ``SipStack`` can then be started
 in the same process (tests do this). A stopped ``SipStack`` object itself cannot be started again; two
 concurrent stacks need two processes. In a worker thread the reactor notices cross-thread calls only at its
-tick, so ``reactor_hz`` bounds the added latency (1000 Hz: about 1 ms per hop, 4 % of a core when idle).
-On the main thread (``own_reactor_thread=False``; see ``mainthread.MainThreadReactor``) sippy wakes by signal
-instead, so 100 Hz is as fast; ``voipgw.sip`` must be imported on that thread first (ED2 binds it at import).
+tick, so every hand-over goes through ``wake.call_on_reactor``, which also wakes the reactor thread with a
+signal: a hop takes ~0.2 ms and ``reactor_hz`` (100) only paces sippy's timers (at 1000 Hz the ticks alone cost
+4 % of a core and a GIL hand-over per relayed packet). On the main thread (``own_reactor_thread=False``; see
+``mainthread.MainThreadReactor``) sippy wakes by signal by itself; ``voipgw.sip`` must be imported on that
+thread first (ED2 binds it at import).
 
 Registrar and INVITE auth: pass ``SipStack(..., registrar=Registrar(...))`` (the constructor argument, also
 readable as ``stack.registrar``; do not swap it after ``start()``). REGISTER is then answered by it (405
@@ -77,11 +79,12 @@ from voipgw.sip.sippy_glue import (
 from voipgw.sip.tcp import TcpOptions, TcpStats, TcpTransport, bind_listener
 from voipgw.sip.tls import TlsOptions, client_context, server_context
 from voipgw.sip.uri import aor
+from voipgw.sip.wake import call_on_reactor, reactor_thread_ending, reactor_thread_started
 from voipgw.sip.zone import Refusal, RequestFacts, Screen, Zone
 
 log = logging.getLogger("voipgw.sip")
 
-DEFAULT_REACTOR_HZ = 1000.0
+DEFAULT_REACTOR_HZ = 100.0
 DEFAULT_NO_ANSWER_S = 60.0
 SHUTDOWN_GRACE_S = 2.0
 """How long stop() waits for the BYE/CANCEL/unREGISTER transactions to complete before closing sockets."""
@@ -315,6 +318,8 @@ class SipStack:
                 return
             self._reactor_entered = True
         ED2.my_ident = threading.get_ident()
+        if self.own_reactor_thread:
+            reactor_thread_started(ED2.my_ident)
         try:
             port = self._setup_on_reactor()
         except BaseException as exc:
@@ -395,7 +400,7 @@ class SipStack:
             first = self._state is not _StackState.STOPPING
             self._state = _StackState.STOPPING
         if first and not self._life.stopped.done():
-            ED2.callFromThread(self._begin_shutdown, grace_s)
+            call_on_reactor(self._begin_shutdown, grace_s)
         await asyncio.wrap_future(self._life.stopped)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, THREAD_JOIN_S)
@@ -434,6 +439,7 @@ class SipStack:
         ED2.breakLoop()
 
     def _after_loop(self) -> None:
+        reactor_thread_ending()  # first: nothing may signal this thread once it can return
         try:
             if self._tm is not None:
                 with contextlib.suppress(Exception):
@@ -465,7 +471,7 @@ class SipStack:
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """asyncio -> reactor."""
         self._check_running()
-        ED2.callFromThread(fn, *args)
+        call_on_reactor(fn, *args)
 
     def deliver(self, fn: Callable[..., Any], *args: Any) -> None:
         """reactor -> asyncio."""

@@ -13,7 +13,7 @@ reactor thread. ``TcpTransport`` provides exactly that, so the transaction layer
 
 Threading: like sippy's own ``Wss_server``, the sockets live in one dedicated thread running a private asyncio
 loop (one selector for a thousand idle connections, no thread per connection). Reactor -> TCP thread:
-``loop.call_soon_threadsafe``; TCP thread -> reactor: ``ED2.callFromThread``. The application's asyncio loop is
+``loop.call_soon_threadsafe``; TCP thread -> reactor: ``wake.call_on_reactor``. The application's asyncio loop is
 not used, so the transport works the same under ``MainThreadReactor``.
 
 Connection reuse: a response goes back on the connection its request came in on (looked up by the top Via
@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sippy.Core.EventDispatcher import ED2
 from sippy.Network_server import Remote_address
 from sippy.Time.MonoTime import MonoTime
 
@@ -52,6 +51,7 @@ from voipgw.sip.framing import (
     top_via_branch,
 )
 from voipgw.sip.tls import describe_failure, fingerprint_matches
+from voipgw.sip.wake import call_on_reactor
 
 log = logging.getLogger("voipgw.sip.tcp")
 
@@ -419,7 +419,7 @@ class TcpTransport:
                 while len(self._by_branch) > BRANCH_MEMORY:
                     self._by_branch.popitem(last=False)
         ra = Remote_address(conn.peer, self.transport)
-        ED2.callFromThread(self._dispatch, data, ra, MonoTime())
+        call_on_reactor(self._dispatch, data, ra, MonoTime())
 
     def _dispatch(self, data: bytes, ra: Any, rtime: Any) -> None:
         """Reactor thread: hand one framed message to the transaction manager."""
@@ -503,7 +503,7 @@ class TcpTransport:
     def _fail(self, data: bytes, dest: tuple[str, int], reason: str, refused: bool = False) -> None:
         self._stats.send_failures += 1
         if self._on_send_failure is not None:
-            ED2.callFromThread(self._on_send_failure, data, dest, f"{self.transport.upper()} {reason}", refused)
+            call_on_reactor(self._on_send_failure, data, dest, f"{self.transport.upper()} {reason}", refused)
 
     def _sweep(self) -> None:
         now = time.monotonic()
