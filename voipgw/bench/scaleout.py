@@ -40,7 +40,6 @@ from typing import Any
 from voipgw.bench.call import process_cpu_s
 from voipgw.bench.common import BenchError, BenchProcess, free_udp_port
 from voipgw.bench.gateway import (
-    DEFAULT_BUDGET_S,
     DEFAULT_STEPS,
     LATE_SLACK_MS,
     MAX_LOSS_PCT,
@@ -68,6 +67,9 @@ PING_INTERVAL_S = 5
 PROBE_TIMEOUT_S = 0.3
 CHECK_TIMEOUT_S = 20.0
 DS_ROUND_ROBIN = 4
+BUDGET_S = 150.0
+"""Per N: a ramp stops at its first failing step, or when the next step would end past this (longer than
+``bench gateway``'s 45 s, whose ramp is one of several figures: here each N must reach its failing step)."""
 
 # INVITEs for the PBX's own domain go to dispatcher set 1, round robin; a process that answers 408/5xx or nothing
 # within fr_timer is marked and the next one is tried (what a dispatcher is for, though no process fails here).
@@ -235,14 +237,17 @@ class ScaleoutBench(GatewayBench):
             time.sleep(0.05)
 
     def start_gateways(self) -> None:
-        """Kamailio, then B1..BN one after the other (the first creates the shared identity), then A."""
-        self._start_pbx()
-        assert self.pbx is not None
+        """B1..BN one after the other (the first creates the shared identity), then Kamailio, then A.
+
+        The processes are up before Kamailio: its first OPTIONS probe would otherwise find a process still
+        starting, mark it inactive, and send it nothing until the next probe (measured: a 21/4 split at 25 calls)."""
         shared_home = self.workdir / "b-home"
         bob = f"bob=sip:bob@127.0.0.1:{self.sip_port}"
         for i, port in enumerate(self.b_ports, start=1):
             self.farm.append(self._gateway(f"gateway-b{i}", shared_home, port, "--user", bob))
         self.b = self.farm[0]
+        self._start_pbx()
+        assert self.pbx is not None
         self.a = self._gateway(
             "gateway-a",
             self.workdir / "gateway-a-home",
@@ -295,7 +300,7 @@ class ScaleoutBench(GatewayBench):
 
     async def measure(self) -> dict[str, Any]:
         steps = QUICK_STEPS[MODE] if self.quick else DEFAULT_STEPS[MODE]
-        budget = QUICK_BUDGET_S[MODE] if self.quick else DEFAULT_BUDGET_S[MODE]
+        budget = QUICK_BUDGET_S[MODE] if self.quick else BUDGET_S
         self.stack = SipStack("127.0.0.1", self.sip_port, asyncio.get_running_loop())
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
