@@ -88,6 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     so.add_argument("--json", action="store_true", help="print one JSON object")
     so.add_argument("--quick", action="store_true", help="a few calls per N, 1 s windows (a smoke run, not a figure)")
+    so.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
     so.add_argument("--workdir", type=Path, help="keep Kamailio's and the gateways' logs here (default: a removed dir)")
     so.set_defaults(func=stoppable(run_scaleout))
     q = bsub.add_parser("pq-ratchet", help="in-call post-quantum ratchet: epoch time, bytes and CPU under bursty loss")
@@ -324,6 +325,8 @@ def run_scaleout(args: argparse.Namespace) -> int:
         results = scaleout.run(quick=args.quick, workdir=args.workdir, log=_progress(args))
     except BenchError as exc:
         raise CliError(f"bench scaleout: {exc}") from None
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
         return 0
