@@ -28,7 +28,7 @@ N_KEYS = {
     "cpu_share_gateway_b", "cpu_share_gateway_b_total", "cpu_share_gateway_a", "cpu_share_kamailio",
     "cpu_share_load_generator", "cpu_share_all", "packets_per_cpu_s_gateway_b", "packets_per_cpu_s_gateway_b_total",
     "packets_per_cpu_s_gateway_a", "calls_per_core_gateway_b", "calls_per_core_gateway_b_total",
-    "calls_per_core_both_gateway_ends", "kamailio_processes",
+    "calls_per_core_both_gateway_ends", "kamailio_processes", "kamailio_cpu_ms_per_call",
 }  # fmt: skip
 SECURE_LINE = "secure, unverified, outside"
 """Gateway A's log line for a call it placed end-to-end encrypted."""

@@ -318,8 +318,10 @@ class ScaleoutBench(GatewayBench):
         self.stack = SipStack("127.0.0.1", self.sip_port, asyncio.get_running_loop())
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
+        pbx_cpu0 = _cpu_s(self.pids["kamailio"])
         try:
             ramp = await self.ramp(MODE, steps, budget)
+            pbx_cpu = _cpu_s(self.pids["kamailio"]) - pbx_cpu0  # every call's INVITE, ACK and BYE, and the probes
         finally:
             self._bob_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,6 +331,8 @@ class ScaleoutBench(GatewayBench):
         ramp.pop("_ratio_step")
         out = summarize_processes(self.processes, ramp, best, self.extras)
         out["kamailio_processes"] = len(self.pids["kamailio"])
+        calls = ramp["calls_total"]
+        out["kamailio_cpu_ms_per_call"] = round(1e3 * pbx_cpu / calls, 2) if calls else None
         return out
 
 

@@ -302,6 +302,7 @@ SCALEOUT_ROWS = [
     ("cpu_share_gateway_b", "CPU share of each B process (of one core)"),
     ("cpu_share_gateway_a", "CPU share of gateway A (one process, shared by all calls)"),
     ("cpu_share_kamailio", "CPU share of Kamailio (all its processes)"),
+    ("kamailio_cpu_ms_per_call", "Kamailio CPU per call: INVITE, ACK, BYE, probes (ms)"),
     ("cpu_share_load_generator", "CPU share of the load generator (both phones)"),
     ("cpu_share_all", "CPU share of everything above (of the machine's cores)"),
     ("packets_per_cpu_s_gateway_b", "packets per CPU-second, each B process"),
