@@ -29,6 +29,7 @@ N_KEYS = {
     "cpu_share_load_generator", "cpu_share_all", "packets_per_cpu_s_gateway_b", "packets_per_cpu_s_gateway_b_total",
     "packets_per_cpu_s_gateway_a", "calls_per_core_gateway_b", "calls_per_core_gateway_b_total",
     "calls_per_core_both_gateway_ends", "kamailio_processes", "kamailio_cpu_ms_per_call",
+    "cpu_share_idle", "cpu_share_idle_gateway_b", "marginal_calls_per_core_gateway_b_total",
 }  # fmt: skip
 SECURE_LINE = "secure, unverified, outside"
 """Gateway A's log line for a call it placed end-to-end encrypted."""
@@ -65,6 +66,7 @@ def test_bench_scaleout_quick_json_compares_one_and_two_processes_behind_kamaili
             }, step
         assert m["calls_with_audio_both_ways"] == m["calls_total"] == m["steps"][-1]["calls"] > 0, m
         assert len(m["cpu_share_gateway_b"]) == len(m["calls_per_core_gateway_b"]) == n, m
+        assert len(m["cpu_share_idle_gateway_b"]) == n and set(m["cpu_share_idle"]) == set(m["cpu_share"]), m
         # Every process that carried media used CPU (a zero would mean the wrong PID was sampled).
         assert all(share > 0 for share in m["cpu_share_gateway_b"]) and m["cpu_share_gateway_a"] > 0, m
         assert m["packets_per_cpu_s_gateway_b_total"] > 0 and m["calls_per_core_gateway_b_total"] > 0, m

@@ -68,6 +68,8 @@ CHECK_TIMEOUT_S = 20.0
 DS_ROUND_ROBIN = 4
 STEPS = (25, 50, 75, 100, 150, 200, 250, 300, 400)
 """Finer than ``bench gateway``'s between 25 and 100: what a shared two-core machine holds lies there."""
+IDLE_S = 3.0
+QUICK_IDLE_S = 1.0
 BUDGET_S = 150.0
 """Per N: a ramp stops at its first failing step, or when the next step would end past this (longer than
 ``bench gateway``'s 45 s, whose ramp is one of several figures: here each N must reach its failing step)."""
@@ -312,12 +314,20 @@ class ScaleoutBench(GatewayBench):
         )
         return s
 
+    async def idle_shares(self, span_s: float) -> dict[str, float]:
+        """Every process's CPU share with no call up (what one more process costs before it carries anything)."""
+        t0, cpu0 = time.monotonic(), self._cpu()
+        await asyncio.sleep(span_s)
+        elapsed, cpu1 = time.monotonic() - t0, self._cpu()
+        return {name: (cpu1[name] - cpu0[name]) / elapsed for name in cpu0}
+
     async def measure(self) -> dict[str, Any]:
         steps = QUICK_STEPS[MODE] if self.quick else STEPS
         budget = QUICK_BUDGET_S[MODE] if self.quick else BUDGET_S
         self.stack = SipStack("127.0.0.1", self.sip_port, asyncio.get_running_loop())
         await self.stack.start()
         self._bob_task = asyncio.get_running_loop().create_task(self._bob_loop())
+        idle = await self.idle_shares(QUICK_IDLE_S if self.quick else IDLE_S)
         pbx_cpu0 = _cpu_s(self.pids["kamailio"])
         try:
             ramp = await self.ramp(MODE, steps, budget)
@@ -331,6 +341,8 @@ class ScaleoutBench(GatewayBench):
         ramp.pop("_ratio_step")
         out = summarize_processes(self.processes, ramp, best, self.extras)
         out["kamailio_processes"] = len(self.pids["kamailio"])
+        out["cpu_share_idle"] = {k: round(v, 3) for k, v in idle.items()}
+        out["cpu_share_idle_gateway_b"] = [round(idle[f"gateway_b{i}"], 3) for i in range(1, self.processes + 1)]
         calls = ramp["calls_total"]
         out["kamailio_cpu_ms_per_call"] = round(1e3 * pbx_cpu / calls, 2) if calls else None
         return out
@@ -383,7 +395,24 @@ def summarize_processes(
         "calls_per_core_gateway_b": [_ratio(calls, s) for calls, s in zip(per_b, b_shares, strict=True)],
         "calls_per_core_gateway_b_total": _ratio(best.calls, farm_share),
         "calls_per_core_both_gateway_ends": _ratio(best.calls, gateways_share),
+        "marginal_calls_per_core_gateway_b_total": marginal_calls_per_core(ramp["steps"], processes),
     }
+
+
+def marginal_calls_per_core(steps: Sequence[dict[str, Any]], processes: int) -> int | None:
+    """Calls per core of the B processes together from the slope of their CPU share between the first step and the
+    most loaded one that delivered its frames (< 1 % lost; late frames cost their CPU too): the per-process cost
+    that does not grow with calls (timers, the SIP thread, polling) is left out, which the figure at one step is not.
+    None without two such steps or with a slope that is not positive (noise larger than the difference)."""
+    names = [f"gateway_b{i}" for i in range(1, processes + 1)]
+    delivered = [s for s in steps if s["frames_sent"] and 100.0 * s["frames_lost"] / s["frames_sent"] < MAX_LOSS_PCT]
+    delivered = [s for s in delivered if all(name in s["cpu_share"] for name in names)]
+    if len(delivered) < 2:
+        return None
+    first, last = delivered[0], delivered[-1]
+    d_share = sum(last["cpu_share"][n] for n in names) - sum(first["cpu_share"][n] for n in names)
+    d_calls = last["calls"] - first["calls"]
+    return round(d_calls / d_share) if d_calls > 0 and d_share > 0 else None
 
 
 def run(

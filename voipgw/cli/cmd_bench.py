@@ -310,6 +310,8 @@ SCALEOUT_ROWS = [
     ("calls_per_core_gateway_b", "calls per core, each B process (calls / its CPU share)"),
     ("calls_per_core_gateway_b_total", "calls per core, the B processes together"),
     ("calls_per_core_both_gateway_ends", "calls per core, A and the B processes (both ends)"),
+    ("marginal_calls_per_core_gateway_b_total", "calls per core, B processes, from the CPU slope over the steps"),
+    ("cpu_share_idle_gateway_b", "CPU share of each B process with no call up"),
     ("latency_ms_p50", "one-way latency alice -> bob, p50 (ms)"),
     ("latency_ms_p99", "one-way latency alice -> bob, p99 (ms)"),
     ("calls_with_audio_both_ways", "calls that carried audio both ways"),
