@@ -16,7 +16,9 @@ bench needs only the dispatcher route (no registrar, auth or rtpengine). Loopbac
 
 What two shared cores can show: the load generator, A, Kamailio and the N processes all run on the same two cores,
 so a second process adds no core and the calls held cannot double. The honest figure is capacity per process-core:
-the calls a B process carried divided by the share of a core it used (and packets per CPU-second), per process.
+the calls a B process carried divided by the share of a core it used (and packets per CPU-second), per process,
+and the same from the slope of their CPU over the steps (each process also pays a cost that does not grow with
+calls: its CPU share with no call up is reported too).
 """
 
 from __future__ import annotations
@@ -213,7 +215,11 @@ class ScaleoutBench(GatewayBench):
         argv = [sys.executable, "-m", "voipgw.cli.main", "--home", str(home), "gateway"]
         argv += ["--listen", f"127.0.0.1:{port}", "--speak-sas", "off", *args]
         proc = self._spawn(name, argv)
-        proc.wait_for("gateway listening on", READY_TIMEOUT_S)
+        try:
+            proc.wait_for("gateway listening on", READY_TIMEOUT_S)
+        except BaseException:  # not yet in self.farm or self.a: stop_processes would not know it
+            proc.stop()
+            raise
         return proc
 
     def _start_pbx(self) -> None:
