@@ -90,6 +90,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--quick", action="store_true", help="a few calls per mode, 1 s windows (a smoke run, not a figure)")
     g.add_argument("--workdir", type=Path, help="keep the gateways' logs here (default: a removed temp dir)")
     g.set_defaults(func=stoppable(run_gateway))
+    so = bsub.add_parser(
+        "scaleout", help="capacity of 1 and 2 gateway processes behind Kamailio's dispatcher, with per-process CPU"
+    )
+    so.add_argument("--json", action="store_true", help="print one JSON object")
+    so.add_argument("--quick", action="store_true", help="a few calls per N, 1 s windows (a smoke run, not a figure)")
+    so.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON result here")
+    so.add_argument("--workdir", type=Path, help="keep Kamailio's and the gateways' logs here (default: a removed dir)")
+    so.set_defaults(func=stoppable(run_scaleout))
     q = bsub.add_parser("pq-ratchet", help="in-call post-quantum ratchet: epoch time, bytes and CPU under bursty loss")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--calls", type=int, default=8, help="simulated calls per loss rate (default 8)")
@@ -304,6 +312,61 @@ def run_gateway(args: argparse.Namespace) -> int:
         f"  (ratio and added latency measured at {results['ratio_calls']} pass-through calls; run took "
         f"{results['elapsed_s']:.0f} s; load average {results['load_average_1min_at_start']:.1f} at start, "
         f"{results['load_average_1min']:.1f} at end on {results['cpus']} CPUs shared by A, B and the phones)"
+    )
+    return 0
+
+
+SCALEOUT_ROWS = [
+    ("max_calls", "calls held, < 1 % late or lost frames"),
+    ("at_calls", "figures below measured at (calls)"),
+    ("late_or_lost_pct", "late or lost frames there (%)"),
+    ("calls_per_gateway_b", "calls carried by each B process"),
+    ("cpu_share_gateway_b", "CPU share of each B process (of one core)"),
+    ("cpu_share_gateway_a", "CPU share of gateway A (one process, shared by all calls)"),
+    ("cpu_share_kamailio", "CPU share of Kamailio (all its processes)"),
+    ("kamailio_cpu_ms_per_call", "Kamailio CPU per call: INVITE, ACK, BYE, probes (ms)"),
+    ("cpu_share_load_generator", "CPU share of the load generator (both phones)"),
+    ("cpu_share_all", "CPU share of everything above (of the machine's cores)"),
+    ("packets_per_cpu_s_gateway_b", "packets per CPU-second, each B process"),
+    ("packets_per_cpu_s_gateway_b_total", "packets per CPU-second, the B processes together"),
+    ("calls_per_core_gateway_b", "calls per core, each B process (calls / its CPU share)"),
+    ("calls_per_core_gateway_b_total", "calls per core, the B processes together"),
+    ("calls_per_core_both_gateway_ends", "calls per core, A and the B processes (both ends)"),
+    ("marginal_calls_per_core_gateway_b_total", "calls per core, B processes, from the CPU slope over the steps"),
+    ("cpu_share_idle_gateway_b", "CPU share of each B process with no call up"),
+    ("latency_ms_p50", "one-way latency alice -> bob, p50 (ms)"),
+    ("latency_ms_p99", "one-way latency alice -> bob, p99 (ms)"),
+    ("calls_with_audio_both_ways", "calls that carried audio both ways"),
+]
+
+
+def run_scaleout(args: argparse.Namespace) -> int:
+    """``voipgw bench scaleout`` (issue 17): N = 1 and N = 2 gateway processes behind Kamailio, side by side."""
+
+    from voipgw.bench import scaleout
+    from voipgw.bench.common import BenchError
+
+    try:
+        results = scaleout.run(quick=args.quick, workdir=args.workdir, log=_progress(args))
+    except BenchError as exc:
+        raise CliError(f"bench scaleout: {exc}") from None
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return 0
+    by_n = results["processes"]
+    ns = list(by_n)
+    print(f"voipgw bench scaleout ({results['topology']}; pass-through, late = {results['late_slack_ms']:.0f} ms)")
+    print(f"  {'':<62}" + "".join(f"{'N = ' + n:>12}" for n in by_n))
+    for key, label in SCALEOUT_ROWS:
+        print(f"  {label:<62}" + "".join(f"{_cell(r[key]):>12}" for r in by_n.values()))
+    print(
+        f"  ratio N={ns[-1]} / N={ns[0]}: calls held {results['ratio_max_calls']}, calls per B core "
+        f"{results['ratio_calls_per_core_gateway_b']}\n"
+        f"  (load generator, A, Kamailio and the B processes share {results['cpus']} CPUs: a second process adds no "
+        f"core, so per-process calls per core is the figure; run took {results['elapsed_s']:.0f} s, load average "
+        f"{results['load_average_1min_at_start']:.1f} at start, {results['load_average_1min']:.1f} at end)"
     )
     return 0
 
