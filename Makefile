@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/voipgw bench crypto
 	$(BIN)/voipgw bench call
 	$(BIN)/voipgw bench gateway
+	$(BIN)/voipgw bench scaleout
 
 vectors: setup
 	$(PY) -m tests.vectors.generate
