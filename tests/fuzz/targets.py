@@ -204,7 +204,16 @@ def key_announcement(data: bytes) -> None:
         return
     tx, rx = _pair(b"fuzz-announce")
     plan = _Plan(body, key=False, reveal=False)
-    setattr(tx.sealer, "_plan", lambda now, event: plan)  # noqa: B010 - replace the honest control block
+
+    class HostileSealer(type(tx.sealer)):  # type: ignore[misc]
+        """The same sealer with its honest control block replaced (the sealer is slotted: no instance patching)."""
+
+        __slots__ = ()
+
+        def _plan(self, now: float, event: bytes | None) -> _Plan:
+            return plan
+
+    tx.sealer.__class__ = HostileSealer
     for i in range(3):
         frame = tx.seal(PAYLOAD, T0 + i * 0.02)
         try:
