@@ -3,7 +3,8 @@ receiving endpoint to the other leg's seal and send in as few Python frames as t
 
 The same counters and refusals as the general path (``MediaStream._on_payload``/``_open``/``_send``), which still
 takes every packet this path does not (an in-band key exchange's, telephone events, a stream not started yet).
-Owns no state: ``MediaStream`` (its subclass) holds it.
+Owns no state: ``MediaStream`` (its subclass) holds it. No ``recvmmsg``/``sendmmsg`` batching: every call has its
+own sockets, each with one packet per 20 ms, so a batch would hold one packet (docs/RELIABILITY.md "Efficiency").
 """
 
 from __future__ import annotations
