@@ -18,20 +18,27 @@ from typing import Protocol
 
 import numpy as np
 
-from ratchet.errors import FrameError, RatchetError
+from ratchet.errors import RatchetError
 from voipgw.audio.codecs import OPUS, AudioDecoder, AudioEncoder, CodecInfo
 from voipgw.audio.opus import FRAME_SAMPLES, MAX_PACKET, MIN_BUDGET, OpusDecoder
 from voipgw.audio.pcm import Pcm
 from voipgw.audio.sources import AudioSink, AudioSource
+from voipgw.media_relay import RelayPath
 from voipgw.media_stats import MediaStats as MediaStats
 from voipgw.protector import BudgetEncoder as BudgetEncoder
 from voipgw.protector import FrameProtector as FrameProtector
+from voipgw.protector import InsecureMediaRefused as InsecureMediaRefused
+from voipgw.protector import MediaError as MediaError
 from voipgw.protector import PlainProtector as PlainProtector
 from voipgw.protector import SealedStream as SealedStream
 from voipgw.rtp.dtmf import (
     CLOCK_RATE,
     DEFAULT_DURATION_MS,
+    DTMF_QUEUE,
     GAP_MS,
+    MAX_EVENT_COUNTERS,
+    MAX_PENDING_DTMF,
+    MAX_QUEUED_EVENTS,
     DtmfError,
     DtmfReceiver,
     TelephoneEvent,
@@ -42,7 +49,7 @@ from voipgw.rtp.dtmf import (
 )
 from voipgw.rtp.endpoint import DEFAULT_PAYLOAD_TYPE, Address, RtpEndpoint
 from voipgw.rtp.jitter import FRAME_SECONDS, JitterBuffer
-from voipgw.rtp.packet import RtpPacket
+from voipgw.rtp.packet import RtpPacket, SeqUnwrapper
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +60,9 @@ MAX_CONCEAL_TICKS = 10
 """Consecutive gaps concealed with the codec's PLC (200 ms) before playing plain silence (the peer went quiet)."""
 MAX_EARLY_PACKETS = 50
 """Packets kept from before start() (1 s): the answerer's first frames can beat the 200 OK to the offerer."""
-DTMF_QUEUE = 64
-"""Received digits waiting in ``MediaStream.dtmf``; beyond that the oldest is dropped (``dtmf-queue-full``)."""
-MAX_PENDING_DTMF = 256
-"""Digits queued by send_dtmf and not yet sent."""
-MAX_EVENT_COUNTERS = 64
-"""Plain calls: RTP sequence numbers of received RFC 4733 events remembered to keep the audio's playout index
-dense (see _audio_index). Sealed streams carry events inside audio frames: no gaps to account for."""
 MAX_CONTROL_BYTES = 60
 """The most control data one sealed frame carries (a 42-byte RATCHET_KEY or SAS_REVEAL, KEY_ACK, TELEPHONE_EVENT):
 the headroom a codec that cannot shrink (G.711, G.722) gets on top of its constant frame, so frames stay equal."""
-MAX_QUEUED_EVENTS = 16
-"""Telephone-event payloads waiting for an audio frame to ride on (normally 0-1: the train is paced in time)."""
 FILL_AFTER_S = 0.060
 """A stream whose frames are sent by the other leg's receive path (``play_direct`` on the other side, a source
 that says ``SKIP_TICK``) sends silence on its own ticks once nothing was sent for this long (three frames): the far
@@ -76,38 +74,11 @@ SKIP_TICK: Pcm = np.zeros(0, dtype=np.int16)
 _SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
-class MediaError(RuntimeError):
-    """The media stream cannot do what was asked."""
-
-
-class InsecureMediaRefused(MediaError):
-    """A ``secure=False`` protector without ``allow_insecure=True`` (the ``require`` policy)."""
-
-    reason = "insecure-media-refused"
-
-
-class _SeqUnwrapper:
-    """Extends 16-bit RTP sequence numbers: the order for plain calls (no frame index exists)."""
-
-    def __init__(self) -> None:
-        self._last: int | None = None
-        self._ext = 0
-
-    def __call__(self, seq: int) -> int:
-        if self._last is None:
-            self._ext = seq
-        else:
-            delta = (seq - self._last) & 0xFFFF
-            self._ext += delta - 0x10000 if delta >= 0x8000 else delta
-        self._last = seq
-        return self._ext
-
-
 class Releasable(Protocol):
     def release(self) -> None: ...
 
 
-class MediaStream:
+class MediaStream(RelayPath):
     """A call's bidirectional audio. Bind first (the SDP needs the port), then start once keys exist.
 
     ``stream = await MediaStream.bind(); offer(stream.local); await stream.start(protector, remote, ...)``;
@@ -119,10 +90,10 @@ class MediaStream:
     __slots__ = tuple(
         """
         _arrival_index _bucket _budgeted _clock _decoder_made _direct _direct_next _dtmf_idle _dtmf_pending
-        _dtmf_queue _dtmf_rx _dtmf_task _early _early_events _encoder _event_base _event_indexes _first_send
-        _gap _heard _jitter _last_event _payload_size _sealed _sealed_events _sent_at _sink _source
+        _dtmf_queue _dtmf_rx _dtmf_task _early _early_events _encoder _event_base _event_indexes
+        _gap _heard _jitter _last_event _payload_size _sealed _sealed_events _sink _source
         _source_done _source_event _stopped _task _unwrap codec codec_parts endpoint error inband on_dtmf
-        protector relay stats telephone_event_pt _ts_step _tick_late __weakref__
+        protector stats telephone_event_pt _ts_step _tick_late __weakref__
         """.split()  # noqa: SIM905 (one name list a screen wide, not 43 lines)
     )
 
@@ -161,7 +132,7 @@ class MediaStream:
         self._task: asyncio.Task[None] | None = None
         self._clock: Callable[[], float] = time.monotonic
         self._arrival_index = 0
-        self._unwrap = _SeqUnwrapper()
+        self._unwrap = SeqUnwrapper()
         self._stopped = False
         self.telephone_event_pt: int | None = None
         """The negotiated RFC 4733 payload type (None: no DTMF in this call). See set_telephone_event."""
@@ -170,8 +141,7 @@ class MediaStream:
         """Called with each received digit too (the gateway relays them without polling the queue)."""
         self.inband: Callable[[RtpPacket, Address], bool] | None = None
         """The in-band key exchange's hook (``voipgw.inband_link``): True when it took the packet."""
-        self.relay: Callable[[bytes], object] | None = None
-        """Pass-through (the gateway): each opened audio payload goes here at once, never to the jitter buffer."""
+        self._relay: Callable[[bytes], object] | None = None
         self._direct = False
         """``play_direct``: each opened frame is decoded and written to the sink at once (no jitter buffer)."""
         self._direct_next: int | None = None
@@ -384,22 +354,21 @@ class MediaStream:
         assert protector is not None
         try:
             payload = protector.open(pkt.payload, self._clock())
-        except FrameError as exc:
-            self.stats.refuse(exc.reason)
-            return False
-        except Exception:
-            # A protector bug must cost one frame, not the receive path (and never a traceback per packet).
-            if "protector-error" not in self.stats.refused:
-                log.exception("protector.open raised a non-FrameError; counting such frames as refused")
-            self.stats.refuse("protector-error")
-            return False
+        except Exception as exc:
+            return self._refused(exc)
         self.stats.frames_opened += 1
         if self._sealed is not None:
             for data in self._sealed.take_telephone_events():
                 self._on_sealed_event(data)
-        if self.relay is not None:
-            self.relay(payload)
+        if self._relay is not None:
+            self._relay(payload)
             return True
+        return self._deliver(payload, pkt.sequence, arrival)
+
+    def _deliver(self, payload: bytes, sequence: int, arrival: float | None) -> bool:
+        """An opened payload to the jitter buffer or direct playout, in order of its authenticated index."""
+        protector = self.protector
+        assert protector is not None
         index = protector.last_index
         if index is None:
             if protector.secure:
@@ -408,7 +377,7 @@ class MediaStream:
                 self._arrival_index += 1
             else:
                 # Plain calls have nothing authenticated anyway; RTP seq is the only order there is.
-                index = self._unwrap(pkt.sequence)
+                index = self._unwrap(sequence)
         if self._event_indexes or self._event_base:
             index = self._audio_index(index)
         if self._direct:
@@ -656,11 +625,6 @@ class MediaStream:
             return False
         return self._send(pcm=pcm)
 
-    def send_payload(self, payload: bytes) -> bool:
-        """Seal and send one encoded frame now (a pass-through relay's, see ``relay``): sealed as it is, so on a
-        sealed stream its size falls in the buckets of ``set_payload_size``."""
-        return self._send(payload=payload)
-
     def _send(self, *, pcm: Pcm | None = None, payload: bytes | None = None) -> bool:
         """Seal and send one frame: ``payload`` as it is, or ``pcm`` encoded to what control data leaves free.
         One ``now`` for the budget and the seal, so the control data asked about is the control data sealed."""
@@ -751,7 +715,7 @@ class MediaStream:
             self.set_payload_size(p, bucket=bucket)
         self.endpoint.remote = remote
         self._jitter = None
-        self._unwrap = _SeqUnwrapper()  # the winner numbers its packets from its own random start
+        self._unwrap = SeqUnwrapper()  # the winner numbers its packets from its own random start
         self._first_send = True
 
     def attach(self, source: AudioSource | None, sink: AudioSink | None) -> None:

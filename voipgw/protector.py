@@ -8,6 +8,16 @@ from typing import Protocol, runtime_checkable
 from voipgw.audio.pcm import Pcm
 
 
+class MediaError(RuntimeError):
+    """The media stream cannot do what was asked."""
+
+
+class InsecureMediaRefused(MediaError):
+    """A ``secure=False`` protector without ``allow_insecure=True`` (the ``require`` policy)."""
+
+    reason = "insecure-media-refused"
+
+
 class FrameProtector(Protocol):
     """The per-call sealer/opener seam (implemented by the ratchet session adapter, or PlainProtector)."""
 

@@ -36,6 +36,17 @@ DEFAULT_DURATION_MS = 100
 DEFAULT_REMEMBERED = 32
 """Event ids a receiver remembers to drop the repeats of a reported digit (bounded state)."""
 
+# A media stream's DTMF limits (voipgw.media).
+DTMF_QUEUE = 64
+"""Received digits waiting in ``MediaStream.dtmf``; beyond that the oldest is dropped (``dtmf-queue-full``)."""
+MAX_PENDING_DTMF = 256
+"""Digits queued by send_dtmf and not yet sent."""
+MAX_EVENT_COUNTERS = 64
+"""Plain calls: RTP sequence numbers of received RFC 4733 events remembered to keep the audio's playout index
+dense (see _audio_index). Sealed streams carry events inside audio frames: no gaps to account for."""
+MAX_QUEUED_EVENTS = 16
+"""Telephone-event payloads waiting for an audio frame to ride on (normally 0-1: the train is paced in time)."""
+
 _EVENT = struct.Struct(">BBH")
 _SEALED = struct.Struct(">I")
 

@@ -59,6 +59,9 @@ MAX_PORT_PAIR_TRIES = 50
 OnPayload = Callable[[RtpPacket, Address], bool]
 """Called for every well-formed RTP packet of our payload type (of any type while ``payload_type`` is None);
 returns True iff the payload authenticated."""
+OnAudio = Callable[[bytes, Address], bool]
+"""The relay's lighter ``on_payload``: the whole datagram (version 2, no padding, extension or CSRC, our payload
+type: the payload is ``data[RTP_HEADER_SIZE:]``) and its source; returns True iff the payload authenticated."""
 OnLatch = Callable[[Address, Address], None]
 """Called with (old remote, new remote) when symmetric RTP moves the destination."""
 
@@ -184,6 +187,9 @@ class RtpEndpoint:
         self.latched = False
         """True once the remote moved to an authenticated source other than the SDP address."""
         self.on_payload: OnPayload | None = None
+        self.on_audio: OnAudio | None = None
+        """Set (a pass-through relay): the usual audio packet goes here instead of ``on_payload``, without an
+        RtpPacket made for it; everything else still goes to ``on_payload``."""
         self.event_payload_type: int | None = None
         """The negotiated RFC 4733 telephone-event payload type; its packets go to ``on_event``, not ``on_payload``."""
         self.on_event: OnPayload | None = None
@@ -200,6 +206,9 @@ class RtpEndpoint:
         """Set (with ``latch`` off): datagrams from anywhere else are dropped and counted before anything else."""
         self.pinned: Address | None = None
         """The NAT port pinned by the first packet from a behind-NAT phone's registered address (see source.py)."""
+        self._accepted: Address | None = None
+        """The one source ``source_rule`` accepts outright (its address and port, or the pinned NAT port): a
+        datagram from it skips ``_admit`` when nothing else (hold, SRTP) needs it (issue 17). None: always admit."""
         self.srtp: SrtpContext | None = None
         """Set: RTP and RTCP are SRTP/SRTCP both ways; what does not authenticate is dropped and counted."""
         self.hold = False
@@ -346,10 +355,11 @@ class RtpEndpoint:
         """From now on accept only what ``rule`` allows (latching off) and, with ``srtp``, only SRTP that
         authenticates; then process the datagrams held meanwhile under the same rules."""
         self.source_rule = rule
+        self._accepted = None
         if rule is not None:
             self.latch = False
             if rule.port is not None:
-                self.remote = (rule.host, rule.port)
+                self.remote = self._accepted = (rule.host, rule.port)
         self.srtp = srtp
         self.hold = False
         held, self._held = self._held, []
@@ -382,14 +392,15 @@ class RtpEndpoint:
                 return None
         if rule is not None and rule.port is None and self.pinned is None and not rtcp:
             # NAT: the first authentic packet from the registered address fixes where we send (its NAT mapping).
-            self.pinned = self.remote = addr
+            self.pinned = self.remote = self._accepted = addr
         return data
 
     def _on_rtp_datagram(self, data: bytes, addr: Address) -> None:
         if self.rtcp_mux and is_rtcp(data):
             self._on_rtcp_datagram(data, addr)
             return
-        if self.hold or self.source_rule is not None or self.srtp is not None:
+        # A datagram from the one source the rule accepts outright is what _admit would pass unchanged.
+        if self.hold or self.srtp is not None or (self.source_rule is not None and addr != self._accepted):
             admitted = self._admit(data, addr, rtcp=False)
             if admitted is None:
                 return
@@ -397,13 +408,19 @@ class RtpEndpoint:
         if len(data) > RTP_HEADER_SIZE and data[0] == 0x80 and (data[1] & 0x7F) == self.payload_type:
             # The relay's fast path (issue 17): version 2, no padding, extension or CSRC, our payload type (what
             # every peer sends); parse_rtp does the same checks and handles the rest.
-            b1, seq, ts, ssrc = _B1_SEQ_TS_SSRC.unpack_from(data, 1)
-            pkt = RtpPacket(b1 & 0x7F, seq, ts, ssrc, data[RTP_HEADER_SIZE:], b1 > 0x7F)
             stats = self.stats
             stats.packets_received += 1
             stats.bytes_received += len(data) - RTP_HEADER_SIZE
             if self.reports:  # the reception statistics feed only our RTCP reports
+                _b1, seq, ts, ssrc = _B1_SEQ_TS_SSRC.unpack_from(data, 1)
                 self.reception.update(seq, ts, ssrc, time.time())
+            audio = self.on_audio
+            if audio is not None:
+                if audio(data, addr) and self.remote != addr:
+                    self.confirm_source(addr)
+                return
+            b1, seq, ts, ssrc = _B1_SEQ_TS_SSRC.unpack_from(data, 1)
+            pkt = RtpPacket(b1 & 0x7F, seq, ts, ssrc, data[RTP_HEADER_SIZE:], b1 > 0x7F)
             handler = self.on_payload
             if handler is not None and handler(pkt, addr) and self.remote != addr:
                 self.confirm_source(addr)

@@ -417,3 +417,20 @@ class ReceptionStats:
         fraction = 0 if expected_interval <= 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
         dlsr = int((now - self.last_sr_arrival) * 65536) if self.last_sr_ntp else 0
         return ReportBlock(self.ssrc, min(fraction, 255), lost, extended_max, int(self.jitter), self.last_sr_ntp, dlsr)
+
+
+class SeqUnwrapper:
+    """Extends 16-bit RTP sequence numbers: the order for plain calls (no frame index exists)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._ext = 0
+
+    def __call__(self, seq: int) -> int:
+        if self._last is None:
+            self._ext = seq
+        else:
+            delta = (seq - self._last) & 0xFFFF
+            self._ext += delta - 0x10000 if delta >= 0x8000 else delta
+        self._last = seq
+        return self._ext
