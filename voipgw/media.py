@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -666,8 +666,11 @@ class MediaStream(RelayPath):
         encoder = self._encoder
         assert encoder is not None
         sealed, p = self._sealed, self._payload_size
-        if sealed is None or p is None or not self._budgeted or not isinstance(encoder, BudgetEncoder):
+        if sealed is None or p is None or not self._budgeted:
             return encoder.encode(pcm)
+        # _budgeted is set only after _use_protector's isinstance check on this encoder (start() sets both; the
+        # encoder is never swapped after): a runtime Protocol check here cost 14 us on every sealed frame.
+        encoder = cast(BudgetEncoder, encoder)
         budget = min(MAX_PACKET, p - sealed.control_size(now, event=event))
         if budget < MIN_BUDGET:
             # Too few bytes for useful audio: an empty frame, which the peer conceals. The encoder still runs
