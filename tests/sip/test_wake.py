@@ -13,8 +13,7 @@ import threading
 
 import pytest
 
-from voipgw.sip import SipStack
-from voipgw.sip import wake
+from voipgw.sip import SipStack, wake
 
 SLOW_TICK_HZ = 0.5
 HOP_BOUND_S = 1.5
