@@ -101,7 +101,8 @@ class RelayPath:
         except RatchetError:
             self.stats.seal_errors += 1
             return False
-        # The marker bit flags the start of a talkspurt (RFC 3551 §4.1): our first frame.
+        # The same send tail as MediaStream._send, inlined on purpose: this runs for every relayed packet, and a
+        # shared helper would add a Python call to each. The marker bit flags a talkspurt's start (RFC 3551 §4.1).
         if self.endpoint.send(frame, marker=self._first_send, samples=self._ts_step):
             self.stats.frames_sent += 1
             self._first_send = False

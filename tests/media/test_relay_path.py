@@ -37,6 +37,25 @@ def _udp(host: str) -> socket.socket:
     return s
 
 
+async def _plain_relay(rule: SourceRule) -> tuple[MediaStream, list[bytes]]:
+    """A started plain relayed stream under ``rule`` and the list its relayed payloads go to."""
+    b = await MediaStream.bind(latch=False)
+    got: list[bytes] = []
+    await b.start(PlainProtector(), None, source=None, sink=None, allow_insecure=True, payload_type=AUDIO_PT)
+    b.endpoint.secure(rule, None)
+    b.relay = got.append
+    return b, got
+
+
+def _send_from_each(
+    seq: int, dest: tuple[str, int], phone: socket.socket, other_port: socket.socket, attacker: socket.socket
+) -> None:
+    """One packet each from the phone (``ok``), another port of its host and the attacker's host."""
+    phone.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"ok%d" % seq), dest)
+    other_port.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"port"), dest)
+    attacker.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"evil"), dest)
+
+
 def test_a_relayed_sealed_stream_hands_on_what_opened_and_refuses_forgeries_and_replays() -> None:
     async def main() -> None:
         a, b = await MediaStream.bind(), await MediaStream.bind()
@@ -86,16 +105,10 @@ def test_a_source_rule_refuses_every_other_address_and_port_on_the_relay_path() 
     async def main() -> None:
         phone, other_port, attacker = _udp("127.0.0.1"), _udp("127.0.0.1"), _udp(ATTACKER)
         phone_addr = phone.getsockname()
-        b = await MediaStream.bind(latch=False)
-        got: list[bytes] = []
+        b, got = await _plain_relay(SourceRule("127.0.0.1", phone_addr[1]))
         try:
-            await b.start(PlainProtector(), None, source=None, sink=None, allow_insecure=True, payload_type=AUDIO_PT)
-            b.endpoint.secure(SourceRule("127.0.0.1", phone_addr[1]), None)
-            b.relay = got.append
             for seq in range(10):
-                phone.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"ok%d" % seq), b.local)
-                other_port.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"port"), b.local)
-                attacker.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"evil"), b.local)
+                _send_from_each(seq, b.local, phone, other_port, attacker)
             await _until(lambda: len(got) >= 10 and sum(b.endpoint.stats.refused.values()) >= 20)
             await asyncio.sleep(0.05)
         finally:
@@ -113,25 +126,19 @@ def test_behind_nat_the_first_packet_pins_the_port_and_the_relay_path_refuses_th
     async def main() -> None:
         phone, other_port, attacker = _udp("127.0.0.1"), _udp("127.0.0.1"), _udp(ATTACKER)
         phone_addr = phone.getsockname()
-        b = await MediaStream.bind(latch=False)
-        got: list[bytes] = []
+        b, got = await _plain_relay(SourceRule("127.0.0.1", None))
         try:
-            await b.start(PlainProtector(), None, source=None, sink=None, allow_insecure=True, payload_type=AUDIO_PT)
-            b.endpoint.secure(SourceRule("127.0.0.1", None), None)
-            b.relay = got.append
             phone.sendto(build_rtp(AUDIO_PT, 0, 0, 7, b"first"), b.local)
             await _until(lambda: len(got) == 1)
             for seq in range(1, 6):
-                phone.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"ok"), b.local)
-                other_port.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"port"), b.local)
-                attacker.sendto(build_rtp(AUDIO_PT, seq, seq * 960, 7, b"evil"), b.local)
+                _send_from_each(seq, b.local, phone, other_port, attacker)
             await _until(lambda: len(got) >= 6 and sum(b.endpoint.stats.refused.values()) >= 10)
             await asyncio.sleep(0.05)
         finally:
             for s in (phone, other_port, attacker):
                 s.close()
             await b.stop()
-        assert got == [b"first"] + [b"ok"] * 5
+        assert got == [b"first"] + [b"ok%d" % seq for seq in range(1, 6)]
         assert b.endpoint.stats.refused == {"wrong-port": 5, "wrong-source": 5}
         assert b.endpoint.pinned == b.endpoint.remote == phone_addr
 
